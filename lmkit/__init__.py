@@ -1,0 +1,78 @@
+"""lmkit: train and evaluate language models from Jupyter.
+
+>>> import lmkit
+>>> run = lmkit.train(arch="lstm", max_steps=200)          # doctest: +SKIP
+>>> print(run.generate("ROMEO:", max_new_tokens=50))        # doctest: +SKIP
+
+Importing lmkit is cheap: Keras and JAX are imported on first use of the API, so that
+``%load_ext lmkit`` and ``lmkit --help`` start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; resolved on first attribute access (PEP 562).
+_LAZY = {
+    "train": "lmkit.api",
+    "load": "lmkit.api",
+    "evaluate": "lmkit.api",
+    "list_architectures": "lmkit.api",
+    "list_optimizers": "lmkit.api",
+    "list_schedules": "lmkit.api",
+    "list_losses": "lmkit.api",
+    "list_metrics": "lmkit.api",
+    "list_tokenizers": "lmkit.api",
+    "list_tasks": "lmkit.api",
+    "TrainConfig": "lmkit.config",
+    "Run": "lmkit.run",
+    "StopSignal": "lmkit.training.events",
+    "LmkitError": "lmkit.errors",
+    "ConfigError": "lmkit.errors",
+    "DataError": "lmkit.errors",
+    "RegistryError": "lmkit.errors",
+    "RunError": "lmkit.errors",
+    "TrainingDiverged": "lmkit.errors",
+}
+
+__all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from lmkit.api import (evaluate, list_architectures, list_losses, list_metrics,
+                           list_optimizers, list_schedules, list_tasks, list_tokenizers, load,
+                           train)
+    from lmkit.config import TrainConfig
+    from lmkit.errors import (ConfigError, DataError, LmkitError, RegistryError, RunError,
+                              TrainingDiverged)
+    from lmkit.run import Run
+    from lmkit.training.events import StopSignal
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lmkit' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext lmkit`: register the magics (imports neither Keras nor JAX)."""
+    from lmkit.notebook.extension import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """`%unload_ext lmkit`: remove the magics."""
+    from lmkit.notebook.extension import unload_ipython_extension as unload
+
+    unload(ipython)

@@ -1,0 +1,364 @@
+"""`TrainConfig`: every key a training run accepts, typed, documented and validated.
+
+The same keys come from a TOML file, a notebook cell body, ``--set key=value`` on the command
+line, and keyword arguments::
+
+    >>> cfg = TrainConfig.from_sources(overrides={"arch": "lstm", "max_steps": "300"})
+    >>> cfg.arch, cfg.max_steps
+    ('lstm', 300)
+
+Unknown keys and wrong types raise `ConfigError` naming the key, the value and what is expected.
+The README's table of keys is generated from this dataclass (`config_table()`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lmkit.errors import ConfigError, did_you_mean
+
+__all__ = ["TrainConfig", "parse_set_options", "parse_toml", "config_table", "dump_toml"]
+
+
+def _key(default: Any, doc: str, **checks: Any) -> Any:
+    """A config field with its documentation and range checks (`min`, `max`, `choices`)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **checks})
+    return field(default=default, metadata={"doc": doc, **checks})
+
+
+@dataclass
+class TrainConfig:
+    """Configuration of one training run. See the README for a table of every key."""
+
+    # what to train
+    arch: str = _key("gpt", "Architecture name (`lmkit list architectures`).")
+    data: str = _key("tinyshakespeare", "Corpus: `tinyshakespeare` (embedded), a text file, or a folder of `.txt` files.")
+    encoding: str = _key("utf-8", "Text encoding of the corpus files.")
+    tokenizer: str = _key("char", "Tokenizer name (`char`, `word`, `bpe`, `byte`).")
+    vocab_size: int | None = _key(None, "Vocabulary size for `word` (default 10000) and `bpe` (default 2000).", min=2)
+    validation_split: float = _key(0.1, "Fraction of the corpus, taken from its tail, held out for validation.", min=0.0, max=0.9)
+    # model
+    seq_len: int = _key(64, "Tokens per training window (and `gpt` context length).", min=1)
+    embed_dim: int = _key(128, "Embedding width.", min=1)
+    units: int = _key(128, "Hidden units of recurrent layers (and gated-CNN channels).", min=1)
+    layers: int = _key(4, "Number of stacked layers / blocks.", min=1)
+    heads: int = _key(4, "Attention heads (`gpt`).", min=1)
+    dropout: float = _key(0.0, "Dropout rate.", min=0.0, max=0.95)
+    tie_embeddings: bool = _key(True, "Share input embedding and output projection where the architecture allows.")
+    activation: str = _key("tanh", "Recurrent activation of `rnn` (`tanh` or `relu`).", choices=("tanh", "relu"))
+    kernel_size: int = _key(4, "Convolution width (`gated_cnn`).", min=1)
+    model: dict[str, Any] = _key({}, "Extra architecture options (TOML table `[model]`), passed to the model as keywords.")
+    precision: str = _key("float32", "`float32` or `mixed_bfloat16`.", choices=("float32", "mixed_bfloat16"))
+    # optimization
+    optimizer: str = _key("adamw", "Optimizer name (`lmkit list optimizers`).")
+    learning_rate: float = _key(1e-3, "Peak learning rate.", min=0.0, exclusive_min=True)
+    weight_decay: float = _key(0.0, "Decoupled weight decay (AdamW, Lion) or L2 decay (others).", min=0.0)
+    momentum: float = _key(0.9, "Momentum of `momentum`, `nesterov` and `rmsprop`.", min=0.0, max=1.0)
+    beta1: float = _key(0.9, "First-moment decay of Adam-family and Lion.", min=0.0, max=1.0)
+    beta2: float = _key(0.99, "Second-moment decay of Adam-family and Lion.", min=0.0, max=1.0)
+    clipnorm: float | None = _key(1.0, "Clip gradients to this global norm (`none` to disable).", min=0.0, exclusive_min=True)
+    schedule: str = _key("warmup_cosine", "Learning-rate schedule (`lmkit list schedules`).")
+    warmup_steps: int = _key(100, "Linear warm-up steps of `warmup_cosine` and `one_cycle`.", min=0)
+    min_lr_ratio: float = _key(0.1, "Final learning rate as a fraction of the peak.", min=0.0, max=1.0)
+    loss: str = _key("cross_entropy", "Loss name (`lmkit list losses`).")
+    label_smoothing: float = _key(0.0, "Label smoothing of `label_smoothing` loss.", min=0.0, max=1.0)
+    metrics: list[str] = _key(["loss", "perplexity", "bits_per_char", "accuracy"], "Validation metrics (`lmkit list metrics`).")
+    top_k: int = _key(5, "k of the `top_k_accuracy` metric.", min=1)
+    # schedule of the run
+    batch_size: int = _key(12, "Sequences per batch.", min=1)
+    max_steps: int | None = _key(1500, "Optimizer steps to train (set `none` and use `epochs` instead).", min=1)
+    epochs: float | None = _key(None, "Passes over the training tokens; overrides `max_steps` when set.", min=0.0, exclusive_min=True)
+    eval_every: int = _key(250, "Evaluate on the validation split every N steps.", min=1)
+    eval_batches: int = _key(20, "Validation batches per evaluation (`0`: the whole split).", min=0)
+    early_stopping: int | None = _key(None, "Stop after this many evaluations without improvement of `val_loss`.", min=1)
+    checkpoint_every: int = _key(500, "Write a checkpoint every N steps (and always at the end).", min=1)
+    steps_per_dispatch: int = _key(0, "Optimizer steps fused into one compiled call on JAX (`0`: automatic).", min=0)
+    seed: int = _key(0, "Seed of initialization, batches and dropout; equal seeds give equal runs.", min=0)
+    # output
+    out: str | None = _key(None, "Run directory (default: `runs/<arch>-<time>`).")
+    overwrite: bool = _key(False, "Replace a run already in `out`.")
+    sample_tokens: int = _key(200, "Tokens of the sample generated at the end (`0`: none).", min=0)
+    sample_prompt: str = _key("\n", "Prompt of the final sample.")
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+        """Build from a mapping, coercing strings from the command line to the declared types."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(
+                    f"{source}: unknown config key '{key}'{did_you_mean(key, known)}. "
+                    f"Run `lmkit train --help` or see the README for the list of keys."
+                )
+            kwargs[key] = _coerce(key, value, _field_type(known[key]), source)
+        try:
+            return cls(**kwargs)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_sources(
+        cls,
+        config: "TrainConfig | str | Path | dict[str, Any] | None" = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> "TrainConfig":
+        """Merge a base (config object, TOML path or mapping) with keyword / `--set` overrides."""
+        if config is None:
+            base: dict[str, Any] = {}
+            source = "config"
+        elif isinstance(config, TrainConfig):
+            base = config.to_dict()
+            source = "config"
+        elif isinstance(config, dict):
+            base = dict(config)
+            source = "config"
+        else:
+            path = Path(config)
+            if not path.is_file():
+                raise ConfigError(f"config file '{path}' does not exist")
+            base = parse_toml(path.read_text(encoding="utf-8"), source=str(path))
+            source = str(path)
+        merged = {**base, **(overrides or {})}
+        return cls.from_dict(merged, source=source if not overrides else "config")
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with `changes` applied and validated."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return dump_toml(self.to_dict())
+
+    def model_kwargs(self, accepted: typing.Iterable[str]) -> dict[str, Any]:
+        """Keyword arguments for an architecture whose constructor accepts the names `accepted`."""
+        accepted = set(accepted)
+        generic = ("embed_dim", "units", "layers", "heads", "dropout", "tie_embeddings",
+                   "activation", "kernel_size", "seq_len")
+        kwargs = {k: getattr(self, k) for k in generic if k in accepted}
+        for k, v in self.model.items():
+            if k not in accepted and "kwargs" not in accepted:
+                raise ConfigError(
+                    f"[model] option '{k}' is not accepted by architecture '{self.arch}'"
+                    f"{did_you_mean(k, accepted)}; it accepts: {', '.join(sorted(accepted))}"
+                )
+            kwargs[k] = v
+        return kwargs
+
+
+# -- types and validation ---------------------------------------------------------------------
+def _field_type(f: dataclasses.Field) -> Any:
+    hints = typing.get_type_hints(TrainConfig)
+    return hints[f.name]
+
+
+def _describe(tp: Any) -> str:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join("none" if a is type(None) else _describe(a) for a in args)
+    if typing.get_origin(tp) is list:
+        return f"a list of {_describe(args[0])}s"
+    if typing.get_origin(tp) is dict:
+        return "a table"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
+    """Convert `value` to `tp`, accepting the string forms `--set` produces."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0], source)
+    bad = ConfigError(
+        f"{source}: config key '{key}' must be {_describe(tp)}, got {value!r}"
+        + (f" ({type(value).__name__})" if not isinstance(value, str) else "")
+    )
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.strip().lower() in ("true", "1", "yes")
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip().replace("_", ""))
+            except ValueError:
+                try:
+                    as_float = float(value)
+                except ValueError:
+                    raise bad from None
+                if as_float.is_integer():
+                    return int(as_float)
+        raise bad
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return [_coerce(key, v, item, source) for v in value]
+    if origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise bad
+    raise bad
+
+
+def _validate(cfg: TrainConfig) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        # Values passed straight to the constructor are checked here too.
+        try:
+            value = _coerce(f.name, value, hints[f.name], "config")
+        except ConfigError as exc:
+            raise ConfigError(str(exc).removeprefix("config: ")) from None
+        object.__setattr__(cfg, f.name, value)
+        if value is None or isinstance(value, (list, dict, bool)):
+            continue
+        meta = f.metadata
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(
+                f"config key '{f.name}' must be one of {', '.join(map(repr, meta['choices']))}, "
+                f"got {value!r}{did_you_mean(str(value), meta['choices'])}"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{f.name}' must be a finite number, got {value!r}")
+        low, high = meta.get("min"), meta.get("max")
+        if low is not None and (value < low or (meta.get("exclusive_min") and value == low)):
+            relation = "greater than" if meta.get("exclusive_min") else "at least"
+            raise ConfigError(f"config key '{f.name}' must be {relation} {low}, got {value!r}")
+        if high is not None and value > high:
+            raise ConfigError(f"config key '{f.name}' must be at most {high}, got {value!r}")
+    if cfg.max_steps is None and cfg.epochs is None:
+        raise ConfigError("set either 'max_steps' or 'epochs' (both are none)")
+    if cfg.embed_dim % cfg.heads and cfg.arch.lower() == "gpt":
+        raise ConfigError(
+            f"config key 'embed_dim' ({cfg.embed_dim}) must be divisible by 'heads' ({cfg.heads})"
+        )
+
+
+# -- text forms -------------------------------------------------------------------------------
+def parse_toml(text: str, source: str = "config", line_offset: int = 0) -> dict[str, Any]:
+    """Parse TOML, turning syntax errors into `ConfigError` with the line (plus `line_offset`)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        lineno = getattr(exc, "lineno", None)
+        if lineno is None:
+            import re
+
+            m = re.search(r"line (\d+)", msg)
+            lineno = int(m.group(1)) if m else None
+        where = f"{source}, line {lineno + line_offset}" if lineno else source
+        reason = msg.split(" (at line")[0]
+        raise ConfigError(f"{where}: malformed TOML: {reason}") from None
+
+
+def parse_set_options(items: typing.Iterable[str]) -> dict[str, Any]:
+    """Turn ``["lr=1e-3", "arch=lstm"]`` into a dict; values are parsed as TOML when they can be.
+
+    >>> parse_set_options(["max_steps=10", "arch=lstm", "metrics=[\\"loss\\"]"])
+    {'max_steps': 10, 'arch': 'lstm', 'metrics': ['loss']}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # bare words such as arch=lstm
+        if key.startswith("model."):
+            out.setdefault("model", {})[key.removeprefix("model.")] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def dump_toml(values: dict[str, Any]) -> str:
+    """Write a flat mapping (plus nested tables) as TOML; `None` values are omitted (TOML has no null)."""
+    lines, tables = [], []
+    for k, v in values.items():
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            tables.append((k, v))
+        else:
+            lines.append(f"{k} = {_toml_value(v)}")
+    for name, table in tables:
+        lines.append(f"\n[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None)
+    return "\n".join(lines) + "\n"
+
+
+def config_table() -> str:
+    """The Markdown table of every config key, as embedded in the README."""
+    hints = typing.get_type_hints(TrainConfig)
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for f in fields(TrainConfig):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        shown = "none" if default is None else _toml_value(default)
+        tp = _describe(hints[f.name]).replace("an ", "").replace("a ", "")
+        rows.append(f"| `{f.name}` | {tp} | `{shown}` | {f.metadata['doc']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m lmkit.config > table.md
+    sys.stdout.write(config_table() + "\n")
