@@ -11,9 +11,14 @@ Importing lmkit is cheap: Keras and JAX are imported on first use of the API, so
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# JAX is lmkit's default backend (Keras's own default is TensorFlow). An explicit KERAS_BACKEND
+# wins; this must run before anything imports keras, which is why it lives here.
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 # public name -> module that defines it; resolved on first attribute access (PEP 562).
 _LAZY = {

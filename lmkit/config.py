@@ -62,7 +62,7 @@ class TrainConfig:
     optimizer: str = _key("adamw", "Optimizer name (`lmkit list optimizers`).")
     learning_rate: float = _key(1e-3, "Peak learning rate.", min=0.0, exclusive_min=True)
     weight_decay: float = _key(0.0, "Decoupled weight decay (AdamW, Lion) or L2 decay (others).", min=0.0)
-    momentum: float = _key(0.9, "Momentum of `momentum`, `nesterov` and `rmsprop`.", min=0.0, max=1.0)
+    momentum: float = _key(0.9, "Momentum of `momentum` and `nesterov`.", min=0.0, max=1.0)
     beta1: float = _key(0.9, "First-moment decay of Adam-family and Lion.", min=0.0, max=1.0)
     beta2: float = _key(0.99, "Second-moment decay of Adam-family and Lion.", min=0.0, max=1.0)
     clipnorm: float | None = _key(1.0, "Clip gradients to this global norm (`none` to disable).", min=0.0, exclusive_min=True)
@@ -101,14 +101,14 @@ class TrainConfig:
         for key, value in values.items():
             if key not in known:
                 raise ConfigError(
-                    f"{source}: unknown config key '{key}'{did_you_mean(key, known)}. "
+                    f"{_where(source)}unknown config key '{key}'{did_you_mean(key, known)}. "
                     f"Run `lmkit train --help` or see the README for the list of keys."
                 )
             kwargs[key] = _coerce(key, value, _field_type(known[key]), source)
         try:
             return cls(**kwargs)
         except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            raise ConfigError(f"{_where(source)}{exc}") from None
 
     @classmethod
     def from_sources(
@@ -178,6 +178,11 @@ def _describe(tp: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
 
+def _where(source: str) -> str:
+    """Message prefix naming the file or cell a value came from (nothing for keyword arguments)."""
+    return "" if source == "config" else f"{source}: "
+
+
 def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
     """Convert `value` to `tp`, accepting the string forms `--set` produces."""
     origin = typing.get_origin(tp)
@@ -187,9 +192,12 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
             if type(None) in args:
                 return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(key, value, inner[0], source)
+        try:
+            return _coerce(key, value, inner[0], source)
+        except ConfigError:
+            pass
     bad = ConfigError(
-        f"{source}: config key '{key}' must be {_describe(tp)}, got {value!r}"
+        f"{_where(source)}config key '{key}' must be {_describe(tp)}, got {value!r}"
         + (f" ({type(value).__name__})" if not isinstance(value, str) else "")
     )
     if tp is bool:
@@ -250,10 +258,7 @@ def _validate(cfg: TrainConfig) -> None:
     for f in fields(cfg):
         value = getattr(cfg, f.name)
         # Values passed straight to the constructor are checked here too.
-        try:
-            value = _coerce(f.name, value, hints[f.name], "config")
-        except ConfigError as exc:
-            raise ConfigError(str(exc).removeprefix("config: ")) from None
+        value = _coerce(f.name, value, hints[f.name], "config")
         object.__setattr__(cfg, f.name, value)
         if value is None or isinstance(value, (list, dict, bool)):
             continue
@@ -335,12 +340,15 @@ def _toml_value(v: Any) -> str:
 
 
 def dump_toml(values: dict[str, Any]) -> str:
-    """Write a flat mapping (plus nested tables) as TOML; `None` values are omitted (TOML has no null)."""
+    """Write a flat mapping (plus nested tables) as TOML; `None` is written as ``"none"``.
+
+    TOML has no null; every optional config key reads the string "none" back as None.
+    """
     lines, tables = [], []
     for k, v in values.items():
         if v is None:
-            continue
-        if isinstance(v, dict):
+            lines.append(f'{k} = "none"')
+        elif isinstance(v, dict):
             tables.append((k, v))
         else:
             lines.append(f"{k} = {_toml_value(v)}")

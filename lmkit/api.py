@@ -1,0 +1,116 @@
+"""lmkit's Python API. The CLI and the notebook magics are thin layers over these functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lmkit.config import TrainConfig
+from lmkit.registry import Entry, get_registry
+from lmkit.training.events import Reporter, StopSignal
+
+__all__ = [
+    "train", "load", "evaluate", "list_architectures", "list_optimizers", "list_schedules",
+    "list_losses", "list_metrics", "list_tokenizers", "list_tasks", "list_entries",
+]
+
+
+def train(
+    config: TrainConfig | str | Path | dict[str, Any] | None = None,
+    *,
+    reporters: list[Reporter] | None = None,
+    stop: StopSignal | None = None,
+    resume: str | Path | None = None,
+    **overrides: Any,
+) -> "Run":
+    """Train a language model and return its `Run`.
+
+    `config` is a `TrainConfig`, a TOML file, or a mapping; keyword arguments override its keys.
+    `reporters` receive the training events (default: text progress). Setting `stop` (or
+    pressing Ctrl-C once) ends training at the next step boundary with a checkpoint written.
+    `resume` continues the run in that directory from its last checkpoint.
+
+    >>> run = lmkit.train(arch="lstm", units=256, max_steps=500)         # doctest: +SKIP
+    >>> run = lmkit.train("shakespeare.toml", learning_rate=3e-4)         # doctest: +SKIP
+    >>> run = lmkit.train(resume="runs/lstm-20261128-101500", max_steps=1000)  # doctest: +SKIP
+    """
+    from lmkit.training.loop import run_training
+
+    if resume is not None:
+        run_dir = Path(resume)
+        saved = run_dir / "config.toml"
+        if not saved.is_file():
+            from lmkit.errors import RunError
+
+            raise RunError(f"cannot resume '{run_dir}': it has no config.toml (not an lmkit run)")
+        base = TrainConfig.from_sources(saved)
+        cfg = TrainConfig.from_sources(config if config is not None else base,
+                                       {**overrides, "out": str(run_dir)})
+        return run_training(cfg, reporters=reporters, stop=stop, resume=True)
+    cfg = TrainConfig.from_sources(config, overrides)
+    return run_training(cfg, reporters=reporters, stop=stop)
+
+
+def load(path: str | Path) -> "Run":
+    """Open a run directory written by `train`.
+
+    >>> run = lmkit.load("runs/gpt-20261128-101500")    # doctest: +SKIP
+    """
+    from lmkit.run import load_run
+
+    return load_run(path)
+
+
+def evaluate(run_or_path: Any, task: str = "glue/sst2", data: str | Path | None = None,
+             **options: Any) -> Any:
+    """Evaluate a run (or train from ``"scratch"``) on a downstream task; see `lmkit.evaluation`.
+
+    >>> result = lmkit.evaluate(run, task="glue/sst2", data="glue_data/SST-2")  # doctest: +SKIP
+    >>> result.metrics                                                           # doctest: +SKIP
+    """
+    from lmkit.evaluation import evaluate as _evaluate
+
+    return _evaluate(run_or_path, task=task, data=data, **options)
+
+
+def list_entries(kind: str, pattern: str = "*") -> list[Entry[Any]]:
+    """Entries of one registry matching a shell-style `pattern`, e.g. ``("architectures", "*lstm*")``."""
+    return get_registry(kind).list(pattern)
+
+
+def list_architectures(pattern: str = "*") -> list[Entry[Any]]:
+    """Registered architectures (name, description, source)."""
+    return list_entries("architectures", pattern)
+
+
+def list_optimizers(pattern: str = "*") -> list[Entry[Any]]:
+    """Registered optimizers."""
+    return list_entries("optimizers", pattern)
+
+
+def list_schedules(pattern: str = "*") -> list[Entry[Any]]:
+    """Registered learning-rate schedules."""
+    return list_entries("schedules", pattern)
+
+
+def list_losses(pattern: str = "*") -> list[Entry[Any]]:
+    """Registered losses."""
+    return list_entries("losses", pattern)
+
+
+def list_metrics(pattern: str = "*") -> list[Entry[Any]]:
+    """Registered language-model metrics."""
+    return list_entries("metrics", pattern)
+
+
+def list_tokenizers(pattern: str = "*") -> list[Entry[Any]]:
+    """Registered tokenizers."""
+    return list_entries("tokenizers", pattern)
+
+
+def list_tasks(pattern: str = "*") -> list[Entry[Any]]:
+    """Registered evaluation tasks."""
+    return list_entries("tasks", pattern)
+
+
+from lmkit.run import Run  # noqa: E402  (for annotations; lmkit.run imports nothing heavy)

@@ -1,0 +1,46 @@
+"""Build a registered architecture from a `TrainConfig`."""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from lmkit.registry import architectures
+
+if TYPE_CHECKING:
+    import keras
+
+    from lmkit.config import TrainConfig
+
+__all__ = ["build_model"]
+
+
+def _accepted(factory: Any) -> set[str]:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    params = inspect.signature(target).parameters
+    names = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        names.add("kwargs")
+    return names - {"self", "vocab_size"}
+
+
+def build_model(cfg: "TrainConfig", vocab_size: int) -> "keras.Model":
+    """Instantiate `cfg.arch` for `vocab_size` tokens and build its weights.
+
+    Only the generic keys the architecture's constructor accepts are passed (an LSTM has no
+    `heads`), plus the free-form `[model]` table.
+    """
+    import keras
+
+    factory = architectures.get(cfg.arch)
+    kwargs = cfg.model_kwargs(_accepted(factory))
+    kwargs.pop("kwargs", None)
+    previous = keras.config.dtype_policy()
+    # Layers read the global policy when they are created; restore it so nothing else changes.
+    keras.config.set_dtype_policy(cfg.precision)
+    try:
+        model = factory(vocab_size, **kwargs)
+        model(keras.ops.zeros((1, min(cfg.seq_len, 8)), dtype="int32"))  # create the weights
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return model

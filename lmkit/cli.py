@@ -1,0 +1,190 @@
+"""The `lmkit` command line: parse text, call the Python API, print results.
+
+    lmkit train [CONFIG.toml] [--set key=value ...] [--out DIR] [--overwrite] [--resume DIR]
+    lmkit generate RUN_DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]
+                   [--top-p P] [--seed S] [--stop STR]
+    lmkit list [KIND] [--pattern GLOB]
+    lmkit info RUN_DIR
+    lmkit eval RUN_DIR --task TASK --data PATH [--set key=value ...] [--out DIR]
+    lmkit bench NAME [--quick]
+
+User errors (a bad key, a missing file, a typo'd name) print one paragraph and exit with
+status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from typing import Any
+
+from lmkit.errors import LmkitError
+
+__all__ = ["main", "build_parser"]
+
+
+def _train(args: argparse.Namespace) -> int:
+    import lmkit
+    from lmkit.config import parse_set_options
+
+    overrides: dict[str, Any] = parse_set_options(args.set or [])
+    if args.out is not None:
+        overrides["out"] = args.out
+    if args.overwrite:
+        overrides["overwrite"] = True
+    if args.resume:
+        run = lmkit.train(args.config, resume=args.resume, **overrides)
+    else:
+        run = lmkit.train(args.config, **overrides)
+    _print_summary(run)
+    return 0
+
+
+def _print_summary(run: Any) -> None:
+    summary = run.summary
+    metrics = {k: v for k, v in summary.items() if k.startswith("val_")}
+    print(f"\nrun: {run.dir}  ({summary.get('steps')} steps, {summary.get('reason')}, "
+          f"{summary.get('elapsed_s', 0):.1f}s)")
+    if metrics:
+        print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if summary.get("sample"):
+        print("\nsample:\n" + summary["sample"])
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import lmkit
+
+    run = lmkit.load(args.run_dir)
+    text = run.generate(args.prompt, max_new_tokens=args.max_new_tokens,
+                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                        seed=args.seed, stop=args.stop)
+    print(args.prompt + text)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from lmkit.registry import REGISTRIES, get_registry
+
+    kinds = [get_registry(args.kind).kind] if args.kind else list(REGISTRIES)
+    for kind in kinds:
+        entries = get_registry(kind).list(args.pattern)
+        print(f"{kind}:")
+        width = max((len(e.name) for e in entries), default=0)
+        for e in entries:
+            alias = f" (aliases: {', '.join(e.aliases)})" if e.aliases else ""
+            print(f"  {e.name:<{width}}  {e.description}{alias}  [{e.source}]")
+        if len(kinds) > 1:
+            print()
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmkit.errors import RunError
+    from lmkit.run import load_history
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise RunError(f"'{run_dir}' is not an lmkit run directory (no config.toml)")
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    print(f"run {run_dir}")
+    for key in ("arch", "steps", "reason", "elapsed_s", "parameters", "backend", "finished"):
+        if key in summary:
+            print(f"  {key:<12} {summary[key]}")
+    for key, value in summary.items():
+        if key.startswith("val_"):
+            print(f"  {key:<12} {value:.4f}")
+    if not summary:
+        print("  (no summary.json: training did not finish; `lmkit train --resume` continues it)")
+    print(f"  history      {len(load_history(run_dir))} records in metrics.jsonl")
+    print("config:")
+    print(textwrap.indent((run_dir / "config.toml").read_text(), "  "), end="")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from lmkit.evaluation.cli import main as eval_main
+
+    return eval_main(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from lmkit.bench import main as bench_main
+
+    return bench_main([args.name, *(["--quick"] if args.quick else [])])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmkit", description="Train and evaluate language models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a language model (defaults: a small char-level GPT "
+                                     "on the embedded Shakespeare)",
+                       epilog="Every config key is listed in the README; e.g. --set arch=lstm "
+                              "--set max_steps=500 --set learning_rate=2e-3")
+    p.add_argument("config", nargs="?", help="TOML file with config keys")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue that run from its checkpoint")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("generate", help="generate text from a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stop", help="stop when this text is generated")
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("list", help="list registered components")
+    p.add_argument("kind", nargs="?", help="architectures, optimizers, schedules, losses, "
+                                           "metrics, tokenizers or tasks")
+    p.add_argument("--pattern", default="*", help="shell-style filter, e.g. '*lstm*'")
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser("info", help="describe a run directory")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_info)
+
+    try:
+        from lmkit.evaluation.cli import add_parser as add_eval_parser
+    except ImportError:
+        add_eval_parser = None
+    if add_eval_parser is not None:
+        p = add_eval_parser(sub)
+        p.set_defaults(func=_eval)
+
+    p = sub.add_parser("bench", help="run a benchmark (gpt_char, lstm_classic, generate, "
+                                     "startup, memory)")
+    p.add_argument("name")
+    p.add_argument("--quick", action="store_true", help="a short run, for smoke tests")
+    p.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LmkitError as exc:
+        message = str(exc)
+        print(f"lmkit {args.command}: error: {message[:1].upper() + message[1:]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

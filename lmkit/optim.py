@@ -1,0 +1,106 @@
+"""Built-in optimizers: factories from a `TrainConfig` to a Keras optimizer.
+
+Each factory takes the config and the learning rate (a float or a schedule) and returns a
+`keras.optimizers.Optimizer`. Gradient clipping by global norm (`clipnorm`) and weight decay
+(`weight_decay`) apply to all of them through Keras's own optimizer arguments, so they work
+identically in the compiled JAX step and in `model.fit` on other backends.
+
+`gd` is full-batch gradient descent: the trainer accumulates the gradient over the whole training
+split and takes one plain SGD step per pass (see `lmkit.training.loop`).
+
+Third-party optimizers register the same way or through the `lmkit.optimizers` entry point group::
+
+    @optimizers.register("my_opt", description="...")
+    def my_opt(cfg, learning_rate):
+        return keras.optimizers.SGD(learning_rate)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import keras
+
+from lmkit.registry import optimizers
+
+if TYPE_CHECKING:
+    from lmkit.config import TrainConfig
+
+__all__ = ["build_optimizer", "FULL_BATCH"]
+
+#: optimizers that take one step per pass over the training split
+FULL_BATCH = frozenset({"gd"})
+
+
+def _common(cfg: "TrainConfig") -> dict[str, Any]:
+    common: dict[str, Any] = {}
+    if cfg.clipnorm is not None:
+        common["global_clipnorm"] = cfg.clipnorm
+    return common
+
+
+def _decay(cfg: "TrainConfig") -> dict[str, Any]:
+    return {"weight_decay": cfg.weight_decay} if cfg.weight_decay > 0 else {}
+
+
+@optimizers.register("gd", aliases=("full_batch", "batch_gd"),
+                     description="Full-batch gradient descent: one step per pass over the training split.")
+def gd(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
+    return keras.optimizers.SGD(learning_rate, **_decay(cfg), **_common(cfg))
+
+
+@optimizers.register("sgd", description="Mini-batch stochastic gradient descent.")
+def sgd(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
+    return keras.optimizers.SGD(learning_rate, **_decay(cfg), **_common(cfg))
+
+
+@optimizers.register("momentum", aliases=("sgdm",), description="SGD with heavy-ball momentum.")
+def momentum(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
+    return keras.optimizers.SGD(learning_rate, momentum=cfg.momentum, **_decay(cfg), **_common(cfg))
+
+
+@optimizers.register("nesterov", description="SGD with Nesterov momentum.")
+def nesterov(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
+    return keras.optimizers.SGD(
+        learning_rate, momentum=cfg.momentum, nesterov=True, **_decay(cfg), **_common(cfg)
+    )
+
+
+@optimizers.register("adam", description="Adam (Kingma & Ba, 2015).")
+def adam(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adam(
+        learning_rate, beta_1=cfg.beta1, beta_2=cfg.beta2, **_decay(cfg), **_common(cfg)
+    )
+
+
+@optimizers.register("adamw", description="Adam with decoupled weight decay (Loshchilov & Hutter, 2019).")
+def adamw(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
+    opt = keras.optimizers.AdamW(
+        learning_rate, weight_decay=cfg.weight_decay, beta_1=cfg.beta1, beta_2=cfg.beta2,
+        **_common(cfg),
+    )
+    # As in GPT-2 / nanoGPT: no decay on biases, norms and embeddings' positions.
+    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "position"])
+    return opt
+
+
+@optimizers.register("rmsprop", description="RMSprop (Hinton, 2012).")
+def rmsprop(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
+    return keras.optimizers.RMSprop(learning_rate, rho=0.9, **_decay(cfg), **_common(cfg))
+
+
+@optimizers.register("adagrad", description="Adagrad (Duchi et al., 2011).")
+def adagrad(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adagrad(learning_rate, **_decay(cfg), **_common(cfg))
+
+
+@optimizers.register("lion", description="Lion, sign-based momentum (Chen et al., 2023).")
+def lion(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Lion(
+        learning_rate, beta_1=cfg.beta1, beta_2=cfg.beta2, **_decay(cfg), **_common(cfg)
+    )
+
+
+def build_optimizer(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
+    """The optimizer named by `cfg.optimizer`, with clipping and weight decay applied."""
+    return optimizers.get(cfg.optimizer)(cfg, learning_rate)

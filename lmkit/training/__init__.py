@@ -1,0 +1,1 @@
+"""The training engine: events, compiled steps, checkpoints and the loop."""

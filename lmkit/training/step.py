@@ -1,0 +1,242 @@
+"""Compiled training and evaluation steps.
+
+On JAX (the fast path) a step is built from Keras's stateless API and compiled with `jax.jit`:
+model weights, non-trainable state (dropout seeds) and optimizer slots live outside the Keras
+objects as one pytree whose buffers are donated to each call, and `k` steps are fused into one
+dispatch with `lax.scan`. On other backends the same interface is served by Keras's own
+`model.fit`.
+
+Both steppers share one contract, used by the loop in `lmkit.training.loop`:
+
+- ``train(xs, ys) -> losses``: `k` optimizer steps on stacked batches ``(k, B, T)``.
+- ``accumulate(batches) -> loss``: one optimizer step on the mean gradient of many batches
+  (full-batch gradient descent).
+- ``evaluate(batches) -> sums``: metric sums over batches, memory bounded by one batch.
+- ``sync()``: write the current weights back into the Keras model (before saving it).
+- ``optimizer_state()`` / ``load_optimizer_state(arrays)``: for checkpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from lmkit.metrics import compute_stats
+from lmkit.losses import nll
+
+__all__ = ["make_stepper", "JaxStepper", "FitStepper"]
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+def _flat(y: Any, logits: Any) -> tuple[Any, Any]:
+    vocab = ops.shape(logits)[-1]
+    return ops.reshape(y, (-1,)), ops.reshape(logits, (-1, vocab))
+
+
+def _eval_sums(loss_fn: Callable, metric_names: list[str], top_k: int, y: Any, logits: Any) -> dict[str, Any]:
+    labels, flat = _flat(y, logits)
+    flat = ops.cast(flat, "float32")
+    sums = {
+        "nll": ops.sum(nll(labels, flat)),
+        "loss": ops.sum(loss_fn(labels, flat)),
+        "count": ops.cast(ops.shape(labels)[0], "float32"),
+    }
+    sums.update(compute_stats(metric_names, labels, flat, top_k))
+    return sums
+
+
+class JaxStepper:
+    """Compiled steps on JAX: `jax.jit`, donated state, `lax.scan` over fused steps."""
+
+    def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                 loss_fn: Callable, metric_names: list[str], top_k: int) -> None:
+        import jax
+
+        self.model, self.optimizer = model, optimizer
+        optimizer.build(model.trainable_variables)
+        self.state = (
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            [v.value for v in optimizer.variables],
+        )
+
+        def loss_of(trainable, non_trainable, x, y):
+            logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+            labels, flat = _flat(y, logits)
+            return ops.mean(loss_fn(labels, flat)), non_trainable
+
+        grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+
+        def one_step(state, batch):
+            trainable, non_trainable, opt_vars = state
+            (loss, non_trainable), grads = grad_fn(trainable, non_trainable, *batch)
+            trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
+            return (trainable, non_trainable, opt_vars), loss
+
+        @functools.partial(jax.jit, donate_argnums=0)
+        def train_chunk(state, xs, ys):
+            return jax.lax.scan(one_step, state, (xs, ys))
+
+        @jax.jit
+        def grad_sum(state, acc, x, y, weight):
+            trainable, non_trainable, _ = state
+            (loss, non_trainable), grads = grad_fn(trainable, non_trainable, x, y)
+            acc = jax.tree.map(lambda a, g: a + weight * g, acc, grads)
+            return non_trainable, acc, loss * weight
+
+        @functools.partial(jax.jit, donate_argnums=0)
+        def apply_grads(state, grads):
+            trainable, non_trainable, opt_vars = state
+            trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
+            return trainable, non_trainable, opt_vars
+
+        @jax.jit
+        def eval_batch(state, x, y):
+            trainable, non_trainable, _ = state
+            logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+            return _eval_sums(loss_fn, metric_names, top_k, y, logits)
+
+        self._train_chunk, self._grad_sum = train_chunk, grad_sum
+        self._apply_grads, self._eval_batch = apply_grads, eval_batch
+
+    def train(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        self.state, losses = self._train_chunk(self.state, xs, ys)
+        return np.asarray(losses)
+
+    def accumulate(self, batches: Iterable[tuple[np.ndarray, np.ndarray, float]]) -> float:
+        import jax
+
+        acc = jax.tree.map(ops.zeros_like, self.state[0])
+        total = 0.0
+        for x, y, weight in batches:
+            non_trainable, acc, loss = self._grad_sum(self.state, acc, x, y, np.float32(weight))
+            self.state = (self.state[0], non_trainable, self.state[2])
+            total += float(loss)
+        self.state = self._apply_grads(self.state, acc)
+        return total
+
+    def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        for x, y in batches:
+            for k, v in self._eval_batch(self.state, x, y).items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        return sums
+
+    def sync(self) -> None:
+        import jax.numpy as jnp
+
+        trainable, non_trainable, opt_vars = self.state
+        # Copies: the state's buffers are donated to the next compiled call, and a Keras variable
+        # must never point at a donated (deleted) buffer.
+        for var, value in zip(self.model.trainable_variables, trainable):
+            var.assign(jnp.array(value, copy=True))
+        for var, value in zip(self.model.non_trainable_variables, non_trainable):
+            var.assign(jnp.array(value, copy=True))
+        for var, value in zip(self.optimizer.variables, opt_vars):
+            var.assign(jnp.array(value, copy=True))
+
+    def optimizer_state(self) -> list[np.ndarray]:
+        return [np.asarray(v) for v in self.state[2]]
+
+    def load_optimizer_state(self, arrays: list[np.ndarray]) -> None:
+        import jax.numpy as jnp
+
+        current = self.state[2]
+        if len(arrays) != len(current):
+            raise ValueError(f"checkpoint has {len(arrays)} optimizer arrays, expected {len(current)}")
+        self.state = (self.state[0], self.state[1],
+                      [jnp.asarray(a, dtype=c.dtype) for a, c in zip(arrays, current)])
+
+    def model_state(self) -> list[np.ndarray]:
+        return [np.asarray(v) for v in (*self.state[0], *self.state[1])]
+
+
+class FitStepper:
+    """The same contract on any Keras backend, through `model.fit` / `model.evaluate`-style calls."""
+
+    def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                 loss_fn: Callable, metric_names: list[str], top_k: int) -> None:
+        self.model, self.optimizer = model, optimizer
+        self._loss_fn, self._metric_names, self._top_k = loss_fn, metric_names, top_k
+
+        def keras_loss(y_true, logits):
+            labels, flat = _flat(y_true, logits)
+            return ops.mean(loss_fn(labels, flat))
+
+        model.compile(optimizer=optimizer, loss=keras_loss)
+        optimizer.build(model.trainable_variables)
+
+    def train(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        k, b = xs.shape[:2]
+        history = self.model.fit(
+            xs.reshape(k * b, -1), ys.reshape(k * b, -1), batch_size=b, epochs=1,
+            shuffle=False, verbose=0,
+        )
+        # fit reports the mean over its k steps; that is the best per-step figure it gives.
+        return np.full(k, history.history["loss"][-1], dtype=np.float32)
+
+    def accumulate(self, batches: Iterable[tuple[np.ndarray, np.ndarray, float]]) -> float:
+        grads_acc: list[Any] | None = None
+        total = 0.0
+        variables = self.model.trainable_variables
+        for x, y, weight in batches:
+            loss, grads = _backend_grads(self.model, self._loss_fn, x, y)
+            grads = [weight * g for g in grads]
+            grads_acc = grads if grads_acc is None else [a + g for a, g in zip(grads_acc, grads)]
+            total += weight * float(loss)
+        self.optimizer.apply(grads_acc, variables)
+        return total
+
+    def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        for x, y in batches:
+            logits = self.model(x, training=False)
+            out = _eval_sums(self._loss_fn, self._metric_names, self._top_k, y, logits)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(keras.ops.convert_to_numpy(v))
+        return sums
+
+    def sync(self) -> None:  # Keras owns the variables on this path
+        pass
+
+    def optimizer_state(self) -> list[np.ndarray]:
+        return [keras.ops.convert_to_numpy(v) for v in self.optimizer.variables]
+
+    def load_optimizer_state(self, arrays: list[np.ndarray]) -> None:
+        for var, value in zip(self.optimizer.variables, arrays, strict=True):
+            var.assign(value)
+
+    def model_state(self) -> list[np.ndarray]:
+        return [keras.ops.convert_to_numpy(v) for v in (*self.model.trainable_variables,
+                                                        *self.model.non_trainable_variables)]
+
+
+def _backend_grads(model: keras.Model, loss_fn: Callable, x: np.ndarray, y: np.ndarray) -> tuple[Any, list[Any]]:
+    """Loss and gradients of one batch on the torch or TensorFlow backend."""
+    backend = keras.backend.backend()
+    variables = model.trainable_variables
+    if backend == "torch":
+        model.zero_grad()
+        loss = ops.mean(loss_fn(*_flat(y, model(x, training=True))))
+        loss.backward()
+        return loss.detach(), [v.value.grad.detach().clone() for v in variables]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = ops.mean(loss_fn(*_flat(y, model(x, training=True))))
+        return loss, tape.gradient(loss, variables)
+    raise NotImplementedError(f"full-batch gradient descent is not implemented on backend {backend!r}")
+
+
+def make_stepper(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss_fn: Callable,
+                 metric_names: list[str], top_k: int) -> JaxStepper | FitStepper:
+    """The compiled JAX stepper on JAX, `model.fit` elsewhere."""
+    cls = JaxStepper if keras.backend.backend() == "jax" else FitStepper
+    return cls(model, optimizer, loss_fn, metric_names, top_k)

@@ -1,0 +1,22 @@
+"""Shared test setup: JAX backend, a private cache directory, the tiny test corpus."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before anything imports keras (tests may import it before lmkit).
+os.environ.setdefault("KERAS_BACKEND", "jax")
+# Token-id and compilation caches go to a per-session folder, never the user's cache.
+os.environ.setdefault("LMKIT_CACHE_DIR", tempfile.mkdtemp(prefix="lmkit-test-cache-"))
+
+import pytest  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def fixtures() -> Path:
+    """The folder of small test data files copied into the repo."""
+    return FIXTURES

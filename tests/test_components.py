@@ -1,0 +1,134 @@
+"""Optimizers, schedules, losses and LM metrics, each checked from one table against references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import keras
+from sklearn.metrics import accuracy_score, log_loss, top_k_accuracy_score
+
+from lmkit.config import TrainConfig
+from lmkit.losses import build_loss
+from lmkit.metrics import compute_stats
+from lmkit.optim import build_optimizer
+from lmkit.registry import metrics, optimizers
+from lmkit.schedules import build_schedule
+
+# -- optimizers ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(optimizers))
+def test_every_optimizer_minimises_a_quadratic(name: str) -> None:
+    cfg = TrainConfig(optimizer=name, learning_rate=0.2, clipnorm=None)
+    opt = build_optimizer(cfg, cfg.learning_rate)
+    w = keras.Variable(np.array([3.0, -2.0], dtype="float32"))
+    start = float(keras.ops.sum(w * w))
+    for _ in range(60):
+        grad = 2.0 * w.value  # d/dw of |w|^2
+        opt.apply([grad], [w])
+    assert float(keras.ops.sum(w * w)) < 0.5 * start
+
+
+def test_clipnorm_limits_the_update() -> None:
+    cfg = TrainConfig(optimizer="sgd", learning_rate=1.0, clipnorm=1.0)
+    opt = build_optimizer(cfg, 1.0)
+    w = keras.Variable(np.zeros(2, dtype="float32"))
+    opt.apply([np.array([30.0, 40.0], dtype="float32")], [w])
+    np.testing.assert_allclose(np.asarray(w.value), [-0.6, -0.8], rtol=1e-5)
+
+
+def test_adamw_decays_weights_but_not_biases() -> None:
+    cfg = TrainConfig(optimizer="adamw", learning_rate=0.1, weight_decay=0.5, clipnorm=None)
+    opt = build_optimizer(cfg, 0.1)
+    kernel = keras.Variable(np.ones(2, dtype="float32"), name="kernel")
+    bias = keras.Variable(np.ones(2, dtype="float32"), name="bias")
+    zero = np.zeros(2, dtype="float32")
+    opt.apply([zero, zero], [kernel, bias])
+    assert np.all(np.asarray(kernel.value) < 1.0)
+    np.testing.assert_allclose(np.asarray(bias.value), 1.0)
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,overrides,expected", [
+    # (step -> learning rate) for peak 1.0 over 100 steps
+    ("constant", {}, {0: 1.0, 50: 1.0, 99: 1.0}),
+    ("linear", {"min_lr_ratio": 0.0}, {0: 1.0, 50: 0.5, 100: 0.0}),
+    ("warmup_cosine", {"warmup_steps": 10, "min_lr_ratio": 0.1},
+     {0: 0.1, 9: 1.0, 10: 1.0, 55: 0.55, 100: 0.1}),
+    ("one_cycle", {"min_lr_ratio": 0.0}, {0: 1 / 30, 29: 1.0, 100: 0.0}),
+])
+def test_schedule_values(name: str, overrides: dict, expected: dict) -> None:
+    cfg = TrainConfig(schedule=name, learning_rate=1.0, **overrides)
+    sched = build_schedule(cfg, 100)
+    for step, value in expected.items():
+        assert float(sched(step)) == pytest.approx(value, abs=1e-5), (name, step)
+
+
+# -- losses --------------------------------------------------------------------------------------
+
+rng = np.random.default_rng(0)
+LOGITS = rng.normal(size=(64, 7)).astype("float32") * 3
+LABELS = rng.integers(0, 7, size=64)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_cross_entropy_matches_sklearn_log_loss() -> None:
+    per_token = np.asarray(build_loss(TrainConfig())(LABELS, LOGITS))
+    reference = log_loss(LABELS, _softmax(LOGITS.astype(np.float64)), labels=range(7))
+    assert per_token.mean() == pytest.approx(reference, rel=1e-5)
+
+
+def test_label_smoothing_matches_keras_reference() -> None:
+    cfg = TrainConfig(loss="label_smoothing", label_smoothing=0.2)
+    ours = np.asarray(build_loss(cfg)(LABELS, LOGITS)).mean()
+    onehot = np.eye(7)[LABELS]
+    smoothed = onehot * 0.8 + 0.2 / 7
+    reference = -(smoothed * np.log(_softmax(LOGITS.astype(np.float64)))).sum(-1).mean()
+    assert ours == pytest.approx(reference, rel=1e-5)
+
+
+def test_mse_on_probabilities() -> None:
+    ours = np.asarray(build_loss(TrainConfig(loss="mse"))(LABELS, LOGITS))
+    reference = ((_softmax(LOGITS.astype(np.float64)) - np.eye(7)[LABELS]) ** 2).mean(-1)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-7)
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+def _finalize(names: list[str], k: int = 3, chars: float | None = None) -> dict[str, float]:
+    loss = np.asarray(build_loss(TrainConfig())(LABELS, LOGITS))
+    sums = {k_: float(v) for k_, v in compute_stats(names, LABELS, LOGITS, k).items()}
+    sums.update(nll=float(loss.sum()), loss=float(loss.sum()), count=float(len(LABELS)))
+    if chars is not None:
+        sums.update(chars=chars, bytes=chars * 2)
+    return {n: metrics.get(n).finalize(sums) for n in names}
+
+
+def test_metrics_match_sklearn() -> None:
+    probs = _softmax(LOGITS.astype(np.float64))
+    out = _finalize(["accuracy", "top_k_accuracy", "perplexity", "loss"], k=3)
+    assert out["accuracy"] == pytest.approx(accuracy_score(LABELS, LOGITS.argmax(-1)))
+    assert out["top_k_accuracy"] == pytest.approx(top_k_accuracy_score(LABELS, probs, k=3, labels=range(7)))
+    assert out["perplexity"] == pytest.approx(math.exp(log_loss(LABELS, probs, labels=range(7))), rel=1e-5)
+
+
+def test_bits_per_char_and_byte() -> None:
+    out = _finalize(["bits_per_char", "bits_per_byte"], chars=100.0)
+    nll = float(np.asarray(build_loss(TrainConfig())(LABELS, LOGITS)).sum())
+    assert out["bits_per_char"] == pytest.approx(nll / math.log(2) / 100)
+    assert out["bits_per_byte"] == pytest.approx(nll / math.log(2) / 200)
+
+
+def test_top_k_counts_ties_for_the_label() -> None:
+    logits = np.array([[1.0, 1.0, 1.0, 0.0]], dtype="float32")
+    stats = compute_stats(["top_k_accuracy"], np.array([2]), logits, 1)
+    assert float(stats["correct_top1"]) == 1.0

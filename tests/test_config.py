@@ -1,0 +1,86 @@
+"""TrainConfig: the same keys from TOML, kwargs and --set; clear errors; the README table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lmkit.config import TrainConfig, config_table, parse_set_options, parse_toml
+from lmkit.errors import ConfigError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_toml_kwargs_and_set_give_the_same_config(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('arch = "lstm"\nlearning_rate = 2e-3\nmax_steps = 300\n[model]\nfoo = 1\n')
+    from_file = TrainConfig.from_sources(toml)
+    from_kwargs = TrainConfig.from_sources(None, {"arch": "lstm", "learning_rate": 2e-3,
+                                                  "max_steps": 300, "model": {"foo": 1}})
+    from_set = TrainConfig.from_sources(None, parse_set_options(
+        ["arch=lstm", "learning_rate=2e-3", "max_steps=300", "model.foo=1"]))
+    assert from_file == from_kwargs == from_set
+    assert from_file.learning_rate == 0.002 and from_file.max_steps == 300
+
+
+def test_overrides_win_over_file(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('arch = "lstm"\nmax_steps = 300\n')
+    assert TrainConfig.from_sources(toml, {"max_steps": "10"}).max_steps == 10
+
+
+def test_unknown_key_names_key_and_suggests() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'learnig_rate' \(did you mean 'learning_rate'\?\)"):
+        TrainConfig.from_sources(None, {"learnig_rate": 1e-3})
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("max_steps", "ten", "config key 'max_steps' must be an integer or none, got 'ten'"),
+    ("learning_rate", -0.1, "config key 'learning_rate' must be greater than 0.0, got -0.1"),
+    ("dropout", 1.5, "config key 'dropout' must be at most 0.95, got 1.5"),
+    ("batch_size", 0, "config key 'batch_size' must be at least 1, got 0"),
+    ("activation", "sigmoid", "config key 'activation' must be one of 'tanh', 'relu', got 'sigmoid'"),
+    ("tie_embeddings", "maybe", "config key 'tie_embeddings' must be true or false, got 'maybe'"),
+    ("seq_len", 3.5, "config key 'seq_len' must be an integer, got 3.5 (float)"),
+])
+def test_wrong_type_or_range_names_key_value_and_expectation(key: str, value: object, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_sources(None, {key: value})
+    assert expected in str(info.value)
+
+
+def test_direct_construction_is_validated_too() -> None:
+    with pytest.raises(ConfigError, match="'learning_rate' must be greater than 0.0"):
+        TrainConfig(learning_rate=0.0)
+
+
+def test_malformed_toml_gives_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cell, line 3: malformed TOML"):
+        parse_toml('arch = "gpt"\nmax_steps = 10\nlearning_rate = = 2\n', source="cell")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("arch = \n")
+    with pytest.raises(ConfigError, match=r"bad.toml, line 1: malformed TOML"):
+        TrainConfig.from_sources(bad)
+
+
+def test_missing_config_file() -> None:
+    with pytest.raises(ConfigError, match="config file 'nope.toml' does not exist"):
+        TrainConfig.from_sources("nope.toml")
+
+
+def test_set_requires_key_value() -> None:
+    with pytest.raises(ConfigError, match="--set expects key=value, got 'arch'"):
+        parse_set_options(["arch"])
+
+
+def test_toml_round_trip() -> None:
+    import tomllib
+
+    cfg = TrainConfig(arch="lstm", sample_prompt='He said "hi"\n', clipnorm=None, model={"k": 2})
+    assert TrainConfig.from_dict(tomllib.loads(cfg.to_toml())) == cfg
+
+
+def test_readme_table_is_current() -> None:
+    assert config_table() in README.read_text(encoding="utf-8"), (
+        "README's config table is stale: regenerate it with `python -m lmkit.config`")
