@@ -25,7 +25,7 @@ from typing import Any
 
 from lmkit.errors import ConfigError, did_you_mean
 
-__all__ = ["TrainConfig", "parse_set_options", "parse_toml", "config_table", "dump_toml"]
+__all__ = ["TrainConfig", "parse_set_options", "parse_toml", "config_table", "dump_toml", "presets"]
 
 
 def _key(default: Any, doc: str, **checks: Any) -> Any:
@@ -128,8 +128,13 @@ class TrainConfig:
             source = "config"
         else:
             path = Path(config)
+            if not path.is_file() and isinstance(config, str) and config in presets():
+                path = presets()[config]
             if not path.is_file():
-                raise ConfigError(f"config file '{path}' does not exist")
+                raise ConfigError(
+                    f"config file '{path}' does not exist (built-in presets: "
+                    f"{', '.join(sorted(presets()))})"
+                )
             base = parse_toml(path.read_text(encoding="utf-8"), source=str(path))
             source = str(path)
         merged = {**base, **(overrides or {})}
@@ -159,6 +164,12 @@ class TrainConfig:
                 )
             kwargs[k] = v
         return kwargs
+
+
+def presets() -> dict[str, Path]:
+    """Built-in configurations by name (``lmkit train classic_lstm``), from ``lmkit/presets``."""
+    folder = Path(__file__).parent / "presets"
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
 
 
 # -- types and validation ---------------------------------------------------------------------

@@ -219,9 +219,9 @@ def run_training(
         emit(CheckpointEvent(step, str(path)))
 
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-    devices = ", ".join(str(d) for d in keras.distribution.list_devices())
+    devices = _devices(backend)
     emit(StartEvent(str(run_dir), total, start, cfg.arch, n_params, backend, devices,
-                    tokens_per_step, cfg.to_dict()))
+                    len(train_ids) if full_batch else tokens_per_step, cfg.to_dict()))
 
     t0 = time.monotonic()
     step, last_ckpt, reason = start, start, "completed"
@@ -296,6 +296,18 @@ def run_training(
     run.summary = _write_summary(run_dir, cfg, step, reason, elapsed, last_eval, n_params, sample)
     emit(EndEvent(step, reason, elapsed, run.summary))
     return run
+
+
+def _devices(backend: str) -> str:
+    if backend == "jax":
+        import jax
+
+        return ", ".join(f"{d.platform}:{d.id}" for d in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    return backend
 
 
 def _lr_at(optimizer: Any, step: int) -> float:

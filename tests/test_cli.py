@@ -1,0 +1,85 @@
+"""The `lmkit` command: subcommands, user errors as one paragraph, Ctrl-C keeps the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lmkit.cli import main
+
+CORPUS = Path(__file__).parent / "fixtures" / "core" / "shakespeare_30k.txt"
+TINY = ["--set", f"data={json.dumps(str(CORPUS))}", "--set", "layers=1", "--set", "embed_dim=32",
+        "--set", "heads=2", "--set", "seq_len=32", "--set", "batch_size=8", "--set", "eval_every=5",
+        "--set", "eval_batches=2", "--set", "sample_tokens=30"]
+
+
+def test_train_generate_info_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--set", "max_steps=10", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "step 10/10" in printed and "sample:" in printed and str(out) in printed
+    assert main(["generate", str(out), "--prompt", "KING:", "--max-new-tokens", "25", "--seed", "1"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("KING:") and len(text.rstrip("\n")) >= 6
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "steps        10" in info and "val_loss" in info and 'arch = "gpt"' in info
+    assert main(["list", "optimizers"]) == 0
+    listing = capsys.readouterr().out
+    assert "adamw" in listing and "[built-in]" in listing and "lion" in listing
+
+
+def test_config_file_and_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('arch = "lstm"\nunits = 16\nembed_dim = 16\nlayers = 1\nmax_steps = 3\n')
+    assert main(["train", str(cfg), *TINY, "--set", "max_steps=4", "--out", str(tmp_path / "r")]) == 0
+    saved = (tmp_path / "r" / "config.toml").read_text()
+    assert 'arch = "lstm"' in saved and "max_steps = 4" in saved
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["train", "--set", "arch=lstn"], "unknown architecture 'lstn' (did you mean 'lstm'?)"),
+    (["train", "--set", "learnin_rate=1"], "unknown config key 'learnin_rate' (did you mean 'learning_rate'?)"),
+    (["train", "--set", "data=/no/such/file.txt"], "does not exist"),
+    (["train", "--set", "batch_size=-3"], "'batch_size' must be at least 1, got -3"),
+    (["list", "architecturez"], "did you mean 'architectures'"),
+    (["info", "/no/such/run"], "is not an lmkit run directory"),
+    (["generate", "/no/such/run", "--prompt", "x"], "does not exist"),
+])
+def test_user_errors_exit_2_with_one_paragraph(argv: list[str], expected: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmkit.cli", "train", *TINY, "--set", "max_steps=100000",
+         "--set", "steps_per_dispatch=1", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until training is really stepping
+        lines.append(line)
+        if line.startswith("step ") or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    output = "".join(lines) + rest
+    assert proc.returncode == 0, output
+    assert "training interrupted at step" in output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reason"] == "interrupted" and 0 < summary["steps"] < 100000
+    assert (out / "checkpoint.npz").is_file() and (out / "model.keras").is_file()

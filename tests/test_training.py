@@ -1,0 +1,193 @@
+"""Training end to end on a tiny corpus: run directory, events, stop, resume, divergence, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lmkit
+from lmkit.errors import ConfigError, DataError, RegistryError, RunError, TrainingDiverged
+from lmkit.training.events import CheckpointEvent, EndEvent, EvalEvent, StartEvent, StepEvent, StopSignal
+
+CORPUS = Path(__file__).parent / "fixtures" / "core" / "shakespeare_30k.txt"
+
+TINY = dict(data=str(CORPUS), arch="gpt", layers=1, heads=2, embed_dim=32, seq_len=32,
+            batch_size=8, max_steps=12, eval_every=4, eval_batches=2, checkpoint_every=4,
+            warmup_steps=2, learning_rate=3e-3, sample_tokens=20)
+
+
+def train(tmp_path: Path, name: str = "run", **overrides) -> lmkit.Run:
+    return lmkit.train(**{**TINY, "out": str(tmp_path / name), **overrides}, reporters=[])
+
+
+def test_training_writes_a_complete_run_directory_and_learns(tmp_path: Path) -> None:
+    events: list = []
+    run = lmkit.train(**TINY, out=str(tmp_path / "run"), reporters=[events.append], max_steps=40,
+                      eval_every=20)
+    for name in ("config.toml", "tokenizer.json", "model.keras", "checkpoint.npz",
+                 "metrics.jsonl", "summary.json"):
+        assert (run.dir / name).is_file(), name
+    kinds = [type(e) for e in events]
+    assert kinds[0] is StartEvent and kinds[-1] is EndEvent
+    assert StepEvent in kinds and EvalEvent in kinds and CheckpointEvent in kinds
+    steps = [r for r in run.history if "loss" in r]
+    assert steps[-1]["step"] == 40
+    assert steps[-1]["loss"] < steps[0]["loss"] - 0.5  # it learns
+    summary = json.loads((run.dir / "summary.json").read_text())
+    assert summary["reason"] == "completed" and summary["steps"] == 40
+    assert summary["val_perplexity"] == pytest.approx(np.exp(summary["val_loss"]), rel=0.05)
+    assert len(summary["sample"]) > 0
+    logged = [json.loads(line)["event"] for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    assert logged[0] == "start" and logged[-1] == "end" and "checkpoint" in logged
+
+
+def test_load_gives_back_the_same_model(tmp_path: Path) -> None:
+    run = train(tmp_path)
+    again = lmkit.load(run.dir)
+    x = np.arange(16, dtype="int32").reshape(1, 16) % run.tokenizer.vocab_size
+    np.testing.assert_allclose(np.asarray(run.model(x)), np.asarray(again.model(x)), atol=1e-6)
+    assert again.config == run.config and again.history == run.history
+    assert again.generate("ROMEO:", max_new_tokens=15, seed=3) == run.generate("ROMEO:", max_new_tokens=15, seed=3)
+
+
+def test_same_seed_same_run(tmp_path: Path) -> None:
+    a, b = train(tmp_path, "a", dropout=0.1), train(tmp_path, "b", dropout=0.1)
+    assert [r.get("loss") for r in a.history] == [r.get("loss") for r in b.history]
+    c = train(tmp_path, "c", dropout=0.1, seed=1)
+    assert [r.get("loss") for r in a.history] != [r.get("loss") for r in c.history]
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
+    straight = train(tmp_path, "straight", max_steps=12, dropout=0.1)
+    stop = StopSignal()
+
+    def stop_after_8(event) -> None:
+        if isinstance(event, StepEvent) and event.step >= 8:
+            stop.set()
+
+    first = lmkit.train(**{**TINY, "out": str(tmp_path / "resumed")}, dropout=0.1, max_steps=12,
+                        reporters=[stop_after_8], stop=stop)
+    assert first.summary["reason"] == "stopped" and first.summary["steps"] == 8
+    resumed = lmkit.train(resume=first.dir, reporters=[])
+    assert resumed.summary["steps"] == 12
+    for a, b in zip(straight.model.weights, resumed.model.weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    assert [r["step"] for r in resumed.history if "loss" in r][-1] == 12
+
+
+def test_stop_signal_ends_at_a_step_boundary_with_a_checkpoint(tmp_path: Path) -> None:
+    stop = StopSignal()
+    seen: list[int] = []
+
+    def press_stop(event) -> None:
+        if isinstance(event, StepEvent):
+            seen.append(event.step)
+            if event.step >= 4:
+                stop.set()
+
+    run = lmkit.train(**{**TINY, "out": str(tmp_path / "r")}, max_steps=1000,
+                      steps_per_dispatch=2, reporters=[press_stop], stop=stop)
+    assert run.summary["reason"] == "stopped"
+    assert run.summary["steps"] == seen[-1] == 4
+    from lmkit.training.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run.dir).step == 4
+    assert lmkit.load(run.dir).summary["steps"] == 4
+
+
+def test_early_stopping(tmp_path: Path) -> None:
+    # A learning rate this small cannot improve the validation loss.
+    run = train(tmp_path, learning_rate=1e-12, max_steps=40, eval_every=2, early_stopping=2)
+    assert run.summary["reason"] == "early_stopping"
+    assert run.summary["steps"] == 6  # evals at 2 (best), 4 and 6 (no improvement)
+
+
+def test_full_batch_gradient_descent_takes_one_step_per_pass(tmp_path: Path) -> None:
+    run = train(tmp_path, optimizer="gd", learning_rate=0.5, schedule="constant", epochs=3,
+                max_steps=None, eval_every=1, arch="rnn", units=16, validation_split=0.5)
+    losses = [r["loss"] for r in run.history if "loss" in r]
+    assert run.summary["steps"] == 3 and len(losses) == 3
+    assert losses[-1] < losses[0]
+
+
+def test_epochs_set_the_number_of_steps(tmp_path: Path) -> None:
+    run = train(tmp_path, epochs=0.05, max_steps=None)
+    ids_per_step = TINY["batch_size"] * TINY["seq_len"]
+    train_tokens = int(30000 * 0.9)  # char tokenizer: one token per character
+    assert run.summary["steps"] == int(np.ceil(0.05 * train_tokens / ids_per_step))
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(TrainingDiverged) as info:
+        train(tmp_path, optimizer="sgd", learning_rate=1e25, schedule="constant", clipnorm=None,
+              checkpoint_every=1, steps_per_dispatch=1, max_steps=50)
+    message = str(info.value)
+    assert "the training loss became" in message and "at step" in message
+    assert "last good checkpoint" in message
+    from lmkit.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tmp_path / "run")
+    failed_step = int(message.split("at step ")[1].split(";")[0])
+    assert ckpt.step == failed_step - 1
+    assert all(np.all(np.isfinite(a)) for a in ckpt.model)
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
+    train(tmp_path, max_steps=2)
+    with pytest.raises(RunError, match="already holds a run .* overwrite=true"):
+        train(tmp_path, max_steps=2)
+    run = train(tmp_path, max_steps=3, overwrite=True)
+    assert run.summary["steps"] == 3
+
+
+@pytest.mark.parametrize("key,value,error,text", [
+    ("arch", "lstn", RegistryError, "did you mean 'lstm'"),
+    ("optimizer", "adamm", RegistryError, "did you mean 'adam'"),
+    ("schedule", "cosinus", RegistryError, "unknown schedule 'cosinus'"),
+    ("loss", "xentropy", RegistryError, "unknown loss 'xentropy'"),
+    ("metrics", ["perplexty"], RegistryError, "did you mean 'perplexity'"),
+    ("tokenizer", "chars", RegistryError, "did you mean 'char'"),
+    ("learning_rate", -1.0, ConfigError, "'learning_rate' must be greater than 0.0, got -1.0"),
+    ("seq_len", 40000, DataError, "seq_len"),
+])
+def test_bad_input_is_reported_before_training(tmp_path: Path, key, value, error, text) -> None:
+    with pytest.raises(error, match=text):
+        train(tmp_path, **{key: value})
+
+
+def test_missing_and_empty_corpus(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        train(tmp_path, data=str(tmp_path / "nope.txt"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        train(tmp_path, data=str(empty))
+
+
+def test_undecodable_bytes_name_file_and_offset(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"plain ascii text " * 10 + b"caf\xe9 au lait")
+    with pytest.raises(DataError, match=r"latin1.txt.*byte (offset )?173"):
+        train(tmp_path, data=str(bad))
+    run = train(tmp_path, "ok", data=str(bad), encoding="latin-1", seq_len=8, max_steps=2,
+                validation_split=0.2, batch_size=2)
+    assert run.summary["steps"] == 2
+
+
+def test_unsafe_model_file_is_refused(tmp_path: Path) -> None:
+    import keras
+
+    run = train(tmp_path, max_steps=2)
+    inputs = keras.Input((4,))
+    unsafe = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
+    unsafe.save(run.dir / "model.keras")
+    with pytest.raises(RunError, match="refusing to load .*model.keras.*arbitrary Python code"):
+        lmkit.load(run.dir)
+
+
+def test_load_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match="not an lmkit run directory"):
+        lmkit.load(tmp_path)
