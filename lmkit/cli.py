@@ -178,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except LmkitError as exc:
-        message = str(exc)
-        print(f"lmkit {args.command}: error: {message[:1].upper() + message[1:]}", file=sys.stderr)
+        print(f"lmkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lmkit: interrupted", file=sys.stderr)

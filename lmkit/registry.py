@@ -109,8 +109,7 @@ class Registry(Generic[T]):
                 if holder is not None:
                     other = self._entries[holder]
                     raise RegistryError(
-                        f"cannot register {self.kind[:-1] if self.kind.endswith('s') else self.kind} "
-                        f"'{k}' from {source or self._loading_source}: the name is already taken "
+                        f"cannot register {self._singular} '{k}' from {source or self._loading_source}: the name is already taken "
                         f"by '{other.name}' from {other.source}. Pass override=True to replace it."
                     )
         if override and key in self._entries:
@@ -210,6 +209,8 @@ class Registry(Generic[T]):
 
     @property
     def _singular(self) -> str:
+        if self.kind.endswith("sses"):  # losses -> loss
+            return self.kind[:-2]
         return self.kind[:-1] if self.kind.endswith("s") else self.kind
 
     def __repr__(self) -> str:

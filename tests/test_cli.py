@@ -47,7 +47,7 @@ def test_config_file_and_set(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 @pytest.mark.parametrize("argv,expected", [
     (["train", "--set", "arch=lstn"], "unknown architecture 'lstn' (did you mean 'lstm'?)"),
     (["train", "--set", "learnin_rate=1"], "unknown config key 'learnin_rate' (did you mean 'learning_rate'?)"),
-    (["train", "--set", "data=/no/such/file.txt"], "does not exist"),
+    (["train", "--set", "data=/no/such/file.txt"], "not found: there is no file or folder at /no/such/file.txt"),
     (["train", "--set", "batch_size=-3"], "'batch_size' must be at least 1, got -3"),
     (["list", "architecturez"], "did you mean 'architectures'"),
     (["info", "/no/such/run"], "is not an lmkit run directory"),

@@ -145,6 +145,7 @@ def run_training(
     for name in cfg.metrics:
         metric_registry.entry(name)
 
+    corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
     run_dir = _prepare_dir(cfg, resume)
     backend = keras.backend.backend()
     if backend == "jax":
@@ -152,7 +153,6 @@ def run_training(
     keras.utils.set_random_seed(cfg.seed)
 
     # data ------------------------------------------------------------------------------------
-    corpus = open_corpus(cfg.data, cfg.encoding)
     if resume:
         tokenizer = read_tokenizer(run_dir)
     else:

@@ -1,0 +1,89 @@
+"""Sampling and incremental decoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lmkit
+from lmkit.errors import ConfigError
+from lmkit.generation import generate, sample_next
+
+CORPUS = Path(__file__).parent / "fixtures" / "core" / "shakespeare_30k.txt"
+LOGITS = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+
+
+def draws(n: int = 4000, **kw) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.bincount([sample_next(LOGITS, rng, **kw) for _ in range(n)], minlength=4) / n
+
+
+def test_greedy_picks_the_argmax() -> None:
+    assert sample_next(LOGITS, np.random.default_rng(0), temperature=0) == 0
+
+
+def test_sampling_follows_the_distribution() -> None:
+    np.testing.assert_allclose(draws(), [0.5, 0.3, 0.15, 0.05], atol=0.03)
+
+
+def test_top_k_and_top_p_cut_the_tail() -> None:
+    top2 = draws(top_k=2)
+    assert top2[2] == top2[3] == 0 and top2[0] == pytest.approx(0.5 / 0.8, abs=0.03)
+    nucleus = draws(top_p=0.7)  # 0.5 + 0.3 reaches 0.7: the two first tokens remain
+    assert nucleus[2] == nucleus[3] == 0
+
+
+def test_low_temperature_sharpens() -> None:
+    assert draws(temperature=0.3)[0] > 0.8
+
+
+@pytest.fixture(scope="module", params=["gpt", "lstm", "gru", "rnn", "gated_cnn"])
+def run(request, tmp_path_factory) -> lmkit.Run:
+    out = tmp_path_factory.mktemp("gen") / request.param
+    return lmkit.train(arch=request.param, data=str(CORPUS), layers=1, heads=2, embed_dim=32,
+                       units=32, seq_len=32, batch_size=8, max_steps=30, eval_every=30,
+                       learning_rate=1e-2, sample_tokens=0, out=str(out), reporters=[])
+
+
+def test_cached_decoding_equals_full_recompute(run: lmkit.Run) -> None:
+    kw = dict(max_new_tokens=40, temperature=0, seed=0)
+    cached = generate(run.model, run.tokenizer, "ROMEO:\nWhat", use_cache=True, **kw)
+    recomputed = generate(run.model, run.tokenizer, "ROMEO:\nWhat", use_cache=False, **kw)
+    assert cached == recomputed and len(cached) == 40
+
+
+def test_seed_reproduces_and_stop_string_cuts(run: lmkit.Run) -> None:
+    a = run.generate("KING:", max_new_tokens=60, seed=7)
+    assert a == run.generate("KING:", max_new_tokens=60, seed=7)
+    assert a != run.generate("KING:", max_new_tokens=60, seed=8)
+    full = run.generate("KING:", max_new_tokens=60, temperature=0)
+    stop = full[10]
+    cut = run.generate("KING:", max_new_tokens=60, temperature=0, stop=stop)
+    assert cut == full[: full.index(stop)]
+
+
+def test_generation_beyond_the_context_window(tmp_path: Path) -> None:
+    # gpt's context is seq_len tokens: longer outputs slide the window instead of failing.
+    out = lmkit.train(arch="gpt", data=str(CORPUS), layers=1, heads=2, embed_dim=16, seq_len=8,
+                      batch_size=4, max_steps=2, sample_tokens=0, reporters=[],
+                      out=str(tmp_path / "window"))
+    assert len(out.generate("A", max_new_tokens=30, seed=0)) == 30
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"temperature": -1}, "`temperature` must be a number >= 0"),
+    ({"top_k": 0}, "`top_k` must be a positive integer"),
+    ({"top_p": 1.5}, "`top_p` must be a number in (0, 1]"),
+    ({"max_new_tokens": -2}, "`max_new_tokens` must be a non-negative integer"),
+])
+def test_bad_sampling_arguments(kw: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        generate(None, None, "x", **kw)
+    assert message in str(info.value)
+
+
+def test_empty_prompt() -> None:
+    with pytest.raises(ConfigError, match="`prompt` must be a non-empty string"):
+        generate(None, None, "")
