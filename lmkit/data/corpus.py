@@ -1,0 +1,200 @@
+"""Text corpora: the embedded tiny Shakespeare, a text file, or a folder of ``.txt`` files.
+
+>>> corpus = open_corpus("tinyshakespeare")
+>>> corpus.num_bytes
+1115394
+>>> next(corpus.chunks(chunk_bytes=16))
+'First Citizen:\\n'
+
+Text is streamed in chunks (`Corpus.chunks`), never read whole, so a corpus larger than memory
+can be tokenized. Undecodable bytes raise `DataError` naming the file, the byte offset and the
+line, and suggesting the ``encoding`` option.
+"""
+
+from __future__ import annotations
+
+import codecs
+import encodings.aliases
+import hashlib
+import importlib.resources
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmkit.errors import DataError, did_you_mean
+
+__all__ = ["Corpus", "open_corpus", "EMBEDDED_CORPORA", "TEXT_SUFFIXES"]
+
+# name -> file inside the lmkit.data package
+EMBEDDED_CORPORA = {"tinyshakespeare": "tinyshakespeare.txt"}
+
+# Files a folder corpus takes (case-insensitive); hidden files and folders are skipped.
+TEXT_SUFFIXES = (".txt",)
+
+# A line longer than this many chunks is cut (at a space if it has one) to bound memory.
+_MAX_LINE_CHUNKS = 4
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """An ordered list of text files read with one encoding.
+
+    Attributes:
+        name: what the user passed (``"tinyshakespeare"``, a path).
+        files: the files, in reading order (sorted by path within a folder).
+        encoding: a Python codec name, checked by `open_corpus`.
+    """
+
+    name: str
+    files: tuple[Path, ...]
+    encoding: str = "utf-8"
+
+    @property
+    def num_bytes(self) -> int:
+        """Total size of the files in bytes."""
+        return sum(f.stat().st_size for f in self.files)
+
+    def chunks(self, chunk_bytes: int = 1 << 20) -> Iterator[str]:
+        """Yield the decoded text in pieces of about `chunk_bytes` bytes.
+
+        Each piece ends at a line break (so no word, and no multi-byte character, is cut), except
+        the last piece of a file and a single line longer than four chunks, which is cut at its
+        last space. Pieces never span two files. Memory use is bounded by a few chunks.
+        """
+        if chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be a positive integer, got {chunk_bytes}")
+        for path in self.files:
+            yield from _whole_lines(_decoded(path, self.encoding, chunk_bytes),
+                                    _MAX_LINE_CHUNKS * chunk_bytes)
+
+    def fingerprint(self) -> str:
+        """A hash of the file paths, sizes, modification times and encoding (a cache key)."""
+        listing = []
+        for f in self.files:
+            st = f.stat()
+            listing.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+        blob = json.dumps({"files": listing, "encoding": self.encoding})
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def open_corpus(data: str, encoding: str = "utf-8") -> Corpus:
+    """Open `data`: an embedded corpus name, a text file, or a folder of ``*.txt`` files.
+
+    A folder is searched recursively; its ``.txt`` files (any case, hidden ones skipped) are read
+    in sorted path order. Raises `DataError` when the path does not exist, a folder holds no text
+    file, the corpus is empty, or `encoding` is not a text encoding Python knows.
+
+    >>> open_corpus("tinyshakespeare").files[0].name
+    'tinyshakespeare.txt'
+    """
+    encoding = _check_encoding(encoding)
+    key = str(data).strip()
+    if key.lower() in EMBEDDED_CORPORA:
+        resource = importlib.resources.files("lmkit.data").joinpath(EMBEDDED_CORPORA[key.lower()])
+        files: tuple[Path, ...] = (Path(str(resource)),)
+    else:
+        path = Path(key).expanduser()
+        if path.is_file():
+            files = (path,)
+        elif path.is_dir():
+            files = _text_files(path)
+        else:
+            raise DataError(
+                f"corpus '{data}' not found: there is no file or folder at {path.absolute()}"
+                f"{did_you_mean(key, EMBEDDED_CORPORA)}. `data` takes a text file, a folder of "
+                f"{'/'.join(TEXT_SUFFIXES)} files, or the name of an embedded corpus: "
+                f"{', '.join(EMBEDDED_CORPORA)}."
+            )
+    corpus = Corpus(name=key, files=files, encoding=encoding)
+    if corpus.num_bytes == 0:
+        shown = ", ".join(str(f) for f in files[:3]) + (", ..." if len(files) > 3 else "")
+        raise DataError(f"corpus '{data}' is empty: {shown} hold(s) 0 bytes of text.")
+    return corpus
+
+
+def _check_encoding(encoding: str) -> str:
+    try:
+        info = codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        names = set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values())
+        raise DataError(
+            f"unknown text encoding {encoding!r}{did_you_mean(str(encoding).replace('-', '_'), names)}. "
+            f"Use a Python codec name such as 'utf-8', 'latin-1' or 'cp1252'."
+        ) from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise DataError(
+            f"encoding {encoding!r} is not a text encoding (it converts bytes to bytes). "
+            f"Use a text encoding such as 'utf-8', 'latin-1' or 'cp1252'."
+        )
+    return info.name
+
+
+def _text_files(folder: Path) -> tuple[Path, ...]:
+    found = []
+    others = 0
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+            continue
+        if p.suffix.lower() in TEXT_SUFFIXES:
+            found.append(p)
+        else:
+            others += 1
+    if not found:
+        raise DataError(
+            f"folder {folder} holds no text files: lmkit reads files ending in "
+            f"{', '.join(TEXT_SUFFIXES)} (searched recursively, {others} other file(s) ignored). "
+            f"Rename the files, or pass one file's path as `data`."
+        )
+    return tuple(found)
+
+
+def _decoded(path: Path, encoding: str, chunk_bytes: int) -> Iterator[str]:
+    """Decode `path` incrementally, so a multi-byte character split across reads stays whole."""
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    offset = 0  # bytes of the file handed to the decoder so far
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(chunk_bytes)
+            final = not raw
+            pending = len(decoder.getstate()[0])  # bytes the decoder holds from the last read
+            try:
+                text = decoder.decode(raw, final=final)
+            except UnicodeDecodeError as exc:
+                raise _decode_error(path, encoding, offset - pending + exc.start, exc) from None
+            offset += len(raw)
+            if text:
+                yield text
+            if final:
+                return
+
+
+def _whole_lines(pieces: Iterator[str], max_chars: int) -> Iterator[str]:
+    carry = ""
+    for piece in pieces:
+        text = carry + piece
+        cut = text.rfind("\n") + 1
+        if not cut and len(text) >= max_chars:
+            cut = text.rfind(" ") + 1 or len(text)
+        if cut:
+            yield text[:cut]
+        carry = text[cut:]
+    if carry:
+        yield carry
+
+
+def _decode_error(path: Path, encoding: str, offset: int, exc: UnicodeDecodeError) -> DataError:
+    line = 1
+    with open(path, "rb") as f:
+        remaining = offset
+        while remaining:  # count line breaks before the bad byte without reading the file whole
+            block = f.read(min(remaining, 1 << 20))
+            line += block.count(b"\n")
+            remaining -= len(block)
+        bad = f.read(1)
+    return DataError(
+        f"{path}: cannot decode byte 0x{bad.hex()} at byte offset {offset} (line {line}) as "
+        f"{encoding} ({exc.reason}). Set the `encoding` option to the file's encoding "
+        f"(for example encoding='latin-1' or 'cp1252'), or fix the file."
+    )

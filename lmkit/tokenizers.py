@@ -1,0 +1,347 @@
+"""Tokenizers: `char`, `word`, `bpe` and `byte`, registered in `lmkit.registry.tokenizers`.
+
+>>> tok = build_tokenizer("char", ["hello world\\n"])
+>>> tok.decode(tok.encode("hello"))
+'hello'
+>>> tok.vocab_size        # <unk> plus the 9 distinct characters
+10
+
+Every tokenizer has a classmethod ``fit(chunks, vocab_size=None)`` that streams over text chunks
+(as `lmkit.data.Corpus.chunks` yields them: pieces ending at line breaks), ``encode(text) ->
+list[int]``, ``decode(ids) -> str``, ``vocab_size``, ``unit`` and ``to_json()`` / ``from_json()``.
+`save_tokenizer` and `load_tokenizer` store them as JSON (no pickle). Plugins subclass
+`Tokenizer` and register with ``@lmkit.registry.tokenizers.register("name")``.
+
+Unknown input: `char` and `word` map what they did not see in ``fit`` to a reserved ``<unk>`` id
+0 (decoded as U+FFFD and ``<unk>``); `byte` and `bpe` are byte-level and have no unknowns.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lmkit import registry
+from lmkit.errors import ConfigError, DataError, LmkitError
+from lmkit.paths import atomic_output
+
+__all__ = ["Tokenizer", "CharTokenizer", "WordTokenizer", "BpeTokenizer", "ByteTokenizer",
+           "build_tokenizer", "save_tokenizer", "load_tokenizer", "UNK"]
+
+UNK = "<unk>"
+_UNK_CHAR = "\ufffd"  # what an unknown character decodes to: the Unicode replacement character
+
+
+class Tokenizer:
+    """Base class: subclasses set `unit` and `type_name` and implement the methods below."""
+
+    unit: ClassVar[str] = "token"
+    type_name: ClassVar[str] = ""
+
+    @classmethod
+    def fit(cls, chunks: Iterable[str], vocab_size: int | None = None) -> "Tokenizer":
+        raise NotImplementedError
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Tokenizer":
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_array(text).tolist()
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """`encode` as a 1-D integer array (the fast path used to tokenize whole corpora)."""
+        return np.asarray(self.encode(text), dtype=np.int64)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.to_json() == other.to_json()  # type: ignore[union-attr]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size})"
+
+
+def _ids(ids: Iterable[int]) -> np.ndarray:
+    return np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+
+
+def _check_vocab_size(name: str, vocab_size: int | None, minimum: int) -> None:
+    if vocab_size is not None and (not isinstance(vocab_size, int) or vocab_size < minimum):
+        raise ConfigError(
+            f"vocab_size of the '{name}' tokenizer must be an integer of at least {minimum}, "
+            f"got {vocab_size!r}"
+        )
+
+
+@registry.tokenizers.register("char", aliases=("character",),
+                              description="One id per distinct character seen in training.")
+class CharTokenizer(Tokenizer):
+    """Characters seen in ``fit``, sorted, get ids 1..n; id 0 is ``<unk>`` for any other.
+
+    With `vocab_size`, only the ``vocab_size - 1`` most frequent characters are kept.
+    """
+
+    unit = "char"
+    type_name = "char"
+
+    def __init__(self, chars: Sequence[str]) -> None:
+        self.chars = list(chars)
+        codes = np.array([ord(c) for c in self.chars], dtype=np.int64)
+        # code point -> id; 0 (<unk>) for every code point not in the vocabulary
+        self._table = np.zeros(int(codes.max(initial=0)) + 1, dtype=np.int32)
+        self._table[codes] = np.arange(1, len(codes) + 1, dtype=np.int32)
+        self._chars = np.array([_UNK_CHAR, *self.chars], dtype="<U1")
+
+    @classmethod
+    def fit(cls, chunks: Iterable[str], vocab_size: int | None = None) -> "CharTokenizer":
+        _check_vocab_size("char", vocab_size, 2)
+        counts: Counter[str] = Counter()
+        for chunk in chunks:
+            counts.update(chunk)
+        if vocab_size is not None:
+            kept = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: vocab_size - 1]
+            return cls(sorted(c for c, _ in kept))
+        return cls(sorted(counts))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CharTokenizer":
+        return cls(data["chars"])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars) + 1
+
+    def encode_array(self, text: str) -> np.ndarray:
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        ids = np.zeros(codes.shape, dtype=np.int32)
+        known = codes < len(self._table)
+        ids[known] = self._table[codes[known]]
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self._chars[_ids(ids)].tolist())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type_name, "chars": self.chars}
+
+
+# A word is a run of letters/digits (with inner apostrophes: "don't", "o'er"); every other
+# visible character is a token of its own; a line break is a token, so samples keep their lines;
+# spaces and tabs only separate. A literal "<unk>" (as in WikiText) is the unknown word.
+_WORD = re.compile(r"<unk>|\n|\w+(?:'\w+)*|[^\w\s]")
+_NO_SPACE_BEFORE = frozenset(".,;:!?)]}%")
+_NO_SPACE_AFTER = frozenset("([{$")
+
+
+@registry.tokenizers.register("word", aliases=("words",),
+                              description="The most frequent words plus <unk> (default 10,000).")
+class WordTokenizer(Tokenizer):
+    """The ``vocab_size - 1`` most frequent words of ``fit`` plus ``<unk>`` (id 0) for the rest.
+
+    Case is kept. Words are split as `_WORD` says (punctuation and line breaks are tokens).
+    `decode` joins words with one space, except around line breaks, before closing punctuation
+    (``. , ; : ! ? ) ] } %``) and after opening brackets, so the text reads naturally; the exact
+    spacing of the input is not restored.
+    """
+
+    unit = "word"
+    type_name = "word"
+    default_vocab_size = 10_000
+
+    def __init__(self, words: Sequence[str]) -> None:
+        self.words = list(words)
+        self._index = {w: i for i, w in enumerate(self.words, start=1)}
+
+    @classmethod
+    def fit(cls, chunks: Iterable[str], vocab_size: int | None = None) -> "WordTokenizer":
+        _check_vocab_size("word", vocab_size, 2)
+        size = vocab_size or cls.default_vocab_size
+        counts: Counter[str] = Counter()
+        for chunk in chunks:
+            counts.update(_WORD.findall(chunk))
+        counts.pop(UNK, None)
+        # ties are broken alphabetically so the vocabulary does not depend on chunking
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: size - 1]
+        return cls([w for w, _ in ranked])
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "WordTokenizer":
+        return cls(data["words"])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.words) + 1
+
+    def encode(self, text: str) -> list[int]:
+        index = self._index
+        return [index.get(w, 0) for w in _WORD.findall(text)]
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return np.asarray(self.encode(text), dtype=np.int32)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        out: list[str] = []
+        prev = "\n"
+        for i in _ids(ids).tolist():
+            word = self.words[i - 1] if i > 0 else UNK
+            if not (prev == "\n" or word == "\n" or word[0] in _NO_SPACE_BEFORE
+                    or prev[-1] in _NO_SPACE_AFTER):
+                out.append(" ")
+            out.append(word)
+            prev = word
+        return "".join(out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type_name, "words": self.words}
+
+
+@registry.tokenizers.register("bpe", aliases=("byte_bpe",),
+                              description="Byte-level BPE trained locally with Hugging Face tokenizers.")
+class BpeTokenizer(Tokenizer):
+    """Byte-level BPE (as GPT-2), trained on the corpus with Hugging Face ``tokenizers``.
+
+    The 256 byte values are always in the vocabulary, so any text encodes and round-trips
+    exactly. Text is encoded line by line (a batch of lines, parallel in Rust), so encoding a
+    corpus in line-aligned chunks gives the same ids as encoding it whole.
+    """
+
+    unit = "token"
+    type_name = "bpe"
+    default_vocab_size = 2_000
+
+    def __init__(self, hf_tokenizer: Any) -> None:
+        self.hf = hf_tokenizer
+
+    @classmethod
+    def fit(cls, chunks: Iterable[str], vocab_size: int | None = None) -> "BpeTokenizer":
+        import tokenizers as hf  # Hugging Face `tokenizers`, imported only when BPE is used
+
+        _check_vocab_size("bpe", vocab_size, 257)
+        tok = hf.Tokenizer(hf.models.BPE())
+        tok.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = hf.decoders.ByteLevel()
+        trainer = hf.trainers.BpeTrainer(
+            vocab_size=vocab_size or cls.default_vocab_size,
+            initial_alphabet=hf.pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        # batches of lines, the same units that `encode` sees
+        tok.train_from_iterator((c.splitlines(keepends=True) for c in chunks), trainer=trainer)
+        return cls(tok)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "BpeTokenizer":
+        import tokenizers as hf
+
+        return cls(hf.Tokenizer.from_str(data["hf_tokenizer"]))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size()
+
+    def encode_array(self, text: str) -> np.ndarray:
+        # encode_batch_fast (tokenizers >= 0.20) skips the character offsets we do not use
+        encodings = self.hf.encode_batch_fast(text.splitlines(keepends=True), add_special_tokens=False)
+        ids = itertools.chain.from_iterable(e.ids for e in encodings)
+        return np.fromiter(ids, dtype=np.int32, count=sum(len(e.ids) for e in encodings))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.hf.decode(_ids(ids).tolist(), skip_special_tokens=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type_name, "hf_tokenizer": self.hf.to_str()}
+
+
+@registry.tokenizers.register("byte", aliases=("bytes",),
+                              description="The 256 UTF-8 byte values; no training.")
+class ByteTokenizer(Tokenizer):
+    """Ids are the UTF-8 bytes of the text (vocabulary 256, nothing to learn).
+
+    `decode` replaces byte sequences that are not valid UTF-8 (a sample cut mid-character) with
+    U+FFFD.
+    """
+
+    unit = "byte"
+    type_name = "byte"
+
+    @classmethod
+    def fit(cls, chunks: Iterable[str], vocab_size: int | None = None) -> "ByteTokenizer":
+        if vocab_size not in (None, 256):
+            raise ConfigError(f"the 'byte' tokenizer has exactly 256 ids; got vocab_size={vocab_size}")
+        return cls()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ByteTokenizer":
+        return cls()
+
+    @property
+    def vocab_size(self) -> int:
+        return 256
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return _ids(ids).astype(np.uint8).tobytes().decode("utf-8", errors="replace")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type_name}
+
+
+def build_tokenizer(name: str, chunks: Iterable[str], vocab_size: int | None = None) -> Tokenizer:
+    """Fit the tokenizer registered as `name` on `chunks`.
+
+    >>> build_tokenizer("byte", []).encode("é")
+    [195, 169]
+    """
+    return registry.tokenizers.get(name).fit(chunks, vocab_size=vocab_size)
+
+
+def save_tokenizer(tokenizer: Tokenizer, path: str | os.PathLike[str]) -> Path:
+    """Write ``tokenizer.to_json()`` to `path` (atomically); returns the path."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(tokenizer.to_json(), ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
+    """Rebuild a tokenizer saved by `save_tokenizer` (a file, or a folder holding ``tokenizer.json``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"tokenizer file {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}, line {exc.lineno}: not valid tokenizer JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or "type" not in data:
+        raise DataError(f"{path}: a tokenizer file must be a JSON object with a \"type\" key")
+    try:
+        cls = registry.tokenizers.get(data["type"])
+        return cls.from_json(data)
+    except LmkitError as exc:
+        raise DataError(f"{path}: cannot load tokenizer: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(
+            f"{path}: tokenizer of type {data['type']!r} is incomplete or damaged "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
