@@ -56,7 +56,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from lmkit.training.events import StopSignal
 
 
+# submodules reachable as attributes after a bare `import lmkit` (imported on first access)
+_SUBMODULES = {"registry", "config", "errors", "widgets", "models", "generation", "evaluation"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"lmkit.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'lmkit' has no attribute '{name}'")

@@ -1,0 +1,170 @@
+"""`LanguageModel`: the contract every lmkit architecture fulfils, and the pieces they share.
+
+A language model maps int tokens ``(B, T)`` to next-token logits ``(B, T, V)`` at every position,
+and can continue a sequence incrementally::
+
+    >>> model = lmkit.registry.architectures.get("lstm")(vocab_size=65)    # doctest: +SKIP
+    >>> logits = model(tokens)                          # (B, T, 65), float32
+    >>> state = model.init_state(batch_size=B)          # tensors, or None
+    >>> logits, state = model.decode(next_tokens, state)
+
+`decode` is pure: it returns the new state instead of storing it, so the generator can run it
+under ``jax.jit`` inside ``keras.StatelessScope`` with the variables passed in.
+
+Logits are float32 even under the ``mixed_bfloat16`` policy: the embedding and output weights are
+created with ``autocast=False`` (so they stay float32 when read in `call`) and the final matmul runs
+in float32, because softmax over a large vocabulary loses too much in bfloat16.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from lmkit.errors import ConfigError
+
+__all__ = [
+    "LanguageModel",
+    "check_positive_int",
+    "check_rate",
+    "check_choice",
+    "check_bool",
+]
+
+State = Any  # a tuple / dict of tensors, or None
+
+
+# -- constructor argument checks (errors of the form "`units` must be ..., got -3") ---------------
+def check_positive_int(name: str, value: Any) -> int:
+    """Return `value` if it is an int >= 1, else raise `ConfigError` naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
+    return value
+
+
+def check_rate(name: str, value: Any) -> float:
+    """Return `value` as a float in [0, 1), else raise `ConfigError` naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ConfigError(f"`{name}` must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """Return `value` if it is one of `choices`, else raise `ConfigError` listing them."""
+    if value not in choices:
+        raise ConfigError(
+            f"`{name}` must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+        )
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return `value` if it is a bool, else raise `ConfigError`."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"`{name}` must be true or false, got {value!r}")
+    return value
+
+
+class LanguageModel(keras.Model):
+    """Base class of lmkit language models: tokens ``(B, T)`` -> logits ``(B, T, vocab_size)``.
+
+    Subclasses implement `build` (create weights), `call`, and, when they can continue a sequence
+    without recomputing it, `init_state` and `decode`. They pass their constructor options to
+    `_options` so that `get_config` returns them.
+
+    The shared helpers make an input embedding and an output head with float32 logits:
+
+    - ``self._build_embedding(width)`` creates ``self.embedding`` ``(V, width)``;
+    - ``self._build_head(width, tie)`` creates the output projection from ``width`` features. With
+      ``tie=True`` the head reuses the embedding matrix; if ``width`` differs from the embedding
+      width, a learned linear projection ``(width, embed_dim)`` is inserted first (the choice lmkit
+      makes so that `tie_embeddings` works with any `units`);
+    - ``self._embed(tokens)`` and ``self._logits(h)`` use them.
+    """
+
+    def __init__(self, vocab_size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.vocab_size = check_positive_int("vocab_size", vocab_size)
+        self._options: dict[str, Any] = {}
+
+    # -- the contract -----------------------------------------------------------------------------
+    @property
+    def max_context(self) -> int | None:
+        """Longest input the model accepts; `None` when unbounded."""
+        return None
+
+    def init_state(self, batch_size: int) -> State:
+        """State for incremental decoding of `batch_size` sequences; `None` if the model has none.
+
+        Without state the caller decodes by running `call` on the (truncated) whole context.
+        """
+        return None
+
+    def decode(self, tokens: Any, state: State) -> tuple[Any, State]:
+        """Feed new `tokens` ``(B, T_new)`` after `state`: ``(logits (B, T_new, V), new_state)``.
+
+        With ``state=None`` (models without state) `tokens` is the whole context and the new
+        state is None. Subclasses with state implement `_decode`.
+        """
+        if not self.built:
+            self(tokens)  # creates the weights, as the first `call` would
+        return self._decode(tokens, state)
+
+    def _decode(self, tokens: Any, state: State) -> tuple[Any, State]:
+        if state is not None:
+            raise NotImplementedError(f"{type(self).__name__} keeps no decoding state")
+        return self(tokens), None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "vocab_size": self.vocab_size, **self._options}
+
+    # -- shared pieces ----------------------------------------------------------------------------
+    def _build_embedding(self, width: int, initializer: Any = "uniform") -> None:
+        # Default: Keras's Embedding initializer (uniform in [-0.05, 0.05]). autocast=False keeps
+        # it float32 for the tied float32 head; `_embed` casts lookups to the compute dtype.
+        self.embedding = self.add_weight(
+            shape=(self.vocab_size, width), initializer=initializer, autocast=False,
+            name="embedding",
+        )
+
+    def _build_head(self, width: int, tie: bool) -> None:
+        embed_width = self.embedding.shape[1]
+        self.head_projection = None
+        self.head_kernel = None
+        if tie and width != embed_width:
+            self.head_projection = self.add_weight(
+                shape=(width, embed_width), initializer="glorot_uniform", name="head_projection"
+            )
+        if not tie:
+            self.head_kernel = self.add_weight(
+                shape=(width, self.vocab_size), initializer="glorot_uniform", autocast=False,
+                name="head_kernel",
+            )
+        self.head_bias = self.add_weight(
+            shape=(self.vocab_size,), initializer="zeros", autocast=False, name="head_bias"
+        )
+
+    def _embed(self, tokens: Any) -> Any:
+        """int ``(B, T)`` -> ``(B, T, embed_dim)`` in the compute dtype."""
+        rows = ops.take(self.embedding, ops.cast(tokens, "int32"), axis=0)
+        return ops.cast(rows, self.compute_dtype)
+
+    def _logits(self, h: Any) -> Any:
+        """Features ``(B, T, width)`` -> float32 logits ``(B, T, V)``.
+
+        The matmul runs on the 2-D ``(B*T, width)`` view: XLA:CPU is much faster on 2-D dots
+        than on 3-D dense layers (see the speed notes).
+        """
+        batch, time = ops.shape(h)[0], ops.shape(h)[1]
+        h = ops.reshape(h, (-1, h.shape[-1]))                      # (B*T, width)
+        if self.head_projection is not None:
+            h = ops.matmul(h, self.head_projection)                # (B*T, embed_dim)
+        h = ops.cast(h, "float32")
+        if self.head_kernel is None:
+            logits = ops.matmul(h, ops.transpose(self.embedding))  # (B*T, V), tied
+        else:
+            logits = ops.matmul(h, self.head_kernel)               # (B*T, V)
+        logits = logits + self.head_bias
+        return ops.reshape(logits, (batch, time, self.vocab_size))

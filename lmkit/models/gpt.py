@@ -1,0 +1,189 @@
+"""`gpt`: a decoder-only Transformer in the shape of nanoGPT, written with `keras.ops`.
+
+    tokens (B, T) -> token embedding + learned position embedding -> dropout
+      -> `layers` x Block:  x + attn(LN(x)),  x + MLP(LN(x))      (pre-LayerNorm)
+      -> LN -> tied head (x @ embedding^T + bias) -> logits (B, T, V), float32
+
+Activations are kept 2-D, ``(B*T, D)``, around every dense matmul, with explicit weights and
+`ops.matmul`: on XLA:CPU this is about 1.4x faster than 3-D dense layers (see the speed notes).
+Only attention reshapes to ``(B, T, H, d)``.
+
+Incremental decoding keeps a KV cache of `seq_len` positions per layer in the state returned by
+`init_state`; `decode` writes the new keys/values at the current position and attends over the
+cache with a mask. The caller keeps ``pos + T_new <= seq_len`` (past that it must recompute on
+the last `seq_len` tokens): inside `jax.jit` a position beyond the cache cannot raise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+from lmkit.errors import ConfigError
+from lmkit.models.base import LanguageModel, check_bool, check_positive_int, check_rate
+from lmkit.registry import architectures
+
+__all__ = ["GPT", "Block"]
+
+_NEG_INF = -1e9  # masked attention score; finite so that fully masked rows stay NaN-free
+
+
+def _normal(stddev: float) -> keras.initializers.Initializer:
+    return keras.initializers.RandomNormal(stddev=stddev)
+
+
+@keras.saving.register_keras_serializable(package="lmkit")
+class Block(keras.layers.Layer):
+    """Pre-LayerNorm Transformer block: causal multi-head self-attention, then a GELU MLP.
+
+    `call` takes 2-D activations ``(B*T, D)`` and ``allowed`` ``(T, T_k)``, true where a query
+    may attend to a key, and returns the activations with this block's keys and values
+    ``(B, T_k, H, d)`` (the cache passed in, updated, or the current ones).
+    """
+
+    def __init__(self, embed_dim: int, heads: int, dropout: float, num_layers: int,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.embed_dim, self.heads = embed_dim, heads
+        self.dropout, self.num_layers = dropout, num_layers
+        self.head_dim = embed_dim // heads
+        self.ln_1 = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_1")
+        self.ln_2 = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_2")
+        self.drop = keras.layers.Dropout(dropout)
+
+    def build(self, input_shape: Any) -> None:
+        d = self.embed_dim
+        # GPT-2 initialization: N(0, 0.02), residual projections scaled by 1/sqrt(2 * layers).
+        resid = _normal(0.02 / math.sqrt(2 * self.num_layers))
+        self.ln_1.build((None, d))
+        self.ln_2.build((None, d))
+        self.w_qkv = self.add_weight(shape=(d, 3 * d), initializer=_normal(0.02), name="w_qkv")
+        self.b_qkv = self.add_weight(shape=(3 * d,), initializer="zeros", name="b_qkv")
+        self.w_proj = self.add_weight(shape=(d, d), initializer=resid, name="w_proj")
+        self.b_proj = self.add_weight(shape=(d,), initializer="zeros", name="b_proj")
+        self.w_fc = self.add_weight(shape=(d, 4 * d), initializer=_normal(0.02), name="w_fc")
+        self.b_fc = self.add_weight(shape=(4 * d,), initializer="zeros", name="b_fc")
+        self.w_out = self.add_weight(shape=(4 * d, d), initializer=resid, name="w_out")
+        self.b_out = self.add_weight(shape=(d,), initializer="zeros", name="b_out")
+
+    def call(self, x: Any, *, batch: int, allowed: Any, cache: tuple[Any, Any] | None = None,
+             pos: Any = 0, training: bool = False) -> tuple[Any, Any, Any]:
+        d, h, hd = self.embed_dim, self.heads, self.head_dim
+        time = ops.shape(x)[0] // batch
+        # -- attention ------------------------------------------------------------------------
+        qkv = ops.matmul(self.ln_1(x), self.w_qkv) + self.b_qkv            # (B*T, 3D)
+        q, k, v = (ops.reshape(t, (batch, time, h, hd)) for t in ops.split(qkv, 3, axis=-1))
+        if cache is not None:                                              # write at pos
+            k = ops.slice_update(cache[0], (0, pos, 0, 0), ops.cast(k, cache[0].dtype))
+            v = ops.slice_update(cache[1], (0, pos, 0, 0), ops.cast(v, cache[1].dtype))
+        scores = ops.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)       # (B, H, T, T_k)
+        scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)    # softmax in float32
+        att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        att = self.drop(att, training=training)
+        y = ops.einsum("bhqk,bkhd->bqhd", att, v)                          # (B, T, H, d)
+        y = ops.matmul(ops.reshape(y, (-1, d)), self.w_proj) + self.b_proj  # (B*T, D)
+        x = x + self.drop(y, training=training)
+        # -- MLP ------------------------------------------------------------------------------
+        y = ops.gelu(ops.matmul(self.ln_2(x), self.w_fc) + self.b_fc)      # (B*T, 4D)
+        y = ops.matmul(y, self.w_out) + self.b_out                         # (B*T, D)
+        return x + self.drop(y, training=training), k, v
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "embed_dim": self.embed_dim, "heads": self.heads,
+                "dropout": self.dropout, "num_layers": self.num_layers}
+
+
+@architectures.register(
+    "gpt", aliases=("transformer", "nanogpt"),
+    description="Decoder-only Transformer: pre-LayerNorm, causal attention, learned positions, "
+                "KV cache.",
+)
+@keras.saving.register_keras_serializable(package="lmkit")
+class GPT(LanguageModel):
+    """Decoder-only Transformer with `layers` blocks of width `embed_dim` and `heads` heads.
+
+    `seq_len` is the context length (number of learned positions), also `max_context`.
+
+    >>> model = GPT(vocab_size=65, embed_dim=128, layers=4, heads=4, seq_len=64)  # doctest: +SKIP
+    >>> state = model.init_state(1)                                              # doctest: +SKIP
+    >>> logits, state = model.decode(prompt_tokens, state)                       # doctest: +SKIP
+    """
+
+    def __init__(self, vocab_size: int, *, embed_dim: int = 128, layers: int = 4, heads: int = 4,
+                 seq_len: int = 64, dropout: float = 0.0, tie_embeddings: bool = True,
+                 **kwargs: Any) -> None:
+        super().__init__(vocab_size, **kwargs)
+        self.embed_dim = check_positive_int("embed_dim", embed_dim)
+        self.num_layers = check_positive_int("layers", layers)
+        self.heads = check_positive_int("heads", heads)
+        self.seq_len = check_positive_int("seq_len", seq_len)
+        self.dropout_rate = check_rate("dropout", dropout)
+        self.tie_embeddings = check_bool("tie_embeddings", tie_embeddings)
+        if embed_dim % heads:
+            raise ConfigError(
+                f"`embed_dim` ({embed_dim}) must be divisible by `heads` ({heads}); "
+                f"try embed_dim={heads * max(1, round(embed_dim / heads))}"
+            )
+        self._options = {"embed_dim": embed_dim, "layers": layers, "heads": heads,
+                         "seq_len": seq_len, "dropout": dropout, "tie_embeddings": tie_embeddings}
+        self.blocks = [Block(embed_dim, heads, self.dropout_rate, layers, name=f"block_{i}")
+                       for i in range(layers)]
+        self.ln_f = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_f")
+        self.drop = keras.layers.Dropout(self.dropout_rate)
+
+    @property
+    def max_context(self) -> int:
+        return self.seq_len
+
+    def build(self, input_shape: Any) -> None:
+        d = self.embed_dim
+        self._build_embedding(d, initializer=_normal(0.02))                # (V, D)
+        self.position_embedding = self.add_weight(
+            shape=(self.seq_len, d), initializer=_normal(0.02), name="position_embedding"
+        )                                                                  # (L, D)
+        for block in self.blocks:
+            block.build((None, d))
+        self.ln_f.build((None, d))
+        self._build_head(d, self.tie_embeddings)
+
+    def init_state(self, batch_size: int) -> dict[str, Any]:
+        """KV cache: ``k``, ``v`` of shape (layers, B, seq_len, heads, head_dim), and ``pos``."""
+        head_dim = self.embed_dim // self.heads
+        shape = (self.num_layers, batch_size, self.seq_len, self.heads, head_dim)
+        return {"k": ops.zeros(shape, dtype=self.compute_dtype),
+                "v": ops.zeros(shape, dtype=self.compute_dtype),
+                "pos": ops.zeros((), dtype="int32")}
+
+    def call(self, tokens: Any, training: bool = False) -> Any:
+        logits, _, _ = self._forward(tokens, 0, None, training)
+        return logits
+
+    def _decode(self, tokens: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        pos = state["pos"]
+        logits, ks, vs = self._forward(tokens, pos, (state["k"], state["v"]), False)
+        new_pos = pos + ops.shape(tokens)[1]
+        return logits, {"k": ops.stack(ks), "v": ops.stack(vs), "pos": ops.cast(new_pos, "int32")}
+
+    def _forward(self, tokens: Any, pos: Any, cache: tuple[Any, Any] | None,
+                 training: bool) -> tuple[Any, list[Any], list[Any]]:
+        batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
+        positions = pos + ops.arange(time, dtype="int32")                  # (T,)
+        x = self._embed(tokens) + ops.cast(
+            ops.take(self.position_embedding, positions, axis=0), self.compute_dtype
+        )                                                                  # (B, T, D)
+        x = self.drop(ops.reshape(x, (-1, self.embed_dim)), training=training)  # (B*T, D)
+        # Query i (at position pos + i) may see key j iff j <= pos + i.
+        keys = ops.arange(time if cache is None else self.seq_len, dtype="int32")
+        allowed = keys[None, :] <= positions[:, None]                      # (T, T_k)
+        ks, vs = [], []
+        for i, block in enumerate(self.blocks):
+            layer_cache = None if cache is None else (cache[0][i], cache[1][i])
+            x, k, v = block(x, batch=batch, allowed=allowed, cache=layer_cache, pos=pos,
+                            training=training)
+            ks.append(k)
+            vs.append(v)
+        x = ops.reshape(self.ln_f(x), (batch, time, self.embed_dim))
+        return self._logits(x), ks, vs                                     # (B, T, V)

@@ -1,0 +1,228 @@
+"""Language-model architectures: the `LanguageModel` contract, checked for every registered one.
+
+Tests loop over `lmkit.registry.architectures` (timm style), so a new architecture, built in or
+from a plugin, is tested the day it is registered.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+from tiny_models import VOCAB, tiny
+
+from lmkit.errors import ConfigError
+from lmkit.registry import architectures
+
+ARCHS = list(architectures)
+
+
+def tokens(batch: int = 2, time: int = 9, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, VOCAB, size=(batch, time)).astype("int32")
+
+
+def numpy(x) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def test_registry_holds_the_builtin_architectures():
+    assert {"rnn", "lstm", "gru", "gated_cnn", "gpt", "classic_lstm"} <= set(ARCHS)
+    assert architectures.get("Transformer") is architectures.get("gpt")
+    assert all(e.description for e in architectures.list())
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_logits_for_every_position_in_float32(name):
+    model = tiny(name)
+    logits = numpy(model(tokens(2, 9)))
+    assert logits.shape == (2, 9, VOCAB)
+    assert logits.dtype == np.float32
+    assert np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_causal_a_token_never_changes_earlier_logits(name):
+    model = tiny(name)
+    x = tokens()
+    t = 5
+    changed = x.copy()
+    changed[:, t] = (x[:, t] + 1) % VOCAB
+    before, after = numpy(model(x)), numpy(model(changed))
+    np.testing.assert_allclose(after[:, :t], before[:, :t], atol=1e-6)
+    assert np.abs(after[:, t] - before[:, t]).max() > 1e-6, "the changed token must matter"
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_save_load_round_trip_gives_identical_logits(name, tmp_path):
+    model = tiny(name)
+    x = tokens()
+    expected = numpy(model(x))
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert type(loaded) is type(model)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(numpy(loaded(x)), expected)
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_decode_in_chunks_matches_the_full_forward_pass(name):
+    model = tiny(name)
+    x = tokens(2, 9)
+    full = numpy(model(x))
+    state = model.init_state(2)
+    pieces = []
+    for start, stop in ((0, 4), (4, 5), (5, 6), (6, 9)):   # a prompt, then token by token
+        if state is None:   # stateless models decode by recomputing the whole context
+            logits = numpy(model.decode(x[:, :stop], None)[0])[:, start:stop]
+        else:
+            logits, state = model.decode(x[:, start:stop], state)
+        pieces.append(numpy(logits))
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_decode_runs_under_jit_in_a_stateless_scope(name):
+    """The generator's way: variables passed in, state returned, nothing mutated in Python."""
+    import jax
+
+    model = tiny(name)
+    x = tokens()
+    full = numpy(model(x))
+    values = [v.value for v in model.variables]
+
+    @jax.jit
+    def decode(values, new_tokens, state):
+        with keras.StatelessScope(state_mapping=list(zip(model.variables, values))):
+            return model.decode(new_tokens, state)
+
+    state = model.init_state(2)
+    if state is None:
+        logits, _ = decode(values, x, None)
+        np.testing.assert_allclose(numpy(logits), full, atol=1e-4)
+        return
+    first, state = decode(values, x[:, :4], state)
+    second, state = decode(values, x[:, 4:5], state)
+    third, state = decode(values, x[:, 5:], state)
+    decoded = numpy(ops.concatenate([first, second, third], axis=1))
+    np.testing.assert_allclose(decoded, full, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_logits_stay_float32_under_mixed_bfloat16(name):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tiny(name)
+        assert model.compute_dtype == "bfloat16"
+        logits = numpy(model(tokens()))
+        state = model.init_state(2)
+        decoded, _ = model.decode(tokens()[:, :4], state)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert logits.dtype == np.float32 and np.isfinite(logits).all()
+    assert numpy(decoded).dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_dropout_is_active_only_in_training(name):
+    cls = architectures.get(name)
+    if "dropout" not in inspect.signature(cls).parameters:
+        assert name in {"rnn", "classic_lstm"}, f"{name} should accept `dropout`"
+        return
+    model = tiny(name, dropout=0.5)
+    x = tokens()
+    np.testing.assert_array_equal(numpy(model(x)), numpy(model(x)))
+    assert np.abs(numpy(model(x, training=True)) - numpy(model(x))).max() > 1e-4
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_vocab_size_must_be_positive(name):
+    with pytest.raises(ConfigError, match=r"`vocab_size` must be a positive integer, got 0"):
+        architectures.get(name)(0)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("lstm", {"units": -3}, r"`units` must be a positive integer, got -3"),
+        ("gru", {"layers": 0}, r"`layers` must be a positive integer, got 0"),
+        ("gru", {"dropout": 1.5}, r"`dropout` must be a number in \[0, 1\), got 1.5"),
+        ("lstm", {"tie_embeddings": "yes"}, r"`tie_embeddings` must be true or false, got 'yes'"),
+        ("rnn", {"activation": "sigmoid"},
+         r"`activation` must be one of 'tanh', 'relu', got 'sigmoid'"),
+        ("gated_cnn", {"kernel_size": 0}, r"`kernel_size` must be a positive integer, got 0"),
+        ("gpt", {"embed_dim": 30, "heads": 4},
+         r"`embed_dim` \(30\) must be divisible by `heads` \(4\)"),
+        ("gpt", {"seq_len": 2.5}, r"`seq_len` must be a positive integer, got 2.5"),
+    ],
+)
+def test_bad_constructor_arguments_raise_config_error(name, options, message):
+    with pytest.raises(ConfigError, match=message):
+        architectures.get(name)(VOCAB, **options)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_rnn_is_exactly_the_elman_equations(activation):
+    """h_t = f(W x_t + U h_{t-1} + b), y_t = softmax(W' h_t + c), with x_t one-hot, in NumPy."""
+    model = architectures.get("rnn")(VOCAB, units=8, activation=activation)
+    x = tokens(2, 7)
+    probs = numpy(ops.softmax(model(x), axis=-1))
+    W, U, b, W_out, c = (numpy(w) for w in (model.W, model.U, model.b, model.W_out, model.c))
+    f = np.tanh if activation == "tanh" else (lambda z: np.maximum(z, 0.0))
+    for i in range(x.shape[0]):
+        h = np.zeros(8)
+        for t in range(x.shape[1]):
+            one_hot = np.eye(VOCAB)[x[i, t]]
+            h = f(W.T @ one_hot + U.T @ h + b)
+            y = np.exp(W_out.T @ h + c)
+            np.testing.assert_allclose(probs[i, t], y / y.sum(), rtol=1e-4, atol=1e-6)
+
+
+def test_classic_lstm_is_the_classic_keras_example():
+    """Same layers and weights as Embedding(V, 128) -> LSTM(128) -> Dense(V, softmax)."""
+    model = architectures.get("classic_lstm")(VOCAB)
+    x = tokens()
+    logits = model(x)
+    reference = keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        keras.layers.Embedding(VOCAB, 128),
+        keras.layers.LSTM(128, return_sequences=True),
+        keras.layers.Dense(VOCAB, activation="softmax"),
+    ])
+    assert model.count_params() == reference.count_params()
+    lstm = model.rnns[0]
+    reference.set_weights([numpy(w) for w in (
+        model.embedding, lstm.cell.kernel, lstm.cell.recurrent_kernel, lstm.cell.bias,
+        model.head_kernel, model.head_bias,
+    )])
+    np.testing.assert_allclose(numpy(ops.softmax(logits, axis=-1)), numpy(reference(x)),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "gated_cnn"])
+def test_tied_embeddings_share_the_embedding_matrix(name):
+    """Tied, embed_dim != units: a (units, embed_dim) projection replaces the (units, V) head."""
+    untied = tiny(name, embed_dim=8, units=16, tie_embeddings=False)
+    tied = tiny(name, embed_dim=8, units=16, tie_embeddings=True)
+    untied(tokens()), tied(tokens())
+    assert untied.count_params() - tied.count_params() == 16 * VOCAB - 16 * 8
+    before = numpy(tied(tokens()))
+    tied.embedding.assign(tied.embedding * 2.0)   # the output head moves with the embedding
+    assert np.abs(numpy(tied(tokens())) - before).max() > 1e-4
+
+
+def test_gpt_context_and_cache():
+    model = tiny("gpt", seq_len=12)
+    assert model.max_context == 12
+    state = model.init_state(2)
+    assert tuple(state["k"].shape) == (2, 2, 12, 2, 8)   # (layers, B, seq_len, heads, head_dim)
+    _, state = model.decode(tokens()[:, :4], state)
+    assert int(numpy(state["pos"])) == 4
+
+
+def test_gated_cnn_decodes_by_recomputing_the_context():
+    model = tiny("gated_cnn")
+    assert model.max_context is None and model.init_state(2) is None
