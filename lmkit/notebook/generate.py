@@ -1,0 +1,82 @@
+"""The generation widget: a prompt box, sampling controls, a Generate button and the output.
+
+>>> run.widget()                          # doctest: +SKIP
+>>> %lmgenerate shakespeare --ui          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as widgets
+
+__all__ = ["GenerateWidget", "generate_widget"]
+
+
+class GenerateWidget(widgets.VBox):
+    """Sample from `run` interactively; every control maps to an argument of `Run.generate`.
+
+    ``top_k = 0`` and ``top_p = 1`` mean "no limit"; an empty seed means a fresh sample each time.
+    """
+
+    def __init__(self, run: Any, prompt: str = "\n", **kwargs: Any) -> None:
+        self.run = run
+        self.prompt = widgets.Textarea(value=prompt, description="Prompt",
+                                       layout=widgets.Layout(width="95%", height="5em"))
+        self.max_new_tokens = widgets.IntSlider(value=200, min=1, max=2000, step=1,
+                                                description="Length")
+        self.temperature = widgets.FloatSlider(value=1.0, min=0.05, max=2.0, step=0.05,
+                                               description="Temperature")
+        self.top_k = widgets.IntText(value=0, description="Top-k", tooltip="0: no limit")
+        self.top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05,
+                                         description="Top-p")
+        self.seed = widgets.Text(value="", description="Seed", placeholder="random")
+        self.button = widgets.Button(description="Generate", button_style="primary", icon="play")
+        self.button.on_click(self._on_click)
+        self.output = widgets.HTML("")
+        self.output.add_class("lmkit-generated")
+        super().__init__([
+            self.prompt,
+            widgets.HBox([self.max_new_tokens, self.temperature]),
+            widgets.HBox([self.top_k, self.top_p, self.seed]),
+            self.button,
+            self.output,
+        ], **kwargs)
+        self.add_class("lmkit-generate")
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of `Run.generate` that the controls currently describe."""
+        seed = self.seed.value.strip()
+        return {
+            "max_new_tokens": self.max_new_tokens.value,
+            "temperature": self.temperature.value,
+            "top_k": self.top_k.value if self.top_k.value > 0 else None,
+            "top_p": self.top_p.value if self.top_p.value < 1.0 else None,
+            "seed": int(seed) if seed.lstrip("-").isdigit() else None,
+        }
+
+    def generate(self) -> str:
+        """Generate with the current controls, show the text and return it."""
+        self.button.disabled = True
+        self.output.value = "<i>generating…</i>"
+        try:
+            text = self.run.generate(self.prompt.value, **self.options())
+            self.output.value = (
+                "<pre style='white-space:pre-wrap'><b>" + html.escape(self.prompt.value) + "</b>"
+                + html.escape(text) + "</pre>")
+            return text
+        except Exception as exc:  # shown in the widget: a button callback has no cell output
+            self.output.value = f"<pre style='color:#b00'>{html.escape(type(exc).__name__)}: " \
+                                f"{html.escape(str(exc))}</pre>"
+            raise
+        finally:
+            self.button.disabled = False
+
+    def _on_click(self, _button: Any) -> None:
+        self.generate()
+
+
+def generate_widget(run: Any, prompt: str = "\n") -> GenerateWidget:
+    """The generation widget for `run` (what `Run.widget()` returns)."""
+    return GenerateWidget(run, prompt)

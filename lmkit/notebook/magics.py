@@ -1,0 +1,243 @@
+"""The lmkit magics: thin shells that parse text and call the Python API.
+
+Each magic turns its line (and cell) into arguments of one `lmkit` function call — `lmkit.train`,
+`lmkit.load`, `Run.generate`, `lmkit.evaluate`, `lmkit.api.list_entries` — and shows the result.
+Mistakes in what was typed (a config key, a path, a name) are shown as one short message, without
+a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import keyword
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.utils.process import arg_split
+
+from lmkit.errors import LmkitError
+
+__all__ = ["LmkitMagics"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(func: F) -> F:
+    """Show `LmkitError`s as IPython usage errors: one message, no traceback."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LmkitError as exc:
+            raise UsageError(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _parse(magic: Callable[..., Any], line: str) -> Any:
+    """Parse a magic's line with shell quoting: ``"ROMEO:"`` gives ROMEO: without the quotes."""
+    return magic.parser.parse_args(arg_split(line, posix=True))
+
+
+def _check_name(name: str | None) -> None:
+    if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
+        raise UsageError(f"-o expects a Python variable name to bind the result to "
+                         f"(like -o shakespeare), got {name!r}")
+
+
+@magics_class
+class LmkitMagics(Magics):
+    """``%%lmtrain``, ``%lmtrain``, ``%lmgenerate``, ``%lmlist``, ``%lmload`` and ``%lmeval``."""
+
+    def _bind(self, name: str | None, value: Any) -> Any:
+        """Store `value` as `name` in the notebook, or return it as the cell's value."""
+        if name is None:
+            return value
+        self.shell.user_ns[name] = value
+        return None
+
+    def _run(self, name: str) -> Any:
+        """The `Run` called `name` in the notebook, or loaded from the run directory `name`."""
+        from lmkit.run import Run
+
+        namespace = self.shell.user_ns
+        if name in namespace:
+            value = namespace[name]
+            if isinstance(value, Run):
+                return value
+            raise UsageError(
+                f"'{name}' is a {type(value).__name__}, not an lmkit Run. Train one with "
+                f"`%%lmtrain -o {name}` or open a run directory with `%lmload PATH -o {name}`.")
+        if Path(name).is_dir():
+            import lmkit
+
+            return lmkit.load(name)
+        raise UsageError(f"'{name}' is neither a variable of this notebook nor a run directory. "
+                         f"Train a run with `%%lmtrain -o {name}` or open one with `%lmload`.")
+
+    @_user_errors
+    @magic_arguments()
+    @argument("-o", "--output", metavar="NAME",
+              help="bind the trained Run to NAME (default: return it as the cell's value)")
+    @argument("--config", metavar="FILE", help="a TOML config file; the cell and --set override it")
+    @argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+              help="override one config key (repeatable), e.g. --set max_steps=200")
+    @argument("options", nargs="*", metavar="KEY=VALUE",
+              help="config keys on the line, e.g. %%lmtrain arch=lstm max_steps=100 (or %%%%lmtrain ... in a cell)")
+    @line_cell_magic
+    def lmtrain(self, line: str, cell: str | None = None) -> Any:
+        """Train a language model with a live dashboard; the cell body is its TOML config.
+
+        The keys are those of `lmkit.TrainConfig` (see the README or ``lmkit train --help``).
+        ``{name}`` in the cell expands to the notebook variable `name`. The Stop button (or the
+        kernel's interrupt) ends training at the next step, writes a checkpoint and keeps the run.
+
+        Examples::
+
+            %%lmtrain -o shakespeare
+            arch = "lstm"
+            tokenizer = "char"
+            data = "tinyshakespeare"
+            units = 256
+            learning_rate = 2e-3
+            max_steps = {steps}
+
+            %lmtrain arch=gpt layers=2 max_steps=200 -o tiny_gpt
+            %lmtrain --config shakespeare.toml --set learning_rate=1e-3 -o run2
+        """
+        import lmkit
+        from lmkit.notebook.cellconfig import config_from_cell
+        from lmkit.notebook.progress import training_reporters
+        from lmkit.training.events import StopSignal
+
+        args = _parse(self.lmtrain, line)
+        _check_name(args.output)
+        cfg = config_from_cell(cell or "", self.shell.user_ns, args.config,
+                               [*args.options, *args.settings])
+        stop = StopSignal()
+        with training_reporters(stop) as reporters:
+            run = lmkit.train(cfg, reporters=reporters, stop=stop)
+        return self._bind(args.output, run)
+
+    @_user_errors
+    @magic_arguments()
+    @argument("run", help="a Run variable (from %%%%lmtrain -o NAME or %%lmload) or a run directory")
+    @argument("prompt", nargs="?", default="\n", help="text to continue (quote it)")
+    @argument("-n", "--max-new-tokens", type=int, default=200, help="tokens to generate")
+    @argument("-t", "--temperature", type=float, default=1.0, help="sampling temperature")
+    @argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")
+    @argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    @argument("--seed", type=int, default=None, help="seed, for repeatable samples")
+    @argument("--stop", default=None, help="stop at this string")
+    @argument("--ui", action="store_true", help="show the generation widget instead")
+    @line_magic
+    def lmgenerate(self, line: str) -> None:
+        """Continue a prompt with a trained run, or open the generation widget (--ui).
+
+        Examples::
+
+            %lmgenerate shakespeare "ROMEO:" -n 120 -t 0.8 --top-k 20 --seed 0
+            %lmgenerate shakespeare --ui
+            %lmgenerate runs/lstm-20261128-101500 "KING:"
+        """
+        from IPython.display import display
+
+        args = _parse(self.lmgenerate, line)
+        run = self._run(args.run)
+        if args.ui:
+            from lmkit.notebook.generate import generate_widget
+
+            display(generate_widget(run, args.prompt))
+            return
+        print(run.generate(args.prompt, max_new_tokens=args.max_new_tokens,
+                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                           seed=args.seed, stop=args.stop))
+
+    @_user_errors
+    @magic_arguments()
+    @argument("kind", nargs="?", default=None,
+              help="architectures, optimizers, schedules, losses, metrics, tokenizers or tasks "
+                   "(default: all)")
+    @argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. '*lstm*'")
+    @line_magic
+    def lmlist(self, line: str) -> None:
+        """List registered components (built-in and from plugins) with their source.
+
+        Examples::
+
+            %lmlist
+            %lmlist architectures
+            %lmlist optimizers 'adam*'
+        """
+        from IPython.display import display
+
+        from lmkit.api import list_entries
+        from lmkit.notebook.listing import Listing
+        from lmkit.registry import REGISTRIES, get_registry
+
+        args = _parse(self.lmlist, line)
+        kinds = [get_registry(args.kind).kind] if args.kind else list(REGISTRIES)
+        display(Listing({kind: list_entries(kind, args.pattern) for kind in kinds}))
+
+    @_user_errors
+    @magic_arguments()
+    @argument("path", help="a run directory written by lmkit.train or %%lmtrain")
+    @argument("-o", "--output", metavar="NAME", help="bind the Run to NAME")
+    @line_magic
+    def lmload(self, line: str) -> Any:
+        """Open a run directory as a Run.
+
+        Example::
+
+            %lmload runs/lstm-20261128-101500 -o shakespeare
+        """
+        import lmkit
+
+        args = _parse(self.lmload, line)
+        _check_name(args.output)
+        return self._bind(args.output, lmkit.load(args.path))
+
+    @_user_errors
+    @magic_arguments()
+    @argument("run", help="a Run variable, a run directory, or 'scratch'")
+    @argument("--task", required=True, help="evaluation task, e.g. glue/sst2 (see %%lmlist tasks)")
+    @argument("--data", default=None, help="the task's data folder or file")
+    @argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+              help="an evaluation option (repeatable), e.g. --set epochs=2")
+    @argument("-o", "--output", metavar="NAME", help="bind the result to NAME")
+    @argument("--ui", action="store_true",
+              help="run it in the evaluation panel (progress, Stop, results table)")
+    @line_magic
+    def lmeval(self, line: str) -> Any:
+        """Evaluate a run on a downstream task (a thin shell over `lmkit.evaluate`).
+
+        Examples::
+
+            %lmeval shakespeare --task glue/sst2 --data glue_data/SST-2 -o sst2
+            %lmeval shakespeare --task imdb --data aclImdb --ui
+        """
+        import lmkit
+        from lmkit.config import parse_set_options
+
+        args = _parse(self.lmeval, line)
+        _check_name(args.output)
+        run = args.run if args.run == "scratch" else self._run(args.run)
+        options = parse_set_options(args.settings)
+        if args.ui:
+            from IPython.display import display
+
+            try:
+                from lmkit.notebook.eval_panel import EvalPanel
+            except ImportError as exc:
+                raise UsageError(f"the evaluation panel is not available: {exc}") from None
+            panel = EvalPanel(namespace=self.shell.user_ns, runs={args.run: run},
+                              tasks=(args.task,), data=args.data or "", **options)
+            display(panel)
+            panel.run((args.run,), (args.task,))
+            return self._bind(args.output, panel)
+        return self._bind(args.output, lmkit.evaluate(run, task=args.task, data=args.data,
+                                                      **options))

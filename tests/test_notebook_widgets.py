@@ -1,0 +1,123 @@
+"""The training dashboard and the generation widget, driven by events and clicks in-process."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from lmkit.config import TrainConfig
+from lmkit.notebook.charts import Series, downsample, line_chart
+from lmkit.notebook.dashboard import Dashboard
+from lmkit.notebook.generate import generate_widget
+from lmkit.run import Run
+from lmkit.training.events import (CheckpointEvent, EndEvent, EvalEvent, StartEvent, StepEvent,
+                                   StopSignal)
+
+
+def _start(total=100):
+    return StartEvent(run_dir="runs/x", total_steps=total, start_step=0, arch="lstm",
+                      parameters=12345, backend="jax", devices="cpu:0", tokens_per_step=768)
+
+
+def _step(step, loss, total=100):
+    return StepEvent(step=step, total_steps=total, epoch=step / 50, loss=loss,
+                     learning_rate=1e-3, tokens_per_second=5000.0, elapsed=step / 10,
+                     eta=(total - step) / 10)
+
+
+def _points(svg: str, series: str) -> int:
+    match = re.search(rf'class="lmkit-series lmkit-{series}" data-points="(\d+)"', svg)
+    return int(match.group(1)) if match else 0
+
+
+def test_dashboard_follows_the_events():
+    dash = Dashboard(StopSignal(), refresh=0.0)
+    dash(_start())
+    for step in range(1, 41):
+        dash(_step(step, 4.0 - step / 20))
+    dash(EvalEvent(step=40, metrics={"val_loss": 2.5, "val_perplexity": math.exp(2.5)}))
+    assert dash.progress.max == 100 and dash.progress.value == 40
+    assert "step <b>40</b> / 100" in dash.progress_text.value
+    assert "ETA 6s" in dash.progress_text.value
+    assert "5,000 tokens/s" in dash.stats.value and "learning rate 0.001" in dash.stats.value
+    assert "jax" in dash.header.value and "12,345 parameters" in dash.header.value
+    assert _points(dash.loss_chart.value, "train") == 40
+    assert _points(dash.loss_chart.value, "val") == 1
+    assert _points(dash.ppl_chart.value, "val") == 1
+
+
+def test_redraws_are_throttled_but_evaluations_and_the_end_always_draw():
+    dash = Dashboard(StopSignal(), refresh=3600.0)
+    dash(_start())
+    dash(_step(1, 3.0))
+    dash(_step(2, 2.9))
+    assert dash.progress.value == 0  # second step within the refresh interval: not drawn yet
+    dash(EvalEvent(step=2, metrics={"val_loss": 3.1}))
+    assert dash.progress.value == 2
+
+
+def test_stop_button_sets_the_stop_signal():
+    stop = StopSignal()
+    dash = Dashboard(stop)
+    dash(_start())
+    dash.stop_button.click()
+    assert stop.is_set() and stop.reason == "stopped"
+    assert dash.stop_button.disabled
+
+
+def test_end_shows_a_summary_with_the_sample():
+    dash = Dashboard(StopSignal())
+    dash(_start())
+    dash(_step(10, 2.0))
+    dash(CheckpointEvent(step=10, path="runs/x/checkpoint.npz"))
+    dash(EndEvent(step=10, reason="stopped", elapsed=3.0,
+                  summary={"val_loss": 2.25, "sample": "ROMEO: <b>hi</b>"}))
+    assert "training stopped" in dash.header.value
+    assert "2.2500" in dash.summary.value
+    assert "ROMEO: &lt;b&gt;hi&lt;/b&gt;" in dash.summary.value
+    assert dash.progress.bar_style == "warning"
+    bundle = dash._bundle()  # what a saved notebook keeps besides the widget state
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/plain"] == "lmkit: training stopped at step 10 after 3s"
+    assert "<svg" in bundle["text/html"] and "lmkit-sample" in bundle["text/html"]
+
+
+def test_chart_skips_non_finite_values_and_downsamples_long_series():
+    svg = line_chart([Series("train", [(1, 2.0), (2, float("nan")), (3, 1.0)])], title="loss")
+    assert _points(svg, "train") == 2
+    long = [(float(i), float(i)) for i in range(10_001)]
+    kept = downsample(long, 400)
+    assert len(kept) <= 401 and kept[-1] == long[-1] and kept[0] == long[0]
+
+
+class _Recorder(Run):
+    def generate(self, prompt, **options):
+        self.seen = (prompt, options)
+        return " there"
+
+
+def test_generate_widget_passes_its_controls_to_the_run():
+    run = _Recorder(dir="r", config=TrainConfig(), model=None, tokenizer=None)
+    widget = generate_widget(run)
+    widget.prompt.value = "hello"
+    widget.temperature.value = 0.7
+    widget.top_k.value = 5
+    widget.seed.value = "3"
+    widget.button.click()
+    assert run.seen == ("hello", {"max_new_tokens": 200, "temperature": 0.7, "top_k": 5,
+                                  "top_p": None, "seed": 3})
+    assert "<b>hello</b> there" in widget.output.value
+    assert not widget.button.disabled
+
+
+def test_generate_widget_shows_errors():
+    class Broken(Run):
+        def generate(self, prompt, **options):
+            raise ValueError("prompt has characters outside the vocabulary")
+
+    widget = generate_widget(Broken(dir="r", config=TrainConfig(), model=None, tokenizer=None))
+    with pytest.raises(ValueError):
+        widget.generate()
+    assert "outside the vocabulary" in widget.output.value
