@@ -104,11 +104,34 @@ class Run:
 
         return generate_widget(self)
 
+    def _repr_html_(self) -> str:
+        """In notebooks: the run's summary and its loss curve."""
+        import html
+
+        from lmkit.notebook.charts import history_chart
+
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>"
+            for k, v in self.summary.items() if k != "sample"
+        )
+        # One curve per split; history rows carry train loss as "loss", validation as "val_loss".
+        curves = {split: [{"step": r["step"], "loss": r[key]} for r in self.history if key in r]
+                  for split, key in (("train", "loss"), ("val", "val_loss"))}
+        chart = history_chart(curves, "loss")
+        sample = html.escape(self.summary.get("sample", ""))
+        return (f"<b>lmkit run</b> <code>{html.escape(str(self.dir))}</code>"
+                f"<div style='display:flex;gap:2em'><table>{rows}</table>{chart}</div>"
+                + (f"<pre>{sample}</pre>" if sample else ""))
+
     def __repr__(self) -> str:
         val = self.summary.get("val_loss")
         extra = f", val_loss={val:.4f}" if isinstance(val, float) else ""
         return (f"Run(dir='{self.dir}', arch='{self.config.arch}', "
                 f"steps={self.summary.get('steps', '?')}{extra})")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def load_run(path: str | Path) -> Run:

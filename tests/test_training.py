@@ -51,6 +51,8 @@ def test_load_gives_back_the_same_model(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.asarray(run.model(x)), np.asarray(again.model(x)), atol=1e-6)
     assert again.config == run.config and again.history == run.history
     assert again.generate("ROMEO:", max_new_tokens=15, seed=3) == run.generate("ROMEO:", max_new_tokens=15, seed=3)
+    shown = again._repr_html_()  # what a notebook displays for a bare `run`
+    assert "<svg" in shown and "val_loss" in shown and str(run.dir) in shown
 
 
 def test_same_seed_same_run(tmp_path: Path) -> None:
