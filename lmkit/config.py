@@ -75,7 +75,7 @@ class TrainConfig:
     top_k: int = _key(5, "k of the `top_k_accuracy` metric.", min=1)
     # schedule of the run
     batch_size: int = _key(12, "Sequences per batch.", min=1)
-    max_steps: int | None = _key(1500, "Optimizer steps to train (set `none` and use `epochs` instead).", min=1)
+    max_steps: int | None = _key(2000, "Optimizer steps to train (set `none` and use `epochs` instead).", min=1)
     epochs: float | None = _key(None, "Passes over the training tokens; overrides `max_steps` when set.", min=0.0, exclusive_min=True)
     eval_every: int = _key(250, "Evaluate on the validation split every N steps.", min=1)
     eval_batches: int = _key(20, "Validation batches per evaluation (`0`: the whole split).", min=0)
