@@ -1,0 +1,78 @@
+"""A classification (or regression) head on a language model's hidden states.
+
+`SequenceClassifier(backbone, num_outputs, pooling)` maps ``(tokens (B, T), lengths (B,))`` to
+logits ``(B, num_outputs)``: the backbone's hidden states ``(B, T, H)`` are pooled -- the state
+at the last real token (`last`), the mean over real tokens (`mean`), or both side by side
+(`concat`, as in ULMFiT) -- and go through dropout and one dense layer.
+
+>>> clf = SequenceClassifier(run.model, num_outputs=2, pooling="concat")   # doctest: +SKIP
+>>> clf((tokens, lengths)).shape                                           # doctest: +SKIP
+(32, 2)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+__all__ = ["SequenceClassifier", "hidden_states"]
+
+POOLINGS = ("last", "mean", "concat")
+
+
+def hidden_states(model: Any, tokens: Any, training: bool = False) -> Any:
+    """Hidden states ``(B, T, H)`` of a language model: the features its output layer reads.
+
+    Uses ``model.features(tokens, training=...)`` when the architecture provides it. Otherwise,
+    for a `LanguageModel` that projects with the shared ``_logits`` helper, it runs the model with
+    that projection replaced by the identity, so no architecture needs evaluation-specific code.
+    A model that does neither contributes its next-token log-probabilities ``(B, T, V)`` -- still
+    a summary of the context, but wide and weaker.
+    """
+    features = getattr(model, "features", None)
+    if callable(features):
+        return features(tokens, training=training)
+    used: list[bool] = []
+
+    def identity(h: Any) -> Any:
+        used.append(True)
+        return h
+
+    # An instance attribute shadows the method for this call only; a function is not state, so
+    # keras' attribute tracking is bypassed.
+    object.__setattr__(model, "_logits", identity)
+    try:
+        out = model(tokens, training=training)
+    finally:
+        object.__delattr__(model, "_logits")
+    return out if used else ops.log_softmax(ops.cast(out, "float32"), axis=-1)
+
+
+class SequenceClassifier(keras.Model):
+    """Backbone hidden states -> pooled vector -> dropout -> dense logits ``(B, num_outputs)``."""
+
+    def __init__(self, backbone: keras.Model, num_outputs: int, pooling: str = "concat",
+                 dropout: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if pooling not in POOLINGS:
+            raise ValueError(f"`pooling` must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.backbone = backbone
+        self.pooling = pooling
+        self.num_outputs = num_outputs
+        self.drop = keras.layers.Dropout(dropout)
+        self.head = keras.layers.Dense(num_outputs, name="classifier")
+
+    def call(self, inputs: tuple[Any, Any], training: bool = False) -> Any:
+        tokens, lengths = inputs
+        h = ops.cast(hidden_states(self.backbone, tokens, training=training), "float32")  # (B, T, H)
+        lengths = ops.maximum(ops.cast(lengths, "int32"), 1)
+        positions = ops.arange(ops.shape(tokens)[1], dtype="int32")
+        mask = ops.cast(positions[None, :] < lengths[:, None], h.dtype)[:, :, None]   # (B, T, 1)
+        mean = ops.sum(h * mask, axis=1) / ops.cast(lengths, h.dtype)[:, None]        # (B, H)
+        last = ops.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]      # (B, H)
+        pooled = {"last": last, "mean": mean}.get(self.pooling)
+        if pooled is None:
+            pooled = ops.concatenate([last, mean], axis=-1)                            # (B, 2H)
+        return self.head(self.drop(pooled, training=training))

@@ -1,0 +1,314 @@
+"""Read a task's labelled examples from the layouts people actually have on disk.
+
+`load_split(task, data, split)` accepts:
+
+* the official GLUE folder layout (``<root>/SST-2/dev.tsv`` or the task folder itself), read
+  with quoting off (GLUE files hold literal, unbalanced ``"``), an optional byte-order mark, and
+  CoLA's header-less columns;
+* the original IMDb ``aclImdb/`` layout (``{train,test}/{pos,neg}/<id>_<rating>.txt``), with
+  ``<br />`` removed;
+* Hugging Face `datasets` folders written by ``save_to_disk``, and parquet files (one file, or a
+  folder of ``<split>-*.parquet``);
+* ``None`` or ``"hf"``: ``datasets.load_dataset`` from the Hub (cached), when online.
+
+Every problem raises `DataError` naming the file (and line) and the layout that was expected.
+
+>>> ex = load_split("glue/sst2", "tests/fixtures/eval/glue", "dev")   # doctest: +SKIP
+>>> len(ex), ex.text_a[0][:20], int(ex.labels[0])                     # doctest: +SKIP
+(200, "it 's a charming and", 1)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmkit.errors import DataError
+from lmkit.evaluation.tasks import Task, TsvLayout, get_task
+
+__all__ = ["Examples", "load_split", "detect_layout"]
+
+
+@dataclass
+class Examples:
+    """Labelled examples of one split: texts (a second list for pair tasks) and labels.
+
+    `labels` holds class ids (int64, indexes into `task.labels`) or scores (float32, regression).
+    """
+
+    task: Task
+    split: str
+    source: str
+    text_a: list[str]
+    text_b: list[str] | None
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.text_a)
+
+    def head(self, n: int) -> "Examples":
+        """The first `n` examples (for quick runs)."""
+        return Examples(self.task, self.split, self.source, self.text_a[:n],
+                        None if self.text_b is None else self.text_b[:n], self.labels[:n])
+
+
+def load_split(task: "str | Task", data: "str | Path | None", split: str | None = None) -> Examples:
+    """Load `split` of `task` from `data` (a path in one of the supported layouts, or the Hub)."""
+    task = get_task(task)
+    split = task.resolve_split(split)
+    if data is None or str(data).lower() in ("hf", "hub"):
+        examples = _from_hub(task, split)
+    else:
+        path = Path(data).expanduser()
+        if not path.exists():
+            raise DataError(f"data path '{path}' does not exist. {_expected(task, path)}")
+        layout = detect_layout(path)
+        if layout == "parquet":
+            examples = _from_parquet(task, split, path)
+        elif layout == "hf_disk":
+            examples = _from_disk(task, split, path)
+        elif task.glue is not None:
+            if layout == "imdb":
+                raise DataError(
+                    f"'{path}' holds the IMDb aclImdb layout ({{train,test}}/{{pos,neg}}/*.txt), "
+                    f"but {task.name} is a GLUE task. {_expected(task, path)}"
+                )
+            examples = _from_glue(task, split, path, task.glue)
+        else:
+            if layout == "glue":
+                raise DataError(
+                    f"'{path}' holds GLUE .tsv files, but {task.name} reads the IMDb layout. "
+                    f"{_expected(task, path)}"
+                )
+            examples = _from_imdb(task, split, path)
+    if len(examples) == 0:
+        raise DataError(f"split '{split}' of {task.name} in '{examples.source}' has no examples")
+    return examples
+
+
+def detect_layout(path: Path) -> str:
+    """Name the layout of `path`: 'parquet', 'hf_disk', 'imdb', 'glue' or 'unknown'."""
+    if path.is_file():
+        return "parquet" if path.suffix == ".parquet" else "glue" if path.suffix == ".tsv" else "unknown"
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        return "hf_disk"
+    if any(path.glob("*.parquet")) or any(path.glob("*/*.parquet")):
+        return "parquet"
+    for root in (path, path / "aclImdb"):
+        if (root / "train" / "pos").is_dir() or (root / "test" / "pos").is_dir():
+            return "imdb"
+    if any(path.glob("*.tsv")) or any(path.glob("*/*.tsv")):
+        return "glue"
+    return "unknown"
+
+
+def _expected(task: Task, path: Path) -> str:
+    if task.glue is not None:
+        files = ", ".join(task.glue.files.values())
+        return (f"{task.name} expects the official GLUE layout: <glue>/{task.glue.folder}/{{{files}}} "
+                f"(pass the GLUE root or the {task.glue.folder} folder), a datasets.save_to_disk "
+                f"folder, or parquet files.")
+    return (f"{task.name} expects the aclImdb layout: <aclImdb>/{{train,test}}/{{pos,neg}}/<id>_<rating>.txt, "
+            f"a datasets.save_to_disk folder, or parquet files.")
+
+
+# -- GLUE TSV ---------------------------------------------------------------------------------
+def _from_glue(task: Task, split: str, path: Path, layout: TsvLayout) -> Examples:
+    name = layout.files[split]
+    if path.is_file():
+        file = path
+    else:
+        candidates = [path / layout.folder / name, path / name]
+        file = next((c for c in candidates if c.is_file()), None)
+        if file is None:
+            raise DataError(
+                f"no {task.name} '{split}' data in '{path}': looked for "
+                f"{' and '.join(str(c) for c in candidates)}. {_expected(task, path)}"
+            )
+    try:
+        text = file.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{file}: not valid UTF-8 at byte {exc.start}; GLUE files are UTF-8") from None
+    # Split on "\n" only: str.splitlines would also break rows at \x0b, \x1c, \x85 and friends.
+    lines = text.split("\n")
+    start = 0
+    if layout.header:
+        header = lines[0].rstrip("\r").split("\t")
+        start = 1
+        missing = [c for c in (*layout.text_columns, layout.label_column) if c not in header]
+        if missing:
+            _check_pair(task, str(file), header,
+                        [c for c in (*layout.text_columns, "sentence") if c in header])
+            raise DataError(
+                f"{file}, line 1: the header has no column {', '.join(map(repr, missing))} "
+                f"(header: {', '.join(header)}). {_expected(task, path)}"
+            )
+        text_idx = [header.index(c) for c in layout.text_columns]
+        label_idx = header.index(layout.label_column)
+        width = len(header)
+    else:
+        text_idx = [int(c) for c in layout.text_columns]
+        label_idx = int(layout.label_column)
+        width = max(*text_idx, label_idx) + 1
+    text_a: list[str] = []
+    text_b: list[str] = []
+    labels: list[Any] = []
+    for lineno, line in enumerate(lines[start:], start=start + 1):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        row = line.split("\t")
+        if len(row) < width:
+            raise DataError(
+                f"{file}, line {lineno}: malformed row: expected {width} tab-separated columns, "
+                f"found {len(row)}: {line[:80]!r}"
+            )
+        text_a.append(row[text_idx[0]])
+        if task.is_pair:
+            text_b.append(row[text_idx[1]])
+        labels.append(_label(task, row[label_idx], f"{file}, line {lineno}"))
+    return Examples(task, split, str(file), text_a, text_b if task.is_pair else None,
+                    _label_array(task, labels))
+
+
+# -- IMDb -------------------------------------------------------------------------------------
+def _from_imdb(task: Task, split: str, path: Path) -> Examples:
+    root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
+    folders = [root / split / label for label in task.labels]
+    missing = [f for f in folders if not f.is_dir()]
+    if missing:
+        raise DataError(
+            f"no {task.name} '{split}' data in '{path}': missing folder "
+            f"{', '.join(str(m) for m in missing)}. {_expected(task, path)}"
+        )
+    text_a: list[str] = []
+    labels: list[int] = []
+    for label_id, folder in enumerate(folders):
+        for file in sorted(folder.glob("*.txt")):
+            try:
+                review = file.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{file}: not valid UTF-8 at byte {exc.start}") from None
+            text_a.append(review.replace("<br />", " ").strip())
+            labels.append(label_id)
+    return Examples(task, split, str(root / split), text_a, None, np.asarray(labels, np.int64))
+
+
+# -- Hugging Face datasets --------------------------------------------------------------------
+def _from_disk(task: Task, split: str, path: Path) -> Examples:
+    import datasets
+
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        name = task.hf_split(split)
+        if name not in loaded:
+            raise DataError(
+                f"'{path}' (datasets.save_to_disk) has no split '{name}' for {task.name}; "
+                f"it has: {', '.join(loaded)}"
+            )
+        loaded = loaded[name]
+    return _from_columns(task, split, str(path), loaded.to_dict())
+
+
+def _from_parquet(task: Task, split: str, path: Path) -> Examples:
+    import pandas as pd
+
+    if path.is_file():
+        files = [path]
+    else:
+        name = task.hf_split(split)
+        files = sorted(f for f in (*path.glob("*.parquet"), *path.glob("*/*.parquet"))
+                       if f.name.split("-")[0].split(".")[0] == name)
+        if not files:
+            found = sorted({f.name for f in (*path.glob("*.parquet"), *path.glob("*/*.parquet"))})
+            raise DataError(
+                f"no parquet file for split '{name}' of {task.name} in '{path}': expected "
+                f"'{name}-*.parquet' or '{name}.parquet'; found {', '.join(found)}"
+            )
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return _from_columns(task, split, ", ".join(map(str, files)), frame.to_dict("list"))
+
+
+def _from_hub(task: Task, split: str) -> Examples:
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(task.hf_path, task.hf_config, split=task.hf_split(split))
+    except (ConnectionError, OSError, ValueError) as exc:
+        raise DataError(
+            f"could not load {task.name} from the Hugging Face Hub ({task.hf_path}"
+            f"{', ' + task.hf_config if task.hf_config else ''}): {type(exc).__name__}: "
+            f"{str(exc)[:200]}. Offline, point lmkit at local files instead: data=PATH "
+            f"(`--data PATH` on the command line), where PATH is "
+            + ("the GLUE folder as distributed (GLUE/" + task.glue.folder + "/dev.tsv)"
+               if task.glue else "the aclImdb folder")
+            + ", a datasets.save_to_disk folder, or parquet files."
+        ) from None
+    return _from_columns(task, split, f"hf:{task.hf_path}", loaded.to_dict())
+
+
+def _from_columns(task: Task, split: str, source: str, columns: dict[str, list[Any]]) -> Examples:
+    names = list(columns)
+    texts = [c for c in task.hf_text_columns if c in columns]
+    if len(texts) < len(task.hf_text_columns):
+        fallback = [c for c in ("text", "sentence") if c in columns]
+        if not task.is_pair and fallback:
+            texts = fallback[:1]
+        else:
+            _check_pair(task, source, names,
+                        [c for c in (*task.hf_text_columns, "text", "sentence") if c in columns])
+            raise DataError(
+                f"{source}: {task.name} needs the text column(s) "
+                f"{', '.join(map(repr, task.hf_text_columns))}; the data has columns {', '.join(names)}"
+            )
+    if "label" not in columns:
+        raise DataError(f"{source}: no 'label' column for {task.name}; columns: {', '.join(names)}")
+    raw = columns["label"]
+    labels = [_label(task, v, f"{source}, row {i}") for i, v in enumerate(raw)]
+    return Examples(task, split, source, [str(t) for t in columns[texts[0]]],
+                    [str(t) for t in columns[texts[1]]] if task.is_pair else None,
+                    _label_array(task, labels))
+
+
+# -- shared checks ----------------------------------------------------------------------------
+def _check_pair(task: Task, source: str, columns: Sequence[Any], found: Sequence[Any]) -> None:
+    if task.is_pair and len(found) < 2:
+        raise DataError(
+            f"{source}: {task.name} is a sentence-pair task, but the data has "
+            f"{'one text column' if found else 'no matching text column'} "
+            f"(columns: {', '.join(map(str, columns))}); a pair needs two text columns "
+            f"({' and '.join(map(repr, task.hf_text_columns))}, or "
+            f"{' and '.join(map(repr, task.glue.text_columns)) if task.glue else ''} in GLUE .tsv files)"
+        )
+
+
+def _label(task: Task, value: Any, where: str) -> Any:
+    """Class id (int) or score (float) of `value`, which is a label string or a datasets id."""
+    if task.is_regression:
+        try:
+            score = float(value)
+        except (TypeError, ValueError):
+            score = math.nan
+        low, high = task.score_range or (-math.inf, math.inf)
+        if not (low <= score <= high):
+            raise DataError(f"{where}: score {value!r} of {task.name} must be a number in [{low}, {high}]")
+        return score
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if 0 <= value < len(task.labels):
+            return int(value)
+    elif isinstance(value, str) and value.strip() in task.labels:
+        return task.labels.index(value.strip())
+    unlabeled = " (-1 marks the unlabeled GLUE test split; evaluate on a labelled split)" if value == -1 else ""
+    raise DataError(
+        f"{where}: label {value!r} is not in the label set of {task.name}: "
+        f"{', '.join(task.labels)} (or class ids 0..{len(task.labels) - 1}){unlabeled}"
+    )
+
+
+def _label_array(task: Task, labels: list[Any]) -> np.ndarray:
+    return np.asarray(labels, np.float32 if task.is_regression else np.int64)

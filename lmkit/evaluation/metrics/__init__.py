@@ -1,0 +1,42 @@
+"""Metrics as Hugging Face `evaluate` modules shipped inside lmkit, loaded by local path.
+
+Loading by path never touches the network (no Hub look-up), so they work offline::
+
+    >>> accuracy = load_metric("accuracy")                                  # doctest: +SKIP
+    >>> accuracy.compute(predictions=[1, 0], references=[1, 1])             # doctest: +SKIP
+    {'accuracy': 0.5}
+    >>> load_metric("glue", "mrpc").compute(predictions=[1], references=[1])  # doctest: +SKIP
+    {'f1': 1.0, 'accuracy': 1.0, 'combined_score': 1.0}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lmkit.errors import RegistryError, did_you_mean
+
+__all__ = ["METRICS", "metric_path", "load_metric"]
+
+_HERE = Path(__file__).resolve().parent
+
+#: names of the shipped metric modules
+METRICS: tuple[str, ...] = tuple(sorted(p.name for p in _HERE.iterdir() if (p / f"{p.name}.py").is_file()))
+
+
+def metric_path(name: str) -> Path:
+    """The folder of the shipped `evaluate` module `name`."""
+    key = name.lower()
+    if key not in METRICS:
+        raise RegistryError(
+            f"unknown evaluation metric '{name}'{did_you_mean(key, METRICS)}. "
+            f"Available: {', '.join(METRICS)}."
+        )
+    return _HERE / key
+
+
+def load_metric(name: str, config_name: str | None = None, **kwargs: Any) -> Any:
+    """Load the shipped metric `name` (an `evaluate.EvaluationModule`) from its local path."""
+    import evaluate
+
+    return evaluate.load(str(metric_path(name)), config_name, **kwargs)

@@ -1,0 +1,118 @@
+"""`EvalResult`: the scores, per-example predictions and confusion matrix of one evaluation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmkit.evaluation.tasks import Task
+
+__all__ = ["EvalResult", "score"]
+
+
+def score(task: Task, split: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The task's official metrics through the shipped `evaluate` modules."""
+    from lmkit.evaluation.metrics import load_metric
+
+    if task.glue is not None:
+        config = task.name.split("/", 1)[1]
+        if config == "mnli":
+            config = "mnli_mismatched" if "mismatched" in split else "mnli_matched"
+        metric = load_metric("glue", config)
+    else:
+        metric = load_metric(task.metrics[0])
+    cast = float if task.is_regression else int
+    return metric.compute(predictions=[cast(p) for p in predictions], references=[cast(y) for y in labels])
+
+
+def _confusion(num_classes: int, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Counts ``[true label, predicted label]``."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (labels.astype(np.int64), predictions.astype(np.int64)), 1)
+    return matrix
+
+
+@dataclass
+class EvalResult:
+    """What `lmkit.evaluate` returns.
+
+    >>> result.metrics                      # doctest: +SKIP
+    {'accuracy': 0.82}
+    >>> result.confusion_matrix             # rows: true label, columns: predicted  # doctest: +SKIP
+    >>> result.to_dataframe().head()        # doctest: +SKIP
+    >>> result.save("out/")                 # metrics.json + predictions.tsv  # doctest: +SKIP
+    """
+
+    task: Task
+    split: str
+    model_name: str
+    metrics: dict[str, float]
+    predictions: np.ndarray
+    labels: np.ndarray
+    config: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    model: Any = field(default=None, repr=False)
+    tokenizer: Any = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, task: Task, split: str, model_name: str, outputs: np.ndarray, labels: np.ndarray,
+              **extra: Any) -> "EvalResult":
+        """Turn raw model outputs ``(N, C)`` into predictions and scores."""
+        predictions = outputs[:, 0].astype(np.float32) if task.is_regression else outputs.argmax(-1)
+        return cls(task, split, model_name, score(task, split, predictions, labels),
+                   predictions, labels, **extra)
+
+    @property
+    def confusion_matrix(self) -> np.ndarray | None:
+        """``[true, predicted]`` counts for classification tasks; `None` for regression."""
+        if self.task.is_regression:
+            return None
+        return _confusion(len(self.task.labels), self.predictions, self.labels)
+
+    @property
+    def main_score(self) -> float:
+        """One number per task (the GLUE board's): the combined score, else the first metric."""
+        return float(self.metrics.get("combined_score", self.metrics[next(iter(self.metrics))]))
+
+    def label_text(self, values: np.ndarray) -> list[str]:
+        if self.task.is_regression:
+            return [f"{float(v):.4f}" for v in values]
+        return [self.task.labels[int(v)] for v in values]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no per-example data)."""
+        cm = self.confusion_matrix
+        return {
+            "task": self.task.name, "split": self.split, "model": self.model_name,
+            "examples": int(len(self.labels)), "metrics": dict(self.metrics),
+            "main_score": self.main_score,
+            "labels": list(self.task.display_labels),
+            "confusion_matrix": None if cm is None else cm.tolist(),
+            "training": dict(self.training), "config": dict(self.config),
+        }
+
+    def to_dataframe(self) -> Any:
+        """Per-example predictions as a pandas DataFrame (index, prediction, label)."""
+        import pandas as pd
+
+        return pd.DataFrame({"prediction": self.label_text(self.predictions),
+                             "label": self.label_text(self.labels)}).rename_axis("index")
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``metrics.json`` and ``predictions.tsv`` (index, prediction, label) to `out_dir`."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        rows = ["index\tprediction\tlabel"]
+        rows += [f"{i}\t{p}\t{y}" for i, (p, y) in
+                 enumerate(zip(self.label_text(self.predictions), self.label_text(self.labels)))]
+        (out / "predictions.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+        return out
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items())
+        return f"EvalResult(task='{self.task.name}', split='{self.split}', model='{self.model_name}', {shown})"

@@ -1,0 +1,167 @@
+"""Evaluation tasks: what each GLUE task and IMDb reads, predicts and is scored by.
+
+A `Task` is plain data: its inputs (one sentence or a pair), its label set (or a score range for
+regression), its splits, where its files live in each supported layout, and its official metrics.
+Built-in tasks register in `lmkit.registry.tasks`; plugins add their own through the entry-point
+group ``lmkit.tasks`` with a `Task` object.
+
+>>> from lmkit.registry import tasks
+>>> sst2 = tasks.get("glue/sst2")
+>>> sst2.labels, sst2.is_pair, sst2.metrics
+(('0', '1'), False, ('accuracy',))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lmkit.errors import DataError, did_you_mean
+from lmkit.registry import tasks
+
+__all__ = ["Task", "TsvLayout", "get_task"]
+
+
+@dataclass(frozen=True)
+class TsvLayout:
+    """Where a GLUE task lives in the official distribution and which columns it reads.
+
+    `text_columns` and `label_column` are header names, or 0-based column positions for files
+    without a header (CoLA).
+    """
+
+    folder: str
+    files: dict[str, str]
+    text_columns: tuple[str | int, ...]
+    label_column: str | int
+    header: bool = True
+
+
+@dataclass(frozen=True)
+class Task:
+    """One evaluation task.
+
+    `labels` are the label strings as written in the official files, in the order of the
+    Hugging Face `datasets` class ids; an empty tuple means regression within `score_range`.
+    `eval_split` is the split scored by default (GLUE test labels are not public).
+    """
+
+    name: str
+    description: str
+    labels: tuple[str, ...]
+    metrics: tuple[str, ...]
+    splits: tuple[str, ...]
+    eval_split: str
+    hf_path: str
+    hf_config: str | None
+    hf_text_columns: tuple[str, ...]
+    hf_splits: dict[str, str] = field(default_factory=dict)
+    glue: TsvLayout | None = None
+    score_range: tuple[float, float] | None = None
+    label_names: tuple[str, ...] = ()
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.hf_text_columns) == 2
+
+    @property
+    def is_regression(self) -> bool:
+        return not self.labels
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the model head: one per class, or 1 for regression."""
+        return len(self.labels) or 1
+
+    @property
+    def display_labels(self) -> tuple[str, ...]:
+        """Human-readable class names (for confusion matrices)."""
+        return self.label_names or self.labels
+
+    def hf_split(self, split: str) -> str:
+        return self.hf_splits.get(split, split)
+
+    def resolve_split(self, split: str | None) -> str:
+        """The task's name for `split`: `None` is the scoring split; `validation` means `dev`.
+
+        >>> get_task("glue/mnli").resolve_split("dev")
+        'dev_matched'
+        """
+        if split is None:
+            return self.eval_split
+        key = split.lower().replace("validation", "dev")
+        if key in self.splits:
+            return key
+        if key == "dev" and self.eval_split.startswith("dev"):
+            return self.eval_split
+        raise DataError(
+            f"task {self.name} has no split '{split}'{did_you_mean(split, self.splits)}; "
+            f"its splits are: {', '.join(self.splits)}"
+        )
+
+
+def get_task(name: "str | Task") -> Task:
+    """Return the task registered as `name`; unknown names raise with close matches listed.
+
+    >>> get_task("GLUE/SST2").name
+    'glue/sst2'
+    """
+    return name if isinstance(name, Task) else tasks.get(name)
+
+
+_GLUE_SPLITS = {"dev": "validation"}
+
+
+def _glue(
+    key: str, folder: str, description: str, labels: tuple[str, ...], metrics: tuple[str, ...],
+    hf_columns: tuple[str, ...], tsv_columns: tuple[str | int, ...], label_column: str | int,
+    *, header: bool = True, aliases: tuple[str, ...] = (), splits: tuple[str, ...] = ("train", "dev"),
+    eval_split: str = "dev", hf_splits: dict[str, str] | None = None, **extra: object,
+) -> Task:
+    files = {s: f"{s}.tsv" for s in splits}
+    task = Task(
+        name=f"glue/{key}", description=description, labels=labels, metrics=metrics,
+        splits=splits, eval_split=eval_split, hf_path="nyu-mll/glue", hf_config=key,
+        hf_text_columns=hf_columns, hf_splits=hf_splits or _GLUE_SPLITS,
+        glue=TsvLayout(folder, files, tsv_columns, label_column, header), **extra,  # type: ignore[arg-type]
+    )
+    tasks.register(task.name, task, aliases=aliases, description=description)
+    return task
+
+
+_glue("cola", "CoLA", "CoLA: is the sentence grammatical? (Matthews correlation)",
+      ("0", "1"), ("matthews_correlation",), ("sentence",), (3,), 1, header=False,
+      aliases=("cola",), label_names=("unacceptable", "acceptable"))
+_glue("sst2", "SST-2", "SST-2: movie-review sentence sentiment (accuracy)",
+      ("0", "1"), ("accuracy",), ("sentence",), ("sentence",), "label",
+      aliases=("sst2", "sst-2", "glue/sst-2"), label_names=("negative", "positive"))
+_glue("mrpc", "MRPC", "MRPC: are the two sentences paraphrases? (F1 and accuracy)",
+      ("0", "1"), ("f1", "accuracy"), ("sentence1", "sentence2"), ("#1 String", "#2 String"),
+      "Quality", aliases=("mrpc",), label_names=("not_equivalent", "equivalent"))
+_glue("qqp", "QQP", "QQP: are the two questions duplicates? (F1 and accuracy)",
+      ("0", "1"), ("f1", "accuracy"), ("question1", "question2"), ("question1", "question2"),
+      "is_duplicate", aliases=("qqp",), label_names=("not_duplicate", "duplicate"))
+_glue("stsb", "STS-B", "STS-B: similarity score 0-5 of two sentences (Pearson and Spearman)",
+      (), ("pearson", "spearmanr"), ("sentence1", "sentence2"), ("sentence1", "sentence2"),
+      "score", aliases=("stsb", "sts-b", "glue/sts-b"), score_range=(0.0, 5.0))
+_glue("mnli", "MNLI", "MNLI: entailment, neutral or contradiction; dev_matched / dev_mismatched (accuracy)",
+      ("entailment", "neutral", "contradiction"), ("accuracy",), ("premise", "hypothesis"),
+      ("sentence1", "sentence2"), "gold_label", aliases=("mnli",),
+      splits=("train", "dev_matched", "dev_mismatched"), eval_split="dev_matched",
+      hf_splits={"dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched"})
+_glue("qnli", "QNLI", "QNLI: does the sentence answer the question? (accuracy)",
+      ("entailment", "not_entailment"), ("accuracy",), ("question", "sentence"),
+      ("question", "sentence"), "label", aliases=("qnli",))
+_glue("rte", "RTE", "RTE: does the first sentence entail the second? (accuracy)",
+      ("entailment", "not_entailment"), ("accuracy",), ("sentence1", "sentence2"),
+      ("sentence1", "sentence2"), "label", aliases=("rte",))
+_glue("wnli", "WNLI", "WNLI: Winograd pronoun resolution as entailment (accuracy)",
+      ("0", "1"), ("accuracy",), ("sentence1", "sentence2"), ("sentence1", "sentence2"),
+      "label", aliases=("wnli",), label_names=("not_entailment", "entailment"))
+
+IMDB = Task(
+    name="imdb", description="IMDb movie reviews: positive or negative (accuracy)",
+    labels=("neg", "pos"), metrics=("accuracy",), splits=("train", "test"), eval_split="test",
+    hf_path="stanfordnlp/imdb", hf_config=None, hf_text_columns=("text",),
+    label_names=("negative", "positive"),
+)
+tasks.register("imdb", IMDB, aliases=("aclimdb",), description=IMDB.description)

@@ -1,0 +1,137 @@
+"""The shipped `evaluate` metric modules equal scikit-learn / scipy / sacrebleu / rouge-score."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn import metrics as skm
+
+from lmkit.errors import RegistryError
+from lmkit.evaluation.metrics import METRICS, load_metric, metric_path
+
+RNG = np.random.default_rng(0)
+RANDOM_LABELS = [(RNG.integers(0, 2, 50), RNG.integers(0, 2, 50)) for _ in range(3)]
+EDGE_LABELS = [
+    (np.array([1]), np.array([1])),                      # one example
+    (np.zeros(6, int), np.zeros(6, int)),                # one class only: MCC 0, F1 0 (no positives)
+    (np.ones(5, int), np.zeros(5, int)),                 # all wrong
+    (np.array([0, 1, 0, 1]), np.array([1, 0, 1, 0])),    # perfectly inverted
+]
+
+
+def test_all_modules_ship_and_load_from_local_paths() -> None:
+    assert set(METRICS) == {"accuracy", "f1", "matthews_correlation", "pearsonr", "spearmanr",
+                            "glue", "bleu", "rouge", "perplexity"}
+    for name in METRICS:
+        assert (metric_path(name) / f"{name}.py").is_file()
+    with pytest.raises(RegistryError, match="unknown evaluation metric 'acuracy' \\(did you mean 'accuracy'"):
+        metric_path("acuracy")
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found")  # sklearn, on the one-class edge case
+@pytest.mark.parametrize("pred,ref", RANDOM_LABELS + EDGE_LABELS)
+def test_classification_metrics_equal_sklearn(pred: np.ndarray, ref: np.ndarray) -> None:
+    kw = {"predictions": pred.tolist(), "references": ref.tolist()}
+    assert load_metric("accuracy").compute(**kw)["accuracy"] == pytest.approx(skm.accuracy_score(ref, pred))
+    assert load_metric("f1").compute(**kw)["f1"] == pytest.approx(skm.f1_score(ref, pred, zero_division=0))
+    mcc = load_metric("matthews_correlation").compute(**kw)["matthews_correlation"]
+    assert mcc == pytest.approx(skm.matthews_corrcoef(ref, pred))
+    glue = load_metric("glue", "mrpc").compute(**kw)
+    assert glue["f1"] == pytest.approx(skm.f1_score(ref, pred, zero_division=0))
+    assert glue["accuracy"] == pytest.approx(skm.accuracy_score(ref, pred))
+    assert glue["combined_score"] == pytest.approx((glue["f1"] + glue["accuracy"]) / 2)
+    assert load_metric("glue", "cola").compute(**kw) == {"matthews_correlation": pytest.approx(mcc)}
+
+
+def test_multiclass_f1_average_and_accuracy_weights() -> None:
+    pred, ref = RNG.integers(0, 3, 40), RNG.integers(0, 3, 40)
+    f1 = load_metric("f1").compute(predictions=pred, references=ref, average="macro")["f1"]
+    assert f1 == pytest.approx(skm.f1_score(ref, pred, average="macro"))
+    per_class = load_metric("f1").compute(predictions=pred, references=ref, average=None)["f1"]
+    assert per_class == pytest.approx(skm.f1_score(ref, pred, average=None).tolist())
+    w = RNG.random(40)
+    acc = load_metric("accuracy").compute(predictions=pred, references=ref, sample_weight=w)["accuracy"]
+    assert acc == pytest.approx(skm.accuracy_score(ref, pred, sample_weight=w))
+    assert load_metric("glue", "mnli_matched").compute(predictions=pred, references=ref) == {
+        "accuracy": pytest.approx(skm.accuracy_score(ref, pred))}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_correlations_equal_scipy(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ref = rng.uniform(0, 5, 30).round(1)  # rounded: ties, as in STS-B
+    pred = ref + rng.normal(0, 1, 30)
+    kw = {"predictions": pred.tolist(), "references": ref.tolist()}
+    assert load_metric("pearsonr").compute(**kw)["pearsonr"] == pytest.approx(stats.pearsonr(ref, pred)[0])
+    assert load_metric("spearmanr").compute(**kw)["spearmanr"] == pytest.approx(stats.spearmanr(ref, pred)[0])
+    out = load_metric("pearsonr").compute(**kw, return_pvalue=True)
+    assert out["p-value"] == pytest.approx(stats.pearsonr(ref, pred)[1])
+    glue = load_metric("glue", "stsb").compute(**kw)
+    assert glue["pearson"] == pytest.approx(stats.pearsonr(ref, pred)[0])
+    assert glue["spearmanr"] == pytest.approx(stats.spearmanr(ref, pred)[0])
+    assert glue["combined_score"] == pytest.approx((glue["pearson"] + glue["spearmanr"]) / 2)
+
+
+def test_correlation_edge_cases() -> None:
+    perfect = load_metric("spearmanr").compute(predictions=[1.0, 5.0, 9.0], references=[3.0, 2.0, 1.0])
+    assert perfect["spearmanr"] == pytest.approx(-1.0)
+    with pytest.warns(stats.ConstantInputWarning):
+        constant = load_metric("pearsonr").compute(predictions=[2.0, 2.0, 2.0], references=[1.0, 2.0, 3.0])
+    assert math.isnan(constant["pearsonr"])  # as scipy: undefined, not silently 0
+
+
+def test_bleu_equals_sacrebleu() -> None:
+    sacrebleu = pytest.importorskip("sacrebleu")
+    preds = ["the cat is on the mat", "a quick brown fox jumps", "hello there general kenobi"]
+    refs = [["the cat sat on the mat", "there is a cat on the mat"],
+            ["the quick brown fox jumped", "a fast brown fox leaps"],
+            ["hello there", "general kenobi, hello there"]]
+    out = load_metric("bleu").compute(predictions=preds, references=refs)
+    expected = sacrebleu.corpus_bleu(preds, [list(s) for s in zip(*refs)])
+    assert out["bleu"] == pytest.approx(expected.score)
+    assert out["precisions"] == pytest.approx(expected.precisions)
+    assert out["brevity_penalty"] == pytest.approx(expected.bp)
+    assert load_metric("bleu").compute(predictions=["nothing alike"], references=[["totally different words"]])["bleu"] == 0.0
+
+
+def test_rouge_equals_rouge_score() -> None:
+    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+    preds = ["the cat was found under the bed", "police arrested a man", ""]
+    refs = ["the cat was under the bed", "a man was arrested by police on friday", "empty prediction"]
+    out = load_metric("rouge").compute(predictions=preds, references=refs)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"])
+    for kind in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        expected = np.mean([scorer.score(r, p)[kind].fmeasure for p, r in zip(preds, refs)])
+        assert out[kind] == pytest.approx(expected)
+    per_example = load_metric("rouge").compute(predictions=preds, references=refs, use_aggregator=False)
+    assert per_example["rouge1"][2] == 0.0 and len(per_example["rouge1"]) == 3
+
+
+def test_perplexity_from_model_logits_equals_scipy_log_softmax() -> None:
+    import lmkit  # noqa: F401  (JAX backend)
+    from scipy.special import log_softmax
+
+    from lmkit.evaluation.perplexity import text_nll
+    from lmkit.registry import architectures, tokenizers
+
+    texts = ["to be or not to be", "that is the question", "a"]
+    tok = tokenizers.get("char").fit(texts)
+    model = architectures.get("lstm")(tok.vocab_size, embed_dim=8, units=8, layers=1)
+    nll, units = text_nll(model, tok, texts, unit="token", batch_size=2)
+    expected_nll, expected_units = [], []
+    for text in texts:
+        ids = np.asarray(tok.encode(text))[None]
+        logp = log_softmax(np.asarray(model(ids), np.float64)[0, :-1], axis=-1)
+        expected_nll.append(-logp[np.arange(ids.shape[1] - 1), ids[0, 1:]].sum())
+        expected_units.append(ids.shape[1] - 1)
+    assert nll == pytest.approx(expected_nll, rel=1e-5) and units == expected_units
+    out = load_metric("perplexity").compute(predictions=nll, references=units, unit="token")
+    assert out["perplexity"] == pytest.approx(math.exp(sum(expected_nll) / sum(expected_units)), rel=1e-5)
+    assert out["unit"] == "token" and out["bits_per_unit"] == pytest.approx(out["nll_per_unit"] / math.log(2))
+    _, byte_units = text_nll(model, tok, texts, unit="byte")
+    assert byte_units == [len(t.encode()) for t in texts]
+    with pytest.raises(ValueError, match="unit must be one of token, word, byte, got 'char'"):
+        load_metric("perplexity").compute(predictions=[1.0], references=[1], unit="char")

@@ -1,0 +1,80 @@
+"""The evaluation panel: runs from the namespace, one `lmkit.evaluate` call per (run, task), exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import lmkit
+from lmkit.evaluation.result import EvalResult
+from lmkit.evaluation.tasks import get_task
+from lmkit.notebook.eval_panel import EvalPanel, confusion_svg, find_runs, results_table_html, task_data
+
+EVAL = Path(__file__).parent / "fixtures" / "eval"
+
+
+class FakeRun:
+    model, tokenizer, config = object(), object(), object()
+
+
+def fake_result(task: str, run: Any, score: float) -> EvalResult:
+    t = get_task(task)
+    labels = np.array([0, 1, 1, 0])
+    predictions = np.array([0, 1, 0, 0]) if score < 1 else labels
+    return EvalResult.build(t, t.eval_split, str(run), np.eye(2)[predictions], labels)
+
+
+def test_panel_calls_evaluate_once_per_run_and_task(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def fake_evaluate(run_or_path: Any, task: str, data: Any, **options: Any) -> EvalResult:
+        calls.append({"run": run_or_path, "task": task, "data": data, **options})
+        return fake_result(task, run_or_path, 0.75 if run_or_path == "scratch" else 1.0)
+
+    monkeypatch.setattr(lmkit, "evaluate", fake_evaluate)
+    mine = FakeRun()
+    panel = EvalPanel(namespace={"mine": mine, "x": 3}, data=str(EVAL), max_steps=7, pooling="mean")
+    assert panel.run_picker.options == ("mine", "scratch")
+    results = panel.run(runs=("mine", "scratch"), tasks=("glue/sst2", "imdb"))
+    assert [(c["run"], c["task"]) for c in calls] == [
+        (mine, "glue/sst2"), (mine, "imdb"), ("scratch", "glue/sst2"), ("scratch", "imdb")]
+    assert calls[0]["data"] == EVAL / "glue" and calls[1]["data"] == EVAL / "imdb"
+    assert all(c["max_steps"] == 7 and c["pooling"] == "mean" for c in calls)
+    assert len(results) == 4 and panel.status.value == "done: 4 evaluation(s)"
+    frame = panel.to_dataframe()
+    assert frame[["model", "task", "main_score"]].values.tolist() == [
+        ["mine", "glue/sst2", 1.0], ["mine", "imdb", 1.0], ["scratch", "glue/sst2", 0.75], ["scratch", "imdb", 0.75]]
+    table = panel.table.value
+    assert "<th>GLUE avg</th>" in table and "<th>mine</th><td>1.0000</td><td>1.0000</td><td><b>1.0000</b></td>" in table
+    assert "lmkit-confusion" in panel.plot.value
+    exported = json.loads(panel.to_json(tmp_path / "r.json"))
+    assert exported[2]["model"] == "scratch" and exported[2]["confusion_matrix"] == [[2, 0], [1, 1]]
+    assert json.loads((tmp_path / "r.json").read_text()) == exported
+
+
+def test_panel_shows_data_errors_and_keeps_going() -> None:
+    panel = EvalPanel(data=str(EVAL / "imdb"), max_steps=0)
+    assert panel.run(runs=("scratch",), tasks=("glue/sst2",)) == []
+    assert "holds the IMDb aclImdb layout" in panel.status.value
+    assert not panel.run_button.disabled and panel.stop_button.disabled
+
+
+@pytest.mark.slow
+def test_panel_real_evaluation_progress() -> None:
+    panel = EvalPanel(data=str(EVAL), max_steps=4, max_length=16, embed_dim=8, units=8, log_every=2)
+    (result,) = panel.run(runs=("scratch",), tasks=("glue/cola",))
+    assert panel.progress.max == 4 and panel.progress.value == 4
+    assert set(result.metrics) == {"matthews_correlation"}
+    assert "glue/cola" in panel.table.value
+
+
+def test_helpers() -> None:
+    assert find_runs({"a": FakeRun(), "_b": FakeRun(), "c": 1}).keys() == {"a"}
+    assert task_data("glue/sst2", EVAL) == EVAL / "glue" and task_data("imdb", EVAL / "imdb") == EVAL / "imdb"
+    assert results_table_html([]) == "<i>no results yet</i>"
+    svg = confusion_svg([[3, 1], [0, 4]], ["neg", "pos"], "t")
+    assert svg.startswith("<svg") and ">3</text>" in svg and ">4</text>" in svg
