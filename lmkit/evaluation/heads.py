@@ -17,37 +17,26 @@ from typing import Any
 import keras
 from keras import ops
 
+from lmkit.errors import ConfigError
+
 __all__ = ["SequenceClassifier", "hidden_states"]
 
 POOLINGS = ("last", "mean", "concat")
 
 
 def hidden_states(model: Any, tokens: Any, training: bool = False) -> Any:
-    """Hidden states ``(B, T, H)`` of a language model: the features its output layer reads.
+    """Hidden states ``(B, T, H)`` of a language model: the features its output head reads.
 
-    Uses ``model.features(tokens, training=...)`` when the architecture provides it. Otherwise,
-    for a `LanguageModel` that projects with the shared ``_logits`` helper, it runs the model with
-    that projection replaced by the identity, so no architecture needs evaluation-specific code.
-    A model that does neither contributes its next-token log-probabilities ``(B, T, V)`` -- still
-    a summary of the context, but wide and weaker.
+    Every `lmkit.models.base.LanguageModel` provides them through ``features``; an architecture
+    that does not cannot serve as a backbone.
     """
-    features = getattr(model, "features", None)
-    if callable(features):
-        return features(tokens, training=training)
-    used: list[bool] = []
-
-    def identity(h: Any) -> Any:
-        used.append(True)
-        return h
-
-    # An instance attribute shadows the method for this call only; a function is not state, so
-    # keras' attribute tracking is bypassed.
-    object.__setattr__(model, "_logits", identity)
     try:
-        out = model(tokens, training=training)
-    finally:
-        object.__delattr__(model, "_logits")
-    return out if used else ops.log_softmax(ops.cast(out, "float32"), axis=-1)
+        return model.features(tokens, training=training)
+    except (AttributeError, NotImplementedError):
+        raise ConfigError(
+            f"architecture {type(model).__name__} does not expose its hidden states "
+            f"(`features(tokens, training)`), so it cannot be fine-tuned on a task"
+        ) from None
 
 
 class SequenceClassifier(keras.Model):

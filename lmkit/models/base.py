@@ -95,6 +95,14 @@ class LanguageModel(keras.Model):
         """Longest input the model accepts; `None` when unbounded."""
         return None
 
+    def call(self, tokens: Any, training: bool = False) -> Any:
+        """int tokens ``(B, T)`` -> float32 logits ``(B, T, V)``: the head applied to `features`."""
+        return self._logits(self.features(tokens, training=training))
+
+    def features(self, tokens: Any, training: bool = False) -> Any:
+        """The hidden states ``(B, T, H)`` the output head reads (what classifiers build on)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its features")
+
     def init_state(self, batch_size: int) -> State:
         """State for incremental decoding of `batch_size` sequences; `None` if the model has none.
 

@@ -68,7 +68,7 @@ class GatedCNN(LanguageModel):
         ]
         self._build_head(c, self.tie_embeddings)
 
-    def call(self, tokens: Any, training: bool = False) -> Any:
+    def features(self, tokens: Any, training: bool = False) -> Any:
         c, k = self.units, self.kernel_size
         batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
         x = self._embed(tokens)                                           # (B, T, E)
@@ -80,4 +80,4 @@ class GatedCNN(LanguageModel):
             h = ops.matmul(ops.reshape(taps, (-1, k * c)), kernel) + bias  # (B*T, 2C)
             value, gate = h[:, :c], h[:, c:]
             x = x + self.drop(value * ops.sigmoid(gate), training=training)  # GLU, residual
-        return self._logits(ops.reshape(x, (batch, time, c)))             # (B, T, V)
+        return ops.reshape(x, (batch, time, c))                           # (B, T, C)

@@ -157,13 +157,13 @@ class GPT(LanguageModel):
                 "v": ops.zeros(shape, dtype=self.compute_dtype),
                 "pos": ops.zeros((), dtype="int32")}
 
-    def call(self, tokens: Any, training: bool = False) -> Any:
-        logits, _, _ = self._forward(tokens, 0, None, training)
-        return logits
+    def features(self, tokens: Any, training: bool = False) -> Any:
+        return self._forward(tokens, 0, None, training)[0]
 
     def _decode(self, tokens: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         pos = state["pos"]
-        logits, ks, vs = self._forward(tokens, pos, (state["k"], state["v"]), False)
+        x, ks, vs = self._forward(tokens, pos, (state["k"], state["v"]), False)
+        logits = self._logits(x)
         new_pos = pos + ops.shape(tokens)[1]
         return logits, {"k": ops.stack(ks), "v": ops.stack(vs), "pos": ops.cast(new_pos, "int32")}
 
@@ -186,4 +186,4 @@ class GPT(LanguageModel):
             ks.append(k)
             vs.append(v)
         x = ops.reshape(self.ln_f(x), (batch, time, self.embed_dim))
-        return self._logits(x), ks, vs                                     # (B, T, V)
+        return x, ks, vs                                                   # x: (B, T, D)

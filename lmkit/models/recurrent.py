@@ -67,12 +67,12 @@ class StackedRNN(LanguageModel):
         zeros = ops.zeros((batch_size, self.units), dtype=self.compute_dtype)
         return tuple(zeros for _ in range(self.num_layers * self._states_per_layer))
 
-    def call(self, tokens: Any, training: bool = False) -> Any:
-        logits, _ = self._run(tokens, None, training)
-        return logits
+    def features(self, tokens: Any, training: bool = False) -> Any:
+        return self._run(tokens, None, training)[0]
 
     def _decode(self, tokens: Any, state: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
-        return self._run(tokens, state, False)
+        x, new_state = self._run(tokens, state, False)
+        return self._logits(x), new_state
 
     def _run(self, tokens: Any, state: tuple[Any, ...] | None,
              training: bool) -> tuple[Any, tuple[Any, ...]]:
@@ -84,8 +84,7 @@ class StackedRNN(LanguageModel):
             x, *layer_state = rnn(self.drop(x, training=training), initial_state=initial,
                                   training=training)                   # (B, T, units)
             new_state.extend(layer_state)
-        x = self.drop(x, training=training)
-        return self._logits(x), tuple(new_state)                       # (B, T, V)
+        return self.drop(x, training=training), tuple(new_state)      # (B, T, units)
 
 
 @architectures.register(

@@ -54,10 +54,17 @@ class ElmanRNN(LanguageModel):
         return ops.zeros((batch_size, self.units), dtype=self.compute_dtype)  # h_0 = 0
 
     def call(self, tokens: Any, training: bool = False) -> Any:
-        logits, _ = self._decode(tokens, self.init_state(ops.shape(tokens)[0]))
-        return logits
+        return self._output(self.features(tokens, training=training))
+
+    def features(self, tokens: Any, training: bool = False) -> Any:
+        return self._recur(tokens, self.init_state(ops.shape(tokens)[0]))[0]
 
     def _decode(self, tokens: Any, state: Any) -> tuple[Any, Any]:
+        hs, h_last = self._recur(tokens, state)
+        return self._output(hs), h_last
+
+    def _recur(self, tokens: Any, state: Any) -> tuple[Any, Any]:
+        """h_t = f(W x_t + U h_{t-1} + b) over the sequence: ``(hs (B, T, U), h_T)``."""
         f = _ACTIVATIONS[self.activation]
         # Explicit casts: the generator calls `decode` directly, outside Keras's autocasting.
         dtype = self.compute_dtype
@@ -70,8 +77,11 @@ class ElmanRNN(LanguageModel):
             return h, h
 
         h_last, hs = ops.scan(step, ops.cast(state, dtype), wx)        # hs: (T, B, U)
-        hs = ops.transpose(hs, (1, 0, 2))                              # (B, T, U)
+        return ops.transpose(hs, (1, 0, 2)), h_last                    # (B, T, U)
+
+    def _output(self, hs: Any) -> Any:
+        """y_t = W' h_t + c (the softmax is in the loss): ``(B, T, U)`` -> logits ``(B, T, V)``."""
         batch, time = ops.shape(hs)[0], ops.shape(hs)[1]
         h2d = ops.cast(ops.reshape(hs, (-1, self.units)), "float32")   # (B*T, U)
         logits = ops.matmul(h2d, self.W_out) + self.c                  # (B*T, V): W' h_t + c
-        return ops.reshape(logits, (batch, time, self.vocab_size)), h_last
+        return ops.reshape(logits, (batch, time, self.vocab_size))

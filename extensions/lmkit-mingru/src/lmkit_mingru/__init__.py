@@ -71,12 +71,12 @@ class MinGRU(LanguageModel):
         return tuple(ops.zeros((batch_size, self.units), dtype=self.compute_dtype)
                      for _ in range(self.num_layers))                    # h_0 per layer
 
-    def call(self, tokens: Any, training: bool = False) -> Any:
-        logits, _ = self._run(tokens, self.init_state(ops.shape(tokens)[0]), training)
-        return logits
+    def features(self, tokens: Any, training: bool = False) -> Any:
+        return self._run(tokens, self.init_state(ops.shape(tokens)[0]), training)[0]
 
     def _decode(self, tokens: Any, state: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
-        return self._run(tokens, state, False)
+        x, new_state = self._run(tokens, state, False)
+        return self._logits(x), new_state
 
     def _run(self, tokens: Any, state: tuple[Any, ...],
              training: bool) -> tuple[Any, tuple[Any, ...]]:
@@ -99,4 +99,4 @@ class MinGRU(LanguageModel):
             y = ops.matmul(ops.reshape(h, (-1, u)), w_out)                # (B*T, D)
             x = x + self.drop(y, training=training)
         x = ops.reshape(self.ln_f(x), (batch, time, d))
-        return self._logits(x), tuple(new_state)                          # (B, T, V)
+        return x, tuple(new_state)                                        # x: (B, T, D)
