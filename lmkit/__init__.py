@@ -77,13 +77,13 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext lmkit`: register the magics (imports neither Keras nor JAX)."""
-    from lmkit.notebook.extension import load_ipython_extension as load
+    from lmkit.notebook.extension import load_ipython_extension as register
 
-    load(ipython)
+    register(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """`%unload_ext lmkit`: remove the magics."""
-    from lmkit.notebook.extension import unload_ipython_extension as unload
+    from lmkit.notebook.extension import unload_ipython_extension as unregister
 
-    unload(ipython)
+    unregister(ipython)

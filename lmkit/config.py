@@ -25,10 +25,11 @@ from typing import Any
 
 from lmkit.errors import ConfigError, did_you_mean
 
-__all__ = ["TrainConfig", "parse_set_options", "parse_toml", "config_table", "dump_toml", "presets"]
+__all__ = ["TrainConfig", "parse_set_options", "parse_toml", "config_table", "dump_toml", "presets",
+           "config_key", "coerce", "validate_fields"]
 
 
-def _key(default: Any, doc: str, **checks: Any) -> Any:
+def config_key(default: Any, doc: str, **checks: Any) -> Any:
     """A config field with its documentation and range checks (`min`, `max`, `choices`)."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **checks})
@@ -40,54 +41,54 @@ class TrainConfig:
     """Configuration of one training run. See the README for a table of every key."""
 
     # what to train
-    arch: str = _key("gpt", "Architecture name (`lmkit list architectures`).")
-    data: str = _key("tinyshakespeare", "Corpus: `tinyshakespeare` (embedded), a text file, or a folder of `.txt` files.")
-    encoding: str = _key("utf-8", "Text encoding of the corpus files.")
-    tokenizer: str = _key("char", "Tokenizer name (`char`, `word`, `bpe`, `byte`).")
-    vocab_size: int | None = _key(None, "Vocabulary size for `word` (default 10000) and `bpe` (default 2000).", min=2)
-    validation_split: float = _key(0.1, "Fraction of the corpus, taken from its tail, held out for validation.", min=0.0, max=0.9)
+    arch: str = config_key("gpt", "Architecture name (`lmkit list architectures`).")
+    data: str = config_key("tinyshakespeare", "Corpus: `tinyshakespeare` (embedded), a text file, or a folder of `.txt` files.")
+    encoding: str = config_key("utf-8", "Text encoding of the corpus files.")
+    tokenizer: str = config_key("char", "Tokenizer name (`char`, `word`, `bpe`, `byte`).")
+    vocab_size: int | None = config_key(None, "Vocabulary size for `word` (default 10000) and `bpe` (default 2000).", min=2)
+    validation_split: float = config_key(0.1, "Fraction of the corpus, taken from its tail, held out for validation.", min=0.0, max=0.9)
     # model
-    seq_len: int = _key(64, "Tokens per training window (and `gpt` context length).", min=1)
-    embed_dim: int = _key(128, "Embedding width.", min=1)
-    units: int = _key(128, "Hidden units of recurrent layers (and gated-CNN channels).", min=1)
-    layers: int = _key(4, "Number of stacked layers / blocks.", min=1)
-    heads: int = _key(4, "Attention heads (`gpt`).", min=1)
-    dropout: float = _key(0.0, "Dropout rate.", min=0.0, max=0.95)
-    tie_embeddings: bool = _key(True, "Share input embedding and output projection where the architecture allows.")
-    activation: str = _key("tanh", "Recurrent activation of `rnn` (`tanh` or `relu`).", choices=("tanh", "relu"))
-    kernel_size: int = _key(4, "Convolution width (`gated_cnn`).", min=1)
-    model: dict[str, Any] = _key({}, "Extra architecture options (TOML table `[model]`), passed to the model as keywords.")
-    precision: str = _key("float32", "`float32` or `mixed_bfloat16`.", choices=("float32", "mixed_bfloat16"))
+    seq_len: int = config_key(64, "Tokens per training window (and `gpt` context length).", min=1)
+    embed_dim: int = config_key(128, "Embedding width.", min=1)
+    units: int = config_key(128, "Hidden units of recurrent layers (and gated-CNN channels).", min=1)
+    layers: int = config_key(4, "Number of stacked layers / blocks.", min=1)
+    heads: int = config_key(4, "Attention heads (`gpt`).", min=1)
+    dropout: float = config_key(0.0, "Dropout rate.", min=0.0, max=0.95)
+    tie_embeddings: bool = config_key(True, "Share input embedding and output projection where the architecture allows.")
+    activation: str = config_key("tanh", "Recurrent activation of `rnn` (`tanh` or `relu`).", choices=("tanh", "relu"))
+    kernel_size: int = config_key(4, "Convolution width (`gated_cnn`).", min=1)
+    model: dict[str, Any] = config_key({}, "Extra architecture options (TOML table `[model]`), passed to the model as keywords.")
+    precision: str = config_key("float32", "`float32` or `mixed_bfloat16`.", choices=("float32", "mixed_bfloat16"))
     # optimization
-    optimizer: str = _key("adamw", "Optimizer name (`lmkit list optimizers`).")
-    learning_rate: float = _key(1e-3, "Peak learning rate.", min=0.0, exclusive_min=True)
-    weight_decay: float = _key(0.0, "Decoupled weight decay (AdamW, Lion) or L2 decay (others).", min=0.0)
-    momentum: float = _key(0.9, "Momentum of `momentum` and `nesterov`.", min=0.0, max=1.0)
-    beta1: float = _key(0.9, "First-moment decay of Adam-family and Lion.", min=0.0, max=1.0)
-    beta2: float = _key(0.99, "Second-moment decay of Adam-family and Lion.", min=0.0, max=1.0)
-    clipnorm: float | None = _key(1.0, "Clip gradients to this global norm (`none` to disable).", min=0.0, exclusive_min=True)
-    schedule: str = _key("warmup_cosine", "Learning-rate schedule (`lmkit list schedules`).")
-    warmup_steps: int = _key(100, "Linear warm-up steps of `warmup_cosine` and `one_cycle`.", min=0)
-    min_lr_ratio: float = _key(0.1, "Final learning rate as a fraction of the peak.", min=0.0, max=1.0)
-    loss: str = _key("cross_entropy", "Loss name (`lmkit list losses`).")
-    label_smoothing: float = _key(0.0, "Label smoothing of `label_smoothing` loss.", min=0.0, max=1.0)
-    metrics: list[str] = _key(["loss", "perplexity", "bits_per_char", "accuracy"], "Validation metrics (`lmkit list metrics`).")
-    top_k: int = _key(5, "k of the `top_k_accuracy` metric.", min=1)
+    optimizer: str = config_key("adamw", "Optimizer name (`lmkit list optimizers`).")
+    learning_rate: float = config_key(1e-3, "Peak learning rate.", min=0.0, exclusive_min=True)
+    weight_decay: float = config_key(0.0, "Decoupled weight decay (AdamW, Lion) or L2 decay (others).", min=0.0)
+    momentum: float = config_key(0.9, "Momentum of `momentum` and `nesterov`.", min=0.0, max=1.0)
+    beta1: float = config_key(0.9, "First-moment decay of Adam-family and Lion.", min=0.0, max=1.0)
+    beta2: float = config_key(0.99, "Second-moment decay of Adam-family and Lion.", min=0.0, max=1.0)
+    clipnorm: float | None = config_key(1.0, "Clip gradients to this global norm (`none` to disable).", min=0.0, exclusive_min=True)
+    schedule: str = config_key("warmup_cosine", "Learning-rate schedule (`lmkit list schedules`).")
+    warmup_steps: int = config_key(100, "Linear warm-up steps of `warmup_cosine` and `one_cycle`.", min=0)
+    min_lr_ratio: float = config_key(0.1, "Final learning rate as a fraction of the peak.", min=0.0, max=1.0)
+    loss: str = config_key("cross_entropy", "Loss name (`lmkit list losses`).")
+    label_smoothing: float = config_key(0.0, "Label smoothing of `label_smoothing` loss.", min=0.0, max=1.0)
+    metrics: list[str] = config_key(["loss", "perplexity", "bits_per_char", "accuracy"], "Validation metrics (`lmkit list metrics`).")
+    top_k: int = config_key(5, "k of the `top_k_accuracy` metric.", min=1)
     # schedule of the run
-    batch_size: int = _key(12, "Sequences per batch.", min=1)
-    max_steps: int | None = _key(2000, "Optimizer steps to train (set `none` and use `epochs` instead).", min=1)
-    epochs: float | None = _key(None, "Passes over the training tokens; overrides `max_steps` when set.", min=0.0, exclusive_min=True)
-    eval_every: int = _key(250, "Evaluate on the validation split every N steps.", min=1)
-    eval_batches: int = _key(20, "Validation batches per evaluation (`0`: the whole split).", min=0)
-    early_stopping: int | None = _key(None, "Stop after this many evaluations without improvement of `val_loss`.", min=1)
-    checkpoint_every: int = _key(500, "Write a checkpoint every N steps (and always at the end).", min=1)
-    steps_per_dispatch: int = _key(0, "Optimizer steps fused into one compiled call on JAX (`0`: automatic).", min=0)
-    seed: int = _key(0, "Seed of initialization, batches and dropout; equal seeds give equal runs.", min=0)
+    batch_size: int = config_key(12, "Sequences per batch.", min=1)
+    max_steps: int | None = config_key(2000, "Optimizer steps to train (set `none` and use `epochs` instead).", min=1)
+    epochs: float | None = config_key(None, "Passes over the training tokens; overrides `max_steps` when set.", min=0.0, exclusive_min=True)
+    eval_every: int = config_key(250, "Evaluate on the validation split every N steps.", min=1)
+    eval_batches: int = config_key(20, "Validation batches per evaluation (`0`: the whole split).", min=0)
+    early_stopping: int | None = config_key(None, "Stop after this many evaluations without improvement of `val_loss`.", min=1)
+    checkpoint_every: int = config_key(500, "Write a checkpoint every N steps (and always at the end).", min=1)
+    steps_per_dispatch: int = config_key(0, "Optimizer steps fused into one compiled call on JAX (`0`: automatic).", min=0)
+    seed: int = config_key(0, "Seed of initialization, batches and dropout; equal seeds give equal runs.", min=0)
     # output
-    out: str | None = _key(None, "Run directory (default: `runs/<arch>-<time>`).")
-    overwrite: bool = _key(False, "Replace a run already in `out`.")
-    sample_tokens: int = _key(200, "Tokens of the sample generated at the end (`0`: none).", min=0)
-    sample_prompt: str = _key("\n", "Prompt of the final sample.")
+    out: str | None = config_key(None, "Run directory (default: `runs/<arch>-<time>`).")
+    overwrite: bool = config_key(False, "Replace a run already in `out`.")
+    sample_tokens: int = config_key(200, "Tokens of the sample generated at the end (`0`: none).", min=0)
+    sample_prompt: str = config_key("\n", "Prompt of the final sample.")
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -104,7 +105,7 @@ class TrainConfig:
                     f"{_where(source)}unknown config key '{key}'{did_you_mean(key, known)}. "
                     f"Run `lmkit train --help` or see the README for the list of keys."
                 )
-            kwargs[key] = _coerce(key, value, _field_type(known[key]), source)
+            kwargs[key] = coerce(key, value, _field_type(known[key]), source)
         try:
             return cls(**kwargs)
         except ConfigError as exc:
@@ -194,8 +195,12 @@ def _where(source: str) -> str:
     return "" if source == "config" else f"{source}: "
 
 
-def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
-    """Convert `value` to `tp`, accepting the string forms `--set` produces."""
+def coerce(key: str, value: Any, tp: Any, source: str = "config", noun: str = "config key") -> Any:
+    """Convert `value` to type `tp`, accepting the string forms `--set` produces.
+
+    >>> coerce("max_steps", "1_000", int | None)
+    1000
+    """
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -204,11 +209,11 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
                 return None
         inner = [a for a in args if a is not type(None)]
         try:
-            return _coerce(key, value, inner[0], source)
+            return coerce(key, value, inner[0], source, noun)
         except ConfigError:
             pass
     bad = ConfigError(
-        f"{_where(source)}config key '{key}' must be {_describe(tp)}, got {value!r}"
+        f"{_where(source)}{noun} '{key}' must be {_describe(tp)}, got {value!r}"
         + (f" ({type(value).__name__})" if not isinstance(value, str) else "")
     )
     if tp is bool:
@@ -256,7 +261,7 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise bad
-        return [_coerce(key, v, item, source) for v in value]
+        return [coerce(key, v, item, source, noun) for v in value]
     if origin is dict:
         if isinstance(value, dict):
             return dict(value)
@@ -264,29 +269,39 @@ def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
     raise bad
 
 
-def _validate(cfg: TrainConfig) -> None:
-    hints = typing.get_type_hints(TrainConfig)
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        # Values passed straight to the constructor are checked here too.
-        value = _coerce(f.name, value, hints[f.name], "config")
-        object.__setattr__(cfg, f.name, value)
+def validate_fields(obj: Any, noun: str = "config key") -> None:
+    """Coerce every field of the dataclass `obj` to its declared type and check its range.
+
+    Shared by every config dataclass (`TrainConfig`, `lmkit.evaluation.EvalConfig`); ranges and
+    choices come from `config_key` metadata. Values passed straight to a constructor are checked
+    here too.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        value = coerce(f.name, getattr(obj, f.name), hints[f.name], noun=noun)
+        object.__setattr__(obj, f.name, value)
         if value is None or isinstance(value, (list, dict, bool)):
             continue
         meta = f.metadata
         if "choices" in meta and value not in meta["choices"]:
             raise ConfigError(
-                f"config key '{f.name}' must be one of {', '.join(map(repr, meta['choices']))}, "
+                f"{noun} '{f.name}' must be one of {', '.join(map(repr, meta['choices']))}, "
                 f"got {value!r}{did_you_mean(str(value), meta['choices'])}"
             )
+        if isinstance(value, str):
+            continue
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"config key '{f.name}' must be a finite number, got {value!r}")
+            raise ConfigError(f"{noun} '{f.name}' must be a finite number, got {value!r}")
         low, high = meta.get("min"), meta.get("max")
         if low is not None and (value < low or (meta.get("exclusive_min") and value == low)):
             relation = "greater than" if meta.get("exclusive_min") else "at least"
-            raise ConfigError(f"config key '{f.name}' must be {relation} {low}, got {value!r}")
+            raise ConfigError(f"{noun} '{f.name}' must be {relation} {low}, got {value!r}")
         if high is not None and value > high:
-            raise ConfigError(f"config key '{f.name}' must be at most {high}, got {value!r}")
+            raise ConfigError(f"{noun} '{f.name}' must be at most {high}, got {value!r}")
+
+
+def _validate(cfg: TrainConfig) -> None:
+    validate_fields(cfg)
     if cfg.max_steps is None and cfg.epochs is None:
         raise ConfigError("set either 'max_steps' or 'epochs' (both are none)")
     if cfg.embed_dim % cfg.heads and cfg.arch.lower() == "gpt":
