@@ -10,9 +10,10 @@ Importing lmkit is cheap: Keras and JAX are imported on first use of the API, so
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import TYPE_CHECKING, Any
+
+from lmkit._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -60,19 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
 _SUBMODULES = {"registry", "config", "errors", "widgets", "models", "generation", "evaluation"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"lmkit.{name}")
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lmkit' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, _SUBMODULES)
 
 
 def load_ipython_extension(ipython: Any) -> None:

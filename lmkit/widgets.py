@@ -9,8 +9,7 @@ on first access, so this module is cheap to import.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lmkit._lazy import lazy_exports
 
 __all__ = ["Dashboard", "GenerateWidget", "EvalPanel"]
 
@@ -21,12 +20,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lmkit.widgets' has no attribute '{name}'")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -10,8 +10,7 @@ Importing this package is cheap; Keras and JAX load when a model is fine-tuned.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lmkit._lazy import lazy_exports
 
 __all__ = ["evaluate", "EvalResult", "EvalConfig", "Task", "get_task", "load_split", "load_metric"]
 
@@ -26,12 +25,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lmkit.evaluation' has no attribute '{name}'")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -11,8 +11,7 @@ JAX load when a widget is first made.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lmkit._lazy import lazy_exports
 
 __all__ = ["Dashboard", "GenerateWidget", "generate_widget"]
 
@@ -23,8 +22,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lmkit.notebook' has no attribute '{name}'")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
