@@ -193,3 +193,32 @@ def test_unsafe_model_file_is_refused(tmp_path: Path) -> None:
 def test_load_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="not an lmkit run directory"):
         lmkit.load(tmp_path)
+
+
+def test_other_backends_train_through_keras_fit(tmp_path: Path) -> None:
+    """On torch (no compiled JAX step) the same call trains through model.fit and learns."""
+    import os
+    import subprocess
+    import sys
+
+    small = tmp_path / "small.txt"
+    small.write_text(CORPUS.read_text()[:4000])
+    script = f"""
+import json, lmkit, keras
+assert keras.backend.backend() == "torch"
+kw = {json.dumps({**TINY, "data": str(small), "max_steps": 30, "eval_every": 10,
+                  "learning_rate": 1e-2})}
+run = lmkit.train(**kw, out={str(tmp_path / "torch")!r}, reporters=[])
+gd = lmkit.train(**{{**kw, "optimizer": "gd", "epochs": 2, "max_steps": None, "eval_every": 1,
+                    "learning_rate": 0.5, "schedule": "constant"}},
+                 out={str(tmp_path / "torch-gd")!r}, reporters=[])
+val = [r["val_loss"] for r in run.history if "val_loss" in r]
+print(json.dumps({{"val": val, "backend": run.summary["backend"], "gd_steps": gd.summary["steps"]}}))
+"""
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "torch" and result["gd_steps"] == 2
+    assert result["val"][-1] < result["val"][0]
