@@ -115,7 +115,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from lmkit.bench import main as bench_main
 
-    return bench_main([args.name, *(["--quick"] if args.quick else [])])
+    return bench_main([args.name, *(["--quick"] if args.quick else []),
+                       *(["--out", args.out] if args.out else [])])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "startup, memory)")
     p.add_argument("name")
     p.add_argument("--quick", action="store_true", help="a short run, for smoke tests")
+    p.add_argument("--out", help="folder for the results JSON (default: benchmarks/results)")
     p.set_defaults(func=_bench)
     return parser
 

@@ -26,7 +26,7 @@ from lmkit.registry import optimizers
 if TYPE_CHECKING:
     from lmkit.config import TrainConfig
 
-__all__ = ["build_optimizer", "FULL_BATCH"]
+__all__ = ["build_optimizer", "exclude_from_decay", "FULL_BATCH"]
 
 #: optimizers that take one step per pass over the training split
 FULL_BATCH = frozenset({"gd"})
@@ -75,13 +75,10 @@ def adam(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
 
 @optimizers.register("adamw", description="Adam with decoupled weight decay (Loshchilov & Hutter, 2019).")
 def adamw(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
-    opt = keras.optimizers.AdamW(
+    return keras.optimizers.AdamW(
         learning_rate, weight_decay=cfg.weight_decay, beta_1=cfg.beta1, beta_2=cfg.beta2,
         **_common(cfg),
     )
-    # As in GPT-2 / nanoGPT: no decay on biases, norms and embeddings' positions.
-    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "position"])
-    return opt
 
 
 @optimizers.register("rmsprop", description="RMSprop (Hinton, 2012).")
@@ -104,3 +101,11 @@ def lion(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
 def build_optimizer(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
     """The optimizer named by `cfg.optimizer`, with clipping and weight decay applied."""
     return optimizers.get(cfg.optimizer)(cfg, learning_rate)
+
+
+def exclude_from_decay(optimizer: keras.optimizers.Optimizer, variables: list[Any]) -> None:
+    """Decay only matrices, as GPT-2 and nanoGPT do: biases and norm scales (1-D) keep their size.
+
+    By shape rather than by name, so it holds for every architecture and plugin.
+    """
+    optimizer.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) < 2])

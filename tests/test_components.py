@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score, log_loss, top_k_accuracy_score
 from lmkit.config import TrainConfig
 from lmkit.losses import build_loss
 from lmkit.metrics import compute_stats
-from lmkit.optim import build_optimizer
+from lmkit.optim import build_optimizer, exclude_from_decay
 from lmkit.registry import metrics, optimizers
 from lmkit.schedules import build_schedule
 
@@ -39,13 +39,14 @@ def test_clipnorm_limits_the_update() -> None:
     np.testing.assert_allclose(np.asarray(w.value), [-0.6, -0.8], rtol=1e-5)
 
 
-def test_adamw_decays_weights_but_not_biases() -> None:
-    cfg = TrainConfig(optimizer="adamw", learning_rate=0.1, weight_decay=0.5, clipnorm=None)
+@pytest.mark.parametrize("name", ["adamw", "sgd", "lion"])
+def test_weight_decay_shrinks_matrices_but_not_vectors(name: str) -> None:
+    cfg = TrainConfig(optimizer=name, learning_rate=0.1, weight_decay=0.5, clipnorm=None)
     opt = build_optimizer(cfg, 0.1)
-    kernel = keras.Variable(np.ones(2, dtype="float32"), name="kernel")
-    bias = keras.Variable(np.ones(2, dtype="float32"), name="bias")
-    zero = np.zeros(2, dtype="float32")
-    opt.apply([zero, zero], [kernel, bias])
+    kernel = keras.Variable(np.ones((2, 2), dtype="float32"), name="w_fc")
+    bias = keras.Variable(np.ones(2, dtype="float32"), name="b_fc")  # a name without "bias"
+    exclude_from_decay(opt, [kernel, bias])
+    opt.apply([np.zeros((2, 2), dtype="float32"), np.zeros(2, dtype="float32")], [kernel, bias])
     assert np.all(np.asarray(kernel.value) < 1.0)
     np.testing.assert_allclose(np.asarray(bias.value), 1.0)
 

@@ -326,3 +326,15 @@ def test_epoch_helpers(ids):
     assert tokens_per_epoch(ids) == 999
     assert steps_for_epochs(ids, 1.0, seq_len=10, batch_size=10) == 10
     assert steps_for_epochs(ids, 0.001, seq_len=10, batch_size=10) == 1
+
+
+def test_window_sampler_on_the_token_file_reads_the_same_windows(shakespeare_file, tmp_path):
+    # Splits of the cached memmap are read with pread (bounded resident memory); the windows
+    # must be exactly those of plain indexing.
+    corpus = open_corpus(str(shakespeare_file))
+    ids = token_ids(corpus, build_tokenizer("char", corpus.chunks()), tmp_path)
+    for part in split(ids, 0.2, 16):
+        from_file = WindowSampler(part, 16, 5, seed=2).batches(3, 4)
+        in_memory = WindowSampler(np.array(part), 16, 5, seed=2).batches(3, 4)
+        np.testing.assert_array_equal(from_file[0], in_memory[0])
+        np.testing.assert_array_equal(from_file[1], in_memory[1])

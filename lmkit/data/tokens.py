@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +133,7 @@ class WindowSampler:
             )
         self.ids, self.seq_len, self.batch_size, self.seed = ids, seq_len, batch_size, seed
         self._offsets = np.arange(seq_len + 1)
+        self._file = _file_region(ids)
 
     def starts(self, step: int) -> np.ndarray:
         """The window starts of batch `step` (shape ``(batch_size,)``)."""
@@ -146,8 +148,38 @@ class WindowSampler:
     def batches(self, start_step: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Batches ``start_step .. start_step + count - 1`` stacked: shape ``(count, B, T)``."""
         starts = np.stack([self.starts(s) for s in range(start_step, start_step + count)])
-        windows = np.asarray(self.ids[starts[..., None] + self._offsets], dtype=np.int32)
+        if self._file is None:
+            windows = np.asarray(self.ids[starts[..., None] + self._offsets], dtype=np.int32)
+        else:
+            windows = self._read(starts)
         return windows[..., :-1], windows[..., 1:]
+
+    def _read(self, starts: np.ndarray) -> np.ndarray:
+        # Reading windows with pread instead of indexing the memory map: random page faults on a
+        # mapping pull the kernel's read-ahead into this process's resident set, which grows
+        # towards the size of the token file (measured: +290 MB per 100 steps on a 1 GB corpus).
+        path, base = self._file
+        item = self.ids.dtype.itemsize
+        size = (self.seq_len + 1) * item
+        out = np.empty((*starts.shape, self.seq_len + 1), dtype=np.int32)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for index, start in np.ndenumerate(starts):
+                raw = os.pread(fd, size, base + int(start) * item)
+                out[index] = np.frombuffer(raw, dtype=self.ids.dtype)
+        finally:
+            os.close(fd)
+        return out
+
+
+def _file_region(ids: np.ndarray) -> tuple[str, int] | None:
+    """``(path, byte offset of ids[0])`` when `ids` is a contiguous view of a memory-mapped file."""
+    root = ids
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if not (isinstance(root, np.memmap) and root.filename and ids.flags.c_contiguous):
+        return None
+    return root.filename, root.offset + (ids.ctypes.data - root.ctypes.data)
 
 
 def sequential_batches(ids: np.ndarray, seq_len: int, batch_size: int,

@@ -126,7 +126,7 @@ def run_training(
     from lmkit.data.corpus import open_corpus
     from lmkit.data.tokens import WindowSampler, sequential_batches, split, token_ids
     from lmkit.losses import build_loss
-    from lmkit.optim import FULL_BATCH, build_optimizer
+    from lmkit.optim import FULL_BATCH, build_optimizer, exclude_from_decay
     from lmkit.registry import metrics as metric_registry
     from lmkit.run import Run, load_history, read_tokenizer, write_tokenizer
     from lmkit.schedules import build_schedule
@@ -175,6 +175,7 @@ def run_training(
     # model and step --------------------------------------------------------------------------
     model = build_model(cfg, tokenizer.vocab_size)
     optimizer = build_optimizer(cfg, build_schedule(cfg, total))
+    exclude_from_decay(optimizer, model.trainable_variables)
     loss_fn = build_loss(cfg)
     metric_names = [metric_registry.entry(m).name for m in cfg.metrics]
     start, trainer_state = 0, {"best_val_loss": None, "bad_evals": 0}
