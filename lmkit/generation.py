@@ -11,6 +11,7 @@ every backend.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -64,43 +65,14 @@ class Decoder:
     """
 
     def __init__(self, model: Any, use_cache: bool = True, window: int = 256) -> None:
-        import keras
-
         self.model = model
         self.state = model.init_state(1) if use_cache and hasattr(model, "init_state") else None
         self.cached = self.state is not None
         self.window = int(getattr(model, "max_context", None) or window)
         self.history: list[int] = []
         self._pos = 0
-        self._jax = keras.backend.backend() == "jax"
-        self._decode = self._compile(self._decode_eager) if self.cached else None
-        self._window_logits = self._compile(self._window_eager)
-
-    # The bodies below use keras.ops only; on JAX they are jit-compiled with the weights as inputs.
-    def _decode_eager(self, tokens: Any, state: Any) -> tuple[Any, Any]:
-        logits, state = self.model.decode(tokens, state)
-        return logits[:, -1, :], state
-
-    def _window_eager(self, tokens: Any, last: Any) -> Any:
-        from keras import ops
-
-        logits = self.model(tokens, training=False)
-        return ops.take(logits[0], last, axis=0)
-
-    def _compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        if not self._jax:
-            return fn
-        import jax
-        import keras
-
-        variables = self.model.variables
-
-        @jax.jit
-        def pure(values: list[Any], *args: Any) -> Any:
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return fn(*args)
-
-        return lambda *args: pure([v.value for v in variables], *args)
+        self._decode = _compiled(model, _decode_body) if self.cached else None
+        self._window_logits = _compiled(model, _window_body)
 
     def feed(self, tokens: list[int]) -> np.ndarray:
         """Append `tokens` to the context and return the logits for the token after them."""
@@ -122,6 +94,46 @@ class Decoder:
             x[0, : len(context)] = context
             logits = self._window_logits(x, np.int32(len(context) - 1))
         return np.asarray(keras.ops.convert_to_numpy(logits), dtype=np.float32).reshape(-1)
+
+
+# The bodies below use keras.ops only; on JAX they are jit-compiled with the weights as inputs.
+def _decode_body(model: Any, tokens: Any, state: Any) -> tuple[Any, Any]:
+    logits, state = model.decode(tokens, state)
+    return logits[:, -1, :], state
+
+
+def _window_body(model: Any, tokens: Any, last: Any) -> Any:
+    from keras import ops
+
+    logits = model(tokens, training=False)
+    return ops.take(logits[0], last, axis=0)
+
+
+# model -> {body: compiled function}: every `generate` call on a model reuses its compilations.
+_COMPILED: "weakref.WeakKeyDictionary[Any, dict[Callable[..., Any], Callable[..., Any]]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _compiled(model: Any, body: Callable[..., Any]) -> Callable[..., Any]:
+    """`body(model, *args)` as a function of `args`; on JAX compiled once per model and shape."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return lambda *args: body(model, *args)
+    per_model = _COMPILED.setdefault(model, {})
+    if body not in per_model:
+        import jax
+
+        variables = model.variables
+        model_ref = weakref.ref(model)  # the cache must not keep the model alive
+
+        @jax.jit
+        def pure(values: list[Any], *args: Any) -> Any:
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return body(model_ref(), *args)
+
+        per_model[body] = lambda *args: pure([v.value for v in variables], *args)
+    return per_model[body]
 
 
 def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 200,
