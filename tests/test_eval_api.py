@@ -47,7 +47,7 @@ def test_scratch_sst2_scores_predictions_and_confusion_matrix() -> None:
 
 
 @pytest.mark.slow
-def test_stop_signal_ends_fine_tuning_at_a_step_boundary() -> None:
+def test_stop_signal_ends_fine_tuning_at_a_step_boundary(tmp_path: Path) -> None:
     stop = StopSignal()
 
     def stop_at_first_step(event: Any) -> None:
@@ -56,10 +56,21 @@ def test_stop_signal_ends_fine_tuning_at_a_step_boundary() -> None:
 
     events: list[Any] = []
     result = evaluate("scratch", task="glue/sst2", data=GLUE, max_steps=500, log_every=2,
-                      reporters=[stop_at_first_step, events.append], stop=stop, **TINY)
+                      reporters=[stop_at_first_step, events.append], stop=stop,
+                      checkpoint_dir=str(tmp_path), **TINY)
     assert result.training["steps"] == 2 and result.training["reason"] == "stopped"
     assert isinstance(events[-1], EndEvent) and events[-1].reason == "stopped"
     assert len(result.predictions) == 120  # the stopped model is still scored
+    # nothing trained is lost: the stopped model is checkpointed
+    from lmkit.training.checkpoint import load_checkpoint
+    from lmkit.training.events import CheckpointEvent
+
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt.step == 2 and ckpt.trainer["task"].endswith("on glue/sst2")
+    weights = result.model.trainable_variables + result.model.non_trainable_variables
+    for saved, var in zip(ckpt.model, weights):
+        np.testing.assert_array_equal(saved, np.asarray(var))
+    assert [e.step for e in events if isinstance(e, CheckpointEvent)] == [2]
 
 
 @pytest.mark.slow
@@ -138,6 +149,7 @@ def test_cli_prints_metrics_and_writes_files(tmp_path: Path, capsys: pytest.Capt
     assert "glue/sst2 (dev, 120 examples, model scratch-lstm)" in printed and "accuracy" in printed
     assert "confusion matrix (rows: label, columns: prediction)" in printed
     metrics = json.loads((out / "metrics.json").read_text())
+    assert (out / "checkpoint.npz").is_file()  # --out also keeps the fine-tuned model
     lines = (out / "predictions.tsv").read_text().splitlines()
     assert lines[0] == "index\tprediction\tlabel" and len(lines) == 121
     assert lines[1].split("\t")[2] == "1"  # the first dev sentence is positive

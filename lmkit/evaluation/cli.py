@@ -43,6 +43,8 @@ def main(args: argparse.Namespace) -> int:
     from lmkit.training.reporters import TextReporter
 
     options = parse_set_options(args.set or [])
+    if args.out:
+        options.setdefault("checkpoint_dir", args.out)
     reporters = [] if args.quiet else [TextReporter(sys.stderr)]
     result = evaluate(args.run_dir, task=args.task, data=args.data, reporters=reporters, **options)
     print(f"{result.task.name} ({result.split}, {len(result.labels)} examples, model {result.model_name})")

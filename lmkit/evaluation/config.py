@@ -49,6 +49,8 @@ class EvalConfig:
     warmup_fraction: float = config_key(0.06, "Fraction of the steps spent warming up the learning rate.", min=0.0, max=1.0)
     clipnorm: float | None = config_key(1.0, "Clip gradients to this global norm (`none` to disable).", min=0.0, exclusive_min=True)
     log_every: int = config_key(20, "Report progress every N steps.", min=1)
+    checkpoint_dir: str | None = config_key(None, "Write fine-tuning checkpoints (`checkpoint.npz`, replaced atomically) to this folder; `lmkit eval --out` sets it.")
+    checkpoint_every: int = config_key(100, "Checkpoint every N fine-tuning steps (and when training ends or is stopped).", min=1)
     seed: int = config_key(0, "Seed of the head, the data order and dropout.", min=0)
     # the model trained from scratch (`run_or_path="scratch"`)
     arch: str = config_key("lstm", "Architecture of a scratch model (`lmkit list architectures`).")

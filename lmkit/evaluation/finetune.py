@@ -26,7 +26,8 @@ from lmkit.errors import ConfigError
 from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches
 from lmkit.evaluation.heads import SequenceClassifier
-from lmkit.training.events import EndEvent, Event, StartEvent, StepEvent, StopSignal
+from lmkit.training.events import (CheckpointEvent, EndEvent, Event, StartEvent, StepEvent,
+                                   StopSignal)
 
 __all__ = ["finetune", "predict", "backbone_groups"]
 
@@ -148,6 +149,20 @@ def finetune(
     t0 = time.monotonic()
     step, reason, tokens_seen = 0, "completed", 0
     body_group_ids = [group_of[id(v)] for v in body_vars]
+
+    def checkpoint(at: int) -> None:
+        if cfg.checkpoint_dir is None:
+            return
+        from pathlib import Path
+
+        from lmkit.training.checkpoint import Checkpoint, save_checkpoint
+
+        folder = Path(cfg.checkpoint_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = [np.asarray(a) for a in (*state[0], *state[1])]
+        slots = [np.asarray(a) for a in (*state[2], *state[3])]
+        path = save_checkpoint(folder, Checkpoint(at, arrays, slots, {"task": name}))
+        emit(CheckpointEvent(at, str(path)))
     while step < total and not stop.is_set():
         order = rng.permutation(epoch_size)
         for tokens, lengths, labels, _ in batches(train, order, cfg.batch_size, cfg.max_length):
@@ -159,6 +174,8 @@ def finetune(
             masks = [np.float32(on if g >= frozen_below else 0.0) for g in body_group_ids]
             state, loss = step_fn(state, masks, tokens, lengths, labels)
             step += 1
+            if step % cfg.checkpoint_every == 0:
+                checkpoint(step)
             tokens_seen += int(lengths.sum())
             if step % cfg.log_every == 0 or step == total:
                 value = float(loss)
@@ -172,6 +189,8 @@ def finetune(
                                elapsed / step * (total - step)))
     if stop.is_set() and reason == "completed":
         reason = stop.reason or "stopped"
+    if reason != "diverged" and step % cfg.checkpoint_every:
+        checkpoint(step)  # nothing trained is lost, also when stopped early
     for var, value in zip(trainable, state[0]):
         var.assign(value)
     for var, value in zip(model.non_trainable_variables, state[1]):
