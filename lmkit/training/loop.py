@@ -253,10 +253,10 @@ def run_training(
                 # Smooth the step time, ignoring the first dispatch (it includes compilation).
                 step_time = per_step if step_time is None or step - start <= len(losses) else (
                     0.7 * step_time + 0.3 * per_step)
-                tokens = tokens_per_step if not full_batch else len(train_ids)
-                emit(StepEvent(step, total, step * tokens_per_step / max(len(train_ids), 1)
-                               if not full_batch else float(step), float(losses[-1]),
-                               _lr_at(optimizer, step),
+                # A full-batch step is one pass; otherwise an epoch is len(train_ids) tokens.
+                tokens = len(train_ids) if full_batch else tokens_per_step
+                epoch = float(step) if full_batch else step * tokens_per_step / len(train_ids)
+                emit(StepEvent(step, total, epoch, float(losses[-1]), _lr_at(optimizer, step),
                                tokens / step_time, now - t0, (total - step) * step_time))
                 if val_ids is not None and (step % cfg.eval_every == 0 or step == total):
                     last_eval = evaluate()
