@@ -73,6 +73,9 @@ class Decoder:
         self._pos = 0
         self._decode = _compiled(model, _decode_body) if self.cached else None
         self._window_logits = _compiled(model, _window_body)
+        # Read once per decoder: weights do not change while it generates, and gathering them on
+        # every token costs more than the decode step of a small model.
+        self._values = [v.value for v in model.variables]
 
     def feed(self, tokens: list[int]) -> np.ndarray:
         """Append `tokens` to the context and return the logits for the token after them."""
@@ -86,13 +89,13 @@ class Decoder:
                 keep = self.history[-max(1, limit // 2):]
                 self.state, self._pos, tokens = self.model.init_state(1), 0, keep
             x = np.asarray([tokens], dtype=np.int32)
-            logits, self.state = self._decode(x, self.state)
+            logits, self.state = self._decode(self._values, x, self.state)
             self._pos += len(tokens)
         else:
             context = self.history[-self.window:]
             x = np.zeros((1, self.window), dtype=np.int32)
             x[0, : len(context)] = context
-            logits = self._window_logits(x, np.int32(len(context) - 1))
+            logits = self._window_logits(self._values, x, np.int32(len(context) - 1))
         return np.asarray(keras.ops.convert_to_numpy(logits), dtype=np.float32).reshape(-1)
 
 
@@ -115,11 +118,15 @@ _COMPILED: "weakref.WeakKeyDictionary[Any, dict[Callable[..., Any], Callable[...
 
 
 def _compiled(model: Any, body: Callable[..., Any]) -> Callable[..., Any]:
-    """`body(model, *args)` as a function of `args`; on JAX compiled once per model and shape."""
+    """`body(model, *args)` as ``fn(values, *args)``, `values` being the model's variable values.
+
+    On JAX it is compiled once per model and shape; elsewhere `values` is ignored and the body
+    runs eagerly on the model's own variables.
+    """
     import keras
 
     if keras.backend.backend() != "jax":
-        return lambda *args: body(model, *args)
+        return lambda values, *args: body(model, *args)
     per_model = _COMPILED.setdefault(model, {})
     if body not in per_model:
         import jax
@@ -132,7 +139,7 @@ def _compiled(model: Any, body: Callable[..., Any]) -> Callable[..., Any]:
             with keras.StatelessScope(state_mapping=list(zip(variables, values))):
                 return body(model_ref(), *args)
 
-        per_model[body] = lambda *args: pure([v.value for v in variables], *args)
+        per_model[body] = pure
     return per_model[body]
 
 
