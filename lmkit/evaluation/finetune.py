@@ -26,26 +26,11 @@ from lmkit.errors import ConfigError
 from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches
 from lmkit.evaluation.heads import SequenceClassifier
+from lmkit.schedules import WarmupDecay
 from lmkit.training.events import (CheckpointEvent, EndEvent, Event, StartEvent, StepEvent,
                                    StopSignal)
 
 __all__ = ["finetune", "predict", "backbone_groups"]
-
-
-class _WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to `peak`, then linear decay to zero at `total` steps."""
-
-    def __init__(self, peak: float, warmup: int, total: int) -> None:
-        self.peak, self.warmup, self.total = peak, max(warmup, 1), max(total, 1)
-
-    def __call__(self, step: Any) -> Any:
-        step = ops.cast(step, "float32")
-        up = (step + 1.0) / self.warmup
-        down = (self.total - step) / max(self.total - self.warmup, 1)
-        return self.peak * ops.clip(ops.minimum(up, down), 0.0, 1.0)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"peak": self.peak, "warmup": self.warmup, "total": self.total}
 
 
 def backbone_groups(backbone: keras.Model) -> list[list[Any]]:
@@ -103,9 +88,9 @@ def finetune(
 
     warmup = int(cfg.warmup_fraction * total)
     common = {"weight_decay": cfg.weight_decay, **({"global_clipnorm": cfg.clipnorm} if cfg.clipnorm else {})}
-    schedule = _WarmupLinear(cfg.learning_rate, warmup, total)
+    schedule = WarmupDecay(cfg.learning_rate, total, warmup, "linear")
     head_opt = keras.optimizers.AdamW(schedule, **common)
-    body_opt = keras.optimizers.AdamW(_WarmupLinear(cfg.learning_rate * max(lr_mult, 1e-12), warmup, total), **common)
+    body_opt = keras.optimizers.AdamW(WarmupDecay(cfg.learning_rate * max(lr_mult, 1e-12), total, warmup, "linear"), **common)
     head_vars = [v for v, b in zip(trainable, is_backbone) if not b]
     body_vars = [v for v, b in zip(trainable, is_backbone) if b]
     head_opt.build(head_vars)

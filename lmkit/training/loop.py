@@ -25,6 +25,7 @@ import numpy as np
 
 from lmkit.config import TrainConfig
 from lmkit.errors import RunError, TrainingDiverged
+from lmkit.run import history_record
 from lmkit.training.events import (CheckpointEvent, EndEvent, EvalEvent, Event, Reporter,
                                    StartEvent, StepEvent, StopSignal)
 
@@ -103,8 +104,6 @@ class _Emitter:
         self.history: list[dict[str, Any]] = []
 
     def __call__(self, event: Event) -> None:
-        from lmkit.run import history_record
-
         record = history_record(event.to_dict())
         if record is not None:
             self.history.append(record)
