@@ -1,10 +1,14 @@
 """Text generation: samplers and incremental decoding.
 
 Models that keep a decoding state (`gpt`'s KV cache, the recurrent models' carried ``h``/``c``)
-are fed one new token per step; others recompute a fixed-size window of context each step. On
-JAX both are compiled once per shape, with the model's variables passed in, through
-`keras.StatelessScope`. Sampling happens on the host with NumPy, so a seed reproduces a sample on
-every backend.
+are fed one new token per step; others recompute a fixed-size window of context each step.
+
+On JAX the whole sampling loop runs compiled on the device: one dispatch produces up to
+`CHUNK` tokens (model step, sampling and, for `gpt`, the cache restart when its context is
+full), with the model's variables passed in through `keras.StatelessScope`, so a token costs a
+decode step and not a round trip through Python. Sampling there draws from `jax.random`; on
+other backends it happens on the host with NumPy (`sample_next`). Either way a seed reproduces a
+sample on the same backend.
 
 >>> text = generate(run.model, run.tokenizer, "ROMEO:", max_new_tokens=40, top_k=5, seed=1)  # doctest: +SKIP
 """
@@ -12,14 +16,17 @@ every backend.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lmkit.errors import ConfigError
 
-__all__ = ["generate", "sample_next", "Decoder"]
+__all__ = ["generate", "sample_next", "Decoder", "Sampling", "CHUNK"]
+
+CHUNK = 64  # most tokens one compiled dispatch produces; a stop string is checked between them
 
 
 def _check(name: str, value: Any, ok: bool, expected: str) -> None:
@@ -27,9 +34,34 @@ def _check(name: str, value: Any, ok: bool, expected: str) -> None:
         raise ConfigError(f"`{name}` must be {expected}, got {value!r}")
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is picked: ``temperature=0`` is greedy, `top_k` keeps the k most likely
+    tokens, `top_p` the smallest set whose probability reaches p (nucleus sampling)."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def __post_init__(self) -> None:
+        t, k, p = self.temperature, self.top_k, self.top_p
+        _check("temperature", t, isinstance(t, (int, float)) and t >= 0, "a number >= 0 (0 is greedy)")
+        _check("top_k", k, k is None or (isinstance(k, int) and k >= 1), "a positive integer or None")
+        _check("top_p", p, p is None or (isinstance(p, (int, float)) and 0 < p <= 1),
+               "a number in (0, 1] or None")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @property
+    def nucleus(self) -> bool:
+        return self.top_p is not None and self.top_p < 1.0
+
+
 def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
                 top_k: int | None = None, top_p: float | None = None) -> int:
-    """Pick the next token id from one row of logits.
+    """Pick the next token id from one row of logits, on the host with NumPy.
 
     ``temperature=0`` is greedy; `top_k` keeps the k most likely tokens; `top_p` keeps the
     smallest set whose probability reaches p (nucleus sampling).
@@ -56,25 +88,55 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float
     return int(rng.choice(probs.size, p=probs))
 
 
-class Decoder:
-    """Feeds tokens to a model and returns next-token logits, compiling on JAX.
+def _pick_on_device(logits: Any, key: Any, temperature: Any, top_p: Any, sampling: Sampling) -> Any:
+    """`sample_next` for JAX, traced: the same rules, drawing with `jax.random`."""
+    import jax
+    import jax.numpy as jnp
 
-    With ``use_cache=True`` and a model whose `init_state` gives a state, each call feeds only
-    the new tokens. Otherwise each call recomputes the last `window` tokens (padded on the right
+    if sampling.greedy:
+        return jnp.argmax(logits).astype(jnp.int32)
+    logits = jnp.asarray(logits, jnp.float32) / temperature
+    if sampling.top_k is not None and sampling.top_k < logits.shape[-1]:
+        cutoff = jax.lax.top_k(logits, sampling.top_k)[0][-1]
+        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    if sampling.nucleus:
+        order = jnp.argsort(-logits)
+        probs = jax.nn.softmax(logits[order])
+        # Keep a token while the probability before it is short of p: the first token that
+        # reaches p is the last one kept, as in `sample_next`.
+        keep = (jnp.cumsum(probs) - probs) < top_p
+        logits = jnp.where(jnp.zeros_like(keep).at[order].set(keep), logits, -jnp.inf)
+    return jax.random.categorical(key, logits).astype(jnp.int32)
+
+
+class Decoder:
+    """Feeds tokens to a model and produces next tokens, compiling on JAX.
+
+    With ``use_cache=True`` and a model whose `init_state` gives a state, each step feeds only
+    the new token. Otherwise each step recomputes the last `window` tokens (padded on the right
     to a fixed length, which a causal model ignores, so one compiled shape serves every length).
+    `feed` appends tokens and returns the logits that follow; `sample` continues from there.
     """
 
     def __init__(self, model: Any, use_cache: bool = True, window: int = 256) -> None:
+        import keras
+
         self.model = model
         self.state = model.init_state(1) if use_cache and hasattr(model, "init_state") else None
         self.cached = self.state is not None
         self.window = int(getattr(model, "max_context", None) or window)
+        limit = getattr(model, "max_context", None)
+        self.limit: int | None = int(limit) if self.cached and limit else None
+        # When the cache is full, it restarts from the most recent `keep` tokens.
+        self.keep = max(1, self.limit // 2) if self.limit else 0
         self.history: list[int] = []
+        self.logits: Any = None
         self._pos = 0
+        self._on_device = keras.backend.backend() == "jax"
         self._decode = _compiled(model, _decode_body) if self.cached else None
         self._window_logits = _compiled(model, _window_body)
         # Read once per decoder: weights do not change while it generates, and gathering them on
-        # every token costs more than the decode step of a small model.
+        # every call costs more than the decode step of a small model.
         self._values = [v.value for v in model.variables]
 
     def feed(self, tokens: list[int]) -> np.ndarray:
@@ -83,11 +145,10 @@ class Decoder:
 
         self.history.extend(tokens)
         if self.cached:
-            limit = self.model.max_context
-            if limit is not None and self._pos + len(tokens) > limit:
+            if self.limit is not None and self._pos + len(tokens) > self.limit:
                 # The cache is full: restart it from the most recent half window of context.
-                keep = self.history[-max(1, limit // 2):]
-                self.state, self._pos, tokens = self.model.init_state(1), 0, keep
+                tokens = self.history[-self.keep:]
+                self.state, self._pos = self.model.init_state(1), 0
             x = np.asarray([tokens], dtype=np.int32)
             logits, self.state = self._decode(self._values, x, self.state)
             self._pos += len(tokens)
@@ -96,10 +157,72 @@ class Decoder:
             x = np.zeros((1, self.window), dtype=np.int32)
             x[0, : len(context)] = context
             logits = self._window_logits(self._values, x, np.int32(len(context) - 1))
+        self.logits = logits
         return np.asarray(keras.ops.convert_to_numpy(logits), dtype=np.float32).reshape(-1)
 
+    def sample(self, n: int, sampling: Sampling = Sampling(), seed: int | None = None,
+               ) -> Iterator[list[int]]:
+        """Generate `n` tokens after what was fed, yielding them in chunks of up to `CHUNK`.
 
-# The bodies below use keras.ops only; on JAX they are jit-compiled with the weights as inputs.
+        Every token produced is fed back, so `feed` and `sample` can be mixed. Needs a `feed`
+        first (the prompt).
+        """
+        if self.logits is None:
+            raise ConfigError("Decoder.sample needs context: call feed(prompt_tokens) first")
+        if self._on_device:
+            yield from self._sample_on_device(n, sampling, seed)
+            return
+        import keras
+
+        rng = np.random.default_rng(seed)
+        logits = np.asarray(keras.ops.convert_to_numpy(self.logits), dtype=np.float32).reshape(-1)
+        done = 0
+        while done < n:
+            chunk = []
+            for _ in range(min(CHUNK, n - done)):
+                chunk.append(sample_next(logits, rng, sampling.temperature, sampling.top_k,
+                                         sampling.top_p))
+                logits = self.feed(chunk[-1:])
+            done += len(chunk)
+            yield chunk
+
+    def _sample_on_device(self, n: int, sampling: Sampling, seed: int | None) -> Iterator[list[int]]:
+        import jax
+        import jax.numpy as jnp
+
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**31))
+        body = _cached_loop if self.cached else _window_loop
+        loop = _compiled(self.model, body, (sampling, self.limit, self.keep, self.window))
+        if self.cached:
+            recent = np.zeros(max(1, self.keep), dtype=np.int32)
+            tail = self.history[-self.keep:] if self.keep else []
+            recent[len(recent) - len(tail):] = tail
+            context: Any = (self.state, jnp.int32(self._pos), recent)
+        else:
+            tail = self.history[-self.window:]
+            buffer = np.zeros(self.window, dtype=np.int32)
+            buffer[: len(tail)] = tail
+            context = (buffer, jnp.int32(len(tail)))
+        carry = (jnp.reshape(self.logits, (-1,)), jax.random.key(seed), context)
+        temperature = np.float32(sampling.temperature or 1.0)
+        top_p = np.float32(sampling.top_p or 1.0)
+        done = 0
+        while done < n:
+            steps = min(CHUNK, n - done)
+            carry, tokens = loop(self._values, carry, np.int32(steps), temperature, top_p)
+            chunk = np.asarray(tokens)[:steps].tolist()
+            done += steps
+            self.history.extend(chunk)
+            self.logits = carry[0]
+            if self.cached:
+                self.state, pos, _ = carry[2]
+                self._pos = int(pos)
+            yield chunk
+
+
+# The bodies below use keras.ops for the model; on JAX they are jit-compiled with the weights
+# as inputs. The `*_loop` bodies are JAX-only: they run `steps` sampling steps on the device.
 def _decode_body(model: Any, tokens: Any, state: Any) -> tuple[Any, Any]:
     logits, state = model.decode(tokens, state)
     return logits[:, -1, :], state
@@ -112,35 +235,91 @@ def _window_body(model: Any, tokens: Any, last: Any) -> Any:
     return ops.take(logits[0], last, axis=0)
 
 
-# model -> {body: compiled function}: every `generate` call on a model reuses its compilations.
-_COMPILED: "weakref.WeakKeyDictionary[Any, dict[Callable[..., Any], Callable[..., Any]]]" = (
+def _run_loop(step: Callable[[Any, Any], tuple[Any, Any]], carry: Any, steps: Any,
+              temperature: Any, top_p: Any, sampling: Sampling) -> tuple[Any, Any]:
+    """`steps` (traced, <= CHUNK) iterations of pick-then-feed; the tokens in a CHUNK buffer."""
+    import jax
+    import jax.numpy as jnp
+
+    def one(i: Any, loop_carry: Any) -> Any:
+        (logits, key, context), out = loop_carry
+        key, draw = jax.random.split(key)
+        token = _pick_on_device(logits, draw, temperature, top_p, sampling)
+        logits, context = step(token, context)
+        return (logits, key, context), out.at[i].set(token)
+
+    return jax.lax.fori_loop(0, steps, one, (carry, jnp.zeros(CHUNK, jnp.int32)))
+
+
+def _cached_loop(model: Any, carry: Any, steps: Any, temperature: Any, top_p: Any, *,
+                 static: tuple[Sampling, int | None, int, int]) -> tuple[Any, Any]:
+    import jax
+    import jax.numpy as jnp
+
+    sampling, limit, keep, _ = static
+
+    def step(token: Any, context: Any) -> Any:
+        state, pos, recent = context
+        recent = jnp.concatenate([recent[1:], token[None]])  # the last `keep` tokens
+        feed_one = lambda: _decode_body(model, token[None, None], state)  # noqa: E731
+        if limit is None:
+            logits, state = feed_one()
+            return logits[0], (state, pos + 1, recent)
+        # Full cache: restart from the last half window, as `Decoder.feed` does.
+        restart = lambda: _decode_body(model, recent[None], model.init_state(1))  # noqa: E731
+        logits, state = jax.lax.cond(pos >= limit, restart, feed_one)
+        return logits[0], (state, jnp.where(pos >= limit, keep, pos + 1), recent)
+
+    return _run_loop(step, carry, steps, temperature, top_p, sampling)
+
+
+def _window_loop(model: Any, carry: Any, steps: Any, temperature: Any, top_p: Any, *,
+                 static: tuple[Sampling, int | None, int, int]) -> tuple[Any, Any]:
+    import jax.numpy as jnp
+
+    sampling, _, _, window = static
+
+    def step(token: Any, context: Any) -> Any:
+        buffer, length = context
+        full = length >= window
+        buffer = jnp.where(full, jnp.concatenate([buffer[1:], token[None]]),
+                           buffer.at[jnp.minimum(length, window - 1)].set(token))
+        length = jnp.minimum(length + 1, window)
+        return _window_body(model, buffer[None], length - 1), (buffer, length)
+
+    return _run_loop(step, carry, steps, temperature, top_p, sampling)
+
+
+# model -> {(body, static): compiled function}: every `generate` call on a model reuses them.
+_COMPILED: "weakref.WeakKeyDictionary[Any, dict[Any, Callable[..., Any]]]" = (
     weakref.WeakKeyDictionary())
 
 
-def _compiled(model: Any, body: Callable[..., Any]) -> Callable[..., Any]:
+def _compiled(model: Any, body: Callable[..., Any], static: Any = None) -> Callable[..., Any]:
     """`body(model, *args)` as ``fn(values, *args)``, `values` being the model's variable values.
 
-    On JAX it is compiled once per model and shape; elsewhere `values` is ignored and the body
-    runs eagerly on the model's own variables.
+    On JAX it is compiled once per model, `static` settings and shape; elsewhere `values` is
+    ignored and the body runs eagerly on the model's own variables.
     """
     import keras
 
     if keras.backend.backend() != "jax":
         return lambda values, *args: body(model, *args)
     per_model = _COMPILED.setdefault(model, {})
-    if body not in per_model:
+    if (body, static) not in per_model:
         import jax
 
         variables = model.variables
         model_ref = weakref.ref(model)  # the cache must not keep the model alive
+        extra = {} if static is None else {"static": static}
 
         @jax.jit
         def pure(values: list[Any], *args: Any) -> Any:
             with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return body(model_ref(), *args)
+                return body(model_ref(), *args, **extra)
 
-        per_model[body] = pure
-    return per_model[body]
+        per_model[(body, static)] = pure
+    return per_model[(body, static)]
 
 
 def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 200,
@@ -152,29 +331,21 @@ def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 200,
     """
     _check("max_new_tokens", max_new_tokens, isinstance(max_new_tokens, int) and max_new_tokens >= 0,
            "a non-negative integer")
-    _check("temperature", temperature, isinstance(temperature, (int, float)) and temperature >= 0,
-           "a number >= 0 (0 is greedy)")
-    _check("top_k", top_k, top_k is None or (isinstance(top_k, int) and top_k >= 1),
-           "a positive integer or None")
-    _check("top_p", top_p, top_p is None or (isinstance(top_p, (int, float)) and 0 < top_p <= 1),
-           "a number in (0, 1] or None")
+    sampling = Sampling(temperature, top_k, top_p)
     _check("prompt", prompt, isinstance(prompt, str) and prompt != "",
            "a non-empty string (the model needs at least one token of context)")
     ids = list(tokenizer.encode(prompt))
     if not ids:
         raise ConfigError(f"prompt {prompt!r} encodes to no tokens")
-    rng = np.random.default_rng(seed)
+    if max_new_tokens == 0:
+        return ""
     decoder = Decoder(model, use_cache=use_cache)
-    logits = decoder.feed(ids)
+    decoder.feed(ids)
     new: list[int] = []
-    text = ""
-    for _ in range(max_new_tokens):
-        token = sample_next(logits, rng, temperature, top_k, top_p)
-        new.append(token)
+    for chunk in decoder.sample(max_new_tokens, sampling, seed):
+        new.extend(chunk)
         if stop:
             text = tokenizer.decode(new)
             if stop in text:
                 return text[: text.index(stop)]
-        if len(new) < max_new_tokens:
-            logits = decoder.feed([token])
     return tokenizer.decode(new)

@@ -9,7 +9,7 @@ import pytest
 
 import lmkit
 from lmkit.errors import ConfigError
-from lmkit.generation import generate, sample_next
+from lmkit.generation import Decoder, Sampling, _pick_on_device, generate, sample_next
 
 CORPUS = Path(__file__).parent / "fixtures" / "core" / "shakespeare_30k.txt"
 LOGITS = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
@@ -39,6 +39,27 @@ def test_low_temperature_sharpens() -> None:
     assert draws(temperature=0.3)[0] > 0.8
 
 
+def device_draws(n: int = 4000, **kw) -> np.ndarray:
+    import jax
+
+    sampling = Sampling(**kw)
+    pick = jax.jit(jax.vmap(lambda key: _pick_on_device(
+        LOGITS, key, sampling.temperature or 1.0, sampling.top_p or 1.0, sampling)))
+    return np.bincount(np.asarray(pick(jax.random.split(jax.random.key(0), n))), minlength=4) / n
+
+
+def test_on_device_sampling_follows_the_same_rules() -> None:
+    # The compiled sampler (JAX) must draw from the distribution `sample_next` draws from.
+    assert device_draws(temperature=0)[0] == 1.0
+    np.testing.assert_allclose(device_draws(), [0.5, 0.3, 0.15, 0.05], atol=0.03)
+    top2 = device_draws(top_k=2)
+    assert top2[2] == top2[3] == 0 and top2[0] == pytest.approx(0.5 / 0.8, abs=0.03)
+    nucleus = device_draws(top_p=0.7)
+    assert nucleus[2] == nucleus[3] == 0 and nucleus[0] == pytest.approx(0.5 / 0.8, abs=0.03)
+    assert device_draws(top_p=0.45)[0] == 1.0  # the first token alone reaches p
+    assert device_draws(temperature=0.3)[0] > 0.8
+
+
 @pytest.fixture(scope="module", params=["gpt", "lstm", "gru", "rnn", "gated_cnn"])
 def run(request, tmp_path_factory) -> lmkit.Run:
     out = tmp_path_factory.mktemp("gen") / request.param
@@ -52,6 +73,21 @@ def test_cached_decoding_equals_full_recompute(run: lmkit.Run) -> None:
     cached = generate(run.model, run.tokenizer, "ROMEO:\nWhat", use_cache=True, **kw)
     recomputed = generate(run.model, run.tokenizer, "ROMEO:\nWhat", use_cache=False, **kw)
     assert cached == recomputed and len(cached) == 40
+
+
+def test_compiled_loop_equals_one_token_per_call(run: lmkit.Run) -> None:
+    # 100 tokens cross the 32-token context (cache restarts) and the 64-token chunk boundary.
+    prompt = run.tokenizer.encode("ROMEO:")
+    looped = Decoder(run.model)
+    looped.feed(prompt)
+    tokens = [t for chunk in looped.sample(100, Sampling(temperature=0)) for t in chunk]
+    stepped = Decoder(run.model)
+    logits = stepped.feed(prompt)
+    expected = []
+    for _ in range(100):
+        expected.append(int(np.argmax(logits)))
+        logits = stepped.feed(expected[-1:])
+    assert tokens == expected
 
 
 def test_seed_reproduces_and_stop_string_cuts(run: lmkit.Run) -> None:
