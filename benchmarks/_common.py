@@ -21,7 +21,7 @@ from typing import Any
 
 # The libraries whose versions decide the figures.
 _LIBRARIES = ("lmkit", "keras", "jax", "jaxlib", "numpy", "torch")
-_SETTLE_S = 0.2
+SETTLE_S = 0.2
 
 
 @dataclasses.dataclass
@@ -104,7 +104,7 @@ def interleave(candidates: dict[str, Callable[[], list[float]]], rounds: int) ->
         for name in names if r % 2 == 0 else names[::-1]:
             # Let the previous contender's worker threads go idle: XLA's and OpenMP's pools
             # spin for a while after work and would steal the cores from the next contender.
-            time.sleep(_SETTLE_S)
+            time.sleep(SETTLE_S)
             samples[name].extend(candidates[name]())
     return {name: {"median_s": statistics.median(s), "min_s": min(s),
                    "mean_s": statistics.fmean(s), "steps": len(s)} for name, s in samples.items()}

@@ -20,12 +20,14 @@ def _parts(cfg: TrainConfig, vocab_size: int, total_steps: int) -> tuple[Any, An
 
     from lmkit.build import build_model
     from lmkit.losses import build_loss
-    from lmkit.optim import build_optimizer
+    from lmkit.optim import build_optimizer, exclude_from_decay
     from lmkit.schedules import build_schedule
 
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg, vocab_size)
-    return model, build_optimizer(cfg, build_schedule(cfg, total_steps)), build_loss(cfg)
+    optimizer = build_optimizer(cfg, build_schedule(cfg, total_steps))
+    exclude_from_decay(optimizer, model.trainable_variables)  # as `lmkit.train` does
+    return model, optimizer, build_loss(cfg)
 
 
 class LmkitSteps:
@@ -42,6 +44,11 @@ class LmkitSteps:
         t0 = time.perf_counter()
         losses = self.stepper.train(xs, ys)  # returns NumPy: the dispatch has finished
         return [(time.perf_counter() - t0) / len(losses)] * len(losses)
+
+    def val_loss(self, batches: list[tuple[np.ndarray, np.ndarray]]) -> float:
+        """Mean per-token loss over `batches`, with the evaluation step `lmkit.train` uses."""
+        sums = self.stepper.evaluate(batches)
+        return sums["nll"] / sums["count"]
 
 
 class _BatchClock:
@@ -67,12 +74,26 @@ class _BatchClock:
 
 
 class KerasFitSteps:
-    """Plain Keras: `model.compile` with a Keras loss, then `model.fit` over the batches."""
+    """Plain Keras: `model.compile` with a Keras loss, then `model.fit` over the batches.
 
-    def __init__(self, cfg: TrainConfig, vocab_size: int, total_steps: int) -> None:
+    The model is lmkit's own for `cfg` (the same function lmkit's step trains, so only the
+    training loop differs), or `model` when given: a stock-Keras model of the same architecture
+    (`benchmarks.keras_plain`), trained with the same optimizer settings.
+    """
+
+    def __init__(self, cfg: TrainConfig, vocab_size: int, total_steps: int,
+                 model: Any = None) -> None:
         import keras
 
+        from lmkit.optim import build_optimizer, exclude_from_decay
+        from lmkit.schedules import build_schedule
+
         self.model, optimizer, _ = _parts(cfg, vocab_size, total_steps)
+        if model is not None:
+            model(np.zeros((1, cfg.seq_len), dtype=np.int32))  # create its weights
+            self.model = model
+            optimizer = build_optimizer(cfg, build_schedule(cfg, total_steps))
+            exclude_from_decay(optimizer, model.trainable_variables)
         self.model.compile(optimizer=optimizer,
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         self.clock = _BatchClock()
