@@ -186,7 +186,15 @@ def run_training(
         for var, value in zip(variables, ckpt.model):
             var.assign(value)
         start, trainer_state = ckpt.step, {**trainer_state, **ckpt.trainer}
-    stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k)
+    step_cache, cache_key = None, None
+    if backend == "jax":
+        from lmkit.paths import cache_dir
+        from lmkit.training.compile_cache import StepCache, step_key
+
+        cache_key = step_key(cfg, total, tokenizer.vocab_size, model, optimizer, loss_fn)
+        step_cache = StepCache(cache_dir() / "steps")
+    stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k, step_cache,
+                           cache_key)
     if resume:
         stepper.load_optimizer_state(ckpt.optimizer)
     else:
@@ -257,6 +265,7 @@ def run_training(
                 epoch = float(step) if full_batch else step * tokens_per_step / len(train_ids)
                 emit(StepEvent(step, total, epoch, float(losses[-1]), _lr_at(optimizer, step),
                                tokens / step_time, now - t0, (total - step) * step_time))
+                stepper.save_compiled()  # a step compiled just now, for the next process
                 if val_ids is not None and (step % cfg.eval_every == 0 or step == total):
                     last_eval = evaluate()
                     emit(EvalEvent(step, last_eval))
