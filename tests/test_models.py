@@ -44,6 +44,22 @@ def test_logits_for_every_position_in_float32(name):
 
 
 @pytest.mark.parametrize("name", ARCHS)
+def test_no_two_weights_start_from_the_same_random_draws(name):
+    # A Keras initializer object carries a fixed seed: one shared by two weights draws the same
+    # numbers for both (gpt's residual projections once started with w_out[:d] == w_proj).
+    model = tiny(name, embed_dim=32, units=32)
+    model(tokens())
+    values = [(v.path, numpy(v.value).ravel()) for v in model.weights]
+    # Random draws are (almost) all distinct; constants such as an LSTM's forget-gate ones are not.
+    drawn = [(path, a) for path, a in values if len(np.unique(a)) > a.size // 2]
+    for i, (name_a, a) in enumerate(drawn):
+        for name_b, b in drawn[i + 1:]:
+            n = min(a.size, b.size)
+            if n >= 16:
+                assert abs(np.corrcoef(a[:n], b[:n])[0, 1]) < 0.5, (name_a, name_b)
+
+
+@pytest.mark.parametrize("name", ARCHS)
 def test_causal_a_token_never_changes_earlier_logits(name):
     model = tiny(name)
     x = tokens()

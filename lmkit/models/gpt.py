@@ -57,16 +57,18 @@ class Block(keras.layers.Layer):
     def build(self, input_shape: Any) -> None:
         d = self.embed_dim
         # GPT-2 initialization: N(0, 0.02), residual projections scaled by 1/sqrt(2 * layers).
-        resid = _normal(0.02 / math.sqrt(2 * self.num_layers))
+        # One initializer object per weight: a Keras initializer carries a fixed seed, so reusing
+        # one would draw the same numbers for both weights (w_out's first rows = w_proj).
+        resid_std = 0.02 / math.sqrt(2 * self.num_layers)
         self.ln_1.build((None, d))
         self.ln_2.build((None, d))
         self.w_qkv = self.add_weight(shape=(d, 3 * d), initializer=_normal(0.02), name="w_qkv")
         self.b_qkv = self.add_weight(shape=(3 * d,), initializer="zeros", name="b_qkv")
-        self.w_proj = self.add_weight(shape=(d, d), initializer=resid, name="w_proj")
+        self.w_proj = self.add_weight(shape=(d, d), initializer=_normal(resid_std), name="w_proj")
         self.b_proj = self.add_weight(shape=(d,), initializer="zeros", name="b_proj")
         self.w_fc = self.add_weight(shape=(d, 4 * d), initializer=_normal(0.02), name="w_fc")
         self.b_fc = self.add_weight(shape=(4 * d,), initializer="zeros", name="b_fc")
-        self.w_out = self.add_weight(shape=(4 * d, d), initializer=resid, name="w_out")
+        self.w_out = self.add_weight(shape=(4 * d, d), initializer=_normal(resid_std), name="w_out")
         self.b_out = self.add_weight(shape=(d,), initializer="zeros", name="b_out")
 
     def call(self, x: Any, *, batch: int, allowed: Any, cache: tuple[Any, Any] | None = None,
