@@ -69,10 +69,19 @@ def run(request, tmp_path_factory) -> lmkit.Run:
 
 
 def test_cached_decoding_equals_full_recompute(run: lmkit.Run) -> None:
-    kw = dict(max_new_tokens=40, temperature=0, seed=0)
-    cached = generate(run.model, run.tokenizer, "ROMEO:\nWhat", use_cache=True, **kw)
-    recomputed = generate(run.model, run.tokenizer, "ROMEO:\nWhat", use_cache=False, **kw)
-    assert cached == recomputed and len(cached) == 40
+    # Same logits token after token (within gpt's context: past it the cache restarts from half
+    # a window, by design). Logits, not sampled text: a barely trained model has near-ties that
+    # float rounding may flip either way.
+    prompt = run.tokenizer.encode("ROMEO:\nWhat")
+    cached, full = Decoder(run.model, use_cache=True), Decoder(run.model, use_cache=False)
+    assert cached.cached and not full.cached or run.config.arch == "gated_cnn"
+    a, b = cached.feed(prompt), full.feed(prompt)
+    steps = min(40, (run.model.max_context or 10**6) - len(prompt))
+    for _ in range(steps):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        token = int(np.argmax(a))
+        a, b = cached.feed([token]), full.feed([token])
+    assert steps >= 20
 
 
 def test_compiled_loop_equals_one_token_per_call(run: lmkit.Run) -> None:
