@@ -193,7 +193,11 @@ class Decoder:
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31))
         body = _cached_loop if self.cached else _window_loop
-        loop = _compiled(self.model, body, (sampling, self.limit, self.keep, self.window))
+        # Only what changes the program is static: temperature and top_p are traced arguments,
+        # so moving a slider in the generation widget does not recompile.
+        program = Sampling(0 if sampling.greedy else 1.0, sampling.top_k,
+                           0.5 if sampling.nucleus else None)
+        loop = _compiled(self.model, body, (program, self.limit, self.keep, self.window))
         if self.cached:
             recent = np.zeros(max(1, self.keep), dtype=np.int32)
             tail = self.history[-self.keep:] if self.keep else []

@@ -84,6 +84,17 @@ def test_cached_decoding_equals_full_recompute(run: lmkit.Run) -> None:
     assert steps >= 20
 
 
+def test_sampling_values_do_not_recompile(run: lmkit.Run) -> None:
+    from lmkit.generation import _COMPILED
+
+    texts = {t: run.generate("KING:", max_new_tokens=10, temperature=t, top_p=t, seed=1)
+             for t in (0.5, 0.7, 0.9)}
+    compiled = len(_COMPILED[run.model])
+    run.generate("KING:", max_new_tokens=10, temperature=0.6, top_p=0.8, seed=1)
+    assert len(_COMPILED[run.model]) == compiled
+    assert len(set(texts.values())) > 1  # the traced values do change the sample
+
+
 def test_compiled_loop_equals_one_token_per_call(run: lmkit.Run) -> None:
     # 100 tokens cross the 32-token context (cache restarts) and the 64-token chunk boundary.
     prompt = run.tokenizer.encode("ROMEO:")
