@@ -15,7 +15,9 @@ import numpy as np
 from lmkit.config import TrainConfig
 
 
-def _parts(cfg: TrainConfig, vocab_size: int, total_steps: int) -> tuple[Any, Any, Any]:
+def _parts(cfg: TrainConfig, vocab_size: int, total_steps: int,
+           model: Any = None) -> tuple[Any, Any, Any]:
+    """Model (lmkit's for `cfg`, or `model`), optimizer and loss, built as `lmkit.train` does."""
     import keras
 
     from lmkit.build import build_model
@@ -24,7 +26,10 @@ def _parts(cfg: TrainConfig, vocab_size: int, total_steps: int) -> tuple[Any, An
     from lmkit.schedules import build_schedule
 
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(cfg, vocab_size)
+    if model is None:
+        model = build_model(cfg, vocab_size)
+    else:
+        model(np.zeros((1, cfg.seq_len), dtype=np.int32))  # create its weights
     optimizer = build_optimizer(cfg, build_schedule(cfg, total_steps))
     exclude_from_decay(optimizer, model.trainable_variables)  # as `lmkit.train` does
     return model, optimizer, build_loss(cfg)
@@ -85,15 +90,7 @@ class KerasFitSteps:
                  model: Any = None) -> None:
         import keras
 
-        from lmkit.optim import build_optimizer, exclude_from_decay
-        from lmkit.schedules import build_schedule
-
-        self.model, optimizer, _ = _parts(cfg, vocab_size, total_steps)
-        if model is not None:
-            model(np.zeros((1, cfg.seq_len), dtype=np.int32))  # create its weights
-            self.model = model
-            optimizer = build_optimizer(cfg, build_schedule(cfg, total_steps))
-            exclude_from_decay(optimizer, model.trainable_variables)
+        self.model, optimizer, _ = _parts(cfg, vocab_size, total_steps, model)
         self.model.compile(optimizer=optimizer,
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         self.clock = _BatchClock()
