@@ -39,10 +39,11 @@ class LmkitSteps:
     """lmkit's training step (`lmkit.training.step.make_stepper`), `k` steps per dispatch."""
 
     def __init__(self, cfg: TrainConfig, vocab_size: int, total_steps: int) -> None:
-        from lmkit.training.step import make_stepper
+        from lmkit.training.step import batch_parts, make_stepper
 
         self.model, optimizer, loss = _parts(cfg, vocab_size, total_steps)
-        self.stepper = make_stepper(self.model, optimizer, loss, ["loss"], cfg.top_k)
+        self.stepper = make_stepper(self.model, optimizer, loss, ["loss"], cfg.top_k,
+                                    parts=batch_parts(cfg, self.model))
 
     def run(self, xs: np.ndarray, ys: np.ndarray) -> list[float]:
         """Train on stacked batches ``(k, B, T)``; per-step seconds (the dispatch's mean, k times)."""

@@ -137,6 +137,64 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> 
     assert all(np.all(np.isfinite(a)) for a in ckpt.model)
 
 
+def test_a_batch_in_parts_trains_the_same_model(tmp_path: Path) -> None:
+    """Gradients of independent parts of each batch, averaged, are the whole batch's gradient."""
+    whole = train(tmp_path, "whole", batch_parts=1, sample_tokens=0)
+    halves = train(tmp_path, "halves", batch_parts=2, sample_tokens=0)
+    quarters = train(tmp_path, "quarters", batch_parts=4, sample_tokens=0)
+    losses = [e["loss"] for e in whole.history if "loss" in e]
+    assert len(losses) == 3  # steps 4, 8, 12
+    for split in (halves, quarters):
+        assert [e["loss"] for e in split.history if "loss" in e] == pytest.approx(losses, abs=1e-5)
+        for a, b in zip(whole.model.get_weights(), split.model.get_weights()):
+            np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_the_step_really_computes_parts_separately() -> None:
+    """With two parts the compiled step holds every matmul of the gradient twice, at half size."""
+    import keras
+
+    from lmkit.build import build_model
+    from lmkit.config import TrainConfig
+    from lmkit.losses import build_loss
+    from lmkit.optim import build_optimizer
+    from lmkit.schedules import build_schedule
+    from lmkit.training.step import make_stepper
+
+    cfg = TrainConfig(**{**TINY, "data": "tinyshakespeare"})
+    xs = np.zeros((1, cfg.batch_size, cfg.seq_len), np.int32)
+
+    def matmuls(parts: int) -> list[str]:
+        model = build_model(cfg, 40)
+        optimizer = build_optimizer(cfg, build_schedule(cfg, 10))
+        stepper = make_stepper(model, optimizer, build_loss(cfg), ["loss"], 5, parts=parts)
+        text = stepper._train_chunk.lower(stepper.state, xs, xs).as_text()
+        return [line for line in text.splitlines() if "dot_general" in line]
+
+    whole, halves = matmuls(1), matmuls(2)
+    assert len(halves) == 2 * len(whole)
+    assert sum(f"tensor<{cfg.batch_size // 2}x" in m for m in halves) > sum(
+        f"tensor<{cfg.batch_size // 2}x" in m for m in whole)
+    keras.backend.clear_session()
+
+
+def test_automatic_batch_parts_follow_the_architecture_and_batch() -> None:
+    from lmkit.build import build_model
+    from lmkit.config import TrainConfig
+    from lmkit.training.step import BATCH_PARTS_MAX_TOKENS, batch_parts
+
+    def parts(**overrides) -> int:
+        cfg = TrainConfig(**{**TINY, "data": "tinyshakespeare", **overrides})
+        return batch_parts(cfg, build_model(cfg, 40))
+
+    assert parts() == 2                                  # gpt, 8 x 32 tokens, on this CPU
+    assert parts(arch="gated_cnn") == 2
+    assert parts(arch="lstm") == 1                       # recurrent: slower in parts
+    assert parts(batch_size=7) == 1                      # no equal halves
+    assert parts(batch_size=BATCH_PARTS_MAX_TOKENS // 32 + 2) == 1  # large batches stay whole
+    assert parts(arch="lstm", batch_parts=4) == 4        # an explicit choice is kept
+
+
 def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
     train(tmp_path, max_steps=2)
     with pytest.raises(RunError, match="already holds a run .* overwrite=true"):
@@ -154,6 +212,7 @@ def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
     ("tokenizer", "chars", RegistryError, "did you mean 'char'"),
     ("learning_rate", -1.0, ConfigError, "'learning_rate' must be greater than 0.0, got -1.0"),
     ("seq_len", 40000, ConfigError, "seq_len"),
+    ("batch_parts", 3, ConfigError, r"'batch_parts' \(3\) must divide 'batch_size' \(8\)"),
 ])
 def test_bad_input_is_reported_before_training(tmp_path: Path, key, value, error, text) -> None:
     with pytest.raises(error, match=text):

@@ -37,6 +37,8 @@ class GatedCNN(LanguageModel):
     >>> model = GatedCNN(vocab_size=65, units=128, layers=4, kernel_size=4)   # doctest: +SKIP
     """
 
+    cpu_batch_parts = 2  # see LanguageModel.cpu_batch_parts
+
     def __init__(self, vocab_size: int, *, embed_dim: int = 128, units: int = 128,
                  layers: int = 4, kernel_size: int = 4, dropout: float = 0.0,
                  tie_embeddings: bool = False, **kwargs: Any) -> None:

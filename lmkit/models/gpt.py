@@ -114,6 +114,8 @@ class GPT(LanguageModel):
     >>> logits, state = model.decode(prompt_tokens, state)                       # doctest: +SKIP
     """
 
+    cpu_batch_parts = 2  # see LanguageModel.cpu_batch_parts
+
     def __init__(self, vocab_size: int, *, embed_dim: int = 128, layers: int = 4, heads: int = 4,
                  seq_len: int = 64, dropout: float = 0.0, tie_embeddings: bool = True,
                  **kwargs: Any) -> None:

@@ -131,7 +131,7 @@ def run_training(
     from lmkit.schedules import build_schedule
     from lmkit.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from lmkit.training.reporters import JsonlReporter, TextReporter
-    from lmkit.training.step import make_stepper
+    from lmkit.training.step import batch_parts, make_stepper
 
     stop = stop or StopSignal()
     # Validate every name before any work, so a typo fails in a second, not after tokenizing.
@@ -194,7 +194,7 @@ def run_training(
         cache_key = step_key(cfg, total, tokenizer.vocab_size, model, optimizer, loss_fn)
         step_cache = StepCache(cache_dir() / "steps")
     stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k, step_cache,
-                           cache_key)
+                           cache_key, batch_parts(cfg, model))
     if resume:
         stepper.load_optimizer_state(ckpt.optimizer)
     else:
