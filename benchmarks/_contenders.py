@@ -43,7 +43,7 @@ class LmkitSteps:
 
         self.model, optimizer, loss = _parts(cfg, vocab_size, total_steps)
         self.stepper = make_stepper(self.model, optimizer, loss, ["loss"], cfg.top_k,
-                                    parts=batch_parts(cfg, self.model))
+                                    parts=batch_parts(cfg, self.model, total_steps))
 
     def run(self, xs: np.ndarray, ys: np.ndarray) -> list[float]:
         """Train on stacked batches ``(k, B, T)``; per-step seconds (the dispatch's mean, k times)."""

@@ -83,7 +83,7 @@ class TrainConfig:
     early_stopping: int | None = config_key(None, "Stop after this many evaluations without improvement of `val_loss`.", min=1)
     checkpoint_every: int = config_key(500, "Write a checkpoint every N steps (and always at the end).", min=1)
     steps_per_dispatch: int = config_key(0, "Optimizer steps fused into one compiled call on JAX (`0`: automatic).", min=0)
-    batch_parts: int = config_key(0, "Compute each batch's gradient as this many independent equal parts, run side by side on a CPU (`0`: automatic, the architecture's choice).", min=0)
+    batch_parts: int = config_key(0, "Compute each batch's gradient as this many independent equal parts, run side by side on a CPU (`0`: automatic: the architecture's choice for long runs of small batches).", min=0)
     seed: int = config_key(0, "Seed of initialization, batches and dropout; equal seeds give equal runs.", min=0)
     # output
     out: str | None = config_key(None, "Run directory (default: `runs/<arch>-<time>`).")

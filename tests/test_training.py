@@ -181,13 +181,14 @@ def test_the_step_really_computes_parts_separately() -> None:
 def test_automatic_batch_parts_follow_the_architecture_and_batch() -> None:
     from lmkit.build import build_model
     from lmkit.config import TrainConfig
-    from lmkit.training.step import BATCH_PARTS_MAX_TOKENS, batch_parts
+    from lmkit.training.step import BATCH_PARTS_MAX_TOKENS, BATCH_PARTS_MIN_STEPS, batch_parts
 
-    def parts(**overrides) -> int:
+    def parts(steps: int = 2000, **overrides) -> int:
         cfg = TrainConfig(**{**TINY, "data": "tinyshakespeare", **overrides})
-        return batch_parts(cfg, build_model(cfg, 40))
+        return batch_parts(cfg, build_model(cfg, 40), steps)
 
     assert parts() == 2                                  # gpt, 8 x 32 tokens, on this CPU
+    assert parts(steps=BATCH_PARTS_MIN_STEPS - 1) == 1   # too short to repay the compilation
     assert parts(arch="gated_cnn") == 2
     assert parts(arch="lstm") == 1                       # recurrent: slower in parts
     assert parts(batch_size=7) == 1                      # no equal halves

@@ -194,7 +194,7 @@ def run_training(
         cache_key = step_key(cfg, total, tokenizer.vocab_size, model, optimizer, loss_fn)
         step_cache = StepCache(cache_dir() / "steps")
     stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k, step_cache,
-                           cache_key, batch_parts(cfg, model))
+                           cache_key, batch_parts(cfg, model, total))
     if resume:
         stepper.load_optimizer_state(ckpt.optimizer)
     else:

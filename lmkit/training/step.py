@@ -37,18 +37,23 @@ Batch = tuple[np.ndarray, np.ndarray]
 #: Largest batch (in tokens) that `batch_parts` splits automatically: gpt at 768 and 1,536 tokens
 #: per batch steps 5–7 % faster in two parts, at 4,096 no faster (docs/performance.md).
 BATCH_PARTS_MAX_TOKENS = 2048
+#: Shortest run that `batch_parts` splits automatically: two parts make a larger program, ≈ 1 s
+#: more to compile cold for gpt_char, which ≈ 2.5 ms saved per step repays after ≈ 400 steps.
+BATCH_PARTS_MIN_STEPS = 500
 
 
-def batch_parts(cfg: Any, model: keras.Model) -> int:
+def batch_parts(cfg: Any, model: keras.Model, total_steps: int) -> int:
     """How many independent parts the JAX step computes each batch's gradient in.
 
-    `cfg.batch_parts` when set; automatically (0) the model's `cpu_batch_parts` on a CPU for
-    batches of at most `BATCH_PARTS_MAX_TOKENS` tokens that split evenly, else 1 (on a GPU one
-    large kernel beats two half-size ones).
+    `cfg.batch_parts` when set. Automatically (0): the model's `cpu_batch_parts` on a CPU, for
+    runs of at least `BATCH_PARTS_MIN_STEPS` steps on batches of at most
+    `BATCH_PARTS_MAX_TOKENS` tokens that split evenly; else 1 (on a GPU one large kernel beats
+    two half-size ones).
     """
     if cfg.batch_parts:
         return cfg.batch_parts
-    if keras.backend.backend() != "jax" or cfg.batch_size * cfg.seq_len > BATCH_PARTS_MAX_TOKENS:
+    if (keras.backend.backend() != "jax" or total_steps < BATCH_PARTS_MIN_STEPS
+            or cfg.batch_size * cfg.seq_len > BATCH_PARTS_MAX_TOKENS):
         return 1
     import jax
 
