@@ -85,11 +85,12 @@ class LanguageModel(keras.Model):
     """
 
     #: Independent parts the JAX step splits a small batch into on a CPU when the config key
-    #: ``batch_parts`` is 0 (automatic; `lmkit.training.step.batch_parts` decides). A step of a small model is hundreds of small
-    #: kernels that one chain of dependencies can't spread over the cores; the gradients of two
-    #: halves of the batch share no data, so XLA:CPU runs their kernels side by side. It pays for
-    #: models without recurrence (gpt, gated_cnn: 4–7 % faster steps, docs/performance.md);
-    #: recurrent models are slower that way (two loops of tiny steps contend), so they keep 1.
+    #: ``batch_parts`` is 0 (automatic; `lmkit.training.step.batch_parts` decides). A step of a
+    #: small model is hundreds of small kernels that one chain of dependencies can't spread over
+    #: the cores; the gradients of two halves of the batch share no data, so XLA:CPU runs their
+    #: kernels side by side. It pays for models without recurrence (gpt, gated_cnn: 4–7 % faster
+    #: steps, docs/performance.md); recurrent models are slower that way (two loops of tiny steps
+    #: contend), so they keep 1.
     cpu_batch_parts: int = 1
 
     def __init__(self, vocab_size: int, **kwargs: Any) -> None:
