@@ -29,7 +29,7 @@ print(time.perf_counter() - t)
 _FIRST_STEP = """
 import json, sys, time, tempfile
 import lmkit
-from lmkit.training.events import StepEvent
+from lmkit.engine.events import StepEvent
 seen = []
 with tempfile.TemporaryDirectory() as out:
     t0 = time.perf_counter()

@@ -34,8 +34,8 @@ _LAZY = {
     "list_tokenizers": "lmkit.api",
     "list_tasks": "lmkit.api",
     "TrainConfig": "lmkit.config",
-    "Run": "lmkit.run",
-    "StopSignal": "lmkit.training.events",
+    "Run": "lmkit.training.run",
+    "StopSignal": "lmkit.engine.events",
     "LmkitError": "lmkit.errors",
     "ConfigError": "lmkit.errors",
     "DataError": "lmkit.errors",
@@ -53,8 +53,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from lmkit.config import TrainConfig
     from lmkit.errors import (ConfigError, DataError, LmkitError, RegistryError, RunError,
                               TrainingDiverged)
-    from lmkit.run import Run
-    from lmkit.training.events import StopSignal
+    from lmkit.training.run import Run
+    from lmkit.engine.events import StopSignal
 
 
 # submodules reachable as attributes after a bare `import lmkit` (imported on first access)

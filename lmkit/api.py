@@ -7,7 +7,7 @@ from typing import Any
 
 from lmkit.config import TrainConfig
 from lmkit.registry import Entry, get_registry
-from lmkit.training.events import Reporter, StopSignal
+from lmkit.engine.events import Reporter, StopSignal
 
 __all__ = [
     "train", "load", "evaluate", "list_architectures", "list_optimizers", "list_schedules",
@@ -56,7 +56,7 @@ def load(path: str | Path) -> "Run":
 
     >>> run = lmkit.load("runs/gpt-20261128-101500")    # doctest: +SKIP
     """
-    from lmkit.run import load_run
+    from lmkit.training.run import load_run
 
     return load_run(path)
 
@@ -113,4 +113,4 @@ def list_tasks(pattern: str = "*") -> list[Entry[Any]]:
     return list_entries("tasks", pattern)
 
 
-from lmkit.run import Run  # noqa: E402  (for annotations; lmkit.run imports nothing heavy)
+from lmkit.training.run import Run  # noqa: E402  (for annotations; lmkit.training.run imports nothing heavy)

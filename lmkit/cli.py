@@ -84,7 +84,7 @@ def _info(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lmkit.errors import RunError
-    from lmkit.run import load_history
+    from lmkit.training.run import load_history
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.toml").is_file():

@@ -14,7 +14,7 @@ import lmkit
 from lmkit.errors import ConfigError
 from lmkit.evaluation import evaluate
 from lmkit.registry import architectures
-from lmkit.training.events import EndEvent, StartEvent, StepEvent, StopSignal
+from lmkit.engine.events import EndEvent, StartEvent, StepEvent, StopSignal
 
 EVAL = Path(__file__).parent / "fixtures" / "eval"
 GLUE = EVAL / "glue"
@@ -62,8 +62,8 @@ def test_stop_signal_ends_fine_tuning_at_a_step_boundary(tmp_path: Path) -> None
     assert isinstance(events[-1], EndEvent) and events[-1].reason == "stopped"
     assert len(result.predictions) == 120  # the stopped model is still scored
     # nothing trained is lost: the stopped model is checkpointed
-    from lmkit.training.checkpoint import load_checkpoint
-    from lmkit.training.events import CheckpointEvent
+    from lmkit.engine.checkpoint import load_checkpoint
+    from lmkit.engine.events import CheckpointEvent
 
     ckpt = load_checkpoint(tmp_path)
     assert ckpt.step == 2 and ckpt.trainer["task"].endswith("on glue/sst2")

@@ -13,7 +13,7 @@ from IPython.testing.globalipapp import start_ipython
 
 import lmkit
 from lmkit.config import TrainConfig
-from lmkit.run import Run
+from lmkit.training.run import Run
 
 
 @pytest.fixture()

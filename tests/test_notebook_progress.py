@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from lmkit.notebook import progress
-from lmkit.training.events import StopSignal
+from lmkit.engine.events import StopSignal
 
 
 def test_outside_a_kernel_training_uses_its_text_progress():

@@ -11,8 +11,8 @@ from lmkit.config import TrainConfig
 from lmkit.notebook.charts import Series, downsample, line_chart
 from lmkit.notebook.dashboard import Dashboard
 from lmkit.notebook.generate import generate_widget
-from lmkit.run import Run
-from lmkit.training.events import (CheckpointEvent, EndEvent, EvalEvent, StartEvent, StepEvent,
+from lmkit.training.run import Run
+from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, StartEvent, StepEvent,
                                    StopSignal)
 
 

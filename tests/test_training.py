@@ -10,7 +10,7 @@ import pytest
 
 import lmkit
 from lmkit.errors import ConfigError, DataError, RegistryError, RunError, TrainingDiverged
-from lmkit.training.events import CheckpointEvent, EndEvent, EvalEvent, StartEvent, StepEvent, StopSignal
+from lmkit.engine.events import CheckpointEvent, EndEvent, EvalEvent, StartEvent, StepEvent, StopSignal
 
 CORPUS = Path(__file__).parent / "fixtures" / "core" / "shakespeare_30k.txt"
 
@@ -94,7 +94,7 @@ def test_stop_signal_ends_at_a_step_boundary_with_a_checkpoint(tmp_path: Path) -
                       steps_per_dispatch=2, reporters=[press_stop], stop=stop)
     assert run.summary["reason"] == "stopped"
     assert run.summary["steps"] == seen[-1] == 4
-    from lmkit.training.checkpoint import load_checkpoint
+    from lmkit.engine.checkpoint import load_checkpoint
 
     assert load_checkpoint(run.dir).step == 4
     assert lmkit.load(run.dir).summary["steps"] == 4
@@ -129,7 +129,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> 
     message = str(info.value)
     assert "the training loss became" in message and "at step" in message
     assert "last good checkpoint" in message
-    from lmkit.training.checkpoint import load_checkpoint
+    from lmkit.engine.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tmp_path / "run")
     failed_step = int(message.split("at step ")[1].split(";")[0])

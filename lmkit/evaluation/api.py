@@ -13,7 +13,7 @@ from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.loaders import Examples, load_split
 from lmkit.evaluation.result import EvalResult
 from lmkit.evaluation.tasks import Task, get_task
-from lmkit.training.events import Event, StopSignal
+from lmkit.engine.events import Event, StopSignal
 
 __all__ = ["evaluate", "SCRATCH"]
 
@@ -104,7 +104,7 @@ def _backbone(run_or_path: Any, cfg: EvalConfig, texts: Examples) -> tuple[Any, 
     if _is_scratch(run_or_path):
         return _scratch(cfg, texts)
     if isinstance(run_or_path, (str, Path)):
-        from lmkit.run import load_run
+        from lmkit.training.run import load_run
 
         run = load_run(run_or_path)
     elif hasattr(run_or_path, "model") and hasattr(run_or_path, "tokenizer"):

@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
 
     from lmkit.config import parse_set_options
     from lmkit.evaluation.api import evaluate
-    from lmkit.training.reporters import TextReporter
+    from lmkit.engine.reporters import TextReporter
 
     options = parse_set_options(args.set or [])
     if args.out:

@@ -27,7 +27,7 @@ from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches
 from lmkit.evaluation.heads import SequenceClassifier
 from lmkit.schedules import WarmupDecay
-from lmkit.training.events import (CheckpointEvent, EndEvent, Event, StartEvent, StepEvent,
+from lmkit.engine.events import (CheckpointEvent, EndEvent, Event, StartEvent, StepEvent,
                                    StopSignal)
 
 __all__ = ["finetune", "predict", "backbone_groups"]
@@ -140,7 +140,7 @@ def finetune(
             return
         from pathlib import Path
 
-        from lmkit.training.checkpoint import Checkpoint, save_checkpoint
+        from lmkit.engine.checkpoint import Checkpoint, save_checkpoint
 
         folder = Path(cfg.checkpoint_dir)
         folder.mkdir(parents=True, exist_ok=True)

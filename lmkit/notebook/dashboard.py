@@ -3,7 +3,7 @@
 It shows a progress bar with step / total, epoch, elapsed time and ETA; live curves of train and
 validation loss and perplexity; tokens per second, learning rate, backend and devices; a Stop
 button; and, at the end, a summary with a generated sample. The state comes from the events
-only (see `lmkit.training.events`); the dashboard renders it.
+only (see `lmkit.engine.events`); the dashboard renders it.
 
 ``%%lmtrain`` uses it through `lmkit.notebook.progress.training_reporters`, which also lets widget
 messages through while the cell runs (without that, a click on Stop waits until training ends):
@@ -23,9 +23,9 @@ from typing import Any
 import ipywidgets as widgets
 
 from lmkit.notebook.charts import Series, line_chart
-from lmkit.training.events import (CheckpointEvent, EndEvent, EvalEvent, Event, StartEvent,
+from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, Event, StartEvent,
                                    StepEvent, StopSignal)
-from lmkit.training.reporters import format_duration
+from lmkit.engine.reporters import format_duration
 
 __all__ = ["Dashboard"]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from lmkit.training.events import EndEvent, StartEvent, StepEvent, StopSignal
+from lmkit.engine.events import EndEvent, StartEvent, StepEvent, StopSignal
 
 __all__ = ["EvalPanel", "find_runs", "task_data", "results_table_html", "confusion_svg"]
 

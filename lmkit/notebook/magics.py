@@ -62,7 +62,7 @@ class LmkitMagics(Magics):
 
     def _run(self, name: str) -> Any:
         """The `Run` called `name` in the notebook, or loaded from the run directory `name`."""
-        from lmkit.run import Run
+        from lmkit.training.run import Run
 
         namespace = self.shell.user_ns
         if name in namespace:
@@ -112,7 +112,7 @@ class LmkitMagics(Magics):
         import lmkit
         from lmkit.notebook.cellconfig import config_from_cell
         from lmkit.notebook.progress import training_reporters
-        from lmkit.training.events import StopSignal
+        from lmkit.engine.events import StopSignal
 
         args = _parse(self.lmtrain, line)
         _check_name(args.output)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from lmkit.training.events import Reporter, StopSignal
+from lmkit.engine.events import Reporter, StopSignal
 
 __all__ = ["training_reporters", "in_kernel"]
 

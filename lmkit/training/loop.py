@@ -25,12 +25,12 @@ import numpy as np
 
 from lmkit.config import TrainConfig
 from lmkit.errors import RunError, TrainingDiverged
-from lmkit.run import history_record
-from lmkit.training.events import (CheckpointEvent, EndEvent, EvalEvent, Event, Reporter,
+from lmkit.training.run import history_record
+from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, Event, Reporter,
                                    StartEvent, StepEvent, StopSignal)
 
 if TYPE_CHECKING:
-    from lmkit.run import Run
+    from lmkit.training.run import Run
 
 __all__ = ["run_training", "RUN_FILES"]
 
@@ -127,10 +127,10 @@ def run_training(
     from lmkit.losses import build_loss
     from lmkit.optim import FULL_BATCH, build_optimizer, exclude_from_decay
     from lmkit.registry import metrics as metric_registry
-    from lmkit.run import Run, load_history, read_tokenizer, write_tokenizer
+    from lmkit.training.run import Run, load_history, read_tokenizer, write_tokenizer
     from lmkit.schedules import build_schedule
-    from lmkit.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-    from lmkit.training.reporters import JsonlReporter, TextReporter
+    from lmkit.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from lmkit.engine.reporters import JsonlReporter, TextReporter
     from lmkit.training.step import batch_parts, make_stepper
 
     stop = stop or StopSignal()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from lmkit.training.events import (CheckpointEvent, EndEvent, EvalEvent, Event, StartEvent,
+from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, Event, StartEvent,
                                    StepEvent)
 
 __all__ = ["TextReporter", "JsonlReporter", "format_duration"]

@@ -166,7 +166,7 @@ def load_run(path: str | Path) -> Run:
             raise
     else:  # interrupted before the final save: rebuild from the last checkpoint
         from lmkit.build import build_model
-        from lmkit.training.checkpoint import load_checkpoint
+        from lmkit.engine.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(run_dir)
         model = build_model(cfg, tokenizer.vocab_size)
