@@ -58,10 +58,25 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
 
 
 # submodules reachable as attributes after a bare `import lmkit` (imported on first access)
-_SUBMODULES = {"registry", "config", "errors", "widgets", "models", "generation", "evaluation"}
+_SUBMODULES = {"registry", "config", "errors", "notebook", "models", "generation", "evaluation"}
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, _SUBMODULES)
+
+
+def _attach_notebook_view() -> None:
+    """Inside IPython, show a `Run` as HTML also without ``%load_ext lmkit`` (cheap: the view is
+    registered by class name and imported when a run is first displayed)."""
+    import sys
+
+    ipython = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    if ipython is not None and hasattr(ipython, "display_formatter"):
+        from lmkit.notebook.display import attach
+
+        attach(ipython)
+
+
+_attach_notebook_view()
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmkit.config import TrainConfig
-from lmkit.registry import Entry, get_registry
 from lmkit.engine.events import Reporter, StopSignal
+from lmkit.registry import Entry, get_registry
+
+if TYPE_CHECKING:
+    from lmkit.evaluation.result import EvalResult
+    from lmkit.training.run import Run
 
 __all__ = [
     "train", "load", "evaluate", "list_architectures", "list_optimizers", "list_schedules",
@@ -34,21 +38,16 @@ def train(
     >>> run = lmkit.train("shakespeare.toml", learning_rate=3e-4)         # doctest: +SKIP
     >>> run = lmkit.train(resume="runs/lstm-20261128-101500", max_steps=1000)  # doctest: +SKIP
     """
-    from lmkit.training.loop import run_training
+    from lmkit.training.run import train as train_run
 
     if resume is not None:
-        run_dir = Path(resume)
-        saved = run_dir / "config.toml"
-        if not saved.is_file():
-            from lmkit.errors import RunError
+        from lmkit.engine.rundir import CONFIG, RunDir
 
-            raise RunError(f"cannot resume '{run_dir}': it has no config.toml (not an lmkit run)")
-        base = TrainConfig.from_sources(saved)
-        cfg = TrainConfig.from_sources(config if config is not None else base,
-                                       {**overrides, "out": str(run_dir)})
-        return run_training(cfg, reporters=reporters, stop=stop, resume=True)
-    cfg = TrainConfig.from_sources(config, overrides)
-    return run_training(cfg, reporters=reporters, stop=stop)
+        saved = RunDir.open(resume, required=(CONFIG,)).file(CONFIG)
+        base = TrainConfig.from_sources(saved) if config is None else config
+        cfg = TrainConfig.from_sources(base, {**overrides, "out": str(resume)})
+        return train_run(cfg, reporters=reporters, stop=stop, resume=True)
+    return train_run(TrainConfig.from_sources(config, overrides), reporters=reporters, stop=stop)
 
 
 def load(path: str | Path) -> "Run":
@@ -62,7 +61,7 @@ def load(path: str | Path) -> "Run":
 
 
 def evaluate(run_or_path: Any, task: str = "glue/sst2", data: str | Path | None = None,
-             **options: Any) -> Any:
+             **options: Any) -> "EvalResult":
     """Evaluate a run (or train from ``"scratch"``) on a downstream task; see `lmkit.evaluation`.
 
     >>> result = lmkit.evaluate(run, task="glue/sst2", data="glue_data/SST-2")  # doctest: +SKIP
@@ -112,5 +111,3 @@ def list_tasks(pattern: str = "*") -> list[Entry[Any]]:
     """Registered evaluation tasks."""
     return list_entries("tasks", pattern)
 
-
-from lmkit.training.run import Run  # noqa: E402  (for annotations; lmkit.training.run imports nothing heavy)

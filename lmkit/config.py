@@ -98,17 +98,15 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
         """Build from a mapping, coercing strings from the command line to the declared types."""
-        known = {f.name: f for f in fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in values.items():
+        known = {f.name for f in fields(cls)}
+        for key in values:
             if key not in known:
                 raise ConfigError(
                     f"{_where(source)}unknown config key '{key}'{did_you_mean(key, known)}. "
                     f"Run `lmkit train --help` or see the README for the list of keys."
                 )
-            kwargs[key] = coerce(key, value, _field_type(known[key]), source)
-        try:
-            return cls(**kwargs)
+        try:  # __post_init__ coerces each value once, to its declared type
+            return cls(**values)
         except ConfigError as exc:
             raise ConfigError(f"{_where(source)}{exc}") from None
 
@@ -119,6 +117,8 @@ class TrainConfig:
         overrides: dict[str, Any] | None = None,
     ) -> "TrainConfig":
         """Merge a base (config object, TOML path or mapping) with keyword / `--set` overrides."""
+        if isinstance(config, TrainConfig) and not overrides:
+            return config  # already coerced and validated
         if config is None:
             base: dict[str, Any] = {}
             source = "config"
@@ -175,11 +175,6 @@ def presets() -> dict[str, Path]:
 
 
 # -- types and validation ---------------------------------------------------------------------
-def _field_type(f: dataclasses.Field) -> Any:
-    hints = typing.get_type_hints(TrainConfig)
-    return hints[f.name]
-
-
 def _describe(tp: Any) -> str:
     args = typing.get_args(tp)
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
@@ -309,10 +304,6 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"config key 'batch_parts' ({cfg.batch_parts}) must divide 'batch_size' "
             f"({cfg.batch_size}) into equal parts; use a divisor of {cfg.batch_size}, or 0 for automatic"
-        )
-    if cfg.embed_dim % cfg.heads and cfg.arch.lower() == "gpt":
-        raise ConfigError(
-            f"config key 'embed_dim' ({cfg.embed_dim}) must be divisible by 'heads' ({cfg.heads})"
         )
 
 

@@ -67,6 +67,15 @@ def mean_squared_error(cfg: "TrainConfig") -> LossFn:
     return fn
 
 
-def build_loss(cfg: "TrainConfig") -> LossFn:
-    """The per-token loss named by `cfg.loss`."""
+@losses.register("squared_error", aliases=("regression",),
+                 description="Squared error of a single output against a real-valued label (regression, e.g. STS-B).")
+def squared_error(cfg: "TrainConfig") -> LossFn:
+    def fn(labels: Any, outputs: Any) -> Any:
+        return ops.square(ops.cast(outputs[:, 0], "float32") - ops.cast(labels, "float32"))
+
+    return fn
+
+
+def build_loss(cfg: Any) -> LossFn:
+    """The per-example loss named by `cfg.loss` (any config with the loss keys of `TrainConfig`)."""
     return losses.get(cfg.loss)(cfg)

@@ -5,8 +5,9 @@ Each factory takes the config and the learning rate (a float or a schedule) and 
 (`weight_decay`) apply to all of them through Keras's own optimizer arguments, so they work
 identically in the compiled JAX step and in `model.fit` on other backends.
 
-`gd` is full-batch gradient descent: the trainer accumulates the gradient over the whole training
-split and takes one plain SGD step per pass (see `lmkit.training.loop`).
+`gd` is full-batch gradient descent: its registry entry has the capability ``"full_batch"``, so
+the trainer accumulates the gradient over the whole training split and takes one plain SGD step
+per pass (see `lmkit.training.language_model`).
 
 Third-party optimizers register the same way or through the `lmkit.optimizers` entry point group::
 
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["build_optimizer", "exclude_from_decay", "FULL_BATCH"]
 
-#: optimizers that take one step per pass over the training split
-FULL_BATCH = frozenset({"gd"})
+#: capability of an optimizer entry that takes one step per pass over the training split
+FULL_BATCH = "full_batch"
 
 
 def _common(cfg: "TrainConfig") -> dict[str, Any]:
@@ -43,7 +44,7 @@ def _decay(cfg: "TrainConfig") -> dict[str, Any]:
     return {"weight_decay": cfg.weight_decay} if cfg.weight_decay > 0 else {}
 
 
-@optimizers.register("gd", aliases=("full_batch", "batch_gd"),
+@optimizers.register("gd", aliases=("full_batch", "batch_gd"), capabilities=(FULL_BATCH,),
                      description="Full-batch gradient descent: one step per pass over the training split.")
 def gd(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(learning_rate, **_decay(cfg), **_common(cfg))
@@ -98,8 +99,12 @@ def lion(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
     )
 
 
-def build_optimizer(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
-    """The optimizer named by `cfg.optimizer`, with clipping and weight decay applied."""
+def build_optimizer(cfg: Any, learning_rate: Any) -> keras.optimizers.Optimizer:
+    """The optimizer named by `cfg.optimizer`, with clipping and weight decay applied.
+
+    `cfg` is any config with the optimizer keys of `TrainConfig` (`lmkit.evaluation.EvalConfig`
+    has the same ones).
+    """
     return optimizers.get(cfg.optimizer)(cfg, learning_rate)
 
 

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["cache_dir", "atomic_output"]
+__all__ = ["cache_dir", "atomic_output", "atomic_write_text"]
 
 
 def cache_dir() -> Path:
@@ -39,19 +39,35 @@ def cache_dir() -> Path:
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path` in one step.
 
-    An exception (or a killed process) leaves `path` as it was, so readers never see half a
-    file::
+    The one way lmkit writes a file that someone may read (run directories, caches): an
+    exception or a killed process leaves `path` as it was, so readers never see half a file.
+    The data reach the disk (fsync) before the rename, so a power cut cannot leave an empty
+    file under the final name either. The temporary name keeps the target's suffix, for
+    writers that insist on one (Keras's ``.keras``)::
 
         with atomic_output("ids.npy") as tmp:
             tmp.write_bytes(data)
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}",
+                                dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write `text` (UTF-8) to `path` through `atomic_output`; returns the path."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

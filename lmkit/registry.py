@@ -40,13 +40,20 @@ class PluginWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Entry(Generic[T]):
-    """One registered component: its canonical name, the object, and where it came from."""
+    """One registered component: its canonical name, the object, where it came from, and its
+    capabilities (flags the engine acts on, e.g. ``"full_batch"`` on the `gd` optimizer; they
+    belong to the entry, so every alias has them)."""
 
     name: str
     obj: T
     description: str = ""
     source: str = BUILTIN
     aliases: tuple[str, ...] = field(default=())
+    capabilities: frozenset[str] = field(default=frozenset())
+
+    def has(self, capability: str) -> bool:
+        """Whether this entry declares `capability`."""
+        return capability in self.capabilities
 
 
 def _first_line(text: str | None) -> str:
@@ -86,16 +93,19 @@ class Registry(Generic[T]):
         description: str | None = None,
         override: bool = False,
         source: str | None = None,
+        capabilities: tuple[str, ...] = (),
     ) -> Any:
         """Register `obj` under `name`; used bare as a decorator when `obj` is omitted.
 
         A name or alias that is already taken raises `RegistryError` unless ``override=True``.
+        `capabilities` default to the object's ``lmkit_capabilities`` attribute, so a plugin
+        registered through an entry point can declare them too.
         """
         if obj is None:
             def decorator(target: T) -> T:
                 self.register(
                     name, target, aliases=aliases, description=description,
-                    override=override, source=source,
+                    override=override, source=source, capabilities=capabilities,
                 )
                 return target
 
@@ -115,7 +125,9 @@ class Registry(Generic[T]):
         if override and key in self._entries:
             self.unregister(key)
         text = description if description is not None else _first_line(getattr(obj, "__doc__", ""))
-        entry = Entry(key, obj, text, source or self._loading_source, tuple(a.lower() for a in aliases))
+        caps = frozenset(capabilities or getattr(obj, "lmkit_capabilities", ()))
+        entry = Entry(key, obj, text, source or self._loading_source, tuple(a.lower() for a in aliases),
+                      caps)
         self._entries[key] = entry
         for k in keys:
             self._aliases[k] = key

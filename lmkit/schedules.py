@@ -80,6 +80,12 @@ def linear(cfg: "TrainConfig", total_steps: int) -> WarmupDecay:
     return WarmupDecay(cfg.learning_rate, total_steps, 0, "linear", cfg.min_lr_ratio)
 
 
+@schedules.register("warmup_linear", aliases=("linear_warmup",),
+                    description="Linear warm-up, then linear decay to min_lr_ratio of the peak (BERT's fine-tuning schedule).")
+def warmup_linear(cfg: "TrainConfig", total_steps: int) -> WarmupDecay:
+    return WarmupDecay(cfg.learning_rate, total_steps, cfg.warmup_steps, "linear", cfg.min_lr_ratio)
+
+
 @schedules.register("one_cycle", aliases=("onecycle",),
                     description="One-cycle: warm-up over 30% of the steps, then cosine annealing.")
 def one_cycle(cfg: "TrainConfig", total_steps: int) -> WarmupDecay:
@@ -88,6 +94,6 @@ def one_cycle(cfg: "TrainConfig", total_steps: int) -> WarmupDecay:
                        cfg.min_lr_ratio)
 
 
-def build_schedule(cfg: "TrainConfig", total_steps: int) -> WarmupDecay:
+def build_schedule(cfg: Any, total_steps: int) -> WarmupDecay:
     """The schedule named by `cfg.schedule` for a run of `total_steps` optimizer steps."""
     return schedules.get(cfg.schedule)(cfg, total_steps)

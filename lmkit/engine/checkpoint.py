@@ -1,17 +1,16 @@
-"""Checkpoints: one `.npz` file per run, replaced atomically.
+"""Checkpoints: the model's arrays, the optimizer's slots and the engine's own state in one `.npz`.
 
-A checkpoint holds the model's variables, the optimizer's slots and the trainer's own state
-(step, best validation loss, evaluations without improvement) as plain arrays plus a JSON
-header stored as bytes. It is written to a temporary file in the same directory and moved over
-the old one with `os.replace`, so a crash or Ctrl-C at any moment leaves either the previous or
-the new checkpoint, never half of one. No pickle: loading uses ``allow_pickle=False``.
+A checkpoint holds plain arrays plus a JSON header stored as bytes, written through the one
+atomic write (`lmkit.paths.atomic_output`), so a crash or Ctrl-C at any moment leaves either the
+previous or the new checkpoint, never half of one. No pickle: loading uses
+``allow_pickle=False``. Restoring is strict: a checkpoint of another model is refused with the
+name and both shapes of the first weight that differs.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from lmkit.errors import RunError
+from lmkit.paths import atomic_output
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FILE"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "restore_arrays", "check_fit", "all_finite",
+           "CHECKPOINT_FILE"]
 
 CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT = 1
@@ -28,7 +29,7 @@ FORMAT = 1
 
 @dataclass
 class Checkpoint:
-    """Everything needed to continue a run exactly where it stopped."""
+    """Everything needed to continue a training exactly where it stopped."""
 
     step: int
     model: list[np.ndarray]
@@ -36,32 +37,29 @@ class Checkpoint:
     trainer: dict[str, Any] = field(default_factory=dict)
 
 
-def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> Path:
-    """Write `ckpt` to ``run_dir/checkpoint.npz`` atomically and return the path."""
-    target = Path(run_dir) / CHECKPOINT_FILE
+def all_finite(arrays: Sequence[np.ndarray]) -> bool:
+    """True when no floating-point array holds a NaN or an infinity."""
+    return all(np.isfinite(a).all() for a in arrays if np.issubdtype(np.asarray(a).dtype, np.floating))
+
+
+def save_checkpoint(folder: Path, ckpt: Checkpoint) -> Path:
+    """Write `ckpt` to ``folder/checkpoint.npz`` atomically and return the path."""
+    target = Path(folder) / CHECKPOINT_FILE
     header = {"format": FORMAT, "step": ckpt.step, "trainer": ckpt.trainer,
               "model": len(ckpt.model), "optimizer": len(ckpt.optimizer)}
     arrays = {"header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
     arrays.update({f"model_{i}": np.asarray(a) for i, a in enumerate(ckpt.model)})
     arrays.update({f"optimizer_{i}": np.asarray(a) for i, a in enumerate(ckpt.optimizer)})
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".npz.tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(target) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
     return target
 
 
-def load_checkpoint(run_dir: Path) -> Checkpoint:
-    """Read the checkpoint of `run_dir`; a missing or damaged file raises `RunError`."""
-    path = Path(run_dir) / CHECKPOINT_FILE
+def load_checkpoint(folder: Path) -> Checkpoint:
+    """Read the checkpoint of `folder`; a missing or damaged file raises `RunError`."""
+    path = Path(folder) / CHECKPOINT_FILE
     if not path.is_file():
-        raise RunError(f"{run_dir} has no checkpoint ({CHECKPOINT_FILE}); nothing to resume from")
+        raise RunError(f"{folder} has no checkpoint ({CHECKPOINT_FILE}); nothing to resume from")
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(bytes(data["header"]).decode())
@@ -70,3 +68,35 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     except (OSError, ValueError, KeyError) as exc:
         raise RunError(f"checkpoint {path} is damaged or not an lmkit checkpoint: {exc}") from None
     return Checkpoint(header["step"], model, optimizer, header.get("trainer", {}))
+
+
+def check_fit(targets: Sequence[Any], arrays: Sequence[np.ndarray], what: str, source: str) -> None:
+    """Raise `RunError` unless `arrays` match `targets` (anything with a ``.shape``) one to one.
+
+    `what` names the arrays in messages ("model weights", "optimizer slots"), `source` the file.
+    """
+    if len(arrays) != len(targets):
+        raise RunError(
+            f"{source} holds {len(arrays)} {what}, but this model has {len(targets)}: the "
+            f"checkpoint was written by a different architecture or configuration. Train into a "
+            f"new directory, or restore with the configuration that wrote it."
+        )
+    for target, array in zip(targets, arrays):
+        if tuple(target.shape) != tuple(np.shape(array)):
+            name = getattr(target, "path", None) or getattr(target, "name", "?")
+            raise RunError(
+                f"{source}: {what[:-1] if what.endswith('s') else what} '{name}' has shape "
+                f"{tuple(np.shape(array))} in the checkpoint but {tuple(target.shape)} in this "
+                f"model: the checkpoint was written by a different configuration (a changed "
+                f"width, vocabulary or number of layers?). Restore with the configuration that "
+                f"wrote it."
+            )
+
+
+def restore_arrays(targets: Sequence[Any], arrays: Sequence[np.ndarray], what: str,
+                   source: str) -> None:
+    """Assign `arrays` to the Keras variables `targets` after `check_fit`: a mismatch raises
+    before anything is assigned, so a model is never left half restored."""
+    check_fit(targets, arrays, what, source)
+    for target, array in zip(targets, arrays):
+        target.assign(array)

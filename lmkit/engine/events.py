@@ -18,8 +18,10 @@ from typing import Any
 
 __all__ = [
     "Event", "StartEvent", "StepEvent", "EvalEvent", "CheckpointEvent", "EndEvent",
-    "Reporter", "StopSignal",
+    "Reporter", "StopSignal", "history_record",
 ]
+
+_STEP_KEYS = ("step", "loss", "learning_rate", "tokens_per_second", "elapsed", "epoch")
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ class CheckpointEvent(Event):
 
 @dataclass(frozen=True)
 class EndEvent(Event):
-    """Training ended: reason is 'completed', 'stopped', 'early_stopping', 'diverged' or 'error'."""
+    """Training ended: reason is 'completed', 'stopped', 'interrupted' (Ctrl-C), 'early_stopping'
+    or 'diverged' (then `TrainingDiverged` is raised right after this event)."""
 
     step: int
     reason: str
@@ -86,6 +89,15 @@ class EndEvent(Event):
 
 
 Reporter = Callable[[Event], None]
+
+
+def history_record(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The history row of one serialized event (steps and evaluations), else None."""
+    if event.get("event") == "step":
+        return {k: event[k] for k in _STEP_KEYS if k in event}
+    if event.get("event") == "eval":
+        return {"step": event["step"], **event["metrics"]}
+    return None
 
 
 class StopSignal:

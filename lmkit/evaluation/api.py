@@ -12,8 +12,9 @@ from lmkit.errors import ConfigError, RunError
 from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.loaders import Examples, load_split
 from lmkit.evaluation.result import EvalResult
-from lmkit.evaluation.tasks import Task, get_task
 from lmkit.engine.events import Event, StopSignal
+from lmkit.evaluation.tasks import Task, get_task
+from lmkit.resolve import resolve
 
 __all__ = ["evaluate", "SCRATCH"]
 
@@ -40,6 +41,8 @@ def evaluate(
     """
     cfg = _config(config, options)
     task = get_task(task)
+    loss = cfg.loss or ("squared_error" if task.is_regression else "cross_entropy")
+    resolve(cfg.replace(loss=loss))  # every name checked before any data is read
     scored = load_split(task, data, cfg.split)
     if cfg.max_eval_examples is not None:
         scored = scored.head(cfg.max_eval_examples)
@@ -62,13 +65,13 @@ def evaluate(
     multiplier = cfg.backbone_lr_multiplier
     if multiplier is None:  # a pretrained backbone moves gently; a scratch one must learn everything
         multiplier = 1.0 if _is_scratch(run_or_path) else PRETRAINED_LR_MULTIPLIER
-    cfg = EvalConfig.from_dict({**cfg.to_dict(), "max_length": max_length, "backbone_lr_multiplier": multiplier})
+    cfg = cfg.replace(max_length=max_length, backbone_lr_multiplier=multiplier)
     model = SequenceClassifier(backbone, task.num_outputs, cfg.pooling, cfg.head_dropout)
     model((np.zeros((1, 2), np.int32), np.ones((1,), np.int32)))  # create the head's weights
     training: dict[str, Any] = {}
     if train is not None:
-        training = finetune(model, encode_examples(train, tokenizer, max_length), cfg,
-                            task.is_regression, reporters, stop, name=f"{name} on {task.name}")
+        training = finetune(model, encode_examples(train, tokenizer, max_length), cfg, loss,
+                            reporters, stop, name=f"{name} on {task.name}")
         training["train_examples"] = len(train)
     outputs = predict(model, encode_examples(scored, tokenizer, max_length), cfg.eval_batch_size, max_length)
     return EvalResult.build(task, scored.split, name, outputs, scored.labels, config=cfg.to_dict(),
@@ -129,9 +132,7 @@ def _scratch(cfg: EvalConfig, texts: Examples) -> tuple[Any, Any, str]:
 
     # the separator joins sentence pairs; fitting on it gives it its own id (not <unk>)
     chunks = texts.text_a + (texts.text_b or []) + [SEPARATOR]
-    factory = tokenizers.get(cfg.tokenizer)
-    vocab = cfg.vocab_size if cfg.tokenizer.lower() in ("word", "words", "bpe", "byte_bpe") else None
-    tokenizer = factory.fit(chunks, vocab_size=vocab)
+    tokenizer = tokenizers.get(cfg.tokenizer).fit(chunks, vocab_size=cfg.vocab_size)
     train_cfg = TrainConfig.from_dict({
         "arch": cfg.arch, "tokenizer": cfg.tokenizer, "embed_dim": cfg.embed_dim, "units": cfg.units,
         "layers": cfg.layers, "heads": cfg.heads, "seq_len": cfg.max_length, "tie_embeddings": False,

@@ -37,21 +37,31 @@ class EvalConfig:
     pooling: str = config_key("concat", "Sequence summary fed to the head: `last` state, `mean` of states, or `concat` of both.",
                         choices=("last", "mean", "concat"))
     head_dropout: float = config_key(0.1, "Dropout before the classification head.", min=0.0, max=0.95)
-    # fine-tuning
+    # fine-tuning: the budget and cadence
     max_steps: int = config_key(300, "Fine-tuning budget in optimizer steps (`0`: score the untrained head).", min=0)
     epochs: float | None = config_key(None, "Passes over the training split; overrides `max_steps` when set.", min=0.0, exclusive_min=True)
     batch_size: int = config_key(32, "Training examples per step.", min=1)
     eval_batch_size: int = config_key(256, "Examples per scoring batch (memory is bounded by it).", min=1)
-    learning_rate: float = config_key(2e-3, "Peak learning rate of the head (warm-up, then linear decay).", min=0.0, exclusive_min=True)
+    log_every: int = config_key(20, "Report progress (and check the loss) every N steps.", min=1)
+    checkpoint_dir: str | None = config_key(None, "Write fine-tuning checkpoints (`checkpoint.npz`, replaced atomically) and events to this folder; `lmkit eval --out` sets it.")
+    checkpoint_every: int = config_key(100, "Checkpoint every N fine-tuning steps (and when training ends or is stopped).", min=1)
+    resume: bool = config_key(False, "Continue fine-tuning from the checkpoint in `checkpoint_dir` (same options as the stopped run).")
+    seed: int = config_key(0, "Seed of the head, the data order and dropout.", min=0)
+    # fine-tuning: optimization (the same keys as `lmkit.train`, from the same registries)
+    optimizer: str = config_key("adamw", "Optimizer name (`lmkit list optimizers`); the head and the backbone each get one.")
+    learning_rate: float = config_key(2e-3, "Peak learning rate of the head.", min=0.0, exclusive_min=True)
     backbone_lr_multiplier: float | None = config_key(None, "Backbone learning rate as a fraction of `learning_rate` (0: frozen backbone; default 0.3 for a pretrained run, 1 for scratch).", min=0.0)
     gradual_unfreezing: bool = config_key(False, "Unfreeze the backbone from its top layers down over the first half of training (ULMFiT).")
-    weight_decay: float = config_key(0.01, "Decoupled weight decay (AdamW).", min=0.0)
-    warmup_fraction: float = config_key(0.06, "Fraction of the steps spent warming up the learning rate.", min=0.0, max=1.0)
+    weight_decay: float = config_key(0.01, "Decoupled weight decay (AdamW, Lion) or L2 decay (others); matrices only.", min=0.0)
+    momentum: float = config_key(0.9, "Momentum of `momentum` and `nesterov`.", min=0.0, max=1.0)
+    beta1: float = config_key(0.9, "First-moment decay of Adam-family and Lion.", min=0.0, max=1.0)
+    beta2: float = config_key(0.999, "Second-moment decay of Adam-family and Lion.", min=0.0, max=1.0)
     clipnorm: float | None = config_key(1.0, "Clip gradients to this global norm (`none` to disable).", min=0.0, exclusive_min=True)
-    log_every: int = config_key(20, "Report progress every N steps.", min=1)
-    checkpoint_dir: str | None = config_key(None, "Write fine-tuning checkpoints (`checkpoint.npz`, replaced atomically) to this folder; `lmkit eval --out` sets it.")
-    checkpoint_every: int = config_key(100, "Checkpoint every N fine-tuning steps (and when training ends or is stopped).", min=1)
-    seed: int = config_key(0, "Seed of the head, the data order and dropout.", min=0)
+    schedule: str = config_key("warmup_linear", "Learning-rate schedule (`lmkit list schedules`).")
+    warmup_steps: int | None = config_key(None, "Linear warm-up steps of the schedule (`none`: 6 % of the steps).", min=0)
+    min_lr_ratio: float = config_key(0.0, "Final learning rate as a fraction of the peak.", min=0.0, max=1.0)
+    loss: str | None = config_key(None, "Loss name (`lmkit list losses`; `none`: the task's own, `cross_entropy` or `squared_error` for regression).")
+    label_smoothing: float = config_key(0.0, "Label smoothing of the `label_smoothing` loss.", min=0.0, max=1.0)
     # the model trained from scratch (`run_or_path="scratch"`)
     arch: str = config_key("lstm", "Architecture of a scratch model (`lmkit list architectures`).")
     tokenizer: str = config_key("word", "Tokenizer of a scratch model, fitted on the training split.")
@@ -78,6 +88,10 @@ class EvalConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "EvalConfig":
+        """A copy with `changes` applied and validated."""
+        return dataclasses.replace(self, **changes)
 
     def total_steps(self, train_examples: int) -> int:
         """Optimizer steps of fine-tuning on `train_examples` examples."""

@@ -1,10 +1,13 @@
-"""Fine-tune a `SequenceClassifier` and score it, in compiled JAX steps, with training events.
+"""Fine-tune a `SequenceClassifier`: the engine's client for labelled, variable-length examples.
 
-The language-model trainer (`lmkit.training`) samples token windows; a task model needs
-labelled, variable-length examples, so this module has its own compact loop built the same way:
-Keras's stateless API under `jax.jit`, two AdamW optimizers (head and backbone, the backbone at
-``learning_rate * backbone_lr_multiplier``), the same events (`StartEvent`, `StepEvent`,
-`EvalEvent`, `EndEvent`) to reporters, and a `StopSignal` checked between steps.
+`lmkit.engine.run` owns the loop (budget, stop and Ctrl-C, divergence, checkpoints and resume,
+events); this module says what one step is. The optimizer, schedule and loss come from the
+registries under the same keys as `lmkit.train` (`EvalConfig`): one optimizer for the head and
+one for the backbone, whose schedule peaks at ``learning_rate * backbone_lr_multiplier``.
+Each step is Keras's stateless API under `jax.jit`.
+
+Batches are a pure function of the seed and the step (each epoch is its own seeded
+permutation), so a resumed fine-tuning sees exactly the batches it would have seen.
 
 Gradual unfreezing (ULMFiT): the backbone's layers are groups (its own weights such as the
 embedding first, then each sub-layer in order); they are unfrozen from the top group down at
@@ -14,23 +17,26 @@ even intervals over the first half of training. Frozen groups get neither gradie
 
 from __future__ import annotations
 
-import time
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 import numpy as np
-from keras import ops
 
+from lmkit.engine import engine
+from lmkit.engine.checkpoint import check_fit
+from lmkit.engine.events import Event, StopSignal
+from lmkit.engine.rundir import RunDir
 from lmkit.errors import ConfigError
 from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches
 from lmkit.evaluation.heads import SequenceClassifier
-from lmkit.schedules import WarmupDecay
-from lmkit.engine.events import (CheckpointEvent, EndEvent, Event, StartEvent, StepEvent,
-                                   StopSignal)
 
-__all__ = ["finetune", "predict", "backbone_groups"]
+__all__ = ["finetune", "predict", "backbone_groups", "FinetuneTrainee"]
+
+#: warm-up of the schedule when `warmup_steps` is none, as a fraction of the steps
+WARMUP_FRACTION = 0.06
 
 
 def backbone_groups(backbone: keras.Model) -> list[list[Any]]:
@@ -58,131 +64,169 @@ def _require_jax() -> None:
         )
 
 
+class FinetuneTrainee:
+    """A classifier, its two optimizers and its examples: what `lmkit.engine.run` trains."""
+
+    def __init__(self, model: SequenceClassifier, train: Encoded, cfg: EvalConfig, total: int,
+                 loss_fn: Callable[[Any, Any], Any]) -> None:
+        import jax
+        from keras import ops
+
+        from lmkit.optim import build_optimizer, exclude_from_decay
+        from lmkit.schedules import build_schedule
+
+        self.model, self.train_data, self.cfg, self.total = model, train, cfg, total
+        self.steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
+        trainable = model.trainable_variables
+        self.groups = backbone_groups(model.backbone)
+        group_of = {id(v): g for g, vars_ in enumerate(self.groups) for v in vars_}
+        is_backbone = [id(v) in group_of for v in trainable]
+        self.lr_mult = 1.0 if cfg.backbone_lr_multiplier is None else cfg.backbone_lr_multiplier
+        if cfg.warmup_steps is None:
+            cfg = cfg.replace(warmup_steps=int(WARMUP_FRACTION * total))
+        self.schedule = build_schedule(cfg, total)
+        body_cfg = cfg.replace(learning_rate=cfg.learning_rate * max(self.lr_mult, 1e-12))
+        head_vars = [v for v, b in zip(trainable, is_backbone) if not b]
+        body_vars = [v for v, b in zip(trainable, is_backbone) if b]
+        head_opt = build_optimizer(cfg, self.schedule)
+        body_opt = build_optimizer(body_cfg, build_schedule(body_cfg, total))
+        for opt, variables in ((head_opt, head_vars), (body_opt, body_vars)):
+            exclude_from_decay(opt, variables)
+            opt.build(variables)
+        self.optimizers = (head_opt, body_opt)
+        self.body_group_ids = [group_of[id(v)] for v in body_vars]
+
+        def split(values: list[Any]) -> tuple[list[Any], list[Any]]:
+            return ([x for x, b in zip(values, is_backbone) if not b],
+                    [x for x, b in zip(values, is_backbone) if b])
+
+        def merge(head: list[Any], body: list[Any]) -> list[Any]:
+            head_it, body_it = iter(head), iter(body)
+            return [next(body_it) if b else next(head_it) for b in is_backbone]
+
+        def loss_of(train_vals, non_train, tokens, lengths, labels):
+            outputs, non_train = model.stateless_call(train_vals, non_train, (tokens, lengths),
+                                                      training=True)
+            return ops.mean(loss_fn(labels, outputs)), non_train
+
+        grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+
+        @jax.jit
+        def step_fn(state, masks, tokens, lengths, labels):
+            train_vals, non_train, head_state, body_state = state
+            (loss, non_train), grads = grad_fn(train_vals, non_train, tokens, lengths, labels)
+            head_g, body_g = split(grads)
+            head_v, body_v = split(train_vals)
+            body_g = [g * m for g, m in zip(body_g, masks)]
+            head_v, head_state = head_opt.stateless_apply(head_state, head_g, head_v)
+            new_body, body_state = body_opt.stateless_apply(body_state, body_g, body_v)
+            # frozen variables keep their values exactly (weight decay would move them otherwise)
+            body_v = [old + m * (new - old) for old, new, m in zip(body_v, new_body, masks)]
+            return (merge(head_v, body_v), non_train, head_state, body_state), loss
+
+        self._step_fn = step_fn
+        self.state = ([v.value for v in trainable], [v.value for v in model.non_trainable_variables],
+                      [v.value for v in head_opt.variables], [v.value for v in body_opt.variables])
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def _batch(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batch `step` (0-based): a pure function of the seed and the step."""
+        epoch, index = divmod(step, self.steps_per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            rng = np.random.default_rng([self.cfg.seed, epoch])
+            self._order = (epoch, rng.permutation(len(self.train_data)))
+        size = self.cfg.batch_size
+        rows = self._order[1][index * size:(index + 1) * size]
+        tokens, lengths, labels, _ = next(batches(self.train_data, rows, size, self.cfg.max_length))
+        return tokens, lengths, labels
+
+    def _masks(self, step: int) -> list[np.float32]:
+        n = len(self.groups)
+        frozen_below = n - _unfrozen_groups(step, self.total, n, self.cfg.gradual_unfreezing)
+        on = 1.0 if self.lr_mult > 0 else 0.0
+        return [np.float32(on if g >= frozen_below else 0.0) for g in self.body_group_ids]
+
+    def train(self, step: int, k: int) -> np.ndarray:
+        losses = []
+        for s in range(step, step + k):  # dispatched back to back; read once at the end
+            self.state, loss = self._step_fn(self.state, self._masks(s), *self._batch(s))
+            losses.append(loss)
+        return np.asarray([float(x) for x in losses], dtype=np.float32)
+
+    def evaluate(self) -> dict[str, float]:
+        return {}  # the task's dev split is scored after fine-tuning, by `lmkit.evaluate`
+
+    def learning_rate(self, step: int) -> float:
+        return float(self.schedule(step - 1))
+
+    def _variables(self) -> list[Any]:
+        return [*self.model.trainable_variables, *self.model.non_trainable_variables]
+
+    def model_arrays(self) -> list[np.ndarray]:
+        return [np.asarray(a) for a in (*self.state[0], *self.state[1])]
+
+    def optimizer_arrays(self) -> list[np.ndarray]:
+        return [np.asarray(a) for a in (*self.state[2], *self.state[3])]
+
+    def restore(self, model: list[np.ndarray], optimizer: list[np.ndarray], source: str) -> None:
+        import jax.numpy as jnp
+
+        head_opt, body_opt = self.optimizers
+        check_fit(self._variables(), model, "model weights", source)
+        check_fit([*head_opt.variables, *body_opt.variables], optimizer, "optimizer slots", source)
+        n, h = len(self.state[0]), len(self.state[2])
+        flat = [*self.state[0], *self.state[1], *self.state[2], *self.state[3]]
+        arrays = [jnp.asarray(a, dtype=c.dtype) for a, c in zip([*model, *optimizer], flat)]
+        m = len(model)
+        self.state = (arrays[:n], arrays[n:m], arrays[m:m + h], arrays[m + h:])
+
+    def sync(self) -> None:
+        """Write the trained weights back into the Keras model."""
+        for var, value in zip(self._variables(), (*self.state[0], *self.state[1])):
+            var.assign(value)
+
+
 def finetune(
-    model: SequenceClassifier, train: Encoded, cfg: EvalConfig, regression: bool,
+    model: SequenceClassifier, train: Encoded, cfg: EvalConfig, loss: str,
     reporters: Sequence[Callable[[Event], None]] = (), stop: StopSignal | None = None,
     name: str = "task",
 ) -> dict[str, Any]:
     """Train `model` on `train` for ``cfg.total_steps(len(train))`` steps; returns a summary.
 
-    Weights are written back into `model` at the end (also when stopped early).
+    `loss` names the registry loss (the task's own unless ``cfg.loss`` is set). Weights are
+    written back into `model` at the end, also when stopped early. A non-finite loss raises
+    `TrainingDiverged` (the model is then not worth scoring).
     """
-    import jax
+    from lmkit.losses import build_loss
 
     _require_jax()
-    stop = stop or StopSignal()
     total = cfg.total_steps(len(train))
-    emit = _emitter(reporters)
-    trainable = model.trainable_variables
-    groups = backbone_groups(model.backbone)
-    group_of = {id(v): g for g, vars_ in enumerate(groups) for v in vars_}
-    is_backbone = [id(v) in group_of for v in trainable]
-    lr_mult = 1.0 if cfg.backbone_lr_multiplier is None else cfg.backbone_lr_multiplier
-    n_params = int(sum(np.prod(v.shape) for v in trainable))
+    trainee = FinetuneTrainee(model, train, cfg, total, build_loss(cfg.replace(loss=loss)))
+    run_dir = None
+    if cfg.checkpoint_dir is not None:
+        run_dir = (RunDir(cfg.checkpoint_dir) if cfg.resume
+                   else RunDir.create(cfg.checkpoint_dir, overwrite=True))
+    elif cfg.resume:
+        raise ConfigError("option 'resume' needs 'checkpoint_dir' (`lmkit eval --out DIR`): the "
+                          "folder whose checkpoint.npz fine-tuning continues from")
     mean_tokens = float(np.mean([len(ids) for ids in train.ids])) if len(train) else 0.0
-    emit(StartEvent(name, total, 0, type(model.backbone).__name__, n_params, keras.backend.backend(),
-                    str(jax.devices()[0].platform), int(cfg.batch_size * mean_tokens), cfg.to_dict()))
-    if total == 0:
-        emit(EndEvent(0, "completed", 0.0, {}))
-        return {"steps": 0, "reason": "completed"}
+    plan = engine.Plan(total_steps=total, checkpoint_every=cfg.checkpoint_every,
+                       steps_per_dispatch=cfg.log_every,
+                       tokens_per_step=cfg.batch_size * mean_tokens,
+                       steps_per_epoch=trainee.steps_per_epoch)
+    n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    job = engine.Job(name, n_params, cfg.to_dict(), {"task": name},
+                     retry=("then fine-tune again (resume=true continues from the checkpoint)"
+                            if run_dir else ""),
+                     learning_rate=cfg.learning_rate)
 
-    warmup = int(cfg.warmup_fraction * total)
-    common = {"weight_decay": cfg.weight_decay, **({"global_clipnorm": cfg.clipnorm} if cfg.clipnorm else {})}
-    schedule = WarmupDecay(cfg.learning_rate, total, warmup, "linear")
-    head_opt = keras.optimizers.AdamW(schedule, **common)
-    body_opt = keras.optimizers.AdamW(WarmupDecay(cfg.learning_rate * max(lr_mult, 1e-12), total, warmup, "linear"), **common)
-    head_vars = [v for v, b in zip(trainable, is_backbone) if not b]
-    body_vars = [v for v, b in zip(trainable, is_backbone) if b]
-    head_opt.build(head_vars)
-    body_opt.build(body_vars)
+    def finish(outcome: engine.Outcome) -> dict[str, Any]:
+        trainee.sync()
+        return {}
 
-    def split(values: list[Any]) -> tuple[list[Any], list[Any]]:
-        return ([x for x, b in zip(values, is_backbone) if not b], [x for x, b in zip(values, is_backbone) if b])
-
-    def merge(head: list[Any], body: list[Any]) -> list[Any]:
-        head_it, body_it = iter(head), iter(body)
-        return [next(body_it) if b else next(head_it) for b in is_backbone]
-
-    def loss_of(train_vals, non_train, tokens, lengths, labels):
-        logits, non_train = model.stateless_call(train_vals, non_train, (tokens, lengths), training=True)
-        if regression:
-            loss = ops.mean(ops.square(logits[:, 0] - ops.cast(labels, "float32")))
-        else:
-            loss = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
-        return loss, non_train
-
-    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
-
-    @jax.jit
-    def step_fn(state, masks, tokens, lengths, labels):
-        train_vals, non_train, head_state, body_state = state
-        (loss, non_train), grads = grad_fn(train_vals, non_train, tokens, lengths, labels)
-        head_g, body_g = split(grads)
-        head_v, body_v = split(train_vals)
-        body_g = [g * m for g, m in zip(body_g, masks)]
-        head_v, head_state = head_opt.stateless_apply(head_state, head_g, head_v)
-        new_body, body_state = body_opt.stateless_apply(body_state, body_g, body_v)
-        # frozen variables keep their values exactly (AdamW's decay would move them otherwise)
-        body_v = [old + m * (new - old) for old, new, m in zip(body_v, new_body, masks)]
-        return (merge(head_v, body_v), non_train, head_state, body_state), loss
-
-    state = ([v.value for v in trainable], [v.value for v in model.non_trainable_variables],
-             [v.value for v in head_opt.variables], [v.value for v in body_opt.variables])
-    rng = np.random.default_rng(cfg.seed)
-    epoch_size = len(train)
-    steps_per_epoch = max(1, -(-epoch_size // cfg.batch_size))
-    t0 = time.monotonic()
-    step, reason, tokens_seen = 0, "completed", 0
-    body_group_ids = [group_of[id(v)] for v in body_vars]
-
-    def checkpoint(at: int) -> None:
-        if cfg.checkpoint_dir is None:
-            return
-        from pathlib import Path
-
-        from lmkit.engine.checkpoint import Checkpoint, save_checkpoint
-
-        folder = Path(cfg.checkpoint_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        arrays = [np.asarray(a) for a in (*state[0], *state[1])]
-        slots = [np.asarray(a) for a in (*state[2], *state[3])]
-        path = save_checkpoint(folder, Checkpoint(at, arrays, slots, {"task": name}))
-        emit(CheckpointEvent(at, str(path)))
-    while step < total and not stop.is_set():
-        order = rng.permutation(epoch_size)
-        for tokens, lengths, labels, _ in batches(train, order, cfg.batch_size, cfg.max_length):
-            if step >= total or stop.is_set():
-                break
-            open_groups = _unfrozen_groups(step, total, len(groups), cfg.gradual_unfreezing)
-            frozen_below = len(groups) - open_groups
-            on = 1.0 if lr_mult > 0 else 0.0
-            masks = [np.float32(on if g >= frozen_below else 0.0) for g in body_group_ids]
-            state, loss = step_fn(state, masks, tokens, lengths, labels)
-            step += 1
-            if step % cfg.checkpoint_every == 0:
-                checkpoint(step)
-            tokens_seen += int(lengths.sum())
-            if step % cfg.log_every == 0 or step == total:
-                value = float(loss)
-                if not np.isfinite(value):
-                    reason = "diverged"
-                    stop.set("diverged")
-                elapsed = time.monotonic() - t0
-                emit(StepEvent(step, total, step / steps_per_epoch, value,
-                               float(schedule(step - 1)),
-                               tokens_seen / max(elapsed, 1e-9), elapsed,
-                               elapsed / step * (total - step)))
-    if stop.is_set() and reason == "completed":
-        reason = stop.reason or "stopped"
-    if reason != "diverged" and step % cfg.checkpoint_every:
-        checkpoint(step)  # nothing trained is lost, also when stopped early
-    for var, value in zip(trainable, state[0]):
-        var.assign(value)
-    for var, value in zip(model.non_trainable_variables, state[1]):
-        var.assign(value)
-    summary = {"steps": step, "reason": reason, "seconds": time.monotonic() - t0}
-    emit(EndEvent(step, reason, summary["seconds"], dict(summary)))
-    return summary
+    outcome = engine.run(trainee, plan, job, run_dir=run_dir, reporters=list(reporters),
+                         stop=stop, resume=cfg.resume, finish=finish)
+    return {"steps": outcome.step, "reason": outcome.reason, "seconds": outcome.elapsed}
 
 
 def predict(model: SequenceClassifier, data: Encoded, batch_size: int, max_length: int) -> np.ndarray:
@@ -203,10 +247,3 @@ def predict(model: SequenceClassifier, data: Encoded, batch_size: int, max_lengt
     for tokens, lengths, _, real in batches(data, np.arange(len(data)), batch_size, max_length):
         out.append(np.asarray(forward(train_vals, non_train, tokens, lengths))[:real])
     return np.concatenate(out, axis=0)
-
-
-def _emitter(reporters: Sequence[Callable[[Event], None]]) -> Callable[[Event], None]:
-    def emit(event: Event) -> None:
-        for report in reporters:
-            report(event)
-    return emit

@@ -11,10 +11,13 @@ from typing import Any
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register the magics on `ipython` (loading twice just registers them again)."""
+    """Register the magics on `ipython` (loading twice just registers them again) and the HTML
+    view of a `Run`."""
+    from lmkit.notebook.display import attach
     from lmkit.notebook.magics import LmkitMagics
 
     ipython.register_magics(LmkitMagics)
+    attach(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

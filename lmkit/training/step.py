@@ -6,7 +6,8 @@ objects as one pytree whose buffers are donated to each call, and `k` steps are 
 dispatch with `lax.scan`. On other backends the same interface is served by Keras's own
 `model.fit`.
 
-Both steppers share one contract, used by the loop in `lmkit.training.loop`:
+Both steppers share one contract, used by the language-model client of the engine
+(`lmkit.training.language_model`):
 
 - ``train(xs, ys) -> losses``: `k` optimizer steps on stacked batches ``(k, B, T)``; on JAX each
   batch's gradient may be computed as independent parts (`batch_parts`), the same mathematics.
@@ -14,7 +15,8 @@ Both steppers share one contract, used by the loop in `lmkit.training.loop`:
   (full-batch gradient descent).
 - ``evaluate(batches) -> sums``: metric sums over batches, memory bounded by one batch.
 - ``sync()``: write the current weights back into the Keras model (before saving it).
-- ``optimizer_state()`` / ``load_optimizer_state(arrays)``: for checkpoints.
+- ``model_arrays()`` / ``optimizer_arrays()`` / ``restore(model, optimizer, source)``: for
+  checkpoints; `restore` refuses arrays of another model (`RunError` naming the weight).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from lmkit.engine.checkpoint import check_fit, restore_arrays
 from lmkit.metrics import compute_stats
 from lmkit.losses import nll
 
@@ -237,20 +240,23 @@ class JaxStepper:
         for var, value in zip(self.optimizer.variables, opt_vars):
             var.assign(jnp.array(value, copy=True))
 
-    def optimizer_state(self) -> list[np.ndarray]:
+    def optimizer_arrays(self) -> list[np.ndarray]:
         return [np.asarray(v) for v in self.state[2]]
 
-    def load_optimizer_state(self, arrays: list[np.ndarray]) -> None:
+    def model_arrays(self) -> list[np.ndarray]:
+        return [np.asarray(v) for v in (*self.state[0], *self.state[1])]
+
+    def restore(self, model: list[np.ndarray], optimizer: list[np.ndarray], source: str) -> None:
         import jax.numpy as jnp
 
-        current = self.state[2]
-        if len(arrays) != len(current):
-            raise ValueError(f"checkpoint has {len(arrays)} optimizer arrays, expected {len(current)}")
-        self.state = (self.state[0], self.state[1],
-                      [jnp.asarray(a, dtype=c.dtype) for a, c in zip(arrays, current)])
-
-    def model_state(self) -> list[np.ndarray]:
-        return [np.asarray(v) for v in (*self.state[0], *self.state[1])]
+        trainable, non_trainable, opt_vars = self.state
+        check_fit([*self.model.trainable_variables, *self.model.non_trainable_variables], model,
+                  "model weights", source)
+        check_fit(self.optimizer.variables, optimizer, "optimizer slots", source)
+        cast = lambda arrays, like: [jnp.asarray(a, dtype=c.dtype) for a, c in zip(arrays, like)]
+        n = len(trainable)
+        self.state = (cast(model[:n], trainable), cast(model[n:], non_trainable),
+                      cast(optimizer, opt_vars))
 
 
 class FitStepper:
@@ -304,16 +310,18 @@ class FitStepper:
     def save_compiled(self) -> int:  # nothing compiled by lmkit on this path
         return 0
 
-    def optimizer_state(self) -> list[np.ndarray]:
+    def optimizer_arrays(self) -> list[np.ndarray]:
         return [keras.ops.convert_to_numpy(v) for v in self.optimizer.variables]
 
-    def load_optimizer_state(self, arrays: list[np.ndarray]) -> None:
-        for var, value in zip(self.optimizer.variables, arrays, strict=True):
-            var.assign(value)
-
-    def model_state(self) -> list[np.ndarray]:
+    def model_arrays(self) -> list[np.ndarray]:
         return [keras.ops.convert_to_numpy(v) for v in (*self.model.trainable_variables,
                                                         *self.model.non_trainable_variables)]
+
+    def restore(self, model: list[np.ndarray], optimizer: list[np.ndarray], source: str) -> None:
+        variables = [*self.model.trainable_variables, *self.model.non_trainable_variables]
+        check_fit(variables, model, "model weights", source)
+        restore_arrays(self.optimizer.variables, optimizer, "optimizer slots", source)
+        restore_arrays(variables, model, "model weights", source)
 
 
 def _backend_grads(model: keras.Model, loss_fn: Callable, x: np.ndarray, y: np.ndarray) -> tuple[Any, list[Any]]:

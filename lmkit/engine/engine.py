@@ -1,0 +1,321 @@
+"""The training engine: the one loop every kind of training runs through.
+
+A client says what one optimizer step is, by handing the engine a `Trainee` (language-model
+training: `lmkit.training.language_model`; classifier fine-tuning:
+`lmkit.evaluation.finetune`). The engine owns everything else, the same way for every client:
+
+- the step budget, and fusing steps into dispatches up to the next evaluation or checkpoint;
+- stopping: a `StopSignal` (a widget's Stop button, early stopping) or Ctrl-C ends training at
+  the next dispatch with a checkpoint; a second Ctrl-C interrupts;
+- the divergence policy: a non-finite loss, or non-finite weights about to be checkpointed, stop
+  training, keep the last good checkpoint and raise `TrainingDiverged` with the same advice for
+  every client; a diverged model is never checkpointed, saved or scored;
+- checkpoints every `Plan.checkpoint_every` steps and on every exit, restored strictly on resume
+  (a checkpoint of another model is a clear error, not a half-loaded model);
+- evaluation and early stopping on ``val_loss``;
+- events (start, steps with throughput and ETA, evaluations, checkpoints, end) to reporters and
+  to the run directory's ``metrics.jsonl``, the history, and ``summary.json``.
+
+>>> outcome = run(trainee, Plan(total_steps=100, checkpoint_every=50), Job("demo", 1000),
+...               run_dir=RunDir.create("runs/demo", overwrite=True))      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from lmkit.engine.checkpoint import Checkpoint, all_finite
+from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, Event, Reporter,
+                                 StartEvent, StepEvent, StopSignal, history_record)
+from lmkit.engine.reporters import JsonlReporter
+from lmkit.engine.rundir import METRICS, SUMMARY, RunDir
+from lmkit.errors import TrainingDiverged
+
+__all__ = ["Trainee", "Plan", "Job", "Outcome", "run", "auto_steps_per_dispatch"]
+
+
+class Trainee(Protocol):
+    """What a client gives the engine: a model being trained, its optimizer and its data.
+
+    Batches must be a pure function of the step (and the seed), so that a resumed training sees
+    exactly the batches it would have seen.
+    """
+
+    def train(self, step: int, k: int) -> np.ndarray:
+        """Take optimizer steps ``step + 1 .. step + k``; return their `k` losses."""
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics named ``val_*`` (``{}`` when the client has no validation data)."""
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of optimizer step `step` (1-based), for progress reports."""
+
+    def model_arrays(self) -> list[np.ndarray]:
+        """The model's variables (trainable, then non-trainable) as host arrays."""
+
+    def optimizer_arrays(self) -> list[np.ndarray]:
+        """The optimizer's slots as host arrays."""
+
+    def restore(self, model: list[np.ndarray], optimizer: list[np.ndarray], source: str) -> None:
+        """Load a checkpoint's arrays; a mismatch raises `RunError` naming the weight."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """When things happen: the budget and the cadence of dispatches, evaluations, checkpoints."""
+
+    total_steps: int
+    checkpoint_every: int
+    eval_every: int | None = None
+    steps_per_dispatch: int = 1
+    early_stopping: int | None = None
+    tokens_per_step: float = 0.0
+    steps_per_epoch: float = 1.0
+
+
+@dataclass
+class Job:
+    """What is trained, for events and the summary; and the client's advice on divergence."""
+
+    name: str
+    parameters: int
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    #: how to try again after divergence, e.g. "then resume with `lmkit train --resume DIR`"
+    retry: str = ""
+    #: the learning rate named in the divergence advice
+    learning_rate: float | None = None
+
+
+@dataclass
+class Outcome:
+    """How a training ended."""
+
+    step: int
+    reason: str
+    elapsed: float
+    metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def auto_steps_per_dispatch(*intervals: int) -> int:
+    """The most steps (up to 10) to fuse into one dispatch so that dispatches end on every
+    multiple of `intervals` (evaluation, checkpoint): nearly every dispatch then has the same
+    shape and compiles once."""
+    period = math.gcd(*intervals)
+    return next(k for k in (10, 8, 5, 4, 2, 1) if period % k == 0)
+
+
+class _Emitter:
+    """Sends events to the reporters and keeps the history rows."""
+
+    def __init__(self, reporters: list[Reporter], history: list[dict[str, Any]]) -> None:
+        self.reporters, self.history = reporters, history
+
+    def __call__(self, event: Event) -> None:
+        record = history_record(event.to_dict())
+        if record is not None:
+            self.history.append(record)
+        for reporter in self.reporters:
+            reporter(event)
+
+
+@contextlib.contextmanager
+def _sigint_requests_stop(stop: StopSignal) -> Iterator[None]:
+    """First Ctrl-C (or a kernel interrupt) asks for a clean stop; a second one interrupts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set("interrupted")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _devices() -> tuple[str, str]:
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return backend, ", ".join(f"{d.platform}:{d.id}" for d in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return backend, "cuda:0" if torch.cuda.is_available() else "cpu"
+    return backend, backend
+
+
+def run(
+    trainee: Trainee,
+    plan: Plan,
+    job: Job,
+    *,
+    run_dir: RunDir | None = None,
+    reporters: list[Reporter] | None = None,
+    stop: StopSignal | None = None,
+    resume: bool = False,
+    finish: Callable[[Outcome], dict[str, Any]] | None = None,
+) -> Outcome:
+    """Train `trainee` according to `plan`; return how it ended.
+
+    With a `run_dir`, events are appended to its ``metrics.jsonl``, checkpoints go to its
+    ``checkpoint.npz`` and the summary to ``summary.json``; ``resume=True`` continues from its
+    checkpoint. `finish` runs after the final checkpoint of a training that did not diverge
+    (save the model, generate a sample) and returns extra summary fields.
+    """
+    stop = stop or StopSignal()
+    start, engine_state = 0, {"best_val_loss": None, "bad_evals": 0}
+    history: list[dict[str, Any]] = []
+    if resume:
+        if run_dir is None:
+            raise ValueError("resume=True needs the run directory to resume from")
+        ckpt = run_dir.load_checkpoint()
+        trainee.restore(ckpt.model, ckpt.optimizer, str(run_dir.file("checkpoint.npz")))
+        start, engine_state = ckpt.step, {**engine_state, **ckpt.trainer}
+        history = run_dir.history()
+    log = JsonlReporter(run_dir.file(METRICS)) if run_dir is not None else None
+    emit = _Emitter([*([log] if log else []), *(reporters or [])], history)
+    try:
+        return _loop(trainee, plan, job, run_dir, emit, stop, start, engine_state, finish)
+    finally:
+        if log is not None:
+            log.close()
+
+
+def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: _Emitter,
+          stop: StopSignal, start: int, engine_state: dict[str, Any],
+          finish: Callable[[Outcome], dict[str, Any]] | None) -> Outcome:
+    total = plan.total_steps
+    backend, devices = _devices()
+    emit(StartEvent(str(run_dir.path) if run_dir else job.name, total, start, job.name,
+                    job.parameters, backend, devices, int(plan.tokens_per_step), job.config))
+
+    step, last_ckpt = start, start
+    diverged: str | None = None
+
+    def checkpoint() -> bool:
+        """Write a checkpoint of `step`; False (and nothing written) when a weight is not finite."""
+        nonlocal last_ckpt
+        model = trainee.model_arrays()
+        if not all_finite(model):
+            return False
+        if run_dir is not None:
+            path = run_dir.save_checkpoint(
+                Checkpoint(step, model, trainee.optimizer_arrays(), dict(engine_state)))
+            emit(CheckpointEvent(step, str(path)))
+        last_ckpt = step
+        return True
+
+    t0 = time.monotonic()
+    step_time: float | None = None
+    last_eval: dict[str, float] = {}
+    with _sigint_requests_stop(stop):
+        try:
+            while step < total and not stop.is_set():
+                t_chunk = time.monotonic()
+                boundaries = [total, (step // plan.checkpoint_every + 1) * plan.checkpoint_every]
+                if plan.eval_every:
+                    boundaries.append((step // plan.eval_every + 1) * plan.eval_every)
+                k = min(plan.steps_per_dispatch, *(b - step for b in boundaries))
+                losses = np.asarray(trainee.train(step, k), dtype=np.float32)
+                bad = np.flatnonzero(~np.isfinite(losses))
+                if bad.size:
+                    diverged = f"the training loss became {losses[bad[0]]} at step {step + int(bad[0]) + 1}"
+                    break
+                step += len(losses)
+                now = time.monotonic()
+                per_step = (now - t_chunk) / len(losses)
+                # Smooth the step time, ignoring the first dispatch (it includes compilation).
+                step_time = per_step if step_time is None or step - start <= len(losses) else (
+                    0.7 * step_time + 0.3 * per_step)
+                emit(StepEvent(step, total, step / plan.steps_per_epoch, float(losses[-1]),
+                               trainee.learning_rate(step), plan.tokens_per_step / step_time,
+                               now - t0, (total - step) * step_time))
+                if plan.eval_every and (step % plan.eval_every == 0 or step == total):
+                    metrics = trainee.evaluate()
+                    if metrics:
+                        last_eval = metrics
+                        emit(EvalEvent(step, metrics))
+                        _early_stopping(plan, engine_state, metrics, stop)
+                if step % plan.checkpoint_every == 0 and step != last_ckpt and not checkpoint():
+                    diverged = f"the weights became non-finite by step {step}"
+                    break
+            if diverged is None and step != last_ckpt and not checkpoint():
+                diverged = f"the weights became non-finite by step {step}"
+        except BaseException:
+            # Keep what was trained (a second Ctrl-C, an out-of-memory, a bug in a plugin).
+            with contextlib.suppress(Exception):
+                if step != last_ckpt:
+                    checkpoint()
+            raise
+
+    elapsed = time.monotonic() - t0
+    if diverged is not None:
+        outcome = Outcome(step, "diverged", elapsed, last_eval, emit.history)
+        outcome.summary = _summary(run_dir, job, outcome, {})
+        emit(EndEvent(step, "diverged", elapsed, outcome.summary))
+        raise TrainingDiverged(_divergence_message(diverged, job, run_dir, last_ckpt, start))
+    reason = (stop.reason or "stopped") if stop.is_set() else "completed"
+    outcome = Outcome(step, reason, elapsed, last_eval, emit.history)
+    outcome.summary = _summary(run_dir, job, outcome, finish(outcome) if finish else {})
+    emit(EndEvent(step, reason, elapsed, outcome.summary))
+    return outcome
+
+
+def _divergence_message(what: str, job: Job, run_dir: RunDir | None, last_ckpt: int,
+                        start: int) -> str:
+    if run_dir is None:
+        kept = "No checkpoint is kept (no run directory was given)."
+    elif last_ckpt or start:
+        kept = (f"The last good checkpoint (step {last_ckpt}) is kept in "
+                f"{run_dir.file('checkpoint.npz')}.")
+    else:
+        kept = "No checkpoint had been written yet."
+    lr = f" (now {job.learning_rate})" if job.learning_rate is not None else ""
+    retry = f", {job.retry}" if job.retry else ""
+    return (f"{what}; training stopped. {kept} Try a lower learning_rate{lr} or gradient "
+            f"clipping (clipnorm){retry}.")
+
+
+def _early_stopping(plan: Plan, state: dict[str, Any], metrics: dict[str, float],
+                    stop: StopSignal) -> None:
+    val = metrics.get("val_loss")
+    if val is None:
+        return
+    best = state.get("best_val_loss")
+    if best is None or val < best:
+        state["best_val_loss"], state["bad_evals"] = val, 0
+    else:
+        state["bad_evals"] = state.get("bad_evals", 0) + 1
+        if plan.early_stopping and state["bad_evals"] >= plan.early_stopping:
+            stop.set("early_stopping")
+
+
+def _summary(run_dir: RunDir | None, job: Job, outcome: Outcome,
+             extra: dict[str, Any]) -> dict[str, Any]:
+    summary = {**job.summary, "steps": outcome.step, "reason": outcome.reason,
+               "elapsed_s": round(outcome.elapsed, 3), **outcome.metrics, **extra,
+               "finished": datetime.now().isoformat(timespec="seconds")}
+    if run_dir is not None:
+        run_dir.write_json(SUMMARY, summary)
+    return summary

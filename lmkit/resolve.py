@@ -1,0 +1,51 @@
+"""Resolve once: every registry name of a config looked up up front, the entries handed down.
+
+A typo in any name fails in a second with a did-you-mean, before a corpus is tokenized or a
+model built; later code reads the `Entry` (its object and its capabilities) instead of looking
+the name up again or comparing strings.
+
+>>> from lmkit.config import TrainConfig
+>>> parts = resolve(TrainConfig(optimizer="full_batch"))
+>>> parts.optimizer.name, parts.optimizer.has("full_batch")
+('gd', True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lmkit.registry import Entry, get_registry
+
+__all__ = ["Resolved", "resolve"]
+
+# config key -> registry kind
+_KEYS = {"arch": "architectures", "tokenizer": "tokenizers", "optimizer": "optimizers",
+         "schedule": "schedules", "loss": "losses"}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The registry entries a config names; a key the config lacks (or sets to none) is None."""
+
+    arch: Entry[Any] | None = None
+    tokenizer: Entry[Any] | None = None
+    optimizer: Entry[Any] | None = None
+    schedule: Entry[Any] | None = None
+    loss: Entry[Any] | None = None
+    metrics: tuple[Entry[Any], ...] = ()
+
+
+def resolve(cfg: Any) -> Resolved:
+    """Look up every registry name in `cfg` (a `TrainConfig` or `EvalConfig`).
+
+    Unknown names raise `RegistryError` naming the value, the closest name and the choices.
+    """
+    found: dict[str, Any] = {}
+    for key, kind in _KEYS.items():
+        name = getattr(cfg, key, None)
+        if name is not None:
+            found[key] = get_registry(kind).entry(name)
+    metrics = get_registry("metrics")
+    found["metrics"] = tuple(metrics.entry(m) for m in getattr(cfg, "metrics", ()))
+    return Resolved(**found)

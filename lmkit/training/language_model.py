@@ -1,0 +1,208 @@
+"""Language-model training: the engine's client that turns a `TrainConfig` into a trained model.
+
+It does what is particular to language models, in the order the run directory mirrors: resolve
+every name, open the run directory, read the corpus into cached token ids, build the model and
+the compiled step, then hand a `LanguageModelTrainee` (random windows, or whole passes for a
+full-batch optimizer) to `lmkit.engine.run`, which owns the loop, stopping, divergence and
+checkpoints. At the end it saves the model and generates a sample. `lmkit.training.run.train`
+wraps the result in a `Run`.
+
+>>> trained = train_language_model(TrainConfig(arch="lstm", max_steps=100))   # doctest: +SKIP
+>>> trained.outcome.summary["val_loss"]                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from lmkit.config import TrainConfig
+from lmkit.engine import engine
+from lmkit.engine.events import Reporter, StopSignal
+from lmkit.engine.rundir import CONFIG, TOKENIZER, RunDir, default_run_dir
+from lmkit.optim import FULL_BATCH
+from lmkit.resolve import Resolved, resolve
+
+__all__ = ["train_language_model", "LanguageModelTrainee", "Trained"]
+
+
+class Trained(NamedTuple):
+    """What language-model training produced."""
+
+    dir: Path
+    config: TrainConfig
+    model: Any
+    tokenizer: Any
+    outcome: engine.Outcome
+
+
+def _enable_compilation_cache() -> None:
+    """Persist XLA executables across processes (a warm start skips most compile time)."""
+    import jax
+
+    from lmkit.paths import cache_dir
+
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+class LanguageModelTrainee:
+    """Next-token prediction on token ids: what `lmkit.engine.run` trains for a language model."""
+
+    def __init__(self, cfg: TrainConfig, parts: Resolved, stepper: Any, optimizer: Any,
+                 train_ids: np.ndarray, val_ids: np.ndarray | None, tokenizer: Any,
+                 full_batch: bool) -> None:
+        from lmkit.data.tokens import WindowSampler, sequential_batches
+
+        self.cfg, self.stepper, self.optimizer = cfg, stepper, optimizer
+        self.train_ids, self.val_ids, self.full_batch = train_ids, val_ids, full_batch
+        self.sampler = WindowSampler(train_ids, cfg.seq_len, cfg.batch_size, cfg.seed)
+        self.metrics = [e.name for e in parts.metrics]
+        self._registry = {e.name: e.obj for e in parts.metrics}
+        self._sequential = sequential_batches
+        # Characters and bytes behind the evaluated targets, for bits-per-char/byte (once).
+        self._text_sizes: dict[str, float] = {}
+        if val_ids is not None and {"bits_per_char", "bits_per_byte"} & set(self.metrics):
+            targets = [y for _, y in self._eval_batches()]
+            text = tokenizer.decode(np.concatenate([t.ravel() for t in targets]).tolist())
+            self._text_sizes = {"chars": float(len(text)), "bytes": float(len(text.encode("utf-8")))}
+
+    def _eval_batches(self) -> Any:
+        return self._sequential(self.val_ids, self.cfg.seq_len, self.cfg.batch_size,
+                                self.cfg.eval_batches or None)
+
+    def train(self, step: int, k: int) -> np.ndarray:
+        if self.full_batch:  # one step is one pass: the mean gradient of every window
+            n_train = len(self.train_ids) - 1
+            batches = ((x, y, x.size / n_train) for x, y in
+                       self._sequential(self.train_ids, self.cfg.seq_len, self.cfg.batch_size))
+            return np.array([self.stepper.accumulate(batches)], dtype=np.float32)
+        losses = self.stepper.train(*self.sampler.batches(step, k))
+        self.stepper.save_compiled()  # a step compiled just now, for the next process
+        return losses
+
+    def evaluate(self) -> dict[str, float]:
+        if self.val_ids is None:
+            return {}
+        sums = self.stepper.evaluate(self._eval_batches())
+        sums.update(self._text_sizes)
+        return {f"val_{m}": float(self._registry[m].finalize(sums)) for m in self.metrics}
+
+    def learning_rate(self, step: int) -> float:
+        lr = self.optimizer._learning_rate
+        return float(lr(step - 1)) if callable(lr) else float(lr)
+
+    def model_arrays(self) -> list[np.ndarray]:
+        return self.stepper.model_arrays()
+
+    def optimizer_arrays(self) -> list[np.ndarray]:
+        return self.stepper.optimizer_arrays()
+
+    def restore(self, model: list[np.ndarray], optimizer: list[np.ndarray], source: str) -> None:
+        self.stepper.restore(model, optimizer, source)
+
+
+def train_language_model(
+    cfg: TrainConfig,
+    *,
+    reporters: list[Reporter] | None = None,
+    stop: StopSignal | None = None,
+    resume: bool = False,
+) -> Trained:
+    """Train according to `cfg`. See `lmkit.train` for the public entry."""
+    import keras
+
+    from lmkit.build import build_model
+    from lmkit.data.corpus import open_corpus
+    from lmkit.data.tokens import split, token_ids
+    from lmkit.engine.reporters import TextReporter
+    from lmkit.losses import build_loss
+    from lmkit.optim import build_optimizer, exclude_from_decay
+    from lmkit.schedules import build_schedule
+    from lmkit.tokenizers import load_tokenizer, save_tokenizer
+    from lmkit.training.step import batch_parts, make_stepper
+
+    parts = resolve(cfg)  # every name checked before any work: a typo fails in a second
+    corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
+    if resume:
+        run_dir = RunDir.open(cfg.out, required=(CONFIG, TOKENIZER))
+    else:
+        run_dir = RunDir.create(cfg.out or default_run_dir(cfg.arch), cfg.overwrite)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        _enable_compilation_cache()
+    keras.utils.set_random_seed(cfg.seed)
+
+    # data ------------------------------------------------------------------------------------
+    if resume:
+        tokenizer = load_tokenizer(run_dir.file(TOKENIZER))
+    else:
+        tokenizer = parts.tokenizer.obj.fit(corpus.chunks(), vocab_size=cfg.vocab_size)
+    ids = token_ids(corpus, tokenizer)
+    if cfg.validation_split > 0:
+        train_ids, val_ids = split(ids, cfg.validation_split, cfg.seq_len)
+    else:
+        train_ids, val_ids = ids, None
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    full_batch = parts.optimizer.has(FULL_BATCH)
+    if cfg.epochs is not None:
+        per_epoch = 1 if full_batch else len(train_ids) / tokens_per_step
+        total = max(1, math.ceil(cfg.epochs * per_epoch))
+    else:
+        total = int(cfg.max_steps)
+
+    # model and step --------------------------------------------------------------------------
+    model = build_model(cfg, tokenizer.vocab_size)
+    optimizer = build_optimizer(cfg, build_schedule(cfg, total))
+    exclude_from_decay(optimizer, model.trainable_variables)
+    loss_fn = build_loss(cfg)
+    metric_names = [e.name for e in parts.metrics]
+    step_cache, cache_key = None, None
+    if backend == "jax":
+        from lmkit.paths import cache_dir
+        from lmkit.training.compile_cache import StepCache, step_key
+
+        cache_key = step_key(cfg, total, tokenizer.vocab_size, model, optimizer, loss_fn)
+        step_cache = StepCache(cache_dir() / "steps")
+    stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k, step_cache,
+                           cache_key, batch_parts(cfg, model, total))
+    if not resume:
+        run_dir.write_text(CONFIG, cfg.to_toml())
+        save_tokenizer(tokenizer, run_dir.file(TOKENIZER))
+
+    trainee = LanguageModelTrainee(cfg, parts, stepper, optimizer, train_ids, val_ids, tokenizer,
+                                   full_batch)
+    plan = engine.Plan(
+        total_steps=total, checkpoint_every=cfg.checkpoint_every, eval_every=cfg.eval_every,
+        steps_per_dispatch=1 if full_batch else (
+            cfg.steps_per_dispatch or engine.auto_steps_per_dispatch(cfg.eval_every,
+                                                                     cfg.checkpoint_every)),
+        early_stopping=cfg.early_stopping,
+        tokens_per_step=len(train_ids) if full_batch else tokens_per_step,
+        steps_per_epoch=1.0 if full_batch else len(train_ids) / tokens_per_step,
+    )
+    n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    job = engine.Job(
+        cfg.arch, n_params, cfg.to_dict(), {"arch": cfg.arch, "parameters": n_params, "backend": backend},
+        retry=f"then resume with `lmkit train --resume {run_dir.path}`",
+        learning_rate=cfg.learning_rate)
+
+    def finish(outcome: engine.Outcome) -> dict[str, Any]:
+        from lmkit.generation import generate
+
+        stepper.sync()
+        run_dir.save_model(model)
+        sample = ""
+        if cfg.sample_tokens:
+            sample = generate(model, tokenizer, cfg.sample_prompt, cfg.sample_tokens, seed=cfg.seed)
+        return {"sample": sample}
+
+    outcome = engine.run(trainee, plan, job, run_dir=run_dir,
+                         reporters=reporters if reporters is not None else [TextReporter()],
+                         stop=stop, resume=resume, finish=finish)
+    return Trained(run_dir.path, cfg, model, tokenizer, outcome)
