@@ -1,7 +1,8 @@
 """Shared plumbing of the benchmarks: machine facts, interleaved timing, results.
 
-Every benchmark module defines ``run(quick: bool) -> Result``; `lmkit.bench` prints the result's
-table and writes it, with the machine description, to ``benchmarks/results/NAME.json``.
+Every benchmark module defines ``run(quick: bool) -> Result``; the runner (`benchmarks.__main__`)
+prints the result's table and writes it, with the machine description, to
+``benchmarks/results/NAME.json``.
 
 Timings on a shared 2-core machine are noisy, so competing implementations are timed in
 *rounds*: each round runs a short chunk of every candidate in turn, and the figure kept is the

@@ -34,8 +34,6 @@ class Metric:
     name: str
     finalize: Callable[[dict[str, float]], float]
     stats: Stats | None = None
-    #: True when larger is better (used for early stopping on this metric)
-    higher_is_better: bool = False
 
 
 def _correct_top1(labels: Any, logits: Any, k: int) -> dict[str, Any]:
@@ -69,7 +67,7 @@ _register(Metric("bits_per_char", lambda s: s["nll"] / _LN2 / s["chars"]),
           aliases=("bpc",))
 _register(Metric("bits_per_byte", lambda s: s["nll"] / _LN2 / s["bytes"]),
           "Bits per UTF-8 byte of the decoded text.", aliases=("bpb",))
-_register(Metric("accuracy", lambda s: s["correct"] / s["count"], _correct_top1, True),
+_register(Metric("accuracy", lambda s: s["correct"] / s["count"], _correct_top1),
           "Top-1 next-token accuracy.", aliases=("top1_accuracy", "acc"))
 
 
@@ -78,7 +76,7 @@ def _topk_finalize(s: dict[str, float]) -> float:
     return s[key] / s["count"]
 
 
-_register(Metric("top_k_accuracy", _topk_finalize, _correct_topk, True),
+_register(Metric("top_k_accuracy", _topk_finalize, _correct_topk),
           "Next-token accuracy counting a hit when the label is among the top `top_k` logits.",
           aliases=("topk_accuracy",))
 

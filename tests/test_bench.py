@@ -7,13 +7,17 @@ import math
 
 import pytest
 
-from lmkit.bench import BENCHMARKS, benchmarks_dir, main
-from lmkit.errors import RunError
+import lmkit.bench
+from lmkit.bench import main
+from lmkit.cli import main as cli_main
+
+# The benchmarks the README and docs/performance.md name.
+DOCUMENTED = ("gpt_char", "lstm_classic", "generate", "startup", "memory")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", BENCHMARKS)
-def test_quick_run_writes_figures_machine_and_ratios(name, tmp_path, capsys):
+@pytest.mark.parametrize("name", DOCUMENTED)
+def test_quick_run_writes_figures_machine_and_ratios(name, tmp_path, capfd):
     assert main([name, "--quick", "--out", str(tmp_path)]) == 0
 
     record = json.loads((tmp_path / f"{name}.quick.json").read_text())
@@ -29,21 +33,36 @@ def test_quick_run_writes_figures_machine_and_ratios(name, tmp_path, capsys):
     for key, target in record["targets"].items():
         assert target["value"] == record["ratios"][key]
         assert isinstance(target["met"], bool)
-    printed = capsys.readouterr().out
+    printed = capfd.readouterr().out  # the benchmark runs in a child process
     assert f"wrote {tmp_path / f'{name}.quick.json'}" in printed
     assert "target" in printed
 
 
-def test_unknown_benchmark_suggests_the_closest_name(capsys):
-    with pytest.raises(RunError, match="Did you mean 'gpt_char'"):
-        main(["gpt_chr", "--quick"])
+def test_help_lists_the_documented_benchmarks(capfd):
+    assert main(["--help"]) == 0
+    assert f"one of: {', '.join(DOCUMENTED)}" in capfd.readouterr().out
 
 
-def test_missing_benchmarks_folder_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("LMKIT_BENCHMARKS", str(tmp_path))
-    with pytest.raises(RunError, match="git checkout"):
-        benchmarks_dir()
+def test_unknown_benchmark_suggests_the_closest_name(capfd):
+    assert main(["gpt_chr", "--quick"]) == 2
+    assert "unknown benchmark 'gpt_chr'. Did you mean 'gpt_char'?" in capfd.readouterr().err
 
 
-def test_benchmarks_folder_is_found_beside_the_package():
-    assert (benchmarks_dir() / "gpt_char.py").is_file()
+def test_missing_pytorch_says_how_to_install_it(tmp_path, monkeypatch, capfd):
+    # A `torch` module that fails as an absent one does, ahead of the real one on the path.
+    (tmp_path / "torch.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert main(["lstm_classic", "--quick", "--out", str(tmp_path)]) == 2
+    assert "not installed" in (err := capfd.readouterr().err) and "pip install -e '.[bench]'" in err
+    assert not (tmp_path / "lstm_classic.quick.json").exists()
+
+
+def test_without_a_checkout_lmkit_bench_says_where_to_get_the_benchmarks(tmp_path, monkeypatch,
+                                                                         capsys):
+    # What an lmkit installed from a wheel sees: no benchmarks/ beside the package folder.
+    monkeypatch.setattr(lmkit.bench, "_ROOT", tmp_path)
+    assert cli_main(["bench", "gpt_char", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert f"imported from {tmp_path / 'lmkit'}" in err
+    assert "pip install -e '.[bench]'" in err and "python -m benchmarks NAME" in err

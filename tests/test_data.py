@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from lmkit.data.corpus import open_corpus
-from lmkit.data.tokens import (WindowSampler, sequential_batches, split, steps_for_epochs,
-                               token_ids, tokens_per_epoch)
+from lmkit.data.tokens import WindowSampler, sequential_batches, split, token_ids
 from lmkit.errors import ConfigError, DataError
 from lmkit.paths import atomic_output, cache_dir
 from lmkit.tokenizers import Tokenizer, build_tokenizer
@@ -320,12 +319,6 @@ def test_sequential_batches_cover_the_split_in_order(ids):
     ys = np.concatenate([y for _, y in batches]).ravel()
     assert np.array_equal(xs, np.arange(990)) and np.array_equal(ys, np.arange(1, 991))
     assert len(list(sequential_batches(ids, seq_len=10, batch_size=32, limit=2))) == 2
-
-
-def test_epoch_helpers(ids):
-    assert tokens_per_epoch(ids) == 999
-    assert steps_for_epochs(ids, 1.0, seq_len=10, batch_size=10) == 10
-    assert steps_for_epochs(ids, 0.001, seq_len=10, batch_size=10) == 1
 
 
 def test_window_sampler_on_the_token_file_reads_the_same_windows(shakespeare_file, tmp_path):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from lmkit.config import TrainConfig
+from lmkit.notebook import Dashboard, GenerateWidget
 from lmkit.notebook.charts import Series, downsample, line_chart
-from lmkit.notebook.dashboard import Dashboard
-from lmkit.notebook.generate import generate_widget
 from lmkit.training.run import Run
 from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, StartEvent, StepEvent,
                                    StopSignal)
@@ -100,7 +102,7 @@ class _Recorder(Run):
 
 def test_generate_widget_passes_its_controls_to_the_run():
     run = _Recorder(dir="r", config=TrainConfig(), model=None, tokenizer=None)
-    widget = generate_widget(run)
+    widget = GenerateWidget(run)
     widget.prompt.value = "hello"
     widget.temperature.value = 0.7
     widget.top_k.value = 5
@@ -117,7 +119,23 @@ def test_generate_widget_shows_errors():
         def generate(self, prompt, **options):
             raise ValueError("prompt has characters outside the vocabulary")
 
-    widget = generate_widget(Broken(dir="r", config=TrainConfig(), model=None, tokenizer=None))
+    widget = GenerateWidget(Broken(dir="r", config=TrainConfig(), model=None, tokenizer=None))
     with pytest.raises(ValueError):
         widget.generate()
     assert "outside the vocabulary" in widget.output.value
+
+
+def test_every_widget_comes_from_lmkit_notebook_which_imports_without_ipywidgets():
+    code = textwrap.dedent("""
+        import sys
+        import lmkit
+        names = [n for n in dir(lmkit.notebook) if not n.startswith("_")]
+        print(names, "ipywidgets" in sys.modules)
+        from lmkit.notebook import Dashboard, EvalPanel, GenerateWidget
+        from lmkit.notebook.eval_panel import EvalPanel as home
+        print(EvalPanel is home and lmkit.notebook.GenerateWidget is GenerateWidget)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    listed, same = out.stdout.strip().splitlines()[-2:]
+    assert listed == "['Dashboard', 'EvalPanel', 'GenerateWidget'] False"
+    assert same == "True"

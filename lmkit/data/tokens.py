@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import struct
 from collections.abc import Iterator
@@ -31,8 +30,7 @@ from lmkit import paths
 from lmkit.data.corpus import Corpus
 from lmkit.errors import ConfigError, DataError
 
-__all__ = ["token_ids", "split", "WindowSampler", "sequential_batches", "tokens_per_epoch",
-           "steps_for_epochs"]
+__all__ = ["token_ids", "split", "WindowSampler", "sequential_batches"]
 
 _HEADER_BYTES = 128  # fixed .npy header, rewritten with the final length once it is known
 
@@ -198,13 +196,3 @@ def sequential_batches(ids: np.ndarray, seq_len: int, batch_size: int,
             return
         yield (np.asarray(x_all[first: first + batch_size], dtype=np.int32),
                np.asarray(y_all[first: first + batch_size], dtype=np.int32))
-
-
-def tokens_per_epoch(ids: np.ndarray) -> int:
-    """Positions predicted in one pass over `ids` (every token but the first)."""
-    return max(len(ids) - 1, 0)
-
-
-def steps_for_epochs(ids: np.ndarray, epochs: float, seq_len: int, batch_size: int) -> int:
-    """Optimizer steps that see ``epochs`` passes of the tokens (at least 1)."""
-    return max(1, math.ceil(epochs * tokens_per_epoch(ids) / (seq_len * batch_size)))
