@@ -135,3 +135,68 @@ def test_perplexity_from_model_logits_equals_scipy_log_softmax() -> None:
     assert byte_units == [len(t.encode()) for t in texts]
     with pytest.raises(ValueError, match="unit must be one of token, word, byte, got 'char'"):
         load_metric("perplexity").compute(predictions=[1.0], references=[1], unit="char")
+
+
+# -- each task names the module that scores it ---------------------------------------------------
+def test_stsb_scores_through_its_declared_module_equal_scipy() -> None:
+    from lmkit.evaluation.result import EvalResult
+    from lmkit.evaluation.tasks import get_task
+
+    task = get_task("glue/stsb")
+    rng = np.random.default_rng(3)
+    ref = rng.uniform(0, 5, 40).round(1)
+    pred = ref + rng.normal(0, 1.2, 40)
+    module, config = task.metric_for(task.eval_split)
+    declared = load_metric(module, config).compute(predictions=pred.tolist(), references=ref.tolist())
+    pearson, spearman = stats.pearsonr(ref, pred)[0], stats.spearmanr(ref, pred)[0]
+    assert declared["pearson"] == pytest.approx(pearson) and declared["spearmanr"] == pytest.approx(spearman)
+    assert task.metrics == ("pearson", "spearmanr")
+    result = EvalResult.build(task, "dev", "m", pred[:, None], ref.astype(np.float32))
+    assert result.main_score == pytest.approx((pearson + spearman) / 2, rel=1e-5)  # the GLUE board's STS-B score
+
+
+def _task_names() -> list[str]:
+    from lmkit.registry import tasks
+
+    return sorted(tasks)
+
+
+@pytest.mark.parametrize("name", _task_names())
+def test_every_task_module_reports_the_scores_the_task_names(name: str) -> None:
+    from lmkit.evaluation.tasks import get_task
+
+    task = get_task(name)
+    for split in task.splits:
+        module, config = task.metric_for(split)
+        values = [0.5, 2.0, 4.5, 3.0] if task.is_regression else [0, 1, 1, 0]
+        scores = load_metric(module, config).compute(predictions=values, references=values[::-1])
+        assert list(scores)[: len(task.metrics)] == list(task.metrics), (split, module, config)
+
+
+def test_mnli_mismatched_dev_is_scored_as_mismatched() -> None:
+    from lmkit.evaluation.tasks import get_task
+
+    mnli = get_task("glue/mnli")
+    assert [mnli.metric_for(s) for s in mnli.splits] == [
+        ("glue", "mnli_matched"), ("glue", "mnli_matched"), ("glue", "mnli_mismatched")]
+
+
+def test_a_plugin_task_reading_tsv_files_is_scored_by_its_own_metric() -> None:
+    from lmkit.evaluation.result import EvalResult
+    from lmkit.evaluation.tasks import Task, TsvLayout
+
+    paws = Task(name="paws", description="PAWS paraphrases", labels=("0", "1"), metrics=("f1",),
+                splits=("train", "dev"), eval_split="dev", hf_path="paws", hf_config=None,
+                hf_text_columns=("sentence1", "sentence2"),
+                glue=TsvLayout("PAWS", {"dev": "dev.tsv"}, ("sentence1", "sentence2"), "label"))
+    labels, predictions = np.array([1, 0, 1, 1, 0]), np.array([1, 1, 1, 0, 0])
+    result = EvalResult.build(paws, "dev", "m", np.eye(2)[predictions], labels)
+    assert result.metrics == {"f1": pytest.approx(skm.f1_score(labels, predictions))}
+
+
+def test_a_task_naming_a_missing_module_fails_when_it_is_made() -> None:
+    from lmkit.evaluation.tasks import Task
+
+    with pytest.raises(RegistryError, match=r"task sick: 'pearson' is not a metric module \(did you mean 'pearsonr'"):
+        Task(name="sick", description="SICK relatedness", labels=(), metrics=("pearson",), splits=("dev",),
+             eval_split="dev", hf_path="sick", hf_config=None, hf_text_columns=("a", "b"))

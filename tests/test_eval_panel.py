@@ -1,7 +1,8 @@
-"""The evaluation panel: runs from the namespace, one `lmkit.evaluate` call per (run, task), exports."""
+"""The evaluation panel: runs from the namespace, evaluated through `evaluate_runs`, its board shown."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-import lmkit
+import lmkit.evaluation.api as eval_api
+from lmkit.evaluation.leaderboard import Leaderboard
 from lmkit.evaluation.result import EvalResult
 from lmkit.evaluation.tasks import get_task
-from lmkit.notebook.eval_panel import EvalPanel, confusion_svg, find_runs, results_table_html, task_data
+from lmkit.notebook.eval_panel import EvalPanel, confusion_svg, find_runs
 
 EVAL = Path(__file__).parent / "fixtures" / "eval"
 
@@ -31,11 +33,11 @@ def fake_result(task: str, run: Any, score: float) -> EvalResult:
 def test_panel_calls_evaluate_once_per_run_and_task(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls: list[dict[str, Any]] = []
 
-    def fake_evaluate(run_or_path: Any, task: str, data: Any, **options: Any) -> EvalResult:
-        calls.append({"run": run_or_path, "task": task, "data": data, **options})
-        return fake_result(task, run_or_path, 0.75 if run_or_path == "scratch" else 1.0)
+    def fake_evaluate(run_or_path: Any, task: Any, data: Any, **options: Any) -> EvalResult:
+        calls.append({"run": run_or_path, "task": task.name, "data": data, **options})
+        return fake_result(task.name, run_or_path, 0.75 if run_or_path == "scratch" else 1.0)
 
-    monkeypatch.setattr(lmkit, "evaluate", fake_evaluate)
+    monkeypatch.setattr(eval_api, "evaluate", fake_evaluate)
     mine = FakeRun()
     panel = EvalPanel(namespace={"mine": mine, "x": 3}, data=str(EVAL), max_steps=7, pooling="mean")
     assert panel.run_picker.options == ("mine", "scratch")
@@ -50,6 +52,7 @@ def test_panel_calls_evaluate_once_per_run_and_task(monkeypatch: pytest.MonkeyPa
         ["mine", "glue/sst2", 1.0], ["mine", "imdb", 1.0], ["scratch", "glue/sst2", 0.75], ["scratch", "imdb", 0.75]]
     table = panel.table.value
     assert "<th>GLUE avg</th>" in table and "<th>mine</th><td>1.0000</td><td>1.0000</td><td><b>1.0000</b></td>" in table
+    assert table == Leaderboard(results).to_html()  # the panel shows the library's board
     assert "lmkit-confusion" in panel.plot.value
     exported = json.loads(panel.to_json(tmp_path / "r.json"))
     assert exported[2]["model"] == "scratch" and exported[2]["confusion_matrix"] == [[2, 0], [1, 1]]
@@ -58,8 +61,10 @@ def test_panel_calls_evaluate_once_per_run_and_task(monkeypatch: pytest.MonkeyPa
 
 def test_panel_shows_data_errors_and_keeps_going() -> None:
     panel = EvalPanel(data=str(EVAL / "imdb"), max_steps=0)
-    assert panel.run(runs=("scratch",), tasks=("glue/sst2",)) == []
-    assert "holds the IMDb aclImdb layout" in panel.status.value
+    assert panel.run(runs=("scratch",), tasks=("glue/cola", "glue/sst2")) == []
+    assert [task for _, task, _ in panel.board.failures] == ["glue/cola", "glue/sst2"]
+    status = html.unescape(panel.status.value)
+    assert f"no glue/sst2 data in '{EVAL / 'imdb'}'" in status and "holds the IMDb aclImdb layout" in status
     assert not panel.run_button.disabled and panel.stop_button.disabled
 
 
@@ -74,7 +79,6 @@ def test_panel_real_evaluation_progress() -> None:
 
 def test_helpers() -> None:
     assert find_runs({"a": FakeRun(), "_b": FakeRun(), "c": 1}).keys() == {"a"}
-    assert task_data("glue/sst2", EVAL) == EVAL / "glue" and task_data("imdb", EVAL / "imdb") == EVAL / "imdb"
-    assert results_table_html([]) == "<i>no results yet</i>"
+    assert EvalPanel().table.value == "<i>no results yet</i>"
     svg = confusion_svg([[3, 1], [0, 4]], ["neg", "pos"], "t")
     assert svg.startswith("<svg") and ">3</text>" in svg and ">4</text>" in svg

@@ -11,6 +11,9 @@
   folder of ``<split>-*.parquet``);
 * ``None`` or ``"hf"``: ``datasets.load_dataset`` from the Hub (cached), when online.
 
+`find_task_data(task, root)` finds a task's folder in a shared data folder (``data/glue/``,
+``data/imdb/``), so one path serves every task.
+
 Every problem raises `DataError` naming the file (and line) and the layout that was expected.
 
 >>> ex = load_split("glue/sst2", "tests/fixtures/eval/glue", "dev")   # doctest: +SKIP
@@ -31,7 +34,7 @@ import numpy as np
 from lmkit.errors import DataError
 from lmkit.evaluation.tasks import Task, TsvLayout, get_task
 
-__all__ = ["Examples", "load_split", "detect_layout"]
+__all__ = ["Examples", "load_split", "detect_layout", "find_task_data", "is_hub"]
 
 
 @dataclass
@@ -61,7 +64,7 @@ def load_split(task: "str | Task", data: "str | Path | None", split: str | None 
     """Load `split` of `task` from `data` (a path in one of the supported layouts, or the Hub)."""
     task = get_task(task)
     split = task.resolve_split(split)
-    if data is None or str(data).lower() in ("hf", "hub"):
+    if is_hub(data):
         examples = _from_hub(task, split)
     else:
         path = Path(data).expanduser()
@@ -75,14 +78,13 @@ def load_split(task: "str | Task", data: "str | Path | None", split: str | None 
         elif task.glue is not None:
             if layout == "imdb":
                 raise DataError(
-                    f"'{path}' holds the IMDb aclImdb layout ({{train,test}}/{{pos,neg}}/*.txt), "
-                    f"but {task.name} is a GLUE task. {_expected(task, path)}"
+                    f"'{path}' holds {_LAYOUTS['imdb']}, but {task.name} is a GLUE task. {_expected(task, path)}"
                 )
             examples = _from_glue(task, split, path, task.glue)
         else:
             if layout == "glue":
                 raise DataError(
-                    f"'{path}' holds GLUE .tsv files, but {task.name} reads the IMDb layout. "
+                    f"'{path}' holds {_LAYOUTS['glue']}, but {task.name} reads the IMDb layout. "
                     f"{_expected(task, path)}"
                 )
             examples = _from_imdb(task, split, path)
@@ -105,6 +107,50 @@ def detect_layout(path: Path) -> str:
     if any(path.glob("*.tsv")) or any(path.glob("*/*.tsv")):
         return "glue"
     return "unknown"
+
+
+def is_hub(data: "str | Path | None") -> bool:
+    """Whether `data` asks for the Hugging Face Hub (``None``, ``"hf"`` or ``"hub"``) rather than files."""
+    return data is None or str(data).lower() in ("hf", "hub")
+
+
+def find_task_data(task: "str | Task", root: str | Path) -> Path:
+    """The file or folder that holds `task`'s data: `root` itself, or one of the task's
+    `data_folders` under it (``glue/``, ``GLUE/``, ``glue_data/`` for GLUE tasks; ``imdb/``,
+    ``aclImdb/`` for IMDb), so one data folder serves every task.
+
+    A candidate counts when it holds a layout `load_split` reads for the task (`detect_layout`).
+
+    >>> find_task_data("glue/sst2", "tests/fixtures/eval")         # doctest: +SKIP
+    PosixPath('tests/fixtures/eval/glue')
+    >>> find_task_data("imdb", "tests/fixtures/eval")              # doctest: +SKIP
+    PosixPath('tests/fixtures/eval/imdb')
+    """
+    task = get_task(task)
+    root = Path(root).expanduser()
+    readable = (_native_layout(task), "parquet", "hf_disk")
+    candidates = [root, *(root / name for name in task.data_folders)]
+    for candidate in candidates:
+        if candidate.exists() and detect_layout(candidate) in readable:
+            return candidate
+    where = f"'{root}'" + (f" or its sub-folders {', '.join(n + '/' for n in task.data_folders)}"
+                           if task.data_folders else "")
+    if not root.exists():
+        found = f"'{root}' does not exist"
+    else:
+        found = f"'{root}' holds {_LAYOUTS.get(detect_layout(root), 'none of the layouts lmkit reads')}"
+    raise DataError(f"no {task.name} data in {where}: {found}. {_expected(task, root)}")
+
+
+def _native_layout(task: Task) -> str:
+    """The layout `load_split` reads besides the `datasets` ones: GLUE .tsv for tasks with a
+    `TsvLayout`, aclImdb for the others."""
+    return "glue" if task.glue is not None else "imdb"
+
+
+#: what each `detect_layout` name means, for error messages
+_LAYOUTS = {"glue": "GLUE .tsv files", "imdb": "the IMDb aclImdb layout ({train,test}/{pos,neg}/*.txt)",
+            "parquet": "parquet files", "hf_disk": "a datasets.save_to_disk folder"}
 
 
 def _expected(task: Task, path: Path) -> str:

@@ -15,16 +15,14 @@ __all__ = ["EvalResult", "score"]
 
 
 def score(task: Task, split: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The task's official metrics through the shipped `evaluate` modules."""
+    """Score `split` with the `evaluate` module the task names (`Task.metric_for`).
+
+    >>> score(get_task("glue/mrpc"), "dev", np.array([0, 1, 1, 1]), np.array([0, 1, 0, 1]))  # doctest: +SKIP
+    {'f1': 0.8, 'accuracy': 0.75, 'combined_score': 0.775}
+    """
     from lmkit.evaluation.metrics import load_metric
 
-    if task.glue is not None:
-        config = task.name.split("/", 1)[1]
-        if config == "mnli":
-            config = "mnli_mismatched" if "mismatched" in split else "mnli_matched"
-        metric = load_metric("glue", config)
-    else:
-        metric = load_metric(task.metrics[0])
+    metric = load_metric(*task.metric_for(split))
     cast = float if task.is_regression else int
     return metric.compute(predictions=[cast(p) for p in predictions], references=[cast(y) for y in labels])
 

@@ -1,24 +1,30 @@
 """Evaluation tasks: what each GLUE task and IMDb reads, predicts and is scored by.
 
 A `Task` is plain data: its inputs (one sentence or a pair), its label set (or a score range for
-regression), its splits, where its files live in each supported layout, and its official metrics.
-Built-in tasks register in `lmkit.registry.tasks`; plugins add their own through the entry-point
-group ``lmkit.tasks`` with a `Task` object.
+regression), its splits, where its files live in each supported layout, the `evaluate` module
+that scores it and the scores that module reports. Built-in tasks register in
+`lmkit.registry.tasks`; plugins add their own through the entry-point group ``lmkit.tasks`` with
+a `Task` object.
 
 >>> from lmkit.registry import tasks
 >>> sst2 = tasks.get("glue/sst2")
->>> sst2.labels, sst2.is_pair, sst2.metrics
-(('0', '1'), False, ('accuracy',))
+>>> sst2.labels, sst2.is_pair, sst2.metrics, sst2.metric_for("dev")
+(('0', '1'), False, ('accuracy',), ('glue', 'sst2'))
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lmkit.errors import DataError, did_you_mean
+from lmkit.errors import DataError, RegistryError, did_you_mean
+from lmkit.evaluation.metrics import METRICS
 from lmkit.registry import tasks
 
-__all__ = ["Task", "TsvLayout", "get_task"]
+__all__ = ["SCRATCH", "Task", "TsvLayout", "get_task"]
+
+#: what `lmkit.evaluate`, ``lmkit eval`` and the notebook take instead of a run: the task model
+#: trained from random weights
+SCRATCH = "scratch"
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,16 @@ class Task:
     `labels` are the label strings as written in the official files, in the order of the
     Hugging Face `datasets` class ids; an empty tuple means regression within `score_range`.
     `eval_split` is the split scored by default (GLUE test labels are not public).
+
+    Scoring: `metric` names the shipped `evaluate` module (``lmkit.evaluation.metrics.METRICS``)
+    and `metric_config` its configuration; `metric_configs` overrides the configuration for
+    some splits (MNLI's ``dev_mismatched``). `metric` defaults to the module named like the
+    first score, for tasks scored by a one-score module (``metrics=("accuracy",)``). `metrics`
+    are the scores that module reports, the first being the main one.
+
+    Tables: `benchmark` names the benchmark whose average includes the task ("GLUE"), and
+    `data_folders` the sub-folders of a shared data folder that may hold the task's data
+    (`lmkit.evaluation.loaders.find_task_data`).
     """
 
     name: str
@@ -58,6 +74,24 @@ class Task:
     glue: TsvLayout | None = None
     score_range: tuple[float, float] | None = None
     label_names: tuple[str, ...] = ()
+    metric: str | None = None
+    metric_config: str | None = None
+    metric_configs: dict[str, str] = field(default_factory=dict)
+    benchmark: str | None = None
+    data_folders: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Checked here, so that a plugin's typo shows when it registers, not after fine-tuning.
+        if self.metric is None and not self.metrics:
+            raise RegistryError(f"task {self.name} names no metric: give it metrics=(score names, ...) "
+                                f"and metric=<module>, one of {', '.join(METRICS)}")
+        module = self.metric_for(self.eval_split)[0]
+        if module.lower() not in METRICS:  # load_metric ignores case
+            raise RegistryError(
+                f"task {self.name}: '{module}' is not a metric module{did_you_mean(module, METRICS)}; "
+                f"set Task(metric=...) to the module that reports {', '.join(self.metrics)}, "
+                f"one of {', '.join(METRICS)}"
+            )
 
     @property
     def is_pair(self) -> bool:
@@ -76,6 +110,14 @@ class Task:
     def display_labels(self) -> tuple[str, ...]:
         """Human-readable class names (for confusion matrices)."""
         return self.label_names or self.labels
+
+    def metric_for(self, split: str) -> tuple[str, str | None]:
+        """The `evaluate` module and configuration that score `split`.
+
+        >>> get_task("glue/mnli").metric_for("dev_mismatched")
+        ('glue', 'mnli_mismatched')
+        """
+        return self.metric or self.metrics[0], self.metric_configs.get(split, self.metric_config)
 
     def hf_split(self, split: str) -> str:
         return self.hf_splits.get(split, split)
@@ -109,20 +151,24 @@ def get_task(name: "str | Task") -> Task:
 
 
 _GLUE_SPLITS = {"dev": "validation"}
+_GLUE_FOLDERS = ("glue", "GLUE", "glue_data")
 
 
 def _glue(
     key: str, folder: str, description: str, labels: tuple[str, ...], metrics: tuple[str, ...],
     hf_columns: tuple[str, ...], tsv_columns: tuple[str | int, ...], label_column: str | int,
     *, header: bool = True, aliases: tuple[str, ...] = (), splits: tuple[str, ...] = ("train", "dev"),
-    eval_split: str = "dev", hf_splits: dict[str, str] | None = None, **extra: object,
+    eval_split: str = "dev", hf_splits: dict[str, str] | None = None, metric_config: str | None = None,
+    **extra: object,
 ) -> Task:
     files = {s: f"{s}.tsv" for s in splits}
     task = Task(
         name=f"glue/{key}", description=description, labels=labels, metrics=metrics,
         splits=splits, eval_split=eval_split, hf_path="nyu-mll/glue", hf_config=key,
         hf_text_columns=hf_columns, hf_splits=hf_splits or _GLUE_SPLITS,
-        glue=TsvLayout(folder, files, tsv_columns, label_column, header), **extra,  # type: ignore[arg-type]
+        glue=TsvLayout(folder, files, tsv_columns, label_column, header), metric="glue",
+        metric_config=metric_config or key, benchmark="GLUE", data_folders=_GLUE_FOLDERS,
+        **extra,  # type: ignore[arg-type]
     )
     tasks.register(task.name, task, aliases=aliases, description=description)
     return task
@@ -147,6 +193,7 @@ _glue("mnli", "MNLI", "MNLI: entailment, neutral or contradiction; dev_matched /
       ("entailment", "neutral", "contradiction"), ("accuracy",), ("premise", "hypothesis"),
       ("sentence1", "sentence2"), "gold_label", aliases=("mnli",),
       splits=("train", "dev_matched", "dev_mismatched"), eval_split="dev_matched",
+      metric_config="mnli_matched", metric_configs={"dev_mismatched": "mnli_mismatched"},
       hf_splits={"dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched"})
 _glue("qnli", "QNLI", "QNLI: does the sentence answer the question? (accuracy)",
       ("entailment", "not_entailment"), ("accuracy",), ("question", "sentence"),
@@ -162,6 +209,6 @@ IMDB = Task(
     name="imdb", description="IMDb movie reviews: positive or negative (accuracy)",
     labels=("neg", "pos"), metrics=("accuracy",), splits=("train", "test"), eval_split="test",
     hf_path="stanfordnlp/imdb", hf_config=None, hf_text_columns=("text",),
-    label_names=("negative", "positive"),
+    label_names=("negative", "positive"), metric="accuracy", data_folders=("imdb", "aclImdb"),
 )
 tasks.register("imdb", IMDB, aliases=("aclimdb",), description=IMDB.description)

@@ -5,68 +5,33 @@
 >>> panel                                                      # shows the controls  # doctest: +SKIP
 >>> panel.to_dataframe()                                       # one row per run and task  # doctest: +SKIP
 
-Each (run, task) pair is one call of `lmkit.evaluate`, the same call as ``lmkit eval``. The
-results table has a GLUE-style row per run (each task's main score, and their mean over GLUE
-tasks), so runs sit side by side; the confusion matrix of the latest classification result is
-drawn below it. The Stop button ends the current fine-tuning at a step boundary.
+The panel is a view of `lmkit.evaluation.leaderboard`: Run calls `evaluate_runs` (one
+`lmkit.evaluate` per (run, task), the same as ``lmkit eval``) into the panel's `Leaderboard`,
+whose table (a GLUE-style row per run: each task's main score and the GLUE average) is shown as
+results arrive; the confusion matrix of the latest classification result is drawn below it. The
+Stop button ends the current fine-tuning at a step boundary.
 """
 
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
 
 from lmkit.engine.events import EndEvent, StartEvent, StepEvent, StopSignal
+from lmkit.evaluation.leaderboard import EvaluationEndEvent, EvaluationStartEvent, Leaderboard, evaluate_runs
+from lmkit.evaluation.result import EvalResult
+from lmkit.evaluation.tasks import SCRATCH
 
-__all__ = ["EvalPanel", "find_runs", "task_data", "results_table_html", "confusion_svg"]
-
-SCRATCH = "scratch"
+__all__ = ["EvalPanel", "find_runs", "confusion_svg"]
 
 
 def find_runs(namespace: dict[str, Any] | None) -> dict[str, Any]:
     """Variables of `namespace` that hold lmkit runs (objects with a model, tokenizer and config)."""
     return {name: value for name, value in (namespace or {}).items()
             if not name.startswith("_") and all(hasattr(value, a) for a in ("model", "tokenizer", "config"))}
-
-
-def task_data(task_name: str, root: str | Path) -> Path:
-    """The folder under `root` that holds `task_name`'s data: `root` itself, or its ``glue/`` /
-    ``imdb/`` sub-folder, so one data folder serves GLUE tasks and IMDb alike."""
-    from lmkit.evaluation.loaders import detect_layout
-    from lmkit.evaluation.tasks import get_task
-
-    root = Path(root).expanduser()
-    task = get_task(task_name)
-    names = ("glue", "GLUE", "glue_data") if task.glue is not None else ("imdb", "aclImdb")
-    wanted = ("glue", "parquet", "hf_disk") if task.glue is not None else ("imdb", "parquet", "hf_disk")
-    for candidate in (root, *(root / n for n in names)):
-        if candidate.is_dir() and detect_layout(candidate) in wanted:
-            return candidate
-    return root  # the loader's error then says what layout was expected
-
-
-def results_table_html(rows: list[dict[str, Any]]) -> str:
-    """A table with one row per model and one column per task (main scores), plus the GLUE mean."""
-    if not rows:
-        return "<i>no results yet</i>"
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    score = {(r["model"], r["task"]): r["main_score"] for r in rows}
-    glue_tasks = [t for t in tasks if t.startswith("glue/")]
-    head = "".join(f"<th>{html.escape(t)}</th>" for t in tasks) + ("<th>GLUE avg</th>" if glue_tasks else "")
-    body = []
-    for model in models:
-        cells = "".join(f"<td>{score[(model, t)]:.4f}</td>" if (model, t) in score else "<td>–</td>"
-                        for t in tasks)
-        if glue_tasks:
-            have = [score[(model, t)] for t in glue_tasks if (model, t) in score]
-            cells += f"<td><b>{sum(have) / len(have):.4f}</b></td>" if have else "<td>–</td>"
-        body.append(f"<tr><th>{html.escape(model)}</th>{cells}</tr>")
-    return (f"<table class='lmkit-eval-table'><tr><th>model</th>{head}</tr>{''.join(body)}</table>")
 
 
 def confusion_svg(matrix: list[list[int]], labels: list[str], title: str = "", cell: int = 46) -> str:
@@ -98,7 +63,9 @@ class EvalPanel(widgets.VBox):
 
     `namespace` (usually ``globals()``) is searched for `Run` objects each time the panel is
     refreshed; `runs` adds named runs or run directories explicitly. ``"scratch"`` is always
-    offered. `options` are `EvalConfig` keys passed to every evaluation.
+    offered. `data` is a data folder (``data/glue``, ``data/imdb``: see
+    `lmkit.evaluation.loaders.find_task_data`), empty for the Hugging Face Hub. `options` are
+    `EvalConfig` keys passed to every evaluation. Results accumulate in `board`.
     """
 
     def __init__(self, namespace: dict[str, Any] | None = None, runs: dict[str, Any] | None = None,
@@ -109,7 +76,8 @@ class EvalPanel(widgets.VBox):
         self.namespace = namespace
         self.extra_runs = dict(runs or {})
         self.options = options
-        self.results: list[Any] = []
+        self.board = Leaderboard()
+        self._last_failed = False
         self.stop_signal = StopSignal()
         self.run_picker = widgets.SelectMultiple(description="Runs", rows=4)
         self.task_picker = widgets.SelectMultiple(options=list(task_registry), value=tuple(tasks),
@@ -122,7 +90,7 @@ class EvalPanel(widgets.VBox):
         self.refresh_button = widgets.Button(description="Refresh runs", icon="refresh")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="")
         self.status = widgets.HTML("")
-        self.table = widgets.HTML(results_table_html([]))
+        self.table = widgets.HTML(self.board.to_html())
         self.plot = widgets.HTML("")
         self.run_button.on_click(lambda _b: self.run())
         self.stop_button.on_click(lambda _b: self.stop_signal.set())
@@ -149,45 +117,46 @@ class EvalPanel(widgets.VBox):
         self.run_picker.value = tuple(n for n in selected if n in names) or (names[0],)
 
     # -- running ------------------------------------------------------------------------------
-    def run(self, runs: tuple[str, ...] | None = None, tasks: tuple[str, ...] | None = None) -> list[Any]:
-        """Evaluate every selected run on every selected task; returns the new `EvalResult`s."""
-        import lmkit
-        from lmkit.errors import LmkitError
+    def run(self, runs: tuple[str, ...] | None = None, tasks: tuple[str, ...] | None = None) -> list[EvalResult]:
+        """Evaluate every selected run on every selected task; returns the new `EvalResult`s.
+
+        Errors a user can fix (data, options) are shown in the status line and the next pair runs.
+        """
         from lmkit.notebook.kernel_pump import WidgetPump
 
         available = self.available_runs()
-        runs = tuple(runs or self.run_picker.value)
+        names = tuple(runs or self.run_picker.value)
         tasks = tuple(tasks or self.task_picker.value)
+        before = len(self.board.results)
         self.stop_signal.clear()
         self.run_button.disabled, self.stop_button.disabled = True, False
-        new: list[Any] = []
         try:
             with WidgetPump.for_current_kernel() as pump:
-                for name in runs:
-                    for task in tasks:
-                        if self.stop_signal.is_set():
-                            break
-                        self.status.value = f"{html.escape(name)} on {html.escape(task)}: preparing…"
-                        try:
-                            result = lmkit.evaluate(
-                                available[name], task=task, data=task_data(task, self.data.value) if self.data.value else None,
-                                max_steps=self.budget.value, stop=self.stop_signal,
-                                reporters=[self._on_event, lambda _e: pump.pump()], **self.options)
-                        except LmkitError as exc:
-                            self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
-                            continue
-                        result.model_name = name
-                        new.append(result)
-                        self.results.append(result)
-                        self._show()
+                evaluate_runs({name: available[name] for name in names}, tasks, self.data.value or None,
+                              reporters=[self._on_event, lambda _e: pump.pump()], stop=self.stop_signal,
+                              keep_going=True, board=self.board, max_steps=self.budget.value, **self.options)
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
-        if new and not self.status.value.startswith("<span"):
+        new = self.board.results[before:]
+        if new and not self._last_failed:
             self.status.value = f"done: {len(new)} evaluation(s)"
         return new
 
+    @property
+    def results(self) -> list[EvalResult]:
+        """Every result so far, in order (``board.results``)."""
+        return self.board.results
+
     def _on_event(self, event: Any) -> None:
-        if isinstance(event, StartEvent):
+        if isinstance(event, EvaluationStartEvent):
+            self.status.value = f"{html.escape(event.model)} on {html.escape(event.task)}: preparing…"
+        elif isinstance(event, EvaluationEndEvent):
+            self._last_failed = event.result is None
+            if event.result is None:
+                self.status.value = f"<span style='color:#b00'>{html.escape(event.error)}</span>"
+            else:
+                self._show()
+        elif isinstance(event, StartEvent):
             self.progress.max, self.progress.value = max(event.total_steps, 1), 0
             self.status.value = f"fine-tuning {html.escape(event.run_dir)}"
         elif isinstance(event, StepEvent):
@@ -198,7 +167,7 @@ class EvalPanel(widgets.VBox):
             self.status.value = f"fine-tuning {event.reason} at step {event.step}; scoring…"
 
     def _show(self) -> None:
-        self.table.value = results_table_html(self.rows())
+        self.table.value = self.board.to_html()
         last = next((r for r in reversed(self.results) if r.confusion_matrix is not None), None)
         if last is not None:
             self.plot.value = confusion_svg(last.confusion_matrix.tolist(), list(last.task.display_labels),
@@ -207,18 +176,13 @@ class EvalPanel(widgets.VBox):
     # -- export -------------------------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:
         """One dict per (run, task): model, task, split, main_score and every metric."""
-        return [{"model": r.model_name, "task": r.task.name, "split": r.split, "main_score": r.main_score,
-                 **r.metrics} for r in self.results]
+        return self.board.records()
 
     def to_dataframe(self) -> Any:
-        """The results as a pandas DataFrame (one row per run and task)."""
-        import pandas as pd
-
-        return pd.DataFrame(self.rows())
+        """The results as a pandas DataFrame (one row per run and task); ``board.to_dataframe()``
+        has a row per run."""
+        return self.board.to_dataframe(wide=False)
 
     def to_json(self, path: str | Path | None = None) -> str:
         """The results (with confusion matrices) as JSON; also written to `path` when given."""
-        text = json.dumps([r.to_dict() for r in self.results], indent=2)
-        if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
-        return text
+        return self.board.to_json(path)

@@ -203,29 +203,36 @@ class LmkitMagics(Magics):
 
     @_user_errors
     @magic_arguments()
-    @argument("run", help="a Run variable, a run directory, or 'scratch'")
-    @argument("--task", required=True, help="evaluation task, e.g. glue/sst2 (see %%lmlist tasks)")
-    @argument("--data", default=None, help="the task's data folder or file")
+    @argument("runs", nargs="+", metavar="RUN", help="Run variables, run directories, or 'scratch'")
+    @argument("--task", dest="tasks", action="append", required=True, metavar="TASK",
+              help="evaluation task, e.g. glue/sst2 (repeatable; see %%lmlist tasks)")
+    @argument("--data", default=None,
+              help="the tasks' data: a task's folder or file, or a folder holding glue/ and imdb/")
     @argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
               help="an evaluation option (repeatable), e.g. --set epochs=2")
-    @argument("-o", "--output", metavar="NAME", help="bind the result to NAME")
+    @argument("-o", "--output", metavar="NAME",
+              help="bind the result (one run and task) or the leaderboard (several) to NAME")
     @argument("--ui", action="store_true",
               help="run it in the evaluation panel (progress, Stop, results table)")
     @line_magic
     def lmeval(self, line: str) -> Any:
-        """Evaluate a run on a downstream task (a thin shell over `lmkit.evaluate`).
+        """Evaluate runs on downstream tasks (a thin shell over `lmkit.evaluation.leaderboard.evaluate_runs`).
+
+        One run on one task gives its `EvalResult`; several give a `Leaderboard` (a row per run).
 
         Examples::
 
             %lmeval shakespeare --task glue/sst2 --data glue_data/SST-2 -o sst2
+            %lmeval shakespeare scratch --task glue/sst2 --task glue/cola --data data/ -o board
             %lmeval shakespeare --task imdb --data aclImdb --ui
         """
-        import lmkit
         from lmkit.config import parse_set_options
+        from lmkit.evaluation.leaderboard import evaluate_runs
+        from lmkit.evaluation.tasks import SCRATCH
 
         args = _parse(self.lmeval, line)
         _check_name(args.output)
-        run = args.run if args.run == "scratch" else self._run(args.run)
+        runs = {name: name if name == SCRATCH else self._run(name) for name in args.runs}
         options = parse_set_options(args.settings)
         if args.ui:
             from IPython.display import display
@@ -234,10 +241,11 @@ class LmkitMagics(Magics):
                 from lmkit.notebook.eval_panel import EvalPanel
             except ImportError as exc:
                 raise UsageError(f"the evaluation panel is not available: {exc}") from None
-            panel = EvalPanel(namespace=self.shell.user_ns, runs={args.run: run},
-                              tasks=(args.task,), data=args.data or "", **options)
+            panel = EvalPanel(namespace=self.shell.user_ns, runs=runs, tasks=tuple(args.tasks),
+                              data=args.data or "", **options)
             display(panel)
-            panel.run((args.run,), (args.task,))
+            panel.run(tuple(runs), tuple(args.tasks))
             return self._bind(args.output, panel)
-        return self._bind(args.output, lmkit.evaluate(run, task=args.task, data=args.data,
-                                                      **options))
+        board = evaluate_runs(runs, args.tasks, args.data, **options)
+        single = len(runs) == len(args.tasks) == 1
+        return self._bind(args.output, board.results[0] if single else board)

@@ -1,0 +1,258 @@
+"""Evaluate several runs on several tasks and compare them in one table, a row per run.
+
+>>> from lmkit.evaluation.leaderboard import evaluate_runs
+>>> board = evaluate_runs({"lm": run, "base": "scratch"}, ["glue/sst2", "glue/cola"],
+...                       data="data/", max_steps=300)                     # doctest: +SKIP
+>>> print(board)                                                           # doctest: +SKIP
+model  glue/sst2  glue/cola  GLUE avg
+lm        0.8108     0.1120    0.4614
+base      0.7970     0.1620    0.4795
+>>> board.to_dataframe()                 # the same, plus every metric    # doctest: +SKIP
+
+Each (run, task) pair is one call of `lmkit.evaluate`; ``lmkit eval``, ``%lmeval`` and the
+notebook's `EvalPanel` all evaluate through `evaluate_runs`. A task's cell is its main score
+(`EvalResult.main_score`: the mean of its two scores where it has two, as on the GLUE board), and
+each benchmark's average (``GLUE avg``) is the mean of those cells over the benchmark's tasks
+the run was evaluated on.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmkit.engine.events import Event, Reporter, StopSignal
+from lmkit.errors import LmkitError
+from lmkit.evaluation.loaders import find_task_data, is_hub
+from lmkit.evaluation.result import EvalResult
+from lmkit.evaluation.tasks import Task, get_task
+
+__all__ = ["Leaderboard", "evaluate_runs", "EvaluationStartEvent", "EvaluationEndEvent"]
+
+
+@dataclass(frozen=True)
+class EvaluationStartEvent(Event):
+    """`evaluate_runs` starts evaluating `model` on `task` (pair `index` of `total`, from 1)."""
+
+    model: str
+    task: str
+    index: int
+    total: int
+
+
+@dataclass(frozen=True)
+class EvaluationEndEvent(Event):
+    """`model` on `task` is done: `result` is its `EvalResult`, or `None` and `error` says why.
+
+    `model` is the run's name in `evaluate_runs`'s mapping, or its path or directory when the
+    runs came as a sequence (`result.model_name` is then the name `lmkit.evaluate` gave).
+    """
+
+    model: str
+    task: str
+    result: EvalResult | None = None
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        # the result holds the fine-tuned model: a JSON record keeps only its scores
+        return {"event": "evaluation_end", "model": self.model, "task": self.task,
+                "metrics": {} if self.result is None else dict(self.result.metrics), "error": self.error}
+
+
+@dataclass
+class Leaderboard:
+    """The results of several runs on several tasks, shown with a row per run.
+
+    `results` keeps every evaluation in order; a table cell shows the latest result of its run
+    and task. `failures` lists ``(model, task, message)`` for the pairs that failed when
+    `evaluate_runs` was told to keep going.
+
+    >>> board = Leaderboard([sst2_result, cola_result])          # doctest: +SKIP
+    >>> board.score("lm", "glue/sst2"), board.average("lm", "GLUE")  # doctest: +SKIP
+    (0.81, 0.46)
+    """
+
+    results: list[EvalResult] = field(default_factory=list)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[str]:
+        """The row labels: each result's `model_name`, in order of first appearance."""
+        return list(dict.fromkeys(r.model_name for r in self.results))
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The tasks evaluated, in order of first appearance."""
+        return list({r.task.name: r.task for r in self.results}.values())
+
+    @property
+    def benchmarks(self) -> list[str]:
+        """The benchmarks of the evaluated tasks (``["GLUE"]``), in order of first appearance."""
+        return list(dict.fromkeys(t.benchmark for t in self.tasks if t.benchmark))
+
+    def result(self, model: str, task: "str | Task") -> EvalResult | None:
+        """The latest result of `model` on `task`, or `None` when there is none."""
+        name = get_task(task).name
+        return next((r for r in reversed(self.results) if r.model_name == model and r.task.name == name), None)
+
+    def score(self, model: str, task: "str | Task") -> float | None:
+        """The main score of `model` on `task` (`EvalResult.main_score`), or `None`."""
+        found = self.result(model, task)
+        return None if found is None else found.main_score
+
+    def average(self, model: str, benchmark: str) -> float | None:
+        """The mean main score of `model` over the `benchmark` tasks it was evaluated on, or `None`.
+
+        >>> board.average("lm", "GLUE")       # mean of its glue/* cells  # doctest: +SKIP
+        0.4614
+        """
+        scores = [s for t in self.tasks if t.benchmark == benchmark
+                  if (s := self.score(model, t)) is not None]
+        return sum(scores) / len(scores) if scores else None
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per evaluation, in order: model, task, split, main_score and every metric."""
+        return [{"model": r.model_name, "task": r.task.name, "split": r.split, "main_score": r.main_score,
+                 **r.metrics} for r in self.results]
+
+    def table(self) -> tuple[list[str], list[list[float | None]]]:
+        """The board as ``(column names, one row of cells per model)``: each task's main score,
+        then each benchmark's average (``"GLUE avg"``); `None` where there is no result."""
+        columns = [t.name for t in self.tasks] + [f"{b} avg" for b in self.benchmarks]
+        rows = [[self.score(m, t) for t in self.tasks] + [self.average(m, b) for b in self.benchmarks]
+                for m in self.models]
+        return columns, rows
+
+    def to_dataframe(self, wide: bool = True) -> Any:
+        """The board as a pandas DataFrame (pandas is optional: ``pip install pandas``).
+
+        `wide`: a row per model (index ``model``) with each task's main score, every metric as
+        ``task:metric``, and the benchmark averages. Otherwise one row per evaluation (`records`).
+        """
+        import pandas as pd
+
+        if not wide:
+            return pd.DataFrame(self.records())
+        columns, cells = self.table()
+        rows = []
+        for model, values in zip(self.models, cells):
+            row = dict(zip(columns, values))
+            for task in self.tasks:
+                found = self.result(model, task)
+                row.update({f"{task.name}:{k}": v for k, v in (found.metrics if found else {}).items()})
+            rows.append(row)
+        return pd.DataFrame(rows, index=pd.Index(self.models, name="model"), dtype=float)
+
+    def to_text(self) -> str:
+        """The board as a plain-text table (what ``print(board)`` shows)."""
+        if not self.results:
+            return "no results yet"
+        columns, rows = self.table()
+        cells = [["model", *columns]] + [[m, *("–" if v is None else f"{v:.4f}" for v in row)]
+                                         for m, row in zip(self.models, rows)]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+        return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+                         for line in cells)
+
+    def to_html(self) -> str:
+        """The board as an HTML table (benchmark averages in bold), as notebooks show it."""
+        if not self.results:
+            return "<i>no results yet</i>"
+        columns, rows = self.table()
+        averaged = len(self.tasks)  # the columns after the tasks are averages
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        body = []
+        for model, row in zip(self.models, rows):
+            cells = "".join("<td>–</td>" if v is None else f"<td><b>{v:.4f}</b></td>" if i >= averaged
+                            else f"<td>{v:.4f}</td>" for i, v in enumerate(row))
+            body.append(f"<tr><th>{html.escape(model)}</th>{cells}</tr>")
+        return f"<table class='lmkit-eval-table'><tr><th>model</th>{head}</tr>{''.join(body)}</table>"
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """Every result (`EvalResult.to_dict`, with confusion matrices) as JSON; also written to
+        `path` when given."""
+        text = json.dumps([r.to_dict() for r in self.results], indent=2)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+
+def evaluate_runs(
+    runs: "Mapping[str, Any] | Sequence[Any]", tasks: "Sequence[str | Task]",
+    data: "str | Path | None" = None, *, reporters: Sequence[Reporter] = (),
+    stop: StopSignal | None = None, keep_going: bool = False, board: Leaderboard | None = None,
+    **options: Any,
+) -> Leaderboard:
+    """Evaluate every run on every task (`lmkit.evaluate` once per pair) into a `Leaderboard`.
+
+    `runs` are `Run` objects, run directories or ``"scratch"``: a mapping name → run labels the
+    rows with its names; a sequence keeps the names `lmkit.evaluate` gives (the run directory's
+    name, ``scratch-<arch>``). One run or one task may also be given alone. `data` is a data folder holding the tasks' data, found in it by
+    `find_task_data` (``data/glue/``, ``data/imdb/``, or `data` itself), or ``None`` / ``"hf"``
+    for the Hugging Face Hub. `options` are `EvalConfig` keys for every evaluation.
+
+    `reporters` receive an `EvaluationStartEvent` and an `EvaluationEndEvent` around each pair,
+    and the fine-tuning events in between. `stop` ends the current fine-tuning at a step
+    boundary and skips the pairs not started. An `LmkitError` (bad data, a bad option) is raised
+    at once, unless `keep_going`: then it is added to `board.failures` and the next pair runs.
+    Results are added to `board` when given (a notebook panel keeps one across calls).
+
+    >>> board = evaluate_runs(["runs/lstm-1", "scratch"], ["glue/sst2", "imdb"], "data/",
+    ...                       max_steps=300, reporters=[print])                 # doctest: +SKIP
+    >>> board.to_dataframe()                                                   # doctest: +SKIP
+    """
+    from lmkit.evaluation.api import evaluate
+
+    if isinstance(runs, (str, Path)) or not isinstance(runs, (Mapping, Sequence)):
+        runs = [runs]  # one run alone
+    if isinstance(tasks, (str, Task)):
+        tasks = [tasks]
+    board = Leaderboard() if board is None else board
+    named = isinstance(runs, Mapping)
+    labelled = list(runs.items()) if named else [(_label(r), r) for r in runs]
+    pairs = [(name, run, get_task(task)) for name, run in labelled for task in tasks]
+    if not keep_going:  # a missing data folder fails now, not after the first fine-tuning
+        for task in {t.name: t for _, _, t in pairs}.values():
+            _task_data(task, data)
+    for index, (name, run, task) in enumerate(pairs, start=1):
+        if stop is not None and stop.is_set():
+            break
+        _emit(reporters, EvaluationStartEvent(name, task.name, index, len(pairs)))
+        try:
+            result = evaluate(run, task=task, data=_task_data(task, data), reporters=reporters, stop=stop,
+                              **options)
+        except LmkitError as exc:
+            _emit(reporters, EvaluationEndEvent(name, task.name, error=str(exc)))
+            if not keep_going:
+                raise
+            board.failures.append((name, task.name, str(exc)))
+            continue
+        if named:
+            result.model_name = name
+        board.results.append(result)
+        _emit(reporters, EvaluationEndEvent(name, task.name, result))
+    return board
+
+
+def _label(run: Any) -> str:
+    """How progress events name a run given without a name: its path as typed, or its directory."""
+    return str(run) if isinstance(run, (str, Path)) else str(getattr(run, "dir", type(run).__name__))
+
+
+def _task_data(task: Task, data: "str | Path | None") -> "str | Path | None":
+    return data if data is None or is_hub(data) else find_task_data(task, data)
+
+
+def _emit(reporters: Sequence[Reporter], event: Event) -> None:
+    for report in reporters:
+        report(event)

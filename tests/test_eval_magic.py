@@ -1,0 +1,90 @@
+"""`%lmeval`: one call of `evaluate_runs`; one result, or a leaderboard for several runs and tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from IPython import get_ipython
+from IPython.core.error import UsageError
+from IPython.testing.globalipapp import start_ipython
+
+import lmkit.evaluation.api as eval_api
+from lmkit.evaluation.leaderboard import Leaderboard
+from lmkit.evaluation.result import EvalResult
+
+EVAL = Path(__file__).parent / "fixtures" / "eval"
+
+
+@pytest.fixture()
+def ip():
+    shell = start_ipython() or get_ipython()  # one shell per test process
+    shell.run_line_magic("load_ext", "lmkit")
+    yield shell
+    shell.run_line_magic("unload_ext", "lmkit")
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, str, Any, dict[str, Any]]]:
+    made: list[tuple[Any, str, Any, dict[str, Any]]] = []
+
+    def fake_evaluate(run: Any, task: Any, data: Any, **options: Any) -> EvalResult:
+        made.append((run, task.name, data, {k: v for k, v in options.items() if k not in ("reporters", "stop")}))
+        labels = np.array([0, 1, 1, 0])
+        return EvalResult.build(task, task.eval_split, "evaluate's name", np.eye(2)[labels], labels)
+
+    monkeypatch.setattr(eval_api, "evaluate", fake_evaluate)
+    return made
+
+
+def test_one_run_on_one_task_binds_its_result(ip, calls) -> None:
+    ip.run_line_magic("lmeval", f"scratch --task glue/sst2 --data {EVAL} --set epochs=2 -o res")
+    assert calls == [("scratch", "glue/sst2", EVAL / "glue", {"epochs": 2})]
+    result = ip.user_ns["res"]
+    assert isinstance(result, EvalResult) and result.model_name == "scratch" and result.metrics == {"accuracy": 1.0}
+
+
+def test_several_runs_and_tasks_bind_a_leaderboard(ip, calls) -> None:
+    ip.user_ns["lm"] = run = _run()
+    ip.run_line_magic("lmeval", f"lm scratch --task glue/sst2 --task imdb --data {EVAL} -o board")
+    assert [(c[0], c[1], c[2]) for c in calls] == [
+        (run, "glue/sst2", EVAL / "glue"), (run, "imdb", EVAL / "imdb"),
+        ("scratch", "glue/sst2", EVAL / "glue"), ("scratch", "imdb", EVAL / "imdb")]
+    board = ip.user_ns["board"]
+    assert isinstance(board, Leaderboard) and board.models == ["lm", "scratch"]
+    assert board.table()[0] == ["glue/sst2", "imdb", "GLUE avg"]
+
+
+def test_a_data_error_is_one_line(ip, calls) -> None:
+    with pytest.raises(UsageError, match="no glue/sst2 data in"):
+        ip.run_line_magic("lmeval", f"scratch --task glue/sst2 --data {EVAL / 'imdb'}")
+    assert calls == []
+
+
+def test_ui_runs_the_pairs_in_the_panel(ip, monkeypatch) -> None:
+    import lmkit.notebook.eval_panel as eval_panel
+
+    made = []
+
+    class FakePanel:
+        def __init__(self, **kwargs):
+            self.kwargs, self.ran = kwargs, None
+            made.append(self)
+
+        def run(self, runs, tasks):
+            self.ran = (runs, tasks)
+
+    monkeypatch.setattr(eval_panel, "EvalPanel", FakePanel)
+    ip.run_line_magic("lmeval", "scratch --task imdb --task glue/cola --data aclImdb --set max_steps=5 --ui")
+    (panel,) = made
+    assert panel.ran == (("scratch",), ("imdb", "glue/cola"))
+    assert panel.kwargs["runs"] == {"scratch": "scratch"} and panel.kwargs["data"] == "aclImdb"
+    assert panel.kwargs["max_steps"] == 5
+
+
+def _run() -> Any:
+    from lmkit.training.run import Run
+
+    return Run(dir=Path("runs/lm"), config=None, model=None, tokenizer=None)
