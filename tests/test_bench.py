@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-import lmkit.bench
-from lmkit.bench import main
+import lmkit.cli.bench
+from lmkit.cli.bench import main
 from lmkit.cli import main as cli_main
 
 # The benchmarks the README and docs/performance.md name.
@@ -61,7 +61,7 @@ def test_missing_pytorch_says_how_to_install_it(tmp_path, monkeypatch, capfd):
 def test_without_a_checkout_lmkit_bench_says_where_to_get_the_benchmarks(tmp_path, monkeypatch,
                                                                          capsys):
     # What an lmkit installed from a wheel sees: no benchmarks/ beside the package folder.
-    monkeypatch.setattr(lmkit.bench, "_ROOT", tmp_path)
+    monkeypatch.setattr(lmkit.cli.bench, "_ROOT", tmp_path)
     assert cli_main(["bench", "gpt_char", "--quick"]) == 2
     err = capsys.readouterr().err
     assert f"imported from {tmp_path / 'lmkit'}" in err

@@ -68,7 +68,7 @@ def test_compilation_cache_is_enabled_before_the_model_is_built(tmp_path, monkey
     import jax
 
     from lmkit import build
-    from lmkit.training import loop
+    from lmkit.training import language_model as loop
 
     seen: list[str] = []
     enable, build_model = loop._enable_compilation_cache, build.build_model

@@ -177,32 +177,3 @@ def test_missing_data_path_is_a_short_message(ip, tmp_path):
         ip.run_cell_magic("lmtrain", "-o never_bound",
                           f'arch = "lstm"\ndata = "{missing}"\nout = "{tmp_path / "run"}"\n')
     assert "never_bound" not in ip.user_ns
-
-
-def test_lmeval_is_one_call_of_lmkit_evaluate(ip, monkeypatch):
-    calls = []
-    monkeypatch.setattr(lmkit, "evaluate", lambda run, **kw: calls.append((run, kw)) or "result")
-    ip.run_line_magic("lmeval", "scratch --task glue/sst2 --data sst2 --set epochs=2 -o res")
-    assert calls == [("scratch", {"task": "glue/sst2", "data": "sst2", "epochs": 2})]
-    assert ip.user_ns["res"] == "result"
-
-
-def test_lmeval_ui_runs_the_evaluation_in_the_panel(ip, monkeypatch):
-    import lmkit.notebook.eval_panel as eval_panel
-
-    made = []
-
-    class FakePanel:
-        def __init__(self, **kwargs):
-            self.kwargs, self.ran = kwargs, None
-            made.append(self)
-
-        def run(self, runs, tasks):
-            self.ran = (runs, tasks)
-
-    monkeypatch.setattr(eval_panel, "EvalPanel", FakePanel)
-    ip.run_line_magic("lmeval", "scratch --task imdb --data aclImdb --set max_steps=5 --ui")
-    (panel,) = made
-    assert panel.ran == (("scratch",), ("imdb",))
-    assert panel.kwargs["tasks"] == ("imdb",) and panel.kwargs["data"] == "aclImdb"
-    assert panel.kwargs["max_steps"] == 5

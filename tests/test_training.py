@@ -51,7 +51,9 @@ def test_load_gives_back_the_same_model(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.asarray(run.model(x)), np.asarray(again.model(x)), atol=1e-6)
     assert again.config == run.config and again.history == run.history
     assert again.generate("ROMEO:", max_new_tokens=15, seed=3) == run.generate("ROMEO:", max_new_tokens=15, seed=3)
-    shown = again._repr_html_()  # what a notebook displays for a bare `run`
+    from lmkit.notebook.display import run_html
+
+    shown = run_html(again)  # what a notebook displays for a bare `run`
     assert "<svg" in shown and "val_loss" in shown and str(run.dir) in shown
 
 
@@ -113,6 +115,38 @@ def test_full_batch_gradient_descent_takes_one_step_per_pass(tmp_path: Path) -> 
     losses = [r["loss"] for r in run.history if "loss" in r]
     assert run.summary["steps"] == 3 and len(losses) == 3
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("name", ["full_batch", "batch_gd"])
+def test_every_name_of_full_batch_gradient_descent_takes_one_step_per_pass(tmp_path: Path, name: str) -> None:
+    # Regression: the aliases of `gd` used to train mini-batch (2 epochs took 2,626 steps).
+    run = train(tmp_path, optimizer=name, learning_rate=0.5, schedule="constant", epochs=2,
+                max_steps=None, eval_every=1, arch="rnn", units=16, validation_split=0.5)
+    assert run.summary["steps"] == 2 and len([r for r in run.history if "loss" in r]) == 2
+
+
+def test_ctrl_c_once_stops_training_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    def press_ctrl_c(event) -> None:
+        if isinstance(event, StepEvent) and event.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    run = lmkit.train(**{**TINY, "out": str(tmp_path / "run")}, steps_per_dispatch=2,
+                      checkpoint_every=100, reporters=[press_ctrl_c])
+    assert run.summary["reason"] == "interrupted" and run.summary["steps"] == 2
+    from lmkit.engine.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run.dir).step == 2 and (run.dir / "model.keras").is_file()
+    assert lmkit.train(resume=run.dir, reporters=[]).summary["steps"] == 12
+
+
+def test_resuming_with_another_shape_is_refused_naming_the_weight(tmp_path: Path) -> None:
+    run = train(tmp_path, max_steps=4)
+    with pytest.raises(RunError, match=r"checkpoint.npz: model weight '[^']+' has shape \(\d+, 32\) "
+                                       r"in the checkpoint but \(\d+, 64\) in this model"):
+        lmkit.train(resume=run.dir, embed_dim=64, reporters=[])
 
 
 def test_epochs_set_the_number_of_steps(tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ class RunDir:
         missing = [f for f in required if not run_dir.file(f).is_file()]
         if missing:
             raise RunError(
-                f"'{run_dir.path}' is not a complete lmkit run directory: {', '.join(missing)} "
+                f"'{run_dir.path}' is not an lmkit run directory: {', '.join(missing)} "
                 f"{'is' if len(missing) == 1 else 'are'} missing"
             )
         return run_dir

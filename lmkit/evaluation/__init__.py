@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from lmkit._lazy import lazy_exports
 
-__all__ = ["evaluate", "EvalResult", "EvalConfig", "Task", "get_task", "load_split", "load_metric"]
+__all__ = ["evaluate", "evaluate_runs", "Leaderboard", "EvalResult", "EvalConfig", "Task", "get_task",
+           "load_split", "find_task_data", "load_metric"]
 
 _HOMES = {
     "evaluate": "lmkit.evaluation.api",
+    "evaluate_runs": "lmkit.evaluation.leaderboard",
+    "Leaderboard": "lmkit.evaluation.leaderboard",
+    "find_task_data": "lmkit.evaluation.loaders",
     "EvalResult": "lmkit.evaluation.result",
     "EvalConfig": "lmkit.evaluation.config",
     "Task": "lmkit.evaluation.tasks",

@@ -13,12 +13,11 @@ from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.loaders import Examples, load_split
 from lmkit.evaluation.result import EvalResult
 from lmkit.engine.events import Event, StopSignal
-from lmkit.evaluation.tasks import Task, get_task
+from lmkit.evaluation.tasks import SCRATCH, Task, get_task
 from lmkit.resolve import resolve
 
-__all__ = ["evaluate", "SCRATCH"]
+__all__ = ["evaluate"]
 
-SCRATCH = "scratch"
 PRETRAINED_LR_MULTIPLIER = 0.3
 
 
@@ -114,7 +113,7 @@ def _backbone(run_or_path: Any, cfg: EvalConfig, texts: Examples) -> tuple[Any, 
         run = run_or_path
     else:
         raise RunError(
-            f"evaluate() needs a Run, a run directory or 'scratch', got {type(run_or_path).__name__}"
+            f"evaluate() needs a Run, a run directory or '{SCRATCH}', got {type(run_or_path).__name__}"
         )
     source = run.model
     copy = type(source).from_config(source.get_config())

@@ -6,7 +6,7 @@ widget is first used:
 
 - `Dashboard`: live training progress, curves and a Stop button; a reporter for
   ``lmkit.train(reporters=[Dashboard()])`` (`lmkit.notebook.dashboard`);
-- `GenerateWidget`: a prompt and sampling controls for a trained run, what `Run.widget()` shows
+- `GenerateWidget`: a prompt and sampling controls for a trained run, what `%lmgenerate --ui` shows
   (`lmkit.notebook.generate`);
 - `EvalPanel`: pick runs and tasks, evaluate them, compare the scores
   (`lmkit.notebook.eval_panel`).

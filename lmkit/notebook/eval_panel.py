@@ -1,6 +1,6 @@
 """The evaluation widget: pick runs and tasks, Run, watch progress, compare scores across runs.
 
->>> from lmkit.widgets import EvalPanel
+>>> from lmkit.notebook import EvalPanel
 >>> panel = EvalPanel(namespace=globals(), data="data/")      # doctest: +SKIP
 >>> panel                                                      # shows the controls  # doctest: +SKIP
 >>> panel.to_dataframe()                                       # one row per run and task  # doctest: +SKIP

@@ -1,6 +1,6 @@
 """The generation widget: a prompt box, sampling controls, a Generate button and the output.
 
->>> run.widget()                          # doctest: +SKIP
+>>> GenerateWidget(run)                    # doctest: +SKIP
 >>> %lmgenerate shakespeare --ui          # doctest: +SKIP
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-__all__ = ["GenerateWidget", "generate_widget"]
+__all__ = ["GenerateWidget"]
 
 
 class GenerateWidget(widgets.VBox):
@@ -76,7 +76,3 @@ class GenerateWidget(widgets.VBox):
     def _on_click(self, _button: Any) -> None:
         self.generate()
 
-
-def generate_widget(run: Any, prompt: str = "\n") -> GenerateWidget:
-    """The generation widget for `run` (what `Run.widget()` returns)."""
-    return GenerateWidget(run, prompt)

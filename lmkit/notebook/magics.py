@@ -149,9 +149,9 @@ class LmkitMagics(Magics):
         args = _parse(self.lmgenerate, line)
         run = self._run(args.run)
         if args.ui:
-            from lmkit.notebook.generate import generate_widget
+            from lmkit.notebook.generate import GenerateWidget
 
-            display(generate_widget(run, args.prompt))
+            display(GenerateWidget(run, args.prompt))
             return
         print(run.generate(args.prompt, max_new_tokens=args.max_new_tokens,
                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,

@@ -22,7 +22,7 @@ from lmkit.errors import RunError
 __all__ = ["checkout", "main"]
 
 # The folder holding the lmkit package: a git checkout in an editable install.
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]  # lmkit/cli/bench.py -> the checkout
 
 
 def checkout() -> Path:

@@ -6,7 +6,7 @@
     lmkit list [KIND] [--pattern GLOB]
     lmkit info RUN_DIR
     lmkit eval RUN_DIR --task TASK --data PATH [--set key=value ...] [--out DIR]
-    lmkit bench NAME [--quick]
+    lmkit bench NAME [--quick] [--out DIR]
 
 User errors (a bad key, a missing file, a typo'd name) print one paragraph and exit with
 status 2; anything else is a bug and keeps its traceback.
@@ -81,17 +81,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from lmkit.engine.rundir import CONFIG, SUMMARY, RunDir
 
-    from lmkit.errors import RunError
-    from lmkit.training.run import load_history
-
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "config.toml").is_file():
-        raise RunError(f"'{run_dir}' is not an lmkit run directory (no config.toml)")
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    print(f"run {run_dir}")
+    run_dir = RunDir.open(args.run_dir, required=(CONFIG,))
+    summary = run_dir.read_json(SUMMARY)
+    print(f"run {run_dir.path}")
     for key in ("arch", "steps", "reason", "elapsed_s", "parameters", "backend", "finished"):
         if key in summary:
             print(f"  {key:<12} {summary[key]}")
@@ -100,20 +94,20 @@ def _info(args: argparse.Namespace) -> int:
             print(f"  {key:<12} {value:.4f}")
     if not summary:
         print("  (no summary.json: training did not finish; `lmkit train --resume` continues it)")
-    print(f"  history      {len(load_history(run_dir))} records in metrics.jsonl")
+    print(f"  history      {len(run_dir.history())} records in metrics.jsonl")
     print("config:")
-    print(textwrap.indent((run_dir / "config.toml").read_text(), "  "), end="")
+    print(textwrap.indent(run_dir.file(CONFIG).read_text(encoding="utf-8"), "  "), end="")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from lmkit.evaluation.cli import main as eval_main
+    from lmkit.cli.eval import main as eval_main
 
     return eval_main(args)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from lmkit.bench import main as bench_main
+    from lmkit.cli.bench import main as bench_main
 
     return bench_main([args.name, *(["--quick"] if args.quick else []),
                        *(["--out", args.out] if args.out else [])])
@@ -159,15 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_info)
 
     try:
-        from lmkit.evaluation.cli import add_parser as add_eval_parser
+        from lmkit.cli.eval import add_parser as add_eval_parser
     except ImportError:
         add_eval_parser = None
     if add_eval_parser is not None:
         p = add_eval_parser(sub)
         p.set_defaults(func=_eval)
 
-    p = sub.add_parser("bench", help="run a benchmark (gpt_char, lstm_classic, generate, "
-                                     "startup, memory)")
+    p = sub.add_parser("bench", help="run a speed benchmark of the git checkout (python -m benchmarks --help lists them)")
     p.add_argument("name")
     p.add_argument("--quick", action="store_true", help="a short run, for smoke tests")
     p.add_argument("--out", help="folder for the results JSON (default: benchmarks/results)")
@@ -186,6 +179,3 @@ def main(argv: list[str] | None = None) -> int:
         print("lmkit: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

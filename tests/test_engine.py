@@ -1,0 +1,162 @@
+"""The engine's policies, on a trainee small enough to reason about exactly.
+
+Language-model training (tests/test_training.py) and fine-tuning (tests/test_finetune.py) check
+the same policies through their own clients.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lmkit.engine import engine
+from lmkit.engine.events import CheckpointEvent, EndEvent, Event, StepEvent, StopSignal
+from lmkit.engine.rundir import RunDir
+from lmkit.errors import RunError, TrainingDiverged
+
+
+class Walk:
+    """Weights that move by the step number each step; losses and blow-ups where a test says."""
+
+    def __init__(self, loss_at: dict[int, float] | None = None, inf_weights_at: int | None = None):
+        self.w = np.zeros(3, np.float32)
+        self.slots = np.zeros(2, np.float32)
+        self.loss_at, self.inf_weights_at = loss_at or {}, inf_weights_at
+        self.dispatches: list[tuple[int, int]] = []
+
+    def train(self, step: int, k: int) -> np.ndarray:
+        self.dispatches.append((step, k))
+        losses = []
+        for s in range(step + 1, step + k + 1):
+            self.w = self.w + s
+            self.slots = self.slots + 1
+            if s == self.inf_weights_at:
+                self.w[0] = np.inf
+            losses.append(self.loss_at.get(s, 1.0 / s))
+        return np.asarray(losses, np.float32)
+
+    def evaluate(self) -> dict[str, float]:
+        return {"val_loss": float(self.w.sum())}
+
+    def learning_rate(self, step: int) -> float:
+        return 0.1
+
+    def model_arrays(self) -> list[np.ndarray]:
+        return [self.w.copy()]
+
+    def optimizer_arrays(self) -> list[np.ndarray]:
+        return [self.slots.copy()]
+
+    def restore(self, model: list[np.ndarray], optimizer: list[np.ndarray], source: str) -> None:
+        self.w, self.slots = model[0].copy(), optimizer[0].copy()
+
+
+def run(trainee: Walk, tmp_path: Path, total: int = 12, resume: bool = False,
+        reporters: list[Any] | None = None, stop: StopSignal | None = None,
+        **plan: Any) -> engine.Outcome:
+    run_dir = RunDir(tmp_path) if resume else RunDir.create(tmp_path, overwrite=True)
+    return engine.run(trainee, engine.Plan(total, **{"checkpoint_every": 4, **plan}),
+                      engine.Job("walk", 3, learning_rate=0.1, retry="then try again"),
+                      run_dir=run_dir, reporters=reporters or [], stop=stop, resume=resume)
+
+
+def test_dispatches_end_on_evaluations_and_checkpoints(tmp_path: Path) -> None:
+    walk = Walk()
+    events: list[Event] = []
+    outcome = run(walk, tmp_path, total=12, eval_every=6, steps_per_dispatch=5,
+                  reporters=[events.append])
+    assert walk.dispatches == [(0, 4), (4, 2), (6, 2), (8, 4)]
+    assert outcome.reason == "completed" and outcome.step == 12
+    assert [e.step for e in events if isinstance(e, CheckpointEvent)] == [4, 8, 12]
+    assert RunDir(tmp_path).load_checkpoint().model[0].tolist() == [78.0] * 3  # 1 + ... + 12
+
+
+def test_ctrl_c_once_stops_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
+    def press_ctrl_c(event: Event) -> None:
+        if isinstance(event, StepEvent) and event.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    outcome = run(Walk(), tmp_path, checkpoint_every=100, reporters=[press_ctrl_c])
+    assert outcome.reason == "interrupted" and outcome.step == 2
+    assert RunDir(tmp_path).load_checkpoint().step == 2
+
+
+def test_ctrl_c_twice_interrupts_and_still_keeps_what_was_trained(tmp_path: Path) -> None:
+    def press_ctrl_c_twice(event: Event) -> None:
+        if isinstance(event, StepEvent) and event.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(Walk(), tmp_path, checkpoint_every=100, reporters=[press_ctrl_c_twice])
+    assert RunDir(tmp_path).load_checkpoint().step == 3
+
+
+def test_a_non_finite_loss_raises_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    events: list[Event] = []
+    with pytest.raises(TrainingDiverged) as info:
+        run(Walk(loss_at={7: float("nan")}), tmp_path, reporters=[events.append])
+    assert str(info.value).startswith("the training loss became nan at step 7; training stopped.")
+    assert "last good checkpoint (step 4)" in str(info.value)
+    assert "Try a lower learning_rate (now 0.1) or gradient clipping (clipnorm), then try again." in str(info.value)
+    assert RunDir(tmp_path).load_checkpoint().step == 4
+    assert isinstance(events[-1], EndEvent) and events[-1].reason == "diverged"
+    assert RunDir(tmp_path).read_json("summary.json")["reason"] == "diverged"
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path: Path) -> None:
+    # The loss of step 6 is computed before update 6, so it is finite while the weights are not.
+    with pytest.raises(TrainingDiverged, match="the weights became non-finite by step 8"):
+        run(Walk(inf_weights_at=6), tmp_path)
+    ckpt = RunDir(tmp_path).load_checkpoint()
+    assert ckpt.step == 4 and np.isfinite(ckpt.model[0]).all()
+
+
+def test_stop_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path: Path) -> None:
+    straight = Walk()
+    run(straight, tmp_path / "straight")
+    stop = StopSignal()
+
+    def stop_at_5(event: Event) -> None:
+        if isinstance(event, StepEvent) and event.step >= 5:
+            stop.set()
+
+    first = run(Walk(), tmp_path / "resumed", stop=stop, reporters=[stop_at_5], steps_per_dispatch=5,
+                checkpoint_every=100)
+    assert first.reason == "stopped" and first.step == 5
+    resumed = Walk()
+    outcome = run(resumed, tmp_path / "resumed", resume=True)
+    assert outcome.step == 12 and resumed.dispatches[0] == (5, 1)
+    np.testing.assert_array_equal(resumed.w, straight.w)
+    np.testing.assert_array_equal(resumed.slots, straight.slots)
+    assert [r["step"] for r in outcome.history if "loss" in r][:2] == [5, 6]  # history continues
+
+
+def test_early_stopping_on_val_loss(tmp_path: Path) -> None:
+    # val_loss (the sum of the weights) only grows: best at the first evaluation
+    outcome = run(Walk(), tmp_path, total=40, eval_every=2, early_stopping=2)
+    assert outcome.reason == "early_stopping" and outcome.step == 6
+
+
+def test_resume_refuses_a_checkpoint_of_another_shape(tmp_path: Path) -> None:
+    from lmkit.engine.checkpoint import restore_arrays
+
+    class Var:
+        def __init__(self, shape: tuple[int, ...], path: str) -> None:
+            self.shape, self.path, self.value = shape, path, None
+
+        def assign(self, value: Any) -> None:
+            self.value = value
+
+    targets = [Var((2, 3), "gpt/embedding/embeddings"), Var((3,), "gpt/bias")]
+    with pytest.raises(RunError, match=r"model weight 'gpt/bias' has shape \(4,\) in the checkpoint "
+                                       r"but \(3,\) in this model"):
+        restore_arrays(targets, [np.zeros((2, 3)), np.zeros(4)], "model weights", "ckpt.npz")
+    assert targets[0].value is None  # nothing assigned: never half restored
+    with pytest.raises(RunError, match="ckpt.npz holds 1 model weights, but this model has 2"):
+        restore_arrays(targets, [np.zeros((2, 3))], "model weights", "ckpt.npz")
