@@ -50,7 +50,7 @@ def test_config_file_and_set(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     (["train", "--set", "data=/no/such/file.txt"], "not found: there is no file or folder at /no/such/file.txt"),
     (["train", "--set", "batch_size=-3"], "'batch_size' must be at least 1, got -3"),
     (["list", "architecturez"], "did you mean 'architectures'"),
-    (["info", "/no/such/run"], "is not an lmkit run directory"),
+    (["info", "/no/such/run"], "run directory '/no/such/run' does not exist"),
     (["generate", "/no/such/run", "--prompt", "x"], "does not exist"),
 ])
 def test_user_errors_exit_2_with_one_paragraph(argv: list[str], expected: str,
