@@ -133,8 +133,8 @@ def test_ctrl_c_once_stops_training_cleanly_with_a_checkpoint(tmp_path: Path) ->
         if isinstance(event, StepEvent) and event.step == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
-    run = lmkit.train(**{**TINY, "out": str(tmp_path / "run")}, steps_per_dispatch=2,
-                      checkpoint_every=100, reporters=[press_ctrl_c])
+    run = lmkit.train(**{**TINY, "out": str(tmp_path / "run"), "steps_per_dispatch": 2,
+                         "checkpoint_every": 100}, reporters=[press_ctrl_c])
     assert run.summary["reason"] == "interrupted" and run.summary["steps"] == 2
     from lmkit.engine.checkpoint import load_checkpoint
 
