@@ -24,15 +24,16 @@ def _accepted(factory: Any) -> set[str]:
     return names - {"self", "vocab_size"}
 
 
-def build_model(cfg: "TrainConfig", vocab_size: int) -> "keras.Model":
-    """Instantiate `cfg.arch` for `vocab_size` tokens and build its weights.
+def build_model(cfg: "TrainConfig", vocab_size: int, factory: Any = None) -> "keras.Model":
+    """Instantiate `cfg.arch` (or `factory`, its resolved registry object) for `vocab_size`
+    tokens and build its weights.
 
     Only the generic keys the architecture's constructor accepts are passed (an LSTM has no
     `heads`), plus the free-form `[model]` table.
     """
     import keras
 
-    factory = architectures.get(cfg.arch)
+    factory = factory or architectures.get(cfg.arch)
     kwargs = cfg.model_kwargs(_accepted(factory))
     kwargs.pop("kwargs", None)
     previous = keras.config.dtype_policy()

@@ -66,7 +66,7 @@ def test_stop_signal_ends_fine_tuning_at_a_step_boundary(tmp_path: Path) -> None
     from lmkit.engine.events import CheckpointEvent
 
     ckpt = load_checkpoint(tmp_path)
-    assert ckpt.step == 2 and ckpt.trainer["task"].endswith("on glue/sst2")
+    assert ckpt.step == 2 and ckpt.trainer["name"].endswith("on glue/sst2")
     weights = result.model.trainable_variables + result.model.non_trainable_variables
     for saved, var in zip(ckpt.model, weights):
         np.testing.assert_array_equal(saved, np.asarray(var))

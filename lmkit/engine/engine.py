@@ -220,8 +220,8 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
         if not all_finite(model):
             return False
         if run_dir is not None:
-            path = run_dir.save_checkpoint(
-                Checkpoint(step, model, trainee.optimizer_arrays(), dict(engine_state)))
+            path = run_dir.save_checkpoint(Checkpoint(step, model, trainee.optimizer_arrays(),
+                                                      {**engine_state, "name": job.name}))
             emit(CheckpointEvent(step, str(path)))
         last_ckpt = step
         return True

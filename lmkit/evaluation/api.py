@@ -14,7 +14,7 @@ from lmkit.evaluation.loaders import Examples, load_split
 from lmkit.evaluation.result import EvalResult
 from lmkit.engine.events import Event, StopSignal
 from lmkit.evaluation.tasks import SCRATCH, Task, get_task
-from lmkit.resolve import resolve
+from lmkit.resolve import Resolved, resolve
 
 __all__ = ["evaluate"]
 
@@ -40,8 +40,8 @@ def evaluate(
     """
     cfg = _config(config, options)
     task = get_task(task)
-    loss = cfg.loss or ("squared_error" if task.is_regression else "cross_entropy")
-    resolve(cfg.replace(loss=loss))  # every name checked before any data is read
+    cfg = cfg.replace(loss=cfg.loss or task.loss)
+    parts = resolve(cfg)  # every name checked before any data is read
     scored = load_split(task, data, cfg.split)
     if cfg.max_eval_examples is not None:
         scored = scored.head(cfg.max_eval_examples)
@@ -56,7 +56,7 @@ def evaluate(
     from lmkit.evaluation.heads import SequenceClassifier
 
     keras.utils.set_random_seed(cfg.seed)
-    backbone, tokenizer, name = _backbone(run_or_path, cfg, train or scored)
+    backbone, tokenizer, name = _backbone(run_or_path, cfg, parts, train or scored)
     max_length = cfg.max_length
     context = getattr(backbone, "max_context", None)
     if context is not None and context < max_length:
@@ -69,7 +69,7 @@ def evaluate(
     model((np.zeros((1, 2), np.int32), np.ones((1,), np.int32)))  # create the head's weights
     training: dict[str, Any] = {}
     if train is not None:
-        training = finetune(model, encode_examples(train, tokenizer, max_length), cfg, loss,
+        training = finetune(model, encode_examples(train, tokenizer, max_length), cfg, parts,
                             reporters, stop, name=f"{name} on {task.name}")
         training["train_examples"] = len(train)
     outputs = predict(model, encode_examples(scored, tokenizer, max_length), cfg.eval_batch_size, max_length)
@@ -79,6 +79,8 @@ def evaluate(
 
 def _config(config: EvalConfig | dict[str, Any] | None, options: dict[str, Any]) -> EvalConfig:
     if isinstance(config, EvalConfig):
+        if not options:
+            return config  # already coerced and validated
         base = config.to_dict()
     elif config is None:
         base = {}
@@ -101,10 +103,11 @@ def _sample(examples: Examples, n: int, seed: int) -> Examples:
                     examples.labels[keep])
 
 
-def _backbone(run_or_path: Any, cfg: EvalConfig, texts: Examples) -> tuple[Any, Any, str]:
+def _backbone(run_or_path: Any, cfg: EvalConfig, parts: Resolved,
+              texts: Examples) -> tuple[Any, Any, str]:
     """(a fresh copy of the language model, its tokenizer, a display name)."""
     if _is_scratch(run_or_path):
-        return _scratch(cfg, texts)
+        return _scratch(cfg, parts, texts)
     if isinstance(run_or_path, (str, Path)):
         from lmkit.training.run import load_run
 
@@ -122,18 +125,17 @@ def _backbone(run_or_path: Any, cfg: EvalConfig, texts: Examples) -> tuple[Any, 
     return copy, run.tokenizer, Path(str(getattr(run, "dir", "run"))).name
 
 
-def _scratch(cfg: EvalConfig, texts: Examples) -> tuple[Any, Any, str]:
+def _scratch(cfg: EvalConfig, parts: Resolved, texts: Examples) -> tuple[Any, Any, str]:
     from lmkit.build import build_model
     from lmkit.config import TrainConfig
-    from lmkit.registry import tokenizers
-
     from lmkit.evaluation.encoding import SEPARATOR
 
     # the separator joins sentence pairs; fitting on it gives it its own id (not <unk>)
     chunks = texts.text_a + (texts.text_b or []) + [SEPARATOR]
-    tokenizer = tokenizers.get(cfg.tokenizer).fit(chunks, vocab_size=cfg.vocab_size)
+    tokenizer = parts.tokenizer.obj.fit(chunks, vocab_size=cfg.vocab_size)
     train_cfg = TrainConfig.from_dict({
         "arch": cfg.arch, "tokenizer": cfg.tokenizer, "embed_dim": cfg.embed_dim, "units": cfg.units,
         "layers": cfg.layers, "heads": cfg.heads, "seq_len": cfg.max_length, "tie_embeddings": False,
     }, source="scratch model")
-    return build_model(train_cfg, tokenizer.vocab_size), tokenizer, f"{SCRATCH}-{cfg.arch}"
+    return (build_model(train_cfg, tokenizer.vocab_size, parts.arch.obj), tokenizer,
+            f"{SCRATCH}-{cfg.arch}")

@@ -32,6 +32,7 @@ from lmkit.errors import ConfigError
 from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches
 from lmkit.evaluation.heads import SequenceClassifier
+from lmkit.resolve import Resolved
 
 __all__ = ["finetune", "predict", "backbone_groups", "FinetuneTrainee"]
 
@@ -68,12 +69,11 @@ class FinetuneTrainee:
     """A classifier, its two optimizers and its examples: what `lmkit.engine.run` trains."""
 
     def __init__(self, model: SequenceClassifier, train: Encoded, cfg: EvalConfig, total: int,
-                 loss_fn: Callable[[Any, Any], Any]) -> None:
+                 parts: Resolved) -> None:
         import jax
         from keras import ops
 
-        from lmkit.optim import build_optimizer, exclude_from_decay
-        from lmkit.schedules import build_schedule
+        from lmkit.optim import exclude_from_decay
 
         self.model, self.train_data, self.cfg, self.total = model, train, cfg, total
         self.steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
@@ -84,12 +84,14 @@ class FinetuneTrainee:
         self.lr_mult = 1.0 if cfg.backbone_lr_multiplier is None else cfg.backbone_lr_multiplier
         if cfg.warmup_steps is None:
             cfg = cfg.replace(warmup_steps=int(WARMUP_FRACTION * total))
+        build_optimizer, build_schedule = parts.optimizer.obj, parts.schedule.obj
         self.schedule = build_schedule(cfg, total)
         body_cfg = cfg.replace(learning_rate=cfg.learning_rate * max(self.lr_mult, 1e-12))
         head_vars = [v for v, b in zip(trainable, is_backbone) if not b]
         body_vars = [v for v, b in zip(trainable, is_backbone) if b]
         head_opt = build_optimizer(cfg, self.schedule)
         body_opt = build_optimizer(body_cfg, build_schedule(body_cfg, total))
+        loss_fn = parts.loss.obj(cfg)
         for opt, variables in ((head_opt, head_vars), (body_opt, body_vars)):
             exclude_from_decay(opt, variables)
             opt.build(variables)
@@ -187,21 +189,20 @@ class FinetuneTrainee:
 
 
 def finetune(
-    model: SequenceClassifier, train: Encoded, cfg: EvalConfig, loss: str,
+    model: SequenceClassifier, train: Encoded, cfg: EvalConfig, parts: Resolved,
     reporters: Sequence[Callable[[Event], None]] = (), stop: StopSignal | None = None,
     name: str = "task",
 ) -> dict[str, Any]:
     """Train `model` on `train` for ``cfg.total_steps(len(train))`` steps; returns a summary.
 
-    `loss` names the registry loss (the task's own unless ``cfg.loss`` is set). Weights are
-    written back into `model` at the end, also when stopped early. A non-finite loss raises
-    `TrainingDiverged` (the model is then not worth scoring).
+    `parts` are the registry entries `cfg` names (`lmkit.resolve.resolve`; its loss is the
+    task's own unless ``cfg.loss`` is set). Weights are written back into `model` at the end,
+    also when stopped early. A non-finite loss raises `TrainingDiverged` (the model is then not
+    worth scoring).
     """
-    from lmkit.losses import build_loss
-
     _require_jax()
     total = cfg.total_steps(len(train))
-    trainee = FinetuneTrainee(model, train, cfg, total, build_loss(cfg.replace(loss=loss)))
+    trainee = FinetuneTrainee(model, train, cfg, total, parts)
     run_dir = None
     if cfg.checkpoint_dir is not None:
         run_dir = (RunDir(cfg.checkpoint_dir) if cfg.resume

@@ -102,6 +102,11 @@ class Task:
         return not self.labels
 
     @property
+    def loss(self) -> str:
+        """The registry loss fine-tuning uses unless the `loss` option says otherwise."""
+        return "squared_error" if self.is_regression else "cross_entropy"
+
+    @property
     def num_outputs(self) -> int:
         """Width of the model head: one per class, or 1 for regression."""
         return len(self.labels) or 1

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lmkit.config import TrainConfig
+from lmkit.data.tokens import WindowSampler, sequential_batches
 from lmkit.engine import engine
 from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.rundir import CONFIG, TOKENIZER, RunDir, default_run_dir
@@ -57,14 +58,11 @@ class LanguageModelTrainee:
     def __init__(self, cfg: TrainConfig, parts: Resolved, stepper: Any, optimizer: Any,
                  train_ids: np.ndarray, val_ids: np.ndarray | None, tokenizer: Any,
                  full_batch: bool) -> None:
-        from lmkit.data.tokens import WindowSampler, sequential_batches
-
         self.cfg, self.stepper, self.optimizer = cfg, stepper, optimizer
         self.train_ids, self.val_ids, self.full_batch = train_ids, val_ids, full_batch
         self.sampler = WindowSampler(train_ids, cfg.seq_len, cfg.batch_size, cfg.seed)
         self.metrics = [e.name for e in parts.metrics]
         self._registry = {e.name: e.obj for e in parts.metrics}
-        self._sequential = sequential_batches
         # Characters and bytes behind the evaluated targets, for bits-per-char/byte (once).
         self._text_sizes: dict[str, float] = {}
         if val_ids is not None and {"bits_per_char", "bits_per_byte"} & set(self.metrics):
@@ -73,14 +71,14 @@ class LanguageModelTrainee:
             self._text_sizes = {"chars": float(len(text)), "bytes": float(len(text.encode("utf-8")))}
 
     def _eval_batches(self) -> Any:
-        return self._sequential(self.val_ids, self.cfg.seq_len, self.cfg.batch_size,
+        return sequential_batches(self.val_ids, self.cfg.seq_len, self.cfg.batch_size,
                                 self.cfg.eval_batches or None)
 
     def train(self, step: int, k: int) -> np.ndarray:
         if self.full_batch:  # one step is one pass: the mean gradient of every window
             n_train = len(self.train_ids) - 1
             batches = ((x, y, x.size / n_train) for x, y in
-                       self._sequential(self.train_ids, self.cfg.seq_len, self.cfg.batch_size))
+                       sequential_batches(self.train_ids, self.cfg.seq_len, self.cfg.batch_size))
             return np.array([self.stepper.accumulate(batches)], dtype=np.float32)
         losses = self.stepper.train(*self.sampler.batches(step, k))
         self.stepper.save_compiled()  # a step compiled just now, for the next process
@@ -121,9 +119,7 @@ def train_language_model(
     from lmkit.data.corpus import open_corpus
     from lmkit.data.tokens import split, token_ids
     from lmkit.engine.reporters import TextReporter
-    from lmkit.losses import build_loss
-    from lmkit.optim import build_optimizer, exclude_from_decay
-    from lmkit.schedules import build_schedule
+    from lmkit.optim import exclude_from_decay
     from lmkit.tokenizers import load_tokenizer, save_tokenizer
     from lmkit.training.step import batch_parts, make_stepper
 
@@ -157,10 +153,10 @@ def train_language_model(
         total = int(cfg.max_steps)
 
     # model and step --------------------------------------------------------------------------
-    model = build_model(cfg, tokenizer.vocab_size)
-    optimizer = build_optimizer(cfg, build_schedule(cfg, total))
+    model = build_model(cfg, tokenizer.vocab_size, parts.arch.obj)
+    optimizer = parts.optimizer.obj(cfg, parts.schedule.obj(cfg, total))
     exclude_from_decay(optimizer, model.trainable_variables)
-    loss_fn = build_loss(cfg)
+    loss_fn = parts.loss.obj(cfg)
     metric_names = [e.name for e in parts.metrics]
     step_cache, cache_key = None, None
     if backend == "jax":
