@@ -20,6 +20,7 @@ TINY = ["--set", f"data={json.dumps(str(CORPUS))}", "--set", "layers=1", "--set"
         "--set", "eval_batches=2", "--set", "sample_tokens=30"]
 
 
+@pytest.mark.slow
 def test_train_generate_info_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     assert main(["train", *TINY, "--set", "max_steps=10", "--out", str(out)]) == 0
@@ -36,6 +37,7 @@ def test_train_generate_info_list(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "adamw" in listing and "[built-in]" in listing and "lion" in listing
 
 
+@pytest.mark.slow
 def test_config_file_and_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('arch = "lstm"\nunits = 16\nembed_dim = 16\nlayers = 1\nmax_steps = 3\n')
@@ -61,6 +63,7 @@ def test_user_errors_exit_2_with_one_paragraph(argv: list[str], expected: str,
     assert "Traceback" not in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_keeps_the_run(tmp_path: Path) -> None:
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

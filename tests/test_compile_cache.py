@@ -64,6 +64,7 @@ def entries(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "cache" / "steps").glob("step-*.pkl"))
 
 
+@pytest.mark.slow
 def test_compilation_cache_is_enabled_before_the_model_is_built(tmp_path, monkeypatch) -> None:
     import jax
 
@@ -89,6 +90,7 @@ def test_compilation_cache_is_enabled_before_the_model_is_built(tmp_path, monkey
     assert jax.config.jax_persistent_cache_min_entry_size_bytes == 0
 
 
+@pytest.mark.slow
 def test_a_warm_start_loads_the_compiled_step_and_trains_identically(tmp_path, step_cache) -> None:
     cold = train(tmp_path, "cold", embed_dim=12, dropout=0.1)
     assert step_cache == {"load": [False], "save": [True]}
@@ -98,6 +100,7 @@ def test_a_warm_start_loads_the_compiled_step_and_trains_identically(tmp_path, s
     assert losses(warm) == losses(cold) and len(losses(warm)) == 2
 
 
+@pytest.mark.slow
 def test_a_changed_config_never_loads_a_stale_step(tmp_path, step_cache, monkeypatch) -> None:
     first = train(tmp_path, "first", embed_dim=20)
     changed = train(tmp_path, "changed", embed_dim=20, learning_rate=1e-2)
@@ -109,6 +112,7 @@ def test_a_changed_config_never_loads_a_stale_step(tmp_path, step_cache, monkeyp
     assert losses(changed) == losses(uncached) != losses(first)
 
 
+@pytest.mark.slow
 def test_a_corrupt_entry_is_deleted_and_the_step_compiled(tmp_path, step_cache) -> None:
     cold = train(tmp_path, "cold", embed_dim=28)
     [entry] = entries(tmp_path)
@@ -120,6 +124,7 @@ def test_a_corrupt_entry_is_deleted_and_the_step_compiled(tmp_path, step_cache) 
     assert entries(tmp_path) == [] and step_cache["save"] == [True]
 
 
+@pytest.mark.slow
 def test_a_loaded_step_that_refuses_its_arguments_is_deleted_and_compiled(tmp_path, step_cache,
                                                                           monkeypatch) -> None:
     cold = train(tmp_path, "cold", embed_dim=36)

@@ -20,6 +20,7 @@ from lmkit.schedules import build_schedule
 
 
 @pytest.mark.parametrize("name", list(optimizers))
+@pytest.mark.slow
 def test_every_optimizer_minimises_a_quadratic(name: str) -> None:
     cfg = TrainConfig(optimizer=name, learning_rate=0.2, clipnorm=None)
     opt = build_optimizer(cfg, cfg.learning_rate)

@@ -110,6 +110,7 @@ def test_rouge_equals_rouge_score() -> None:
     assert per_example["rouge1"][2] == 0.0 and len(per_example["rouge1"]) == 3
 
 
+@pytest.mark.slow
 def test_perplexity_from_model_logits_equals_scipy_log_softmax() -> None:
     import lmkit  # noqa: F401  (JAX backend)
     from scipy.special import log_softmax

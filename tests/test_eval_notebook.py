@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT / "tests" / "fixtures" / "eval"
@@ -14,6 +12,9 @@ EVAL = ROOT / "tests" / "fixtures" / "eval"
 
 @pytest.mark.slow
 def test_evaluate_notebook(tmp_path: Path) -> None:
+    import nbformat  # imported here: nbformat takes seconds to import, and this test is slow
+    from nbclient import NotebookClient
+
     nb = nbformat.read(ROOT / "notebooks" / "03_evaluate.ipynb", as_version=4)
     (params,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     params.source = f"steps = 10\neval_steps = 4\nunits = 16\ndata = {str(EVAL)!r}"

@@ -48,6 +48,7 @@ def device_draws(n: int = 4000, **kw) -> np.ndarray:
     return np.bincount(np.asarray(pick(jax.random.split(jax.random.key(0), n))), minlength=4) / n
 
 
+@pytest.mark.slow
 def test_on_device_sampling_follows_the_same_rules() -> None:
     # The compiled sampler (JAX) must draw from the distribution `sample_next` draws from.
     assert device_draws(temperature=0)[0] == 1.0
@@ -68,6 +69,7 @@ def run(request, tmp_path_factory) -> lmkit.Run:
                        learning_rate=1e-2, sample_tokens=0, out=str(out), reporters=[])
 
 
+@pytest.mark.slow
 def test_cached_decoding_equals_full_recompute(run: lmkit.Run) -> None:
     # Same logits token after token (within gpt's context: past it the cache restarts from half
     # a window, by design). Logits, not sampled text: a barely trained model has near-ties that
@@ -84,6 +86,7 @@ def test_cached_decoding_equals_full_recompute(run: lmkit.Run) -> None:
     assert steps >= 20
 
 
+@pytest.mark.slow
 def test_sampling_values_do_not_recompile(run: lmkit.Run) -> None:
     from lmkit.generation import _COMPILED
 
@@ -95,6 +98,7 @@ def test_sampling_values_do_not_recompile(run: lmkit.Run) -> None:
     assert len(set(texts.values())) > 1  # the traced values do change the sample
 
 
+@pytest.mark.slow
 def test_compiled_loop_equals_one_token_per_call(run: lmkit.Run) -> None:
     # 100 tokens cross the 32-token context (cache restarts) and the 64-token chunk boundary.
     prompt = run.tokenizer.encode("ROMEO:")
@@ -110,6 +114,7 @@ def test_compiled_loop_equals_one_token_per_call(run: lmkit.Run) -> None:
     assert tokens == expected
 
 
+@pytest.mark.slow
 def test_seed_reproduces_and_stop_string_cuts(run: lmkit.Run) -> None:
     a = run.generate("KING:", max_new_tokens=60, seed=7)
     assert a == run.generate("KING:", max_new_tokens=60, seed=7)
@@ -120,6 +125,7 @@ def test_seed_reproduces_and_stop_string_cuts(run: lmkit.Run) -> None:
     assert cut == full[: full.index(stop)]
 
 
+@pytest.mark.slow
 def test_generation_beyond_the_context_window(tmp_path: Path) -> None:
     # gpt's context is seq_len tokens: longer outputs slide the window instead of failing.
     out = lmkit.train(arch="gpt", data=str(CORPUS), layers=1, heads=2, embed_dim=16, seq_len=8,

@@ -35,6 +35,7 @@ def test_registry_holds_the_builtin_architectures():
 
 
 @pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.slow
 def test_logits_for_every_position_in_float32(name):
     model = tiny(name)
     logits = numpy(model(tokens(2, 9)))
@@ -44,6 +45,7 @@ def test_logits_for_every_position_in_float32(name):
 
 
 @pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.slow
 def test_no_two_weights_start_from_the_same_random_draws(name):
     # A Keras initializer object carries a fixed seed: one shared by two weights draws the same
     # numbers for both (gpt's residual projections once started with w_out[:d] == w_proj).
@@ -72,6 +74,7 @@ def test_causal_a_token_never_changes_earlier_logits(name):
 
 
 @pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.slow
 def test_save_load_round_trip_gives_identical_logits(name, tmp_path):
     model = tiny(name)
     x = tokens()
@@ -85,6 +88,7 @@ def test_save_load_round_trip_gives_identical_logits(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.slow
 def test_decode_in_chunks_matches_the_full_forward_pass(name):
     model = tiny(name)
     x = tokens(2, 9)
@@ -101,6 +105,7 @@ def test_decode_in_chunks_matches_the_full_forward_pass(name):
 
 
 @pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.slow
 def test_decode_runs_under_jit_in_a_stateless_scope(name):
     """The generator's way: variables passed in, state returned, nothing mutated in Python."""
     import jax
@@ -128,6 +133,7 @@ def test_decode_runs_under_jit_in_a_stateless_scope(name):
 
 
 @pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.slow
 def test_logits_stay_float32_under_mixed_bfloat16(name):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
@@ -143,6 +149,7 @@ def test_logits_stay_float32_under_mixed_bfloat16(name):
 
 
 @pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.slow
 def test_dropout_is_active_only_in_training(name):
     cls = architectures.get(name)
     if "dropout" not in inspect.signature(cls).parameters:
@@ -181,6 +188,7 @@ def test_bad_constructor_arguments_raise_config_error(name, options, message):
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.slow
 def test_rnn_is_exactly_the_elman_equations(activation):
     """h_t = f(W x_t + U h_{t-1} + b), y_t = softmax(W' h_t + c), with x_t one-hot, in NumPy."""
     model = architectures.get("rnn")(VOCAB, units=8, activation=activation)
@@ -197,6 +205,7 @@ def test_rnn_is_exactly_the_elman_equations(activation):
             np.testing.assert_allclose(probs[i, t], y / y.sum(), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_classic_lstm_is_the_classic_keras_example():
     """Same layers and weights as Embedding(V, 128) -> LSTM(128) -> Dense(V, softmax)."""
     model = architectures.get("classic_lstm")(VOCAB)
@@ -219,6 +228,7 @@ def test_classic_lstm_is_the_classic_keras_example():
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "gated_cnn"])
+@pytest.mark.slow
 def test_tied_embeddings_share_the_embedding_matrix(name):
     """Tied, embed_dim != units: a (units, embed_dim) projection replaces the (units, V) head."""
     untied = tiny(name, embed_dim=8, units=16, tie_embeddings=False)
@@ -230,6 +240,7 @@ def test_tied_embeddings_share_the_embedding_matrix(name):
     assert np.abs(numpy(tied(tokens())) - before).max() > 1e-4
 
 
+@pytest.mark.slow
 def test_gpt_context_and_cache():
     model = tiny("gpt", seq_len=12)
     assert model.max_context == 12

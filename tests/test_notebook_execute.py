@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
+from typing import Any
+
 import pytest
-from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
-def _execute(name: str, steps: int, workdir: Path) -> nbformat.NotebookNode:
+def _execute(name: str, steps: int, workdir: Path) -> Any:
+    import nbformat  # imported here: nbformat takes seconds to import, and these tests are slow
+    from nbclient import NotebookClient
+
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     for cell in nb.cells:  # papermill-style: the cell tagged "parameters" sets the budget
         if "parameters" in cell.metadata.get("tags", []):
@@ -24,11 +27,11 @@ def _execute(name: str, steps: int, workdir: Path) -> nbformat.NotebookNode:
     return nb
 
 
-def _train_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+def _train_cells(nb: Any) -> list[Any]:
     return [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%%lmtrain")]
 
 
-def _text(cell: nbformat.NotebookNode) -> str:
+def _text(cell: Any) -> str:
     parts = []
     for out in cell.outputs:
         if out.output_type == "stream":

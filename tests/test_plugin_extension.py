@@ -39,6 +39,7 @@ def test_plugin_architecture_is_listed_with_its_distribution():
     assert "mingru" in architectures and "gpt" in architectures   # built-ins still there
 
 
+@pytest.mark.slow
 def test_plugin_architecture_trains_saves_and_loads(tmp_path):
     run = lmkit.train(
         arch="mingru", data=str(CORPUS), out=str(tmp_path / "run"), max_steps=30, seq_len=16,

@@ -23,6 +23,7 @@ def train(tmp_path: Path, name: str = "run", **overrides) -> lmkit.Run:
     return lmkit.train(**{**TINY, "out": str(tmp_path / name), **overrides}, reporters=[])
 
 
+@pytest.mark.slow
 def test_training_writes_a_complete_run_directory_and_learns(tmp_path: Path) -> None:
     events: list = []
     run = lmkit.train(**{**TINY, "max_steps": 40, "eval_every": 20}, out=str(tmp_path / "run"),
@@ -44,6 +45,7 @@ def test_training_writes_a_complete_run_directory_and_learns(tmp_path: Path) -> 
     assert logged[0] == "start" and logged[-1] == "end" and "checkpoint" in logged
 
 
+@pytest.mark.slow
 def test_load_gives_back_the_same_model(tmp_path: Path) -> None:
     run = train(tmp_path)
     again = lmkit.load(run.dir)
@@ -57,6 +59,7 @@ def test_load_gives_back_the_same_model(tmp_path: Path) -> None:
     assert "<svg" in shown and "val_loss" in shown and str(run.dir) in shown
 
 
+@pytest.mark.slow
 def test_same_seed_same_run(tmp_path: Path) -> None:
     a, b = train(tmp_path, "a", dropout=0.1), train(tmp_path, "b", dropout=0.1)
     assert [r.get("loss") for r in a.history] == [r.get("loss") for r in b.history]
@@ -82,6 +85,7 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
     assert [r["step"] for r in resumed.history if "loss" in r][-1] == 12
 
 
+@pytest.mark.slow
 def test_stop_signal_ends_at_a_step_boundary_with_a_checkpoint(tmp_path: Path) -> None:
     stop = StopSignal()
     seen: list[int] = []
@@ -109,6 +113,7 @@ def test_early_stopping(tmp_path: Path) -> None:
     assert run.summary["steps"] == 6  # evals at 2 (best), 4 and 6 (no improvement)
 
 
+@pytest.mark.slow
 def test_full_batch_gradient_descent_takes_one_step_per_pass(tmp_path: Path) -> None:
     run = train(tmp_path, optimizer="gd", learning_rate=0.5, schedule="constant", epochs=3,
                 max_steps=None, eval_every=1, arch="rnn", units=16, validation_split=0.5)
@@ -125,6 +130,7 @@ def test_every_name_of_full_batch_gradient_descent_takes_one_step_per_pass(tmp_p
     assert run.summary["steps"] == 2 and len([r for r in run.history if "loss" in r]) == 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_once_stops_training_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
     import os
     import signal
@@ -142,6 +148,7 @@ def test_ctrl_c_once_stops_training_cleanly_with_a_checkpoint(tmp_path: Path) ->
     assert lmkit.train(resume=run.dir, reporters=[]).summary["steps"] == 12
 
 
+@pytest.mark.slow
 def test_resuming_with_another_shape_is_refused_naming_the_weight(tmp_path: Path) -> None:
     run = train(tmp_path, max_steps=4)
     with pytest.raises(RunError, match=r"checkpoint.npz: model weight '[^']+' has shape \(\d+, 32\) "
@@ -149,6 +156,7 @@ def test_resuming_with_another_shape_is_refused_naming_the_weight(tmp_path: Path
         lmkit.train(resume=run.dir, embed_dim=64, reporters=[])
 
 
+@pytest.mark.slow
 def test_epochs_set_the_number_of_steps(tmp_path: Path) -> None:
     run = train(tmp_path, epochs=0.05, max_steps=None)
     ids_per_step = TINY["batch_size"] * TINY["seq_len"]
@@ -171,6 +179,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> 
     assert all(np.all(np.isfinite(a)) for a in ckpt.model)
 
 
+@pytest.mark.slow
 def test_a_batch_in_parts_trains_the_same_model(tmp_path: Path) -> None:
     """Gradients of independent parts of each batch, averaged, are the whole batch's gradient."""
     whole = train(tmp_path, "whole", batch_parts=1, sample_tokens=0)
@@ -184,6 +193,7 @@ def test_a_batch_in_parts_trains_the_same_model(tmp_path: Path) -> None:
             np.testing.assert_allclose(a, b, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_the_step_really_computes_parts_separately() -> None:
     """With two parts the compiled step holds every matmul of the gradient twice, at half size."""
     import keras
@@ -212,6 +222,7 @@ def test_the_step_really_computes_parts_separately() -> None:
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
 def test_automatic_batch_parts_follow_the_architecture_and_batch() -> None:
     from lmkit.build import build_model
     from lmkit.config import TrainConfig
@@ -230,6 +241,7 @@ def test_automatic_batch_parts_follow_the_architecture_and_batch() -> None:
     assert parts(arch="lstm", batch_parts=4) == 4        # an explicit choice is kept
 
 
+@pytest.mark.slow
 def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
     train(tmp_path, max_steps=2)
     with pytest.raises(RunError, match="already holds a run .* overwrite=true"):
@@ -263,6 +275,7 @@ def test_missing_and_empty_corpus(tmp_path: Path) -> None:
         train(tmp_path, data=str(empty))
 
 
+@pytest.mark.slow
 def test_undecodable_bytes_name_file_and_offset(tmp_path: Path) -> None:
     bad = tmp_path / "latin1.txt"
     bad.write_bytes(b"plain ascii text " * 10 + b"caf\xe9 au lait")
@@ -273,6 +286,7 @@ def test_undecodable_bytes_name_file_and_offset(tmp_path: Path) -> None:
     assert run.summary["steps"] == 2
 
 
+@pytest.mark.slow
 def test_unsafe_model_file_is_refused(tmp_path: Path) -> None:
     import keras
 
@@ -289,6 +303,7 @@ def test_load_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
         lmkit.load(tmp_path)
 
 
+@pytest.mark.slow
 def test_other_backends_train_through_keras_fit(tmp_path: Path) -> None:
     """On torch (no compiled JAX step) the same call trains through model.fit and learns."""
     import os
