@@ -8,7 +8,7 @@ which goes first, through the public `lmkit.train` (so the training loop, events
 checkpoints are timed, not only the compiled step). Per job it records the median time per
 step over the dispatches after the first (which compiles), from the `StepEvent`s, and the
 job's wall time. Prints the medians over rounds and the ratio new ÷ reference (below 1: this
-checkout is faster); writes them to ``benchmarks/results/ab.json``.
+checkout is faster); writes them to ``benchmarks/results/ab.json`` (``--out FILE`` elsewhere).
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=HERE / "benchmarks" / "results" / "ab.json")
     args = parser.parse_args(argv)
     sides = {"new": HERE, "ref": args.ref.resolve()}
     report: dict[str, dict[str, float]] = {}
@@ -87,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                 "val_loss_new": seen["new"][-1]["val_loss"], "val_loss_ref": seen["ref"][-1]["val_loss"],
             }
             print(json.dumps({name: report[name]}, indent=2), flush=True)
-    results = HERE / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "ab.json").write_text(json.dumps({
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
         "command": "python -m benchmarks.ab " + " ".join(argv if argv is not None else sys.argv[1:]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "steps": args.steps,
         "rounds": args.rounds, "results": report}, indent=2) + "\n", encoding="utf-8")

@@ -64,7 +64,10 @@ def test_user_errors_exit_2_with_one_paragraph(argv: list[str], expected: str,
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_keeps_the_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig,reason,code", [(signal.SIGINT, "interrupted", 0),
+                                             (signal.SIGTERM, "terminated", 143)])
+def test_ctrl_c_or_sigterm_stops_cleanly_and_keeps_the_run(tmp_path: Path, sig: int, reason: str,
+                                                         code: int) -> None:
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -78,11 +81,11 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_run(tmp_path: Path) -> None:
         lines.append(line)
         if line.startswith("step ") or time.monotonic() > deadline:
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     rest, _ = proc.communicate(timeout=120)
     output = "".join(lines) + rest
-    assert proc.returncode == 0, output
-    assert "training interrupted at step" in output
+    assert proc.returncode == code, output
+    assert f"training {reason} at step" in output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["reason"] == "interrupted" and 0 < summary["steps"] < 100000
+    assert summary["reason"] == reason and 0 < summary["steps"] < 100000
     assert (out / "checkpoint.npz").is_file() and (out / "model.keras").is_file()

@@ -86,6 +86,17 @@ def test_ctrl_c_once_stops_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
     assert RunDir(tmp_path).load_checkpoint().step == 2
 
 
+def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
+    def terminate(event: Event) -> None:
+        if isinstance(event, StepEvent) and event.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    outcome = run(Walk(), tmp_path, checkpoint_every=100, reporters=[terminate])
+    assert outcome.reason == "terminated" and outcome.step == 3
+    assert RunDir(tmp_path).load_checkpoint().step == 3
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+
+
 def test_ctrl_c_twice_interrupts_and_still_keeps_what_was_trained(tmp_path: Path) -> None:
     def press_ctrl_c_twice(event: Event) -> None:
         if isinstance(event, StepEvent) and event.step == 3:
@@ -160,3 +171,35 @@ def test_resume_refuses_a_checkpoint_of_another_shape(tmp_path: Path) -> None:
     assert targets[0].value is None  # nothing assigned: never half restored
     with pytest.raises(RunError, match="ckpt.npz holds 1 model weights, but this model has 2"):
         restore_arrays(targets, [np.zeros((2, 3))], "model weights", "ckpt.npz")
+
+
+def test_a_run_directory_is_owned_by_one_process_at_a_time(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom lmkit.engine.rundir import RunDir\n"
+         "RunDir.create(sys.argv[1], overwrite=False)\nprint('owned', flush=True)\ntime.sleep(60)",
+         str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "owned"
+        with pytest.raises(RunError, match=rf"run directory {folder} is in use by process "
+                                           rf"{owner.pid} \(a training or fine-tuning is writing there\)"):
+            RunDir.create(folder, overwrite=True)
+        import lmkit
+
+        with pytest.raises(RunError, match=f"in use by process {owner.pid}"):
+            lmkit.train(out=str(folder), overwrite=True, reporters=[])
+    finally:
+        owner.kill()
+        owner.wait(timeout=30)
+    with RunDir.create(folder, overwrite=True):  # the OS dropped the lock with its owner
+        pass
+
+
+def test_an_out_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    target = tmp_path / "taken.txt"
+    target.write_text("not a run")
+    with pytest.raises(RunError, match=r"taken.txt is a file, not a directory"):
+        RunDir.create(target, overwrite=True)

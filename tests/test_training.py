@@ -331,3 +331,28 @@ print(json.dumps({{"val": val, "backend": run.summary["backend"], "gd_steps": gd
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "torch" and result["gd_steps"] == 2
     assert result["val"][-1] < result["val"][0]
+
+
+@pytest.mark.slow
+def test_load_and_info_use_the_newest_state_of_an_interrupted_run(tmp_path: Path, capsys) -> None:
+    from lmkit.cli import main
+    from lmkit.engine.checkpoint import load_checkpoint
+
+    run = train(tmp_path, max_steps=8, steps_per_dispatch=4, sample_tokens=0)
+
+    def killed_after_step_12(event) -> None:  # as a kill -9 right after the checkpoint at 12
+        if isinstance(event, StepEvent) and event.step == 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lmkit.train(resume=run.dir, max_steps=16, reporters=[killed_after_step_12])
+    assert json.loads((run.dir / "summary.json").read_text())["steps"] == 8  # stale
+    loaded = lmkit.load(run.dir)
+    assert loaded.weights == "checkpoint.npz (step 12)" and "weights='checkpoint.npz" in repr(loaded)
+    for saved, var in zip(load_checkpoint(run.dir).model,
+                          [*loaded.model.trainable_variables, *loaded.model.non_trainable_variables]):
+        np.testing.assert_array_equal(saved, np.asarray(var))
+    assert main(["info", str(run.dir)]) == 0
+    assert "interrupted: the checkpoint is at step 12 and the last finished training ended at step 8" \
+        in capsys.readouterr().out
+    assert lmkit.load(train(tmp_path, "finished", max_steps=4, sample_tokens=0).dir).weights == "model.keras"

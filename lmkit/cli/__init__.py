@@ -39,7 +39,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         run = lmkit.train(args.config, **overrides)
     _print_summary(run)
-    return 0
+    # 128 + SIGTERM, as a shell reports a terminated job: a scheduler sees the job did not end
+    return 143 if run.summary.get("reason") == "terminated" else 0
 
 
 def _print_summary(run: Any) -> None:
@@ -92,8 +93,14 @@ def _info(args: argparse.Namespace) -> int:
     for key, value in summary.items():
         if key.startswith("val_"):
             print(f"  {key:<12} {value:.4f}")
-    if not summary:
-        print("  (no summary.json: training did not finish; `lmkit train --resume` continues it)")
+    interrupted = run_dir.interrupted_at()
+    if interrupted is not None:
+        finished = (f"the last finished training ended at step {summary['steps']}" if summary
+                    else "no training finished")
+        print(f"  interrupted: the checkpoint is at step {interrupted} and {finished}; "
+              f"`lmkit train --resume {run_dir.path}` continues it (loading uses the checkpoint)")
+    elif not summary:
+        print("  (no summary.json and no checkpoint: training ended before its first checkpoint)")
     print(f"  history      {len(run_dir.history())} records in metrics.jsonl")
     print("config:")
     print(textwrap.indent(run_dir.file(CONFIG).read_text(encoding="utf-8"), "  "), end="")

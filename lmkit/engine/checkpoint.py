@@ -10,6 +10,7 @@ name and both shapes of the first weight that differs.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 from lmkit.errors import RunError
 from lmkit.paths import atomic_output
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "restore_arrays", "check_fit", "all_finite",
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_step", "restore_arrays", "check_fit", "all_finite",
            "CHECKPOINT_FILE"]
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -55,6 +56,18 @@ def save_checkpoint(folder: Path, ckpt: Checkpoint) -> Path:
     return target
 
 
+def checkpoint_step(folder: Path) -> int | None:
+    """The step of ``folder/checkpoint.npz`` (reading its header only), None when there is none."""
+    path = Path(folder) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return int(json.loads(bytes(data["header"]).decode())["step"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise RunError(f"checkpoint {path} is damaged or not an lmkit checkpoint: {exc}") from None
+
+
 def load_checkpoint(folder: Path) -> Checkpoint:
     """Read the checkpoint of `folder`; a missing or damaged file raises `RunError`."""
     path = Path(folder) / CHECKPOINT_FILE
@@ -65,7 +78,7 @@ def load_checkpoint(folder: Path) -> Checkpoint:
             header = json.loads(bytes(data["header"]).decode())
             model = [data[f"model_{i}"] for i in range(header["model"])]
             optimizer = [data[f"optimizer_{i}"] for i in range(header["optimizer"])]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise RunError(f"checkpoint {path} is damaged or not an lmkit checkpoint: {exc}") from None
     return Checkpoint(header["step"], model, optimizer, header.get("trainer", {}))
 

@@ -5,8 +5,8 @@ training: `lmkit.training.language_model`; classifier fine-tuning:
 `lmkit.evaluation.finetune`). The engine owns everything else, the same way for every client:
 
 - the step budget, and fusing steps into dispatches up to the next evaluation or checkpoint;
-- stopping: a `StopSignal` (a widget's Stop button, early stopping) or Ctrl-C ends training at
-  the next dispatch with a checkpoint; a second Ctrl-C interrupts;
+- stopping: a `StopSignal` (a widget's Stop button, early stopping), Ctrl-C or SIGTERM ends
+  training at the next dispatch with a checkpoint; a second signal interrupts;
 - the divergence policy: a non-finite loss, or non-finite weights about to be checkpointed, stop
   training, keep the last good checkpoint and raise `TrainingDiverged` with the same advice for
   every client; a diverged model is never checkpointed, saved or scored;
@@ -132,8 +132,10 @@ class _Emitter:
 
 
 @contextlib.contextmanager
-def _sigint_requests_stop(stop: StopSignal) -> Iterator[None]:
-    """First Ctrl-C (or a kernel interrupt) asks for a clean stop; a second one interrupts."""
+def _signals_request_stop(stop: StopSignal) -> Iterator[None]:
+    """Ctrl-C (SIGINT, a kernel interrupt) and SIGTERM (`docker stop`, a scheduler's preemption,
+    `timeout`) ask for a clean stop at the next dispatch, with a checkpoint; a second one of
+    either interrupts at once (`KeyboardInterrupt`, after keeping what can be kept)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -141,13 +143,14 @@ def _sigint_requests_stop(stop: StopSignal) -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        stop.set("interrupted")
+        stop.set("terminated" if signum == signal.SIGTERM else "interrupted")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _devices() -> tuple[str, str]:
@@ -229,7 +232,7 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
     t0 = time.monotonic()
     step_time: float | None = None
     last_eval: dict[str, float] = {}
-    with _sigint_requests_stop(stop):
+    with _signals_request_stop(stop):
         try:
             while step < total and not stop.is_set():
                 t_chunk = time.monotonic()

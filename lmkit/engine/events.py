@@ -79,8 +79,9 @@ class CheckpointEvent(Event):
 
 @dataclass(frozen=True)
 class EndEvent(Event):
-    """Training ended: reason is 'completed', 'stopped', 'interrupted' (Ctrl-C), 'early_stopping'
-    or 'diverged' (then `TrainingDiverged` is raised right after this event)."""
+    """Training ended: reason is 'completed', 'stopped', 'interrupted' (Ctrl-C), 'terminated'
+    (SIGTERM), 'early_stopping' or 'diverged' (then `TrainingDiverged` is raised right after
+    this event)."""
 
     step: int
     reason: str

@@ -10,8 +10,11 @@ A run directory holds::
     summary.json     final metrics, steps, why training ended
 
 Every file but the event log is replaced atomically (`lmkit.paths.atomic_output`), so a crash
-at any moment leaves the previous version or the new one, never half a file. Fine-tuning writes
-the same checkpoint and event log into its own directory (``lmkit eval --out``).
+at any moment leaves the previous version or the new one, never half a file. A directory being
+written is owned by one process: an OS file lock on ``.lock`` (holding the owner's pid) is held
+for the training's life, and a second training into it gets a `RunError` naming that pid.
+Fine-tuning writes the same checkpoint and event log into its own directory
+(``lmkit eval --out``).
 
 >>> run_dir = RunDir.create("runs/demo", overwrite=False)       # doctest: +SKIP
 >>> run_dir.write_json(SUMMARY, {"steps": 10})                  # doctest: +SKIP
@@ -20,12 +23,14 @@ the same checkpoint and event log into its own directory (``lmkit eval --out``).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lmkit.engine.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
+from lmkit.engine.checkpoint import (CHECKPOINT_FILE, Checkpoint, checkpoint_step, load_checkpoint,
+                                    save_checkpoint)
 from lmkit.engine.events import history_record
 from lmkit.errors import RunError
 from lmkit.paths import atomic_output, atomic_write_text
@@ -40,6 +45,7 @@ CHECKPOINT = CHECKPOINT_FILE
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 RUN_FILES = (CONFIG, TOKENIZER, MODEL, CHECKPOINT, METRICS, SUMMARY)
+LOCK = ".lock"
 
 
 def default_run_dir(name: str) -> Path:
@@ -52,11 +58,17 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock_fd: int | None = None
 
     @classmethod
     def create(cls, path: str | Path, overwrite: bool) -> "RunDir":
-        """A directory for a new run; one that already holds a run needs ``overwrite=True``."""
+        """A directory for a new run, claimed for this process (`claim`); one that already holds
+        a run needs ``overwrite=True``. Release it with `release` (or use it in ``with``)."""
         run_dir = cls(path)
+        if run_dir.path.exists() and not run_dir.path.is_dir():
+            raise RunError(f"output directory {run_dir.path} is a file, not a directory; choose "
+                           f"another `out`")
+        run_dir.claim()
         existing = [f for f in RUN_FILES if (run_dir.path / f).exists()]
         if existing:
             if not overwrite:
@@ -68,12 +80,13 @@ class RunDir:
             for name in existing:
                 target = run_dir.path / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
-        run_dir.path.mkdir(parents=True, exist_ok=True)
         return run_dir
 
     @classmethod
-    def open(cls, path: str | Path, required: tuple[str, ...] = (CONFIG,)) -> "RunDir":
-        """An existing run directory holding the `required` files, else a clear `RunError`."""
+    def open(cls, path: str | Path, required: tuple[str, ...] = (CONFIG,),
+             claim: bool = False) -> "RunDir":
+        """An existing run directory holding the `required` files, else a clear `RunError`;
+        ``claim=True`` (to write into it, e.g. to resume) also claims it for this process."""
         run_dir = cls(path)
         if not run_dir.path.is_dir():
             raise RunError(f"run directory '{run_dir.path}' does not exist")
@@ -83,7 +96,47 @@ class RunDir:
                 f"'{run_dir.path}' is not an lmkit run directory: {', '.join(missing)} "
                 f"{'is' if len(missing) == 1 else 'are'} missing"
             )
-        return run_dir
+        return run_dir.claim() if claim else run_dir
+
+    # -- ownership ------------------------------------------------------------------------------
+    def claim(self) -> "RunDir":
+        """Own this directory until `release` (or the process ends, when the OS drops the lock).
+
+        A directory another process owns raises `RunError` naming that process.
+        """
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunError(
+                f"run directory {self.path} is in use by process {holder} (a training or "
+                f"fine-tuning is writing there). Wait for it to end or stop it, or choose another "
+                f"`out`."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+        return self
+
+    def release(self) -> None:
+        """Give up ownership (`claim`); nothing happens if this object does not own it."""
+        if self._lock_fd is not None:
+            import fcntl
+
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -108,10 +161,26 @@ class RunDir:
     def load_checkpoint(self) -> Checkpoint:
         return load_checkpoint(self.path)
 
+    def checkpoint_step(self) -> int | None:
+        """The step of the checkpoint (its header only), None when there is none."""
+        return checkpoint_step(self.path)
+
+    def interrupted_at(self) -> int | None:
+        """The checkpoint's step when it is newer than the finished training the summary
+        describes (a training killed or still running after it); else None."""
+        step = self.checkpoint_step()
+        finished = self.read_json(SUMMARY).get("steps")
+        return step if step is not None and (finished is None or step > finished) else None
+
     def read_json(self, name: str) -> dict[str, Any]:
         """A JSON file of the run, or ``{}`` when it is absent."""
         path = self.file(name)
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunError(f"{path} is damaged ({exc}); delete it to use the run without it") from None
 
     def history(self) -> list[dict[str, Any]]:
         """History rows from ``metrics.jsonl`` (a torn last line, from a crash, is ignored)."""

@@ -27,7 +27,7 @@ import numpy as np
 from lmkit.engine import engine
 from lmkit.engine.checkpoint import check_fit
 from lmkit.engine.events import Event, StopSignal
-from lmkit.engine.rundir import RunDir
+from lmkit.engine.rundir import CHECKPOINT, RunDir
 from lmkit.errors import ConfigError
 from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches
@@ -205,7 +205,7 @@ def finetune(
     trainee = FinetuneTrainee(model, train, cfg, total, parts)
     run_dir = None
     if cfg.checkpoint_dir is not None:
-        run_dir = (RunDir(cfg.checkpoint_dir) if cfg.resume
+        run_dir = (RunDir.open(cfg.checkpoint_dir, required=(CHECKPOINT,), claim=True) if cfg.resume
                    else RunDir.create(cfg.checkpoint_dir, overwrite=True))
     elif cfg.resume:
         raise ConfigError("option 'resume' needs 'checkpoint_dir' (`lmkit eval --out DIR`): the "
@@ -225,8 +225,12 @@ def finetune(
         trainee.sync()
         return {}
 
-    outcome = engine.run(trainee, plan, job, run_dir=run_dir, reporters=list(reporters),
-                         stop=stop, resume=cfg.resume, finish=finish)
+    try:
+        outcome = engine.run(trainee, plan, job, run_dir=run_dir, reporters=list(reporters),
+                             stop=stop, resume=cfg.resume, finish=finish)
+    finally:
+        if run_dir is not None:
+            run_dir.release()
     return {"steps": outcome.step, "reason": outcome.reason, "seconds": outcome.elapsed}
 
 

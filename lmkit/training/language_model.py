@@ -113,22 +113,29 @@ def train_language_model(
     resume: bool = False,
 ) -> Trained:
     """Train according to `cfg`. See `lmkit.train` for the public entry."""
+    from lmkit.data.corpus import open_corpus
+
+    parts = resolve(cfg)  # every name checked before any work: a typo fails in a second
+    corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
+    if resume:
+        run_dir = RunDir.open(cfg.out, required=(CONFIG, TOKENIZER), claim=True)
+    else:
+        run_dir = RunDir.create(cfg.out or default_run_dir(cfg.arch), cfg.overwrite)
+    with run_dir:  # owned by this process until training ends
+        return _train(cfg, parts, corpus, run_dir, reporters, stop, resume)
+
+
+def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
+           reporters: list[Reporter] | None, stop: StopSignal | None, resume: bool) -> Trained:
     import keras
 
     from lmkit.build import build_model
-    from lmkit.data.corpus import open_corpus
     from lmkit.data.tokens import split, token_ids
     from lmkit.engine.reporters import TextReporter
     from lmkit.optim import exclude_from_decay
     from lmkit.tokenizers import load_tokenizer, save_tokenizer
     from lmkit.training.step import batch_parts, make_stepper
 
-    parts = resolve(cfg)  # every name checked before any work: a typo fails in a second
-    corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
-    if resume:
-        run_dir = RunDir.open(cfg.out, required=(CONFIG, TOKENIZER))
-    else:
-        run_dir = RunDir.create(cfg.out or default_run_dir(cfg.arch), cfg.overwrite)
     backend = keras.backend.backend()
     if backend == "jax":
         _enable_compilation_cache()

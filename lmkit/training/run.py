@@ -41,6 +41,9 @@ class Run:
     tokenizer: Any
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: where the model's weights came from: ``model.keras``, or the checkpoint when it is newer
+    #: (a training that was killed) or the model file is missing
+    weights: str = MODEL
 
     def generate(self, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
@@ -63,6 +66,8 @@ class Run:
     def __repr__(self) -> str:
         val = self.summary.get("val_loss")
         extra = f", val_loss={val:.4f}" if isinstance(val, float) else ""
+        if self.weights != MODEL:
+            extra += f", weights='{self.weights}'"
         return (f"Run(dir='{self.dir}', arch='{self.config.arch}', "
                 f"steps={self.summary.get('steps', '?')}{extra})")
 
@@ -80,7 +85,9 @@ def train(cfg: TrainConfig, *, reporters: list[Reporter] | None = None,
 def load_run(path: str | Path) -> Run:
     """Open a run directory. Models load in Keras safe mode: arbitrary code is refused.
 
-    A run interrupted before its final save (no ``model.keras``) is rebuilt from its checkpoint.
+    The newest consistent state wins: a run whose checkpoint is newer than its finished
+    training (killed during a resumed training, or before the final save) is rebuilt from the
+    checkpoint, and `Run.weights` says so.
     """
     import keras
 
@@ -94,7 +101,8 @@ def load_run(path: str | Path) -> Run:
     architectures.entry(cfg.arch)  # plugin architectures register their classes on lookup
     tokenizer = read_tokenizer(run_dir.path)
     model_path = run_dir.file(MODEL)
-    if model_path.is_file():
+    interrupted = run_dir.interrupted_at()
+    if model_path.is_file() and interrupted is None:
         try:
             model = keras.saving.load_model(model_path, safe_mode=True)
         except ValueError as exc:
@@ -106,12 +114,18 @@ def load_run(path: str | Path) -> Run:
                     f"the model from its config instead."
                 ) from None
             raise
-    else:  # interrupted before the final save: rebuild from the last checkpoint
+        weights = MODEL
+    else:  # killed before (or while) saving the final model: the checkpoint is the newest state
         from lmkit.build import build_model
         from lmkit.engine.checkpoint import restore_arrays
 
+        if run_dir.checkpoint_step() is None:
+            raise RunError(f"'{run_dir.path}' holds neither {MODEL} nor {CHECKPOINT}: the training "
+                           f"ended before its first checkpoint; train it again")
         ckpt = run_dir.load_checkpoint()
         model = build_model(cfg, tokenizer.vocab_size)
         restore_arrays([*model.trainable_variables, *model.non_trainable_variables], ckpt.model,
                        "model weights", str(run_dir.file(CHECKPOINT)))
-    return Run(run_dir.path, cfg, model, tokenizer, run_dir.history(), run_dir.read_json(SUMMARY))
+        weights = f"{CHECKPOINT} (step {ckpt.step})"
+    return Run(run_dir.path, cfg, model, tokenizer, run_dir.history(), run_dir.read_json(SUMMARY),
+               weights)
