@@ -20,3 +20,15 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def fixtures() -> Path:
     """The folder of small test data files copied into the repo."""
     return FIXTURES
+
+
+@pytest.fixture()
+def ip():
+    """An IPython shell with `%load_ext lmkit` (one shell per test process)."""
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython() or get_ipython()
+    shell.run_line_magic("load_ext", "lmkit")
+    yield shell
+    shell.run_line_magic("unload_ext", "lmkit")

@@ -7,23 +7,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from IPython import get_ipython
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import start_ipython
 
 import lmkit.evaluation.api as eval_api
 from lmkit.evaluation.leaderboard import Leaderboard
 from lmkit.evaluation.result import EvalResult
 
 EVAL = Path(__file__).parent / "fixtures" / "eval"
-
-
-@pytest.fixture()
-def ip():
-    shell = start_ipython() or get_ipython()  # one shell per test process
-    shell.run_line_magic("load_ext", "lmkit")
-    yield shell
-    shell.run_line_magic("unload_ext", "lmkit")
 
 
 @pytest.fixture

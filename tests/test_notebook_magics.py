@@ -7,21 +7,11 @@ import sys
 import textwrap
 
 import pytest
-from IPython import get_ipython
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import start_ipython
 
 import lmkit
 from lmkit.config import TrainConfig
 from lmkit.training.run import Run
-
-
-@pytest.fixture()
-def ip():
-    shell = start_ipython() or get_ipython()  # one shell per test process
-    shell.run_line_magic("load_ext", "lmkit")
-    yield shell
-    shell.run_line_magic("unload_ext", "lmkit")
 
 
 @pytest.fixture()

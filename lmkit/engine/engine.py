@@ -38,7 +38,7 @@ from lmkit.engine.checkpoint import Checkpoint, all_finite
 from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, Event, Reporter,
                                  StartEvent, StepEvent, StopSignal, history_record)
 from lmkit.engine.reporters import JsonlReporter
-from lmkit.engine.rundir import METRICS, SUMMARY, RunDir
+from lmkit.engine.rundir import CHECKPOINT, METRICS, SUMMARY, RunDir
 from lmkit.errors import TrainingDiverged
 
 __all__ = ["Trainee", "Plan", "Job", "Outcome", "run", "auto_steps_per_dispatch"]
@@ -193,7 +193,7 @@ def run(
         if run_dir is None:
             raise ValueError("resume=True needs the run directory to resume from")
         ckpt = run_dir.load_checkpoint()
-        trainee.restore(ckpt.model, ckpt.optimizer, str(run_dir.file("checkpoint.npz")))
+        trainee.restore(ckpt.model, ckpt.optimizer, str(run_dir.file(CHECKPOINT)))
         start, engine_state = ckpt.step, {**engine_state, **ckpt.trainer}
         history = run_dir.history()
     log = JsonlReporter(run_dir.file(METRICS)) if run_dir is not None else None
@@ -291,11 +291,11 @@ def _divergence_message(what: str, job: Job, run_dir: RunDir | None, last_ckpt: 
         kept = "No checkpoint is kept (no run directory was given)."
     elif last_ckpt or start:
         kept = (f"The last good checkpoint (step {last_ckpt}) is kept in "
-                f"{run_dir.file('checkpoint.npz')}.")
+                f"{run_dir.file(CHECKPOINT)}.")
     else:
         kept = "No checkpoint had been written yet."
     lr = f" (now {job.learning_rate})" if job.learning_rate is not None else ""
-    retry = f", {job.retry}" if job.retry else ""
+    retry = f", {job.retry}" if job.retry and run_dir is not None and (last_ckpt or start) else ""
     return (f"{what}; training stopped. {kept} Try a lower learning_rate{lr} or gradient "
             f"clipping (clipnorm){retry}.")
 
