@@ -61,7 +61,7 @@ def losses(run: lmkit.Run) -> list[float]:
 
 
 def entries(tmp_path: Path) -> list[Path]:
-    return sorted((tmp_path / "cache" / "steps").glob("step-*.pkl"))
+    return sorted((tmp_path / "cache" / "steps").glob("step-*.bin"))
 
 
 @pytest.mark.slow
@@ -239,3 +239,43 @@ def test_plugin_code_is_in_the_key_and_unkeyable_code_is_not_cached(tmp_path, mo
     exec("def loss(labels, logits):\n    return logits\n", cell.__dict__)
     assert cell.loss.__module__ == cell.__name__
     assert compile_cache._code_fingerprint([cell.loss]) is None
+
+
+class _RunsCode:
+    """Unpickling this creates a file: the stand-in for an entry that runs code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_swapped_entry_is_deleted_unread_and_never_runs_code(tmp_path) -> None:
+    import pickle
+
+    from lmkit.training.compile_cache import StepCache, _sign
+
+    cache = StepCache(tmp_path / "steps")
+    marker = tmp_path / "code-ran"
+    evil = pickle.dumps(_RunsCode(marker))
+    for name, payload in (("unsigned", evil),                              # written by hand
+                          ("other-key", _sign(b"k" * 32, evil))):          # signed, not by us
+        entry = cache._path(name)
+        entry.write_bytes(payload)
+        assert cache.load(name) is None
+        assert not marker.exists() and not entry.exists(), name
+    key = (tmp_path / "steps" / ".key")
+    assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_bytes()) == 32
+
+
+def test_a_cache_folder_others_can_write_is_not_used(tmp_path) -> None:
+    from lmkit.training.compile_cache import StepCache
+
+    folder = tmp_path / "steps"
+    folder.mkdir()
+    folder.chmod(0o777)
+    with pytest.warns(UserWarning, match="writable by other users or not owned by you, so it is not used"):
+        cache = StepCache(folder)
+    assert cache.save("k", object()) is False and cache.load("k") is None
+    assert not (folder / ".key").exists()

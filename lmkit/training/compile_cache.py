@@ -249,22 +249,35 @@ def _listen() -> None:
 
 
 class StepCache:
-    """Compiled steps on disk, one pickle file per key, at most `MAX_ENTRIES` (least recently used
-    ones are deleted). Like JAX's own cache, entries are trusted: loading one runs code."""
+    """Compiled steps on disk, one file per key, at most `MAX_ENTRIES` (least recently used ones
+    are deleted).
+
+    A serialized executable is a pickle (JAX's own format), and unpickling runs code, so every
+    entry is signed: HMAC-SHA256 under a per-user key (``.key``, mode 0600, made on first use),
+    checked before a byte of it is unpickled. An entry someone else wrote or changed fails the
+    check and is deleted unread. A folder that others could write to (not owned by this user, or
+    group/world-writable) is not used at all: there, the key itself could be swapped.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
         self.hits = self.misses = self.writes = 0
+        self._key = _signing_key(self.dir)
 
     def _path(self, key: str) -> Path:
-        return self.dir / f"step-{key}.pkl"
+        return self.dir / f"step-{key}.bin"
 
     def load(self, key: str) -> Any | None:
         """The compiled step stored under `key`, or None."""
         path = self._path(key)
         try:
-            payload = path.read_bytes()
+            signed = path.read_bytes() if self._key is not None else b""
         except OSError:
+            signed = b""
+        payload = _verified(self._key, signed)
+        if payload is None:  # absent, unsigned, or signed with another key: never unpickled
+            if signed:
+                path.unlink(missing_ok=True)
             self.misses += 1
             return None
         try:
@@ -303,6 +316,8 @@ class StepCache:
 
         from lmkit.paths import atomic_output
 
+        if self._key is None:
+            return False
         try:
             import jax
 
@@ -315,7 +330,7 @@ class StepCache:
             return False
         try:
             with atomic_output(self._path(key)) as tmp:
-                tmp.write_bytes(payload)
+                tmp.write_bytes(_sign(self._key, payload))
             self._prune()
         except OSError:
             return False
@@ -324,10 +339,71 @@ class StepCache:
 
     def _prune(self) -> None:
         entries = []
-        for path in self.dir.glob("step-*.pkl"):
+        for path in self.dir.glob("step-*.bin"):
             try:
                 entries.append((path.stat().st_mtime, path))
             except OSError:
                 pass
         for _, path in sorted(entries, reverse=True)[MAX_ENTRIES:]:
             path.unlink(missing_ok=True)
+
+
+# -- signed entries --------------------------------------------------------------------------
+_MAGIC = b"lmkit-step-v1\n"
+
+
+def _private_folder(folder: Path) -> bool:
+    """True when only this user can write `folder` (it is theirs, not group/world-writable)."""
+    try:
+        st = folder.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def _signing_key(folder: Path) -> bytes | None:
+    """This user's key for signing entries in `folder`, made on first use; None (and a warning)
+    when the folder is not private, so that the cache is not used there."""
+    import secrets
+    import warnings
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        return None
+    if not _private_folder(folder):
+        warnings.warn(f"lmkit: the compiled-step cache {folder} is writable by other users or not "
+                      f"owned by you, so it is not used (an entry there could run code as you). "
+                      f"Fix its permissions (chmod 700) or set LMKIT_CACHE_DIR.", stacklevel=3)
+        return None
+    path = folder / ".key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        st = path.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key
+
+
+def _sign(key: bytes, payload: bytes) -> bytes:
+    import hmac
+
+    return _MAGIC + hmac.new(key, payload, hashlib.sha256).digest() + payload
+
+
+def _verified(key: bytes | None, signed: bytes) -> bytes | None:
+    """The payload of a correctly signed entry, else None."""
+    import hmac
+
+    if key is None or not signed.startswith(_MAGIC):
+        return None
+    digest, payload = signed[len(_MAGIC):len(_MAGIC) + 32], signed[len(_MAGIC) + 32:]
+    expected = hmac.new(key, payload, hashlib.sha256).digest()
+    return payload if hmac.compare_digest(digest, expected) else None
