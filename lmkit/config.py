@@ -137,7 +137,12 @@ class TrainConfig:
                     f"config file '{path}' does not exist (built-in presets: "
                     f"{', '.join(sorted(presets()))})"
                 )
-            base = parse_toml(path.read_text(encoding="utf-8"), source=str(path))
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are "
+                                  f"UTF-8, save it as UTF-8") from None
+            base = parse_toml(text, source=str(path))
             source = str(path)
         merged = {**base, **(overrides or {})}
         return cls.from_dict(merged, source=source if not overrides else "config")

@@ -163,7 +163,7 @@ class Registry(Generic[T]):
                 existing = self._entries.get(ep.name.lower())
                 if existing is None or existing.obj is not obj:
                     self.register(ep.name, obj, source=dist)
-            except Exception as exc:  # a plugin must never break lmkit
+            except (Exception, SystemExit) as exc:  # a plugin must never break lmkit (nor exit it)
                 warnings.warn(
                     f"lmkit: plugin '{ep.name}' from distribution '{dist}' (entry point group "
                     f"{self.group}) failed to load and was skipped: {type(exc).__name__}: {exc}",

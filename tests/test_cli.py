@@ -89,3 +89,23 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_keeps_the_run(tmp_path: Path, sig: 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["reason"] == reason and 0 < summary["steps"] < 100000
     assert (out / "checkpoint.npz").is_file() and (out / "model.keras").is_file()
+
+
+def test_a_config_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "latin1.toml"
+    cfg.write_bytes('sample_prompt = "caf\u00e9"\n'.encode("latin-1"))
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "latin1.toml: not UTF-8 text (byte 20)" in err and "Traceback" not in err
+
+
+def test_info_piped_into_a_reader_that_leaves_early_is_not_an_error(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.toml").write_text("\n".join(f"key_{i} = {i}" for i in range(20000)))
+    shell = f"{sys.executable} -m lmkit.cli info {run_dir} | head -1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout == f"run {run_dir}\n"
+    assert "BrokenPipeError" not in done.stderr and done.returncode == 0, done.stderr

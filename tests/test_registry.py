@@ -79,15 +79,18 @@ class _FakeEntryPoint:
         self.name, self._target, self.dist, self.value = name, target, _FakeDist(), "pkg:obj"
 
     def load(self) -> object:
-        if isinstance(self._target, Exception):
+        if isinstance(self._target, BaseException):
             raise self._target
         return self._target
 
 
-def test_broken_plugin_warns_once_naming_its_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("error", [ImportError("No module named 'missing_dep'"),
+                                   SystemExit("missing_dep: cannot run here")])
+def test_broken_plugin_warns_once_naming_its_distribution(monkeypatch: pytest.MonkeyPatch,
+                                                          error: BaseException) -> None:
+    # SystemExit too: a plugin that calls sys.exit() on import used to end every lmkit command
     good = object()
-    eps = [_FakeEntryPoint("broken", ImportError("No module named 'missing_dep'")),
-           _FakeEntryPoint("good", good)]
+    eps = [_FakeEntryPoint("broken", error), _FakeEntryPoint("good", good)]
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: eps)
     reg: Registry = Registry("widgets")
     with warnings.catch_warnings(record=True) as caught:

@@ -185,4 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lmkit info RUN | head`: the reader left; that is not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
