@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import tomllib
 import types
@@ -255,6 +256,8 @@ def coerce(key: str, value: Any, tp: Any, source: str = "config", noun: str = "c
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, os.PathLike):  # data=Path("corpus.txt"), out=Path("runs/x")
+            return os.fspath(value)
         raise bad
     if origin is list:
         (item,) = typing.get_args(tp)

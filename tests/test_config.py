@@ -84,3 +84,10 @@ def test_toml_round_trip() -> None:
 def test_readme_table_is_current() -> None:
     assert config_table() in README.read_text(encoding="utf-8"), (
         "README's config table is stale: regenerate it with `python -m lmkit.config`")
+
+
+def test_paths_are_accepted_where_a_path_is_meant(tmp_path) -> None:
+    from lmkit.config import TrainConfig
+
+    cfg = TrainConfig(data=tmp_path / "corpus.txt", out=tmp_path / "run")
+    assert cfg.data == str(tmp_path / "corpus.txt") and cfg.out == str(tmp_path / "run")

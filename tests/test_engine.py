@@ -152,6 +152,7 @@ def test_early_stopping_on_val_loss(tmp_path: Path) -> None:
     # val_loss (the sum of the weights) only grows: best at the first evaluation
     outcome = run(Walk(), tmp_path, total=40, eval_every=2, early_stopping=2)
     assert outcome.reason == "early_stopping" and outcome.step == 6
+    assert outcome.summary["eval_step"] == 6  # the step its val_* figures belong to
 
 
 def test_resume_refuses_a_checkpoint_of_another_shape(tmp_path: Path) -> None:
@@ -203,3 +204,18 @@ def test_an_out_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     target.write_text("not a run")
     with pytest.raises(RunError, match=r"taken.txt is a file, not a directory"):
         RunDir.create(target, overwrite=True)
+
+
+def test_a_resume_after_a_kill_keeps_one_history_row_per_step(tmp_path: Path) -> None:
+    import shutil
+
+    def keep_checkpoint_4(event: Event) -> None:
+        if isinstance(event, CheckpointEvent) and event.step == 4:
+            shutil.copy(tmp_path / "checkpoint.npz", tmp_path.parent / "ckpt4.npz")
+
+    run(Walk(), tmp_path, total=8, reporters=[keep_checkpoint_4])
+    # as if killed after logging step 8 but before its checkpoint: the checkpoint is at 4
+    shutil.copy(tmp_path.parent / "ckpt4.npz", tmp_path / "checkpoint.npz")
+    outcome = run(Walk(), tmp_path, total=12, resume=True)
+    steps = [r["step"] for r in outcome.history if "loss" in r]
+    assert steps == list(range(1, 13))

@@ -87,7 +87,8 @@ def _info(args: argparse.Namespace) -> int:
     run_dir = RunDir.open(args.run_dir, required=(CONFIG,))
     summary = run_dir.read_json(SUMMARY)
     print(f"run {run_dir.path}")
-    for key in ("arch", "steps", "reason", "elapsed_s", "parameters", "backend", "finished"):
+    for key in ("arch", "steps", "reason", "elapsed_s", "parameters", "backend", "eval_step",
+                "finished"):
         if key in summary:
             print(f"  {key:<12} {summary[key]}")
     for key, value in summary.items():

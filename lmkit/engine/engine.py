@@ -195,7 +195,8 @@ def run(
         ckpt = run_dir.load_checkpoint()
         trainee.restore(ckpt.model, ckpt.optimizer, str(run_dir.file(CHECKPOINT)))
         start, engine_state = ckpt.step, {**engine_state, **ckpt.trainer}
-        history = run_dir.history()
+        # a training killed after this checkpoint logged steps that will now be taken again
+        history = [r for r in run_dir.history() if r["step"] <= start]
     log = JsonlReporter(run_dir.file(METRICS)) if run_dir is not None else None
     emit = _Emitter([*([log] if log else []), *(reporters or [])], history)
     try:
@@ -257,7 +258,8 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
                 if plan.eval_every and (step % plan.eval_every == 0 or step == total):
                     metrics = trainee.evaluate()
                     if metrics:
-                        last_eval = metrics
+                        # the summary says which step its val_* figures belong to
+                        last_eval = {**metrics, "eval_step": step}
                         emit(EvalEvent(step, metrics))
                         _early_stopping(plan, engine_state, metrics, stop)
                 if step % plan.checkpoint_every == 0 and step != last_ckpt and not checkpoint():
