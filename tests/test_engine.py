@@ -219,3 +219,12 @@ def test_a_resume_after_a_kill_keeps_one_history_row_per_step(tmp_path: Path) ->
     outcome = run(Walk(), tmp_path, total=12, resume=True)
     steps = [r["step"] for r in outcome.history if "loss" in r]
     assert steps == list(range(1, 13))
+
+
+def test_a_refused_run_directory_is_released(tmp_path: Path) -> None:
+    with RunDir.create(tmp_path, overwrite=False) as first:
+        first.write_json("summary.json", {"steps": 1})
+    with pytest.raises(RunError, match="already holds a run"):
+        RunDir.create(tmp_path, overwrite=False)
+    with RunDir.create(tmp_path, overwrite=True):  # not left locked by the refusal
+        pass

@@ -69,9 +69,9 @@ class RunDir:
             raise RunError(f"output directory {run_dir.path} is a file, not a directory; choose "
                            f"another `out`")
         run_dir.claim()
-        existing = [f for f in RUN_FILES if (run_dir.path / f).exists()]
-        if existing:
-            if not overwrite:
+        try:
+            existing = [f for f in RUN_FILES if (run_dir.path / f).exists()]
+            if existing and not overwrite:
                 raise RunError(
                     f"output directory {run_dir.path} already holds a run ({', '.join(existing)}). "
                     f"Choose another `out`, pass overwrite=true (--overwrite) to replace it, or "
@@ -80,6 +80,9 @@ class RunDir:
             for name in existing:
                 target = run_dir.path / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
+        except BaseException:
+            run_dir.release()  # refused: the directory stays free for the next try
+            raise
         return run_dir
 
     @classmethod
