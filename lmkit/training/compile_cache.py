@@ -194,19 +194,22 @@ def _environment() -> dict[str, Any]:
 
 
 def step_key(cfg: Any, total_steps: int, vocab_size: int, model: Any, optimizer: Any,
-             loss_fn: Any) -> str | None:
+             loss_fn: Any, factories: list[Any] | None = None) -> str | None:
     """The part of a training step's cache key known before its arguments, or None: not cacheable.
 
-    Cheap (a few milliseconds: source files are hashed once per process and file version).
+    `factories` are the registry objects of the config's architecture, optimizer, schedule and
+    loss (`lmkit.resolve.Resolved`); looked up by name when not given. Cheap (a few
+    milliseconds: source files are hashed once per process and file version).
     """
     if not enabled():
         return None
     from lmkit.registry import get_registry
 
     try:
-        factories = [get_registry(kind).get(name) for kind, name in (
-            ("architectures", cfg.arch), ("optimizers", cfg.optimizer),
-            ("schedules", cfg.schedule), ("losses", cfg.loss))]
+        if factories is None:
+            factories = [get_registry(kind).get(name) for kind, name in (
+                ("architectures", cfg.arch), ("optimizers", cfg.optimizer),
+                ("schedules", cfg.schedule), ("losses", cfg.loss))]
         code = _code_fingerprint(_code_objects(model, optimizer, loss_fn, factories))
         if code is None:
             return None

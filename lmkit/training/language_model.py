@@ -170,7 +170,8 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
         from lmkit.paths import cache_dir
         from lmkit.training.compile_cache import StepCache, step_key
 
-        cache_key = step_key(cfg, total, tokenizer.vocab_size, model, optimizer, loss_fn)
+        cache_key = step_key(cfg, total, tokenizer.vocab_size, model, optimizer, loss_fn,
+                             [parts.arch.obj, parts.optimizer.obj, parts.schedule.obj, parts.loss.obj])
         step_cache = StepCache(cache_dir() / "steps")
     stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k, step_cache,
                            cache_key, batch_parts(cfg, model, total))
