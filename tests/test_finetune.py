@@ -3,6 +3,7 @@ behave as in language-model training."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -55,6 +56,8 @@ def test_divergence_raises_the_engine_error_and_scores_nothing(tmp_path: Path) -
     message = str(info.value)
     assert "training stopped." in message
     assert "Try a lower learning_rate (now 1e+30) or gradient clipping (clipnorm)" in message
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["reason"] == "diverged"  # recorded as such, and no result was returned
     if (tmp_path / "checkpoint.npz").exists():  # a checkpoint is only ever one of finite weights
         assert all(np.isfinite(a).all() for a in load_checkpoint(tmp_path).model)
 
@@ -70,7 +73,7 @@ def test_stopped_fine_tuning_resumes_exactly(tmp_path: Path) -> None:
 
     stopped = finetune(tmp_path / "resumed", max_steps=12, head_dropout=0.2, stop=stop,
                        reporters=[stop_at_6])
-    assert stopped.training == {**stopped.training, "steps": 6, "reason": "stopped"}
+    assert (stopped.training["steps"], stopped.training["reason"]) == (6, "stopped")
     resumed = finetune(tmp_path / "resumed", max_steps=12, head_dropout=0.2, resume=True)
     assert resumed.training["steps"] == 12
     for a, b in zip(weights(resumed.model), weights(straight.model)):
