@@ -32,7 +32,9 @@ def train(
     `config` is a `TrainConfig`, a TOML file, or a mapping; keyword arguments override its keys.
     `reporters` receive the training events (default: text progress). Setting `stop` (or
     pressing Ctrl-C once) ends training at the next step boundary with a checkpoint written.
-    `resume` continues the run in that directory from its last checkpoint.
+    `resume` continues the run in that directory from its last checkpoint, with its saved
+    config; `config` and keyword arguments then override keys of it (e.g. ``max_steps``), except
+    those that fix the model and its tokenizer (`lmkit.config.FIXED_ON_RESUME`).
 
     >>> run = lmkit.train(arch="lstm", units=256, max_steps=500)         # doctest: +SKIP
     >>> run = lmkit.train("shakespeare.toml", learning_rate=3e-4)         # doctest: +SKIP
@@ -43,9 +45,9 @@ def train(
     if resume is not None:
         from lmkit.engine.rundir import CONFIG, RunDir
 
-        saved = RunDir.open(resume, required=(CONFIG,)).file(CONFIG)
-        base = TrainConfig.from_sources(saved) if config is None else config
-        cfg = TrainConfig.from_sources(base, {**overrides, "out": str(resume)})
+        saved = TrainConfig.from_sources(RunDir.open(resume, required=(CONFIG,)).file(CONFIG))
+        changes, _ = TrainConfig.source_keys(config)  # a config file given too overrides its keys
+        cfg = TrainConfig.from_sources(saved, {**changes, **overrides, "out": str(resume)})
         return train_run(cfg, reporters=reporters, stop=stop, resume=True)
     return train_run(TrainConfig.from_sources(config, overrides), reporters=reporters, stop=stop)
 

@@ -15,12 +15,23 @@ if TYPE_CHECKING:
 __all__ = ["build_model"]
 
 
+#: what a Keras model class's ``**kwargs`` forward to `keras.Model`; any other [model] option
+#: would only fail later, inside Keras, as a traceback
+_KERAS_MODEL_KWARGS = {"name", "dtype", "trainable"}
+
+
 def _accepted(factory: Any) -> set[str]:
+    """The keyword options `factory` takes; ``"kwargs"`` among them when it takes any."""
     target = factory.__init__ if inspect.isclass(factory) else factory
     params = inspect.signature(target).parameters
     names = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        names.add("kwargs")
+        import keras
+
+        if inspect.isclass(factory) and issubclass(factory, keras.layers.Layer):
+            names |= _KERAS_MODEL_KWARGS
+        else:
+            names.add("kwargs")  # a plain function: where its **kwargs go is its own business
     return names - {"self", "vocab_size"}
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from lmkit.errors import ConfigError, did_you_mean
 
-__all__ = ["TrainConfig", "parse_set_options", "parse_toml", "config_table", "dump_toml", "presets",
+__all__ = ["TrainConfig", "FIXED_ON_RESUME", "parse_set_options", "parse_toml", "config_table", "dump_toml", "presets",
            "config_key", "coerce", "validate_fields"]
 
 
@@ -35,6 +35,12 @@ def config_key(default: Any, doc: str, **checks: Any) -> Any:
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **checks})
     return field(default=default, metadata={"doc": doc, **checks})
+
+
+#: keys that fix a run's model and tokenizer: a resumed run keeps them (its checkpoint has
+#: their shapes), so changing one on resume is an error rather than silently ignored
+FIXED_ON_RESUME = ("arch", "tokenizer", "vocab_size", "seq_len", "embed_dim", "units", "layers",
+                   "heads", "tie_embeddings", "activation", "kernel_size", "model")
 
 
 @dataclass
@@ -64,9 +70,9 @@ class TrainConfig:
     optimizer: str = config_key("adamw", "Optimizer name (`lmkit list optimizers`).")
     learning_rate: float = config_key(1e-3, "Peak learning rate.", min=0.0, exclusive_min=True)
     weight_decay: float = config_key(0.0, "Decoupled weight decay (AdamW, Lion) or L2 decay (others).", min=0.0)
-    momentum: float = config_key(0.9, "Momentum of `momentum` and `nesterov`.", min=0.0, max=1.0)
-    beta1: float = config_key(0.9, "First-moment decay of Adam-family and Lion.", min=0.0, max=1.0)
-    beta2: float = config_key(0.99, "Second-moment decay of Adam-family and Lion.", min=0.0, max=1.0)
+    momentum: float = config_key(0.9, "Momentum of `momentum` and `nesterov`.", min=0.0, max=1.0, exclusive_max=True)
+    beta1: float = config_key(0.9, "First-moment decay of Adam-family and Lion.", min=0.0, max=1.0, exclusive_max=True)
+    beta2: float = config_key(0.99, "Second-moment decay of Adam-family and Lion.", min=0.0, max=1.0, exclusive_max=True)
     clipnorm: float | None = config_key(1.0, "Clip gradients to this global norm (`none` to disable).", min=0.0, exclusive_min=True)
     schedule: str = config_key("warmup_cosine", "Learning-rate schedule (`lmkit list schedules`).")
     warmup_steps: int = config_key(100, "Linear warm-up steps of `warmup_cosine` and `one_cycle`.", min=0)
@@ -112,6 +118,33 @@ class TrainConfig:
             raise ConfigError(f"{_where(source)}{exc}") from None
 
     @classmethod
+    def source_keys(
+        cls, config: "TrainConfig | str | Path | dict[str, Any] | None"
+    ) -> tuple[dict[str, Any], str]:
+        """The keys a config source sets (all of them for a `TrainConfig`, only those written
+        for a TOML file, preset or mapping), and the source's name for messages."""
+        if config is None:
+            return {}, "config"
+        if isinstance(config, TrainConfig):
+            return config.to_dict(), "config"
+        if isinstance(config, dict):
+            return dict(config), "config"
+        path = Path(config)
+        if not path.is_file() and isinstance(config, str) and config in presets():
+            path = presets()[config]
+        if not path.is_file():
+            raise ConfigError(
+                f"config file '{path}' does not exist (built-in presets: "
+                f"{', '.join(sorted(presets()))})"
+            )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are "
+                              f"UTF-8, save it as UTF-8") from None
+        return parse_toml(text, source=str(path)), str(path)
+
+    @classmethod
     def from_sources(
         cls,
         config: "TrainConfig | str | Path | dict[str, Any] | None" = None,
@@ -120,33 +153,21 @@ class TrainConfig:
         """Merge a base (config object, TOML path or mapping) with keyword / `--set` overrides."""
         if isinstance(config, TrainConfig) and not overrides:
             return config  # already coerced and validated
-        if config is None:
-            base: dict[str, Any] = {}
-            source = "config"
-        elif isinstance(config, TrainConfig):
-            base = config.to_dict()
-            source = "config"
-        elif isinstance(config, dict):
-            base = dict(config)
-            source = "config"
-        else:
-            path = Path(config)
-            if not path.is_file() and isinstance(config, str) and config in presets():
-                path = presets()[config]
-            if not path.is_file():
-                raise ConfigError(
-                    f"config file '{path}' does not exist (built-in presets: "
-                    f"{', '.join(sorted(presets()))})"
-                )
-            try:
-                text = path.read_text(encoding="utf-8")
-            except UnicodeDecodeError as exc:
-                raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are "
-                                  f"UTF-8, save it as UTF-8") from None
-            base = parse_toml(text, source=str(path))
-            source = str(path)
+        base, source = cls.source_keys(config)
         merged = {**base, **(overrides or {})}
         return cls.from_dict(merged, source=source if not overrides else "config")
+
+    def check_resumable(self, saved: "TrainConfig", run: str) -> None:
+        """Raise `ConfigError` when this config changes a key of `saved` that a resumed run
+        cannot change (`FIXED_ON_RESUME`)."""
+        changed = [k for k in FIXED_ON_RESUME if getattr(self, k) != getattr(saved, k)]
+        if changed:
+            said = ", ".join(f"{k}={getattr(self, k)!r} (the run has {getattr(saved, k)!r})"
+                             for k in changed)
+            raise ConfigError(
+                f"cannot resume {run} with {said}: a resumed run keeps its model and tokenizer. "
+                f"Drop {'that key' if len(changed) == 1 else 'those keys'}, or start a new run "
+                f"(another `out`).")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with `changes` applied and validated."""
@@ -300,14 +321,18 @@ def validate_fields(obj: Any, noun: str = "config key") -> None:
         if low is not None and (value < low or (meta.get("exclusive_min") and value == low)):
             relation = "greater than" if meta.get("exclusive_min") else "at least"
             raise ConfigError(f"{noun} '{f.name}' must be {relation} {low}, got {value!r}")
-        if high is not None and value > high:
-            raise ConfigError(f"{noun} '{f.name}' must be at most {high}, got {value!r}")
+        if high is not None and (value > high or (meta.get("exclusive_max") and value == high)):
+            relation = "less than" if meta.get("exclusive_max") else "at most"
+            raise ConfigError(f"{noun} '{f.name}' must be {relation} {high}, got {value!r}")
 
 
 def _validate(cfg: TrainConfig) -> None:
     validate_fields(cfg)
     if cfg.max_steps is None and cfg.epochs is None:
         raise ConfigError("set either 'max_steps' or 'epochs' (both are none)")
+    if not cfg.sample_prompt:
+        raise ConfigError("config key 'sample_prompt' must be at least one character (the final "
+                          "sample needs context to start from), got ''; the default is \"\\n\"")
     if cfg.batch_parts > 1 and cfg.batch_size % cfg.batch_parts:
         raise ConfigError(
             f"config key 'batch_parts' ({cfg.batch_parts}) must divide 'batch_size' "

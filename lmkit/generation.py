@@ -15,6 +15,7 @@ sample on the same backend.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ class Sampling:
 
     def __post_init__(self) -> None:
         t, k, p = self.temperature, self.top_k, self.top_p
-        _check("temperature", t, isinstance(t, (int, float)) and t >= 0, "a number >= 0 (0 is greedy)")
+        _check("temperature", t, isinstance(t, (int, float)) and 0 <= t < math.inf,
+               "a finite number >= 0 (0 is greedy)")
         _check("top_k", k, k is None or (isinstance(k, int) and k >= 1), "a positive integer or None")
         _check("top_p", p, p is None or (isinstance(p, (int, float)) and 0 < p <= 1),
                "a number in (0, 1] or None")
@@ -338,6 +340,10 @@ def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 200,
     sampling = Sampling(temperature, top_k, top_p)
     _check("prompt", prompt, isinstance(prompt, str) and prompt != "",
            "a non-empty string (the model needs at least one token of context)")
+    vocab = getattr(tokenizer, "vocab_size", None)
+    if top_k is not None and vocab is not None and top_k > vocab:
+        raise ConfigError(f"top_k={top_k} is larger than the vocabulary ({vocab} tokens), so it "
+                          f"keeps every token; use a top_k of at most {vocab}, or none")
     ids = list(tokenizer.encode(prompt))
     if not ids:
         raise ConfigError(f"prompt {prompt!r} encodes to no tokens")

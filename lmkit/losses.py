@@ -43,7 +43,8 @@ def cross_entropy(cfg: "TrainConfig") -> LossFn:
 
 
 @losses.register("label_smoothing", aliases=("smoothed_cross_entropy",),
-                 description="Cross-entropy against labels smoothed by `label_smoothing`.")
+                 description="Cross-entropy against labels smoothed by `label_smoothing`.",
+                 capabilities=("label_smoothing",))
 def label_smoothing(cfg: "TrainConfig") -> LossFn:
     eps = cfg.label_smoothing
 

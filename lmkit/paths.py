@@ -17,6 +17,9 @@ from pathlib import Path
 
 __all__ = ["cache_dir", "atomic_output", "atomic_write_text"]
 
+_UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
+os.umask(_UMASK)
+
 
 def cache_dir() -> Path:
     """lmkit's cache folder, created on demand.
@@ -56,6 +59,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        # mkstemp makes the file owner-only; a run's files get the modes any new file gets here.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

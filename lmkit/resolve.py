@@ -15,9 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lmkit.errors import ConfigError
 from lmkit.registry import Entry, get_registry
 
-__all__ = ["Resolved", "resolve"]
+__all__ = ["Resolved", "resolve", "LABEL_SMOOTHING"]
+
+LABEL_SMOOTHING = "label_smoothing"  # capability of a loss that reads the `label_smoothing` key
 
 # config key -> registry kind
 _KEYS = {"arch": "architectures", "tokenizer": "tokenizers", "optimizer": "optimizers",
@@ -48,4 +51,11 @@ def resolve(cfg: Any) -> Resolved:
             found[key] = get_registry(kind).entry(name)
     metrics = get_registry("metrics")
     found["metrics"] = tuple(metrics.entry(m) for m in getattr(cfg, "metrics", ()))
+    loss = found.get("loss")
+    if getattr(cfg, "label_smoothing", 0.0) and loss is not None and not loss.has(LABEL_SMOOTHING):
+        smoothing = [e.name for e in get_registry("losses").list() if e.has(LABEL_SMOOTHING)]
+        raise ConfigError(
+            f"label_smoothing={cfg.label_smoothing} has no effect with loss '{loss.name}'; "
+            f"use a loss that smooths labels ({', '.join(smoothing)}), e.g. --set loss="
+            f"{smoothing[0] if smoothing else 'label_smoothing'}, or drop label_smoothing")
     return Resolved(**found)

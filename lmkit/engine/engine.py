@@ -7,8 +7,8 @@ training: `lmkit.training.language_model`; classifier fine-tuning:
 - the step budget, and fusing steps into dispatches up to the next evaluation or checkpoint;
 - stopping: a `StopSignal` (a widget's Stop button, early stopping), Ctrl-C or SIGTERM ends
   training at the next dispatch with a checkpoint; a second signal interrupts;
-- the divergence policy: a non-finite loss, or non-finite weights about to be checkpointed, stop
-  training, keep the last good checkpoint and raise `TrainingDiverged` with the same advice for
+- the divergence policy: a non-finite loss, a loss `EXPLODED` times its first value, or
+  non-finite weights about to be checkpointed, stop training, keep the last good checkpoint and raise `TrainingDiverged` with the same advice for
   every client; a diverged model is never checkpointed, saved or scored;
 - checkpoints every `Plan.checkpoint_every` steps and on every exit, restored strictly on resume
   (a checkpoint of another model is a clear error, not a half-loaded model);
@@ -242,9 +242,8 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
                     boundaries.append((step // plan.eval_every + 1) * plan.eval_every)
                 k = min(plan.steps_per_dispatch, *(b - step for b in boundaries))
                 losses = np.asarray(trainee.train(step, k), dtype=np.float32)
-                bad = np.flatnonzero(~np.isfinite(losses))
-                if bad.size:
-                    diverged = f"the training loss became {losses[bad[0]]} at step {step + int(bad[0]) + 1}"
+                diverged = _blown_up(losses, step, engine_state)
+                if diverged is not None:
                     break
                 step += len(losses)
                 now = time.monotonic()
@@ -285,6 +284,29 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
     outcome.summary = _summary(run_dir, job, outcome, finish(outcome) if finish else {})
     emit(EndEvent(step, reason, elapsed, outcome.summary))
     return outcome
+
+
+#: a finite loss this many times its first value (or 1, if that was smaller) has blown up: no
+#: healthy training comes back from there, and reporting it as "completed" hides the failure.
+EXPLODED = 100.0
+
+
+def _blown_up(losses: np.ndarray, step: int, state: dict[str, Any]) -> str | None:
+    """Why the losses of the dispatch after `step` mean divergence, or None.
+
+    The first loss of the training is kept in `state` (saved in checkpoints, so a resumed run
+    compares with the same start)."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        return f"the training loss became {losses[bad[0]]} at step {step + int(bad[0]) + 1}"
+    first = state.setdefault("first_loss", float(losses[0]))
+    limit = EXPLODED * max(first, 1.0)
+    high = np.flatnonzero(losses > limit)
+    if high.size:
+        return (f"the training loss blew up to {losses[high[0]]:.4g} at step "
+                f"{step + int(high[0]) + 1}, more than {EXPLODED:g}x its first value "
+                f"({first:.4g})")
+    return None
 
 
 def _divergence_message(what: str, job: Job, run_dir: RunDir | None, last_ckpt: int,

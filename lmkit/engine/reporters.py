@@ -80,8 +80,9 @@ class TextReporter:
             if not self.tty:
                 self._line(f"checkpoint @ step {event.step}: {event.path}")
         elif isinstance(event, EndEvent):
-            self._line(f"training {event.reason} at step {event.step} after "
-                       f"{format_duration(event.elapsed)}")
+            # a diverged run's own error names the step that failed; its last good one is not it
+            where = "" if event.reason == "diverged" else f" at step {event.step}"
+            self._line(f"training {event.reason}{where} after {format_duration(event.elapsed)}")
 
 
 class JsonlReporter:

@@ -22,6 +22,7 @@ Fine-tuning writes the same checkpoint and event log into its own directory
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -53,19 +54,29 @@ def default_run_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def _unusable(path: Path, error: OSError) -> RunError:
+    return RunError(f"cannot use {path} as a run directory: {error.strerror or error}. Choose "
+                    f"another `out` (a folder you can write to, with a shorter name if it is long).")
+
+
 class RunDir:
     """A run directory on disk. Create one with `create` (new runs) or `open` (existing ones)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self._created = False  # whether `claim` made the folder (then an empty one is removed)
 
     @classmethod
     def create(cls, path: str | Path, overwrite: bool) -> "RunDir":
         """A directory for a new run, claimed for this process (`claim`); one that already holds
         a run needs ``overwrite=True``. Release it with `release` (or use it in ``with``)."""
         run_dir = cls(path)
-        if run_dir.path.exists() and not run_dir.path.is_dir():
+        try:
+            is_file = run_dir.path.is_file()
+        except OSError as e:  # e.g. a name longer than the file system allows
+            raise _unusable(run_dir.path, e) from None
+        if is_file:
             raise RunError(f"output directory {run_dir.path} is a file, not a directory; choose "
                            f"another `out`")
         run_dir.claim()
@@ -109,8 +120,13 @@ class RunDir:
         """
         import fcntl
 
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise _unusable(self.path, e) from None
+        self._created = created
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -134,6 +150,11 @@ class RunDir:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
+            if self._created and [p.name for p in self.path.iterdir()] == [LOCK]:
+                # a run that failed before writing anything leaves no empty folder behind
+                self.file(LOCK).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()
 
     def __enter__(self) -> "RunDir":
         return self

@@ -118,7 +118,9 @@ def train_language_model(
     parts = resolve(cfg)  # every name checked before any work: a typo fails in a second
     corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
     if resume:
-        run_dir = RunDir.open(cfg.out, required=(CONFIG, TOKENIZER), claim=True)
+        run_dir = RunDir.open(cfg.out, required=(CONFIG, TOKENIZER))
+        cfg.check_resumable(TrainConfig.from_sources(run_dir.file(CONFIG)), str(run_dir.path))
+        run_dir.claim()
     else:
         run_dir = RunDir.create(cfg.out or default_run_dir(cfg.arch), cfg.overwrite)
     with run_dir:  # owned by this process until training ends
@@ -175,8 +177,8 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
         step_cache = StepCache(cache_dir() / "steps")
     stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k, step_cache,
                            cache_key, batch_parts(cfg, model, total))
+    run_dir.write_text(CONFIG, cfg.to_toml())  # a resume's overrides (max_steps...) included
     if not resume:
-        run_dir.write_text(CONFIG, cfg.to_toml())
         save_tokenizer(tokenizer, run_dir.file(TOKENIZER))
 
     trainee = LanguageModelTrainee(cfg, parts, stepper, optimizer, train_ids, val_ids, tokenizer,
