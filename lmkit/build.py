@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import os
 from typing import TYPE_CHECKING, Any
 
+from lmkit.errors import ConfigError
 from lmkit.registry import architectures
 
 if TYPE_CHECKING:
@@ -12,7 +14,7 @@ if TYPE_CHECKING:
 
     from lmkit.config import TrainConfig
 
-__all__ = ["build_model"]
+__all__ = ["build_model", "check_fits", "memory_limit"]
 
 
 #: what a Keras model class's ``**kwargs`` forward to `keras.Model`; any other [model] option
@@ -56,3 +58,43 @@ def build_model(cfg: "TrainConfig", vocab_size: int, factory: Any = None) -> "ke
     finally:
         keras.config.set_dtype_policy(previous)
     return model
+
+
+def memory_limit() -> tuple[int, str]:
+    """Bytes the training can use at most, and where that figure comes from: the accelerator's
+    memory on a GPU/TPU backend that reports it, else this machine's physical memory."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if stats.get("bytes_limit"):
+            return int(stats["bytes_limit"]), f"{device.device_kind} memory"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
+
+
+def check_fits(cfg: "TrainConfig", vocab_size: int, factory: Any) -> None:
+    """Refuse, before building anything, a training that cannot fit in memory.
+
+    Each parameter costs 16 bytes in training (the weight, its gradient and two optimizer
+    moments) and each activation float kept for the backward pass 4 (gradients of activations
+    are transient).
+    Without this a `layers=10000` or `batch_size=10000000` typo grows for minutes until the
+    machine swaps or the process is killed. Architectures without `training_size` are not checked.
+    """
+    size = getattr(factory, "training_size", None)
+    if size is None:
+        return
+    params, floats = size(vocab_size, cfg.batch_size, cfg.seq_len,
+                          cfg.model_kwargs(_accepted(factory)))
+    need = 16 * params + 4 * floats
+    limit, where = memory_limit()
+    if need > limit:
+        gib = 2 ** 30
+        raise ConfigError(
+            f"this training needs about {need / gib:,.1f} GiB ({params:,} parameters: "
+            f"{16 * params / gib:,.1f} GiB with gradients and optimizer state; one batch's "
+            f"activations: {4 * floats / gib:,.1f} GiB), more than {where} ({limit / gib:,.1f} "
+            f"GiB). Make it smaller: fewer `layers`, a smaller `embed_dim`/`units`, "
+            f"`batch_size` or `seq_len` (now layers={cfg.layers}, embed_dim={cfg.embed_dim}, "
+            f"units={cfg.units}, batch_size={cfg.batch_size}, seq_len={cfg.seq_len}).")

@@ -17,12 +17,22 @@ __all__ = [
     "RegistryError",
     "RunError",
     "TrainingDiverged",
+    "LmkitWarning",
+    "RunWarning",
     "did_you_mean",
 ]
 
 
 class LmkitError(Exception):
     """Base class of errors caused by input: a config, a file, a name, a run directory."""
+
+
+class LmkitWarning(UserWarning):
+    """Base class of lmkit's warnings to people (the CLI prints them as one line)."""
+
+
+class RunWarning(LmkitWarning):
+    """A run directory was usable only in part (e.g. a damaged file was passed over)."""
 
 
 class ConfigError(LmkitError, ValueError):

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from lmkit.errors import RegistryError, did_you_mean
+from lmkit.errors import LmkitWarning, RegistryError, did_you_mean
 
 __all__ = ["Entry", "Registry", "PluginWarning", "REGISTRIES", "get_registry"]
 
@@ -34,7 +34,7 @@ T = TypeVar("T")
 BUILTIN = "built-in"
 
 
-class PluginWarning(UserWarning):
+class PluginWarning(LmkitWarning):
     """A third-party plugin failed to load; the registry works without it."""
 
 

@@ -19,7 +19,7 @@ import sys
 import textwrap
 from typing import Any
 
-from lmkit.errors import LmkitError
+from lmkit.errors import LmkitError, LmkitWarning
 
 __all__ = ["main", "build_parser"]
 
@@ -176,7 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        # lmkit's warnings are for people: one line each, no source line of lmkit's code
+        show = warnings.showwarning
+        warnings.showwarning = lambda message, category, *rest, **kw: (
+            print(f"lmkit {args.command}: warning: {message}", file=sys.stderr)
+            if issubclass(category, LmkitWarning) else show(message, category, *rest, **kw))
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except LmkitError as exc:

@@ -99,6 +99,23 @@ class LanguageModel(keras.Model):
         self._options: dict[str, Any] = {}
 
     # -- the contract -----------------------------------------------------------------------------
+    @classmethod
+    def training_size(cls, vocab_size: int, batch_size: int, seq_len: int,
+                      options: dict[str, Any]) -> tuple[int, int]:
+        """Before anything is built: about how many parameters, and how many activation floats
+        one training batch keeps for the backward pass. lmkit's size guard refuses a config
+        that cannot fit in memory with these. `options` are the constructor's keywords.
+
+        This default, for a stack of `layers` blocks of width max(`embed_dim`, `units`), errs
+        low (a guard must never refuse what fits); architectures with bigger parts (attention's
+        T x T scores) override it.
+        """
+        e = int(options.get("embed_dim", 128))
+        w = max(e, int(options.get("units", e)))
+        n = int(options.get("layers", 1))
+        params = vocab_size * e + w * vocab_size + n * 4 * w * w
+        return params, batch_size * seq_len * (n * 4 * w + 2 * vocab_size)
+
     @property
     def max_context(self) -> int | None:
         """Longest input the model accepts; `None` when unbounded."""

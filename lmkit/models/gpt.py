@@ -116,6 +116,16 @@ class GPT(LanguageModel):
 
     cpu_batch_parts = 2  # see LanguageModel.cpu_batch_parts
 
+    @classmethod
+    def training_size(cls, vocab_size: int, batch_size: int, seq_len: int,
+                      options: dict[str, Any]) -> tuple[int, int]:
+        d, n = int(options.get("embed_dim", 128)), int(options.get("layers", 4))
+        h, t = int(options.get("heads", 4)), int(options.get("seq_len", seq_len))
+        head = 0 if options.get("tie_embeddings", True) else vocab_size * d
+        params = vocab_size * d + t * d + n * 12 * d * d + head
+        per_layer = batch_size * t * 14 * d + batch_size * h * t * t * 2  # + attention scores
+        return params, n * per_layer + batch_size * t * 2 * vocab_size
+
     def __init__(self, vocab_size: int, *, embed_dim: int = 128, layers: int = 4, heads: int = 4,
                  seq_len: int = 64, dropout: float = 0.0, tie_embeddings: bool = True,
                  **kwargs: Any) -> None:

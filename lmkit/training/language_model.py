@@ -131,7 +131,7 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
            reporters: list[Reporter] | None, stop: StopSignal | None, resume: bool) -> Trained:
     import keras
 
-    from lmkit.build import build_model
+    from lmkit.build import build_model, check_fits
     from lmkit.data.tokens import split, token_ids
     from lmkit.engine.reporters import TextReporter
     from lmkit.optim import exclude_from_decay
@@ -162,6 +162,7 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
         total = int(cfg.max_steps)
 
     # model and step --------------------------------------------------------------------------
+    check_fits(cfg, tokenizer.vocab_size, parts.arch.obj)
     model = build_model(cfg, tokenizer.vocab_size, parts.arch.obj)
     optimizer = parts.optimizer.obj(cfg, parts.schedule.obj(cfg, total))
     exclude_from_decay(optimizer, model.trainable_variables)

@@ -12,6 +12,8 @@ language-model client of the engine. Its notebook view (HTML, widgets) is attach
 
 from __future__ import annotations
 
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 from lmkit.config import TrainConfig, parse_toml
 from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.rundir import CHECKPOINT, CONFIG, MODEL, SUMMARY, TOKENIZER, RunDir
-from lmkit.errors import RunError
+from lmkit.errors import RunError, RunWarning
 
 __all__ = ["Run", "train", "load_run", "read_tokenizer"]
 
@@ -101,9 +103,16 @@ def load_run(path: str | Path) -> Run:
     architectures.entry(cfg.arch)  # plugin architectures register their classes on lookup
     tokenizer = read_tokenizer(run_dir.path)
     model_path = run_dir.file(MODEL)
-    interrupted = run_dir.interrupted_at()
+    try:
+        interrupted = run_dir.interrupted_at()
+        damaged_checkpoint: RunError | None = None
+    except RunError as exc:  # the finished model may still be whole: use it, and say so
+        interrupted, damaged_checkpoint = None, exc
+    model, weights, damaged_model = None, MODEL, None
     if model_path.is_file() and interrupted is None:
         try:
+            if not zipfile.is_zipfile(model_path):  # Keras would call it "not found"
+                raise ValueError("truncated or not a .keras file")
             model = keras.saving.load_model(model_path, safe_mode=True)
         except ValueError as exc:
             if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
@@ -113,19 +122,29 @@ def load_run(path: str | Path) -> Run:
                     f"in Keras safe mode only. If you trust the file and wrote it yourself, rebuild "
                     f"the model from its config instead."
                 ) from None
-            raise
-        weights = MODEL
-    else:  # killed before (or while) saving the final model: the checkpoint is the newest state
+            damaged_model = exc
+        except Exception as exc:  # noqa: BLE001  (a truncated zip, a broken weights file...)
+            damaged_model = exc
+    if model is not None and damaged_checkpoint is not None:
+        warnings.warn(f"{damaged_checkpoint}; loaded the finished model {model_path} instead "
+                      f"(this run cannot be resumed)", RunWarning, stacklevel=2)
+    if model is None:  # killed before (or while) saving the final model: the checkpoint is newest
         from lmkit.build import build_model
         from lmkit.engine.checkpoint import restore_arrays
 
+        if damaged_checkpoint is not None:
+            raise RunError(f"{damaged_checkpoint}; and {model_path} cannot be read either "
+                           f"({damaged_model}): nothing in '{run_dir.path}' can be loaded")
         if run_dir.checkpoint_step() is None:
-            raise RunError(f"'{run_dir.path}' holds neither {MODEL} nor {CHECKPOINT}: the training "
-                           f"ended before its first checkpoint; train it again")
+            raise RunError(f"'{run_dir.path}' holds neither a readable {MODEL} nor {CHECKPOINT}: "
+                           f"the training ended before its first checkpoint; train it again")
         ckpt = run_dir.load_checkpoint()
         model = build_model(cfg, tokenizer.vocab_size)
         restore_arrays([*model.trainable_variables, *model.non_trainable_variables], ckpt.model,
                        "model weights", str(run_dir.file(CHECKPOINT)))
         weights = f"{CHECKPOINT} (step {ckpt.step})"
+        if damaged_model is not None:
+            warnings.warn(f"{model_path} cannot be read ({damaged_model}); loaded the checkpoint "
+                          f"of step {ckpt.step} instead", RunWarning, stacklevel=2)
     return Run(run_dir.path, cfg, model, tokenizer, run_dir.history(), run_dir.read_json(SUMMARY),
                weights)

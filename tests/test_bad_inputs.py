@@ -1,0 +1,167 @@
+"""Bad input as data: every case of tests/fixtures/bad_inputs/cases.toml through every surface.
+
+A case passes when lmkit answers with its one clear error (the CLI: exit 2 and one line; the
+Python API: an `LmkitError`; a %%lmtrain cell: a usage error without traceback). A traceback,
+another exception type or silent acceptance fails the case. Property-based cases check that no
+config value and no TOML text can end in anything but a clean result or a `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lmkit
+from lmkit.cli import main
+from lmkit.config import TrainConfig, dump_toml, parse_set_options, parse_toml
+from lmkit.errors import ConfigError, LmkitError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CASES = tomllib.loads((FIXTURES / "bad_inputs" / "cases.toml").read_text(encoding="utf-8"))
+CORPUS = FIXTURES / "core" / "shakespeare_30k.txt"
+# a valid tiny training: each case changes it, so anything the check lets through trains 2 steps
+BASE = [f"data={json.dumps(str(CORPUS))}", "max_steps=2", "layers=1", "embed_dim=16", "units=16",
+        "heads=2", "seq_len=16", "batch_size=4", "eval_every=2", "eval_batches=1",
+        "sample_tokens=4"]
+
+
+def _fill(text: str, tmp: Path) -> str:
+    (tmp / "afile").touch()
+    return (text.replace("{file}", str(tmp / "afile")).replace("{tmp}", str(tmp))
+            .replace("{long}", "x" * 300))
+
+
+def _settings(case: dict[str, Any], tmp: Path) -> list[str]:
+    return [*BASE, f"out={json.dumps(str(tmp / 'run'))}", *(_fill(s, tmp) for s in case["set"])]
+
+
+def _case_id(case: dict[str, Any]) -> str:
+    return " ".join(case["set"] or [f"[model] {case['model']}"])[:40]
+
+
+@pytest.mark.parametrize("case", CASES["config"], ids=_case_id)
+def test_cli_gives_one_clear_line(case: dict[str, Any], tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train"]
+    if "model" in case:
+        toml = tmp_path / "model.toml"
+        toml.write_text("[model]\n" + "".join(f"{k} = {v!r}\n" for k, v in case["model"].items()))
+        argv.append(str(toml))
+    for setting in _settings(case, tmp_path):
+        argv += ["--set", setting]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert case["error"] in err and "Traceback" not in err
+    assert err.count("\n") == 1  # one line
+
+
+@pytest.mark.parametrize("case", CASES["config"], ids=_case_id)
+def test_python_api_raises_an_lmkit_error(case: dict[str, Any], tmp_path: Path) -> None:
+    options = parse_set_options(_settings(case, tmp_path))
+    if "model" in case:
+        options["model"] = case["model"]
+    with pytest.raises(LmkitError, match=None) as raised:
+        lmkit.train(**options)
+    assert case["error"] in str(raised.value)
+
+
+@pytest.mark.parametrize("case", CASES["config"], ids=_case_id)
+def test_lmtrain_cell_shows_the_error_not_a_traceback(case: dict[str, Any], tmp_path: Path,
+                                                       ip: Any) -> None:
+    from IPython.core.error import UsageError
+
+    options = parse_set_options(_settings(case, tmp_path))  # later settings win, as with --set
+    if "model" in case:
+        options["model"] = case["model"]
+    cell = dump_toml(options)
+    with pytest.raises(UsageError) as raised:
+        ip.run_cell_magic("lmtrain", "", cell)
+    assert case["error"] in str(raised.value)
+
+
+# -- commands on a finished run, and damaged run files -----------------------------------------
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("finished") / "run"
+    argv = ["train"]
+    for setting in [*BASE, "checkpoint_every=2"]:
+        argv += ["--set", setting]
+    assert main([*argv, "--out", str(out)]) == 0
+    return out
+
+
+def _argv(case: dict[str, Any], run: Path) -> list[str]:
+    return [a.replace("{run}", str(run)) for a in case["argv"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES["run"], ids=lambda c: " ".join(c["argv"][2:])[:40])
+def test_commands_on_a_run_give_one_clear_line(case: dict[str, Any], finished_run: Path,
+                                              tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    capsys.readouterr()
+    assert main(_argv(case, run)) == 2
+    err = capsys.readouterr().err
+    assert case["error"] in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 3], "empty": b"",
+                      "garble": b"arch = \n" + data}[how])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES["damaged"], ids=lambda c: f"{c['damage']} {c['file']} {c['argv'][0]}")
+def test_a_damaged_run_file_is_named_or_passed_over(case: dict[str, Any], finished_run: Path,
+                                                    tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    _damage(run / case["file"], case["damage"])
+    capsys.readouterr()
+    code = main(_argv(case, run))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if "error" in case:
+        assert code == 2 and case["error"] in err and err.count("\n") == 1
+    else:  # the other copy of the weights is used, and the user is told which
+        assert code == 0 and f"warning: " in err and case["warning"] in err
+
+
+# -- property-based: no value and no TOML text ends in anything but a result or a ConfigError ---
+_values = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+                    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5),
+                                                                         st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from(sorted(TrainConfig.__dataclass_fields__)), value=_values)
+def test_any_value_of_any_key_is_accepted_or_a_config_error(key: str, value: Any) -> None:
+    try:
+        cfg = TrainConfig.from_dict({key: value})
+    except ConfigError:
+        return
+    # accepted: then it is a valid, round-trippable config
+    assert TrainConfig.from_dict(parse_toml(cfg.to_toml())) == cfg
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=60))
+def test_any_toml_cell_parses_or_is_a_config_error(text: str) -> None:
+    try:
+        values = parse_toml(text)
+    except ConfigError:
+        return
+    try:
+        TrainConfig.from_dict(values)
+    except ConfigError:
+        pass
