@@ -166,8 +166,9 @@ def test_cli_exports_and_overwrites(tmp_path: Path, capsys: pytest.CaptureFixtur
     (out / "config.json").write_text("{}")
     assert main(["export", str(run.dir), "--out", str(out), "--overwrite"]) == 0
     assert json.loads((out / "config.json").read_text())["model_type"] == "gpt2"
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors",
-                                                      "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+        "tokenizer_config.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "run"]
 
 
@@ -188,13 +189,15 @@ def hf_logits(folder: Path, ids: list[int]) -> np.ndarray:
         return model(torch.tensor([ids])).logits.numpy()
 
 
-def hf_greedy(folder: Path, ids: list[int], n: int) -> list[int]:
+def hf_greedy(folder: Path, ids: list[int], n: int | None) -> list[int]:
+    """`generate`'s greedy continuation of `ids` (`n` None: as long as the exported defaults say)."""
     import torch
     from transformers import GPT2LMHeadModel
 
     model = GPT2LMHeadModel.from_pretrained(folder).eval()
+    length = {} if n is None else {"max_new_tokens": n}
     with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False)
+        out = model.generate(torch.tensor([ids]), do_sample=False, **length)
     return out[0, len(ids):].tolist()
 
 
@@ -233,6 +236,8 @@ def test_a_trained_run_gives_transformers_equal_logits_and_greedy_text(trained: 
     prompt = "ROMEO:\nWhat"
     text = trained.generate(prompt, max_new_tokens=10, temperature=0)
     assert trained.tokenizer.decode(hf_greedy(out, trained.tokenizer.encode(prompt), 10)) == text
+    # without a length, generate fills the context and stops (past it GPT-2 has no positions)
+    assert len(hf_greedy(out, trained.tokenizer.encode(prompt), None)) == TINY["seq_len"] - len(prompt)
     assert_same_ids(out, trained.tokenizer, [window, UNSEEN])
 
 

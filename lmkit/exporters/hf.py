@@ -7,6 +7,7 @@ The folder holds::
     model.safetensors      float32 weights under GPT-2's names
     tokenizer.json         the run's tokenizer as HF `tokenizers` (`Tokenizer.to_hf`): same ids
     tokenizer_config.json  so that ``AutoTokenizer`` gives a plain ``PreTrainedTokenizerFast``
+    generation_config.json max_length = n_positions, so that ``generate()`` stays in the context
 
 and loads with ``GPT2LMHeadModel.from_pretrained(DIR)`` / ``AutoTokenizer.from_pretrained(DIR)``.
 
@@ -74,6 +75,8 @@ def write(run: Run, folder: Path) -> None:
             f"{tokenizer.get_vocab_size()} ids, but the model has {config['vocab_size']}"
         )
     _write_json(folder / "config.json", config)
+    # `generate` without a length stops at the context instead of running past the positions
+    _write_json(folder / "generation_config.json", {"max_length": config["n_positions"]})
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save(str(folder / "tokenizer.json"))
     _write_json(folder / "tokenizer_config.json", {
