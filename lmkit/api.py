@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from lmkit.training.run import Run
 
 __all__ = [
-    "train", "load", "evaluate", "list_architectures", "list_optimizers", "list_schedules",
+    "train", "load", "evaluate", "export", "list_architectures", "list_optimizers", "list_schedules",
     "list_losses", "list_metrics", "list_tokenizers", "list_tasks", "list_entries",
 ]
 
@@ -72,6 +72,22 @@ def evaluate(run_or_path: Any, task: str = "glue/sst2", data: str | Path | None 
     from lmkit.evaluation import evaluate as _evaluate
 
     return _evaluate(run_or_path, task=task, data=data, **options)
+
+
+def export(run_or_path: "Run | str | Path", out: str | Path, format: str = "hf",
+           overwrite: bool = False) -> Path:
+    """Write a run in another library's format; returns the folder. ``format="hf"``: a
+    Hugging Face folder (``config.json``, ``model.safetensors``, ``tokenizer.json``) that
+    `transformers` loads as ``GPT2LMHeadModel``, for `gpt` runs trained with
+    ``[model] head_bias = false``; see `lmkit.exporters.hf`. An existing non-empty `out` needs
+    ``overwrite=True``.
+
+    >>> lmkit.export("runs/gpt-20261130-101500", "exported/shakespeare")   # doctest: +SKIP
+    >>> GPT2LMHeadModel.from_pretrained("exported/shakespeare")             # doctest: +SKIP
+    """
+    from lmkit.exporters import export_run
+
+    return export_run(run_or_path, out, format=format, overwrite=overwrite)
 
 
 def list_entries(kind: str, pattern: str = "*") -> list[Entry[Any]]:

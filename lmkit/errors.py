@@ -17,6 +17,7 @@ __all__ = [
     "RegistryError",
     "RunError",
     "TrainingDiverged",
+    "ExportError",
     "LmkitWarning",
     "RunWarning",
     "did_you_mean",
@@ -56,6 +57,11 @@ class RunError(LmkitError):
 
 class TrainingDiverged(LmkitError, FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class ExportError(LmkitError, ValueError):
+    """A run cannot be written in the requested format (its architecture, tokenizer or weights
+    have no exact equivalent there)."""
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["cache_dir", "atomic_output", "atomic_write_text"]
+__all__ = ["cache_dir", "atomic_output", "atomic_write_text", "atomic_directory"]
 
 _UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
 os.umask(_UMASK)
@@ -76,3 +77,45 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str], *, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to `path`; on success it becomes `path` by one rename.
+
+    `atomic_output` for a folder of files (an exported model): an exception or a killed process
+    leaves `path` as it was, never a folder with some of its files. Every file is fsynced before
+    the rename. `path` may be absent or an empty folder; a non-empty one raises
+    `FileExistsError` unless ``replace=True``, which moves it aside, renames the new folder in
+    and only then deletes the old one::
+
+        with atomic_directory("export/") as tmp:
+            (tmp / "config.json").write_text("{}")
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                fd = os.open(file, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        if not (target.is_dir() and any(target.iterdir())):
+            os.replace(tmp, target)  # rename(2) replaces an absent target or an empty folder
+            return
+        if not replace:
+            raise FileExistsError(f"{target} is not empty")
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        os.replace(target, old)  # the empty `old` folder is replaced by the whole target
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)  # put the previous folder back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

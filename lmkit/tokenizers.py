@@ -12,6 +12,11 @@ list[int]``, ``decode(ids) -> str``, ``vocab_size``, ``unit`` and ``to_json()`` 
 `save_tokenizer` and `load_tokenizer` store them as JSON (no pickle). Plugins subclass
 `Tokenizer` and register with ``@lmkit.registry.tokenizers.register("name")``.
 
+``to_hf()`` gives the same tokenizer as a Hugging Face ``tokenizers.Tokenizer`` (what
+`lmkit.export` writes as ``tokenizer.json``): `char`, `byte` and `bpe` have one that encodes every
+text to the same ids and decodes ids to the same text; `word` has none (its word pattern uses
+Python's ``\\w``, which HF's regex engine does not match character for character).
+
 Unknown input: `char` and `word` map what they did not see in ``fit`` to a reserved ``<unk>`` id
 0 (decoded as U+FFFD and ``<unk>``); `byte` and `bpe` are byte-level and have no unknowns.
 """
@@ -30,7 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lmkit import registry
-from lmkit.errors import ConfigError, DataError, LmkitError
+from lmkit.errors import ConfigError, DataError, ExportError, LmkitError
 from lmkit.paths import atomic_output
 
 __all__ = ["Tokenizer", "CharTokenizer", "WordTokenizer", "BpeTokenizer", "ByteTokenizer",
@@ -70,6 +75,21 @@ class Tokenizer:
 
     def to_json(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def to_hf(self) -> Any:
+        """This tokenizer as a Hugging Face ``tokenizers.Tokenizer`` that encodes every text to the
+        same ids and decodes ids to the same text; `ExportError` when there is none.
+
+        >>> tok = build_tokenizer("char", ["abc"])
+        >>> tok.to_hf().encode("cab!").ids == tok.encode("cab!")
+        True
+        """
+        convertible = [e.name for e in registry.tokenizers.list()
+                       if getattr(e.obj, "to_hf", None) is not Tokenizer.to_hf]
+        raise ExportError(
+            f"the '{self.type_name}' tokenizer has no exact Hugging Face equivalent, so a run using "
+            f"it cannot be exported; train with one of: {', '.join(convertible)}"
+        )
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.to_json() == other.to_json()  # type: ignore[union-attr]
@@ -140,6 +160,20 @@ class CharTokenizer(Tokenizer):
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type_name, "chars": self.chars}
+
+    def to_hf(self) -> Any:
+        import tokenizers as hf
+
+        vocab = {UNK: 0, **{c: i for i, c in enumerate(self.chars, start=1)}}
+        tok = hf.Tokenizer(hf.models.WordLevel(vocab, unk_token=UNK))
+        # one piece per code point, line breaks included (Oniguruma's "." stops at "\n"); every
+        # piece not in the vocabulary is <unk>, id 0, as in `encode`. <unk> is not an added
+        # token, so the text "<unk>" is five characters here too.
+        tok.pre_tokenizer = hf.pre_tokenizers.Split(hf.Regex(r"[\s\S]"), behavior="isolated")
+        # pieces joined without spaces, <unk> shown as U+FFFD, as `decode` does
+        tok.decoder = hf.decoders.Sequence([hf.decoders.Replace(UNK, _UNK_CHAR),
+                                            hf.decoders.Fuse()])
+        return tok
 
 
 # A word is a run of letters/digits (with inner apostrophes: "don't", "o'er"); every other
@@ -212,6 +246,10 @@ class WordTokenizer(Tokenizer):
         return {"type": self.type_name, "words": self.words}
 
 
+# The line boundaries of `str.splitlines`, as a regular expression for HF `tokenizers`.
+_LINE_END = "\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]"
+
+
 @registry.tokenizers.register("bpe", aliases=("byte_bpe",),
                               description="Byte-level BPE trained locally with Hugging Face tokenizers.")
 class BpeTokenizer(Tokenizer):
@@ -268,6 +306,19 @@ class BpeTokenizer(Tokenizer):
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type_name, "hf_tokenizer": self.hf.to_str()}
 
+    def to_hf(self) -> Any:
+        import tokenizers as hf
+
+        tok = hf.Tokenizer.from_str(self.hf.to_str())
+        # `encode` encodes line by line; cutting the text at the same line ends first keeps the
+        # pieces equal: on whole text GPT-2's pattern splits " \n" into " " and "\n" (and
+        # "\r\n" into two), which the merges learned on lines would then not join.
+        tok.pre_tokenizer = hf.pre_tokenizers.Sequence([
+            hf.pre_tokenizers.Split(hf.Regex(_LINE_END), behavior="merged_with_previous"),
+            tok.pre_tokenizer,
+        ])
+        return tok
+
 
 @registry.tokenizers.register("byte", aliases=("bytes",),
                               description="The 256 UTF-8 byte values; no training.")
@@ -303,6 +354,25 @@ class ByteTokenizer(Tokenizer):
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type_name}
+
+    def to_hf(self) -> Any:
+        import tokenizers as hf
+
+        # Byte-level BPE without merges: every byte is one token whose id is its value. HF's
+        # byte-level pieces spell byte b as GPT-2's printable character for b.
+        vocab = {c: b for b, c in enumerate(_gpt2_byte_chars())}
+        tok = hf.Tokenizer(hf.models.BPE(vocab, []))
+        tok.pre_tokenizer = hf.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        tok.decoder = hf.decoders.ByteLevel()  # invalid UTF-8 -> U+FFFD, as `decode`
+        return tok
+
+
+def _gpt2_byte_chars() -> list[str]:
+    """GPT-2's printable character for each byte value 0..255 (``bytes_to_unicode``): printable
+    Latin-1 bytes stand for themselves, the others for code points from 256 on."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    others = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(others)) for b in range(256)]
 
 
 def build_tokenizer(name: str, chunks: Iterable[str], vocab_size: int | None = None) -> Tokenizer:

@@ -11,7 +11,7 @@ import pytest
 from lmkit.data.corpus import open_corpus
 from lmkit.data.tokens import WindowSampler, sequential_batches, split, token_ids
 from lmkit.errors import ConfigError, DataError
-from lmkit.paths import atomic_output, cache_dir
+from lmkit.paths import atomic_directory, atomic_output, cache_dir
 from lmkit.tokenizers import Tokenizer, build_tokenizer
 
 
@@ -49,6 +49,29 @@ def test_atomic_output_leaves_nothing_when_interrupted(tmp_path):
     with atomic_output(target) as tmp:
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new"
+
+
+def test_atomic_directory_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()  # an empty folder is simply replaced
+    with atomic_directory(target) as tmp:
+        (tmp / "a.json").write_text("1")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "b.bin").write_bytes(b"2")
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
+        "a.json", "sub", "sub/b.bin"]
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target, replace=True) as tmp:
+            (tmp / "half.json").write_text("")
+            raise RuntimeError("killed")
+    with pytest.raises(FileExistsError):
+        with atomic_directory(target) as tmp:  # not empty, and replace=False
+            (tmp / "c.json").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["a.json", "sub"]
+    with atomic_directory(target, replace=True) as tmp:
+        (tmp / "c.json").write_text("3")
+    assert [p.name for p in target.iterdir()] == ["c.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
 
 
 # -- corpora -----------------------------------------------------------------------------------

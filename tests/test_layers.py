@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "lmkit"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("front ends", ("lmkit.cli", "lmkit.notebook")),
     ("API", ("lmkit.api",)),
-    ("clients", ("lmkit.training", "lmkit.evaluation")),
+    ("clients", ("lmkit.training", "lmkit.evaluation", "lmkit.exporters")),
     ("engine", ("lmkit.engine",)),
     ("components", ("lmkit.registry", "lmkit.resolve", "lmkit.models", "lmkit.build",
                     "lmkit.optim", "lmkit.schedules", "lmkit.losses", "lmkit.metrics",

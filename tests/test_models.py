@@ -253,3 +253,36 @@ def test_gpt_context_and_cache():
 def test_gated_cnn_decodes_by_recomputing_the_context():
     model = tiny("gated_cnn")
     assert model.max_context is None and model.init_state(2) is None
+
+
+@pytest.mark.slow
+def test_gpt_without_head_bias_is_the_bare_tied_head_and_old_files_keep_theirs(tmp_path):
+    import json
+    import zipfile
+
+    x = tokens()
+    bare = tiny("gpt", head_bias=False)
+    logits = numpy(bare(x))
+    biased = tiny("gpt")
+    biased(x)
+    assert bare.head_bias is None and bare.count_params() == biased.count_params() - VOCAB
+    np.testing.assert_allclose(logits, numpy(bare.features(x)) @ numpy(bare.embedding).T,
+                               atol=1e-5)
+    path = tmp_path / "bare.keras"
+    bare.save(path)
+    np.testing.assert_array_equal(numpy(keras.saving.load_model(path, safe_mode=True)(x)), logits)
+    # A file saved before the option existed has no `head_bias` key: it loads with its bias.
+    biased.head_bias.assign(np.arange(VOCAB, dtype="float32"))
+    biased.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as src, \
+            zipfile.ZipFile(tmp_path / "old.keras", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                del config["config"]["head_bias"]
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    old = keras.saving.load_model(tmp_path / "old.keras", safe_mode=True)
+    np.testing.assert_array_equal(numpy(old.head_bias), np.arange(VOCAB))
+    np.testing.assert_array_equal(numpy(old(x)), numpy(biased(x)))

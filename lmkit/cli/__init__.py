@@ -7,6 +7,7 @@
     lmkit info RUN_DIR
     lmkit eval RUN_DIR --task TASK --data PATH [--set key=value ...] [--out DIR]
     lmkit bench NAME [--quick] [--out DIR]
+    lmkit export RUN_DIR --out DIR [--format hf] [--overwrite]
 
 User errors (a bad key, a missing file, a typo'd name) print one paragraph and exit with
 status 2; anything else is a bug and keeps its traceback.
@@ -120,6 +121,15 @@ def _bench(args: argparse.Namespace) -> int:
                        *(["--out", args.out] if args.out else [])])
 
 
+def _export(args: argparse.Namespace) -> int:
+    import lmkit
+
+    out = lmkit.export(args.run_dir, args.out, format=args.format, overwrite=args.overwrite)
+    files = ", ".join(sorted(p.name for p in out.iterdir()))
+    print(f"exported {args.run_dir} to {out} (format {args.format}: {files})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lmkit", description="Train and evaluate language models.",
@@ -172,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a short run, for smoke tests")
     p.add_argument("--out", help="folder for the results JSON (default: benchmarks/results)")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("export", help="write a run in another library's format (hf: a Hugging "
+                                      "Face folder that transformers loads)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--format", default="hf", help="export format (default: hf)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=_export)
     return parser
 
 

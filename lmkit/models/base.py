@@ -77,10 +77,11 @@ class LanguageModel(keras.Model):
     The shared helpers make an input embedding and an output head with float32 logits:
 
     - ``self._build_embedding(width)`` creates ``self.embedding`` ``(V, width)``;
-    - ``self._build_head(width, tie)`` creates the output projection from ``width`` features. With
-      ``tie=True`` the head reuses the embedding matrix; if ``width`` differs from the embedding
-      width, a learned linear projection ``(width, embed_dim)`` is inserted first (the choice lmkit
-      makes so that `tie_embeddings` works with any `units`);
+    - ``self._build_head(width, tie, bias=True)`` creates the output projection from ``width``
+      features. With ``tie=True`` the head reuses the embedding matrix; if ``width`` differs from
+      the embedding width, a learned linear projection ``(width, embed_dim)`` is inserted first
+      (the choice lmkit makes so that `tie_embeddings` works with any `units`). ``bias=False``
+      leaves out the ``(V,)`` logit bias (``self.head_bias`` is then None), as GPT-2's head does;
     - ``self._embed(tokens)`` and ``self._logits(h)`` use them.
     """
 
@@ -163,7 +164,7 @@ class LanguageModel(keras.Model):
             name="embedding",
         )
 
-    def _build_head(self, width: int, tie: bool) -> None:
+    def _build_head(self, width: int, tie: bool, bias: bool = True) -> None:
         embed_width = self.embedding.shape[1]
         self.head_projection = None
         self.head_kernel = None
@@ -176,9 +177,11 @@ class LanguageModel(keras.Model):
                 shape=(width, self.vocab_size), initializer="glorot_uniform", autocast=False,
                 name="head_kernel",
             )
-        self.head_bias = self.add_weight(
-            shape=(self.vocab_size,), initializer="zeros", autocast=False, name="head_bias"
-        )
+        self.head_bias = None
+        if bias:
+            self.head_bias = self.add_weight(
+                shape=(self.vocab_size,), initializer="zeros", autocast=False, name="head_bias"
+            )
 
     def _embed(self, tokens: Any) -> Any:
         """int ``(B, T)`` -> ``(B, T, embed_dim)`` in the compute dtype."""
@@ -200,5 +203,6 @@ class LanguageModel(keras.Model):
             logits = ops.matmul(h, ops.transpose(self.embedding))  # (B*T, V), tied
         else:
             logits = ops.matmul(h, self.head_kernel)               # (B*T, V)
-        logits = logits + self.head_bias
+        if self.head_bias is not None:
+            logits = logits + self.head_bias
         return ops.reshape(logits, (batch, time, self.vocab_size))

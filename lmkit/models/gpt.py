@@ -4,6 +4,11 @@
       -> `layers` x Block:  x + attn(LN(x)),  x + MLP(LN(x))      (pre-LayerNorm)
       -> LN -> tied head (x @ embedding^T + bias) -> logits (B, T, V), float32
 
+This is GPT-2's computation (GELU with the tanh approximation, LayerNorm epsilon 1e-5) except
+for the head's bias, which GPT-2 does not have: with ``head_bias=False``
+(config: ``[model] head_bias = false``, or ``--set model.head_bias=false``) the model is GPT-2
+exactly, and `lmkit export --format hf` writes it as a `transformers` ``GPT2LMHeadModel``.
+
 Activations are kept 2-D, ``(B*T, D)``, around every dense matmul, with explicit weights and
 `ops.matmul`: on XLA:CPU this is about 1.4x faster than 3-D dense layers (see the speed notes).
 Only attention reshapes to ``(B, T, H, d)``.
@@ -108,6 +113,9 @@ class GPT(LanguageModel):
     """Decoder-only Transformer with `layers` blocks of width `embed_dim` and `heads` heads.
 
     `seq_len` is the context length (number of learned positions), also `max_context`.
+    `head_bias` adds a learned bias to the logits (the default, kept so that existing runs load
+    unchanged); ``head_bias=False`` makes the head GPT-2's, ``x @ embedding^T``, which a run needs
+    to be exported to Hugging Face's format with a trained head (`lmkit.export`).
 
     >>> model = GPT(vocab_size=65, embed_dim=128, layers=4, heads=4, seq_len=64)  # doctest: +SKIP
     >>> state = model.init_state(1)                                              # doctest: +SKIP
@@ -128,7 +136,7 @@ class GPT(LanguageModel):
 
     def __init__(self, vocab_size: int, *, embed_dim: int = 128, layers: int = 4, heads: int = 4,
                  seq_len: int = 64, dropout: float = 0.0, tie_embeddings: bool = True,
-                 **kwargs: Any) -> None:
+                 head_bias: bool = True, **kwargs: Any) -> None:
         super().__init__(vocab_size, **kwargs)
         self.embed_dim = check_positive_int("embed_dim", embed_dim)
         self.num_layers = check_positive_int("layers", layers)
@@ -136,13 +144,15 @@ class GPT(LanguageModel):
         self.seq_len = check_positive_int("seq_len", seq_len)
         self.dropout_rate = check_rate("dropout", dropout)
         self.tie_embeddings = check_bool("tie_embeddings", tie_embeddings)
+        self.use_head_bias = check_bool("head_bias", head_bias)
         if embed_dim % heads:
             raise ConfigError(
                 f"`embed_dim` ({embed_dim}) must be divisible by `heads` ({heads}); "
                 f"try embed_dim={heads * max(1, round(embed_dim / heads))}"
             )
         self._options = {"embed_dim": embed_dim, "layers": layers, "heads": heads,
-                         "seq_len": seq_len, "dropout": dropout, "tie_embeddings": tie_embeddings}
+                         "seq_len": seq_len, "dropout": dropout, "tie_embeddings": tie_embeddings,
+                         "head_bias": head_bias}
         self.blocks = [Block(embed_dim, heads, self.dropout_rate, layers, name=f"block_{i}")
                        for i in range(layers)]
         self.ln_f = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_f")
@@ -161,7 +171,7 @@ class GPT(LanguageModel):
         for block in self.blocks:
             block.build((None, d))
         self.ln_f.build((None, d))
-        self._build_head(d, self.tie_embeddings)
+        self._build_head(d, self.tie_embeddings, bias=self.use_head_bias)
 
     def init_state(self, batch_size: int) -> dict[str, Any]:
         """KV cache: ``k``, ``v`` of shape (layers, B, seq_len, heads, head_dim), and ``pos``."""

@@ -23,7 +23,7 @@ from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.rundir import CHECKPOINT, CONFIG, MODEL, SUMMARY, TOKENIZER, RunDir
 from lmkit.errors import RunError, RunWarning
 
-__all__ = ["Run", "train", "load_run", "read_tokenizer"]
+__all__ = ["Run", "train", "load_run", "read_tokenizer", "read_config"]
 
 
 def read_tokenizer(run_dir: str | Path) -> Any:
@@ -31,6 +31,13 @@ def read_tokenizer(run_dir: str | Path) -> Any:
     from lmkit.tokenizers import load_tokenizer
 
     return load_tokenizer(RunDir.open(run_dir, required=(TOKENIZER,)).file(TOKENIZER))
+
+
+def read_config(run_dir: str | Path) -> TrainConfig:
+    """The configuration of a run directory (``config.toml``)."""
+    config_path = RunDir.open(run_dir, required=(CONFIG,)).file(CONFIG)
+    return TrainConfig.from_dict(parse_toml(config_path.read_text(encoding="utf-8"), str(config_path)),
+                                 source=str(config_path))
 
 
 @dataclass
@@ -97,9 +104,7 @@ def load_run(path: str | Path) -> Run:
     from lmkit.registry import architectures
 
     run_dir = RunDir.open(path, required=(CONFIG,))
-    config_path = run_dir.file(CONFIG)
-    cfg = TrainConfig.from_dict(parse_toml(config_path.read_text(encoding="utf-8"), str(config_path)),
-                                source=str(config_path))
+    cfg = read_config(run_dir.path)
     architectures.entry(cfg.arch)  # plugin architectures register their classes on lookup
     tokenizer = read_tokenizer(run_dir.path)
     model_path = run_dir.file(MODEL)

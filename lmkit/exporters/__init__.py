@@ -1,0 +1,75 @@
+"""Write an lmkit run in another library's format: ``lmkit export RUN_DIR --format hf --out DIR``.
+
+One module per format (`FORMATS`), each with ``check(config)`` (refuse a run before its weights
+are loaded) and ``write(run, folder)``; `export_run` does what all formats share: it loads the
+run, refuses an output folder that would lose files, and writes the
+folder atomically (`lmkit.paths.atomic_directory`), so a failed export leaves nothing half
+written.
+
+>>> lmkit.export("runs/gpt-20261130-101500", "exported/shakespeare")   # doctest: +SKIP
+PosixPath('exported/shakespeare')
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from lmkit.errors import ConfigError, RunError, did_you_mean
+from lmkit.paths import atomic_directory
+from lmkit.training.run import Run, load_run, read_config
+
+__all__ = ["FORMATS", "export_run"]
+
+#: format name -> (module with ``check(config)`` and ``write(run, folder)``, what it writes)
+FORMATS: dict[str, tuple[str, str]] = {
+    "hf": ("lmkit.exporters.hf", "a Hugging Face folder that `transformers` loads"),
+}
+
+
+def export_run(run_or_path: Run | str | Path, out: str | Path, format: str = "hf",
+               overwrite: bool = False) -> Path:
+    """Write a run (a `Run` or its directory) to the folder `out` in `format`; returns `out`.
+
+    An existing non-empty `out` is refused unless ``overwrite=True``; the run's own directory
+    (or a folder holding it) is always refused.
+
+    >>> export_run("runs/gpt-20261130-101500", "exported/shakespeare", format="hf")  # doctest: +SKIP
+    """
+    if format not in FORMATS:
+        raise ConfigError(
+            f"unknown export format {format!r}{did_you_mean(format, FORMATS)}; formats: "
+            + "; ".join(f"'{name}' ({what})" for name, (_, what) in FORMATS.items())
+        )
+    writer = importlib.import_module(FORMATS[format][0])
+    out = Path(out)
+    if isinstance(run_or_path, Run):
+        run_dir = run_or_path.dir
+        _check_output(out, run_dir, overwrite)
+        run = run_or_path
+    else:
+        run_dir = Path(run_or_path)
+        _check_output(out, run_dir, overwrite)
+        writer.check(read_config(run_dir))
+        run = load_run(run_dir)
+    try:
+        with atomic_directory(out, replace=overwrite) as folder:
+            writer.write(run, folder)
+    except FileExistsError:  # filled by someone else while we wrote
+        _check_output(out, run_dir, overwrite)
+        raise
+    return out
+
+
+def _check_output(out: Path, run_dir: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunError(f"export output {out} is a file, not a folder; choose another --out")
+    target, source = out.resolve(), run_dir.resolve()
+    if target == source or target in source.parents:
+        raise RunError(f"export output {out} holds the run {run_dir} itself; choose a folder "
+                       f"outside the run directory's path, e.g. {run_dir.name}-hf")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        found = sorted(p.name for p in out.iterdir())
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        raise RunError(f"export output {out} is not empty ({shown}); choose another --out or pass "
+                       f"overwrite=True (--overwrite) to replace it")

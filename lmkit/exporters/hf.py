@@ -1,0 +1,181 @@
+"""Hugging Face folders: an lmkit `gpt` run as a `transformers` ``GPT2LMHeadModel``.
+
+The folder holds::
+
+    config.json            GPT2Config: model_type gpt2, n_embd, n_layer, n_head, n_positions
+                           (= seq_len), vocab_size, activation_function "gelu_new", ...
+    model.safetensors      float32 weights under GPT-2's names
+    tokenizer.json         the run's tokenizer as HF `tokenizers` (`Tokenizer.to_hf`): same ids
+    tokenizer_config.json  so that ``AutoTokenizer`` gives a plain ``PreTrainedTokenizerFast``
+    generation_config.json max_length = n_positions, so that ``generate()`` stays in the context
+
+and loads with ``GPT2LMHeadModel.from_pretrained(DIR)`` / ``AutoTokenizer.from_pretrained(DIR)``.
+
+lmkit's `gpt` computes what GPT-2 computes (pre-LayerNorm blocks, GELU with the tanh
+approximation, which `transformers` calls ``gelu_new``, LayerNorm epsilon 1e-5, attention scaled
+by 1/sqrt(head_dim), learned positions), with one difference: its head adds a learned bias to
+the logits by default and GPT-2's ``lm_head`` has none. No GPT-2 weight can carry that bias
+(softmax ignores only a bias equal for every token), so a run with one is refused;
+``[model] head_bias = false`` trains one without it. Weights map one to one (GPT-2's ``Conv1D``
+stores ``(in, out)``, as lmkit does):
+
+    embedding (V, D)                  transformer.wte.weight
+    position_embedding (seq_len, D)   transformer.wpe.weight
+    block_i ln_1 / ln_2 gamma, beta   transformer.h.i.ln_1 / ln_2 .weight, .bias
+    block_i w_qkv (D, 3D), b_qkv      transformer.h.i.attn.c_attn.weight, .bias  (q | k | v)
+    block_i w_proj (D, D), b_proj     transformer.h.i.attn.c_proj.weight, .bias
+    block_i w_fc (D, 4D), b_fc        transformer.h.i.mlp.c_fc.weight, .bias
+    block_i w_out (4D, D), b_out      transformer.h.i.mlp.c_proj.weight, .bias
+    ln_f gamma, beta                  transformer.ln_f.weight, .bias
+    head_kernel (D, V), untied only   lm_head.weight (V, D), transposed; tie_word_embeddings=false
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from lmkit.config import TrainConfig
+from lmkit.errors import ExportError
+from lmkit.training.run import Run
+
+__all__ = ["check", "write"]
+
+
+def check(config: TrainConfig) -> None:
+    """Refuse a run from its configuration, before its weights are loaded: an architecture with
+    no Hugging Face equivalent, or a `gpt` with a head bias, raises `ExportError`."""
+    from lmkit.registry import architectures
+
+    converters = _converters()
+    factory = architectures.get(config.arch)
+    if factory not in converters:
+        exportable = [e.name for e in architectures.list() if e.obj in converters]
+        raise ExportError(
+            f"a '{config.arch}' model has no Hugging Face equivalent, so the run cannot be "
+            f"exported; exportable architectures: {', '.join(exportable)}"
+        )
+    converters[factory].check(config)
+
+
+def write(run: Run, folder: Path) -> None:
+    """Write `run` into the (empty) `folder` as a Hugging Face model folder."""
+    from safetensors.numpy import save_file
+
+    convert = _converter(run)
+    config, tensors = convert(run.model)
+    tokenizer = run.tokenizer.to_hf()
+    if tokenizer.get_vocab_size() != config["vocab_size"]:  # a plugin tokenizer's to_hf
+        raise ExportError(
+            f"the run's tokenizer converts to a Hugging Face tokenizer of "
+            f"{tokenizer.get_vocab_size()} ids, but the model has {config['vocab_size']}"
+        )
+    _write_json(folder / "config.json", config)
+    # `generate` without a length stops at the context instead of running past the positions
+    _write_json(folder / "generation_config.json", {"max_length": config["n_positions"]})
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save(str(folder / "tokenizer.json"))
+    _write_json(folder / "tokenizer_config.json", {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": config["n_positions"],
+        # keep decoded text as the tokenizer decodes it (no " ." -> "." clean-up)
+        "clean_up_tokenization_spaces": False,
+    })
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _numpy(variable: Any) -> np.ndarray:
+    from keras import ops
+
+    return np.ascontiguousarray(ops.convert_to_numpy(variable), dtype=np.float32)
+
+
+_GPT2_HEAD_BIAS = (
+    "this gpt run's output head adds a learned bias to the logits (the `head_bias` option, on by "
+    "default); GPT-2's lm_head has none, so transformers would compute other logits. Train an "
+    "exportable run without it: --set model.head_bias=false (in a config file: [model] "
+    "head_bias = false)"
+)
+
+
+def _check_gpt2(config: TrainConfig) -> None:
+    if config.model.get("head_bias", True):
+        raise ExportError(_GPT2_HEAD_BIAS)
+
+
+def _gpt2(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """`gpt` -> (GPT2Config fields, GPT2LMHeadModel weights)."""
+    if model.head_bias is not None:
+        raise ExportError(_GPT2_HEAD_BIAS)
+    tensors = {"transformer.wte.weight": _numpy(model.embedding),
+               "transformer.wpe.weight": _numpy(model.position_embedding)}
+    for i, block in enumerate(model.blocks):
+        for name, weight in {
+            "ln_1.weight": block.ln_1.gamma, "ln_1.bias": block.ln_1.beta,
+            "attn.c_attn.weight": block.w_qkv, "attn.c_attn.bias": block.b_qkv,
+            "attn.c_proj.weight": block.w_proj, "attn.c_proj.bias": block.b_proj,
+            "ln_2.weight": block.ln_2.gamma, "ln_2.bias": block.ln_2.beta,
+            "mlp.c_fc.weight": block.w_fc, "mlp.c_fc.bias": block.b_fc,
+            "mlp.c_proj.weight": block.w_out, "mlp.c_proj.bias": block.b_out,
+        }.items():
+            tensors[f"transformer.h.{i}.{name}"] = _numpy(weight)
+    tensors["transformer.ln_f.weight"] = _numpy(model.ln_f.gamma)
+    tensors["transformer.ln_f.bias"] = _numpy(model.ln_f.beta)
+    if model.head_kernel is not None:
+        tensors["lm_head.weight"] = np.ascontiguousarray(_numpy(model.head_kernel).T)
+    config = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": model.vocab_size,
+        "n_positions": model.seq_len,
+        "n_embd": model.embed_dim,
+        "n_layer": model.num_layers,
+        "n_head": model.heads,
+        "n_inner": None,  # 4 * n_embd, as lmkit's MLP
+        "activation_function": "gelu_new",  # keras.ops.gelu's default: the tanh approximation
+        "layer_norm_epsilon": model.ln_f.epsilon,
+        # lmkit uses one dropout rate for embeddings, attention weights and residual branches
+        "embd_pdrop": model.dropout_rate,
+        "attn_pdrop": model.dropout_rate,
+        "resid_pdrop": model.dropout_rate,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": model.head_kernel is None,
+        # lmkit's tokenizers have no special tokens (GPT2Config's default 50256 would be wrong)
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "pad_token_id": None,
+        "use_cache": True,
+        "dtype": "float32",
+    }
+    return config, tensors
+
+
+class _Converter(NamedTuple):
+    check: Callable[[TrainConfig], None]  # refuse from the config alone
+    convert: Callable[[Any], tuple[dict[str, Any], dict[str, np.ndarray]]]  # -> (config, weights)
+
+
+def _converters() -> dict[type, _Converter]:
+    from lmkit.models.gpt import GPT
+
+    return {GPT: _Converter(_check_gpt2, _gpt2)}
+
+
+def _converter(run: Run) -> Callable[[Any], tuple[dict[str, Any], dict[str, np.ndarray]]]:
+    check(run.config)
+    # the model's exact class: a subclass may compute something else with the same weights
+    converter = _converters().get(type(run.model))
+    if converter is None:
+        raise ExportError(f"the run {run.dir} holds a {type(run.model).__name__} model, not the "
+                          f"'{run.config.arch}' architecture's own class, so it cannot be exported")
+    return converter.convert
