@@ -114,6 +114,16 @@ def test_generate_widget_passes_its_controls_to_the_run():
     assert not widget.button.disabled
 
 
+def test_generate_widget_temperature_zero_is_greedy():
+    run = _Recorder(dir="r", config=TrainConfig(), model=None, tokenizer=None)
+    widget = GenerateWidget(run)
+    widget.temperature.value = 0.0
+    assert widget.temperature.value == 0.0  # not clamped to a positive minimum
+    widget.button.click()
+    assert run.seen[1]["temperature"] == 0.0
+    assert widget.temperature.style.description_width == "initial"  # the label is not cut
+
+
 def test_generate_widget_shows_errors():
     class Broken(Run):
         def generate(self, prompt, **options):
