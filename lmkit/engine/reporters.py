@@ -1,6 +1,6 @@
 """Reporters for terminals, CI logs and the run directory.
 
-`TextReporter` draws one updating line on a TTY and prints plain lines otherwise (CI, pipes,
+`TextReporter` draws one live `tqdm` line on a TTY and prints plain lines otherwise (CI, pipes,
 nbconvert). `JsonlReporter` appends every event to ``metrics.jsonl``. Both only render: the
 state they show comes from the events.
 """
@@ -11,7 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, Event, StartEvent,
                                    StepEvent)
@@ -30,7 +30,12 @@ def format_duration(seconds: float) -> str:
 
 
 class TextReporter:
-    """Progress as text: an updating line on a terminal, a line every `every_s` seconds otherwise."""
+    """Progress as text, with the dashboard's figures (step, loss, val, tokens/s, elapsed, ETA).
+
+    On a terminal: one live `tqdm` line per phase (compiling, then training), evaluations and
+    the end printed above it. Elsewhere (CI logs, pipes, nbconvert): a plain line every
+    `every_s` seconds and at the last step, no control characters.
+    """
 
     def __init__(self, stream: IO[str] | None = None, every_s: float = 10.0) -> None:
         self.stream = stream or sys.stdout
@@ -38,17 +43,18 @@ class TextReporter:
         self.every_s = every_s
         self._last_print = 0.0
         self._val: str = ""
-        self._open_line = False
-
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+        self._bar: Any = None
 
     def _line(self, text: str) -> None:
-        if self._open_line:
-            self._write("\n")
-            self._open_line = False
-        self._write(text + "\n")
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def _figures(self, event: StepEvent) -> str:
+        return (f"loss {event.loss:.4f}{self._val}  {event.tokens_per_second:,.0f} tok/s  "
+                f"elapsed {format_duration(event.elapsed)}  ETA {format_duration(event.eta)}")
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StartEvent):
@@ -58,19 +64,28 @@ class TextReporter:
                 f"({event.tokens_per_step} tokens/step) -> {event.run_dir}"
                 + (f", resuming at step {event.start_step}" if event.start_step else "")
             )
-        elif isinstance(event, StepEvent):
-            width = len(str(event.total_steps))
-            text = (f"step {event.step:>{width}}/{event.total_steps}  loss {event.loss:.4f}"
-                    f"{self._val}  {event.tokens_per_second:,.0f} tok/s  "
-                    f"elapsed {format_duration(event.elapsed)}  ETA {format_duration(event.eta)}")
             if self.tty:
-                self._write("\r\x1b[2K" + text)
-                self._open_line = True
+                from tqdm import tqdm
+
+                # ETA and rate come from the engine (they leave out compilation), not from tqdm
+                self._bar = tqdm(total=event.total_steps, initial=event.start_step,
+                                 file=self.stream, desc="compiling…", dynamic_ncols=True,
+                                 bar_format="{desc} {bar:24} {n_fmt}/{total_fmt}{postfix}")
+                self._bar.refresh()  # "compiling…" at once: the first dispatch takes seconds
+            else:
+                self._line("compiling the training step…")
+        elif isinstance(event, StepEvent):
+            if self._bar is not None:
+                self._bar.set_description_str("training", refresh=False)
+                self._bar.set_postfix_str(self._figures(event), refresh=False)
+                self._bar.update(event.step - self._bar.n)
             else:
                 now = time.monotonic()
                 if now - self._last_print >= self.every_s or event.step == event.total_steps:
                     self._last_print = now
-                    self._line(text)
+                    width = len(str(event.total_steps))
+                    self._line(f"step {event.step:>{width}}/{event.total_steps}  "
+                               f"{self._figures(event)}")
         elif isinstance(event, EvalEvent):
             val = event.metrics.get("val_loss")
             self._val = f"  val {val:.4f}" if val is not None else ""
@@ -80,6 +95,10 @@ class TextReporter:
             if not self.tty:
                 self._line(f"checkpoint @ step {event.step}: {event.path}")
         elif isinstance(event, EndEvent):
+            if self._bar is not None:
+                self._bar.set_description_str(event.reason, refresh=False)
+                self._bar.close()
+                self._bar = None
             self._line(f"training {event.reason} at step {event.step} after "
                        f"{format_duration(event.elapsed)}")
 
