@@ -201,6 +201,9 @@ class Leaderboard:
     def _repr_html_(self) -> str:
         return self.to_html()
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython's text rendering
+        printer.text(self.to_text())
+
 
 def evaluate_runs(
     runs: "Mapping[str, Any] | Sequence[Any]", tasks: "Sequence[str | Task]",
