@@ -122,8 +122,10 @@ def _log_ticks(low: float, high: float) -> list[float]:
 def _label(value: float) -> str:
     if value == 0:
         return "0"
-    if abs(value) >= 1e5 or abs(value) < 1e-3:
+    if abs(value) >= 1e6 or abs(value) < 1e-3:
         return f"{value:.0e}"
+    if abs(value) >= 1e4:
+        return f"{value / 1000:g}k"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 

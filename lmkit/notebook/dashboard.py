@@ -212,13 +212,15 @@ class Dashboard:
         if not self.evaluations:
             return []
         keys = [k for k in self.evaluations[-1] if k != "step"]
-        header = "step".rjust(7) + "".join(k.rjust(16) for k in keys)
+        widths = [max(10, len(k) + 2) for k in keys]
+        header = "step".rjust(7) + "".join(k.rjust(w) for k, w in zip(keys, widths))
         best = self._best_step()
         lines = [header]
         for row in self.evaluations[-12:]:
             mark = " ← best" if row["step"] == best else ""
             lines.append(f"{row['step']:>7.0f}" + "".join(
-                f"{row[k]:>16.4f}" if isinstance(row.get(k), float) else " " * 16 for k in keys) + mark)
+                f"{row[k]:>{w}.4f}" if isinstance(row.get(k), float) else " " * w
+                for k, w in zip(keys, widths)) + mark)
         return lines
 
     # -- the reporter -------------------------------------------------------------------------
@@ -300,7 +302,7 @@ class Dashboard:
         return line_chart([Series("train-raw", raw, "train", faint=True),
                            Series("train", smooth(raw), "train"),
                            Series("val", val, "val", markers=True)],
-                          title=title, x_max=self.total_steps or None, log_y=self.log_scale.value,
+                          title=title, log_y=self.log_scale.value,  # x: up to the last step, readable early on
                           best=best, palette=palette, fluid=fluid)
 
     def _loss_svg(self, palette: Palette = LIVE, fluid: bool = True) -> str:
