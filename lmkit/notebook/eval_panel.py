@@ -31,7 +31,7 @@ __all__ = ["EvalPanel", "find_runs", "confusion_svg"]
 def find_runs(namespace: dict[str, Any] | None) -> dict[str, Any]:
     """Variables of `namespace` that hold lmkit runs (`lmkit.Run`: not an `EvalResult`, which
     also carries a model and a tokenizer but is no language model to fine-tune)."""
-    from lmkit import Run
+    from lmkit.training.run import Run
 
     return {name: value for name, value in (namespace or {}).items()
             if not name.startswith("_") and isinstance(value, Run)}
