@@ -8,6 +8,7 @@ state they show comes from the events.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,14 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
+def _columns(stream: IO[str]) -> int:
+    """The width of the terminal behind `stream`, 0 when it reports none."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
 class TextReporter:
     """Progress as text, with the dashboard's figures (step, loss, val, tokens/s, elapsed, ETA).
 
@@ -44,6 +53,7 @@ class TextReporter:
         self._last_print = 0.0
         self._val: str = ""
         self._bar: Any = None
+        self._last_step: StepEvent | None = None
 
     def _line(self, text: str) -> None:
         if self._bar is not None:
@@ -67,14 +77,19 @@ class TextReporter:
             if self.tty:
                 from tqdm import tqdm
 
-                # ETA and rate come from the engine (they leave out compilation), not from tqdm
+                # ETA and rate come from the engine (they leave out compilation), not from tqdm.
+                # A terminal that reports no size (a bare pseudo-terminal, `script`) gets 100
+                # columns and 24 rows: tqdm would otherwise draw an empty line.
+                sized = _columns(self.stream) > 0
                 self._bar = tqdm(total=event.total_steps, initial=event.start_step,
-                                 file=self.stream, desc="compiling…", dynamic_ncols=True,
+                                 file=self.stream, desc="compiling…", dynamic_ncols=sized,
+                                 ncols=None if sized else 100, nrows=None if sized else 24,
                                  bar_format="{desc} {bar:24} {n_fmt}/{total_fmt}{postfix}")
                 self._bar.refresh()  # "compiling…" at once: the first dispatch takes seconds
             else:
                 self._line("compiling the training step…")
         elif isinstance(event, StepEvent):
+            self._last_step = event
             if self._bar is not None:
                 self._bar.set_description_str("training", refresh=False)
                 self._bar.set_postfix_str(self._figures(event), refresh=False)
@@ -91,6 +106,8 @@ class TextReporter:
             self._val = f"  val {val:.4f}" if val is not None else ""
             shown = "  ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
             self._line(f"eval @ step {event.step}: {shown}")
+            if self._bar is not None and self._last_step is not None:  # the new val on the line now
+                self._bar.set_postfix_str(self._figures(self._last_step))
         elif isinstance(event, CheckpointEvent):
             if not self.tty:
                 self._line(f"checkpoint @ step {event.step}: {event.path}")
