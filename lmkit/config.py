@@ -85,7 +85,7 @@ class TrainConfig:
     batch_size: int = config_key(12, "Sequences per batch.", min=1)
     max_steps: int | None = config_key(2000, "Optimizer steps to train (set `none` and use `epochs` instead).", min=1)
     epochs: float | None = config_key(None, "Passes over the training tokens; overrides `max_steps` when set.", min=0.0, exclusive_min=True)
-    eval_every: int = config_key(250, "Evaluate on the validation split every N steps.", min=1)
+    eval_every: int = config_key(0, "Evaluate on the validation split every N steps (`0`: automatic, about 10 evaluations per run).", min=0)
     eval_batches: int = config_key(20, "Validation batches per evaluation (`0`: the whole split).", min=0)
     early_stopping: int | None = config_key(None, "Stop after this many evaluations without improvement of `val_loss`.", min=1)
     checkpoint_every: int = config_key(500, "Write a checkpoint every N steps (and always at the end).", min=1)
@@ -100,6 +100,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
+        # Built directly, the keys that differ from the defaults count as set; `from_dict` (every
+        # file, cell, --set and keyword path) records exactly the keys it was given.
+        self._given = frozenset(f.name for f in fields(self) if getattr(self, f.name) != _default(f))
+
+    @property
+    def given(self) -> frozenset[str]:
+        """The keys the user set. An architecture's recommended defaults
+        (`LanguageModel.config_defaults`) fill in only the others.
+
+        >>> sorted(TrainConfig.from_sources(overrides={"arch": "lstm", "max_steps": 400}).given)
+        ['arch', 'max_steps']
+        """
+        return self._given
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -113,9 +126,11 @@ class TrainConfig:
                     f"Run `lmkit train --help` or see the README for the list of keys."
                 )
         try:  # __post_init__ coerces each value once, to its declared type
-            return cls(**values)
+            cfg = cls(**values)
         except ConfigError as exc:
             raise ConfigError(f"{_where(source)}{exc}") from None
+        cfg._given = frozenset(values)
+        return cfg
 
     @classmethod
     def source_keys(
@@ -155,7 +170,10 @@ class TrainConfig:
             return config  # already coerced and validated
         base, source = cls.source_keys(config)
         merged = {**base, **(overrides or {})}
-        return cls.from_dict(merged, source=source if not overrides else "config")
+        cfg = cls.from_dict(merged, source=source if not overrides else "config")
+        if isinstance(config, TrainConfig):
+            cfg._given = config.given | frozenset(overrides or {})
+        return cfg
 
     def check_resumable(self, saved: "TrainConfig", run: str) -> None:
         """Raise `ConfigError` when this config changes a key of `saved` that a resumed run
@@ -170,8 +188,10 @@ class TrainConfig:
                 f"(another `out`).")
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        """A copy with `changes` applied and validated."""
-        return TrainConfig.from_dict({**self.to_dict(), **changes})
+        """A copy with `changes` applied and validated (the changed keys count as set)."""
+        cfg = TrainConfig.from_dict({**self.to_dict(), **changes})
+        cfg._given = self.given | frozenset(changes)
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -193,6 +213,10 @@ class TrainConfig:
                 )
             kwargs[k] = v
         return kwargs
+
+
+def _default(f: dataclasses.Field) -> Any:  # type: ignore[type-arg]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def presets() -> dict[str, Path]:
@@ -430,7 +454,7 @@ def config_table() -> str:
     hints = typing.get_type_hints(TrainConfig)
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for f in fields(TrainConfig):
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        default = _default(f)
         shown = "none" if default is None else _toml_value(default)
         tp = _describe(hints[f.name]).replace("an ", "").replace("a ", "")
         rows.append(f"| `{f.name}` | {tp} | `{shown}` | {f.metadata['doc']} |")

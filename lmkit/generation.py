@@ -38,11 +38,13 @@ def _check(name: str, value: Any, ok: bool, expected: str) -> None:
 @dataclass(frozen=True)
 class Sampling:
     """How the next token is picked: ``temperature=0`` is greedy, `top_k` keeps the k most likely
-    tokens, `top_p` the smallest set whose probability reaches p (nucleus sampling)."""
+    tokens, `top_p` the smallest set whose probability reaches p (nucleus sampling). Ids in
+    `banned` are never picked (`generate` bans the tokenizer's ``unknown_id``)."""
 
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
+    banned: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         t, k, p = self.temperature, self.top_k, self.top_p
@@ -62,16 +64,20 @@ class Sampling:
 
 
 def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
-                top_k: int | None = None, top_p: float | None = None) -> int:
+                top_k: int | None = None, top_p: float | None = None,
+                banned: tuple[int, ...] = ()) -> int:
     """Pick the next token id from one row of logits, on the host with NumPy.
 
     ``temperature=0`` is greedy; `top_k` keeps the k most likely tokens; `top_p` keeps the
-    smallest set whose probability reaches p (nucleus sampling).
+    smallest set whose probability reaches p (nucleus sampling); ids in `banned` are never picked.
 
     >>> sample_next(np.array([0.0, 5.0, 1.0]), np.random.default_rng(0), temperature=0)
     1
+    >>> sample_next(np.array([0.0, 5.0, 1.0]), np.random.default_rng(0), temperature=0, banned=(1,))
+    2
     """
-    logits = np.asarray(logits, dtype=np.float64)
+    logits = np.array(logits, dtype=np.float64)
+    logits[list(banned)] = -np.inf
     if temperature == 0:
         return int(np.argmax(logits))
     logits = logits / temperature
@@ -95,9 +101,12 @@ def _pick_on_device(logits: Any, key: Any, temperature: Any, top_p: Any, samplin
     import jax
     import jax.numpy as jnp
 
+    logits = jnp.asarray(logits, jnp.float32)
+    if sampling.banned:
+        logits = logits.at[jnp.asarray(sampling.banned)].set(-jnp.inf)
     if sampling.greedy:
         return jnp.argmax(logits).astype(jnp.int32)
-    logits = jnp.asarray(logits, jnp.float32) / temperature
+    logits = logits / temperature
     if sampling.top_k is not None and sampling.top_k < logits.shape[-1]:
         cutoff = jax.lax.top_k(logits, sampling.top_k)[0][-1]
         logits = jnp.where(logits < cutoff, -jnp.inf, logits)
@@ -183,7 +192,7 @@ class Decoder:
             chunk = []
             for _ in range(min(CHUNK, n - done)):
                 chunk.append(sample_next(logits, rng, sampling.temperature, sampling.top_k,
-                                         sampling.top_p))
+                                         sampling.top_p, sampling.banned))
                 logits = self.feed(chunk[-1:])
             done += len(chunk)
             yield chunk
@@ -198,7 +207,7 @@ class Decoder:
         # Only what changes the program is static: temperature and top_p are traced arguments,
         # so moving a slider in the generation widget does not recompile.
         program = Sampling(0 if sampling.greedy else 1.0, sampling.top_k,
-                           0.5 if sampling.nucleus else None)
+                           0.5 if sampling.nucleus else None, sampling.banned)
         loop = _compiled(self.model, body, (program, self.limit, self.keep, self.window))
         if self.cached:
             recent = np.zeros(max(1, self.keep), dtype=np.int32)
@@ -333,11 +342,14 @@ def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 200,
              seed: int | None = None, stop: str | None = None, use_cache: bool = True) -> str:
     """Continue `prompt` by up to `max_new_tokens` tokens and return only the new text.
 
-    Generation ends early when the text produced contains `stop` (which is cut off).
+    Generation ends early when the text produced contains `stop` (which is cut off). The
+    tokenizer's unknown id (`Tokenizer.unknown_id`) is never sampled: it is a placeholder that
+    would print as U+FFFD or ``<unk>``.
     """
     _check("max_new_tokens", max_new_tokens, isinstance(max_new_tokens, int) and max_new_tokens >= 0,
            "a non-negative integer")
-    sampling = Sampling(temperature, top_k, top_p)
+    unknown = getattr(tokenizer, "unknown_id", None)
+    sampling = Sampling(temperature, top_k, top_p, () if unknown is None else (unknown,))
     _check("prompt", prompt, isinstance(prompt, str) and prompt != "",
            "a non-empty string (the model needs at least one token of context)")
     vocab = getattr(tokenizer, "vocab_size", None)

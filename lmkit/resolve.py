@@ -18,7 +18,7 @@ from typing import Any
 from lmkit.errors import ConfigError
 from lmkit.registry import Entry, get_registry
 
-__all__ = ["Resolved", "resolve", "LABEL_SMOOTHING"]
+__all__ = ["Resolved", "resolve", "with_arch_defaults", "LABEL_SMOOTHING"]
 
 LABEL_SMOOTHING = "label_smoothing"  # capability of a loss that reads the `label_smoothing` key
 
@@ -59,3 +59,22 @@ def resolve(cfg: Any) -> Resolved:
             f"use a loss that smooths labels ({', '.join(smoothing)}), e.g. --set loss="
             f"{smoothing[0] if smoothing else 'label_smoothing'}, or drop label_smoothing")
     return Resolved(**found)
+
+
+def with_arch_defaults(cfg: Any, arch: Entry[Any]) -> Any:
+    """`cfg` with the architecture's recommended defaults for the keys the user did not set.
+
+    An architecture declares them as its class attribute ``config_defaults`` (a mapping of
+    config keys, `lmkit.models.base.LanguageModel.config_defaults`): a small LSTM learns in a
+    few hundred steps with a learning rate a GPT would not tolerate. Keys in ``cfg.given`` (from
+    a file, a cell, ``--set`` or keyword arguments) always win.
+
+    >>> from lmkit.config import TrainConfig
+    >>> cfg = TrainConfig.from_sources(overrides={"arch": "lstm", "layers": 3})
+    >>> tuned = with_arch_defaults(cfg, resolve(cfg).arch)
+    >>> tuned.layers, tuned.learning_rate > cfg.learning_rate
+    (3, True)
+    """
+    defaults = {k: v for k, v in dict(getattr(arch.obj, "config_defaults", {})).items()
+                if k not in cfg.given}
+    return cfg.replace(**defaults) if defaults else cfg

@@ -19,6 +19,7 @@ Python's ``\\w``, which HF's regex engine does not match character for character
 
 Unknown input: `char` and `word` map what they did not see in ``fit`` to a reserved ``<unk>`` id
 0 (decoded as U+FFFD and ``<unk>``); `byte` and `bpe` are byte-level and have no unknowns.
+`Tokenizer.unknown_id` names that id (None when there is none): generation never samples it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class Tokenizer:
 
     unit: ClassVar[str] = "token"
     type_name: ClassVar[str] = ""
+    #: The id that stands for "not in the vocabulary", or None. It is a placeholder, not text:
+    #: `lmkit.generation.generate` never samples it (it would print U+FFFD or ``<unk>``).
+    unknown_id: ClassVar[int | None] = None
 
     @classmethod
     def fit(cls, chunks: Iterable[str], vocab_size: int | None = None) -> "Tokenizer":
@@ -120,6 +124,7 @@ class CharTokenizer(Tokenizer):
 
     unit = "char"
     type_name = "char"
+    unknown_id = 0
 
     def __init__(self, chars: Sequence[str]) -> None:
         self.chars = list(chars)
@@ -197,6 +202,7 @@ class WordTokenizer(Tokenizer):
 
     unit = "word"
     type_name = "word"
+    unknown_id = 0
     default_vocab_size = 10_000
 
     def __init__(self, words: Sequence[str]) -> None:

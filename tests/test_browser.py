@@ -1,7 +1,10 @@
 """A real user's path: JupyterLab in headless Chromium runs %%lmtrain, watches the dashboard
-advance, clicks Stop mid-training, and finds the run (model and history) in the next cell.
+advance (its chart colours readable in the light and the dark theme), clicks Stop mid-training,
+finds the run (model and history) in the next cell, saves the notebook and reopens it trusted and
+untrusted: the final dashboard is a picture both times, with no broken widget.
 
 Needs Debian's chromium at /usr/bin/chromium (`.ci/run` installs it); the test fails without it.
+``LMKIT_UPDATE_SCREENSHOT=1`` writes the dashboard's screenshot to docs/dashboard.png.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import json
 import urllib.request
 from pathlib import Path
 
@@ -22,6 +26,21 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 FIXTURE = Path(__file__).parent / "fixtures" / "notebook" / "stop_button.ipynb"
 STATUS_COPY = Path("/tmp/lmkit-status/browser-screenshot.png")
+DOCS_SCREENSHOT = Path(__file__).parents[1] / "docs" / "dashboard.png"
+
+# The computed colour of a chart element and of the first opaque background behind it.
+_COLOURS = """(selector) => {
+  const el = document.querySelector(selector);
+  if (!el) return null;
+  const style = getComputedStyle(el);
+  let node = el.parentElement, background = null;
+  while (node && !background) {
+    const c = getComputedStyle(node).backgroundColor;
+    if (c && c !== 'transparent' && !c.startsWith('rgba(0, 0, 0, 0)')) background = c;
+    node = node.parentElement;
+  }
+  return [el.tagName === 'text' ? style.fill : style.stroke, background || 'rgb(255, 255, 255)'];
+}"""
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -52,7 +71,7 @@ def lab(tmp_path):
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--allow-root", "--ServerApp.terminals_enabled=False",
+         "--allow-root", "--ServerApp.terminals_enabled=False", "--LabApp.expose_app_in_browser=True",
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -67,7 +86,7 @@ def lab(tmp_path):
                     raise AssertionError("JupyterLab did not start:\n"
                                          + (tmp_path / "lab.log").read_text()) from None
                 time.sleep(0.5)
-        yield f"{base}/lab/tree/{FIXTURE.name}?token={token}", root
+        yield f"{base}/lab/tree/{{}}?reset&token={token}", root
     finally:
         server.terminate()
         try:
@@ -92,6 +111,37 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def _luminance(css: str) -> float:
+    r, g, b = (int(v) / 255 for v in re.findall(r"[\d.]+", css)[:3])
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _check_chart_colours(page, theme: str) -> None:
+    """Text of the charts at least 4.5:1 against what is behind it (WCAG AA), curves 3:1."""
+    for selector, minimum in ((".lmkit-loss-chart svg text.lmkit-title", 4.5),
+                              (".lmkit-loss-chart svg text.lmkit-legend", 4.5),
+                              (".lmkit-loss-chart svg text.lmkit-tick", 4.5),
+                              (".lmkit-loss-chart svg polyline.lmkit-train", 3.0)):
+        found = page.evaluate(_COLOURS, selector)
+        assert found is not None, selector
+        colour, background = found
+        ratio = _contrast(colour, background)
+        assert ratio >= minimum, f"{theme}: {selector} is {colour} on {background} ({ratio:.1f}:1)"
+
+
+def _set_theme(page, name: str, light: bool) -> None:
+    page.evaluate("(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", name)
+    _wait_for(lambda: page.evaluate("document.body.dataset.jpThemeLight") == str(light).lower(), 30,
+              f"the {name} theme")
+    time.sleep(0.5)  # the theme's stylesheet applies
+
+
 def test_dashboard_advances_and_stop_keeps_the_run(lab, tmp_path):
     assert Path(CHROMIUM).is_file(), f"Chromium is required at {CHROMIUM} (apt install chromium)"
     from playwright.sync_api import sync_playwright
@@ -101,12 +151,13 @@ def test_dashboard_advances_and_stop_keeps_the_run(lab, tmp_path):
     shots.mkdir()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run"])
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.set_default_timeout(90_000)
         try:
-            page.goto(url)
+            page.goto(url.format(FIXTURE.name))
             page.wait_for_selector(".jp-Notebook .jp-Cell")
             page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')")  # kernel ready
             page.locator(".jp-Cell").first.click()
@@ -123,14 +174,22 @@ def test_dashboard_advances_and_stop_keeps_the_run(lab, tmp_path):
                       "the loss curve to get points")
             progress = page.locator(".lmkit-progress progress, .lmkit-progress .progress-bar")
             assert progress.count() >= 1
-            page.screenshot(path=str(shots / "training.png"))
+            evaluations = page.locator(".lmkit-eval-table tr")
+            _wait_for(lambda: evaluations.count() >= 4, 120, "three evaluations in the table")
+
+            _check_chart_colours(page, "light")
+            page.locator(".lmkit-dashboard").scroll_into_view_if_needed()
+            page.locator(".lmkit-dashboard").screenshot(path=str(shots / "dashboard.png"))
+            _set_theme(page, "JupyterLab Dark", light=False)
+            _check_chart_colours(page, "dark")
+            page.screenshot(path=str(shots / "dark.png"))
+            _set_theme(page, "JupyterLab Light", light=True)
 
             page.locator("button.lmkit-stop").click()
-            page.wait_for_selector(".lmkit-summary .lmkit-final")
-            summary = page.locator(".lmkit-summary").inner_text()
-            assert re.search(r"reason\s+stopped", summary), summary
-            stopped_at = int(re.search(r"steps\s+(\d+)", summary).group(1))
-            assert first < stopped_at < 100000
+            # the live widget gives way to the final picture (SVG in a trusted notebook)
+            cell = page.locator(".jp-Cell").nth(1)
+            cell.locator(".jp-OutputArea-output img").first.wait_for(timeout=120_000)
+            assert page.locator(".lmkit-dashboard").count() == 0
 
             page.keyboard.press("Escape")
             page.locator(".jp-Cell").nth(2).click()
@@ -140,10 +199,28 @@ def test_dashboard_advances_and_stop_keeps_the_run(lab, tmp_path):
                       "the report cell")
             words = report.inner_text().split()
             assert words[0] == "history" and int(words[1]) > 0
-            assert words[2:4] == ["reason", "stopped"] and int(words[5]) == stopped_at
+            assert words[2:4] == ["reason", "stopped"] and int(words[5]) > first
             assert words[6] == "model" and words[7] != "NoneType"
-            page.locator(".lmkit-dashboard").scroll_into_view_if_needed()
             page.screenshot(path=str(shots / "stopped.png"))
+
+            saved = root / FIXTURE.name
+            page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+            _wait_for(lambda: "image/png" in saved.read_text(encoding="utf-8"), 30, "the saved notebook")
+            # a copy changed by someone else is untrusted: its signature no longer matches
+            notebook = json.loads(saved.read_text(encoding="utf-8"))
+            notebook["metadata"]["edited_elsewhere"] = True
+            (root / "untrusted.ipynb").write_text(json.dumps(notebook), encoding="utf-8")
+            for name, kind in ((FIXTURE.name, "svg+xml"), ("untrusted.ipynb", "png")):
+                page.goto(url.format(name))
+                page.wait_for_selector(".jp-Notebook .jp-Cell .jp-OutputArea-output")
+                picture = page.locator(".jp-Cell").nth(1).locator(
+                    f".jp-OutputArea-output img[src^='data:image/{kind}']")
+                picture.first.wait_for(timeout=30_000)
+                assert picture.first.evaluate("img => img.naturalWidth") > 400, name
+                text = page.locator(".jp-Notebook").inner_text()
+                assert "Error displaying widget" not in text and "model not found" not in text, name
+                assert page.locator(".jp-Notebook .jupyter-widgets").count() == 0, name
+                page.screenshot(path=str(shots / f"reopened-{kind.split('+')[0]}.png"))
         except Exception:
             page.screenshot(path=str(shots / "failure.png"))
             raise
@@ -153,3 +230,5 @@ def test_dashboard_advances_and_stop_keeps_the_run(lab, tmp_path):
     assert (root / "runs" / "browser" / "checkpoint.npz").is_file()
     if STATUS_COPY.parent.is_dir():
         shutil.copy(shots / "stopped.png", STATUS_COPY)
+    if os.environ.get("LMKIT_UPDATE_SCREENSHOT") == "1":
+        shutil.copy(shots / "dashboard.png", DOCS_SCREENSHOT)

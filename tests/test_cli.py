@@ -109,3 +109,16 @@ def test_info_piped_into_a_reader_that_leaves_early_is_not_an_error(tmp_path: Pa
                           timeout=120)
     assert done.stdout == f"run {run_dir}\n"
     assert "BrokenPipeError" not in done.stderr and done.returncode == 0, done.stderr
+
+
+def test_a_run_that_learned_nothing_prints_the_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from lmkit.cli import _print_summary
+
+    hint = "val_loss 3.300 is about the unigram loss (3.320): ..."
+    _print_summary(SimpleNamespace(dir="runs/x", summary={
+        "steps": 400, "reason": "completed", "elapsed_s": 30.0, "val_loss": 3.3, "hint": hint,
+        "sample": "ab"}))
+    out = capsys.readouterr().out
+    assert f"hint: {hint}" in out and out.index("hint:") < out.index("sample:")

@@ -91,3 +91,51 @@ def test_paths_are_accepted_where_a_path_is_meant(tmp_path) -> None:
 
     cfg = TrainConfig(data=tmp_path / "corpus.txt", out=tmp_path / "run")
     assert cfg.data == str(tmp_path / "corpus.txt") and cfg.out == str(tmp_path / "run")
+
+
+def test_given_keys_are_the_ones_the_user_set(tmp_path: Path) -> None:
+    assert TrainConfig.from_sources(overrides={"arch": "lstm", "max_steps": 400}).given == {"arch", "max_steps"}
+    path = tmp_path / "c.toml"
+    path.write_text('arch = "gru"\nlayers = 4\n')
+    assert TrainConfig.from_sources(path, {"seed": 1}).given == {"arch", "layers", "seed"}
+    base = TrainConfig.from_sources(overrides={"arch": "lstm"})
+    assert TrainConfig.from_sources(base, {"units": 64}).given == {"arch", "units"}
+    assert base.replace(seed=3).given == {"arch", "seed"}
+    assert TrainConfig(arch="rnn").given == {"arch"}  # built directly: what differs from the defaults
+
+
+def test_architecture_defaults_fill_only_unset_keys() -> None:
+    from lmkit.resolve import resolve, with_arch_defaults
+
+    def effective(**keys):
+        cfg = TrainConfig.from_sources(overrides=keys)
+        return with_arch_defaults(cfg, resolve(cfg).arch)
+
+    lstm = effective(arch="lstm", max_steps=400)
+    assert (lstm.layers, lstm.learning_rate) == (1, 3e-3)  # not the global 4 layers at 1e-3
+    mine = effective(arch="lstm", layers=4, learning_rate=1e-3)
+    assert (mine.layers, mine.learning_rate) == (4, 1e-3)  # what the user set always wins
+    assert effective(arch="gpt") == TrainConfig()  # the global defaults are gpt's
+
+
+def test_automatic_evaluation_interval_gives_about_ten_points() -> None:
+    from lmkit.engine.engine import auto_eval_every
+
+    for total in (20, 35, 400, 2000, 10_000):
+        every = auto_eval_every(total)
+        assert 10 <= total // every <= 13, total
+    assert auto_eval_every(400) % 10 == 0  # dispatches of 10 fused steps end on evaluations
+    assert TrainConfig().eval_every == 0  # automatic by default
+
+
+def test_a_flat_run_gets_a_hint_naming_the_cause_and_the_keys() -> None:
+    from lmkit.training.language_model import plateau_hint, unigram_loss
+    import numpy as np
+
+    ids = np.array([0, 1, 1, 2, 2, 2, 2, 3])
+    p = np.array([1, 2, 4, 1]) / 8
+    assert unigram_loss(ids) == pytest.approx(float(-(p * np.log(p)).sum()))
+    cfg = TrainConfig(arch="lstm", layers=4)
+    hint = plateau_hint(cfg, 3.37, 3.32)
+    assert "unigram" in hint and "learning_rate (now 0.001)" in hint and "layers (now 4)" in hint
+    assert plateau_hint(cfg, 2.47, 3.32) == ""

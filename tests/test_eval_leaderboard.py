@@ -103,6 +103,37 @@ def test_a_later_result_replaces_the_cell() -> None:
     assert len(board.records()) == 2 and board.models == ["lm"]
 
 
+def test_a_stopped_fine_tuning_is_marked_partial_in_every_rendering() -> None:
+    stopped = fixed_result("glue/sst2", "lm")
+    stopped.training = {"steps": 40, "reason": "stopped", "seconds": 3.0}
+    board = Leaderboard([stopped, fixed_result("glue/sst2", "base")])
+    assert stopped.partial and not board.results[1].partial
+    assert "partial: fine-tuning stopped at step 40" in repr(stopped)
+    assert stopped.to_dict()["partial"] is True
+    text = board.to_text().splitlines()
+    assert text[1].split()[1].endswith("*") and not text[2].split()[1].endswith("*")
+    assert "partial" in text[-1]
+    html = board.to_html()
+    assert html.count("class='lmkit-partial'") == 1 and "lmkit-partial-note" in html
+    assert "partial" not in Leaderboard([fixed_result("glue/sst2", "lm")]).to_html()
+
+
+def test_max_eval_examples_is_a_seeded_sample_stratified_by_label() -> None:
+    from lmkit.evaluation.loaders import Examples
+
+    # sorted by label, as aclImdb is read: the first 10 would all be negative
+    labels = np.array([0] * 90 + [1] * 30)
+    examples = Examples(get_task("imdb"), "test", "fixture", [f"text {i}" for i in range(120)], None, labels)
+    picked = eval_api._sample(examples, 12, seed=0)
+    assert np.bincount(picked.labels).tolist() == [9, 3]  # the label proportions
+    assert picked.text_a == eval_api._sample(examples, 12, seed=0).text_a  # seeded
+    assert picked.text_a != eval_api._sample(examples, 12, seed=1).text_a
+    assert all(examples.text_a.index(t) == int(t.split()[1]) for t in picked.text_a)
+    few = eval_api._sample(Examples(examples.task, "test", "fixture", examples.text_a, None,
+                                    np.array([0] * 118 + [1] * 2)), 4, seed=0)
+    assert set(few.labels.tolist()) == {0, 1}  # a rare class still gets a place
+
+
 # -- finding a task's data ---------------------------------------------------------------------------
 def test_find_task_data_in_the_layouts_people_have(tmp_path: Path) -> None:
     assert find_task_data("glue/sst2", EVAL) == GLUE          # data/glue next to data/imdb

@@ -78,3 +78,31 @@ def _run() -> Any:
     from lmkit.training.run import Run
 
     return Run(dir=Path("runs/lm"), config=None, model=None, tokenizer=None)
+
+
+def test_without_ui_it_reports_progress_and_ends_with_the_table(ip, monkeypatch, capsys) -> None:
+    from lmkit.engine.events import EndEvent, StartEvent, StepEvent
+
+    def fake_evaluate(run: Any, task: Any, data: Any, reporters: Any = (), stop: Any = None, **options: Any):
+        for event in (StartEvent("ft", 4, 0, "scratch on " + task.name, 10, "jax", "cpu", 64),
+                      StepEvent(4, 4, 1.0, 0.5, 1e-3, 100.0, 1.0, 0.0), EndEvent(4, "stopped", 1.0)):
+            for report in reporters:
+                report(event)
+        labels = np.array([0, 1, 1, 0])
+        result = EvalResult.build(task, task.eval_split, "x", np.eye(2)[labels], labels)
+        result.training = {"steps": 4, "reason": "stopped"}
+        return result
+
+    monkeypatch.setattr(eval_api, "evaluate", fake_evaluate)
+    ip.run_line_magic("lmeval", f"scratch --task glue/sst2 --data {EVAL} -o res")
+    out = capsys.readouterr().out
+    lines = [
+        "lmkit: evaluating scratch on glue/sst2 (1/1): reading the data and preparing the model…",
+        "step 4/4  loss 0.5000",  # the fine-tuning's progress
+        "lmkit: scoring the evaluation split…",
+        "lmkit: scratch on glue/sst2: accuracy 1.0000  (partial: fine-tuning stopped at step 4)",
+    ]
+    positions = [out.index(line) for line in lines]
+    assert positions == sorted(positions), out
+    table = out[positions[-1]:]
+    assert "glue/sst2" in table and "1.0000*" in table and "partial" in table.splitlines()[-1]

@@ -19,8 +19,12 @@ from lmkit.notebook.eval_panel import EvalPanel, confusion_svg, find_runs
 EVAL = Path(__file__).parent / "fixtures" / "eval"
 
 
-class FakeRun:
-    model, tokenizer, config = object(), object(), object()
+def FakeRun() -> Any:  # noqa: N802 - stands where the class was
+    from lmkit.training.run import Run
+
+    from lmkit.config import TrainConfig
+
+    return Run(dir=Path("runs/fake"), config=TrainConfig(), model=object(), tokenizer=object())
 
 
 def fake_result(task: str, run: Any, score: float) -> EvalResult:
@@ -82,3 +86,25 @@ def test_helpers() -> None:
     assert EvalPanel().table.value == "<i>no results yet</i>"
     svg = confusion_svg([[3, 1], [0, 4]], ["neg", "pos"], "t")
     assert svg.startswith("<svg") and ">3</text>" in svg and ">4</text>" in svg
+
+
+def test_only_runs_are_listed_not_evaluation_results() -> None:
+    result = fake_result("glue/sst2", "mine", 1.0)
+    result.model, result.tokenizer = object(), object()  # as a real EvalResult carries them
+    panel = EvalPanel(namespace={"mine": FakeRun(), "sst2": result})
+    assert panel.run_picker.options == ("mine", "scratch")
+
+
+def test_an_unexpected_error_is_shown_in_the_panel_not_only_in_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **options: Any) -> EvalResult:
+        raise TypeError("cannot copy this backbone")
+
+    monkeypatch.setattr(eval_api, "evaluate", broken)
+    panel = EvalPanel(namespace={"mine": FakeRun()}, data=str(EVAL))
+    panel.run_picker.value = ("mine",)
+    panel.run_button.click()  # the click does not raise into the kernel's log
+    assert "TypeError: cannot copy this backbone" in html.unescape(panel.status.value)
+    assert "preparing" not in panel.status.value
+    assert not panel.run_button.disabled and panel.stop_button.disabled
+    with pytest.raises(TypeError):
+        panel.run()  # called from code, it still raises

@@ -149,3 +149,39 @@ def test_bad_sampling_arguments(kw: dict, message: str) -> None:
 def test_empty_prompt() -> None:
     with pytest.raises(ConfigError, match="`prompt` must be a non-empty string"):
         generate(None, None, "")
+
+
+def test_banned_ids_are_never_picked() -> None:
+    # Even when the banned id is by far the most likely, greedy and every sampling rule skip it.
+    logits = np.log(np.array([0.97, 0.01, 0.01, 0.01]))
+    rng = np.random.default_rng(0)
+    for kw in ({}, {"temperature": 0}, {"temperature": 2.0}, {"top_k": 2}, {"top_p": 0.5}):
+        picks = {sample_next(logits, rng, banned=(0,), **kw) for _ in range(500)}
+        assert 0 not in picks and picks <= {1, 2, 3}, kw
+
+
+def _unk_loving_model(vocab_size: int):
+    """An untrained Elman RNN whose output bias makes the unknown id 0 about 99.9 % likely."""
+    from lmkit.models.rnn import ElmanRNN
+
+    model = ElmanRNN(vocab_size, units=8)
+    model.build((1, 1))
+    bias = np.zeros(vocab_size, dtype=np.float32)
+    bias[0] = 10.0
+    model.c.assign(bias)
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_unknown_token_is_never_sampled(kind: str) -> None:
+    from lmkit.tokenizers import UNK, build_tokenizer
+
+    tokenizer = build_tokenizer(kind, ["the cat sat on the mat.\n"])
+    model = _unk_loving_model(tokenizer.vocab_size)
+    placeholder = "\ufffd" if kind == "char" else UNK
+    for seed in range(40):
+        for kw in ({"temperature": 1.0}, {"temperature": 1.5, "top_k": 3}, {"top_p": 0.9}):
+            text = generate(model, tokenizer, "the", max_new_tokens=30, seed=seed, **kw)
+            assert placeholder not in text, (seed, kw, text)
+    assert placeholder not in generate(model, tokenizer, "the", max_new_tokens=30, temperature=0)

@@ -114,6 +114,16 @@ def test_generate_widget_passes_its_controls_to_the_run():
     assert not widget.button.disabled
 
 
+def test_generate_widget_temperature_zero_is_greedy():
+    run = _Recorder(dir="r", config=TrainConfig(), model=None, tokenizer=None)
+    widget = GenerateWidget(run)
+    widget.temperature.value = 0.0
+    assert widget.temperature.value == 0.0  # not clamped to a positive minimum
+    widget.button.click()
+    assert run.seen[1]["temperature"] == 0.0
+    assert widget.temperature.style.description_width == "initial"  # the label is not cut
+
+
 def test_generate_widget_shows_errors():
     class Broken(Run):
         def generate(self, prompt, **options):
@@ -139,3 +149,59 @@ def test_every_widget_comes_from_lmkit_notebook_which_imports_without_ipywidgets
     listed, same = out.stdout.strip().splitlines()[-2:]
     assert listed == "['Dashboard', 'EvalPanel', 'GenerateWidget'] False"
     assert same == "True"
+
+
+def _trained_dashboard(reason="completed"):
+    dash = Dashboard(StopSignal(), refresh=0.0)
+    dash(_start(400))
+    assert "compiling" in dash.progress_text.value  # before the first step: say what happens
+    for step in range(10, 401, 10):
+        dash(_step(step, 4.0 * math.exp(-step / 150) + 1.5 + 0.2 * (-1) ** (step // 10), total=400))
+        if step % 40 == 0:
+            dash(EvalEvent(step=step, metrics={"val_loss": 2.4 + abs(step - 320) / 400,
+                                               "val_accuracy": 0.3}))
+    dash(EndEvent(step=400, reason=reason, elapsed=42.0,
+                  summary={"val_loss": 2.4, "sample": "ROMEO: hi", "hint": ""}))
+    return dash
+
+
+def test_charts_are_readable_smoothed_and_mark_the_best_step():
+    dash = _trained_dashboard()
+    svg = dash.loss_chart.value
+    assert 'width="100%"' in svg  # sized by the cell, not 320 px
+    ticks = re.findall(r'class="lmkit-tick"[^>]*>([^<]+)<', svg)
+    assert {"0", "100", "200", "300", "400"} <= set(ticks)  # round numbers, not 53/107/160
+    assert _points(svg, "train") == 40 and _points(svg, "train-raw") == 40
+    assert 'class="lmkit-series lmkit-train-raw"' in svg and 'stroke-opacity="0.3"' in svg
+    assert "best 2.400 @ 320" in svg
+    # colours follow JupyterLab's theme; nothing is drawn in a fixed black
+    assert "var(--jp-ui-font-color1" in svg and 'fill="#000"' not in svg and "black" not in svg
+    dash.log_scale.value = True
+    assert "(log scale)" in dash.loss_chart.value and "(log scale)" in dash.ppl_chart.value
+    rows = re.findall(r"<tr", dash.eval_table.value)
+    assert len(rows) == 1 + 10  # a header and one row per evaluation
+    assert "lmkit-best-row" in dash.eval_table.value
+
+
+def test_after_stop_no_eta_and_a_finished_run_is_not_red():
+    dash = Dashboard(StopSignal(), refresh=0.0)
+    dash(_start())
+    dash(_step(10, 2.0))
+    assert "ETA" in dash.progress_text.value
+    dash.stop_button.click()
+    assert "ETA" not in dash.progress_text.value
+    done = _trained_dashboard()
+    assert done.stop_button.description == "Finished" and done.stop_button.button_style != "danger"
+    assert "ETA" not in done.progress_text.value
+
+
+def test_the_final_output_is_a_picture_that_needs_no_widget_state():
+    dash = _trained_dashboard("stopped")
+    bundle = dash.static_bundle()
+    assert "application/vnd.jupyter.widget-view+json" not in bundle  # no broken-link icon
+    assert "text/html" not in bundle  # untrusted, JupyterLab would sanitize it to run-on text
+    assert bundle["image/svg+xml"].startswith("<svg") and "lmkit-train" in bundle["image/svg+xml"]
+    assert "#ffffff" in bundle["image/svg+xml"]  # its own background: readable in any theme
+    assert "step" in bundle["image/svg+xml"] and "← best" in bundle["image/svg+xml"]
+    assert bundle["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert bundle["text/plain"] == "lmkit: training stopped at step 400 after 42s"

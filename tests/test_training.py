@@ -356,3 +356,14 @@ def test_load_and_info_use_the_newest_state_of_an_interrupted_run(tmp_path: Path
     assert "interrupted: the checkpoint is at step 12 and the last finished training ended at step 8" \
         in capsys.readouterr().out
     assert lmkit.load(train(tmp_path, "finished", max_steps=4, sample_tokens=0).dir).weights == "model.keras"
+
+
+@pytest.mark.slow
+def test_a_first_run_gets_its_architectures_defaults_and_about_ten_evaluations(tmp_path: Path) -> None:
+    run = lmkit.train(arch="lstm", data=str(CORPUS), max_steps=20, units=32, embed_dim=16,
+                      batch_size=4, eval_batches=1, sample_tokens=0, out=str(tmp_path / "r"),
+                      reporters=[])
+    saved = lmkit.load(run.dir).config
+    assert (saved.layers, saved.learning_rate, saved.units) == (1, 3e-3, 32)
+    evaluations = [r["step"] for r in run.history if "val_loss" in r]
+    assert len(evaluations) == 10 and evaluations[-1] == 20

@@ -50,6 +50,8 @@ def _print_summary(run: Any) -> None:
           f"{summary.get('elapsed_s', 0):.1f}s)")
     if metrics:
         print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if summary.get("hint"):
+        print("\nhint: " + summary["hint"])
     if summary.get("sample"):
         print("\nsample:\n" + summary["sample"])
 

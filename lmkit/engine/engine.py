@@ -41,7 +41,8 @@ from lmkit.engine.reporters import JsonlReporter
 from lmkit.engine.rundir import CHECKPOINT, METRICS, SUMMARY, RunDir
 from lmkit.errors import TrainingDiverged
 
-__all__ = ["Trainee", "Plan", "Job", "Outcome", "run", "auto_steps_per_dispatch"]
+__all__ = ["Trainee", "Plan", "Job", "Outcome", "run", "auto_steps_per_dispatch",
+           "auto_eval_every"]
 
 
 class Trainee(Protocol):
@@ -107,6 +108,17 @@ class Outcome:
     metrics: dict[str, float]
     history: list[dict[str, Any]]
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def auto_eval_every(total_steps: int, evaluations: int = 10) -> int:
+    """The evaluation interval that gives about `evaluations` points on a curve of `total_steps`
+    (a multiple of 10 from 100 steps on, so dispatches stay fused).
+
+    >>> auto_eval_every(400), auto_eval_every(2000), auto_eval_every(35)
+    (40, 200, 3)
+    """
+    every = max(1, total_steps // evaluations)
+    return every - every % 10 if every >= 10 else every
 
 
 def auto_steps_per_dispatch(*intervals: int) -> int:

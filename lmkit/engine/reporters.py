@@ -1,6 +1,6 @@
 """Reporters for terminals, CI logs and the run directory.
 
-`TextReporter` draws one updating line on a TTY and prints plain lines otherwise (CI, pipes,
+`TextReporter` draws one live `tqdm` line on a TTY and prints plain lines otherwise (CI, pipes,
 nbconvert). `JsonlReporter` appends every event to ``metrics.jsonl``. Both only render: the
 state they show comes from the events.
 """
@@ -8,10 +8,11 @@ state they show comes from the events.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, Event, StartEvent,
                                    StepEvent)
@@ -29,8 +30,21 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
+def _columns(stream: IO[str]) -> int:
+    """The width of the terminal behind `stream`, 0 when it reports none."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
 class TextReporter:
-    """Progress as text: an updating line on a terminal, a line every `every_s` seconds otherwise."""
+    """Progress as text, with the dashboard's figures (step, loss, val, tokens/s, elapsed, ETA).
+
+    On a terminal: one live `tqdm` line per phase (compiling, then training), evaluations and
+    the end printed above it. Elsewhere (CI logs, pipes, nbconvert): a plain line every
+    `every_s` seconds and at the last step, no control characters.
+    """
 
     def __init__(self, stream: IO[str] | None = None, every_s: float = 10.0) -> None:
         self.stream = stream or sys.stdout
@@ -38,17 +52,19 @@ class TextReporter:
         self.every_s = every_s
         self._last_print = 0.0
         self._val: str = ""
-        self._open_line = False
-
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+        self._bar: Any = None
+        self._last_step: StepEvent | None = None
 
     def _line(self, text: str) -> None:
-        if self._open_line:
-            self._write("\n")
-            self._open_line = False
-        self._write(text + "\n")
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def _figures(self, event: StepEvent) -> str:
+        return (f"loss {event.loss:.4f}{self._val}  {event.tokens_per_second:,.0f} tok/s  "
+                f"elapsed {format_duration(event.elapsed)}  ETA {format_duration(event.eta)}")
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StartEvent):
@@ -58,28 +74,48 @@ class TextReporter:
                 f"({event.tokens_per_step} tokens/step) -> {event.run_dir}"
                 + (f", resuming at step {event.start_step}" if event.start_step else "")
             )
-        elif isinstance(event, StepEvent):
-            width = len(str(event.total_steps))
-            text = (f"step {event.step:>{width}}/{event.total_steps}  loss {event.loss:.4f}"
-                    f"{self._val}  {event.tokens_per_second:,.0f} tok/s  "
-                    f"elapsed {format_duration(event.elapsed)}  ETA {format_duration(event.eta)}")
             if self.tty:
-                self._write("\r\x1b[2K" + text)
-                self._open_line = True
+                from tqdm import tqdm
+
+                # ETA and rate come from the engine (they leave out compilation), not from tqdm.
+                # A terminal that reports no size (a bare pseudo-terminal, `script`) gets 100
+                # columns and 24 rows: tqdm would otherwise draw an empty line.
+                sized = _columns(self.stream) > 0
+                self._bar = tqdm(total=event.total_steps, initial=event.start_step,
+                                 file=self.stream, desc="compiling…", dynamic_ncols=sized,
+                                 ncols=None if sized else 100, nrows=None if sized else 24,
+                                 bar_format="{desc} {bar:24} {n_fmt}/{total_fmt}{postfix}")
+                self._bar.refresh()  # "compiling…" at once: the first dispatch takes seconds
+            else:
+                self._line("compiling the training step…")
+        elif isinstance(event, StepEvent):
+            self._last_step = event
+            if self._bar is not None:
+                self._bar.set_description_str("training", refresh=False)
+                self._bar.set_postfix_str(self._figures(event), refresh=False)
+                self._bar.update(event.step - self._bar.n)
             else:
                 now = time.monotonic()
                 if now - self._last_print >= self.every_s or event.step == event.total_steps:
                     self._last_print = now
-                    self._line(text)
+                    width = len(str(event.total_steps))
+                    self._line(f"step {event.step:>{width}}/{event.total_steps}  "
+                               f"{self._figures(event)}")
         elif isinstance(event, EvalEvent):
             val = event.metrics.get("val_loss")
             self._val = f"  val {val:.4f}" if val is not None else ""
             shown = "  ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
             self._line(f"eval @ step {event.step}: {shown}")
+            if self._bar is not None and self._last_step is not None:  # the new val on the line now
+                self._bar.set_postfix_str(self._figures(self._last_step))
         elif isinstance(event, CheckpointEvent):
             if not self.tty:
                 self._line(f"checkpoint @ step {event.step}: {event.path}")
         elif isinstance(event, EndEvent):
+            if self._bar is not None:
+                self._bar.set_description_str(event.reason, refresh=False)
+                self._bar.close()
+                self._bar = None
             # a diverged run's own error names the step that failed; its last good one is not it
             where = "" if event.reason == "diverged" else f" at step {event.step}"
             self._line(f"training {event.reason}{where} after {format_duration(event.elapsed)}")

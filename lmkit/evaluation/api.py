@@ -43,8 +43,8 @@ def evaluate(
     cfg = cfg.replace(loss=cfg.loss or task.loss)
     parts = resolve(cfg)  # every name checked before any data is read
     scored = load_split(task, data, cfg.split)
-    if cfg.max_eval_examples is not None:
-        scored = scored.head(cfg.max_eval_examples)
+    if cfg.max_eval_examples is not None and len(scored) > cfg.max_eval_examples:
+        scored = _sample(scored, cfg.max_eval_examples, cfg.seed)
     train = load_split(task, data, cfg.train_split) if cfg.max_steps or cfg.epochs else None
     if train is not None and cfg.max_train_examples is not None and len(train) > cfg.max_train_examples:
         train = _sample(train, cfg.max_train_examples, cfg.seed)
@@ -96,7 +96,26 @@ def _is_scratch(run_or_path: Any) -> bool:
 
 
 def _sample(examples: Examples, n: int, seed: int) -> Examples:
-    keep = np.sort(np.random.default_rng(seed).choice(len(examples), n, replace=False))
+    """A seeded sample of `n` examples, stratified by label for classification tasks: the
+    first n of a file sorted by label (IMDb: all negative, then all positive) would be one class
+    only, and a random sample of a few can miss a class."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(examples.labels)
+    if examples.task.is_regression:
+        keep = np.sort(rng.choice(len(examples), n, replace=False))
+    else:
+        classes, counts = np.unique(labels, return_counts=True)
+        share = counts * n / counts.sum()
+        take = np.floor(share).astype(int)
+        # the remaining places go to the largest remainders; every class keeps one if it can
+        for i in np.argsort(-(share - take))[: n - take.sum()]:
+            take[i] += 1
+        for i in np.flatnonzero(take == 0)[: max(0, n - len(classes))]:
+            donor = int(np.argmax(take))
+            take[donor], take[i] = take[donor] - 1, 1
+        keep = np.sort(np.concatenate([
+            rng.choice(np.flatnonzero(labels == c), k, replace=False)
+            for c, k in zip(classes, take) if k]))
     return Examples(examples.task, examples.split, examples.source,
                     [examples.text_a[i] for i in keep],
                     None if examples.text_b is None else [examples.text_b[i] for i in keep],

@@ -32,7 +32,7 @@ class EvalConfig:
     train_split: str = config_key("train", "Split to fine-tune on.")
     max_length: int = config_key(128, "Tokens per example (longer inputs are truncated; pairs share it).", min=2)
     max_train_examples: int | None = config_key(None, "Fine-tune on at most this many examples (seeded sample).", min=1)
-    max_eval_examples: int | None = config_key(None, "Score at most this many examples (the first ones).", min=1)
+    max_eval_examples: int | None = config_key(None, "Score at most this many examples (a seeded sample, stratified by label).", min=1)
     # head
     pooling: str = config_key("concat", "Sequence summary fed to the head: `last` state, `mean` of states, or `concat` of both.",
                         choices=("last", "mean", "concat"))

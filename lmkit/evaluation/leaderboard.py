@@ -34,6 +34,9 @@ from lmkit.evaluation.tasks import Task, get_task
 __all__ = ["Leaderboard", "evaluate_runs", "EvaluationStartEvent", "EvaluationEndEvent"]
 
 
+_PARTIAL_NOTE = "* partial: fine-tuning was stopped before its budget"
+
+
 @dataclass(frozen=True)
 class EvaluationStartEvent(Event):
     """`evaluate_runs` starts evaluating `model` on `task` (pair `index` of `total`, from 1)."""
@@ -152,11 +155,21 @@ class Leaderboard:
         if not self.results:
             return "no results yet"
         columns, rows = self.table()
-        cells = [["model", *columns]] + [[m, *("–" if v is None else f"{v:.4f}" for v in row)]
-                                         for m, row in zip(self.models, rows)]
+        cells = [["model", *columns]] + [
+            [m, *("–" if v is None else f"{v:.4f}" + ("*" if self._partial(m, i) else "")
+                  for i, v in enumerate(row))] for m, row in zip(self.models, rows)]
         widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
-        return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+        text = "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
                          for line in cells)
+        return text + ("\n" + _PARTIAL_NOTE if self._any_partial() else "")
+
+    def _partial(self, model: str, column: int) -> bool:
+        """Whether the cell in `column` of `model`'s row is a task's partial result."""
+        found = self.result(model, self.tasks[column]) if column < len(self.tasks) else None
+        return found is not None and found.partial
+
+    def _any_partial(self) -> bool:
+        return any(self._partial(m, i) for m in self.models for i in range(len(self.tasks)))
 
     def to_html(self) -> str:
         """The board as an HTML table (benchmark averages in bold), as notebooks show it."""
@@ -168,9 +181,11 @@ class Leaderboard:
         body = []
         for model, row in zip(self.models, rows):
             cells = "".join("<td>–</td>" if v is None else f"<td><b>{v:.4f}</b></td>" if i >= averaged
-                            else f"<td>{v:.4f}</td>" for i, v in enumerate(row))
+                            else f"<td class='lmkit-partial' title='{_PARTIAL_NOTE}'>{v:.4f}*</td>"
+                            if self._partial(model, i) else f"<td>{v:.4f}</td>" for i, v in enumerate(row))
             body.append(f"<tr><th>{html.escape(model)}</th>{cells}</tr>")
-        return f"<table class='lmkit-eval-table'><tr><th>model</th>{head}</tr>{''.join(body)}</table>"
+        note = f"<div class='lmkit-partial-note'>{_PARTIAL_NOTE}</div>" if self._any_partial() else ""
+        return f"<table class='lmkit-eval-table'><tr><th>model</th>{head}</tr>{''.join(body)}</table>{note}"
 
     def to_json(self, path: str | Path | None = None) -> str:
         """Every result (`EvalResult.to_dict`, with confusion matrices) as JSON; also written to
@@ -185,6 +200,9 @@ class Leaderboard:
 
     def _repr_html_(self) -> str:
         return self.to_html()
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython's text rendering
+        printer.text(self.to_text())
 
 
 def evaluate_runs(

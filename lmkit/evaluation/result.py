@@ -72,6 +72,12 @@ class EvalResult:
         return _confusion(len(self.task.labels), self.predictions, self.labels)
 
     @property
+    def partial(self) -> bool:
+        """Whether fine-tuning ended before its budget (Stop, Ctrl-C, SIGTERM): the scores are
+        those of a head trained for `training["steps"]` steps only."""
+        return self.training.get("reason") in ("stopped", "interrupted", "terminated")
+
+    @property
     def main_score(self) -> float:
         """One number per task (the GLUE board's): the combined score, else the first metric."""
         return float(self.metrics.get("combined_score", self.metrics[next(iter(self.metrics))]))
@@ -87,7 +93,7 @@ class EvalResult:
         return {
             "task": self.task.name, "split": self.split, "model": self.model_name,
             "examples": int(len(self.labels)), "metrics": dict(self.metrics),
-            "main_score": self.main_score,
+            "main_score": self.main_score, "partial": self.partial,
             "labels": list(self.task.display_labels),
             "confusion_matrix": None if cm is None else cm.tolist(),
             "training": dict(self.training), "config": dict(self.config),
@@ -113,4 +119,7 @@ class EvalResult:
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items())
-        return f"EvalResult(task='{self.task.name}', split='{self.split}', model='{self.model_name}', {shown})"
+        partial = f", partial: fine-tuning {self.training['reason']} at step {self.training.get('steps')}" \
+            if self.partial else ""
+        return (f"EvalResult(task='{self.task.name}', split='{self.split}', model='{self.model_name}', "
+                f"{shown}{partial})")

@@ -18,7 +18,7 @@ in float32, because softmax over a large vocabulary loses too much in bfloat16.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 from keras import ops
@@ -93,6 +93,12 @@ class LanguageModel(keras.Model):
     #: steps, docs/performance.md); recurrent models are slower that way (two loops of tiny steps
     #: contend), so they keep 1.
     cpu_batch_parts: int = 1
+
+    #: Recommended training config for this architecture, applied to the keys the user did not
+    #: set (`lmkit.resolve.with_arch_defaults`): the global defaults suit the default `gpt`, but
+    #: a recurrent model needs fewer layers and a higher learning rate to learn in a few hundred
+    #: steps. Measured with `python -m benchmarks defaults` (docs/defaults.md).
+    config_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, vocab_size: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -32,6 +32,11 @@ class StackedRNN(LanguageModel):
     Subclasses set `cell_class` (``keras.layers.LSTM`` or ``keras.layers.GRU``).
     """
 
+    # One layer and a learning rate of 3e-3 learn a character model in a few hundred steps
+    # (lstm: val loss 2.47 at step 400 on Tiny Shakespeare, where 4 layers at 1e-3 stay at the
+    # unigram level, 3.37: docs/defaults.md); a short warm-up is enough for them.
+    config_defaults = {"layers": 1, "learning_rate": 3e-3, "warmup_steps": 40}
+
     cell_class: type[keras.layers.Layer]
 
     def __init__(self, vocab_size: int, *, embed_dim: int = 128, units: int = 128,

@@ -34,6 +34,9 @@ class ElmanRNN(LanguageModel):
     >>> model = ElmanRNN(vocab_size=65, units=128, activation="relu")   # doctest: +SKIP
     """
 
+    # a single recurrent layer learns faster than the global default learning rate allows
+    config_defaults = {"learning_rate": 3e-3, "warmup_steps": 40}
+
     def __init__(self, vocab_size: int, *, units: int = 128, activation: str = "tanh",
                  **kwargs: Any) -> None:
         super().__init__(vocab_size, **kwargs)

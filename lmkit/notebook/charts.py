@@ -1,11 +1,19 @@
-"""Small line charts as inline SVG, for live training curves in an HTML widget.
+"""Line charts as inline SVG, for live training curves in an HTML widget and for saved notebooks.
 
 Replacing an SVG string in one `ipywidgets.HTML` redraws the chart in place: no flicker, no
-cleared cell output, no plotting library.
+cleared cell output, no plotting library to import with ``%load_ext lmkit`` (docs/charts.md
+weighs this against bqplot, plotly and ipympl).
 
->>> svg = line_chart([Series("train", [(1, 3.2), (2, 2.9)], "#1f77b4")], title="loss")
+Colours come from a `Palette`. `LIVE` uses JupyterLab's theme variables (``--jp-ui-font-color1``
+and friends, with light-theme fallbacks), so text and axes stay readable in the light and the
+dark theme; `STATIC` has fixed colours on a white background, for pictures that must look the
+same anywhere (an ``image/svg+xml`` or PNG output of a saved notebook).
+
+>>> svg = line_chart([Series("train", [(1, 3.2), (2, 2.9)], "train")], title="loss")
 >>> svg.startswith("<svg") and 'class="lmkit-series lmkit-train"' in svg
 True
+>>> nice_ticks(0, 400)
+[0.0, 100.0, 200.0, 300.0, 400.0]
 """
 
 from __future__ import annotations
@@ -14,19 +22,49 @@ import html
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["Series", "line_chart", "downsample", "history_chart"]
+__all__ = ["Series", "Palette", "LIVE", "STATIC", "line_chart", "downsample", "history_chart",
+           "nice_ticks", "smooth"]
 
 _MAX_POINTS = 400  # per series; keeps each update a few kilobytes however long the run
 
 
+@dataclass(frozen=True)
+class Palette:
+    """The colours of a chart: CSS colour values, which may be ``var(--name, fallback)``."""
+
+    text: str
+    muted: str
+    grid: str
+    frame: str
+    train: str
+    val: str
+    background: str | None = None
+
+    def color(self, name: str) -> str:
+        """A palette entry by name (``"train"``, ``"val"``), or `name` itself (a CSS colour)."""
+        return str(getattr(self, name)) if name in ("train", "val") else name
+
+
+#: JupyterLab's theme variables: readable in the light and the dark theme.
+LIVE = Palette(text="var(--jp-ui-font-color1, #212121)", muted="var(--jp-ui-font-color2, #616161)",
+               grid="var(--jp-border-color2, #e0e0e0)", frame="var(--jp-border-color1, #bdbdbd)",
+               train="var(--jp-brand-color1, #1976d2)", val="var(--jp-warn-color1, #f57c00)")
+#: Fixed colours on white, for pictures shown outside a themed page.
+STATIC = Palette(text="#212121", muted="#616161", grid="#e0e0e0", frame="#bdbdbd",
+                 train="#1976d2", val="#f57c00", background="#ffffff")
+
+
 @dataclass
 class Series:
-    """One named curve: `points` are (x, y) pairs; `markers` draws dots (sparse series)."""
+    """One named curve: `points` are (x, y) pairs; `color` a palette name or a CSS colour;
+    `markers` draws dots (sparse series); `faint` draws it thin and pale (raw data behind a
+    smoothed curve)."""
 
     name: str
     points: list[tuple[float, float]] = field(default_factory=list)
-    color: str = "#1f77b4"
+    color: str = "train"
     markers: bool = False
+    faint: bool = False
 
 
 def downsample(points: list[tuple[float, float]], limit: int = _MAX_POINTS) -> list[tuple[float, float]]:
@@ -38,62 +76,157 @@ def downsample(points: list[tuple[float, float]], limit: int = _MAX_POINTS) -> l
     return kept if kept[-1] == points[-1] else [*kept, points[-1]]
 
 
-def _ticks(low: float, high: float) -> list[float]:
-    return [low + (high - low) * i / 3 for i in range(4)]
+def smooth(points: list[tuple[float, float]], weight: float = 0.9) -> list[tuple[float, float]]:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the curve starts at
+    the first value instead of at zero.
+
+    >>> [round(y, 3) for _, y in smooth([(1, 4.0), (2, 2.0)], 0.5)]
+    [4.0, 2.667]
+    """
+    out, average, norm = [], 0.0, 0.0
+    for x, y in points:
+        if not math.isfinite(y):
+            continue
+        average = weight * average + (1 - weight) * y
+        norm = weight * norm + (1 - weight)
+        out.append((x, average / norm))
+    return out
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values (1, 2 or 5 times a power of ten apart) covering `low`..`high`.
+
+    >>> nice_ticks(2.13, 3.41)
+    [2.25, 2.5, 2.75, 3.0, 3.25]
+    >>> nice_ticks(0, 107)
+    [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
+    """
+    if not high > low:
+        return [low]
+    raw = 0.7 * (high - low) / max(count - 1, 1)  # a step a little under even spacing
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step - 1e-9)
+    return [round(float(i * step), 12) for i in range(first, math.floor(high / step + 1e-9) + 1)]
+
+
+def _log_ticks(low: float, high: float) -> list[float]:
+    """1, 2 and 5 times the powers of ten within `low`..`high` (fewer when they crowd)."""
+    ticks = [m * 10 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+             for m in (1, 2, 5) if low <= m * 10 ** e <= high]
+    if len(ticks) > 7:
+        ticks = [t for t in ticks if f"{t:.0e}".startswith("1")]
+    return ticks or [low, high]
 
 
 def _label(value: float) -> str:
-    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.2e}"
+    if value == 0:
+        return "0"
+    if abs(value) >= 1e6 or abs(value) < 1e-3:
+        return f"{value:.0e}"
+    if abs(value) >= 1e4:
+        return f"{value / 1000:g}k"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def line_chart(series: list[Series], *, title: str = "", width: int = 320, height: int = 180,
-               x_max: float | None = None, x_label: str = "step") -> str:
-    """An SVG chart of `series`; the x axis runs from 0 to `x_max` (default: the last x)."""
-    finite = [(x, y) for s in series for x, y in s.points if math.isfinite(y)]
-    left, right, top, bottom = 44, 10, 22, 28
+def _style(kind: str, color: str) -> str:
+    return f'style="{kind}:{color}"'
+
+
+def line_chart(series: list[Series], *, title: str = "", width: int = 480, height: int = 260,
+               x_max: float | None = None, x_label: str = "step", log_y: bool = False,
+               best: tuple[float, float] | None = None, palette: Palette = LIVE,
+               fluid: bool = True) -> str:
+    """An SVG chart of `series`; the x axis runs from 0 to `x_max` (default: the last x).
+
+    `log_y` draws the y axis on a log scale (non-positive values are left out); `best` marks
+    one point (the best validation step) with a ring and its value. With `fluid` the chart
+    fills its container's width (``width``/``height`` then only set the aspect ratio).
+    """
+    finite = [(x, y) for s in series for x, y in s.points
+              if math.isfinite(y) and (y > 0 or not log_y)]
+    left, right, top, bottom = 52, 12, 26, 34
     plot_w, plot_h = width - left - right, height - top - bottom
+    size = (f'width="100%" style="max-width:{width * 1.6:.0f}px;height:auto"' if fluid
+            else f'width="{width}" height="{height}"')
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="lmkit-chart" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">',
-        f'<text x="{left}" y="14" font-size="12" font-weight="bold">{html.escape(title)}</text>',
-        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="lmkit-chart" {size} '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
     ]
+    if palette.background:
+        parts.append(f'<rect width="{width}" height="{height}" {_style("fill", palette.background)}/>')
+    parts.append(f'<text class="lmkit-title" x="{left}" y="16" font-size="13" font-weight="bold" '
+                 f'{_style("fill", palette.text)}>{html.escape(title)}'
+                 f'{" (log scale)" if log_y else ""}</text>')
     if finite:
         xs, ys = [x for x, _ in finite], [y for _, y in finite]
         x_hi = max(x_max or 0, max(xs), 1)
+        x_ticks = nice_ticks(0, x_hi)
+        x_hi = max(x_hi, x_ticks[-1])
         y_lo, y_hi = min(ys), max(ys)
-        if y_hi - y_lo < 1e-9:
-            y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
+        if log_y:
+            f_lo, f_hi = math.log10(y_lo), math.log10(y_hi)
+            if f_hi - f_lo < 1e-9:
+                f_lo, f_hi = f_lo - 0.1, f_hi + 0.1
+            y_ticks = _log_ticks(10 ** f_lo, 10 ** f_hi)
+
+            def fy(y: float) -> float:
+                return (math.log10(y) - f_lo) / (f_hi - f_lo)
+        else:
+            if y_hi - y_lo < 1e-9:
+                y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
+            pad = (y_hi - y_lo) * 0.05
+            y_lo, y_hi = y_lo - pad, y_hi + pad
+            y_ticks = nice_ticks(y_lo, y_hi)
+
+            def fy(y: float) -> float:
+                return (y - y_lo) / (y_hi - y_lo)
 
         def sx(x: float) -> float:
             return left + plot_w * x / x_hi
 
         def sy(y: float) -> float:
-            return top + plot_h * (1 - (y - y_lo) / (y_hi - y_lo))
+            return top + plot_h * (1 - fy(y))
 
-        for tick in _ticks(y_lo, y_hi):
-            parts.append(f'<text x="{left - 4}" y="{sy(tick) + 3:.1f}" text-anchor="end" '
-                         f'fill="#555">{_label(tick)}</text>')
-        for tick in _ticks(0, x_hi):
-            parts.append(f'<text x="{sx(tick):.1f}" y="{height - 14}" text-anchor="middle" '
-                         f'fill="#555">{tick:.0f}</text>')
-        parts.append(f'<text x="{left + plot_w / 2}" y="{height - 2}" text-anchor="middle" '
-                     f'fill="#555">{html.escape(x_label)}</text>')
+        for tick in y_ticks:
+            parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(tick):.1f}" y2="{sy(tick):.1f}" '
+                         f'{_style("stroke", palette.grid)}/>'
+                         f'<text class="lmkit-tick" x="{left - 5}" y="{sy(tick) + 4:.1f}" text-anchor="end" '
+                         f'{_style("fill", palette.muted)}>{_label(tick)}</text>')
+        for tick in x_ticks:
+            parts.append(f'<text class="lmkit-tick" x="{sx(tick):.1f}" y="{height - 18}" '
+                         f'text-anchor="middle" {_style("fill", palette.muted)}>{_label(tick)}</text>')
+        parts.append(f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle" '
+                     f'{_style("fill", palette.muted)}>{html.escape(x_label)}</text>')
         for s in series:
-            pts = downsample([(x, y) for x, y in s.points if math.isfinite(y)])
+            pts = downsample([(x, y) for x, y in s.points if math.isfinite(y) and (y > 0 or not log_y)])
             if not pts:
                 continue
+            color = palette.color(s.color)
             coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
             name = html.escape(s.name)
+            look = 'stroke-width="1" stroke-opacity="0.3"' if s.faint else 'stroke-width="2"'
             parts.append(f'<polyline class="lmkit-series lmkit-{name}" data-points="{len(pts)}" '
-                         f'points="{coords}" fill="none" stroke="{s.color}" stroke-width="1.5"/>')
+                         f'points="{coords}" fill="none" {_style("stroke", color)} {look}/>')
             if s.markers:
-                parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{s.color}"/>'
+                parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" {_style("fill", color)}/>'
                              for x, y in pts)
-    for i, s in enumerate(series):  # legend, top right
-        x = width - right - 70 * (len(series) - i)
-        parts.append(f'<line x1="{x}" y1="10" x2="{x + 14}" y2="10" stroke="{s.color}" '
-                     f'stroke-width="2"/><text x="{x + 18}" y="13">{html.escape(s.name)}</text>')
+        if best is not None and math.isfinite(best[1]) and (best[1] > 0 or not log_y):
+            bx, by = sx(best[0]), sy(best[1])
+            anchor = "end" if bx > left + plot_w * 0.7 else "start"
+            dx = -7 if anchor == "end" else 7
+            parts.append(f'<g class="lmkit-best"><circle cx="{bx:.1f}" cy="{by:.1f}" r="5" fill="none" '
+                         f'{_style("stroke", palette.text)} stroke-width="1.5"/>'
+                         f'<text x="{bx + dx:.1f}" y="{by - 7:.1f}" text-anchor="{anchor}" '
+                         f'{_style("fill", palette.text)}>best {best[1]:.3f} @ {best[0]:.0f}</text></g>')
+    parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" '
+                 f'{_style("stroke", palette.frame)}/>')
+    shown = [s for s in series if not s.faint]
+    for i, s in enumerate(shown):  # legend, top right
+        x = width - right - 64 * (len(shown) - i)
+        parts.append(f'<line x1="{x}" y1="12" x2="{x + 14}" y2="12" {_style("stroke", palette.color(s.color))} '
+                     f'stroke-width="2"/><text class="lmkit-legend" x="{x + 18}" y="16" '
+                     f'{_style("fill", palette.text)}>{html.escape(s.name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

@@ -22,15 +22,15 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from lmkit.notebook.charts import Series, line_chart
+from lmkit.notebook.charts import LIVE, STATIC, Palette, Series, line_chart, smooth
 from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, Event, StartEvent,
                                    StepEvent, StopSignal)
 from lmkit.engine.reporters import format_duration
 
 __all__ = ["Dashboard"]
 
-_TRAIN, _VAL = "#1f77b4", "#ff7f0e"
 _FINAL_KEYS = ("loss", "val_loss", "val_perplexity", "val_bits_per_char", "val_accuracy")
+_CLEAN = ("completed", "early_stopping")
 
 
 def _perplexity(loss: float) -> float:
@@ -41,7 +41,10 @@ class Dashboard:
     """A training reporter drawn with ipywidgets; call `show()` to display it.
 
     `stop` is the `StopSignal` handed to `lmkit.train`; the Stop button sets it. Redraws are
-    throttled to `refresh` seconds, except for evaluations and the end.
+    throttled to `refresh` seconds, except for evaluations and the end. When training ends the
+    output is replaced by a static picture of the final state (`static_bundle`: SVG, and PNG
+    when matplotlib is installed), which a saved notebook shows trusted or not, with or without
+    the widget state.
     """
 
     def __init__(self, stop: StopSignal | None = None, refresh: float = 0.25) -> None:
@@ -50,6 +53,7 @@ class Dashboard:
         self.train_points: list[tuple[float, float]] = []
         self.val_points: list[tuple[float, float]] = []
         self.val_ppl_points: list[tuple[float, float]] = []
+        self.evaluations: list[dict[str, float]] = []
         self.total_steps = 0
         self.last_step: StepEvent | None = None
         self.end: EndEvent | None = None
@@ -64,24 +68,34 @@ class Dashboard:
         self.progress_text = widgets.HTML("")
         self.progress_text.add_class("lmkit-progress-text")
         self.stats = widgets.HTML("")
-        self.loss_chart = widgets.HTML(self._loss_svg())
+        half = widgets.Layout(width="50%")
+        self.loss_chart = widgets.HTML(layout=half)
         self.loss_chart.add_class("lmkit-loss-chart")
-        self.ppl_chart = widgets.HTML(self._ppl_svg())
+        self.ppl_chart = widgets.HTML(layout=half)
+        self.ppl_chart.add_class("lmkit-ppl-chart")
         self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger",
                                           tooltip="End training at the next step boundary, "
                                                   "write a checkpoint and keep the run")
         self.stop_button.add_class("lmkit-stop")
         self.stop_button.on_click(self._on_stop)
+        self.log_scale = widgets.ToggleButton(value=False, description="log scale", icon="line-chart",
+                                              tooltip="Draw the y axes on a log scale")
+        self.log_scale.add_class("lmkit-log-scale")
+        self.log_scale.observe(lambda _change: self._draw_charts(), names="value")
+        self._draw_charts()
+        self.eval_table = widgets.HTML("")
+        self.eval_table.add_class("lmkit-eval-table")
         self.summary = widgets.HTML("")
         self.summary.add_class("lmkit-summary")
         self.widget = widgets.VBox([
             self.header,
             widgets.HBox([self.progress, self.progress_text]),
             self.stats,
-            widgets.HBox([self.loss_chart, self.ppl_chart]),
-            self.stop_button,
+            widgets.HBox([self.loss_chart, self.ppl_chart], layout=widgets.Layout(width="100%")),
+            widgets.HBox([self.stop_button, self.log_scale]),
+            self.eval_table,
             self.summary,
-        ])
+        ], layout=widgets.Layout(width="100%"))
         self.widget.add_class("lmkit-dashboard")
 
     # -- display ------------------------------------------------------------------------------
@@ -92,10 +106,23 @@ class Dashboard:
         self._handle = display(self._bundle(), raw=True, display_id=True)
 
     def _bundle(self) -> dict[str, Any]:
-        """The widget plus HTML and text renderings, for frontends (and saved files) without it."""
+        """The live widget plus HTML and text renderings (nbconvert, frontends without widgets)."""
         bundle = dict(self.widget._repr_mimebundle_())
         bundle["text/plain"] = self.text()
         bundle["text/html"] = self.html()
+        return bundle
+
+    def static_bundle(self) -> dict[str, Any]:
+        """The final state as a picture, with no widget and no HTML.
+
+        JupyterLab shows ``image/svg+xml`` in a trusted notebook and ``image/png`` (safe) in an
+        untrusted one, where it would sanitize an HTML rendering into run-on text; a widget
+        whose state was not saved would show a broken-link icon instead.
+        """
+        bundle: dict[str, Any] = {"text/plain": self.text(), "image/svg+xml": self.picture()}
+        png = self.picture_png()
+        if png is not None:
+            bundle["image/png"] = png
         return bundle
 
     def text(self) -> str:
@@ -108,10 +135,93 @@ class Dashboard:
         return "lmkit: training dashboard"
 
     def html(self) -> str:
-        """A static HTML rendering (header, curves, summary) of the current state."""
+        """A static HTML rendering (header, curves, evaluations, summary) of the current state."""
         return (f"<div>{self.header.value}<br>{self.progress_text.value}<br>{self.stats.value}"
                 f"<div style='display:flex'>{self._loss_svg()}{self._ppl_svg()}</div>"
-                f"{self.summary.value}</div>")
+                f"{self.eval_table.value}{self.summary.value}</div>")
+
+    def picture(self) -> str:
+        """The curves, the evaluation table and the summary as one SVG with fixed colours."""
+        width, chart_h = 960, 260
+        rows = self._picture_rows()
+        height = 30 + chart_h + 18 * len(rows) + 16
+        title = html.escape(self._title_text())
+        parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+                 f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+                 f'<rect width="{width}" height="{height}" fill="{STATIC.background}"/>',
+                 f'<text x="10" y="20" font-size="14" font-weight="bold" fill="{STATIC.text}">{title}</text>',
+                 f'<svg x="0" y="30" width="480" height="{chart_h}">{self._loss_svg(STATIC, fluid=False)}</svg>',
+                 f'<svg x="480" y="30" width="480" height="{chart_h}">{self._ppl_svg(STATIC, fluid=False)}</svg>']
+        for i, row in enumerate(rows):
+            y = 30 + chart_h + 18 * (i + 1)
+            weight = ' font-weight="bold"' if i == 0 else ""
+            parts.append(f'<text x="52" y="{y}" fill="{STATIC.text}" font-family="monospace"{weight} '
+                         f'xml:space="preserve">{html.escape(row)}</text>')
+        parts.append("</svg>")
+        return "".join(parts)
+
+    def picture_png(self) -> bytes | None:
+        """The curves and the summary as a PNG (matplotlib), or None without matplotlib."""
+        try:
+            import matplotlib
+        except ImportError:
+            return None
+        import io
+
+        matplotlib.use("Agg", force=False)
+        from matplotlib.figure import Figure
+
+        rows = self._picture_rows()
+        fig = Figure(figsize=(9.6, 2.6 + 0.2 * len(rows)), dpi=100)
+        top = 2.6 / (2.6 + 0.2 * len(rows))
+        fig.suptitle(self._title_text(), x=0.01, ha="left", fontsize=11, fontweight="bold")
+        log = self.log_scale.value
+        for i, (title, raw, val) in enumerate((
+                ("loss", self.train_points, self.val_points),
+                ("perplexity", [(x, _perplexity(y)) for x, y in self.train_points], self.val_ppl_points))):
+            ax = fig.add_axes((0.06 + 0.5 * i, 1 - top * 0.88, 0.42, top * 0.64))
+            if raw:
+                ax.plot(*zip(*raw), color=STATIC.train, alpha=0.3, linewidth=1)
+                ax.plot(*zip(*smooth(raw)), color=STATIC.train, linewidth=2, label="train")
+            if val:
+                ax.plot(*zip(*val), color=STATIC.val, marker="o", markersize=3, linewidth=2, label="val")
+            ax.set_title(title, loc="left", fontsize=10)
+            ax.set_xlabel("step", fontsize=9)
+            ax.tick_params(labelsize=8)
+            ax.grid(color=STATIC.grid)
+            if log:
+                ax.set_yscale("log")
+            if raw or val:
+                ax.legend(fontsize=8, loc="upper right")
+        for i, row in enumerate(rows):
+            fig.text(0.06, (1 - top) * (1 - (i + 0.8) / max(len(rows), 1)), row, family="monospace",
+                     fontsize=9, fontweight="bold" if i == 0 else "normal")
+        out = io.BytesIO()
+        fig.savefig(out, format="png")
+        return out.getvalue()
+
+    def _title_text(self) -> str:
+        event = self._start_event
+        name = f"{event.arch} ({event.parameters:,} parameters)" if event else "training"
+        state = (f"{self.end.reason} at step {self.end.step} after {format_duration(self.end.elapsed)}"
+                 if self.end else "")
+        return f"lmkit · {name} · {state}".rstrip(" ·")
+
+    def _picture_rows(self) -> list[str]:
+        """The evaluation table as fixed-width text lines (header first)."""
+        if not self.evaluations:
+            return []
+        keys = [k for k in self.evaluations[-1] if k != "step"]
+        widths = [max(10, len(k) + 2) for k in keys]
+        header = "step".rjust(7) + "".join(k.rjust(w) for k, w in zip(keys, widths))
+        best = self._best_step()
+        lines = [header]
+        for row in self.evaluations[-12:]:
+            mark = " ← best" if row["step"] == best else ""
+            lines.append(f"{row['step']:>7.0f}" + "".join(
+                f"{row[k]:>{w}.4f}" if isinstance(row.get(k), float) else " " * w
+                for k, w in zip(keys, widths)) + mark)
+        return lines
 
     # -- the reporter -------------------------------------------------------------------------
     def __call__(self, event: Event) -> None:
@@ -129,6 +239,10 @@ class Dashboard:
                 self.val_points.append((event.step, val))
                 ppl = event.metrics.get("val_perplexity", _perplexity(val))
                 self.val_ppl_points.append((event.step, ppl))
+            train = smooth(self.train_points)
+            self.evaluations.append({"step": float(event.step),
+                                     **({"train_loss": train[-1][1]} if train else {}),
+                                     **event.metrics})
             self._draw()
         elif isinstance(event, CheckpointEvent):
             self.header.value = self._header_text(f"checkpoint at step {event.step}")
@@ -142,6 +256,8 @@ class Dashboard:
         self.progress.max = max(event.total_steps, 1)
         self.progress.value = event.start_step
         self.header.value = self._header_text()
+        # the first dispatch traces and compiles the step: seconds with nothing else to show
+        self.progress_text.value = "compiling the training step…"
         self._draw()
 
     def _header_text(self, note: str = "") -> str:
@@ -161,42 +277,82 @@ class Dashboard:
         if step is not None:
             self.progress.max = max(step.total_steps, 1)
             self.progress.value = min(step.step, self.progress.max)
+            # no ETA once a stop is asked for or training ended: nothing more is coming
+            eta = "" if self.end is not None or self.stop.is_set() else f" · ETA {format_duration(step.eta)}"
             self.progress_text.value = (
                 f"step <b>{step.step}</b> / {step.total_steps} · epoch {step.epoch:.2f} · "
-                f"{format_duration(step.elapsed)} elapsed · ETA {format_duration(step.eta)}")
+                f"{format_duration(step.elapsed)} elapsed{eta}")
             val = f" · val loss <b>{self.val_points[-1][1]:.4f}</b>" if self.val_points else ""
             self.stats.value = (
                 f"loss <b>{step.loss:.4f}</b> (perplexity {_perplexity(step.loss):.2f}){val} · "
                 f"{step.tokens_per_second:,.0f} tokens/s · learning rate {step.learning_rate:.3g}")
+        self._draw_charts()
+        self.eval_table.value = self._eval_table_html()
+
+    def _draw_charts(self) -> None:
         self.loss_chart.value = self._loss_svg()
         self.ppl_chart.value = self._ppl_svg()
 
-    def _loss_svg(self) -> str:
-        return line_chart([Series("train", self.train_points, _TRAIN),
-                           Series("val", self.val_points, _VAL, markers=True)],
-                          title="loss")
+    def _best_step(self) -> float | None:
+        return min(self.val_points, key=lambda p: p[1])[0] if self.val_points else None
 
-    def _ppl_svg(self) -> str:
+    def _curves(self, raw: list[tuple[float, float]], val: list[tuple[float, float]], title: str,
+                palette: Palette, fluid: bool) -> str:
+        best = min(val, key=lambda p: p[1]) if val else None
+        return line_chart([Series("train-raw", raw, "train", faint=True),
+                           Series("train", smooth(raw), "train"),
+                           Series("val", val, "val", markers=True)],
+                          title=title, log_y=self.log_scale.value,  # x: up to the last step, readable early on
+                          best=best, palette=palette, fluid=fluid)
+
+    def _loss_svg(self, palette: Palette = LIVE, fluid: bool = True) -> str:
+        return self._curves(self.train_points, self.val_points, "loss", palette, fluid)
+
+    def _ppl_svg(self, palette: Palette = LIVE, fluid: bool = True) -> str:
         train = [(x, _perplexity(y)) for x, y in self.train_points]
-        return line_chart([Series("train", train, _TRAIN),
-                           Series("val", self.val_ppl_points, _VAL, markers=True)],
-                          title="perplexity")
+        return self._curves(train, self.val_ppl_points, "perplexity", palette, fluid)
+
+    def _eval_table_html(self) -> str:
+        """Evaluations as a table under the curves, a row per evaluation, the best one bold."""
+        if not self.evaluations:
+            return ""
+        keys = [k for k in self.evaluations[-1] if k != "step"]
+        best = self._best_step()
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in ["step", *keys])
+        best_row = " class='lmkit-best-row' style='font-weight:bold'"
+        body = "".join(
+            f"<tr{best_row if row['step'] == best else ''}><td>{row['step']:.0f}</td>"
+            + "".join(f"<td>{row[k]:.4f}</td>" if isinstance(row.get(k), float) else "<td></td>" for k in keys)
+            + "</tr>" for row in self.evaluations)
+        return (f"<table class='lmkit-evaluations' style='font-variant-numeric:tabular-nums'>"
+                f"<tr>{head}</tr>{body}</table>")
 
     def _on_stop(self, _button: Any) -> None:
         self.stop.set("stopped")
         self.stop_button.disabled = True
         self.stop_button.description = "Stopping…"
+        self._draw()  # the ETA goes away at once
 
     def _finish(self, event: EndEvent) -> None:
         self._draw()
-        self.progress.bar_style = "success" if event.reason in ("completed", "early_stopping") \
-            else ("warning" if event.reason in ("stopped", "interrupted") else "danger")
+        self.progress.bar_style = "success" if event.reason in _CLEAN \
+            else ("warning" if event.reason in ("stopped", "interrupted", "terminated") else "danger")
         self.stop_button.disabled = True
+        # the red of "Stop" meant "this ends training"; a finished run is not an alarm
+        self.stop_button.button_style = "" if event.reason in _CLEAN else "warning"
+        self.stop_button.icon = "check" if event.reason in _CLEAN else "stop"
         self.stop_button.description = "Finished" if event.reason == "completed" else event.reason.capitalize()
         self.header.value = self._header_text(f"training {event.reason}")
         self.summary.value = _summary_html(event)
         if self._handle is not None:
-            self._handle.update(self._bundle(), raw=True)
+            self._handle.update(self.static_bundle(), raw=True)
+            sample = event.summary.get("sample")
+            hint = event.summary.get("hint")
+            if hint or sample:  # text outputs: shown trusted or not, selectable
+                from IPython.display import display
+
+                display({"text/plain": (f"hint: {hint}\n\n" if hint else "")
+                         + (f"sample:\n{sample}" if sample else "")}, raw=True)
 
 
 def _summary_html(event: EndEvent) -> str:
@@ -206,7 +362,9 @@ def _summary_html(event: EndEvent) -> str:
     rows += [(k, f"{summary[k]:.4f}") for k in _FINAL_KEYS if isinstance(summary.get(k), float)]
     table = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
                     f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows)
+    hint = summary.get("hint")
+    shown_hint = f"<p class='lmkit-hint'><b>hint</b>: {html.escape(hint)}</p>" if hint else ""
     sample = summary.get("sample")
     shown = (f"<div><b>sample</b><pre class='lmkit-sample' style='white-space:pre-wrap'>"
              f"{html.escape(sample)}</pre></div>") if sample else ""
-    return f"<table class='lmkit-final'>{table}</table>{shown}"
+    return f"<table class='lmkit-final'>{table}</table>{shown_hint}{shown}"

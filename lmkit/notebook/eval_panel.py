@@ -29,9 +29,12 @@ __all__ = ["EvalPanel", "find_runs", "confusion_svg"]
 
 
 def find_runs(namespace: dict[str, Any] | None) -> dict[str, Any]:
-    """Variables of `namespace` that hold lmkit runs (objects with a model, tokenizer and config)."""
+    """Variables of `namespace` that hold lmkit runs (`lmkit.Run`: not an `EvalResult`, which
+    also carries a model and a tokenizer but is no language model to fine-tune)."""
+    from lmkit.training.run import Run
+
     return {name: value for name, value in (namespace or {}).items()
-            if not name.startswith("_") and all(hasattr(value, a) for a in ("model", "tokenizer", "config"))}
+            if not name.startswith("_") and isinstance(value, Run)}
 
 
 def confusion_svg(matrix: list[list[int]], labels: list[str], title: str = "", cell: int = 46) -> str:
@@ -92,7 +95,7 @@ class EvalPanel(widgets.VBox):
         self.status = widgets.HTML("")
         self.table = widgets.HTML(self.board.to_html())
         self.plot = widgets.HTML("")
-        self.run_button.on_click(lambda _b: self.run())
+        self.run_button.on_click(self._on_run_click)
         self.stop_button.on_click(lambda _b: self.stop_signal.set())
         self.refresh_button.on_click(lambda _b: self.refresh())
         super().__init__([
@@ -120,7 +123,8 @@ class EvalPanel(widgets.VBox):
     def run(self, runs: tuple[str, ...] | None = None, tasks: tuple[str, ...] | None = None) -> list[EvalResult]:
         """Evaluate every selected run on every selected task; returns the new `EvalResult`s.
 
-        Errors a user can fix (data, options) are shown in the status line and the next pair runs.
+        Errors a user can fix (data, options) are shown in the status line and the next pair runs;
+        any other error is shown there too, then raised.
         """
         from lmkit.notebook.kernel_pump import WidgetPump
 
@@ -135,12 +139,23 @@ class EvalPanel(widgets.VBox):
                 evaluate_runs({name: available[name] for name in names}, tasks, self.data.value or None,
                               reporters=[self._on_event, lambda _e: pump.pump()], stop=self.stop_signal,
                               keep_going=True, board=self.board, max_steps=self.budget.value, **self.options)
+        except Exception as exc:  # a button callback has no cell output: say it here
+            self._last_failed = True
+            self.status.value = (f"<span class='lmkit-error' style='color:var(--jp-error-color1, #b00)'>"
+                                 f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</span>")
+            raise
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
         new = self.board.results[before:]
         if new and not self._last_failed:
             self.status.value = f"done: {len(new)} evaluation(s)"
         return new
+
+    def _on_run_click(self, _button: Any) -> None:
+        try:
+            self.run()
+        except Exception:  # noqa: BLE001 - already shown in the status line, which is where the user looks
+            pass
 
     @property
     def results(self) -> list[EvalResult]:
@@ -153,7 +168,8 @@ class EvalPanel(widgets.VBox):
         elif isinstance(event, EvaluationEndEvent):
             self._last_failed = event.result is None
             if event.result is None:
-                self.status.value = f"<span style='color:#b00'>{html.escape(event.error)}</span>"
+                self.status.value = (f"<span class='lmkit-error' style='color:var(--jp-error-color1, #b00)'>"
+                                     f"{html.escape(event.error)}</span>")
             else:
                 self._show()
         elif isinstance(event, StartEvent):

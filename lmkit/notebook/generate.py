@@ -17,7 +17,8 @@ __all__ = ["GenerateWidget"]
 class GenerateWidget(widgets.VBox):
     """Sample from `run` interactively; every control maps to an argument of `Run.generate`.
 
-    ``top_k = 0`` and ``top_p = 1`` mean "no limit"; an empty seed means a fresh sample each time.
+    ``top_k = 0`` and ``top_p = 1`` mean "no limit"; ``temperature = 0`` is greedy; an empty seed
+    means a fresh sample each time. The tokenizer's unknown id is never sampled.
     """
 
     def __init__(self, run: Any, prompt: str = "\n", **kwargs: Any) -> None:
@@ -26,8 +27,12 @@ class GenerateWidget(widgets.VBox):
                                        layout=widgets.Layout(width="95%", height="5em"))
         self.max_new_tokens = widgets.IntSlider(value=200, min=1, max=2000, step=1,
                                                 description="Length")
-        self.temperature = widgets.FloatSlider(value=1.0, min=0.05, max=2.0, step=0.05,
-                                               description="Temperature")
+        # 0 is greedy (the most likely token each time); the description is wider than
+        # ipywidgets' default label so "Temperature" is not cut
+        self.temperature = widgets.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.05,
+                                               description="Temperature",
+                                               tooltip="0: greedy (always the most likely token)",
+                                               style={"description_width": "initial"})
         self.top_k = widgets.IntText(value=0, description="Top-k", tooltip="0: no limit")
         self.top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05,
                                          description="Top-p")

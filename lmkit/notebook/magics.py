@@ -246,6 +246,16 @@ class LmkitMagics(Magics):
             display(panel)
             panel.run(tuple(runs), tuple(args.tasks))
             return self._bind(args.output, panel)
-        board = evaluate_runs(runs, args.tasks, args.data, **options)
+        from IPython.display import display
+
+        from lmkit.engine.events import StopSignal
+        from lmkit.notebook.progress import evaluation_reporters
+
+        stop = StopSignal()
+        with evaluation_reporters(stop) as reporters:
+            board = evaluate_runs(runs, args.tasks, args.data, reporters=reporters, stop=stop,
+                                  **options)
         single = len(runs) == len(args.tasks) == 1
+        if args.output is not None:
+            display(board)  # the table at the end (otherwise the cell's value shows itself)
         return self._bind(args.output, board.results[0] if single else board)

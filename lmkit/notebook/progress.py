@@ -13,11 +13,11 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
-from lmkit.engine.events import Reporter, StopSignal
+from lmkit.engine.events import EndEvent, Event, Reporter, StartEvent, StopSignal
 
-__all__ = ["training_reporters", "in_kernel"]
+__all__ = ["training_reporters", "evaluation_reporters", "EvaluationProgress", "in_kernel"]
 
 _warned_no_widgets = False
 
@@ -59,3 +59,69 @@ def training_reporters(stop: StopSignal) -> Iterator[list[Reporter] | None]:
             pump.pump()
 
         yield [dashboard, pump_widgets]
+
+
+class EvaluationProgress:
+    """What ``%lmeval`` shows while `evaluate_runs` works: a line when each (run, task) pair
+    starts, its fine-tuning's progress (`make_reporter()` for each: the dashboard in a kernel,
+    text elsewhere), a line while the dev split is scored, and the pair's score or error.
+
+    >>> progress = EvaluationProgress(lambda: None)        # doctest: +SKIP
+    >>> evaluate_runs(runs, tasks, data, reporters=[progress])  # doctest: +SKIP
+    """
+
+    def __init__(self, make_reporter: Any, stream: IO[str] | None = None) -> None:
+        self.make_reporter = make_reporter
+        self.stream = stream
+        self._current: Reporter | None = None
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def __call__(self, event: Event) -> None:
+        from lmkit.evaluation.leaderboard import EvaluationEndEvent, EvaluationStartEvent
+
+        if isinstance(event, EvaluationStartEvent):
+            self._say(f"lmkit: evaluating {event.model} on {event.task} ({event.index}/{event.total}): "
+                      f"reading the data and preparing the model…")
+        elif isinstance(event, EvaluationEndEvent):
+            if event.result is None:
+                self._say(f"lmkit: {event.model} on {event.task} failed: {event.error}")
+            else:
+                result = event.result
+                shown = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+                partial = (f"  (partial: fine-tuning {result.training['reason']} at step "
+                           f"{result.training.get('steps')})" if result.partial else "")
+                self._say(f"lmkit: {event.model} on {event.task}: {shown}{partial}")
+            self._current = None
+        else:
+            if isinstance(event, StartEvent):
+                self._current = self.make_reporter()
+            if self._current is not None:
+                self._current(event)
+            if isinstance(event, EndEvent):
+                self._say("lmkit: scoring the evaluation split…")
+
+
+@contextmanager
+def evaluation_reporters(stop: StopSignal) -> Iterator[list[Reporter]]:
+    """Reporters for ``%lmeval`` (`EvaluationProgress`); in a kernel each fine-tuning gets a
+    dashboard whose Stop button works while the cell runs."""
+    from lmkit.engine.reporters import TextReporter
+
+    try:
+        from lmkit.notebook.dashboard import Dashboard
+    except ImportError:  # no ipywidgets: text progress
+        Dashboard = None  # type: ignore[assignment,misc]  # noqa: N806
+    if not in_kernel() or Dashboard is None:
+        yield [EvaluationProgress(TextReporter)]
+        return
+    from lmkit.notebook.kernel_pump import WidgetPump
+
+    def dashboard() -> Dashboard:
+        shown = Dashboard(stop)
+        shown.show()
+        return shown
+
+    with WidgetPump.for_current_kernel() as pump:
+        yield [EvaluationProgress(dashboard), lambda _event: pump.pump()]

@@ -25,9 +25,9 @@ from lmkit.engine import engine
 from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.rundir import CONFIG, TOKENIZER, RunDir, default_run_dir
 from lmkit.optim import FULL_BATCH
-from lmkit.resolve import Resolved, resolve
+from lmkit.resolve import Resolved, resolve, with_arch_defaults
 
-__all__ = ["train_language_model", "LanguageModelTrainee", "Trained"]
+__all__ = ["train_language_model", "LanguageModelTrainee", "Trained", "unigram_loss", "plateau_hint"]
 
 
 class Trained(NamedTuple):
@@ -50,6 +50,29 @@ def _enable_compilation_cache() -> None:
         jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def unigram_loss(ids: np.ndarray) -> float:
+    """Cross-entropy (nats per token) of predicting every token from its frequency alone: what a
+    model that has learned no context scores."""
+    counts = np.bincount(np.asarray(ids))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def plateau_hint(cfg: TrainConfig, val_loss: float | None, unigram: float) -> str:
+    """Why a run learned nothing, and what to change, when its validation loss is still within
+    0.1 of `unigram` (the loss of letter or word frequencies alone); else ``""``.
+
+    >>> plateau_hint(TrainConfig(arch="lstm", layers=4), 3.30, 3.32)[:48]
+    'val_loss 3.300 is about the unigram loss (3.320)'
+    """
+    if val_loss is None or val_loss < unigram - 0.1:
+        return ""
+    return (f"val_loss {val_loss:.3f} is about the unigram loss ({unigram:.3f}): the model predicts "
+            f"token frequencies and has not learned to use the context yet. Train longer, "
+            f"raise learning_rate (now {cfg.learning_rate:g}), or use "
+            f"fewer layers (now {cfg.layers}); the architecture's defaults are in the README.")
 
 
 class LanguageModelTrainee:
@@ -116,6 +139,8 @@ def train_language_model(
     from lmkit.data.corpus import open_corpus
 
     parts = resolve(cfg)  # every name checked before any work: a typo fails in a second
+    if not resume:  # a resumed run keeps the config it was started with
+        cfg = with_arch_defaults(cfg, parts.arch)
     corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
     if resume:
         run_dir = RunDir.open(cfg.out, required=(CONFIG, TOKENIZER))
@@ -184,10 +209,11 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
 
     trainee = LanguageModelTrainee(cfg, parts, stepper, optimizer, train_ids, val_ids, tokenizer,
                                    full_batch)
+    eval_every = cfg.eval_every or engine.auto_eval_every(total)
     plan = engine.Plan(
-        total_steps=total, checkpoint_every=cfg.checkpoint_every, eval_every=cfg.eval_every,
+        total_steps=total, checkpoint_every=cfg.checkpoint_every, eval_every=eval_every,
         steps_per_dispatch=1 if full_batch else (
-            cfg.steps_per_dispatch or engine.auto_steps_per_dispatch(cfg.eval_every,
+            cfg.steps_per_dispatch or engine.auto_steps_per_dispatch(eval_every,
                                                                      cfg.checkpoint_every)),
         early_stopping=cfg.early_stopping,
         tokens_per_step=len(train_ids) if full_batch else tokens_per_step,
@@ -207,7 +233,8 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
         sample = ""
         if cfg.sample_tokens:
             sample = generate(model, tokenizer, cfg.sample_prompt, cfg.sample_tokens, seed=cfg.seed)
-        return {"sample": sample}
+        hint = plateau_hint(cfg, outcome.metrics.get("val_loss"), unigram_loss(train_ids))
+        return {"sample": sample, **({"hint": hint} if hint else {})}
 
     outcome = engine.run(trainee, plan, job, run_dir=run_dir,
                          reporters=reporters if reporters is not None else [TextReporter()],
