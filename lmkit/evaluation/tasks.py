@@ -14,7 +14,9 @@ a `Task` object.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lmkit.errors import DataError, RegistryError, did_you_mean
 from lmkit.evaluation.metrics import METRICS
@@ -59,6 +61,14 @@ class Task:
     Tables: `benchmark` names the benchmark whose average includes the task ("GLUE"), and
     `data_folders` the sub-folders of a shared data folder that may hold the task's data
     (`lmkit.evaluation.loaders.find_task_data`).
+
+    Tasks beyond flat classification (SuperGLUE, `lmkit.evaluation.superglue`): `jsonl` is the
+    reader of their official JSONL layout (a `superglue.JsonlLayout`); `candidates` means each
+    example has its own choices (ReCoRD's entities) instead of a fixed label set;
+    `metric_inputs(predictions, examples)` gives the metric's ``compute`` arguments when they
+    are not plain label ids (MultiRC's question groups, ReCoRD's answer strings); and
+    `choices(record)` gives the ``(context, continuation)`` pairs that zero-shot scoring ranks,
+    one per label (or candidate) in order (`lmkit.evaluation.zeroshot`).
     """
 
     name: str
@@ -79,6 +89,10 @@ class Task:
     metric_configs: dict[str, str] = field(default_factory=dict)
     benchmark: str | None = None
     data_folders: tuple[str, ...] = ()
+    jsonl: Any = None
+    candidates: bool = False
+    metric_inputs: Callable[[Any, Any], dict[str, Any]] | None = None
+    choices: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None
 
     def __post_init__(self) -> None:
         # Checked here, so that a plugin's typo shows when it registers, not after fine-tuning.
@@ -99,7 +113,7 @@ class Task:
 
     @property
     def is_regression(self) -> bool:
-        return not self.labels
+        return not self.labels and not self.candidates
 
     @property
     def loss(self) -> str:
@@ -138,7 +152,7 @@ class Task:
         key = split.lower().replace("validation", "dev")
         if key in self.splits:
             return key
-        if key == "dev" and self.eval_split.startswith("dev"):
+        if key == "dev" and self.eval_split.startswith(("dev", "val")):
             return self.eval_split
         raise DataError(
             f"task {self.name} has no split '{split}'{did_you_mean(split, self.splits)}; "
