@@ -27,7 +27,9 @@ def evaluate(
     reporters: Sequence[Callable[[Event], None]] = (), stop: StopSignal | None = None,
     **options: Any,
 ) -> EvalResult:
-    """Fine-tune a task head on a language model and score it on the task's dev split.
+    """Fine-tune a task head on a language model and score it on the task's dev split; with
+    ``method="zeroshot"``, score it by ranking each example's choices by the language model's
+    likelihood instead (no training, `lmkit.evaluation.zeroshot`).
 
     `run_or_path` is a `Run`, a run directory, or ``"scratch"`` (the architecture named by the
     `arch` option, trained from random weights on the task only). `options` are `EvalConfig` keys
@@ -45,6 +47,11 @@ def evaluate(
     scored = load_split(task, data, cfg.split)
     if cfg.max_eval_examples is not None:
         scored = scored.head(cfg.max_eval_examples)
+    if cfg.method == "zeroshot":
+        return _zeroshot(run_or_path, scored, cfg)
+    if task.candidates:
+        raise ConfigError(f"{task.name} ranks each example's own candidates and has no fine-tuning head "
+                          f"here; evaluate it with method='zeroshot' (`--method zeroshot`)")
     train = load_split(task, data, cfg.train_split) if cfg.max_steps or cfg.epochs else None
     if train is not None and cfg.max_train_examples is not None and len(train) > cfg.max_train_examples:
         train = _sample(train, cfg.max_train_examples, cfg.seed)
@@ -73,7 +80,7 @@ def evaluate(
                             reporters, stop, name=f"{name} on {task.name}")
         training["train_examples"] = len(train)
     outputs = predict(model, encode_examples(scored, tokenizer, max_length), cfg.eval_batch_size, max_length)
-    return EvalResult.build(task, scored.split, name, outputs, scored.labels, config=cfg.to_dict(),
+    return EvalResult.build(task, scored.split, name, outputs, scored.labels, scored, config=cfg.to_dict(),
                             training=training, model=model, tokenizer=tokenizer)
 
 
@@ -96,11 +103,28 @@ def _is_scratch(run_or_path: Any) -> bool:
 
 
 def _sample(examples: Examples, n: int, seed: int) -> Examples:
-    keep = np.sort(np.random.default_rng(seed).choice(len(examples), n, replace=False))
-    return Examples(examples.task, examples.split, examples.source,
-                    [examples.text_a[i] for i in keep],
-                    None if examples.text_b is None else [examples.text_b[i] for i in keep],
-                    examples.labels[keep])
+    return examples.take(np.sort(np.random.default_rng(seed).choice(len(examples), n, replace=False)))
+
+
+def _zeroshot(run_or_path: Any, scored: Examples, cfg: EvalConfig) -> EvalResult:
+    from lmkit.evaluation.zeroshot import evaluate_zeroshot
+
+    if _is_scratch(run_or_path):
+        raise ConfigError(f"method='zeroshot' scores choices with a trained language model; "
+                          f"'{SCRATCH}' has none. Pass a run (a directory or a Run)")
+    run = _load(run_or_path)
+    return evaluate_zeroshot(run, scored, cfg, Path(str(getattr(run, "dir", "run"))).name)
+
+
+def _load(run_or_path: Any) -> Any:
+    """The `Run` given, or loaded from its directory."""
+    if isinstance(run_or_path, (str, Path)):
+        from lmkit.training.run import load_run
+
+        return load_run(run_or_path)
+    if hasattr(run_or_path, "model") and hasattr(run_or_path, "tokenizer"):
+        return run_or_path
+    raise RunError(f"evaluate() needs a Run, a run directory or '{SCRATCH}', got {type(run_or_path).__name__}")
 
 
 def _backbone(run_or_path: Any, cfg: EvalConfig, parts: Resolved,
@@ -108,16 +132,7 @@ def _backbone(run_or_path: Any, cfg: EvalConfig, parts: Resolved,
     """(a fresh copy of the language model, its tokenizer, a display name)."""
     if _is_scratch(run_or_path):
         return _scratch(cfg, parts, texts)
-    if isinstance(run_or_path, (str, Path)):
-        from lmkit.training.run import load_run
-
-        run = load_run(run_or_path)
-    elif hasattr(run_or_path, "model") and hasattr(run_or_path, "tokenizer"):
-        run = run_or_path
-    else:
-        raise RunError(
-            f"evaluate() needs a Run, a run directory or '{SCRATCH}', got {type(run_or_path).__name__}"
-        )
+    run = _load(run_or_path)
     source = run.model
     copy = type(source).from_config(source.get_config())
     copy(np.zeros((1, 2), np.int32))

@@ -169,6 +169,22 @@ def get_task(name: "str | Task") -> Task:
     return name if isinstance(name, Task) else tasks.get(name)
 
 
+def _sentiment(kind: str) -> Callable[[dict[str, Any]], list[tuple[str, str]]]:
+    """Zero-shot prompt of a sentiment task (lm-evaluation-harness's), labels negative, positive."""
+    return lambda r: [(f"{r['text_a']}\nQuestion: Is this {kind} positive or negative?\nAnswer:", c)
+                      for c in (" negative", " positive")]
+
+
+def _entailment(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """Zero-shot prompt of a two-way entailment task: entailment (" True") first."""
+    return [(f"{r['text_a']}\nQuestion: {r['text_b']} True or False?\nAnswer:", c) for c in (" True", " False")]
+
+
+def _paraphrase(r: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(f"Sentence 1: {r['text_a']}\nSentence 2: {r['text_b']}\nQuestion: Do both sentences mean the "
+             f"same thing?\nAnswer:", c) for c in (" no", " yes")]
+
+
 _GLUE_SPLITS = {"dev": "validation"}
 _GLUE_FOLDERS = ("glue", "GLUE", "glue_data")
 
@@ -198,10 +214,11 @@ _glue("cola", "CoLA", "CoLA: is the sentence grammatical? (Matthews correlation)
       aliases=("cola",), label_names=("unacceptable", "acceptable"))
 _glue("sst2", "SST-2", "SST-2: movie-review sentence sentiment (accuracy)",
       ("0", "1"), ("accuracy",), ("sentence",), ("sentence",), "label",
-      aliases=("sst2", "sst-2", "glue/sst-2"), label_names=("negative", "positive"))
+      aliases=("sst2", "sst-2", "glue/sst-2"), label_names=("negative", "positive"),
+      choices=_sentiment("sentence"))
 _glue("mrpc", "MRPC", "MRPC: are the two sentences paraphrases? (F1 and accuracy)",
       ("0", "1"), ("f1", "accuracy"), ("sentence1", "sentence2"), ("#1 String", "#2 String"),
-      "Quality", aliases=("mrpc",), label_names=("not_equivalent", "equivalent"))
+      "Quality", aliases=("mrpc",), label_names=("not_equivalent", "equivalent"), choices=_paraphrase)
 _glue("qqp", "QQP", "QQP: are the two questions duplicates? (F1 and accuracy)",
       ("0", "1"), ("f1", "accuracy"), ("question1", "question2"), ("question1", "question2"),
       "is_duplicate", aliases=("qqp",), label_names=("not_duplicate", "duplicate"))
@@ -219,7 +236,7 @@ _glue("qnli", "QNLI", "QNLI: does the sentence answer the question? (accuracy)",
       ("question", "sentence"), "label", aliases=("qnli",))
 _glue("rte", "RTE", "RTE: does the first sentence entail the second? (accuracy)",
       ("entailment", "not_entailment"), ("accuracy",), ("sentence1", "sentence2"),
-      ("sentence1", "sentence2"), "label", aliases=("rte",))
+      ("sentence1", "sentence2"), "label", aliases=("rte",), choices=_entailment)
 _glue("wnli", "WNLI", "WNLI: Winograd pronoun resolution as entailment (accuracy)",
       ("0", "1"), ("accuracy",), ("sentence1", "sentence2"), ("sentence1", "sentence2"),
       "label", aliases=("wnli",), label_names=("not_entailment", "entailment"))
@@ -229,5 +246,6 @@ IMDB = Task(
     labels=("neg", "pos"), metrics=("accuracy",), splits=("train", "test"), eval_split="test",
     hf_path="stanfordnlp/imdb", hf_config=None, hf_text_columns=("text",),
     label_names=("negative", "positive"), metric="accuracy", data_folders=("imdb", "aclImdb"),
+    choices=_sentiment("review"),
 )
 tasks.register("imdb", IMDB, aliases=("aclimdb",), description=IMDB.description)
