@@ -58,9 +58,8 @@ def evaluate(
 
     import keras
 
-    from lmkit.evaluation.encoding import encode_examples
+    from lmkit.evaluation.choice import head_for
     from lmkit.evaluation.finetune import finetune, predict
-    from lmkit.evaluation.heads import SequenceClassifier
 
     keras.utils.set_random_seed(cfg.seed)
     backbone, tokenizer, name = _backbone(run_or_path, cfg, parts, train or scored)
@@ -72,14 +71,13 @@ def evaluate(
     if multiplier is None:  # a pretrained backbone moves gently; a scratch one must learn everything
         multiplier = 1.0 if _is_scratch(run_or_path) else PRETRAINED_LR_MULTIPLIER
     cfg = cfg.replace(max_length=max_length, backbone_lr_multiplier=multiplier)
-    model = SequenceClassifier(backbone, task.num_outputs, cfg.pooling, cfg.head_dropout)
-    model((np.zeros((1, 2), np.int32), np.ones((1,), np.int32)))  # create the head's weights
+    model, encode = head_for(task, backbone, cfg.pooling, cfg.head_dropout)
     training: dict[str, Any] = {}
     if train is not None:
-        training = finetune(model, encode_examples(train, tokenizer, max_length), cfg, parts,
+        training = finetune(model, encode(train, tokenizer, max_length), cfg, parts,
                             reporters, stop, name=f"{name} on {task.name}")
         training["train_examples"] = len(train)
-    outputs = predict(model, encode_examples(scored, tokenizer, max_length), cfg.eval_batch_size, max_length)
+    outputs = predict(model, encode(scored, tokenizer, max_length), cfg.eval_batch_size, max_length)
     return EvalResult.build(task, scored.split, name, outputs, scored.labels, scored, config=cfg.to_dict(),
                             training=training, model=model, tokenizer=tokenizer)
 

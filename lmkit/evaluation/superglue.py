@@ -8,7 +8,8 @@ Each task is a `Task` in the tasks registry (``superglue/boolq``, ``cb``, ``copa
 becomes one or more examples:
 
 * BoolQ, CB, RTE: a pair (passage / premise, then question / hypothesis).
-* COPA: the premise and its connective ("because" / "so"), then both choices.
+* COPA: the premise and its connective ("because" / "so"), and the two choices: fine-tuned as
+  multiple choice (each choice scored against the premise, softmax over the two).
 * MultiRC: one binary example per answer option; `Examples.groups` keeps the question, since
   exact match is counted per question.
 * ReCoRD: one example per query; its candidates are the passage's entities (no fixed labels),
@@ -352,7 +353,7 @@ TASKS = (
                ("entailment", "contradiction", "neutral"), ("accuracy", "f1"), _premise_hypothesis, str,
                hf_columns=("premise", "hypothesis")),
     _superglue("copa", "COPA", "COPA: which choice is the cause / effect of the premise? (accuracy)",
-               ("0", "1"), ("accuracy",), _copa, int, label_names=("choice1", "choice2")),
+               ("0", "1"), ("accuracy",), _copa, int, label_names=("choice1", "choice2"), multiple_choice=True),
     _superglue("multirc", "MultiRC", "MultiRC: is each answer option to a question about the paragraph right? "
                "(exact match per question, F1 over all options)",
                ("0", "1"), ("exact_match", "f1_a"), _multirc, int, label_names=("false", "true"),

@@ -65,6 +65,8 @@ class Task:
     Tasks beyond flat classification (SuperGLUE, `lmkit.evaluation.superglue`): `jsonl` is the
     reader of their official JSONL layout (a `superglue.JsonlLayout`); `candidates` means each
     example has its own choices (ReCoRD's entities) instead of a fixed label set;
+    `multiple_choice` means the labels name the record's ``choices`` (COPA), each scored against
+    the context (`text_a`) by one shared head (`lmkit.evaluation.choice`);
     `metric_inputs(predictions, examples)` gives the metric's ``compute`` arguments when they
     are not plain label ids (MultiRC's question groups, ReCoRD's answer strings); and
     `choices(record)` gives the ``(context, continuation)`` pairs that zero-shot scoring ranks,
@@ -91,6 +93,7 @@ class Task:
     data_folders: tuple[str, ...] = ()
     jsonl: Any = None
     candidates: bool = False
+    multiple_choice: bool = False
     metric_inputs: Callable[[Any, Any], dict[str, Any]] | None = None
     choices: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None
 
