@@ -78,3 +78,15 @@ def _run() -> Any:
     from lmkit.training.run import Run
 
     return Run(dir=Path("runs/lm"), config=None, model=None, tokenizer=None)
+
+
+def test_suite_runs_every_task_found_and_zeroshot_sets_the_method(ip, calls) -> None:
+    superglue = EVAL.parent / "superglue"
+    ip.run_line_magic("lmeval", f"scratch --suite superglue --data {superglue} --task copa --task wic "
+                                f"--zeroshot -o board")
+    assert [(c[1], c[2], c[3]) for c in calls] == [("superglue/copa", superglue, {"method": "zeroshot"}),
+                                                   ("superglue/wic", superglue, {"method": "zeroshot"})]
+    board = ip.user_ns["board"]
+    assert board.table()[0] == ["superglue/copa", "superglue/wic", "SuperGLUE avg"]
+    with pytest.raises(UsageError, match="--task TASK .* or --suite"):
+        ip.run_line_magic("lmeval", "scratch --data x")
