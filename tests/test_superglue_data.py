@@ -138,3 +138,16 @@ def test_find_task_data_looks_in_superglue_subfolders(tmp_path: Path) -> None:
     shutil.copytree(SUPERGLUE, tmp_path / "superglue")
     assert find_task_data("superglue/wic", tmp_path) == tmp_path / "superglue"
     assert len(load_split("superglue/wic", find_task_data("superglue/wic", tmp_path))) == 8
+
+
+def test_record_queries_without_answers_refuse_to_be_scored(tmp_path: Path) -> None:
+    from lmkit.evaluation.result import score
+
+    rows = _lines("ReCoRD")[:1]
+    for qa in rows[0]["qas"]:
+        qa.pop("answers")
+    _write(tmp_path, "ReCoRD", [json.dumps(r) for r in rows], "test.jsonl")
+    examples = load_split("superglue/record", tmp_path, "test")
+    assert examples.labels.tolist() == [-1] and "answers" not in examples.records[0]
+    with pytest.raises(DataError, match="has queries without answers"):
+        score(examples.task, "test", np.array([0]), examples.labels, examples)

@@ -40,6 +40,7 @@ def test_multiple_choice_logits_are_one_shared_score_per_choice() -> None:
 
     keras.utils.set_random_seed(0)
     backbone = architectures.get("lstm")(20, embed_dim=8, units=8)
+    backbone(np.zeros((1, 2), np.int32))
     model, _ = head_for(get_task("superglue/copa"), backbone, "concat", 0.0)
     tokens = np.random.default_rng(0).integers(1, 20, (6, 7)).astype(np.int32)
     lengths = np.array([7, 5, 3, 7, 2, 6], np.int32)

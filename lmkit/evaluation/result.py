@@ -27,7 +27,8 @@ def score(task: Task, split: str, predictions: np.ndarray, labels: np.ndarray,
     """
     from lmkit.evaluation.metrics import load_metric
 
-    if not task.is_regression and len(labels) and int(np.min(labels)) < 0:
+    # a candidates task (ReCoRD) is scored from its answer strings (`metric_inputs`), not label ids
+    if not task.is_regression and not task.candidates and len(labels) and int(np.min(labels)) < 0:
         raise DataError(f"split '{split}' of {task.name} has unlabelled examples (label -1: test labels "
                         f"are hidden); score a labelled split such as '{task.eval_split}'")
     metric = load_metric(*task.metric_for(split))

@@ -230,7 +230,8 @@ def _record(r: dict[str, Any], w: _Where) -> list[Row]:
         if "answers" in qa:
             answers = [w.get(a, "text", within="an answer") for a in w.get(qa, "answers", list, within="a query")]
             row["answers"] = answers
-            # the class id is the first candidate that is a gold answer (-1: none is)
+            # the class id is the first candidate that is a gold answer (-1: none is); the metric
+            # reads the answer strings themselves
             row["label"] = next((i for i, e in enumerate(entities) if e in answers), -1)
         rows.append(row)
     return rows
@@ -322,6 +323,9 @@ def _grouped_inputs(predictions: np.ndarray, examples: Examples) -> dict[str, An
 
 def _record_inputs(predictions: np.ndarray, examples: Examples) -> dict[str, Any]:
     records = examples.records
+    if any("answers" not in r for r in records):
+        raise DataError(f"split '{examples.split}' of {examples.task.name} in '{examples.source}' has queries "
+                        f"without answers (test labels are hidden); score a labelled split such as 'val'")
     return {"predictions": [records[i]["entities"][int(p)] for i, p in enumerate(predictions)],
             "references": [records[i]["answers"] for i in range(len(records))]}
 
