@@ -29,8 +29,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `eval` sub-command to the `lmkit` parser; returns it (the caller sets `func`)."""
     p = subparsers.add_parser(
         "eval", help=f"score runs (or '{SCRATCH}') on GLUE / SuperGLUE / IMDb tasks or whole suites",
-        description="Fine-tune a classification head on each run's language model and print each "
-                    "task's official metrics, and a table with a row per run.",
+        description="Fine-tune a classification head on each run's language model (or, with "
+                    "--zeroshot, rank each example's choices by the model's likelihood) and print "
+                    "each task's official metrics, and a table with a row per run; --suite runs "
+                    "a whole benchmark and prints its average.",
         epilog="Options (--set key=value): max_steps, epochs, batch_size, learning_rate, "
                "backbone_lr_multiplier, gradual_unfreezing, pooling (last|mean|concat), split, "
                f"max_length, max_train_examples, seed; for {SCRATCH} also arch, tokenizer, "
@@ -45,7 +47,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("finetune", "zeroshot"),
                    help="finetune a head (default), or zeroshot: rank choices by the run's likelihood")
     p.add_argument("--zeroshot", action="store_true", help="the same as --method zeroshot")
-    p.add_argument("--data", help="GLUE folder, aclImdb folder, a folder holding glue/ and imdb/, "
+    p.add_argument("--data", help="GLUE folder, SuperGLUE folder (BoolQ/val.jsonl, ...), aclImdb folder, "
+                                  "a folder holding glue/, superglue/ and imdb/, "
                                   "datasets.save_to_disk folder, parquet file(s); omit to download "
                                   "from the Hugging Face Hub")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="evaluation option")
