@@ -151,3 +151,13 @@ def test_record_queries_without_answers_refuse_to_be_scored(tmp_path: Path) -> N
     assert examples.labels.tolist() == [-1] and "answers" not in examples.records[0]
     with pytest.raises(DataError, match="has queries without answers"):
         score(examples.task, "test", np.array([0]), examples.labels, examples)
+
+
+def test_flat_tasks_also_read_datasets_parquet(tmp_path: Path) -> None:
+    import pandas as pd
+
+    pd.DataFrame({"premise": ["It rains.", "It is dry."], "hypothesis": ["It is wet.", "It is wet."],
+                  "idx": [0, 1], "label": [0, 1]}).to_parquet(tmp_path / "validation-00000.parquet")
+    cb = load_split("superglue/cb", tmp_path, "val")
+    assert cb.text_a == ["It rains.", "It is dry."] and cb.text_b == ["It is wet.", "It is wet."]
+    assert [cb.task.labels[i] for i in cb.labels] == ["entailment", "contradiction"]
