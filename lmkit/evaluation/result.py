@@ -31,11 +31,12 @@ def score(task: Task, split: str, predictions: np.ndarray, labels: np.ndarray,
     if not task.is_regression and not task.candidates and len(labels) and int(np.min(labels)) < 0:
         raise DataError(f"split '{split}' of {task.name} has unlabelled examples (label -1: test labels "
                         f"are hidden); score a labelled split such as '{task.eval_split}'")
-    metric = load_metric(*task.metric_for(split))
     if task.metric_inputs is not None:
-        return metric.compute(**task.metric_inputs(predictions, examples))
-    cast = float if task.is_regression else int
-    return metric.compute(predictions=[cast(p) for p in predictions], references=[cast(y) for y in labels])
+        inputs = task.metric_inputs(predictions, examples)
+    else:
+        cast = float if task.is_regression else int
+        inputs = {"predictions": [cast(p) for p in predictions], "references": [cast(y) for y in labels]}
+    return load_metric(*task.metric_for(split)).compute(**inputs)
 
 
 def _confusion(num_classes: int, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
