@@ -11,7 +11,7 @@ import pytest
 
 from lmkit.errors import ConfigError, DataError
 from lmkit.evaluation.loaders import load_split
-from lmkit.evaluation.zeroshot import choice_pairs, loglikelihoods
+from lmkit.evaluation.zeroshot import choice_pairs, few_shot_prefix, loglikelihoods
 from lmkit.registry import architectures, tokenizers
 
 SUPERGLUE = Path(__file__).parent / "fixtures" / "superglue"
@@ -129,3 +129,31 @@ def test_a_model_trained_on_the_right_choices_wins_every_time(tmp_path: Path) ->
     result = lmkit.evaluate(str(tmp_path / "run"), task="superglue/copa", data=tmp_path, method="zeroshot")
     assert result.metrics["accuracy"] == 1.0
     assert result.predictions.tolist() == [0, 1] * 3
+
+
+def test_few_shot_prefix_is_solved_training_examples_before_every_context() -> None:
+    train = load_split("superglue/copa", SUPERGLUE, "train")
+    prefix = few_shot_prefix(train, 2, seed=3)
+    blocks = prefix.split("\n\n")
+    assert len(blocks) == 3 and blocks[-1] == ""
+    for block in blocks[:2]:
+        i = next(i for i in range(len(train)) if block.startswith(train.records[i]["premise"].rstrip(".")))
+        right = train.records[i]["choices"][train.labels[i]]
+        assert block.endswith(right[:1].lower() + right[1:])
+    assert few_shot_prefix(train, 2, seed=3) == prefix  # seeded
+    val = load_split("superglue/copa", SUPERGLUE, "val")
+    assert all(c.startswith(prefix) for pairs in choice_pairs(val, prefix) for c, _ in pairs)
+    with pytest.raises(DataError, match="shots=9 needs that many labelled examples .* it has 8"):
+        few_shot_prefix(train, 9)
+
+
+@pytest.mark.slow
+def test_few_shot_scores_the_prefixed_pairs(char_gpt) -> None:
+    import lmkit
+
+    result = lmkit.evaluate(char_gpt, task="superglue/copa", data=SUPERGLUE, method="zeroshot", shots=1, seed=2)
+    prefix = few_shot_prefix(load_split("superglue/copa", SUPERGLUE, "train"), 1, seed=2)
+    pairs = choice_pairs(load_split("superglue/copa", SUPERGLUE, "val"), prefix)
+    ll, _ = loglikelihoods(char_gpt.model, char_gpt.tokenizer, [p for ps in pairs for p in ps], window=12)
+    assert result.training["shots"] == 1
+    assert result.predictions.tolist() == ll.reshape(-1, 2).argmax(1).tolist()

@@ -48,7 +48,8 @@ def evaluate(
     if cfg.max_eval_examples is not None:
         scored = scored.head(cfg.max_eval_examples)
     if cfg.method == "zeroshot":
-        return _zeroshot(run_or_path, scored, cfg)
+        shots = load_split(task, data, cfg.train_split) if cfg.shots else None
+        return _zeroshot(run_or_path, scored, cfg, shots)
     if task.candidates:
         raise ConfigError(f"{task.name} ranks each example's own candidates and has no fine-tuning head "
                           f"here; evaluate it with method='zeroshot' (`--method zeroshot`)")
@@ -104,14 +105,14 @@ def _sample(examples: Examples, n: int, seed: int) -> Examples:
     return examples.take(np.sort(np.random.default_rng(seed).choice(len(examples), n, replace=False)))
 
 
-def _zeroshot(run_or_path: Any, scored: Examples, cfg: EvalConfig) -> EvalResult:
+def _zeroshot(run_or_path: Any, scored: Examples, cfg: EvalConfig, shots: Examples | None) -> EvalResult:
     from lmkit.evaluation.zeroshot import evaluate_zeroshot
 
     if _is_scratch(run_or_path):
         raise ConfigError(f"method='zeroshot' scores choices with a trained language model; "
                           f"'{SCRATCH}' has none. Pass a run (a directory or a Run)")
     run = _load(run_or_path)
-    return evaluate_zeroshot(run, scored, cfg, Path(str(getattr(run, "dir", "run"))).name)
+    return evaluate_zeroshot(run, scored, cfg, Path(str(getattr(run, "dir", "run"))).name, shots)
 
 
 def _load(run_or_path: Any) -> Any:

@@ -6,6 +6,9 @@ context, summed over the continuation's tokens; the best choice is the predictio
 task's own metric scores the predictions (as lm-evaluation-harness does; its prompts are used).
 With ``length_normalize=true`` the sum is divided by the continuation's length in characters
 (the harness's ``acc_norm``), which stops long choices from losing only for being long.
+With ``shots=k`` (few-shot), k solved examples of the training split (a seeded sample, the same
+for every example: `few_shot_prefix`) are written before every context, each as its context and
+right continuation, separated by blank lines.
 
 Context and continuation are encoded separately and joined, so the continuation's tokens are
 exactly its own encoding (with char and byte tokenizers the join equals encoding the whole
@@ -34,7 +37,7 @@ from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.loaders import Examples
 from lmkit.evaluation.result import EvalResult
 
-__all__ = ["loglikelihoods", "choice_pairs", "evaluate_zeroshot", "LOGITS_PER_BATCH"]
+__all__ = ["loglikelihoods", "choice_pairs", "few_shot_prefix", "evaluate_zeroshot", "LOGITS_PER_BATCH"]
 
 #: the most logits (rows × tokens × vocabulary) one scoring batch computes
 LOGITS_PER_BATCH = 2 ** 25
@@ -119,8 +122,28 @@ def _forward(model: Any) -> Any:
     return eager
 
 
-def choice_pairs(examples: Examples) -> list[list[tuple[str, str]]]:
-    """Each example's ``(context, continuation)`` pairs, one per label in order (`Task.choices`)."""
+def few_shot_prefix(train: Examples, shots: int, seed: int = 0) -> str:
+    """`shots` solved examples of `train` (a seeded sample of the labelled ones), each its context
+    and right continuation, each followed by a blank line.
+
+    >>> few_shot_prefix(load_split("superglue/copa", data, "train"), 1)    # doctest: +SKIP
+    'The man turned on the faucet so the toilet filled with water.\n\n'
+    """
+    labelled = np.flatnonzero(train.labels >= 0)
+    if len(labelled) < shots:
+        raise DataError(f"shots={shots} needs that many labelled examples in split '{train.split}' of "
+                        f"{train.task.name}; it has {len(labelled)}")
+    picked = np.random.default_rng(seed).choice(labelled, shots, replace=False)
+    solved = []
+    for i in picked:
+        context, continuation = choice_pairs(train.take([i]))[0][int(train.labels[i])]
+        solved.append(context + continuation + "\n\n")
+    return "".join(solved)
+
+
+def choice_pairs(examples: Examples, prefix: str = "") -> list[list[tuple[str, str]]]:
+    """Each example's ``(context, continuation)`` pairs, one per label in order (`Task.choices`),
+    the contexts after `prefix` (few-shot examples)."""
     task = examples.task
     if task.choices is None:
         from lmkit.registry import tasks
@@ -134,14 +157,17 @@ def choice_pairs(examples: Examples) -> list[list[tuple[str, str]]]:
         if not task.candidates and len(pairs) != len(task.labels):
             raise ConfigError(f"task {task.name}: its prompts give {len(pairs)} choices for "
                               f"{len(task.labels)} labels; Task.choices must give one per label")
-        out.append(pairs)
+        out.append([(prefix + context, continuation) for context, continuation in pairs])
     return out
 
 
-def evaluate_zeroshot(run: Any, examples: Examples, cfg: EvalConfig, name: str) -> EvalResult:
-    """Score `examples` by ranking their choices with `run`'s language model (no training)."""
+def evaluate_zeroshot(run: Any, examples: Examples, cfg: EvalConfig, name: str,
+                      shots: Examples | None = None) -> EvalResult:
+    """Score `examples` by ranking their choices with `run`'s language model (no training);
+    with ``cfg.shots``, after that many solved examples of `shots` (the training split)."""
     started = time.perf_counter()
-    per_example = choice_pairs(examples)
+    prefix = few_shot_prefix(shots, cfg.shots, cfg.seed) if cfg.shots and shots is not None else ""
+    per_example = choice_pairs(examples, prefix)
     flat = [pair for pairs in per_example for pair in pairs]
     window = getattr(run.model, "max_context", None) or cfg.max_length
     ll, tokens = loglikelihoods(run.model, run.tokenizer, flat, window, cfg.eval_batch_size)
@@ -153,7 +179,7 @@ def evaluate_zeroshot(run: Any, examples: Examples, cfg: EvalConfig, name: str) 
     for i, pairs in enumerate(per_example):
         scores[i, :len(pairs)] = ll[at:at + len(pairs)]
         at += len(pairs)
-    training = {"method": "zeroshot", "pairs": len(flat), "scored_tokens": int(tokens.sum()),
+    training = {"method": "zeroshot", "shots": cfg.shots if prefix else 0, "pairs": len(flat), "scored_tokens": int(tokens.sum()),
                 "window": int(window), "seconds": time.perf_counter() - started}
     return EvalResult.build(examples.task, examples.split, name, scores, examples.labels, examples,
                             config=cfg.to_dict(), training=training, model=run.model, tokenizer=run.tokenizer)
