@@ -161,3 +161,13 @@ def test_flat_tasks_also_read_datasets_parquet(tmp_path: Path) -> None:
     cb = load_split("superglue/cb", tmp_path, "val")
     assert cb.text_a == ["It rains.", "It is dry."] and cb.text_b == ["It is wet.", "It is wet."]
     assert [cb.task.labels[i] for i in cb.labels] == ["entailment", "contradiction"]
+
+
+def test_overlap_counts_scored_examples_found_in_the_training_split() -> None:
+    train = load_split("superglue/copa", SUPERGLUE, "train")
+    assert train.overlap(train) == 8
+    assert load_split("superglue/copa", SUPERGLUE, "val").overlap(train) == 0
+    assert train.take([2, 5]).overlap(train) == 2
+    if SHARED.is_dir():  # FewGLUE's COPA dev32 lies inside the full COPA train
+        full = load_split("superglue/copa", SHARED, "train")
+        assert load_split("superglue/copa", SHARED, "dev32").overlap(full) == 32

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,12 @@ def evaluate(
     train = load_split(task, data, cfg.train_split) if cfg.max_steps or cfg.epochs else None
     if train is not None and cfg.max_train_examples is not None and len(train) > cfg.max_train_examples:
         train = _sample(train, cfg.max_train_examples, cfg.seed)
+    overlap = scored.overlap(train) if train is not None else 0
+    if overlap:
+        warnings.warn(f"{overlap} of the {len(scored)} scored examples of {task.name} ('{scored.split}') are also "
+                      f"in the training split '{train.split}': the score measures memory, not skill "
+                      f"(FewGLUE's dev32 files come from the full train sets; pair train32 with dev32)",
+                      stacklevel=2)
 
     import keras
 
@@ -78,6 +85,7 @@ def evaluate(
         training = finetune(model, encode(train, tokenizer, max_length), cfg, parts,
                             reporters, stop, name=f"{name} on {task.name}")
         training["train_examples"] = len(train)
+        training["scored_in_train"] = overlap
     outputs = predict(model, encode(scored, tokenizer, max_length), cfg.eval_batch_size, max_length)
     return EvalResult.build(task, scored.split, name, outputs, scored.labels, scored, config=cfg.to_dict(),
                             training=training, model=model, tokenizer=tokenizer)

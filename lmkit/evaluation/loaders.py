@@ -72,6 +72,12 @@ class Examples:
                         None if self.records is None else [self.records[i] for i in rows],
                         None if self.groups is None else self.groups[rows])
 
+    def overlap(self, other: "Examples") -> int:
+        """How many of these examples have the same texts as an example of `other` (a scored
+        split that overlaps the training split measures memory, not skill)."""
+        seen = set(zip(other.text_a, other.text_b or [None] * len(other)))
+        return sum(pair in seen for pair in zip(self.text_a, self.text_b or [None] * len(self)))
+
     def record(self, i: int) -> dict[str, Any]:
         """The fields of example `i`: its record, or ``text_a`` / ``text_b`` for flat tasks."""
         if self.records is not None:
