@@ -25,7 +25,7 @@ examples get label -1 and cannot be scored.
 >>> from lmkit.evaluation.loaders import load_split
 >>> wic = load_split("superglue/wic", "tests/fixtures/superglue", "val")   # doctest: +SKIP
 >>> wic.text_a[0]                                                           # doctest: +SKIP
-'Do you want to come over to my [place] later?'
+'An emerging professional [class].'
 """
 
 from __future__ import annotations
