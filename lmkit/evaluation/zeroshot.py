@@ -127,7 +127,7 @@ def few_shot_prefix(train: Examples, shots: int, seed: int = 0) -> str:
     and right continuation, each followed by a blank line.
 
     >>> few_shot_prefix(load_split("superglue/copa", data, "train"), 1)    # doctest: +SKIP
-    'My body cast a shadow over the grass because the sun was rising.\n\n'
+    'My body cast a shadow over the grass because the sun was rising.\\n\\n'
     """
     labelled = np.flatnonzero(train.labels >= 0)
     if len(labelled) < shots:
