@@ -76,7 +76,7 @@ def test_multirc_fine_tunes_per_answer_and_scores_per_question() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["superglue/wic", "superglue/cb", "superglue/wsc"])
+@pytest.mark.parametrize("task", ["superglue/wic", "superglue/cb", "superglue/wsc", "superglue/boolq", "superglue/rte"])
 def test_span_and_pair_tasks_fine_tune_and_score(task: str) -> None:
     import lmkit
     from sklearn import metrics as skm
