@@ -10,11 +10,12 @@ from lmkit.engine.events import Reporter, StopSignal
 from lmkit.registry import Entry, get_registry
 
 if TYPE_CHECKING:
+    from lmkit.evaluation.leaderboard import Leaderboard
     from lmkit.evaluation.result import EvalResult
     from lmkit.training.run import Run
 
 __all__ = [
-    "train", "load", "evaluate", "export", "list_architectures", "list_optimizers", "list_schedules",
+    "train", "load", "evaluate", "evaluate_suite", "export", "list_architectures", "list_optimizers", "list_schedules",
     "list_losses", "list_metrics", "list_tokenizers", "list_tasks", "list_entries",
 ]
 
@@ -88,6 +89,21 @@ def export(run_or_path: "Run | str | Path", out: str | Path, format: str = "hf",
     from lmkit.exporters import export_run
 
     return export_run(run_or_path, out, format=format, overwrite=overwrite)
+
+
+def evaluate_suite(runs: Any, suite: str = "superglue", data: str | Path | None = None, *,
+                   tasks: list[str] | None = None, out: str | Path | None = None,
+                   **options: Any) -> "Leaderboard":
+    """Evaluate runs on every task of a benchmark (``glue`` or ``superglue``) found under `data`,
+    with the leaderboard's average; see `lmkit.evaluation.suites`.
+
+    >>> board = lmkit.evaluate_suite(run, "superglue", "data/superglue", method="zeroshot",
+    ...                              out="results/")                              # doctest: +SKIP
+    >>> print(board)                                                              # doctest: +SKIP
+    """
+    from lmkit.evaluation.suites import evaluate_suite as _evaluate_suite
+
+    return _evaluate_suite(runs, suite, data, tasks=tasks, out=out, **options)
 
 
 def list_entries(kind: str, pattern: str = "*") -> list[Entry[Any]]:

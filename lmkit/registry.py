@@ -238,7 +238,7 @@ schedules: Registry[Callable[..., Any]] = Registry("schedules", ("lmkit.schedule
 losses: Registry[Callable[..., Any]] = Registry("losses", ("lmkit.losses",))
 metrics: Registry[Callable[..., Any]] = Registry("metrics", ("lmkit.metrics",))
 tokenizers: Registry[type] = Registry("tokenizers", ("lmkit.tokenizers",))
-tasks: Registry[Any] = Registry("tasks", ("lmkit.evaluation.tasks",))
+tasks: Registry[Any] = Registry("tasks", ("lmkit.evaluation.tasks", "lmkit.evaluation.superglue"))
 
 REGISTRIES: dict[str, Registry[Any]] = {
     r.kind: r for r in (architectures, optimizers, schedules, losses, metrics, tokenizers, tasks)

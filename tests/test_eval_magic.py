@@ -106,3 +106,15 @@ def test_without_ui_it_reports_progress_and_ends_with_the_table(ip, monkeypatch,
     assert positions == sorted(positions), out
     table = out[positions[-1]:]
     assert "glue/sst2" in table and "1.0000*" in table and "partial" in table.splitlines()[-1]
+
+
+def test_suite_runs_every_task_found_and_zeroshot_sets_the_method(ip, calls) -> None:
+    superglue = EVAL.parent / "superglue"
+    ip.run_line_magic("lmeval", f"scratch --suite superglue --data {superglue} --task copa --task wic "
+                                f"--zeroshot -o board")
+    assert [(c[1], c[2], c[3]) for c in calls] == [("superglue/copa", superglue, {"method": "zeroshot"}),
+                                                   ("superglue/wic", superglue, {"method": "zeroshot"})]
+    board = ip.user_ns["board"]
+    assert board.table()[0] == ["superglue/copa", "superglue/wic", "SuperGLUE avg"]
+    with pytest.raises(UsageError, match="--task TASK .* or --suite"):
+        ip.run_line_magic("lmeval", "scratch --data x")

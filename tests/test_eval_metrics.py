@@ -24,7 +24,7 @@ EDGE_LABELS = [
 
 def test_all_modules_ship_and_load_from_local_paths() -> None:
     assert set(METRICS) == {"accuracy", "f1", "matthews_correlation", "pearsonr", "spearmanr",
-                            "glue", "bleu", "rouge", "perplexity"}
+                            "glue", "super_glue", "bleu", "rouge", "perplexity"}
     for name in METRICS:
         assert (metric_path(name) / f"{name}.py").is_file()
     with pytest.raises(RegistryError, match="unknown evaluation metric 'acuracy' \\(did you mean 'accuracy'"):
@@ -159,19 +159,27 @@ def test_stsb_scores_through_its_declared_module_equal_scipy() -> None:
 def _task_names() -> list[str]:
     from lmkit.registry import tasks
 
-    return sorted(tasks)
+    # SuperGLUE's tasks share one module (seconds to load per configuration): in the slow run
+    return [pytest.param(name, marks=pytest.mark.slow) if name.startswith("superglue/") else name
+            for name in sorted(tasks)]
 
 
 @pytest.mark.parametrize("name", _task_names())
 def test_every_task_module_reports_the_scores_the_task_names(name: str) -> None:
     from lmkit.evaluation.tasks import get_task
 
+    from lmkit.evaluation.loaders import Examples
+
     task = get_task(name)
-    for split in task.splits:
-        module, config = task.metric_for(split)
+    for module, config in {task.metric_for(split) for split in task.splits}:
         values = [0.5, 2.0, 4.5, 3.0] if task.is_regression else [0, 1, 1, 0]
-        scores = load_metric(module, config).compute(predictions=values, references=values[::-1])
-        assert list(scores)[: len(task.metrics)] == list(task.metrics), (split, module, config)
+        inputs = {"predictions": values, "references": values[::-1]}
+        if task.metric_inputs is not None:  # grouped answers (MultiRC), candidate strings (ReCoRD)
+            examples = Examples(task, task.eval_split, "test", ["a"] * 4, None, np.array(values[::-1]),
+                                [{"entities": ["x", "y"], "answers": ["x"]}] * 4, np.array([0, 0, 1, 1]))
+            inputs = task.metric_inputs(np.array(values), examples)
+        scores = load_metric(module, config).compute(**inputs)
+        assert list(scores)[: len(task.metrics)] == list(task.metrics), (module, config)
 
 
 def test_mnli_mismatched_dev_is_scored_as_mismatched() -> None:

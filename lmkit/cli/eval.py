@@ -1,10 +1,16 @@
-"""`lmkit eval RUN_DIR... [--task TASK ...] --data PATH [--set key=value ...] [--out DIR]`.
+"""`lmkit eval RUN_DIR... [--task TASK ... | --suite glue|superglue] --data PATH [--zeroshot]
+[--set key=value ...] [--out DIR]`.
 
 Prints each task's metrics (and the confusion matrix of a classification task) as its
 evaluation ends, and with several runs or tasks a table with a row per run
 (`lmkit.evaluation.leaderboard`). With ``--out`` (one run, one task) writes ``metrics.json`` and
 ``predictions.tsv`` (columns: index, prediction, label). ``RUN_DIR`` may be ``scratch`` to train
 the task model from random weights. Options are `EvalConfig` keys.
+
+``--suite`` runs every task of the benchmark found under ``--data`` (``--task`` then picks a
+subset) and prints the table with the benchmark's average; ``--out`` then receives the
+leaderboard files and every result (`lmkit.evaluation.suites`). ``--zeroshot`` (``--method
+zeroshot``) ranks each example's choices by the run's likelihood instead of fine-tuning.
 """
 
 from __future__ import annotations
@@ -22,23 +28,33 @@ DEFAULT_TASK = "glue/sst2"
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `eval` sub-command to the `lmkit` parser; returns it (the caller sets `func`)."""
     p = subparsers.add_parser(
-        "eval", help=f"fine-tune a head on runs (or '{SCRATCH}') and score them on GLUE / IMDb",
-        description="Fine-tune a classification head on each run's language model and print each "
-                    "task's official metrics, and a table with a row per run.",
+        "eval", help=f"score runs (or '{SCRATCH}') on GLUE / SuperGLUE / IMDb tasks or whole suites",
+        description="Fine-tune a classification head on each run's language model (or, with "
+                    "--zeroshot, rank each example's choices by the model's likelihood) and print "
+                    "each task's official metrics, and a table with a row per run; --suite runs "
+                    "a whole benchmark and prints its average.",
         epilog="Options (--set key=value): max_steps, epochs, batch_size, learning_rate, "
                "backbone_lr_multiplier, gradual_unfreezing, pooling (last|mean|concat), split, "
                f"max_length, max_train_examples, seed; for {SCRATCH} also arch, tokenizer, "
                "vocab_size, embed_dim, units, layers. Tasks: `lmkit list tasks`.",
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help=f"run directories, or '{SCRATCH}'")
-    p.add_argument("--task", dest="tasks", action="append", metavar="TASK",
-                   help=f"task name, repeatable (default {DEFAULT_TASK})")
-    p.add_argument("--data", help="GLUE folder, aclImdb folder, a folder holding glue/ and imdb/, "
+    p.add_argument("--task", "--tasks", dest="tasks", action="append", metavar="TASK",
+                   help=f"task name, repeatable or comma-separated (default {DEFAULT_TASK}; "
+                        f"with --suite: a subset of the suite)")
+    p.add_argument("--suite", choices=("glue", "superglue"),
+                   help="evaluate every task of the benchmark found under --data, with its average")
+    p.add_argument("--method", choices=("finetune", "zeroshot"),
+                   help="finetune a head (default), or zeroshot: rank choices by the run's likelihood")
+    p.add_argument("--zeroshot", action="store_true", help="the same as --method zeroshot")
+    p.add_argument("--data", help="GLUE folder, SuperGLUE folder (BoolQ/val.jsonl, ...), aclImdb folder, "
+                                  "a folder holding glue/, superglue/ and imdb/, "
                                   "datasets.save_to_disk folder, parquet file(s); omit to download "
                                   "from the Hugging Face Hub")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="evaluation option")
     p.add_argument("--out", help="write metrics.json, predictions.tsv and the fine-tuning checkpoint "
-                                 "to this folder (one run and one task)")
+                                 "to this folder (one run and one task); with --suite, the "
+                                 "leaderboard (json, tsv, html) and every result")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -52,8 +68,30 @@ def main(args: argparse.Namespace) -> int:
     from lmkit.errors import ConfigError
     from lmkit.evaluation.leaderboard import evaluate_runs
 
-    tasks = args.tasks or [DEFAULT_TASK]
+    picked = [t for item in args.tasks or [] for t in item.split(",") if t]
     options = parse_set_options(args.set or [])
+    if args.zeroshot or args.method:
+        if args.zeroshot and args.method == "finetune":
+            raise ConfigError("--zeroshot and --method finetune contradict each other; give one")
+        options["method"] = "zeroshot" if args.zeroshot else args.method
+    reporters = [] if args.quiet else [TextReporter(sys.stderr), _print_progress]
+    if args.suite:
+        from lmkit.evaluation.suites import evaluate_suite
+
+        board = evaluate_suite(args.run_dirs, args.suite, args.data, tasks=picked or None, out=args.out,
+                               reporters=[*reporters, _print_result], **options)
+        print(f"\n{board}")
+        for benchmark in board.benchmarks:
+            averaged = [t.name for t in board.tasks if t.benchmark == benchmark]
+            splits = sorted({r.split for r in board.results if r.task.benchmark == benchmark})
+            print(f"{benchmark} avg: mean over {len(averaged)} task(s) of each task's score (the mean of "
+                  f"its two scores where it has two), on split {', '.join(splits)}")
+        for task, why in board.skipped:
+            print(f"skipped {task}: {why}")
+        if args.out:
+            print(f"wrote {args.out}/leaderboard.json, leaderboard.tsv, leaderboard.html and each result")
+        return 0
+    tasks = picked or [DEFAULT_TASK]
     single = len(args.run_dirs) == len(tasks) == 1
     if args.out:
         if not single:
@@ -62,7 +100,6 @@ def main(args: argparse.Namespace) -> int:
                 f"{len(tasks)} task(s) were asked for; run one run and one task per --out folder, "
                 f"or drop --out to print the table")
         options.setdefault("checkpoint_dir", args.out)
-    reporters = [] if args.quiet else [TextReporter(sys.stderr)]
     board = evaluate_runs(args.run_dirs, tasks, args.data, reporters=[*reporters, _print_result], **options)
     if not single:
         print(f"\n{board}")
@@ -70,6 +107,16 @@ def main(args: argparse.Namespace) -> int:
         out = board.results[0].save(args.out)
         print(f"wrote {out / 'metrics.json'} and {out / 'predictions.tsv'}")
     return 0
+
+
+def _print_progress(event: Any) -> None:
+    """One line on stderr as each (run, task) evaluation starts."""
+    import sys
+
+    from lmkit.evaluation.leaderboard import EvaluationStartEvent
+
+    if isinstance(event, EvaluationStartEvent):
+        print(f"[{event.index}/{event.total}] {event.model} on {event.task}", file=sys.stderr, flush=True)
 
 
 def _print_result(event: Any) -> None:

@@ -1,4 +1,5 @@
-"""Downstream evaluation: GLUE and IMDb tasks, loaders, fine-tuned heads, `evaluate` metrics.
+"""Downstream evaluation: GLUE, SuperGLUE and IMDb tasks, loaders, fine-tuned heads, zero-shot
+likelihood scoring, whole-benchmark suites, `evaluate` metrics.
 
 >>> import lmkit
 >>> result = lmkit.evaluate("runs/lstm-1", task="glue/sst2", data="glue_data")   # doctest: +SKIP
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 from lmkit._lazy import lazy_exports
 
-__all__ = ["evaluate", "evaluate_runs", "Leaderboard", "EvalResult", "EvalConfig", "Task", "get_task",
+__all__ = ["evaluate", "evaluate_runs", "evaluate_suite", "Leaderboard", "EvalResult", "EvalConfig", "Task", "get_task",
            "load_split", "find_task_data", "load_metric"]
 
 _HOMES = {
     "evaluate": "lmkit.evaluation.api",
     "evaluate_runs": "lmkit.evaluation.leaderboard",
+    "evaluate_suite": "lmkit.evaluation.suites",
     "Leaderboard": "lmkit.evaluation.leaderboard",
     "find_task_data": "lmkit.evaluation.loaders",
     "EvalResult": "lmkit.evaluation.result",

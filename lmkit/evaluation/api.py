@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ def evaluate(
     reporters: Sequence[Callable[[Event], None]] = (), stop: StopSignal | None = None,
     **options: Any,
 ) -> EvalResult:
-    """Fine-tune a task head on a language model and score it on the task's dev split.
+    """Fine-tune a task head on a language model and score it on the task's dev split; with
+    ``method="zeroshot"``, score it by ranking each example's choices by the language model's
+    likelihood instead (no training, `lmkit.evaluation.zeroshot`).
 
     `run_or_path` is a `Run`, a run directory, or ``"scratch"`` (the architecture named by the
     `arch` option, trained from random weights on the task only). `options` are `EvalConfig` keys
@@ -45,15 +48,26 @@ def evaluate(
     scored = load_split(task, data, cfg.split)
     if cfg.max_eval_examples is not None and len(scored) > cfg.max_eval_examples:
         scored = _sample(scored, cfg.max_eval_examples, cfg.seed)
+    if cfg.method == "zeroshot":
+        shots = load_split(task, data, cfg.train_split) if cfg.shots else None
+        return _zeroshot(run_or_path, scored, cfg, shots)
+    if task.candidates:
+        raise ConfigError(f"{task.name} ranks each example's own candidates and has no fine-tuning head "
+                          f"here; evaluate it with method='zeroshot' (`--method zeroshot`)")
     train = load_split(task, data, cfg.train_split) if cfg.max_steps or cfg.epochs else None
     if train is not None and cfg.max_train_examples is not None and len(train) > cfg.max_train_examples:
         train = _sample(train, cfg.max_train_examples, cfg.seed)
+    overlap = scored.overlap(train) if train is not None else 0
+    if overlap:
+        warnings.warn(f"{overlap} of the {len(scored)} scored examples of {task.name} ('{scored.split}') are also "
+                      f"in the training split '{train.split}': the score measures memory, not skill "
+                      f"(FewGLUE's dev32 files come from the full train sets; pair train32 with dev32)",
+                      stacklevel=2)
 
     import keras
 
-    from lmkit.evaluation.encoding import encode_examples
+    from lmkit.evaluation.choice import head_for
     from lmkit.evaluation.finetune import finetune, predict
-    from lmkit.evaluation.heads import SequenceClassifier
 
     keras.utils.set_random_seed(cfg.seed)
     backbone, tokenizer, name = _backbone(run_or_path, cfg, parts, train or scored)
@@ -65,15 +79,15 @@ def evaluate(
     if multiplier is None:  # a pretrained backbone moves gently; a scratch one must learn everything
         multiplier = 1.0 if _is_scratch(run_or_path) else PRETRAINED_LR_MULTIPLIER
     cfg = cfg.replace(max_length=max_length, backbone_lr_multiplier=multiplier)
-    model = SequenceClassifier(backbone, task.num_outputs, cfg.pooling, cfg.head_dropout)
-    model((np.zeros((1, 2), np.int32), np.ones((1,), np.int32)))  # create the head's weights
+    model, encode = head_for(task, backbone, cfg.pooling, cfg.head_dropout)
     training: dict[str, Any] = {}
     if train is not None:
-        training = finetune(model, encode_examples(train, tokenizer, max_length), cfg, parts,
+        training = finetune(model, encode(train, tokenizer, max_length), cfg, parts,
                             reporters, stop, name=f"{name} on {task.name}")
         training["train_examples"] = len(train)
-    outputs = predict(model, encode_examples(scored, tokenizer, max_length), cfg.eval_batch_size, max_length)
-    return EvalResult.build(task, scored.split, name, outputs, scored.labels, config=cfg.to_dict(),
+        training["scored_in_train"] = overlap
+    outputs = predict(model, encode(scored, tokenizer, max_length), cfg.eval_batch_size, max_length)
+    return EvalResult.build(task, scored.split, name, outputs, scored.labels, scored, config=cfg.to_dict(),
                             training=training, model=model, tokenizer=tokenizer)
 
 
@@ -101,25 +115,41 @@ def _sample(examples: Examples, n: int, seed: int) -> Examples:
     only, and a random sample of a few can miss a class."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(examples.labels)
-    if examples.task.is_regression:
-        keep = np.sort(rng.choice(len(examples), n, replace=False))
-    else:
-        classes, counts = np.unique(labels, return_counts=True)
-        share = counts * n / counts.sum()
-        take = np.floor(share).astype(int)
-        # the remaining places go to the largest remainders; every class keeps one if it can
-        for i in np.argsort(-(share - take))[: n - take.sum()]:
-            take[i] += 1
-        for i in np.flatnonzero(take == 0)[: max(0, n - len(classes))]:
-            donor = int(np.argmax(take))
-            take[donor], take[i] = take[donor] - 1, 1
-        keep = np.sort(np.concatenate([
-            rng.choice(np.flatnonzero(labels == c), k, replace=False)
-            for c, k in zip(classes, take) if k]))
-    return Examples(examples.task, examples.split, examples.source,
-                    [examples.text_a[i] for i in keep],
-                    None if examples.text_b is None else [examples.text_b[i] for i in keep],
-                    examples.labels[keep])
+    if examples.task.is_regression or labels.dtype.kind not in "biu":
+        return examples.take(np.sort(rng.choice(len(examples), n, replace=False)))
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts * n / counts.sum()
+    take = np.floor(share).astype(int)
+    # the remaining places go to the largest remainders; every class keeps one if it can
+    for i in np.argsort(-(share - take))[: n - take.sum()]:
+        take[i] += 1
+    for i in np.flatnonzero(take == 0)[: max(0, n - len(classes))]:
+        donor = int(np.argmax(take))
+        take[donor], take[i] = take[donor] - 1, 1
+    return examples.take(np.sort(np.concatenate([
+        rng.choice(np.flatnonzero(labels == c), k, replace=False)
+        for c, k in zip(classes, take) if k])))
+
+
+def _zeroshot(run_or_path: Any, scored: Examples, cfg: EvalConfig, shots: Examples | None) -> EvalResult:
+    from lmkit.evaluation.zeroshot import evaluate_zeroshot
+
+    if _is_scratch(run_or_path):
+        raise ConfigError(f"method='zeroshot' scores choices with a trained language model; "
+                          f"'{SCRATCH}' has none. Pass a run (a directory or a Run)")
+    run = _load(run_or_path)
+    return evaluate_zeroshot(run, scored, cfg, Path(str(getattr(run, "dir", "run"))).name, shots)
+
+
+def _load(run_or_path: Any) -> Any:
+    """The `Run` given, or loaded from its directory."""
+    if isinstance(run_or_path, (str, Path)):
+        from lmkit.training.run import load_run
+
+        return load_run(run_or_path)
+    if hasattr(run_or_path, "model") and hasattr(run_or_path, "tokenizer"):
+        return run_or_path
+    raise RunError(f"evaluate() needs a Run, a run directory or '{SCRATCH}', got {type(run_or_path).__name__}")
 
 
 def _backbone(run_or_path: Any, cfg: EvalConfig, parts: Resolved,
@@ -127,16 +157,7 @@ def _backbone(run_or_path: Any, cfg: EvalConfig, parts: Resolved,
     """(a fresh copy of the language model, its tokenizer, a display name)."""
     if _is_scratch(run_or_path):
         return _scratch(cfg, parts, texts)
-    if isinstance(run_or_path, (str, Path)):
-        from lmkit.training.run import load_run
-
-        run = load_run(run_or_path)
-    elif hasattr(run_or_path, "model") and hasattr(run_or_path, "tokenizer"):
-        run = run_or_path
-    else:
-        raise RunError(
-            f"evaluate() needs a Run, a run directory or '{SCRATCH}', got {type(run_or_path).__name__}"
-        )
+    run = _load(run_or_path)
     source = run.model
     copy = type(source).from_config(source.get_config())
     copy(np.zeros((1, 2), np.int32))

@@ -27,6 +27,11 @@ __all__ = ["EvalConfig"]
 class EvalConfig:
     """Options of `lmkit.evaluate` (fine-tuning budget, head, optimizer, data limits)."""
 
+    # how the run is evaluated
+    method: str = config_key("finetune", "`finetune`: train a head on the task, then score it; `zeroshot`: rank each example's choices by the language model's log-likelihood, no training (`lmkit.evaluation.zeroshot`).",
+                             choices=("finetune", "zeroshot"))
+    length_normalize: bool = config_key(False, "Zero-shot: rank choices by log-likelihood per character of the continuation instead of the sum.")
+    shots: int = config_key(0, "Zero-shot: put this many solved examples of `train_split` (a seeded sample) before every context (few-shot).", min=0)
     # data
     split: str | None = config_key(None, "Split to score (default: the task's dev split; `test` for IMDb).")
     train_split: str = config_key("train", "Split to fine-tune on.")

@@ -25,13 +25,18 @@ _BUCKET = 16
 
 @dataclass
 class Encoded:
-    """Token ids of each example (`ids[i]` is 1-D int32) and the labels."""
+    """Token ids of each example (`ids[i]` is 1-D int32) and the labels.
+
+    With `per_example` > 1 (multiple choice) an example is that many consecutive sequences of
+    `ids` (one per choice), and `labels` has one entry per example.
+    """
 
     ids: list[np.ndarray]
     labels: np.ndarray
+    per_example: int = 1
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.ids) // self.per_example
 
 
 def _trim_pair(a: list[int], b: list[int], room: int) -> tuple[list[int], list[int]]:
@@ -61,17 +66,20 @@ def batches(encoded: Encoded, order: Sequence[int] | np.ndarray, batch_size: int
     """Yield ``(tokens (B, T) int32, lengths (B,) int32, labels (B,), real)`` in `order`.
 
     The last batch is filled up with copies of its first row to a full `batch_size` (so compiled
-    functions keep their shapes); only its first `real` rows are examples.
+    functions keep their shapes); only its first `real` rows are examples. With
+    ``encoded.per_example = C`` the B examples give ``B * C`` token rows, each example's together.
     """
     order = np.asarray(order)
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        real = len(rows)
+        examples = order[start:start + batch_size]
+        real = len(examples)
         if real < batch_size:
-            rows = np.concatenate([rows, np.repeat(rows[:1], batch_size - real)])
+            examples = np.concatenate([examples, np.repeat(examples[:1], batch_size - real)])
+        per = encoded.per_example
+        rows = (examples[:, None] * per + np.arange(per)).reshape(-1)
         lengths = np.asarray([len(encoded.ids[r]) for r in rows], dtype=np.int32)
         width = min(max_length, -(-int(lengths.max()) // _BUCKET) * _BUCKET)
-        tokens = np.zeros((batch_size, width), dtype=np.int32)
+        tokens = np.zeros((len(rows), width), dtype=np.int32)
         for j, r in enumerate(rows):
             tokens[j, :lengths[j]] = encoded.ids[r]
-        yield tokens, lengths, encoded.labels[rows], real
+        yield tokens, lengths, encoded.labels[examples], real

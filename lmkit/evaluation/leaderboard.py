@@ -72,7 +72,8 @@ class Leaderboard:
 
     `results` keeps every evaluation in order; a table cell shows the latest result of its run
     and task. `failures` lists ``(model, task, message)`` for the pairs that failed when
-    `evaluate_runs` was told to keep going.
+    `evaluate_runs` was told to keep going; `skipped` lists ``(task, reason)`` for a suite's
+    tasks that had no data (`lmkit.evaluation.suites.evaluate_suite`).
 
     >>> board = Leaderboard([sst2_result, cola_result])          # doctest: +SKIP
     >>> board.score("lm", "glue/sst2"), board.average("lm", "GLUE")  # doctest: +SKIP
@@ -81,6 +82,7 @@ class Leaderboard:
 
     results: list[EvalResult] = field(default_factory=list)
     failures: list[tuple[str, str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def models(self) -> list[str]:

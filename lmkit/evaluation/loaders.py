@@ -41,7 +41,11 @@ __all__ = ["Examples", "load_split", "detect_layout", "find_task_data", "is_hub"
 class Examples:
     """Labelled examples of one split: texts (a second list for pair tasks) and labels.
 
-    `labels` holds class ids (int64, indexes into `task.labels`) or scores (float32, regression).
+    `labels` holds class ids (int64, indexes into `task.labels`; for a task with `candidates`,
+    into the example's own candidates) or scores (float32, regression). Tasks read from nested
+    files (SuperGLUE) also keep each example's fields in `records` (what zero-shot prompts and
+    per-example candidates read) and, where metrics group examples (MultiRC's questions), the
+    group id of each example in `groups`.
     """
 
     task: Task
@@ -50,14 +54,35 @@ class Examples:
     text_a: list[str]
     text_b: list[str] | None
     labels: np.ndarray
+    records: list[dict[str, Any]] | None = None
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.text_a)
 
     def head(self, n: int) -> "Examples":
         """The first `n` examples (for quick runs)."""
-        return Examples(self.task, self.split, self.source, self.text_a[:n],
-                        None if self.text_b is None else self.text_b[:n], self.labels[:n])
+        return self.take(np.arange(min(n, len(self))))
+
+    def take(self, rows: "Sequence[int] | np.ndarray") -> "Examples":
+        """The examples at `rows`, in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return Examples(self.task, self.split, self.source, [self.text_a[i] for i in rows],
+                        None if self.text_b is None else [self.text_b[i] for i in rows], self.labels[rows],
+                        None if self.records is None else [self.records[i] for i in rows],
+                        None if self.groups is None else self.groups[rows])
+
+    def overlap(self, other: "Examples") -> int:
+        """How many of these examples have the same texts as an example of `other` (a scored
+        split that overlaps the training split measures memory, not skill)."""
+        seen = set(zip(other.text_a, other.text_b or [None] * len(other)))
+        return sum(pair in seen for pair in zip(self.text_a, self.text_b or [None] * len(self)))
+
+    def record(self, i: int) -> dict[str, Any]:
+        """The fields of example `i`: its record, or ``text_a`` / ``text_b`` for flat tasks."""
+        if self.records is not None:
+            return self.records[i]
+        return {"text_a": self.text_a[i], "text_b": None if self.text_b is None else self.text_b[i]}
 
 
 def load_split(task: "str | Task", data: "str | Path | None", split: str | None = None) -> Examples:
@@ -65,26 +90,34 @@ def load_split(task: "str | Task", data: "str | Path | None", split: str | None 
     task = get_task(task)
     split = task.resolve_split(split)
     if is_hub(data):
+        _check_flat(task, "the Hugging Face Hub")
         examples = _from_hub(task, split)
     else:
         path = Path(data).expanduser()
         if not path.exists():
             raise DataError(f"data path '{path}' does not exist. {_expected(task, path)}")
         layout = detect_layout(path)
-        if layout == "parquet":
+        if task.jsonl is not None and layout not in ("parquet", "hf_disk"):
+            if layout != "jsonl":
+                raise DataError(f"'{path}' holds {_LAYOUTS.get(layout, 'no .jsonl files')}, but {task.name} "
+                                f"reads JSONL files. {_expected(task, path)}")
+            examples = task.jsonl.read(task, split, path)
+        elif layout == "parquet":
+            _check_flat(task, f"'{path}' (parquet)")
             examples = _from_parquet(task, split, path)
         elif layout == "hf_disk":
+            _check_flat(task, f"'{path}' (datasets.save_to_disk)")
             examples = _from_disk(task, split, path)
         elif task.glue is not None:
-            if layout == "imdb":
+            if layout in ("imdb", "jsonl"):
                 raise DataError(
-                    f"'{path}' holds {_LAYOUTS['imdb']}, but {task.name} is a GLUE task. {_expected(task, path)}"
+                    f"'{path}' holds {_LAYOUTS[layout]}, but {task.name} is a GLUE task. {_expected(task, path)}"
                 )
             examples = _from_glue(task, split, path, task.glue)
         else:
-            if layout == "glue":
+            if layout in ("glue", "jsonl"):
                 raise DataError(
-                    f"'{path}' holds {_LAYOUTS['glue']}, but {task.name} reads the IMDb layout. "
+                    f"'{path}' holds {_LAYOUTS[layout]}, but {task.name} reads the IMDb layout. "
                     f"{_expected(task, path)}"
                 )
             examples = _from_imdb(task, split, path)
@@ -94,9 +127,9 @@ def load_split(task: "str | Task", data: "str | Path | None", split: str | None 
 
 
 def detect_layout(path: Path) -> str:
-    """Name the layout of `path`: 'parquet', 'hf_disk', 'imdb', 'glue' or 'unknown'."""
+    """Name the layout of `path`: 'parquet', 'hf_disk', 'imdb', 'glue', 'jsonl' or 'unknown'."""
     if path.is_file():
-        return "parquet" if path.suffix == ".parquet" else "glue" if path.suffix == ".tsv" else "unknown"
+        return {".parquet": "parquet", ".tsv": "glue", ".jsonl": "jsonl"}.get(path.suffix, "unknown")
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         return "hf_disk"
     if any(path.glob("*.parquet")) or any(path.glob("*/*.parquet")):
@@ -106,6 +139,8 @@ def detect_layout(path: Path) -> str:
             return "imdb"
     if any(path.glob("*.tsv")) or any(path.glob("*/*.tsv")):
         return "glue"
+    if any(path.glob("*.jsonl")) or any(path.glob("*/*.jsonl")):
+        return "jsonl"
     return "unknown"
 
 
@@ -144,16 +179,18 @@ def find_task_data(task: "str | Task", root: str | Path) -> Path:
 
 def _native_layout(task: Task) -> str:
     """The layout `load_split` reads besides the `datasets` ones: GLUE .tsv for tasks with a
-    `TsvLayout`, aclImdb for the others."""
-    return "glue" if task.glue is not None else "imdb"
+    `TsvLayout`, JSONL for tasks with a `JsonlLayout` (SuperGLUE), aclImdb for the others."""
+    return "glue" if task.glue is not None else "jsonl" if task.jsonl is not None else "imdb"
 
 
 #: what each `detect_layout` name means, for error messages
-_LAYOUTS = {"glue": "GLUE .tsv files", "imdb": "the IMDb aclImdb layout ({train,test}/{pos,neg}/*.txt)",
+_LAYOUTS = {"glue": "GLUE .tsv files", "jsonl": "JSONL files (the SuperGLUE layout)", "imdb": "the IMDb aclImdb layout ({train,test}/{pos,neg}/*.txt)",
             "parquet": "parquet files", "hf_disk": "a datasets.save_to_disk folder"}
 
 
 def _expected(task: Task, path: Path) -> str:
+    if task.jsonl is not None:
+        return task.jsonl.expected(task)
     if task.glue is not None:
         files = ", ".join(task.glue.files.values())
         return (f"{task.name} expects the official GLUE layout: <glue>/{task.glue.folder}/{{{files}}} "
@@ -322,6 +359,14 @@ def _from_columns(task: Task, split: str, source: str, columns: dict[str, list[A
 
 
 # -- shared checks ----------------------------------------------------------------------------
+def _check_flat(task: Task, source: str) -> None:
+    """A task with nested fields (spans, candidates, grouped answers) has no flat text columns."""
+    if not task.hf_text_columns:
+        raise DataError(f"{task.name} cannot be read from {source}: it is read from its official JSONL "
+                        f"files only (its spans, candidates or grouped answers do not survive flat "
+                        f"datasets columns). {task.jsonl.expected(task) if task.jsonl else ''}")
+
+
 def _check_pair(task: Task, source: str, columns: Sequence[Any], found: Sequence[Any]) -> None:
     if task.is_pair and len(found) < 2:
         raise DataError(

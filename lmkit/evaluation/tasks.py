@@ -14,7 +14,9 @@ a `Task` object.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lmkit.errors import DataError, RegistryError, did_you_mean
 from lmkit.evaluation.metrics import METRICS
@@ -59,6 +61,16 @@ class Task:
     Tables: `benchmark` names the benchmark whose average includes the task ("GLUE"), and
     `data_folders` the sub-folders of a shared data folder that may hold the task's data
     (`lmkit.evaluation.loaders.find_task_data`).
+
+    Tasks beyond flat classification (SuperGLUE, `lmkit.evaluation.superglue`): `jsonl` is the
+    reader of their official JSONL layout (a `superglue.JsonlLayout`); `candidates` means each
+    example has its own choices (ReCoRD's entities) instead of a fixed label set;
+    `multiple_choice` means the labels name the record's ``choices`` (COPA), each scored against
+    the context (`text_a`) by one shared head (`lmkit.evaluation.choice`);
+    `metric_inputs(predictions, examples)` gives the metric's ``compute`` arguments when they
+    are not plain label ids (MultiRC's question groups, ReCoRD's answer strings); and
+    `choices(record)` gives the ``(context, continuation)`` pairs that zero-shot scoring ranks,
+    one per label (or candidate) in order (`lmkit.evaluation.zeroshot`).
     """
 
     name: str
@@ -79,6 +91,11 @@ class Task:
     metric_configs: dict[str, str] = field(default_factory=dict)
     benchmark: str | None = None
     data_folders: tuple[str, ...] = ()
+    jsonl: Any = None
+    candidates: bool = False
+    multiple_choice: bool = False
+    metric_inputs: Callable[[Any, Any], dict[str, Any]] | None = None
+    choices: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None
 
     def __post_init__(self) -> None:
         # Checked here, so that a plugin's typo shows when it registers, not after fine-tuning.
@@ -99,7 +116,7 @@ class Task:
 
     @property
     def is_regression(self) -> bool:
-        return not self.labels
+        return not self.labels and not self.candidates
 
     @property
     def loss(self) -> str:
@@ -138,7 +155,7 @@ class Task:
         key = split.lower().replace("validation", "dev")
         if key in self.splits:
             return key
-        if key == "dev" and self.eval_split.startswith("dev"):
+        if key == "dev" and self.eval_split.startswith(("dev", "val")):
             return self.eval_split
         raise DataError(
             f"task {self.name} has no split '{split}'{did_you_mean(split, self.splits)}; "
@@ -153,6 +170,22 @@ def get_task(name: "str | Task") -> Task:
     'glue/sst2'
     """
     return name if isinstance(name, Task) else tasks.get(name)
+
+
+def _sentiment(kind: str) -> Callable[[dict[str, Any]], list[tuple[str, str]]]:
+    """Zero-shot prompt of a sentiment task (lm-evaluation-harness's), labels negative, positive."""
+    return lambda r: [(f"{r['text_a']}\nQuestion: Is this {kind} positive or negative?\nAnswer:", c)
+                      for c in (" negative", " positive")]
+
+
+def _entailment(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """Zero-shot prompt of a two-way entailment task: entailment (" True") first."""
+    return [(f"{r['text_a']}\nQuestion: {r['text_b']} True or False?\nAnswer:", c) for c in (" True", " False")]
+
+
+def _paraphrase(r: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(f"Sentence 1: {r['text_a']}\nSentence 2: {r['text_b']}\nQuestion: Do both sentences mean the "
+             f"same thing?\nAnswer:", c) for c in (" no", " yes")]
 
 
 _GLUE_SPLITS = {"dev": "validation"}
@@ -184,10 +217,11 @@ _glue("cola", "CoLA", "CoLA: is the sentence grammatical? (Matthews correlation)
       aliases=("cola",), label_names=("unacceptable", "acceptable"))
 _glue("sst2", "SST-2", "SST-2: movie-review sentence sentiment (accuracy)",
       ("0", "1"), ("accuracy",), ("sentence",), ("sentence",), "label",
-      aliases=("sst2", "sst-2", "glue/sst-2"), label_names=("negative", "positive"))
+      aliases=("sst2", "sst-2", "glue/sst-2"), label_names=("negative", "positive"),
+      choices=_sentiment("sentence"))
 _glue("mrpc", "MRPC", "MRPC: are the two sentences paraphrases? (F1 and accuracy)",
       ("0", "1"), ("f1", "accuracy"), ("sentence1", "sentence2"), ("#1 String", "#2 String"),
-      "Quality", aliases=("mrpc",), label_names=("not_equivalent", "equivalent"))
+      "Quality", aliases=("mrpc",), label_names=("not_equivalent", "equivalent"), choices=_paraphrase)
 _glue("qqp", "QQP", "QQP: are the two questions duplicates? (F1 and accuracy)",
       ("0", "1"), ("f1", "accuracy"), ("question1", "question2"), ("question1", "question2"),
       "is_duplicate", aliases=("qqp",), label_names=("not_duplicate", "duplicate"))
@@ -205,7 +239,7 @@ _glue("qnli", "QNLI", "QNLI: does the sentence answer the question? (accuracy)",
       ("question", "sentence"), "label", aliases=("qnli",))
 _glue("rte", "RTE", "RTE: does the first sentence entail the second? (accuracy)",
       ("entailment", "not_entailment"), ("accuracy",), ("sentence1", "sentence2"),
-      ("sentence1", "sentence2"), "label", aliases=("rte",))
+      ("sentence1", "sentence2"), "label", aliases=("rte",), choices=_entailment)
 _glue("wnli", "WNLI", "WNLI: Winograd pronoun resolution as entailment (accuracy)",
       ("0", "1"), ("accuracy",), ("sentence1", "sentence2"), ("sentence1", "sentence2"),
       "label", aliases=("wnli",), label_names=("not_entailment", "entailment"))
@@ -215,5 +249,6 @@ IMDB = Task(
     labels=("neg", "pos"), metrics=("accuracy",), splits=("train", "test"), eval_split="test",
     hf_path="stanfordnlp/imdb", hf_config=None, hf_text_columns=("text",),
     label_names=("negative", "positive"), metric="accuracy", data_folders=("imdb", "aclImdb"),
+    choices=_sentiment("review"),
 )
 tasks.register("imdb", IMDB, aliases=("aclimdb",), description=IMDB.description)

@@ -204,8 +204,12 @@ class LmkitMagics(Magics):
     @_user_errors
     @magic_arguments()
     @argument("runs", nargs="+", metavar="RUN", help="Run variables, run directories, or 'scratch'")
-    @argument("--task", dest="tasks", action="append", required=True, metavar="TASK",
-              help="evaluation task, e.g. glue/sst2 (repeatable; see %%lmlist tasks)")
+    @argument("--task", dest="tasks", action="append", metavar="TASK",
+              help="evaluation task, e.g. glue/sst2 (repeatable; see %%lmlist tasks); with --suite, a subset")
+    @argument("--suite", choices=("glue", "superglue"),
+              help="every task of the benchmark found under --data, with the benchmark's average")
+    @argument("--zeroshot", action="store_true",
+              help="rank each example's choices by the run's likelihood instead of fine-tuning")
     @argument("--data", default=None,
               help="the tasks' data: a task's folder or file, or a folder holding glue/ and imdb/")
     @argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
@@ -225,6 +229,7 @@ class LmkitMagics(Magics):
             %lmeval shakespeare --task glue/sst2 --data glue_data/SST-2 -o sst2
             %lmeval shakespeare scratch --task glue/sst2 --task glue/cola --data data/ -o board
             %lmeval shakespeare --task imdb --data aclImdb --ui
+            %lmeval shakespeare --suite superglue --data data/superglue --zeroshot -o board
         """
         from lmkit.config import parse_set_options
         from lmkit.evaluation.leaderboard import evaluate_runs
@@ -232,8 +237,17 @@ class LmkitMagics(Magics):
 
         args = _parse(self.lmeval, line)
         _check_name(args.output)
+        if not args.tasks and not args.suite:
+            raise UsageError("give the tasks to evaluate on: --task TASK (repeatable) or --suite glue|superglue")
         runs = {name: name if name == SCRATCH else self._run(name) for name in args.runs}
         options = parse_set_options(args.settings)
+        if args.zeroshot:
+            options["method"] = "zeroshot"
+        if args.suite:
+            from lmkit.evaluation.suites import evaluate_suite
+
+            return self._bind(args.output, evaluate_suite(runs, args.suite, args.data, tasks=args.tasks,
+                                                          **options))
         if args.ui:
             from IPython.display import display
 

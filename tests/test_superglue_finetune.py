@@ -1,0 +1,89 @@
+"""SuperGLUE task shapes fine-tune through the one engine and are scored by their own metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lmkit.evaluation.loaders import load_split
+from lmkit.registry import tokenizers
+
+SUPERGLUE = Path(__file__).parent / "fixtures" / "superglue"
+TINY: dict[str, Any] = {"embed_dim": 16, "units": 16, "vocab_size": 400, "max_length": 32,
+                        "batch_size": 4, "eval_batch_size": 8, "max_steps": 3, "log_every": 1}
+
+
+def test_copa_sequences_are_the_premise_with_each_choice() -> None:
+    from lmkit.evaluation.choice import encode_choices
+    from lmkit.evaluation.encoding import batches
+
+    copa = load_split("superglue/copa", SUPERGLUE, "val")
+    tok = tokenizers.get("char").fit([" ".join(copa.text_a) + "\n".join(copa.text_b)])
+    encoded = encode_choices(copa, tok, 200)
+    assert len(encoded) == 8 and len(encoded.ids) == 16
+    assert tok.decode(encoded.ids[3].tolist()) == f"{copa.text_a[1]}\n{copa.records[1]['choices'][1]}"
+    tokens, lengths, labels, real = next(batches(encoded, np.array([5, 1]), 2, 200))
+    assert tokens.shape[0] == 4 and labels.tolist() == copa.labels[[5, 1]].tolist() and real == 2
+    assert lengths.tolist() == [len(encoded.ids[i]) for i in (10, 11, 2, 3)]
+
+
+@pytest.mark.slow
+def test_multiple_choice_logits_are_one_shared_score_per_choice() -> None:
+    import keras
+
+    from lmkit.evaluation.choice import head_for
+    from lmkit.evaluation.tasks import get_task
+    from lmkit.registry import architectures
+
+    keras.utils.set_random_seed(0)
+    backbone = architectures.get("lstm")(20, embed_dim=8, units=8)
+    backbone(np.zeros((1, 2), np.int32))
+    model, _ = head_for(get_task("superglue/copa"), backbone, "concat", 0.0)
+    tokens = np.random.default_rng(0).integers(1, 20, (6, 7)).astype(np.int32)
+    lengths = np.array([7, 5, 3, 7, 2, 6], np.int32)
+    together = np.asarray(model((tokens, lengths)))
+    assert together.shape == (3, 2)
+    for row in range(6):  # each sequence alone gets the same logit: one head scores every choice
+        alone = np.asarray(model((np.repeat(tokens[row:row + 1], 2, 0), np.repeat(lengths[row:row + 1], 2))))
+        assert alone[0, 0] == pytest.approx(together[row // 2, row % 2], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_copa_fine_tunes_as_multiple_choice_and_scores_accuracy() -> None:
+    import lmkit
+
+    result = lmkit.evaluate("scratch", task="superglue/copa", data=SUPERGLUE, **TINY)
+    assert result.training["steps"] == 3 and result.training["train_examples"] == 8
+    assert result.metrics == {"accuracy": pytest.approx(np.mean(result.predictions == result.labels))}
+    assert result.confusion_matrix.sum() == 8
+
+
+@pytest.mark.slow
+def test_multirc_fine_tunes_per_answer_and_scores_per_question() -> None:
+    import lmkit
+
+    result = lmkit.evaluate("scratch", task="superglue/multirc", data=SUPERGLUE, **TINY)
+    groups = load_split("superglue/multirc", SUPERGLUE, "val").groups
+    pred, ref = result.predictions, result.labels
+    em = np.mean([np.array_equal(pred[groups == g], ref[groups == g]) for g in np.unique(groups)])
+    tp = np.sum((pred == 1) & (ref == 1))
+    f1a = 2 * tp / (pred.sum() + ref.sum()) if pred.sum() + ref.sum() else 0.0
+    assert result.metrics == pytest.approx({"exact_match": em, "f1_a": f1a, "combined_score": (em + f1a) / 2})
+    assert result.training["steps"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["superglue/wic", "superglue/cb", "superglue/wsc", "superglue/boolq", "superglue/rte"])
+def test_span_and_pair_tasks_fine_tune_and_score(task: str) -> None:
+    import lmkit
+    from sklearn import metrics as skm
+
+    result = lmkit.evaluate("scratch", task=task, data=SUPERGLUE, **TINY)
+    assert result.training["steps"] == 3
+    assert result.metrics["accuracy"] == pytest.approx(skm.accuracy_score(result.labels, result.predictions))
+    if task == "superglue/cb":
+        assert result.metrics["f1"] == pytest.approx(
+            skm.f1_score(result.labels, result.predictions, average="macro"))
