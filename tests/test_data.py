@@ -354,3 +354,27 @@ def test_window_sampler_on_the_token_file_reads_the_same_windows(shakespeare_fil
         in_memory = WindowSampler(np.array(part), 16, 5, seed=2).batches(3, 4)
         np.testing.assert_array_equal(from_file[0], in_memory[0])
         np.testing.assert_array_equal(from_file[1], in_memory[1])
+
+
+def test_token_caches_are_pruned_least_recently_used_first(tmp_path, monkeypatch):
+    import os
+    import time
+
+    corpora = []
+    for i in range(3):
+        f = tmp_path / f"c{i}.txt"
+        f.write_text(f"corpus {i} " * 2000)
+        corpora.append(open_corpus(str(f)))
+    tok = build_tokenizer("byte", [])
+    size = token_ids(corpora[0], tok, cache_dir=tmp_path).nbytes
+    time.sleep(0.01)
+    token_ids(corpora[1], tok, cache_dir=tmp_path)
+    time.sleep(0.01)
+    token_ids(corpora[0], tok, cache_dir=tmp_path)  # used again: now the most recent
+    # room for two: writing a third drops the least recently used (corpus 1), not corpus 0
+    monkeypatch.setenv("LMKIT_TOKEN_CACHE_GB", str((2 * size + 1000) / 2**30))
+    token_ids(corpora[2], tok, cache_dir=tmp_path)
+    cached = sorted(os.listdir(tmp_path / "tokens"))
+    assert len(cached) == 2
+    kept = {np.load(tmp_path / "tokens" / name)[:8].astype(np.uint8).tobytes() for name in cached}
+    assert kept == {b"corpus 0", b"corpus 2"}

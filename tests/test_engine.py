@@ -228,3 +228,41 @@ def test_a_refused_run_directory_is_released(tmp_path: Path) -> None:
         RunDir.create(tmp_path, overwrite=False)
     with RunDir.create(tmp_path, overwrite=True):  # not left locked by the refusal
         pass
+
+
+def test_a_checkpoint_holding_python_objects_is_refused_without_suggesting_pickle(tmp_path: Path) -> None:
+    from lmkit.engine.checkpoint import load_checkpoint
+
+    np.savez(tmp_path / "checkpoint.npz", header=np.frombuffer(b'{"step": 1, "model": 1, "optimizer": 0}', np.uint8),
+             model_0=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(RunError, match="holds Python objects, which lmkit never loads") as raised:
+        load_checkpoint(tmp_path)
+    assert "allow_pickle" not in str(raised.value)
+
+
+def test_a_finite_blow_up_is_divergence_but_a_spike_is_not(tmp_path: Path) -> None:
+    # The first loss is 1.0: 500 at step 7 is more than 100x it (lr 1e4 with AdamW reached 1e9
+    # and "completed"); 50 at step 3 is a spike a healthy training can come back from.
+    with pytest.raises(TrainingDiverged, match=r"the training loss blew up to 500 at step 7, more "
+                                               r"than 100x its first value \(1\)") as info:
+        run(Walk(loss_at={3: 50.0, 7: 500.0}), tmp_path)
+    assert "last good checkpoint (step 4)" in str(info.value)
+    assert RunDir(tmp_path).load_checkpoint().step == 4
+    assert RunDir(tmp_path).read_json("summary.json")["reason"] == "diverged"
+
+
+def test_a_refused_run_leaves_no_folder_and_files_have_normal_modes(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    run(Walk(), tmp_path / "kept")
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("checkpoint.npz", "summary.json", "metrics.jsonl"):
+        assert stat.S_IMODE((tmp_path / "kept" / name).stat().st_mode) == 0o666 & ~mask, name
+    with pytest.raises(RunError):
+        with RunDir.create(tmp_path / "failed", overwrite=False):
+            raise RunError("the training failed before writing anything")
+    assert not (tmp_path / "failed").exists()
+    with pytest.raises(RunError, match="cannot use .* as a run directory: Not a directory"):
+        RunDir.create(tmp_path / "kept" / "summary.json" / "below", overwrite=False)

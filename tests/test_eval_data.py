@@ -201,3 +201,19 @@ def test_every_glue_task_reads_its_official_columns(name: str, tmp_path: Path) -
     assert examples.text_a[0].startswith("A") and examples.text_b is not None and examples.text_b[0].startswith("B")
     expected = float(row[-1]) if task.is_regression else task.labels.index(row[-1])
     assert examples.labels.tolist() == [pytest.approx(expected)]
+
+
+def test_offline_hub_fails_in_seconds_with_the_local_files_advice(monkeypatch) -> None:
+    import time
+
+    from lmkit.errors import DataError
+    from lmkit.evaluation.loaders import load_split
+    from lmkit.evaluation.tasks import get_task
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    t0 = time.monotonic()
+    with pytest.raises(DataError, match=r"no connection to 127.0.0.1:9.*point lmkit at local files"):
+        load_split(get_task("glue/sst2"), None, "validation")
+    assert time.monotonic() - t0 < 10

@@ -135,7 +135,7 @@ def test_generation_beyond_the_context_window(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kw,message", [
-    ({"temperature": -1}, "`temperature` must be a number >= 0"),
+    ({"temperature": -1}, "`temperature` must be a finite number >= 0"),
     ({"top_k": 0}, "`top_k` must be a positive integer"),
     ({"top_p": 1.5}, "`top_p` must be a number in (0, 1]"),
     ({"max_new_tokens": -2}, "`max_new_tokens` must be a non-negative integer"),

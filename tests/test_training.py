@@ -367,3 +367,18 @@ def test_a_first_run_gets_its_architectures_defaults_and_about_ten_evaluations(t
     assert (saved.layers, saved.learning_rate, saved.units) == (1, 3e-3, 32)
     evaluations = [r["step"] for r in run.history if "val_loss" in r]
     assert len(evaluations) == 10 and evaluations[-1] == 20
+
+
+@pytest.mark.slow
+def test_a_config_file_given_with_resume_overrides_the_saved_config(tmp_path: Path) -> None:
+    from lmkit.config import TrainConfig
+
+    run = train(tmp_path, max_steps=4, sample_tokens=0)
+    more = tmp_path / "more.toml"
+    more.write_text("max_steps = 6\n")  # only this key: the run's own layers, lr... stay
+    resumed = lmkit.train(more, resume=run.dir, reporters=[])
+    saved = TrainConfig.from_sources(run.dir / "config.toml")
+    assert resumed.summary["steps"] == 6 and saved.max_steps == 6
+    assert saved.to_dict() == {**run.config.to_dict(), "max_steps": 6}
+    with pytest.raises(ConfigError, match="cannot resume .* tokenizer='byte' \\(the run has 'char'\\)"):
+        run.resume(tokenizer="byte")

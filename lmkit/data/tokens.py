@@ -30,7 +30,7 @@ from lmkit import paths
 from lmkit.data.corpus import Corpus
 from lmkit.errors import ConfigError, DataError
 
-__all__ = ["token_ids", "split", "WindowSampler", "sequential_batches"]
+__all__ = ["token_ids", "prune_token_cache", "split", "WindowSampler", "sequential_batches"]
 
 _HEADER_BYTES = 128  # fixed .npy header, rewritten with the final length once it is known
 
@@ -50,9 +50,32 @@ def token_ids(corpus: Corpus, tokenizer: Any, cache_dir: Path | None = None,
     spec = json.dumps(tokenizer.to_json(), sort_keys=True, ensure_ascii=False)
     key = hashlib.sha256(f"{corpus.fingerprint()}\n{spec}".encode("utf-8")).hexdigest()[:40]
     path = Path(cache_dir or paths.cache_dir()) / "tokens" / f"{key}.npy"
-    if not path.exists():
+    if path.exists():
+        os.utime(path)  # most recently used: the last to be pruned
+    else:
         _write_ids(path, corpus, tokenizer, chunk_bytes)
+        prune_token_cache(path.parent, keep=path)
     return np.load(path, mmap_mode="r")
+
+
+def prune_token_cache(folder: Path, keep: Path | None = None, limit: int | None = None) -> list[Path]:
+    """Delete the least recently used token caches in `folder` until they take at most `limit`
+    bytes (default ``$LMKIT_TOKEN_CACHE_GB`` GiB, else 4 GiB); `keep` is never deleted. Returns
+    what was deleted. A run that has one open keeps reading it (the OS frees it after)."""
+    if limit is None:
+        limit = int(float(os.environ.get("LMKIT_TOKEN_CACHE_GB", "4")) * 2**30)
+    entries = sorted(((p.stat().st_mtime, p) for p in folder.glob("*.npy")), key=lambda e: e[0])
+    total = sum(p.stat().st_size for _, p in entries)
+    deleted = []
+    for _, p in entries:
+        if total <= limit:
+            break
+        if p == keep:
+            continue
+        total -= p.stat().st_size
+        p.unlink(missing_ok=True)
+        deleted.append(p)
+    return deleted
 
 
 def _write_ids(path: Path, corpus: Corpus, tokenizer: Any, chunk_bytes: int) -> None:

@@ -65,7 +65,14 @@ def checkpoint_step(folder: Path) -> int | None:
         with np.load(path, allow_pickle=False) as data:
             return int(json.loads(bytes(data["header"]).decode())["step"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise RunError(f"checkpoint {path} is damaged or not an lmkit checkpoint: {exc}") from None
+        raise _damaged(path, exc) from None
+
+
+def _damaged(path: Path, exc: BaseException) -> RunError:
+    # numpy's own words would suggest allow_pickle=True: that would run code from the file
+    why = ("it holds Python objects, which lmkit never loads (they could run code)"
+           if "allow_pickle" in str(exc) else str(exc) or type(exc).__name__)
+    return RunError(f"checkpoint {path} is damaged or not an lmkit checkpoint: {why}")
 
 
 def load_checkpoint(folder: Path) -> Checkpoint:
@@ -79,7 +86,7 @@ def load_checkpoint(folder: Path) -> Checkpoint:
             model = [data[f"model_{i}"] for i in range(header["model"])]
             optimizer = [data[f"optimizer_{i}"] for i in range(header["optimizer"])]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise RunError(f"checkpoint {path} is damaged or not an lmkit checkpoint: {exc}") from None
+        raise _damaged(path, exc) from None
     return Checkpoint(header["step"], model, optimizer, header.get("trainer", {}))
 
 

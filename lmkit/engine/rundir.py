@@ -140,6 +140,10 @@ class RunDir:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
+        # a process killed inside an atomic write leaves its temporary file; the owner sweeps them
+        for name in RUN_FILES:
+            for stale in self.path.glob(f".{name}.*.tmp*"):
+                stale.unlink(missing_ok=True)
         return self
 
     def release(self) -> None:

@@ -24,6 +24,7 @@ Every problem raises `DataError` naming the file (and line) and the layout that 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,10 +318,35 @@ def _from_parquet(task: Task, split: str, path: Path) -> Examples:
     return _from_columns(task, split, ", ".join(map(str, files)), frame.to_dict("list"))
 
 
-def _from_hub(task: Task, split: str) -> Examples:
-    import datasets
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hub cannot be reached (one short connection attempt), or None.
 
+    Offline, `datasets` retries for about half a minute before failing; this answers in
+    seconds. With ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` set, `datasets` reads its cache
+    without the network, so there is nothing to probe. ``HF_ENDPOINT`` names a mirror.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+           for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return None
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
     try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"no connection to {host}:{port} ({exc.strerror or exc})"
+    return None
+
+
+def _from_hub(task: Task, split: str) -> Examples:
+    reason = _hub_unreachable()
+    try:
+        if reason is not None:
+            raise ConnectionError(reason)
+        import datasets
+
         loaded = datasets.load_dataset(task.hf_path, task.hf_config, split=task.hf_split(split))
     except (ConnectionError, OSError, ValueError) as exc:
         raise DataError(
