@@ -10,6 +10,7 @@ Token-id caches live in ``cache_dir() / "tokens"``, the JAX compilation cache in
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -53,6 +54,27 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.write_bytes(data)
     """
     target = Path(path)
+    with _disk_full_is_an_error(target), _written(target) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _disk_full_is_an_error(target: Path) -> Iterator[None]:
+    """A full disk is the user's to fix, not a traceback; the atomic write kept the old file."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from lmkit.errors import RunError
+
+        raise RunError(f"no space left on the device to write {target}: the previous "
+                       f"{target.name}, if there was one, is intact. Free some space and try "
+                       f"again.") from None
+
+
+@contextlib.contextmanager
+def _written(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}",
                                 dir=target.parent)

@@ -378,3 +378,20 @@ def test_token_caches_are_pruned_least_recently_used_first(tmp_path, monkeypatch
     assert len(cached) == 2
     kept = {np.load(tmp_path / "tokens" / name)[:8].astype(np.uint8).tobytes() for name in cached}
     assert kept == {b"corpus 0", b"corpus 2"}
+
+
+def test_a_full_disk_is_one_clear_error_and_the_previous_file_stays(tmp_path):
+    import errno
+
+    from lmkit.errors import RunError
+
+    target = tmp_path / "checkpoint.npz"
+    target.write_bytes(b"the previous checkpoint")
+    with pytest.raises(RunError) as raised:
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(b"half a new")
+            raise OSError(errno.ENOSPC, "No space left on device")  # as the next write() would
+    assert "no space left on the device to write" in str(raised.value)
+    assert "the previous checkpoint.npz, if there was one, is intact" in str(raised.value)
+    assert target.read_bytes() == b"the previous checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]
