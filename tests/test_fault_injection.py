@@ -121,3 +121,40 @@ def test_a_fault_anywhere_loses_nothing_and_resume_is_bit_exact(trial: int, refe
     assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".lock"], \
         f"temporary files left behind {note}"
     shutil.rmtree(out)
+
+
+FINETUNE = ["eval", "scratch", "--task", "glue/sst2", "--data", str(FIXTURES / "eval" / "glue"),
+            "--set", "max_steps=12", "--set", "checkpoint_every=3", "--set", "batch_size=8",
+            "--set", "embed_dim=16", "--set", "units=16", "--set", "max_length=32", "--quiet"]
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_killed_at_a_random_step_resumes_bit_exact(tmp_path: Path) -> None:
+    from lmkit.engine.checkpoint import load_checkpoint
+
+    straight = _lmkit(*FINETUNE, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    where = random.Random(SEED).randint(1, 8)  # steps are logged per dispatch of up to 3
+    note = f"(killed after step {where}; rerun with LMKIT_FAULT_SEED={SEED})"
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(CHILD), "none", "0", "--", *FINETUNE, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        log = out / "metrics.jsonl"
+        if log.exists() and any(json.loads(line).get("step", 0) >= where
+                                for line in log.read_text().splitlines() if line.endswith("}")):
+            proc.kill()
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    from lmkit.engine.checkpoint import checkpoint_step
+
+    assert proc.returncode == -signal.SIGKILL and (checkpoint_step(out) or 0) < 12, note
+    resumed = _lmkit(*FINETUNE, "--out", str(out), "--set", "resume=true")
+    assert resumed.returncode == 0, f"{note}\n{resumed.stderr[-2000:]}"
+    a, b = load_checkpoint(out), load_checkpoint(tmp_path / "straight")
+    assert a.step == b.step == 12, note
+    np.testing.assert_equal([*a.model, *a.optimizer], [*b.model, *b.optimizer], err_msg=note)
+    assert (json.loads((out / "metrics.json").read_text())["metrics"]
+            == json.loads((tmp_path / "straight" / "metrics.json").read_text())["metrics"]), note
