@@ -42,9 +42,12 @@ class GPT2(GPT):
     hf_model_types: ClassVar[tuple[str, ...]] = ("gpt2",)
     hf_prefix: ClassVar[str] = "transformer."
 
-    def __init__(self, vocab_size: int, *, n_positions: int | None = None, seq_len: int = 64,
-                 **kwargs: Any) -> None:
-        super().__init__(vocab_size, seq_len=n_positions or seq_len, **kwargs)
+    def __init__(self, vocab_size: int, *, embed_dim: int = 768, layers: int = 12, heads: int = 12,
+                 n_positions: int | None = None, seq_len: int = 1024, dropout: float = 0.0,
+                 tie_embeddings: bool = True, **kwargs: Any) -> None:
+        super().__init__(vocab_size, embed_dim=embed_dim, layers=layers, heads=heads,
+                         seq_len=n_positions or seq_len, dropout=dropout,
+                         tie_embeddings=tie_embeddings, **kwargs)
         self._options["n_positions"] = self.seq_len
         self._options["seq_len"] = self.seq_len
 
