@@ -201,3 +201,43 @@ def test_minilm_hidden_states_and_embeddings_equal_transformers() -> None:
     e = mini.embed(["A man plays the guitar.", "Someone is playing a guitar.", "Stocks fell today."])
     e /= np.linalg.norm(e, axis=1, keepdims=True)
     assert e[0] @ e[1] > e[0] @ e[2] + 0.3  # similar sentences are closer
+
+
+# -- continued pretraining (`init`) ----------------------------------------------------------------
+@pytest.mark.slow
+def test_training_continues_from_a_gpt2_checkpoint(tmp_path: Path, gpt2_dir: Path) -> None:
+    import torch
+    import transformers
+
+    from lmkit.data.corpus import open_corpus
+    from lmkit.data.tokens import WindowSampler, split, token_ids
+
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("the cat sat on the mat and the dog sat on the log\n" * 200)
+    options = dict(data=str(corpus), seq_len=32, batch_size=4, max_steps=20, steps_per_dispatch=1,
+                   eval_every=10, eval_batches=2, checkpoint_every=10, warmup_steps=0,
+                   learning_rate=1e-2, sample_tokens=10, seed=0)
+    run = lmkit.train(**options, init=str(gpt2_dir), out=str(tmp_path / "run"), reporters=[])
+    assert (run.config.arch, run.config.tokenizer) == ("gpt2", "pretrained")
+    assert run.config.model == {"n_positions": 64} and run.config.embed_dim == 32
+    # step 1 (batch 0) starts from the checkpoint: its loss is transformers' loss on that batch
+    ids = token_ids(open_corpus(str(corpus)), run.tokenizer)
+    x, y = WindowSampler(split(ids, run.config.validation_split, 32)[0], 32, 4, 0).batch(0)
+    reference = transformers.GPT2LMHeadModel.from_pretrained(gpt2_dir).eval()
+    with torch.no_grad():
+        logits = reference(torch.tensor(x, dtype=torch.long)).logits
+        want = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 torch.tensor(y, dtype=torch.long).reshape(-1))
+    losses = [r["loss"] for r in run.history if "loss" in r]
+    assert losses[0] == pytest.approx(float(want), abs=1e-4)
+    assert losses[-1] < losses[0] - 1.0
+    again = lmkit.load(run.dir)
+    assert again.config.init == str(gpt2_dir)
+    assert again.generate("the cat", max_new_tokens=8, temperature=0) == run.generate(
+        "the cat", max_new_tokens=8, temperature=0)
+
+
+@pytest.mark.slow
+def test_init_with_an_encoder_is_refused(tmp_path: Path, bert_dir: Path) -> None:
+    with pytest.raises(lmkit.ConfigError, match=r"is an encoder \(bert\).*decoder"):
+        lmkit.train(init=str(bert_dir), max_steps=1, out=str(tmp_path / "run"), reporters=[])
