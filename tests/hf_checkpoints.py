@@ -14,10 +14,8 @@ TEXT = [
 ] * 4
 
 
-def bert_folder(folder: Path, *, max_shard_size: str | None = None) -> Path:
-    """A 2-layer BertModel (hidden 32) with its tokenizer.json, saved as safetensors."""
-    import torch
-    import transformers
+def wordpiece_tokenizer():
+    """An uncased WordPiece tokenizer (HF `tokenizers`) with BERT's [CLS] a [SEP] b [SEP]."""
     from tokenizers import BertWordPieceTokenizer
     from tokenizers.processors import TemplateProcessing
 
@@ -27,6 +25,15 @@ def bert_folder(folder: Path, *, max_shard_size: str | None = None) -> Path:
     tok.post_processor = TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+    return tok
+
+
+def bert_folder(folder: Path, *, max_shard_size: str | None = None) -> Path:
+    """A 2-layer BertModel (hidden 32) with its tokenizer.json, saved as safetensors."""
+    import torch
+    import transformers
+
+    tok = wordpiece_tokenizer()
     torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,

@@ -19,6 +19,13 @@ from lmkit.resolve import Resolved, resolve
 __all__ = ["evaluate"]
 
 PRETRAINED_LR_MULTIPLIER = 0.3
+#: The standard recipe for a pretrained checkpoint's backbone (BERT's fine-tuning: AdamW, the
+#: whole network at one small learning rate, warm-up then linear decay, dropout 0.1, the [CLS]
+#: state for encoders); options the user sets win.
+CHECKPOINT_RECIPE: dict[str, Any] = {
+    "learning_rate": 5e-5, "backbone_lr_multiplier": 1.0, "optimizer": "adamw",
+    "schedule": "warmup_linear", "head_dropout": 0.1, "weight_decay": 0.01,
+}
 
 
 def evaluate(
@@ -29,8 +36,10 @@ def evaluate(
 ) -> EvalResult:
     """Fine-tune a task head on a language model and score it on the task's dev split.
 
-    `run_or_path` is a `Run`, a run directory, or ``"scratch"`` (the architecture named by the
-    `arch` option, trained from random weights on the task only). `options` are `EvalConfig` keys
+    `run_or_path` is a `Run`, a run directory, a pretrained checkpoint (`lmkit.from_pretrained`'s
+    `Pretrained`, a Hugging Face folder or a registered name such as ``minilm-l6``; the defaults
+    are then `CHECKPOINT_RECIPE`, pooling `cls` for an encoder), or ``"scratch"`` (the
+    architecture named by the `arch` option, trained from random weights on the task only). `options` are `EvalConfig` keys
     (``max_steps``, ``batch_size``, ``learning_rate``, ``backbone_lr_multiplier``,
     ``gradual_unfreezing``, ``pooling``, ``split``, ...). The run's own model is not changed: the
     backbone is copied before fine-tuning.
@@ -39,6 +48,9 @@ def evaluate(
     >>> result.metrics, result.confusion_matrix                                            # doctest: +SKIP
     """
     cfg = _config(config, options)
+    source = _open(run_or_path)
+    if _is_checkpoint(source):
+        cfg = _recipe(cfg, config, options, source)
     task = get_task(task)
     cfg = cfg.replace(loss=cfg.loss or task.loss)
     parts = resolve(cfg)  # every name checked before any data is read
@@ -56,7 +68,7 @@ def evaluate(
     from lmkit.evaluation.heads import SequenceClassifier
 
     keras.utils.set_random_seed(cfg.seed)
-    backbone, tokenizer, name = _backbone(run_or_path, cfg, parts, train or scored)
+    backbone, tokenizer, name = _backbone(source, cfg, parts, train or scored)
     max_length = cfg.max_length
     context = getattr(backbone, "max_context", None)
     if context is not None and context < max_length:
@@ -95,6 +107,40 @@ def _is_scratch(run_or_path: Any) -> bool:
     return isinstance(run_or_path, str) and run_or_path.lower() == SCRATCH
 
 
+def _open(run_or_path: Any) -> Any:
+    """A `Run` or a `Pretrained` for a path or name; ``"scratch"`` and objects pass through.
+
+    A folder with ``config.json`` (Hugging Face) or a name of the `pretrained` registry is a
+    checkpoint; any other path is a run directory.
+    """
+    if _is_scratch(run_or_path) or not isinstance(run_or_path, (str, Path)):
+        return run_or_path
+    from lmkit.pretrained import from_pretrained
+    from lmkit.registry import pretrained
+
+    path = Path(run_or_path)
+    if (path / "config.json").is_file() or (not path.exists() and str(run_or_path) in pretrained):
+        return from_pretrained(run_or_path)
+    from lmkit.training.run import load_run
+
+    return load_run(run_or_path)
+
+
+def _is_checkpoint(source: Any) -> bool:
+    from lmkit.pretrained import Pretrained
+
+    return isinstance(source, Pretrained)
+
+
+def _recipe(cfg: EvalConfig, config: Any, options: dict[str, Any], source: Any) -> EvalConfig:
+    """`cfg` with `CHECKPOINT_RECIPE` for every option the user did not set."""
+    given = set(options) | (set(config) if isinstance(config, dict) else set())
+    defaults = EvalConfig().to_dict()
+    given |= {k for k, v in cfg.to_dict().items() if v != defaults[k]}
+    recipe = {**CHECKPOINT_RECIPE, "pooling": "cls" if source.is_encoder else "last"}
+    return cfg.replace(**{k: v for k, v in recipe.items() if k not in given})
+
+
 def _sample(examples: Examples, n: int, seed: int) -> Examples:
     keep = np.sort(np.random.default_rng(seed).choice(len(examples), n, replace=False))
     return Examples(examples.task, examples.split, examples.source,
@@ -108,21 +154,19 @@ def _backbone(run_or_path: Any, cfg: EvalConfig, parts: Resolved,
     """(a fresh copy of the language model, its tokenizer, a display name)."""
     if _is_scratch(run_or_path):
         return _scratch(cfg, parts, texts)
-    if isinstance(run_or_path, (str, Path)):
-        from lmkit.training.run import load_run
-
-        run = load_run(run_or_path)
-    elif hasattr(run_or_path, "model") and hasattr(run_or_path, "tokenizer"):
+    if hasattr(run_or_path, "model") and hasattr(run_or_path, "tokenizer"):
         run = run_or_path
     else:
         raise RunError(
-            f"evaluate() needs a Run, a run directory or '{SCRATCH}', got {type(run_or_path).__name__}"
+            f"evaluate() needs a Run, a run directory, a pretrained checkpoint or '{SCRATCH}', "
+            f"got {type(run_or_path).__name__}"
         )
     source = run.model
     copy = type(source).from_config(source.get_config())
     copy(np.zeros((1, 2), np.int32))
     copy.set_weights(source.get_weights())
-    return copy, run.tokenizer, Path(str(getattr(run, "dir", "run"))).name
+    name = getattr(run, "name", None) or Path(str(getattr(run, "dir", "run"))).name
+    return copy, run.tokenizer, name
 
 
 def _scratch(cfg: EvalConfig, parts: Resolved, texts: Examples) -> tuple[Any, Any, str]:
