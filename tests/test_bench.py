@@ -12,7 +12,7 @@ from lmkit.cli.bench import main
 from lmkit.cli import main as cli_main
 
 # The benchmarks the README and docs/performance.md name.
-DOCUMENTED = ("gpt_char", "lstm_classic", "generate", "startup", "memory")
+DOCUMENTED = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "finetune")
 
 
 @pytest.mark.slow
