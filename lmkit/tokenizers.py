@@ -287,6 +287,7 @@ class PretrainedTokenizer(BpeTokenizer):
         hf_tokenizer.no_truncation()  # the checkpoint's settings; `encode_inputs` sets its own
         hf_tokenizer.no_padding()
         super().__init__(hf_tokenizer)
+        self._truncating: dict[int | None, Any] = {}
 
     @classmethod
     def fit(cls, chunks: Iterable[str], vocab_size: int | None = None) -> "PretrainedTokenizer":
@@ -313,9 +314,14 @@ class PretrainedTokenizer(BpeTokenizer):
         truncated to `max_length` tokens (the longer segment of a pair first, as Hugging Face)."""
         import tokenizers as hf
 
-        tok = hf.Tokenizer.from_str(self.hf.to_str())  # truncation is a setting: leave ours alone
-        if max_length is not None:
-            tok.enable_truncation(max_length, strategy="longest_first")
+        # Truncation is a setting of the Rust tokenizer: one copy per length leaves ours alone
+        # (a copy parses the whole vocabulary, so it is kept).
+        tok = self._truncating.get(max_length)
+        if tok is None:
+            tok = hf.Tokenizer.from_str(self.hf.to_str())
+            if max_length is not None:
+                tok.enable_truncation(max_length, strategy="longest_first")
+            self._truncating[max_length] = tok
         inputs = list(texts) if pairs is None else list(zip(texts, pairs))
         return [np.asarray(e.ids, dtype=np.int32)
                 for e in tok.encode_batch_fast(inputs, add_special_tokens=True)]
