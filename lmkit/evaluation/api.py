@@ -39,21 +39,22 @@ def evaluate(
     `run_or_path` is a `Run`, a run directory, a pretrained checkpoint (`lmkit.from_pretrained`'s
     `Pretrained`, a Hugging Face folder or a registered name such as ``minilm-l6``; the defaults
     are then `CHECKPOINT_RECIPE`, pooling `cls` for an encoder), or ``"scratch"`` (the
-    architecture named by the `arch` option, trained from random weights on the task only). `options` are `EvalConfig` keys
-    (``max_steps``, ``batch_size``, ``learning_rate``, ``backbone_lr_multiplier``,
-    ``gradual_unfreezing``, ``pooling``, ``split``, ...). The run's own model is not changed: the
-    backbone is copied before fine-tuning.
+    architecture named by the `arch` option, trained from random weights on the task only).
+    `options` are `EvalConfig` keys (``max_steps``, ``batch_size``, ``learning_rate``,
+    ``backbone_lr_multiplier``, ``gradual_unfreezing``, ``pooling``, ``split``, ...). The run's
+    own model is not changed: the backbone is copied before fine-tuning.
 
     >>> result = evaluate("runs/lstm-1", task="glue/sst2", data="glue_data", max_steps=300)  # doctest: +SKIP
     >>> result.metrics, result.confusion_matrix                                            # doctest: +SKIP
     """
     cfg = _config(config, options)
-    source = _open(run_or_path)
-    if _is_checkpoint(source):
-        cfg = _recipe(cfg, config, options, source)
     task = get_task(task)
     cfg = cfg.replace(loss=cfg.loss or task.loss)
     parts = resolve(cfg)  # every name checked before any data is read
+    source = _open(run_or_path)
+    if _is_checkpoint(source):
+        cfg = _recipe(cfg, config, options, source)
+        parts = resolve(cfg)
     scored = load_split(task, data, cfg.split)
     if cfg.max_eval_examples is not None:
         scored = scored.head(cfg.max_eval_examples)
