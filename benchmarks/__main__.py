@@ -23,7 +23,7 @@ from ._common import machine_info
 
 __all__ = ["BENCHMARKS", "main", "run_benchmark"]
 
-BENCHMARKS = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "defaults")
+BENCHMARKS = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "defaults", "finetune")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

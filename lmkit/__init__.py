@@ -28,6 +28,7 @@ _LAZY = {
     "evaluate": "lmkit.api",
     "export": "lmkit.api",
     "evaluate_suite": "lmkit.api",
+    "from_pretrained": "lmkit.api",
     "list_architectures": "lmkit.api",
     "list_optimizers": "lmkit.api",
     "list_schedules": "lmkit.api",
@@ -50,7 +51,7 @@ _LAZY = {
 __all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from lmkit.api import (evaluate, evaluate_suite, export, list_architectures, list_losses, list_metrics,
+    from lmkit.api import (evaluate, evaluate_suite, export, from_pretrained, list_architectures, list_losses, list_metrics,
                            list_optimizers, list_schedules, list_tasks, list_tokenizers, load,
                            train)
     from lmkit.config import TrainConfig

@@ -12,10 +12,11 @@ from lmkit.registry import Entry, get_registry
 if TYPE_CHECKING:
     from lmkit.evaluation.leaderboard import Leaderboard
     from lmkit.evaluation.result import EvalResult
+    from lmkit.pretrained import Pretrained
     from lmkit.training.run import Run
 
 __all__ = [
-    "train", "load", "evaluate", "evaluate_suite", "export", "list_architectures", "list_optimizers", "list_schedules",
+    "train", "load", "evaluate", "evaluate_suite", "export", "from_pretrained", "list_architectures", "list_optimizers", "list_schedules",
     "list_losses", "list_metrics", "list_tokenizers", "list_tasks", "list_entries",
 ]
 
@@ -61,6 +62,18 @@ def load(path: str | Path) -> "Run":
     from lmkit.training.run import load_run
 
     return load_run(path)
+
+
+def from_pretrained(path_or_name: str | Path) -> "Pretrained":
+    """Load a Hugging Face checkpoint folder (or a registered name such as ``minilm-l6``).
+
+    >>> mini = lmkit.from_pretrained("minilm-l6")             # doctest: +SKIP
+    >>> mini.embed(["A cat sits.", "A dog runs."]).shape      # doctest: +SKIP
+    (2, 384)
+    """
+    from lmkit.pretrained import from_pretrained as _from_pretrained
+
+    return _from_pretrained(path_or_name)
 
 
 def evaluate(run_or_path: Any, task: str = "glue/sst2", data: str | Path | None = None,

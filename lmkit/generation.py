@@ -25,7 +25,7 @@ import numpy as np
 
 from lmkit.errors import ConfigError
 
-__all__ = ["generate", "sample_next", "Decoder", "Sampling", "CHUNK"]
+__all__ = ["generate", "sample_next", "Decoder", "Sampling", "CHUNK", "compiled"]
 
 CHUNK = 64  # most tokens one compiled dispatch produces; a stop string is checked between them
 
@@ -144,8 +144,8 @@ class Decoder:
         self.logits: Any = None
         self._pos = 0
         self._on_device = keras.backend.backend() == "jax"
-        self._decode = _compiled(model, _decode_body) if self.cached else None
-        self._window_logits = _compiled(model, _window_body)
+        self._decode = compiled(model, _decode_body) if self.cached else None
+        self._window_logits = compiled(model, _window_body)
         # Read once per decoder: weights do not change while it generates, and gathering them on
         # every call costs more than the decode step of a small model.
         self._values = [v.value for v in model.variables]
@@ -208,7 +208,7 @@ class Decoder:
         # so moving a slider in the generation widget does not recompile.
         program = Sampling(0 if sampling.greedy else 1.0, sampling.top_k,
                            0.5 if sampling.nucleus else None, sampling.banned)
-        loop = _compiled(self.model, body, (program, self.limit, self.keep, self.window))
+        loop = compiled(self.model, body, (program, self.limit, self.keep, self.window))
         if self.cached:
             recent = np.zeros(max(1, self.keep), dtype=np.int32)
             tail = self.history[-self.keep:] if self.keep else []
@@ -310,7 +310,7 @@ _COMPILED: "weakref.WeakKeyDictionary[Any, dict[Any, Callable[..., Any]]]" = (
     weakref.WeakKeyDictionary())
 
 
-def _compiled(model: Any, body: Callable[..., Any], static: Any = None) -> Callable[..., Any]:
+def compiled(model: Any, body: Callable[..., Any], static: Any = None) -> Callable[..., Any]:
     """`body(model, *args)` as ``fn(values, *args)``, `values` being the model's variable values.
 
     On JAX it is compiled once per model, `static` settings and shape; elsewhere `values` is

@@ -239,9 +239,12 @@ losses: Registry[Callable[..., Any]] = Registry("losses", ("lmkit.losses",))
 metrics: Registry[Callable[..., Any]] = Registry("metrics", ("lmkit.metrics",))
 tokenizers: Registry[type] = Registry("tokenizers", ("lmkit.tokenizers",))
 tasks: Registry[Any] = Registry("tasks", ("lmkit.evaluation.tasks", "lmkit.evaluation.superglue"))
+# Named pretrained checkpoints (plugins only): a callable returning the checkpoint's folder.
+pretrained: Registry[Callable[[], Any]] = Registry("pretrained")
 
 REGISTRIES: dict[str, Registry[Any]] = {
-    r.kind: r for r in (architectures, optimizers, schedules, losses, metrics, tokenizers, tasks)
+    r.kind: r for r in (architectures, optimizers, schedules, losses, metrics, tokenizers, tasks,
+                        pretrained)
 }
 
 

@@ -40,6 +40,7 @@ from lmkit.errors import ConfigError, DataError, ExportError, LmkitError
 from lmkit.paths import atomic_output
 
 __all__ = ["Tokenizer", "CharTokenizer", "WordTokenizer", "BpeTokenizer", "ByteTokenizer",
+           "PretrainedTokenizer",
            "build_tokenizer", "save_tokenizer", "load_tokenizer", "UNK"]
 
 UNK = "<unk>"
@@ -324,6 +325,63 @@ class BpeTokenizer(Tokenizer):
             tok.pre_tokenizer,
         ])
         return tok
+
+
+@registry.tokenizers.register(
+    "pretrained", aliases=("hf",),
+    description="A pretrained checkpoint's own Hugging Face tokenizer.json (comes with the checkpoint).")
+class PretrainedTokenizer(BpeTokenizer):
+    """The ``tokenizer.json`` of a Hugging Face checkpoint (WordPiece, byte-level BPE, ...).
+
+    `encode` gives the ids of the text alone (language-model training reads a corpus through
+    it); `encode_inputs` gives what the checkpoint was trained on, with its special tokens
+    (``[CLS] a [SEP] b [SEP]`` for BERT) and Hugging Face's longest-first truncation of pairs.
+    """
+
+    type_name = "pretrained"
+
+    def __init__(self, hf_tokenizer: Any) -> None:
+        hf_tokenizer.no_truncation()  # the checkpoint's settings; `encode_inputs` sets its own
+        hf_tokenizer.no_padding()
+        super().__init__(hf_tokenizer)
+        self._truncating: dict[int | None, Any] = {}
+
+    @classmethod
+    def fit(cls, chunks: Iterable[str], vocab_size: int | None = None) -> "PretrainedTokenizer":
+        raise ConfigError("the 'pretrained' tokenizer comes with a checkpoint and is not fitted: "
+                          "set `init = \"PATH_OR_NAME\"` to start from a pretrained model")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> "PretrainedTokenizer":
+        """Read a Hugging Face ``tokenizer.json``."""
+        import tokenizers as hf
+
+        try:
+            return cls(hf.Tokenizer.from_file(str(path)))
+        except Exception as exc:  # the Rust library raises plain Exceptions
+            raise DataError(f"{path}: not a Hugging Face tokenizer.json ({exc})") from None
+
+    def token_id(self, token: str) -> int | None:
+        """The id of `token` (such as ``"[SEP]"``), or None when the vocabulary lacks it."""
+        return self.hf.token_to_id(token)
+
+    def encode_inputs(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
+                      max_length: int | None = None) -> list[np.ndarray]:
+        """The model inputs of `texts` (and second segments `pairs`), special tokens included,
+        truncated to `max_length` tokens (the longer segment of a pair first, as Hugging Face)."""
+        import tokenizers as hf
+
+        # Truncation is a setting of the Rust tokenizer: one copy per length leaves ours alone
+        # (a copy parses the whole vocabulary, so it is kept).
+        tok = self._truncating.get(max_length)
+        if tok is None:
+            tok = hf.Tokenizer.from_str(self.hf.to_str())
+            if max_length is not None:
+                tok.enable_truncation(max_length, strategy="longest_first")
+            self._truncating[max_length] = tok
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        return [np.asarray(e.ids, dtype=np.int32)
+                for e in tok.encode_batch_fast(inputs, add_special_tokens=True)]
 
 
 @registry.tokenizers.register("byte", aliases=("bytes",),

@@ -19,7 +19,7 @@ from tiny_models import VOCAB, tiny
 
 from lmkit.registry import architectures
 
-ARCHS = list(architectures)
+ARCHS = [e.name for e in architectures.list() if not e.has("encoder")]  # language models
 
 TORCH_SCRIPT = textwrap.dedent(
     """

@@ -131,7 +131,7 @@ def test_evaluating_a_run_leaves_its_model_unchanged(tmp_path: Path) -> None:
 
 
 def test_bad_options_are_config_errors() -> None:
-    with pytest.raises(ConfigError, match="option 'pooling' must be one of 'last', 'mean', 'concat', got 'max'"):
+    with pytest.raises(ConfigError, match="option 'pooling' must be one of 'last', 'mean', 'concat', 'cls', got 'max'"):
         evaluate("scratch", task="glue/sst2", data=GLUE, pooling="max")
     with pytest.raises(ConfigError, match=r"unknown evaluation option 'max_step' \(did you mean 'max_steps'"):
         evaluate("scratch", task="glue/sst2", data=GLUE, max_step=3)

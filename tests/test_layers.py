@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engine", ("lmkit.engine",)),
     ("components", ("lmkit.registry", "lmkit.resolve", "lmkit.models", "lmkit.build",
                     "lmkit.optim", "lmkit.schedules", "lmkit.losses", "lmkit.metrics",
-                    "lmkit.tokenizers", "lmkit.generation")),
+                    "lmkit.tokenizers", "lmkit.generation", "lmkit.pretrained")),
     ("data", ("lmkit.data",)),
     ("base", ("lmkit.config", "lmkit.errors", "lmkit.paths", "lmkit._lazy")),
 ]

@@ -17,7 +17,7 @@ from tiny_models import VOCAB, tiny
 from lmkit.errors import ConfigError
 from lmkit.registry import architectures
 
-ARCHS = list(architectures)
+ARCHS = [e.name for e in architectures.list() if not e.has("encoder")]  # language models
 
 
 def tokens(batch: int = 2, time: int = 9, seed: int = 0) -> np.ndarray:

@@ -38,7 +38,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                f"max_length, max_train_examples, seed; for {SCRATCH} also arch, tokenizer, "
                "vocab_size, embed_dim, units, layers. Tasks: `lmkit list tasks`.",
     )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help=f"run directories, or '{SCRATCH}'")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help=f"run directories, pretrained checkpoints (a Hugging Face folder or a name "
+                        f"such as minilm-l6), or '{SCRATCH}'")
     p.add_argument("--task", "--tasks", dest="tasks", action="append", metavar="TASK",
                    help=f"task name, repeatable or comma-separated (default {DEFAULT_TASK}; "
                         f"with --suite: a subset of the suite)")

@@ -20,6 +20,13 @@ from lmkit.resolve import Resolved, resolve
 __all__ = ["evaluate"]
 
 PRETRAINED_LR_MULTIPLIER = 0.3
+#: The standard recipe for a pretrained checkpoint's backbone (BERT's fine-tuning: AdamW, the
+#: whole network at one small learning rate, warm-up then linear decay, dropout 0.1, the [CLS]
+#: state for encoders); options the user sets win.
+CHECKPOINT_RECIPE: dict[str, Any] = {
+    "learning_rate": 5e-5, "backbone_lr_multiplier": 1.0, "optimizer": "adamw",
+    "schedule": "warmup_linear", "head_dropout": 0.1, "weight_decay": 0.01,
+}
 
 
 def evaluate(
@@ -32,11 +39,13 @@ def evaluate(
     ``method="zeroshot"``, score it by ranking each example's choices by the language model's
     likelihood instead (no training, `lmkit.evaluation.zeroshot`).
 
-    `run_or_path` is a `Run`, a run directory, or ``"scratch"`` (the architecture named by the
-    `arch` option, trained from random weights on the task only). `options` are `EvalConfig` keys
-    (``max_steps``, ``batch_size``, ``learning_rate``, ``backbone_lr_multiplier``,
-    ``gradual_unfreezing``, ``pooling``, ``split``, ...). The run's own model is not changed: the
-    backbone is copied before fine-tuning.
+    `run_or_path` is a `Run`, a run directory, a pretrained checkpoint (`lmkit.from_pretrained`'s
+    `Pretrained`, a Hugging Face folder or a registered name such as ``minilm-l6``; the defaults
+    are then `CHECKPOINT_RECIPE`, pooling `cls` for an encoder), or ``"scratch"`` (the
+    architecture named by the `arch` option, trained from random weights on the task only).
+    `options` are `EvalConfig` keys (``max_steps``, ``batch_size``, ``learning_rate``,
+    ``backbone_lr_multiplier``, ``gradual_unfreezing``, ``pooling``, ``split``, ...). The run's
+    own model is not changed: the backbone is copied before fine-tuning.
 
     >>> result = evaluate("runs/lstm-1", task="glue/sst2", data="glue_data", max_steps=300)  # doctest: +SKIP
     >>> result.metrics, result.confusion_matrix                                            # doctest: +SKIP
@@ -45,12 +54,16 @@ def evaluate(
     task = get_task(task)
     cfg = cfg.replace(loss=cfg.loss or task.loss)
     parts = resolve(cfg)  # every name checked before any data is read
+    source = _open(run_or_path)
+    if _is_checkpoint(source):
+        cfg = _recipe(cfg, config, options, source)
+        parts = resolve(cfg)
     scored = load_split(task, data, cfg.split)
     if cfg.max_eval_examples is not None and len(scored) > cfg.max_eval_examples:
         scored = _sample(scored, cfg.max_eval_examples, cfg.seed)
     if cfg.method == "zeroshot":
         shots = load_split(task, data, cfg.train_split) if cfg.shots else None
-        return _zeroshot(run_or_path, scored, cfg, shots)
+        return _zeroshot(source, scored, cfg, shots)
     if task.candidates:
         raise ConfigError(f"{task.name} ranks each example's own candidates and has no fine-tuning head "
                           f"here; evaluate it with method='zeroshot' (`--method zeroshot`)")
@@ -70,7 +83,7 @@ def evaluate(
     from lmkit.evaluation.finetune import finetune, predict
 
     keras.utils.set_random_seed(cfg.seed)
-    backbone, tokenizer, name = _backbone(run_or_path, cfg, parts, train or scored)
+    backbone, tokenizer, name = _backbone(source, cfg, parts, train or scored)
     max_length = cfg.max_length
     context = getattr(backbone, "max_context", None)
     if context is not None and context < max_length:
@@ -109,6 +122,40 @@ def _is_scratch(run_or_path: Any) -> bool:
     return isinstance(run_or_path, str) and run_or_path.lower() == SCRATCH
 
 
+def _open(run_or_path: Any) -> Any:
+    """A `Run` or a `Pretrained` for a path or name; ``"scratch"`` and objects pass through.
+
+    A folder with ``config.json`` (Hugging Face) or a name of the `pretrained` registry is a
+    checkpoint; any other path is a run directory.
+    """
+    if _is_scratch(run_or_path) or not isinstance(run_or_path, (str, Path)):
+        return run_or_path
+    from lmkit.pretrained import from_pretrained
+    from lmkit.registry import pretrained
+
+    path = Path(run_or_path)
+    if (path / "config.json").is_file() or (not path.exists() and str(run_or_path) in pretrained):
+        return from_pretrained(run_or_path)
+    from lmkit.training.run import load_run
+
+    return load_run(run_or_path)
+
+
+def _is_checkpoint(source: Any) -> bool:
+    from lmkit.pretrained import Pretrained
+
+    return isinstance(source, Pretrained)
+
+
+def _recipe(cfg: EvalConfig, config: Any, options: dict[str, Any], source: Any) -> EvalConfig:
+    """`cfg` with `CHECKPOINT_RECIPE` for every option the user did not set."""
+    given = set(options) | (set(config) if isinstance(config, dict) else set())
+    defaults = EvalConfig().to_dict()
+    given |= {k for k, v in cfg.to_dict().items() if v != defaults[k]}
+    recipe = {**CHECKPOINT_RECIPE, "pooling": "cls" if source.is_encoder else "last"}
+    return cfg.replace(**{k: v for k, v in recipe.items() if k not in given})
+
+
 def _sample(examples: Examples, n: int, seed: int) -> Examples:
     """A seeded sample of `n` examples, stratified by label for classification tasks: the
     first n of a file sorted by label (IMDb: all negative, then all positive) would be one class
@@ -142,14 +189,12 @@ def _zeroshot(run_or_path: Any, scored: Examples, cfg: EvalConfig, shots: Exampl
 
 
 def _load(run_or_path: Any) -> Any:
-    """The `Run` given, or loaded from its directory."""
-    if isinstance(run_or_path, (str, Path)):
-        from lmkit.training.run import load_run
-
-        return load_run(run_or_path)
-    if hasattr(run_or_path, "model") and hasattr(run_or_path, "tokenizer"):
-        return run_or_path
-    raise RunError(f"evaluate() needs a Run, a run directory or '{SCRATCH}', got {type(run_or_path).__name__}")
+    """The `Run` or `Pretrained` given, or opened from its path or name (`_open`)."""
+    run = _open(run_or_path)
+    if hasattr(run, "model") and hasattr(run, "tokenizer"):
+        return run
+    raise RunError(f"evaluate() needs a Run, a run directory, a pretrained checkpoint or "
+                   f"'{SCRATCH}', got {type(run_or_path).__name__}")
 
 
 def _backbone(run_or_path: Any, cfg: EvalConfig, parts: Resolved,
@@ -162,7 +207,8 @@ def _backbone(run_or_path: Any, cfg: EvalConfig, parts: Resolved,
     copy = type(source).from_config(source.get_config())
     copy(np.zeros((1, 2), np.int32))
     copy.set_weights(source.get_weights())
-    return copy, run.tokenizer, Path(str(getattr(run, "dir", "run"))).name
+    name = getattr(run, "name", None) or Path(str(getattr(run, "dir", "run"))).name
+    return copy, run.tokenizer, name
 
 
 def _scratch(cfg: EvalConfig, parts: Resolved, texts: Examples) -> tuple[Any, Any, str]:

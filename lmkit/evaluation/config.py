@@ -39,8 +39,8 @@ class EvalConfig:
     max_train_examples: int | None = config_key(None, "Fine-tune on at most this many examples (seeded sample).", min=1)
     max_eval_examples: int | None = config_key(None, "Score at most this many examples (a seeded sample, stratified by label).", min=1)
     # head
-    pooling: str = config_key("concat", "Sequence summary fed to the head: `last` state, `mean` of states, or `concat` of both.",
-                        choices=("last", "mean", "concat"))
+    pooling: str = config_key("concat", "Sequence summary fed to the head: `last` state, `mean` of states, `concat` of both, or `cls` (first token; the default for a pretrained encoder).",
+                        choices=("last", "mean", "concat", "cls"))
     head_dropout: float = config_key(0.1, "Dropout before the classification head.", min=0.0, max=0.95)
     # fine-tuning: the budget and cadence
     max_steps: int = config_key(300, "Fine-tuning budget in optimizer steps (`0`: score the untrained head).", min=0)

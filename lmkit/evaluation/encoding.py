@@ -2,7 +2,9 @@
 
 A sentence pair is encoded as ``a <sep> b`` where the separator is the tokenizer's encoding of a
 line break (a token of every built-in tokenizer), so a backbone pretrained on text has seen it.
-Long inputs are truncated to `max_length` tokens (a pair trims its longer side first).
+Long inputs are truncated to `max_length` tokens (a pair trims its longer side first). A
+pretrained checkpoint's tokenizer encodes examples its own way (`encode_inputs`: BERT's
+``[CLS] a [SEP] b [SEP]``, Hugging Face's longest-first truncation).
 Batches are right-padded with id 0 to a length rounded up to a multiple of 16, so a compiled step
 sees a handful of shapes instead of one per batch.
 """
@@ -50,6 +52,9 @@ def _trim_pair(a: list[int], b: list[int], room: int) -> tuple[list[int], list[i
 
 def encode_examples(examples: Examples, tokenizer: Any, max_length: int) -> Encoded:
     """Tokenize every example of `examples` (truncated to `max_length` tokens)."""
+    encode_inputs = getattr(tokenizer, "encode_inputs", None)
+    if encode_inputs is not None:  # the input format the checkpoint was trained on
+        return Encoded(encode_inputs(examples.text_a, examples.text_b, max_length), examples.labels)
     sep = list(tokenizer.encode(SEPARATOR))
     ids: list[np.ndarray] = []
     for i, a_text in enumerate(examples.text_a):

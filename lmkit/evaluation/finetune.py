@@ -7,7 +7,11 @@ one for the backbone, whose schedule peaks at ``learning_rate * backbone_lr_mult
 Each step is Keras's stateless API under `jax.jit`.
 
 Batches are a pure function of the seed and the step (each epoch is its own seeded
-permutation), so a resumed fine-tuning sees exactly the batches it would have seen.
+permutation), so a resumed fine-tuning sees exactly the batches it would have seen. They are
+bucketed by length (dynamic padding): the permutation is cut into pools of `POOL_BATCHES`
+batches, each pool sorted by length and cut into batches, and the batches shuffled, so short
+sentences are not padded to the long ones (padding rounds up to a multiple of 16 tokens, so the
+compiled step sees a few shapes).
 
 Gradual unfreezing (ULMFiT): the backbone's layers are groups (its own weights such as the
 embedding first, then each sub-layer in order); they are unfrozen from the top group down at
@@ -38,6 +42,8 @@ __all__ = ["finetune", "predict", "backbone_groups", "FinetuneTrainee"]
 
 #: warm-up of the schedule when `warmup_steps` is none, as a fraction of the steps
 WARMUP_FRACTION = 0.06
+#: batches per length-sorted pool (more: tighter padding, less random batches)
+POOL_BATCHES = 16
 
 
 def backbone_groups(backbone: keras.Model) -> list[list[Any]]:
@@ -129,16 +135,29 @@ class FinetuneTrainee:
         self._step_fn = step_fn
         self.state = ([v.value for v in trainable], [v.value for v in model.non_trainable_variables],
                       [v.value for v in head_opt.variables], [v.value for v in body_opt.variables])
-        self._order: tuple[int, np.ndarray] | None = None
+        self._lengths = np.asarray([len(ids) for ids in train.ids])
+        self._epoch: tuple[int, list[np.ndarray]] | None = None
+
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The rows of each batch of `epoch`: similar lengths together, batches in random order."""
+        rng = np.random.default_rng([self.cfg.seed, epoch])
+        order = rng.permutation(len(self.train_data))
+        size = self.cfg.batch_size
+        pool = size * POOL_BATCHES
+        rows: list[np.ndarray] = []
+        for start in range(0, len(order), pool):
+            chunk = order[start:start + pool]
+            chunk = chunk[np.argsort(self._lengths[chunk], kind="stable")]
+            rows += [chunk[i:i + size] for i in range(0, len(chunk), size)]
+        return [rows[i] for i in rng.permutation(len(rows))]
 
     def _batch(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Batch `step` (0-based): a pure function of the seed and the step."""
         epoch, index = divmod(step, self.steps_per_epoch)
-        if self._order is None or self._order[0] != epoch:
-            rng = np.random.default_rng([self.cfg.seed, epoch])
-            self._order = (epoch, rng.permutation(len(self.train_data)))
+        if self._epoch is None or self._epoch[0] != epoch:
+            self._epoch = (epoch, self._epoch_batches(epoch))
+        rows = self._epoch[1][index]
         size = self.cfg.batch_size
-        rows = self._order[1][index * size:(index + 1) * size]
         tokens, lengths, labels, _ = next(batches(self.train_data, rows, size, self.cfg.max_length))
         return tokens, lengths, labels
 
@@ -248,7 +267,10 @@ def predict(model: SequenceClassifier, data: Encoded, batch_size: int, max_lengt
         return logits
 
     batch_size = min(batch_size, len(data))
+    order = np.argsort([len(ids) for ids in data.ids], kind="stable")  # short batches pad less
     out = []
-    for tokens, lengths, _, real in batches(data, np.arange(len(data)), batch_size, max_length):
+    for tokens, lengths, _, real in batches(data, order, batch_size, max_length):
         out.append(np.asarray(forward(train_vals, non_train, tokens, lengths))[:real])
-    return np.concatenate(out, axis=0)
+    outputs = np.empty_like(np.concatenate(out, axis=0))
+    outputs[order] = np.concatenate(out, axis=0)
+    return outputs

@@ -2,8 +2,9 @@
 
 `SequenceClassifier(backbone, num_outputs, pooling)` maps ``(tokens (B, T), lengths (B,))`` to
 logits ``(B, num_outputs)``: the backbone's hidden states ``(B, T, H)`` are pooled -- the state
-at the last real token (`last`), the mean over real tokens (`mean`), or both side by side
-(`concat`, as in ULMFiT) -- and go through dropout and one dense layer.
+at the last real token (`last`), the mean over real tokens (`mean`), both side by side
+(`concat`, as in ULMFiT), or the first token's state (`cls`, BERT's ``[CLS]``) -- and go through
+dropout and one dense layer.
 
 >>> clf = SequenceClassifier(run.model, num_outputs=2, pooling="concat")   # doctest: +SKIP
 >>> clf((tokens, lengths)).shape                                           # doctest: +SKIP
@@ -21,7 +22,7 @@ from lmkit.errors import ConfigError
 
 __all__ = ["SequenceClassifier", "hidden_states"]
 
-POOLINGS = ("last", "mean", "concat")
+POOLINGS = ("last", "mean", "concat", "cls")
 
 
 def hidden_states(model: Any, tokens: Any, training: bool = False) -> Any:
@@ -61,7 +62,7 @@ class SequenceClassifier(keras.Model):
         mask = ops.cast(positions[None, :] < lengths[:, None], h.dtype)[:, :, None]   # (B, T, 1)
         mean = ops.sum(h * mask, axis=1) / ops.cast(lengths, h.dtype)[:, None]        # (B, H)
         last = ops.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]      # (B, H)
-        pooled = {"last": last, "mean": mean}.get(self.pooling)
+        pooled = {"last": last, "mean": mean, "cls": h[:, 0]}.get(self.pooling)
         if pooled is None:
             pooled = ops.concatenate([last, mean], axis=-1)                            # (B, 2H)
         return self.head(self.drop(pooled, training=training))

@@ -18,7 +18,7 @@ in float32, because softmax over a large vocabulary loses too much in bfloat16.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import keras
 from keras import ops
@@ -31,9 +31,23 @@ __all__ = [
     "check_rate",
     "check_choice",
     "check_bool",
+    "HFWeight",
 ]
 
 State = Any  # a tuple / dict of tensors, or None
+
+
+class HFWeight(NamedTuple):
+    """Where one of a model's variables comes from in a Hugging Face checkpoint.
+
+    `names` are the checkpoint's tensor names (several are concatenated on the last axis, as a
+    fused query-key-value matrix is from three); `transpose` is true for a PyTorch ``Linear``
+    weight, stored ``(out, in)`` where lmkit multiplies by ``(in, out)``.
+    """
+
+    variable: Any
+    names: tuple[str, ...]
+    transpose: bool = False
 
 
 # -- constructor argument checks (errors of the form "`units` must be ..., got -3") ---------------

@@ -61,22 +61,28 @@ class LmkitMagics(Magics):
         return None
 
     def _run(self, name: str) -> Any:
-        """The `Run` called `name` in the notebook, or loaded from the run directory `name`."""
+        """The `Run` (or `Pretrained`) called `name` in the notebook, the run directory `name`
+        loaded, or a checkpoint folder or registered checkpoint name (opened by the evaluation)."""
+        from lmkit.pretrained import Pretrained
+        from lmkit.registry import pretrained
         from lmkit.training.run import Run
 
         namespace = self.shell.user_ns
         if name in namespace:
             value = namespace[name]
-            if isinstance(value, Run):
+            if isinstance(value, (Run, Pretrained)):
                 return value
             raise UsageError(
                 f"'{name}' is a {type(value).__name__}, not an lmkit Run. Train one with "
                 f"`%%lmtrain -o {name}` or open a run directory with `%lmload PATH -o {name}`.")
+        if (Path(name) / "config.json").is_file() or (not Path(name).exists() and name in pretrained):
+            return name  # a pretrained checkpoint: `lmkit.evaluate` opens it
         if Path(name).is_dir():
             import lmkit
 
             return lmkit.load(name)
-        raise UsageError(f"'{name}' is neither a variable of this notebook nor a run directory. "
+        raise UsageError(f"'{name}' is neither a variable of this notebook, a run directory nor "
+                         f"a pretrained checkpoint (`%lmlist pretrained`). "
                          f"Train a run with `%%lmtrain -o {name}` or open one with `%lmload`.")
 
     @_user_errors
@@ -203,7 +209,8 @@ class LmkitMagics(Magics):
 
     @_user_errors
     @magic_arguments()
-    @argument("runs", nargs="+", metavar="RUN", help="Run variables, run directories, or 'scratch'")
+    @argument("runs", nargs="+", metavar="RUN",
+              help="Run variables, run directories, pretrained checkpoints (folder or name), or 'scratch'")
     @argument("--task", dest="tasks", action="append", metavar="TASK",
               help="evaluation task, e.g. glue/sst2 (repeatable; see %%lmlist tasks); with --suite, a subset")
     @argument("--suite", choices=("glue", "superglue"),

@@ -13,6 +13,7 @@ wraps the result in a `Run`.
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -138,6 +139,9 @@ def train_language_model(
     """Train according to `cfg`. See `lmkit.train` for the public entry."""
     from lmkit.data.corpus import open_corpus
 
+    init = None
+    if cfg.init and not resume:  # a resumed run rebuilds the model from its own config
+        cfg, init = _from_checkpoint(cfg)
     parts = resolve(cfg)  # every name checked before any work: a typo fails in a second
     if not resume:  # a resumed run keeps the config it was started with
         cfg = with_arch_defaults(cfg, parts.arch)
@@ -149,11 +153,41 @@ def train_language_model(
     else:
         run_dir = RunDir.create(cfg.out or default_run_dir(cfg.arch), cfg.overwrite)
     with run_dir:  # owned by this process until training ends
-        return _train(cfg, parts, corpus, run_dir, reporters, stop, resume)
+        return _train(cfg, parts, corpus, run_dir, reporters, stop, resume, init)
+
+
+# The checkpoint's constructor options a run's config records in its own keys (the rest go to
+# the `[model]` table); `seq_len` stays the training window and `dropout` the run's choice.
+_FROM_CHECKPOINT = ("embed_dim", "layers", "heads", "units", "tie_embeddings")
+
+
+def _from_checkpoint(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
+    """`cfg` with the architecture, sizes and tokenizer of the pretrained decoder `cfg.init`."""
+    from lmkit.errors import ConfigError
+    from lmkit.pretrained import from_pretrained
+
+    init = from_pretrained(cfg.init)
+    if init.is_encoder:
+        raise ConfigError(
+            f"init={cfg.init!r} is an encoder ({init.arch}): it predicts no next token, so it "
+            f"cannot continue training as a language model; use a decoder checkpoint (gpt2), "
+            f"or fine-tune the encoder on a task with `lmkit eval {cfg.init} --task ...`")
+    options = init.model.get_config()
+    accepted = inspect.signature(type(init.model)).parameters
+    keys = {k: options[k] for k in _FROM_CHECKPOINT if k in options}
+    table = {k: options[k] for k in accepted
+             if k in options and k not in (*_FROM_CHECKPOINT, "vocab_size", "seq_len", "dropout")}
+    context = init.model.max_context
+    if context is not None and cfg.seq_len > context:
+        raise ConfigError(f"seq_len={cfg.seq_len} is longer than the {context} positions of "
+                          f"init={cfg.init!r}; set seq_len to at most {context}")
+    cfg = cfg.replace(arch=init.arch, tokenizer="pretrained", vocab_size=None, model=table, **keys)
+    return cfg, init
 
 
 def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
-           reporters: list[Reporter] | None, stop: StopSignal | None, resume: bool) -> Trained:
+           reporters: list[Reporter] | None, stop: StopSignal | None, resume: bool,
+           init: Any = None) -> Trained:
     import keras
 
     from lmkit.build import build_model, check_fits
@@ -171,6 +205,8 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     # data ------------------------------------------------------------------------------------
     if resume:
         tokenizer = load_tokenizer(run_dir.file(TOKENIZER))
+    elif init is not None:
+        tokenizer = init.tokenizer
     else:
         tokenizer = parts.tokenizer.obj.fit(corpus.chunks(), vocab_size=cfg.vocab_size)
     ids = token_ids(corpus, tokenizer)
@@ -187,8 +223,11 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
         total = int(cfg.max_steps)
 
     # model and step --------------------------------------------------------------------------
-    check_fits(cfg, tokenizer.vocab_size, parts.arch.obj)
-    model = build_model(cfg, tokenizer.vocab_size, parts.arch.obj)
+    vocab = init.model.vocab_size if init else tokenizer.vocab_size
+    check_fits(cfg, vocab, parts.arch.obj)
+    model = build_model(cfg, vocab, parts.arch.obj)
+    if init is not None:  # the same class and options: the variables correspond one to one
+        model.set_weights(init.model.get_weights())
     optimizer = parts.optimizer.obj(cfg, parts.schedule.obj(cfg, total))
     exclude_from_decay(optimizer, model.trainable_variables)
     loss_fn = parts.loss.obj(cfg)

@@ -1,0 +1,241 @@
+"""`bert`: a bidirectional Transformer encoder in the layout of BERT (and MiniLM), with `keras.ops`.
+
+    tokens (B, T) -> word + position + token-type embedding -> LN -> dropout
+      -> `layers` x Layer:  LN(x + attn(x)),  LN(x + MLP(x))      (post-LayerNorm, exact GELU)
+      -> hidden states (B, T, H)
+
+An encoder reads the whole sequence at once: there are no next-token logits, so `call` returns
+the hidden states (as `features` does) and the registry entry carries the capability
+``"encoder"`` (training a language model refuses it; classifiers and `lmkit.pretrained` use it).
+
+Padding is masked out of attention: a key whose id is `pad_token_id` is never attended to. Token
+types follow BERT's pair encoding ``[CLS] a [SEP] b [SEP]``: without explicit `token_types`,
+every real token after the first `sep_token_id` is of type 1, so a classifier fed only token ids
+encodes pairs as the checkpoint was trained.
+
+Activations stay 2-D, ``(B*T, D)``, around every dense matmul (faster on XLA:CPU, as in `gpt`);
+query, key and value are one fused ``(D, 3D)`` matrix, filled from the checkpoint's three.
+
+>>> model = BERT(vocab_size=30522, embed_dim=384, layers=6, heads=12)   # doctest: +SKIP
+>>> hidden = model.features(tokens)                                      # (B, T, 384)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import keras
+from keras import ops
+
+from lmkit.errors import ConfigError, RunError
+from lmkit.models.base import HFWeight, LanguageModel, check_positive_int, check_rate
+from lmkit.registry import architectures
+
+__all__ = ["BERT", "EncoderLayer"]
+
+_NEG_INF = -1e9  # masked attention score; finite so a row of padding stays NaN-free
+ENCODER = "encoder"  #: capability of an architecture entry without next-token logits
+
+
+def _normal(stddev: float) -> keras.initializers.Initializer:
+    return keras.initializers.RandomNormal(stddev=stddev)
+
+
+@keras.saving.register_keras_serializable(package="lmkit")
+class EncoderLayer(keras.layers.Layer):
+    """Post-LayerNorm Transformer layer: ``LN(x + attn(x))`` then ``LN(x + W2 gelu(W1 x))``.
+
+    `call` takes 2-D activations ``(B*T, D)`` and ``allowed`` ``(B, 1, 1, T)``, true for the keys
+    (real tokens) that may be attended to.
+    """
+
+    def __init__(self, embed_dim: int, heads: int, ffn_dim: int, dropout: float,
+                 attention_dropout: float, layer_norm_eps: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.embed_dim, self.heads, self.ffn_dim = embed_dim, heads, ffn_dim
+        self.dropout, self.attention_dropout = dropout, attention_dropout
+        self.layer_norm_eps = layer_norm_eps
+        self.head_dim = embed_dim // heads
+        self.ln_attention = keras.layers.LayerNormalization(epsilon=layer_norm_eps, name="ln_attention")
+        self.ln_output = keras.layers.LayerNormalization(epsilon=layer_norm_eps, name="ln_output")
+        self.drop = keras.layers.Dropout(dropout)
+        self.attention_drop = keras.layers.Dropout(attention_dropout)
+
+    def build(self, input_shape: Any) -> None:
+        d, f = self.embed_dim, self.ffn_dim
+        self.ln_attention.build((None, d))
+        self.ln_output.build((None, d))
+        self.w_qkv = self.add_weight(shape=(d, 3 * d), initializer=_normal(0.02), name="w_qkv")
+        self.b_qkv = self.add_weight(shape=(3 * d,), initializer="zeros", name="b_qkv")
+        self.w_proj = self.add_weight(shape=(d, d), initializer=_normal(0.02), name="w_proj")
+        self.b_proj = self.add_weight(shape=(d,), initializer="zeros", name="b_proj")
+        self.w_fc = self.add_weight(shape=(d, f), initializer=_normal(0.02), name="w_fc")
+        self.b_fc = self.add_weight(shape=(f,), initializer="zeros", name="b_fc")
+        self.w_out = self.add_weight(shape=(f, d), initializer=_normal(0.02), name="w_out")
+        self.b_out = self.add_weight(shape=(d,), initializer="zeros", name="b_out")
+
+    def call(self, x: Any, *, batch: int, allowed: Any, training: bool = False) -> Any:
+        d, h, hd = self.embed_dim, self.heads, self.head_dim
+        time = ops.shape(x)[0] // batch
+        qkv = ops.matmul(x, self.w_qkv) + self.b_qkv                        # (B*T, 3D)
+        q, k, v = (ops.reshape(t, (batch, time, h, hd)) for t in ops.split(qkv, 3, axis=-1))
+        scores = ops.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)        # (B, H, T, T)
+        scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)  # softmax in float32
+        att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+        att = self.attention_drop(att, training=training)
+        y = ops.einsum("bhqk,bkhd->bqhd", att, v)                           # (B, T, H, d)
+        y = ops.matmul(ops.reshape(y, (-1, d)), self.w_proj) + self.b_proj  # (B*T, D)
+        x = self.ln_attention(x + self.drop(y, training=training))
+        y = ops.gelu(ops.matmul(x, self.w_fc) + self.b_fc, approximate=False)  # (B*T, F), erf
+        y = ops.matmul(y, self.w_out) + self.b_out                          # (B*T, D)
+        return self.ln_output(x + self.drop(y, training=training))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "embed_dim": self.embed_dim, "heads": self.heads,
+                "ffn_dim": self.ffn_dim, "dropout": self.dropout,
+                "attention_dropout": self.attention_dropout, "layer_norm_eps": self.layer_norm_eps}
+
+
+@architectures.register(
+    "bert", aliases=("minilm",), capabilities=(ENCODER,),
+    description="Bidirectional Transformer encoder (BERT / MiniLM layout): post-LayerNorm, "
+                "token types, padding mask; loads Hugging Face checkpoints.",
+)
+@keras.saving.register_keras_serializable(package="lmkit")
+class BERT(LanguageModel):
+    """BERT-layout encoder: `layers` layers of width `embed_dim`, `heads` heads, MLP `ffn_dim`.
+
+    `seq_len` is the number of learned positions (`max_context`); `pad_token_id` is masked out
+    of attention; `sep_token_id` starts the second segment of a pair.
+    """
+
+    #: Hugging Face ``model_type`` values this class reads (`lmkit.pretrained` dispatches on it)
+    hf_model_types: ClassVar[tuple[str, ...]] = ("bert",)
+    #: prefix of the encoder's tensors in task-head checkpoints (``BertForSequenceClassification``)
+    hf_prefix: ClassVar[str] = "bert."
+
+    def __init__(self, vocab_size: int, *, embed_dim: int = 384, layers: int = 6, heads: int = 12,
+                 ffn_dim: int | None = None, seq_len: int = 512, type_vocab_size: int = 2,
+                 dropout: float = 0.1, attention_dropout: float | None = None,
+                 layer_norm_eps: float = 1e-12, pad_token_id: int = 0, sep_token_id: int = 102,
+                 **kwargs: Any) -> None:
+        super().__init__(vocab_size, **kwargs)
+        self.embed_dim = check_positive_int("embed_dim", embed_dim)
+        self.num_layers = check_positive_int("layers", layers)
+        self.heads = check_positive_int("heads", heads)
+        self.ffn_dim = check_positive_int("ffn_dim", ffn_dim if ffn_dim is not None else 4 * embed_dim)
+        self.seq_len = check_positive_int("seq_len", seq_len)
+        self.type_vocab_size = check_positive_int("type_vocab_size", type_vocab_size)
+        self.dropout_rate = check_rate("dropout", dropout)
+        attention_dropout = self.dropout_rate if attention_dropout is None else attention_dropout
+        self.attention_dropout = check_rate("attention_dropout", attention_dropout)
+        if embed_dim % heads:
+            raise ConfigError(f"`embed_dim` ({embed_dim}) must be divisible by `heads` ({heads})")
+        self.pad_token_id, self.sep_token_id = int(pad_token_id), int(sep_token_id)
+        self.layer_norm_eps = float(layer_norm_eps)
+        self._options = {"embed_dim": embed_dim, "layers": layers, "heads": heads,
+                         "ffn_dim": self.ffn_dim, "seq_len": seq_len,
+                         "type_vocab_size": type_vocab_size, "dropout": dropout,
+                         "attention_dropout": self.attention_dropout,
+                         "layer_norm_eps": self.layer_norm_eps, "pad_token_id": self.pad_token_id,
+                         "sep_token_id": self.sep_token_id}
+        self.encoder_layers = [
+            EncoderLayer(embed_dim, heads, self.ffn_dim, self.dropout_rate, self.attention_dropout,
+                         self.layer_norm_eps, name=f"layer_{i}")
+            for i in range(layers)
+        ]
+        self.ln_embedding = keras.layers.LayerNormalization(epsilon=self.layer_norm_eps,
+                                                            name="ln_embedding")
+        self.drop = keras.layers.Dropout(self.dropout_rate)
+
+    @property
+    def max_context(self) -> int:
+        return self.seq_len
+
+    def build(self, input_shape: Any) -> None:
+        d = self.embed_dim
+        self._build_embedding(d, initializer=_normal(0.02))                # (V, D)
+        self.position_embedding = self.add_weight(
+            shape=(self.seq_len, d), initializer=_normal(0.02), name="position_embedding")
+        self.type_embedding = self.add_weight(
+            shape=(self.type_vocab_size, d), initializer=_normal(0.02), name="type_embedding")
+        self.ln_embedding.build((None, d))
+        for layer in self.encoder_layers:
+            layer.build((None, d))
+
+    def call(self, tokens: Any, training: bool = False) -> Any:
+        """An encoder has no next-token logits: the hidden states ``(B, T, H)``."""
+        return self.features(tokens, training=training)
+
+    def features(self, tokens: Any, training: bool = False, token_types: Any = None) -> Any:
+        """Hidden states ``(B, T, embed_dim)``; padding (`pad_token_id`) is not attended to."""
+        tokens = ops.cast(tokens, "int32")
+        batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
+        real = ops.not_equal(tokens, self.pad_token_id)                     # (B, T)
+        if token_types is None:
+            # Type 1 from the token after the first separator on: ``[CLS] a [SEP]`` is 0, ``b [SEP]`` 1.
+            seps = ops.cumsum(ops.cast(ops.equal(tokens, self.sep_token_id), "int32"), axis=1)
+            after_first = (seps - ops.cast(ops.equal(tokens, self.sep_token_id), "int32")) >= 1
+            token_types = ops.cast(ops.logical_and(after_first, real), "int32")
+        positions = ops.arange(time, dtype="int32")
+        x = (self._embed(tokens)
+             + ops.cast(ops.take(self.position_embedding, positions, axis=0), self.compute_dtype)
+             + ops.cast(ops.take(self.type_embedding, ops.cast(token_types, "int32"), axis=0),
+                        self.compute_dtype))                               # (B, T, D)
+        x = self.ln_embedding(ops.reshape(x, (-1, self.embed_dim)))         # (B*T, D)
+        x = self.drop(x, training=training)
+        allowed = real[:, None, None, :]                                    # (B, 1, 1, T) keys
+        for layer in self.encoder_layers:
+            x = layer(x, batch=batch, allowed=allowed, training=training)
+        return ops.reshape(x, (batch, time, self.embed_dim))
+
+    # -- Hugging Face checkpoints -----------------------------------------------------------------
+    @classmethod
+    def from_hf_config(cls, config: dict[str, Any], tokenizer: Any) -> "BERT":
+        """The model a Hugging Face ``BertConfig`` describes (weights still random)."""
+        act = config.get("hidden_act", "gelu")
+        if act != "gelu":
+            raise RunError(f"config.json: hidden_act={act!r} is not supported by lmkit's `bert` "
+                           f"(it implements 'gelu', the exact erf form)")
+        if config.get("position_embedding_type", "absolute") != "absolute":
+            raise RunError(f"config.json: position_embedding_type="
+                           f"{config['position_embedding_type']!r} is not supported (only 'absolute')")
+        sep = tokenizer.token_id("[SEP]") if tokenizer is not None else None
+        return cls(
+            config["vocab_size"], embed_dim=config["hidden_size"],
+            layers=config["num_hidden_layers"], heads=config["num_attention_heads"],
+            ffn_dim=config["intermediate_size"], seq_len=config["max_position_embeddings"],
+            type_vocab_size=config.get("type_vocab_size", 2),
+            dropout=config.get("hidden_dropout_prob", 0.1),
+            attention_dropout=config.get("attention_probs_dropout_prob", 0.1),
+            layer_norm_eps=config.get("layer_norm_eps", 1e-12),
+            pad_token_id=config.get("pad_token_id") or 0,
+            sep_token_id=config.get("sep_token_id") or (sep if sep is not None else 102),
+        )
+
+    def hf_weights(self) -> list[HFWeight]:
+        """Every variable with the Hugging Face ``BertModel`` tensors it is read from."""
+        out = [HFWeight(self.embedding, ("embeddings.word_embeddings.weight",)),
+               HFWeight(self.position_embedding, ("embeddings.position_embeddings.weight",)),
+               HFWeight(self.type_embedding, ("embeddings.token_type_embeddings.weight",)),
+               HFWeight(self.ln_embedding.gamma, ("embeddings.LayerNorm.weight",)),
+               HFWeight(self.ln_embedding.beta, ("embeddings.LayerNorm.bias",))]
+        for i, layer in enumerate(self.encoder_layers):
+            p = f"encoder.layer.{i}."
+            qkv = tuple(f"{p}attention.self.{n}" for n in ("query", "key", "value"))
+            out += [
+                HFWeight(layer.w_qkv, tuple(f"{n}.weight" for n in qkv), True),
+                HFWeight(layer.b_qkv, tuple(f"{n}.bias" for n in qkv)),
+                HFWeight(layer.w_proj, (f"{p}attention.output.dense.weight",), True),
+                HFWeight(layer.b_proj, (f"{p}attention.output.dense.bias",)),
+                HFWeight(layer.ln_attention.gamma, (f"{p}attention.output.LayerNorm.weight",)),
+                HFWeight(layer.ln_attention.beta, (f"{p}attention.output.LayerNorm.bias",)),
+                HFWeight(layer.w_fc, (f"{p}intermediate.dense.weight",), True),
+                HFWeight(layer.b_fc, (f"{p}intermediate.dense.bias",)),
+                HFWeight(layer.w_out, (f"{p}output.dense.weight",), True),
+                HFWeight(layer.b_out, (f"{p}output.dense.bias",)),
+                HFWeight(layer.ln_output.gamma, (f"{p}output.LayerNorm.weight",)),
+                HFWeight(layer.ln_output.beta, (f"{p}output.LayerNorm.bias",)),
+            ]
+        return out

@@ -1,0 +1,96 @@
+"""`gpt2`: OpenAI's GPT-2 layout, loaded from Hugging Face checkpoints.
+
+lmkit's `gpt` already is GPT-2's computation: pre-LayerNorm blocks (eps 1e-5), learned
+positions, fused query-key-value, the tanh approximation of GELU (``gelu_new``), a head tied to
+the token embedding, and a KV cache for decoding. `gpt2` adds what a checkpoint needs: the number
+of learned positions `n_positions` apart from the training window `seq_len` (GPT-2 has 1024; a
+continued pretraining may use shorter windows), and the map from the checkpoint's tensors.
+
+GPT-2 stores its dense weights as ``Conv1D``, ``(in, out)``: the layout lmkit multiplies by, so
+unlike BERT's ``Linear`` weights they are not transposed. The tied head has no bias in GPT-2;
+lmkit's zero-initialized head bias keeps the logits equal.
+
+>>> model = GPT2(vocab_size=50257, embed_dim=768, layers=12, heads=12, n_positions=1024)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import keras
+
+from lmkit.errors import RunError
+from lmkit.models.base import HFWeight
+from lmkit.models.gpt import GPT
+from lmkit.registry import architectures
+
+__all__ = ["GPT2"]
+
+# Hugging Face names of the tanh-approximated GELU that `gpt` computes
+_TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+
+
+@architectures.register(
+    "gpt2",
+    description="GPT-2 layout of `gpt` with its own number of positions; loads Hugging Face "
+                "GPT-2 checkpoints (KV cache).",
+)
+@keras.saving.register_keras_serializable(package="lmkit")
+class GPT2(GPT):
+    """`gpt` with `n_positions` learned positions (default `seq_len`), read from GPT-2 checkpoints."""
+
+    hf_model_types: ClassVar[tuple[str, ...]] = ("gpt2",)
+    hf_prefix: ClassVar[str] = "transformer."
+
+    def __init__(self, vocab_size: int, *, embed_dim: int = 768, layers: int = 12, heads: int = 12,
+                 n_positions: int | None = None, seq_len: int = 1024, dropout: float = 0.0,
+                 tie_embeddings: bool = True, **kwargs: Any) -> None:
+        super().__init__(vocab_size, embed_dim=embed_dim, layers=layers, heads=heads,
+                         seq_len=n_positions or seq_len, dropout=dropout,
+                         tie_embeddings=tie_embeddings, **kwargs)
+        self._options["n_positions"] = self.seq_len
+        self._options["seq_len"] = self.seq_len
+
+    @classmethod
+    def from_hf_config(cls, config: dict[str, Any], tokenizer: Any) -> "GPT2":
+        """The model a Hugging Face ``GPT2Config`` describes (weights still random)."""
+        d = config["n_embd"]
+        unsupported = {
+            "activation_function": (config.get("activation_function", "gelu_new") not in _TANH_GELU,
+                                    f"one of {', '.join(_TANH_GELU)}"),
+            "n_inner": (config.get("n_inner") not in (None, 4 * d), f"null or {4 * d}"),
+            "layer_norm_epsilon": (config.get("layer_norm_epsilon", 1e-5) != 1e-5, "1e-05"),
+            "scale_attn_by_inverse_layer_idx": (bool(config.get("scale_attn_by_inverse_layer_idx")), "false"),
+            "scale_attn_weights": (not config.get("scale_attn_weights", True), "true"),
+        }
+        for key, (bad, expected) in unsupported.items():
+            if bad:
+                raise RunError(f"config.json: {key}={config.get(key)!r} is not supported by lmkit's "
+                               f"`gpt2` (expected {expected})")
+        return cls(config["vocab_size"], embed_dim=d, layers=config["n_layer"],
+                   heads=config["n_head"], n_positions=config["n_positions"],
+                   dropout=config.get("resid_pdrop", 0.0), tie_embeddings=True)
+
+    def hf_weights(self) -> list[HFWeight]:
+        """Every variable with the Hugging Face ``GPT2Model`` tensors it is read from."""
+        out = [HFWeight(self.embedding, ("wte.weight",)),
+               HFWeight(self.position_embedding, ("wpe.weight",)),
+               HFWeight(self.ln_f.gamma, ("ln_f.weight",)),
+               HFWeight(self.ln_f.beta, ("ln_f.bias",))]
+        for i, block in enumerate(self.blocks):
+            p = f"h.{i}."
+            out += [
+                HFWeight(block.ln_1.gamma, (f"{p}ln_1.weight",)),
+                HFWeight(block.ln_1.beta, (f"{p}ln_1.bias",)),
+                HFWeight(block.w_qkv, (f"{p}attn.c_attn.weight",)),
+                HFWeight(block.b_qkv, (f"{p}attn.c_attn.bias",)),
+                HFWeight(block.w_proj, (f"{p}attn.c_proj.weight",)),
+                HFWeight(block.b_proj, (f"{p}attn.c_proj.bias",)),
+                HFWeight(block.ln_2.gamma, (f"{p}ln_2.weight",)),
+                HFWeight(block.ln_2.beta, (f"{p}ln_2.bias",)),
+                HFWeight(block.w_fc, (f"{p}mlp.c_fc.weight",)),
+                HFWeight(block.b_fc, (f"{p}mlp.c_fc.bias",)),
+                HFWeight(block.w_out, (f"{p}mlp.c_proj.weight",)),
+                HFWeight(block.b_out, (f"{p}mlp.c_proj.bias",)),
+            ]
+        return out

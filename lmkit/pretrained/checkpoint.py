@@ -1,0 +1,173 @@
+"""`from_pretrained(path_or_name) -> Pretrained`: a Hugging Face checkpoint as an lmkit model.
+
+>>> mini = lmkit.from_pretrained("minilm-l6")                      # doctest: +SKIP
+>>> mini.embed(["A cat sits.", "A dog runs."]).shape               # doctest: +SKIP
+(2, 384)
+>>> gpt = lmkit.from_pretrained("checkpoints/gpt2")                # doctest: +SKIP
+>>> gpt.generate("Once upon a time", max_new_tokens=20, temperature=0)  # doctest: +SKIP
+
+A name (no path separator, not an existing folder) is looked up in the `pretrained` registry,
+which plugin packages fill through the ``lmkit.pretrained`` entry-point group; the entry is a
+callable returning the checkpoint's folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmkit.errors import ConfigError
+from lmkit.pretrained.folder import architecture_for, load_weights, read_config, read_tokenizer
+from lmkit.registry import architectures, pretrained
+
+__all__ = ["Pretrained", "from_pretrained", "checkpoint_folder", "POOLINGS"]
+
+POOLINGS = ("mean", "cls")
+_BUCKET = 16  # padded lengths are multiples of this: few compiled shapes
+
+
+def checkpoint_folder(path_or_name: str | os.PathLike[str]) -> Path:
+    """The folder of a checkpoint given as a path or a registered name (``minilm-l6``)."""
+    text = os.fspath(path_or_name)
+    path = Path(text).expanduser()
+    if path.exists() or os.sep in text or "/" in text or text.startswith("."):
+        return path
+    return Path(pretrained.get(text)())  # unknown names: RegistryError with did-you-mean
+
+
+@dataclass
+class Pretrained:
+    """A pretrained checkpoint: its lmkit `model`, `tokenizer` and Hugging Face `config`.
+
+    Like a `Run`, it generates (decoders) and serves as a backbone for `lmkit.evaluate`; it
+    also computes features and sentence embeddings (encoders and decoders).
+    """
+
+    dir: Path
+    name: str
+    arch: str
+    config: dict[str, Any]
+    model: Any
+    tokenizer: Any
+
+    @property
+    def is_encoder(self) -> bool:
+        """Whether the architecture is an encoder (no next-token logits, no generation)."""
+        from lmkit.models.bert import ENCODER
+
+        return architectures.entry(self.arch).has(ENCODER)
+
+    def encode(self, texts: str | list[str], max_length: int | None = None,
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """``(tokens (B, T) int32, lengths (B,))``: `texts` with the checkpoint's special tokens,
+        truncated to `max_length` (default: the model's context) and right-padded."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ConfigError("texts must hold at least one string")
+        limit = max_length or self.model.max_context
+        rows = self.tokenizer.encode_inputs(texts, max_length=limit)
+        lengths = np.asarray([len(r) for r in rows], dtype=np.int32)
+        width = min(limit, -(-int(lengths.max()) // _BUCKET) * _BUCKET)
+        tokens = np.full((len(rows), width), getattr(self.model, "pad_token_id", 0), np.int32)
+        for i, r in enumerate(rows):
+            tokens[i, :len(r)] = r
+        return tokens, lengths
+
+    def _apply(self, body: Any, texts: str | list[str], batch_size: int,
+               max_length: int | None) -> tuple[np.ndarray, np.ndarray]:
+        import keras
+
+        from lmkit.generation import compiled
+
+        tokens, lengths = self.encode(texts, max_length)
+        fn = compiled(self.model, body)
+        values = [v.value for v in self.model.variables]
+        out = [np.asarray(keras.ops.convert_to_numpy(fn(values, tokens[i:i + batch_size])))
+               for i in range(0, len(tokens), batch_size)]
+        mask = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
+        width = int(lengths.max())
+        return np.concatenate(out)[:, :width], mask[:, :width]
+
+    def features(self, texts: str | list[str], batch_size: int = 32,
+                 max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(hidden (B, T, H) float32, mask (B, T) bool)``: the last hidden states, padded to
+        the longest text; `mask` is true at real tokens.
+
+        >>> hidden, mask = mini.features(["Hello world."])      # doctest: +SKIP
+        """
+        return self._apply(_features_body, texts, batch_size, max_length)
+
+    def embed(self, texts: str | list[str], pooling: str = "mean", batch_size: int = 32,
+              max_length: int | None = None) -> np.ndarray:
+        """One vector per text, ``(B, H)``: the mean of the hidden states over real tokens
+        (`mean`, sentence-transformers' recipe) or the first token's state (`cls`)."""
+        if pooling not in POOLINGS:
+            raise ConfigError(f"`pooling` must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        hidden, mask = self.features(texts, batch_size, max_length)
+        if pooling == "cls":
+            return hidden[:, 0]
+        weights = mask[:, :, None].astype(np.float32)
+        return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+
+    def logits(self, texts: str | list[str], batch_size: int = 32,
+               max_length: int | None = None) -> np.ndarray:
+        """Next-token logits ``(B, T, V)`` float32 of a decoder, padded to the longest text
+        (row ``i`` is meaningful for its first ``len(tokens)`` positions)."""
+        self._need_decoder("logits")
+        return self._apply(_logits_body, texts, batch_size, max_length)[0]
+
+    def generate(self, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 stop: str | None = None, use_cache: bool = True) -> str:
+        """Continue `prompt` (decoders); the options of `lmkit.generation.generate`."""
+        from lmkit.generation import generate
+
+        self._need_decoder("generate")
+        return generate(self.model, self.tokenizer, prompt, max_new_tokens, temperature, top_k,
+                        top_p, seed, stop, use_cache)
+
+    def _need_decoder(self, what: str) -> None:
+        if self.is_encoder:
+            raise ConfigError(f"{self.name} is an encoder ({self.arch}): it has no next-token "
+                              f"logits, so `{what}` is for decoders; use features() or embed()")
+
+    def __repr__(self) -> str:
+        n = int(sum(np.prod(v.shape) for v in self.model.weights))
+        return f"Pretrained(name='{self.name}', arch='{self.arch}', parameters={n:,})"
+
+
+def _features_body(model: Any, tokens: Any) -> Any:
+    return model.features(tokens, training=False)
+
+
+def _logits_body(model: Any, tokens: Any) -> Any:
+    return model(tokens, training=False)
+
+
+def from_pretrained(path_or_name: str | os.PathLike[str]) -> Pretrained:
+    """Load a Hugging Face checkpoint folder (or a registered name) offline, without torch.
+
+    The folder holds ``config.json`` (its ``model_type`` picks the architecture),
+    ``model.safetensors`` (or shards with ``model.safetensors.index.json``) and
+    ``tokenizer.json``. Every problem is a `RunError` naming the file or weight.
+    """
+    import keras
+
+    folder = checkpoint_folder(path_or_name)
+    config = read_config(folder)
+    entry = architecture_for(config, folder)
+    tokenizer = read_tokenizer(folder, int(config["vocab_size"]))
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")  # checkpoints are float32 here; parity depends on it
+    try:
+        model = entry.obj.from_hf_config(config, tokenizer)
+        model(np.zeros((1, 2), np.int32))  # create the weights
+    finally:
+        keras.config.set_dtype_policy(previous)
+    load_weights(model, folder)
+    name = os.fspath(path_or_name) if folder != Path(os.fspath(path_or_name)) else folder.name
+    return Pretrained(folder, name, entry.name, config, model, tokenizer)

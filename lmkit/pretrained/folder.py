@@ -1,0 +1,158 @@
+"""Reading a Hugging Face checkpoint folder offline: ``config.json``, safetensors weights (one file
+or shards with ``model.safetensors.index.json``) and ``tokenizer.json``.
+
+Only safetensors are read (plain arrays, no code runs); a folder holding only PyTorch pickles is
+refused with the conversion to run. The architecture is the registry entry whose class declares
+the folder's ``model_type`` in ``hf_model_types``; that class builds itself from the config
+(``from_hf_config``) and names the tensors each of its variables comes from (``hf_weights``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmkit.errors import RunError
+from lmkit.registry import Entry, architectures
+
+__all__ = ["read_config", "architecture_for", "read_tokenizer", "read_weights", "load_weights"]
+
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+_PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """``config.json`` of `folder` as a dict; a missing folder or file is a `RunError`."""
+    if not folder.is_dir():
+        raise RunError(f"pretrained checkpoint folder '{folder}' does not exist")
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"'{folder}' is not a Hugging Face checkpoint: it has no {CONFIG_FILE} "
+                       f"(a checkpoint folder holds {CONFIG_FILE}, {WEIGHTS_FILE} and "
+                       f"{TOKENIZER_FILE})")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise RunError(f"{path}: has no \"model_type\" (which architecture the weights are for)")
+    return config
+
+
+def architecture_for(config: dict[str, Any], folder: Path) -> Entry[Any]:
+    """The architecture entry whose class reads ``config["model_type"]``."""
+    model_type = config["model_type"]
+    readers = {t: e for e in architectures.list() for t in getattr(e.obj, "hf_model_types", ())}
+    if model_type not in readers:
+        raise RunError(f"{folder / CONFIG_FILE}: model_type {model_type!r} is not supported; lmkit "
+                       f"reads: {', '.join(sorted(readers))}")
+    return readers[model_type]
+
+
+def read_tokenizer(folder: Path, vocab_size: int) -> Any:
+    """The folder's ``tokenizer.json``, checked against the model's `vocab_size`."""
+    from lmkit.tokenizers import PretrainedTokenizer
+
+    path = folder / TOKENIZER_FILE
+    if not path.is_file():
+        raise RunError(f"'{folder}' has no {TOKENIZER_FILE}: lmkit reads the fast (Rust) tokenizer "
+                       f"file; save it with `tokenizer.save_pretrained(folder)` from a "
+                       f"PreTrainedTokenizerFast")
+    tokenizer = PretrainedTokenizer.from_file(path)
+    # Checkpoints may pad the embedding beyond the vocabulary (GPT-2's 50257 is exact, others
+    # round up), never the other way: a token id past the embedding would index out of range.
+    if tokenizer.vocab_size > vocab_size:
+        raise RunError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
+                       f"vocab_size (config.json) is {vocab_size}: they belong to different "
+                       f"checkpoints")
+    return tokenizer
+
+
+def _weight_files(folder: Path) -> dict[str, Path]:
+    """Tensor name -> the safetensors file holding it."""
+    from safetensors import safe_open
+
+    index = folder / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise RunError(f"{index}: not a safetensors index ({type(exc).__name__}: {exc})") from None
+        missing = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
+        if missing:
+            raise RunError(f"'{folder}' is incomplete: {INDEX_FILE} names shards that are not "
+                           f"there: {', '.join(missing)}")
+        return {name: folder / f for name, f in weight_map.items()}
+    single = folder / WEIGHTS_FILE
+    if single.is_file():
+        try:
+            with safe_open(str(single), framework="numpy") as f:
+                return {name: single for name in f.keys()}
+        except Exception as exc:  # safetensors raises its own SafetensorError on a damaged file
+            raise RunError(f"{single}: not a readable safetensors file ({exc})") from None
+    if any((folder / p).is_file() for p in _PICKLES):
+        raise RunError(
+            f"'{folder}' holds PyTorch pickle weights (pytorch_model.bin) only; lmkit reads "
+            f"safetensors, which cannot run code. Convert once with transformers: "
+            f"`AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)`")
+    raise RunError(f"'{folder}' has no weights: expected {WEIGHTS_FILE} (or sharded files with "
+                   f"{INDEX_FILE})")
+
+
+def read_weights(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """The tensors `names` of the folder's safetensors (one file or shards), as NumPy arrays."""
+    from safetensors import safe_open
+
+    files = _weight_files(folder)
+    by_file: dict[Path, list[str]] = {}
+    for name in names:
+        if name in files:
+            by_file.setdefault(files[name], []).append(name)
+    out: dict[str, np.ndarray] = {}
+    for path, wanted in by_file.items():
+        with safe_open(str(path), framework="numpy") as f:
+            for name in wanted:
+                out[name] = f.get_tensor(name)
+    return out
+
+
+def load_weights(model: Any, folder: Path) -> None:
+    """Assign every variable of `model` from the folder's tensors (``model.hf_weights()``).
+
+    A tensor may carry the task-head prefix of its class (``bert.``, ``transformer.``); tensors
+    the model does not use (a pooler, a task head) are ignored. A missing tensor or a shape
+    that does not fit is a `RunError` naming the tensor.
+    """
+    files = _weight_files(folder)
+    prefix = getattr(model, "hf_prefix", "")
+    plan = model.hf_weights()
+    wanted = [n for w in plan for n in w.names]
+    resolved = {n: n if n in files else prefix + n for n in wanted}
+    missing = [n for n, found in resolved.items() if found not in files]
+    if missing:
+        raise RunError(f"'{folder}' lacks weight {missing[0]!r}"
+                       + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                       + f" that a {type(model).__name__} needs: the checkpoint is partial or of "
+                       f"another architecture")
+    arrays = read_weights(folder, list(resolved.values()))
+    for weight in plan:
+        stored = [arrays[resolved[n]] for n in weight.names]
+        parts = [p.T for p in stored] if weight.transpose else stored
+        expected = tuple(weight.variable.shape)
+        fits = len({p.shape[:-1] for p in parts}) == 1
+        value = np.concatenate(parts, axis=-1) if fits and len(parts) > 1 else parts[0]
+        if not fits or tuple(value.shape) != expected:
+            # shapes as the file stores them (a Linear weight is (out, in))
+            need = expected[::-1] if weight.transpose else expected
+            if len(parts) > 1:
+                need = f"{len(parts)} pieces making {expected} after transposing"
+            got = " + ".join(str(tuple(p.shape)) for p in stored)
+            raise RunError(f"weight {' + '.join(resolved[n] for n in weight.names)!r} in '{folder}' "
+                           f"has shape {got}, but the model built from config.json needs {need}")
+        weight.variable.assign(value.astype(weight.variable.dtype))
