@@ -92,7 +92,23 @@ def test_only_runs_are_listed_not_evaluation_results() -> None:
     result = fake_result("glue/sst2", "mine", 1.0)
     result.model, result.tokenizer = object(), object()  # as a real EvalResult carries them
     panel = EvalPanel(namespace={"mine": FakeRun(), "sst2": result})
-    assert panel.run_picker.options == ("mine", "scratch")
+    options = panel.run_picker.options
+    assert options[0] == "mine" and options[-1] == "scratch" and "sst2" not in options
+
+
+def test_pretrained_checkpoints_are_listed_as_variables_and_by_registered_name() -> None:
+    from lmkit.pretrained import Pretrained
+    from lmkit.registry import pretrained
+
+    pretrained.register("tiny-test-ckpt")(lambda: "/nowhere")
+    try:
+        checkpoint = Pretrained.__new__(Pretrained)  # a loaded checkpoint, without its weights
+        panel = EvalPanel(namespace={"bert": checkpoint, "mine": FakeRun()})
+        options = panel.run_picker.options
+        assert options[:2] == ("bert", "mine") and "tiny-test-ckpt" in options
+        assert panel.available_runs()["tiny-test-ckpt"] == "tiny-test-ckpt"  # evaluate() opens names
+    finally:
+        pretrained.unregister("tiny-test-ckpt")
 
 
 def test_an_unexpected_error_is_shown_in_the_panel_not_only_in_the_log(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,12 +29,21 @@ __all__ = ["EvalPanel", "find_runs", "confusion_svg"]
 
 
 def find_runs(namespace: dict[str, Any] | None) -> dict[str, Any]:
-    """Variables of `namespace` that hold lmkit runs (`lmkit.Run`: not an `EvalResult`, which
-    also carries a model and a tokenizer but is no language model to fine-tune)."""
+    """Variables of `namespace` that hold lmkit runs or pretrained checkpoints (`lmkit.Run`,
+    `lmkit.pretrained.Pretrained`: not an `EvalResult`, which also carries a model and a
+    tokenizer but is no language model to fine-tune)."""
+    from lmkit.pretrained import Pretrained
     from lmkit.training.run import Run
 
     return {name: value for name, value in (namespace or {}).items()
-            if not name.startswith("_") and isinstance(value, Run)}
+            if not name.startswith("_") and isinstance(value, (Run, Pretrained))}
+
+
+def pretrained_names() -> dict[str, str]:
+    """The named checkpoints plugins register (``minilm-l6``...), each evaluated by its name."""
+    from lmkit.registry import pretrained
+
+    return {entry.name: entry.name for entry in pretrained.list()}
 
 
 def confusion_svg(matrix: list[list[int]], labels: list[str], title: str = "", cell: int = 46) -> str:
@@ -109,8 +118,10 @@ class EvalPanel(widgets.VBox):
 
     # -- choices ------------------------------------------------------------------------------
     def available_runs(self) -> dict[str, Any]:
-        """Name -> run (or run directory, or 'scratch') for every run the panel can evaluate."""
-        return {**find_runs(self.namespace), **self.extra_runs, SCRATCH: SCRATCH}
+        """Name -> run (or run directory, pretrained checkpoint or its registered name, or
+        'scratch') for everything the panel can evaluate."""
+        return {**find_runs(self.namespace), **self.extra_runs, **pretrained_names(),
+                SCRATCH: SCRATCH}
 
     def refresh(self) -> None:
         """Re-read the namespace for runs, keeping the current selection where possible."""
