@@ -52,6 +52,8 @@ class Tokenizer:
 
     unit: ClassVar[str] = "token"
     type_name: ClassVar[str] = ""
+    #: whether `fit` learns it from a corpus (False: it comes with a pretrained checkpoint)
+    trainable: ClassVar[bool] = True
     #: The id that stands for "not in the vocabulary", or None. It is a placeholder, not text:
     #: `lmkit.generation.generate` never samples it (it would print U+FFFD or ``<unk>``).
     unknown_id: ClassVar[int | None] = None
@@ -90,7 +92,8 @@ class Tokenizer:
         True
         """
         convertible = [e.name for e in registry.tokenizers.list()
-                       if getattr(e.obj, "to_hf", None) is not Tokenizer.to_hf]
+                       if getattr(e.obj, "to_hf", None) is not Tokenizer.to_hf
+                       and getattr(e.obj, "trainable", True)]
         raise ExportError(
             f"the '{self.type_name}' tokenizer has no exact Hugging Face equivalent, so a run using "
             f"it cannot be exported; train with one of: {', '.join(convertible)}"
@@ -339,6 +342,7 @@ class PretrainedTokenizer(BpeTokenizer):
     """
 
     type_name = "pretrained"
+    trainable = False
 
     def __init__(self, hf_tokenizer: Any) -> None:
         hf_tokenizer.no_truncation()  # the checkpoint's settings; `encode_inputs` sets its own

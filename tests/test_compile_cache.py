@@ -166,6 +166,7 @@ CHANGES = {  # a valid other value for each config key that can change the compi
     "beta1": 0.8, "beta2": 0.95, "clipnorm": None, "schedule": "constant", "warmup_steps": 5,
     "min_lr_ratio": 0.5, "loss": "label_smoothing", "label_smoothing": 0.1, "batch_size": 8,
     "max_steps": 100, "epochs": 2.0, "steps_per_dispatch": 4, "batch_parts": 2, "seed": 1,
+    "init": "a-checkpoint",  # conservative: another checkpoint compiles its own step
 }
 SAME = {"data": "tinyshakespeare", "encoding": "latin-1", "validation_split": 0.2,
         "eval_every": 2, "eval_batches": 3, "early_stopping": 2, "checkpoint_every": 2,

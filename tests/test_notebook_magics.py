@@ -115,7 +115,7 @@ def test_generate_on_something_that_is_not_a_run(ip):
     ip.user_ns["numbers"] = [1, 2, 3]
     with pytest.raises(UsageError, match=r"'numbers' is a list, not an lmkit Run.*%lmload"):
         ip.run_line_magic("lmgenerate", 'numbers "ROMEO:"')
-    with pytest.raises(UsageError, match=r"'missing' is neither a variable .* nor a run directory"):
+    with pytest.raises(UsageError, match=r"'missing' is neither a variable .* a run directory nor a pretrained checkpoint"):
         ip.run_line_magic("lmgenerate", 'missing "ROMEO:"')
 
 

@@ -149,11 +149,16 @@ def test_ctrl_c_once_stops_training_cleanly_with_a_checkpoint(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_resuming_with_another_shape_is_refused_naming_the_weight(tmp_path: Path) -> None:
+def test_resuming_with_another_shape_is_refused_naming_the_key_or_the_weight(tmp_path: Path) -> None:
     run = train(tmp_path, max_steps=4)
+    with pytest.raises(ConfigError, match=r"cannot resume .* with embed_dim=64 \(the run has 32\)"):
+        lmkit.train(resume=run.dir, embed_dim=64, reporters=[])
+    # a config.toml edited by hand gets past that check; the checkpoint still refuses to load
+    config = run.dir / "config.toml"
+    config.write_text(config.read_text().replace("embed_dim = 32", "embed_dim = 64"))
     with pytest.raises(RunError, match=r"checkpoint.npz: model weight '[^']+' has shape \(\d+, 32\) "
                                        r"in the checkpoint but \(\d+, 64\) in this model"):
-        lmkit.train(resume=run.dir, embed_dim=64, reporters=[])
+        lmkit.train(resume=run.dir, reporters=[])
 
 
 @pytest.mark.slow

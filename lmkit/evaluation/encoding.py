@@ -40,6 +40,11 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.ids) // self.per_example
 
+    def lengths(self) -> np.ndarray:
+        """Each example's length in tokens (its longest sequence): what its batch pads to."""
+        rows = np.asarray([len(ids) for ids in self.ids])
+        return rows.reshape(-1, self.per_example).max(axis=1)
+
 
 def _trim_pair(a: list[int], b: list[int], room: int) -> tuple[list[int], list[int]]:
     while len(a) + len(b) > room:

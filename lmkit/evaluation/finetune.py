@@ -135,7 +135,7 @@ class FinetuneTrainee:
         self._step_fn = step_fn
         self.state = ([v.value for v in trainable], [v.value for v in model.non_trainable_variables],
                       [v.value for v in head_opt.variables], [v.value for v in body_opt.variables])
-        self._lengths = np.asarray([len(ids) for ids in train.ids])
+        self._lengths = train.lengths()
         self._epoch: tuple[int, list[np.ndarray]] | None = None
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
@@ -267,7 +267,7 @@ def predict(model: SequenceClassifier, data: Encoded, batch_size: int, max_lengt
         return logits
 
     batch_size = min(batch_size, len(data))
-    order = np.argsort([len(ids) for ids in data.ids], kind="stable")  # short batches pad less
+    order = np.argsort(data.lengths(), kind="stable")  # short batches pad less
     out = []
     for tokens, lengths, _, real in batches(data, order, batch_size, max_length):
         out.append(np.asarray(forward(train_vals, non_train, tokens, lengths))[:real])
