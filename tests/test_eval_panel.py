@@ -14,7 +14,7 @@ import lmkit.evaluation.api as eval_api
 from lmkit.evaluation.leaderboard import Leaderboard
 from lmkit.evaluation.result import EvalResult
 from lmkit.evaluation.tasks import get_task
-from lmkit.notebook.eval_panel import EvalPanel, confusion_svg, find_runs
+from lmkit.notebook.eval_panel import EvalPanel, confusion_svg, find_runs, pretrained_names
 
 EVAL = Path(__file__).parent / "fixtures" / "eval"
 
@@ -44,7 +44,7 @@ def test_panel_calls_evaluate_once_per_run_and_task(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(eval_api, "evaluate", fake_evaluate)
     mine = FakeRun()
     panel = EvalPanel(namespace={"mine": mine, "x": 3}, data=str(EVAL), max_steps=7, pooling="mean")
-    assert panel.run_picker.options == ("mine", "scratch")
+    assert panel.run_picker.options == ("mine", *pretrained_names(), "scratch")  # minilm-l6 if installed
     results = panel.run(runs=("mine", "scratch"), tasks=("glue/sst2", "imdb"))
     assert [(c["run"], c["task"]) for c in calls] == [
         (mine, "glue/sst2"), (mine, "imdb"), ("scratch", "glue/sst2"), ("scratch", "imdb")]

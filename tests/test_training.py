@@ -67,6 +67,7 @@ def test_same_seed_same_run(tmp_path: Path) -> None:
     assert [r.get("loss") for r in a.history] != [r.get("loss") for r in c.history]
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
     straight = train(tmp_path, "straight", max_steps=12, dropout=0.1)
     stop = StopSignal()
