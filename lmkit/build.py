@@ -78,8 +78,7 @@ def check_fits(cfg: "TrainConfig", vocab_size: int, factory: Any) -> None:
 
     Each parameter costs 16 bytes in training (the weight, its gradient and two optimizer
     moments) and each activation float kept for the backward pass 4 (gradients of activations
-    are transient).
-    Without this a `layers=10000` or `batch_size=10000000` typo grows for minutes until the
+    are transient). Without this a `layers=10000` or `batch_size=10000000` typo grows for minutes until the
     machine swaps or the process is killed. Architectures without `training_size` are not checked.
     """
     size = getattr(factory, "training_size", None)
