@@ -4,7 +4,7 @@
 PosixPath('/home/me/.cache/lmkit')
 
 Token-id caches live in ``cache_dir() / "tokens"``, the JAX compilation cache in
-``cache_dir() / "jax"``.
+``cache_dir() / "jax"`` (a `private_folder`: its entries are machine code).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["cache_dir", "atomic_output", "atomic_write_text", "atomic_directory"]
+__all__ = ["cache_dir", "private_folder", "atomic_output", "atomic_write_text", "atomic_directory"]
 
 _UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
 os.umask(_UMASK)
@@ -38,6 +38,33 @@ def cache_dir() -> Path:
         path = base / "lmkit"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def private_folder(path: str | os.PathLike[str], purpose: str) -> Path | None:
+    """`path`, created with mode 0700 when missing, if only this user can write to it; else
+    None, with a warning naming `purpose` and the fix.
+
+    For folders whose files lmkit would execute (compiled XLA executables are machine code): in
+    a folder that another user owns or that is group- or world-writable, anyone able to write
+    there could run code as you.
+    """
+    import warnings
+
+    from lmkit.errors import LmkitWarning
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = folder.stat()
+    except OSError:
+        return None
+    if st.st_uid == os.getuid() and not st.st_mode & 0o022:
+        return folder
+    warnings.warn(f"{purpose} {folder} is not used: it is writable by other users or not owned "
+                  f"by you, and its files are run as code. Make it yours with `chmod 700 "
+                  f"{folder}`, or set LMKIT_CACHE_DIR to a folder of your own.",
+                  LmkitWarning, stacklevel=3)
+    return None
 
 
 @contextlib.contextmanager

@@ -42,13 +42,21 @@ class Trained(NamedTuple):
 
 
 def _enable_compilation_cache() -> None:
-    """Persist XLA executables across processes (a warm start skips most compile time)."""
+    """Persist XLA executables across processes (a warm start skips the XLA compile).
+
+    JAX's own cache: its entries are XLA's serialized executables, not pickles, and lmkit keeps
+    no cache of its own that a file could run code through. The folder must be private (see
+    `lmkit.paths.private_folder`); otherwise every step is compiled afresh.
+    """
     import jax
 
-    from lmkit.paths import cache_dir
+    from lmkit.paths import cache_dir, private_folder
 
     if jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
+        folder = private_folder(cache_dir() / "jax", "The compilation cache")
+        if folder is None:
+            return
+        jax.config.update("jax_compilation_cache_dir", str(folder))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
@@ -104,9 +112,7 @@ class LanguageModelTrainee:
             batches = ((x, y, x.size / n_train) for x, y in
                        sequential_batches(self.train_ids, self.cfg.seq_len, self.cfg.batch_size))
             return np.array([self.stepper.accumulate(batches)], dtype=np.float32)
-        losses = self.stepper.train(*self.sampler.batches(step, k))
-        self.stepper.save_compiled()  # a step compiled just now, for the next process
-        return losses
+        return self.stepper.train(*self.sampler.batches(step, k))
 
     def evaluate(self) -> dict[str, float]:
         if self.val_ids is None:
@@ -232,16 +238,8 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     exclude_from_decay(optimizer, model.trainable_variables)
     loss_fn = parts.loss.obj(cfg)
     metric_names = [e.name for e in parts.metrics]
-    step_cache, cache_key = None, None
-    if backend == "jax":
-        from lmkit.paths import cache_dir
-        from lmkit.training.compile_cache import StepCache, step_key
-
-        cache_key = step_key(cfg, total, tokenizer.vocab_size, model, optimizer, loss_fn,
-                             [parts.arch.obj, parts.optimizer.obj, parts.schedule.obj, parts.loss.obj])
-        step_cache = StepCache(cache_dir() / "steps")
-    stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k, step_cache,
-                           cache_key, batch_parts(cfg, model, total))
+    stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k,
+                           batch_parts(cfg, model, total))
     run_dir.write_text(CONFIG, cfg.to_toml())  # a resume's overrides (max_steps...) included
     if not resume:
         save_tokenizer(tokenizer, run_dir.file(TOKENIZER))

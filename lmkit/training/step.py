@@ -87,18 +87,10 @@ class JaxStepper:
     """Compiled steps on JAX: `jax.jit`, donated state, `lax.scan` over fused steps."""
 
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                 loss_fn: Callable, metric_names: list[str], top_k: int,
-                 step_cache: Any = None, cache_key: str | None = None, parts: int = 1) -> None:
+                 loss_fn: Callable, metric_names: list[str], top_k: int, parts: int = 1) -> None:
         import jax
 
         self.model, self.optimizer = model, optimizer
-        # Compiled training steps by argument shapes, from `step_cache` (a
-        # `lmkit.training.compile_cache.StepCache`) when it holds them; those compiled here wait
-        # in `_unsaved` until `save_compiled()`, so that writing them never delays a step.
-        self._cache = step_cache if cache_key is not None else None
-        self._cache_key = cache_key
-        self._compiled: dict[tuple, Any] = {}
-        self._unsaved: list[tuple[str, Any]] = []
         optimizer.build(model.trainable_variables)
         self.state = (
             [v.value for v in model.trainable_variables],
@@ -138,10 +130,6 @@ class JaxStepper:
         def train_chunk(state, xs, ys):
             return jax.lax.scan(one_step, state, (xs, ys))
 
-        if self._cache is not None:
-            # The name is part of JAX's cache key: a step the step cache lacks is then compiled
-            # here, not loaded from JAX's cache (which can't be stored again, see compile_cache).
-            train_chunk.__name__ = f"train_chunk_{cache_key[:16]}"
         train_chunk = jax.jit(train_chunk, donate_argnums=0)
 
         @jax.jit
@@ -167,46 +155,8 @@ class JaxStepper:
         self._apply_grads, self._eval_batch = apply_grads, eval_batch
 
     def train(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        if self._cache is None:
-            self.state, losses = self._train_chunk(self.state, xs, ys)
-            return np.asarray(losses)
-        shapes = (xs.shape, xs.dtype.str, ys.shape, ys.dtype.str)
-        step = self._compiled.get(shapes)
-        if step is None:
-            from lmkit.training.compile_cache import entry_key
-
-            key = entry_key(self._cache_key, "train_chunk", (self.state, xs, ys))
-            loaded = self._cache.load(key)
-            if loaded is not None:
-                losses = self._first_call(key, loaded, xs, ys)
-                if losses is not None:
-                    self._compiled[shapes] = loaded
-                    return np.asarray(losses)
-            step, fresh = self._cache.compile(self._train_chunk.lower(self.state, xs, ys))
-            if fresh:  # stored by save_compiled(), after this step
-                self._unsaved.append((key, step))
-            self._compiled[shapes] = step
-        self.state, losses = step(self.state, xs, ys)
+        self.state, losses = self._train_chunk(self.state, xs, ys)
         return np.asarray(losses)
-
-    def _first_call(self, key: str, loaded: Any, xs: np.ndarray, ys: np.ndarray) -> Any:
-        """Run a step loaded from the cache; on failure delete its entry (never fail twice on it),
-        and return None to have the step compiled instead, when the state is still intact."""
-        import jax
-
-        try:
-            self.state, losses = loaded(self.state, xs, ys)
-            return losses
-        except Exception:
-            self._cache.discard(key)
-            if any(a.is_deleted() for a in jax.tree.leaves(self.state) if hasattr(a, "is_deleted")):
-                raise  # the state was donated to it: nothing to retry with
-            return None
-
-    def save_compiled(self) -> int:
-        """Write the steps compiled since the last call to the step cache; how many were written."""
-        unsaved, self._unsaved = self._unsaved, []
-        return sum(self._cache.save(key, step) for key, step in unsaved)
 
     def accumulate(self, batches: Iterable[tuple[np.ndarray, np.ndarray, float]]) -> float:
         import jax
@@ -307,9 +257,6 @@ class FitStepper:
     def sync(self) -> None:  # Keras owns the variables on this path
         pass
 
-    def save_compiled(self) -> int:  # nothing compiled by lmkit on this path
-        return 0
-
     def optimizer_arrays(self) -> list[np.ndarray]:
         return [keras.ops.convert_to_numpy(v) for v in self.optimizer.variables]
 
@@ -343,15 +290,11 @@ def _backend_grads(model: keras.Model, loss_fn: Callable, x: np.ndarray, y: np.n
 
 
 def make_stepper(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss_fn: Callable,
-                 metric_names: list[str], top_k: int, step_cache: Any = None,
-                 cache_key: str | None = None, parts: int = 1) -> JaxStepper | FitStepper:
+                 metric_names: list[str], top_k: int, parts: int = 1) -> JaxStepper | FitStepper:
     """The compiled JAX stepper on JAX, `model.fit` elsewhere.
 
-    On JAX, `step_cache` and `cache_key` (`lmkit.training.compile_cache.step_key`) let the
-    training step be loaded already compiled instead of being traced again, and `parts`
-    (see `batch_parts`) splits each batch's gradient into independent parts.
+    On JAX, `parts` (see `batch_parts`) splits each batch's gradient into independent parts.
     """
     if keras.backend.backend() == "jax":
-        return JaxStepper(model, optimizer, loss_fn, metric_names, top_k, step_cache, cache_key,
-                          parts)
+        return JaxStepper(model, optimizer, loss_fn, metric_names, top_k, parts)
     return FitStepper(model, optimizer, loss_fn, metric_names, top_k)
