@@ -76,8 +76,13 @@ class Examples:
     def overlap(self, other: "Examples") -> int:
         """How many of these examples have the same texts as an example of `other` (a scored
         split that overlaps the training split measures memory, not skill)."""
-        seen = set(zip(other.text_a, other.text_b or [None] * len(other)))
-        return sum(pair in seen for pair in zip(self.text_a, self.text_b or [None] * len(self)))
+        seen = set(other._keys())
+        return sum(key in seen for key in self._keys())
+
+    def _keys(self) -> list[tuple[Any, ...]]:
+        # WSC asks about several span pairs of one text: the spans tell those examples apart
+        spans = [tuple(map(tuple, r.get("spans", ()))) for r in self.records] if self.records else [()] * len(self)
+        return list(zip(self.text_a, self.text_b or [None] * len(self), spans))
 
     def record(self, i: int) -> dict[str, Any]:
         """The fields of example `i`: its record, or ``text_a`` / ``text_b`` for flat tasks."""

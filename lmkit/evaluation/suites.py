@@ -4,8 +4,7 @@ leaderboard's average score.
 A suite is the set of registered tasks whose `Task.benchmark` it names (``glue`` → GLUE's nine
 tasks, ``superglue`` → SuperGLUE's eight), so a plugin task that declares the benchmark joins it.
 `evaluate_suite` keeps the tasks whose scored split it finds under `data` and that the method
-can score (ReCoRD has no fine-tuning head; CoLA, STS-B, MNLI, QNLI, QQP and WNLI have no
-zero-shot prompts); the others are listed in `Leaderboard.skipped`, with the reason. It
+can score (CoLA, STS-B, MNLI, QNLI, QQP and WNLI have no zero-shot prompts); the others are listed in `Leaderboard.skipped`, with the reason. It
 evaluates each run on each of them through `evaluate_runs` (fine-tuning, or
 ``method="zeroshot"``), and optionally writes the leaderboard
 (``leaderboard.json``, ``.tsv``, ``.html``) and every result (``<run>/<task>/metrics.json`` and
@@ -115,14 +114,10 @@ def evaluate_suite(
                               f"{suite} suite; its tasks: {', '.join(sorted(names))}")
         members = chosen
     found, skipped = available_tasks(members, data, options.get("split"))
-    zeroshot = options.get("method") == "zeroshot"
-    for task in list(found):  # what the method cannot score is skipped, not a failure mid-suite
-        why = ("has no zero-shot prompts (Task.choices)" if zeroshot and task.choices is None else
-               "has no fine-tuning head (method='zeroshot' scores it)" if not zeroshot and task.candidates
-               else "")
-        if why:
+    if options.get("method") == "zeroshot":  # what the method cannot score is skipped, not a failure mid-suite
+        for task in [t for t in found if t.choices is None]:
             found.remove(task)
-            skipped.append((task.name, why))
+            skipped.append((task.name, "has no zero-shot prompts (Task.choices)"))
     if not found:
         reasons = "; ".join(f"{t}: {why}" for t, why in skipped)
         raise DataError(f"no task of the {suite} suite has data under '{data}' ({reasons})")

@@ -13,9 +13,11 @@ becomes one or more examples:
 * MultiRC: one binary example per answer option; `Examples.groups` keeps the question, since
   exact match is counted per question.
 * ReCoRD: one example per query; its candidates are the passage's entities (no fixed labels),
-  scored zero-shot only.
-* WiC and WSC: the marked spans are written into the text (``[target]`` in both WiC sentences;
-  ``[span1]`` and ``*pronoun*`` in WSC), so a sequence classifier sees which words are meant.
+  and its ``choices`` the query with each entity in place of ``@placeholder``: fine-tuned like
+  COPA, one shared score per candidate and a softmax over the example's own candidates.
+* WiC and WSC: the records keep the marked spans as character offsets (``spans``: WiC's target
+  word in each sentence; WSC's noun phrase and pronoun, from its word indices), which the span
+  head pools (`lmkit.evaluation.heads.SpanClassifier`).
 
 Every problem in a file is a `DataError` naming the file and line: invalid JSON, a missing key,
 a label of the wrong type (BoolQ, WiC, WSC: JSON booleans; COPA, MultiRC: integers 0/1; CB,
@@ -24,8 +26,8 @@ examples get label -1 and cannot be scored.
 
 >>> from lmkit.evaluation.loaders import load_split
 >>> wic = load_split("superglue/wic", "tests/fixtures/superglue", "val")   # doctest: +SKIP
->>> wic.text_a[0]                                                           # doctest: +SKIP
-'An emerging professional [class].'
+>>> wic.text_a[0], wic.records[0]["spans"]                                 # doctest: +SKIP
+('An emerging professional class.', [(0, 25, 30), (1, 85, 90)])
 """
 
 from __future__ import annotations
@@ -226,7 +228,8 @@ def _record(r: dict[str, Any], w: _Where) -> list[Row]:
         query = w.get(qa, "query", within="a query")
         if "@placeholder" not in query:
             w.fail(f"query {query[:60]!r} has no @placeholder")
-        row: Row = {"text_a": text, "text_b": query, "passage": text, "query": query, "entities": entities}
+        row: Row = {"text_a": text, "text_b": query, "passage": text, "query": query, "entities": entities,
+                    "choices": [query.replace("@placeholder", e) for e in entities]}
         if "answers" in qa:
             answers = [w.get(a, "text", within="an answer") for a in w.get(qa, "answers", list, within="a query")]
             row["answers"] = answers
@@ -246,36 +249,31 @@ def _span(w: _Where, sentence: str, start: Any, end: Any, which: str) -> tuple[i
     return start, end
 
 
-def _mark(text: str, start: int, end: int, left: str = "[", right: str = "]") -> str:
-    return f"{text[:start]}{left}{text[start:end]}{right}{text[end:]}"
-
-
 def _wic(r: dict[str, Any], w: _Where) -> list[Row]:
     s1, s2 = w.get(r, "sentence1"), w.get(r, "sentence2")
     a = _span(w, s1, w.get(r, "start1", int), w.get(r, "end1", int), "1")
     b = _span(w, s2, w.get(r, "start2", int), w.get(r, "end2", int), "2")
-    return [_with_label({"text_a": _mark(s1, *a), "text_b": _mark(s2, *b), "sentence1": s1,
-                         "sentence2": s2, "word": w.get(r, "word"), "target": s1[a[0]:a[1]]}, r)]
+    return [_with_label({"text_a": s1, "text_b": s2, "sentence1": s1, "sentence2": s2, "word": w.get(r, "word"),
+                         "target": s1[a[0]:a[1]], "spans": [(0, *a), (1, *b)]}, r)]
 
 
 def _wsc(r: dict[str, Any], w: _Where) -> list[Row]:
     text = w.get(r, "text")
     target = w.get(r, "target", dict)
     words = text.split(" ")
-    marked = list(words)
-    spans = []
-    for n, (left, right) in ((1, ("[", "]")), (2, ("*", "*"))):
+    texts, offsets = [], []
+    for n in (1, 2):
         index = w.get(target, f"span{n}_index", int, within="target")
         span = w.get(target, f"span{n}_text", within="target")
         length = max(1, len(span.split()))
         if not 0 <= index <= len(words) - length:
             w.fail(f"span{n}_index {index} (a word index into text.split(' ')) is outside the text's "
                    f"{len(words)} words for the {length}-word span {span!r}")
-        marked[index] = left + marked[index]
-        marked[index + length - 1] += right
-        spans.append(span)
-    return [_with_label({"text_a": " ".join(marked), "text_b": None, "text": text,
-                         "span1": spans[0], "span2": spans[1]}, r)]
+        start = sum(len(word) + 1 for word in words[:index])  # the words before, each with its space
+        offsets.append((0, start, start + len(" ".join(words[index:index + length]))))
+        texts.append(span)
+    return [_with_label({"text_a": text, "text_b": None, "text": text, "span1": texts[0], "span2": texts[1],
+                         "spans": offsets}, r)]
 
 
 # -- zero-shot prompts (lm-evaluation-harness's, one continuation per label in order) ---------
@@ -363,13 +361,13 @@ TASKS = (
                ("0", "1"), ("exact_match", "f1_a"), _multirc, int, label_names=("false", "true"),
                metric_inputs=_grouped_inputs),
     _superglue("record", "ReCoRD", "ReCoRD: which passage entity fills the query's @placeholder? "
-               "(max-over-answers token F1, exact match; zero-shot only)",
+               "(max-over-answers token F1, exact match)",
                (), ("f1", "exact_match"), _record, int, candidates=True, metric_inputs=_record_inputs),
     _superglue("rte", "RTE", "RTE: does the premise entail the hypothesis? (accuracy)",
                ("entailment", "not_entailment"), ("accuracy",), _premise_hypothesis, str,
                hf_columns=("premise", "hypothesis")),
     _superglue("wic", "WiC", "WiC: is the marked word used in the same sense in both sentences? (accuracy)",
-               _YES_NO, ("accuracy",), _wic, bool, label_names=("different", "same")),
+               _YES_NO, ("accuracy",), _wic, bool, label_names=("different", "same"), spans=2),
     _superglue("wsc", "WSC", "WSC: does the marked pronoun refer to the marked noun phrase? (accuracy)",
-               _YES_NO, ("accuracy",), _wsc, bool),
+               _YES_NO, ("accuracy",), _wsc, bool, spans=2),
 )
