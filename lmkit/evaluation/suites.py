@@ -92,14 +92,15 @@ def evaluate_suite(
     runs: "Mapping[str, Any] | Sequence[Any] | Any", suite: str, data: "str | Path | None" = None, *,
     tasks: Sequence[str] | None = None, out: "str | Path | None" = None,
     reporters: Sequence[Reporter] = (), stop: StopSignal | None = None, keep_going: bool = False,
-    **options: Any,
+    board: Leaderboard | None = None, **options: Any,
 ) -> Leaderboard:
     """Evaluate `runs` on every task of `suite` found under `data` (or only `tasks` of it).
 
     `options` are `EvalConfig` keys for every task (``method="zeroshot"``, ``split="dev32"``,
     ``max_steps``, ...). The returned `Leaderboard` has a row per run, a column per task and the
     benchmark's average; `skipped` lists the suite's tasks without data. With `out`, the
-    leaderboard and each result are written there (`write_leaderboard`).
+    leaderboard and each result are written there (`write_leaderboard`). Results are added to
+    `board` when given (the notebook panel keeps one).
 
     >>> board = evaluate_suite({"gpt": run}, "superglue", "data/superglue", method="zeroshot")  # doctest: +SKIP
     >>> print(board)                                                                            # doctest: +SKIP
@@ -121,7 +122,8 @@ def evaluate_suite(
     if not found:
         reasons = "; ".join(f"{t}: {why}" for t, why in skipped)
         raise DataError(f"no task of the {suite} suite has data under '{data}' ({reasons})")
-    board = evaluate_runs(runs, found, data, reporters=reporters, stop=stop, keep_going=keep_going, **options)
+    board = evaluate_runs(runs, found, data, reporters=reporters, stop=stop, keep_going=keep_going,
+                          board=board, **options)
     board.skipped = skipped
     if out is not None:
         write_leaderboard(board, out)
