@@ -58,13 +58,14 @@ Row = dict[str, Any]
 
 
 class _Where:
-    """Raises `DataError`s that name the file and line being read."""
+    """Raises `DataError`s that name the place being read: a file and line, or a `datasets`
+    source and row."""
 
-    def __init__(self, file: Path, line: int) -> None:
-        self.file, self.line = file, line
+    def __init__(self, place: str) -> None:
+        self.place = place
 
     def fail(self, message: str) -> None:
-        raise DataError(f"{self.file}, line {self.line}: {message}")
+        raise DataError(f"{self.place}: {message}")
 
     def get(self, record: Any, key: str, kind: type | tuple[type, ...] = str, within: str = "") -> Any:
         """`record[key]`, which must exist and be of `kind` (a bool is not an int here)."""
@@ -84,11 +85,14 @@ class _Where:
 class JsonlLayout:
     """Where a SuperGLUE task lives (`folder` under the SuperGLUE root) and how a line becomes
     examples (`rows(record, where)`, raising through `where.fail`). `label_type` is the JSON
-    type of the label (``bool``, ``int`` or ``str``), checked on every line."""
+    type of the label (``bool``, ``int`` or ``str``), checked on every line. `record(row)` turns
+    a row of the `datasets` ``super_glue`` config (flat columns, class-id labels) back into the
+    official line, so parquet files, ``save_to_disk`` folders and the Hub are read by `rows` too."""
 
     folder: str
     rows: Callable[[dict[str, Any], _Where], list[Row]]
     label_type: type
+    record: Callable[[dict[str, Any]], dict[str, Any]]
 
     def file(self, path: Path, split: str) -> Path | None:
         """The file of `split` under `path` (the SuperGLUE root, the task folder, or the file)."""
@@ -109,31 +113,49 @@ class JsonlLayout:
             name = SPLIT_FILES[split]
             raise DataError(f"no {task.name} '{split}' data in '{path}': looked for "
                             f"{path / self.folder / name} and {path / name}. {self.expected(task)}")
-        rows: list[Row] = []
         try:
             lines = file.read_text(encoding="utf-8-sig").split("\n")
         except UnicodeDecodeError as exc:
             raise DataError(f"{file}: not valid UTF-8 at byte {exc.start}; SuperGLUE files are UTF-8") from None
+        records = []
         for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            where = _Where(file, lineno)
             try:
-                record = json.loads(line)
+                records.append((_Where(f"{file}, line {lineno}"), json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise DataError(f"{file}, line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        return self._examples(task, split, str(file), records)
+
+    def from_columns(self, task: Task, split: str, source: str, columns: dict[str, list[Any]]) -> Examples:
+        """Read `split` of `task` from `datasets` columns (parquet, ``save_to_disk``, the Hub)."""
+        names = list(columns)
+        rows = [dict(zip(names, values)) for values in zip(*columns.values())]
+        records = []
+        for i, row in enumerate(rows):
+            where = _Where(f"{source}, row {i}")
+            try:
+                records.append((where, self.record(row)))
+            except (KeyError, TypeError) as exc:
+                where.fail(f"not a row of the datasets super_glue/{task.hf_config} config ({type(exc).__name__}: "
+                           f"{exc}); columns: {', '.join(names)}")
+        return self._examples(task, split, source, records)
+
+    def _examples(self, task: Task, split: str, source: str, records: list[tuple[_Where, Any]]) -> Examples:
+        rows: list[Row] = []
+        for where, record in records:
             if not isinstance(record, dict):
                 where.fail(f"expected a JSON object, got {type(record).__name__}")
             for row in self.rows(record, where):
                 row["label"] = self._label(task, row.get("label", _MISSING), split, where)
                 rows.append(row)
         if not rows:
-            raise DataError(f"{file}: split '{split}' of {task.name} has no examples")
+            raise DataError(f"{source}: split '{split}' of {task.name} has no examples")
         groups = None
         if any("group" in r for r in rows):  # ids in order of first appearance, as ints
             ids: dict[Any, int] = {}
             groups = np.asarray([ids.setdefault(r["group"], len(ids)) for r in rows], np.int64)
-        return Examples(task, split, str(file), [r["text_a"] for r in rows],
+        return Examples(task, split, source, [r["text_a"] for r in rows],
                         [r["text_b"] for r in rows] if rows[0].get("text_b") is not None else None,
                         np.asarray([r["label"] for r in rows], np.int64), rows, groups)
 
@@ -276,6 +298,49 @@ def _wsc(r: dict[str, Any], w: _Where) -> list[Row]:
                          "spans": offsets}, r)]
 
 
+# -- a `datasets` super_glue row -> the official line ----------------------------------------
+# `datasets` keeps the official fields but flattens MultiRC (a row per answer option) and ReCoRD
+# (a row per query, entities as sorted strings), moves WSC's spans out of `target`, and stores
+# labels as class ids (-1 on test rows).
+def _official_label(labels: tuple[str, ...], label_type: type) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def label(row: dict[str, Any]) -> dict[str, Any]:
+        value = row["label"]
+        if value is None or value == -1:
+            return {}
+        if isinstance(value, str) or label_type is int:
+            return {"label": value}
+        return {"label": bool(value) if label_type is bool else labels[value]}
+    return label
+
+
+def _flat_record(labels: tuple[str, ...], label_type: type) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    label = _official_label(labels, label_type)
+    return lambda row: {**{k: v for k, v in row.items() if k != "label"}, **label(row)}
+
+
+def _wsc_record(row: dict[str, Any]) -> dict[str, Any]:
+    target = {k: row[k] for k in ("span1_index", "span2_index", "span1_text", "span2_text")}
+    return {"text": row["text"], "target": target, **_official_label(_YES_NO, bool)(row)}
+
+
+def _multirc_record(row: dict[str, Any]) -> dict[str, Any]:
+    idx = row["idx"]
+    answer = {"text": row["answer"], "idx": idx["answer"], **_official_label((), int)(row)}
+    return {"idx": idx["paragraph"], "passage": {"text": row["paragraph"], "questions": [
+        {"question": row["question"], "idx": idx["question"], "answers": [answer]}]}}
+
+
+def _record_record(row: dict[str, Any]) -> dict[str, Any]:
+    text = row["passage"]
+    # the entities' offsets (end inclusive), at their first place in the passage
+    entities = [{"start": text.find(e), "end": text.find(e) + len(e) - 1} for e in map(str, row["entities"])]
+    qa: dict[str, Any] = {"query": row["query"]}
+    answers = row.get("answers")
+    if answers is not None and len(answers):  # test rows have none (parquet gives arrays, not lists)
+        qa["answers"] = [{"text": str(a)} for a in answers]
+    return {"idx": row["idx"]["passage"], "passage": {"text": text, "entities": entities}, "qas": [qa]}
+
+
 # -- zero-shot prompts (lm-evaluation-harness's, one continuation per label in order) ---------
 def _yes_no(context: str) -> list[tuple[str, str]]:
     return [(context, " no"), (context, " yes")]
@@ -335,13 +400,15 @@ _YES_NO = ("false", "true")
 
 def _superglue(key: str, folder: str, description: str, labels: tuple[str, ...], metrics: tuple[str, ...],
                rows: Callable[[dict[str, Any], _Where], list[Row]], label_type: type, *,
-               hf_columns: tuple[str, ...] = (), **extra: Any) -> Task:
+               hf_columns: tuple[str, ...] = (), record: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+               **extra: Any) -> Task:
     task = Task(
         name=f"superglue/{key}", description=description, labels=labels, metrics=metrics,
         splits=_SPLITS, eval_split="val", hf_path="aps/super_glue", hf_config=key,
         hf_text_columns=hf_columns, hf_splits={"val": "validation"}, metric="super_glue",
         metric_config=key, benchmark="SuperGLUE", data_folders=_FOLDERS,
-        jsonl=JsonlLayout(folder, rows, label_type), choices=_PROMPTS[key], **extra,
+        jsonl=JsonlLayout(folder, rows, label_type, record or _flat_record(labels, label_type)),
+        choices=_PROMPTS[key], **extra,
     )
     tasks.register(task.name, task, description=description)
     return task
@@ -359,15 +426,16 @@ TASKS = (
     _superglue("multirc", "MultiRC", "MultiRC: is each answer option to a question about the paragraph right? "
                "(exact match per question, F1 over all options)",
                ("0", "1"), ("exact_match", "f1_a"), _multirc, int, label_names=("false", "true"),
-               metric_inputs=_grouped_inputs),
+               metric_inputs=_grouped_inputs, record=_multirc_record),
     _superglue("record", "ReCoRD", "ReCoRD: which passage entity fills the query's @placeholder? "
                "(max-over-answers token F1, exact match)",
-               (), ("f1", "exact_match"), _record, int, candidates=True, metric_inputs=_record_inputs),
+               (), ("f1", "exact_match"), _record, int, candidates=True, metric_inputs=_record_inputs,
+               record=_record_record),
     _superglue("rte", "RTE", "RTE: does the premise entail the hypothesis? (accuracy)",
                ("entailment", "not_entailment"), ("accuracy",), _premise_hypothesis, str,
                hf_columns=("premise", "hypothesis")),
     _superglue("wic", "WiC", "WiC: is the marked word used in the same sense in both sentences? (accuracy)",
                _YES_NO, ("accuracy",), _wic, bool, label_names=("different", "same"), spans=2),
     _superglue("wsc", "WSC", "WSC: does the marked pronoun refer to the marked noun phrase? (accuracy)",
-               _YES_NO, ("accuracy",), _wsc, bool, spans=2),
+               _YES_NO, ("accuracy",), _wsc, bool, spans=2, record=_wsc_record),
 )
