@@ -94,6 +94,18 @@ def test_a_subset_and_the_errors_of_a_suite(fake_evaluate, tmp_path: Path) -> No
         evaluate_suite("runs/a", "superglue", tmp_path)
 
 
+def test_cli_suite_fine_tunes_every_superglue_task(fake_evaluate, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from lmkit.cli import main
+
+    assert main(["eval", "scratch", "--suite", "superglue", "--data", str(SUPERGLUE), "--set", "max_steps=3",
+                 "--out", str(tmp_path), "--quiet"]) == 0
+    assert fake_evaluate == [("scratch", f"superglue/{n}") for n in NAMES]
+    saved = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert [r["task"] for r in saved["results"]] == [f"superglue/{n}" for n in NAMES] and saved["skipped"] == []
+    assert "SuperGLUE avg: mean over 8 task(s)" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_cli_suite_zeroshot_on_a_trained_char_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from lmkit.cli import main

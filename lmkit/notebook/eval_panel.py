@@ -16,6 +16,7 @@ Stop button ends the current fine-tuning at a step boundary.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,14 +148,16 @@ class EvalPanel(widgets.VBox):
         tasks = tuple(tasks or self.task_picker.value)
         return self._evaluate(runs, lambda named, **common: evaluate_runs(named, tasks, **common))
 
-    def run_suite(self, suite: str | None = None, runs: tuple[str, ...] | None = None) -> list[EvalResult]:
+    def run_suite(self, suite: str | None = None, runs: tuple[str, ...] | None = None,
+                  tasks: "Sequence[str] | None" = None) -> list[EvalResult]:
         """Evaluate every selected run on every task of `suite` (the picker's: ``glue`` or
-        ``superglue``) found under the data folder; returns the new `EvalResult`s. The table
-        gains the suite's average; the suite's tasks without data are listed in the status line.
+        ``superglue``; only `tasks` of it when given) found under the data folder; returns the
+        new `EvalResult`s. The table gains the suite's average; the suite's tasks without data
+        are listed in the status line.
         """
         suite = suite or self.suite_picker.value
         self.board.skipped = []
-        new = self._evaluate(runs, lambda named, **common: evaluate_suite(named, suite, **common))
+        new = self._evaluate(runs, lambda named, **common: evaluate_suite(named, suite, tasks=tasks, **common))
         if self.board.skipped and not self._last_failed:
             self.status.value += html.escape("; skipped: " + ", ".join(f"{t} ({why})" for t, why in self.board.skipped))
         return new
