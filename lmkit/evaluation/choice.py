@@ -33,7 +33,7 @@ from lmkit.evaluation.heads import SequenceClassifier, SpanClassifier
 from lmkit.evaluation.loaders import Examples
 from lmkit.evaluation.tasks import Task
 
-__all__ = ["MultipleChoiceClassifier", "encode_choices", "head_for", "PADDED_CHOICE"]
+__all__ = ["MultipleChoiceClassifier", "candidate_count", "encode_choices", "head_for", "PADDED_CHOICE"]
 
 #: the logit of a padding row (an example with fewer candidates than the head's width)
 PADDED_CHOICE = -1e9
