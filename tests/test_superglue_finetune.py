@@ -114,6 +114,14 @@ def test_record_candidates_are_the_query_with_each_entity_padded_to_the_widest()
     assert first["entities"][record.labels[0]] in first["answers"]
 
 
+def test_record_refuses_label_smoothing_over_padded_candidates() -> None:
+    import lmkit
+    from lmkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="label smoothing would spread probability onto the padding"):
+        lmkit.evaluate("scratch", task="superglue/record", data=SUPERGLUE, loss="label_smoothing", label_smoothing=0.1)
+
+
 @pytest.mark.slow
 def test_record_fine_tunes_over_its_candidates_and_scores_max_over_answers_f1() -> None:
     from test_superglue_metrics import _official_f1, _official_normalize

@@ -54,6 +54,9 @@ def evaluate(
     task = get_task(task)
     cfg = cfg.replace(loss=cfg.loss or task.loss)
     parts = resolve(cfg)  # every name checked before any data is read
+    if task.candidates and cfg.method != "zeroshot" and parts.loss.has("label_smoothing"):
+        raise ConfigError(f"{task.name} pads each example's candidates to one width, and label smoothing "
+                          f"would spread probability onto the padding; use loss='cross_entropy' (the default)")
     source = _open(run_or_path)
     if _is_checkpoint(source):
         cfg = _recipe(cfg, config, options, source)
