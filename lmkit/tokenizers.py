@@ -373,6 +373,18 @@ class PretrainedTokenizer(BpeTokenizer):
                       max_length: int | None = None) -> list[np.ndarray]:
         """The model inputs of `texts` (and second segments `pairs`), special tokens included,
         truncated to `max_length` tokens (the longer segment of a pair first, as Hugging Face)."""
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        return [np.asarray(e.ids, dtype=np.int32)
+                for e in self._truncating_to(max_length).encode_batch_fast(inputs, add_special_tokens=True)]
+
+    def encodings(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
+                  max_length: int | None = None) -> list[Any]:
+        """The Hugging Face `Encoding`s of `encode_inputs`, with each token's character offsets
+        and segment (`offsets`, `sequence_ids`): what maps a marked span to its tokens."""
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        return self._truncating_to(max_length).encode_batch(inputs, add_special_tokens=True)
+
+    def _truncating_to(self, max_length: int | None) -> Any:
         import tokenizers as hf
 
         # Truncation is a setting of the Rust tokenizer: one copy per length leaves ours alone
@@ -383,9 +395,7 @@ class PretrainedTokenizer(BpeTokenizer):
             if max_length is not None:
                 tok.enable_truncation(max_length, strategy="longest_first")
             self._truncating[max_length] = tok
-        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
-        return [np.asarray(e.ids, dtype=np.int32)
-                for e in tok.encode_batch_fast(inputs, add_special_tokens=True)]
+        return tok
 
 
 @registry.tokenizers.register("byte", aliases=("bytes",),

@@ -74,6 +74,46 @@ def test_ui_runs_the_pairs_in_the_panel(ip, monkeypatch) -> None:
     assert panel.kwargs["max_steps"] == 5
 
 
+def test_suite_fine_tunes_every_superglue_task_with_progress(ip, monkeypatch, capsys) -> None:
+    superglue = EVAL.parent / "superglue"
+    calls = []
+
+    def fake_evaluate(run: Any, task: Any, data: Any, **options: Any) -> EvalResult:
+        calls.append((run, task.name, data, {k: v for k, v in options.items() if k not in ("reporters", "stop")}))
+        labels = np.array([0, 1])  # fixed scores: MultiRC and ReCoRD need more than label ids to be scored
+        return EvalResult(task, task.eval_split, str(run), {m: 0.5 for m in task.metrics}, labels, labels)
+
+    monkeypatch.setattr(eval_api, "evaluate", fake_evaluate)
+    ip.run_line_magic("lmeval", f"scratch --suite superglue --data {superglue} --set max_steps=3 -o board")
+    names = ["boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc"]
+    # fine-tuning (no method option): every task, ReCoRD included, with the options given
+    assert [(c[1], c[2], c[3]) for c in calls] == [(f"superglue/{n}", superglue, {"max_steps": 3}) for n in names]
+    board = ip.user_ns["board"]
+    assert board.table()[0] == [*(f"superglue/{n}" for n in names), "SuperGLUE avg"] and board.skipped == []
+    out = capsys.readouterr().out
+    assert "evaluating scratch on superglue/record (5/8)" in out and "SuperGLUE avg" in out
+
+
+def test_suite_with_ui_runs_it_in_the_panel(ip, monkeypatch) -> None:
+    import lmkit.notebook.eval_panel as eval_panel
+
+    made = []
+
+    class FakePanel:
+        def __init__(self, **kwargs):
+            self.kwargs, self.ran = kwargs, None
+            made.append(self)
+
+        def run_suite(self, suite, runs, tasks):
+            self.ran = (suite, runs, tasks)
+
+    monkeypatch.setattr(eval_panel, "EvalPanel", FakePanel)
+    ip.run_line_magic("lmeval", "scratch --suite superglue --data sg --task record --set max_steps=5 --ui -o panel")
+    (panel,) = made
+    assert panel.ran == ("superglue", ("scratch",), ["record"]) and ip.user_ns["panel"] is panel
+    assert panel.kwargs["data"] == "sg" and panel.kwargs["max_steps"] == 5
+
+
 def _run() -> Any:
     from lmkit.training.run import Run
 

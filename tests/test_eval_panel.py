@@ -124,3 +124,44 @@ def test_an_unexpected_error_is_shown_in_the_panel_not_only_in_the_log(monkeypat
     assert not panel.run_button.disabled and panel.stop_button.disabled
     with pytest.raises(TypeError):
         panel.run()  # called from code, it still raises
+
+
+def test_suite_button_runs_every_task_of_the_suite_and_shows_its_average(monkeypatch: pytest.MonkeyPatch) -> None:
+    superglue = Path(__file__).parent / "fixtures" / "superglue"
+    calls: list[tuple[Any, str, dict[str, Any]]] = []
+
+    def fake_evaluate(run_or_path: Any, task: Any, data: Any, **options: Any) -> EvalResult:
+        calls.append((run_or_path, task.name, options))
+        labels = np.array([0, 1, 1, 0])
+        metrics = {m: 0.5 + 0.05 * len(calls) for m in task.metrics}
+        return EvalResult(task, task.eval_split, str(run_or_path), metrics, labels, labels)
+
+    monkeypatch.setattr(eval_api, "evaluate", fake_evaluate)
+    mine = FakeRun()
+    panel = EvalPanel(namespace={"mine": mine}, data=str(superglue), max_steps=5)
+    assert panel.suite_picker.options == ("glue", "superglue") and panel.suite_picker.value == "superglue"
+    panel.run_picker.value = ("mine",)
+    panel.suite_button.click()
+    names = ["boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc"]
+    assert [(run, task) for run, task, _ in calls] == [(mine, f"superglue/{n}") for n in names]
+    assert all(options["max_steps"] == 5 for _, _, options in calls)
+    assert panel.status.value == "done: 8 evaluation(s)"
+    table = panel.table.value
+    assert "<th>SuperGLUE avg</th>" in table and table == Leaderboard(panel.results).to_html()
+    expected = np.mean([np.mean(list(r.metrics.values())) for r in panel.results])
+    assert panel.board.average("mine", "SuperGLUE") == pytest.approx(expected)
+    assert f"<b>{expected:.4f}</b>" in table
+    assert not panel.suite_button.disabled and panel.stop_button.disabled
+
+    # FewGLUE's dev32 split: only COPA has it here; the others are skipped, and the status says so
+    panel = EvalPanel(namespace={"mine": mine}, data=str(superglue), split="dev32")
+    panel.run_picker.value = ("mine",)
+    (result,) = panel.run_suite("superglue")
+    assert result.task.name == "superglue/copa"
+    status = html.unescape(panel.status.value)
+    assert status.startswith("done: 1 evaluation(s); skipped: superglue/boolq (no 'dev32' split file under")
+    # no task with data: the error is shown, not only raised
+    panel = EvalPanel(namespace={"mine": mine}, data=str(EVAL / "imdb"))
+    panel.run_picker.value = ("mine",)
+    panel.suite_button.click()
+    assert "DataError: no task of the superglue suite has data under" in html.unescape(panel.status.value)

@@ -77,9 +77,8 @@ def test_suite_average_is_the_leaderboard_formula_and_files_are_written(fake_eva
 
 
 def test_tasks_the_method_cannot_score_are_skipped_not_failed(fake_evaluate) -> None:
-    board = evaluate_suite("runs/a", "superglue", SUPERGLUE)  # fine-tuning: ReCoRD has no head
-    assert "superglue/record" not in [t.name for t in board.tasks] and len(board.tasks) == 7
-    assert board.skipped == [("superglue/record", "has no fine-tuning head (method='zeroshot' scores it)")]
+    board = evaluate_suite("runs/a", "superglue", SUPERGLUE)  # fine-tuning: every task has a head
+    assert [t.name for t in board.tasks] == [f"superglue/{n}" for n in NAMES] and board.skipped == []
     board = evaluate_suite("runs/a", "glue", FIXTURES / "eval", method="zeroshot")
     assert [t.name for t in board.tasks] == ["glue/mrpc", "glue/sst2"]
     assert ("glue/cola", "has no zero-shot prompts (Task.choices)") in board.skipped
@@ -93,6 +92,18 @@ def test_a_subset_and_the_errors_of_a_suite(fake_evaluate, tmp_path: Path) -> No
         evaluate_suite("runs/a", "superglue", SUPERGLUE, tasks=["glue/sst2"])
     with pytest.raises(DataError, match="no task of the superglue suite has data under"):
         evaluate_suite("runs/a", "superglue", tmp_path)
+
+
+def test_cli_suite_fine_tunes_every_superglue_task(fake_evaluate, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from lmkit.cli import main
+
+    assert main(["eval", "scratch", "--suite", "superglue", "--data", str(SUPERGLUE), "--set", "max_steps=3",
+                 "--out", str(tmp_path), "--quiet"]) == 0
+    assert fake_evaluate == [("scratch", f"superglue/{n}") for n in NAMES]
+    saved = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert [r["task"] for r in saved["results"]] == [f"superglue/{n}" for n in NAMES] and saved["skipped"] == []
+    assert "SuperGLUE avg: mean over 8 task(s)" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ def test_copa_sequences_are_the_premise_with_each_choice() -> None:
     encoded = encode_choices(copa, tok, 200)
     assert len(encoded) == 8 and len(encoded.ids) == 16
     assert tok.decode(encoded.ids[3].tolist()) == f"{copa.text_a[1]}\n{copa.records[1]['choices'][1]}"
-    tokens, lengths, labels, real = next(batches(encoded, np.array([5, 1]), 2, 200))
+    (tokens, lengths), labels, real = next(batches(encoded, np.array([5, 1]), 2, 200))
     assert tokens.shape[0] == 4 and labels.tolist() == copa.labels[[5, 1]].tolist() and real == 2
     assert lengths.tolist() == [len(encoded.ids[i]) for i in (10, 11, 2, 3)]
 
@@ -34,7 +34,7 @@ def test_copa_sequences_are_the_premise_with_each_choice() -> None:
 def test_multiple_choice_logits_are_one_shared_score_per_choice() -> None:
     import keras
 
-    from lmkit.evaluation.choice import head_for
+    from lmkit.evaluation.choice import PADDED_CHOICE, head_for
     from lmkit.evaluation.tasks import get_task
     from lmkit.registry import architectures
 
@@ -49,6 +49,9 @@ def test_multiple_choice_logits_are_one_shared_score_per_choice() -> None:
     for row in range(6):  # each sequence alone gets the same logit: one head scores every choice
         alone = np.asarray(model((np.repeat(tokens[row:row + 1], 2, 0), np.repeat(lengths[row:row + 1], 2))))
         assert alone[0, 0] == pytest.approx(together[row // 2, row % 2], abs=1e-5)
+    # an empty row pads an example with fewer candidates (ReCoRD): it never gets probability
+    padded = np.asarray(model((tokens, np.array([7, 5, 3, 0, 2, 6], np.int32))))
+    assert padded[1, 1] == PADDED_CHOICE and np.delete(padded.ravel(), 3) == pytest.approx(np.delete(together.ravel(), 3))
 
 
 @pytest.mark.slow
@@ -87,3 +90,50 @@ def test_span_and_pair_tasks_fine_tune_and_score(task: str) -> None:
     if task == "superglue/cb":
         assert result.metrics["f1"] == pytest.approx(
             skm.f1_score(result.labels, result.predictions, average="macro"))
+
+
+def test_record_candidates_are_the_query_with_each_entity_padded_to_the_widest() -> None:
+    from lmkit.evaluation.choice import candidate_count, encode_choices
+    from lmkit.evaluation.encoding import batches
+
+    record = load_split("superglue/record", SUPERGLUE, "val")
+    tok = tokenizers.get("byte").fit([])
+    width = candidate_count([record, load_split("superglue/record", SUPERGLUE, "train")])
+    counts = [len(r["entities"]) for r in record.records]
+    assert width >= max(counts) > min(counts)  # the fixture's queries have different numbers of candidates
+    encoded = encode_choices(record, tok, 4000, choices=width)
+    assert len(encoded) == len(record) and len(encoded.ids) == len(record) * width
+    first = record.records[0]
+    assert tok.decode(encoded.ids[2].tolist()) == (
+        f"{first['passage']}\n{first['query'].replace('@placeholder', first['entities'][2])}")
+    short = int(np.argmin(counts))
+    (_, lengths), labels, _ = next(batches(encoded, np.array([short]), 1, 4000))
+    assert (lengths[:counts[short]] > 0).all() and (lengths[counts[short]:] == 0).all()  # padding rows
+    assert labels.tolist() == [record.labels[short]]
+    # the label is the index of a gold answer among the candidates
+    assert first["entities"][record.labels[0]] in first["answers"]
+
+
+def test_record_refuses_label_smoothing_over_padded_candidates() -> None:
+    import lmkit
+    from lmkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="label smoothing would spread probability onto the padding"):
+        lmkit.evaluate("scratch", task="superglue/record", data=SUPERGLUE, loss="label_smoothing", label_smoothing=0.1)
+
+
+@pytest.mark.slow
+def test_record_fine_tunes_over_its_candidates_and_scores_max_over_answers_f1() -> None:
+    from test_superglue_metrics import _official_f1, _official_normalize
+
+    import lmkit
+
+    result = lmkit.evaluate("scratch", task="superglue/record", data=SUPERGLUE, **TINY)
+    records = load_split("superglue/record", SUPERGLUE, "val").records
+    assert result.training["steps"] == 3 and result.training["train_examples"] == 4
+    chosen = [r["entities"][p] for r, p in zip(records, result.predictions)]  # each query's own candidates
+    f1 = np.mean([max(_official_f1(c, a) for a in r["answers"]) for c, r in zip(chosen, records)])
+    em = np.mean([max(_official_normalize(c) == _official_normalize(a) for a in r["answers"])
+                  for c, r in zip(chosen, records)])
+    assert result.metrics == pytest.approx({"f1": f1, "exact_match": em, "combined_score": (f1 + em) / 2})
+    assert result.confusion_matrix is None and result.to_dict()["main_score"] == pytest.approx((f1 + em) / 2)

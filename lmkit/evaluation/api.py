@@ -54,6 +54,9 @@ def evaluate(
     task = get_task(task)
     cfg = cfg.replace(loss=cfg.loss or task.loss)
     parts = resolve(cfg)  # every name checked before any data is read
+    if task.candidates and cfg.method != "zeroshot" and parts.loss.has("label_smoothing"):
+        raise ConfigError(f"{task.name} pads each example's candidates to one width, and label smoothing "
+                          f"would spread probability onto the padding; use loss='cross_entropy' (the default)")
     source = _open(run_or_path)
     if _is_checkpoint(source):
         cfg = _recipe(cfg, config, options, source)
@@ -64,10 +67,9 @@ def evaluate(
     if cfg.method == "zeroshot":
         shots = load_split(task, data, cfg.train_split) if cfg.shots else None
         return _zeroshot(source, scored, cfg, shots)
-    if task.candidates:
-        raise ConfigError(f"{task.name} ranks each example's own candidates and has no fine-tuning head "
-                          f"here; evaluate it with method='zeroshot' (`--method zeroshot`)")
     train = load_split(task, data, cfg.train_split) if cfg.max_steps or cfg.epochs else None
+    if train is not None and task.candidates:  # a query none of whose candidates is an answer teaches nothing
+        train = train.take(np.flatnonzero(train.labels >= 0))
     if train is not None and cfg.max_train_examples is not None and len(train) > cfg.max_train_examples:
         train = _sample(train, cfg.max_train_examples, cfg.seed)
     overlap = scored.overlap(train) if train is not None else 0
@@ -92,7 +94,7 @@ def evaluate(
     if multiplier is None:  # a pretrained backbone moves gently; a scratch one must learn everything
         multiplier = 1.0 if _is_scratch(run_or_path) else PRETRAINED_LR_MULTIPLIER
     cfg = cfg.replace(max_length=max_length, backbone_lr_multiplier=multiplier)
-    model, encode = head_for(task, backbone, cfg.pooling, cfg.head_dropout)
+    model, encode = head_for(task, backbone, cfg.pooling, cfg.head_dropout, [e for e in (train, scored) if e])
     training: dict[str, Any] = {}
     if train is not None:
         training = finetune(model, encode(train, tokenizer, max_length), cfg, parts,
@@ -162,7 +164,7 @@ def _sample(examples: Examples, n: int, seed: int) -> Examples:
     only, and a random sample of a few can miss a class."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(examples.labels)
-    if examples.task.is_regression or labels.dtype.kind not in "biu":
+    if examples.task.is_regression or examples.task.candidates or labels.dtype.kind not in "biu":
         return examples.take(np.sort(rng.choice(len(examples), n, replace=False)))
     classes, counts = np.unique(labels, return_counts=True)
     share = counts * n / counts.sum()

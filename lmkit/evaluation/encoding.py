@@ -5,6 +5,10 @@ line break (a token of every built-in tokenizer), so a backbone pretrained on te
 Long inputs are truncated to `max_length` tokens (a pair trims its longer side first). A
 pretrained checkpoint's tokenizer encodes examples its own way (`encode_inputs`: BERT's
 ``[CLS] a [SEP] b [SEP]``, Hugging Face's longest-first truncation).
+Marked spans (WiC's target word, WSC's noun phrase and pronoun: character offsets in the record's
+``spans``) become token positions through the tokenizer (`encode_spans`): each text is encoded
+piece by piece, cut at the span boundaries, so a span's tokens are exactly those of its
+characters; a checkpoint's tokenizer maps them with its own character offsets instead.
 Batches are right-padded with id 0 to a length rounded up to a multiple of 16, so a compiled step
 sees a handful of shapes instead of one per batch.
 """
@@ -19,7 +23,7 @@ import numpy as np
 
 from lmkit.evaluation.loaders import Examples
 
-__all__ = ["Encoded", "encode_examples", "batches", "SEPARATOR"]
+__all__ = ["Encoded", "encode_examples", "encode_spans", "batches", "SEPARATOR"]
 
 SEPARATOR = "\n"
 _BUCKET = 16
@@ -30,12 +34,14 @@ class Encoded:
     """Token ids of each example (`ids[i]` is 1-D int32) and the labels.
 
     With `per_example` > 1 (multiple choice) an example is that many consecutive sequences of
-    `ids` (one per choice), and `labels` has one entry per example.
+    `ids` (one per choice), and `labels` has one entry per example. `spans` ``(N, S, 2)`` are
+    the token positions ``[start, end)`` of each example's S marked spans (span tasks).
     """
 
     ids: list[np.ndarray]
     labels: np.ndarray
     per_example: int = 1
+    spans: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids) // self.per_example
@@ -71,9 +77,69 @@ def encode_examples(examples: Examples, tokenizer: Any, max_length: int) -> Enco
     return Encoded(ids, examples.labels)
 
 
+def encode_spans(examples: Examples, tokenizer: Any, max_length: int) -> Encoded:
+    """`encode_examples` with the token positions of each example's marked spans.
+
+    A record's ``spans`` are ``(segment, start, end)``: character offsets (end exclusive) into
+    `text_a` (segment 0) or `text_b` (segment 1). A span that truncation cut off is empty
+    (``start == end``) and pools nothing.
+    """
+    if getattr(tokenizer, "encodings", None) is not None:  # a checkpoint's own input format
+        return _checkpoint_spans(examples, tokenizer, max_length)
+    sep = list(tokenizer.encode(SEPARATOR))
+    ids, spans = [], []
+    for i, a_text in enumerate(examples.text_a):
+        marked = examples.record(i)["spans"]
+        texts = [a_text] if examples.text_b is None else [a_text, examples.text_b[i]]
+        cut = [_cut_encode(tokenizer, text, [c for seg, s, e in marked if seg == n for c in (s, e)])
+               for n, text in enumerate(texts)]
+        segments = [tokens for tokens, _ in cut]
+        if len(segments) == 2:
+            segments = list(_trim_pair(*segments, max(max_length - len(sep), 0)))
+        offset = [0, len(segments[0]) + len(sep)]
+        row = (segments[0] + sep + segments[1] if len(segments) == 2 else segments[0])[:max_length]
+        found = []
+        for seg, start, end in marked:
+            kept = min(len(segments[seg]), max(max_length - offset[seg], 0))
+            at = cut[seg][1]
+            found.append((offset[seg] + min(at[start], kept), offset[seg] + min(at[end], kept)))
+        ids.append(np.asarray(row or [0], dtype=np.int32))
+        spans.append(found)
+    return Encoded(ids, examples.labels, spans=np.asarray(spans, np.int32).reshape(len(ids), -1, 2))
+
+
+def _cut_encode(tokenizer: Any, text: str, cuts: list[int]) -> tuple[list[int], dict[int, int]]:
+    """`text` encoded piece by piece between the character positions `cuts`, and the token
+    position at each cut."""
+    points = sorted({0, len(text), *cuts})
+    ids: list[int] = []
+    at = {}
+    for a, b in zip(points, points[1:]):
+        at[a] = len(ids)
+        ids += tokenizer.encode(text[a:b])
+    at[points[-1]] = len(ids)
+    return ids, at
+
+
+def _checkpoint_spans(examples: Examples, tokenizer: Any, max_length: int) -> Encoded:
+    """Span positions from a checkpoint tokenizer's offsets (its special tokens included)."""
+    encodings = tokenizer.encodings(examples.text_a, examples.text_b, max_length)
+    spans = []
+    for i, enc in enumerate(encodings):
+        found = []
+        for seg, start, end in examples.record(i)["spans"]:
+            inside = [t for t, (sid, (a, b)) in enumerate(zip(enc.sequence_ids, enc.offsets))
+                      if sid == seg and a < end and b > start]
+            found.append((inside[0], inside[-1] + 1) if inside else (0, 0))
+        spans.append(found)
+    return Encoded([np.asarray(e.ids, dtype=np.int32) for e in encodings], examples.labels,
+                   spans=np.asarray(spans, np.int32).reshape(len(encodings), -1, 2))
+
+
 def batches(encoded: Encoded, order: Sequence[int] | np.ndarray, batch_size: int,
-            max_length: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
-    """Yield ``(tokens (B, T) int32, lengths (B,) int32, labels (B,), real)`` in `order`.
+            max_length: int) -> Iterator[tuple[tuple[np.ndarray, ...], np.ndarray, int]]:
+    """Yield ``(inputs, labels (B,), real)`` in `order`; the inputs are ``(tokens (B, T) int32,
+    lengths (B,) int32)``, and ``spans (B, S, 2)`` for a span task.
 
     The last batch is filled up with copies of its first row to a full `batch_size` (so compiled
     functions keep their shapes); only its first `real` rows are examples. With
@@ -92,4 +158,5 @@ def batches(encoded: Encoded, order: Sequence[int] | np.ndarray, batch_size: int
         tokens = np.zeros((len(rows), width), dtype=np.int32)
         for j, r in enumerate(rows):
             tokens[j, :lengths[j]] = encoded.ids[r]
-        yield tokens, lengths, encoded.labels[examples], real
+        inputs = (tokens, lengths) if encoded.spans is None else (tokens, lengths, encoded.spans[examples])
+        yield inputs, encoded.labels[examples], real

@@ -112,17 +112,16 @@ class FinetuneTrainee:
             head_it, body_it = iter(head), iter(body)
             return [next(body_it) if b else next(head_it) for b in is_backbone]
 
-        def loss_of(train_vals, non_train, tokens, lengths, labels):
-            outputs, non_train = model.stateless_call(train_vals, non_train, (tokens, lengths),
-                                                      training=True)
+        def loss_of(train_vals, non_train, inputs, labels):
+            outputs, non_train = model.stateless_call(train_vals, non_train, inputs, training=True)
             return ops.mean(loss_fn(labels, outputs)), non_train
 
         grad_fn = jax.value_and_grad(loss_of, has_aux=True)
 
         @jax.jit
-        def step_fn(state, masks, tokens, lengths, labels):
+        def step_fn(state, masks, inputs, labels):
             train_vals, non_train, head_state, body_state = state
-            (loss, non_train), grads = grad_fn(train_vals, non_train, tokens, lengths, labels)
+            (loss, non_train), grads = grad_fn(train_vals, non_train, inputs, labels)
             head_g, body_g = split(grads)
             head_v, body_v = split(train_vals)
             body_g = [g * m for g, m in zip(body_g, masks)]
@@ -151,15 +150,15 @@ class FinetuneTrainee:
             rows += [chunk[i:i + size] for i in range(0, len(chunk), size)]
         return [rows[i] for i in rng.permutation(len(rows))]
 
-    def _batch(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Batch `step` (0-based): a pure function of the seed and the step."""
+    def _batch(self, step: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        """Batch `step` (0-based), ``(inputs, labels)``: a pure function of the seed and the step."""
         epoch, index = divmod(step, self.steps_per_epoch)
         if self._epoch is None or self._epoch[0] != epoch:
             self._epoch = (epoch, self._epoch_batches(epoch))
         rows = self._epoch[1][index]
         size = self.cfg.batch_size
-        tokens, lengths, labels, _ = next(batches(self.train_data, rows, size, self.cfg.max_length))
-        return tokens, lengths, labels
+        inputs, labels, _ = next(batches(self.train_data, rows, size, self.cfg.max_length))
+        return inputs, labels
 
     def _masks(self, step: int) -> list[np.float32]:
         n = len(self.groups)
@@ -262,15 +261,15 @@ def predict(model: SequenceClassifier, data: Encoded, batch_size: int, max_lengt
     non_train = [v.value for v in model.non_trainable_variables]
 
     @jax.jit
-    def forward(train_vals, non_train, tokens, lengths):
-        logits, _ = model.stateless_call(train_vals, non_train, (tokens, lengths), training=False)
+    def forward(train_vals, non_train, inputs):
+        logits, _ = model.stateless_call(train_vals, non_train, inputs, training=False)
         return logits
 
     batch_size = min(batch_size, len(data))
     order = np.argsort(data.lengths(), kind="stable")  # short batches pad less
     out = []
-    for tokens, lengths, _, real in batches(data, order, batch_size, max_length):
-        out.append(np.asarray(forward(train_vals, non_train, tokens, lengths))[:real])
+    for inputs, _, real in batches(data, order, batch_size, max_length):
+        out.append(np.asarray(forward(train_vals, non_train, inputs))[:real])
     outputs = np.empty_like(np.concatenate(out, axis=0))
     outputs[order] = np.concatenate(out, axis=0)
     return outputs

@@ -4,7 +4,8 @@
 logits ``(B, num_outputs)``: the backbone's hidden states ``(B, T, H)`` are pooled -- the state
 at the last real token (`last`), the mean over real tokens (`mean`), both side by side
 (`concat`, as in ULMFiT), or the first token's state (`cls`, BERT's ``[CLS]``) -- and go through
-dropout and one dense layer.
+dropout and one dense layer. `SpanClassifier` also pools the states over marked spans (WiC's
+target word in each sentence, WSC's noun phrase and pronoun), given as token positions.
 
 >>> clf = SequenceClassifier(run.model, num_outputs=2, pooling="concat")   # doctest: +SKIP
 >>> clf((tokens, lengths)).shape                                           # doctest: +SKIP
@@ -20,7 +21,7 @@ from keras import ops
 
 from lmkit.errors import ConfigError
 
-__all__ = ["SequenceClassifier", "hidden_states"]
+__all__ = ["SequenceClassifier", "SpanClassifier", "hidden_states"]
 
 POOLINGS = ("last", "mean", "concat", "cls")
 
@@ -56,13 +57,49 @@ class SequenceClassifier(keras.Model):
 
     def call(self, inputs: tuple[Any, Any], training: bool = False) -> Any:
         tokens, lengths = inputs
-        h = ops.cast(hidden_states(self.backbone, tokens, training=training), "float32")  # (B, T, H)
+        h = self.states(tokens, training)
+        return self.head(self.drop(self.pool(h, lengths), training=training))
+
+    def states(self, tokens: Any, training: bool) -> Any:
+        """The backbone's hidden states ``(B, T, H)`` in float32."""
+        return ops.cast(hidden_states(self.backbone, tokens, training=training), "float32")
+
+    def pool(self, h: Any, lengths: Any) -> Any:
+        """One vector per sequence ``(B, H)`` (``(B, 2H)`` for `concat`) by `pooling`."""
         lengths = ops.maximum(ops.cast(lengths, "int32"), 1)
-        positions = ops.arange(ops.shape(tokens)[1], dtype="int32")
+        positions = ops.arange(ops.shape(h)[1], dtype="int32")
         mask = ops.cast(positions[None, :] < lengths[:, None], h.dtype)[:, :, None]   # (B, T, 1)
         mean = ops.sum(h * mask, axis=1) / ops.cast(lengths, h.dtype)[:, None]        # (B, H)
         last = ops.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]      # (B, H)
         pooled = {"last": last, "mean": mean, "cls": h[:, 0]}.get(self.pooling)
         if pooled is None:
             pooled = ops.concatenate([last, mean], axis=-1)                            # (B, 2H)
+        return pooled
+
+
+class SpanClassifier(SequenceClassifier):
+    """A `SequenceClassifier` that also reads marked spans: inputs ``(tokens (B, T), lengths
+    (B,), spans (B, S, 2))``, each span the token positions ``[start, end)`` of one marked
+    phrase. The head reads the sequence's pooled vector and each span's mean state, side by
+    side: ``(B, P + S * H)``.
+
+    >>> clf = SpanClassifier(run.model, num_outputs=2, spans=2)   # doctest: +SKIP
+    >>> clf((tokens, lengths, spans)).shape                       # doctest: +SKIP
+    (32, 2)
+    """
+
+    def __init__(self, backbone: keras.Model, num_outputs: int, spans: int, pooling: str = "concat",
+                 dropout: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(backbone, num_outputs, pooling, dropout, **kwargs)
+        self.spans = spans
+
+    def call(self, inputs: tuple[Any, Any, Any], training: bool = False) -> Any:
+        tokens, lengths, spans = inputs
+        h = self.states(tokens, training)                                               # (B, T, H)
+        spans = ops.cast(spans, "int32")
+        positions = ops.arange(ops.shape(h)[1], dtype="int32")[None, None, :]
+        inside = ops.cast((positions >= spans[:, :, :1]) & (positions < spans[:, :, 1:]), h.dtype)  # (B, S, T)
+        means = ops.einsum("bst,bth->bsh", inside, h) / ops.maximum(ops.sum(inside, -1), 1.0)[:, :, None]
+        flat = ops.reshape(means, (-1, self.spans * ops.shape(h)[2]))                   # (B, S * H)
+        pooled = ops.concatenate([self.pool(h, lengths), flat], axis=-1)
         return self.head(self.drop(pooled, training=training))

@@ -11,6 +11,10 @@
   folder of ``<split>-*.parquet``);
 * ``None`` or ``"hf"``: ``datasets.load_dataset`` from the Hub (cached), when online.
 
+SuperGLUE tasks read from `datasets` (the ``super_glue`` configs' columns) turn each row back
+into its official JSONL line (`superglue.JsonlLayout.from_columns`), so every check and span of
+the JSONL reader applies to them too.
+
 `find_task_data(task, root)` finds a task's folder in a shared data folder (``data/glue/``,
 ``data/imdb/``), so one path serves every task.
 
@@ -76,8 +80,13 @@ class Examples:
     def overlap(self, other: "Examples") -> int:
         """How many of these examples have the same texts as an example of `other` (a scored
         split that overlaps the training split measures memory, not skill)."""
-        seen = set(zip(other.text_a, other.text_b or [None] * len(other)))
-        return sum(pair in seen for pair in zip(self.text_a, self.text_b or [None] * len(self)))
+        seen = set(other._keys())
+        return sum(key in seen for key in self._keys())
+
+    def _keys(self) -> list[tuple[Any, ...]]:
+        # WSC asks about several span pairs of one text: the spans tell those examples apart
+        spans = [tuple(map(tuple, r.get("spans", ()))) for r in self.records] if self.records else [()] * len(self)
+        return list(zip(self.text_a, self.text_b or [None] * len(self), spans))
 
     def record(self, i: int) -> dict[str, Any]:
         """The fields of example `i`: its record, or ``text_a`` / ``text_b`` for flat tasks."""
@@ -91,7 +100,6 @@ def load_split(task: "str | Task", data: "str | Path | None", split: str | None 
     task = get_task(task)
     split = task.resolve_split(split)
     if is_hub(data):
-        _check_flat(task, "the Hugging Face Hub")
         examples = _from_hub(task, split)
     else:
         path = Path(data).expanduser()
@@ -104,10 +112,8 @@ def load_split(task: "str | Task", data: "str | Path | None", split: str | None 
                                 f"reads JSONL files. {_expected(task, path)}")
             examples = task.jsonl.read(task, split, path)
         elif layout == "parquet":
-            _check_flat(task, f"'{path}' (parquet)")
             examples = _from_parquet(task, split, path)
         elif layout == "hf_disk":
-            _check_flat(task, f"'{path}' (datasets.save_to_disk)")
             examples = _from_disk(task, split, path)
         elif task.glue is not None:
             if layout in ("imdb", "jsonl"):
@@ -314,8 +320,17 @@ def _from_parquet(task: Task, split: str, path: Path) -> Examples:
                 f"no parquet file for split '{name}' of {task.name} in '{path}': expected "
                 f"'{name}-*.parquet' or '{name}.parquet'; found {', '.join(found)}"
             )
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    frame = pd.concat([_read_parquet(f) for f in files], ignore_index=True)
     return _from_columns(task, split, ", ".join(map(str, files)), frame.to_dict("list"))
+
+
+def _read_parquet(file: Path) -> Any:
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(file)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{file}: not a readable parquet file ({exc})") from None
 
 
 def _hub_unreachable(timeout: float = 3.0) -> str | None:
@@ -354,14 +369,17 @@ def _from_hub(task: Task, split: str) -> Examples:
             f"{', ' + task.hf_config if task.hf_config else ''}): {type(exc).__name__}: "
             f"{str(exc)[:200]}. Offline, point lmkit at local files instead: data=PATH "
             f"(`--data PATH` on the command line), where PATH is "
-            + ("the GLUE folder as distributed (GLUE/" + task.glue.folder + "/dev.tsv)"
-               if task.glue else "the aclImdb folder")
+            + ("the GLUE folder as distributed (GLUE/" + task.glue.folder + "/dev.tsv)" if task.glue else
+               f"the SuperGLUE folder as distributed (SuperGLUE/{task.jsonl.folder}/val.jsonl)" if task.jsonl
+               else "the aclImdb folder")
             + ", a datasets.save_to_disk folder, or parquet files."
         ) from None
     return _from_columns(task, split, f"hf:{task.hf_path}", loaded.to_dict())
 
 
 def _from_columns(task: Task, split: str, source: str, columns: dict[str, list[Any]]) -> Examples:
+    if task.jsonl is not None:  # SuperGLUE: each row back to its official line, read as the files are
+        return task.jsonl.from_columns(task, split, source, columns)
     names = list(columns)
     texts = [c for c in task.hf_text_columns if c in columns]
     if len(texts) < len(task.hf_text_columns):
@@ -385,14 +403,6 @@ def _from_columns(task: Task, split: str, source: str, columns: dict[str, list[A
 
 
 # -- shared checks ----------------------------------------------------------------------------
-def _check_flat(task: Task, source: str) -> None:
-    """A task with nested fields (spans, candidates, grouped answers) has no flat text columns."""
-    if not task.hf_text_columns:
-        raise DataError(f"{task.name} cannot be read from {source}: it is read from its official JSONL "
-                        f"files only (its spans, candidates or grouped answers do not survive flat "
-                        f"datasets columns). {task.jsonl.expected(task) if task.jsonl else ''}")
-
-
 def _check_pair(task: Task, source: str, columns: Sequence[Any], found: Sequence[Any]) -> None:
     if task.is_pair and len(found) < 2:
         raise DataError(

@@ -4,8 +4,7 @@ leaderboard's average score.
 A suite is the set of registered tasks whose `Task.benchmark` it names (``glue`` → GLUE's nine
 tasks, ``superglue`` → SuperGLUE's eight), so a plugin task that declares the benchmark joins it.
 `evaluate_suite` keeps the tasks whose scored split it finds under `data` and that the method
-can score (ReCoRD has no fine-tuning head; CoLA, STS-B, MNLI, QNLI, QQP and WNLI have no
-zero-shot prompts); the others are listed in `Leaderboard.skipped`, with the reason. It
+can score (CoLA, STS-B, MNLI, QNLI, QQP and WNLI have no zero-shot prompts); the others are listed in `Leaderboard.skipped`, with the reason. It
 evaluates each run on each of them through `evaluate_runs` (fine-tuning, or
 ``method="zeroshot"``), and optionally writes the leaderboard
 (``leaderboard.json``, ``.tsv``, ``.html``) and every result (``<run>/<task>/metrics.json`` and
@@ -93,14 +92,15 @@ def evaluate_suite(
     runs: "Mapping[str, Any] | Sequence[Any] | Any", suite: str, data: "str | Path | None" = None, *,
     tasks: Sequence[str] | None = None, out: "str | Path | None" = None,
     reporters: Sequence[Reporter] = (), stop: StopSignal | None = None, keep_going: bool = False,
-    **options: Any,
+    board: Leaderboard | None = None, **options: Any,
 ) -> Leaderboard:
     """Evaluate `runs` on every task of `suite` found under `data` (or only `tasks` of it).
 
     `options` are `EvalConfig` keys for every task (``method="zeroshot"``, ``split="dev32"``,
     ``max_steps``, ...). The returned `Leaderboard` has a row per run, a column per task and the
     benchmark's average; `skipped` lists the suite's tasks without data. With `out`, the
-    leaderboard and each result are written there (`write_leaderboard`).
+    leaderboard and each result are written there (`write_leaderboard`). Results are added to
+    `board` when given (the notebook panel keeps one).
 
     >>> board = evaluate_suite({"gpt": run}, "superglue", "data/superglue", method="zeroshot")  # doctest: +SKIP
     >>> print(board)                                                                            # doctest: +SKIP
@@ -115,18 +115,15 @@ def evaluate_suite(
                               f"{suite} suite; its tasks: {', '.join(sorted(names))}")
         members = chosen
     found, skipped = available_tasks(members, data, options.get("split"))
-    zeroshot = options.get("method") == "zeroshot"
-    for task in list(found):  # what the method cannot score is skipped, not a failure mid-suite
-        why = ("has no zero-shot prompts (Task.choices)" if zeroshot and task.choices is None else
-               "has no fine-tuning head (method='zeroshot' scores it)" if not zeroshot and task.candidates
-               else "")
-        if why:
+    if options.get("method") == "zeroshot":  # what the method cannot score is skipped, not a failure mid-suite
+        for task in [t for t in found if t.choices is None]:
             found.remove(task)
-            skipped.append((task.name, why))
+            skipped.append((task.name, "has no zero-shot prompts (Task.choices)"))
     if not found:
         reasons = "; ".join(f"{t}: {why}" for t, why in skipped)
         raise DataError(f"no task of the {suite} suite has data under '{data}' ({reasons})")
-    board = evaluate_runs(runs, found, data, reporters=reporters, stop=stop, keep_going=keep_going, **options)
+    board = evaluate_runs(runs, found, data, reporters=reporters, stop=stop, keep_going=keep_going,
+                          board=board, **options)
     board.skipped = skipped
     if out is not None:
         write_leaderboard(board, out)

@@ -13,9 +13,11 @@ becomes one or more examples:
 * MultiRC: one binary example per answer option; `Examples.groups` keeps the question, since
   exact match is counted per question.
 * ReCoRD: one example per query; its candidates are the passage's entities (no fixed labels),
-  scored zero-shot only.
-* WiC and WSC: the marked spans are written into the text (``[target]`` in both WiC sentences;
-  ``[span1]`` and ``*pronoun*`` in WSC), so a sequence classifier sees which words are meant.
+  and its ``choices`` the query with each entity in place of ``@placeholder``: fine-tuned like
+  COPA, one shared score per candidate and a softmax over the example's own candidates.
+* WiC and WSC: the records keep the marked spans as character offsets (``spans``: WiC's target
+  word in each sentence; WSC's noun phrase and pronoun, from its word indices), which the span
+  head pools (`lmkit.evaluation.heads.SpanClassifier`).
 
 Every problem in a file is a `DataError` naming the file and line: invalid JSON, a missing key,
 a label of the wrong type (BoolQ, WiC, WSC: JSON booleans; COPA, MultiRC: integers 0/1; CB,
@@ -24,8 +26,8 @@ examples get label -1 and cannot be scored.
 
 >>> from lmkit.evaluation.loaders import load_split
 >>> wic = load_split("superglue/wic", "tests/fixtures/superglue", "val")   # doctest: +SKIP
->>> wic.text_a[0]                                                           # doctest: +SKIP
-'An emerging professional [class].'
+>>> wic.text_a[0], wic.records[0]["spans"]                                 # doctest: +SKIP
+('An emerging professional class.', [(0, 25, 30), (1, 85, 90)])
 """
 
 from __future__ import annotations
@@ -56,13 +58,14 @@ Row = dict[str, Any]
 
 
 class _Where:
-    """Raises `DataError`s that name the file and line being read."""
+    """Raises `DataError`s that name the place being read: a file and line, or a `datasets`
+    source and row."""
 
-    def __init__(self, file: Path, line: int) -> None:
-        self.file, self.line = file, line
+    def __init__(self, place: str) -> None:
+        self.place = place
 
     def fail(self, message: str) -> None:
-        raise DataError(f"{self.file}, line {self.line}: {message}")
+        raise DataError(f"{self.place}: {message}")
 
     def get(self, record: Any, key: str, kind: type | tuple[type, ...] = str, within: str = "") -> Any:
         """`record[key]`, which must exist and be of `kind` (a bool is not an int here)."""
@@ -82,11 +85,14 @@ class _Where:
 class JsonlLayout:
     """Where a SuperGLUE task lives (`folder` under the SuperGLUE root) and how a line becomes
     examples (`rows(record, where)`, raising through `where.fail`). `label_type` is the JSON
-    type of the label (``bool``, ``int`` or ``str``), checked on every line."""
+    type of the label (``bool``, ``int`` or ``str``), checked on every line. `record(row)` turns
+    a row of the `datasets` ``super_glue`` config (flat columns, class-id labels) back into the
+    official line, so parquet files, ``save_to_disk`` folders and the Hub are read by `rows` too."""
 
     folder: str
     rows: Callable[[dict[str, Any], _Where], list[Row]]
     label_type: type
+    record: Callable[[dict[str, Any]], dict[str, Any]]
 
     def file(self, path: Path, split: str) -> Path | None:
         """The file of `split` under `path` (the SuperGLUE root, the task folder, or the file)."""
@@ -107,31 +113,49 @@ class JsonlLayout:
             name = SPLIT_FILES[split]
             raise DataError(f"no {task.name} '{split}' data in '{path}': looked for "
                             f"{path / self.folder / name} and {path / name}. {self.expected(task)}")
-        rows: list[Row] = []
         try:
             lines = file.read_text(encoding="utf-8-sig").split("\n")
         except UnicodeDecodeError as exc:
             raise DataError(f"{file}: not valid UTF-8 at byte {exc.start}; SuperGLUE files are UTF-8") from None
+        records = []
         for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            where = _Where(file, lineno)
             try:
-                record = json.loads(line)
+                records.append((_Where(f"{file}, line {lineno}"), json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise DataError(f"{file}, line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        return self._examples(task, split, str(file), records)
+
+    def from_columns(self, task: Task, split: str, source: str, columns: dict[str, list[Any]]) -> Examples:
+        """Read `split` of `task` from `datasets` columns (parquet, ``save_to_disk``, the Hub)."""
+        names = list(columns)
+        rows = [dict(zip(names, values)) for values in zip(*columns.values())]
+        records = []
+        for i, row in enumerate(rows):
+            where = _Where(f"{source}, row {i}")
+            try:
+                records.append((where, self.record(row)))
+            except (KeyError, TypeError) as exc:
+                where.fail(f"not a row of the datasets super_glue/{task.hf_config} config ({type(exc).__name__}: "
+                           f"{exc}); columns: {', '.join(names)}")
+        return self._examples(task, split, source, records)
+
+    def _examples(self, task: Task, split: str, source: str, records: list[tuple[_Where, Any]]) -> Examples:
+        rows: list[Row] = []
+        for where, record in records:
             if not isinstance(record, dict):
                 where.fail(f"expected a JSON object, got {type(record).__name__}")
             for row in self.rows(record, where):
                 row["label"] = self._label(task, row.get("label", _MISSING), split, where)
                 rows.append(row)
         if not rows:
-            raise DataError(f"{file}: split '{split}' of {task.name} has no examples")
+            raise DataError(f"{source}: split '{split}' of {task.name} has no examples")
         groups = None
         if any("group" in r for r in rows):  # ids in order of first appearance, as ints
             ids: dict[Any, int] = {}
             groups = np.asarray([ids.setdefault(r["group"], len(ids)) for r in rows], np.int64)
-        return Examples(task, split, str(file), [r["text_a"] for r in rows],
+        return Examples(task, split, source, [r["text_a"] for r in rows],
                         [r["text_b"] for r in rows] if rows[0].get("text_b") is not None else None,
                         np.asarray([r["label"] for r in rows], np.int64), rows, groups)
 
@@ -226,7 +250,8 @@ def _record(r: dict[str, Any], w: _Where) -> list[Row]:
         query = w.get(qa, "query", within="a query")
         if "@placeholder" not in query:
             w.fail(f"query {query[:60]!r} has no @placeholder")
-        row: Row = {"text_a": text, "text_b": query, "passage": text, "query": query, "entities": entities}
+        row: Row = {"text_a": text, "text_b": query, "passage": text, "query": query, "entities": entities,
+                    "choices": [query.replace("@placeholder", e) for e in entities]}
         if "answers" in qa:
             answers = [w.get(a, "text", within="an answer") for a in w.get(qa, "answers", list, within="a query")]
             row["answers"] = answers
@@ -246,36 +271,74 @@ def _span(w: _Where, sentence: str, start: Any, end: Any, which: str) -> tuple[i
     return start, end
 
 
-def _mark(text: str, start: int, end: int, left: str = "[", right: str = "]") -> str:
-    return f"{text[:start]}{left}{text[start:end]}{right}{text[end:]}"
-
-
 def _wic(r: dict[str, Any], w: _Where) -> list[Row]:
     s1, s2 = w.get(r, "sentence1"), w.get(r, "sentence2")
     a = _span(w, s1, w.get(r, "start1", int), w.get(r, "end1", int), "1")
     b = _span(w, s2, w.get(r, "start2", int), w.get(r, "end2", int), "2")
-    return [_with_label({"text_a": _mark(s1, *a), "text_b": _mark(s2, *b), "sentence1": s1,
-                         "sentence2": s2, "word": w.get(r, "word"), "target": s1[a[0]:a[1]]}, r)]
+    return [_with_label({"text_a": s1, "text_b": s2, "sentence1": s1, "sentence2": s2, "word": w.get(r, "word"),
+                         "target": s1[a[0]:a[1]], "spans": [(0, *a), (1, *b)]}, r)]
 
 
 def _wsc(r: dict[str, Any], w: _Where) -> list[Row]:
     text = w.get(r, "text")
     target = w.get(r, "target", dict)
     words = text.split(" ")
-    marked = list(words)
-    spans = []
-    for n, (left, right) in ((1, ("[", "]")), (2, ("*", "*"))):
+    texts, offsets = [], []
+    for n in (1, 2):
         index = w.get(target, f"span{n}_index", int, within="target")
         span = w.get(target, f"span{n}_text", within="target")
         length = max(1, len(span.split()))
         if not 0 <= index <= len(words) - length:
             w.fail(f"span{n}_index {index} (a word index into text.split(' ')) is outside the text's "
                    f"{len(words)} words for the {length}-word span {span!r}")
-        marked[index] = left + marked[index]
-        marked[index + length - 1] += right
-        spans.append(span)
-    return [_with_label({"text_a": " ".join(marked), "text_b": None, "text": text,
-                         "span1": spans[0], "span2": spans[1]}, r)]
+        start = sum(len(word) + 1 for word in words[:index])  # the words before, each with its space
+        offsets.append((0, start, start + len(" ".join(words[index:index + length]))))
+        texts.append(span)
+    return [_with_label({"text_a": text, "text_b": None, "text": text, "span1": texts[0], "span2": texts[1],
+                         "spans": offsets}, r)]
+
+
+# -- a `datasets` super_glue row -> the official line ----------------------------------------
+# `datasets` keeps the official fields but flattens MultiRC (a row per answer option) and ReCoRD
+# (a row per query, entities as sorted strings), moves WSC's spans out of `target`, and stores
+# labels as class ids (-1 on test rows).
+def _official_label(labels: tuple[str, ...], label_type: type) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def label(row: dict[str, Any]) -> dict[str, Any]:
+        value = row["label"]
+        if value is None or value == -1:
+            return {}
+        if isinstance(value, str) or label_type is int:
+            return {"label": value}
+        return {"label": bool(value) if label_type is bool else labels[value]}
+    return label
+
+
+def _flat_record(labels: tuple[str, ...], label_type: type) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    label = _official_label(labels, label_type)
+    return lambda row: {**{k: v for k, v in row.items() if k != "label"}, **label(row)}
+
+
+def _wsc_record(row: dict[str, Any]) -> dict[str, Any]:
+    target = {k: row[k] for k in ("span1_index", "span2_index", "span1_text", "span2_text")}
+    return {"text": row["text"], "target": target, **_official_label(_YES_NO, bool)(row)}
+
+
+def _multirc_record(row: dict[str, Any]) -> dict[str, Any]:
+    idx = row["idx"]
+    answer = {"text": row["answer"], "idx": idx["answer"], **_official_label((), int)(row)}
+    return {"idx": idx["paragraph"], "passage": {"text": row["paragraph"], "questions": [
+        {"question": row["question"], "idx": idx["question"], "answers": [answer]}]}}
+
+
+def _record_record(row: dict[str, Any]) -> dict[str, Any]:
+    text = row["passage"]
+    # the entities' offsets (end inclusive), at their first place in the passage
+    entities = [{"start": text.find(e), "end": text.find(e) + len(e) - 1} for e in map(str, row["entities"])]
+    qa: dict[str, Any] = {"query": row["query"]}
+    answers = row.get("answers")
+    if answers is not None and len(answers):  # test rows have none (parquet gives arrays, not lists)
+        qa["answers"] = [{"text": str(a)} for a in answers]
+    return {"idx": row["idx"]["passage"], "passage": {"text": text, "entities": entities}, "qas": [qa]}
 
 
 # -- zero-shot prompts (lm-evaluation-harness's, one continuation per label in order) ---------
@@ -337,13 +400,15 @@ _YES_NO = ("false", "true")
 
 def _superglue(key: str, folder: str, description: str, labels: tuple[str, ...], metrics: tuple[str, ...],
                rows: Callable[[dict[str, Any], _Where], list[Row]], label_type: type, *,
-               hf_columns: tuple[str, ...] = (), **extra: Any) -> Task:
+               hf_columns: tuple[str, ...] = (), record: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+               **extra: Any) -> Task:
     task = Task(
         name=f"superglue/{key}", description=description, labels=labels, metrics=metrics,
         splits=_SPLITS, eval_split="val", hf_path="aps/super_glue", hf_config=key,
         hf_text_columns=hf_columns, hf_splits={"val": "validation"}, metric="super_glue",
         metric_config=key, benchmark="SuperGLUE", data_folders=_FOLDERS,
-        jsonl=JsonlLayout(folder, rows, label_type), choices=_PROMPTS[key], **extra,
+        jsonl=JsonlLayout(folder, rows, label_type, record or _flat_record(labels, label_type)),
+        choices=_PROMPTS[key], **extra,
     )
     tasks.register(task.name, task, description=description)
     return task
@@ -361,15 +426,16 @@ TASKS = (
     _superglue("multirc", "MultiRC", "MultiRC: is each answer option to a question about the paragraph right? "
                "(exact match per question, F1 over all options)",
                ("0", "1"), ("exact_match", "f1_a"), _multirc, int, label_names=("false", "true"),
-               metric_inputs=_grouped_inputs),
+               metric_inputs=_grouped_inputs, record=_multirc_record),
     _superglue("record", "ReCoRD", "ReCoRD: which passage entity fills the query's @placeholder? "
-               "(max-over-answers token F1, exact match; zero-shot only)",
-               (), ("f1", "exact_match"), _record, int, candidates=True, metric_inputs=_record_inputs),
+               "(max-over-answers token F1, exact match)",
+               (), ("f1", "exact_match"), _record, int, candidates=True, metric_inputs=_record_inputs,
+               record=_record_record),
     _superglue("rte", "RTE", "RTE: does the premise entail the hypothesis? (accuracy)",
                ("entailment", "not_entailment"), ("accuracy",), _premise_hypothesis, str,
                hf_columns=("premise", "hypothesis")),
     _superglue("wic", "WiC", "WiC: is the marked word used in the same sense in both sentences? (accuracy)",
-               _YES_NO, ("accuracy",), _wic, bool, label_names=("different", "same")),
+               _YES_NO, ("accuracy",), _wic, bool, label_names=("different", "same"), spans=2),
     _superglue("wsc", "WSC", "WSC: does the marked pronoun refer to the marked noun phrase? (accuracy)",
-               _YES_NO, ("accuracy",), _wsc, bool),
+               _YES_NO, ("accuracy",), _wsc, bool, spans=2, record=_wsc_record),
 )

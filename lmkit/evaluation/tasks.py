@@ -66,7 +66,10 @@ class Task:
     reader of their official JSONL layout (a `superglue.JsonlLayout`); `candidates` means each
     example has its own choices (ReCoRD's entities) instead of a fixed label set;
     `multiple_choice` means the labels name the record's ``choices`` (COPA), each scored against
-    the context (`text_a`) by one shared head (`lmkit.evaluation.choice`);
+    the context (`text_a`) by one shared head (`lmkit.evaluation.choice`; a `candidates` task
+    is fine-tuned the same way over its record's ``choices``); `spans` is the number of marked
+    spans each record gives as character offsets (``spans``: WiC's target word in each
+    sentence, WSC's noun phrase and pronoun), which the head pools;
     `metric_inputs(predictions, examples)` gives the metric's ``compute`` arguments when they
     are not plain label ids (MultiRC's question groups, ReCoRD's answer strings); and
     `choices(record)` gives the ``(context, continuation)`` pairs that zero-shot scoring ranks,
@@ -94,6 +97,7 @@ class Task:
     jsonl: Any = None
     candidates: bool = False
     multiple_choice: bool = False
+    spans: int = 0
     metric_inputs: Callable[[Any, Any], dict[str, Any]] | None = None
     choices: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None
 

@@ -7,14 +7,16 @@
 
 The panel is a view of `lmkit.evaluation.leaderboard`: Run calls `evaluate_runs` (one
 `lmkit.evaluate` per (run, task), the same as ``lmkit eval``) into the panel's `Leaderboard`,
-whose table (a GLUE-style row per run: each task's main score and the GLUE average) is shown as
-results arrive; the confusion matrix of the latest classification result is drawn below it. The
+and Run suite calls `lmkit.evaluation.suites.evaluate_suite` (every task of GLUE or SuperGLUE
+found under the data folder, the same as ``lmkit eval --suite``) into the same board; its table
+(a row per run: each task's main score and the benchmark averages) is shown as results arrive; the confusion matrix of the latest classification result is drawn below it. The
 Stop button ends the current fine-tuning at a step boundary.
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import ipywidgets as widgets
 from lmkit.engine.events import EndEvent, StartEvent, StepEvent, StopSignal
 from lmkit.evaluation.leaderboard import EvaluationEndEvent, EvaluationStartEvent, Leaderboard, evaluate_runs
 from lmkit.evaluation.result import EvalResult
+from lmkit.evaluation.suites import SUITES, evaluate_suite
 from lmkit.evaluation.tasks import SCRATCH
 
 __all__ = ["EvalPanel", "find_runs", "confusion_svg"]
@@ -98,19 +101,24 @@ class EvalPanel(widgets.VBox):
                                  layout=widgets.Layout(width="60%"))
         self.budget = widgets.IntText(value=max_steps, description="Steps")
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
+        self.suite_picker = widgets.Dropdown(options=list(SUITES), value="superglue", description="Suite")
+        self.suite_button = widgets.Button(description="Run suite", icon="list",
+                                           tooltip="every task of the suite found under Data")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self.refresh_button = widgets.Button(description="Refresh runs", icon="refresh")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="")
         self.status = widgets.HTML("")
         self.table = widgets.HTML(self.board.to_html())
         self.plot = widgets.HTML("")
-        self.run_button.on_click(self._on_run_click)
+        self.run_button.on_click(lambda _b: self._click(self.run))
+        self.suite_button.on_click(lambda _b: self._click(self.run_suite))
         self.stop_button.on_click(lambda _b: self.stop_signal.set())
         self.refresh_button.on_click(lambda _b: self.refresh())
         super().__init__([
             widgets.HBox([self.run_picker, self.task_picker]),
             self.data, self.budget,
             widgets.HBox([self.run_button, self.stop_button, self.refresh_button]),
+            widgets.HBox([self.suite_picker, self.suite_button]),
             widgets.HBox([self.progress, self.status]), self.table, self.plot,
         ])
         self.add_class("lmkit-eval-panel")
@@ -137,34 +145,58 @@ class EvalPanel(widgets.VBox):
         Errors a user can fix (data, options) are shown in the status line and the next pair runs;
         any other error is shown there too, then raised.
         """
+        tasks = tuple(tasks or self.task_picker.value)
+        return self._evaluate(runs, lambda named, **common: evaluate_runs(named, tasks, **common))
+
+    def run_suite(self, suite: str | None = None, runs: tuple[str, ...] | None = None,
+                  tasks: "Sequence[str] | None" = None) -> list[EvalResult]:
+        """Evaluate every selected run on every task of `suite` (the picker's: ``glue`` or
+        ``superglue``; only `tasks` of it when given) found under the data folder; returns the
+        new `EvalResult`s. The table gains the suite's average; the suite's tasks without data
+        are listed in the status line.
+        """
+        suite = suite or self.suite_picker.value
+        self.board.skipped = []
+        new = self._evaluate(runs, lambda named, **common: evaluate_suite(named, suite, tasks=tasks, **common))
+        if self.board.skipped and not self._last_failed:
+            self.status.value += html.escape("; skipped: " + ", ".join(f"{t} ({why})" for t, why in self.board.skipped))
+        return new
+
+    def _evaluate(self, runs: tuple[str, ...] | None, evaluate: Any) -> list[EvalResult]:
+        """Call ``evaluate(named_runs, data=..., reporters=..., ...)`` into the board, the
+        buttons disabled meanwhile; errors go to the status line."""
         from lmkit.notebook.kernel_pump import WidgetPump
 
         available = self.available_runs()
         names = tuple(runs or self.run_picker.value)
-        tasks = tuple(tasks or self.task_picker.value)
         before = len(self.board.results)
         self.stop_signal.clear()
-        self.run_button.disabled, self.stop_button.disabled = True, False
+        self._last_failed = False
+        self._busy(True)
         try:
             with WidgetPump.for_current_kernel() as pump:
-                evaluate_runs({name: available[name] for name in names}, tasks, self.data.value or None,
-                              reporters=[self._on_event, lambda _e: pump.pump()], stop=self.stop_signal,
-                              keep_going=True, board=self.board, max_steps=self.budget.value, **self.options)
+                evaluate({name: available[name] for name in names}, data=self.data.value or None,
+                         reporters=[self._on_event, lambda _e: pump.pump()], stop=self.stop_signal,
+                         keep_going=True, board=self.board, max_steps=self.budget.value, **self.options)
         except Exception as exc:  # a button callback has no cell output: say it here
             self._last_failed = True
             self.status.value = (f"<span class='lmkit-error' style='color:var(--jp-error-color1, #b00)'>"
                                  f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</span>")
             raise
         finally:
-            self.run_button.disabled, self.stop_button.disabled = False, True
+            self._busy(False)
         new = self.board.results[before:]
         if new and not self._last_failed:
             self.status.value = f"done: {len(new)} evaluation(s)"
         return new
 
-    def _on_run_click(self, _button: Any) -> None:
+    def _busy(self, busy: bool) -> None:
+        self.run_button.disabled = self.suite_button.disabled = busy
+        self.stop_button.disabled = not busy
+
+    def _click(self, action: Any) -> None:
         try:
-            self.run()
+            action()
         except Exception:  # noqa: BLE001 - already shown in the status line, which is where the user looks
             pass
 

@@ -237,6 +237,7 @@ class LmkitMagics(Magics):
             %lmeval shakespeare scratch --task glue/sst2 --task glue/cola --data data/ -o board
             %lmeval shakespeare --task imdb --data aclImdb --ui
             %lmeval shakespeare --suite superglue --data data/superglue --zeroshot -o board
+            %lmeval shakespeare --suite superglue --data data/superglue --set max_steps=300 --ui
         """
         from lmkit.config import parse_set_options
         from lmkit.evaluation.leaderboard import evaluate_runs
@@ -250,11 +251,6 @@ class LmkitMagics(Magics):
         options = parse_set_options(args.settings)
         if args.zeroshot:
             options["method"] = "zeroshot"
-        if args.suite:
-            from lmkit.evaluation.suites import evaluate_suite
-
-            return self._bind(args.output, evaluate_suite(runs, args.suite, args.data, tasks=args.tasks,
-                                                          **options))
         if args.ui:
             from IPython.display import display
 
@@ -262,21 +258,28 @@ class LmkitMagics(Magics):
                 from lmkit.notebook.eval_panel import EvalPanel
             except ImportError as exc:
                 raise UsageError(f"the evaluation panel is not available: {exc}") from None
-            panel = EvalPanel(namespace=self.shell.user_ns, runs=runs, tasks=tuple(args.tasks),
+            panel = EvalPanel(namespace=self.shell.user_ns, runs=runs, tasks=tuple(args.tasks or ()),
                               data=args.data or "", **options)
             display(panel)
-            panel.run(tuple(runs), tuple(args.tasks))
+            if args.suite:
+                panel.run_suite(args.suite, tuple(runs), args.tasks)
+            else:
+                panel.run(tuple(runs), tuple(args.tasks))
             return self._bind(args.output, panel)
         from IPython.display import display
 
         from lmkit.engine.events import StopSignal
+        from lmkit.evaluation.suites import evaluate_suite
         from lmkit.notebook.progress import evaluation_reporters
 
         stop = StopSignal()
         with evaluation_reporters(stop) as reporters:
-            board = evaluate_runs(runs, args.tasks, args.data, reporters=reporters, stop=stop,
-                                  **options)
-        single = len(runs) == len(args.tasks) == 1
+            if args.suite:
+                board = evaluate_suite(runs, args.suite, args.data, tasks=args.tasks, reporters=reporters,
+                                       stop=stop, **options)
+            else:
+                board = evaluate_runs(runs, args.tasks, args.data, reporters=reporters, stop=stop, **options)
+        single = not args.suite and len(runs) == len(args.tasks) == 1
         if args.output is not None:
             display(board)  # the table at the end (otherwise the cell's value shows itself)
         return self._bind(args.output, board.results[0] if single else board)
