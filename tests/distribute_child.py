@@ -1,0 +1,87 @@
+"""Data parallel checks that need several devices, run as its own process:
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/distribute_child.py OUT
+
+(the device count is fixed when JAX starts, so tests/test_distribute.py starts this process).
+Writes what it measured to OUT as JSON; the test makes the assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lmkit.build import build_model  # noqa: E402
+from lmkit.config import TrainConfig  # noqa: E402
+from lmkit.distribute import layout_for  # noqa: E402
+from lmkit.errors import ConfigError  # noqa: E402
+from lmkit.resolve import resolve  # noqa: E402
+from lmkit.training.step import JaxStepper  # noqa: E402
+
+VOCAB, STEPS, K = 11, 20, 10
+
+
+def stepper(arch: str, devices: object, batch_size: int = 8, accumulate: int = 1) -> JaxStepper:
+    cfg = TrainConfig(arch=arch, embed_dim=16, units=16, layers=1, heads=2, seq_len=8,
+                      batch_size=batch_size, dropout=0.0, warmup_steps=2, learning_rate=1e-2)
+    parts = resolve(cfg)
+    keras.utils.set_random_seed(0)  # the same initial weights for every stepper
+    model = build_model(cfg, VOCAB, parts.arch.obj)
+    optimizer = parts.optimizer.obj(cfg, parts.schedule.obj(cfg, STEPS))
+    return JaxStepper(model, optimizer, parts.loss.obj(cfg), ["loss"], 5,
+                      layout=layout_for(devices, batch_size), accumulate=accumulate)
+
+
+def run(s: JaxStepper, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    return np.concatenate([s.train(xs[i:i + K], ys[i:i + K]) for i in range(0, STEPS, K)])
+
+
+def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return max(float(np.abs(p - q).max()) for p, q in zip(a, b))
+
+
+def main(out: Path) -> None:
+    import jax
+
+    rng = np.random.default_rng(0)
+    xs = rng.integers(0, VOCAB, (STEPS, 8, 8)).astype(np.int32)
+    ys = (xs + 1) % VOCAB  # learnable: the loss falls
+    result: dict[str, object] = {"devices": len(jax.devices())}
+    for arch in ("gpt", "lstm"):
+        one, four = stepper(arch, 1), stepper(arch, "all")
+        losses_one, losses_four = run(one, xs, ys), run(four, xs, ys)
+        compiled = four._train_chunk.lower(four.state, four.layout.put_batch(xs[:K], 1),
+                                           four.layout.put_batch(ys[:K], 1)).compile()
+        result[arch] = {
+            "layout_one": one.layout is not None,
+            "mesh": four.layout.describe(),
+            "loss_diff": float(np.abs(losses_one - losses_four).max()),
+            "weight_diff": max_diff(one.model_arrays(), four.model_arrays()),
+            "first_loss": float(losses_one[0]), "last_loss": float(losses_one[-1]),
+            "x_spec": str(compiled.input_shardings[0][1].spec),
+            "weight_specs": sorted({str(s.spec) for s in jax.tree.leaves(compiled.input_shardings[0][0])}),
+        }
+        if arch == "gpt":  # 2 micro-batches of 4 rows on 4 devices == one batch of 8 on one
+            acc = stepper(arch, "all", batch_size=4, accumulate=2)
+            shaped = [a.reshape(STEPS, 2, 4, 8) for a in (xs, ys)]
+            result["accumulate"] = {
+                "loss_diff": float(np.abs(losses_one - run(acc, *shaped)).max()),
+                "weight_diff": max_diff(one.model_arrays(), acc.model_arrays()),
+            }
+    try:
+        layout_for("all", batch_size=10)
+        result["indivisible"] = ""
+    except ConfigError as exc:
+        result["indivisible"] = str(exc)
+    out.write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
