@@ -167,6 +167,9 @@ CHANGES = {  # a valid other value for each config key that can change the compi
     "min_lr_ratio": 0.5, "loss": "label_smoothing", "label_smoothing": 0.1, "batch_size": 8,
     "max_steps": 100, "epochs": 2.0, "steps_per_dispatch": 4, "batch_parts": 2, "seed": 1,
     "init": "a-checkpoint",  # conservative: another checkpoint compiles its own step
+    "accumulate_steps": 2,
+    # conservative: a mesh's step is never cached, and these keys may describe one
+    "devices": 1, "model_parallel": 2,
 }
 SAME = {"data": "tinyshakespeare", "encoding": "latin-1", "validation_split": 0.2,
         "eval_every": 2, "eval_batches": 3, "early_stopping": 2, "checkpoint_every": 2,

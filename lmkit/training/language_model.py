@@ -159,12 +159,19 @@ def train_language_model(
         cfg = with_arch_defaults(cfg, parts.arch)
     corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
     layout = _layout(cfg)  # a device count that does not fit fails here too
+    lead = layout is None or _process_index() == 0  # the one process that writes the run
+    if layout is not None and layout.processes > 1 and cfg.out is None:
+        raise ConfigError(f"a run of {layout.processes} processes needs `out` (--out DIR): every "
+                          f"process must name the same run directory")
     if resume:
         run_dir = RunDir.open(cfg.out, required=(CONFIG, TOKENIZER))
         cfg.check_resumable(TrainConfig.from_sources(run_dir.file(CONFIG)), str(run_dir.path))
-        run_dir.claim()
-    else:
+        if lead:
+            run_dir.claim()
+    elif lead:
         run_dir = RunDir.create(cfg.out or default_run_dir(cfg.arch), cfg.overwrite)
+    else:  # process 0 creates it; the others never touch it
+        run_dir = RunDir(cfg.out)
     with run_dir:  # owned by this process until training ends
         return _train(cfg, parts, corpus, run_dir, reporters, stop, resume, init, layout)
 
@@ -195,6 +202,12 @@ def _from_checkpoint(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
                           f"init={cfg.init!r}; set seq_len to at most {context}")
     cfg = cfg.replace(arch=init.arch, tokenizer="pretrained", vocab_size=None, model=table, **keys)
     return cfg, init
+
+
+def _process_index() -> int:
+    from lmkit.distribute import process_index
+
+    return process_index()
 
 
 def _layout(cfg: TrainConfig) -> Any:
@@ -271,9 +284,11 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k, step_cache,
                            cache_key, batch_parts(cfg, model, total), layout,
                            1 if full_batch else cfg.accumulate_steps)
-    run_dir.write_text(CONFIG, cfg.to_toml())  # a resume's overrides (max_steps...) included
-    if not resume:
-        save_tokenizer(tokenizer, run_dir.file(TOKENIZER))
+    lead = layout is None or _process_index() == 0
+    if lead:
+        run_dir.write_text(CONFIG, cfg.to_toml())  # a resume's overrides (max_steps...) included
+        if not resume:
+            save_tokenizer(tokenizer, run_dir.file(TOKENIZER))
 
     trainee = LanguageModelTrainee(cfg, parts, stepper, optimizer, train_ids, val_ids, tokenizer,
                                    full_batch, layout.local_rows(cfg.batch_size) if layout else None)
@@ -298,7 +313,9 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     def finish(outcome: engine.Outcome) -> dict[str, Any]:
         from lmkit.generation import generate
 
-        stepper.sync()
+        stepper.sync()  # on every process: gathering a split weight needs them all
+        if not lead:
+            return {}
         run_dir.save_model(model)
         sample = ""
         if cfg.sample_tokens:
@@ -306,7 +323,9 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
         hint = plateau_hint(cfg, outcome.metrics.get("val_loss"), unigram_loss(train_ids))
         return {"sample": sample, **({"hint": hint} if hint else {})}
 
+    if not lead:  # process 0 reports for the run
+        reporters = []
     outcome = engine.run(trainee, plan, job, run_dir=run_dir,
                          reporters=reporters if reporters is not None else [TextReporter()],
-                         stop=stop, resume=resume, finish=finish)
+                         stop=stop, resume=resume, finish=finish, writes=lead)
     return Trained(run_dir.path, cfg, model, tokenizer, outcome)
