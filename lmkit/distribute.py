@@ -31,7 +31,7 @@ import numpy as np
 
 from lmkit.errors import ConfigError, RunError
 
-__all__ = ["Layout", "layout_for", "initialize", "process_index", "process_count", "DATA", "MODEL",
+__all__ = ["Layout", "layout_for", "state_shardings", "initialize", "process_index", "process_count", "DATA", "MODEL",
            "ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID", "ENV_DISTRIBUTED",
            "ENV_HEARTBEAT", "ENV_INIT_TIMEOUT"]
 
@@ -74,10 +74,6 @@ def initialize() -> bool:
         return False
     if jax.distributed.is_initialized():
         return True
-    if jax.config.jax_platforms in (None, "", "cpu") or jax.config.jax_platforms.startswith("cpu"):
-        # CPU devices of different processes talk through gloo (the default has no collectives
-        # across processes); GPUs and TPUs use their own (NCCL, ICI) whatever this says.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     kwargs: dict[str, Any] = {
         "initialization_timeout": _env_int(ENV_INIT_TIMEOUT, 60),
         "heartbeat_timeout_seconds": _env_int(ENV_HEARTBEAT, 30),
@@ -91,6 +87,11 @@ def initialize() -> bool:
                 f"count - 1, got {os.environ.get(ENV_PROCESS_ID)!r}); `lmkit train --processes N` "
                 f"sets all three")
         kwargs.update(coordinator_address=coordinator, num_processes=count, process_id=index)
+        if index > 0:  # JAX aborts the process when it cannot reach the coordinator: ask first
+            _wait_for(coordinator, kwargs["initialization_timeout"])
+    # CPU devices of different processes talk through gloo (the default has no collectives
+    # across processes); GPUs and TPUs use their own (NCCL, ICI) whatever this says.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(**kwargs)
     except Exception as exc:  # JAX raises a bare RuntimeError / XlaRuntimeError here
@@ -101,6 +102,28 @@ def initialize() -> bool:
             f"process 0 is running and that the address is reachable from here (host:port), or "
             f"unset {ENV_COORDINATOR} to train in this process alone") from None
     return True
+
+
+def _wait_for(address: str, timeout: float) -> None:
+    """Return once `address` (host:port) accepts a connection; a `RunError` after `timeout` s."""
+    import socket
+    import time
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{ENV_COORDINATOR} must be host:port, got {address!r}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise RunError(
+                    f"the coordinator {address} ({ENV_COORDINATOR}) did not answer within "
+                    f"{timeout:g} s ({exc.strerror or exc}). Start process 0 first, check the "
+                    f"address and port from this host, or raise {ENV_INIT_TIMEOUT}") from None
+            time.sleep(0.25)
 
 
 def process_index() -> int:
@@ -258,3 +281,52 @@ def layout_for(devices: str | int | Sequence[int] = "all", batch_size: int = 1,
             f"(config key 'devices')")
     grid = np.array(mesh_devices, dtype=object).reshape(data, model_parallel)
     return Layout(Mesh(grid, (DATA, MODEL)))
+
+
+def state_shardings(layout: Layout, model: Any, optimizer: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    """Shardings of the compiled step's state ``(trainable, non_trainable, optimizer slots)``.
+
+    Replicated, except with a ``model`` axis: the variables the architecture names in
+    `model_parallel_axes` are split along that axis, and so are their optimizer slots (Keras
+    names a slot after its variable's path). Raises `ConfigError` when the model axis does not
+    divide a split weight or an attribute in `model_parallel_divides`.
+    """
+    replicated = layout.replicated
+    trainable = [replicated] * len(model.trainable_variables)
+    if layout.model_size > 1:
+        axes = getattr(model, "model_parallel_axes", {})
+        n = layout.model_size
+        if not axes:
+            raise ConfigError(
+                f"model_parallel={n}: architecture {type(model).__name__} names no weights to "
+                f"split (its `model_parallel_axes` is empty); use model_parallel = 1 (data "
+                f"parallel over every device) or an architecture that splits, such as gpt")
+        for attr in getattr(model, "model_parallel_divides", ()):
+            value = getattr(model, attr)
+            if value % n:
+                raise ConfigError(
+                    f"model_parallel={n} does not divide {attr}={value}; use a {attr} that is a "
+                    f"multiple of {n}, or a model_parallel that divides {value}")
+        by_path: dict[str, Any] = {}
+        for i, var in enumerate(model.trainable_variables):
+            axis = axes.get(var.path.rsplit("/", 1)[-1])
+            if axis is None:
+                continue
+            if var.shape[axis] % n:
+                raise ConfigError(
+                    f"model_parallel={n} does not divide axis {axis} of weight {var.path} "
+                    f"{tuple(var.shape)}; use widths (embed_dim) that are multiples of {n}, or "
+                    f"a model_parallel that divides {var.shape[axis]}")
+            spec = [None] * len(var.shape)
+            spec[axis] = MODEL
+            trainable[i] = layout.sharding(*spec)
+            by_path[var.path.replace("/", "_") + "_"] = (tuple(var.shape), trainable[i])
+    else:
+        by_path = {}
+    slots = []
+    for var in optimizer.variables:
+        match = next((sh for prefix, (shape, sh) in by_path.items()
+                      if var.path.rsplit("/", 1)[-1].startswith(prefix) and tuple(var.shape) == shape),
+                     replicated)
+        slots.append(match)
+    return trainable, [replicated] * len(model.non_trainable_variables), slots

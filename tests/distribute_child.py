@@ -28,15 +28,16 @@ from lmkit.training.step import JaxStepper  # noqa: E402
 VOCAB, STEPS, K = 11, 20, 10
 
 
-def stepper(arch: str, devices: object, batch_size: int = 8, accumulate: int = 1) -> JaxStepper:
-    cfg = TrainConfig(arch=arch, embed_dim=16, units=16, layers=1, heads=2, seq_len=8,
+def stepper(arch: str, devices: object, batch_size: int = 8, accumulate: int = 1,
+            model_parallel: int = 1, heads: int = 2) -> JaxStepper:
+    cfg = TrainConfig(arch=arch, embed_dim=16, units=16, layers=1, heads=heads, seq_len=8,
                       batch_size=batch_size, dropout=0.0, warmup_steps=2, learning_rate=1e-2)
     parts = resolve(cfg)
     keras.utils.set_random_seed(0)  # the same initial weights for every stepper
     model = build_model(cfg, VOCAB, parts.arch.obj)
     optimizer = parts.optimizer.obj(cfg, parts.schedule.obj(cfg, STEPS))
     return JaxStepper(model, optimizer, parts.loss.obj(cfg), ["loss"], 5,
-                      layout=layout_for(devices, batch_size), accumulate=accumulate)
+                      layout=layout_for(devices, batch_size, model_parallel), accumulate=accumulate)
 
 
 def run(s: JaxStepper, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -54,9 +55,11 @@ def main(out: Path) -> None:
     xs = rng.integers(0, VOCAB, (STEPS, 8, 8)).astype(np.int32)
     ys = (xs + 1) % VOCAB  # learnable: the loss falls
     result: dict[str, object] = {"devices": len(jax.devices())}
+    result_losses, result_weights = {}, {}
     for arch in ("gpt", "lstm"):
         one, four = stepper(arch, 1), stepper(arch, "all")
         losses_one, losses_four = run(one, xs, ys), run(four, xs, ys)
+        result_losses[arch], result_weights[arch] = losses_one, one.model_arrays()
         compiled = four._train_chunk.lower(four.state, four.layout.put_batch(xs[:K], 1),
                                            four.layout.put_batch(ys[:K], 1)).compile()
         result[arch] = {
@@ -75,6 +78,30 @@ def main(out: Path) -> None:
                 "loss_diff": float(np.abs(losses_one - run(acc, *shaped)).max()),
                 "weight_diff": max_diff(one.model_arrays(), acc.model_arrays()),
             }
+    # data 2 x model 2: gpt's large matrices split over the model axis, with their Adam slots
+    split = stepper("gpt", "all", model_parallel=2)
+    losses_split = run(split, xs, ys)
+    names = [v.path for v in split.model.trainable_variables]
+    slots = [v.path for v in split.optimizer.variables]
+    result["model_parallel"] = {
+        "mesh": split.layout.describe(),
+        "loss_diff": float(np.abs(result_losses["gpt"] - losses_split).max()),
+        "weight_diff": max_diff(result_weights["gpt"], split.model_arrays()),
+        "w_fc": str(split.state[0][names.index("gpt/block_0/w_fc")].sharding.spec),
+        "w_out": str(split.state[0][names.index("gpt/block_0/w_out")].sharding.spec),
+        "w_fc_slot": str(split.state[2][slots.index("adam_w/gpt_block_0_w_fc_momentum")].sharding.spec),
+        "w_fc_shard_shape": list(split.state[0][names.index("gpt/block_0/w_fc")]
+                                 .addressable_shards[0].data.shape),
+        "embedding": str(split.state[0][names.index("gpt/embedding")].sharding.spec),
+    }
+    for name, call in (("heads", lambda: stepper("gpt", "all", model_parallel=4, heads=2)),
+                       ("lstm", lambda: stepper("lstm", "all", model_parallel=2)),
+                       ("devices", lambda: layout_for("all", 8, model_parallel=3))):
+        try:
+            call()
+            result[f"mp_{name}"] = ""
+        except ConfigError as exc:
+            result[f"mp_{name}"] = str(exc)
     try:
         layout_for("all", batch_size=10)
         result["indivisible"] = ""

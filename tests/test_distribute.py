@@ -62,7 +62,7 @@ def _child(script: str, out: Path, devices: int, timeout: float) -> dict:
 
 
 @pytest.mark.slow
-def test_four_devices_train_exactly_like_one_with_the_batch_sharded(tmp_path) -> None:
+def test_four_devices_train_exactly_like_one_data_and_model_parallel(tmp_path) -> None:
     from jax.sharding import PartitionSpec
 
     result = _child("distribute_child.py", tmp_path / "result.json", 4, timeout=300)
@@ -79,5 +79,123 @@ def test_four_devices_train_exactly_like_one_with_the_batch_sharded(tmp_path) ->
         assert r["weight_specs"] == [str(PartitionSpec())]  # weights and slots replicated
     assert result["accumulate"]["loss_diff"] <= 1e-5, result["accumulate"]
     assert result["accumulate"]["weight_diff"] <= 1e-5, result["accumulate"]
+    split = result["model_parallel"]
+    assert split["mesh"] == "4 devices (data 2 x model 2), 1 process"
+    assert split["loss_diff"] <= 1e-5 and split["weight_diff"] <= 1e-5, split
+    assert split["w_fc"] == str(PartitionSpec(None, "model"))  # (16, 64) by columns
+    assert split["w_out"] == str(PartitionSpec("model", None))  # (64, 16) by rows
+    assert split["w_fc_slot"] == str(PartitionSpec(None, "model"))  # Adam's slot follows it
+    assert split["w_fc_shard_shape"] == [16, 32]  # each device holds half of it
+    assert split["embedding"] == str(PartitionSpec())
+    assert "model_parallel=4 does not divide heads=2" in result["mp_heads"]
+    assert "model_parallel=2: architecture LSTMModel names no weights to split" in result["mp_lstm"]
+    assert "model_parallel=3 must divide the 4 devices" in result["mp_devices"]
     assert "batch_size=10 does not split evenly over the data axis of 4 devices" in result["indivisible"]
     assert "multiple of 4" in result["indivisible"]
+
+
+# -- many processes -----------------------------------------------------------------------------
+CORPUS = ROOT / "tests" / "fixtures" / "core" / "shakespeare_30k.txt"
+TINY = ["--set", f"data={json.dumps(str(CORPUS))}", "--set", "arch=lstm", "--set", "embed_dim=16",
+        "--set", "units=16", "--set", "seq_len=16", "--set", "batch_size=8", "--set", "devices=1",
+        "--set", "steps_per_dispatch=5", "--set", "checkpoint_every=10", "--set", "eval_every=10",
+        "--set", "eval_batches=2", "--set", "sample_tokens=0"]
+
+
+def test_a_coordinator_that_does_not_answer_is_a_clear_error_in_bounded_time(monkeypatch) -> None:
+    import socket
+    import time
+
+    from lmkit import distribute
+    from lmkit.errors import RunError
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("LMKIT_COORDINATOR", f"127.0.0.1:{port}")
+    monkeypatch.setenv("LMKIT_NUM_PROCESSES", "2")
+    monkeypatch.setenv("LMKIT_PROCESS_ID", "1")
+    monkeypatch.setenv("LMKIT_INIT_TIMEOUT", "0")
+    t0 = time.monotonic()
+    with pytest.raises(RunError, match=rf"coordinator 127.0.0.1:{port} .* did not answer within 0 s"):
+        distribute.initialize()
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_coordinator_without_count_or_id_is_a_config_error(monkeypatch) -> None:
+    from lmkit import distribute
+
+    monkeypatch.setenv("LMKIT_COORDINATOR", "127.0.0.1:1234")
+    monkeypatch.delenv("LMKIT_NUM_PROCESSES", raising=False)
+    monkeypatch.setenv("LMKIT_PROCESS_ID", "0")
+    with pytest.raises(ConfigError, match="needs LMKIT_NUM_PROCESSES"):
+        distribute.initialize()
+
+
+def _lmkit(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax"}
+    return subprocess.run([sys.executable, "-m", "lmkit.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _step_losses(run: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if r["event"] == "step"]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_and_process_zero_writes_the_run(tmp_path) -> None:
+    import numpy as np
+
+    from lmkit.engine.checkpoint import load_checkpoint
+
+    two = _lmkit("train", "--processes", "2", *TINY, "--set", "max_steps=20", "--out", "two",
+                 cwd=tmp_path, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = _lmkit("train", *TINY, "--set", "max_steps=20", "--out", "one", cwd=tmp_path, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.stdout.count("training completed at step 20") == 1  # process 0's output only
+    losses_one, losses_two = _step_losses(tmp_path / "one"), _step_losses(tmp_path / "two")
+    assert len(losses_two) == 4
+    assert np.allclose(losses_one, losses_two, rtol=0, atol=1e-5), (losses_one, losses_two)
+    events = [json.loads(line)["event"] for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert events.count("start") == 1 and events.count("end") == 1  # one writer
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["mesh"] == "2 devices (data 2), 2 processes"
+    # the checkpoint holds the whole model, the same as the single-process run's
+    a, b = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
+    assert b.step == 20
+    assert all(np.allclose(x, y, atol=1e-5) for x, y in zip(a.model, b.model))
+
+
+@pytest.mark.slow
+def test_a_killed_process_ends_the_run_with_a_clear_error_within_a_minute(tmp_path) -> None:
+    import signal
+    import time
+
+    from lmkit.engine.checkpoint import load_checkpoint
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax"}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "lmkit.cli", "train", "--processes", "2", *TINY,
+         "--set", "max_steps=100000", "--out", "run"], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "run" / "checkpoint.npz").exists():  # training for real
+            assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.2)
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+        assert len(children) == 2
+        os.kill(int(children[1]), signal.SIGKILL)  # process 1
+        t0 = time.monotonic()
+        _, err = launcher.communicate(timeout=60)
+        assert time.monotonic() - t0 < 60
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0
+    assert "process 1 of 2 was killed by SIGKILL; stopped the other processes" in err
+    for pid in children:  # none left behind
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert load_checkpoint(tmp_path / "run").step % 10 == 0  # the last checkpoint loads

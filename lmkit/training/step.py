@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from lmkit.distribute import Layout
+from lmkit.distribute import Layout, state_shardings
 from lmkit.engine.checkpoint import check_fit, restore_arrays
 from lmkit.errors import ConfigError
 from lmkit.metrics import compute_stats
@@ -115,10 +115,11 @@ class JaxStepper:
             [v.value for v in optimizer.variables],
         )
         # Where each state array lives on the mesh: replicated (every device holds the weights
-        # and optimizer slots; each computes the gradient of its rows, XLA sums them).
+        # and optimizer slots; each computes the gradient of its rows, XLA sums them), or split
+        # over the model axis for the weights the architecture names (`state_shardings`).
         self._state_shardings = None
         if layout is not None:
-            self._state_shardings = jax.tree.map(lambda _: layout.replicated, self.state)
+            self._state_shardings = state_shardings(layout, model, optimizer)
             self.state = self._placed(self.state)
 
         def loss_of(trainable, non_trainable, x, y):
