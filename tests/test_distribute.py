@@ -77,10 +77,9 @@ def test_four_devices_train_exactly_like_one_data_and_model_parallel(tmp_path) -
         # the batch rows are split over the data axis (replicated would be PartitionSpec())
         assert r["x_spec"] == str(PartitionSpec(None, "data")), r
         assert r["weight_specs"] == [str(PartitionSpec())]  # weights and slots replicated
-    assert result["accumulate"]["loss_diff"] <= 1e-5, result["accumulate"]
-    assert result["accumulate"]["weight_diff"] <= 1e-5, result["accumulate"]
     split = result["model_parallel"]
     assert split["mesh"] == "4 devices (data 2 x model 2), 1 process"
+    # with 2 micro-batches of 4 rows (accumulate_steps=2): the same as one batch of 8
     assert split["loss_diff"] <= 1e-5 and split["weight_diff"] <= 1e-5, split
     assert split["w_fc"] == str(PartitionSpec(None, "model"))  # (16, 64) by columns
     assert split["w_out"] == str(PartitionSpec("model", None))  # (64, 16) by rows
@@ -155,6 +154,7 @@ def test_two_processes_train_like_one_and_process_zero_writes_the_run(tmp_path) 
     one = _lmkit("train", *TINY, "--set", "max_steps=20", "--out", "one", cwd=tmp_path, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.stdout.count("training completed at step 20") == 1  # process 0's output only
+    assert "on jax [2 devices (data 2), 2 processes]" in two.stdout  # the mesh, as dashboards show it
     losses_one, losses_two = _step_losses(tmp_path / "one"), _step_losses(tmp_path / "two")
     assert len(losses_two) == 4
     assert np.allclose(losses_one, losses_two, rtol=0, atol=1e-5), (losses_one, losses_two)

@@ -96,6 +96,9 @@ class Job:
     retry: str = ""
     #: the learning rate named in the divergence advice
     learning_rate: float | None = None
+    #: where the steps run, for the start event (a distributed client names its mesh, e.g.
+    #: "4 devices (data 4), 1 process"); empty: the backend's devices
+    devices: str = ""
 
 
 @dataclass
@@ -228,6 +231,7 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
           finish: Callable[[Outcome], dict[str, Any]] | None) -> Outcome:
     total = plan.total_steps
     backend, devices = _devices()
+    devices = job.devices or devices
     emit(StartEvent(str(run_dir.path) if run_dir else job.name, total, start, job.name,
                     job.parameters, backend, devices, int(plan.tokens_per_step), job.config))
 

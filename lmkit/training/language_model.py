@@ -308,7 +308,7 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
         {"arch": cfg.arch, "parameters": n_params, "backend": backend,
          "mesh": layout.describe() if layout else "1 device, 1 process"},
         retry=f"then resume with `lmkit train --resume {run_dir.path}`",
-        learning_rate=cfg.learning_rate)
+        learning_rate=cfg.learning_rate, devices=layout.describe() if layout else "")
 
     def finish(outcome: engine.Outcome) -> dict[str, Any]:
         from lmkit.generation import generate
