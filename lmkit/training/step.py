@@ -31,7 +31,6 @@ from keras import ops
 
 from lmkit.distribute import Layout, state_shardings
 from lmkit.engine.checkpoint import check_fit, restore_arrays
-from lmkit.errors import ConfigError
 from lmkit.metrics import compute_stats
 from lmkit.losses import nll
 
@@ -415,14 +414,10 @@ def make_stepper(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss
     training step be loaded already compiled instead of being traced again, `parts`
     (see `batch_parts`) splits each batch's gradient into independent parts, `layout`
     (`lmkit.distribute.layout_for`) runs the step data parallel over a mesh, and `accumulate`
-    averages the gradients of that many micro-batches into each optimizer step.
+    averages the gradients of that many micro-batches into each optimizer step (both JAX only:
+    `lmkit.training.language_model` refuses them on other backends before building anything).
     """
     if keras.backend.backend() == "jax":
         return JaxStepper(model, optimizer, loss_fn, metric_names, top_k, step_cache, cache_key,
                           parts, layout, accumulate)
-    if layout is not None or accumulate > 1:
-        raise ConfigError(
-            f"devices over one device and accumulate_steps run in the compiled JAX step; "
-            f"KERAS_BACKEND is {keras.backend.backend()!r}. Set KERAS_BACKEND=jax, or leave "
-            f"devices at one device and accumulate_steps at 1")
     return FitStepper(model, optimizer, loss_fn, metric_names, top_k)
