@@ -196,3 +196,14 @@ def test_a_killed_process_ends_the_run_with_a_clear_error_within_a_minute(tmp_pa
     for pid in children:  # none left behind
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert load_checkpoint(tmp_path / "run").step % 10 == 0  # the last checkpoint loads
+
+
+@pytest.mark.slow  # two Python processes: about a second
+def test_the_launcher_stops_and_names_a_process_that_failed(tmp_path, capfd) -> None:
+    from lmkit.cli.launch import launch
+
+    code = launch(2, ["info", str(tmp_path / "no-such-run")], command="info")
+    assert code == 2
+    err = capfd.readouterr().err
+    assert "does not exist" in err  # the failed process's own error is shown
+    assert "lmkit info: error: process" in err and "of 2 exited with status 2" in err
