@@ -31,7 +31,7 @@ import numpy as np
 
 from lmkit.errors import ConfigError, RunError
 
-__all__ = ["Layout", "layout_for", "state_shardings", "initialize", "process_index", "process_count", "DATA", "MODEL",
+__all__ = ["Layout", "layout_for", "state_shardings", "initialize", "DATA", "MODEL",
            "ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID", "ENV_DISTRIBUTED",
            "ENV_HEARTBEAT", "ENV_INIT_TIMEOUT"]
 
@@ -126,20 +126,6 @@ def _wait_for(address: str, timeout: float) -> None:
             time.sleep(0.25)
 
 
-def process_index() -> int:
-    """This process's index in the run (0 when alone)."""
-    import jax
-
-    return jax.process_index()
-
-
-def process_count() -> int:
-    """How many processes take part in the run (1 when alone)."""
-    import jax
-
-    return jax.process_count()
-
-
 @dataclass(frozen=True)
 class Layout:
     """A ``(data, model)`` mesh and the shardings the compiled step uses on it."""
@@ -157,6 +143,13 @@ class Layout:
     @property
     def processes(self) -> int:
         return len({d.process_index for d in self.mesh.devices.flat})
+
+    @property
+    def lead(self) -> bool:
+        """Whether this process leads the run (process 0): it alone writes and reports."""
+        import jax
+
+        return jax.process_index() == 0
 
     def describe(self) -> str:
         """E.g. ``'4 devices (data 2 x model 2), 2 processes'``, for events and dashboards."""
@@ -218,8 +211,8 @@ def _local_devices(spec: str | int | Sequence[int]) -> list[Any]:
 
     local = sorted(jax.local_devices(), key=lambda d: d.id)
     platform = local[0].platform
-    more = (f"; for more CPU devices set XLA_FLAGS=--xla_force_host_platform_device_count=N "
-            f"before Python starts" if platform == "cpu" else "")
+    more = ("; for more CPU devices set XLA_FLAGS=--xla_force_host_platform_device_count=N "
+            "before Python starts" if platform == "cpu" else "")
     if isinstance(spec, str):
         if spec.strip().lower() != "all":
             raise ConfigError(f"config key 'devices' must be \"all\", a count or a list of device "

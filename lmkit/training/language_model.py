@@ -159,7 +159,7 @@ def train_language_model(
         cfg = with_arch_defaults(cfg, parts.arch)
     corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
     layout = _layout(cfg)  # a device count that does not fit fails here too
-    lead = layout is None or _process_index() == 0  # the one process that writes the run
+    lead = layout is None or layout.lead  # the one process that writes the run
     if layout is not None and layout.processes > 1 and cfg.out is None:
         raise ConfigError(f"a run of {layout.processes} processes needs `out` (--out DIR): every "
                           f"process must name the same run directory")
@@ -202,12 +202,6 @@ def _from_checkpoint(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
                           f"init={cfg.init!r}; set seq_len to at most {context}")
     cfg = cfg.replace(arch=init.arch, tokenizer="pretrained", vocab_size=None, model=table, **keys)
     return cfg, init
-
-
-def _process_index() -> int:
-    from lmkit.distribute import process_index
-
-    return process_index()
 
 
 def _layout(cfg: TrainConfig) -> Any:
@@ -284,7 +278,7 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k, step_cache,
                            cache_key, batch_parts(cfg, model, total), layout,
                            1 if full_batch else cfg.accumulate_steps)
-    lead = layout is None or _process_index() == 0
+    lead = layout is None or layout.lead
     if lead:
         run_dir.write_text(CONFIG, cfg.to_toml())  # a resume's overrides (max_steps...) included
         if not resume:
