@@ -98,7 +98,8 @@ CORPUS = ROOT / "tests" / "fixtures" / "core" / "shakespeare_30k.txt"
 TINY = ["--set", f"data={json.dumps(str(CORPUS))}", "--set", "arch=lstm", "--set", "embed_dim=16",
         "--set", "units=16", "--set", "seq_len=16", "--set", "batch_size=8", "--set", "devices=1",
         "--set", "steps_per_dispatch=5", "--set", "checkpoint_every=10", "--set", "eval_every=10",
-        "--set", "eval_batches=2", "--set", "sample_tokens=0"]
+        "--set", "eval_batches=2", "--set", "sample_tokens=0",
+        "--set", "schedule=constant"]  # a schedule that does not depend on max_steps (resume: 20 -> 30)
 
 
 def test_a_coordinator_that_does_not_answer_is_a_clear_error_in_bounded_time(monkeypatch) -> None:
