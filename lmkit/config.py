@@ -92,6 +92,10 @@ class TrainConfig:
     checkpoint_every: int = config_key(500, "Write a checkpoint every N steps (and always at the end).", min=1)
     steps_per_dispatch: int = config_key(0, "Optimizer steps fused into one compiled call on JAX (`0`: automatic).", min=0)
     batch_parts: int = config_key(0, "Compute each batch's gradient as this many independent equal parts, run side by side on a CPU (`0`: automatic: the architecture's choice for long runs of small batches).", min=0)
+    accumulate_steps: int = config_key(1, "Micro-batches of `batch_size` whose gradients are averaged into one optimizer step (an effective batch of `batch_size * accumulate_steps` in the memory of one batch).", min=1)
+    # where the step runs
+    devices: int | list[int] | str = config_key("all", "Devices of each process the compiled step uses on JAX: `\"all\"`, a count, or a list of device ids. The batch is split over them (data parallel); `batch_size` stays the global batch and must divide evenly.", min=1)
+    model_parallel: int = config_key(1, "Devices each weight of the model's large matrices is split over (`gpt`: attention and MLP matrices); must divide `devices` and the model's widths.", min=1)
     seed: int = config_key(0, "Seed of initialization, batches and dropout; equal seeds give equal runs.", min=0)
     # output
     out: str | None = config_key(None, "Run directory (default: `runs/<arch>-<time>`).")
@@ -256,10 +260,11 @@ def coerce(key: str, value: Any, tp: Any, source: str = "config", noun: str = "c
             if type(None) in args:
                 return None
         inner = [a for a in args if a is not type(None)]
-        try:
-            return coerce(key, value, inner[0], source, noun)
-        except ConfigError:
-            pass
+        for member in inner:  # the first type the value reads as, in the declared order
+            try:
+                return coerce(key, value, member, source, noun)
+            except ConfigError:
+                pass
     bad = ConfigError(
         f"{_where(source)}{noun} '{key}' must be {_describe(tp)}, got {value!r}"
         + (f" ({type(value).__name__})" if not isinstance(value, str) else "")

@@ -12,7 +12,8 @@ from lmkit.cli.bench import main
 from lmkit.cli import main as cli_main
 
 # The benchmarks the README and the docs name.
-DOCUMENTED = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "defaults", "finetune")
+DOCUMENTED = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "defaults", "finetune",
+              "scaling")
 # The quick runs checked here share their machinery (`benchmarks/_common.py`, the runner, the
 # JSON record) with the others; each of those takes half a minute to minutes even when quick
 # (defaults trains every architecture, finetune loads MiniLM and PyTorch), which the CI budget

@@ -1,6 +1,7 @@
 """The `lmkit` command line: parse text, call the Python API, print results.
 
     lmkit train [CONFIG.toml] [--set key=value ...] [--out DIR] [--overwrite] [--resume DIR]
+                [--processes N]
     lmkit generate RUN_DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]
                    [--top-p P] [--seed S] [--stop STR]
     lmkit list [KIND] [--pattern GLOB]
@@ -28,6 +29,16 @@ __all__ = ["main", "build_parser"]
 def _train(args: argparse.Namespace) -> int:
     import lmkit
     from lmkit.config import parse_set_options
+
+    if args.processes > 1:
+        from lmkit.cli.launch import launch
+
+        argv = ["train", *([args.config] if args.config else []),
+                *(a for item in args.set or [] for a in ("--set", item)),
+                *(["--out", args.out] if args.out else []),
+                *(["--overwrite"] if args.overwrite else []),
+                *(["--resume", args.resume] if args.resume else [])]
+        return launch(args.processes, argv)
 
     overrides: dict[str, Any] = parse_set_options(args.set or [])
     if args.out is not None:
@@ -148,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue that run from its checkpoint")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="start N processes on this machine that train together (data parallel "
+                        "across processes, through jax.distributed; needs --out)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("generate", help="generate text from a trained run")

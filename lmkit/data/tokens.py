@@ -166,9 +166,16 @@ class WindowSampler:
         xs, ys = self.batches(step, 1)
         return xs[0], ys[0]
 
-    def batches(self, start_step: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batches ``start_step .. start_step + count - 1`` stacked: shape ``(count, B, T)``."""
+    def batches(self, start_step: int, count: int,
+                rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Batches ``start_step .. start_step + count - 1`` stacked: shape ``(count, B, T)``.
+
+        `rows` (indices into each batch) reads only those rows, e.g. the part of the batch one
+        process of a distributed run feeds: ``(count, len(rows), T)``.
+        """
         starts = np.stack([self.starts(s) for s in range(start_step, start_step + count)])
+        if rows is not None:
+            starts = starts[:, rows]
         if self._file is None:
             windows = np.asarray(self.ids[starts[..., None] + self._offsets], dtype=np.int32)
         else:

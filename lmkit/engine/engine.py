@@ -96,6 +96,9 @@ class Job:
     retry: str = ""
     #: the learning rate named in the divergence advice
     learning_rate: float | None = None
+    #: where the steps run, for the start event (a distributed client names its mesh, e.g.
+    #: "4 devices (data 4), 1 process"); empty: the backend's devices
+    devices: str = ""
 
 
 @dataclass
@@ -190,13 +193,17 @@ def run(
     stop: StopSignal | None = None,
     resume: bool = False,
     finish: Callable[[Outcome], dict[str, Any]] | None = None,
+    writes: bool = True,
 ) -> Outcome:
     """Train `trainee` according to `plan`; return how it ended.
 
     With a `run_dir`, events are appended to its ``metrics.jsonl``, checkpoints go to its
     ``checkpoint.npz`` and the summary to ``summary.json``; ``resume=True`` continues from its
     checkpoint. `finish` runs after the final checkpoint of a training that did not diverge
-    (save the model, generate a sample) and returns extra summary fields.
+    (save the model, generate a sample) and returns extra summary fields. ``writes=False`` (the
+    processes of a distributed run but the first) reads `run_dir` to resume and writes nothing;
+    it still takes the trainee's arrays at every checkpoint, as gathering them may need every
+    process.
     """
     stop = stop or StopSignal()
     start, engine_state = 0, {"best_val_loss": None, "bad_evals": 0}
@@ -209,10 +216,11 @@ def run(
         start, engine_state = ckpt.step, {**engine_state, **ckpt.trainer}
         # a training killed after this checkpoint logged steps that will now be taken again
         history = [r for r in run_dir.history() if r["step"] <= start]
-    log = JsonlReporter(run_dir.file(METRICS)) if run_dir is not None else None
+    writer = run_dir if writes else None
+    log = JsonlReporter(writer.file(METRICS)) if writer is not None else None
     emit = _Emitter([*([log] if log else []), *(reporters or [])], history)
     try:
-        return _loop(trainee, plan, job, run_dir, emit, stop, start, engine_state, finish)
+        return _loop(trainee, plan, job, writer, emit, stop, start, engine_state, finish)
     finally:
         if log is not None:
             log.close()
@@ -223,6 +231,7 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
           finish: Callable[[Outcome], dict[str, Any]] | None) -> Outcome:
     total = plan.total_steps
     backend, devices = _devices()
+    devices = job.devices or devices
     emit(StartEvent(str(run_dir.path) if run_dir else job.name, total, start, job.name,
                     job.parameters, backend, devices, int(plan.tokens_per_step), job.config))
 

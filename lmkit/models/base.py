@@ -114,6 +114,15 @@ class LanguageModel(keras.Model):
     #: steps. Measured with `python -m benchmarks defaults` (docs/defaults.md).
     config_defaults: ClassVar[dict[str, Any]] = {}
 
+    #: Weights split over the ``model`` mesh axis when a training sets ``model_parallel`` above
+    #: 1 (`lmkit.distribute.state_shardings`): the last name of a variable's path -> the axis
+    #: split. ``{}`` (the default): the architecture has nothing to split and refuses
+    #: ``model_parallel``. The split never changes the results, only where the arithmetic runs.
+    model_parallel_axes: ClassVar[dict[str, int]] = {}
+    #: Attributes of the model that the ``model`` axis must divide (e.g. ``("heads",)``, so that
+    #: each device holds whole attention heads).
+    model_parallel_divides: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, vocab_size: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.vocab_size = check_positive_int("vocab_size", vocab_size)

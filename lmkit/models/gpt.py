@@ -123,6 +123,10 @@ class GPT(LanguageModel):
     """
 
     cpu_batch_parts = 2  # see LanguageModel.cpu_batch_parts
+    # Megatron's split: attention and MLP input matrices by columns (whole heads, whole hidden
+    # units per device), their output matrices by rows.
+    model_parallel_axes = {"w_qkv": 1, "w_fc": 1, "w_proj": 0, "w_out": 0}
+    model_parallel_divides = ("heads",)
 
     @classmethod
     def training_size(cls, vocab_size: int, batch_size: int, seq_len: int,

@@ -25,6 +25,7 @@ from lmkit.data.tokens import WindowSampler, sequential_batches
 from lmkit.engine import engine
 from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.rundir import CONFIG, TOKENIZER, RunDir, default_run_dir
+from lmkit.errors import ConfigError
 from lmkit.optim import FULL_BATCH
 from lmkit.resolve import Resolved, resolve, with_arch_defaults
 
@@ -89,10 +90,18 @@ class LanguageModelTrainee:
 
     def __init__(self, cfg: TrainConfig, parts: Resolved, stepper: Any, optimizer: Any,
                  train_ids: np.ndarray, val_ids: np.ndarray | None, tokenizer: Any,
-                 full_batch: bool) -> None:
+                 full_batch: bool, local_rows: slice | None = None) -> None:
         self.cfg, self.stepper, self.optimizer = cfg, stepper, optimizer
         self.train_ids, self.val_ids, self.full_batch = train_ids, val_ids, full_batch
-        self.sampler = WindowSampler(train_ids, cfg.seq_len, cfg.batch_size, cfg.seed)
+        # One optimizer step reads accumulate_steps micro-batches of batch_size windows, drawn
+        # as one batch (a pure function of seed and step, whatever the device or process count);
+        # a process of a distributed run reads only its `local_rows` of each micro-batch.
+        size, micro = cfg.batch_size, cfg.accumulate_steps
+        self.sampler = WindowSampler(train_ids, cfg.seq_len, size * micro, cfg.seed)
+        self._rows = None
+        if local_rows is not None and local_rows != slice(0, size):
+            self._rows = np.concatenate([np.arange(m * size + local_rows.start,
+                                                   m * size + local_rows.stop) for m in range(micro)])
         self.metrics = [e.name for e in parts.metrics]
         self._registry = {e.name: e.obj for e in parts.metrics}
         # Characters and bytes behind the evaluated targets, for bits-per-char/byte (once).
@@ -112,7 +121,10 @@ class LanguageModelTrainee:
             batches = ((x, y, x.size / n_train) for x, y in
                        sequential_batches(self.train_ids, self.cfg.seq_len, self.cfg.batch_size))
             return np.array([self.stepper.accumulate(batches)], dtype=np.float32)
-        return self.stepper.train(*self.sampler.batches(step, k))
+        xs, ys = self.sampler.batches(step, k, self._rows)
+        if self.cfg.accumulate_steps > 1:  # (k, accumulate, B, T): micro-batch m is rows m*B..
+            xs, ys = (a.reshape(k, self.cfg.accumulate_steps, -1, a.shape[-1]) for a in (xs, ys))
+        return self.stepper.train(xs, ys)
 
     def evaluate(self) -> dict[str, float]:
         if self.val_ids is None:
@@ -152,14 +164,22 @@ def train_language_model(
     if not resume:  # a resumed run keeps the config it was started with
         cfg = with_arch_defaults(cfg, parts.arch)
     corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
+    layout = _layout(cfg)  # a device count that does not fit fails here too
+    lead = layout is None or layout.lead  # the one process that writes the run
+    if layout is not None and layout.processes > 1 and cfg.out is None:
+        raise ConfigError(f"a run of {layout.processes} processes needs `out` (--out DIR): every "
+                          f"process must name the same run directory")
     if resume:
         run_dir = RunDir.open(cfg.out, required=(CONFIG, TOKENIZER))
         cfg.check_resumable(TrainConfig.from_sources(run_dir.file(CONFIG)), str(run_dir.path))
-        run_dir.claim()
-    else:
+        if lead:
+            run_dir.claim()
+    elif lead:
         run_dir = RunDir.create(cfg.out or default_run_dir(cfg.arch), cfg.overwrite)
+    else:  # process 0 creates it; the others never touch it
+        run_dir = RunDir(cfg.out)
     with run_dir:  # owned by this process until training ends
-        return _train(cfg, parts, corpus, run_dir, reporters, stop, resume, init)
+        return _train(cfg, parts, corpus, run_dir, reporters, stop, resume, init, layout)
 
 
 # The checkpoint's constructor options a run's config records in its own keys (the rest go to
@@ -169,7 +189,6 @@ _FROM_CHECKPOINT = ("embed_dim", "layers", "heads", "units", "tie_embeddings")
 
 def _from_checkpoint(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     """`cfg` with the architecture, sizes and tokenizer of the pretrained decoder `cfg.init`."""
-    from lmkit.errors import ConfigError
     from lmkit.pretrained import from_pretrained
 
     init = from_pretrained(cfg.init)
@@ -191,9 +210,25 @@ def _from_checkpoint(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     return cfg, init
 
 
+def _layout(cfg: TrainConfig) -> Any:
+    """The device mesh of the compiled step (`lmkit.distribute.Layout`), None for one device."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        if cfg.model_parallel > 1 or cfg.accumulate_steps > 1:
+            raise ConfigError(
+                f"model_parallel and accumulate_steps need the compiled JAX step; KERAS_BACKEND is "
+                f"{keras.backend.backend()!r}. Set KERAS_BACKEND=jax, or leave them at 1")
+        return None
+    from lmkit.distribute import initialize, layout_for
+
+    initialize()  # joins the other processes when the environment names a distributed run
+    return layout_for(cfg.devices, cfg.batch_size, cfg.model_parallel)
+
+
 def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
            reporters: list[Reporter] | None, stop: StopSignal | None, resume: bool,
-           init: Any = None) -> Trained:
+           init: Any = None, layout: Any = None) -> Trained:
     import keras
 
     from lmkit.build import build_model, check_fits
@@ -220,7 +255,7 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
         train_ids, val_ids = split(ids, cfg.validation_split, cfg.seq_len)
     else:
         train_ids, val_ids = ids, None
-    tokens_per_step = cfg.batch_size * cfg.seq_len
+    tokens_per_step = cfg.batch_size * cfg.accumulate_steps * cfg.seq_len
     full_batch = parts.optimizer.has(FULL_BATCH)
     if cfg.epochs is not None:
         per_epoch = 1 if full_batch else len(train_ids) / tokens_per_step
@@ -239,13 +274,16 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     loss_fn = parts.loss.obj(cfg)
     metric_names = [e.name for e in parts.metrics]
     stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k,
-                           batch_parts(cfg, model, total))
-    run_dir.write_text(CONFIG, cfg.to_toml())  # a resume's overrides (max_steps...) included
-    if not resume:
-        save_tokenizer(tokenizer, run_dir.file(TOKENIZER))
+                           batch_parts(cfg, model, total), layout,
+                           1 if full_batch else cfg.accumulate_steps)
+    lead = layout is None or layout.lead
+    if lead:
+        run_dir.write_text(CONFIG, cfg.to_toml())  # a resume's overrides (max_steps...) included
+        if not resume:
+            save_tokenizer(tokenizer, run_dir.file(TOKENIZER))
 
     trainee = LanguageModelTrainee(cfg, parts, stepper, optimizer, train_ids, val_ids, tokenizer,
-                                   full_batch)
+                                   full_batch, layout.local_rows(cfg.batch_size) if layout else None)
     eval_every = cfg.eval_every or engine.auto_eval_every(total)
     plan = engine.Plan(
         total_steps=total, checkpoint_every=cfg.checkpoint_every, eval_every=eval_every,
@@ -258,14 +296,18 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     )
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     job = engine.Job(
-        cfg.arch, n_params, cfg.to_dict(), {"arch": cfg.arch, "parameters": n_params, "backend": backend},
+        cfg.arch, n_params, cfg.to_dict(),
+        {"arch": cfg.arch, "parameters": n_params, "backend": backend,
+         "mesh": layout.describe() if layout else "1 device, 1 process"},
         retry=f"then resume with `lmkit train --resume {run_dir.path}`",
-        learning_rate=cfg.learning_rate)
+        learning_rate=cfg.learning_rate, devices=layout.describe() if layout else "")
 
     def finish(outcome: engine.Outcome) -> dict[str, Any]:
         from lmkit.generation import generate
 
-        stepper.sync()
+        stepper.sync()  # on every process: gathering a split weight needs them all
+        if not lead:
+            return {}
         run_dir.save_model(model)
         sample = ""
         if cfg.sample_tokens:
@@ -273,7 +315,9 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
         hint = plateau_hint(cfg, outcome.metrics.get("val_loss"), unigram_loss(train_ids))
         return {"sample": sample, **({"hint": hint} if hint else {})}
 
+    if not lead:  # process 0 reports for the run
+        reporters = []
     outcome = engine.run(trainee, plan, job, run_dir=run_dir,
                          reporters=reporters if reporters is not None else [TextReporter()],
-                         stop=stop, resume=resume, finish=finish)
+                         stop=stop, resume=resume, finish=finish, writes=lead)
     return Trained(run_dir.path, cfg, model, tokenizer, outcome)

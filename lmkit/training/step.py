@@ -29,6 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from lmkit.distribute import Layout, state_shardings
 from lmkit.engine.checkpoint import check_fit, restore_arrays
 from lmkit.metrics import compute_stats
 from lmkit.losses import nll
@@ -87,16 +88,28 @@ class JaxStepper:
     """Compiled steps on JAX: `jax.jit`, donated state, `lax.scan` over fused steps."""
 
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                 loss_fn: Callable, metric_names: list[str], top_k: int, parts: int = 1) -> None:
+                 loss_fn: Callable, metric_names: list[str], top_k: int, parts: int = 1,
+                 layout: Layout | None = None, accumulate: int = 1) -> None:
         import jax
 
         self.model, self.optimizer = model, optimizer
+        self.layout, self.accumulate_steps = layout, accumulate
+        self._batch_axis = 2 if accumulate > 1 else 1  # of xs: (k, [accumulate,] B, T)
+        if layout is not None:  # data parallel already runs the batch's rows side by side
+            parts = 1
         optimizer.build(model.trainable_variables)
         self.state = (
             [v.value for v in model.trainable_variables],
             [v.value for v in model.non_trainable_variables],
             [v.value for v in optimizer.variables],
         )
+        # Where each state array lives on the mesh: replicated (every device holds the weights
+        # and optimizer slots; each computes the gradient of its rows, XLA sums them), or split
+        # over the model axis for the weights the architecture names (`state_shardings`).
+        self._state_shardings = None
+        if layout is not None:
+            self._state_shardings = state_shardings(layout, model, optimizer)
+            self.state = self._placed(self.state)
 
         def loss_of(trainable, non_trainable, x, y):
             logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
@@ -121,16 +134,40 @@ class JaxStepper:
             mean = jax.tree.map(lambda *gs: sum(gs) / parts, *grads)
             return (sum(losses) / parts, non_trainable), mean
 
+        def step_grads(trainable, non_trainable, x, y):
+            if accumulate == 1:
+                return batch_grads(trainable, non_trainable, x, y)
+            # x, y: (accumulate, B, T). The mean of the micro-batches' mean losses is the mean
+            # loss of one batch of accumulate * B rows, so this is its gradient; the scan keeps
+            # one micro-batch's activations alive at a time.
+            def micro(carry, batch):
+                non_trainable, loss_sum, grad_sum = carry
+                (loss, non_trainable), grads = batch_grads(trainable, non_trainable, *batch)
+                return (non_trainable, loss_sum + loss,
+                        jax.tree.map(lambda a, g: a + g, grad_sum, grads)), None
+
+            zeros = jax.tree.map(jax.numpy.zeros_like, trainable)
+            (non_trainable, loss, grads), _ = jax.lax.scan(
+                micro, (non_trainable, jax.numpy.float32(0.0), zeros), (x, y))
+            return (loss / accumulate, non_trainable), jax.tree.map(lambda g: g / accumulate, grads)
+
         def one_step(state, batch):
             trainable, non_trainable, opt_vars = state
-            (loss, non_trainable), grads = batch_grads(trainable, non_trainable, *batch)
+            (loss, non_trainable), grads = step_grads(trainable, non_trainable, *batch)
             trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
             return (trainable, non_trainable, opt_vars), loss
 
         def train_chunk(state, xs, ys):
             return jax.lax.scan(one_step, state, (xs, ys))
 
-        train_chunk = jax.jit(train_chunk, donate_argnums=0)
+        if layout is None:
+            train_chunk = jax.jit(train_chunk, donate_argnums=0)
+        else:
+            # xs, ys: (k, [accumulate,] B, T), the rows B split over the mesh's data axis
+            rows = layout.batch_sharding(self._batch_axis)
+            train_chunk = jax.jit(train_chunk, donate_argnums=0,
+                                  in_shardings=(self._state_shardings, rows, rows),
+                                  out_shardings=(self._state_shardings, layout.replicated))
 
         @jax.jit
         def grad_sum(state, acc, x, y, weight):
@@ -155,6 +192,11 @@ class JaxStepper:
         self._apply_grads, self._eval_batch = apply_grads, eval_batch
 
     def train(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """`k` optimizer steps on ``xs, ys`` of shape ``(k, B, T)``, or ``(k, accumulate, B, T)``
+        with gradient accumulation; on a mesh of many processes, B is this process's rows
+        (`Layout.local_rows`)."""
+        if self.layout is not None:
+            xs, ys = (self.layout.put_batch(a, self._batch_axis) for a in (xs, ys))
         self.state, losses = self._train_chunk(self.state, xs, ys)
         return np.asarray(losses)
 
@@ -164,7 +206,8 @@ class JaxStepper:
         acc = jax.tree.map(ops.zeros_like, self.state[0])
         total = 0.0
         for x, y, weight in batches:
-            non_trainable, acc, loss = self._grad_sum(self.state, acc, x, y, np.float32(weight))
+            non_trainable, acc, loss = self._grad_sum(self.state, acc, self._feed(x), self._feed(y),
+                                                      np.float32(weight))
             self.state = (self.state[0], non_trainable, self.state[2])
             total += float(loss)
         self.state = self._apply_grads(self.state, acc)
@@ -173,28 +216,43 @@ class JaxStepper:
     def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
         sums: dict[str, float] = {}
         for x, y in batches:
-            for k, v in self._eval_batch(self.state, x, y).items():
+            for k, v in self._eval_batch(self.state, self._feed(x), self._feed(y)).items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         return sums
+
+    def _feed(self, x: np.ndarray) -> Any:
+        """A host batch for a step that takes it whole (evaluation, full-batch passes)."""
+        return x if self.layout is None else self.layout.put(x, self.layout.replicated)
+
+    def _placed(self, state: Any) -> Any:
+        import jax
+
+        return jax.tree.map(lambda a, s: self.layout.put(a, s), state, self._state_shardings)
 
     def sync(self) -> None:
         import jax.numpy as jnp
 
         trainable, non_trainable, opt_vars = self.state
         # Copies: the state's buffers are donated to the next compiled call, and a Keras variable
-        # must never point at a donated (deleted) buffer.
+        # must never point at a donated (deleted) buffer. From a mesh, whole host copies: the
+        # Keras model is then used on one device (saving, sampling).
+        copy = (lambda v: jnp.array(v, copy=True)) if self.layout is None else self.layout.to_host
         for var, value in zip(self.model.trainable_variables, trainable):
-            var.assign(jnp.array(value, copy=True))
+            var.assign(copy(value))
         for var, value in zip(self.model.non_trainable_variables, non_trainable):
-            var.assign(jnp.array(value, copy=True))
+            var.assign(copy(value))
         for var, value in zip(self.optimizer.variables, opt_vars):
-            var.assign(jnp.array(value, copy=True))
+            var.assign(copy(value))
+
+    def _host(self, arrays: Iterable[Any]) -> list[np.ndarray]:
+        to_host = np.asarray if self.layout is None else self.layout.to_host
+        return [to_host(v) for v in arrays]
 
     def optimizer_arrays(self) -> list[np.ndarray]:
-        return [np.asarray(v) for v in self.state[2]]
+        return self._host(self.state[2])
 
     def model_arrays(self) -> list[np.ndarray]:
-        return [np.asarray(v) for v in (*self.state[0], *self.state[1])]
+        return self._host((*self.state[0], *self.state[1]))
 
     def restore(self, model: list[np.ndarray], optimizer: list[np.ndarray], source: str) -> None:
         import jax.numpy as jnp
@@ -207,6 +265,8 @@ class JaxStepper:
         n = len(trainable)
         self.state = (cast(model[:n], trainable), cast(model[n:], non_trainable),
                       cast(optimizer, opt_vars))
+        if self.layout is not None:
+            self.state = self._placed(self.state)
 
 
 class FitStepper:
@@ -290,11 +350,16 @@ def _backend_grads(model: keras.Model, loss_fn: Callable, x: np.ndarray, y: np.n
 
 
 def make_stepper(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss_fn: Callable,
-                 metric_names: list[str], top_k: int, parts: int = 1) -> JaxStepper | FitStepper:
+                 metric_names: list[str], top_k: int, parts: int = 1,
+                 layout: Layout | None = None, accumulate: int = 1) -> JaxStepper | FitStepper:
     """The compiled JAX stepper on JAX, `model.fit` elsewhere.
 
-    On JAX, `parts` (see `batch_parts`) splits each batch's gradient into independent parts.
+    On JAX, `parts` (see `batch_parts`) splits each batch's gradient into independent parts,
+    `layout` (`lmkit.distribute.layout_for`) runs the step data parallel over a mesh, and
+    `accumulate` averages the gradients of that many micro-batches into each optimizer step (both
+    JAX only: `lmkit.training.language_model` refuses them on other backends before building
+    anything).
     """
     if keras.backend.backend() == "jax":
-        return JaxStepper(model, optimizer, loss_fn, metric_names, top_k, parts)
+        return JaxStepper(model, optimizer, loss_fn, metric_names, top_k, parts, layout, accumulate)
     return FitStepper(model, optimizer, loss_fn, metric_names, top_k)

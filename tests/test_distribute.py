@@ -1,0 +1,210 @@
+"""Data parallel training over a mesh of devices (`lmkit.distribute`, the compiled step)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmkit.config import TrainConfig
+from lmkit.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_devices_key_reads_all_a_count_and_a_list() -> None:
+    assert TrainConfig(devices="all").devices == "all"
+    assert TrainConfig.from_dict({"devices": "2"}).devices == 2
+    assert TrainConfig.from_dict({"devices": [0, 1]}).devices == [0, 1]
+    assert TrainConfig.from_dict({"devices": "0,1"}).devices == [0, 1]
+    with pytest.raises(ConfigError, match="'devices' must be at least 1, got 0"):
+        TrainConfig(devices=0)
+
+
+def test_one_device_has_no_mesh_and_keeps_the_single_device_step() -> None:
+    from lmkit.distribute import layout_for
+
+    assert layout_for("all", batch_size=12) is None
+    assert layout_for(1, batch_size=7) is None
+
+
+def test_more_devices_than_exist_is_a_clear_error() -> None:
+    from lmkit.distribute import layout_for
+
+    with pytest.raises(ConfigError, match=r"devices=3, but this process has 1 cpu device.*"
+                                          r"xla_force_host_platform_device_count"):
+        layout_for(3)
+    with pytest.raises(ConfigError, match=r"devices=\[7\].*\[7\] is not among them"):
+        layout_for([7])
+    with pytest.raises(ConfigError, match="must be \"all\", a count or a list"):
+        layout_for("every")
+
+
+def test_training_refuses_a_device_count_before_creating_the_run(tmp_path) -> None:
+    import lmkit
+
+    with pytest.raises(ConfigError, match="devices=2"):
+        lmkit.train(arch="lstm", devices=2, max_steps=1, out=str(tmp_path / "run"), reporters=[])
+    assert not (tmp_path / "run").exists()
+
+
+def _child(script: str, out: Path, devices: int, timeout: float) -> dict:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+           "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax"}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / script), str(out)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_four_devices_train_exactly_like_one_data_and_model_parallel(tmp_path) -> None:
+    from jax.sharding import PartitionSpec
+
+    result = _child("distribute_child.py", tmp_path / "result.json", 4, timeout=300)
+    assert result["devices"] == 4
+    for arch in ("gpt", "lstm"):
+        r = result[arch]
+        assert not r["layout_one"]  # devices=1: the plain single-device step
+        assert r["mesh"] == "4 devices (data 4), 1 process"
+        assert r["last_loss"] < r["first_loss"]  # it trained
+        assert r["loss_diff"] <= 1e-5, r
+        assert r["weight_diff"] <= 1e-5, r
+        # the batch rows are split over the data axis (replicated would be PartitionSpec())
+        assert r["x_spec"] == str(PartitionSpec(None, "data")), r
+        assert r["weight_specs"] == [str(PartitionSpec())]  # weights and slots replicated
+    split = result["model_parallel"]
+    assert split["mesh"] == "4 devices (data 2 x model 2), 1 process"
+    # with 2 micro-batches of 4 rows (accumulate_steps=2): the same as one batch of 8
+    assert split["loss_diff"] <= 1e-5 and split["weight_diff"] <= 1e-5, split
+    assert split["w_fc"] == str(PartitionSpec(None, "model"))  # (16, 64) by columns
+    assert split["w_out"] == str(PartitionSpec("model", None))  # (64, 16) by rows
+    assert split["w_fc_slot"] == str(PartitionSpec(None, "model"))  # Adam's slot follows it
+    assert split["w_fc_shard_shape"] == [16, 32]  # each device holds half of it
+    assert split["embedding"] == str(PartitionSpec())
+    assert "model_parallel=4 does not divide heads=2" in result["mp_heads"]
+    assert "model_parallel=2: architecture LSTMModel names no weights to split" in result["mp_lstm"]
+    assert "model_parallel=3 must divide the 4 devices" in result["mp_devices"]
+    assert "batch_size=10 does not split evenly over the data axis of 4 devices" in result["indivisible"]
+    assert "multiple of 4" in result["indivisible"]
+
+
+# -- many processes -----------------------------------------------------------------------------
+CORPUS = ROOT / "tests" / "fixtures" / "core" / "shakespeare_30k.txt"
+TINY = ["--set", f"data={json.dumps(str(CORPUS))}", "--set", "arch=lstm", "--set", "embed_dim=16",
+        "--set", "units=16", "--set", "seq_len=16", "--set", "batch_size=8", "--set", "devices=1",
+        "--set", "steps_per_dispatch=5", "--set", "checkpoint_every=10", "--set", "eval_every=10",
+        "--set", "eval_batches=2", "--set", "sample_tokens=0",
+        "--set", "schedule=constant"]  # a schedule that does not depend on max_steps (resume: 20 -> 30)
+
+
+def test_a_coordinator_that_does_not_answer_is_a_clear_error_in_bounded_time(monkeypatch) -> None:
+    import socket
+    import time
+
+    from lmkit import distribute
+    from lmkit.errors import RunError
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("LMKIT_COORDINATOR", f"127.0.0.1:{port}")
+    monkeypatch.setenv("LMKIT_NUM_PROCESSES", "2")
+    monkeypatch.setenv("LMKIT_PROCESS_ID", "1")
+    monkeypatch.setenv("LMKIT_INIT_TIMEOUT", "0")
+    t0 = time.monotonic()
+    with pytest.raises(RunError, match=rf"coordinator 127.0.0.1:{port} .* did not answer within 0 s"):
+        distribute.initialize()
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_coordinator_without_count_or_id_is_a_config_error(monkeypatch) -> None:
+    from lmkit import distribute
+
+    monkeypatch.setenv("LMKIT_COORDINATOR", "127.0.0.1:1234")
+    monkeypatch.delenv("LMKIT_NUM_PROCESSES", raising=False)
+    monkeypatch.setenv("LMKIT_PROCESS_ID", "0")
+    with pytest.raises(ConfigError, match="needs LMKIT_NUM_PROCESSES"):
+        distribute.initialize()
+
+
+def _lmkit(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax"}
+    return subprocess.run([sys.executable, "-m", "lmkit.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _step_losses(run: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if r["event"] == "step"]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_and_resume_on_one_device(tmp_path) -> None:
+    import numpy as np
+
+    two = _lmkit("train", "--processes", "2", *TINY, "--set", "max_steps=20", "--out", "two",
+                 cwd=tmp_path, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("training completed at step 20") == 1  # process 0's output only
+    assert "on jax [2 devices (data 2), 2 processes]" in two.stdout  # the mesh, as dashboards show it
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["mesh"] == "2 devices (data 2), 2 processes"
+    # its checkpoint holds whole weights: one process on one device continues from it
+    resumed = _lmkit("train", "--resume", "two", "--set", "max_steps=30", cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    one = _lmkit("train", *TINY, "--set", "max_steps=30", "--out", "one", cwd=tmp_path, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    losses_one, losses_two = _step_losses(tmp_path / "one"), _step_losses(tmp_path / "two")
+    assert len(losses_two) == 6  # steps 5 .. 30
+    assert np.allclose(losses_one, losses_two, rtol=0, atol=1e-5), (losses_one, losses_two)
+    events = [json.loads(line)["event"] for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert events.count("start") == 2 and events.count("end") == 2  # each run logged once
+
+
+@pytest.mark.slow
+def test_a_killed_process_ends_the_run_with_a_clear_error_within_a_minute(tmp_path) -> None:
+    import signal
+    import time
+
+    from lmkit.engine.checkpoint import load_checkpoint
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax"}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "lmkit.cli", "train", "--processes", "2", *TINY,
+         "--set", "max_steps=100000", "--out", "run"], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "run" / "checkpoint.npz").exists():  # training for real
+            assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.2)
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+        assert len(children) == 2
+        os.kill(int(children[1]), signal.SIGKILL)  # process 1
+        t0 = time.monotonic()
+        _, err = launcher.communicate(timeout=60)
+        assert time.monotonic() - t0 < 60
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0
+    assert "process 1 of 2 was killed by SIGKILL; stopped the other processes" in err
+    for pid in children:  # none left behind
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert load_checkpoint(tmp_path / "run").step % 10 == 0  # the last checkpoint loads
+
+
+@pytest.mark.slow  # two Python processes: about a second
+def test_the_launcher_stops_and_names_a_process_that_failed(tmp_path, capfd) -> None:
+    from lmkit.cli.launch import launch
+
+    code = launch(2, ["info", str(tmp_path / "no-such-run")], command="info")
+    assert code == 2
+    err = capfd.readouterr().err
+    assert "does not exist" in err  # the failed process's own error is shown
+    assert "lmkit info: error: process" in err and "of 2 exited with status 2" in err
