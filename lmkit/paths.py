@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["cache_dir", "atomic_output", "atomic_write_text", "atomic_directory"]
+__all__ = ["cache_dir", "enable_compilation_cache", "atomic_output", "atomic_write_text", "atomic_directory"]
 
 _UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
 os.umask(_UMASK)
@@ -38,6 +38,18 @@ def cache_dir() -> Path:
         path = base / "lmkit"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def enable_compilation_cache() -> None:
+    """Persist XLA executables in ``cache_dir()/"jax"`` across processes (JAX backend): a warm
+    start of a training, a fine-tuning or an embedding skips most compile time. Settings the
+    user made first are kept."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @contextlib.contextmanager

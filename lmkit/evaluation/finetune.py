@@ -36,6 +36,7 @@ from lmkit.errors import ConfigError
 from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches
 from lmkit.evaluation.heads import SequenceClassifier
+from lmkit.paths import enable_compilation_cache
 from lmkit.resolve import Resolved
 
 __all__ = ["finetune", "predict", "backbone_groups", "FinetuneTrainee"]
@@ -69,6 +70,8 @@ def _require_jax() -> None:
             f"fine-tuning for evaluation runs on the JAX backend; KERAS_BACKEND is "
             f"'{keras.backend.backend()}'. Set KERAS_BACKEND=jax before importing lmkit."
         )
+    # each evaluation traces a new step; the persistent cache compiles it once per machine
+    enable_compilation_cache()
 
 
 class FinetuneTrainee:
@@ -210,14 +213,14 @@ class FinetuneTrainee:
 def finetune(
     model: SequenceClassifier, train: Encoded, cfg: EvalConfig, parts: Resolved,
     reporters: Sequence[Callable[[Event], None]] = (), stop: StopSignal | None = None,
-    name: str = "task",
+    name: str = "task", summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train `model` on `train` for ``cfg.total_steps(len(train))`` steps; returns a summary.
 
     `parts` are the registry entries `cfg` names (`lmkit.resolve.resolve`; its loss is the
     task's own unless ``cfg.loss`` is set). Weights are written back into `model` at the end,
     also when stopped early. A non-finite loss raises `TrainingDiverged` (the model is then not
-    worth scoring).
+    worth scoring). `summary` adds fields to the checkpoint folder's ``summary.json``.
     """
     _require_jax()
     total = cfg.total_steps(len(train))
@@ -235,7 +238,7 @@ def finetune(
                        tokens_per_step=cfg.batch_size * mean_tokens,
                        steps_per_epoch=trainee.steps_per_epoch)
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-    job = engine.Job(name, n_params, cfg.to_dict(), {"task": name},
+    job = engine.Job(name, n_params, cfg.to_dict(), {"task": name, **(summary or {})},
                      retry=("then fine-tune again (resume=true continues from the checkpoint)"
                             if run_dir else ""),
                      learning_rate=cfg.learning_rate)

@@ -26,6 +26,7 @@ from lmkit.engine import engine
 from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.rundir import CONFIG, TOKENIZER, RunDir, default_run_dir
 from lmkit.optim import FULL_BATCH
+from lmkit.paths import enable_compilation_cache as _enable_compilation_cache
 from lmkit.resolve import Resolved, resolve, with_arch_defaults
 
 __all__ = ["train_language_model", "LanguageModelTrainee", "Trained", "unigram_loss", "plateau_hint"]
@@ -39,18 +40,6 @@ class Trained(NamedTuple):
     model: Any
     tokenizer: Any
     outcome: engine.Outcome
-
-
-def _enable_compilation_cache() -> None:
-    """Persist XLA executables across processes (a warm start skips most compile time)."""
-    import jax
-
-    from lmkit.paths import cache_dir
-
-    if jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def unigram_loss(ids: np.ndarray) -> float:
