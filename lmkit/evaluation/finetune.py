@@ -91,6 +91,9 @@ class FinetuneTrainee:
         group_of = {id(v): g for g, vars_ in enumerate(self.groups) for v in vars_}
         is_backbone = [id(v) in group_of for v in trainable]
         self.lr_mult = 1.0 if cfg.backbone_lr_multiplier is None else cfg.backbone_lr_multiplier
+        # masks that are all ones (the whole network trains: a pretrained checkpoint's recipe)
+        # are left out of the step, saving two passes over every backbone weight per step
+        self.masked = bool(cfg.gradual_unfreezing) or self.lr_mult <= 0
         if cfg.warmup_steps is None:
             cfg = cfg.replace(warmup_steps=int(WARMUP_FRACTION * total))
         build_optimizer, build_schedule = parts.optimizer.obj, parts.schedule.obj
@@ -128,11 +131,13 @@ class FinetuneTrainee:
             (loss, non_train), grads = grad_fn(train_vals, non_train, tokens, lengths, labels)
             head_g, body_g = split(grads)
             head_v, body_v = split(train_vals)
-            body_g = [g * m for g, m in zip(body_g, masks)]
+            if self.masked:
+                body_g = [g * m for g, m in zip(body_g, masks)]
             head_v, head_state = head_opt.stateless_apply(head_state, head_g, head_v)
             new_body, body_state = body_opt.stateless_apply(body_state, body_g, body_v)
             # frozen variables keep their values exactly (weight decay would move them otherwise)
-            body_v = [old + m * (new - old) for old, new, m in zip(body_v, new_body, masks)]
+            body_v = ([old + m * (new - old) for old, new, m in zip(body_v, new_body, masks)]
+                      if self.masked else new_body)
             return (merge(head_v, body_v), non_train, head_state, body_state), loss
 
         self._step_fn = step_fn
@@ -165,6 +170,8 @@ class FinetuneTrainee:
         return tokens, lengths, labels
 
     def _masks(self, step: int) -> list[np.float32]:
+        if not self.masked:
+            return []
         n = len(self.groups)
         frozen_below = n - _unfrozen_groups(step, self.total, n, self.cfg.gradual_unfreezing)
         on = 1.0 if self.lr_mult > 0 else 0.0
