@@ -88,16 +88,18 @@ def evaluate(run_or_path: Any, task: str = "glue/sst2", data: str | Path | None 
     return _evaluate(run_or_path, task=task, data=data, **options)
 
 
-def export(run_or_path: "Run | str | Path", out: str | Path, format: str = "hf",
+def export(run_or_path: "Run | EvalResult | str | Path", out: str | Path, format: str = "hf",
            overwrite: bool = False) -> Path:
-    """Write a run in another library's format; returns the folder. ``format="hf"``: a
-    Hugging Face folder (``config.json``, ``model.safetensors``, ``tokenizer.json``) that
-    `transformers` loads as ``GPT2LMHeadModel``, for `gpt` runs trained with
-    ``[model] head_bias = false``; see `lmkit.exporters.hf`. An existing non-empty `out` needs
-    ``overwrite=True``.
+    """Write a run, or a fine-tuned classifier, in another library's format; returns the folder.
+    ``format="hf"``: a Hugging Face folder (``config.json``, ``model.safetensors``,
+    ``tokenizer.json``) that `transformers` loads as ``GPT2LMHeadModel`` (a `gpt` run trained
+    with ``[model] head_bias = false``) or ``BertForSequenceClassification`` (an `EvalResult` of a
+    `bert` checkpoint, or the folder ``lmkit eval ... --out DIR`` fine-tuned it in); see
+    `lmkit.exporters.hf`. An existing non-empty `out` needs ``overwrite=True``.
 
     >>> lmkit.export("runs/gpt-20261130-101500", "exported/shakespeare")   # doctest: +SKIP
     >>> GPT2LMHeadModel.from_pretrained("exported/shakespeare")             # doctest: +SKIP
+    >>> lmkit.export(lmkit.evaluate("minilm-l6", task="glue/sst2"), "exported/sst2")  # doctest: +SKIP
     """
     from lmkit.exporters import export_run
 

@@ -324,6 +324,10 @@ def compiled(model: Any, body: Callable[..., Any], static: Any = None) -> Callab
     if (body, static) not in per_model:
         import jax
 
+        from lmkit.paths import enable_compilation_cache
+
+        enable_compilation_cache()  # a checkpoint loaded again in a new process compiles nothing
+
         variables = model.variables
         model_ref = weakref.ref(model)  # the cache must not keep the model alive
         extra = {} if static is None else {"static": static}

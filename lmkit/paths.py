@@ -17,7 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["cache_dir", "private_folder", "atomic_output", "atomic_write_text", "atomic_directory"]
+__all__ = ["cache_dir", "private_folder", "enable_compilation_cache", "atomic_output",
+           "atomic_write_text", "atomic_directory"]
 
 _UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
 os.umask(_UMASK)
@@ -65,6 +66,26 @@ def private_folder(path: str | os.PathLike[str], purpose: str) -> Path | None:
                   f"{folder}`, or set LMKIT_CACHE_DIR to a folder of your own.",
                   LmkitWarning, stacklevel=3)
     return None
+
+
+def enable_compilation_cache() -> None:
+    """Persist XLA executables in ``cache_dir()/"jax"`` across processes (JAX backend): a warm
+    start of a training, a fine-tuning or an embedding skips the XLA compile (tracing and
+    lowering still run). Settings the user made first are kept.
+
+    JAX's own cache: its entries are XLA's serialized executables, not pickles, and lmkit keeps
+    no cache of compiled code of its own. The folder must be a `private_folder`; otherwise lmkit
+    warns and every step is compiled afresh.
+    """
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is None:
+        folder = private_folder(cache_dir() / "jax", "The compilation cache")
+        if folder is None:
+            return
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @contextlib.contextmanager

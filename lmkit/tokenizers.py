@@ -365,6 +365,13 @@ class PretrainedTokenizer(BpeTokenizer):
         except Exception as exc:  # the Rust library raises plain Exceptions
             raise DataError(f"{path}: not a Hugging Face tokenizer.json ({exc})") from None
 
+    def to_hf(self) -> Any:
+        """The checkpoint's own tokenizer (a copy): what `encode_inputs` encodes with, special
+        tokens and token types included."""
+        import tokenizers as hf
+
+        return hf.Tokenizer.from_str(self.hf.to_str())
+
     def token_id(self, token: str) -> int | None:
         """The id of `token` (such as ``"[SEP]"``), or None when the vocabulary lacks it."""
         return self.hf.token_to_id(token)

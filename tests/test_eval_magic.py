@@ -158,3 +158,35 @@ def test_suite_runs_every_task_found_and_zeroshot_sets_the_method(ip, calls) -> 
     assert board.table()[0] == ["superglue/copa", "superglue/wic", "SuperGLUE avg"]
     with pytest.raises(UsageError, match="--task TASK .* or --suite"):
         ip.run_line_magic("lmeval", "scratch --data x")
+
+
+def test_a_registered_checkpoint_name_reaches_evaluate_unopened(ip, calls) -> None:
+    ip.run_line_magic("lmeval", f"minilm-l6 --task glue/sst2 --data {EVAL} --set max_steps=3 -o res")
+    assert calls == [("minilm-l6", "glue/sst2", EVAL / "glue", {"max_steps": 3})]
+
+
+@pytest.mark.slow
+def test_lmeval_fine_tunes_a_checkpoint_folder_with_the_standard_recipe(ip, tmp_path: Path) -> None:
+    from hf_checkpoints import bert_folder
+
+    folder = bert_folder(tmp_path / "tiny-bert")
+    ip.run_line_magic("lmeval", f"{folder} --task glue/sst2 --data {EVAL} --set max_steps=3 "
+                                f"--set batch_size=8 --set max_eval_examples=16 -o res")
+    result = ip.user_ns["res"]
+    assert isinstance(result, EvalResult) and result.model_name == str(folder)  # as typed
+    assert len(result.labels) == 16 and 0.0 <= result.metrics["accuracy"] <= 1.0
+    assert result.training["steps"] == 3
+    # a checkpoint gets BERT's recipe where the options do not say otherwise
+    assert result.config["pooling"] == "cls" and result.config["optimizer"] == "adamw"
+    assert result.config["learning_rate"] == 5e-5
+    # and the Pretrained object bound to a variable is accepted as well
+    ip.user_ns["bert"] = lmkit_from_pretrained(folder)
+    ip.run_line_magic("lmeval", f"bert --task glue/sst2 --data {EVAL} --set max_steps=1 "
+                                f"--set batch_size=8 --set max_eval_examples=8 -o res2")
+    assert ip.user_ns["res2"].model_name == "bert" and ip.user_ns["res2"].training["steps"] == 1
+
+
+def lmkit_from_pretrained(folder: Path) -> Any:
+    import lmkit
+
+    return lmkit.from_pretrained(folder)

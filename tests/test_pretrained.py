@@ -177,6 +177,19 @@ def test_an_encoder_has_no_logits(bert_dir: Path) -> None:
         lmkit.from_pretrained(bert_dir).generate("the cat")
 
 
+@pytest.mark.slow
+def test_any_number_of_texts_embeds_as_each_text_alone(bert_dir: Path) -> None:
+    """Rows are padded to a power of two (few compiled shapes); the padding changes no result."""
+    from hf_checkpoints import TEXT
+
+    model = lmkit.from_pretrained(bert_dir)
+    texts = TEXT[:5]
+    together = model.embed(texts, batch_size=4)  # a batch of 4, then one of 1
+    alone = np.concatenate([model.embed([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(model.embed(texts[:3]), alone[:3], atol=1e-5)  # 3 rows padded to 4
+
+
 # -- the real MiniLM weights -----------------------------------------------------------------------
 @pytest.mark.slow
 def test_minilm_hidden_states_and_embeddings_equal_transformers() -> None:

@@ -8,7 +8,7 @@
     lmkit info RUN_DIR
     lmkit eval RUN_DIR --task TASK --data PATH [--set key=value ...] [--out DIR]
     lmkit bench NAME [--quick] [--out DIR]
-    lmkit export RUN_DIR --out DIR [--format hf] [--overwrite]
+    lmkit export RUN_DIR|EVAL_OUT_DIR --out DIR [--format hf] [--overwrite]
 
 User errors (a bad key, a missing file, a typo'd name) print one paragraph and exit with
 status 2; anything else is a bug and keeps its traceback.
@@ -199,9 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the results JSON (default: benchmarks/results)")
     p.set_defaults(func=_bench)
 
-    p = sub.add_parser("export", help="write a run in another library's format (hf: a Hugging "
-                                      "Face folder that transformers loads)")
-    p.add_argument("run_dir")
+    p = sub.add_parser("export", help="write a run, or a classifier fine-tuned by `lmkit eval "
+                                      "--out`, in another library's format (hf: a Hugging Face "
+                                      "folder that transformers loads)")
+    p.add_argument("run_dir", help="a run directory, or the --out folder of `lmkit eval`")
     p.add_argument("--out", required=True, help="output folder (written atomically)")
     p.add_argument("--format", default="hf", help="export format (default: hf)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -17,8 +17,11 @@ from lmkit.engine.events import Event, StopSignal
 from lmkit.evaluation.tasks import SCRATCH, Task, get_task
 from lmkit.resolve import Resolved, resolve
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "load_finetuned", "FineTuned", "CLASSIFIER"]
 
+#: key of a fine-tuning folder's summary.json (`lmkit eval --out DIR`) saying how to rebuild its
+#: classifier: the backbone it started from, the task and the pooling (`load_finetuned`)
+CLASSIFIER = "classifier"
 PRETRAINED_LR_MULTIPLIER = 0.3
 #: The standard recipe for a pretrained checkpoint's backbone (BERT's fine-tuning: AdamW, the
 #: whole network at one small learning rate, warm-up then linear decay, dropout 0.1, the [CLS]
@@ -98,7 +101,8 @@ def evaluate(
     training: dict[str, Any] = {}
     if train is not None:
         training = finetune(model, encode(train, tokenizer, max_length), cfg, parts,
-                            reporters, stop, name=f"{name} on {task.name}")
+                            reporters, stop, name=f"{name} on {task.name}",
+                            summary={CLASSIFIER: _classifier_record(source, task, cfg)})
         training["train_examples"] = len(train)
         training["scored_in_train"] = overlap
     outputs = predict(model, encode(scored, tokenizer, max_length), cfg.eval_batch_size, max_length)
@@ -227,3 +231,56 @@ def _scratch(cfg: EvalConfig, parts: Resolved, texts: Examples) -> tuple[Any, An
     }, source="scratch model")
     return (build_model(train_cfg, tokenizer.vocab_size, parts.arch.obj), tokenizer,
             f"{SCRATCH}-{cfg.arch}")
+
+
+class FineTuned(NamedTuple):
+    """A fine-tuned classifier reopened from its folder (`load_finetuned`)."""
+
+    dir: Path
+    model: Any  #: the `SequenceClassifier` with its trained weights
+    tokenizer: Any
+    task: Task
+
+
+def _classifier_record(source: Any, task: Task, cfg: EvalConfig) -> dict[str, Any]:
+    """What `load_finetuned` needs besides the weights: where the backbone came from (an
+    absolute folder: a checkpoint or a run directory; none for a scratch model), the task
+    and the head's options."""
+    folder = getattr(source, "dir", None)
+    return {"backbone": None if folder is None else str(Path(folder).resolve()),
+            "task": task.name, "pooling": cfg.pooling, "head_dropout": cfg.head_dropout}
+
+
+def load_finetuned(path: str | Path) -> FineTuned:
+    """The classifier that a fine-tuning with a checkpoint folder left there (``lmkit eval
+    RUN --task T --out DIR``, ``checkpoint_dir=DIR``): the backbone reopened from the
+    checkpoint or run it started from, the task's head, and the weights of ``checkpoint.npz``.
+
+    >>> clf = load_finetuned("out/minilm-sst2")       # doctest: +SKIP
+    >>> clf.model, clf.task.name                       # doctest: +SKIP
+    """
+    from lmkit.engine.checkpoint import restore_arrays
+    from lmkit.engine.rundir import CHECKPOINT, SUMMARY, RunDir
+    from lmkit.evaluation.choice import head_for
+
+    folder = RunDir.open(path, required=(SUMMARY, CHECKPOINT))
+    record = folder.read_json(SUMMARY).get(CLASSIFIER)
+    if not isinstance(record, dict):
+        raise RunError(f"{folder.path / SUMMARY} does not describe a fine-tuned classifier (no "
+                       f"'{CLASSIFIER}' entry): give the --out folder of `lmkit eval`, written by "
+                       f"this version of lmkit")
+    if record.get("backbone") is None:
+        raise RunError(f"{path} holds a classifier fine-tuned from '{SCRATCH}': its tokenizer was "
+                       f"fitted on the task and not saved, so it cannot be reopened; fine-tune a "
+                       f"pretrained checkpoint or a run instead")
+    backbone = Path(record["backbone"])
+    if not backbone.is_dir():
+        raise RunError(f"{path} was fine-tuned from {backbone}, which no longer exists; the "
+                       f"classifier is rebuilt from it (its checkpoint holds only the weights)")
+    source = _load(str(backbone))
+    task = get_task(record["task"])
+    model, _ = head_for(task, source.model, record["pooling"], record["head_dropout"])
+    checkpoint = folder.load_checkpoint()
+    restore_arrays([*model.trainable_variables, *model.non_trainable_variables], checkpoint.model,
+                   "model weights", str(folder.file(CHECKPOINT)))
+    return FineTuned(folder.path, model, source.tokenizer, task)

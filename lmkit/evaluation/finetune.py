@@ -36,6 +36,7 @@ from lmkit.errors import ConfigError
 from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches
 from lmkit.evaluation.heads import SequenceClassifier
+from lmkit.paths import enable_compilation_cache
 from lmkit.resolve import Resolved
 
 __all__ = ["finetune", "predict", "backbone_groups", "FinetuneTrainee"]
@@ -69,6 +70,8 @@ def _require_jax() -> None:
             f"fine-tuning for evaluation runs on the JAX backend; KERAS_BACKEND is "
             f"'{keras.backend.backend()}'. Set KERAS_BACKEND=jax before importing lmkit."
         )
+    # each evaluation traces a new step; the persistent cache compiles it once per machine
+    enable_compilation_cache()
 
 
 class FinetuneTrainee:
@@ -88,6 +91,9 @@ class FinetuneTrainee:
         group_of = {id(v): g for g, vars_ in enumerate(self.groups) for v in vars_}
         is_backbone = [id(v) in group_of for v in trainable]
         self.lr_mult = 1.0 if cfg.backbone_lr_multiplier is None else cfg.backbone_lr_multiplier
+        # masks that are all ones (the whole network trains: a pretrained checkpoint's recipe)
+        # are left out of the step, saving two passes over every backbone weight per step
+        self.masked = bool(cfg.gradual_unfreezing) or self.lr_mult <= 0
         if cfg.warmup_steps is None:
             cfg = cfg.replace(warmup_steps=int(WARMUP_FRACTION * total))
         build_optimizer, build_schedule = parts.optimizer.obj, parts.schedule.obj
@@ -124,11 +130,13 @@ class FinetuneTrainee:
             (loss, non_train), grads = grad_fn(train_vals, non_train, inputs, labels)
             head_g, body_g = split(grads)
             head_v, body_v = split(train_vals)
-            body_g = [g * m for g, m in zip(body_g, masks)]
+            if self.masked:
+                body_g = [g * m for g, m in zip(body_g, masks)]
             head_v, head_state = head_opt.stateless_apply(head_state, head_g, head_v)
             new_body, body_state = body_opt.stateless_apply(body_state, body_g, body_v)
             # frozen variables keep their values exactly (weight decay would move them otherwise)
-            body_v = [old + m * (new - old) for old, new, m in zip(body_v, new_body, masks)]
+            body_v = ([old + m * (new - old) for old, new, m in zip(body_v, new_body, masks)]
+                      if self.masked else new_body)
             return (merge(head_v, body_v), non_train, head_state, body_state), loss
 
         self._step_fn = step_fn
@@ -161,6 +169,8 @@ class FinetuneTrainee:
         return inputs, labels
 
     def _masks(self, step: int) -> list[np.float32]:
+        if not self.masked:
+            return []
         n = len(self.groups)
         frozen_below = n - _unfrozen_groups(step, self.total, n, self.cfg.gradual_unfreezing)
         on = 1.0 if self.lr_mult > 0 else 0.0
@@ -209,14 +219,14 @@ class FinetuneTrainee:
 def finetune(
     model: SequenceClassifier, train: Encoded, cfg: EvalConfig, parts: Resolved,
     reporters: Sequence[Callable[[Event], None]] = (), stop: StopSignal | None = None,
-    name: str = "task",
+    name: str = "task", summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train `model` on `train` for ``cfg.total_steps(len(train))`` steps; returns a summary.
 
     `parts` are the registry entries `cfg` names (`lmkit.resolve.resolve`; its loss is the
     task's own unless ``cfg.loss`` is set). Weights are written back into `model` at the end,
     also when stopped early. A non-finite loss raises `TrainingDiverged` (the model is then not
-    worth scoring).
+    worth scoring). `summary` adds fields to the checkpoint folder's ``summary.json``.
     """
     _require_jax()
     total = cfg.total_steps(len(train))
@@ -234,7 +244,7 @@ def finetune(
                        tokens_per_step=cfg.batch_size * mean_tokens,
                        steps_per_epoch=trainee.steps_per_epoch)
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-    job = engine.Job(name, n_params, cfg.to_dict(), {"task": name},
+    job = engine.Job(name, n_params, cfg.to_dict(), {"task": name, **(summary or {})},
                      retry=("then fine-tune again (resume=true continues from the checkpoint)"
                             if run_dir else ""),
                      learning_rate=cfg.learning_rate)

@@ -15,9 +15,13 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from typing import Any
+
+from lmkit.engine.rundir import CONFIG, SUMMARY
 from lmkit.errors import ConfigError, RunError, did_you_mean
+from lmkit.evaluation.api import load_finetuned
 from lmkit.paths import atomic_directory
-from lmkit.training.run import Run, load_run, read_config
+from lmkit.training.run import load_run, read_config
 
 __all__ = ["FORMATS", "export_run"]
 
@@ -27,14 +31,17 @@ FORMATS: dict[str, tuple[str, str]] = {
 }
 
 
-def export_run(run_or_path: Run | str | Path, out: str | Path, format: str = "hf",
+def export_run(run_or_path: Any, out: str | Path, format: str = "hf",
                overwrite: bool = False) -> Path:
-    """Write a run (a `Run` or its directory) to the folder `out` in `format`; returns `out`.
+    """Write a run (a `Run` or its directory) or a fine-tuned classifier (an `EvalResult`, or
+    the folder ``lmkit eval ... --out DIR`` fine-tuned into) to the folder `out` in `format`;
+    returns `out`.
 
     An existing non-empty `out` is refused unless ``overwrite=True``; the run's own directory
     (or a folder holding it) is always refused.
 
     >>> export_run("runs/gpt-20261130-101500", "exported/shakespeare", format="hf")  # doctest: +SKIP
+    >>> export_run("out/minilm-sst2", "exported/minilm-sst2")                       # doctest: +SKIP
     """
     if format not in FORMATS:
         raise ConfigError(
@@ -43,15 +50,22 @@ def export_run(run_or_path: Run | str | Path, out: str | Path, format: str = "hf
         )
     writer = importlib.import_module(FORMATS[format][0])
     out = Path(out)
-    if isinstance(run_or_path, Run):
-        run_dir = run_or_path.dir
-        _check_output(out, run_dir, overwrite)
-        run = run_or_path
-    else:
+    if isinstance(run_or_path, (str, Path)):
         run_dir = Path(run_or_path)
         _check_output(out, run_dir, overwrite)
-        writer.check(read_config(run_dir))
-        run = load_run(run_dir)
+        if (run_dir / CONFIG).is_file() or not (run_dir / SUMMARY).is_file():
+            writer.check(read_config(run_dir))  # a run (a missing config.toml: RunError names it)
+            run = load_run(run_dir)
+        else:  # `lmkit eval --out` fine-tuned a classifier here
+            run = load_finetuned(run_dir)
+    else:  # a Run, an EvalResult or a FineTuned: what `write` reads is already in memory
+        if getattr(run_or_path, "model", None) is None:
+            raise RunError(f"export needs a run, a run directory, a fine-tuned classifier's folder "
+                           f"or an EvalResult of a fine-tuning; got {type(run_or_path).__name__}")
+        source_dir = getattr(run_or_path, "dir", None)  # an EvalResult has none
+        run_dir = None if source_dir is None else Path(source_dir)
+        _check_output(out, run_dir, overwrite)
+        run = run_or_path
     try:
         with atomic_directory(out, replace=overwrite) as folder:
             writer.write(run, folder)
@@ -61,11 +75,11 @@ def export_run(run_or_path: Run | str | Path, out: str | Path, format: str = "hf
     return out
 
 
-def _check_output(out: Path, run_dir: Path, overwrite: bool) -> None:
+def _check_output(out: Path, run_dir: Path | None, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise RunError(f"export output {out} is a file, not a folder; choose another --out")
-    target, source = out.resolve(), run_dir.resolve()
-    if target == source or target in source.parents:
+    target = out.resolve()
+    if run_dir is not None and (target == run_dir.resolve() or target in run_dir.resolve().parents):
         raise RunError(f"export output {out} holds the run {run_dir} itself; choose a folder "
                        f"outside the run directory's path, e.g. {run_dir.name}-hf")
     if out.is_dir() and any(out.iterdir()) and not overwrite:

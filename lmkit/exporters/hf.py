@@ -28,6 +28,16 @@ stores ``(in, out)``, as lmkit does):
     block_i w_out (4D, D), b_out      transformer.h.i.mlp.c_proj.weight, .bias
     ln_f gamma, beta                  transformer.ln_f.weight, .bias
     head_kernel (D, V), untied only   lm_head.weight (V, D), transposed; tie_word_embeddings=false
+
+A classifier fine-tuned on a `bert` backbone (`lmkit eval CHECKPOINT --task T --out DIR`, or an
+`EvalResult`) becomes a ``BertForSequenceClassification`` folder: the encoder's weights under
+``bert.`` (the names `BERT.hf_weights` reads them from), ``num_labels`` and ``id2label`` from the
+task, and the checkpoint's own ``tokenizer.json`` (``[CLS] a [SEP] b [SEP]`` with token types).
+BERT's head reads the ``[CLS]`` state through its pooler, ``tanh(W h + b)``, where lmkit's `cls`
+pooling reads it directly; the pooler is written as ``W = eps * I``, ``b = 0`` and the classifier
+weight divided by eps, with eps small enough that ``tanh(eps * h) = eps * h`` to float32 precision
+(``|tanh x - x| <= |x|^3 / 3``, and ``|h|`` is bounded by the last LayerNorm), so
+`transformers` computes the same logits. Only `cls` pooling has this form.
 """
 
 from __future__ import annotations
@@ -53,7 +63,7 @@ def check(config: TrainConfig) -> None:
 
     converters = _converters()
     factory = architectures.get(config.arch)
-    if factory not in converters:
+    if factory not in converters:  # a classifier is not an architecture: never found here
         exportable = [e.name for e in architectures.list() if e.obj in converters]
         raise ExportError(
             f"a '{config.arch}' model has no Hugging Face equivalent, so the run cannot be "
@@ -62,28 +72,33 @@ def check(config: TrainConfig) -> None:
     converters[factory].check(config)
 
 
-def write(run: Run, folder: Path) -> None:
-    """Write `run` into the (empty) `folder` as a Hugging Face model folder."""
+def write(source: Any, folder: Path) -> None:
+    """Write `source` into the (empty) `folder` as a Hugging Face model folder: a `Run`, or a
+    fine-tuned classifier (`lmkit.evaluation.api.FineTuned`, `EvalResult`: ``model``,
+    ``tokenizer`` and ``task``)."""
     from safetensors.numpy import save_file
 
-    convert = _converter(run)
-    config, tensors = convert(run.model)
-    tokenizer = run.tokenizer.to_hf()
+    convert = _converter(source)
+    config, tensors, tokenizer_options = convert(source)
+    tokenizer = source.tokenizer.to_hf()
     if tokenizer.get_vocab_size() != config["vocab_size"]:  # a plugin tokenizer's to_hf
         raise ExportError(
             f"the run's tokenizer converts to a Hugging Face tokenizer of "
             f"{tokenizer.get_vocab_size()} ids, but the model has {config['vocab_size']}"
         )
+    context = config.get("n_positions") or config["max_position_embeddings"]
     _write_json(folder / "config.json", config)
-    # `generate` without a length stops at the context instead of running past the positions
-    _write_json(folder / "generation_config.json", {"max_length": config["n_positions"]})
+    if "n_positions" in config:
+        # `generate` without a length stops at the context instead of running past the positions
+        _write_json(folder / "generation_config.json", {"max_length": context})
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save(str(folder / "tokenizer.json"))
     _write_json(folder / "tokenizer_config.json", {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": config["n_positions"],
+        "model_max_length": context,
         # keep decoded text as the tokenizer decodes it (no " ." -> "." clean-up)
         "clean_up_tokenization_spaces": False,
+        **tokenizer_options,
     })
 
 
@@ -110,8 +125,9 @@ def _check_gpt2(config: TrainConfig) -> None:
         raise ExportError(_GPT2_HEAD_BIAS)
 
 
-def _gpt2(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """`gpt` -> (GPT2Config fields, GPT2LMHeadModel weights)."""
+def _gpt2(run: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
+    """`gpt` -> (GPT2Config fields, GPT2LMHeadModel weights, no tokenizer options)."""
+    model = run.model
     if model.head_bias is not None:
         raise ExportError(_GPT2_HEAD_BIAS)
     tensors = {"transformer.wte.weight": _numpy(model.embedding),
@@ -157,25 +173,110 @@ def _gpt2(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         "use_cache": True,
         "dtype": "float32",
     }
-    return config, tensors
+    return config, tensors, {}
+
+
+#: |tanh x - x| <= |x|^3 / 3: with |eps * h| <= this, the pooler is the identity times eps to
+#: within 1e-10 relatively, far below float32's 6e-8
+_POOLER_INPUT_BOUND = 1e-5
+
+
+#: tokenizer_config.json keys of BERT's special tokens (a tokenizer pads with its pad_token)
+_BERT_SPECIAL_TOKENS = {"cls_token": "[CLS]", "sep_token": "[SEP]", "unk_token": "[UNK]",
+                        "mask_token": "[MASK]"}
+
+
+def _bert_classifier(source: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
+    """A `SequenceClassifier` on `bert` -> (BertConfig fields, BertForSequenceClassification
+    weights, tokenizer options: special tokens and token types); the pooler passes the ``[CLS]`` state through scaled by eps
+    (module docstring)."""
+    from lmkit.models.bert import BERT
+
+    model, task = source.model, source.task
+    bert = model.backbone
+    if type(bert) is not BERT:
+        raise ExportError(
+            f"this classifier's backbone is a {type(bert).__name__}; a Hugging Face "
+            f"BertForSequenceClassification needs a 'bert' backbone (a BERT or MiniLM checkpoint)")
+    if model.pooling != "cls":
+        raise ExportError(
+            f"this classifier pools the hidden states with {model.pooling!r}; "
+            f"BertForSequenceClassification reads the [CLS] state only. Fine-tune with "
+            f"pooling='cls' (--set pooling=cls, the default for a pretrained encoder)")
+    tensors: dict[str, np.ndarray] = {}
+    for weight in bert.hf_weights():
+        value = _numpy(weight.variable)
+        for name, part in zip(weight.names, np.split(value, len(weight.names), axis=-1)):
+            tensors[f"{bert.hf_prefix}{name}"] = np.ascontiguousarray(part.T if weight.transpose else part)
+    # the last LayerNorm bounds the [CLS] state: |x_hat_i| <= sqrt(D - 1) for a normalised x
+    ln = bert.encoder_layers[-1].ln_output
+    bound = float(np.max(np.abs(_numpy(ln.gamma))) * np.sqrt(bert.embed_dim - 1)
+                  + np.max(np.abs(_numpy(ln.beta))))
+    eps = _POOLER_INPUT_BOUND / max(bound, 1e-6)
+    tensors["bert.pooler.dense.weight"] = np.eye(bert.embed_dim, dtype=np.float32) * np.float32(eps)
+    tensors["bert.pooler.dense.bias"] = np.zeros(bert.embed_dim, np.float32)
+    kernel, bias = _numpy(model.head.kernel), _numpy(model.head.bias)       # (D, labels), (labels,)
+    tensors["classifier.weight"] = np.ascontiguousarray((kernel / np.float32(eps)).T)
+    tensors["classifier.bias"] = bias
+    labels = ["score"] if task.is_regression else list(task.display_labels)
+    config = {
+        "architectures": ["BertForSequenceClassification"],
+        "model_type": "bert",
+        "vocab_size": bert.vocab_size,
+        "hidden_size": bert.embed_dim,
+        "num_hidden_layers": bert.num_layers,
+        "num_attention_heads": bert.heads,
+        "intermediate_size": bert.ffn_dim,
+        "hidden_act": "gelu",  # the exact (erf) form, as lmkit's `bert`
+        "hidden_dropout_prob": bert.dropout_rate,
+        "attention_probs_dropout_prob": bert.attention_dropout,
+        "classifier_dropout": float(model.drop.rate),
+        "max_position_embeddings": bert.seq_len,
+        "type_vocab_size": bert.type_vocab_size,
+        "layer_norm_eps": bert.layer_norm_eps,
+        "initializer_range": 0.02,
+        "pad_token_id": bert.pad_token_id,
+        "sep_token_id": bert.sep_token_id,
+        "position_embedding_type": "absolute",
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+        "problem_type": "regression" if task.is_regression else "single_label_classification",
+        "finetuning_task": task.name,
+        "dtype": "float32",
+    }
+    tokenizer = source.tokenizer
+    special = {key: token for key, token in _BERT_SPECIAL_TOKENS.items()
+               if tokenizer.token_id(token) is not None}
+    pad = tokenizer.hf.id_to_token(bert.pad_token_id)
+    if pad is not None:
+        special["pad_token"] = pad
+    # token types mark a pair's second segment; without them transformers would read zeros
+    return config, tensors, {**special, "model_input_names": ["input_ids", "token_type_ids",
+                                                            "attention_mask"]}
 
 
 class _Converter(NamedTuple):
-    check: Callable[[TrainConfig], None]  # refuse from the config alone
-    convert: Callable[[Any], tuple[dict[str, Any], dict[str, np.ndarray]]]  # -> (config, weights)
+    check: Callable[[TrainConfig], None] | None  # refuse a run from its config alone (runs only)
+    #: -> (config.json, weights, tokenizer_config.json options: special tokens, input names)
+    convert: Callable[[Any], tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]]
 
 
 def _converters() -> dict[type, _Converter]:
+    from lmkit.evaluation.heads import SequenceClassifier
     from lmkit.models.gpt import GPT
 
-    return {GPT: _Converter(_check_gpt2, _gpt2)}
+    return {GPT: _Converter(_check_gpt2, _gpt2), SequenceClassifier: _Converter(None, _bert_classifier)}
 
 
-def _converter(run: Run) -> Callable[[Any], tuple[dict[str, Any], dict[str, np.ndarray]]]:
-    check(run.config)
+def _converter(source: Any) -> Callable[[Any], tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]]:
+    if isinstance(source, Run):
+        check(source.config)
     # the model's exact class: a subclass may compute something else with the same weights
-    converter = _converters().get(type(run.model))
+    converter = _converters().get(type(source.model))
     if converter is None:
-        raise ExportError(f"the run {run.dir} holds a {type(run.model).__name__} model, not the "
-                          f"'{run.config.arch}' architecture's own class, so it cannot be exported")
+        what = (f"the '{source.config.arch}' architecture's own class" if isinstance(source, Run)
+                else "a run's language model or a classifier with one label per example")
+        raise ExportError(f"{getattr(source, 'dir', 'this source')} holds a "
+                          f"{type(source.model).__name__} model, not {what}, so it cannot be exported")
     return converter.convert

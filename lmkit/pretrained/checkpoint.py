@@ -86,8 +86,15 @@ class Pretrained:
         tokens, lengths = self.encode(texts, max_length)
         fn = compiled(self.model, body)
         values = [v.value for v in self.model.variables]
-        out = [np.asarray(keras.ops.convert_to_numpy(fn(values, tokens[i:i + batch_size])))
-               for i in range(0, len(tokens), batch_size)]
+        out = []
+        for i in range(0, len(tokens), batch_size):
+            chunk = tokens[i:i + batch_size]
+            n = len(chunk)
+            # rows padded to a power of two: a few compiled shapes serve any number of texts
+            rows = min(batch_size, 1 << (n - 1).bit_length())
+            if rows > n:
+                chunk = np.concatenate([chunk, np.repeat(chunk[:1], rows - n, axis=0)])
+            out.append(np.asarray(keras.ops.convert_to_numpy(fn(values, chunk)))[:n])
         mask = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
         width = int(lengths.max())
         return np.concatenate(out)[:, :width], mask[:, :width]

@@ -27,6 +27,7 @@ from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.rundir import CONFIG, TOKENIZER, RunDir, default_run_dir
 from lmkit.errors import ConfigError
 from lmkit.optim import FULL_BATCH
+from lmkit.paths import enable_compilation_cache as _enable_compilation_cache
 from lmkit.resolve import Resolved, resolve, with_arch_defaults
 
 __all__ = ["train_language_model", "LanguageModelTrainee", "Trained", "unigram_loss", "plateau_hint"]
@@ -40,26 +41,6 @@ class Trained(NamedTuple):
     model: Any
     tokenizer: Any
     outcome: engine.Outcome
-
-
-def _enable_compilation_cache() -> None:
-    """Persist XLA executables across processes (a warm start skips the XLA compile).
-
-    JAX's own cache: its entries are XLA's serialized executables, not pickles, and lmkit keeps
-    no cache of its own that a file could run code through. The folder must be private (see
-    `lmkit.paths.private_folder`); otherwise every step is compiled afresh.
-    """
-    import jax
-
-    from lmkit.paths import cache_dir, private_folder
-
-    if jax.config.jax_compilation_cache_dir is None:
-        folder = private_folder(cache_dir() / "jax", "The compilation cache")
-        if folder is None:
-            return
-        jax.config.update("jax_compilation_cache_dir", str(folder))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def unigram_loss(ids: np.ndarray) -> float:
