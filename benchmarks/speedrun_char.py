@@ -186,7 +186,9 @@ def run(quick: bool = False) -> Result:
                 # nanoGPT runs with PyTorch's default threads, then with one: under load from
                 # elsewhere its OpenMP pool collapses (docs/performance.md), which would flatter
                 # lmkit, so its faster run is the reference.
-                results[name].append(run_nanogpt(checkout, quick, None if r % 2 == 0 else 1)
+                # (--quick: one thread, a check of the plumbing that must end under load.)
+                threads = 1 if quick or r % 2 else None
+                results[name].append(run_nanogpt(checkout, quick, threads)
                                      if name == "nanogpt" else run_lmkit(work, quick))
     walls = {"nanogpt": min(r["wall_s"] for r in results["nanogpt"]),
              "lmkit": statistics.median(r["wall_s"] for r in results["lmkit"])}
