@@ -99,6 +99,26 @@ def lion(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
     )
 
 
+#: Newton–Schulz momentum of `muon` (the Muon paper's and modded-nanoGPT's value)
+MUON_MOMENTUM = 0.95
+
+
+@optimizers.register(
+    "muon", description="Muon: Newton–Schulz orthogonalised momentum for 2-D weights, AdamW for "
+                        "the rest (embeddings, untied head, biases, norms).")
+def muon(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
+    """Keras's `Muon` (Jordan et al., 2024), with Moonlight's update scale (each orthogonalised
+    update times ``0.2 * sqrt(max(rows, cols))``) so that it takes AdamW's learning rate and
+    weight decay. Matrices whose path names an embedding or the untied head (``head_kernel``) get
+    AdamW with `beta1`, `beta2`, as in the modded-nanoGPT speedrun; Nesterov momentum 0.95, five
+    Newton–Schulz steps."""
+    return keras.optimizers.Muon(
+        learning_rate, adam_beta_1=cfg.beta1, adam_beta_2=cfg.beta2,
+        weight_decay=cfg.weight_decay, adam_weight_decay=cfg.weight_decay,
+        exclude_layers=["head_kernel"], momentum=MUON_MOMENTUM, **_common(cfg),
+    )
+
+
 def build_optimizer(cfg: Any, learning_rate: Any) -> keras.optimizers.Optimizer:
     """The optimizer named by `cfg.optimizer`, with clipping and weight decay applied.
 

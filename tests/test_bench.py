@@ -13,7 +13,7 @@ from lmkit.cli import main as cli_main
 
 # The benchmarks the README and the docs name.
 DOCUMENTED = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "defaults", "finetune",
-              "scaling")
+              "scaling", "speedrun_char")
 # The quick runs checked here share their machinery (`benchmarks/_common.py`, the runner, the
 # JSON record) with the others; each of those takes half a minute to minutes even when quick
 # (defaults trains every architecture, finetune loads MiniLM and PyTorch), which the CI budget
@@ -72,3 +72,22 @@ def test_without_a_checkout_lmkit_bench_says_where_to_get_the_benchmarks(tmp_pat
     err = capsys.readouterr().err
     assert f"imported from {tmp_path / 'lmkit'}" in err
     assert "pip install -e '.[bench]'" in err and "python -m benchmarks NAME" in err
+
+
+def test_speedrun_char_reads_both_logs_and_draws_both_curves(tmp_path):
+    """The parts of `speedrun_char` that do not need an hour: the time to the target from each
+    contender's evaluations, and the SVG of loss against wall time."""
+    import xml.etree.ElementTree as ET
+
+    from benchmarks.speedrun_char import first_below, write_svg
+
+    nanogpt = [(3.0, 0, 4.2), (40.0, 1000, 2.1), (80.0, 2000, 1.886)]
+    lmkit = [(5.0, 100, 2.5), (12.5, 300, 1.879), (20.0, 400, 1.85)]
+    assert first_below(lmkit, 1.88) == 12.5
+    assert first_below(nanogpt, 1.88) is None
+    path = tmp_path / "curve.svg"
+    write_svg({"nanoGPT": nanogpt, "lmkit": lmkit}, path)
+    svg = ET.parse(path).getroot()
+    lines = svg.findall("{http://www.w3.org/2000/svg}polyline")
+    assert [len(line.get("points").split()) for line in lines] == [3, 3]
+    assert {t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")} >= {"nanoGPT", "lmkit"}

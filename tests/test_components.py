@@ -52,6 +52,56 @@ def test_weight_decay_shrinks_matrices_but_not_vectors(name: str) -> None:
     np.testing.assert_allclose(np.asarray(bias.value), 1.0)
 
 
+def _newton_schulz(g: np.ndarray, steps: int = 5) -> np.ndarray:
+    """The Muon paper's quintic Newton–Schulz iteration towards the orthogonal factor U V^T."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    wide = g.shape[0] > g.shape[1]
+    x = g.T if wide else g
+    x = x / (np.linalg.norm(x) + 1e-7)
+    for _ in range(steps):
+        s = x @ x.T
+        x = a * x + (b * s + c * s @ s) @ x
+    return x.T if wide else x
+
+
+@pytest.mark.slow
+def test_muon_follows_the_paper_for_matrices_and_adamw_for_the_rest() -> None:
+    """Three steps of `muon` on a matrix and a bias, against the update rule written in numpy:
+    Nesterov momentum 0.95, Newton–Schulz, Moonlight's 0.2 * sqrt(max(rows, cols)) scale and
+    decoupled decay for 2-D weights; AdamW (bias-corrected) for 1-D ones."""
+    lr, wd, b1, b2 = 0.02, 0.1, 0.9, 0.99
+    cfg = TrainConfig(optimizer="muon", learning_rate=lr, weight_decay=wd, beta1=b1, beta2=b2,
+                      clipnorm=None)
+    opt = build_optimizer(cfg, lr)
+    rng = np.random.default_rng(0)
+    w0, bias0 = rng.normal(size=(6, 4)).astype("float32"), rng.normal(size=4).astype("float32")
+    kernel, bias = keras.Variable(w0, name="w_fc"), keras.Variable(bias0, name="b_fc")
+    exclude_from_decay(opt, [kernel, bias])
+    grads = [(rng.normal(size=(6, 4)).astype("float32"), rng.normal(size=4).astype("float32"))
+             for _ in range(3)]
+    w, b = w0.astype("float64"), bias0.astype("float64")
+    mom, m, v = np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)
+    for t, (gw, gb) in enumerate(grads, start=1):
+        opt.apply([gw, gb], [kernel, bias])
+        w = w * (1 - lr * wd)                                    # decoupled decay, matrices only
+        mom = 0.95 * mom + gw
+        w = w - lr * 0.2 * np.sqrt(6) * _newton_schulz(gw + 0.95 * mom)
+        m, v = b1 * m + (1 - b1) * gb, b2 * v + (1 - b2) * gb ** 2
+        b = b - lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (np.sqrt(v) + 1e-7)
+        np.testing.assert_allclose(np.asarray(kernel.value), w, rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(np.asarray(bias.value), b, rtol=2e-4, atol=2e-5)
+    assert np.abs(w - w0).max() > 1e-3  # the matrix moved: the comparison is not vacuous
+
+
+def test_muon_gives_embeddings_and_an_untied_head_to_adamw() -> None:
+    opt = build_optimizer(TrainConfig(optimizer="muon"), 1e-3)
+    names = ("embedding", "head_kernel", "w_qkv")
+    variables = [keras.Variable(np.zeros((5, 3), "float32"), name=n) for n in names]
+    opt.build(variables)
+    adam = {n for n, var in zip(names, variables) if opt._should_use_adamw(var)}
+    assert adam == {"embedding", "head_kernel"}
+
+
 # -- schedules -----------------------------------------------------------------------------------
 
 

@@ -115,7 +115,12 @@ def test_architecture_defaults_fill_only_unset_keys() -> None:
     assert (lstm.layers, lstm.learning_rate) == (1, 3e-3)  # not the global 4 layers at 1e-3
     mine = effective(arch="lstm", layers=4, learning_rate=1e-3)
     assert (mine.layers, mine.learning_rate) == (4, 1e-3)  # what the user set always wins
-    assert effective(arch="gpt") == TrainConfig()  # the global defaults are gpt's
+    gpt = effective(arch="gpt")  # gpt's speedrun recipe, docs/performance.md
+    assert (gpt.optimizer, gpt.max_steps, gpt.batch_size) == ("muon", 300, 24)
+    assert gpt.model == {"rotary": True, "mlp": "relu2", "qk_norm": True, "zero_init": True}
+    nanogpt = TrainConfig.from_sources("nanogpt_char")  # a preset keeps its exact recipe
+    assert with_arch_defaults(nanogpt, resolve(nanogpt).arch) == nanogpt
+    assert effective(arch="gpt", model={"head_bias": False}).model == {"head_bias": False}
 
 
 def test_automatic_evaluation_interval_gives_about_ten_points() -> None:

@@ -286,3 +286,83 @@ def test_gpt_without_head_bias_is_the_bare_tied_head_and_old_files_keep_theirs(t
     old = keras.saving.load_model(tmp_path / "old.keras", safe_mode=True)
     np.testing.assert_array_equal(numpy(old.head_bias), np.arange(VOCAB))
     np.testing.assert_array_equal(numpy(old(x)), numpy(biased(x)))
+
+
+SPEEDRUN_OPTIONS = {
+    "rotary": {"rotary": True},
+    "qk_norm": {"qk_norm": True},
+    "relu2": {"mlp": "relu2"},
+    "rmsnorm": {"norm": "rmsnorm"},
+    "untied": {"tie_embeddings": False},
+    "zero_init": {"zero_init": True},
+    "softcap": {"logit_softcap": 2.0},
+    "all": {"rotary": True, "qk_norm": True, "mlp": "relu2", "norm": "rmsnorm",
+            "tie_embeddings": False, "zero_init": True, "logit_softcap": 2.0},
+}
+
+
+def _check_gpt_option(options, tmp_path):
+    """Shapes, KV-cache decoding equal to the full forward pass, and a save/load round trip."""
+    model = tiny("gpt", **options)
+    x = tokens(2, 9)
+    full = numpy(model(x))
+    assert full.shape == (2, 9, VOCAB) and full.dtype == np.float32 and np.isfinite(full).all()
+    state = model.init_state(2)
+    pieces = []
+    for start, stop in ((0, 4), (4, 5), (5, 9)):
+        logits, state = model.decode(x[:, start:stop], state)
+        pieces.append(numpy(logits))
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-4)
+    path = tmp_path / "gpt.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(numpy(loaded(x)), full)
+    return model, full
+
+
+@pytest.mark.slow
+def test_gpt_with_every_speedrun_option_decodes_and_round_trips(tmp_path):
+    model, logits = _check_gpt_option(SPEEDRUN_OPTIONS["all"], tmp_path)
+    assert model.position_embedding is None              # rotary replaces learned positions
+    assert np.abs(logits).max() <= 2.0                   # the soft cap bounds every logit
+    names = {v.path.split("/")[-1] for v in model.weights}
+    assert "head_kernel" in names and "beta" not in names  # untied head; RMSNorm has no bias
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option", [k for k in SPEEDRUN_OPTIONS if k != "all"])
+def test_gpt_speedrun_option_alone(option, tmp_path):
+    _check_gpt_option(SPEEDRUN_OPTIONS[option], tmp_path)
+
+
+def test_gpt_speedrun_options_change_the_computation_and_default_off():
+    x = tokens(2, 9)
+    keras.utils.set_random_seed(0)
+    plain = tiny("gpt")
+    base = numpy(plain(x))
+    assert plain.get_config()["rotary"] is False and plain.get_config()["mlp"] == "gelu"
+    for options in ({"qk_norm": True}, {"mlp": "relu2"}, {"logit_softcap": 1.0}):
+        other = tiny("gpt", **options)
+        other(x)
+        other.set_weights(plain.get_weights())  # the same weights, another computation
+        assert np.abs(numpy(other(x)) - base).max() > 1e-4, options
+
+
+def test_gpt_zero_init_blocks_start_as_the_identity():
+    x = tokens(2, 9)
+    model = tiny("gpt", zero_init=True, tie_embeddings=False, head_bias=False)
+    assert np.abs(numpy(model(x))).max() == 0.0  # zero residual branches and a zero head
+    for block in model.blocks:
+        assert not numpy(block.w_proj).any() and not numpy(block.w_out).any()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"mlp": "swish"}, "`mlp` must be one of"),
+    ({"norm": "batch"}, "`norm` must be one of"),
+    ({"logit_softcap": -1.0}, "`logit_softcap` must be a number >= 0"),
+    ({"rotary": True, "embed_dim": 18, "heads": 2}, "must be even"),
+])
+def test_gpt_speedrun_options_are_checked(options, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny("gpt", **options)

@@ -388,3 +388,28 @@ def test_a_config_file_given_with_resume_overrides_the_saved_config(tmp_path: Pa
     assert saved.to_dict() == {**run.config.to_dict(), "max_steps": 6}
     with pytest.raises(ConfigError, match="cannot resume .* tokenizer='byte' \\(the run has 'char'\\)"):
         run.resume(tokenizer="byte")
+
+
+@pytest.mark.slow
+def test_architecture_defaults_that_name_an_optimizer_are_the_ones_trained_with(tmp_path, monkeypatch):
+    """gpt's defaults name `muon`: the optimizer built must be the one the run's config records
+    (it was once resolved before the architecture's defaults were applied, so AdamW trained)."""
+    import keras
+
+    from lmkit.models.gpt import GPT
+    from lmkit.registry import optimizers
+
+    built: list[str] = []
+
+    def recording(cfg, learning_rate):
+        built.append(cfg.optimizer)
+        return keras.optimizers.SGD(learning_rate)
+
+    optimizers.register("test_default_sgd", recording)
+    monkeypatch.setattr(GPT, "config_defaults", {"optimizer": "test_default_sgd"})
+    try:
+        run = lmkit.train(**{**TINY, "max_steps": 2, "eval_every": 2, "checkpoint_every": 2,
+                             "sample_tokens": 0}, out=str(tmp_path / "run"), reporters=[])
+    finally:
+        optimizers.unregister("test_default_sgd")
+    assert built == ["test_default_sgd"] and run.config.optimizer == "test_default_sgd"

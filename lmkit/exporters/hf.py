@@ -120,9 +120,21 @@ _GPT2_HEAD_BIAS = (
 )
 
 
+#: `gpt` options GPT-2 has no equivalent for, with the value that is GPT-2's computation
+_GPT2_PLAIN = {"rotary": False, "qk_norm": False, "mlp": "gelu", "norm": "layernorm",
+               "logit_softcap": 0.0}
+
+
 def _check_gpt2(config: TrainConfig) -> None:
     if config.model.get("head_bias", True):
         raise ExportError(_GPT2_HEAD_BIAS)
+    changed = {k: config.model[k] for k, plain in _GPT2_PLAIN.items()
+               if k in config.model and config.model[k] != plain}
+    if changed:
+        said = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        raise ExportError(f"this gpt run uses {said}, which GPT-2 (transformers' GPT2LMHeadModel) "
+                          f"does not compute; only a run without these [model] options exports "
+                          f"to the hf format")
 
 
 def _gpt2(run: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:

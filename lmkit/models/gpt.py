@@ -17,6 +17,18 @@ Incremental decoding keeps a KV cache of `seq_len` positions per layer in the st
 `init_state`; `decode` writes the new keys/values at the current position and attends over the
 cache with a mask. The caller keeps ``pos + T_new <= seq_len`` (past that it must recompute on
 the last `seq_len` tokens): inside `jax.jit` a position beyond the cache cannot raise.
+
+Options from the modded-nanoGPT speedrun, all off by default so that existing runs and presets keep
+their exact computation (``[model]`` table, or ``--set model.rotary=true``):
+
+- ``rotary``: rotary position embeddings on queries and keys instead of learned positions;
+- ``qk_norm``: queries and keys RMS-normalised per head before their dot product;
+- ``mlp = "relu2"``: ReLU² instead of GELU in the MLP;
+- ``norm = "rmsnorm"``: RMSNorm (a scale, no centring, no bias) instead of LayerNorm;
+- ``zero_init``: the residual projections (attention output, MLP output) start at zero, so each
+  block starts as the identity;
+- ``logit_softcap``: logits squashed to ``cap * tanh(logits / cap)`` (``0``: off);
+- an untied output head is the generic key ``tie_embeddings = false``.
 """
 
 from __future__ import annotations
@@ -28,21 +40,50 @@ import keras
 from keras import ops
 
 from lmkit.errors import ConfigError
-from lmkit.models.base import LanguageModel, check_bool, check_positive_int, check_rate
+from lmkit.models.base import (LanguageModel, check_bool, check_choice, check_positive_int,
+                               check_rate)
 from lmkit.registry import architectures
 
 __all__ = ["GPT", "Block"]
 
 _NEG_INF = -1e9  # masked attention score; finite so that fully masked rows stay NaN-free
+MLPS = ("gelu", "relu2")
+NORMS = ("layernorm", "rmsnorm")
 
 
 def _normal(stddev: float) -> keras.initializers.Initializer:
     return keras.initializers.RandomNormal(stddev=stddev)
 
 
+def _norm_layer(kind: str, name: str) -> keras.layers.Layer:
+    if kind == "rmsnorm":
+        return keras.layers.RMSNormalization(epsilon=1e-5, name=name)
+    return keras.layers.LayerNormalization(epsilon=1e-5, name=name)
+
+
+def _rms(x: Any) -> Any:
+    """`x` divided by its root mean square over the last axis (no learned scale)."""
+    x32 = ops.cast(x, "float32")
+    scaled = x32 * ops.rsqrt(ops.mean(ops.square(x32), axis=-1, keepdims=True) + 1e-6)
+    return ops.cast(scaled, x.dtype)
+
+
+def _rotate(x: Any, positions: Any) -> Any:
+    """Rotary position embedding of `x` ``(B, T, H, d)`` at `positions` ``(T,)`` (RoFormer,
+    half-split pairs: feature i turns with feature i + d/2 by ``position / 10000^(2i/d)``)."""
+    half = x.shape[-1] // 2
+    freq = 1.0 / (10000.0 ** (ops.arange(half, dtype="float32") / half))      # (d/2,)
+    angle = ops.cast(positions, "float32")[:, None] * freq[None, :]           # (T, d/2)
+    cos = ops.cast(ops.cos(angle), x.dtype)[None, :, None, :]
+    sin = ops.cast(ops.sin(angle), x.dtype)[None, :, None, :]
+    a, b = x[..., :half], x[..., half:]
+    return ops.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="lmkit")
 class Block(keras.layers.Layer):
-    """Pre-LayerNorm Transformer block: causal multi-head self-attention, then a GELU MLP.
+    """Pre-LayerNorm Transformer block: causal multi-head self-attention, then a GELU MLP
+    (the options `rotary`, `qk_norm`, `mlp`, `norm`, `zero_init` are the model's, see `GPT`).
 
     `call` takes 2-D activations ``(B*T, D)`` and ``allowed`` ``(T, T_k)``, true where a query
     may attend to a key, and returns the activations with this block's keys and values
@@ -50,13 +91,16 @@ class Block(keras.layers.Layer):
     """
 
     def __init__(self, embed_dim: int, heads: int, dropout: float, num_layers: int,
-                 **kwargs: Any) -> None:
+                 rotary: bool = False, qk_norm: bool = False, mlp: str = "gelu",
+                 norm: str = "layernorm", zero_init: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.embed_dim, self.heads = embed_dim, heads
         self.dropout, self.num_layers = dropout, num_layers
+        self.rotary, self.qk_norm, self.mlp, self.norm = rotary, qk_norm, mlp, norm
+        self.zero_init = zero_init
         self.head_dim = embed_dim // heads
-        self.ln_1 = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_1")
-        self.ln_2 = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_2")
+        self.ln_1 = _norm_layer(norm, "ln_1")
+        self.ln_2 = _norm_layer(norm, "ln_2")
         self.drop = keras.layers.Dropout(dropout)
 
     def build(self, input_shape: Any) -> None:
@@ -65,15 +109,16 @@ class Block(keras.layers.Layer):
         # One initializer object per weight: a Keras initializer carries a fixed seed, so reusing
         # one would draw the same numbers for both weights (w_out's first rows = w_proj).
         resid_std = 0.02 / math.sqrt(2 * self.num_layers)
+        resid = (lambda: "zeros") if self.zero_init else (lambda: _normal(resid_std))
         self.ln_1.build((None, d))
         self.ln_2.build((None, d))
         self.w_qkv = self.add_weight(shape=(d, 3 * d), initializer=_normal(0.02), name="w_qkv")
         self.b_qkv = self.add_weight(shape=(3 * d,), initializer="zeros", name="b_qkv")
-        self.w_proj = self.add_weight(shape=(d, d), initializer=_normal(resid_std), name="w_proj")
+        self.w_proj = self.add_weight(shape=(d, d), initializer=resid(), name="w_proj")
         self.b_proj = self.add_weight(shape=(d,), initializer="zeros", name="b_proj")
         self.w_fc = self.add_weight(shape=(d, 4 * d), initializer=_normal(0.02), name="w_fc")
         self.b_fc = self.add_weight(shape=(4 * d,), initializer="zeros", name="b_fc")
-        self.w_out = self.add_weight(shape=(4 * d, d), initializer=_normal(resid_std), name="w_out")
+        self.w_out = self.add_weight(shape=(4 * d, d), initializer=resid(), name="w_out")
         self.b_out = self.add_weight(shape=(d,), initializer="zeros", name="b_out")
 
     def call(self, x: Any, *, batch: int, allowed: Any, cache: tuple[Any, Any] | None = None,
@@ -83,6 +128,11 @@ class Block(keras.layers.Layer):
         # -- attention ------------------------------------------------------------------------
         qkv = ops.matmul(self.ln_1(x), self.w_qkv) + self.b_qkv            # (B*T, 3D)
         q, k, v = (ops.reshape(t, (batch, time, h, hd)) for t in ops.split(qkv, 3, axis=-1))
+        if self.qk_norm:
+            q, k = _rms(q), _rms(k)
+        if self.rotary:  # keys are cached already rotated, at their absolute positions
+            positions = pos + ops.arange(time, dtype="int32")
+            q, k = _rotate(q, positions), _rotate(k, positions)
         if cache is not None:                                              # write at pos
             k = ops.slice_update(cache[0], (0, pos, 0, 0), ops.cast(k, cache[0].dtype))
             v = ops.slice_update(cache[1], (0, pos, 0, 0), ops.cast(v, cache[1].dtype))
@@ -94,13 +144,16 @@ class Block(keras.layers.Layer):
         y = ops.matmul(ops.reshape(y, (-1, d)), self.w_proj) + self.b_proj  # (B*T, D)
         x = x + self.drop(y, training=training)
         # -- MLP ------------------------------------------------------------------------------
-        y = ops.gelu(ops.matmul(self.ln_2(x), self.w_fc) + self.b_fc)      # (B*T, 4D)
+        y = ops.matmul(self.ln_2(x), self.w_fc) + self.b_fc                # (B*T, 4D)
+        y = ops.square(ops.relu(y)) if self.mlp == "relu2" else ops.gelu(y)
         y = ops.matmul(y, self.w_out) + self.b_out                         # (B*T, D)
         return x + self.drop(y, training=training), k, v
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "embed_dim": self.embed_dim, "heads": self.heads,
-                "dropout": self.dropout, "num_layers": self.num_layers}
+                "dropout": self.dropout, "num_layers": self.num_layers, "rotary": self.rotary,
+                "qk_norm": self.qk_norm, "mlp": self.mlp, "norm": self.norm,
+                "zero_init": self.zero_init}
 
 
 @architectures.register(
@@ -117,6 +170,10 @@ class GPT(LanguageModel):
     unchanged); ``head_bias=False`` makes the head GPT-2's, ``x @ embedding^T``, which a run needs
     to be exported to Hugging Face's format with a trained head (`lmkit.export`).
 
+    Speedrun options (module docstring; all off by default): `rotary`, `qk_norm`, `mlp`
+    (``"gelu"`` or ``"relu2"``), `norm` (``"layernorm"`` or ``"rmsnorm"``), `zero_init`,
+    `logit_softcap` (``0``: off).
+
     >>> model = GPT(vocab_size=65, embed_dim=128, layers=4, heads=4, seq_len=64)  # doctest: +SKIP
     >>> state = model.init_state(1)                                              # doctest: +SKIP
     >>> logits, state = model.decode(prompt_tokens, state)                       # doctest: +SKIP
@@ -128,19 +185,32 @@ class GPT(LanguageModel):
     model_parallel_axes = {"w_qkv": 1, "w_fc": 1, "w_proj": 0, "w_out": 0}
     model_parallel_divides = ("heads",)
 
+    #: The fastest recipe measured to a char-level validation loss of 1.88 on Tiny Shakespeare
+    #: (docs/performance.md, "Speedrun"): Muon, a higher learning rate, batches of 24 and the
+    #: speedrun options, 300 steps (nanoGPT's CPU recipe: 2,000 steps of 12, `nanogpt_char`).
+    #: Applied to the keys a config does not set; setting any `[model]` key replaces the table.
+    config_defaults = {
+        "optimizer": "muon", "learning_rate": 3e-3, "batch_size": 24, "max_steps": 300,
+        "warmup_steps": 50,
+        "model": {"rotary": True, "mlp": "relu2", "qk_norm": True, "zero_init": True},
+    }
+
     @classmethod
     def training_size(cls, vocab_size: int, batch_size: int, seq_len: int,
                       options: dict[str, Any]) -> tuple[int, int]:
         d, n = int(options.get("embed_dim", 128)), int(options.get("layers", 4))
         h, t = int(options.get("heads", 4)), int(options.get("seq_len", seq_len))
         head = 0 if options.get("tie_embeddings", True) else vocab_size * d
-        params = vocab_size * d + t * d + n * 12 * d * d + head
+        positions = 0 if options.get("rotary", False) else t * d
+        params = vocab_size * d + positions + n * 12 * d * d + head
         per_layer = batch_size * t * 14 * d + batch_size * h * t * t * 2  # + attention scores
         return params, n * per_layer + batch_size * t * 2 * vocab_size
 
     def __init__(self, vocab_size: int, *, embed_dim: int = 128, layers: int = 4, heads: int = 4,
                  seq_len: int = 64, dropout: float = 0.0, tie_embeddings: bool = True,
-                 head_bias: bool = True, **kwargs: Any) -> None:
+                 head_bias: bool = True, rotary: bool = False, qk_norm: bool = False,
+                 mlp: str = "gelu", norm: str = "layernorm", zero_init: bool = False,
+                 logit_softcap: float = 0.0, **kwargs: Any) -> None:
         super().__init__(vocab_size, **kwargs)
         self.embed_dim = check_positive_int("embed_dim", embed_dim)
         self.num_layers = check_positive_int("layers", layers)
@@ -149,17 +219,36 @@ class GPT(LanguageModel):
         self.dropout_rate = check_rate("dropout", dropout)
         self.tie_embeddings = check_bool("tie_embeddings", tie_embeddings)
         self.use_head_bias = check_bool("head_bias", head_bias)
+        self.rotary = check_bool("rotary", rotary)
+        self.qk_norm = check_bool("qk_norm", qk_norm)
+        self.mlp = check_choice("mlp", mlp, MLPS)
+        self.norm = check_choice("norm", norm, NORMS)
+        self.zero_init = check_bool("zero_init", zero_init)
+        if (isinstance(logit_softcap, bool) or not isinstance(logit_softcap, (int, float))
+                or not logit_softcap >= 0):
+            raise ConfigError(f"`logit_softcap` must be a number >= 0 (0: off), got "
+                              f"{logit_softcap!r}; the speedrun uses 15 to 30")
+        self.logit_softcap = float(logit_softcap)
         if embed_dim % heads:
             raise ConfigError(
                 f"`embed_dim` ({embed_dim}) must be divisible by `heads` ({heads}); "
                 f"try embed_dim={heads * max(1, round(embed_dim / heads))}"
             )
+        if rotary and (embed_dim // heads) % 2:
+            raise ConfigError(
+                f"`rotary` turns pairs of features, so the head width embed_dim / heads "
+                f"({embed_dim} / {heads} = {embed_dim // heads}) must be even; change embed_dim "
+                f"or heads")
         self._options = {"embed_dim": embed_dim, "layers": layers, "heads": heads,
                          "seq_len": seq_len, "dropout": dropout, "tie_embeddings": tie_embeddings,
-                         "head_bias": head_bias}
-        self.blocks = [Block(embed_dim, heads, self.dropout_rate, layers, name=f"block_{i}")
+                         "head_bias": head_bias, "rotary": self.rotary, "qk_norm": self.qk_norm,
+                         "mlp": self.mlp, "norm": self.norm, "zero_init": self.zero_init,
+                         "logit_softcap": self.logit_softcap}
+        self.blocks = [Block(embed_dim, heads, self.dropout_rate, layers, rotary=self.rotary,
+                             qk_norm=self.qk_norm, mlp=self.mlp, norm=self.norm,
+                             zero_init=self.zero_init, name=f"block_{i}")
                        for i in range(layers)]
-        self.ln_f = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_f")
+        self.ln_f = _norm_layer(self.norm, "ln_f")
         self.drop = keras.layers.Dropout(self.dropout_rate)
 
     @property
@@ -169,13 +258,15 @@ class GPT(LanguageModel):
     def build(self, input_shape: Any) -> None:
         d = self.embed_dim
         self._build_embedding(d, initializer=_normal(0.02))                # (V, D)
-        self.position_embedding = self.add_weight(
+        self.position_embedding = None if self.rotary else self.add_weight(
             shape=(self.seq_len, d), initializer=_normal(0.02), name="position_embedding"
         )                                                                  # (L, D)
         for block in self.blocks:
             block.build((None, d))
         self.ln_f.build((None, d))
         self._build_head(d, self.tie_embeddings, bias=self.use_head_bias)
+        if self.head_kernel is not None and self.zero_init:  # an untied head starts at zero too
+            self.head_kernel.assign(ops.zeros(self.head_kernel.shape))
 
     def init_state(self, batch_size: int) -> dict[str, Any]:
         """KV cache: ``k``, ``v`` of shape (layers, B, seq_len, heads, head_dim), and ``pos``."""
@@ -188,6 +279,12 @@ class GPT(LanguageModel):
     def features(self, tokens: Any, training: bool = False) -> Any:
         return self._forward(tokens, 0, None, training)[0]
 
+    def _logits(self, h: Any) -> Any:
+        logits = super()._logits(h)
+        if self.logit_softcap:
+            logits = self.logit_softcap * ops.tanh(logits / self.logit_softcap)
+        return logits
+
     def _decode(self, tokens: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         pos = state["pos"]
         x, ks, vs = self._forward(tokens, pos, (state["k"], state["v"]), False)
@@ -199,9 +296,10 @@ class GPT(LanguageModel):
                  training: bool) -> tuple[Any, list[Any], list[Any]]:
         batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
         positions = pos + ops.arange(time, dtype="int32")                  # (T,)
-        x = self._embed(tokens) + ops.cast(
-            ops.take(self.position_embedding, positions, axis=0), self.compute_dtype
-        )                                                                  # (B, T, D)
+        x = self._embed(tokens)                                            # (B, T, D)
+        if self.position_embedding is not None:
+            x = x + ops.cast(ops.take(self.position_embedding, positions, axis=0),
+                             self.compute_dtype)
         x = self.drop(ops.reshape(x, (-1, self.embed_dim)), training=training)  # (B*T, D)
         # Query i (at position pos + i) may see key j iff j <= pos + i.
         keys = ops.arange(time if cache is None else self.seq_len, dtype="int32")

@@ -144,6 +144,7 @@ def train_language_model(
     parts = resolve(cfg)  # every name checked before any work: a typo fails in a second
     if not resume:  # a resumed run keeps the config it was started with
         cfg = with_arch_defaults(cfg, parts.arch)
+        parts = resolve(cfg)  # the defaults may name other components (gpt's optimizer: muon)
     corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
     layout = _layout(cfg)  # a device count that does not fit fails here too
     lead = layout is None or layout.lead  # the one process that writes the run
