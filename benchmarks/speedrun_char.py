@@ -95,11 +95,12 @@ def run_nanogpt(checkout: Path, quick: bool, threads: int | None = None) -> dict
 def random_val_loss(run_dir: Path, batches: int = 40, batch: int = 12, seed: int = 0) -> float:
     """Mean cross-entropy of a saved lmkit run on random windows of its validation split."""
     import numpy as np
-    from keras import ops
 
-    import lmkit
+    import lmkit  # first: it sets Keras's backend to JAX (Keras's own default is TensorFlow)
     from lmkit.data.corpus import open_corpus
     from lmkit.data.tokens import split, token_ids
+
+    from keras import ops
 
     run = lmkit.load(run_dir)
     cfg = run.config
