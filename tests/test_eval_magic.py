@@ -53,10 +53,12 @@ def test_a_data_error_is_one_line(ip, calls) -> None:
     assert calls == []
 
 
-def test_ui_runs_the_pairs_in_the_panel(ip, monkeypatch) -> None:
+@pytest.fixture
+def panels(monkeypatch) -> list[Any]:
+    """The evaluation panels `%lmeval --ui` makes, as fakes recording their options and runs."""
     import lmkit.notebook.eval_panel as eval_panel
 
-    made = []
+    made: list[Any] = []
 
     class FakePanel:
         def __init__(self, **kwargs):
@@ -66,9 +68,16 @@ def test_ui_runs_the_pairs_in_the_panel(ip, monkeypatch) -> None:
         def run(self, runs, tasks):
             self.ran = (runs, tasks)
 
+        def run_suite(self, suite, runs, tasks):
+            self.ran = (suite, runs, tasks)
+
     monkeypatch.setattr(eval_panel, "EvalPanel", FakePanel)
+    return made
+
+
+def test_ui_runs_the_pairs_in_the_panel(ip, panels) -> None:
     ip.run_line_magic("lmeval", "scratch --task imdb --task glue/cola --data aclImdb --set max_steps=5 --ui")
-    (panel,) = made
+    (panel,) = panels
     assert panel.ran == (("scratch",), ("imdb", "glue/cola"))
     assert panel.kwargs["runs"] == {"scratch": "scratch"} and panel.kwargs["data"] == "aclImdb"
     assert panel.kwargs["max_steps"] == 5
@@ -94,22 +103,9 @@ def test_suite_fine_tunes_every_superglue_task_with_progress(ip, monkeypatch, ca
     assert "evaluating scratch on superglue/record (5/8)" in out and "SuperGLUE avg" in out
 
 
-def test_suite_with_ui_runs_it_in_the_panel(ip, monkeypatch) -> None:
-    import lmkit.notebook.eval_panel as eval_panel
-
-    made = []
-
-    class FakePanel:
-        def __init__(self, **kwargs):
-            self.kwargs, self.ran = kwargs, None
-            made.append(self)
-
-        def run_suite(self, suite, runs, tasks):
-            self.ran = (suite, runs, tasks)
-
-    monkeypatch.setattr(eval_panel, "EvalPanel", FakePanel)
+def test_suite_with_ui_runs_it_in_the_panel(ip, panels) -> None:
     ip.run_line_magic("lmeval", "scratch --suite superglue --data sg --task record --set max_steps=5 --ui -o panel")
-    (panel,) = made
+    (panel,) = panels
     assert panel.ran == ("superglue", ("scratch",), ["record"]) and ip.user_ns["panel"] is panel
     assert panel.kwargs["data"] == "sg" and panel.kwargs["max_steps"] == 5
 

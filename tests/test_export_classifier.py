@@ -75,7 +75,9 @@ def test_an_exported_fine_tuned_pair_classifier_gives_transformers_the_same_logi
     tok = transformers.AutoTokenizer.from_pretrained(out)
     encoded = tok(a[0], b[0])
     assert encoded["input_ids"] == clf.tokenizer.encode_inputs([a[0]], [b[0]])[0].tolist()
-    assert 1 in encoded["token_type_ids"]
+    ids = encoded["input_ids"]
+    first_sep = ids.index(tok.sep_token_id)  # [CLS] a [SEP] is segment 0, b [SEP] segment 1
+    assert encoded["token_type_ids"] == [0] * (first_sep + 1) + [1] * (len(ids) - first_sep - 1)
 
 
 @pytest.mark.slow
