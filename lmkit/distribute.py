@@ -23,7 +23,7 @@ the processes' collectives go through gloo.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ import numpy as np
 
 from lmkit.errors import ConfigError, RunError
 
-__all__ = ["Layout", "layout_for", "state_shardings", "initialize", "DATA", "MODEL",
+__all__ = ["Layout", "layout_for", "state_shardings", "jit_step", "initialize", "DATA", "MODEL",
            "ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID", "ENV_DISTRIBUTED",
            "ENV_HEARTBEAT", "ENV_INIT_TIMEOUT"]
 
@@ -195,6 +195,12 @@ class Layout:
         host = np.asarray(value)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
+    def place(self, state: Any, shardings: Any) -> Any:
+        """Every array of the pytree `state` put with its sharding in `shardings` (same tree)."""
+        import jax
+
+        return jax.tree.map(self.put, state, shardings)
+
     def to_host(self, array: Any) -> np.ndarray:
         """The whole of a global array on this host (gathered from the other processes when
         they hold parts of it; every process must call this at the same point)."""
@@ -276,26 +282,29 @@ def layout_for(devices: str | int | Sequence[int] = "all", batch_size: int = 1,
     return Layout(Mesh(grid, (DATA, MODEL)))
 
 
-def state_shardings(layout: Layout, model: Any, optimizer: Any) -> tuple[list[Any], list[Any], list[Any]]:
-    """Shardings of the compiled step's state ``(trainable, non_trainable, optimizer slots)``.
+def state_shardings(layout: Layout, model: Any, *optimizers: Any,
+                    rules: Any = None) -> tuple[list[Any], ...]:
+    """Shardings of a compiled step's state ``(trainable, non_trainable, slots of each optimizer)``.
 
-    Replicated, except with a ``model`` axis: the variables the architecture names in
-    `model_parallel_axes` are split along that axis, and so are their optimizer slots (Keras
-    names a slot after its variable's path). Raises `ConfigError` when the model axis does not
-    divide a split weight or an attribute in `model_parallel_divides`.
+    Replicated, except with a ``model`` axis: the variables the architecture (`rules`, default
+    `model`; a classifier passes its backbone) names in `model_parallel_axes` are split along
+    that axis, and so are their optimizer slots (Keras names a slot after its variable's path).
+    Raises `ConfigError` when the model axis does not divide a split weight or an attribute in
+    `model_parallel_divides`.
     """
+    rules = model if rules is None else rules
     replicated = layout.replicated
     trainable = [replicated] * len(model.trainable_variables)
     if layout.model_size > 1:
-        axes = getattr(model, "model_parallel_axes", {})
+        axes = getattr(rules, "model_parallel_axes", {})
         n = layout.model_size
         if not axes:
             raise ConfigError(
-                f"model_parallel={n}: architecture {type(model).__name__} names no weights to "
+                f"model_parallel={n}: architecture {type(rules).__name__} names no weights to "
                 f"split (its `model_parallel_axes` is empty); use model_parallel = 1 (data "
                 f"parallel over every device) or an architecture that splits, such as gpt")
-        for attr in getattr(model, "model_parallel_divides", ()):
-            value = getattr(model, attr)
+        for attr in getattr(rules, "model_parallel_divides", ()):
+            value = getattr(rules, attr)
             if value % n:
                 raise ConfigError(
                     f"model_parallel={n} does not divide {attr}={value}; use a {attr} that is a "
@@ -316,10 +325,32 @@ def state_shardings(layout: Layout, model: Any, optimizer: Any) -> tuple[list[An
             by_path[var.path.replace("/", "_") + "_"] = (tuple(var.shape), trainable[i])
     else:
         by_path = {}
-    slots = []
-    for var in optimizer.variables:
-        match = next((sh for prefix, (shape, sh) in by_path.items()
-                      if var.path.rsplit("/", 1)[-1].startswith(prefix) and tuple(var.shape) == shape),
-                     replicated)
-        slots.append(match)
-    return trainable, [replicated] * len(model.non_trainable_variables), slots
+    slots = [[next((sh for prefix, (shape, sh) in by_path.items()
+                    if var.path.rsplit("/", 1)[-1].startswith(prefix) and tuple(var.shape) == shape),
+                   replicated) for var in optimizer.variables] for optimizer in optimizers]
+    return (trainable, [replicated] * len(model.non_trainable_variables), *slots)
+
+
+def jit_step(step: Callable[..., tuple[Any, Any]], layout: Layout | None, shardings: Any,
+             batch_axes: Sequence[int | None], donate: bool = True) -> Callable[..., tuple[Any, Any]]:
+    """A training step ``step(state, *args) -> (state, out)`` compiled with `jax.jit`.
+
+    With no layout (one device), plain `jax.jit`. On a layout, the state keeps the
+    `shardings` (`state_shardings`) in and out, `out` (losses) is replicated, and each argument
+    is placed by its entry of `batch_axes`: the axis of its arrays that holds the batch rows
+    (split over ``data``), or None (replicated: learning-rate masks, flags). XLA then adds the
+    devices' gradients. Both steps of lmkit use it (language-model training,
+    `lmkit.training.step`; fine-tuning, `lmkit.evaluation.finetune`). `donate` hands the
+    state's buffers to the call (its caller must never read the old state again).
+
+    >>> step = jit_step(train_chunk, layout, shardings, batch_axes=(1, 1))   # doctest: +SKIP
+    """
+    import jax
+
+    donated = {"donate_argnums": 0} if donate else {}
+    if layout is None:
+        return jax.jit(step, **donated)
+    args = tuple(layout.replicated if axis is None else layout.batch_sharding(axis)
+                 for axis in batch_axes)
+    return jax.jit(step, in_shardings=(shardings, *args),
+                   out_shardings=(shardings, layout.replicated), **donated)

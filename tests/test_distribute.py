@@ -208,3 +208,23 @@ def test_the_launcher_stops_and_names_a_process_that_failed(tmp_path, capfd) -> 
     err = capfd.readouterr().err
     assert "does not exist" in err  # the failed process's own error is shown
     assert "lmkit info: error: process" in err and "of 2 exited with status 2" in err
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_four_devices_and_split_matches_one_device(tmp_path) -> None:
+    from jax.sharding import PartitionSpec
+
+    result = _child("distribute_finetune_child.py", tmp_path / "result.json", 4, timeout=300)
+    data, split = result["data"], result["model"]
+    assert not data["one_layout"]  # devices=1: the plain single-device step
+    assert data["mesh"] == data["summary_mesh"] == "4 devices (data 4), 1 process"
+    assert split["mesh"] == split["summary_mesh"] == "4 devices (data 2 x model 2), 1 process"
+    assert data["last_loss"] < data["first_loss"] and data["steps"] == 20  # it trained
+    for r in (data, split):  # the same losses, weights and dev-set logits as one device
+        assert r["loss_diff"] <= 1e-5 and r["weight_diff"] <= 1e-5, r
+        assert r["output_diff"] <= 1e-5, r
+        # the rows of every batch array are split over the data axis (replicated: PartitionSpec())
+        assert r["tokens_spec"] == r["labels_spec"] == str(PartitionSpec("data")), r
+    assert data["state_specs"] == [str(PartitionSpec())]  # weights and slots replicated
+    assert split["w_fc"] == str(PartitionSpec(None, "model"))  # the backbone's MLP, by columns
+    assert split["w_fc_shard"] == [16, 32]

@@ -4,7 +4,10 @@
 events); this module says what one step is. The optimizer, schedule and loss come from the
 registries under the same keys as `lmkit.train` (`EvalConfig`): one optimizer for the head and
 one for the backbone, whose schedule peaks at ``learning_rate * backbone_lr_multiplier``.
-Each step is Keras's stateless API under `jax.jit`.
+Each step is Keras's stateless API under `jax.jit`; with several devices (`devices`,
+`model_parallel`) it is compiled over a mesh by the same helpers as language-model training
+(`lmkit.distribute`: each batch's rows split over the ``data`` axis, the backbone's large
+matrices over ``model``), with the same results as on one device.
 
 Batches are a pure function of the seed and the step (each epoch is its own seeded
 permutation), so a resumed fine-tuning sees exactly the batches it would have seen. They are
@@ -28,6 +31,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from lmkit.distribute import Layout, jit_step, layout_for, state_shardings
 from lmkit.engine import engine
 from lmkit.engine.checkpoint import check_fit
 from lmkit.engine.events import Event, StopSignal
@@ -78,7 +82,7 @@ class FinetuneTrainee:
     """A classifier, its two optimizers and its examples: what `lmkit.engine.run` trains."""
 
     def __init__(self, model: SequenceClassifier, train: Encoded, cfg: EvalConfig, total: int,
-                 parts: Resolved) -> None:
+                 parts: Resolved, layout: Layout | None = None) -> None:
         import jax
         from keras import ops
 
@@ -124,7 +128,6 @@ class FinetuneTrainee:
 
         grad_fn = jax.value_and_grad(loss_of, has_aux=True)
 
-        @jax.jit
         def step_fn(state, masks, inputs, labels):
             train_vals, non_train, head_state, body_state = state
             (loss, non_train), grads = grad_fn(train_vals, non_train, inputs, labels)
@@ -139,9 +142,16 @@ class FinetuneTrainee:
                       if self.masked else new_body)
             return (merge(head_v, body_v), non_train, head_state, body_state), loss
 
-        self._step_fn = step_fn
+        self.layout = layout
         self.state = ([v.value for v in trainable], [v.value for v in model.non_trainable_variables],
                       [v.value for v in head_opt.variables], [v.value for v in body_opt.variables])
+        # on a mesh: the state replicated (or the backbone's large matrices split over the model
+        # axis, with their slots), the masks replicated, the rows of inputs and labels split
+        self._shardings = (None if layout is None else
+                           state_shardings(layout, model, head_opt, body_opt, rules=model.backbone))
+        if layout is not None:
+            self.state = layout.place(self.state, self._shardings)
+        self._step_fn = jit_step(step_fn, layout, self._shardings, (None, 0, 0), donate=False)
         self._lengths = train.lengths()
         self._epoch: tuple[int, list[np.ndarray]] | None = None
 
@@ -166,6 +176,9 @@ class FinetuneTrainee:
         rows = self._epoch[1][index]
         size = self.cfg.batch_size
         inputs, labels, _ = next(batches(self.train_data, rows, size, self.cfg.max_length))
+        if self.layout is not None:  # every array's rows (axis 0) split over the data axis
+            inputs = tuple(self.layout.put_batch(a, 0) for a in inputs)
+            labels = self.layout.put_batch(labels, 0)
         return inputs, labels
 
     def _masks(self, step: int) -> list[np.float32]:
@@ -192,11 +205,15 @@ class FinetuneTrainee:
     def _variables(self) -> list[Any]:
         return [*self.model.trainable_variables, *self.model.non_trainable_variables]
 
+    def _host(self, arrays: Any) -> list[np.ndarray]:
+        to_host = np.asarray if self.layout is None else self.layout.to_host
+        return [to_host(a) for a in arrays]
+
     def model_arrays(self) -> list[np.ndarray]:
-        return [np.asarray(a) for a in (*self.state[0], *self.state[1])]
+        return self._host((*self.state[0], *self.state[1]))
 
     def optimizer_arrays(self) -> list[np.ndarray]:
-        return [np.asarray(a) for a in (*self.state[2], *self.state[3])]
+        return self._host((*self.state[2], *self.state[3]))
 
     def restore(self, model: list[np.ndarray], optimizer: list[np.ndarray], source: str) -> None:
         import jax.numpy as jnp
@@ -209,10 +226,13 @@ class FinetuneTrainee:
         arrays = [jnp.asarray(a, dtype=c.dtype) for a, c in zip([*model, *optimizer], flat)]
         m = len(model)
         self.state = (arrays[:n], arrays[n:m], arrays[m:m + h], arrays[m + h:])
+        if self.layout is not None:
+            self.state = self.layout.place(self.state, self._shardings)
 
     def sync(self) -> None:
-        """Write the trained weights back into the Keras model."""
-        for var, value in zip(self._variables(), (*self.state[0], *self.state[1])):
+        """Write the trained weights back into the Keras model (whole copies from a mesh: the
+        model is then scored on one device)."""
+        for var, value in zip(self._variables(), self.model_arrays()):
             var.assign(value)
 
 
@@ -230,7 +250,13 @@ def finetune(
     """
     _require_jax()
     total = cfg.total_steps(len(train))
-    trainee = FinetuneTrainee(model, train, cfg, total, parts)
+    layout = layout_for(cfg.devices, cfg.batch_size, cfg.model_parallel)
+    if layout is not None and layout.processes > 1:
+        raise ConfigError(
+            f"fine-tuning runs in one process, on its own devices; this process is one of "
+            f"{layout.processes} of a distributed run. Fine-tune in a single process (devices = "
+            f"\"all\" uses every local device)")
+    trainee = FinetuneTrainee(model, train, cfg, total, parts, layout)
     run_dir = None
     if cfg.checkpoint_dir is not None:
         run_dir = (RunDir.open(cfg.checkpoint_dir, required=(CHECKPOINT,), claim=True) if cfg.resume
@@ -244,10 +270,11 @@ def finetune(
                        tokens_per_step=cfg.batch_size * mean_tokens,
                        steps_per_epoch=trainee.steps_per_epoch)
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-    job = engine.Job(name, n_params, cfg.to_dict(), {"task": name, **(summary or {})},
+    mesh = layout.describe() if layout else "1 device, 1 process"
+    job = engine.Job(name, n_params, cfg.to_dict(), {"task": name, "mesh": mesh, **(summary or {})},
                      retry=("then fine-tune again (resume=true continues from the checkpoint)"
                             if run_dir else ""),
-                     learning_rate=cfg.learning_rate)
+                     learning_rate=cfg.learning_rate, devices=layout.describe() if layout else "")
 
     def finish(outcome: engine.Outcome) -> dict[str, Any]:
         trainee.sync()
@@ -259,7 +286,7 @@ def finetune(
     finally:
         if run_dir is not None:
             run_dir.release()
-    return {"steps": outcome.step, "reason": outcome.reason, "seconds": outcome.elapsed}
+    return {"steps": outcome.step, "reason": outcome.reason, "seconds": outcome.elapsed, "mesh": mesh}
 
 
 def predict(model: SequenceClassifier, data: Encoded, batch_size: int, max_length: int) -> np.ndarray:

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from lmkit.distribute import Layout, state_shardings
+from lmkit.distribute import Layout, jit_step, state_shardings
 from lmkit.engine.checkpoint import check_fit, restore_arrays
 from lmkit.metrics import compute_stats
 from lmkit.losses import nll
@@ -109,7 +109,7 @@ class JaxStepper:
         self._state_shardings = None
         if layout is not None:
             self._state_shardings = state_shardings(layout, model, optimizer)
-            self.state = self._placed(self.state)
+            self.state = layout.place(self.state, self._state_shardings)
 
         def loss_of(trainable, non_trainable, x, y):
             logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
@@ -160,14 +160,9 @@ class JaxStepper:
         def train_chunk(state, xs, ys):
             return jax.lax.scan(one_step, state, (xs, ys))
 
-        if layout is None:
-            train_chunk = jax.jit(train_chunk, donate_argnums=0)
-        else:
-            # xs, ys: (k, [accumulate,] B, T), the rows B split over the mesh's data axis
-            rows = layout.batch_sharding(self._batch_axis)
-            train_chunk = jax.jit(train_chunk, donate_argnums=0,
-                                  in_shardings=(self._state_shardings, rows, rows),
-                                  out_shardings=(self._state_shardings, layout.replicated))
+        # xs, ys: (k, [accumulate,] B, T), the rows B split over the mesh's data axis
+        train_chunk = jit_step(train_chunk, layout, self._state_shardings,
+                               (self._batch_axis, self._batch_axis))
 
         @jax.jit
         def grad_sum(state, acc, x, y, weight):
@@ -224,11 +219,6 @@ class JaxStepper:
         """A host batch for a step that takes it whole (evaluation, full-batch passes)."""
         return x if self.layout is None else self.layout.put(x, self.layout.replicated)
 
-    def _placed(self, state: Any) -> Any:
-        import jax
-
-        return jax.tree.map(lambda a, s: self.layout.put(a, s), state, self._state_shardings)
-
     def sync(self) -> None:
         import jax.numpy as jnp
 
@@ -266,7 +256,7 @@ class JaxStepper:
         self.state = (cast(model[:n], trainable), cast(model[n:], non_trainable),
                       cast(optimizer, opt_vars))
         if self.layout is not None:
-            self.state = self._placed(self.state)
+            self.state = self.layout.place(self.state, self._state_shardings)
 
 
 class FitStepper:
