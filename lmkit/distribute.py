@@ -12,8 +12,9 @@ Many processes (hosts, or several processes on one machine) join through
 `jax.distributed.initialize` (`initialize`): the coordinator address, process count and id come
 from ``LMKIT_COORDINATOR``, ``LMKIT_NUM_PROCESSES``, ``LMKIT_PROCESS_ID`` (what
 ``lmkit train --processes N`` sets for each process it starts), or, with
-``LMKIT_DISTRIBUTED=auto``, from JAX's own detection of SLURM, Open MPI and Kubernetes. On CPU
-the processes' collectives go through gloo.
+``LMKIT_DISTRIBUTED=auto``, from JAX's own detection of SLURM, Open MPI and Kubernetes, which
+is also used without any LMKIT_ variable when a SLURM or Open MPI job of several tasks started
+this process (`detect_cluster`). On CPU the processes' collectives go through gloo.
 
 >>> layout = layout_for("all", batch_size=12)            # doctest: +SKIP
 >>> layout.describe()                                    # doctest: +SKIP
@@ -31,7 +32,8 @@ import numpy as np
 
 from lmkit.errors import ConfigError, RunError
 
-__all__ = ["Layout", "layout_for", "state_shardings", "jit_step", "initialize", "DATA", "MODEL",
+__all__ = ["Layout", "layout_for", "state_shardings", "jit_step", "initialize", "detect_cluster",
+           "DATA", "MODEL",
            "ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID", "ENV_DISTRIBUTED",
            "ENV_HEARTBEAT", "ENV_INIT_TIMEOUT"]
 
@@ -40,7 +42,8 @@ DATA, MODEL = "data", "model"
 ENV_COORDINATOR = "LMKIT_COORDINATOR"
 ENV_NUM_PROCESSES = "LMKIT_NUM_PROCESSES"
 ENV_PROCESS_ID = "LMKIT_PROCESS_ID"
-#: ``auto``: let `jax.distributed.initialize` find the cluster (SLURM, Open MPI, Kubernetes)
+#: ``auto``: let `jax.distributed.initialize` find the cluster (SLURM, Open MPI, Kubernetes,
+#: TPU slices); ``off``: train in this process alone even inside a SLURM or MPI job
 ENV_DISTRIBUTED = "LMKIT_DISTRIBUTED"
 #: seconds without a peer's heartbeat before every process stops (a killed peer ends the run)
 ENV_HEARTBEAT = "LMKIT_HEARTBEAT_TIMEOUT"
@@ -58,19 +61,52 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
 
 
+def detect_cluster() -> str | None:
+    """The scheduler that started this process as one of several, as JAX would detect it.
+
+    SLURM (``srun`` with more than one task: ``SLURM_JOB_ID``, ``SLURM_STEP_NODELIST``,
+    ``SLURM_NTASKS`` > 1, ``SLURM_PROCID``, ``SLURM_LOCALID``: the variables JAX's detection
+    reads) or Open MPI (``mpirun -n N`` with N > 1: ``OMPI_MCA_orte_hnp_uri``,
+    ``OMPI_COMM_WORLD_SIZE``). None otherwise, also for a single task, so one process inside an
+    allocation trains alone. Kubernetes and Cloud TPU slices are not guessed (every pod has
+    ``KUBERNETES_SERVICE_HOST``; JAX asks the cluster's API): set ``LMKIT_DISTRIBUTED=auto``.
+
+    >>> detect_cluster()          # doctest: +SKIP
+    'SLURM (SLURM_NTASKS=8, SLURM_PROCID=3)'
+    """
+    env = os.environ
+    slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+    if all(k in env for k in slurm) and _env_int("SLURM_NTASKS", 1) > 1:
+        return f"SLURM (SLURM_NTASKS={env['SLURM_NTASKS']}, SLURM_PROCID={env['SLURM_PROCID']})"
+    if "OMPI_MCA_orte_hnp_uri" in env and _env_int("OMPI_COMM_WORLD_SIZE", 1) > 1:
+        return (f"Open MPI (OMPI_COMM_WORLD_SIZE={env['OMPI_COMM_WORLD_SIZE']}, "
+                f"OMPI_COMM_WORLD_RANK={env.get('OMPI_COMM_WORLD_RANK', '?')})")
+    return None
+
+
 def initialize() -> bool:
     """Join the processes of a distributed run, when the environment describes one.
 
-    Returns True when this process is part of a run of several processes (it is then initialized,
-    once), False when the environment names none. Must run before JAX first touches a device.
-    A coordinator that does not answer within ``LMKIT_INIT_TIMEOUT`` seconds (default 60) is a
-    `RunError` naming the address.
+    In order: ``LMKIT_DISTRIBUTED=off`` trains alone; ``LMKIT_COORDINATOR`` (with the process
+    count and id) names the run; ``LMKIT_DISTRIBUTED=auto`` or a scheduler `detect_cluster`
+    finds (SLURM, Open MPI) lets `jax.distributed.initialize` read the coordinator, count and id
+    from the cluster's own variables. Returns True when this process is part of a run of
+    several processes (it is then initialized, once), False when the environment names none.
+    Must run before JAX first touches a device. A coordinator that does not answer within
+    ``LMKIT_INIT_TIMEOUT`` seconds (default 60) is a `RunError` naming the address or the
+    cluster.
     """
     import jax
 
+    mode = os.environ.get(ENV_DISTRIBUTED, "").strip().lower()
+    if mode not in ("", "auto", "off"):
+        raise ConfigError(f"environment variable {ENV_DISTRIBUTED} must be \"auto\" or \"off\", "
+                          f"got {os.environ[ENV_DISTRIBUTED]!r}")
+    if mode == "off":
+        return False
     coordinator = os.environ.get(ENV_COORDINATOR)
-    auto = os.environ.get(ENV_DISTRIBUTED, "").lower() == "auto"
-    if not coordinator and not auto:
+    cluster = None if coordinator or mode == "auto" else detect_cluster()
+    if not coordinator and mode != "auto" and cluster is None:
         return False
     if jax.distributed.is_initialized():
         return True
@@ -94,13 +130,21 @@ def initialize() -> bool:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(**kwargs)
-    except Exception as exc:  # JAX raises a bare RuntimeError / XlaRuntimeError here
-        where = f"coordinator {coordinator}" if coordinator else "the cluster JAX detected"
+    except Exception as exc:  # JAX raises a bare RuntimeError / ValueError / XlaRuntimeError here
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        if coordinator:
+            raise RunError(
+                f"could not join the distributed run through coordinator {coordinator} within "
+                f"{kwargs['initialization_timeout']} s: {first}. Check that process 0 is running "
+                f"and that the address is reachable from here (host:port), or unset "
+                f"{ENV_COORDINATOR} to train in this process alone") from None
+        where = cluster or f"the cluster JAX detects ({ENV_DISTRIBUTED}=auto)"
         raise RunError(
-            f"could not join the distributed run through {where} within "
-            f"{kwargs['initialization_timeout']} s: {str(exc).splitlines()[0][:300]}. Check that "
-            f"process 0 is running and that the address is reachable from here (host:port), or "
-            f"unset {ENV_COORDINATOR} to train in this process alone") from None
+            f"could not join the distributed run of {where} within "
+            f"{kwargs['initialization_timeout']} s: {first}. Check that every task runs the same "
+            f"command and that the first node is reachable, set {ENV_COORDINATOR}, "
+            f"{ENV_NUM_PROCESSES} and {ENV_PROCESS_ID} yourself, or set {ENV_DISTRIBUTED}=off to "
+            f"train in this process alone") from None
     return True
 
 

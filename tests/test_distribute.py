@@ -132,6 +132,81 @@ def test_a_coordinator_without_count_or_id_is_a_config_error(monkeypatch) -> Non
         distribute.initialize()
 
 
+SLURM = {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "node[001-004]", "SLURM_NTASKS": "4",
+         "SLURM_PROCID": "2", "SLURM_LOCALID": "0"}
+
+
+@pytest.fixture()
+def fake_jax_distributed(monkeypatch):
+    """`jax.distributed.initialize` recorded instead of run (no cluster here); gloo not switched on
+    in this test process."""
+    import jax
+
+    calls: list[dict] = []
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+    update = jax.config.update
+    monkeypatch.setattr(jax.config, "update", lambda name, value: None if
+                        name == "jax_cpu_collectives_implementation" else update(name, value))
+    for name in ("LMKIT_COORDINATOR", "LMKIT_NUM_PROCESSES", "LMKIT_PROCESS_ID",
+                 "LMKIT_DISTRIBUTED", "OMPI_MCA_orte_hnp_uri", *SLURM):
+        monkeypatch.delenv(name, raising=False)
+    return calls
+
+
+def test_a_slurm_job_of_several_tasks_joins_through_jax_s_own_detection(monkeypatch,
+                                                                         fake_jax_distributed) -> None:
+    from lmkit import distribute
+
+    assert distribute.initialize() is False and fake_jax_distributed == []  # no cluster: alone
+    for name, value in SLURM.items():
+        monkeypatch.setenv(name, value)
+    assert distribute.detect_cluster() == "SLURM (SLURM_NTASKS=4, SLURM_PROCID=2)"
+    assert distribute.initialize() is True
+    (call,) = fake_jax_distributed
+    # no address, count or id of lmkit's: JAX reads SLURM's variables itself
+    assert set(call) == {"initialization_timeout", "heartbeat_timeout_seconds"}
+    monkeypatch.setenv("LMKIT_DISTRIBUTED", "off")  # one process inside the job, on purpose
+    assert distribute.initialize() is False and len(fake_jax_distributed) == 1
+
+
+def test_one_slurm_task_or_one_mpi_rank_trains_alone(monkeypatch, fake_jax_distributed) -> None:
+    from lmkit import distribute
+
+    for name, value in {**SLURM, "SLURM_NTASKS": "1", "SLURM_PROCID": "0"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OMPI_MCA_orte_hnp_uri", "1531576320.0;tcp://10.96.0.1:34911")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "1")
+    assert distribute.detect_cluster() is None
+    assert distribute.initialize() is False and fake_jax_distributed == []
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "8")  # mpirun -n 8
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "5")
+    assert distribute.detect_cluster() == "Open MPI (OMPI_COMM_WORLD_SIZE=8, OMPI_COMM_WORLD_RANK=5)"
+    assert distribute.initialize() is True and len(fake_jax_distributed) == 1
+
+
+def test_a_cluster_that_cannot_be_joined_is_a_clear_error(monkeypatch, fake_jax_distributed) -> None:
+    import jax
+
+    from lmkit import distribute
+    from lmkit.errors import RunError
+
+    for name, value in SLURM.items():
+        monkeypatch.setenv(name, value)
+
+    def refused(**kwargs):
+        raise RuntimeError("DEADLINE_EXCEEDED: RegisterTask\nmore")
+
+    monkeypatch.setattr(jax.distributed, "initialize", refused)
+    with pytest.raises(RunError, match=r"could not join the distributed run of SLURM \(SLURM_NTASKS=4, "
+                                       r"SLURM_PROCID=2\) within 60 s: DEADLINE_EXCEEDED: RegisterTask\. "
+                                       r".*LMKIT_DISTRIBUTED=off"):
+        distribute.initialize()
+    monkeypatch.setenv("LMKIT_DISTRIBUTED", "yes")
+    with pytest.raises(ConfigError, match="LMKIT_DISTRIBUTED must be \"auto\" or \"off\", got 'yes'"):
+        distribute.initialize()
+
+
 def _lmkit(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax"}
     return subprocess.run([sys.executable, "-m", "lmkit.cli", *args], cwd=cwd, env=env,
@@ -144,7 +219,7 @@ def _step_losses(run: Path) -> list[float]:
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one_and_resume_on_one_device(tmp_path) -> None:
+def test_two_processes_train_like_one_and_resume_on_one_device_then_on_two(tmp_path) -> None:
     import numpy as np
 
     two = _lmkit("train", "--processes", "2", *TINY, "--set", "max_steps=20", "--out", "two",
@@ -154,16 +229,23 @@ def test_two_processes_train_like_one_and_resume_on_one_device(tmp_path) -> None
     assert "on jax [2 devices (data 2), 2 processes]" in two.stdout  # the mesh, as dashboards show it
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["mesh"] == "2 devices (data 2), 2 processes"
-    # its checkpoint holds whole weights: one process on one device continues from it
+    # its checkpoint holds whole weights: one process on one device continues from it ...
     resumed = _lmkit("train", "--resume", "two", "--set", "max_steps=30", cwd=tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    one = _lmkit("train", *TINY, "--set", "max_steps=30", "--out", "one", cwd=tmp_path, timeout=300)
+    assert "on jax [cpu:0]" in resumed.stdout
+    # ... and two processes continue from that one's (lmkit train --processes 2 --resume)
+    again = _lmkit("train", "--processes", "2", "--resume", "two", "--set", "max_steps=40",
+                   cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "on jax [2 devices (data 2), 2 processes]" in again.stdout
+    assert again.stdout.count("training completed at step 40") == 1
+    one = _lmkit("train", *TINY, "--set", "max_steps=40", "--out", "one", cwd=tmp_path, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     losses_one, losses_two = _step_losses(tmp_path / "one"), _step_losses(tmp_path / "two")
-    assert len(losses_two) == 6  # steps 5 .. 30
+    assert len(losses_two) == 8  # steps 5 .. 40, from 3 trainings: 2 processes, 1, 2 again
     assert np.allclose(losses_one, losses_two, rtol=0, atol=1e-5), (losses_one, losses_two)
     events = [json.loads(line)["event"] for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
-    assert events.count("start") == 2 and events.count("end") == 2  # each run logged once
+    assert events.count("start") == 3 and events.count("end") == 3  # each training logged once
 
 
 @pytest.mark.slow

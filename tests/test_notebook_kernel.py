@@ -101,3 +101,52 @@ def test_kernel_interrupt_ends_training_cleanly(kernel, tmp_path):
     manager.interrupt_kernel()
     assert _reply_status(client, msg_id) == "ok"
     assert _run(client, REPORT).split() == ["True", "interrupted", "True", "True", "True"]
+
+
+MESH_CELL = """%%lmtrain -o run
+data = "{corpus}"
+arch = "lstm"
+embed_dim = 8
+units = 8
+batch_size = 4
+seq_len = 8
+devices = "all"
+max_steps = 4
+steps_per_dispatch = 2
+eval_every = 4
+eval_batches = 1
+sample_tokens = 0
+out = "{out}"
+"""
+
+
+@pytest.mark.slow
+def test_lmtrain_with_devices_all_in_a_kernel_with_forced_host_devices(tmp_path):
+    """A kernel started with 2 forced host devices: `devices = "all"` trains data parallel on
+    both, and the dashboard's header and the run's summary show the mesh."""
+    import json
+    from pathlib import Path
+
+    corpus = Path(__file__).parent / "fixtures" / "core" / "shakespeare_30k.txt"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=env)
+    try:
+        _run(client, "%load_ext lmkit")
+        msg_id = client.execute(MESH_CELL.format(corpus=corpus, out=tmp_path / "run"))
+        shown = []  # every widget state and output the cell sent
+        while True:
+            msg = client.get_iopub_msg(timeout=240)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "error":
+                raise AssertionError("\n".join(msg["content"]["traceback"]))
+            shown.append(json.dumps(msg["content"]))
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        assert any("[2 devices (data 2), 1 process]" in text for text in shown)  # the header
+        report = _run(client, "import jax; print(len(jax.devices()), run.summary['mesh'], "
+                              "run.summary['steps'])")
+        assert report.strip() == "2 2 devices (data 2), 1 process 4"
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)

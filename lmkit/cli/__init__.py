@@ -49,7 +49,8 @@ def _train(args: argparse.Namespace) -> int:
         run = lmkit.train(args.config, resume=args.resume, **overrides)
     else:
         run = lmkit.train(args.config, **overrides)
-    _print_summary(run)
+    if run.lead:  # one summary for a run of many processes (srun shows every task's output)
+        _print_summary(run)
     # 128 + SIGTERM, as a shell reports a terminated job: a scheduler sees the job did not end
     return 143 if run.summary.get("reason") == "terminated" else 0
 

@@ -41,6 +41,8 @@ class Trained(NamedTuple):
     model: Any
     tokenizer: Any
     outcome: engine.Outcome
+    #: False on the processes of a distributed run but the first: they wrote and reported nothing
+    lead: bool = True
 
 
 def unigram_loss(ids: np.ndarray) -> float:
@@ -302,4 +304,4 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     outcome = engine.run(trainee, plan, job, run_dir=run_dir,
                          reporters=reporters if reporters is not None else [TextReporter()],
                          stop=stop, resume=resume, finish=finish, writes=lead)
-    return Trained(run_dir.path, cfg, model, tokenizer, outcome)
+    return Trained(run_dir.path, cfg, model, tokenizer, outcome, lead)

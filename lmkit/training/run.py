@@ -53,6 +53,9 @@ class Run:
     #: where the model's weights came from: ``model.keras``, or the checkpoint when it is newer
     #: (a training that was killed) or the model file is missing
     weights: str = MODEL
+    #: False on the processes of a distributed run but the first (process 0 writes the run and
+    #: reports; the others return the same trained model and print nothing)
+    lead: bool = True
 
     def generate(self, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
@@ -88,7 +91,7 @@ def train(cfg: TrainConfig, *, reporters: list[Reporter] | None = None,
 
     trained = train_language_model(cfg, reporters=reporters, stop=stop, resume=resume)
     return Run(trained.dir, trained.config, trained.model, trained.tokenizer,
-               trained.outcome.history, trained.outcome.summary)
+               trained.outcome.history, trained.outcome.summary, lead=trained.lead)
 
 
 def load_run(path: str | Path) -> Run:
