@@ -29,9 +29,10 @@ VOCAB, STEPS, K = 11, 20, 10
 
 
 def stepper(arch: str, devices: object, batch_size: int = 8, accumulate: int = 1,
-            model_parallel: int = 1, heads: int = 2) -> JaxStepper:
+            model_parallel: int = 1, heads: int = 2, precision: str = "float32") -> JaxStepper:
     cfg = TrainConfig(arch=arch, embed_dim=16, units=16, layers=1, heads=heads, seq_len=8,
-                      batch_size=batch_size, dropout=0.0, warmup_steps=2, learning_rate=1e-2)
+                      batch_size=batch_size, dropout=0.0, warmup_steps=2, learning_rate=1e-2,
+                      precision=precision)
     parts = resolve(cfg)
     keras.utils.set_random_seed(0)  # the same initial weights for every stepper
     model = build_model(cfg, VOCAB, parts.arch.obj)
@@ -90,6 +91,20 @@ def main(out: Path) -> None:
         "w_fc_shard_shape": list(split.state[0][find(names, "/block_0/w_fc")]
                                  .addressable_shards[0].data.shape),
         "embedding": str(split.state[0][find(names, "/embedding")].sharding.spec),
+    }
+    # mixed_bfloat16 in the data parallel step: computes in bfloat16, keeps float32 weights and
+    # slots (what checkpoints hold); the same as one device up to bfloat16's rounding
+    bf_one, bf_four = (stepper("gpt", d, precision="mixed_bfloat16") for d in (1, "all"))
+    bf_losses_one, bf_losses_four = run(bf_one, xs, ys), run(bf_four, xs, ys)
+    keras.config.set_dtype_policy("float32")
+    result["bf16"] = {
+        "compute": bf_four.model.dtype_policy.compute_dtype,
+        "mesh": bf_four.layout.describe(),
+        "first_loss": float(bf_losses_four[0]), "last_loss": float(bf_losses_four[-1]),
+        "loss_diff": float(np.abs(bf_losses_one - bf_losses_four).max()),
+        "loss_diff_float32": float(np.abs(result_losses["gpt"] - bf_losses_four).max()),
+        "dtypes": sorted({str(a.dtype) for a in (*bf_four.model_arrays(), *bf_four.optimizer_arrays())
+                          if not np.issubdtype(a.dtype, np.integer)}),  # not step counters, seeds
     }
     for name, call in (("heads", lambda: stepper("gpt", "all", model_parallel=4, heads=2)),
                        ("lstm", lambda: stepper("lstm", "all", model_parallel=2)),

@@ -77,6 +77,12 @@ def test_four_devices_train_exactly_like_one_data_and_model_parallel(tmp_path) -
         # the batch rows are split over the data axis (replicated would be PartitionSpec())
         assert r["x_spec"] == str(PartitionSpec(None, "data")), r
         assert r["weight_specs"] == [str(PartitionSpec())]  # weights and slots replicated
+    bf16 = result["bf16"]
+    assert bf16["compute"] == "bfloat16" and bf16["mesh"] == "4 devices (data 4), 1 process"
+    assert bf16["last_loss"] < bf16["first_loss"], bf16  # it trains
+    assert bf16["loss_diff"] <= 2e-2, bf16  # 4 devices vs 1, both in bfloat16
+    assert 0 < bf16["loss_diff_float32"] <= 0.1, bf16  # really computed in bfloat16, and close
+    assert bf16["dtypes"] == ["float32"], bf16  # weights and slots: what a checkpoint holds
     split = result["model_parallel"]
     assert split["mesh"] == "4 devices (data 2 x model 2), 1 process"
     # with 2 micro-batches of 4 rows (accumulate_steps=2): the same as one batch of 8
