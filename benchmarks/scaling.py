@@ -1,4 +1,5 @@
-"""`scaling`: tokens/s of data parallel training on 1 vs 2 devices, and 1 vs 2 processes.
+"""`scaling`: tokens/s of data parallel training on 1 vs 2 devices, 1 vs 2 processes, and of the
+step in mixed_bfloat16 vs float32 on one device.
 
 Each figure is one ``lmkit train`` in a fresh process (the device count is fixed when JAX
 starts): one device (the reference), two forced host devices in one process
@@ -8,7 +9,10 @@ after round, so a busy machine slows them alike; a figure is the median over rou
 smoothed tokens/s of the run (compilation excluded). On a CPU the "devices" share the same
 cores XLA already spreads one device's kernels over, so no speed-up is expected here: the
 figures measure the cost of the distribution machinery, not the gain a machine with more
-accelerators gets.
+accelerators gets. Likewise a CPU has no bfloat16 arithmetic units: the bf16 ratio says what the
+casts cost here, not what a GPU or TPU gains.
+
+    python -c "from benchmarks.scaling import run; print(run(steps=60, rounds=2, models=['gpt_char']).rows)"
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ SETUPS = {  # name -> (extra lmkit train arguments, forced host devices)
     "1 device": (["--set", "devices=1"], 1),
     "2 devices": (["--set", "devices=2"], 2),
     "2 processes": (["--processes", "2", "--set", "devices=1"], 1),
+    # the compiled step in bfloat16 (float32 weights), against "1 device" in float32
+    "1 device bf16": (["--set", "devices=1", "--set", "precision=mixed_bfloat16"], 1),
 }
 
 
@@ -49,13 +55,18 @@ def _tokens_per_s(model: list[str], setup: str, steps: int, folder: Path) -> flo
     return [r["tokens_per_second"] for r in rows if r["event"] == "step"][-1]
 
 
-def run(quick: bool = False) -> Result:
-    steps, rounds = (40, 1) if quick else (200, 3)
+def run(quick: bool = False, steps: int | None = None, rounds: int | None = None,
+        models: list[str] | None = None) -> Result:
+    """`steps` per run and `rounds` (defaults: 200 and 3; 40 and 1 when `quick`) for `models`
+    (default: all of `MODELS`)."""
+    steps = steps or (40 if quick else 200)
+    rounds = rounds or (1 if quick else 3)
     figures: dict[str, float] = {}
     ratios: dict[str, float] = {}
-    rows = [["model", *SETUPS, "2 devices / 1", "2 processes / 1"]]
+    rows = [["model", *SETUPS, "2 devices / 1", "2 processes / 1", "bf16 / float32"]]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, model in MODELS.items():
+        for name in models or list(MODELS):
+            model = MODELS[name]
             measured: dict[str, list[float]] = {s: [] for s in SETUPS}
             for _ in range(rounds):
                 for setup in SETUPS:
@@ -66,9 +77,11 @@ def run(quick: bool = False) -> Result:
             ratios[f"{name} 2 devices / 1 device"] = ratio(medians["2 devices"], medians["1 device"])
             ratios[f"{name} 2 processes / 1 device"] = ratio(medians["2 processes"],
                                                              medians["1 device"])
+            ratios[f"{name} bf16 / float32"] = ratio(medians["1 device bf16"], medians["1 device"])
             rows.append([name, *(f"{medians[s]:,.0f}" for s in SETUPS),
                          f"{ratios[f'{name} 2 devices / 1 device']:.2f}",
-                         f"{ratios[f'{name} 2 processes / 1 device']:.2f}"])
+                         f"{ratios[f'{name} 2 processes / 1 device']:.2f}",
+                         f"{ratios[f'{name} bf16 / float32']:.2f}"])
     notes = [f"{steps} steps per run, median of {rounds} interleaved rounds; tokens/s of a "
              f"global batch of 12 x 64 tokens. On a CPU two devices share the cores one device "
              f"already uses: a ratio below 1 is the cost of the collectives, not a defect of a "
