@@ -32,7 +32,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > benchmark
 # GPU and on all of them, with the global batch growing with the GPU count (16 rows per GPU);
 # tokens/s of each, from the runs' own metrics (docs/scaling.md).
 gpus=$(python -c "import jax; print(jax.local_device_count())")
-for devices in 1 "$gpus"; do
+counts=1
+[ "$gpus" -gt 1 ] && counts="1 $gpus"   # one GPU: the single-device run only
+for devices in $counts; do
     out=benchmarks/results/gpu/data_parallel_$devices
     timeout 900 lmkit train --set arch=gpt --set embed_dim=256 --set layers=8 --set heads=8 \
         --set seq_len=256 --set batch_size=$((16 * devices)) --set devices=$devices \

@@ -3,6 +3,7 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/distribute_child.py OUT
 
 (the device count is fixed when JAX starts, so tests/test_distribute.py starts this process).
+It also runs the fine-tuning checks of tests/distribute_finetune_child.py.
 Writes what it measured to OUT as JSON; the test makes the assertions.
 """
 
@@ -119,6 +120,10 @@ def main(out: Path) -> None:
         result["indivisible"] = ""
     except ConfigError as exc:
         result["indivisible"] = str(exc)
+    # fine-tuning's step on the same mesh (in this process: JAX starts and compiles once)
+    import distribute_finetune_child
+
+    result["finetune"] = distribute_finetune_child.results()
     out.write_text(json.dumps(result))
 
 

@@ -62,10 +62,10 @@ def _child(script: str, out: Path, devices: int, timeout: float) -> dict:
 
 
 @pytest.mark.slow
-def test_four_devices_train_exactly_like_one_data_and_model_parallel(tmp_path) -> None:
+def test_four_devices_train_and_fine_tune_exactly_like_one_data_and_model_parallel(tmp_path) -> None:
     from jax.sharding import PartitionSpec
 
-    result = _child("distribute_child.py", tmp_path / "result.json", 4, timeout=300)
+    result = _child("distribute_child.py", tmp_path / "result.json", 4, timeout=480)
     assert result["devices"] == 4
     for arch in ("gpt", "lstm"):
         r = result[arch]
@@ -97,6 +97,20 @@ def test_four_devices_train_exactly_like_one_data_and_model_parallel(tmp_path) -
     assert "model_parallel=3 must divide the 4 devices" in result["mp_devices"]
     assert "batch_size=10 does not split evenly over the data axis of 4 devices" in result["indivisible"]
     assert "multiple of 4" in result["indivisible"]
+
+    # fine-tuning (a gpt backbone on the SST-2 fixture) on data 4 and on data 2 x model 2
+    data, split = result["finetune"]["data"], result["finetune"]["model"]
+    assert not data["one_layout"]  # devices=1: the plain single-device step
+    assert data["mesh"] == data["summary_mesh"] == "4 devices (data 4), 1 process"
+    assert split["mesh"] == split["summary_mesh"] == "4 devices (data 2 x model 2), 1 process"
+    assert data["last_loss"] < data["first_loss"] and data["steps"] == 20  # it trained
+    for r in (data, split):  # the same losses and weights as one device
+        assert r["loss_diff"] <= 1e-5 and r["weight_diff"] <= 1e-5, r
+        # the rows of every batch array are split over the data axis (replicated: PartitionSpec())
+        assert r["tokens_spec"] == r["labels_spec"] == str(PartitionSpec("data")), r
+    assert data["state_specs"] == [str(PartitionSpec())]  # weights and slots replicated
+    assert split["w_fc"] == str(PartitionSpec(None, "model"))  # the backbone's MLP, by columns
+    assert split["w_fc_shard"] == [16, 32]
 
 
 # -- many processes -----------------------------------------------------------------------------
@@ -297,22 +311,3 @@ def test_the_launcher_stops_and_names_a_process_that_failed(tmp_path, capfd) -> 
     assert "does not exist" in err  # the failed process's own error is shown
     assert "lmkit info: error: process" in err and "of 2 exited with status 2" in err
 
-
-@pytest.mark.slow
-def test_fine_tuning_on_four_devices_and_split_matches_one_device(tmp_path) -> None:
-    from jax.sharding import PartitionSpec
-
-    result = _child("distribute_finetune_child.py", tmp_path / "result.json", 4, timeout=300)
-    data, split = result["data"], result["model"]
-    assert not data["one_layout"]  # devices=1: the plain single-device step
-    assert data["mesh"] == data["summary_mesh"] == "4 devices (data 4), 1 process"
-    assert split["mesh"] == split["summary_mesh"] == "4 devices (data 2 x model 2), 1 process"
-    assert data["last_loss"] < data["first_loss"] and data["steps"] == 20  # it trained
-    for r in (data, split):  # the same losses, weights and dev-set logits as one device
-        assert r["loss_diff"] <= 1e-5 and r["weight_diff"] <= 1e-5, r
-        assert r["output_diff"] <= 1e-5, r
-        # the rows of every batch array are split over the data axis (replicated: PartitionSpec())
-        assert r["tokens_spec"] == r["labels_spec"] == str(PartitionSpec("data")), r
-    assert data["state_specs"] == [str(PartitionSpec())]  # weights and slots replicated
-    assert split["w_fc"] == str(PartitionSpec(None, "model"))  # the backbone's MLP, by columns
-    assert split["w_fc_shard"] == [16, 32]
