@@ -27,19 +27,20 @@ from ._common import Result
 from .speedrun_char import ROOT, TARGET, _timed_lines, first_below
 
 SEEDS = (0, 1, 2)
-#: name -> the `--set` keys over the baseline; the baseline names every key it changes from the
-#: default, so that each row differs from it in exactly what it names.
-BASELINE = {"optimizer": '"adamw"', "model": "{}"}
+#: name -> the `--set` keys. Each row names every key it changes from lmkit's default; setting
+#: any `model.*` key replaces the default's whole `[model]` table, so a row with one option has
+#: only that one on.
+ADAMW, NO_OPTIONS = {"optimizer": '"adamw"'}, {"model": "{}"}
 CONFIGS: dict[str, dict[str, str]] = {
-    "baseline (nanoGPT: AdamW, learned positions, GELU, LayerNorm, tied)": BASELINE,
-    "+ muon": {**BASELINE, "optimizer": '"muon"'},
-    "+ rotary": {**BASELINE, "model.rotary": "true"},
-    "+ qk_norm": {**BASELINE, "model.qk_norm": "true"},
-    "+ relu2": {**BASELINE, "model.mlp": '"relu2"'},
-    "+ rmsnorm": {**BASELINE, "model.norm": '"rmsnorm"'},
-    "+ zero_init": {**BASELINE, "model.zero_init": "true"},
-    "+ logit_softcap 30": {**BASELINE, "model.logit_softcap": "30"},
-    "+ untied head": {**BASELINE, "tie_embeddings": "false"},
+    "baseline (nanoGPT: AdamW, learned positions, GELU, LayerNorm, tied)": {**ADAMW, **NO_OPTIONS},
+    "+ muon": {"optimizer": '"muon"', **NO_OPTIONS},
+    "+ rotary": {**ADAMW, "model.rotary": "true"},
+    "+ qk_norm": {**ADAMW, "model.qk_norm": "true"},
+    "+ relu2": {**ADAMW, "model.mlp": '"relu2"'},
+    "+ rmsnorm": {**ADAMW, "model.norm": '"rmsnorm"'},
+    "+ zero_init": {**ADAMW, "model.zero_init": "true"},
+    "+ logit_softcap 30": {**ADAMW, "model.logit_softcap": "30"},
+    "+ untied head": {**ADAMW, **NO_OPTIONS, "tie_embeddings": "false"},
     "all together": {"optimizer": '"muon"', "model.rotary": "true", "model.qk_norm": "true",
                      "model.mlp": '"relu2"', "model.norm": '"rmsnorm"',
                      "model.zero_init": "true", "model.logit_softcap": "30",
@@ -50,10 +51,11 @@ QUICK = ("baseline (nanoGPT: AdamW, learned positions, GELU, LayerNorm, tied)", 
 
 
 def run_config(sets: dict[str, str], seed: int, work: Path, quick: bool) -> dict[str, Any]:
-    """One whole ``lmkit train`` process: wall time and its validation curve."""
+    """One whole ``lmkit train`` process: wall time and its validation curve. The default's row
+    keeps its final sample (it is then exactly ``lmkit train --set seed=S``); the others skip it."""
     cache = Path(tempfile.mkdtemp(dir=work, prefix="cache"))
     keys = {**sets, "seed": str(seed), "out": str(work / "run"), "overwrite": "true",
-            "sample_tokens": "0", **({"max_steps": "20"} if quick else {})}
+            **({"sample_tokens": "0"} if sets else {}), **({"max_steps": "20"} if quick else {})}
     args = [a for k, v in keys.items() for a in ("--set", f"{k}={v}")]
     wall, lines = _timed_lines([sys.executable, "-m", "lmkit.cli", "train", *args], ROOT,
                                {"LMKIT_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)})
@@ -62,9 +64,9 @@ def run_config(sets: dict[str, str], seed: int, work: Path, quick: bool) -> dict
     return {"seed": seed, "wall_s": wall, "curve": curve, "val_loss": curve[-1][2]}
 
 
-def run(quick: bool = False) -> Result:
-    names = QUICK if quick else tuple(CONFIGS)
-    seeds = SEEDS[:1] if quick else SEEDS
+def measure(names: tuple[str, ...], seeds: tuple[int, ...] = SEEDS,
+            quick: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Every seed of every configuration in `names`, one process after the other."""
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="ablation") as tmp:
         for name in names:
@@ -72,6 +74,11 @@ def run(quick: bool = False) -> Result:
             print(f"{name}: " + ", ".join(f"seed {r['seed']} {r['val_loss']:.4f} "
                                           f"({r['wall_s']:.0f} s)" for r in results[name]),
                   file=sys.stderr, flush=True)
+    return results
+
+
+def report(results: dict[str, list[dict[str, Any]]]) -> Result:
+    """The table of `measure`'s results (of one invocation, or of several merged)."""
     rows = [["configuration", f"s to {TARGET} (median)", f"step at {TARGET}",
              "final val loss (seeds 0, 1, 2)", "wall s (median)"]]
     summary: dict[str, dict[str, Any]] = {}
@@ -91,11 +98,22 @@ def run(quick: bool = False) -> Result:
                      "/".join("-" if s is None else str(s) for s in steps),
                      ", ".join(f"{r['val_loss']:.3f}" for r in rs),
                      f"{statistics.median(r['wall_s'] for r in rs):.1f}"])
-    figures = {"target": TARGET, "seeds": list(seeds), "configs": {n: CONFIGS[n] for n in names},
+    figures = {"target": TARGET, "configs": {n: CONFIGS[n] for n in results},
                "summary": summary, "runs": results}
-    notes = ["each row: whole `lmkit train` processes, empty compilation cache, sample_tokens=0, "
-             "the default run's budget; seconds from the process's start (imports and "
-             "compilation included) to the first evaluation at or below the target",
+    notes = ["each row: whole `lmkit train` processes, empty compilation cache, the default "
+             "run's budget (sample_tokens=0 except the default's row); seconds from the "
+             "process's start (imports and compilation included) to the first evaluation at or "
+             "below the target",
              "configurations ran one after the other: load from elsewhere shifts the seconds, not "
              "the losses (a seed's losses do not depend on timing)"]
-    return Result(figures, {}, {}, rows, notes)
+    ratios: dict[str, float] = {}
+    default, base = summary.get("lmkit's default"), summary.get(QUICK[0])
+    if default and base:  # the default's final loss against the baseline's, seed by seed
+        ratios["baseline_final_loss_over_default"] = statistics.median(
+            b / d for b, d in zip(base["final_val_loss"], default["final_val_loss"]))
+    return Result(figures, ratios, {}, rows, notes)
+
+
+def run(quick: bool = False) -> Result:
+    return report(measure(QUICK if quick else tuple(CONFIGS), SEEDS[:1] if quick else SEEDS,
+                          quick))
