@@ -1,30 +1,31 @@
 """`ablation`: what each speedrun option of `gpt` is worth, alone and together, at a fixed budget.
 
-Every configuration trains `gpt` with the default run's budget (its `max_steps`, `batch_size`,
-learning rate and schedule: ``gpt.config_defaults``) as a whole ``lmkit train`` process with an
-empty compilation cache, three seeds each, one after the other in this invocation. The
-baseline is nanoGPT's architecture and optimizer (AdamW; learned positions, GELU, LayerNorm,
-tied head, GPT-2 initialization, no soft-cap); each other row switches one option on over it,
-then all of them together, then lmkit's default (``lmkit train`` with no ``--set``). Figures per
-configuration: the median over seeds of the seconds from the process's start to its first
-evaluation at or below 1.88 (compilation included), of the step of that evaluation, and the
-final validation loss (lmkit's own estimate: the first 20 batches of the validation split) of
-each seed.
+Every configuration trains `gpt` at the default run's size and settings (``gpt.config_defaults``:
+two blocks of 128, batches of 24 windows of 64, learning rate 3e-3 with warm-up and cosine decay)
+for `BUDGET` (150 steps, the schedule over them), three seeds each, one training after the
+other in this process. The baseline is nanoGPT's block and optimizer at that size (AdamW;
+learned positions, GELU, LayerNorm, tied head, GPT-2 initialization, no soft-cap); each other
+row switches one option on over it, then all of them together; the last row is lmkit's default
+itself, 300 steps (``lmkit train --set seed=S``: Muon, rotary, ReLU², QK-norm, zero-init).
+Figures per configuration: the validation loss at each evaluation (every 50 steps; lmkit's own
+estimate, the first 20 batches of the validation split) of each seed, the step and the seconds
+(from the training call: data, model and compilation included) of the first evaluation at or
+below 1.88, and the seconds of the whole training. A seed's losses do not depend on the
+machine's load; its seconds do.
 
 ``--quick`` runs two configurations, one seed, 20 steps: a check of the plumbing.
 """
 
 from __future__ import annotations
 
-import re
 import statistics
 import sys
 import tempfile
-from pathlib import Path
+import time
 from typing import Any
 
 from ._common import Result
-from .speedrun_char import ROOT, TARGET, _timed_lines, first_below
+from .speedrun_char import TARGET, first_below
 
 SEEDS = (0, 1, 2)
 #: name -> the `--set` keys. Each row names every key it changes from lmkit's default; setting
@@ -47,30 +48,49 @@ CONFIGS: dict[str, dict[str, str]] = {
                      "tie_embeddings": "false"},
     "lmkit's default": {},
 }
+#: the ablation's budget over the default's: half its steps, with the schedule over them, so
+#: that 11 configurations x 3 seeds fit a quarter of an hour on 2 cores (the default's own row
+#: keeps its full 300 steps: the `lmkit train` a user runs)
+BUDGET = {"max_steps": "150"}
 QUICK = ("baseline (nanoGPT: AdamW, learned positions, GELU, LayerNorm, tied)", "lmkit's default")
 
 
-def run_config(sets: dict[str, str], seed: int, work: Path, quick: bool) -> dict[str, Any]:
-    """One whole ``lmkit train`` process: wall time and its validation curve. The default's row
-    keeps its final sample (it is then exactly ``lmkit train --set seed=S``); the others skip it."""
-    cache = Path(tempfile.mkdtemp(dir=work, prefix="cache"))
-    keys = {**sets, "seed": str(seed), "out": str(work / "run"), "overwrite": "true",
-            **({"sample_tokens": "0"} if sets else {}), **({"max_steps": "20"} if quick else {})}
-    args = [a for k, v in keys.items() for a in ("--set", f"{k}={v}")]
-    wall, lines = _timed_lines([sys.executable, "-m", "lmkit.cli", "train", *args], ROOT,
-                               {"LMKIT_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)})
-    curve = [(t, int(m[1]), float(m[2])) for t, text in lines
-             if (m := re.match(r"eval @ step (\d+): val_loss ([\d.]+)", text))]
-    return {"seed": seed, "wall_s": wall, "curve": curve, "val_loss": curve[-1][2]}
+def run_config(sets: dict[str, str], seed: int, quick: bool) -> dict[str, Any]:
+    """One training of `gpt` with `sets` over lmkit's default config, in this process: seconds
+    from the call (data, model, compilation included) and its validation curve. The default's
+    row keeps its final sample (it is then ``lmkit train --set seed=S``); the others skip it."""
+    import lmkit
+    from lmkit.config import parse_set_options
+    from lmkit.engine.events import EvalEvent
+
+    keys = {**sets, "seed": str(seed), **({"sample_tokens": "0", **BUDGET} if sets else {}),
+            **({"max_steps": "20"} if quick else {})}
+    config = parse_set_options([f"{k}={v}" for k, v in keys.items()])
+    curve: list[tuple[float, int, float]] = []
+    t0 = time.perf_counter()
+
+    def record(event: Any) -> None:
+        if isinstance(event, EvalEvent):
+            curve.append((time.perf_counter() - t0, event.step, event.metrics["val_loss"]))
+
+    with tempfile.TemporaryDirectory(prefix="ablation") as out:
+        lmkit.train(config, out=out, overwrite=True, reporters=[record])
+    return {"seed": seed, "wall_s": time.perf_counter() - t0, "curve": curve,
+            "val_loss": curve[-1][2]}
 
 
 def measure(names: tuple[str, ...], seeds: tuple[int, ...] = SEEDS,
             quick: bool = False) -> dict[str, list[dict[str, Any]]]:
-    """Every seed of every configuration in `names`, one process after the other."""
-    results: dict[str, list[dict[str, Any]]] = {}
-    with tempfile.TemporaryDirectory(prefix="ablation") as tmp:
+    """Every seed of every configuration in `names`, one after the other in this process. JAX's
+    compilation cache is a new empty folder: a configuration's first seed compiles cold, as a
+    first run in a new process would, its other seeds (the same programs) find them there."""
+    import jax
+
+    with tempfile.TemporaryDirectory(prefix="ablation_cache") as cache:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        results: dict[str, list[dict[str, Any]]] = {}
         for name in names:
-            results[name] = [run_config(CONFIGS[name], s, Path(tmp), quick) for s in seeds]
+            results[name] = [run_config(CONFIGS[name], s, quick) for s in seeds]
             print(f"{name}: " + ", ".join(f"seed {r['seed']} {r['val_loss']:.4f} "
                                           f"({r['wall_s']:.0f} s)" for r in results[name]),
                   file=sys.stderr, flush=True)
@@ -100,10 +120,11 @@ def report(results: dict[str, list[dict[str, Any]]]) -> Result:
                      f"{statistics.median(r['wall_s'] for r in rs):.1f}"])
     figures = {"target": TARGET, "configs": {n: CONFIGS[n] for n in results},
                "summary": summary, "runs": results}
-    notes = ["each row: whole `lmkit train` processes, empty compilation cache, the default "
-             "run's budget (sample_tokens=0 except the default's row); seconds from the "
-             "process's start (imports and compilation included) to the first evaluation at or "
-             "below the target",
+    notes = [f"each row: `lmkit.train` in one process, {BUDGET} over the default config "
+             "(sample_tokens=0), except the default's row (its own 300 steps and its sample); "
+             "seconds from the training call (data, model and compilation included, not the "
+             "imports: ~3 s more for a whole `lmkit train` process); a configuration's first "
+             "seed compiles cold, the others find its programs in the compilation cache",
              "configurations ran one after the other: load from elsewhere shifts the seconds, not "
              "the losses (a seed's losses do not depend on timing)"]
     ratios: dict[str, float] = {}
