@@ -46,6 +46,9 @@ CONFIGS: dict[str, dict[str, str]] = {
                      "model.mlp": '"relu2"', "model.norm": '"rmsnorm"',
                      "model.zero_init": "true", "model.logit_softcap": "30",
                      "tie_embeddings": "false"},
+    "the default's options (Muon, rotary, ReLU², QK-norm, zero-init)": {
+        "optimizer": '"muon"', "model.rotary": "true", "model.mlp": '"relu2"',
+        "model.qk_norm": "true", "model.zero_init": "true"},
     "lmkit's default": {},
 }
 #: the ablation's budget over the default's: half its steps, with the schedule over them, so
