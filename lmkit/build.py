@@ -54,7 +54,9 @@ def build_model(cfg: "TrainConfig", vocab_size: int, factory: Any = None) -> "ke
     keras.config.set_dtype_policy(cfg.precision)
     try:
         model = factory(vocab_size, **kwargs)
-        model(keras.ops.zeros((1, min(cfg.seq_len, 8)), dtype="int32"))  # create the weights
+        # Create the weights with a symbolic call: a call on real tokens would run every op of
+        # the forward pass eagerly, each compiled on its own (≈ 90 programs, seconds on a CPU).
+        model(keras.Input(shape=(min(cfg.seq_len, 8),), batch_size=1, dtype="int32"))
     finally:
         keras.config.set_dtype_policy(previous)
     return model

@@ -16,6 +16,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from lmkit.registry import schedules
@@ -45,16 +46,21 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         )
 
     def __call__(self, step: Any) -> Any:
-        step = ops.cast(step, "float32")
-        warm = ops.minimum(1.0, (step + 1.0) / max(self.warmup, 1)) if self.warmup else 1.0
+        """The rate at `step` (0-based): a tensor inside the optimizer's compiled step; a NumPy
+        float for a host number (progress reports: eager tensor ops would compile a program
+        each, a second of a short run's start on a CPU)."""
+        host = isinstance(step, (int, float, np.number))
+        xp: Any = np if host else ops
+        step = np.float32(step) if host else ops.cast(step, "float32")
+        warm = xp.minimum(1.0, (step + 1.0) / max(self.warmup, 1)) if self.warmup else 1.0
         span = max(self.total - self.warmup, 1)
-        progress = ops.clip((step - self.warmup) / span, 0.0, 1.0)
+        progress = xp.clip((step - self.warmup) / span, 0.0, 1.0)
         if self.shape == "cosine":
-            decay = 0.5 * (1.0 + ops.cos(math.pi * progress))
+            decay = 0.5 * (1.0 + xp.cos(math.pi * progress))
         elif self.shape == "linear":
             decay = 1.0 - progress
         else:
-            decay = ops.ones_like(progress)
+            decay = xp.ones_like(progress)
         factor = self.floor + (1.0 - self.floor) * decay
         return self.peak * warm * factor
 

@@ -13,7 +13,7 @@ from lmkit.cli import main as cli_main
 
 # The benchmarks the README and the docs name.
 DOCUMENTED = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "defaults", "finetune",
-              "scaling", "speedrun_char")
+              "scaling", "speedrun_char", "ablation")
 # The quick runs checked here share their machinery (`benchmarks/_common.py`, the runner, the
 # JSON record) with the others; each of those takes half a minute to minutes even when quick
 # (defaults trains every architecture, finetune loads MiniLM and PyTorch), which the CI budget
@@ -91,3 +91,26 @@ def test_speedrun_char_reads_both_logs_and_draws_both_curves(tmp_path):
     lines = svg.findall("{http://www.w3.org/2000/svg}polyline")
     assert [len(line.get("points").split()) for line in lines] == [3, 3]
     assert {t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")} >= {"nanoGPT", "lmkit"}
+
+
+def test_ablation_rows_name_each_option_and_summarise_the_seeds():
+    """`ablation`'s table from measured curves (no training): every option of `gpt` has a row
+    that switches it alone on over the baseline; a row reports the median seconds to 1.88 of the
+    seeds that reached it, and says how many did."""
+    from benchmarks.ablation import CONFIGS, QUICK, report
+
+    options = {k for sets in CONFIGS.values() for k in sets if k.startswith("model.")}
+    assert options == {"model.rotary", "model.qk_norm", "model.mlp", "model.norm",
+                       "model.zero_init", "model.logit_softcap"}
+    baseline, default = QUICK
+    runs = {baseline: [{"seed": s, "wall_s": 30.0, "curve": [(9.0, 150, 2.4 + s / 100)],
+                        "val_loss": 2.4 + s / 100} for s in (0, 1, 2)],
+            default: [{"seed": s, "wall_s": 25.0 + s, "val_loss": loss,
+                       "curve": [(10.0, 250, (1.95, 1.85, 1.99)[s]), (20.0 + s, 300, loss)]}
+                      for s, loss in ((0, 1.83), (1, 1.84), (2, 1.90))]}
+    result = report(runs)
+    rows = {row[0]: row for row in result.rows[1:]}
+    assert rows[baseline][1] == "not reached" and rows[baseline][2] == "-/-/-"
+    assert rows[default][1] == "15.0 (2/3 seeds)"  # seed 1 at 10 s, seed 0 at 20 s
+    assert rows[default][2] == "300/250/-"
+    assert result.ratios["baseline_final_loss_over_default"] == pytest.approx(2.41 / 1.84)

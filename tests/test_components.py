@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import keras
+from keras import ops
 from sklearn.metrics import accuracy_score, log_loss, top_k_accuracy_score
 
 from lmkit.config import TrainConfig
@@ -117,7 +118,16 @@ def test_schedule_values(name: str, overrides: dict, expected: dict) -> None:
     cfg = TrainConfig(schedule=name, learning_rate=1.0, **overrides)
     sched = build_schedule(cfg, 100)
     for step, value in expected.items():
+        # a host step (progress reports) and a tensor step (the optimizer's) give the same rate
         assert float(sched(step)) == pytest.approx(value, abs=1e-5), (name, step)
+        assert float(sched(ops.convert_to_tensor(step))) == pytest.approx(value, abs=1e-5)
+
+
+def test_a_schedule_at_a_host_step_compiles_nothing() -> None:
+    """Progress reports ask the rate of every dispatch: on the host, with no compiled program
+    (each would cost a cold start ~0.1 s on a CPU)."""
+    sched = build_schedule(TrainConfig(schedule="warmup_cosine", warmup_steps=7), 50)
+    assert isinstance(sched(3), np.floating) and isinstance(sched(np.int64(30)), np.floating)
 
 
 # -- losses --------------------------------------------------------------------------------------

@@ -116,7 +116,9 @@ def test_architecture_defaults_fill_only_unset_keys() -> None:
     mine = effective(arch="lstm", layers=4, learning_rate=1e-3)
     assert (mine.layers, mine.learning_rate) == (4, 1e-3)  # what the user set always wins
     gpt = effective(arch="gpt")  # gpt's speedrun recipe, docs/performance.md
-    assert (gpt.optimizer, gpt.max_steps, gpt.batch_size) == ("muon", 300, 24)
+    assert (gpt.layers, gpt.optimizer, gpt.max_steps, gpt.batch_size, gpt.eval_every) == (
+        2, "muon", 300, 24, 50)
+    assert effective(arch="gpt", layers=4).layers == 4
     assert gpt.model == {"rotary": True, "mlp": "relu2", "qk_norm": True, "zero_init": True}
     nanogpt = TrainConfig.from_sources("nanogpt_char")  # a preset keeps its exact recipe
     assert with_arch_defaults(nanogpt, resolve(nanogpt).arch) == nanogpt

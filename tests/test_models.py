@@ -366,3 +366,36 @@ def test_gpt_zero_init_blocks_start_as_the_identity():
 def test_gpt_speedrun_options_are_checked(options, message):
     with pytest.raises(ConfigError, match=message):
         tiny("gpt", **options)
+
+
+def test_building_gpt_compiles_no_program_per_weight(caplog):
+    """`build_model` creates the weights with a symbolic call and gpt draws them on the host:
+    on a cold start, an eager call and Keras's random initializers compiled ~90 small programs
+    (seconds before the first step). Odd sizes, so no earlier test compiled them already."""
+    import logging
+
+    import jax
+
+    from lmkit.build import build_model
+    from lmkit.config import TrainConfig
+
+    cfg = TrainConfig(arch="gpt", embed_dim=44, layers=2, heads=2, seq_len=13)
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        model = build_model(cfg, 37)
+    compiled = [r.getMessage() for r in caplog.records if "XLA compilation" in r.getMessage()]
+    assert len(model.trainable_variables) == 2 + 2 * 12 + 2 + 1  # embedding, positions, ...
+    forward_or_random = ("normal", "_var", "_mean", "einsum", "matmul", "softmax")
+    assert not [m for m in compiled if any(op in m for op in forward_or_random)], compiled
+
+
+def test_gpt_weights_follow_the_seed():
+    def weights(seed):
+        keras.utils.set_random_seed(seed)
+        model = tiny("gpt")
+        model(keras.Input(shape=(4,), batch_size=1, dtype="int32"))  # builds; runs nothing
+        return model.get_weights()
+
+    first, again, other = weights(5), weights(5), weights(6)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], other[0])
+    assert 0.015 < first[0].std() < 0.025  # the embedding: N(0, 0.02)

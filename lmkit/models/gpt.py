@@ -40,19 +40,20 @@ import keras
 from keras import ops
 
 from lmkit.errors import ConfigError
-from lmkit.models.base import (LanguageModel, check_bool, check_choice, check_positive_int,
-                               check_rate)
+from lmkit.models.base import (HostNormal, LanguageModel, check_bool, check_choice,
+                               check_positive_int, check_rate)
 from lmkit.registry import architectures
 
 __all__ = ["GPT", "Block"]
 
 _NEG_INF = -1e9  # masked attention score; finite so that fully masked rows stay NaN-free
 MLPS = ("gelu", "relu2")
+_ZEROS = HostNormal(0.0)
 NORMS = ("layernorm", "rmsnorm")
 
 
 def _normal(stddev: float) -> keras.initializers.Initializer:
-    return keras.initializers.RandomNormal(stddev=stddev)
+    return HostNormal(stddev)  # drawn on the host: no compilation before the first step
 
 
 def _norm_layer(kind: str, name: str) -> keras.layers.Layer:
@@ -109,17 +110,17 @@ class Block(keras.layers.Layer):
         # One initializer object per weight: a Keras initializer carries a fixed seed, so reusing
         # one would draw the same numbers for both weights (w_out's first rows = w_proj).
         resid_std = 0.02 / math.sqrt(2 * self.num_layers)
-        resid = (lambda: "zeros") if self.zero_init else (lambda: _normal(resid_std))
+        resid = (lambda: _ZEROS) if self.zero_init else (lambda: _normal(resid_std))
         self.ln_1.build((None, d))
         self.ln_2.build((None, d))
         self.w_qkv = self.add_weight(shape=(d, 3 * d), initializer=_normal(0.02), name="w_qkv")
-        self.b_qkv = self.add_weight(shape=(3 * d,), initializer="zeros", name="b_qkv")
+        self.b_qkv = self.add_weight(shape=(3 * d,), initializer=_ZEROS, name="b_qkv")
         self.w_proj = self.add_weight(shape=(d, d), initializer=resid(), name="w_proj")
-        self.b_proj = self.add_weight(shape=(d,), initializer="zeros", name="b_proj")
+        self.b_proj = self.add_weight(shape=(d,), initializer=_ZEROS, name="b_proj")
         self.w_fc = self.add_weight(shape=(d, 4 * d), initializer=_normal(0.02), name="w_fc")
-        self.b_fc = self.add_weight(shape=(4 * d,), initializer="zeros", name="b_fc")
+        self.b_fc = self.add_weight(shape=(4 * d,), initializer=_ZEROS, name="b_fc")
         self.w_out = self.add_weight(shape=(4 * d, d), initializer=resid(), name="w_out")
-        self.b_out = self.add_weight(shape=(d,), initializer="zeros", name="b_out")
+        self.b_out = self.add_weight(shape=(d,), initializer=_ZEROS, name="b_out")
 
     def call(self, x: Any, *, batch: int, allowed: Any, cache: tuple[Any, Any] | None = None,
              pos: Any = 0, training: bool = False) -> tuple[Any, Any, Any]:
@@ -186,12 +187,14 @@ class GPT(LanguageModel):
     model_parallel_divides = ("heads",)
 
     #: The fastest recipe measured to a char-level validation loss of 1.88 on Tiny Shakespeare
-    #: (docs/performance.md, "Speedrun"): Muon, a higher learning rate, batches of 24 and the
-    #: speedrun options, 300 steps (nanoGPT's CPU recipe: 2,000 steps of 12, `nanogpt_char`).
-    #: Applied to the keys a config does not set; setting any `[model]` key replaces the table.
+    #: (docs/performance.md, "Speedrun"): two blocks (half the arithmetic of four per step, for
+    #: ~25 % more steps to the same loss), Muon, a higher learning rate, batches of 24 and the
+    #: speedrun options, 300 steps, an evaluation every 50 (nanoGPT's CPU recipe: four blocks,
+    #: 2,000 steps of 12, `nanogpt_char`). Applied to the keys a config does not set; setting
+    #: any `[model]` key replaces the table.
     config_defaults = {
-        "optimizer": "muon", "learning_rate": 3e-3, "batch_size": 24, "max_steps": 300,
-        "warmup_steps": 50,
+        "layers": 2, "optimizer": "muon", "learning_rate": 3e-3, "batch_size": 24,
+        "max_steps": 300, "warmup_steps": 50, "eval_every": 50,
         "model": {"rotary": True, "mlp": "relu2", "qk_norm": True, "zero_init": True},
     }
 
@@ -266,7 +269,7 @@ class GPT(LanguageModel):
         self.ln_f.build((None, d))
         self._build_head(d, self.tie_embeddings, bias=self.use_head_bias)
         if self.head_kernel is not None and self.zero_init:  # an untied head starts at zero too
-            self.head_kernel.assign(ops.zeros(self.head_kernel.shape))
+            self.head_kernel.assign(_ZEROS(self.head_kernel.shape, self.head_kernel.dtype))
 
     def init_state(self, batch_size: int) -> dict[str, Any]:
         """KV cache: ``k``, ``v`` of shape (layers, B, seq_len, heads, head_dim), and ``pos``."""

@@ -220,13 +220,12 @@ class JaxStepper:
         return x if self.layout is None else self.layout.put(x, self.layout.replicated)
 
     def sync(self) -> None:
-        import jax.numpy as jnp
-
         trainable, non_trainable, opt_vars = self.state
         # Copies: the state's buffers are donated to the next compiled call, and a Keras variable
-        # must never point at a donated (deleted) buffer. From a mesh, whole host copies: the
-        # Keras model is then used on one device (saving, sampling).
-        copy = (lambda v: jnp.array(v, copy=True)) if self.layout is None else self.layout.to_host
+        # must never point at a donated (deleted) buffer. Host copies (a device copy compiles a
+        # program per shape); from a mesh, whole ones: the Keras model is then used on one
+        # device (saving, sampling).
+        copy = np.array if self.layout is None else self.layout.to_host
         for var, value in zip(self.model.trainable_variables, trainable):
             var.assign(copy(value))
         for var, value in zip(self.model.non_trainable_variables, non_trainable):
