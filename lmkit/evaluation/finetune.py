@@ -47,8 +47,8 @@ WARMUP_FRACTION = 0.06
 #: batches per length-sorted pool (more: tighter padding, less random batches)
 POOL_BATCHES = 16
 #: padded lengths of the training batches: compiled shapes of the step (each compiles once, for
-#: ~20 s on 2 CPU cores; more widths pad less)
-PAD_WIDTHS = 6
+#: ~20-40 s on 2 shared CPU cores, a cost inside a 10-minute fine-tuning; more widths pad less)
+PAD_WIDTHS = 4
 
 
 def backbone_groups(backbone: keras.Model) -> list[list[Any]]:
