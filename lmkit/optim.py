@@ -27,10 +27,14 @@ from lmkit.registry import optimizers
 if TYPE_CHECKING:
     from lmkit.config import TrainConfig
 
-__all__ = ["build_optimizer", "exclude_from_decay", "FULL_BATCH"]
+__all__ = ["build_optimizer", "exclude_from_decay", "FULL_BATCH", "ROW_UPDATES"]
 
 #: capability of an optimizer entry that takes one step per pass over the training split
 FULL_BATCH = "full_batch"
+#: capability of an element-wise optimizer: each weight's update depends only on its own gradient
+#: and slots, so fine-tuning may update only the embedding rows a batch reads (lazily: the other
+#: rows keep their weights and slots, as PyTorch's SparseAdam)
+ROW_UPDATES = "row_updates"
 
 
 def _common(cfg: "TrainConfig") -> dict[str, Any]:
@@ -50,31 +54,31 @@ def gd(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(learning_rate, **_decay(cfg), **_common(cfg))
 
 
-@optimizers.register("sgd", description="Mini-batch stochastic gradient descent.")
+@optimizers.register("sgd", capabilities=(ROW_UPDATES,), description="Mini-batch stochastic gradient descent.")
 def sgd(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(learning_rate, **_decay(cfg), **_common(cfg))
 
 
-@optimizers.register("momentum", aliases=("sgdm",), description="SGD with heavy-ball momentum.")
+@optimizers.register("momentum", aliases=("sgdm",), capabilities=(ROW_UPDATES,), description="SGD with heavy-ball momentum.")
 def momentum(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(learning_rate, momentum=cfg.momentum, **_decay(cfg), **_common(cfg))
 
 
-@optimizers.register("nesterov", description="SGD with Nesterov momentum.")
+@optimizers.register("nesterov", capabilities=(ROW_UPDATES,), description="SGD with Nesterov momentum.")
 def nesterov(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(
         learning_rate, momentum=cfg.momentum, nesterov=True, **_decay(cfg), **_common(cfg)
     )
 
 
-@optimizers.register("adam", description="Adam (Kingma & Ba, 2015).")
+@optimizers.register("adam", capabilities=(ROW_UPDATES,), description="Adam (Kingma & Ba, 2015).")
 def adam(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(
         learning_rate, beta_1=cfg.beta1, beta_2=cfg.beta2, **_decay(cfg), **_common(cfg)
     )
 
 
-@optimizers.register("adamw", description="Adam with decoupled weight decay (Loshchilov & Hutter, 2019).")
+@optimizers.register("adamw", capabilities=(ROW_UPDATES,), description="Adam with decoupled weight decay (Loshchilov & Hutter, 2019).")
 def adamw(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
     return keras.optimizers.AdamW(
         learning_rate, weight_decay=cfg.weight_decay, beta_1=cfg.beta1, beta_2=cfg.beta2,
@@ -92,7 +96,7 @@ def adagrad(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimize
     return keras.optimizers.Adagrad(learning_rate, **_decay(cfg), **_common(cfg))
 
 
-@optimizers.register("lion", description="Lion, sign-based momentum (Chen et al., 2023).")
+@optimizers.register("lion", capabilities=(ROW_UPDATES,), description="Lion, sign-based momentum (Chen et al., 2023).")
 def lion(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
     return keras.optimizers.Lion(
         learning_rate, beta_1=cfg.beta1, beta_2=cfg.beta2, **_decay(cfg), **_common(cfg)

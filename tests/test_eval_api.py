@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,7 @@ def test_cli_prints_metrics_and_writes_files(tmp_path: Path, capsys: pytest.Capt
     printed = capsys.readouterr().out
     assert "glue/sst2 (dev, 120 examples, model scratch-lstm)" in printed and "accuracy" in printed
     assert "confusion matrix (rows: label, columns: prediction)" in printed
+    assert re.search(r"fine-tuned 5 steps x 16 on \d+ examples in [\d.]+ s \([\d.]+ examples/s", printed)
     metrics = json.loads((out / "metrics.json").read_text())
     assert (out / "checkpoint.npz").is_file()  # --out also keeps the fine-tuned model
     lines = (out / "predictions.tsv").read_text().splitlines()

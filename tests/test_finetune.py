@@ -16,6 +16,7 @@ from lmkit.engine.checkpoint import load_checkpoint
 from lmkit.engine.events import EndEvent, Event, StepEvent, StopSignal
 from lmkit.errors import ConfigError, RegistryError, TrainingDiverged
 from lmkit.evaluation import evaluate
+from lmkit.evaluation.config import EvalConfig
 
 GLUE = Path(__file__).parent / "fixtures" / "eval" / "glue"
 TINY: dict[str, Any] = {"embed_dim": 16, "units": 16, "vocab_size": 400, "max_length": 16,
@@ -106,3 +107,92 @@ def test_fine_tuning_takes_its_optimizer_and_schedule_from_the_registries(tmp_pa
         finetune(None, optimizer="adamv")
     with pytest.raises(RegistryError, match="unknown schedule 'cosinus'"):
         finetune(None, schedule="cosinus")
+
+
+def test_pad_widths_waste_no_more_padding_than_any_other_choice_of_as_many_widths() -> None:
+    import itertools
+
+    from lmkit.evaluation.encoding import pad_widths
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        longest = rng.integers(3, 40, size=int(rng.integers(1, 12)))
+        count = int(rng.integers(1, 5))
+
+        def padded(widths: list[int]) -> int:
+            return sum(next(w for w in sorted(widths) if w >= n) for n in longest)
+
+        got = pad_widths(longest, count)
+        assert len(got) <= count and max(got) == longest.max()
+        candidates = sorted(set(longest.tolist()))[:-1]
+        best = min(padded([*c, int(longest.max())]) for k in range(count)
+                   for c in itertools.combinations(candidates, k))
+        assert padded(got) == best
+
+
+@pytest.mark.slow
+def test_fine_tuning_pads_batches_to_few_widths_chosen_for_the_data() -> None:
+    from tiny_models import tiny
+
+    from lmkit.evaluation.encoding import Encoded, batches
+    from lmkit.evaluation.finetune import PAD_WIDTHS, FinetuneTrainee
+    from lmkit.evaluation.heads import SequenceClassifier
+    from lmkit.resolve import resolve
+
+    rng = np.random.default_rng(1)
+    ids = [np.ones(int(n), np.int32) for n in rng.integers(2, 40, size=300)]
+    data = Encoded(ids, np.zeros(300, np.int64))
+    cfg = EvalConfig(batch_size=8, max_length=64, max_steps=120, loss="cross_entropy")
+    trainee = FinetuneTrainee(SequenceClassifier(tiny("lstm"), 2), data, cfg, 120, resolve(cfg))
+    steps = trainee.steps_per_epoch
+    shapes = {trainee._batch(s)[0][0].shape[1] for s in range(3 * steps)}  # three epochs
+    assert shapes <= set(trainee.widths) and len(trainee.widths) == PAD_WIDTHS
+    real = sum(len(i) for i in ids)
+    padded = sum(trainee._batch(s)[0][0].size for s in range(steps))
+    first_epoch = np.concatenate(trainee._epoch_batches(0))
+    multiples_of_16 = sum(inputs[0].size for inputs, _, _ in batches(data, first_epoch, 8, 64))
+    assert padded < 0.8 * multiples_of_16 and padded < 1.3 * real
+
+
+@pytest.mark.slow
+def test_the_embedding_update_touches_only_the_batch_rows_and_otherwise_equals_the_dense_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+    from tiny_models import tiny
+
+    import lmkit.evaluation.finetune as ft
+    from lmkit.evaluation.encoding import Encoded
+    from lmkit.evaluation.heads import SequenceClassifier
+    from lmkit.resolve import resolve
+
+    rng = np.random.default_rng(0)
+    data = Encoded([rng.integers(1, 7, size=int(n)).astype(np.int32) for n in rng.integers(3, 9, 16)],
+                   rng.integers(0, 2, 16))  # ids 1..6 of a 13-token vocabulary
+
+    def one_step(dense: bool, **options: Any) -> tuple[Any, list[np.ndarray], list[np.ndarray]]:
+        keras.utils.set_random_seed(0)
+        backbone = tiny("gpt", dropout=0.0)
+        backbone(np.ones((1, 4), np.int32))
+        model = SequenceClassifier(backbone, 2, dropout=0.0)
+        model((np.ones((1, 4), np.int32), np.ones((1,), np.int32)))
+        cfg = EvalConfig(batch_size=16, max_length=8, max_steps=2, loss="cross_entropy",
+                         learning_rate=1e-2, backbone_lr_multiplier=1.0, **options)
+        if dense:
+            monkeypatch.setattr(ft, "ROW_UPDATES", "no such capability")
+        trainee = ft.FinetuneTrainee(model, data, cfg, 2, resolve(cfg))
+        monkeypatch.undo()
+        before = trainee.model_arrays()
+        trainee.train(0, 1)
+        return trainee, before, trainee.model_arrays()
+
+    rows, before, after = one_step(False, weight_decay=0.5, clipnorm=1e-3)
+    dense, _, dense_after = one_step(True, weight_decay=0.5, clipnorm=1e-3)
+    assert rows.row_update and not dense.row_update
+    table = next(i for i, w in enumerate(before) if w.shape == (13, 16))
+    np.testing.assert_array_equal(after[table][7:], before[table][7:])  # ids the batch lacks
+    assert not np.allclose(dense_after[table][7:], before[table][7:])     # dense decays them
+    assert not np.allclose(after[table][1:7], before[table][1:7])
+    # the batch's rows and every other weight: the same update, clipped by the same global norm
+    after[table], dense_after[table] = after[table][:7], dense_after[table][:7]
+    for a, b in zip(after, dense_after):
+        np.testing.assert_allclose(a, b, atol=1e-7)

@@ -399,3 +399,22 @@ def test_gpt_weights_follow_the_seed():
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not np.array_equal(first[0], other[0])
     assert 0.015 < first[0].std() < 0.025  # the embedding: N(0, 0.02)
+
+
+@pytest.mark.slow
+def test_lmkit_dropout_keeps_each_unit_with_probability_one_minus_rate_and_a_new_mask_each_call():
+    import keras
+
+    from lmkit.models.base import Dropout
+
+    layer = Dropout(0.25, seed=3)
+    x = np.ones((64, 256), np.float32)
+    assert np.array_equal(np.asarray(layer(x, training=False)), x)
+    first, second = (np.asarray(layer(x, training=True)) for _ in range(2))
+    for mask in (first, second):
+        assert set(np.unique(mask)) == {0.0, np.float32(1 / 0.75)}   # kept units scaled up
+        assert abs((mask > 0).mean() - 0.75) < 0.01
+        assert abs((mask > 0).mean(axis=0) - 0.75).max() < 0.2         # no dead columns
+    assert abs(((first > 0) == (second > 0)).mean() - (0.75**2 + 0.25**2)) < 0.01  # independent
+    if keras.backend.backend() == "jax":  # the hash mask, not Keras's draw
+        assert not np.array_equal(first, np.asarray(keras.layers.Dropout(0.25, seed=3)(x, training=True)))

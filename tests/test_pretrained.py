@@ -12,7 +12,7 @@ import pytest
 from hf_checkpoints import bert_folder, gpt2_folder
 
 import lmkit
-from lmkit.errors import RegistryError, RunError
+from lmkit.errors import RegistryError, RunError, RunWarning
 
 SENTENCES = [
     "A man is playing a guitar on the stage.",
@@ -125,6 +125,12 @@ def test_tiny_bert_refusals(tmp_path: Path, bert_dir: Path) -> None:
     (small_vocab / "config.json").write_text(json.dumps({**config, "vocab_size": 50}))
     with pytest.raises(RunError, match=r"tokenizer has \d+ tokens but the model's vocab_size .* is 50"):
         lmkit.from_pretrained(small_vocab)
+
+    big_vocab = copy("bigvocab")  # another checkpoint's (smaller) tokenizer: warned, then the
+    (big_vocab / "config.json").write_text(json.dumps({**config, "vocab_size": 4 * config["vocab_size"]}))
+    with pytest.warns(RunWarning, match=r"tokenizer has \d+ tokens but the model's vocab_size"), \
+            pytest.raises(RunError, match=r"embeddings.word_embeddings.weight"):  # weights disagree
+        lmkit.from_pretrained(big_vocab)
 
     no_tokenizer = copy("notok")
     (no_tokenizer / "tokenizer.json").unlink()

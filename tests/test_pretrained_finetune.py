@@ -32,6 +32,29 @@ def test_pairs_are_encoded_as_cls_a_sep_b_sep_truncated_longest_first() -> None:
     assert encoded.ids[1].tolist() == [cls, *tokenizer.encode("ok"), sep, *tokenizer.encode("the cat"), sep]
 
 
+def test_head_tail_truncation_keeps_a_long_review_s_start_and_its_verdict() -> None:
+    from lmkit.evaluation.encoding import head_and_tail
+
+    tokenizer = PretrainedTokenizer(wordpiece_tokenizer()._tokenizer)
+    cls, sep = tokenizer.token_id("[CLS]"), tokenizer.token_id("[SEP]")
+    review = " ".join(["the cat sat on the mat"] * 20 + ["good movies"])
+    examples = Examples("imdb", "train", "test", [review, "ok"], None, np.array([1, 0]))
+    full = encode_examples(examples, tokenizer, max_length=None)
+    cut = head_and_tail(full, 16)
+    first = cut.ids[0].tolist()
+    assert len(first) == 16 and first[0] == cls and first[-1] == sep
+    assert first[:4] == full.ids[0].tolist()[:4]                       # a quarter from the start
+    assert first[-4:] == [*tokenizer.encode("good movies"), sep][-4:]  # the rest from the end
+    assert first[4:] == full.ids[0].tolist()[-12:]
+    assert cut.ids[1].tolist() == [cls, *tokenizer.encode("ok"), sep]  # short texts are whole
+
+
+def test_head_tail_truncation_is_refused_for_pairs() -> None:
+    mrpc = Path(__file__).parent / "fixtures" / "eval" / "glue"
+    with pytest.raises(lmkit.ConfigError, match=r"truncation='head_tail' cuts single texts; glue/mrpc"):
+        lmkit.evaluate("scratch", task="glue/mrpc", data=mrpc, truncation="head_tail")
+
+
 def _easy_task(folder: Path, seed: int = 0) -> Path:
     """SST-2-shaped data whose label is whether "good" or "bad" is in the sentence."""
     rng = np.random.default_rng(seed)

@@ -129,6 +129,11 @@ def _print_result(event: Any) -> None:
         return
     result = event.result
     print(f"{result.task.name} ({result.split}, {len(result.labels)} examples, model {result.model_name})")
+    training = result.training
+    if training.get("steps"):
+        print(f"  fine-tuned {training['steps']} steps x {result.config.get('batch_size')} on "
+              f"{training.get('train_examples')} examples in {training['seconds']:.1f} s "
+              f"({training['examples_per_s']:.1f} examples/s, compilation included)")
     for key, value in result.metrics.items():
         print(f"  {key:<22} {value:.4f}")
     matrix = result.confusion_matrix

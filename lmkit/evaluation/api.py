@@ -65,6 +65,11 @@ def evaluate(
         cfg = _recipe(cfg, config, options, source)
         parts = resolve(cfg)
     scored = load_split(task, data, cfg.split)
+    if cfg.truncation == "head_tail" and (scored.text_b is not None or task.spans
+                                           or task.multiple_choice or task.candidates):
+        raise ConfigError(f"truncation='head_tail' cuts single texts; {task.name} has pairs, "
+                          f"choices or spans, which are truncated longest-first: use "
+                          f"truncation='head'")
     if cfg.max_eval_examples is not None and len(scored) > cfg.max_eval_examples:
         scored = _sample(scored, cfg.max_eval_examples, cfg.seed)
     if cfg.method == "zeroshot":
@@ -85,6 +90,7 @@ def evaluate(
     import keras
 
     from lmkit.evaluation.choice import head_for
+    from lmkit.evaluation.encoding import head_and_tail
     from lmkit.evaluation.finetune import finetune, predict
 
     keras.utils.set_random_seed(cfg.seed)
@@ -97,7 +103,12 @@ def evaluate(
     if multiplier is None:  # a pretrained backbone moves gently; a scratch one must learn everything
         multiplier = 1.0 if _is_scratch(run_or_path) else PRETRAINED_LR_MULTIPLIER
     cfg = cfg.replace(max_length=max_length, backbone_lr_multiplier=multiplier)
-    model, encode = head_for(task, backbone, cfg.pooling, cfg.head_dropout, [e for e in (train, scored) if e])
+    model, encode_task = head_for(task, backbone, cfg.pooling, cfg.head_dropout, [e for e in (train, scored) if e])
+    if cfg.truncation == "head_tail":
+        def encode(examples: Examples, tokenizer: Any, max_length: int) -> Any:
+            return head_and_tail(encode_task(examples, tokenizer, None), max_length)
+    else:
+        encode = encode_task
     training: dict[str, Any] = {}
     if train is not None:
         training = finetune(model, encode(train, tokenizer, max_length), cfg, parts,

@@ -36,6 +36,8 @@ class EvalConfig:
     split: str | None = config_key(None, "Split to score (default: the task's dev split; `test` for IMDb).")
     train_split: str = config_key("train", "Split to fine-tune on.")
     max_length: int = config_key(128, "Tokens per example (longer inputs are truncated; pairs share it).", min=2)
+    truncation: str = config_key("head", "How an example longer than `max_length` is cut: `head` keeps its first tokens; `head_tail` its first quarter and last three quarters (reviews often conclude at the end; single-text tasks only).",
+                                 choices=("head", "head_tail"))
     max_train_examples: int | None = config_key(None, "Fine-tune on at most this many examples (seeded sample).", min=1)
     max_eval_examples: int | None = config_key(None, "Score at most this many examples (a seeded sample, stratified by label).", min=1)
     # head

@@ -13,8 +13,9 @@ Batches are a pure function of the seed and the step (each epoch is its own seed
 permutation), so a resumed fine-tuning sees exactly the batches it would have seen. They are
 bucketed by length (dynamic padding): the permutation is cut into pools of `POOL_BATCHES`
 batches, each pool sorted by length and cut into batches, and the batches shuffled, so short
-sentences are not padded to the long ones (padding rounds up to a multiple of 16 tokens, so the
-compiled step sees a few shapes).
+sentences are not padded to the long ones. Each batch pads to the smallest of `PAD_WIDTHS`
+widths chosen from the first epoch's batches to waste the least padding
+(`lmkit.evaluation.encoding.pad_widths`), so the compiled step sees at most that many shapes.
 
 Gradual unfreezing (ULMFiT): the backbone's layers are groups (its own weights such as the
 embedding first, then each sub-layer in order); they are unfrozen from the top group down at
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -38,8 +39,9 @@ from lmkit.engine.events import Event, StopSignal
 from lmkit.engine.rundir import CHECKPOINT, RunDir
 from lmkit.errors import ConfigError
 from lmkit.evaluation.config import EvalConfig
-from lmkit.evaluation.encoding import Encoded, batches
+from lmkit.evaluation.encoding import Encoded, batches, pad_widths
 from lmkit.evaluation.heads import SequenceClassifier
+from lmkit.optim import ROW_UPDATES
 from lmkit.paths import enable_compilation_cache
 from lmkit.resolve import Resolved
 
@@ -49,6 +51,16 @@ __all__ = ["finetune", "predict", "backbone_groups", "FinetuneTrainee"]
 WARMUP_FRACTION = 0.06
 #: batches per length-sorted pool (more: tighter padding, less random batches)
 POOL_BATCHES = 16
+#: padded lengths of the training batches: compiled shapes of the step (each compiles once, for
+#: ~20-40 s on 2 shared CPU cores, a cost inside a 10-minute fine-tuning; more widths pad less)
+PAD_WIDTHS = 4
+
+
+class _Slot(NamedTuple):
+    """An optimizer slot held outside Keras (a row-updated table's moments): name and shape."""
+
+    path: str
+    shape: tuple[int, ...]
 
 
 def backbone_groups(backbone: keras.Model) -> list[list[Any]]:
@@ -105,14 +117,40 @@ class FinetuneTrainee:
         body_cfg = cfg.replace(learning_rate=cfg.learning_rate * max(self.lr_mult, 1e-12))
         head_vars = [v for v, b in zip(trainable, is_backbone) if not b]
         body_vars = [v for v, b in zip(trainable, is_backbone) if b]
+        self.body_group_ids = [group_of[id(v)] for v in body_vars]
+        # The token embedding is read only at the batch's ids, so its gradient is zero on every
+        # other row: an element-wise optimizer updates just those rows (lazy, as PyTorch's
+        # SparseAdam: the other rows keep their weights and moments), not all V x D of them
+        table = getattr(model.backbone, "embedding", None)
+        rows_at = next((i for i, v in enumerate(body_vars) if v is table), None)
+        self.row_update = (rows_at is not None and not self.masked
+                           and parts.optimizer.has(ROW_UPDATES))
+        clip = body_cfg.clipnorm if self.row_update else None  # one norm over the body and the rows
+        if self.row_update:
+            body_cfg = body_cfg.replace(clipnorm=None)
+            body_vars.pop(rows_at)
+            vocab, width = table.shape
+            # a batch holds at most this many distinct ids: the gathered rows' fixed shape
+            n_rows = min(vocab, cfg.batch_size * train.per_example * cfg.max_length)
+            placeholder = keras.Variable(np.zeros((n_rows, width), np.float32), name="embedding_rows")
         head_opt = build_optimizer(cfg, self.schedule)
         body_opt = build_optimizer(body_cfg, build_schedule(body_cfg, total))
+        groups = [(head_opt, head_vars), (body_opt, body_vars)]
+        if self.row_update:
+            row_opt = build_optimizer(body_cfg, build_schedule(body_cfg, total))
+            groups.append((row_opt, [placeholder]))
         loss_fn = parts.loss.obj(cfg)
-        for opt, variables in ((head_opt, head_vars), (body_opt, body_vars)):
+        for opt, variables in groups:
             exclude_from_decay(opt, variables)
             opt.build(variables)
-        self.optimizers = (head_opt, body_opt)
-        self.body_group_ids = [group_of[id(v)] for v in body_vars]
+        self.optimizers = tuple(opt for opt, _ in groups)
+        # the optimizer state a checkpoint holds; a row slot is held whole, (V, D)
+        self.slots: list[Any] = [*head_opt.variables, *body_opt.variables]
+        if self.row_update:
+            is_slot = [tuple(v.shape) == (n_rows, width) for v in row_opt.variables]
+            self.slots += [_Slot(v.path, table.shape) if row else v
+                           for v, row in zip(row_opt.variables, is_slot)]
+        n_body = len(body_opt.variables)
 
         def split(values: list[Any]) -> tuple[list[Any], list[Any]]:
             return ([x for x, b in zip(values, is_backbone) if not b],
@@ -128,6 +166,29 @@ class FinetuneTrainee:
 
         grad_fn = jax.value_and_grad(loss_of, has_aux=True)
 
+        def update_rows(tokens, body_g, row_state, body_v):
+            """Clip the body's gradients with the table's rows by one norm, update the rows of
+            the ids in `tokens`; returns the other body gradients, the new table and row state."""
+            import jax.numpy as jnp
+
+            grad, weights = body_g.pop(rows_at), body_v.pop(rows_at)
+            ids = jnp.ravel(tokens)
+            ordered = jnp.sort(ids)
+            distinct = 1 + jnp.sum(ordered[1:] != ordered[:-1])
+            rows = jnp.unique(ids, size=n_rows, fill_value=ids[0])    # the first `distinct` are real
+            real = jnp.arange(n_rows) < distinct
+            row_g = jnp.where(real[:, None], grad[rows], 0.0)
+            if clip is not None:
+                norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in (*body_g, row_g)))
+                scale = clip / jnp.maximum(norm, clip)
+                body_g, row_g = [g * scale for g in body_g], row_g * scale
+            gathered = [value[rows] if row else value for value, row in zip(row_state, is_slot)]
+            (new_rows,), new_state = row_opt.stateless_apply(gathered, [row_g], [weights[rows]])
+            into = jnp.where(real, rows, weights.shape[0])            # past the end: dropped
+            row_state = [full.at[into].set(new, mode="drop") if row else new
+                         for full, new, row in zip(row_state, new_state, is_slot)]
+            return body_g, weights.at[into].set(new_rows, mode="drop"), row_state
+
         def step_fn(state, masks, inputs, labels):
             train_vals, non_train, head_state, body_state = state
             (loss, non_train), grads = grad_fn(train_vals, non_train, inputs, labels)
@@ -136,24 +197,41 @@ class FinetuneTrainee:
             if self.masked:
                 body_g = [g * m for g, m in zip(body_g, masks)]
             head_v, head_state = head_opt.stateless_apply(head_state, head_g, head_v)
+            if self.row_update:
+                body_state, row_state = body_state[:n_body], body_state[n_body:]
+                body_g, body_v = list(body_g), list(body_v)
+                body_g, new_table, row_state = update_rows(inputs[0], body_g, row_state, body_v)
             new_body, body_state = body_opt.stateless_apply(body_state, body_g, body_v)
+            if self.row_update:
+                new_body = [*new_body[:rows_at], new_table, *new_body[rows_at:]]
+                body_state = [*body_state, *row_state]
             # frozen variables keep their values exactly (weight decay would move them otherwise)
             body_v = ([old + m * (new - old) for old, new, m in zip(body_v, new_body, masks)]
                       if self.masked else new_body)
             return (merge(head_v, body_v), non_train, head_state, body_state), loss
 
         self.layout = layout
+        body_slots = [v.value for v in body_opt.variables]
+        if self.row_update:
+            body_slots += [np.zeros(table.shape, np.float32) if row else v.value
+                           for v, row in zip(row_opt.variables, is_slot)]
         self.state = ([v.value for v in trainable], [v.value for v in model.non_trainable_variables],
-                      [v.value for v in head_opt.variables], [v.value for v in body_opt.variables])
+                      [v.value for v in head_opt.variables], body_slots)
         # on a mesh: the state replicated (or the backbone's large matrices split over the model
         # axis, with their slots), the masks replicated, the rows of inputs and labels split
-        self._shardings = (None if layout is None else
-                           state_shardings(layout, model, head_opt, body_opt, rules=model.backbone))
+        self._shardings = None
         if layout is not None:
+            trainable_sh, non_trainable_sh, head_sh, body_sh = state_shardings(
+                layout, model, head_opt, body_opt, rules=model.backbone)
+            # the embedding's row slots are held whole, like the table itself: replicated
+            body_sh = body_sh + [layout.replicated] * (len(body_slots) - len(body_sh))
+            self._shardings = (trainable_sh, non_trainable_sh, head_sh, body_sh)
             self.state = layout.place(self.state, self._shardings)
         self._step_fn = jit_step(step_fn, layout, self._shardings, (None, 0, 0), donate=False)
         self._lengths = train.lengths()
         self._epoch: tuple[int, list[np.ndarray]] | None = None
+        self.widths = pad_widths([self._lengths[rows].max() for rows in self._epoch_batches(0)],
+                                 PAD_WIDTHS)
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """The rows of each batch of `epoch`: similar lengths together, batches in random order."""
@@ -175,7 +253,8 @@ class FinetuneTrainee:
             self._epoch = (epoch, self._epoch_batches(epoch))
         rows = self._epoch[1][index]
         size = self.cfg.batch_size
-        inputs, labels, _ = next(batches(self.train_data, rows, size, self.cfg.max_length))
+        inputs, labels, _ = next(batches(self.train_data, rows, size, self.cfg.max_length,
+                                         self.widths))
         if self.layout is not None:  # every array's rows (axis 0) split over the data axis
             inputs = tuple(self.layout.put_batch(a, 0) for a in inputs)
             labels = self.layout.put_batch(labels, 0)
@@ -218,9 +297,8 @@ class FinetuneTrainee:
     def restore(self, model: list[np.ndarray], optimizer: list[np.ndarray], source: str) -> None:
         import jax.numpy as jnp
 
-        head_opt, body_opt = self.optimizers
         check_fit(self._variables(), model, "model weights", source)
-        check_fit([*head_opt.variables, *body_opt.variables], optimizer, "optimizer slots", source)
+        check_fit(self.slots, optimizer, "optimizer slots", source)
         n, h = len(self.state[0]), len(self.state[2])
         flat = [*self.state[0], *self.state[1], *self.state[2], *self.state[3]]
         arrays = [jnp.asarray(a, dtype=c.dtype) for a, c in zip([*model, *optimizer], flat)]
@@ -286,7 +364,10 @@ def finetune(
     finally:
         if run_dir is not None:
             run_dir.release()
-    return {"steps": outcome.step, "reason": outcome.reason, "seconds": outcome.elapsed, "mesh": mesh}
+    examples = outcome.step * cfg.batch_size  # compilations included: the time a user waits
+    return {"steps": outcome.step, "reason": outcome.reason, "seconds": outcome.elapsed,
+            "examples_per_s": examples / outcome.elapsed if outcome.elapsed > 0 else 0.0,
+            "pad_widths": list(trainee.widths), "mesh": mesh}
 
 
 def predict(model: SequenceClassifier, data: Encoded, batch_size: int, max_length: int) -> np.ndarray:

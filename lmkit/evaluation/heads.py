@@ -20,6 +20,7 @@ import keras
 from keras import ops
 
 from lmkit.errors import ConfigError
+from lmkit.models.base import Dropout
 
 __all__ = ["SequenceClassifier", "SpanClassifier", "hidden_states"]
 
@@ -52,7 +53,7 @@ class SequenceClassifier(keras.Model):
         self.backbone = backbone
         self.pooling = pooling
         self.num_outputs = num_outputs
-        self.drop = keras.layers.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.head = keras.layers.Dense(num_outputs, name="classifier")
 
     def call(self, inputs: tuple[Any, Any], training: bool = False) -> Any:

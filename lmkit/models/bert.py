@@ -29,7 +29,7 @@ import keras
 from keras import ops
 
 from lmkit.errors import ConfigError, RunError
-from lmkit.models.base import HFWeight, LanguageModel, check_positive_int, check_rate
+from lmkit.models.base import Dropout, HFWeight, LanguageModel, check_positive_int, check_rate
 from lmkit.registry import architectures
 
 __all__ = ["BERT", "EncoderLayer"]
@@ -59,8 +59,8 @@ class EncoderLayer(keras.layers.Layer):
         self.head_dim = embed_dim // heads
         self.ln_attention = keras.layers.LayerNormalization(epsilon=layer_norm_eps, name="ln_attention")
         self.ln_output = keras.layers.LayerNormalization(epsilon=layer_norm_eps, name="ln_output")
-        self.drop = keras.layers.Dropout(dropout)
-        self.attention_drop = keras.layers.Dropout(attention_dropout)
+        self.drop = Dropout(dropout)
+        self.attention_drop = Dropout(attention_dropout)
 
     def build(self, input_shape: Any) -> None:
         d, f = self.embed_dim, self.ffn_dim
@@ -147,7 +147,7 @@ class BERT(LanguageModel):
         ]
         self.ln_embedding = keras.layers.LayerNormalization(epsilon=self.layer_norm_eps,
                                                             name="ln_embedding")
-        self.drop = keras.layers.Dropout(self.dropout_rate)
+        self.drop = Dropout(self.dropout_rate)
 
     @property
     def max_context(self) -> int:

@@ -27,7 +27,8 @@ from lmkit.registry import architectures, pretrained
 __all__ = ["Pretrained", "from_pretrained", "checkpoint_folder", "POOLINGS"]
 
 POOLINGS = ("mean", "cls")
-_BUCKET = 16  # padded lengths are multiples of this: few compiled shapes
+_BUCKET = 16  # padded lengths of `encode` are multiples of this: few compiled shapes
+_PAD_MULTIPLE = 8  # inference pads each batch to a multiple of this
 
 
 def checkpoint_folder(path_or_name: str | os.PathLike[str]) -> Path:
@@ -83,21 +84,37 @@ class Pretrained:
 
         from lmkit.generation import compiled
 
-        tokens, lengths = self.encode(texts, max_length)
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ConfigError("texts must hold at least one string")
+        limit = max_length or self.model.max_context
+        rows = self.tokenizer.encode_inputs(texts, max_length=limit)
+        lengths = np.asarray([len(r) for r in rows], dtype=np.int32)
+        pad = getattr(self.model, "pad_token_id", 0)
         fn = compiled(self.model, body)
         values = [v.value for v in self.model.variables]
-        out = []
-        for i in range(0, len(tokens), batch_size):
-            chunk = tokens[i:i + batch_size]
-            n = len(chunk)
-            # rows padded to a power of two: a few compiled shapes serve any number of texts
-            rows = min(batch_size, 1 << (n - 1).bit_length())
-            if rows > n:
-                chunk = np.concatenate([chunk, np.repeat(chunk[:1], rows - n, axis=0)])
-            out.append(np.asarray(keras.ops.convert_to_numpy(fn(values, chunk)))[:n])
-        mask = np.arange(tokens.shape[1])[None, :] < lengths[:, None]
-        width = int(lengths.max())
-        return np.concatenate(out)[:, :width], mask[:, :width]
+        order = np.argsort(lengths, kind="stable")  # similar lengths share a batch: less padding
+        out: list[np.ndarray] = [np.empty(0)] * len(rows)
+        for i in range(0, len(order), batch_size):
+            batch = order[i:i + batch_size]
+            # each batch pads to its longest text rounded up to a multiple of 8, and its rows to
+            # a power of two: a few compiled shapes serve any texts
+            width = -(-int(lengths[batch].max()) // _PAD_MULTIPLE) * _PAD_MULTIPLE
+            width = min(limit, width) if limit else width
+            tokens = np.full((min(batch_size, 1 << (len(batch) - 1).bit_length()), width), pad,
+                             np.int32)
+            for j, r in enumerate(batch):
+                tokens[j, :lengths[r]] = rows[r]
+            tokens[len(batch):] = tokens[0]
+            result = np.asarray(keras.ops.convert_to_numpy(fn(values, tokens)))
+            for j, r in enumerate(batch):
+                out[r] = result[j]
+        longest = int(lengths.max())
+        stacked = np.zeros((len(rows), longest, *out[0].shape[1:]), out[0].dtype)
+        for r, value in enumerate(out):
+            stacked[r, :min(longest, len(value))] = value[:longest]
+        mask = np.arange(longest)[None, :] < lengths[:, None]
+        return stacked, mask
 
     def features(self, texts: str | list[str], batch_size: int = 32,
                  max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -10,12 +10,13 @@ the folder's ``model_type`` in ``hf_model_types``; that class builds itself from
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lmkit.errors import RunError
+from lmkit.errors import RunError, RunWarning
 from lmkit.registry import Entry, architectures
 
 __all__ = ["read_config", "architecture_for", "read_tokenizer", "read_weights", "load_weights"]
@@ -55,6 +56,11 @@ def architecture_for(config: dict[str, Any], folder: Path) -> Entry[Any]:
     return readers[model_type]
 
 
+#: a tokenizer covering less than this share of the embedding rows is probably the wrong one
+#: (checkpoints pad their vocabulary by a few percent at most, e.g. 50257 -> 50304)
+UNUSED_ROWS_WARNING = 0.9
+
+
 def read_tokenizer(folder: Path, vocab_size: int) -> Any:
     """The folder's ``tokenizer.json``, checked against the model's `vocab_size`."""
     from lmkit.tokenizers import PretrainedTokenizer
@@ -71,6 +77,11 @@ def read_tokenizer(folder: Path, vocab_size: int) -> Any:
         raise RunError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
                        f"vocab_size (config.json) is {vocab_size}: they belong to different "
                        f"checkpoints")
+    if tokenizer.vocab_size < UNUSED_ROWS_WARNING * vocab_size:
+        warnings.warn(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
+                      f"vocab_size (config.json) is {vocab_size}: most embedding rows would never "
+                      f"be used, so the tokenizer is probably another checkpoint's", RunWarning,
+                      stacklevel=3)
     return tokenizer
 
 
