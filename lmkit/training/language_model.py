@@ -26,7 +26,7 @@ from lmkit.engine import engine
 from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.rundir import CONFIG, TOKENIZER, RunDir, default_run_dir
 from lmkit.errors import ConfigError
-from lmkit.optim import FULL_BATCH
+from lmkit.optim import EVALUATION_WEIGHTS, FULL_BATCH
 from lmkit.paths import enable_compilation_cache as _enable_compilation_cache
 from lmkit.resolve import Resolved, resolve, with_arch_defaults
 
@@ -221,6 +221,12 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     from lmkit.training.step import batch_parts, make_stepper
 
     backend = keras.backend.backend()
+    averaged = parts.optimizer.has(EVALUATION_WEIGHTS)
+    if averaged and backend != "jax":
+        raise ConfigError(
+            f"optimizer={cfg.optimizer!r} evaluates and saves weights other than the ones it "
+            f"trains, which only the compiled JAX step does; KERAS_BACKEND is {backend!r}. Set "
+            f"KERAS_BACKEND=jax, or choose another optimizer (`lmkit list optimizers`)")
     if backend == "jax":
         _enable_compilation_cache()
     keras.utils.set_random_seed(cfg.seed)
@@ -257,7 +263,7 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     metric_names = [e.name for e in parts.metrics]
     stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k,
                            batch_parts(cfg, model, total), layout,
-                           1 if full_batch else cfg.accumulate_steps)
+                           1 if full_batch else cfg.accumulate_steps, averaged)
     lead = layout is None or layout.lead
     if lead:
         run_dir.write_text(CONFIG, cfg.to_toml())  # a resume's overrides (max_steps...) included
