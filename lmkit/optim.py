@@ -38,11 +38,15 @@ from lmkit.registry import optimizers
 if TYPE_CHECKING:
     from lmkit.config import TrainConfig
 
-__all__ = ["build_optimizer", "exclude_from_decay", "FULL_BATCH", "EVALUATION_WEIGHTS",
+__all__ = ["build_optimizer", "exclude_from_decay", "without_schedule", "FULL_BATCH",
+           "SCHEDULE_FREE", "EVALUATION_WEIGHTS",
            "EvaluationWeights", "ScheduleFreeAdamW"]
 
 #: capability of an optimizer entry that takes one step per pass over the training split
 FULL_BATCH = "full_batch"
+#: capability of an optimizer entry that makes its own learning rate (a warm-up, then constant):
+#: the config's decay schedule is not used (`without_schedule`)
+SCHEDULE_FREE = "schedule_free"
 #: capability of an optimizer entry whose optimizers implement `EvaluationWeights`: the weights
 #: to evaluate, save and sample are not the ones gradients are taken at
 EVALUATION_WEIGHTS = "evaluation_weights"
@@ -179,8 +183,9 @@ class ScheduleFreeAdamW(keras.optimizers.Optimizer):
         for var in var_list:
             z = self.add_variable_from_reference(var, "z")
             x = self.add_variable_from_reference(var, "x")
-            z.assign(var)
-            x.assign(var)
+            # copies: the compiled step donates every state buffer, each must be its own
+            z.assign(ops.copy(var))
+            x.assign(ops.copy(var))
             self._z.append(z)
             self._x.append(x)
             self._v.append(self.add_variable_from_reference(var, "v"))
@@ -244,19 +249,15 @@ class ScheduleFreeAdamW(keras.optimizers.Optimizer):
 
 
 @optimizers.register(
-    "schedule_free_adamw", aliases=("sf_adamw",), capabilities=(EVALUATION_WEIGHTS,),
+    "schedule_free_adamw", aliases=("sf_adamw",), capabilities=(EVALUATION_WEIGHTS, SCHEDULE_FREE),
     description="Schedule-Free AdamW: no decay schedule; evaluates and saves averaged weights.")
 def schedule_free_adamw(cfg: "TrainConfig", learning_rate: Any) -> keras.optimizers.Optimizer:
     """`ScheduleFreeAdamW` with `beta1`, `beta2`, `weight_decay` and a linear warm-up of
-    `warmup_steps` to `learning_rate`, then constant. The configured `schedule` is not used
-    (averaging replaces the decay); a warning says so when one other than ``constant`` was set."""
+    `warmup_steps` to `learning_rate`, then constant: the `learning_rate` schedule it is given is
+    not used (averaging replaces the decay; the entry's capability ``"schedule_free"`` makes
+    training record ``schedule = "constant"``, `without_schedule`)."""
     from lmkit.schedules import WarmupDecay
 
-    if "schedule" in cfg.given and cfg.schedule != "constant":
-        warnings.warn(f"schedule={cfg.schedule!r} is not used by schedule_free_adamw: it warms up "
-                      f"over warmup_steps ({cfg.warmup_steps or 0}) and then keeps learning_rate "
-                      f"constant (averaging replaces the decay); set schedule = \"constant\" to "
-                      f"silence this", LmkitWarning, stacklevel=2)
     warmup = cfg.warmup_steps or 0
     rate = WarmupDecay(cfg.learning_rate, max(warmup, 1), warmup, "constant")
     return ScheduleFreeAdamW(rate, beta_1=cfg.beta1, beta_2=cfg.beta2,
@@ -270,6 +271,26 @@ def build_optimizer(cfg: Any, learning_rate: Any) -> keras.optimizers.Optimizer:
     has the same ones).
     """
     return optimizers.get(cfg.optimizer)(cfg, learning_rate)
+
+
+def without_schedule(cfg: "TrainConfig", entry: Any) -> "TrainConfig":
+    """`cfg` with ``schedule = "constant"`` when the optimizer `entry` makes its own learning rate
+    (capability ``"schedule_free"``), so the run's saved config says what was trained; a warning
+    when the user had asked for another schedule. Otherwise `cfg` unchanged.
+
+    >>> from lmkit.config import TrainConfig
+    >>> cfg = TrainConfig(optimizer="schedule_free_adamw")
+    >>> without_schedule(cfg, optimizers.entry(cfg.optimizer)).schedule
+    'constant'
+    """
+    if not entry.has(SCHEDULE_FREE) or cfg.schedule == "constant":
+        return cfg
+    if "schedule" in cfg.given:
+        warnings.warn(f"schedule={cfg.schedule!r} is not used by optimizer={cfg.optimizer!r}: it "
+                      f"warms up over warmup_steps ({cfg.warmup_steps or 0}) and then keeps "
+                      f"learning_rate constant (averaging replaces the decay); set "
+                      f"schedule = \"constant\" to silence this", LmkitWarning, stacklevel=2)
+    return cfg.replace(schedule="constant")
 
 
 def exclude_from_decay(optimizer: keras.optimizers.Optimizer, variables: list[Any]) -> None:

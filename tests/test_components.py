@@ -108,10 +108,18 @@ def test_schedule_free_adamw_follows_optax_and_evaluates_the_average() -> None:
     np.testing.assert_allclose(np.asarray(back[0]), np.asarray(kernel.value), rtol=1e-6, atol=1e-6)
 
 
-def test_schedule_free_adamw_says_it_ignores_a_schedule() -> None:
-    cfg = TrainConfig.from_dict({"optimizer": "schedule_free_adamw", "schedule": "warmup_cosine"})
-    with pytest.warns(LmkitWarning, match="schedule='warmup_cosine' is not used by schedule_free_adamw"):
-        build_optimizer(cfg, 1e-3)
+def test_schedule_free_adamw_records_a_constant_schedule_and_says_it_ignores_a_given_one() -> None:
+    from lmkit.optim import without_schedule
+
+    entry = optimizers.entry("schedule_free_adamw")
+    asked = TrainConfig.from_dict({"optimizer": "schedule_free_adamw", "schedule": "warmup_cosine"})
+    with pytest.warns(LmkitWarning, match="schedule='warmup_cosine' is not used by "
+                                          "optimizer='schedule_free_adamw'"):
+        assert without_schedule(asked, entry).schedule == "constant"
+    default = TrainConfig.from_dict({"optimizer": "schedule_free_adamw"})  # no warning: not asked
+    assert without_schedule(default, entry).schedule == "constant"
+    adamw = TrainConfig.from_dict({"optimizer": "adamw", "schedule": "warmup_cosine"})
+    assert without_schedule(adamw, optimizers.entry("adamw")) is adamw
 
 
 def _newton_schulz(g: np.ndarray, steps: int = 5) -> np.ndarray:

@@ -26,7 +26,7 @@ from lmkit.engine import engine
 from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.rundir import CONFIG, TOKENIZER, RunDir, default_run_dir
 from lmkit.errors import ConfigError
-from lmkit.optim import EVALUATION_WEIGHTS, FULL_BATCH
+from lmkit.optim import EVALUATION_WEIGHTS, FULL_BATCH, without_schedule
 from lmkit.paths import enable_compilation_cache as _enable_compilation_cache
 from lmkit.resolve import Resolved, resolve, with_arch_defaults
 
@@ -143,7 +143,7 @@ def train_language_model(
         cfg, init = _from_checkpoint(cfg)
     parts = resolve(cfg)  # every name checked before any work: a typo fails in a second
     if not resume:  # a resumed run keeps the config it was started with
-        cfg = with_arch_defaults(cfg, parts.arch)
+        cfg = without_schedule(with_arch_defaults(cfg, parts.arch), parts.optimizer)
         parts = resolve(cfg)  # the defaults may name other components (gpt's optimizer: muon)
     corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
     layout = _layout(cfg)  # a device count that does not fit fails here too
