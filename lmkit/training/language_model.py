@@ -146,6 +146,7 @@ def train_language_model(
         cfg = without_schedule(with_arch_defaults(cfg, parts.arch), parts.optimizer)
         parts = resolve(cfg)  # the defaults may name other components (gpt's optimizer: muon)
     corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
+    val_corpus = open_corpus(cfg.validation_data, cfg.encoding) if cfg.validation_data else None
     layout = _layout(cfg)  # a device count that does not fit fails here too
     lead = layout is None or layout.lead  # the one process that writes the run
     if layout is not None and layout.processes > 1 and cfg.out is None:
@@ -161,7 +162,8 @@ def train_language_model(
     else:  # process 0 creates it; the others never touch it
         run_dir = RunDir(cfg.out)
     with run_dir:  # owned by this process until training ends
-        return _train(cfg, parts, corpus, run_dir, reporters, stop, resume, init, layout)
+        return _train(cfg, parts, corpus, val_corpus, run_dir, reporters, stop, resume, init,
+                      layout)
 
 
 # The checkpoint's constructor options a run's config records in its own keys (the rest go to
@@ -208,7 +210,7 @@ def _layout(cfg: TrainConfig) -> Any:
     return layout_for(cfg.devices, cfg.batch_size, cfg.model_parallel)
 
 
-def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
+def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_dir: RunDir,
            reporters: list[Reporter] | None, stop: StopSignal | None, resume: bool,
            init: Any = None, layout: Any = None) -> Trained:
     import keras
@@ -239,7 +241,15 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     else:
         tokenizer = parts.tokenizer.obj.fit(corpus.chunks(), vocab_size=cfg.vocab_size)
     ids = token_ids(corpus, tokenizer)
-    if cfg.validation_split > 0:
+    if val_corpus is not None:  # a corpus of its own, in the training corpus's vocabulary
+        train_ids, val_ids = ids, token_ids(val_corpus, tokenizer)
+        split(train_ids, 0.0, cfg.seq_len)  # at least one training window, or a clear error
+        if len(val_ids) < cfg.seq_len + 1:
+            raise ConfigError(
+                f"validation_data={cfg.validation_data!r} has {len(val_ids)} tokens, fewer than "
+                f"seq_len + 1 = {cfg.seq_len + 1} for one window; use a larger validation corpus "
+                f"or a smaller seq_len")
+    elif cfg.validation_split > 0:
         train_ids, val_ids = split(ids, cfg.validation_split, cfg.seq_len)
     else:
         train_ids, val_ids = ids, None
