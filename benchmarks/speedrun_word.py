@@ -15,10 +15,14 @@ The target is the reference's best validation perplexity; each contender's time 
 time of its first evaluation at or below it (lmkit's process is ended there). Both evaluate the same way on the same token stream
 (the benchmark checks the vocabulary and token counts agree): the mean cross-entropy over every
 token of the non-overlapping 35-token windows of the whole validation file, each window from a
-zero state, in batches of 20 (lmkit's `eval_batches = 0`; the reference's `evaluate`).
+zero state (lmkit's `eval_batches = 0`; the reference's `evaluate`; the batch size does not
+change the figure).
 Curves of validation perplexity against wall time go to ``docs/speedrun_word.svg``.
 
-Data from ``$LMKIT_WIKITEXT2`` or ``../shared/data/wikitext-2`` next to the checkout.
+Data from ``$LMKIT_WIKITEXT2`` or ``../shared/data/wikitext-2`` next to the checkout. The
+reference runs with PyTorch's default threads, or ``$LMKIT_TORCH_THREADS`` (``OMP_NUM_THREADS``)
+when set: under load from other processes PyTorch's OpenMP pool collapses (docs/performance.md),
+so on a shared machine set it to 1 and say so.
 """
 
 from __future__ import annotations
@@ -69,14 +73,16 @@ def _corpora(work: Path, quick: bool) -> tuple[Path, Path]:
 
 def timed_lines(cmd: list[str], env: dict[str, str],
                 stop: Callable[[str], bool] = lambda line: False) -> tuple[float, list[tuple[float, str]]]:
-    """Run `cmd`; its wall time and every output line with the seconds since it started. The
-    process is ended (SIGTERM) after the first line `stop` accepts."""
+    """Run `cmd`; its wall time and every output line with the seconds since it started (also
+    echoed to stderr as it comes, a long race's progress). The process is ended (SIGTERM) after
+    the first line `stop` accepts."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, stopped = [], False
     for line in proc.stdout:
         lines.append((time.perf_counter() - t0, line.rstrip()))
+        print(f"  [{lines[-1][0]:7.1f} s] {lines[-1][1]}", file=sys.stderr, flush=True)
         if not stopped and stop(line):
             proc.terminate()
             stopped = True
@@ -99,14 +105,17 @@ def token_counts(train: Path, valid: Path) -> dict[str, int]:
 def run_reference(train: Path, valid: Path, quick: bool) -> dict[str, Any]:
     """One whole PyTorch process: wall time, curve ``[(seconds, epoch, perplexity)]``."""
     args = ["--epochs", "1", "--max-batches", "5"] if quick else ["--epochs", str(EPOCHS)]
+    threads = os.environ.get("LMKIT_TORCH_THREADS")
     wall, lines = timed_lines([sys.executable, str(ROOT / "benchmarks" / "torch_word_lm.py"),
-                               str(train), str(valid), *args], {})
+                               str(train), str(valid), *args],
+                              {"OMP_NUM_THREADS": threads} if threads else {})
     counts = next(m for _, text in lines
                   if (m := re.match(r"vocabulary (\d+), \d+ training tokens, (\d+) validation", text)))
     curve = [(t, int(m[1]), float(m[2])) for t, text in lines
              if (m := re.match(r"epoch (\d+): val_loss [\d.]+ ppl ([\d.]+)", text))]
     return {"wall_s": wall, "curve": curve, "best_ppl": min(p for _, _, p in curve),
-            "vocabulary": int(counts[1]), "validation_tokens": int(counts[2])}
+            "vocabulary": int(counts[1]), "validation_tokens": int(counts[2]),
+            "threads": threads or "default"}
 
 
 _LMKIT_EVAL = re.compile(r"eval @ step (\d+): .*val_perplexity ([\d.]+)")
