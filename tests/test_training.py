@@ -278,6 +278,16 @@ def test_bad_input_is_reported_before_training(tmp_path: Path, key, value, error
         train(tmp_path, **{key: value})
 
 
+def test_a_validation_corpus_too_short_for_one_window_is_named(tmp_path: Path) -> None:
+    short = tmp_path / "val.txt"
+    short.write_text("To be.\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"validation_data='.*val.txt' has 7 tokens, fewer than "
+                                          r"seq_len \+ 1 = 33"):
+        train(tmp_path, validation_data=str(short))
+    with pytest.raises(DataError, match="not found"):
+        train(tmp_path, validation_data=str(tmp_path / "nope.txt"))
+
+
 def test_missing_and_empty_corpus(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found: there is no file or folder at"):
         train(tmp_path, data=str(tmp_path / "nope.txt"))
