@@ -106,3 +106,12 @@ def test_fine_tuning_takes_its_optimizer_and_schedule_from_the_registries(tmp_pa
         finetune(None, optimizer="adamv")
     with pytest.raises(RegistryError, match="unknown schedule 'cosinus'"):
         finetune(None, schedule="cosinus")
+
+
+@pytest.mark.slow  # builds the backbone and encodes the task first
+def test_an_optimizer_with_evaluation_weights_is_refused_by_fine_tuning() -> None:
+    """Fine-tuning's step would score the training point of Schedule-Free AdamW, not its
+    average: one clear error instead of quietly worse scores."""
+    with pytest.raises(ConfigError, match="optimizer='schedule_free_adamw' keeps separate "
+                                          "evaluation weights"):
+        finetune(None, max_steps=2, optimizer="schedule_free_adamw")
