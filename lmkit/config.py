@@ -51,9 +51,10 @@ class TrainConfig:
     arch: str = config_key("gpt", "Architecture name (`lmkit list architectures`).")
     data: str = config_key("tinyshakespeare", "Corpus: `tinyshakespeare` (embedded), a text file, or a folder of `.txt` files.")
     encoding: str = config_key("utf-8", "Text encoding of the corpus files.")
-    tokenizer: str = config_key("char", "Tokenizer name (`char`, `word`, `bpe`, `byte`).")
-    vocab_size: int | None = config_key(None, "Vocabulary size for `word` (default 10000) and `bpe` (default 2000).", min=2)
+    tokenizer: str = config_key("char", "Tokenizer name (`char`, `word`, `whitespace`, `bpe`, `byte`).")
+    vocab_size: int | None = config_key(None, "Vocabulary size for `word` and `whitespace` (default 10000) and `bpe` (default 2000).", min=2)
     validation_split: float = config_key(0.1, "Fraction of the corpus, taken from its tail, held out for validation.", min=0.0, max=0.9)
+    validation_data: str | None = config_key(None, "Validation corpus (a text file or a folder of `.txt` files), tokenized with the vocabulary of `data`; when set, all of `data` trains and `validation_split` is not used.")
     init: str | None = config_key(None, "Continue training a pretrained decoder: a Hugging Face checkpoint folder or a registered name (`lmkit list pretrained`); its architecture, sizes and tokenizer are kept.")
     # model
     seq_len: int = config_key(64, "Tokens per training window (and `gpt` context length).", min=1)

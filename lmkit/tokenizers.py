@@ -1,4 +1,4 @@
-"""Tokenizers: `char`, `word`, `bpe` and `byte`, registered in `lmkit.registry.tokenizers`.
+"""Tokenizers: `char`, `word`, `whitespace`, `bpe` and `byte`, registered in `lmkit.registry.tokenizers`.
 
 >>> tok = build_tokenizer("char", ["hello world\\n"])
 >>> tok.decode(tok.encode("hello"))
@@ -198,7 +198,8 @@ _NO_SPACE_AFTER = frozenset("([{$")
 class WordTokenizer(Tokenizer):
     """The ``vocab_size - 1`` most frequent words of ``fit`` plus ``<unk>`` (id 0) for the rest.
 
-    Case is kept. Words are split as `_WORD` says (punctuation and line breaks are tokens).
+    Case is kept. Words are split as `pattern` says (`_WORD`: punctuation and line breaks are
+    tokens).
     `decode` joins words with one space, except around line breaks, before closing punctuation
     (``. , ; : ! ? ) ] } %``) and after opening brackets, so the text reads naturally; the exact
     spacing of the input is not restored.
@@ -208,6 +209,7 @@ class WordTokenizer(Tokenizer):
     type_name = "word"
     unknown_id = 0
     default_vocab_size = 10_000
+    pattern = _WORD
 
     def __init__(self, words: Sequence[str]) -> None:
         self.words = list(words)
@@ -219,7 +221,7 @@ class WordTokenizer(Tokenizer):
         size = vocab_size or cls.default_vocab_size
         counts: Counter[str] = Counter()
         for chunk in chunks:
-            counts.update(_WORD.findall(chunk))
+            counts.update(cls.pattern.findall(chunk))
         counts.pop(UNK, None)
         # ties are broken alphabetically so the vocabulary does not depend on chunking
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: size - 1]
@@ -235,7 +237,7 @@ class WordTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         index = self._index
-        return [index.get(w, 0) for w in _WORD.findall(text)]
+        return [index.get(w, 0) for w in self.pattern.findall(text)]
 
     def encode_array(self, text: str) -> np.ndarray:
         return np.asarray(self.encode(text), dtype=np.int32)
@@ -258,6 +260,22 @@ class WordTokenizer(Tokenizer):
 
 # The line boundaries of `str.splitlines`, as a regular expression for HF `tokenizers`.
 _LINE_END = "\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]"
+
+
+@registry.tokenizers.register(
+    "whitespace", aliases=("whitespace_word",),
+    description="Words split at whitespace only, for pre-tokenized corpora (WikiText); line breaks are tokens.")
+class WhitespaceTokenizer(WordTokenizer):
+    """`word` for a corpus that is already tokenized: a word is any run of non-space characters
+    (WikiText's ``@-@``, ``U.S.`` and ``3.5`` stay one token), and each line break is a token —
+    the same stream as PyTorch's word_language_model example (``line.split() + ['<eos>']``).
+
+    >>> WhitespaceTokenizer.fit(["the U.S. @-@ army\n"]).encode("the U.S. navy\n")[:2] != [0, 0]
+    True
+    """
+
+    type_name = "whitespace"
+    pattern = re.compile(r"\n|\S+")
 
 
 @registry.tokenizers.register("bpe", aliases=("byte_bpe",),

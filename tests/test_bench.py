@@ -13,7 +13,7 @@ from lmkit.cli import main as cli_main
 
 # The benchmarks the README and the docs name.
 DOCUMENTED = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "defaults", "finetune",
-              "scaling", "speedrun_char", "ablation")
+              "scaling", "speedrun_char", "ablation", "speedrun_word")
 # The quick runs checked here share their machinery (`benchmarks/_common.py`, the runner, the
 # JSON record) with the others; each of those takes half a minute to minutes even when quick
 # (defaults trains every architecture, finetune loads MiniLM and PyTorch), which the CI budget
@@ -114,3 +114,37 @@ def test_ablation_rows_name_each_option_and_summarise_the_seeds():
     assert rows[default][1] == "15.0 (2/3 seeds)"  # seed 1 at 10 s, seed 0 at 20 s
     assert rows[default][2] == "300/250/-"
     assert result.ratios["baseline_final_loss_over_default"] == pytest.approx(2.41 / 1.84)
+
+
+@pytest.mark.slow  # imports PyTorch
+def test_speedrun_word_contenders_read_the_same_token_stream(tmp_path):
+    """`speedrun_word` compares perplexities, so the PyTorch reference's reading of WikiText
+    (whitespace words, an end-of-line token, the training file's vocabulary) must give lmkit's
+    `whitespace` tokenizer's ids, one for one; the curves are drawn in perplexity."""
+    import xml.etree.ElementTree as ET
+
+    from benchmarks import torch_word_lm
+    from benchmarks._svg import write_curves
+    from benchmarks.speedrun_word import token_counts
+    from lmkit.tokenizers import WhitespaceTokenizer
+
+    train, valid = tmp_path / "train.tokens", tmp_path / "valid.tokens"
+    train.write_text(" = Lobster = \n \n The U.S. @-@ based <unk> lobster , 3.5 cm .\n", "utf-8")
+    valid.write_text(" The European lobster , 4 cm .\n", "utf-8")
+    words = torch_word_lm.read_words(str(train))
+    vocab = sorted(set(words) - {"<unk>"})
+    tok = WhitespaceTokenizer.fit([train.read_text("utf-8")])
+    theirs = [w if w in vocab else "<unk>" for w in torch_word_lm.read_words(str(valid))]
+    ours = [tok.words[i - 1] if i else "<unk>" for i in tok.encode(valid.read_text("utf-8"))]
+    assert [w.replace("<eos>", "\n") for w in theirs] == ours
+    assert token_counts(train, valid) == {"vocabulary": len(vocab) + 1,
+                                          "validation_tokens": len(theirs)}
+
+    path = tmp_path / "curve.svg"
+    write_curves({"torch": [(60.0, 1, 900.0), (180.0, 3, 410.0)],
+                  "lmkit": [(20.0, 150, 2000.0), (50.0, 300, 405.0)]}, path, 410.0, "ppl", cap=1230)
+    svg = ET.parse(path).getroot()
+    lines = svg.findall("{http://www.w3.org/2000/svg}polyline")
+    assert [len(line.get("points").split()) for line in lines] == [2, 2]
+    top = min(float(p.split(",")[1]) for line in lines for p in line.get("points").split())
+    assert top >= 50  # the 2000 above the cap sits on the top edge, inside the frame

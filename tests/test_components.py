@@ -11,6 +11,7 @@ from keras import ops
 from sklearn.metrics import accuracy_score, log_loss, top_k_accuracy_score
 
 from lmkit.config import TrainConfig
+from lmkit.errors import LmkitWarning
 from lmkit.losses import build_loss
 from lmkit.metrics import compute_stats
 from lmkit.optim import build_optimizer, exclude_from_decay
@@ -41,7 +42,7 @@ def test_clipnorm_limits_the_update() -> None:
     np.testing.assert_allclose(np.asarray(w.value), [-0.6, -0.8], rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["adamw", "sgd", "lion"])
+@pytest.mark.parametrize("name", ["adamw", "sgd", "lion", "schedule_free_adamw"])
 def test_weight_decay_shrinks_matrices_but_not_vectors(name: str) -> None:
     cfg = TrainConfig(optimizer=name, learning_rate=0.1, weight_decay=0.5, clipnorm=None)
     opt = build_optimizer(cfg, 0.1)
@@ -51,6 +52,75 @@ def test_weight_decay_shrinks_matrices_but_not_vectors(name: str) -> None:
     opt.apply([np.zeros((2, 2), dtype="float32"), np.zeros(2, dtype="float32")], [kernel, bias])
     assert np.all(np.asarray(kernel.value) < 1.0)
     np.testing.assert_allclose(np.asarray(bias.value), 1.0)
+
+
+@pytest.mark.slow
+def test_schedule_free_adamw_follows_optax_and_evaluates_the_average() -> None:
+    """20 steps of `schedule_free_adamw` (warm-up, weight decay on the matrix only) on a small
+    regression, against ``optax.contrib.schedule_free``'s AdamW chain: the same training point y
+    and the same averaged weights x (`optax.contrib.schedule_free_eval_params`) at every step.
+
+    The warm-up is lmkit's (and the schedulefree PyTorch package's): step t (from 1) takes
+    ``lr * min(1, t / W)``; optax's `warmup_steps` shortcut counts from 0 in the AdamW step and
+    from 1 in the averaging, so the reference is built from optax's parts with lmkit's rate."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from lmkit.optim import EVALUATION_WEIGHTS
+
+    lr, wd, b1, b2, warmup = 0.05, 0.1, 0.9, 0.99, 5
+    cfg = TrainConfig(optimizer="schedule_free_adamw", learning_rate=lr, weight_decay=wd,
+                      beta1=b1, beta2=b2, warmup_steps=warmup, clipnorm=None)
+    assert optimizers.entry("schedule_free_adamw").has(EVALUATION_WEIGHTS)
+    opt = build_optimizer(cfg, "the configured schedule is not used")
+    rng = np.random.default_rng(0)
+    data_x, data_y = rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 3)).astype("float32")
+    w0, bias0 = rng.normal(size=(4, 3)).astype("float32"), np.zeros(3, "float32")
+    kernel, bias = keras.Variable(w0, name="w_fc"), keras.Variable(bias0, name="b_fc")
+    exclude_from_decay(opt, [kernel, bias])
+    opt.build([kernel, bias])
+
+    def loss(params):
+        w, b = params
+        return jnp.mean((data_x @ w + b - data_y) ** 2)
+
+    rate = lambda count: lr * jnp.minimum(1.0, (count + 1) / warmup)  # count from 0
+    reference = optax.contrib.schedule_free(
+        optax.chain(optax.scale_by_rms(decay=b2, eps=1e-8, eps_in_sqrt=False, bias_correction=True),
+                    optax.add_decayed_weights(wd, mask=(True, False)),
+                    optax.scale_by_learning_rate(rate)),
+        learning_rate=lambda step_count: rate(step_count - 1), b1=b1)
+    params = (jnp.asarray(w0), jnp.asarray(bias0))
+    state = reference.init(params)
+    for _ in range(20):
+        grads = jax.grad(loss)((kernel.value, bias.value))
+        opt.apply(list(grads), [kernel, bias])
+        updates, state = reference.update(jax.grad(loss)(params), state, params)
+        params = optax.apply_updates(params, updates)
+        ours_x = opt.evaluation_weights([kernel.value, bias.value], [v.value for v in opt.variables])
+        for ours, theirs in zip([kernel.value, bias.value], params):
+            np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-5, atol=1e-6)
+        for ours, theirs in zip(ours_x, optax.contrib.schedule_free_eval_params(state, params)):
+            np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-5, atol=1e-6)
+    assert float(loss(ours_x)) < 0.5 * float(loss((w0, bias0)))  # it learned: not vacuous
+    assert np.abs(np.asarray(ours_x[0]) - np.asarray(kernel.value)).max() > 1e-4  # x is not y
+    back = opt.training_weights(ours_x, [v.value for v in opt.variables])
+    np.testing.assert_allclose(np.asarray(back[0]), np.asarray(kernel.value), rtol=1e-6, atol=1e-6)
+
+
+def test_schedule_free_adamw_records_a_constant_schedule_and_says_it_ignores_a_given_one() -> None:
+    from lmkit.optim import without_schedule
+
+    entry = optimizers.entry("schedule_free_adamw")
+    asked = TrainConfig.from_dict({"optimizer": "schedule_free_adamw", "schedule": "warmup_cosine"})
+    with pytest.warns(LmkitWarning, match="schedule='warmup_cosine' is not used by "
+                                          "optimizer='schedule_free_adamw'"):
+        assert without_schedule(asked, entry).schedule == "constant"
+    default = TrainConfig.from_dict({"optimizer": "schedule_free_adamw"})  # no warning: not asked
+    assert without_schedule(default, entry).schedule == "constant"
+    adamw = TrainConfig.from_dict({"optimizer": "adamw", "schedule": "warmup_cosine"})
+    assert without_schedule(adamw, optimizers.entry("adamw")) is adamw
 
 
 def _newton_schulz(g: np.ndarray, steps: int = 5) -> np.ndarray:

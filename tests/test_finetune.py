@@ -196,3 +196,12 @@ def test_the_embedding_update_touches_only_the_batch_rows_and_otherwise_equals_t
     after[table], dense_after[table] = after[table][:7], dense_after[table][:7]
     for a, b in zip(after, dense_after):
         np.testing.assert_allclose(a, b, atol=1e-7)
+
+
+@pytest.mark.slow  # builds the backbone and encodes the task first
+def test_an_optimizer_with_evaluation_weights_is_refused_by_fine_tuning() -> None:
+    """Fine-tuning's step would score the training point of Schedule-Free AdamW, not its
+    average: one clear error instead of quietly worse scores."""
+    with pytest.raises(ConfigError, match="optimizer='schedule_free_adamw' keeps separate "
+                                          "evaluation weights"):
+        finetune(None, max_steps=2, optimizer="schedule_free_adamw")

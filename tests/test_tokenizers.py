@@ -164,3 +164,20 @@ def test_load_errors_name_the_file_and_problem(tmp_path):
     broken.write_text('{"type": "word"}')
     with pytest.raises(DataError, match=r"broken\.json: tokenizer of type 'word' is incomplete"):
         load_tokenizer(broken)
+
+
+def test_whitespace_tokenizer_gives_pytorch_word_language_models_stream(tmp_path) -> None:
+    """WikiText as pytorch/examples' word_language_model reads it: each line's whitespace-split
+    words and one end-of-line token; words outside the vocabulary are <unk> (id 0)."""
+    from lmkit.tokenizers import WhitespaceTokenizer, load_tokenizer, save_tokenizer
+
+    text = " = Homarus gammarus = \n \n The U.S. @-@ based <unk> lobster , 3.5 cm .\n"
+    tok = WhitespaceTokenizer.fit([text])
+    expected = [w for line in text.splitlines() for w in (*line.split(), "\n")]
+    assert [tok.words[i - 1] if i else "<unk>" for i in tok.encode(text)] == expected
+    assert tok.encode("The lobster swims \n") == [tok.encode("The")[0], tok.encode("lobster")[0],
+                                                   0, tok.encode("\n")[0]]
+    assert "<unk>" not in tok.words and tok.vocab_size == len(set(expected))
+    save_tokenizer(tok, tmp_path / "tokenizer.json")
+    again = load_tokenizer(tmp_path)
+    assert type(again) is WhitespaceTokenizer and again.encode(text) == tok.encode(text)

@@ -102,6 +102,8 @@ def test_stop_signal_ends_at_a_step_boundary_with_a_checkpoint(tmp_path: Path) -
     assert run.summary["reason"] == "stopped"
     assert run.summary["steps"] == seen[-1] == 4
     from lmkit.engine.checkpoint import load_checkpoint
+    from lmkit.losses import nll
+    from lmkit.optim import build_optimizer
 
     assert load_checkpoint(run.dir).step == 4
     assert lmkit.load(run.dir).summary["steps"] == 4
@@ -144,6 +146,8 @@ def test_ctrl_c_once_stops_training_cleanly_with_a_checkpoint(tmp_path: Path) ->
                          "checkpoint_every": 100}, reporters=[press_ctrl_c])
     assert run.summary["reason"] == "interrupted" and run.summary["steps"] == 2
     from lmkit.engine.checkpoint import load_checkpoint
+    from lmkit.losses import nll
+    from lmkit.optim import build_optimizer
 
     assert load_checkpoint(run.dir).step == 2 and (run.dir / "model.keras").is_file()
     assert lmkit.train(resume=run.dir, reporters=[]).summary["steps"] == 12
@@ -178,6 +182,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> 
     assert "the training loss became" in message and "at step" in message
     assert "last good checkpoint" in message
     from lmkit.engine.checkpoint import load_checkpoint
+    from lmkit.losses import nll
+    from lmkit.optim import build_optimizer
 
     ckpt = load_checkpoint(tmp_path / "run")
     failed_step = int(message.split("at step ")[1].split(";")[0])
@@ -272,6 +278,16 @@ def test_bad_input_is_reported_before_training(tmp_path: Path, key, value, error
         train(tmp_path, **{key: value})
 
 
+def test_a_validation_corpus_too_short_for_one_window_is_named(tmp_path: Path) -> None:
+    short = tmp_path / "val.txt"
+    short.write_text("To be.\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"validation_data='.*val.txt' has 7 tokens, fewer than "
+                                          r"seq_len \+ 1 = 33"):
+        train(tmp_path, validation_data=str(short))
+    with pytest.raises(DataError, match="not found"):
+        train(tmp_path, validation_data=str(tmp_path / "nope.txt"))
+
+
 def test_missing_and_empty_corpus(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found: there is no file or folder at"):
         train(tmp_path, data=str(tmp_path / "nope.txt"))
@@ -343,6 +359,8 @@ print(json.dumps({{"val": val, "backend": run.summary["backend"], "gd_steps": gd
 def test_load_and_info_use_the_newest_state_of_an_interrupted_run(tmp_path: Path, capsys) -> None:
     from lmkit.cli import main
     from lmkit.engine.checkpoint import load_checkpoint
+    from lmkit.losses import nll
+    from lmkit.optim import build_optimizer
 
     run = train(tmp_path, max_steps=8, steps_per_dispatch=4, sample_tokens=0)
 
@@ -413,3 +431,59 @@ def test_architecture_defaults_that_name_an_optimizer_are_the_ones_trained_with(
     finally:
         optimizers.unregister("test_default_sgd")
     assert built == ["test_default_sgd"] and run.config.optimizer == "test_default_sgd"
+
+
+SCHEDULE_FREE = {**TINY, "dropout": 0.1, "optimizer": "schedule_free_adamw", "max_steps": 8,
+                 "sample_tokens": 0}
+
+
+@pytest.mark.slow
+def test_schedule_free_adamw_evaluates_and_saves_the_average_and_resumes_exactly(
+        tmp_path: Path) -> None:
+    """`lmkit train --set optimizer="schedule_free_adamw"`: the logged validation loss is the
+    saved model's (the averaged weights x, not the training point y), and a stopped run resumes
+    to the same weights as a straight one."""
+    from lmkit.cli import main
+    from lmkit.data.corpus import open_corpus
+    from lmkit.data.tokens import sequential_batches, split, token_ids
+    from lmkit.engine.checkpoint import load_checkpoint
+    from lmkit.losses import nll
+    from lmkit.optim import build_optimizer
+
+    sets = [a for k, v in {**SCHEDULE_FREE}.items()
+            for a in ("--set", f"{k}={json.dumps(v)}")]
+    assert main(["train", *sets, "--out", str(tmp_path / "straight")]) == 0
+    straight = lmkit.load(tmp_path / "straight")
+    cfg = straight.config
+    _, val = split(token_ids(open_corpus(cfg.data), straight.tokenizer), cfg.validation_split,
+                   cfg.seq_len)
+
+    def val_loss(model) -> float:
+        losses = [np.asarray(nll(y.reshape(-1), np.asarray(model(x)).reshape(
+            -1, model.vocab_size))) for x, y in sequential_batches(val, cfg.seq_len,
+                                                                  cfg.batch_size, cfg.eval_batches)]
+        return float(np.concatenate(losses).mean())
+
+    assert val_loss(straight.model) == pytest.approx(straight.summary["val_loss"], abs=1e-5)
+    # the training point y = beta1 * x + (1 - beta1) * z scores otherwise: the check is not vacuous
+    model = straight.model
+    opt = build_optimizer(cfg, cfg.learning_rate)
+    opt.build(model.trainable_variables)
+    x = [np.asarray(v) for v in model.trainable_variables]
+    for var, y in zip(model.trainable_variables,
+                      opt.training_weights([], load_checkpoint(straight.dir).optimizer)):
+        var.assign(y)
+    assert abs(val_loss(model) - straight.summary["val_loss"]) > 1e-4
+    for var, value in zip(model.trainable_variables, x):
+        var.assign(value)
+
+    stop = StopSignal()
+    stop_after_4 = lambda event: isinstance(event, StepEvent) and event.step >= 4 and stop.set()
+    first = lmkit.train(**SCHEDULE_FREE, out=str(tmp_path / "resumed"), reporters=[stop_after_4],
+                        stop=stop)
+    assert first.summary["steps"] == 4
+    resumed = lmkit.train(resume=first.dir, reporters=[])
+    assert resumed.summary["steps"] == 8
+    for a, b in zip(straight.model.weights, resumed.model.weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    assert resumed.summary["val_loss"] == pytest.approx(straight.summary["val_loss"], abs=1e-5)

@@ -41,7 +41,7 @@ from lmkit.errors import ConfigError
 from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches, pad_widths
 from lmkit.evaluation.heads import SequenceClassifier
-from lmkit.optim import ROW_UPDATES
+from lmkit.optim import EVALUATION_WEIGHTS, ROW_UPDATES
 from lmkit.paths import enable_compilation_cache
 from lmkit.resolve import Resolved
 
@@ -112,6 +112,10 @@ class FinetuneTrainee:
         self.masked = bool(cfg.gradual_unfreezing) or self.lr_mult <= 0
         if cfg.warmup_steps is None:
             cfg = cfg.replace(warmup_steps=int(WARMUP_FRACTION * total))
+        if parts.optimizer.has(EVALUATION_WEIGHTS):  # its step would judge the training point
+            raise ConfigError(
+                f"optimizer={cfg.optimizer!r} keeps separate evaluation weights, which fine-tuning "
+                f"does not use yet; choose another optimizer (e.g. adamw) for `lmkit eval`")
         build_optimizer, build_schedule = parts.optimizer.obj, parts.schedule.obj
         self.schedule = build_schedule(cfg, total)
         body_cfg = cfg.replace(learning_rate=cfg.learning_rate * max(self.lr_mult, 1e-12))

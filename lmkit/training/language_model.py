@@ -26,7 +26,7 @@ from lmkit.engine import engine
 from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.rundir import CONFIG, TOKENIZER, RunDir, default_run_dir
 from lmkit.errors import ConfigError
-from lmkit.optim import FULL_BATCH
+from lmkit.optim import EVALUATION_WEIGHTS, FULL_BATCH, without_schedule
 from lmkit.paths import enable_compilation_cache as _enable_compilation_cache
 from lmkit.resolve import Resolved, resolve, with_arch_defaults
 
@@ -145,9 +145,10 @@ def train_language_model(
         cfg, init = _from_checkpoint(cfg)
     parts = resolve(cfg)  # every name checked before any work: a typo fails in a second
     if not resume:  # a resumed run keeps the config it was started with
-        cfg = with_arch_defaults(cfg, parts.arch)
+        cfg = without_schedule(with_arch_defaults(cfg, parts.arch), parts.optimizer)
         parts = resolve(cfg)  # the defaults may name other components (gpt's optimizer: muon)
     corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
+    val_corpus = open_corpus(cfg.validation_data, cfg.encoding) if cfg.validation_data else None
     layout = _layout(cfg)  # a device count that does not fit fails here too
     lead = layout is None or layout.lead  # the one process that writes the run
     if layout is not None and layout.processes > 1 and cfg.out is None:
@@ -163,7 +164,8 @@ def train_language_model(
     else:  # process 0 creates it; the others never touch it
         run_dir = RunDir(cfg.out)
     with run_dir:  # owned by this process until training ends
-        return _train(cfg, parts, corpus, run_dir, reporters, stop, resume, init, layout)
+        return _train(cfg, parts, corpus, val_corpus, run_dir, reporters, stop, resume, init,
+                      layout)
 
 
 # The checkpoint's constructor options a run's config records in its own keys (the rest go to
@@ -210,7 +212,7 @@ def _layout(cfg: TrainConfig) -> Any:
     return layout_for(cfg.devices, cfg.batch_size, cfg.model_parallel)
 
 
-def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
+def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_dir: RunDir,
            reporters: list[Reporter] | None, stop: StopSignal | None, resume: bool,
            init: Any = None, layout: Any = None) -> Trained:
     import keras
@@ -223,6 +225,12 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     from lmkit.training.step import batch_parts, make_stepper
 
     backend = keras.backend.backend()
+    averaged = parts.optimizer.has(EVALUATION_WEIGHTS)
+    if averaged and backend != "jax":
+        raise ConfigError(
+            f"optimizer={cfg.optimizer!r} evaluates and saves weights other than the ones it "
+            f"trains, which only the compiled JAX step does; KERAS_BACKEND is {backend!r}. Set "
+            f"KERAS_BACKEND=jax, or choose another optimizer (`lmkit list optimizers`)")
     if backend == "jax":
         _enable_compilation_cache()
     keras.utils.set_random_seed(cfg.seed)
@@ -235,7 +243,15 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     else:
         tokenizer = parts.tokenizer.obj.fit(corpus.chunks(), vocab_size=cfg.vocab_size)
     ids = token_ids(corpus, tokenizer)
-    if cfg.validation_split > 0:
+    if val_corpus is not None:  # a corpus of its own, in the training corpus's vocabulary
+        train_ids, val_ids = ids, token_ids(val_corpus, tokenizer)
+        split(train_ids, 0.0, cfg.seq_len)  # at least one training window, or a clear error
+        if len(val_ids) < cfg.seq_len + 1:
+            raise ConfigError(
+                f"validation_data={cfg.validation_data!r} has {len(val_ids)} tokens, fewer than "
+                f"seq_len + 1 = {cfg.seq_len + 1} for one window; use a larger validation corpus "
+                f"or a smaller seq_len")
+    elif cfg.validation_split > 0:
         train_ids, val_ids = split(ids, cfg.validation_split, cfg.seq_len)
     else:
         train_ids, val_ids = ids, None
@@ -259,7 +275,7 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, run_dir: RunDir,
     metric_names = [e.name for e in parts.metrics]
     stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k,
                            batch_parts(cfg, model, total), layout,
-                           1 if full_batch else cfg.accumulate_steps)
+                           1 if full_batch else cfg.accumulate_steps, averaged)
     lead = layout is None or layout.lead
     if lead:
         run_dir.write_text(CONFIG, cfg.to_toml())  # a resume's overrides (max_steps...) included

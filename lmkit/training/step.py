@@ -17,6 +17,11 @@ Both steppers share one contract, used by the language-model client of the engin
 - ``sync()``: write the current weights back into the Keras model (before saving it).
 - ``model_arrays()`` / ``optimizer_arrays()`` / ``restore(model, optimizer, source)``: for
   checkpoints; `restore` refuses arrays of another model (`RunError` naming the weight).
+
+With ``evaluation_weights=True`` (an optimizer entry with that capability, whose optimizer
+implements `lmkit.optim.EvaluationWeights`, e.g. Schedule-Free AdamW) the weights gradients are
+taken at are not the ones to judge: `evaluate`, `sync` and `model_arrays` use the optimizer's
+`evaluation_weights`, and `restore` turns a checkpoint's weights back into the training point.
 """
 
 from __future__ import annotations
@@ -89,10 +94,12 @@ class JaxStepper:
 
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                  loss_fn: Callable, metric_names: list[str], top_k: int, parts: int = 1,
-                 layout: Layout | None = None, accumulate: int = 1) -> None:
+                 layout: Layout | None = None, accumulate: int = 1,
+                 evaluation_weights: bool = False) -> None:
         import jax
 
         self.model, self.optimizer = model, optimizer
+        self._averaged = evaluation_weights
         self.layout, self.accumulate_steps = layout, accumulate
         self._batch_axis = 2 if accumulate > 1 else 1  # of xs: (k, [accumulate,] B, T)
         if layout is not None:  # data parallel already runs the batch's rows side by side
@@ -178,13 +185,16 @@ class JaxStepper:
             return trainable, non_trainable, opt_vars
 
         @jax.jit
-        def eval_batch(state, x, y):
-            trainable, non_trainable, _ = state
+        def eval_batch(trainable, non_trainable, x, y):
             logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
             return _eval_sums(loss_fn, metric_names, top_k, y, logits)
 
+        @jax.jit
+        def judged(trainable, opt_vars):  # the weights to evaluate and keep
+            return optimizer.evaluation_weights(trainable, opt_vars)
+
         self._train_chunk, self._grad_sum = train_chunk, grad_sum
-        self._apply_grads, self._eval_batch = apply_grads, eval_batch
+        self._apply_grads, self._eval_batch, self._judged = apply_grads, eval_batch, judged
 
     def train(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """`k` optimizer steps on ``xs, ys`` of shape ``(k, B, T)``, or ``(k, accumulate, B, T)``
@@ -208,10 +218,17 @@ class JaxStepper:
         self.state = self._apply_grads(self.state, acc)
         return total
 
+    def _weights(self) -> list[Any]:
+        """The trainable weights to evaluate and keep: the optimizer's evaluation weights when
+        it has them, else the training point itself."""
+        trainable, _, opt_vars = self.state
+        return self._judged(trainable, opt_vars) if self._averaged else trainable
+
     def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
         sums: dict[str, float] = {}
+        weights, non_trainable = self._weights(), self.state[1]
         for x, y in batches:
-            for k, v in self._eval_batch(self.state, self._feed(x), self._feed(y)).items():
+            for k, v in self._eval_batch(weights, non_trainable, self._feed(x), self._feed(y)).items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         return sums
 
@@ -220,7 +237,8 @@ class JaxStepper:
         return x if self.layout is None else self.layout.put(x, self.layout.replicated)
 
     def sync(self) -> None:
-        trainable, non_trainable, opt_vars = self.state
+        _, non_trainable, opt_vars = self.state
+        trainable = self._weights()
         # Copies: the state's buffers are donated to the next compiled call, and a Keras variable
         # must never point at a donated (deleted) buffer. Host copies (a device copy compiles a
         # program per shape); from a mesh, whole ones: the Keras model is then used on one
@@ -241,7 +259,7 @@ class JaxStepper:
         return self._host(self.state[2])
 
     def model_arrays(self) -> list[np.ndarray]:
-        return self._host((*self.state[0], *self.state[1]))
+        return self._host((*self._weights(), *self.state[1]))
 
     def restore(self, model: list[np.ndarray], optimizer: list[np.ndarray], source: str) -> None:
         import jax.numpy as jnp
@@ -252,8 +270,11 @@ class JaxStepper:
         check_fit(self.optimizer.variables, optimizer, "optimizer slots", source)
         cast = lambda arrays, like: [jnp.asarray(a, dtype=c.dtype) for a, c in zip(arrays, like)]
         n = len(trainable)
-        self.state = (cast(model[:n], trainable), cast(model[n:], non_trainable),
-                      cast(optimizer, opt_vars))
+        slots = cast(optimizer, opt_vars)
+        weights = cast(model[:n], trainable)
+        if self._averaged:  # the checkpoint holds the evaluation weights; train from y again
+            weights = cast(self.optimizer.training_weights(weights, slots), trainable)
+        self.state = (weights, cast(model[n:], non_trainable), slots)
         if self.layout is not None:
             self.state = self.layout.place(self.state, self._state_shardings)
 
@@ -340,15 +361,18 @@ def _backend_grads(model: keras.Model, loss_fn: Callable, x: np.ndarray, y: np.n
 
 def make_stepper(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss_fn: Callable,
                  metric_names: list[str], top_k: int, parts: int = 1,
-                 layout: Layout | None = None, accumulate: int = 1) -> JaxStepper | FitStepper:
+                 layout: Layout | None = None, accumulate: int = 1,
+                 evaluation_weights: bool = False) -> JaxStepper | FitStepper:
     """The compiled JAX stepper on JAX, `model.fit` elsewhere.
 
     On JAX, `parts` (see `batch_parts`) splits each batch's gradient into independent parts,
     `layout` (`lmkit.distribute.layout_for`) runs the step data parallel over a mesh, and
     `accumulate` averages the gradients of that many micro-batches into each optimizer step (both
     JAX only: `lmkit.training.language_model` refuses them on other backends before building
-    anything).
+    anything). `evaluation_weights`: the optimizer implements `lmkit.optim.EvaluationWeights`
+    (its entry's capability), also JAX only.
     """
     if keras.backend.backend() == "jax":
-        return JaxStepper(model, optimizer, loss_fn, metric_names, top_k, parts, layout, accumulate)
+        return JaxStepper(model, optimizer, loss_fn, metric_names, top_k, parts, layout, accumulate,
+                          evaluation_weights)
     return FitStepper(model, optimizer, loss_fn, metric_names, top_k)
