@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import Result, ratio
+from ._svg import write_curves
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 1.88
@@ -142,36 +143,7 @@ def first_below(curve: list[tuple[float, int, float]], target: float) -> float |
 def write_svg(curves: dict[str, list[tuple[float, int, float]]], path: Path,
               target: float = TARGET) -> None:
     """Validation loss against wall time, one polyline per contender (no plotting library)."""
-    w, h, pad = 640, 400, 50
-    points = [p for c in curves.values() for p in c]
-    t_max = max(t for t, _, _ in points) * 1.05
-    lo, hi = min(min(v for _, _, v in points), target) - 0.05, min(max(v for _, _, v in points), 4.5)
-    sx = lambda t: pad + (w - 2 * pad) * t / t_max
-    sy = lambda v: h - pad - (h - 2 * pad) * (min(v, hi) - lo) / (hi - lo)
-    colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-             f'font-family="sans-serif" font-size="12">',
-             f'<rect width="{w}" height="{h}" fill="white"/>',
-             f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
-             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>',
-             f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">wall time of the whole '
-             f'process (s), max {t_max:.0f}</text>',
-             f'<text x="14" y="{h / 2}" transform="rotate(-90 14 {h / 2})" '
-             f'text-anchor="middle">validation loss</text>',
-             f'<line x1="{pad}" y1="{sy(target):.1f}" x2="{w - pad}" y2="{sy(target):.1f}" '
-             f'stroke="gray" stroke-dasharray="4 4"/>',
-             f'<text x="{w - pad}" y="{sy(target) - 4:.1f}" text-anchor="end" '
-             f'fill="gray">{target}</text>']
-    for v in (lo + 0.05, (lo + hi) / 2, hi):
-        parts.append(f'<text x="{pad - 4}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
-    for i, (name, curve) in enumerate(curves.items()):
-        color = colors[i % len(colors)]
-        xy = " ".join(f"{sx(t):.1f},{sy(v):.1f}" for t, _, v in curve)
-        parts.append(f'<polyline points="{xy}" fill="none" stroke="{color}" stroke-width="2"/>')
-        parts.append(f'<text x="{w - pad - 4}" y="{pad + 16 * (i + 1)}" text-anchor="end" '
-                     f'fill="{color}">{name}</text>')
-    parts.append("</svg>")
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    write_curves(curves, path, target, "validation loss", cap=4.5)
 
 
 def run(quick: bool = False) -> Result:
