@@ -62,16 +62,22 @@ class Pretrained:
 
         return architectures.entry(self.arch).has(ENCODER)
 
-    def encode(self, texts: str | list[str], max_length: int | None = None,
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """``(tokens (B, T) int32, lengths (B,))``: `texts` with the checkpoint's special tokens,
-        truncated to `max_length` (default: the model's context) and right-padded."""
+    def _rows(self, texts: str | list[str], max_length: int | None,
+              ) -> tuple[list[list[int]], np.ndarray, int]:
+        """The token ids of each text with the checkpoint's special tokens, truncated to
+        `max_length` (default: the model's context), their lengths, and that limit."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise ConfigError("texts must hold at least one string")
         limit = max_length or self.model.max_context
         rows = self.tokenizer.encode_inputs(texts, max_length=limit)
-        lengths = np.asarray([len(r) for r in rows], dtype=np.int32)
+        return rows, np.asarray([len(r) for r in rows], dtype=np.int32), limit
+
+    def encode(self, texts: str | list[str], max_length: int | None = None,
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """``(tokens (B, T) int32, lengths (B,))``: `texts` with the checkpoint's special tokens,
+        truncated to `max_length` (default: the model's context) and right-padded."""
+        rows, lengths, limit = self._rows(texts, max_length)
         width = min(limit, -(-int(lengths.max()) // _BUCKET) * _BUCKET)
         tokens = np.full((len(rows), width), getattr(self.model, "pad_token_id", 0), np.int32)
         for i, r in enumerate(rows):
@@ -84,12 +90,7 @@ class Pretrained:
 
         from lmkit.generation import compiled
 
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if not texts:
-            raise ConfigError("texts must hold at least one string")
-        limit = max_length or self.model.max_context
-        rows = self.tokenizer.encode_inputs(texts, max_length=limit)
-        lengths = np.asarray([len(r) for r in rows], dtype=np.int32)
+        rows, lengths, limit = self._rows(texts, max_length)
         pad = getattr(self.model, "pad_token_id", 0)
         fn = compiled(self.model, body)
         values = [v.value for v in self.model.variables]
