@@ -48,6 +48,9 @@ def test_pretrained_notebook(tmp_path: Path) -> None:
     lmeval = next(c for c in code if c.source.startswith("%lmeval mini"))
     assert any(WIDGET in o.get("data", {}) or "image/svg+xml" in o.get("data", {}) for o in lmeval.outputs)
     assert "EvalResult(task='glue/sst2', split='dev', model='mini', accuracy=" in text
+    imdb = next(c for c in code if c.source.startswith("%lmeval mini --task imdb"))
+    assert any(WIDGET in o.get("data", {}) or "image/svg+xml" in o.get("data", {}) for o in imdb.outputs)
+    assert "EvalResult(task='imdb', split='test', model='mini', accuracy=" in text
     # the panel compared the checkpoint with a scratch model on both tasks
     panel = next(c for c in code if "EvalPanel(" in c.source)
     assert any(WIDGET in o.get("data", {}) for o in panel.outputs)
