@@ -117,9 +117,9 @@ def main(out: Path) -> None:
         except ConfigError as exc:
             result[f"mp_{name}"] = str(exc)
     try:  # bert's MLP width must split too (its heads do)
-        encoder = BERT(VOCAB, embed_dim=16, layers=1, heads=2, ffn_dim=30, seq_len=8)
+        encoder = BERT(VOCAB, embed_dim=16, layers=1, heads=4, ffn_dim=30, seq_len=8)
         encoder(keras.Input(shape=(8,), batch_size=1, dtype="int32"))
-        state_shardings(layout_for("all", 8, model_parallel=2), encoder)
+        state_shardings(layout_for("all", 8, model_parallel=4), encoder)
         result["mp_bert_ffn"] = ""
     except ConfigError as exc:
         result["mp_bert_ffn"] = str(exc)

@@ -143,7 +143,7 @@ def test_four_devices_and_two_processes_train_and_fine_tune_exactly_like_one(tmp
     assert bert["loss_diff"] <= 1e-5 and bert["weight_diff"] <= 1e-5, bert
     assert bert["w_qkv"] == str(PartitionSpec(None, "model")) and bert["w_qkv_shard"] == [16, 24]
     assert bert["w_out"] == str(PartitionSpec("model", None)) and bert["w_out_shard"] == [32, 16]
-    assert "model_parallel=2 does not divide ffn_dim=30" in result["mp_bert_ffn"]
+    assert "model_parallel=4 does not divide ffn_dim=30" in result["mp_bert_ffn"]
 
     # 2 processes x 1 device: each feeds its half of every batch; the same losses as 1 device,
     # and process 0 alone wrote the checkpoint folder (one training logged once)
@@ -345,6 +345,17 @@ def test_a_killed_process_ends_the_run_with_a_clear_error_within_a_minute(tmp_pa
     for pid in children:  # none left behind
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert load_checkpoint(tmp_path / "run").step % 10 == 0  # the last checkpoint loads
+
+
+def test_lmkit_eval_processes_starts_every_process_with_the_same_evaluation(monkeypatch) -> None:
+    from lmkit.cli import launch, main
+
+    calls = []
+    monkeypatch.setattr(launch, "launch", lambda n, argv, command: calls.append((n, argv, command)) or 0)
+    args = ["eval", "scratch", "--task", "glue/sst2", "--data", "glue", "--set", "max_steps=5",
+            "--set", "devices=1", "--out", "ft", "--quiet"]
+    assert main([*args[:2], "--processes", "2", *args[2:]]) == 0
+    assert calls == [(2, args, "eval")]  # each process: the same command, without --processes
 
 
 @pytest.mark.slow  # two Python processes: about a second

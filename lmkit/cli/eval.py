@@ -1,5 +1,5 @@
 """`lmkit eval RUN_DIR... [--task TASK ... | --suite glue|superglue] --data PATH [--zeroshot]
-[--set key=value ...] [--out DIR]`.
+[--set key=value ...] [--out DIR] [--processes N]`.
 
 Prints each task's metrics (and the confusion matrix of a classification task) as its
 evaluation ends, and with several runs or tasks a table with a row per run
@@ -11,6 +11,8 @@ the task model from random weights. Options are `EvalConfig` keys.
 subset) and prints the table with the benchmark's average; ``--out`` then receives the
 leaderboard files and every result (`lmkit.evaluation.suites`). ``--zeroshot`` (``--method
 zeroshot``) ranks each example's choices by the run's likelihood instead of fine-tuning.
+``--processes N`` fine-tunes over N local processes (`lmkit.cli.launch`, as ``lmkit train``);
+in any run of several processes, process 0 alone prints and writes.
 """
 
 from __future__ import annotations

@@ -261,7 +261,7 @@ class FinetuneTrainee:
         inputs, labels, _ = next(batches(self.train_data, rows, size, self.cfg.max_length,
                                          self.widths))
         if self.layout is not None:  # every array's rows (axis 0) split over the data axis;
-            local = self.layout.local_rows(size)  # each process feeds its own (all: one process)
+            local = self.layout.local_rows(size)  # this process's rows (all of them in one process)
             inputs = tuple(self.layout.put_batch(a[local], 0) for a in inputs)
             labels = self.layout.put_batch(labels[local], 0)
         return inputs, labels
