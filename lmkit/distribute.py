@@ -33,6 +33,7 @@ import numpy as np
 from lmkit.errors import ConfigError, RunError
 
 __all__ = ["Layout", "layout_for", "state_shardings", "jit_step", "initialize", "detect_cluster",
+           "lead_process",
            "DATA", "MODEL",
            "ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID", "ENV_DISTRIBUTED",
            "ENV_HEARTBEAT", "ENV_INIT_TIMEOUT"]
@@ -146,6 +147,21 @@ def initialize() -> bool:
             f"{ENV_NUM_PROCESSES} and {ENV_PROCESS_ID} yourself, or set {ENV_DISTRIBUTED}=off to "
             f"train in this process alone") from None
     return True
+
+
+def lead_process() -> bool:
+    """Whether this process reports and writes: the only one, or process 0 of the distributed run
+    the environment names (joined here first, through `initialize`, so call this before JAX
+    touches a device). Front ends print and save only there.
+
+    >>> if lead_process():                 # doctest: +SKIP
+    ...     print(result)
+    """
+    if not initialize():
+        return True
+    import jax
+
+    return jax.process_index() == 0
 
 
 def _wait_for(address: str, timeout: float) -> None:

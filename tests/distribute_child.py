@@ -21,8 +21,9 @@ import numpy as np  # noqa: E402
 
 from lmkit.build import build_model  # noqa: E402
 from lmkit.config import TrainConfig  # noqa: E402
-from lmkit.distribute import layout_for  # noqa: E402
+from lmkit.distribute import layout_for, state_shardings  # noqa: E402
 from lmkit.errors import ConfigError  # noqa: E402
+from lmkit.models.bert import BERT  # noqa: E402
 from lmkit.resolve import resolve  # noqa: E402
 from lmkit.training.step import JaxStepper  # noqa: E402
 
@@ -115,6 +116,13 @@ def main(out: Path) -> None:
             result[f"mp_{name}"] = ""
         except ConfigError as exc:
             result[f"mp_{name}"] = str(exc)
+    try:  # bert's MLP width must split too (its heads do)
+        encoder = BERT(VOCAB, embed_dim=16, layers=1, heads=4, ffn_dim=30, seq_len=8)
+        encoder(keras.Input(shape=(8,), batch_size=1, dtype="int32"))
+        state_shardings(layout_for("all", 8, model_parallel=4), encoder)
+        result["mp_bert_ffn"] = ""
+    except ConfigError as exc:
+        result["mp_bert_ffn"] = str(exc)
     try:
         layout_for("all", batch_size=10)
         result["indivisible"] = ""

@@ -5,7 +5,7 @@
 
 Fine-tunes the same scratch classifier (a `gpt` backbone) on SST-2 (the test fixture) on 1
 device, on 4 devices (data parallel: `devices = 4`) and on data 2 x model 2
-(`model_parallel = 2`); returns the per-step losses, weight differences and the compiled step's
+(`model_parallel = 2`), and a scratch `bert` on 1 device and on data 2 x model 2; returns the per-step losses, weight differences and the compiled step's
 shardings. tests/test_distribute.py makes the assertions.
 """
 
@@ -27,7 +27,8 @@ import lmkit.evaluation.finetune as finetune  # noqa: E402
 from lmkit.evaluation import evaluate  # noqa: E402
 
 GLUE = Path(__file__).resolve().parent / "fixtures" / "eval" / "glue"
-TINY: dict[str, Any] = {"embed_dim": 16, "units": 16, "vocab_size": 400, "max_length": 16,
+# texts cut to 4 tokens: every batch pads to one width, so each mesh compiles its step once
+TINY: dict[str, Any] = {"embed_dim": 16, "units": 16, "vocab_size": 400, "max_length": 4,
                         "batch_size": 16, "eval_batch_size": 64, "log_every": 5, "max_steps": 20,
                         "max_train_examples": 160, "max_eval_examples": 32}
 
@@ -90,11 +91,15 @@ def compare(one: tuple[Any, Recording], many: tuple[Any, Recording]) -> dict[str
     }
 
 
+GPT = {"arch": "gpt", "heads": 2, "layers": 1}
+
+
 def results() -> dict[str, Any]:
     result: dict[str, Any] = {}
-    gpt = {"arch": "gpt", "heads": 2, "layers": 1}
+    gpt = GPT
     one = run(devices=1, **gpt)
     result["data"] = compare(one, run(devices=4, **gpt))
+    result["data"]["losses_one"] = one[1].losses  # what 2 processes must reproduce (`processes`)
     split = run(devices=4, model_parallel=2, **gpt)
     result["model"] = compare(one, split)
     trainee = split[1]
@@ -102,8 +107,32 @@ def results() -> dict[str, Any]:
     w_fc = next(i for i, n in enumerate(names) if n.endswith("/block_0/w_fc"))
     result["model"]["w_fc"] = str(trainee.state[0][w_fc].sharding.spec)
     result["model"]["w_fc_shard"] = list(trainee.state[0][w_fc].addressable_shards[0].data.shape)
+    # the pretrained transformers' `bert` split alike
+    bert = {"arch": "bert", "heads": 2, "layers": 1, "max_steps": 10, "max_train_examples": 64}
+    split = run(devices=4, model_parallel=2, **bert)
+    result["bert"] = compare(run(devices=1, **bert), split)
+    trainee = split[1]
+    names = [v.path for v in trainee.model.trainable_variables]
+    for name in ("w_qkv", "w_out"):
+        state = trainee.state[0][next(i for i, n in enumerate(names) if n.endswith(f"/layer_0/{name}"))]
+        result["bert"][name] = str(state.sharding.spec)
+        result["bert"][f"{name}_shard"] = list(state.addressable_shards[0].data.shape)
     return result
 
 
+def processes(out: Path) -> None:
+    """One of 2 processes (``LMKIT_COORDINATOR`` ... set by the test): fine-tune `GPT` on one
+    device each (data 2, across the processes) with a checkpoint folder; process 0 writes `out`."""
+    import jax
+
+    result, trainee = run(devices=1, checkpoint_dir=out.parent / "finetuned", **GPT)
+    if jax.process_index() == 0:
+        out.write_text(json.dumps({"losses": trainee.losses, "mesh": result.training["mesh"],
+                                   "local_rows": str(trainee.layout.local_rows(TINY["batch_size"]))}))
+
+
 if __name__ == "__main__":
-    Path(sys.argv[1]).write_text(json.dumps(results()))
+    if os.environ.get("LMKIT_COORDINATOR"):
+        processes(Path(sys.argv[1]))
+    else:
+        Path(sys.argv[1]).write_text(json.dumps(results()))

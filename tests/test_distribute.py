@@ -61,11 +61,37 @@ def _child(script: str, out: Path, devices: int, timeout: float) -> dict:
     return json.loads(out.read_text())
 
 
+def _processes(script: str, out: Path, count: int) -> list[subprocess.Popen]:
+    """`count` processes of `script` joined as one distributed run (what `lmkit train
+    --processes` sets up), one device each."""
+    import socket
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:  # a free port for the coordinator
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    return [subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / script), str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax",
+             "LMKIT_COORDINATOR": address, "LMKIT_NUM_PROCESSES": str(count),
+             "LMKIT_PROCESS_ID": str(index)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for index in range(count)]
+
+
 @pytest.mark.slow
-def test_four_devices_train_and_fine_tune_exactly_like_one_data_and_model_parallel(tmp_path) -> None:
+def test_four_devices_and_two_processes_train_and_fine_tune_exactly_like_one(tmp_path) -> None:
     from jax.sharding import PartitionSpec
 
-    result = _child("distribute_child.py", tmp_path / "result.json", 4, timeout=480)
+    # fine-tuning over 2 processes (gloo) runs beside the 4 devices' process
+    pair = _processes("distribute_finetune_child.py", tmp_path / "processes" / "result.json", 2)
+    try:
+        result = _child("distribute_child.py", tmp_path / "result.json", 4, timeout=480)
+        errors = [p.communicate(timeout=300)[1] for p in pair]
+    finally:
+        for p in pair:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in pair] == [0, 0], errors[0][-3000:] + errors[1][-3000:]
     assert result["devices"] == 4
     for arch in ("gpt", "lstm"):
         r = result[arch]
@@ -111,6 +137,26 @@ def test_four_devices_train_and_fine_tune_exactly_like_one_data_and_model_parall
     assert data["state_specs"] == [str(PartitionSpec())]  # weights and slots replicated
     assert split["w_fc"] == str(PartitionSpec(None, "model"))  # the backbone's MLP, by columns
     assert split["w_fc_shard"] == [16, 32]
+    bert = result["finetune"]["bert"]  # the pretrained transformers' encoder, split alike
+    assert bert["mesh"] == "4 devices (data 2 x model 2), 1 process"
+    assert bert["last_loss"] < bert["first_loss"] and bert["steps"] == 10, bert
+    assert bert["loss_diff"] <= 1e-5 and bert["weight_diff"] <= 1e-5, bert
+    assert bert["w_qkv"] == str(PartitionSpec(None, "model")) and bert["w_qkv_shard"] == [16, 24]
+    assert bert["w_out"] == str(PartitionSpec("model", None)) and bert["w_out_shard"] == [32, 16]
+    assert "model_parallel=4 does not divide ffn_dim=30" in result["mp_bert_ffn"]
+
+    # 2 processes x 1 device: each feeds its half of every batch; the same losses as 1 device,
+    # and process 0 alone wrote the checkpoint folder (one training logged once)
+    two = json.loads((tmp_path / "processes" / "result.json").read_text())
+    assert two["mesh"] == "2 devices (data 2), 2 processes"
+    assert two["local_rows"] == str(slice(0, 8))  # process 0: rows 0-7 of the 16
+    one_losses = result["finetune"]["data"]["losses_one"]
+    assert len(two["losses"]) == len(one_losses) == 20
+    assert max(abs(a - b) for a, b in zip(one_losses, two["losses"])) <= 1e-5, (one_losses, two)
+    folder = tmp_path / "processes" / "finetuned"
+    events = [json.loads(line)["event"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert events.count("start") == events.count("end") == 1 and events.count("step") == 4
+    assert json.loads((folder / "summary.json").read_text())["mesh"] == two["mesh"]
 
 
 # -- many processes -----------------------------------------------------------------------------
@@ -299,6 +345,17 @@ def test_a_killed_process_ends_the_run_with_a_clear_error_within_a_minute(tmp_pa
     for pid in children:  # none left behind
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert load_checkpoint(tmp_path / "run").step % 10 == 0  # the last checkpoint loads
+
+
+def test_lmkit_eval_processes_starts_every_process_with_the_same_evaluation(monkeypatch) -> None:
+    from lmkit.cli import launch, main
+
+    calls = []
+    monkeypatch.setattr(launch, "launch", lambda n, argv, command: calls.append((n, argv, command)) or 0)
+    args = ["eval", "scratch", "--task", "glue/sst2", "--data", "glue", "--set", "max_steps=5",
+            "--set", "devices=1", "--out", "ft", "--quiet"]
+    assert main([*args[:2], "--processes", "2", *args[2:]]) == 0
+    assert calls == [(2, args, "eval")]  # each process: the same command, without --processes
 
 
 @pytest.mark.slow  # two Python processes: about a second

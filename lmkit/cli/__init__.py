@@ -6,7 +6,7 @@
                    [--top-p P] [--seed S] [--stop STR]
     lmkit list [KIND] [--pattern GLOB]
     lmkit info RUN_DIR
-    lmkit eval RUN_DIR --task TASK --data PATH [--set key=value ...] [--out DIR]
+    lmkit eval RUN_DIR --task TASK --data PATH [--set key=value ...] [--out DIR] [--processes N]
     lmkit bench NAME [--quick] [--out DIR]
     lmkit export RUN_DIR|EVAL_OUT_DIR --out DIR [--format hf] [--overwrite]
 

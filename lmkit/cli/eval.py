@@ -1,5 +1,5 @@
 """`lmkit eval RUN_DIR... [--task TASK ... | --suite glue|superglue] --data PATH [--zeroshot]
-[--set key=value ...] [--out DIR]`.
+[--set key=value ...] [--out DIR] [--processes N]`.
 
 Prints each task's metrics (and the confusion matrix of a classification task) as its
 evaluation ends, and with several runs or tasks a table with a row per run
@@ -11,6 +11,8 @@ the task model from random weights. Options are `EvalConfig` keys.
 subset) and prints the table with the benchmark's average; ``--out`` then receives the
 leaderboard files and every result (`lmkit.evaluation.suites`). ``--zeroshot`` (``--method
 zeroshot``) ranks each example's choices by the run's likelihood instead of fine-tuning.
+``--processes N`` fine-tunes over N local processes (`lmkit.cli.launch`, as ``lmkit train``);
+in any run of several processes, process 0 alone prints and writes.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                                  "to this folder (one run and one task); with --suite, the "
                                  "leaderboard (json, tsv, html) and every result")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="start N processes on this machine that fine-tune together (data parallel "
+                        "across processes, through jax.distributed); process 0 prints and writes")
     return p
 
 
@@ -66,22 +71,32 @@ def main(args: argparse.Namespace) -> int:
     import sys
 
     from lmkit.config import parse_set_options
+    from lmkit.distribute import lead_process
     from lmkit.engine.reporters import TextReporter
     from lmkit.errors import ConfigError
     from lmkit.evaluation.leaderboard import evaluate_runs
 
+    if args.processes > 1:
+        from lmkit.cli.launch import launch
+
+        return launch(args.processes, _argv(args), command="eval")
+    lead = lead_process()  # in a run of several processes, process 0 alone prints and writes
     picked = [t for item in args.tasks or [] for t in item.split(",") if t]
     options = parse_set_options(args.set or [])
     if args.zeroshot or args.method:
         if args.zeroshot and args.method == "finetune":
             raise ConfigError("--zeroshot and --method finetune contradict each other; give one")
         options["method"] = "zeroshot" if args.zeroshot else args.method
-    reporters = [] if args.quiet else [TextReporter(sys.stderr), _print_progress]
+    reporters = [] if args.quiet or not lead else [TextReporter(sys.stderr), _print_progress]
+    shown = [_print_result] if lead else []
     if args.suite:
         from lmkit.evaluation.suites import evaluate_suite
 
-        board = evaluate_suite(args.run_dirs, args.suite, args.data, tasks=picked or None, out=args.out,
-                               reporters=[*reporters, _print_result], **options)
+        board = evaluate_suite(args.run_dirs, args.suite, args.data, tasks=picked or None,
+                               out=args.out if lead else None, reporters=[*reporters, *shown],
+                               **options)
+        if not lead:
+            return 0
         print(f"\n{board}")
         for benchmark in board.benchmarks:
             averaged = [t.name for t in board.tasks if t.benchmark == benchmark]
@@ -102,7 +117,9 @@ def main(args: argparse.Namespace) -> int:
                 f"{len(tasks)} task(s) were asked for; run one run and one task per --out folder, "
                 f"or drop --out to print the table")
         options.setdefault("checkpoint_dir", args.out)
-    board = evaluate_runs(args.run_dirs, tasks, args.data, reporters=[*reporters, _print_result], **options)
+    board = evaluate_runs(args.run_dirs, tasks, args.data, reporters=[*reporters, *shown], **options)
+    if not lead:
+        return 0
     if not single:
         print(f"\n{board}")
     if args.out:
@@ -144,3 +161,13 @@ def _print_result(event: Any) -> None:
         print(" " * width + "".join(f"{n:>{width}}" for n in names))
         for name, row in zip(names, matrix):
             print(f"{name:>{width}}" + "".join(f"{int(c):>{width}}" for c in row))
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    """The ``lmkit eval`` arguments of `args` without ``--processes``: each process's command."""
+    return ["eval", *args.run_dirs, *(a for task in args.tasks or [] for a in ("--task", task)),
+            *(["--suite", args.suite] if args.suite else []),
+            *(["--method", args.method] if args.method else []),
+            *(["--zeroshot"] if args.zeroshot else []), *(["--data", args.data] if args.data else []),
+            *(a for item in args.set or [] for a in ("--set", item)),
+            *(["--out", args.out] if args.out else []), *(["--quiet"] if args.quiet else [])]

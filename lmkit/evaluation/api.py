@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from lmkit.distribute import initialize
 from lmkit.errors import ConfigError, RunError
 from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.loaders import Examples, load_split
@@ -60,6 +61,8 @@ def evaluate(
     if task.candidates and cfg.method != "zeroshot" and parts.loss.has("label_smoothing"):
         raise ConfigError(f"{task.name} pads each example's candidates to one width, and label smoothing "
                           f"would spread probability onto the padding; use loss='cross_entropy' (the default)")
+    if cfg.method != "zeroshot":  # before any JAX work: join the run the environment names
+        initialize()
     source = _open(run_or_path)
     if _is_checkpoint(source):
         cfg = _recipe(cfg, config, options, source)

@@ -51,7 +51,7 @@ class EvalConfig:
     eval_batch_size: int = config_key(256, "Examples per scoring batch (memory is bounded by it).", min=1)
     log_every: int = config_key(20, "Report progress (and check the loss) every N steps.", min=1)
     devices: int | list[int] | str = config_key("all", "Devices the fine-tuning step uses on JAX: `\"all\"`, a count, or a list of device ids. Each batch is split over them (data parallel, the same results as one device); `batch_size` must divide evenly.", min=1)
-    model_parallel: int = config_key(1, "Devices each of the backbone's large matrices is split over (`gpt`, `gpt2`: attention and MLP matrices); must divide `devices` and the heads.", min=1)
+    model_parallel: int = config_key(1, "Devices each of the backbone's large matrices is split over (`gpt`, `gpt2`, `bert`: attention and MLP matrices); must divide `devices`, the heads and the MLP width.", min=1)
     checkpoint_dir: str | None = config_key(None, "Write fine-tuning checkpoints (`checkpoint.npz`, replaced atomically) and events to this folder; `lmkit eval --out` sets it.")
     checkpoint_every: int = config_key(100, "Checkpoint every N fine-tuning steps (and when training ends or is stopped).", min=1)
     resume: bool = config_key(False, "Continue fine-tuning from the checkpoint in `checkpoint_dir` (same options as the stopped run).")

@@ -7,7 +7,8 @@ one for the backbone, whose schedule peaks at ``learning_rate * backbone_lr_mult
 Each step is Keras's stateless API under `jax.jit`; with several devices (`devices`,
 `model_parallel`) it is compiled over a mesh by the same helpers as language-model training
 (`lmkit.distribute`: each batch's rows split over the ``data`` axis, the backbone's large
-matrices over ``model``), with the same results as on one device.
+matrices over ``model``), with the same results as on one device. In a run of many processes
+each process feeds its own rows of every batch and process 0 alone reports and writes.
 
 Batches are a pure function of the seed and the step (each epoch is its own seeded
 permutation), so a resumed fine-tuning sees exactly the batches it would have seen. They are
@@ -259,9 +260,10 @@ class FinetuneTrainee:
         size = self.cfg.batch_size
         inputs, labels, _ = next(batches(self.train_data, rows, size, self.cfg.max_length,
                                          self.widths))
-        if self.layout is not None:  # every array's rows (axis 0) split over the data axis
-            inputs = tuple(self.layout.put_batch(a, 0) for a in inputs)
-            labels = self.layout.put_batch(labels, 0)
+        if self.layout is not None:  # every array's rows (axis 0) split over the data axis;
+            local = self.layout.local_rows(size)  # this process's rows (all of them in one process)
+            inputs = tuple(self.layout.put_batch(a[local], 0) for a in inputs)
+            labels = self.layout.put_batch(labels[local], 0)
         return inputs, labels
 
     def _masks(self, step: int) -> list[np.float32]:
@@ -333,16 +335,15 @@ def finetune(
     _require_jax()
     total = cfg.total_steps(len(train))
     layout = layout_for(cfg.devices, cfg.batch_size, cfg.model_parallel)
-    if layout is not None and layout.processes > 1:
-        raise ConfigError(
-            f"fine-tuning runs in one process, on its own devices; this process is one of "
-            f"{layout.processes} of a distributed run. Fine-tune in a single process (devices = "
-            f"\"all\" uses every local device)")
+    lead = layout is None or layout.lead  # the one process that reports and writes
     trainee = FinetuneTrainee(model, train, cfg, total, parts, layout)
     run_dir = None
     if cfg.checkpoint_dir is not None:
-        run_dir = (RunDir.open(cfg.checkpoint_dir, required=(CHECKPOINT,), claim=True) if cfg.resume
-                   else RunDir.create(cfg.checkpoint_dir, overwrite=True))
+        if cfg.resume:  # every process reads the checkpoint
+            run_dir = RunDir.open(cfg.checkpoint_dir, required=(CHECKPOINT,), claim=lead)
+        else:  # process 0 creates it; the others never touch it
+            run_dir = (RunDir.create(cfg.checkpoint_dir, overwrite=True) if lead
+                       else RunDir(cfg.checkpoint_dir))
     elif cfg.resume:
         raise ConfigError("option 'resume' needs 'checkpoint_dir' (`lmkit eval --out DIR`): the "
                           "folder whose checkpoint.npz fine-tuning continues from")
@@ -363,8 +364,9 @@ def finetune(
         return {}
 
     try:
-        outcome = engine.run(trainee, plan, job, run_dir=run_dir, reporters=list(reporters),
-                             stop=stop, resume=cfg.resume, finish=finish)
+        outcome = engine.run(trainee, plan, job, run_dir=run_dir,
+                             reporters=list(reporters) if lead else [], stop=stop,
+                             resume=cfg.resume, finish=finish, writes=lead)
     finally:
         if run_dir is not None:
             run_dir.release()

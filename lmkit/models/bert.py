@@ -114,6 +114,10 @@ class BERT(LanguageModel):
     hf_model_types: ClassVar[tuple[str, ...]] = ("bert",)
     #: prefix of the encoder's tensors in task-head checkpoints (``BertForSequenceClassification``)
     hf_prefix: ClassVar[str] = "bert."
+    # `model_parallel`: each layer's large matrices split as `gpt`'s (query-key-value and the
+    # MLP's first matrix by columns, the two output matrices by rows), with their optimizer slots
+    model_parallel_axes = {"w_qkv": 1, "w_fc": 1, "w_proj": 0, "w_out": 0}
+    model_parallel_divides = ("heads", "ffn_dim")
 
     def __init__(self, vocab_size: int, *, embed_dim: int = 384, layers: int = 6, heads: int = 12,
                  ffn_dim: int | None = None, seq_len: int = 512, type_vocab_size: int = 2,
