@@ -209,10 +209,10 @@ def run(quick: bool = False) -> Result:
                "seconds_to_target": reach}
     ratios = {"torch_time_over_lmkit_time_to_target":
               ratio(reach["torch"], reach["lmkit"]) if reach["lmkit"] else 0.0}
-    notes = ["whole processes in one invocation, the reference first (its best perplexity is "
-             "the target); lmkit is ended at its first evaluation at or below it (its wall time "
-             "is then that); on a shared machine the absolute times are noisy, the ratio of the "
-             "same run is the figure",
+    notes = [f"whole processes{' in one invocation' if part is None else ''}, the reference "
+             f"first (its best perplexity is the target); lmkit is ended at its first "
+             f"evaluation at or below it (its wall time is then that); on a shared machine the "
+             f"absolute times are noisy, the ratio of the same run is the figure",
              f"validation: mean cross-entropy of every token of wiki.test.tokens in 35-token "
              f"windows from a zero state, the same stream for both ({counts['vocabulary']} words, "
              f"{counts['validation_tokens']} tokens); perplexity = exp of it",
