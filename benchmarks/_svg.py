@@ -14,7 +14,8 @@ COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
 
 def write_curves(curves: dict[str, list[tuple[float, int, float]]], path: Path, target: float,
                  label: str, cap: float | None = None) -> None:
-    """One polyline per contender of ``(seconds, step, value)`` points, a dashed line at `target`.
+    """One polyline per contender of ``(seconds, step, value)`` points (a dot on each), a dashed
+    line at `target`.
 
     `cap`: the highest value drawn (early points above it sit on the top edge), so that the
     first evaluations of an untrained model do not flatten the part that matters.
@@ -47,6 +48,9 @@ def write_curves(curves: dict[str, list[tuple[float, int, float]]], path: Path, 
         color = COLORS[i % len(COLORS)]
         xy = " ".join(f"{sx(t):.1f},{sy(v):.1f}" for t, _, v in curve)
         parts.append(f'<polyline points="{xy}" fill="none" stroke="{color}" stroke-width="2"/>')
+        # a dot on every measured point: a contender evaluated once is a point, not a line
+        parts.extend(f'<circle cx="{sx(t):.1f}" cy="{sy(v):.1f}" r="3" fill="{color}"/>'
+                     for t, _, v in curve)
         parts.append(f'<text x="{w - pad - 4}" y="{pad + 16 * (i + 1)}" text-anchor="end" '
                      f'fill="{color}">{name}</text>')
     parts.append("</svg>")

@@ -16,7 +16,9 @@ report reads the first windows of the split in order, which is another estimate)
 
 The nanoGPT checkout comes from ``$LMKIT_NANOGPT`` or ``../shared/ref/nanogpt`` next to the
 checkout; it needs PyTorch. Curves of validation loss against wall time (every evaluation of
-each process) are written to ``docs/speedrun_char.svg``.
+each process) are written to ``docs/speedrun_char.svg``. ``$LMKIT_CHAR_ROUNDS`` sets the rounds
+(default 2; 1: nanoGPT with its default threads and lmkit once each, for a short hold of a
+shared machine).
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ def write_svg(curves: dict[str, list[tuple[float, int, float]]], path: Path,
 
 
 def run(quick: bool = False) -> Result:
-    rounds = 1 if quick else 2
+    rounds = 1 if quick else int(os.environ.get("LMKIT_CHAR_ROUNDS", "2"))
     with tempfile.TemporaryDirectory(prefix="speedrun_char") as tmp:
         work = Path(tmp)
         checkout = _prepare_nanogpt(work)

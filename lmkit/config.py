@@ -67,6 +67,7 @@ class TrainConfig:
     activation: str = config_key("tanh", "Recurrent activation of `rnn` (`tanh` or `relu`).", choices=("tanh", "relu"))
     kernel_size: int = config_key(4, "Convolution width (`gated_cnn`).", min=1)
     model: dict[str, Any] = config_key({}, "Extra architecture options (TOML table `[model]`), passed to the model as keywords.")
+    head_bias_init: str = config_key("zeros", "Initial logit bias of the output head: `zeros`, or `unigram` (the log of each token's add-one-smoothed frequency in the training tokens, so the first step already predicts the unigram distribution instead of spending hundreds of steps learning it).", choices=("zeros", "unigram"))
     precision: str = config_key("float32", "`float32` or `mixed_bfloat16`.", choices=("float32", "mixed_bfloat16"))
     # optimization
     optimizer: str = config_key("adamw", "Optimizer name (`lmkit list optimizers`).")

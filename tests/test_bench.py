@@ -148,3 +148,36 @@ def test_speedrun_word_contenders_read_the_same_token_stream(tmp_path):
     assert [len(line.get("points").split()) for line in lines] == [2, 2]
     top = min(float(p.split(",")[1]) for line in lines for p in line.get("points").split())
     assert top >= 50  # the 2000 above the cap sits on the top edge, inside the frame
+
+
+def test_speedrun_word_in_two_invocations_races_lmkit_against_the_kept_reference(tmp_path,
+                                                                                 monkeypatch):
+    """``LMKIT_WORD_PART=reference`` keeps the reference's record; ``=lmkit`` races lmkit
+    against it (the contenders' processes are stood in for: this checks the bookkeeping)."""
+    from benchmarks import speedrun_word as sw
+
+    counts = {"vocabulary": 10, "validation_tokens": 100}
+    calls = []
+    monkeypatch.setattr(sw, "_corpora", lambda work, quick: (work / "t", work / "v"))
+    monkeypatch.setattr(sw, "token_counts", lambda train, valid: counts)
+    monkeypatch.setattr(sw, "reference_file", lambda quick: tmp_path / "results" / "ref.json")
+    monkeypatch.setattr(sw, "run_reference", lambda *a: calls.append("torch") or {
+        "wall_s": 400.0, "curve": [(200.0, 1, 300.0), (400.0, 2, 250.0)], "best_ppl": 250.0,
+        "threads": "1", **counts})
+    monkeypatch.setattr(sw, "run_lmkit", lambda *a: calls.append(("lmkit", a[-1])) or {
+        "wall_s": 160.0, "curve": [(160.0, 600, 240.0)], "best_ppl": 240.0,
+        "stopped_at_target": True})
+
+    monkeypatch.setenv("LMKIT_WORD_PART", "lmkit")
+    with pytest.raises(RuntimeError, match="run the reference first"):
+        sw.run(quick=True)
+    monkeypatch.setenv("LMKIT_WORD_PART", "reference")
+    assert sw.run(quick=True).ratios == {} and calls == ["torch"]
+    monkeypatch.setenv("LMKIT_WORD_PART", "lmkit")
+    result = sw.run(quick=True)
+    assert calls == ["torch", ("lmkit", 250.0)]  # the kept reference's target, not a new run
+    assert result.ratios["torch_time_over_lmkit_time_to_target"] == pytest.approx(2.5)
+    assert "two invocations" in result.notes[0]
+    monkeypatch.setenv("LMKIT_WORD_PART", "both")
+    with pytest.raises(RuntimeError, match="use one of reference, lmkit"):
+        sw.run(quick=True)

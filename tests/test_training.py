@@ -384,13 +384,27 @@ def test_load_and_info_use_the_newest_state_of_an_interrupted_run(tmp_path: Path
 
 @pytest.mark.slow
 def test_a_first_run_gets_its_architectures_defaults_and_about_ten_evaluations(tmp_path: Path) -> None:
+    from lmkit.training.language_model import log_unigram, unigram_loss
+
     run = lmkit.train(arch="lstm", data=str(CORPUS), max_steps=20, units=32, embed_dim=16,
-                      batch_size=4, eval_batches=1, sample_tokens=0, out=str(tmp_path / "r"),
-                      reporters=[])
-    saved = lmkit.load(run.dir).config
+                      batch_size=4, eval_batches=4, sample_tokens=0, out=str(tmp_path / "r"),
+                      head_bias_init="unigram", reporters=[])
+    loaded = lmkit.load(run.dir)
+    saved = loaded.config
     assert (saved.layers, saved.learning_rate, saved.units) == (1, 3e-3, 32)
-    evaluations = [r["step"] for r in run.history if "val_loss" in r]
-    assert len(evaluations) == 10 and evaluations[-1] == 20
+    evaluations = [r for r in run.history if "val_loss" in r]
+    assert len(evaluations) == 10 and evaluations[-1]["step"] == 20
+    # The unigram head bias: at step 2, still in the warm-up, the model predicts the letters'
+    # frequencies (with the default zero bias it would score the uniform log(vocabulary)).
+    vocab = run.tokenizer.vocab_size
+    ids = np.array(run.tokenizer.encode(CORPUS.read_text(encoding="utf-8")))
+    assert evaluations[0]["step"] == 2
+    assert evaluations[0]["val_loss"] < np.log(vocab) - 0.5
+    assert evaluations[0]["val_loss"] == pytest.approx(unigram_loss(ids), abs=0.2)
+    start = log_unigram(ids[: len(ids) - round(len(ids) * 0.1)], vocab)
+    np.testing.assert_allclose(loaded.model.head_bias.numpy(), start, atol=0.05)
+    with pytest.raises(ConfigError, match="no logit bias in its output head"):
+        train(tmp_path, "gpt2_head", head_bias_init="unigram", model={"head_bias": False})
 
 
 @pytest.mark.slow
@@ -487,3 +501,4 @@ def test_schedule_free_adamw_evaluates_and_saves_the_average_and_resumes_exactly
     for a, b in zip(straight.model.weights, resumed.model.weights):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
     assert resumed.summary["val_loss"] == pytest.approx(straight.summary["val_loss"], abs=1e-5)
+

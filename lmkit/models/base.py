@@ -285,6 +285,22 @@ class LanguageModel(keras.Model):
                 name="head_bias"
             )
 
+    def set_head_bias(self, values: np.ndarray) -> None:
+        """Set the output head's logit bias ``(V,)`` to `values` (what the config key
+        ``head_bias_init = "unigram"`` does with the training tokens' log frequencies).
+
+        >>> model.set_head_bias(np.log(frequencies))               # doctest: +SKIP
+        """
+        bias = getattr(self, "head_bias", None)
+        if bias is None:
+            raise ConfigError(
+                f"architecture {type(self).__name__} has no logit bias in its output head to "
+                f"initialise; drop head_bias_init (or, for gpt, keep [model] head_bias = true)")
+        if tuple(np.shape(values)) != tuple(bias.shape):
+            raise ConfigError(f"a head bias of shape {tuple(np.shape(values))} does not fit "
+                              f"the model's {tuple(bias.shape)}")
+        bias.assign(np.asarray(values, dtype=bias.dtype))
+
     def _embed(self, tokens: Any) -> Any:
         """int ``(B, T)`` -> ``(B, T, embed_dim)`` in the compute dtype."""
         rows = ops.take(self.embedding, ops.cast(tokens, "int32"), axis=0)

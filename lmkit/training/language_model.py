@@ -30,7 +30,8 @@ from lmkit.optim import EVALUATION_WEIGHTS, FULL_BATCH, without_schedule
 from lmkit.paths import enable_compilation_cache as _enable_compilation_cache
 from lmkit.resolve import Resolved, resolve, with_arch_defaults
 
-__all__ = ["train_language_model", "LanguageModelTrainee", "Trained", "unigram_loss", "plateau_hint"]
+__all__ = ["train_language_model", "LanguageModelTrainee", "Trained", "unigram_loss", "log_unigram",
+           "plateau_hint"]
 
 
 class Trained(NamedTuple):
@@ -51,6 +52,18 @@ def unigram_loss(ids: np.ndarray) -> float:
     counts = np.bincount(np.asarray(ids))
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
+
+
+def log_unigram(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Log of each token's add-one-smoothed frequency in `ids`, ``(vocab_size,)`` float32: the
+    logit bias with which a model that reads no context predicts the unigram distribution
+    (config key ``head_bias_init = "unigram"``).
+
+    >>> [round(float(p), 3) for p in np.exp(log_unigram(np.array([0, 0, 1]), 3))]
+    [0.5, 0.333, 0.167]
+    """
+    counts = np.bincount(np.asarray(ids), minlength=vocab_size)[:vocab_size] + 1.0
+    return np.log(counts / counts.sum()).astype(np.float32)
 
 
 def plateau_hint(cfg: TrainConfig, val_loss: float | None, unigram: float) -> str:
@@ -268,7 +281,12 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
     check_fits(cfg, vocab, parts.arch.obj)
     model = build_model(cfg, vocab, parts.arch.obj)
     if init is not None:  # the same class and options: the variables correspond one to one
+        if cfg.head_bias_init != "zeros":
+            raise ConfigError(f"head_bias_init={cfg.head_bias_init!r} would overwrite the "
+                              f"pretrained head of init={cfg.init!r}; drop one of the two keys")
         model.set_weights(init.model.get_weights())
+    elif cfg.head_bias_init == "unigram" and not resume:  # a resumed run loads its own weights
+        model.set_head_bias(log_unigram(train_ids, vocab))
     optimizer = parts.optimizer.obj(cfg, parts.schedule.obj(cfg, total))
     exclude_from_decay(optimizer, model.trainable_variables)
     loss_fn = parts.loss.obj(cfg)
