@@ -4,9 +4,9 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/distribute_finetune_child.py OUT
 
 Fine-tunes the same scratch classifier (a `gpt` backbone) on SST-2 (the test fixture) on 1
-device, on 4 devices (data parallel: `devices = 4`) and on data 2 x model 2
-(`model_parallel = 2`), and a scratch `bert` on 1 device and on data 2 x model 2; returns the per-step losses, weight differences and the compiled step's
-shardings. tests/test_distribute.py makes the assertions.
+device and on 4 devices (data parallel: `devices = 4`), and a scratch `bert` on 1 device and on
+data 2 x model 2 (`model_parallel = 2`); returns the per-step losses, weight differences and the
+compiled step's shardings. tests/test_distribute.py makes the assertions.
 """
 
 from __future__ import annotations
@@ -96,18 +96,11 @@ GPT = {"arch": "gpt", "heads": 2, "layers": 1}
 
 def results() -> dict[str, Any]:
     result: dict[str, Any] = {}
-    gpt = GPT
-    one = run(devices=1, **gpt)
-    result["data"] = compare(one, run(devices=4, **gpt))
+    one = run(devices=1, **GPT)
+    result["data"] = compare(one, run(devices=4, **GPT))
     result["data"]["losses_one"] = one[1].losses  # what 2 processes must reproduce (`processes`)
-    split = run(devices=4, model_parallel=2, **gpt)
-    result["model"] = compare(one, split)
-    trainee = split[1]
-    names = [v.path for v in trainee.model.trainable_variables]
-    w_fc = next(i for i, n in enumerate(names) if n.endswith("/block_0/w_fc"))
-    result["model"]["w_fc"] = str(trainee.state[0][w_fc].sharding.spec)
-    result["model"]["w_fc_shard"] = list(trainee.state[0][w_fc].addressable_shards[0].data.shape)
-    # the pretrained transformers' `bert` split alike
+    # model parallel fine-tuning, on the pretrained transformers' `bert` (gpt's split is checked
+    # in LM training by tests/distribute_child.py; the fine-tuning step is the same for both)
     bert = {"arch": "bert", "heads": 2, "layers": 1, "max_steps": 10, "max_train_examples": 64}
     split = run(devices=4, model_parallel=2, **bert)
     result["bert"] = compare(run(devices=1, **bert), split)

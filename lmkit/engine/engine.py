@@ -220,7 +220,8 @@ def run(
     log = JsonlReporter(writer.file(METRICS)) if writer is not None else None
     emit = _Emitter([*([log] if log else []), *(reporters or [])], history)
     try:
-        return _loop(trainee, plan, job, writer, emit, stop, start, engine_state, finish)
+        return _loop(trainee, plan, job, writer, emit, stop, start, engine_state, finish,
+                     gathers=run_dir is not None)
     finally:
         if log is not None:
             log.close()
@@ -228,7 +229,7 @@ def run(
 
 def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: _Emitter,
           stop: StopSignal, start: int, engine_state: dict[str, Any],
-          finish: Callable[[Outcome], dict[str, Any]] | None) -> Outcome:
+          finish: Callable[[Outcome], dict[str, Any]] | None, gathers: bool) -> Outcome:
     total = plan.total_steps
     backend, devices = _devices()
     devices = job.devices or devices
@@ -244,8 +245,11 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
         model = trainee.model_arrays()
         if not all_finite(model):
             return False
+        # every process of a run gathers the slots, writer or not: with slots split over
+        # processes the gather is a collective that process 0 cannot finish alone
+        slots = trainee.optimizer_arrays() if gathers else []
         if run_dir is not None:
-            path = run_dir.save_checkpoint(Checkpoint(step, model, trainee.optimizer_arrays(),
+            path = run_dir.save_checkpoint(Checkpoint(step, model, slots,
                                                       {**engine_state, "name": job.name}))
             emit(CheckpointEvent(step, str(path)))
         last_ckpt = step
