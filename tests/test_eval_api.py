@@ -181,3 +181,25 @@ def test_every_architecture_gives_hidden_states_to_a_head(arch: str) -> None:
         assert np.asarray(backbone(tokens)).shape == (3, 16, 50)  # the model itself is unchanged
     clf = SequenceClassifier(backbone, 3, pooling="concat")
     assert np.asarray(clf((tokens, np.array([16, 4, 1], "int32")))).shape == (3, 3)
+
+
+def test_a_never_called_backbone_gives_hidden_states_and_a_model_without_them_is_refused() -> None:
+    from lmkit.evaluation.heads import hidden_states
+    from lmkit.models.base import HostNormal, LanguageModel
+
+    class Lookup(LanguageModel):  # like every architecture, `features` reads weights `build` makes
+        def build(self, input_shape: Any) -> None:
+            self._build_embedding(4, initializer=HostNormal(1.0))  # compiles nothing
+
+        def call(self, tokens: Any, training: bool = False) -> Any:
+            return self.features(tokens)
+
+        def features(self, tokens: Any, training: bool = False) -> Any:
+            return self._embed(tokens)
+
+    backbone = Lookup(13)  # never called: no weights yet
+    tokens = np.array([[1, 2, 3], [4, 5, 6]], "int32")
+    states = np.asarray(hidden_states(backbone, tokens))
+    np.testing.assert_array_equal(states, np.asarray(backbone.embedding)[tokens])
+    with pytest.raises(ConfigError, match="LanguageModel does not expose its hidden states"):
+        hidden_states(LanguageModel(13), tokens)

@@ -220,8 +220,14 @@ class FinetuneTrainee:
         if self.row_update:
             body_slots += [np.zeros(table.shape, np.float32) if row else v.value
                            for v, row in zip(row_opt.variables, is_slot)]
-        self.state = ([v.value for v in trainable], [v.value for v in model.non_trainable_variables],
-                      [v.value for v in head_opt.variables], body_slots)
+        # The step donates its state (the embedding table and its row moments are then updated
+        # in place, not copied whole every step), so it starts from copies: the Keras variables
+        # keep their own buffers until `sync`
+        import jax.numpy as jnp
+
+        self.state = jax.tree.map(lambda a: jnp.array(a, copy=True), (
+            [v.value for v in trainable], [v.value for v in model.non_trainable_variables],
+            [v.value for v in head_opt.variables], body_slots))
         # on a mesh: the state replicated (or the backbone's large matrices split over the model
         # axis, with their slots), the masks replicated, the rows of inputs and labels split
         self._shardings = None
@@ -232,7 +238,7 @@ class FinetuneTrainee:
             body_sh = body_sh + [layout.replicated] * (len(body_slots) - len(body_sh))
             self._shardings = (trainable_sh, non_trainable_sh, head_sh, body_sh)
             self.state = layout.place(self.state, self._shardings)
-        self._step_fn = jit_step(step_fn, layout, self._shardings, (None, 0, 0), donate=False)
+        self._step_fn = jit_step(step_fn, layout, self._shardings, (None, 0, 0))
         self._lengths = train.lengths()
         self._epoch: tuple[int, list[np.ndarray]] | None = None
         self.widths = pad_widths([self._lengths[rows].max() for rows in self._epoch_batches(0)],

@@ -31,15 +31,20 @@ def hidden_states(model: Any, tokens: Any, training: bool = False) -> Any:
     """Hidden states ``(B, T, H)`` of a language model: the features its output head reads.
 
     Every `lmkit.models.base.LanguageModel` provides them through ``features``; an architecture
-    that does not cannot serve as a backbone.
+    that does not cannot serve as a backbone. A model that was never called has no weights yet
+    (``features`` reads them directly), so it is called once first, as Keras's first call would.
     """
-    try:
-        return model.features(tokens, training=training)
-    except (AttributeError, NotImplementedError):
-        raise ConfigError(
-            f"architecture {type(model).__name__} does not expose its hidden states "
-            f"(`features(tokens, training)`), so it cannot be fine-tuned on a task"
-        ) from None
+    features = getattr(model, "features", None)
+    if callable(features):
+        try:
+            if not getattr(model, "built", True):
+                model(tokens)  # creates the weights
+            return features(tokens, training=training)
+        except NotImplementedError:  # `LanguageModel.features` not overridden
+            pass
+    raise ConfigError(
+        f"architecture {type(model).__name__} does not expose its hidden states "
+        f"(`features(tokens, training)`), so it cannot be fine-tuned on a task")
 
 
 class SequenceClassifier(keras.Model):
