@@ -269,8 +269,10 @@ def test_a_cluster_that_cannot_be_joined_is_a_clear_error(monkeypatch, fake_jax_
         distribute.initialize()
 
 
-def _lmkit(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax"}
+def _lmkit(*args: str, cwd: Path, timeout: float, devices: int = 1) -> subprocess.CompletedProcess:
+    """`lmkit` in a fresh process (and the processes it launches) with `devices` CPU devices."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     return subprocess.run([sys.executable, "-m", "lmkit.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -281,30 +283,32 @@ def _step_losses(run: Path) -> list[float]:
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one_and_resume_on_one_device_then_on_two(tmp_path) -> None:
+def test_two_processes_of_two_devices_train_like_one_and_resume_on_one_device_then_on_two(tmp_path) -> None:
     import numpy as np
 
-    two = _lmkit("train", "--processes", "2", *TINY, "--set", "max_steps=20", "--out", "two",
-                 cwd=tmp_path, timeout=300)
+    # 2 processes x 2 forced devices each: the batch is split over 4 devices
+    two = _lmkit("train", "--processes", "2", *TINY, "--set", "devices=2", "--set", "max_steps=20",
+                 "--out", "two", cwd=tmp_path, timeout=300, devices=2)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("training completed at step 20") == 1  # process 0's output only
-    assert "on jax [2 devices (data 2), 2 processes]" in two.stdout  # the mesh, as dashboards show it
+    assert "on jax [4 devices (data 4), 2 processes]" in two.stdout  # the mesh, as dashboards show it
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
-    assert summary["mesh"] == "2 devices (data 2), 2 processes"
+    assert summary["mesh"] == "4 devices (data 4), 2 processes"
     # its checkpoint holds whole weights: one process on one device continues from it ...
-    resumed = _lmkit("train", "--resume", "two", "--set", "max_steps=30", cwd=tmp_path, timeout=300)
+    resumed = _lmkit("train", "--resume", "two", "--set", "devices=1", "--set", "max_steps=30",
+                     cwd=tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "on jax [cpu:0]" in resumed.stdout
     # ... and two processes continue from that one's (lmkit train --processes 2 --resume)
-    again = _lmkit("train", "--processes", "2", "--resume", "two", "--set", "max_steps=40",
-                   cwd=tmp_path, timeout=300)
+    again = _lmkit("train", "--processes", "2", "--resume", "two", "--set", "devices=1",
+                   "--set", "max_steps=40", cwd=tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "on jax [2 devices (data 2), 2 processes]" in again.stdout
     assert again.stdout.count("training completed at step 40") == 1
     one = _lmkit("train", *TINY, "--set", "max_steps=40", "--out", "one", cwd=tmp_path, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     losses_one, losses_two = _step_losses(tmp_path / "one"), _step_losses(tmp_path / "two")
-    assert len(losses_two) == 8  # steps 5 .. 40, from 3 trainings: 2 processes, 1, 2 again
+    assert len(losses_two) == 8  # steps 5 .. 40, from 3 trainings: 2 processes x 2, 1, 2 x 1
     assert np.allclose(losses_one, losses_two, rtol=0, atol=1e-5), (losses_one, losses_two)
     events = [json.loads(line)["event"] for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert events.count("start") == 3 and events.count("end") == 3  # each training logged once
