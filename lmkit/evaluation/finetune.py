@@ -97,6 +97,7 @@ class FinetuneTrainee:
     def __init__(self, model: SequenceClassifier, train: Encoded, cfg: EvalConfig, total: int,
                  parts: Resolved, layout: Layout | None = None) -> None:
         import jax
+        import jax.numpy as jnp
         from keras import ops
 
         from lmkit.optim import exclude_from_decay
@@ -174,8 +175,6 @@ class FinetuneTrainee:
         def update_rows(tokens, body_g, row_state, body_v):
             """Clip the body's gradients with the table's rows by one norm, update the rows of
             the ids in `tokens`; returns the other body gradients, the new table and row state."""
-            import jax.numpy as jnp
-
             grad, weights = body_g.pop(rows_at), body_v.pop(rows_at)
             ids = jnp.ravel(tokens)
             ordered = jnp.sort(ids)
@@ -223,8 +222,6 @@ class FinetuneTrainee:
         # The step donates its state (the embedding table and its row moments are then updated
         # in place, not copied whole every step), so it starts from copies: the Keras variables
         # keep their own buffers until `sync`
-        import jax.numpy as jnp
-
         self.state = jax.tree.map(lambda a: jnp.array(a, copy=True), (
             [v.value for v in trainable], [v.value for v in model.non_trainable_variables],
             [v.value for v in head_opt.variables], body_slots))
