@@ -38,6 +38,10 @@ class StackedRNN(LanguageModel):
     config_defaults = {"layers": 1, "learning_rate": 3e-3, "warmup_steps": 40}
 
     cell_class: type[keras.layers.Layer]
+    # JAX's cuDNN LSTM, which Keras picks on a GPU, compiles for float32 only: under
+    # mixed_bfloat16 it fails ("Unknown output type bfloat16", seen on an H200), so such a model
+    # takes Keras's generic loop there.
+    cudnn_float32_only = False
 
     def __init__(self, vocab_size: int, *, embed_dim: int = 128, units: int = 128,
                  layers: int = 1, dropout: float = 0.0, tie_embeddings: bool = False,
@@ -50,8 +54,10 @@ class StackedRNN(LanguageModel):
         self.tie_embeddings = check_bool("tie_embeddings", tie_embeddings)
         self._options = {"embed_dim": embed_dim, "units": units, "layers": layers,
                          "dropout": dropout, "tie_embeddings": tie_embeddings}
+        cudnn = False if self.cudnn_float32_only and self.compute_dtype != "float32" else "auto"
         self.rnns = [
-            self.cell_class(units, return_sequences=True, return_state=True, name=f"rnn_{i}")
+            self.cell_class(units, return_sequences=True, return_state=True, use_cudnn=cudnn,
+                            name=f"rnn_{i}")
             for i in range(layers)
         ]
         self.drop = keras.layers.Dropout(self.dropout_rate)
@@ -104,6 +110,7 @@ class LSTMModel(StackedRNN):
     """
 
     cell_class = keras.layers.LSTM
+    cudnn_float32_only = True
 
 
 @architectures.register(
