@@ -30,8 +30,7 @@ print("JAX devices:", devices)
 assert devices[0].platform == "gpu", "JAX does not see a GPU: check the CUDA driver and jax[cuda12]"
 PY
 lmkit=(lmkit)
-command -v lmkit > /dev/null ||   # no script on the PATH: lmkit on PYTHONPATH
-    lmkit=(python -c 'import sys; from lmkit.cli import main; sys.exit(main(sys.argv[1:]))')
+command -v lmkit > /dev/null || lmkit=(python -m lmkit.cli)   # no script on the PATH
 out=${LMKIT_GPU_OUT:-benchmarks/results/gpu}
 limit=${LMKIT_GPU_TIMEOUT:-900}
 

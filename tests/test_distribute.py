@@ -368,3 +368,15 @@ def test_the_launcher_stops_and_names_a_process_that_failed(tmp_path, capfd) -> 
     assert "does not exist" in err  # the failed process's own error is shown
     assert "lmkit info: error: process" in err and "of 2 exited with status 2" in err
 
+
+
+def test_lmkit_train_processes_passes_every_option_but_processes_to_each_process(monkeypatch) -> None:
+    from lmkit.cli import launch, main
+
+    calls = []
+    monkeypatch.setattr(launch, "launch", lambda n, argv: calls.append((n, argv)) or 0)
+    args = ["train", "cfg.toml", "--set", "max_steps=5", "--out", "run", "--overwrite"]
+    for spelled in (["--processes", "2"], ["--processes=2"], ["--proc", "2"]):
+        calls.clear()
+        assert main([*args[:2], *spelled, *args[2:]]) == 0
+        assert calls == [(2, args)], spelled  # an abbreviation left in would launch again

@@ -33,12 +33,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.processes > 1:
         from lmkit.cli.launch import launch
 
-        argv = ["train", *([args.config] if args.config else []),
-                *(a for item in args.set or [] for a in ("--set", item)),
-                *(["--out", args.out] if args.out else []),
-                *(["--overwrite"] if args.overwrite else []),
-                *(["--resume", args.resume] if args.resume else [])]
-        return launch(args.processes, argv)
+        return launch(args.processes, args.argv)
 
     overrides: dict[str, Any] = parse_set_options(args.set or [])
     if args.out is not None:
@@ -214,7 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
+    from lmkit.cli.launch import without_processes
+
     args = build_parser().parse_args(argv)
+    # what each process of `--processes N` runs, less that option (`launch.without_processes`)
+    args.argv = without_processes(list(sys.argv[1:] if argv is None else argv))
     with warnings.catch_warnings():
         # lmkit's warnings are for people: one line each, no source line of lmkit's code
         show = warnings.showwarning

@@ -79,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
     if args.processes > 1:
         from lmkit.cli.launch import launch
 
-        return launch(args.processes, _argv(args), command="eval")
+        return launch(args.processes, args.argv, command="eval")
     lead = lead_process()  # in a run of several processes, process 0 alone prints and writes
     picked = [t for item in args.tasks or [] for t in item.split(",") if t]
     options = parse_set_options(args.set or [])
@@ -161,13 +161,3 @@ def _print_result(event: Any) -> None:
         print(" " * width + "".join(f"{n:>{width}}" for n in names))
         for name, row in zip(names, matrix):
             print(f"{name:>{width}}" + "".join(f"{int(c):>{width}}" for c in row))
-
-
-def _argv(args: argparse.Namespace) -> list[str]:
-    """The ``lmkit eval`` arguments of `args` without ``--processes``: each process's command."""
-    return ["eval", *args.run_dirs, *(a for task in args.tasks or [] for a in ("--task", task)),
-            *(["--suite", args.suite] if args.suite else []),
-            *(["--method", args.method] if args.method else []),
-            *(["--zeroshot"] if args.zeroshot else []), *(["--data", args.data] if args.data else []),
-            *(a for item in args.set or [] for a in ("--set", item)),
-            *(["--out", args.out] if args.out else []), *(["--quiet"] if args.quiet else [])]

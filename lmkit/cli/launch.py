@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lmkit.distribute import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
 
-__all__ = ["launch", "GRACE_S"]
+__all__ = ["launch", "without_processes", "GRACE_S"]
 
 #: seconds the other processes get to stop after SIGTERM before they are killed
 GRACE_S = 5.0
@@ -57,6 +57,28 @@ def _stop(procs: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def without_processes(argv: list[str]) -> list[str]:
+    """`argv` as the user typed it, less its ``--processes N``: what each launched process runs.
+
+    Taken from the command line itself, not rebuilt from the parsed options, so every option a
+    command has (or gains) reaches the processes unchanged. An abbreviation argparse accepted
+    (``--proc 2``, ``--processes=2``) is removed too: left in, each process would launch again.
+
+    >>> without_processes(["train", "--processes", "2", "--out", "run"])
+    ['train', '--out', 'run']
+    """
+    kept: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        name, has_value, _ = arg.partition("=")
+        if len(name) > 2 and "--processes".startswith(name):
+            if not has_value:
+                next(rest, None)   # its value
+            continue
+        kept.append(arg)
+    return kept
 
 
 def launch(processes: int, argv: list[str], command: str = "train") -> int:
