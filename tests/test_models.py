@@ -148,6 +148,19 @@ def test_logits_stay_float32_under_mixed_bfloat16(name):
     assert numpy(decoded).dtype == np.float32
 
 
+@pytest.mark.slow
+def test_head_bias_init_sets_the_elman_rnns_logit_bias():
+    # `head_bias_init = "unigram"` sets the logit bias (`c` in the Elman equations); it was
+    # refused for `rnn` (gpt and lstm: tests/test_training.py).
+    model = tiny("rnn")
+    x = tokens()
+    before = numpy(model(x))
+    bias = np.log(np.random.default_rng(1).dirichlet(np.ones(VOCAB))).astype("float32")
+    model.set_head_bias(bias)
+    np.testing.assert_allclose(numpy(model(x)) - before, np.broadcast_to(bias, before.shape),
+                               atol=1e-4)
+
+
 def test_a_bfloat16_lstm_stays_off_cudnn_which_compiles_float32_only():
     # On a GPU, JAX's cuDNN LSTM fails to compile in bfloat16 (seen on an H200: "Unknown output
     # type bfloat16"); the generic loop runs everywhere. float32 keeps Keras's own choice.

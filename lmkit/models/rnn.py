@@ -53,6 +53,11 @@ class ElmanRNN(LanguageModel):
                                      name="W_out")
         self.c = self.add_weight(shape=(v,), initializer="zeros", autocast=False, name="c")
 
+    @property
+    def head_bias(self) -> Any:
+        """The logit bias ``c``: what ``head_bias_init = "unigram"`` sets."""
+        return self.c
+
     def init_state(self, batch_size: int) -> Any:
         return ops.zeros((batch_size, self.units), dtype=self.compute_dtype)  # h_0 = 0
 
