@@ -19,13 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import _common
 from ._common import machine_info
 
 __all__ = ["BENCHMARKS", "main", "run_benchmark"]
 
 BENCHMARKS = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "defaults", "finetune",
               "scaling", "speedrun_char", "ablation", "speedrun_word")
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = _common.RESULTS
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -39,8 +40,13 @@ def _table(rows: list[list[str]]) -> str:
 def run_benchmark(name: str, quick: bool = False, out: str | Path | None = None) -> dict[str, Any]:
     """Run benchmark `name` (one of `BENCHMARKS`), print its table, write and return its record."""
     module = importlib.import_module(f"{__package__}.{name}")
+    folder = Path(out) if out is not None else RESULTS
+    _common.RESULTS = folder
     started = time.time()
-    result = module.run(quick=quick)
+    try:
+        result = module.run(quick=quick)
+    finally:
+        _common.RESULTS = RESULTS
     verdicts = result.verdicts()
     record = {
         "benchmark": name,
@@ -55,7 +61,6 @@ def run_benchmark(name: str, quick: bool = False, out: str | Path | None = None)
                         "met": verdicts.get(k)} for k, (op, limit) in result.targets.items()},
         "notes": result.notes,
     }
-    folder = Path(out) if out is not None else RESULTS
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}{'.quick' if quick else ''}.json"
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

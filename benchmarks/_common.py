@@ -18,10 +18,14 @@ import statistics
 import time
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 # The libraries whose versions decide the figures.
 _LIBRARIES = ("lmkit", "keras", "jax", "jaxlib", "numpy", "torch")
+#: Where the benchmark records go: benchmarks/results, or the runner's ``--out`` (it sets this
+#: before running a benchmark, so one that keeps a file of its own keeps it there too).
+RESULTS = Path(__file__).resolve().parent / "results"
 SETTLE_S = 0.2
 
 

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import _common
 from ._common import Result, ratio
 from ._svg import write_curves
 from .speedrun_char import first_below
@@ -57,8 +58,9 @@ PARTS = ("reference", "lmkit")
 
 
 def reference_file(quick: bool) -> Path:
-    """Where ``LMKIT_WORD_PART=reference`` keeps the reference's record for ``...=lmkit``."""
-    return ROOT / "benchmarks" / "results" / f"speedrun_word-reference{'.quick' if quick else ''}.json"
+    """Where ``LMKIT_WORD_PART=reference`` keeps the reference's record for ``...=lmkit``:
+    beside the benchmark's own record (``--out``, else benchmarks/results)."""
+    return _common.RESULTS / f"speedrun_word-reference{'.quick' if quick else ''}.json"
 
 
 def wikitext2() -> Path:

@@ -155,12 +155,13 @@ def test_speedrun_word_in_two_invocations_races_lmkit_against_the_kept_reference
     """``LMKIT_WORD_PART=reference`` keeps the reference's record; ``=lmkit`` races lmkit
     against it (the contenders' processes are stood in for: this checks the bookkeeping)."""
     from benchmarks import speedrun_word as sw
+    from benchmarks.__main__ import run_benchmark
 
+    out = tmp_path / "results"   # `--out`: the reference's record is kept there too
     counts = {"vocabulary": 10, "validation_tokens": 100}
     calls = []
     monkeypatch.setattr(sw, "_corpora", lambda work, quick: (work / "t", work / "v"))
     monkeypatch.setattr(sw, "token_counts", lambda train, valid: counts)
-    monkeypatch.setattr(sw, "reference_file", lambda quick: tmp_path / "results" / "ref.json")
     monkeypatch.setattr(sw, "run_reference", lambda *a: calls.append("torch") or {
         "wall_s": 400.0, "curve": [(200.0, 1, 300.0), (400.0, 2, 250.0)], "best_ppl": 250.0,
         "threads": "1", **counts})
@@ -170,14 +171,15 @@ def test_speedrun_word_in_two_invocations_races_lmkit_against_the_kept_reference
 
     monkeypatch.setenv("LMKIT_WORD_PART", "lmkit")
     with pytest.raises(RuntimeError, match="run the reference first"):
-        sw.run(quick=True)
+        run_benchmark("speedrun_word", quick=True, out=out)
     monkeypatch.setenv("LMKIT_WORD_PART", "reference")
-    assert sw.run(quick=True).ratios == {} and calls == ["torch"]
+    assert run_benchmark("speedrun_word", quick=True, out=out)["ratios"] == {}
+    assert calls == ["torch"] and (out / "speedrun_word-reference.quick.json").is_file()
     monkeypatch.setenv("LMKIT_WORD_PART", "lmkit")
-    result = sw.run(quick=True)
+    record = run_benchmark("speedrun_word", quick=True, out=out)
     assert calls == ["torch", ("lmkit", 250.0)]  # the kept reference's target, not a new run
-    assert result.ratios["torch_time_over_lmkit_time_to_target"] == pytest.approx(2.5)
-    assert "two invocations" in result.notes[0]
+    assert record["ratios"]["torch_time_over_lmkit_time_to_target"] == pytest.approx(2.5)
+    assert "two invocations" in record["notes"][0]
     monkeypatch.setenv("LMKIT_WORD_PART", "both")
     with pytest.raises(RuntimeError, match="use one of reference, lmkit"):
         sw.run(quick=True)
