@@ -181,8 +181,9 @@ class GPT(LanguageModel):
     """
 
     cpu_batch_parts = 2  # see LanguageModel.cpu_batch_parts
-    # Megatron's split: attention and MLP input matrices by columns (whole heads, whole hidden
-    # units per device), their output matrices by rows.
+    # Megatron's split: attention and MLP input matrices by columns, their output matrices by
+    # rows. The fused q|k|v columns split into equal blocks, so a device's block is not whole
+    # heads (XLA moves what attention needs; results equal one device's, tests/test_distribute.py).
     model_parallel_axes = {"w_qkv": 1, "w_fc": 1, "w_proj": 0, "w_out": 0}
     model_parallel_divides = ("heads",)
 
