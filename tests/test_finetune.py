@@ -63,6 +63,15 @@ def test_divergence_raises_the_engine_error_and_scores_nothing(tmp_path: Path) -
         assert all(np.isfinite(a).all() for a in load_checkpoint(tmp_path).model)
 
 
+@pytest.mark.slow  # a whole (tiny) fine-tuning and scoring: compilations
+def test_max_seconds_stops_fine_tuning_on_its_time_budget_and_scores_the_model(tmp_path: Path) -> None:
+    result = finetune(tmp_path, max_steps=500, max_seconds=1e-3)  # log_every=2: one dispatch
+    assert (result.training["steps"], result.training["reason"]) == (2, "time_budget")
+    assert not result.partial  # the run ended on its own budget, not interrupted
+    assert len(result.predictions) == 120  # the model is scored as trained
+    assert json.loads((tmp_path / "summary.json").read_text())["reason"] == "time_budget"
+
+
 @pytest.mark.slow
 def test_stopped_fine_tuning_resumes_exactly(tmp_path: Path) -> None:
     straight = finetune(tmp_path / "straight", max_steps=12, head_dropout=0.2)

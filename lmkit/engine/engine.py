@@ -4,7 +4,7 @@ A client says what one optimizer step is, by handing the engine a `Trainee` (lan
 training: `lmkit.training.language_model`; classifier fine-tuning:
 `lmkit.evaluation.finetune`). The engine owns everything else, the same way for every client:
 
-- the step budget, and fusing steps into dispatches up to the next evaluation or checkpoint;
+- the step budget (and an optional time budget), and fusing steps into dispatches up to the next evaluation or checkpoint;
 - stopping: a `StopSignal` (a widget's Stop button, early stopping), Ctrl-C or SIGTERM ends
   training at the next dispatch with a checkpoint; a second signal interrupts;
 - the divergence policy: a non-finite loss, a loss `EXPLODED` times its first value, or
@@ -42,7 +42,10 @@ from lmkit.engine.rundir import CHECKPOINT, METRICS, SUMMARY, RunDir
 from lmkit.errors import TrainingDiverged
 
 __all__ = ["Trainee", "Plan", "Job", "Outcome", "run", "auto_steps_per_dispatch",
-           "auto_eval_every"]
+           "auto_eval_every", "TIME_BUDGET"]
+
+#: end reason of a training stopped by `Plan.max_seconds`
+TIME_BUDGET = "time_budget"
 
 
 class Trainee(Protocol):
@@ -82,6 +85,9 @@ class Plan:
     early_stopping: int | None = None
     tokens_per_step: float = 0.0
     steps_per_epoch: float = 1.0
+    #: stop after the dispatch that reaches this many seconds of training (compilation
+    #: included), with reason `TIME_BUDGET`; None: no time limit
+    max_seconds: float | None = None
 
 
 @dataclass
@@ -286,6 +292,8 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
                         last_eval = {**metrics, "eval_step": step}
                         emit(EvalEvent(step, metrics))
                         _early_stopping(plan, engine_state, metrics, stop)
+                if plan.max_seconds is not None and time.monotonic() - t0 >= plan.max_seconds:
+                    stop.set(TIME_BUDGET)
                 if step % plan.checkpoint_every == 0 and step != last_ckpt and not checkpoint():
                     diverged = f"the weights became non-finite by step {step}"
                     break
