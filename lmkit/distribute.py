@@ -33,7 +33,7 @@ import numpy as np
 from lmkit.errors import ConfigError, RunError
 
 __all__ = ["Layout", "layout_for", "state_shardings", "jit_step", "initialize", "detect_cluster",
-           "lead_process", "cpu_parts", "in_parts", "grads_in_parts",
+           "lead_process",
            "DATA", "MODEL",
            "ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID", "ENV_DISTRIBUTED",
            "ENV_HEARTBEAT", "ENV_INIT_TIMEOUT"]
@@ -414,68 +414,3 @@ def jit_step(step: Callable[..., tuple[Any, Any]], layout: Layout | None, shardi
                  for axis in batch_axes)
     return jax.jit(step, in_shardings=(shardings, *args),
                    out_shardings=(shardings, layout.replicated), **donated)
-
-
-def cpu_parts(model: Any, rows: int) -> int:
-    """Independent parts a compiled JAX program splits a batch of `rows` rows into: the
-    model's ``cpu_batch_parts`` on a CPU when it divides `rows`, else 1.
-
-    A small model's program is a chain of kernels too small for XLA:CPU to spread over the
-    cores; the rows of a batch are independent, so two halves are two chains that its executor
-    runs side by side (`in_parts`, `grads_in_parts`). On a GPU one large kernel beats two.
-    """
-    import keras
-
-    parts = int(getattr(model, "cpu_batch_parts", 1))
-    if parts <= 1 or rows % parts or keras.backend.backend() != "jax":
-        return 1
-    import jax
-
-    return parts if jax.default_backend() == "cpu" else 1
-
-
-def _part(tree: Any, i: int, parts: int) -> Any:
-    """Part `i` of `parts` equal slices of the rows (leading axis) of every array in `tree`."""
-    import jax
-
-    def take(a: Any) -> Any:
-        size = a.shape[0] // parts
-        return a[i * size:(i + 1) * size]
-
-    return jax.tree.map(take, tree)
-
-
-def in_parts(fn: Callable[..., Any], parts: int, *args: Any) -> Any:
-    """``fn(*args)`` computed on `parts` equal row slices of `args` (inside a traced function),
-    the results concatenated along their rows: the same values, for the executor to run side
-    by side (`cpu_parts`). Every array of `args` and of the result has the rows on axis 0.
-
-    >>> hidden = in_parts(lambda t: model.features(t), 2, tokens)   # doctest: +SKIP
-    """
-    if parts == 1:
-        return fn(*args)
-    import jax
-    import jax.numpy as jnp
-
-    outs = [fn(*_part(args, i, parts)) for i in range(parts)]
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)
-
-
-def grads_in_parts(grad_fn: Callable[..., Any], parts: int, trainable: Any, non_trainable: Any,
-                   *batch: Any) -> Any:
-    """``grad_fn(trainable, non_trainable, *batch) -> ((loss, non_trainable), grads)`` over
-    `parts` equal row slices of `batch`: the mean of equal parts' mean losses is the batch's
-    mean loss, so this is the same loss and gradient, computed as independent chains
-    (`cpu_parts`). Only the non-trainable state (dropout seeds) passes from part to part.
-    """
-    if parts == 1:
-        return grad_fn(trainable, non_trainable, *batch)
-    import jax
-
-    losses, grads = [], []
-    for i in range(parts):
-        (loss, non_trainable), g = grad_fn(trainable, non_trainable, *_part(batch, i, parts))
-        losses.append(loss)
-        grads.append(g)
-    mean = jax.tree.map(lambda *gs: sum(gs) / parts, *grads)
-    return (sum(losses) / parts, non_trainable), mean

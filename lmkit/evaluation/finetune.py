@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
-from lmkit.distribute import Layout, cpu_parts, grads_in_parts, in_parts, jit_step, layout_for, state_shardings
+from lmkit.distribute import Layout, jit_step, layout_for, state_shardings
 from lmkit.engine import engine
 from lmkit.engine.checkpoint import check_fit
 from lmkit.engine.events import Event, StopSignal
@@ -171,9 +171,6 @@ class FinetuneTrainee:
             return ops.mean(loss_fn(labels, outputs)), non_train
 
         grad_fn = jax.value_and_grad(loss_of, has_aux=True)
-        # on a CPU the batch's gradient is computed in independent parts that run side by side
-        # (the same loss and gradient); a mesh already splits the rows over its devices
-        self.parts = 1 if layout is not None else cpu_parts(model.backbone, cfg.batch_size)
 
         def update_rows(tokens, body_g, row_state, body_v):
             """Clip the body's gradients with the table's rows by one norm, update the rows of
@@ -198,8 +195,7 @@ class FinetuneTrainee:
 
         def step_fn(state, masks, inputs, labels):
             train_vals, non_train, head_state, body_state = state
-            (loss, non_train), grads = grads_in_parts(grad_fn, self.parts, train_vals, non_train,
-                                                      inputs, labels)
+            (loss, non_train), grads = grad_fn(train_vals, non_train, inputs, labels)
             head_g, body_g = split(grads)
             head_v, body_v = split(train_vals)
             if self.masked:
@@ -391,14 +387,12 @@ def predict(model: SequenceClassifier, data: Encoded, batch_size: int, max_lengt
     train_vals = [v.value for v in model.trainable_variables]
     non_train = [v.value for v in model.non_trainable_variables]
 
-    batch_size = min(batch_size, len(data))
-    parts = cpu_parts(model.backbone, batch_size)  # independent halves, side by side on a CPU
-
     @jax.jit
     def forward(train_vals, non_train, inputs):
-        return in_parts(lambda x: model.stateless_call(train_vals, non_train, x, training=False)[0],
-                        parts, inputs)
+        logits, _ = model.stateless_call(train_vals, non_train, inputs, training=False)
+        return logits
 
+    batch_size = min(batch_size, len(data))
     order = np.argsort(data.lengths(), kind="stable")  # short batches pad less
     out = []
     for inputs, _, real in batches(data, order, batch_size, max_length):

@@ -118,9 +118,6 @@ class BERT(LanguageModel):
     # MLP's first matrix by columns, the two output matrices by rows), with their optimizer slots
     model_parallel_axes = {"w_qkv": 1, "w_fc": 1, "w_proj": 0, "w_out": 0}
     model_parallel_divides = ("heads", "ffn_dim")
-    # fine-tuning steps and inference batches run in two independent halves on a CPU
-    # (`lmkit.distribute.cpu_parts`; measured in docs/performance.md)
-    cpu_batch_parts = 2
 
     def __init__(self, vocab_size: int, *, embed_dim: int = 384, layers: int = 6, heads: int = 12,
                  ffn_dim: int | None = None, seq_len: int = 512, type_vocab_size: int = 2,

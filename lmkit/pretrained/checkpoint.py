@@ -171,15 +171,8 @@ def _stacked(out: list[np.ndarray], lengths: np.ndarray) -> tuple[np.ndarray, np
     return stacked, np.arange(longest)[None, :] < lengths[:, None]
 
 
-def _in_parts(model: Any, fn: Any, tokens: Any) -> Any:
-    """`fn(tokens)` over the rows in `cpu_parts` independent parts (side by side on a CPU)."""
-    from lmkit.distribute import cpu_parts, in_parts
-
-    return in_parts(fn, cpu_parts(model, tokens.shape[0]), tokens)
-
-
 def _features_body(model: Any, tokens: Any, lengths: Any) -> Any:
-    return _in_parts(model, lambda t: model.features(t, training=False), tokens)
+    return model.features(tokens, training=False)
 
 
 def _embed_body(model: Any, tokens: Any, lengths: Any, static: str) -> Any:
@@ -195,7 +188,7 @@ def _embed_body(model: Any, tokens: Any, lengths: Any, static: str) -> Any:
 
 
 def _logits_body(model: Any, tokens: Any, lengths: Any) -> Any:
-    return _in_parts(model, lambda t: model(t, training=False), tokens)
+    return model(tokens, training=False)
 
 
 def from_pretrained(path_or_name: str | os.PathLike[str]) -> Pretrained:
