@@ -65,8 +65,9 @@ def test_divergence_raises_the_engine_error_and_scores_nothing(tmp_path: Path) -
 
 @pytest.mark.slow  # a whole (tiny) fine-tuning and scoring: compilations
 def test_max_seconds_stops_fine_tuning_on_its_time_budget_and_scores_the_model(tmp_path: Path) -> None:
-    result = finetune(tmp_path, max_steps=500, max_seconds=1e-3)  # log_every=2: one dispatch
-    assert (result.training["steps"], result.training["reason"]) == (2, "time_budget")
+    # the first dispatch (log_every=2 steps) compiles the step: longer than the budget alone
+    result = finetune(tmp_path, max_steps=500, max_seconds=0.5)
+    assert result.training["reason"] == "time_budget" and 2 <= result.training["steps"] < 500
     assert not result.partial  # the run ended on its own budget, not interrupted
     assert len(result.predictions) == 120  # the model is scored as trained
     assert json.loads((tmp_path / "summary.json").read_text())["reason"] == "time_budget"

@@ -85,8 +85,9 @@ class Plan:
     early_stopping: int | None = None
     tokens_per_step: float = 0.0
     steps_per_epoch: float = 1.0
-    #: stop after the dispatch that reaches this many seconds of training (compilation
-    #: included), with reason `TIME_BUDGET`; None: no time limit
+    #: seconds of training (compilation included) to stop within, with reason `TIME_BUDGET`:
+    #: each dispatch takes only the steps that fit at the last dispatch's pace (a compilation
+    #: inside the last one can still pass it); None: no time limit
     max_seconds: float | None = None
 
 
@@ -263,6 +264,7 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
 
     t0 = time.monotonic()
     step_time: float | None = None
+    last_step_time: float | None = None
     last_eval: dict[str, float] = {}
     with _signals_request_stop(stop):
         try:
@@ -272,13 +274,21 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
                 if plan.eval_every:
                     boundaries.append((step // plan.eval_every + 1) * plan.eval_every)
                 k = min(plan.steps_per_dispatch, *(b - step for b in boundaries))
+                if plan.max_seconds is not None:
+                    # as many steps as fit in what is left, at the last dispatch's pace
+                    left = plan.max_seconds - (t_chunk - t0)
+                    fits = k if last_step_time is None else int(left // last_step_time)
+                    if left <= 0 or fits < 1:
+                        stop.set(TIME_BUDGET)
+                        break
+                    k = min(k, fits)
                 losses = np.asarray(trainee.train(step, k), dtype=np.float32)
                 diverged = _blown_up(losses, step, engine_state)
                 if diverged is not None:
                     break
                 step += len(losses)
                 now = time.monotonic()
-                per_step = (now - t_chunk) / len(losses)
+                per_step = last_step_time = (now - t_chunk) / len(losses)
                 # Smooth the step time, ignoring the first dispatch (it includes compilation).
                 step_time = per_step if step_time is None or step - start <= len(losses) else (
                     0.7 * step_time + 0.3 * per_step)
@@ -292,8 +302,6 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
                         last_eval = {**metrics, "eval_step": step}
                         emit(EvalEvent(step, metrics))
                         _early_stopping(plan, engine_state, metrics, stop)
-                if plan.max_seconds is not None and time.monotonic() - t0 >= plan.max_seconds:
-                    stop.set(TIME_BUDGET)
                 if step % plan.checkpoint_every == 0 and step != last_ckpt and not checkpoint():
                     diverged = f"the weights became non-finite by step {step}"
                     break
