@@ -280,8 +280,10 @@ class SlowWalk(Walk):
 
 def test_a_time_budget_stops_training_before_a_dispatch_that_would_pass_it(tmp_path: Path) -> None:
     events: list[Event] = []
+    stop = StopSignal()
     outcome = run(SlowWalk(), tmp_path, total=100, checkpoint_every=100, max_seconds=0.12,
-                  reporters=[events.append])
+                  reporters=[events.append], stop=stop)
+    assert not stop.is_set()  # shared by the tasks of a suite: the next one still trains
     # dispatches of >= 50 ms: a third would end past 0.12 s, so at most 2 steps, checkpointed
     assert outcome.reason == engine.TIME_BUDGET and 1 <= outcome.step <= 2
     assert isinstance(events[-1], EndEvent) and events[-1].reason == "time_budget"

@@ -4,7 +4,8 @@ A client says what one optimizer step is, by handing the engine a `Trainee` (lan
 training: `lmkit.training.language_model`; classifier fine-tuning:
 `lmkit.evaluation.finetune`). The engine owns everything else, the same way for every client:
 
-- the step budget (and an optional time budget), and fusing steps into dispatches up to the next evaluation or checkpoint;
+- the step budget (and an optional time budget, `Plan.max_seconds`), and fusing steps into
+  dispatches up to the next evaluation or checkpoint;
 - stopping: a `StopSignal` (a widget's Stop button, early stopping), Ctrl-C or SIGTERM ends
   training at the next dispatch with a checkpoint; a second signal interrupts;
 - the divergence policy: a non-finite loss, a loss `EXPLODED` times its first value, or
@@ -265,6 +266,7 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
     t0 = time.monotonic()
     step_time: float | None = None
     last_step_time: float | None = None
+    out_of_time = False
     last_eval: dict[str, float] = {}
     with _signals_request_stop(stop):
         try:
@@ -279,7 +281,8 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
                     left = plan.max_seconds - (t_chunk - t0)
                     fits = k if last_step_time is None else int(left // last_step_time)
                     if left <= 0 or fits < 1:
-                        stop.set(TIME_BUDGET)
+                        # not `stop.set()`: the caller's signal is shared by a suite's tasks
+                        out_of_time = True
                         break
                     k = min(k, fits)
                 losses = np.asarray(trainee.train(step, k), dtype=np.float32)
@@ -320,7 +323,8 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
         outcome.summary = _summary(run_dir, job, outcome, {})
         emit(EndEvent(step, "diverged", elapsed, outcome.summary))
         raise TrainingDiverged(_divergence_message(diverged, job, run_dir, last_ckpt, start))
-    reason = (stop.reason or "stopped") if stop.is_set() else "completed"
+    reason = (TIME_BUDGET if out_of_time
+              else (stop.reason or "stopped") if stop.is_set() else "completed")
     outcome = Outcome(step, reason, elapsed, last_eval, emit.history)
     outcome.summary = _summary(run_dir, job, outcome, finish(outcome) if finish else {})
     emit(EndEvent(step, reason, elapsed, outcome.summary))
