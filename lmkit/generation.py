@@ -318,8 +318,9 @@ def compiled(model: Any, body: Callable[..., Any], static: Any = None) -> Callab
     """
     import keras
 
+    extra = {} if static is None else {"static": static}
     if keras.backend.backend() != "jax":
-        return lambda values, *args: body(model, *args)
+        return lambda values, *args: body(model, *args, **extra)
     per_model = _COMPILED.setdefault(model, {})
     if (body, static) not in per_model:
         import jax
@@ -330,7 +331,6 @@ def compiled(model: Any, body: Callable[..., Any], static: Any = None) -> Callab
 
         variables = model.variables
         model_ref = weakref.ref(model)  # the cache must not keep the model alive
-        extra = {} if static is None else {"static": static}
 
         @jax.jit
         def pure(values: list[Any], *args: Any) -> Any:

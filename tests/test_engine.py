@@ -266,3 +266,26 @@ def test_a_refused_run_leaves_no_folder_and_files_have_normal_modes(tmp_path: Pa
     assert not (tmp_path / "failed").exists()
     with pytest.raises(RunError, match="cannot use .* as a run directory: Not a directory"):
         RunDir.create(tmp_path / "kept" / "summary.json" / "below", overwrite=False)
+
+
+class SlowWalk(Walk):
+    """A `Walk` whose every dispatch takes at least 50 ms."""
+
+    def train(self, step: int, k: int) -> np.ndarray:
+        import time
+
+        time.sleep(0.05)
+        return super().train(step, k)
+
+
+def test_a_time_budget_stops_training_before_a_dispatch_that_would_pass_it(tmp_path: Path) -> None:
+    events: list[Event] = []
+    stop = StopSignal()
+    outcome = run(SlowWalk(), tmp_path, total=100, checkpoint_every=100, max_seconds=0.12,
+                  reporters=[events.append], stop=stop)
+    assert not stop.is_set()  # shared by the tasks of a suite: the next one still trains
+    # dispatches of >= 50 ms: a third would end past 0.12 s, so at most 2 steps, checkpointed
+    assert outcome.reason == engine.TIME_BUDGET and 1 <= outcome.step <= 2
+    assert isinstance(events[-1], EndEvent) and events[-1].reason == "time_budget"
+    assert RunDir(tmp_path).load_checkpoint().step == outcome.step
+    assert RunDir(tmp_path).read_json("summary.json")["reason"] == "time_budget"

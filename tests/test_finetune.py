@@ -63,6 +63,24 @@ def test_divergence_raises_the_engine_error_and_scores_nothing(tmp_path: Path) -
         assert all(np.isfinite(a).all() for a in load_checkpoint(tmp_path).model)
 
 
+@pytest.mark.slow  # builds and encodes the scratch model's task first (13 s here)
+def test_max_seconds_is_the_time_budget_fine_tuning_hands_the_engine(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine enforces it (tests/test_engine.py); here, `max_seconds` must reach it."""
+    from lmkit.engine import engine
+
+    class Handed(Exception):
+        pass
+
+    def run(trainee: Any, plan: Any, *args: Any, **kwargs: Any) -> Any:
+        raise Handed(plan.max_seconds)
+
+    monkeypatch.setattr(engine, "run", run)
+    with pytest.raises(Handed) as info:
+        finetune(None, max_steps=500, max_seconds=42.5)
+    assert info.value.args == (42.5,)
+
+
 @pytest.mark.slow
 def test_stopped_fine_tuning_resumes_exactly(tmp_path: Path) -> None:
     straight = finetune(tmp_path / "straight", max_steps=12, head_dropout=0.2)

@@ -150,7 +150,8 @@ def _print_result(event: Any) -> None:
     if training.get("steps"):
         print(f"  fine-tuned {training['steps']} steps x {result.config.get('batch_size')} on "
               f"{training.get('train_examples')} examples in {training['seconds']:.1f} s "
-              f"({training['examples_per_s']:.1f} examples/s, compilation included)")
+              f"({training['examples_per_s']:.1f} examples/s, compilation included)"
+              + (", stopped by max_seconds" if training.get("reason") == "time_budget" else ""))
     for key, value in result.metrics.items():
         print(f"  {key:<22} {value:.4f}")
     matrix = result.confusion_matrix

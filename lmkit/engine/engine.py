@@ -4,7 +4,8 @@ A client says what one optimizer step is, by handing the engine a `Trainee` (lan
 training: `lmkit.training.language_model`; classifier fine-tuning:
 `lmkit.evaluation.finetune`). The engine owns everything else, the same way for every client:
 
-- the step budget, and fusing steps into dispatches up to the next evaluation or checkpoint;
+- the step budget (and an optional time budget, `Plan.max_seconds`), and fusing steps into
+  dispatches up to the next evaluation or checkpoint;
 - stopping: a `StopSignal` (a widget's Stop button, early stopping), Ctrl-C or SIGTERM ends
   training at the next dispatch with a checkpoint; a second signal interrupts;
 - the divergence policy: a non-finite loss, a loss `EXPLODED` times its first value, or
@@ -42,7 +43,10 @@ from lmkit.engine.rundir import CHECKPOINT, METRICS, SUMMARY, RunDir
 from lmkit.errors import TrainingDiverged
 
 __all__ = ["Trainee", "Plan", "Job", "Outcome", "run", "auto_steps_per_dispatch",
-           "auto_eval_every"]
+           "auto_eval_every", "TIME_BUDGET"]
+
+#: end reason of a training stopped by `Plan.max_seconds`
+TIME_BUDGET = "time_budget"
 
 
 class Trainee(Protocol):
@@ -82,6 +86,10 @@ class Plan:
     early_stopping: int | None = None
     tokens_per_step: float = 0.0
     steps_per_epoch: float = 1.0
+    #: seconds of training (compilation included) to stop within, with reason `TIME_BUDGET`:
+    #: each dispatch takes only the steps that fit at the last dispatch's pace (a compilation
+    #: inside the last one can still pass it); None: no time limit
+    max_seconds: float | None = None
 
 
 @dataclass
@@ -257,6 +265,8 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
 
     t0 = time.monotonic()
     step_time: float | None = None
+    last_step_time: float | None = None
+    out_of_time = False
     last_eval: dict[str, float] = {}
     with _signals_request_stop(stop):
         try:
@@ -266,13 +276,22 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
                 if plan.eval_every:
                     boundaries.append((step // plan.eval_every + 1) * plan.eval_every)
                 k = min(plan.steps_per_dispatch, *(b - step for b in boundaries))
+                if plan.max_seconds is not None:
+                    # as many steps as fit in what is left, at the last dispatch's pace
+                    left = plan.max_seconds - (t_chunk - t0)
+                    fits = k if last_step_time is None else int(left // last_step_time)
+                    if left <= 0 or fits < 1:
+                        # not `stop.set()`: the caller's signal is shared by a suite's tasks
+                        out_of_time = True
+                        break
+                    k = min(k, fits)
                 losses = np.asarray(trainee.train(step, k), dtype=np.float32)
                 diverged = _blown_up(losses, step, engine_state)
                 if diverged is not None:
                     break
                 step += len(losses)
                 now = time.monotonic()
-                per_step = (now - t_chunk) / len(losses)
+                per_step = last_step_time = (now - t_chunk) / len(losses)
                 # Smooth the step time, ignoring the first dispatch (it includes compilation).
                 step_time = per_step if step_time is None or step - start <= len(losses) else (
                     0.7 * step_time + 0.3 * per_step)
@@ -304,7 +323,8 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
         outcome.summary = _summary(run_dir, job, outcome, {})
         emit(EndEvent(step, "diverged", elapsed, outcome.summary))
         raise TrainingDiverged(_divergence_message(diverged, job, run_dir, last_ckpt, start))
-    reason = (stop.reason or "stopped") if stop.is_set() else "completed"
+    reason = (TIME_BUDGET if out_of_time
+              else (stop.reason or "stopped") if stop.is_set() else "completed")
     outcome = Outcome(step, reason, elapsed, last_eval, emit.history)
     outcome.summary = _summary(run_dir, job, outcome, finish(outcome) if finish else {})
     emit(EndEvent(step, reason, elapsed, outcome.summary))

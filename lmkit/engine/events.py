@@ -80,8 +80,8 @@ class CheckpointEvent(Event):
 @dataclass(frozen=True)
 class EndEvent(Event):
     """Training ended: reason is 'completed', 'stopped', 'interrupted' (Ctrl-C), 'terminated'
-    (SIGTERM), 'early_stopping' or 'diverged' (then `TrainingDiverged` is raised right after
-    this event)."""
+    (SIGTERM), 'early_stopping', 'time_budget' (`Plan.max_seconds` reached) or 'diverged' (then
+    `TrainingDiverged` is raised right after this event)."""
 
     step: int
     reason: str

@@ -47,6 +47,7 @@ class EvalConfig:
     # fine-tuning: the budget and cadence
     max_steps: int = config_key(300, "Fine-tuning budget in optimizer steps (`0`: score the untrained head).", min=0)
     epochs: float | None = config_key(None, "Passes over the training split; overrides `max_steps` when set.", min=0.0, exclusive_min=True)
+    max_seconds: float | None = config_key(None, "Time budget of fine-tuning in seconds (compilation included): training takes only the steps that fit, at the pace of the last steps, then the head is scored; the result records reason `time_budget`. The learning-rate schedule still spans `max_steps`/`epochs`.", min=0.0, exclusive_min=True)
     batch_size: int = config_key(32, "Training examples per step.", min=1)
     eval_batch_size: int = config_key(256, "Examples per scoring batch (memory is bounded by it).", min=1)
     log_every: int = config_key(20, "Report progress (and check the loss) every N steps.", min=1)

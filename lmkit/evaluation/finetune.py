@@ -354,7 +354,7 @@ def finetune(
     plan = engine.Plan(total_steps=total, checkpoint_every=cfg.checkpoint_every,
                        steps_per_dispatch=cfg.log_every,
                        tokens_per_step=cfg.batch_size * mean_tokens,
-                       steps_per_epoch=trainee.steps_per_epoch)
+                       steps_per_epoch=trainee.steps_per_epoch, max_seconds=cfg.max_seconds)
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     mesh = layout.describe() if layout else "1 device, 1 process"
     job = engine.Job(name, n_params, cfg.to_dict(), {"task": name, "mesh": mesh, **(summary or {})},

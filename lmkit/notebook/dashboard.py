@@ -30,7 +30,7 @@ from lmkit.engine.reporters import format_duration
 __all__ = ["Dashboard"]
 
 _FINAL_KEYS = ("loss", "val_loss", "val_perplexity", "val_bits_per_char", "val_accuracy")
-_CLEAN = ("completed", "early_stopping")
+_CLEAN = ("completed", "early_stopping", "time_budget")
 
 
 def _perplexity(loss: float) -> float:

@@ -85,14 +85,16 @@ class Pretrained:
         return tokens, lengths
 
     def _apply(self, body: Any, texts: str | list[str], batch_size: int,
-               max_length: int | None) -> tuple[np.ndarray, np.ndarray]:
+               max_length: int | None, static: Any = None) -> tuple[list[np.ndarray], np.ndarray]:
+        """``body(model, tokens, lengths)`` over `texts` in compiled batches: each text's row of
+        the result (in the texts' order) and the texts' lengths in tokens."""
         import keras
 
         from lmkit.generation import compiled
 
         rows, lengths, limit = self._rows(texts, max_length)
         pad = getattr(self.model, "pad_token_id", 0)
-        fn = compiled(self.model, body)
+        fn = compiled(self.model, body, static)
         values = [v.value for v in self.model.variables]
         order = np.argsort(lengths, kind="stable")  # similar lengths share a batch: less padding
         out: list[np.ndarray] = [np.empty(0)] * len(rows)
@@ -102,20 +104,17 @@ class Pretrained:
             # a power of two: a few compiled shapes serve any texts
             width = -(-int(lengths[batch].max()) // _PAD_MULTIPLE) * _PAD_MULTIPLE
             width = min(limit, width) if limit else width
-            tokens = np.full((min(batch_size, 1 << (len(batch) - 1).bit_length()), width), pad,
-                             np.int32)
+            n = min(batch_size, 1 << (len(batch) - 1).bit_length())
+            tokens = np.full((n, width), pad, np.int32)
             for j, r in enumerate(batch):
                 tokens[j, :lengths[r]] = rows[r]
             tokens[len(batch):] = tokens[0]
-            result = np.asarray(keras.ops.convert_to_numpy(fn(values, tokens)))
+            batch_lengths = np.full(n, lengths[batch[0]], np.int32)
+            batch_lengths[:len(batch)] = lengths[batch]
+            result = np.asarray(keras.ops.convert_to_numpy(fn(values, tokens, batch_lengths)))
             for j, r in enumerate(batch):
                 out[r] = result[j]
-        longest = int(lengths.max())
-        stacked = np.zeros((len(rows), longest, *out[0].shape[1:]), out[0].dtype)
-        for r, value in enumerate(out):
-            stacked[r, :min(longest, len(value))] = value[:longest]
-        mask = np.arange(longest)[None, :] < lengths[:, None]
-        return stacked, mask
+        return out, lengths
 
     def features(self, texts: str | list[str], batch_size: int = 32,
                  max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +123,7 @@ class Pretrained:
 
         >>> hidden, mask = mini.features(["Hello world."])      # doctest: +SKIP
         """
-        return self._apply(_features_body, texts, batch_size, max_length)
+        return _stacked(*self._apply(_features_body, texts, batch_size, max_length))
 
     def embed(self, texts: str | list[str], pooling: str = "mean", batch_size: int = 32,
               max_length: int | None = None) -> np.ndarray:
@@ -132,18 +131,16 @@ class Pretrained:
         (`mean`, sentence-transformers' recipe) or the first token's state (`cls`)."""
         if pooling not in POOLINGS:
             raise ConfigError(f"`pooling` must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-        hidden, mask = self.features(texts, batch_size, max_length)
-        if pooling == "cls":
-            return hidden[:, 0]
-        weights = mask[:, :, None].astype(np.float32)
-        return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        # pooled inside the compiled program: only (B, H) comes back to the host
+        vectors, _ = self._apply(_embed_body, texts, batch_size, max_length, static=pooling)
+        return np.stack(vectors)
 
     def logits(self, texts: str | list[str], batch_size: int = 32,
                max_length: int | None = None) -> np.ndarray:
         """Next-token logits ``(B, T, V)`` float32 of a decoder, padded to the longest text
         (row ``i`` is meaningful for its first ``len(tokens)`` positions)."""
         self._need_decoder("logits")
-        return self._apply(_logits_body, texts, batch_size, max_length)[0]
+        return _stacked(*self._apply(_logits_body, texts, batch_size, max_length))[0]
 
     def generate(self, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
@@ -165,11 +162,32 @@ class Pretrained:
         return f"Pretrained(name='{self.name}', arch='{self.arch}', parameters={n:,})"
 
 
-def _features_body(model: Any, tokens: Any) -> Any:
+def _stacked(out: list[np.ndarray], lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-text rows ``(T_i, ...)`` stacked ``(B, longest, ...)``, and the mask of real tokens."""
+    longest = int(lengths.max())
+    stacked = np.zeros((len(out), longest, *out[0].shape[1:]), out[0].dtype)
+    for r, value in enumerate(out):
+        stacked[r, :min(longest, len(value))] = value[:longest]
+    return stacked, np.arange(longest)[None, :] < lengths[:, None]
+
+
+def _features_body(model: Any, tokens: Any, lengths: Any) -> Any:
     return model.features(tokens, training=False)
 
 
-def _logits_body(model: Any, tokens: Any) -> Any:
+def _embed_body(model: Any, tokens: Any, lengths: Any, static: str) -> Any:
+    """Hidden states pooled by `static` (`mean` over the first `lengths` tokens, or `cls`)."""
+    from keras import ops
+
+    hidden = ops.cast(_features_body(model, tokens, lengths), "float32")    # (B, T, H)
+    if static == "cls":
+        return hidden[:, 0]
+    real = ops.arange(ops.shape(tokens)[1])[None, :] < ops.cast(lengths, "int32")[:, None]
+    weights = ops.cast(real, "float32")[:, :, None]
+    return ops.sum(hidden * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1e-9)
+
+
+def _logits_body(model: Any, tokens: Any, lengths: Any) -> Any:
     return model(tokens, training=False)
 
 
