@@ -235,6 +235,39 @@ def test_the_step_really_computes_parts_separately() -> None:
 
 
 @pytest.mark.slow
+def test_an_evaluation_compiled_beside_the_training_step_scores_the_same() -> None:
+    """`prepare_evaluation` compiles the evaluation of one batch shape ahead (in a thread); it
+    scores exactly as the step compiled on first use, and other shapes still work."""
+    import keras
+
+    from lmkit.build import build_model
+    from lmkit.config import TrainConfig
+    from lmkit.losses import build_loss
+    from lmkit.optim import build_optimizer
+    from lmkit.schedules import build_schedule
+    from lmkit.training.step import make_stepper
+
+    cfg = TrainConfig(**{**TINY, "data": "tinyshakespeare"})
+    rng = np.random.default_rng(0)
+    full = rng.integers(0, 40, (cfg.batch_size, cfg.seq_len + 1)).astype(np.int32)
+    batches = [(full[:, :-1], full[:, 1:]), (full[:3, :-1], full[:3, 1:])]  # a short last batch
+
+    def scores(prepare: bool) -> tuple[dict[str, float], int]:
+        keras.utils.set_random_seed(0)
+        model = build_model(cfg, 40)
+        optimizer = build_optimizer(cfg, build_schedule(cfg, 10))
+        stepper = make_stepper(model, optimizer, build_loss(cfg), ["loss", "accuracy"], 5)
+        if prepare:
+            stepper.prepare_evaluation(full[:, :-1].shape)
+        return stepper.evaluate(batches), stepper._eval_batch._cache_size()
+
+    (prepared, compiled_on_use), (plain, compiled_plain) = scores(True), scores(False)
+    assert prepared == pytest.approx(plain, rel=1e-6)
+    assert (compiled_on_use, compiled_plain) == (1, 2)  # the full batch ran the prepared program
+    keras.backend.clear_session()
+
+
+@pytest.mark.slow
 def test_automatic_batch_parts_follow_the_architecture_and_batch() -> None:
     from lmkit.build import build_model
     from lmkit.config import TrainConfig
