@@ -235,6 +235,39 @@ def test_the_step_really_computes_parts_separately() -> None:
 
 
 @pytest.mark.slow
+def test_an_evaluation_compiled_beside_the_training_step_scores_the_same() -> None:
+    """`prepare_evaluation` compiles the evaluation of one batch shape ahead (in a thread); it
+    scores exactly as the step compiled on first use, and other shapes still work."""
+    import keras
+
+    from lmkit.build import build_model
+    from lmkit.config import TrainConfig
+    from lmkit.losses import build_loss
+    from lmkit.optim import build_optimizer
+    from lmkit.schedules import build_schedule
+    from lmkit.training.step import make_stepper
+
+    cfg = TrainConfig(**{**TINY, "data": "tinyshakespeare"})
+    rng = np.random.default_rng(0)
+    full = rng.integers(0, 40, (cfg.batch_size, cfg.seq_len + 1)).astype(np.int32)
+    batches = [(full[:, :-1], full[:, 1:]), (full[:3, :-1], full[:3, 1:])]  # a short last batch
+
+    model = build_model(cfg, 40)
+    optimizer = build_optimizer(cfg, build_schedule(cfg, 10))
+    stepper = make_stepper(model, optimizer, build_loss(cfg), ["loss", "accuracy"], 5)
+    stepper.prepare_evaluation(full[:, :-1].shape)
+    prepared = stepper.evaluate(batches)
+    assert stepper._eval_batch._cache_size() == 1  # only the short batch compiled on use
+    plain: dict[str, float] = {}
+    for x, y in batches:  # the same batches through the step compiled on first use
+        for k, v in stepper._eval_batch(*stepper.state[:2], x, y).items():
+            plain[k] = plain.get(k, 0.0) + float(v)
+    assert stepper._eval_batch._cache_size() == 2
+    assert prepared == pytest.approx(plain, rel=1e-6)
+    keras.backend.clear_session()
+
+
+@pytest.mark.slow
 def test_automatic_batch_parts_follow_the_architecture_and_batch() -> None:
     from lmkit.build import build_model
     from lmkit.config import TrainConfig

@@ -106,6 +106,9 @@ class LanguageModelTrainee:
             targets = [y for _, y in self._eval_batches()]
             text = tokenizer.decode(np.concatenate([t.ravel() for t in targets]).tolist())
             self._text_sizes = {"chars": float(len(text)), "bytes": float(len(text.encode("utf-8")))}
+        first = next(self._eval_batches(), None) if val_ids is not None else None
+        if first is not None:  # compiled beside the training step, ready for the first evaluation
+            stepper.prepare_evaluation(first[0].shape)
 
     def _eval_batches(self) -> Any:
         return sequential_batches(self.val_ids, self.cfg.seq_len, self.cfg.batch_size,

@@ -14,6 +14,9 @@ Both steppers share one contract, used by the language-model client of the engin
 - ``accumulate(batches) -> loss``: one optimizer step on the mean gradient of many batches
   (full-batch gradient descent).
 - ``evaluate(batches) -> sums``: metric sums over batches, memory bounded by one batch.
+- ``prepare_evaluation(shape)``: start compiling the evaluation of batches of `shape` now, beside
+  the training step's compilation (on JAX, in a thread: XLA:CPU compiles on one core), so the
+  first evaluation does not wait for its own compilation.
 - ``sync()``: write the current weights back into the Keras model (before saving it).
 - ``model_arrays()`` / ``optimizer_arrays()`` / ``restore(model, optimizer, source)``: for
   checkpoints; `restore` refuses arrays of another model (`RunError` naming the weight).
@@ -195,6 +198,29 @@ class JaxStepper:
 
         self._train_chunk, self._grad_sum = train_chunk, grad_sum
         self._apply_grads, self._eval_batch, self._judged = apply_grads, eval_batch, judged
+        #: (batch shape, future of the compiled evaluation) from `prepare_evaluation`
+        self._prepared: tuple[tuple[int, ...], Any] | None = None
+
+    def prepare_evaluation(self, shape: tuple[int, ...]) -> None:
+        """Compile the evaluation of int32 batches of `shape` in a background thread.
+
+        The first evaluation otherwise compiles when it comes (a second or more on a CPU, with
+        the training waiting); started before the first training dispatch, the two compilations
+        run side by side. Only on one device (a mesh's evaluation takes placed batches).
+        """
+        import concurrent.futures
+
+        import jax
+
+        if self.layout is not None:
+            return
+        avals = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                             (self.state[0], self.state[1]))
+        batch = jax.ShapeDtypeStruct(tuple(shape), np.int32)
+        lowered = self._eval_batch.lower(*avals, batch, batch)  # tracing needs this thread's GIL
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lmkit-compile")
+        self._prepared = (tuple(shape), pool.submit(lowered.compile))
+        pool.shutdown(wait=False)  # the thread ends with its one compilation
 
     def train(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """`k` optimizer steps on ``xs, ys`` of shape ``(k, B, T)``, or ``(k, accumulate, B, T)``
@@ -227,8 +253,11 @@ class JaxStepper:
     def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
         sums: dict[str, float] = {}
         weights, non_trainable = self._weights(), self.state[1]
+        shape, compiled = (None, None) if self._prepared is None else (
+            self._prepared[0], self._prepared[1].result())
         for x, y in batches:
-            for k, v in self._eval_batch(weights, non_trainable, self._feed(x), self._feed(y)).items():
+            run = compiled if x.shape == shape else self._eval_batch
+            for k, v in run(weights, non_trainable, self._feed(x), self._feed(y)).items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         return sums
 
@@ -323,6 +352,9 @@ class FitStepper:
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(keras.ops.convert_to_numpy(v))
         return sums
+
+    def prepare_evaluation(self, shape: tuple[int, ...]) -> None:
+        """Nothing to prepare: Keras compiles its own evaluation on first use."""
 
     def sync(self) -> None:  # Keras owns the variables on this path
         pass
