@@ -81,6 +81,18 @@ def test_max_seconds_is_the_time_budget_fine_tuning_hands_the_engine(
     assert info.value.args == (42.5,)
 
 
+def test_max_seconds_is_refused_across_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process would stop by its own clock, leaving the others in a collective."""
+    from types import SimpleNamespace
+
+    from lmkit.evaluation import finetune as module
+
+    monkeypatch.setattr(module, "layout_for", lambda *a: SimpleNamespace(processes=2, lead=True))
+    cfg = EvalConfig(max_seconds=60)
+    with pytest.raises(ConfigError, match="max_seconds=60 in a run of 2 processes"):
+        module.finetune(None, [0] * 8, cfg, None)
+
+
 @pytest.mark.slow
 def test_stopped_fine_tuning_resumes_exactly(tmp_path: Path) -> None:
     straight = finetune(tmp_path / "straight", max_steps=12, head_dropout=0.2)

@@ -338,6 +338,12 @@ def finetune(
     _require_jax()
     total = cfg.total_steps(len(train))
     layout = layout_for(cfg.devices, cfg.batch_size, cfg.model_parallel)
+    if cfg.max_seconds is not None and layout is not None and layout.processes > 1:
+        raise ConfigError(
+            f"max_seconds={cfg.max_seconds:g} in a run of {layout.processes} processes: each "
+            f"process would judge its own clock, and one that stopped first would leave the "
+            f"others waiting for it. Across processes, budget with max_steps or epochs; "
+            f"max_seconds works in one process")
     lead = layout is None or layout.lead  # the one process that reports and writes
     trainee = FinetuneTrainee(model, train, cfg, total, parts, layout)
     run_dir = None
