@@ -19,6 +19,22 @@ import pytest  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# The longest files first. The two workers take whole files (`--dist loadfile`) in collection
+# order (`--no-loadscope-reorder`: xdist would otherwise order them by their number of tests), so
+# a long file collected last would run alone at the end while the other worker idles. The
+# heaviest of a full run's `--durations`, longest first; other files follow in their own order.
+_LONGEST_FIRST = (
+    "test_distribute.py", "test_training.py", "test_eval_api.py", "test_fault_injection.py",
+    "test_bench.py", "test_pretrained_finetune.py", "test_pretrained_notebook.py",
+    "test_pretrained.py", "test_superglue_finetune.py", "test_generation.py", "test_finetune.py",
+    "test_models.py", "test_eval_notebook.py", "test_notebook_execute.py", "test_cli.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
+
 
 @pytest.fixture
 def fixtures() -> Path:
