@@ -236,7 +236,7 @@ architectures: Registry[Callable[..., Any]] = Registry(
 optimizers: Registry[Callable[..., Any]] = Registry("optimizers", ("lmkit.optim",))
 schedules: Registry[Callable[..., Any]] = Registry("schedules", ("lmkit.schedules",))
 losses: Registry[Callable[..., Any]] = Registry("losses", ("lmkit.losses",))
-metrics: Registry[Callable[..., Any]] = Registry("metrics", ("lmkit.metrics",))
+metrics: Registry[Callable[..., Any]] = Registry("metrics", ("lmkit.token_metrics",))
 tokenizers: Registry[type] = Registry("tokenizers", ("lmkit.tokenizers",))
 tasks: Registry[Any] = Registry("tasks", ("lmkit.evaluation.tasks", "lmkit.evaluation.superglue"))
 # Named pretrained checkpoints (plugins only): a callable returning the checkpoint's folder.

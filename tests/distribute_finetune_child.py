@@ -22,7 +22,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np  # noqa: E402
 
-import lmkit.evaluation.api as evaluation_api  # noqa: E402
+import lmkit.evaluation.evaluator as evaluation_api  # noqa: E402
 import lmkit.evaluation.finetune as finetune  # noqa: E402
 from lmkit.evaluation import evaluate  # noqa: E402
 

@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, log_loss, top_k_accuracy_score
 from lmkit.config import TrainConfig
 from lmkit.errors import LmkitWarning
 from lmkit.losses import build_loss
-from lmkit.metrics import compute_stats
+from lmkit.token_metrics import compute_stats
 from lmkit.optim import build_optimizer, exclude_from_decay
 from lmkit.registry import metrics, optimizers
 from lmkit.schedules import build_schedule

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-import lmkit.evaluation.api as eval_api
+import lmkit.evaluation.evaluator as eval_api
 from lmkit.engine.events import StartEvent, StopSignal
 from lmkit.errors import DataError
 from lmkit.evaluation.leaderboard import EvaluationEndEvent, EvaluationStartEvent, Leaderboard, evaluate_runs

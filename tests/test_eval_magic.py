@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from IPython.core.error import UsageError
 
-import lmkit.evaluation.api as eval_api
+import lmkit.evaluation.evaluator as eval_api
 from lmkit.evaluation.leaderboard import Leaderboard
 from lmkit.evaluation.result import EvalResult
 

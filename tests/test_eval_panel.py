@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import lmkit.evaluation.api as eval_api
+import lmkit.evaluation.evaluator as eval_api
 from lmkit.evaluation.leaderboard import Leaderboard
 from lmkit.evaluation.result import EvalResult
 from lmkit.evaluation.tasks import get_task

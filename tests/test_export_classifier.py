@@ -61,7 +61,7 @@ def test_an_exported_fine_tuned_pair_classifier_gives_transformers_the_same_logi
     assert config["architectures"] == ["BertForSequenceClassification"]
     assert config["id2label"] == {"0": "not_equivalent", "1": "equivalent"}
 
-    from lmkit.evaluation.api import load_finetuned
+    from lmkit.evaluation.evaluator import load_finetuned
 
     clf = load_finetuned(ft)
     a = ["the cat sat on the mat and the dog sat on the log", "good movies make people happy"]

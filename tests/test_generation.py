@@ -162,7 +162,7 @@ def test_banned_ids_are_never_picked() -> None:
 
 def _unk_loving_model(vocab_size: int):
     """An untrained Elman RNN whose output bias makes the unknown id 0 about 99.9 % likely."""
-    from lmkit.models.rnn import ElmanRNN
+    from lmkit.models.elman import ElmanRNN
 
     model = ElmanRNN(vocab_size, units=8)
     model.build((1, 1))

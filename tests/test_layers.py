@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("clients", ("lmkit.training", "lmkit.evaluation", "lmkit.exporters")),
     ("engine", ("lmkit.engine",)),
     ("components", ("lmkit.registry", "lmkit.resolve", "lmkit.models", "lmkit.build",
-                    "lmkit.optim", "lmkit.schedules", "lmkit.losses", "lmkit.metrics",
+                    "lmkit.optim", "lmkit.schedules", "lmkit.losses", "lmkit.token_metrics",
                     "lmkit.tokenizers", "lmkit.generation", "lmkit.pretrained",
                     "lmkit.distribute")),
     ("data", ("lmkit.data",)),

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import lmkit.evaluation.api as eval_api
+import lmkit.evaluation.evaluator as eval_api
 from lmkit.errors import ConfigError, DataError
 from lmkit.evaluation.result import EvalResult
 from lmkit.evaluation.suites import available_tasks, evaluate_suite, suite_tasks

@@ -17,7 +17,7 @@ __all__ = ["evaluate", "evaluate_runs", "evaluate_suite", "Leaderboard", "EvalRe
            "load_split", "find_task_data", "load_metric"]
 
 _HOMES = {
-    "evaluate": "lmkit.evaluation.api",
+    "evaluate": "lmkit.evaluation.evaluator",
     "evaluate_runs": "lmkit.evaluation.leaderboard",
     "evaluate_suite": "lmkit.evaluation.suites",
     "Leaderboard": "lmkit.evaluation.leaderboard",

@@ -231,7 +231,7 @@ def evaluate_runs(
     ...                       max_steps=300, reporters=[print])                 # doctest: +SKIP
     >>> board.to_dataframe()                                                   # doctest: +SKIP
     """
-    from lmkit.evaluation.api import evaluate
+    from lmkit.evaluation.evaluator import evaluate
 
     if isinstance(runs, (str, Path)) or not isinstance(runs, (Mapping, Sequence)):
         runs = [runs]  # one run alone

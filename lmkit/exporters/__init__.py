@@ -19,7 +19,7 @@ from typing import Any
 
 from lmkit.engine.rundir import CONFIG, SUMMARY
 from lmkit.errors import ConfigError, RunError, did_you_mean
-from lmkit.evaluation.api import load_finetuned
+from lmkit.evaluation.evaluator import load_finetuned
 from lmkit.paths import atomic_directory
 from lmkit.training.run import load_run, read_config
 

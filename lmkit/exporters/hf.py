@@ -74,7 +74,7 @@ def check(config: TrainConfig) -> None:
 
 def write(source: Any, folder: Path) -> None:
     """Write `source` into the (empty) `folder` as a Hugging Face model folder: a `Run`, or a
-    fine-tuned classifier (`lmkit.evaluation.api.FineTuned`, `EvalResult`: ``model``,
+    fine-tuned classifier (`lmkit.evaluation.evaluator.FineTuned`, `EvalResult`: ``model``,
     ``tokenizer`` and ``task``)."""
     from safetensors.numpy import save_file
 

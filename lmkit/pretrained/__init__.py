@@ -1,11 +1,11 @@
 """Pretrained checkpoints: Hugging Face folders (BERT-family encoders, GPT-2) read offline.
 
 `from_pretrained` reads the folder (`folder.py`: config, safetensors, tokenizer) and returns a
-`Pretrained` (`checkpoint.py`) holding an lmkit model of a registered architecture.
+`Pretrained` (`loader.py`) holding an lmkit model of a registered architecture.
 
 >>> mini = from_pretrained("minilm-l6")                  # doctest: +SKIP
 """
 
-from lmkit.pretrained.checkpoint import Pretrained, checkpoint_folder, from_pretrained
+from lmkit.pretrained.loader import Pretrained, checkpoint_folder, from_pretrained
 
 __all__ = ["Pretrained", "from_pretrained", "checkpoint_folder"]

@@ -39,7 +39,7 @@ from keras import ops
 
 from lmkit.distribute import Layout, jit_step, state_shardings
 from lmkit.engine.checkpoint import check_fit, restore_arrays
-from lmkit.metrics import compute_stats
+from lmkit.token_metrics import compute_stats
 from lmkit.losses import nll
 
 __all__ = ["make_stepper", "batch_parts", "JaxStepper", "FitStepper"]
