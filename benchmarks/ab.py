@@ -1,13 +1,15 @@
-"""A/B: the whole `lmkit.train` job of this checkout against another commit's, interleaved.
+"""A/B: a whole job of this checkout against another commit's, interleaved.
 
     git worktree add /tmp/lmkit-ref 794a764          # the reference commit, beside this checkout
-    python -m benchmarks.ab --ref /tmp/lmkit-ref [--config gpt_char lstm_classic] [--steps 500] [--rounds 3]
+    python -m benchmarks.ab --ref /tmp/lmkit-ref [--config gpt_char lstm_classic minilm_sst2] [--steps 500] [--rounds 3]
 
-Each round trains the same preset once with each checkout, in fresh processes, alternating
-which goes first, through the public `lmkit.train` (so the training loop, events and
-checkpoints are timed, not only the compiled step). Per job it records the median time per
-step over the dispatches after the first (which compiles), from the `StepEvent`s, and the
-job's wall time. Prints the medians over rounds and the ratio new ÷ reference (below 1: this
+Each round runs the same job once with each checkout, in fresh processes, alternating which
+goes first, through the public API (so the training loop, events and checkpoints are timed, not
+only the compiled step): `lmkit.train` of a preset, or `lmkit.evaluate` fine-tuning MiniLM
+(`minilm-l6`, from the `lmkit-minilm` extension) on the SST-2 sentences of tests/fixtures.
+Per job it records the median time per step over the dispatches after the first (which
+compiles), from the `StepEvent`s, the job's wall time and its final figure (the validation loss
+of a training, the dev accuracy of a fine-tuning). Prints the medians over rounds and the ratio new ÷ reference (below 1: this
 checkout is faster); writes them to ``benchmarks/results/ab.json`` (``--out FILE`` elsewhere).
 """
 
@@ -27,7 +29,9 @@ HERE = Path(__file__).resolve().parent.parent
 CONFIGS = {
     "gpt_char": {"config": "nanogpt_char"},
     "lstm_classic": {"config": "classic_lstm"},
+    "minilm_sst2": {"config": "finetune:minilm-l6"},
 }
+SST2 = HERE / "tests" / "fixtures" / "eval" / "glue" / "SST-2"
 
 # Runs in the child, against whichever checkout PYTHONPATH names; the public API only.
 CHILD = r"""
@@ -38,18 +42,24 @@ steps = []
 def collect(event):
     if type(event).__name__ == "StepEvent":
         steps.append((event.step, event.elapsed))
-preset, max_steps, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-run = lmkit.train(preset, max_steps=max_steps, out=out, overwrite=True, sample_tokens=0,
-                  eval_every=max_steps, checkpoint_every=max_steps, reporters=[collect])
+preset, max_steps, out, sst2 = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+if preset.startswith("finetune:"):  # the dev split's loss is not reported; its accuracy is
+    result = lmkit.evaluate(preset.split(":", 1)[1], task="glue/sst2", data=sst2, max_steps=max_steps,
+                            log_every=10, reporters=[collect])
+    final = result.metrics["accuracy"]
+else:
+    run = lmkit.train(preset, max_steps=max_steps, out=out, overwrite=True, sample_tokens=0,
+                      eval_every=max_steps, checkpoint_every=max_steps, reporters=[collect])
+    final = run.summary.get("val_loss")
 per_step = [(e1 - e0) / (s1 - s0) for (s0, e0), (s1, e1) in zip(steps[1:], steps[2:])]
 print(json.dumps({"lmkit": lmkit.__file__, "ms_per_step": 1000 * sorted(per_step)[len(per_step) // 2],
-                  "job_s": time.monotonic() - t0, "val_loss": run.summary.get("val_loss")}))
+                  "job_s": time.monotonic() - t0, "final": final}))
 """
 
 
 def one_job(checkout: Path, preset: str, steps: int, out: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    done = subprocess.run([sys.executable, "-c", CHILD, preset, str(steps), str(out)],
+    done = subprocess.run([sys.executable, "-c", CHILD, preset, str(steps), str(out), str(SST2)],
                           cwd=checkout, env=env, capture_output=True, text=True, check=True)
     record = json.loads(done.stdout.strip().splitlines()[-1])
     if not record["lmkit"].startswith(str(checkout)):
@@ -76,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                                      Path(tmp) / f"{name}-{side}")
                     seen[side].append(record)
                     print(f"{name} round {r + 1} {side}: {record['ms_per_step']:.2f} ms/step, "
-                          f"job {record['job_s']:.1f} s, val_loss {record['val_loss']:.4f}",
+                          f"job {record['job_s']:.1f} s, final {record['final']:.4f}",
                           flush=True)
             med = {side: {k: statistics.median(x[k] for x in rows) for k in ("ms_per_step", "job_s")}
                    for side, rows in seen.items()}
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 "step_ratio_new_over_ref": med["new"]["ms_per_step"] / med["ref"]["ms_per_step"],
                 "new_job_s": med["new"]["job_s"], "ref_job_s": med["ref"]["job_s"],
                 "job_ratio_new_over_ref": med["new"]["job_s"] / med["ref"]["job_s"],
-                "val_loss_new": seen["new"][-1]["val_loss"], "val_loss_ref": seen["ref"][-1]["val_loss"],
+                "final_new": seen["new"][-1]["final"], "final_ref": seen["ref"][-1]["final"],
             }
             print(json.dumps({name: report[name]}, indent=2), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
