@@ -289,3 +289,30 @@ def test_a_time_budget_stops_training_before_a_dispatch_that_would_pass_it(tmp_p
     assert isinstance(events[-1], EndEvent) and events[-1].reason == "time_budget"
     assert RunDir(tmp_path).load_checkpoint().step == outcome.step
     assert RunDir(tmp_path).read_json("summary.json")["reason"] == "time_budget"
+
+
+class Compiling(Walk):
+    """A trainee whose first dispatch takes long (it compiles), then 10 ms per step."""
+
+    def __init__(self, first_s: float) -> None:
+        super().__init__()
+        self.first_s = first_s
+
+    def train(self, step: int, k: int) -> np.ndarray:
+        import time
+
+        time.sleep(self.first_s if not self.dispatches else 0.01 * k)
+        return super().train(step, k)
+
+
+def test_the_eta_leaves_out_the_first_dispatch_which_compiles(tmp_path: Path) -> None:
+    events: list[Event] = []
+    run(Compiling(first_s=1.0), tmp_path, total=40, steps_per_dispatch=4, checkpoint_every=40,
+        reporters=[events.append])
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    # unknown, not a guess from the compiling dispatch (which would say ≈ 9 s for 36 steps left)
+    assert steps[0].eta is None and steps[0].tokens_per_second is None
+    # from the second dispatch on: ≈ 10 ms a step (sleep's overshoot and the machine's load aside)
+    second = steps[1]
+    assert second.eta == pytest.approx((40 - second.step) * 0.01, rel=0.5), second
+    assert all(0.3 * (40 - e.step) * 0.01 <= e.eta <= 3 * (40 - e.step) * 0.01 for e in steps[1:])

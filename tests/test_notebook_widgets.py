@@ -50,6 +50,15 @@ def test_dashboard_follows_the_events():
     assert _points(dash.ppl_chart.value, "val") == 1
 
 
+def test_before_the_pace_is_measured_the_dashboard_says_so():
+    dash = Dashboard(StopSignal(), refresh=0.0)
+    dash(_start())
+    dash(StepEvent(step=10, total_steps=100, epoch=0.2, loss=3.0, learning_rate=1e-3,
+                   tokens_per_second=None, elapsed=12.0, eta=None))  # the compiling dispatch
+    assert "ETA …" in dash.progress_text.value
+    assert "measuring tokens/s" in dash.stats.value
+
+
 def test_redraws_are_throttled_but_evaluations_and_the_end_always_draw():
     dash = Dashboard(StopSignal(), refresh=3600.0)
     dash(_start())

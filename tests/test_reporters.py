@@ -66,6 +66,37 @@ def test_on_a_terminal_progress_is_one_live_line_with_the_dashboards_figures() -
     assert "training completed at step 100" in text
 
 
+def _final_bar_on(columns: int) -> str:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    with os.fdopen(slave, "w", encoding="utf-8", closefd=True) as stream:
+        reporter = TextReporter(stream)
+        for event in events()[:-1]:  # before the end: the line as it looks while training
+            reporter(event)
+        text = _read_all(master).decode("utf-8", "replace")
+        reporter(events()[-1])
+    _read_all(master)
+    os.close(master)
+    return [line for line in text.split("\r") if "100/100" in line][-1].strip("\n")
+
+
+def test_on_a_narrow_terminal_the_line_fits_and_keeps_the_eta() -> None:
+    line = _final_bar_on(80)
+    assert len(line.rstrip()) <= 80, (len(line), line)
+    assert "loss 2.0000" in line and "ETA 0s" in line and "val 2.4000" in line, line
+    assert "elapsed" not in line  # the least useful figure went first
+    wide = _final_bar_on(160)
+    assert "elapsed" in wide and "tok/s" in wide and "ETA 0s" in wide, wide
+
+
+def test_before_the_pace_is_known_the_eta_says_so() -> None:
+    stream = io.StringIO()
+    reporter = TextReporter(stream, every_s=0.0)
+    reporter(START)
+    reporter(StepEvent(10, 100, 0.2, 3.0, 1e-3, None, 12.0, None))  # the compiling dispatch
+    assert "step  10/100  loss 3.0000  elapsed 12s  ETA …" in stream.getvalue()
+
+
 def test_a_terminal_that_reports_no_width_still_gets_the_line() -> None:
     master, slave = pty.openpty()  # 0 columns, as under `script` or some CI runners
     with os.fdopen(slave, "w", encoding="utf-8", closefd=True) as stream:

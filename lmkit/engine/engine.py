@@ -23,9 +23,11 @@ training: `lmkit.training.language_model`; classifier fine-tuning:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import signal
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -264,7 +266,7 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
         return True
 
     t0 = time.monotonic()
-    step_time: float | None = None
+    pace = Pace()
     last_step_time: float | None = None
     out_of_time = False
     last_eval: dict[str, float] = {}
@@ -291,13 +293,13 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
                     break
                 step += len(losses)
                 now = time.monotonic()
-                per_step = last_step_time = (now - t_chunk) / len(losses)
-                # Smooth the step time, ignoring the first dispatch (it includes compilation).
-                step_time = per_step if step_time is None or step - start <= len(losses) else (
-                    0.7 * step_time + 0.3 * per_step)
+                last_step_time = (now - t_chunk) / len(losses)
+                pace.add(last_step_time)
+                step_time = pace.per_step
                 emit(StepEvent(step, total, step / plan.steps_per_epoch, float(losses[-1]),
-                               trainee.learning_rate(step), plan.tokens_per_step / step_time,
-                               now - t0, (total - step) * step_time))
+                               trainee.learning_rate(step),
+                               None if step_time is None else plan.tokens_per_step / step_time,
+                               now - t0, None if step_time is None else (total - step) * step_time))
                 if plan.eval_every and (step % plan.eval_every == 0 or step == total):
                     metrics = trainee.evaluate()
                     if metrics:
@@ -329,6 +331,33 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
     outcome.summary = _summary(run_dir, job, outcome, finish(outcome) if finish else {})
     emit(EndEvent(step, reason, elapsed, outcome.summary))
     return outcome
+
+
+class Pace:
+    """Seconds per step, as the ETA and the throughput report it: the median of the last
+    `window` dispatches after the first. The first dispatch compiles the step (seconds on a CPU),
+    so it is left out, and the figures are unknown (None) until a second one is timed; the median
+    keeps a later dispatch that compiled another shape (a fine-tuning's pad widths) or waited on
+    an evaluation's compilation from swinging the estimate.
+
+    >>> pace = Pace(); pace.add(9.0); pace.per_step is None
+    True
+    >>> pace.add(0.1); pace.add(0.2); pace.add(5.0); pace.per_step
+    0.2
+    """
+
+    def __init__(self, window: int = 5) -> None:
+        self._dispatches = 0
+        self._recent: collections.deque[float] = collections.deque(maxlen=window)
+
+    def add(self, seconds_per_step: float) -> None:
+        self._dispatches += 1
+        if self._dispatches > 1:
+            self._recent.append(seconds_per_step)
+
+    @property
+    def per_step(self) -> float | None:
+        return statistics.median(self._recent) if self._recent else None
 
 
 #: a finite loss this many times its first value (or 1, if that was smaller) has blown up: no

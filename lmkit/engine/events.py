@@ -56,9 +56,9 @@ class StepEvent(Event):
     epoch: float
     loss: float
     learning_rate: float
-    tokens_per_second: float
+    tokens_per_second: float | None  # None until measured: the first dispatch compiles
     elapsed: float
-    eta: float
+    eta: float | None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,15 @@ def _columns(stream: IO[str]) -> int:
         return 0
 
 
+#: the width assumed for a terminal that reports none (a bare pseudo-terminal, `script`)
+FALLBACK_COLUMNS = 100
+
+
+def _bar_width(columns: int) -> int:
+    """The progress bar's width: narrower on a narrow terminal, leaving room for the figures."""
+    return 24 if columns >= 120 else 10
+
+
 class TextReporter:
     """Progress as text, with the dashboard's figures (step, loss, val, tokens/s, elapsed, ETA).
 
@@ -62,9 +71,25 @@ class TextReporter:
             self.stream.write(text + "\n")
             self.stream.flush()
 
-    def _figures(self, event: StepEvent) -> str:
-        return (f"loss {event.loss:.4f}{self._val}  {event.tokens_per_second:,.0f} tok/s  "
-                f"elapsed {format_duration(event.elapsed)}  ETA {format_duration(event.eta)}")
+    def _figures(self, event: StepEvent, width: int | None = None) -> str:
+        """The step's figures, dropping the least useful first until they fit in `width`."""
+        rate = "" if event.tokens_per_second is None else f"{event.tokens_per_second:,.0f} tok/s"
+        eta = "ETA …" if event.eta is None else f"ETA {format_duration(event.eta)}"
+        # (figure, rank): the higher the rank, the sooner it goes on a narrow terminal
+        fields = [(f"loss {event.loss:.4f}", 0), (self._val.strip(), 2), (rate, 3),
+                  (f"elapsed {format_duration(event.elapsed)}", 4), (eta, 1)]
+        fields = [f for f in fields if f[0]]
+        while width is not None and len(fields) > 1 and len("  ".join(t for t, _ in fields)) > width:
+            fields.remove(max(fields, key=lambda f: f[1]))
+        return "  ".join(t for t, _ in fields)
+
+    def _postfix(self, event: StepEvent) -> str:
+        """The figures that fit beside the bar on this terminal (tqdm would cut the line's end,
+        the ETA first)."""
+        columns = _columns(self.stream) or FALLBACK_COLUMNS
+        # "training ", the bar and its two spaces, "n/total" and tqdm's ", " before the postfix
+        used = len("training ") + _bar_width(columns) + 2 + 2 * len(str(event.total_steps)) + 1 + 2
+        return self._figures(event, columns - used - 1)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StartEvent):
@@ -78,13 +103,15 @@ class TextReporter:
                 from tqdm import tqdm
 
                 # ETA and rate come from the engine (they leave out compilation), not from tqdm.
-                # A terminal that reports no size (a bare pseudo-terminal, `script`) gets 100
-                # columns and 24 rows: tqdm would otherwise draw an empty line.
-                sized = _columns(self.stream) > 0
+                # A terminal that reports no size (a bare pseudo-terminal, `script`) gets
+                # FALLBACK_COLUMNS and 24 rows: tqdm would otherwise draw an empty line.
+                columns = _columns(self.stream)
+                bar = _bar_width(columns or FALLBACK_COLUMNS)
                 self._bar = tqdm(total=event.total_steps, initial=event.start_step,
-                                 file=self.stream, desc="compiling…", dynamic_ncols=sized,
-                                 ncols=None if sized else 100, nrows=None if sized else 24,
-                                 bar_format="{desc} {bar:24} {n_fmt}/{total_fmt}{postfix}")
+                                 file=self.stream, desc="compiling…", dynamic_ncols=columns > 0,
+                                 ncols=None if columns else FALLBACK_COLUMNS,
+                                 nrows=None if columns else 24,
+                                 bar_format="{desc} {bar:%d} {n_fmt}/{total_fmt}{postfix}" % bar)
                 self._bar.refresh()  # "compiling…" at once: the first dispatch takes seconds
             else:
                 self._line("compiling the training step…")
@@ -92,7 +119,7 @@ class TextReporter:
             self._last_step = event
             if self._bar is not None:
                 self._bar.set_description_str("training", refresh=False)
-                self._bar.set_postfix_str(self._figures(event), refresh=False)
+                self._bar.set_postfix_str(self._postfix(event), refresh=False)
                 self._bar.update(event.step - self._bar.n)
             else:
                 now = time.monotonic()
@@ -107,7 +134,7 @@ class TextReporter:
             shown = "  ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
             self._line(f"eval @ step {event.step}: {shown}")
             if self._bar is not None and self._last_step is not None:  # the new val on the line now
-                self._bar.set_postfix_str(self._figures(self._last_step))
+                self._bar.set_postfix_str(self._postfix(self._last_step))
         elif isinstance(event, CheckpointEvent):
             if not self.tty:
                 self._line(f"checkpoint @ step {event.step}: {event.path}")

@@ -278,14 +278,17 @@ class Dashboard:
             self.progress.max = max(step.total_steps, 1)
             self.progress.value = min(step.step, self.progress.max)
             # no ETA once a stop is asked for or training ended: nothing more is coming
-            eta = "" if self.end is not None or self.stop.is_set() else f" · ETA {format_duration(step.eta)}"
+            eta = ("" if self.end is not None or self.stop.is_set()
+                   else " · ETA …" if step.eta is None else f" · ETA {format_duration(step.eta)}")
             self.progress_text.value = (
                 f"step <b>{step.step}</b> / {step.total_steps} · epoch {step.epoch:.2f} · "
                 f"{format_duration(step.elapsed)} elapsed{eta}")
             val = f" · val loss <b>{self.val_points[-1][1]:.4f}</b>" if self.val_points else ""
+            rate = ("measuring" if step.tokens_per_second is None  # the first dispatch compiles
+                    else f"{step.tokens_per_second:,.0f}")
             self.stats.value = (
                 f"loss <b>{step.loss:.4f}</b> (perplexity {_perplexity(step.loss):.2f}){val} · "
-                f"{step.tokens_per_second:,.0f} tokens/s · learning rate {step.learning_rate:.3g}")
+                f"{rate} tokens/s · learning rate {step.learning_rate:.3g}")
         self._draw_charts()
         self.eval_table.value = self._eval_table_html()
 
