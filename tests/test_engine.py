@@ -316,3 +316,51 @@ def test_the_eta_leaves_out_the_first_dispatch_which_compiles(tmp_path: Path) ->
     second = steps[1]
     assert second.eta == pytest.approx((40 - second.step) * 0.01, rel=0.5), second
     assert all(0.3 * (40 - e.step) * 0.01 <= e.eta <= 3 * (40 - e.step) * 0.01 for e in steps[1:])
+
+
+def _training_run(folder: Path) -> dict[str, bytes]:
+    """A folder laid out as a finished training run; returns its files' bytes."""
+    folder.mkdir(parents=True)
+    for name in ("config.toml", "tokenizer.json", "model.keras", "checkpoint.npz", "summary.json"):
+        (folder / name).write_bytes(f"{name} of the training".encode())
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_fine_tuning_never_writes_into_or_inside_a_training_run(tmp_path: Path) -> None:
+    from lmkit.engine.rundir import FINETUNING
+
+    before = _training_run(tmp_path / "run")
+    for out in (tmp_path / "run", tmp_path / "run" / "sst2"):
+        with pytest.raises(RunError, match="a training run directory"):
+            RunDir.create(out, overwrite=True, kind=FINETUNING)  # what `lmkit eval RUN --out RUN` asks
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+
+
+def test_a_non_empty_folder_that_is_not_a_run_is_refused_untouched(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    (project / "config.toml").write_text("arch = 'gpt'\n")  # a user's own config is not a run
+    with pytest.raises(RunError, match=r"is not empty and holds no lmkit run \(notes.txt\)"):
+        RunDir.create(project, overwrite=True)
+    assert sorted(p.name for p in project.iterdir()) == ["config.toml", "notes.txt"]
+    with pytest.raises(RunError, match="is not empty and holds no lmkit run"):
+        RunDir.create("/", overwrite=True)
+
+
+def test_run_files_that_are_links_are_neither_followed_nor_deleted(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / ".lock").symlink_to(victim)
+    with pytest.raises(RunError, match=r"\.lock is a symbolic link"):
+        RunDir.create(tmp_path / "a", overwrite=True)
+    assert victim.read_text() == "precious"  # no pid written through the link
+    before = _training_run(tmp_path / "b")
+    (tmp_path / "b" / "checkpoint.npz").unlink()
+    (tmp_path / "b" / "checkpoint.npz").symlink_to(tmp_path / "a", target_is_directory=True)
+    with pytest.raises(RunError, match="holds checkpoint.npz as a symbolic link"):
+        RunDir.create(tmp_path / "b", overwrite=True)
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()
+            if not p.is_symlink() and p.name != ".lock"}
+    assert kept == {k: v for k, v in before.items() if k != "checkpoint.npz"}  # nothing deleted first

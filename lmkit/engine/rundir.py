@@ -37,7 +37,7 @@ from lmkit.errors import RunError
 from lmkit.paths import atomic_output, atomic_write_text
 
 __all__ = ["RunDir", "CONFIG", "TOKENIZER", "MODEL", "CHECKPOINT", "METRICS", "SUMMARY",
-           "RUN_FILES", "default_run_dir"]
+           "RUN_FILES", "RESULT_FILES", "TRAINING", "FINETUNING", "kind_of", "default_run_dir"]
 
 CONFIG = "config.toml"
 TOKENIZER = "tokenizer.json"
@@ -47,6 +47,11 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 RUN_FILES = (CONFIG, TOKENIZER, MODEL, CHECKPOINT, METRICS, SUMMARY)
 LOCK = ".lock"
+#: what `lmkit eval --out` writes beside a fine-tuning's checkpoint (`EvalResult.save`)
+RESULT_FILES = ("metrics.json", "predictions.tsv")
+#: the kinds of run directory: a language-model training (`lmkit train`), a fine-tuning
+#: (`lmkit eval --out`)
+TRAINING, FINETUNING = "training", "fine-tuning"
 
 
 def default_run_dir(name: str) -> Path:
@@ -59,6 +64,46 @@ def _unusable(path: Path, error: OSError) -> RunError:
                     f"another `out` (a folder you can write to, with a shorter name if it is long).")
 
 
+def kind_of(path: Path) -> str | None:
+    """The kind of run `path` holds (`TRAINING`, `FINETUNING`), None when it holds none.
+
+    A training run has its config and tokenizer (what a resume needs); a fine-tuning folder has
+    no config, and a summary naming its task or the scores `lmkit eval --out` wrote. A project
+    folder holding a ``config.toml`` of the user's is neither."""
+    has = lambda name: os.path.lexists(path / name)  # noqa: E731
+    if has(CONFIG):
+        return TRAINING if has(TOKENIZER) else None
+    if any(has(name) for name in RESULT_FILES):
+        return FINETUNING
+    try:
+        summary = json.loads((path / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return FINETUNING if isinstance(summary, dict) and "task" in summary else None
+
+
+def _check_new_run_place(path: Path, kind: str) -> None:
+    """Refuse to start a `kind` run in `path` when that would destroy or pollute something else."""
+    target = path.resolve()
+    for folder in (target, *target.parents):
+        other = kind_of(folder) if folder.is_dir() else None
+        if other is not None and other != kind:
+            where = "is" if folder == target else f"is inside {folder}, which is"
+            raise RunError(
+                f"output directory {path} {where} a {other} run directory; a {kind} run there "
+                f"would replace or mix with its files. Choose another `out` (a new folder).")
+    if target.is_dir() and kind_of(target) is None:
+        own = {LOCK, *RUN_FILES, *RESULT_FILES}
+        others = sorted(p.name for p in target.iterdir()
+                        if p.name not in own and not (p.name.startswith(".") and ".tmp" in p.name))
+        if others:
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise RunError(
+                f"output directory {path} is not empty and holds no lmkit run ({shown}); lmkit "
+                f"writes runs only into new or empty folders or its own runs. Choose another "
+                f"`out`, e.g. a new folder inside it.")
+
+
 class RunDir:
     """A run directory on disk. Create one with `create` (new runs) or `open` (existing ones)."""
 
@@ -68,9 +113,12 @@ class RunDir:
         self._created = False  # whether `claim` made the folder (then an empty one is removed)
 
     @classmethod
-    def create(cls, path: str | Path, overwrite: bool) -> "RunDir":
-        """A directory for a new run, claimed for this process (`claim`); one that already holds
-        a run needs ``overwrite=True``. Release it with `release` (or use it in ``with``)."""
+    def create(cls, path: str | Path, overwrite: bool, kind: str = TRAINING) -> "RunDir":
+        """A directory for a new run of `kind` (`TRAINING`, `FINETUNING`), claimed for this
+        process (`claim`); one that already holds a run of that kind needs ``overwrite=True``.
+        Refused, before anything is touched: a folder holding (or inside) a run of another kind,
+        a non-empty folder that is not a run (``/``, a home folder, a project), and a run whose
+        files are symbolic links. Release it with `release` (or use it in ``with``)."""
         run_dir = cls(path)
         try:
             is_file = run_dir.path.is_file()
@@ -79,15 +127,22 @@ class RunDir:
         if is_file:
             raise RunError(f"output directory {run_dir.path} is a file, not a directory; choose "
                            f"another `out`")
+        _check_new_run_place(run_dir.path, kind)
         run_dir.claim()
         try:
-            existing = [f for f in RUN_FILES if (run_dir.path / f).exists()]
+            existing = [f for f in RUN_FILES if os.path.lexists(run_dir.path / f)]
             if existing and not overwrite:
                 raise RunError(
                     f"output directory {run_dir.path} already holds a run ({', '.join(existing)}). "
                     f"Choose another `out`, pass overwrite=true (--overwrite) to replace it, or "
                     f"resume it with `lmkit train --resume {run_dir.path}`."
                 )
+            linked = [f for f in existing if (run_dir.path / f).is_symlink()]
+            if linked:  # checked before anything is deleted; a link is never followed
+                raise RunError(
+                    f"{run_dir.path} holds {', '.join(linked)} as a symbolic link; lmkit neither "
+                    f"follows nor replaces links in a run directory. Remove the link or choose "
+                    f"another `out`.")
             for name in existing:
                 target = run_dir.path / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
@@ -123,8 +178,13 @@ class RunDir:
         created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+            # O_NOFOLLOW: a `.lock` planted as a link must not get this process's pid written
+            # into the file it points at
+            fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
+            if os.path.islink(self.file(LOCK)):
+                raise RunError(f"{self.file(LOCK)} is a symbolic link; lmkit does not follow "
+                               f"links in a run directory. Remove it, or choose another `out`.") from None
             raise _unusable(self.path, e) from None
         self._created = created
         try:

@@ -37,7 +37,7 @@ from lmkit.distribute import Layout, jit_step, layout_for, state_shardings
 from lmkit.engine import engine
 from lmkit.engine.checkpoint import check_fit
 from lmkit.engine.events import Event, StopSignal
-from lmkit.engine.rundir import CHECKPOINT, RunDir
+from lmkit.engine.rundir import CHECKPOINT, FINETUNING, RunDir
 from lmkit.errors import ConfigError
 from lmkit.evaluation.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches, pad_widths
@@ -351,7 +351,7 @@ def finetune(
         if cfg.resume:  # every process reads the checkpoint
             run_dir = RunDir.open(cfg.checkpoint_dir, required=(CHECKPOINT,), claim=lead)
         else:  # process 0 creates it; the others never touch it
-            run_dir = (RunDir.create(cfg.checkpoint_dir, overwrite=True) if lead
+            run_dir = (RunDir.create(cfg.checkpoint_dir, overwrite=True, kind=FINETUNING) if lead
                        else RunDir(cfg.checkpoint_dir))
     elif cfg.resume:
         raise ConfigError("option 'resume' needs 'checkpoint_dir' (`lmkit eval --out DIR`): the "
