@@ -41,13 +41,14 @@ def cache_dir() -> Path:
     return path
 
 
-def private_folder(path: str | os.PathLike[str], purpose: str) -> Path | None:
+def private_folder(path: str | os.PathLike[str], purpose: str,
+                   risk: str = "its files are run as code") -> Path | None:
     """`path`, created with mode 0700 when missing, if only this user can write to it; else
-    None, with a warning naming `purpose` and the fix.
+    None, with a warning naming `purpose`, the `risk` and the fix.
 
-    For folders whose files lmkit would execute (compiled XLA executables are machine code): in
-    a folder that another user owns or that is group- or world-writable, anyone able to write
-    there could run code as you.
+    For folders whose files lmkit trusts: compiled XLA executables are machine code, cached token
+    ids are trained on. In a folder that another user owns or that is group- or world-writable,
+    anyone able to write there could run code as you, or poison your data.
     """
     import warnings
 
@@ -62,7 +63,7 @@ def private_folder(path: str | os.PathLike[str], purpose: str) -> Path | None:
     if st.st_uid == os.getuid() and not st.st_mode & 0o022:
         return folder
     warnings.warn(f"{purpose} {folder} is not used: it is writable by other users or not owned "
-                  f"by you, and its files are run as code. Make it yours with `chmod 700 "
+                  f"by you, and {risk}. Make it yours with `chmod 700 "
                   f"{folder}`, or set LMKIT_CACHE_DIR to a folder of your own.",
                   LmkitWarning, stacklevel=3)
     return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
+import os
+
 import numpy as np
 import pytest
 
@@ -216,6 +218,52 @@ def test_token_ids_are_a_cached_read_only_memmap(shakespeare_file, tmp_path):
     # another tokenizer gets its own file
     token_ids(corpus, build_tokenizer("byte", []), cache_dir=tmp_path)
     assert len(list((tmp_path / "tokens").iterdir())) == 2
+
+
+def test_a_same_size_same_time_edit_of_the_corpus_is_not_served_stale_ids(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("abab\n")
+    stamp = path.stat().st_mtime_ns
+    tok = build_tokenizer("byte", [])
+    assert token_ids(open_corpus(str(path)), tok, cache_dir=tmp_path).tolist() == list(b"abab\n")
+    path.write_text("baba\n")  # same size, and the same modification time
+    os.utime(path, ns=(stamp, stamp))
+    assert token_ids(open_corpus(str(path)), tok, cache_dir=tmp_path).tolist() == list(b"baba\n")
+
+
+def test_ids_planted_in_a_cache_others_can_write_are_not_trained_on(tmp_path):
+    from lmkit.errors import LmkitWarning
+
+    path = tmp_path / "c.txt"
+    path.write_text("hello\n")
+    corpus, tok = open_corpus(str(path)), build_tokenizer("byte", [])
+    token_ids(corpus, tok, cache_dir=tmp_path / "cache")
+    (entry,) = (tmp_path / "cache" / "tokens").glob("*.npy")
+    np.save(entry, np.zeros(6, np.uint16))  # another user's ids under the right name
+    os.chmod(tmp_path / "cache" / "tokens", 0o777)
+    with pytest.warns(LmkitWarning, match="token cache .* is not used: it is writable by other users"):
+        ids = token_ids(corpus, tok, cache_dir=tmp_path / "cache")
+    assert ids.tolist() == list(b"hello\n")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "out of vocabulary", "not an array"])
+def test_a_damaged_token_cache_entry_is_rebuilt_with_a_warning(tmp_path, damage):
+    from lmkit.errors import LmkitWarning
+
+    path = tmp_path / "c.txt"
+    path.write_text("hello\n")
+    corpus, tok = open_corpus(str(path)), build_tokenizer("byte", [])
+    token_ids(corpus, tok, cache_dir=tmp_path)
+    (entry,) = (tmp_path / "tokens").glob("*.npy")
+    if damage == "truncate":
+        entry.write_bytes(entry.read_bytes()[:100])
+    elif damage == "out of vocabulary":
+        np.save(entry, np.full(6, 60_000, np.uint16))
+    else:
+        entry.write_bytes(b"planted")
+    with pytest.warns(LmkitWarning, match="is damaged .* it is rebuilt from the corpus"):
+        ids = token_ids(corpus, tok, cache_dir=tmp_path)
+    assert ids.tolist() == list(b"hello\n")
 
 
 def test_token_ids_default_to_the_lmkit_cache_dir(shakespeare_file, tmp_path, monkeypatch):

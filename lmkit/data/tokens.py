@@ -20,6 +20,8 @@ import hashlib
 import json
 import os
 import struct
+import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import numpy as np
 
 from lmkit import paths
 from lmkit.data.corpus import Corpus
-from lmkit.errors import ConfigError, DataError
+from lmkit.errors import ConfigError, DataError, LmkitWarning
 
 __all__ = ["token_ids", "prune_token_cache", "split", "WindowSampler", "sequential_batches"]
 
@@ -41,21 +43,49 @@ def token_ids(corpus: Corpus, tokenizer: Any, cache_dir: Path | None = None,
 
     The dtype is ``uint16`` when the vocabulary has at most 65,536 ids, else ``uint32``. The
     array is cached in ``<cache_dir>/tokens/`` (`cache_dir` defaults to
-    `lmkit.paths.cache_dir()`), keyed by the corpus fingerprint (paths, sizes, modification times,
-    encoding) and the tokenizer's JSON; the file is written atomically, so an interrupted run
-    leaves no partial cache. Memory use is bounded by a few `chunk_bytes` of text. Chunks end at
-    line breaks, so `chunk_bytes` does not change the ids (and is not part of the key) unless a
-    single line is longer than four chunks.
+    `lmkit.paths.cache_dir()`), keyed by the corpus fingerprint (its contents and encoding) and
+    the tokenizer's JSON; the file is written atomically, so an interrupted run leaves no partial
+    cache. A cache folder other users can write is not used (they could plant ids: the ids are
+    then written to a private temporary folder), and a damaged entry (truncated, not an array
+    of this vocabulary's ids) is rebuilt with a warning. Memory use is bounded by a few
+    `chunk_bytes` of text. Chunks end at line breaks, so `chunk_bytes` does not change the ids
+    (and is not part of the key) unless a single line is longer than four chunks.
     """
     spec = json.dumps(tokenizer.to_json(), sort_keys=True, ensure_ascii=False)
     key = hashlib.sha256(f"{corpus.fingerprint()}\n{spec}".encode("utf-8")).hexdigest()[:40]
-    path = Path(cache_dir or paths.cache_dir()) / "tokens" / f"{key}.npy"
-    if path.exists():
+    folder = paths.private_folder(Path(cache_dir or paths.cache_dir()) / "tokens", "token cache",
+                                  "ids planted there would be trained on")
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="lmkit-tokens-"))  # mode 0700; the OS cleans it
+    path = folder / f"{key}.npy"
+    ids = _cached(path, int(tokenizer.vocab_size))
+    if ids is not None:
         os.utime(path)  # most recently used: the last to be pruned
-    else:
-        _write_ids(path, corpus, tokenizer, chunk_bytes)
-        prune_token_cache(path.parent, keep=path)
+        return ids
+    _write_ids(path, corpus, tokenizer, chunk_bytes)
+    prune_token_cache(path.parent, keep=path)
     return np.load(path, mmap_mode="r")
+
+
+def _cached(path: Path, vocab: int) -> np.memmap | None:
+    """The ids cached at `path`, or None when there are none; a damaged entry is deleted (to be
+    rebuilt) with a warning rather than trained on."""
+    if not path.exists():
+        return None
+    try:
+        ids = np.load(path, mmap_mode="r")
+        problem = ("not a 1-D array of unsigned ids" if ids.ndim != 1 or ids.dtype.kind != "u"
+                   else "empty" if ids.size == 0
+                   else f"ids up to {int(ids.max())} for a vocabulary of {vocab}"
+                   if int(ids.max()) >= vocab else None)
+    except (OSError, ValueError, EOFError) as exc:
+        problem = f"unreadable ({exc})"
+    if problem is None:
+        return ids
+    warnings.warn(f"token cache entry {path} is damaged ({problem}); it is rebuilt from the corpus",
+                  LmkitWarning, stacklevel=3)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def prune_token_cache(folder: Path, keep: Path | None = None, limit: int | None = None) -> list[Path]:
