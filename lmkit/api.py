@@ -2,8 +2,9 @@
 
 The front ends (`lmkit.cli`, `lmkit.notebook`) import this module and `lmkit.engine.events`
 only (`tests/test_layers.py`), so it also names what they show or test: the errors, the config
-helpers, the result classes, the evaluation events, `TextReporter` and `lazy_exports`. The classes that need
-NumPy or more resolve on first use, so importing this module stays cheap (`lmkit --help`).
+helpers, the result classes, the evaluation events, `TextReporter` and `lazy_exports`. The
+names that need NumPy or more resolve on first use, so importing this module stays cheap
+(`lmkit --help`).
 """
 
 from __future__ import annotations
@@ -128,12 +129,12 @@ def evaluate(run_or_path: Any, task: str = "glue/sst2", data: str | Path | None 
     return _evaluate(run_or_path, task=task, data=data, **options)
 
 
-def export(run_or_path: "Run | EvalResult | str | Path", out: str | Path, format: str = "hf",
+def export(run_or_path: "Run | EvalResult | Pretrained | str | Path", out: str | Path, format: str = "hf",
            overwrite: bool = False) -> Path:
     """Write a run, or a fine-tuned classifier, in another library's format; returns the folder.
     ``format="hf"``: a Hugging Face folder (``config.json``, ``model.safetensors``,
     ``tokenizer.json``) that `transformers` loads as ``GPT2LMHeadModel`` (a `gpt` run trained
-    with ``[model] head_bias = false``) or ``BertForSequenceClassification`` (an `EvalResult` of a
+    with ``[model] head_bias = false``, or a `gpt2` checkpoint's `Pretrained`) or ``BertForSequenceClassification`` (an `EvalResult` of a
     `bert` checkpoint, or the folder ``lmkit eval ... --out DIR`` fine-tuned it in); see
     `lmkit.exporters.hf`. An existing non-empty `out` needs ``overwrite=True``.
 
