@@ -179,13 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=_info)
 
-    try:
-        from lmkit.cli.eval import add_parser as add_eval_parser
-    except ImportError:
-        add_eval_parser = None
-    if add_eval_parser is not None:
-        p = add_eval_parser(sub)
-        p.set_defaults(func=_eval)
+    from lmkit.cli.eval import add_parser as add_eval_parser
+
+    p = add_eval_parser(sub)
+    p.set_defaults(func=_eval)
 
     p = sub.add_parser("bench", help="run a speed benchmark of the git checkout (python -m benchmarks --help lists them)")
     p.add_argument("name")
