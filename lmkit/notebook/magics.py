@@ -63,8 +63,8 @@ class LmkitMagics(Magics):
 
     def _run(self, name: str) -> Any:
         """The `Run` (or `Pretrained`) called `name` in the notebook, the run directory `name`
-        opened, or a checkpoint folder or registered checkpoint name, left for the evaluation
-        to open (`open_model` does where a model is needed now)."""
+        opened, or a checkpoint's folder or registered name as given: `lmkit.evaluate` opens it
+        once, in the evaluation (``%lmgenerate`` opens it itself, with `open_model`)."""
         from lmkit.api import Pretrained, Run, is_checkpoint, open_model
 
         namespace = self.shell.user_ns
