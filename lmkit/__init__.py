@@ -26,8 +26,12 @@ _LAZY = {
     "train": "lmkit.api",
     "load": "lmkit.api",
     "evaluate": "lmkit.api",
+    "evaluate_runs": "lmkit.api",
     "export": "lmkit.api",
     "evaluate_suite": "lmkit.api",
+    "open_model": "lmkit.api",
+    "info": "lmkit.api",
+    "list_components": "lmkit.api",
     "from_pretrained": "lmkit.api",
     "list_architectures": "lmkit.api",
     "list_optimizers": "lmkit.api",
@@ -51,9 +55,10 @@ _LAZY = {
 __all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from lmkit.api import (evaluate, evaluate_suite, export, from_pretrained, list_architectures, list_losses, list_metrics,
+    from lmkit.api import (evaluate, evaluate_runs, evaluate_suite, export, from_pretrained, info,
+                           list_architectures, list_components, list_losses, list_metrics,
                            list_optimizers, list_schedules, list_tasks, list_tokenizers, load,
-                           train)
+                           open_model, train)
     from lmkit.config import TrainConfig
     from lmkit.errors import (ConfigError, DataError, ExportError, LmkitError, RegistryError,
                               RunError, TrainingDiverged)

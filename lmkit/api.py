@@ -1,24 +1,65 @@
-"""lmkit's Python API. The CLI and the notebook magics are thin layers over these functions."""
+"""lmkit's Python API. The CLI and the notebook magics are thin layers over these functions.
+
+The front ends (`lmkit.cli`, `lmkit.notebook`) import this module and `lmkit.engine.events`
+only (`tests/test_layers.py`), so it also names what they show or test: the errors, the config
+helpers, the result classes, the evaluation events, `TextReporter` and `lazy_exports`. The
+names that need NumPy or more resolve on first use, so importing this module stays cheap
+(`lmkit --help`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmkit.config import TrainConfig
+from lmkit._lazy import lazy_exports
+from lmkit.config import TrainConfig, parse_set_options, parse_toml
 from lmkit.engine.events import Reporter, StopSignal
-from lmkit.registry import Entry, get_registry
+from lmkit.engine.reporters import TextReporter, format_duration
+from lmkit.errors import ConfigError, LmkitError, LmkitWarning, RunError
+from lmkit.registry import REGISTRIES, Entry, get_registry
 
 if TYPE_CHECKING:
-    from lmkit.evaluation.leaderboard import Leaderboard
+    from lmkit.distribute import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
+    from lmkit.evaluation.evaluator import FineTuned
+    from lmkit.evaluation.leaderboard import EvaluationEndEvent, EvaluationStartEvent, Leaderboard
     from lmkit.evaluation.result import EvalResult
-    from lmkit.pretrained import Pretrained
+    from lmkit.evaluation.suites import SUITES
+    from lmkit.evaluation.tasks import SCRATCH
+    from lmkit.pretrained import Pretrained, is_checkpoint
     from lmkit.training.run import Run
 
 __all__ = [
-    "train", "load", "evaluate", "evaluate_suite", "export", "from_pretrained", "list_architectures", "list_optimizers", "list_schedules",
-    "list_losses", "list_metrics", "list_tokenizers", "list_tasks", "list_entries",
+    # what users call
+    "train", "load", "evaluate", "evaluate_runs", "evaluate_suite", "export", "from_pretrained",
+    "open_model", "is_checkpoint", "info", "RunInfo", "lead_process",
+    "list_architectures", "list_optimizers", "list_schedules", "list_losses", "list_metrics",
+    "list_tokenizers", "list_tasks", "list_entries", "list_components",
+    # what the front ends show, test or catch
+    "TrainConfig", "parse_set_options", "parse_toml", "Reporter", "StopSignal", "TextReporter",
+    "format_duration", "LmkitError", "LmkitWarning", "ConfigError", "RunError", "Entry",
+    "Run", "Pretrained", "FineTuned", "EvalResult", "Leaderboard", "EvaluationStartEvent",
+    "EvaluationEndEvent", "SUITES", "SCRATCH", "ENV_COORDINATOR", "ENV_NUM_PROCESSES",
+    "ENV_PROCESS_ID", "lazy_exports",
 ]
+
+# name -> its home, imported on first use (these import NumPy, or Keras and JAX when used)
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "Run": "lmkit.training.run",
+    "Pretrained": "lmkit.pretrained",
+    "is_checkpoint": "lmkit.pretrained",
+    "FineTuned": "lmkit.evaluation.evaluator",
+    "EvalResult": "lmkit.evaluation.result",
+    "Leaderboard": "lmkit.evaluation.leaderboard",
+    "EvaluationStartEvent": "lmkit.evaluation.leaderboard",
+    "EvaluationEndEvent": "lmkit.evaluation.leaderboard",
+    "SUITES": "lmkit.evaluation.suites",
+    "SCRATCH": "lmkit.evaluation.tasks",
+    "ENV_COORDINATOR": "lmkit.distribute",
+    "ENV_NUM_PROCESSES": "lmkit.distribute",
+    "ENV_PROCESS_ID": "lmkit.distribute",
+})
 
 
 def train(
@@ -88,12 +129,12 @@ def evaluate(run_or_path: Any, task: str = "glue/sst2", data: str | Path | None 
     return _evaluate(run_or_path, task=task, data=data, **options)
 
 
-def export(run_or_path: "Run | EvalResult | str | Path", out: str | Path, format: str = "hf",
+def export(run_or_path: "Run | EvalResult | Pretrained | str | Path", out: str | Path, format: str = "hf",
            overwrite: bool = False) -> Path:
     """Write a run, or a fine-tuned classifier, in another library's format; returns the folder.
     ``format="hf"``: a Hugging Face folder (``config.json``, ``model.safetensors``,
     ``tokenizer.json``) that `transformers` loads as ``GPT2LMHeadModel`` (a `gpt` run trained
-    with ``[model] head_bias = false``) or ``BertForSequenceClassification`` (an `EvalResult` of a
+    with ``[model] head_bias = false``, or a `gpt2` checkpoint's `Pretrained`) or ``BertForSequenceClassification`` (an `EvalResult` of a
     `bert` checkpoint, or the folder ``lmkit eval ... --out DIR`` fine-tuned it in); see
     `lmkit.exporters.hf`. An existing non-empty `out` needs ``overwrite=True``.
 
@@ -119,6 +160,83 @@ def evaluate_suite(runs: Any, suite: str = "superglue", data: str | Path | None 
     from lmkit.evaluation.suites import evaluate_suite as _evaluate_suite
 
     return _evaluate_suite(runs, suite, data, tasks=tasks, out=out, **options)
+
+
+def evaluate_runs(runs: Any, tasks: Any, data: str | Path | None = None,
+                  **options: Any) -> "Leaderboard":
+    """Evaluate every run on every task (`evaluate` once per pair) into a `Leaderboard`, a row
+    per run; see `lmkit.evaluation.leaderboard.evaluate_runs` (``reporters``, ``stop``,
+    ``keep_going``, ``board`` and `EvalConfig` keys).
+
+    >>> board = lmkit.evaluate_runs({"lm": run, "base": "scratch"}, ["glue/sst2", "glue/cola"],
+    ...                             data="data/", max_steps=300)                  # doctest: +SKIP
+    >>> print(board)                                                               # doctest: +SKIP
+    """
+    from lmkit.evaluation.leaderboard import evaluate_runs as _evaluate_runs
+
+    return _evaluate_runs(runs, tasks, data, **options)
+
+
+def open_model(path_or_name: str | Path) -> "Run | Pretrained | FineTuned":
+    """Open whatever `path_or_name` holds: a pretrained checkpoint (a Hugging Face folder or a
+    registered name such as ``minilm-l6``: `Pretrained`), the folder a fine-tuning wrote
+    (``lmkit eval ... --out DIR``: `FineTuned`) or a run directory (`Run`).
+
+    >>> open_model("minilm-l6"), open_model("runs/gpt-20261128-101500")    # doctest: +SKIP
+    """
+    from lmkit.pretrained import is_checkpoint
+
+    if is_checkpoint(path_or_name):
+        return from_pretrained(path_or_name)
+    from lmkit.evaluation.evaluator import is_finetuned, load_finetuned
+
+    if is_finetuned(path_or_name):
+        return load_finetuned(path_or_name)
+    return load(path_or_name)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run directory says about itself (`info`, ``lmkit info``)."""
+
+    path: Path
+    summary: dict[str, Any]  #: summary.json, empty when training ended before writing it
+    interrupted_at: int | None  #: the checkpoint's step when it is newer than `summary`
+    history: int  #: records in metrics.jsonl
+    config: str  #: config.toml as written
+
+
+def info(path: str | Path) -> RunInfo:
+    """Describe a run directory without loading its model.
+
+    >>> lmkit.info("runs/gpt-20261128-101500").summary["steps"]    # doctest: +SKIP
+    300
+    """
+    from lmkit.engine.rundir import CONFIG, SUMMARY, RunDir
+
+    run_dir = RunDir.open(path, required=(CONFIG,))
+    return RunInfo(run_dir.path, run_dir.read_json(SUMMARY), run_dir.interrupted_at(),
+                   len(run_dir.history()), run_dir.file(CONFIG).read_text(encoding="utf-8"))
+
+
+def lead_process() -> bool:
+    """True in the process that prints and writes: the only one, or process 0 of a job of
+    several (``--processes N``, a SLURM or MPI job, which this joins first: call it before any
+    device work)."""
+    from lmkit.distribute import lead_process as _lead_process
+
+    return _lead_process()
+
+
+def list_components(kind: str | None = None, pattern: str = "*") -> dict[str, list[Entry[Any]]]:
+    """Entries matching `pattern`, by kind: of every registry, or of `kind` only (its plural
+    name, e.g. ``architectures``, or the singular).
+
+    >>> list_components("architecture", "*lstm*")     # doctest: +SKIP
+    {'architectures': [Entry('classic_lstm', ...), Entry('lstm', ...)]}
+    """
+    kinds = [get_registry(kind).kind] if kind else list(REGISTRIES)
+    return {name: list_entries(name, pattern) for name in kinds}
 
 
 def list_entries(kind: str, pattern: str = "*") -> list[Entry[Any]]:

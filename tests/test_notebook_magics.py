@@ -1,4 +1,4 @@
-"""The lmkit magics, in an in-process IPython shell; `lmkit.train` is replaced where noted."""
+"""The lmkit magics, in an in-process IPython shell; `lmkit.api.train` is replaced where noted."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import textwrap
 import pytest
 from IPython.core.error import UsageError
 
-import lmkit
+import lmkit.api
 from lmkit.config import TrainConfig
 from lmkit.training.run import Run
 
@@ -22,7 +22,7 @@ def fake_train(monkeypatch):
         calls.append({"config": config, "reporters": reporters, "stop": stop, **overrides})
         return Run(dir="runs/fake", config=config, model=None, tokenizer=None)
 
-    monkeypatch.setattr(lmkit, "train", train)
+    monkeypatch.setattr(lmkit.api, "train", train)  # the magics call the API
     return calls
 
 
@@ -131,6 +131,16 @@ def test_generate_passes_sampling_options_to_the_run(ip, capsys):
     assert run.seen == ("ROMEO:", {"max_new_tokens": 12, "temperature": 0.5, "top_k": 3,
                                    "top_p": None, "seed": 7, "stop": None})
     assert "ROMEO: hello" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_generate_continues_a_checkpoint_folder(ip, capsys, tmp_path):
+    from hf_checkpoints import gpt2_folder
+
+    folder = gpt2_folder(tmp_path / "tiny-gpt2")
+    ip.run_line_magic("lmgenerate", f'{folder} "the cat" -n 6 -t 0')
+    expected = lmkit.api.from_pretrained(folder).generate("the cat", max_new_tokens=6, temperature=0)
+    assert capsys.readouterr().out == expected + "\n" and expected
 
 
 def test_lmlist_shows_text_in_a_terminal_and_html_in_notebooks(ip, capsys):

@@ -21,14 +21,13 @@ import sys
 import textwrap
 from typing import Any
 
-from lmkit.errors import LmkitError, LmkitWarning
+from lmkit.api import LmkitError, LmkitWarning
 
 __all__ = ["main", "build_parser"]
 
 
 def _train(args: argparse.Namespace) -> int:
-    import lmkit
-    from lmkit.config import parse_set_options
+    from lmkit.api import parse_set_options, train
 
     if args.processes > 1:
         from lmkit.cli.launch import launch
@@ -41,9 +40,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.overwrite:
         overrides["overwrite"] = True
     if args.resume:
-        run = lmkit.train(args.config, resume=args.resume, **overrides)
+        run = train(args.config, resume=args.resume, **overrides)
     else:
-        run = lmkit.train(args.config, **overrides)
+        run = train(args.config, **overrides)
     if run.lead:  # one summary for a run of many processes (srun shows every task's output)
         _print_summary(run)
     # 128 + SIGTERM, as a shell reports a terminated job: a scheduler sees the job did not end
@@ -64,9 +63,9 @@ def _print_summary(run: Any) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import lmkit
+    from lmkit.api import load
 
-    run = lmkit.load(args.run_dir)
+    run = load(args.run_dir)
     text = run.generate(args.prompt, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                         seed=args.seed, stop=args.stop)
@@ -75,27 +74,26 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from lmkit.registry import REGISTRIES, get_registry
+    from lmkit.api import list_components
 
-    kinds = [get_registry(args.kind).kind] if args.kind else list(REGISTRIES)
-    for kind in kinds:
-        entries = get_registry(kind).list(args.pattern)
+    listed = list_components(args.kind, args.pattern)
+    for kind, entries in listed.items():
         print(f"{kind}:")
         width = max((len(e.name) for e in entries), default=0)
         for e in entries:
             alias = f" (aliases: {', '.join(e.aliases)})" if e.aliases else ""
             print(f"  {e.name:<{width}}  {e.description}{alias}  [{e.source}]")
-        if len(kinds) > 1:
+        if len(listed) > 1:
             print()
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-    from lmkit.engine.rundir import CONFIG, SUMMARY, RunDir
+    from lmkit.api import info
 
-    run_dir = RunDir.open(args.run_dir, required=(CONFIG,))
-    summary = run_dir.read_json(SUMMARY)
-    print(f"run {run_dir.path}")
+    described = info(args.run_dir)
+    summary = described.summary
+    print(f"run {described.path}")
     for key in ("arch", "steps", "reason", "elapsed_s", "parameters", "backend", "eval_step",
                 "finished"):
         if key in summary:
@@ -103,17 +101,17 @@ def _info(args: argparse.Namespace) -> int:
     for key, value in summary.items():
         if key.startswith("val_"):
             print(f"  {key:<12} {value:.4f}")
-    interrupted = run_dir.interrupted_at()
+    interrupted = described.interrupted_at
     if interrupted is not None:
         finished = (f"the last finished training ended at step {summary['steps']}" if summary
                     else "no training finished")
         print(f"  interrupted: the checkpoint is at step {interrupted} and {finished}; "
-              f"`lmkit train --resume {run_dir.path}` continues it (loading uses the checkpoint)")
+              f"`lmkit train --resume {described.path}` continues it (loading uses the checkpoint)")
     elif not summary:
         print("  (no summary.json and no checkpoint: training ended before its first checkpoint)")
-    print(f"  history      {len(run_dir.history())} records in metrics.jsonl")
+    print(f"  history      {described.history} records in metrics.jsonl")
     print("config:")
-    print(textwrap.indent(run_dir.file(CONFIG).read_text(encoding="utf-8"), "  "), end="")
+    print(textwrap.indent(described.config, "  "), end="")
     return 0
 
 
@@ -131,9 +129,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    import lmkit
+    from lmkit.api import export
 
-    out = lmkit.export(args.run_dir, args.out, format=args.format, overwrite=args.overwrite)
+    out = export(args.run_dir, args.out, format=args.format, overwrite=args.overwrite)
     files = ", ".join(sorted(p.name for p in out.iterdir()))
     print(f"exported {args.run_dir} to {out} (format {args.format}: {files})")
     return 0
@@ -181,13 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=_info)
 
-    try:
-        from lmkit.cli.eval import add_parser as add_eval_parser
-    except ImportError:
-        add_eval_parser = None
-    if add_eval_parser is not None:
-        p = add_eval_parser(sub)
-        p.set_defaults(func=_eval)
+    from lmkit.cli.eval import add_parser as add_eval_parser
+
+    p = add_eval_parser(sub)
+    p.set_defaults(func=_eval)
 
     p = sub.add_parser("bench", help="run a speed benchmark of the git checkout (python -m benchmarks --help lists them)")
     p.add_argument("name")

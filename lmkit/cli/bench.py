@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lmkit.errors import RunError
+from lmkit.api import RunError
 
 __all__ = ["checkout", "main"]
 

@@ -3,13 +3,13 @@
 
 Prints each task's metrics (and the confusion matrix of a classification task) as its
 evaluation ends, and with several runs or tasks a table with a row per run
-(`lmkit.evaluation.leaderboard`). With ``--out`` (one run, one task) writes ``metrics.json`` and
+(`lmkit.api.evaluate_runs`). With ``--out`` (one run, one task) writes ``metrics.json`` and
 ``predictions.tsv`` (columns: index, prediction, label). ``RUN_DIR`` may be ``scratch`` to train
 the task model from random weights. Options are `EvalConfig` keys.
 
 ``--suite`` runs every task of the benchmark found under ``--data`` (``--task`` then picks a
 subset) and prints the table with the benchmark's average; ``--out`` then receives the
-leaderboard files and every result (`lmkit.evaluation.suites`). ``--zeroshot`` (``--method
+leaderboard files and every result (`lmkit.api.evaluate_suite`). ``--zeroshot`` (``--method
 zeroshot``) ranks each example's choices by the run's likelihood instead of fine-tuning.
 ``--processes N`` fine-tunes over N local processes (`lmkit.cli.launch`, as ``lmkit train``);
 in any run of several processes, process 0 alone prints and writes.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lmkit.evaluation.tasks import SCRATCH
+from lmkit.api import SCRATCH
 
 __all__ = ["add_parser", "main"]
 
@@ -70,11 +70,7 @@ def main(args: argparse.Namespace) -> int:
     """Run the evaluations described by the parsed `args`; returns the exit status."""
     import sys
 
-    from lmkit.config import parse_set_options
-    from lmkit.distribute import lead_process
-    from lmkit.engine.reporters import TextReporter
-    from lmkit.errors import ConfigError
-    from lmkit.evaluation.leaderboard import evaluate_runs
+    from lmkit.api import ConfigError, TextReporter, evaluate_runs, lead_process, parse_set_options
 
     if args.processes > 1:
         from lmkit.cli.launch import launch
@@ -90,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
     reporters = [] if args.quiet or not lead else [TextReporter(sys.stderr), _print_progress]
     shown = [_print_result] if lead else []
     if args.suite:
-        from lmkit.evaluation.suites import evaluate_suite
+        from lmkit.api import evaluate_suite
 
         board = evaluate_suite(args.run_dirs, args.suite, args.data, tasks=picked or None,
                                out=args.out if lead else None, reporters=[*reporters, *shown],
@@ -132,7 +128,7 @@ def _print_progress(event: Any) -> None:
     """One line on stderr as each (run, task) evaluation starts."""
     import sys
 
-    from lmkit.evaluation.leaderboard import EvaluationStartEvent
+    from lmkit.api import EvaluationStartEvent
 
     if isinstance(event, EvaluationStartEvent):
         print(f"[{event.index}/{event.total}] {event.model} on {event.task}", file=sys.stderr, flush=True)
@@ -140,7 +136,7 @@ def _print_progress(event: Any) -> None:
 
 def _print_result(event: Any) -> None:
     """Print each result's metrics (and confusion matrix) as its evaluation ends."""
-    from lmkit.evaluation.leaderboard import EvaluationEndEvent
+    from lmkit.api import EvaluationEndEvent
 
     if not isinstance(event, EvaluationEndEvent) or event.result is None:
         return

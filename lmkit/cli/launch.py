@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lmkit.distribute import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
+from lmkit.api import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
 
 __all__ = ["launch", "without_processes", "GRACE_S"]
 

@@ -18,7 +18,7 @@ from lmkit.engine.events import Event, StopSignal
 from lmkit.evaluation.tasks import SCRATCH, Task, get_task
 from lmkit.resolve import Resolved, resolve
 
-__all__ = ["evaluate", "load_finetuned", "FineTuned", "CLASSIFIER"]
+__all__ = ["evaluate", "load_finetuned", "is_finetuned", "FineTuned", "CLASSIFIER"]
 
 #: key of a fine-tuning folder's summary.json (`lmkit eval --out DIR`) saying how to rebuild its
 #: classifier: the backbone it started from, the task and the pooling (`load_finetuned`)
@@ -150,11 +150,9 @@ def _open(run_or_path: Any) -> Any:
     """
     if _is_scratch(run_or_path) or not isinstance(run_or_path, (str, Path)):
         return run_or_path
-    from lmkit.pretrained import from_pretrained
-    from lmkit.registry import pretrained
+    from lmkit.pretrained import from_pretrained, is_checkpoint
 
-    path = Path(run_or_path)
-    if (path / "config.json").is_file() or (not path.exists() and str(run_or_path) in pretrained):
+    if is_checkpoint(run_or_path):
         return from_pretrained(run_or_path)
     from lmkit.training.run import load_run
 
@@ -263,6 +261,15 @@ def _classifier_record(source: Any, task: Task, cfg: EvalConfig) -> dict[str, An
     folder = getattr(source, "dir", None)
     return {"backbone": None if folder is None else str(Path(folder).resolve()),
             "task": task.name, "pooling": cfg.pooling, "head_dropout": cfg.head_dropout}
+
+
+def is_finetuned(path: str | Path) -> bool:
+    """Whether `path` is a folder a fine-tuning wrote (``lmkit eval ... --out DIR``): it holds a
+    ``summary.json`` and, unlike a run directory, no ``config.toml``."""
+    from lmkit.engine.rundir import CONFIG, SUMMARY
+
+    folder = Path(path)
+    return (folder / SUMMARY).is_file() and not (folder / CONFIG).is_file()
 
 
 def load_finetuned(path: str | Path) -> FineTuned:

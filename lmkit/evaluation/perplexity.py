@@ -1,7 +1,6 @@
-"""Negative log-likelihoods of texts under any lmkit language model, for the `perplexity` metric.
+"""Negative log-likelihoods of texts under any lmkit language model.
 
 >>> nll, units = text_nll(run.model, run.tokenizer, ["To be, or not to be"], unit="byte")  # doctest: +SKIP
->>> load_metric("perplexity").compute(predictions=nll, references=units, unit="byte")     # doctest: +SKIP
 
 Each text is cut into windows of at most `window` tokens (the model's context when it has one);
 within a window every token after the first is predicted from the tokens before it, so the first

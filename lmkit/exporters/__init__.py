@@ -17,9 +17,8 @@ from pathlib import Path
 
 from typing import Any
 
-from lmkit.engine.rundir import CONFIG, SUMMARY
 from lmkit.errors import ConfigError, RunError, did_you_mean
-from lmkit.evaluation.evaluator import load_finetuned
+from lmkit.evaluation.evaluator import is_finetuned, load_finetuned
 from lmkit.paths import atomic_directory
 from lmkit.training.run import load_run, read_config
 
@@ -53,11 +52,11 @@ def export_run(run_or_path: Any, out: str | Path, format: str = "hf",
     if isinstance(run_or_path, (str, Path)):
         run_dir = Path(run_or_path)
         _check_output(out, run_dir, overwrite)
-        if (run_dir / CONFIG).is_file() or not (run_dir / SUMMARY).is_file():
+        if is_finetuned(run_dir):  # `lmkit eval --out` fine-tuned a classifier here
+            run = load_finetuned(run_dir)
+        else:
             writer.check(read_config(run_dir))  # a run (a missing config.toml: RunError names it)
             run = load_run(run_dir)
-        else:  # `lmkit eval --out` fine-tuned a classifier here
-            run = load_finetuned(run_dir)
     else:  # a Run, an EvalResult or a FineTuned: what `write` reads is already in memory
         if getattr(run_or_path, "model", None) is None:
             raise RunError(f"export needs a run, a run directory, a fine-tuned classifier's folder "

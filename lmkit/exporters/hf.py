@@ -1,4 +1,5 @@
-"""Hugging Face folders: an lmkit `gpt` run as a `transformers` ``GPT2LMHeadModel``.
+"""Hugging Face folders: an lmkit `gpt` run (or a `gpt2` checkpoint) as a `transformers`
+``GPT2LMHeadModel``.
 
 The folder holds::
 
@@ -16,22 +17,15 @@ approximation, which `transformers` calls ``gelu_new``, LayerNorm epsilon 1e-5, 
 by 1/sqrt(head_dim), learned positions), with one difference: its head adds a learned bias to
 the logits by default and GPT-2's ``lm_head`` has none. No GPT-2 weight can carry that bias
 (softmax ignores only a bias equal for every token), so a run with one is refused;
-``[model] head_bias = false`` trains one without it. Weights map one to one (GPT-2's ``Conv1D``
-stores ``(in, out)``, as lmkit does):
-
-    embedding (V, D)                  transformer.wte.weight
-    position_embedding (seq_len, D)   transformer.wpe.weight
-    block_i ln_1 / ln_2 gamma, beta   transformer.h.i.ln_1 / ln_2 .weight, .bias
-    block_i w_qkv (D, 3D), b_qkv      transformer.h.i.attn.c_attn.weight, .bias  (q | k | v)
-    block_i w_proj (D, D), b_proj     transformer.h.i.attn.c_proj.weight, .bias
-    block_i w_fc (D, 4D), b_fc        transformer.h.i.mlp.c_fc.weight, .bias
-    block_i w_out (4D, D), b_out      transformer.h.i.mlp.c_proj.weight, .bias
-    ln_f gamma, beta                  transformer.ln_f.weight, .bias
-    head_kernel (D, V), untied only   lm_head.weight (V, D), transposed; tie_word_embeddings=false
+``[model] head_bias = false`` trains one without it (a `gpt2` checkpoint's bias is zero until
+trained, so `lmkit.from_pretrained` of one exports back). Weights are written under the names
+loading reads them from, one table per architecture: `lmkit.models.gpt2.gpt2_hf_weights` under
+``transformer.`` (GPT-2's ``Conv1D`` stores ``(in, out)``, as lmkit does), and an untied head as
+``lm_head.weight``, transposed, with ``tie_word_embeddings`` false.
 
 A classifier fine-tuned on a `bert` backbone (`lmkit eval CHECKPOINT --task T --out DIR`, or an
 `EvalResult`) becomes a ``BertForSequenceClassification`` folder: the encoder's weights under
-``bert.`` (the names `BERT.hf_weights` reads them from), ``num_labels`` and ``id2label`` from the
+``bert.`` (the table `BERT.hf_weights` that loading reads), ``num_labels`` and ``id2label`` from the
 task, and the checkpoint's own ``tokenizer.json`` (``[CLS] a [SEP] b [SEP]`` with token types).
 BERT's head reads the ``[CLS]`` state through its pooler, ``tanh(W h + b)``, where lmkit's `cls`
 pooling reads it directly; the pooler is written as ``W = eps * I``, ``b = 0`` and the classifier
@@ -112,6 +106,18 @@ def _numpy(variable: Any) -> np.ndarray:
     return np.ascontiguousarray(ops.convert_to_numpy(variable), dtype=np.float32)
 
 
+def _hf_tensors(weights: list[Any], prefix: str) -> dict[str, np.ndarray]:
+    """An architecture's weight table (`lmkit.models.base.HFWeight`s, the one loading reads)
+    turned around: each variable under its checkpoint names, split where loading concatenated
+    and transposed back where loading transposed."""
+    tensors: dict[str, np.ndarray] = {}
+    for weight in weights:
+        value = _numpy(weight.variable)
+        for name, part in zip(weight.names, np.split(value, len(weight.names), axis=-1)):
+            tensors[f"{prefix}{name}"] = np.ascontiguousarray(part.T if weight.transpose else part)
+    return tensors
+
+
 _GPT2_HEAD_BIAS = (
     "this gpt run's output head adds a learned bias to the logits (the `head_bias` option, on by "
     "default); GPT-2's lm_head has none, so transformers would compute other logits. Train an "
@@ -138,24 +144,13 @@ def _check_gpt2(config: TrainConfig) -> None:
 
 
 def _gpt2(run: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
-    """`gpt` -> (GPT2Config fields, GPT2LMHeadModel weights, no tokenizer options)."""
+    """`gpt` or `gpt2` -> (GPT2Config fields, GPT2LMHeadModel weights, no tokenizer options)."""
+    from lmkit.models.gpt2 import GPT2, gpt2_hf_weights
+
     model = run.model
-    if model.head_bias is not None:
+    if model.head_bias is not None and np.any(_numpy(model.head_bias)):  # zero: GPT-2's logits
         raise ExportError(_GPT2_HEAD_BIAS)
-    tensors = {"transformer.wte.weight": _numpy(model.embedding),
-               "transformer.wpe.weight": _numpy(model.position_embedding)}
-    for i, block in enumerate(model.blocks):
-        for name, weight in {
-            "ln_1.weight": block.ln_1.gamma, "ln_1.bias": block.ln_1.beta,
-            "attn.c_attn.weight": block.w_qkv, "attn.c_attn.bias": block.b_qkv,
-            "attn.c_proj.weight": block.w_proj, "attn.c_proj.bias": block.b_proj,
-            "ln_2.weight": block.ln_2.gamma, "ln_2.bias": block.ln_2.beta,
-            "mlp.c_fc.weight": block.w_fc, "mlp.c_fc.bias": block.b_fc,
-            "mlp.c_proj.weight": block.w_out, "mlp.c_proj.bias": block.b_out,
-        }.items():
-            tensors[f"transformer.h.{i}.{name}"] = _numpy(weight)
-    tensors["transformer.ln_f.weight"] = _numpy(model.ln_f.gamma)
-    tensors["transformer.ln_f.bias"] = _numpy(model.ln_f.beta)
+    tensors = _hf_tensors(gpt2_hf_weights(model), GPT2.hf_prefix)
     if model.head_kernel is not None:
         tensors["lm_head.weight"] = np.ascontiguousarray(_numpy(model.head_kernel).T)
     config = {
@@ -215,11 +210,7 @@ def _bert_classifier(source: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]
             f"this classifier pools the hidden states with {model.pooling!r}; "
             f"BertForSequenceClassification reads the [CLS] state only. Fine-tune with "
             f"pooling='cls' (--set pooling=cls, the default for a pretrained encoder)")
-    tensors: dict[str, np.ndarray] = {}
-    for weight in bert.hf_weights():
-        value = _numpy(weight.variable)
-        for name, part in zip(weight.names, np.split(value, len(weight.names), axis=-1)):
-            tensors[f"{bert.hf_prefix}{name}"] = np.ascontiguousarray(part.T if weight.transpose else part)
+    tensors = _hf_tensors(bert.hf_weights(), bert.hf_prefix)
     # the last LayerNorm bounds the [CLS] state: |x_hat_i| <= sqrt(D - 1) for a normalised x
     ln = bert.encoder_layers[-1].ln_output
     bound = float(np.max(np.abs(_numpy(ln.gamma))) * np.sqrt(bert.embed_dim - 1)
@@ -277,8 +268,10 @@ class _Converter(NamedTuple):
 def _converters() -> dict[type, _Converter]:
     from lmkit.evaluation.heads import SequenceClassifier
     from lmkit.models.gpt import GPT
+    from lmkit.models.gpt2 import GPT2
 
-    return {GPT: _Converter(_check_gpt2, _gpt2), SequenceClassifier: _Converter(None, _bert_classifier)}
+    gpt2 = _Converter(_check_gpt2, _gpt2)  # `gpt2` is `gpt` with its own number of positions
+    return {GPT: gpt2, GPT2: gpt2, SequenceClassifier: _Converter(None, _bert_classifier)}
 
 
 def _converter(source: Any) -> Callable[[Any], tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]]:

@@ -8,7 +8,9 @@ continued pretraining may use shorter windows), and the map from the checkpoint'
 
 GPT-2 stores its dense weights as ``Conv1D``, ``(in, out)``: the layout lmkit multiplies by, so
 unlike BERT's ``Linear`` weights they are not transposed. The tied head has no bias in GPT-2;
-lmkit's zero-initialized head bias keeps the logits equal.
+lmkit's zero-initialized head bias keeps the logits equal. `gpt2_hf_weights` is the one table of
+GPT-2's tensor names: loading reads it (`GPT2.hf_weights`) and ``lmkit export --format hf``
+writes a `gpt` run's weights under the same names (`lmkit.exporters.hf`).
 
 >>> model = GPT2(vocab_size=50257, embed_dim=768, layers=12, heads=12, n_positions=1024)  # doctest: +SKIP
 """
@@ -24,7 +26,7 @@ from lmkit.models.base import HFWeight
 from lmkit.models.gpt import GPT
 from lmkit.registry import architectures
 
-__all__ = ["GPT2"]
+__all__ = ["GPT2", "gpt2_hf_weights"]
 
 # Hugging Face names of the tanh-approximated GELU that `gpt` computes
 _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
@@ -73,24 +75,34 @@ class GPT2(GPT):
 
     def hf_weights(self) -> list[HFWeight]:
         """Every variable with the Hugging Face ``GPT2Model`` tensors it is read from."""
-        out = [HFWeight(self.embedding, ("wte.weight",)),
-               HFWeight(self.position_embedding, ("wpe.weight",)),
-               HFWeight(self.ln_f.gamma, ("ln_f.weight",)),
-               HFWeight(self.ln_f.beta, ("ln_f.bias",))]
-        for i, block in enumerate(self.blocks):
-            p = f"h.{i}."
-            out += [
-                HFWeight(block.ln_1.gamma, (f"{p}ln_1.weight",)),
-                HFWeight(block.ln_1.beta, (f"{p}ln_1.bias",)),
-                HFWeight(block.w_qkv, (f"{p}attn.c_attn.weight",)),
-                HFWeight(block.b_qkv, (f"{p}attn.c_attn.bias",)),
-                HFWeight(block.w_proj, (f"{p}attn.c_proj.weight",)),
-                HFWeight(block.b_proj, (f"{p}attn.c_proj.bias",)),
-                HFWeight(block.ln_2.gamma, (f"{p}ln_2.weight",)),
-                HFWeight(block.ln_2.beta, (f"{p}ln_2.bias",)),
-                HFWeight(block.w_fc, (f"{p}mlp.c_fc.weight",)),
-                HFWeight(block.b_fc, (f"{p}mlp.c_fc.bias",)),
-                HFWeight(block.w_out, (f"{p}mlp.c_proj.weight",)),
-                HFWeight(block.b_out, (f"{p}mlp.c_proj.bias",)),
-            ]
-        return out
+        return gpt2_hf_weights(self)
+
+
+def gpt2_hf_weights(model: GPT) -> list[HFWeight]:
+    """Every variable of a `gpt` (or `gpt2`) model's body with its ``GPT2Model`` tensor name
+    (without the ``transformer.`` prefix of ``GPT2LMHeadModel``); the head is tied to ``wte``.
+
+    >>> [w.names for w in gpt2_hf_weights(model)][:2]        # doctest: +SKIP
+    [('wte.weight',), ('wpe.weight',)]
+    """
+    out = [HFWeight(model.embedding, ("wte.weight",)),
+           HFWeight(model.position_embedding, ("wpe.weight",)),
+           HFWeight(model.ln_f.gamma, ("ln_f.weight",)),
+           HFWeight(model.ln_f.beta, ("ln_f.bias",))]
+    for i, block in enumerate(model.blocks):
+        p = f"h.{i}."
+        out += [
+            HFWeight(block.ln_1.gamma, (f"{p}ln_1.weight",)),
+            HFWeight(block.ln_1.beta, (f"{p}ln_1.bias",)),
+            HFWeight(block.w_qkv, (f"{p}attn.c_attn.weight",)),
+            HFWeight(block.b_qkv, (f"{p}attn.c_attn.bias",)),
+            HFWeight(block.w_proj, (f"{p}attn.c_proj.weight",)),
+            HFWeight(block.b_proj, (f"{p}attn.c_proj.bias",)),
+            HFWeight(block.ln_2.gamma, (f"{p}ln_2.weight",)),
+            HFWeight(block.ln_2.beta, (f"{p}ln_2.bias",)),
+            HFWeight(block.w_fc, (f"{p}mlp.c_fc.weight",)),
+            HFWeight(block.b_fc, (f"{p}mlp.c_fc.bias",)),
+            HFWeight(block.w_out, (f"{p}mlp.c_proj.weight",)),
+            HFWeight(block.b_out, (f"{p}mlp.c_proj.bias",)),
+        ]
+    return out

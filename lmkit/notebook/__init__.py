@@ -18,7 +18,7 @@ widget is first used:
 
 from __future__ import annotations
 
-from lmkit._lazy import lazy_exports
+from lmkit.api import lazy_exports
 
 __all__ = ["Dashboard", "GenerateWidget", "EvalPanel"]
 

@@ -14,8 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from lmkit.config import TrainConfig, parse_set_options, parse_toml
-from lmkit.errors import ConfigError
+from lmkit.api import ConfigError, TrainConfig, parse_set_options, parse_toml
 
 __all__ = ["expand_variables", "config_from_cell", "CELL"]
 

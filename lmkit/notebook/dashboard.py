@@ -22,10 +22,10 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from lmkit.notebook.charts import LIVE, STATIC, Palette, Series, line_chart, smooth
+from lmkit.api import format_duration
 from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, Event, StartEvent,
                                    StepEvent, StopSignal)
-from lmkit.engine.reporters import format_duration
+from lmkit.notebook.charts import LIVE, STATIC, Palette, Series, line_chart, smooth
 
 __all__ = ["Dashboard"]
 

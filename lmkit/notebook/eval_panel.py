@@ -5,9 +5,9 @@
 >>> panel                                                      # shows the controls  # doctest: +SKIP
 >>> panel.to_dataframe()                                       # one row per run and task  # doctest: +SKIP
 
-The panel is a view of `lmkit.evaluation.leaderboard`: Run calls `evaluate_runs` (one
+The panel is a view of a `Leaderboard`: Run calls `lmkit.api.evaluate_runs` (one
 `lmkit.evaluate` per (run, task), the same as ``lmkit eval``) into the panel's `Leaderboard`,
-and Run suite calls `lmkit.evaluation.suites.evaluate_suite` (every task of GLUE or SuperGLUE
+and Run suite calls `lmkit.api.evaluate_suite` (every task of GLUE or SuperGLUE
 found under the data folder, the same as ``lmkit eval --suite``) into the same board; its table
 (a row per run: each task's main score and the benchmark averages) is shown as results arrive; the confusion matrix of the latest classification result is drawn below it. The
 Stop button ends the current fine-tuning at a step boundary.
@@ -22,11 +22,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from lmkit.api import (SCRATCH, SUITES, EvalResult, EvaluationEndEvent, EvaluationStartEvent, Leaderboard,
+                       evaluate_runs, evaluate_suite)
 from lmkit.engine.events import EndEvent, StartEvent, StepEvent, StopSignal
-from lmkit.evaluation.leaderboard import EvaluationEndEvent, EvaluationStartEvent, Leaderboard, evaluate_runs
-from lmkit.evaluation.result import EvalResult
-from lmkit.evaluation.suites import SUITES, evaluate_suite
-from lmkit.evaluation.tasks import SCRATCH
 
 __all__ = ["EvalPanel", "find_runs", "confusion_svg"]
 
@@ -35,8 +33,7 @@ def find_runs(namespace: dict[str, Any] | None) -> dict[str, Any]:
     """Variables of `namespace` that hold lmkit runs or pretrained checkpoints (`lmkit.Run`,
     `lmkit.pretrained.Pretrained`: not an `EvalResult`, which also carries a model and a
     tokenizer but is no language model to fine-tune)."""
-    from lmkit.pretrained import Pretrained
-    from lmkit.training.run import Run
+    from lmkit.api import Pretrained, Run
 
     return {name: value for name, value in (namespace or {}).items()
             if not name.startswith("_") and isinstance(value, (Run, Pretrained))}
@@ -44,9 +41,9 @@ def find_runs(namespace: dict[str, Any] | None) -> dict[str, Any]:
 
 def pretrained_names() -> dict[str, str]:
     """The named checkpoints plugins register (``minilm-l6``...), each evaluated by its name."""
-    from lmkit.registry import pretrained
+    from lmkit.api import list_entries
 
-    return {entry.name: entry.name for entry in pretrained.list()}
+    return {entry.name: entry.name for entry in list_entries("pretrained")}
 
 
 def confusion_svg(matrix: list[list[int]], labels: list[str], title: str = "", cell: int = 46) -> str:
@@ -86,7 +83,7 @@ class EvalPanel(widgets.VBox):
     def __init__(self, namespace: dict[str, Any] | None = None, runs: dict[str, Any] | None = None,
                  tasks: tuple[str, ...] = ("glue/sst2",), data: str | Path = "", max_steps: int = 300,
                  **options: Any) -> None:
-        from lmkit.registry import tasks as task_registry
+        from lmkit.api import list_tasks
 
         self.namespace = namespace
         self.extra_runs = dict(runs or {})
@@ -95,7 +92,7 @@ class EvalPanel(widgets.VBox):
         self._last_failed = False
         self.stop_signal = StopSignal()
         self.run_picker = widgets.SelectMultiple(description="Runs", rows=4)
-        self.task_picker = widgets.SelectMultiple(options=list(task_registry), value=tuple(tasks),
+        self.task_picker = widgets.SelectMultiple(options=[entry.name for entry in list_tasks()], value=tuple(tasks),
                                                   description="Tasks", rows=6)
         self.data = widgets.Text(value=str(data), description="Data", placeholder="GLUE / aclImdb folder",
                                  layout=widgets.Layout(width="60%"))

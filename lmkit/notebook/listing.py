@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-from lmkit.registry import Entry
+from lmkit.api import Entry
 
 __all__ = ["Listing"]
 

@@ -1,7 +1,8 @@
 """The lmkit magics: thin shells that parse text and call the Python API.
 
-Each magic turns its line (and cell) into arguments of one `lmkit` function call — `lmkit.train`,
-`lmkit.load`, `Run.generate`, `lmkit.evaluate`, `lmkit.api.list_entries` — and shows the result.
+Each magic turns its line (and cell) into arguments of one `lmkit.api` function call — `train`,
+`load`, `open_model`, `Run.generate`, `evaluate_runs`, `evaluate_suite`, `list_components` — and
+shows the result.
 Mistakes in what was typed (a config key, a path, a name) are shown as one short message, without
 a traceback; anything else is a bug and keeps its traceback.
 """
@@ -19,7 +20,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
-from lmkit.errors import LmkitError
+from lmkit.api import LmkitError
 
 __all__ = ["LmkitMagics"]
 
@@ -62,10 +63,9 @@ class LmkitMagics(Magics):
 
     def _run(self, name: str) -> Any:
         """The `Run` (or `Pretrained`) called `name` in the notebook, the run directory `name`
-        loaded, or a checkpoint folder or registered checkpoint name (opened by the evaluation)."""
-        from lmkit.pretrained import Pretrained
-        from lmkit.registry import pretrained
-        from lmkit.training.run import Run
+        opened, or a checkpoint's folder or registered name as given: `lmkit.evaluate` opens it
+        once, in the evaluation (``%lmgenerate`` opens it itself, with `open_model`)."""
+        from lmkit.api import Pretrained, Run, is_checkpoint, open_model
 
         namespace = self.shell.user_ns
         if name in namespace:
@@ -75,12 +75,14 @@ class LmkitMagics(Magics):
             raise UsageError(
                 f"'{name}' is a {type(value).__name__}, not an lmkit Run. Train one with "
                 f"`%%lmtrain -o {name}` or open a run directory with `%lmload PATH -o {name}`.")
-        if (Path(name) / "config.json").is_file() or (not Path(name).exists() and name in pretrained):
-            return name  # a pretrained checkpoint: `lmkit.evaluate` opens it
+        if is_checkpoint(name):
+            return name
         if Path(name).is_dir():
-            import lmkit
-
-            return lmkit.load(name)
+            opened = open_model(name)
+            if isinstance(opened, (Run, Pretrained)):
+                return opened
+            raise UsageError(f"'{name}' holds a fine-tuned classifier, not a language model; "
+                             f"give the run or checkpoint it was fine-tuned from")
         raise UsageError(f"'{name}' is neither a variable of this notebook, a run directory nor "
                          f"a pretrained checkpoint (`%lmlist pretrained`). "
                          f"Train a run with `%%lmtrain -o {name}` or open one with `%lmload`.")
@@ -115,10 +117,10 @@ class LmkitMagics(Magics):
             %lmtrain arch=gpt layers=2 max_steps=200 -o tiny_gpt
             %lmtrain --config shakespeare.toml --set learning_rate=1e-3 -o run2
         """
-        import lmkit
+        from lmkit.api import train
+        from lmkit.engine.events import StopSignal
         from lmkit.notebook.cellconfig import config_from_cell
         from lmkit.notebook.progress import training_reporters
-        from lmkit.engine.events import StopSignal
 
         args = _parse(self.lmtrain, line)
         _check_name(args.output)
@@ -126,7 +128,7 @@ class LmkitMagics(Magics):
                                [*args.options, *args.settings])
         stop = StopSignal()
         with training_reporters(stop) as reporters:
-            run = lmkit.train(cfg, reporters=reporters, stop=stop)
+            run = train(cfg, reporters=reporters, stop=stop)
         return self._bind(args.output, run)
 
     @_user_errors
@@ -152,8 +154,12 @@ class LmkitMagics(Magics):
         """
         from IPython.display import display
 
+        from lmkit.api import open_model
+
         args = _parse(self.lmgenerate, line)
         run = self._run(args.run)
+        if isinstance(run, str):  # a checkpoint's folder or name
+            run = open_model(run)
         if args.ui:
             from lmkit.notebook.generate import GenerateWidget
 
@@ -181,13 +187,11 @@ class LmkitMagics(Magics):
         """
         from IPython.display import display
 
-        from lmkit.api import list_entries
+        from lmkit.api import list_components
         from lmkit.notebook.listing import Listing
-        from lmkit.registry import REGISTRIES, get_registry
 
         args = _parse(self.lmlist, line)
-        kinds = [get_registry(args.kind).kind] if args.kind else list(REGISTRIES)
-        display(Listing({kind: list_entries(kind, args.pattern) for kind in kinds}))
+        display(Listing(list_components(args.kind, args.pattern)))
 
     @_user_errors
     @magic_arguments()
@@ -201,11 +205,11 @@ class LmkitMagics(Magics):
 
             %lmload runs/lstm-20261128-101500 -o shakespeare
         """
-        import lmkit
+        from lmkit.api import load
 
         args = _parse(self.lmload, line)
         _check_name(args.output)
-        return self._bind(args.output, lmkit.load(args.path))
+        return self._bind(args.output, load(args.path))
 
     @_user_errors
     @magic_arguments()
@@ -227,7 +231,7 @@ class LmkitMagics(Magics):
               help="run it in the evaluation panel (progress, Stop, results table)")
     @line_magic
     def lmeval(self, line: str) -> Any:
-        """Evaluate runs on downstream tasks (a thin shell over `lmkit.evaluation.leaderboard.evaluate_runs`).
+        """Evaluate runs on downstream tasks (a thin shell over `lmkit.api.evaluate_runs`).
 
         One run on one task gives its `EvalResult`; several give a `Leaderboard` (a row per run).
 
@@ -239,9 +243,7 @@ class LmkitMagics(Magics):
             %lmeval shakespeare --suite superglue --data data/superglue --zeroshot -o board
             %lmeval shakespeare --suite superglue --data data/superglue --set max_steps=300 --ui
         """
-        from lmkit.config import parse_set_options
-        from lmkit.evaluation.leaderboard import evaluate_runs
-        from lmkit.evaluation.tasks import SCRATCH
+        from lmkit.api import SCRATCH, evaluate_runs, parse_set_options
 
         args = _parse(self.lmeval, line)
         _check_name(args.output)
@@ -268,8 +270,8 @@ class LmkitMagics(Magics):
             return self._bind(args.output, panel)
         from IPython.display import display
 
+        from lmkit.api import evaluate_suite
         from lmkit.engine.events import StopSignal
-        from lmkit.evaluation.suites import evaluate_suite
         from lmkit.notebook.progress import evaluation_reporters
 
         stop = StopSignal()

@@ -79,7 +79,7 @@ class EvaluationProgress:
         print(text, file=self.stream, flush=True)
 
     def __call__(self, event: Event) -> None:
-        from lmkit.evaluation.leaderboard import EvaluationEndEvent, EvaluationStartEvent
+        from lmkit.api import EvaluationEndEvent, EvaluationStartEvent
 
         if isinstance(event, EvaluationStartEvent):
             self._say(f"lmkit: evaluating {event.model} on {event.task} ({event.index}/{event.total}): "
@@ -107,7 +107,7 @@ class EvaluationProgress:
 def evaluation_reporters(stop: StopSignal) -> Iterator[list[Reporter]]:
     """Reporters for ``%lmeval`` (`EvaluationProgress`); in a kernel each fine-tuning gets a
     dashboard whose Stop button works while the cell runs."""
-    from lmkit.engine.reporters import TextReporter
+    from lmkit.api import TextReporter
 
     try:
         from lmkit.notebook.dashboard import Dashboard

@@ -6,6 +6,7 @@
 >>> mini = from_pretrained("minilm-l6")                  # doctest: +SKIP
 """
 
+from lmkit.pretrained.folder import is_checkpoint
 from lmkit.pretrained.loader import Pretrained, checkpoint_folder, from_pretrained
 
-__all__ = ["Pretrained", "from_pretrained", "checkpoint_folder"]
+__all__ = ["Pretrained", "from_pretrained", "checkpoint_folder", "is_checkpoint"]

@@ -10,6 +10,7 @@ the folder's ``model_type`` in ``hf_model_types``; that class builds itself from
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,31 @@ from typing import Any
 import numpy as np
 
 from lmkit.errors import RunError, RunWarning
-from lmkit.registry import Entry, architectures
+from lmkit.registry import Entry, architectures, pretrained
 
-__all__ = ["read_config", "architecture_for", "read_tokenizer", "read_weights", "load_weights"]
+__all__ = ["is_checkpoint", "read_config", "architecture_for", "read_tokenizer", "read_weights",
+           "load_weights"]
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 _PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def is_checkpoint(path_or_name: str | os.PathLike[str]) -> bool:
+    """Whether `path_or_name` is a pretrained checkpoint rather than an lmkit run: a folder
+    holding ``config.json`` (Hugging Face's layout; a run holds ``config.toml``), or a name of
+    the `pretrained` registry that is no existing path. Every front end and `lmkit.evaluate`
+    ask this one question.
+
+    >>> is_checkpoint("runs/lstm-20261128-101500"), is_checkpoint("minilm-l6")  # doctest: +SKIP
+    (False, True)
+    """
+    path = Path(os.fspath(path_or_name)).expanduser()
+    if (path / CONFIG_FILE).is_file():
+        return True
+    return not path.exists() and os.fspath(path_or_name) in pretrained
 
 
 def read_config(folder: Path) -> dict[str, Any]:
