@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lmkit.config import TrainConfig, parse_set_options, parse_toml
+from lmkit.config.sources import key_lines, labelled, merge_tables
 from lmkit.errors import ConfigError
 
 __all__ = ["expand_variables", "config_from_cell", "CELL"]
@@ -66,10 +67,9 @@ def config_from_cell(body: str, namespace: Mapping[str, Any], config_file: str |
     text = expand_variables(body, namespace)
     values = parse_toml(text, source=CELL)
     settings_values = parse_set_options(settings)
-    if isinstance(values.get("model"), dict) and "model" in settings_values:
-        settings_values["model"] = {**values["model"], **settings_values["model"]}
-    values.update(settings_values)
+    # each key remembers its line of the cell, or the magic's options (`TrainConfig.sources`)
+    by = {**labelled(values, CELL, key_lines(text)), **labelled(settings_values, "%%lmtrain options")}
     try:
-        return TrainConfig.from_sources(config_file, values)
+        return TrainConfig.from_sources(config_file, merge_tables(values, settings_values), by)
     except ConfigError as exc:
         raise ConfigError(f"{exc}{_line_of_key(text, str(exc))}") from None
