@@ -41,9 +41,10 @@ def config_key(default: Any, doc: str, **checks: Any) -> Any:
     return field(default=default, metadata={"doc": doc, **checks})
 
 
-def own_defaults(**defaults: Any) -> Any:
+def own_defaults(checks: Mapping[str, Mapping[str, Any]] | None = None, **defaults: Any) -> Any:
     """Class decorator (below ``@dataclass``): this config's own defaults for keys its sections
-    declare; the doc and checks stay the section's, declared once.
+    declare, and the `checks` it changes (``{"max_steps": {"min": 0}}``); the doc and the other
+    checks stay the section's, declared once.
 
     >>> from lmkit.config.sections import Devices
     >>> @dataclass
@@ -59,11 +60,12 @@ def own_defaults(**defaults: Any) -> Any:
         hints = {k: v for base in reversed(cls.__mro__[1:])
                  for k, v in getattr(base, "__annotations__", {}).items()}
         annotations = dict(cls.__dict__.get("__annotations__", {}))
-        for name, value in defaults.items():
-            if name not in inherited:
-                raise TypeError(f"{cls.__name__}: no section declares the key {name!r}")
+        for name in {*defaults, *(checks or {})} - set(inherited):
+            raise TypeError(f"{cls.__name__}: no section declares the key {name!r}")
+        for name in {*defaults, *(checks or {})}:
+            value = defaults[name] if name in defaults else default_of(inherited[name])
             annotations[name] = hints[name]
-            doc = inherited[name].metadata
+            doc = {**inherited[name].metadata, **(checks or {}).get(name, {})}
             setattr(cls, name, field(default_factory=lambda v=value: type(v)(v), metadata=doc)
                     if isinstance(value, (list, dict)) else field(default=value, metadata=doc))
         cls.__annotations__ = annotations

@@ -29,6 +29,7 @@ __all__ = ["EvalConfig"]
     learning_rate=2e-3, weight_decay=0.01, beta2=0.999, schedule="warmup_linear",
     warmup_steps=None, min_lr_ratio=0.0, loss=None,
     batch_size=32, max_steps=300, checkpoint_every=100,
+    checks={"max_steps": {"min": 0}},  # 0 steps: score the untrained head
 )
 class EvalConfig(Devices, Budget, Optimization, ModelShape):
     """Options of `lmkit.evaluate` (fine-tuning budget, head, optimizer, data limits)."""

@@ -52,7 +52,7 @@ class Budget(ConfigBase):
     """How long training runs, in what batches, and its seed."""
 
     batch_size: int = config_key(12, "Sequences (fine-tuning: examples) per batch.", min=1)
-    max_steps: int | None = config_key(2000, "Optimizer steps to train (set `none` and use `epochs` instead; fine-tuning: `0` scores the untrained head).", min=0)
+    max_steps: int | None = config_key(2000, "Optimizer steps to train (set `none` and use `epochs` instead; fine-tuning: `0` scores the untrained head).", min=1)
     epochs: float | None = config_key(None, "Passes over the training data; overrides `max_steps` when set.", min=0.0, exclusive_min=True)
     checkpoint_every: int = config_key(500, "Write a checkpoint every N steps (and always at the end).", min=1)
     seed: int = config_key(0, "Seed of initialization, batches and dropout; equal seeds give equal runs.", min=0)

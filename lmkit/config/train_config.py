@@ -71,9 +71,6 @@ class TrainConfig(Devices, Budget, Optimization, ModelShape):
 
     def check(self) -> None:
         check_budget(self)
-        if self.max_steps == 0:
-            raise ConfigError("config key 'max_steps' must be at least 1 to train (or none, with "
-                              "`epochs`), got 0")
         if not self.sample_prompt:
             raise ConfigError("config key 'sample_prompt' must be at least one character (the final "
                               "sample needs context to start from), got ''; the default is \"\\n\"")
