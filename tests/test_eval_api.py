@@ -179,6 +179,7 @@ def test_eval_dry_run_prints_the_options_with_their_sources_and_trains_nothing(
     shown = {line.split(" = ")[0]: line.split(" = ", 1)[1].split("#") for line in lines[1:] if line}
     assert set(shown) == {f.name for f in dataclasses.fields(EvalConfig)}  # every option
     assert [v.strip() for v in shown["batch_size"]] == ["16", "--set"]
+    assert [v.strip() for v in shown["checkpoint_dir"]] == [f'"{out}"', "--out"]
     assert [v.strip() for v in shown["learning_rate"]] == ["0.002", "default"]
     assert [v.strip() for v in shown["backbone_lr_multiplier"]] == [
         "1.0", "derived: a scratch backbone learns everything"]

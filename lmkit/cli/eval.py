@@ -97,10 +97,12 @@ def main(args: argparse.Namespace) -> int:
         if args.suite:
             raise ConfigError("--dry-run prints the options of one evaluation per run and task; "
                               "name the tasks with --task instead of --suite")
-        by = {**dict.fromkeys(options, "--set"), "method": "--zeroshot" if args.zeroshot else "--method"}
+        dry = {**options, **({"checkpoint_dir": args.out} if args.out else {})}
+        by = {**dict.fromkeys(options, "--set"), "checkpoint_dir": "--out",
+              "method": "--zeroshot" if args.zeroshot else "--method"}
         for run in args.run_dirs:
             for task in picked or [DEFAULT_TASK]:
-                cfg = resolved_eval_config(run, task, args.data, by=by, **options)
+                cfg = resolved_eval_config(run, task, args.data, by=by, **dry)
                 print(f"# {run} on {task}\n{cfg.explain()}")
         return 0
     reporters = [] if args.quiet or not lead else [TextReporter(sys.stderr), _print_progress]
