@@ -59,7 +59,7 @@ def resolved_train_config(
     (`lmkit.resolve`); nothing is trained or written. `by` names where `overrides` came from
     (``"--set"``; or a name per key). ``print(cfg.explain())`` shows each key's value and source.
 
-    >>> print(lmkit.resolved_train_config(arch="lstm").explain())   # doctest: +SKIP
+    >>> print(lmkit.api.resolved_train_config(arch="lstm").explain())   # doctest: +SKIP
     arch = "lstm"                 # keyword argument
     ...
     layers = 1                    # architecture: lstm
@@ -77,7 +77,7 @@ def resolved_eval_config(run_or_path: Any, task: str = "glue/sst2", data: str | 
     applied (the checkpoint's recipe, the task's loss, the warm-up of its steps); reads the
     backbone and the data, trains nothing. ``print(cfg.explain())`` shows the sources.
 
-    >>> print(lmkit.resolved_eval_config("minilm-l6", "glue/sst2").explain())   # doctest: +SKIP
+    >>> print(lmkit.api.resolved_eval_config("minilm-l6", "glue/sst2").explain())   # doctest: +SKIP
     """
     from lmkit.config import EvalConfig
     from lmkit.evaluation.evaluator import resolved_options

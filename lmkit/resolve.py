@@ -65,7 +65,7 @@ class Resolved:
     """A config with every default applied (`config`) and the registry entries it names; a key
     the config lacks (or sets to none) is None."""
 
-    config: Any = None
+    config: Any
     arch: Entry[Any] | None = None
     tokenizer: Entry[Any] | None = None
     optimizer: Entry[Any] | None = None

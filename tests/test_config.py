@@ -139,6 +139,8 @@ def test_setting_one_model_key_keeps_the_architectures_other_model_entries(tmp_p
 
     assert effective(arch="gpt", model={"head_bias": False}).model == {"head_bias": False, **SPEEDRUN}
     assert effective(model={"qk_norm": False}).model == {**SPEEDRUN, "qk_norm": False}
+    built = TrainConfig(model={"head_bias": False})  # built directly, as a notebook may
+    assert resolve(built, training_starts=True).config.model == {"head_bias": False, **SPEEDRUN}
     by_set = TrainConfig.from_sources(None, parse_set_options(["model.head_bias=false"]), "--set")
     assert resolve(by_set, training_starts=True).config.model == {"head_bias": False, **SPEEDRUN}
     toml = tmp_path / "c.toml"

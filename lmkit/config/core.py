@@ -22,17 +22,21 @@ import os
 import types
 import typing
 from collections.abc import Mapping
-from pathlib import Path
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from lmkit.config.sources import USER_LAYERS, Source, labelled, merge_tables, read_source
+from lmkit.config.tomltext import toml_key, toml_value
 from lmkit.errors import ConfigError, did_you_mean
 
 __all__ = ["config_key", "coerce", "validate_fields", "ConfigBase", "own_defaults",
            "describe_type", "default_of", "where_prefix"]
 
 C = TypeVar("C", bound="ConfigBase")
+#: the source of a value no one set
+DEFAULT = Source("default")
+
 
 def config_key(default: Any, doc: str, **checks: Any) -> Any:
     """A config field with its documentation and range checks (`min`, `max`, `choices`)."""
@@ -62,7 +66,7 @@ def own_defaults(checks: Mapping[str, Mapping[str, Any]] | None = None, **defaul
         annotations = dict(cls.__dict__.get("__annotations__", {}))
         for name in {*defaults, *(checks or {})} - set(inherited):
             raise TypeError(f"{cls.__name__}: no section declares the key {name!r}")
-        for name in {*defaults, *(checks or {})}:
+        for name in sorted({*defaults, *(checks or {})}):
             value = defaults[name] if name in defaults else default_of(inherited[name])
             annotations[name] = hints[name]
             doc = {**inherited[name].metadata, **(checks or {}).get(name, {})}
@@ -72,9 +76,6 @@ def own_defaults(checks: Mapping[str, Mapping[str, Any]] | None = None, **defaul
         return cls
 
     return apply
-
-
-DEFAULT = Source("default")
 
 
 def default_of(f: dataclasses.Field) -> Any:  # type: ignore[type-arg]
@@ -99,9 +100,9 @@ class ConfigBase:
         self.check()
         # Built directly, the keys that differ from the defaults count as set; `from_dict` (every
         # file, cell, --set and keyword path) records exactly the keys it was given.
-        self._sources: dict[str, Source] = {
-            f.name: Source("user", "keyword argument") for f in fields(self)
-            if getattr(self, f.name) != default_of(f)}
+        self._sources: dict[str, Source] = _sources_of(
+            {f.name: getattr(self, f.name) for f in fields(self)
+             if getattr(self, f.name) != default_of(f)}, "keyword argument")
 
     def check(self) -> None:
         """Rules between keys (a subclass's); raise `ConfigError`."""
@@ -183,10 +184,7 @@ class ConfigBase:
 
     def source(self, key: str) -> Source:
         """Where the value of `key` (``"model.k"`` for a table entry) came from."""
-        if key in self._sources:
-            return self._sources[key]
-        table = key.split(".")[0]
-        return self._sources.get(table, DEFAULT) if table != key else DEFAULT
+        return self._sources.get(key, DEFAULT)
 
     def sources(self) -> dict[str, Source]:
         """Every key (and every entry of a table, as ``"model.k"``) with its source, in the
@@ -221,9 +219,6 @@ class ConfigBase:
                 if entries:
                     changes[key] = {**current, **entries}
                     sources.update({f"{key}.{k}": source for k in entries})
-                    sources.update({f"{key}.{k}": self.source(f"{key}.{k}") for k in current
-                                    if k not in entries})
-                    sources.pop(key, None)
             elif self.source(key).rank < source.rank:
                 changes[key] = value
                 sources[key] = source
@@ -238,11 +233,10 @@ class ConfigBase:
         entries as dotted keys), so the text is itself a config file.
 
         >>> from lmkit.config import TrainConfig
-        >>> print(TrainConfig.from_dict({"arch": "lstm"}, by="--set").explain().splitlines()[0])
-        arch = "lstm"  # --set
+        >>> line = TrainConfig.from_dict({"arch": "lstm"}, by="--set").explain().splitlines()[0]
+        >>> [part.strip() for part in line.split("#")]
+        ['arch = "lstm"', '--set']
         """
-        from lmkit.config.tomltext import toml_key, toml_value
-
         lines = []
         for key, source in self.sources().items():
             table, _, entry = key.partition(".")
