@@ -30,8 +30,8 @@ from lmkit.optim import EVALUATION_WEIGHTS, FULL_BATCH
 from lmkit.paths import enable_compilation_cache as _enable_compilation_cache
 from lmkit.resolve import Resolved, resolve
 
-__all__ = ["train_language_model", "resolve_training", "LanguageModelTrainee", "Trained", "unigram_loss", "log_unigram",
-           "plateau_hint"]
+__all__ = ["train_language_model", "resolve_training", "LanguageModelTrainee", "Trained",
+           "unigram_loss", "log_unigram", "plateau_hint"]
 
 
 class Trained(NamedTuple):
