@@ -44,7 +44,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.dry_run:
         from lmkit.api import resolved_train_config
 
-        by = {**dict.fromkeys(overrides, "--set"), "out": "--out", "overwrite": "--overwrite"}
+        by = {**dict.fromkeys(overrides, "--set"), "out": "--resume" if args.resume else "--out",
+              "overwrite": "--overwrite"}
         print(resolved_train_config(args.config, resume=args.resume, by=by, **overrides).explain(), end="")
         return 0
     if args.resume:
