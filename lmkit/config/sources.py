@@ -14,7 +14,7 @@ from typing import Any
 from lmkit.errors import ConfigError
 
 __all__ = ["Source", "LAYERS", "USER_LAYERS", "parse_toml", "parse_set_options", "key_lines",
-           "read_source", "merge_tables", "presets"]
+           "labelled", "read_source", "merge_tables", "presets"]
 
 #: Where a value can come from, lowest first: a layer's value replaces the value of a lower one
 #: (`ConfigBase.layered`), key by key, also inside tables. ``derived`` values fill keys left at
