@@ -38,7 +38,7 @@ SST2 = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "eval" / 
 def _lmkit_trainer(mini: Any, task_data: Any) -> tuple[Any, list[np.ndarray], Any]:
     """lmkit's fine-tuning trainee on `task_data`, the rows of its first epoch's batches, and
     the encoded examples."""
-    from lmkit.evaluation.config import EvalConfig
+    from lmkit.config import EvalConfig
     from lmkit.evaluation.encoding import encode_examples
     from lmkit.evaluation.finetune import FinetuneTrainee
     from lmkit.evaluation.heads import SequenceClassifier
@@ -49,7 +49,8 @@ def _lmkit_trainer(mini: Any, task_data: Any) -> tuple[Any, list[np.ndarray], An
     encoded = encode_examples(task_data, mini.tokenizer, MAX_LENGTH)
     model = SequenceClassifier(mini.model, 2, "cls", 0.1)
     model((np.zeros((1, 2), np.int32), np.ones((1,), np.int32)))
-    trainee = FinetuneTrainee(model, encoded, cfg, cfg.max_steps, resolve(cfg))
+    parts = resolve(cfg)
+    trainee = FinetuneTrainee(model, encoded, parts.config, cfg.max_steps, parts)
     return trainee, trainee._epoch_batches(0), encoded
 
 

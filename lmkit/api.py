@@ -21,6 +21,7 @@ from lmkit.errors import ConfigError, LmkitError, LmkitWarning, RunError
 from lmkit.registry import REGISTRIES, Entry, get_registry
 
 if TYPE_CHECKING:
+    from lmkit.config import EvalConfig
     from lmkit.distribute import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
     from lmkit.evaluation.evaluator import FineTuned
     from lmkit.evaluation.leaderboard import EvaluationEndEvent, EvaluationStartEvent, Leaderboard
@@ -34,6 +35,7 @@ __all__ = [
     # what users call
     "train", "load", "evaluate", "evaluate_runs", "evaluate_suite", "export", "from_pretrained",
     "open_model", "is_checkpoint", "info", "RunInfo", "lead_process",
+    "resolved_train_config", "resolved_eval_config",
     "list_architectures", "list_optimizers", "list_schedules", "list_losses", "list_metrics",
     "list_tokenizers", "list_tasks", "list_entries", "list_components",
     # what the front ends show, test or catch
@@ -85,14 +87,57 @@ def train(
     """
     from lmkit.training.run import train as train_run
 
-    if resume is not None:
-        from lmkit.engine.rundir import CONFIG, RunDir
+    cfg = _train_config(config, resume, overrides)
+    return train_run(cfg, reporters=reporters, stop=stop, resume=resume is not None)
 
-        saved = TrainConfig.from_sources(RunDir.open(resume, required=(CONFIG,)).file(CONFIG))
-        changes, _ = TrainConfig.source_keys(config)  # a config file given too overrides its keys
-        cfg = TrainConfig.from_sources(saved, {**changes, **overrides, "out": str(resume)})
-        return train_run(cfg, reporters=reporters, stop=stop, resume=True)
-    return train_run(TrainConfig.from_sources(config, overrides), reporters=reporters, stop=stop)
+
+# -- the resolved config (`--dry-run`) ------------------------------------------------------
+def resolved_train_config(
+    config: TrainConfig | str | Path | dict[str, Any] | None = None, *,
+    resume: str | Path | None = None, by: "str | dict[str, str]" = "keyword argument",
+    **overrides: Any,
+) -> TrainConfig:
+    """The config `train` would run with the same arguments, every default applied
+    (`lmkit.resolve`); nothing is trained or written. `by` names where `overrides` came from
+    (``"--set"``; or a name per key). ``print(cfg.explain())`` shows each key's value and source.
+
+    >>> print(lmkit.api.resolved_train_config(arch="lstm").explain())   # doctest: +SKIP
+    arch = "lstm"                 # keyword argument
+    ...
+    layers = 1                    # architecture: lstm
+    """
+    from lmkit.training.language_model import resolve_training
+
+    parts, _ = resolve_training(_train_config(config, resume, overrides, by), resume is not None)
+    return parts.config
+
+
+def resolved_eval_config(run_or_path: Any, task: str = "glue/sst2", data: str | Path | None = None,
+                         *, by: "str | dict[str, str]" = "keyword argument",
+                         **options: Any) -> "EvalConfig":
+    """The options `evaluate` would fine-tune `run_or_path` on `task` with, every default
+    applied (the checkpoint's recipe, the task's loss, the warm-up of its steps); reads the
+    backbone and the data, trains nothing. ``print(cfg.explain())`` shows the sources.
+
+    >>> print(lmkit.api.resolved_eval_config("minilm-l6", "glue/sst2").explain())   # doctest: +SKIP
+    """
+    from lmkit.config import EvalConfig
+    from lmkit.evaluation.evaluator import resolved_options
+
+    return resolved_options(run_or_path, task, data, config=EvalConfig.from_sources(None, options, by))
+
+
+def _train_config(config: Any, resume: str | Path | None, overrides: dict[str, Any],
+                  by: "str | dict[str, str]" = "keyword argument") -> TrainConfig:
+    """The config of `train`: `config` and `overrides`, or, to `resume`, the run's saved config
+    with them over it."""
+    if resume is None:
+        return TrainConfig.from_sources(config, overrides, by)
+    from lmkit.engine.rundir import CONFIG, RunDir
+
+    saved = TrainConfig.from_sources(RunDir.open(resume, required=(CONFIG,)).file(CONFIG))
+    changes, _ = TrainConfig.source_keys(config)  # a config file given too overrides its keys
+    return TrainConfig.from_sources(saved, {**changes, **overrides, "out": str(resume)}, by)
 
 
 def load(path: str | Path) -> "Run":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -122,3 +123,34 @@ def test_a_run_that_learned_nothing_prints_the_hint(capsys: pytest.CaptureFixtur
         "sample": "ab"}))
     out = capsys.readouterr().out
     assert f"hint: {hint}" in out and out.index("hint:") < out.index("sample:")
+
+
+def test_dry_run_prints_every_key_with_its_value_and_source_and_trains_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmkit.config import TrainConfig
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('# gpt with a bigger head\nembed_dim = 64\n[model]\nlogit_softcap = 15.0\n')
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--dry-run", "--set", "model.head_bias=false", "--set", "seed=3",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    lines = {line.split(" = ")[0]: line for line in printed.splitlines()}
+    # every key once (a table's entries as dotted keys), and nothing trained or written
+    keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert {k for k in lines if not k.startswith("model.")} == keys - {"model"}
+    assert not out.exists()
+
+    def shown(key: str) -> tuple[str, str]:
+        value, source = lines[key].split(" = ", 1)[1].split("#", 1)
+        return value.strip(), source.strip()
+
+    assert shown("embed_dim") == ("64", f"{cfg}, line 2")
+    assert shown("model.logit_softcap") == ("15.0", f"{cfg}, line 4")
+    assert shown("seed") == ("3", "--set") and shown("out") == (f'"{out}"', "--out")
+    assert shown("heads") == ("4", "default")
+    # the architecture's other [model] defaults stay when one entry is set (issue 31, bug 1)
+    assert shown("model.head_bias") == ("false", "--set")
+    for key, value in (("rotary", "true"), ("mlp", '"relu2"'), ("qk_norm", "true"), ("zero_init", "true")):
+        assert shown(f"model.{key}") == (value, "architecture: gpt")
+    assert shown("optimizer") == ('"muon"', "architecture: gpt")

@@ -104,12 +104,15 @@ def test_given_keys_are_the_ones_the_user_set(tmp_path: Path) -> None:
     assert TrainConfig(arch="rnn").given == {"arch"}  # built directly: what differs from the defaults
 
 
-def test_architecture_defaults_fill_only_unset_keys() -> None:
-    from lmkit.resolve import resolve, with_arch_defaults
+def effective(**keys: object) -> TrainConfig:
+    """The config a training that starts with `keys` runs with."""
+    from lmkit.resolve import resolve
 
-    def effective(**keys):
-        cfg = TrainConfig.from_sources(overrides=keys)
-        return with_arch_defaults(cfg, resolve(cfg).arch)
+    return resolve(TrainConfig.from_sources(overrides=keys), training_starts=True).config
+
+
+def test_architecture_defaults_fill_only_unset_keys() -> None:
+    from lmkit.resolve import resolve
 
     lstm = effective(arch="lstm", max_steps=400)
     assert (lstm.layers, lstm.learning_rate) == (1, 3e-3)  # not the global 4 layers at 1e-3
@@ -121,8 +124,63 @@ def test_architecture_defaults_fill_only_unset_keys() -> None:
     assert effective(arch="gpt", layers=4).layers == 4
     assert gpt.model == {"rotary": True, "mlp": "relu2", "qk_norm": True, "zero_init": True}
     nanogpt = TrainConfig.from_sources("nanogpt_char")  # a preset keeps its exact recipe
-    assert with_arch_defaults(nanogpt, resolve(nanogpt).arch) == nanogpt
-    assert effective(arch="gpt", model={"head_bias": False}).model == {"head_bias": False}
+    assert resolve(nanogpt, training_starts=True).config == nanogpt
+    assert resolve(TrainConfig(arch="lstm")).config.layers == 4  # names only: no training starts
+
+
+SPEEDRUN = {"rotary": True, "mlp": "relu2", "qk_norm": True, "zero_init": True}
+
+
+def test_setting_one_model_key_keeps_the_architectures_other_model_entries(tmp_path: Path) -> None:
+    # issue 31, bug 1: `--set model.head_bias=false` turned off gpt's rotary, relu2, qk_norm and
+    # zero_init (405,314 -> 413,440 parameters, a worse loss); tables merge entry by entry
+    from lmkit.notebook.cellconfig import config_from_cell
+    from lmkit.resolve import resolve
+
+    assert effective(arch="gpt", model={"head_bias": False}).model == {"head_bias": False, **SPEEDRUN}
+    assert effective(model={"qk_norm": False}).model == {**SPEEDRUN, "qk_norm": False}
+    built = TrainConfig(model={"head_bias": False})  # built directly, as a notebook may
+    assert resolve(built, training_starts=True).config.model == {"head_bias": False, **SPEEDRUN}
+    by_set = TrainConfig.from_sources(None, parse_set_options(["model.head_bias=false"]), "--set")
+    assert resolve(by_set, training_starts=True).config.model == {"head_bias": False, **SPEEDRUN}
+    toml = tmp_path / "c.toml"
+    toml.write_text('[model]\nhead_bias = false\nnorm = "rmsnorm"\n')
+    from_file = TrainConfig.from_sources(toml, parse_set_options(["model.logit_softcap=15.0"]))
+    assert from_file.model == {"head_bias": False, "norm": "rmsnorm", "logit_softcap": 15.0}
+    cell = config_from_cell("[model]\nhead_bias = false", {}, str(toml), ["model.rotary=false"])
+    assert resolve(cell, training_starts=True).config.model == {
+        "head_bias": False, "norm": "rmsnorm", **SPEEDRUN, "rotary": False}
+
+
+def test_every_value_says_where_it_came_from(tmp_path: Path) -> None:
+    from lmkit.resolve import resolve
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('# a comment\narch = "gpt"\n\n[model]\nhead_bias = false\n')
+    cfg = TrainConfig.from_sources(toml, parse_set_options(["seed=3", "warmup_steps=none"]), "--set")
+    resolved = resolve(cfg, training_starts=True).config
+    sources = {k: str(s) for k, s in resolved.sources().items()}
+    assert sources["arch"] == f"{toml}, line 2" and sources["model.head_bias"] == f"{toml}, line 5"
+    assert sources["seed"] == "--set" and sources["model.rotary"] == "architecture: gpt"
+    assert sources["layers"] == "architecture: gpt" and sources["heads"] == "default"
+    # none asks for the derived default: 6 % of gpt's 300 steps
+    assert resolved.warmup_steps == 18 and sources["warmup_steps"] == "derived: 6% of 300 steps"
+    preset = resolve(TrainConfig.from_sources("nanogpt_char"), training_starts=True).config
+    assert str(preset.source("layers")) == "preset: nanogpt_char, line 7"
+    assert resolved.given == {"arch", "model", "seed"}  # the derived warm-up is not the user's
+    lines = resolved.explain().splitlines()
+    assert len(lines) == len(sources) and 'model.rotary = true' in resolved.explain()
+    import tomllib  # the printed config is itself a config file that gives the same run
+
+    again = TrainConfig.from_dict(tomllib.loads(resolved.explain()))
+    assert again == resolved
+
+
+def test_warm_up_as_a_fraction_needs_a_step_count() -> None:
+    from lmkit.resolve import resolve
+
+    with pytest.raises(ConfigError, match="warmup_steps = none means 6% of the steps, which epochs"):
+        resolve(TrainConfig(warmup_steps=None, max_steps=None, epochs=2))
 
 
 def test_automatic_evaluation_interval_gives_about_ten_points() -> None:

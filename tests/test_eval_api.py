@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 import lmkit
+from lmkit.config import EvalConfig
 from lmkit.errors import ConfigError
 from lmkit.evaluation import evaluate
 from lmkit.registry import architectures
@@ -162,6 +164,28 @@ def test_cli_prints_metrics_and_writes_files(tmp_path: Path, capsys: pytest.Capt
     assert "unknown task 'glue/sst3' (did you mean 'glue/sst2'" in capsys.readouterr().err
     assert main(["eval", "scratch", "--task", "glue/sst2", "--data", str(IMDB)]) == 2
     assert "holds the IMDb aclImdb layout" in capsys.readouterr().err
+
+
+def test_eval_dry_run_prints_the_options_with_their_sources_and_trains_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmkit.cli import main
+
+    train = (GLUE / "SST-2" / "train.tsv").read_text().splitlines()[1:]
+    out = tmp_path / "out"
+    assert main(["eval", "scratch", "--task", "glue/sst2", "--data", str(GLUE), "--dry-run",
+                 "--set", "epochs=3", "--set", "batch_size=16", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "# scratch on glue/sst2" and not out.exists()
+    shown = {line.split(" = ")[0]: line.split(" = ", 1)[1].split("#") for line in lines[1:] if line}
+    assert set(shown) == {f.name for f in dataclasses.fields(EvalConfig)}  # every option
+    assert [v.strip() for v in shown["batch_size"]] == ["16", "--set"]
+    assert [v.strip() for v in shown["checkpoint_dir"]] == [f'"{out}"', "--out"]
+    assert [v.strip() for v in shown["learning_rate"]] == ["0.002", "default"]
+    assert [v.strip() for v in shown["backbone_lr_multiplier"]] == [
+        "1.0", "derived: a scratch backbone learns everything"]
+    steps = -(-3 * len(train) // 16)  # 3 epochs in batches of 16, the last one partial
+    assert [v.strip() for v in shown["warmup_steps"]] == [
+        str(int(0.06 * steps)), f"derived: 6% of {steps} steps"]
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from lmkit.engine.checkpoint import load_checkpoint
 from lmkit.engine.events import EndEvent, Event, StepEvent, StopSignal
 from lmkit.errors import ConfigError, RegistryError, TrainingDiverged
 from lmkit.evaluation import evaluate
-from lmkit.evaluation.config import EvalConfig
+from lmkit.config import EvalConfig
 
 GLUE = Path(__file__).parent / "fixtures" / "eval" / "glue"
 TINY: dict[str, Any] = {"embed_dim": 16, "units": 16, "vocab_size": 400, "max_length": 16,
@@ -173,7 +173,8 @@ def test_fine_tuning_pads_batches_to_few_widths_chosen_for_the_data() -> None:
     ids = [np.ones(int(n), np.int32) for n in rng.integers(2, 40, size=300)]
     data = Encoded(ids, np.zeros(300, np.int64))
     cfg = EvalConfig(batch_size=8, max_length=64, max_steps=120, loss="cross_entropy")
-    trainee = FinetuneTrainee(SequenceClassifier(tiny("lstm"), 2), data, cfg, 120, resolve(cfg))
+    parts = resolve(cfg)
+    trainee = FinetuneTrainee(SequenceClassifier(tiny("lstm"), 2), data, parts.config, 120, parts)
     steps = trainee.steps_per_epoch
     shapes = {trainee._batch(s)[0][0].shape[1] for s in range(3 * steps)}  # three epochs
     assert shapes <= set(trainee.widths) and len(trainee.widths) == PAD_WIDTHS
@@ -209,7 +210,8 @@ def test_the_embedding_update_touches_only_the_batch_rows_and_otherwise_equals_t
                          learning_rate=1e-2, backbone_lr_multiplier=1.0, **options)
         if dense:
             monkeypatch.setattr(ft, "ROW_UPDATES", "no such capability")
-        trainee = ft.FinetuneTrainee(model, data, cfg, 2, resolve(cfg))
+        parts = resolve(cfg)
+        trainee = ft.FinetuneTrainee(model, data, parts.config, 2, parts)
         monkeypatch.undo()
         before = trainee.model_arrays()
         trainee.train(0, 1)

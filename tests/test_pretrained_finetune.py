@@ -87,6 +87,28 @@ def test_a_pretrained_encoder_fine_tunes_with_the_standard_recipe_and_learns(tmp
 
 
 @pytest.mark.slow
+def test_eval_dry_run_prints_the_recipe_the_task_and_the_derived_options(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from lmkit.cli import main
+
+    checkpoint = bert_folder(tmp_path / "bert")
+    data = _easy_task(tmp_path / "sst2")  # 240 training examples
+    out = tmp_path / "out"
+    assert main(["eval", str(checkpoint), "--task", "glue/sst2", "--data", str(data), "--dry-run",
+                 "--set", "epochs=2", "--set", "batch_size=16", "--set", "learning_rate=1e-3",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    shown = {line.split(" = ")[0]: line.split(" = ", 1)[1] for line in printed.splitlines()[1:] if line}
+    assert printed.splitlines()[0] == f"# {checkpoint} on glue/sst2" and not out.exists()
+    assert shown["pooling"].split() == ['"cls"', "#", "recipe:", "pretrained", "encoder"]
+    assert shown["backbone_lr_multiplier"].startswith("1.0 ") and "recipe" in shown["backbone_lr_multiplier"]
+    assert shown["learning_rate"].split() == ["0.001", "#", "--set"]  # what the user set wins
+    assert shown["loss"].split("#")[1].strip() == "derived: the task's loss"
+    # 2 epochs of 240 examples in batches of 16 are 30 steps; 6 % of them warm up
+    assert shown["warmup_steps"].split() == ["1", "#", "derived:", "6%", "of", "30", "steps"]
+
+
+@pytest.mark.slow
 def test_lmkit_eval_fine_tunes_minilm_by_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from lmkit.cli import main
 

@@ -1,12 +1,13 @@
 """The `lmkit` command line: parse text, call the Python API, print results.
 
     lmkit train [CONFIG.toml] [--set key=value ...] [--out DIR] [--overwrite] [--resume DIR]
-                [--processes N]
+                [--processes N] [--dry-run]
     lmkit generate RUN_DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]
                    [--top-p P] [--seed S] [--stop STR]
     lmkit list [KIND] [--pattern GLOB]
     lmkit info RUN_DIR
     lmkit eval RUN_DIR --task TASK --data PATH [--set key=value ...] [--out DIR] [--processes N]
+               [--dry-run]
     lmkit bench NAME [--quick] [--out DIR]
     lmkit export RUN_DIR|EVAL_OUT_DIR --out DIR [--format hf] [--overwrite]
 
@@ -29,7 +30,7 @@ __all__ = ["main", "build_parser"]
 def _train(args: argparse.Namespace) -> int:
     from lmkit.api import parse_set_options, train
 
-    if args.processes > 1:
+    if args.processes > 1 and not args.dry_run:
         from lmkit.cli.launch import launch
 
         return launch(args.processes, args.argv)
@@ -39,6 +40,13 @@ def _train(args: argparse.Namespace) -> int:
         overrides["out"] = args.out
     if args.overwrite:
         overrides["overwrite"] = True
+    if args.dry_run:
+        from lmkit.api import resolved_train_config
+
+        by = {**dict.fromkeys(overrides, "--set"), "out": "--resume" if args.resume else "--out",
+              "overwrite": "--overwrite"}
+        print(resolved_train_config(args.config, resume=args.resume, by=by, **overrides).explain(), end="")
+        return 0
     if args.resume:
         run = train(args.config, resume=args.resume, **overrides)
     else:
@@ -156,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="start N processes on this machine that train together (data parallel "
                         "across processes, through jax.distributed; needs --out)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print every config key, its value and where it came from, and exit")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("generate", help="generate text from a trained run")

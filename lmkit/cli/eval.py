@@ -1,5 +1,5 @@
 """`lmkit eval RUN_DIR... [--task TASK ... | --suite glue|superglue] --data PATH [--zeroshot]
-[--set key=value ...] [--out DIR] [--processes N]`.
+[--set key=value ...] [--out DIR] [--processes N] [--dry-run]`.
 
 Prints each task's metrics (and the confusion matrix of a classification task) as its
 evaluation ends, and with several runs or tasks a table with a row per run
@@ -11,6 +11,7 @@ the task model from random weights. Options are `EvalConfig` keys.
 subset) and prints the table with the benchmark's average; ``--out`` then receives the
 leaderboard files and every result (`lmkit.api.evaluate_suite`). ``--zeroshot`` (``--method
 zeroshot``) ranks each example's choices by the run's likelihood instead of fine-tuning.
+``--dry-run`` prints the options each evaluation would use, with where each value came from.
 ``--processes N`` fine-tunes over N local processes (`lmkit.cli.launch`, as ``lmkit train``);
 in any run of several processes, process 0 alone prints and writes.
 """
@@ -63,6 +64,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="start N processes on this machine that fine-tune together (data parallel "
                         "across processes, through jax.distributed); process 0 prints and writes")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print every option, its value and where it came from for each run and "
+                        "task (reads the runs and the data), and exit")
     return p
 
 
@@ -72,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
 
     from lmkit.api import ConfigError, TextReporter, evaluate_runs, lead_process, parse_set_options
 
-    if args.processes > 1:
+    if args.processes > 1 and not args.dry_run:
         from lmkit.cli.launch import launch
 
         return launch(args.processes, args.argv, command="eval")
@@ -83,6 +87,20 @@ def main(args: argparse.Namespace) -> int:
         if args.zeroshot and args.method == "finetune":
             raise ConfigError("--zeroshot and --method finetune contradict each other; give one")
         options["method"] = "zeroshot" if args.zeroshot else args.method
+    if args.dry_run:
+        from lmkit.api import resolved_eval_config
+
+        if args.suite:
+            raise ConfigError("--dry-run prints the options of one evaluation per run and task; "
+                              "name the tasks with --task instead of --suite")
+        dry = {**options, **({"checkpoint_dir": args.out} if args.out else {})}
+        by = {**dict.fromkeys(options, "--set"), "checkpoint_dir": "--out",
+              "method": "--zeroshot" if args.zeroshot else "--method"}
+        for run in args.run_dirs:
+            for task in picked or [DEFAULT_TASK]:
+                cfg = resolved_eval_config(run, task, args.data, by=by, **dry)
+                print(f"# {run} on {task}\n{cfg.explain()}")
+        return 0
     reporters = [] if args.quiet or not lead else [TextReporter(sys.stderr), _print_progress]
     shown = [_print_result] if lead else []
     if args.suite:

@@ -23,7 +23,7 @@ _HOMES = {
     "Leaderboard": "lmkit.evaluation.leaderboard",
     "find_task_data": "lmkit.evaluation.loaders",
     "EvalResult": "lmkit.evaluation.result",
-    "EvalConfig": "lmkit.evaluation.config",
+    "EvalConfig": "lmkit.config",
     "Task": "lmkit.evaluation.tasks",
     "get_task": "lmkit.evaluation.tasks",
     "load_split": "lmkit.evaluation.loaders",

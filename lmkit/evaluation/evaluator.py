@@ -11,26 +11,18 @@ import numpy as np
 
 from lmkit.distribute import initialize
 from lmkit.errors import ConfigError, RunError
-from lmkit.evaluation.config import EvalConfig
+from lmkit.config import EvalConfig
 from lmkit.evaluation.loaders import Examples, load_split
 from lmkit.evaluation.result import EvalResult
 from lmkit.engine.events import Event, StopSignal
 from lmkit.evaluation.tasks import SCRATCH, Task, get_task
 from lmkit.resolve import Resolved, resolve
 
-__all__ = ["evaluate", "load_finetuned", "is_finetuned", "FineTuned", "CLASSIFIER"]
+__all__ = ["evaluate", "resolved_options", "load_finetuned", "is_finetuned", "FineTuned", "CLASSIFIER"]
 
 #: key of a fine-tuning folder's summary.json (`lmkit eval --out DIR`) saying how to rebuild its
 #: classifier: the backbone it started from, the task and the pooling (`load_finetuned`)
 CLASSIFIER = "classifier"
-PRETRAINED_LR_MULTIPLIER = 0.3
-#: The standard recipe for a pretrained checkpoint's backbone (BERT's fine-tuning: AdamW, the
-#: whole network at one small learning rate, warm-up then linear decay, dropout 0.1, the [CLS]
-#: state for encoders); options the user sets win.
-CHECKPOINT_RECIPE: dict[str, Any] = {
-    "learning_rate": 5e-5, "backbone_lr_multiplier": 1.0, "optimizer": "adamw",
-    "schedule": "warmup_linear", "head_dropout": 0.1, "weight_decay": 0.01,
-}
 
 
 def evaluate(
@@ -54,35 +46,10 @@ def evaluate(
     >>> result = evaluate("runs/lstm-1", task="glue/sst2", data="glue_data", max_steps=300)  # doctest: +SKIP
     >>> result.metrics, result.confusion_matrix                                            # doctest: +SKIP
     """
-    cfg = _config(config, options)
-    task = get_task(task)
-    cfg = cfg.replace(loss=cfg.loss or task.loss)
-    parts = resolve(cfg)  # every name checked before any data is read
-    if task.candidates and cfg.method != "zeroshot" and parts.loss.has("label_smoothing"):
-        raise ConfigError(f"{task.name} pads each example's candidates to one width, and label smoothing "
-                          f"would spread probability onto the padding; use loss='cross_entropy' (the default)")
-    if cfg.method != "zeroshot":  # before any JAX work: join the run the environment names
-        initialize()
-    source = _open(run_or_path)
-    if _is_checkpoint(source):
-        cfg = _recipe(cfg, config, options, source)
-        parts = resolve(cfg)
-    scored = load_split(task, data, cfg.split)
-    if cfg.truncation == "head_tail" and (scored.text_b is not None or task.spans
-                                           or task.multiple_choice or task.candidates):
-        raise ConfigError(f"truncation='head_tail' cuts single texts; {task.name} has pairs, "
-                          f"choices or spans, which are truncated longest-first: use "
-                          f"truncation='head'")
-    if cfg.max_eval_examples is not None and len(scored) > cfg.max_eval_examples:
-        scored = _sample(scored, cfg.max_eval_examples, cfg.seed)
+    job = _prepare(run_or_path, task, data, config, options)
+    cfg, parts, task, source, scored, train = job.cfg, job.parts, job.task, job.source, job.scored, job.train
     if cfg.method == "zeroshot":
-        shots = load_split(task, data, cfg.train_split) if cfg.shots else None
-        return _zeroshot(source, scored, cfg, shots)
-    train = load_split(task, data, cfg.train_split) if cfg.max_steps or cfg.epochs else None
-    if train is not None and task.candidates:  # a query none of whose candidates is an answer teaches nothing
-        train = train.take(np.flatnonzero(train.labels >= 0))
-    if train is not None and cfg.max_train_examples is not None and len(train) > cfg.max_train_examples:
-        train = _sample(train, cfg.max_train_examples, cfg.seed)
+        return _zeroshot(source, scored, cfg, job.shots)
     overlap = scored.overlap(train) if train is not None else 0
     if overlap:
         warnings.warn(f"{overlap} of the {len(scored)} scored examples of {task.name} ('{scored.split}') are also "
@@ -99,13 +66,6 @@ def evaluate(
     keras.utils.set_random_seed(cfg.seed)
     backbone, tokenizer, name = _backbone(source, cfg, parts, train or scored)
     max_length = cfg.max_length
-    context = getattr(backbone, "max_context", None)
-    if context is not None and context < max_length:
-        max_length = context
-    multiplier = cfg.backbone_lr_multiplier
-    if multiplier is None:  # a pretrained backbone moves gently; a scratch one must learn everything
-        multiplier = 1.0 if _is_scratch(run_or_path) else PRETRAINED_LR_MULTIPLIER
-    cfg = cfg.replace(max_length=max_length, backbone_lr_multiplier=multiplier)
     model, encode_task = head_for(task, backbone, cfg.pooling, cfg.head_dropout, [e for e in (train, scored) if e])
     if cfg.truncation == "head_tail":
         def encode(examples: Examples, tokenizer: Any, max_length: int) -> Any:
@@ -124,18 +84,71 @@ def evaluate(
                             training=training, model=model, tokenizer=tokenizer)
 
 
-def _config(config: EvalConfig | dict[str, Any] | None, options: dict[str, Any]) -> EvalConfig:
-    if isinstance(config, EvalConfig):
-        if not options:
-            return config  # already coerced and validated
-        base = config.to_dict()
-    elif config is None:
-        base = {}
-    elif isinstance(config, dict):
-        base = dict(config)
-    else:
-        raise ConfigError(f"config must be an EvalConfig or a dict, got {type(config).__name__}")
-    return EvalConfig.from_dict({**base, **options})
+class _Job(NamedTuple):
+    """An evaluation's inputs, read and resolved before anything is trained."""
+
+    cfg: EvalConfig  #: every default applied (`lmkit.resolve`)
+    parts: Resolved
+    task: Task
+    source: Any  #: the `Run`, `Pretrained` or "scratch"
+    scored: Examples
+    train: Examples | None  #: None for zero-shot scoring and a budget of 0 steps
+    shots: Examples | None  #: zero-shot's solved examples
+
+
+def _prepare(run_or_path: Any, task: "str | Task", data: Any, config: Any,
+             options: dict[str, Any]) -> _Job:
+    """Open the backbone, read the splits and resolve the options once (`lmkit.resolve`)."""
+    cfg = EvalConfig.from_sources(config, options)
+    task = get_task(task)
+    if cfg.method != "zeroshot":  # before any JAX work: join the run the environment names
+        initialize()
+    source = _open(run_or_path)
+    scored = load_split(task, data, cfg.split)
+    if cfg.truncation == "head_tail" and (scored.text_b is not None or task.spans
+                                           or task.multiple_choice or task.candidates):
+        raise ConfigError(f"truncation='head_tail' cuts single texts; {task.name} has pairs, "
+                          f"choices or spans, which are truncated longest-first: use "
+                          f"truncation='head'")
+    if cfg.max_eval_examples is not None and len(scored) > cfg.max_eval_examples:
+        scored = _sample(scored, cfg.max_eval_examples, cfg.seed)
+    if cfg.method == "zeroshot":
+        shots = load_split(task, data, cfg.train_split) if cfg.shots else None
+        parts = resolve(cfg, task_loss=task.loss)
+        return _Job(parts.config, parts, task, source, scored, None, shots)
+    train = load_split(task, data, cfg.train_split) if cfg.max_steps or cfg.epochs else None
+    if train is not None and task.candidates:  # a query none of whose candidates is an answer teaches nothing
+        train = train.take(np.flatnonzero(train.labels >= 0))
+    if train is not None and cfg.max_train_examples is not None and len(train) > cfg.max_train_examples:
+        train = _sample(train, cfg.max_train_examples, cfg.seed)
+    model = getattr(source, "model", None)
+    parts = resolve(cfg, backbone=_backbone_kind(source), task_loss=task.loss,
+                    steps=cfg.total_steps(len(train)) if train is not None else 0,
+                    context=getattr(model, "max_context", None))
+    if task.candidates and parts.loss.has("label_smoothing"):
+        raise ConfigError(f"{task.name} pads each example's candidates to one width, and label smoothing "
+                          f"would spread probability onto the padding; use loss='cross_entropy' (the default)")
+    return _Job(parts.config, parts, task, source, scored, train, None)
+
+
+def resolved_options(run_or_path: Any, task: "str | Task" = "glue/sst2", data: "str | Path | None" = None,
+                     *, config: EvalConfig | dict[str, Any] | None = None,
+                     **options: Any) -> EvalConfig:
+    """The options `evaluate` would fine-tune with, every default applied, each value with its
+    source (`EvalConfig.explain`); reads the backbone and the data, trains nothing.
+
+    >>> print(resolved_options("minilm-l6", "glue/sst2", "glue_data").explain())  # doctest: +SKIP
+    """
+    return _prepare(run_or_path, task, data, config, options).cfg
+
+
+def _backbone_kind(source: Any) -> str:
+    """What fine-tuning starts from, for the defaults (`lmkit.resolve.BACKBONES`)."""
+    if _is_scratch(source):
+        return "scratch"
+    if _is_checkpoint(source):
+        return "encoder" if source.is_encoder else "decoder"
+    return "run"
 
 
 def _is_scratch(run_or_path: Any) -> bool:
@@ -163,15 +176,6 @@ def _is_checkpoint(source: Any) -> bool:
     from lmkit.pretrained import Pretrained
 
     return isinstance(source, Pretrained)
-
-
-def _recipe(cfg: EvalConfig, config: Any, options: dict[str, Any], source: Any) -> EvalConfig:
-    """`cfg` with `CHECKPOINT_RECIPE` for every option the user did not set."""
-    given = set(options) | (set(config) if isinstance(config, dict) else set())
-    defaults = EvalConfig().to_dict()
-    given |= {k for k, v in cfg.to_dict().items() if v != defaults[k]}
-    recipe = {**CHECKPOINT_RECIPE, "pooling": "cls" if source.is_encoder else "last"}
-    return cfg.replace(**{k: v for k, v in recipe.items() if k not in given})
 
 
 def _sample(examples: Examples, n: int, seed: int) -> Examples:
@@ -232,15 +236,15 @@ def _backbone(run_or_path: Any, cfg: EvalConfig, parts: Resolved,
 def _scratch(cfg: EvalConfig, parts: Resolved, texts: Examples) -> tuple[Any, Any, str]:
     from lmkit.build import build_model
     from lmkit.config import TrainConfig
+    from lmkit.config.sections import ModelShape
     from lmkit.evaluation.encoding import SEPARATOR
 
     # the separator joins sentence pairs; fitting on it gives it its own id (not <unk>)
     chunks = texts.text_a + (texts.text_b or []) + [SEPARATOR]
     tokenizer = parts.tokenizer.obj.fit(chunks, vocab_size=cfg.vocab_size)
-    train_cfg = TrainConfig.from_dict({
-        "arch": cfg.arch, "tokenizer": cfg.tokenizer, "embed_dim": cfg.embed_dim, "units": cfg.units,
-        "layers": cfg.layers, "heads": cfg.heads, "seq_len": cfg.max_length, "tie_embeddings": False,
-    }, source="scratch model")
+    # the shared section says what to build; the window is the task's, the head its own
+    train_cfg = TrainConfig.from_dict({**cfg.values_of(ModelShape), "seq_len": cfg.max_length,
+                                       "tie_embeddings": False}, source="scratch model")
     return (build_model(train_cfg, tokenizer.vocab_size, parts.arch.obj), tokenizer,
             f"{SCRATCH}-{cfg.arch}")
 

@@ -39,7 +39,7 @@ from lmkit.engine.checkpoint import check_fit
 from lmkit.engine.events import Event, StopSignal
 from lmkit.engine.rundir import CHECKPOINT, FINETUNING, RunDir
 from lmkit.errors import ConfigError
-from lmkit.evaluation.config import EvalConfig
+from lmkit.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches, pad_widths
 from lmkit.evaluation.heads import SequenceClassifier
 from lmkit.optim import EVALUATION_WEIGHTS, ROW_UPDATES
@@ -48,8 +48,6 @@ from lmkit.resolve import Resolved
 
 __all__ = ["finetune", "predict", "backbone_groups", "FinetuneTrainee"]
 
-#: warm-up of the schedule when `warmup_steps` is none, as a fraction of the steps
-WARMUP_FRACTION = 0.06
 #: batches per length-sorted pool (more: tighter padding, less random batches)
 POOL_BATCHES = 16
 #: padded lengths of the training batches: compiled shapes of the step (each compiles once, for
@@ -112,8 +110,6 @@ class FinetuneTrainee:
         # masks that are all ones (the whole network trains: a pretrained checkpoint's recipe)
         # are left out of the step, saving two passes over every backbone weight per step
         self.masked = bool(cfg.gradual_unfreezing) or self.lr_mult <= 0
-        if cfg.warmup_steps is None:
-            cfg = cfg.replace(warmup_steps=int(WARMUP_FRACTION * total))
         if parts.optimizer.has(EVALUATION_WEIGHTS):  # its step would judge the training point
             raise ConfigError(
                 f"optimizer={cfg.optimizer!r} keeps separate evaluation weights, which fine-tuning "

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from lmkit.errors import ConfigError, DataError
-from lmkit.evaluation.config import EvalConfig
+from lmkit.config import EvalConfig
 from lmkit.evaluation.loaders import Examples
 from lmkit.evaluation.result import EvalResult
 

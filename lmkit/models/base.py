@@ -181,7 +181,7 @@ class LanguageModel(keras.Model):
     cpu_batch_parts: int = 1
 
     #: Recommended training config for this architecture, applied to the keys the user did not
-    #: set (`lmkit.resolve.with_arch_defaults`): the global defaults suit the default `gpt`, but
+    #: set (`lmkit.resolve.resolve`): the global defaults suit the default `gpt`, but
     #: a recurrent model needs fewer layers and a higher learning rate to learn in a few hundred
     #: steps. Measured with `python -m benchmarks defaults` (docs/defaults.md).
     config_defaults: ClassVar[dict[str, Any]] = {}

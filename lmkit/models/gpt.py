@@ -191,8 +191,8 @@ class GPT(LanguageModel):
     #: (docs/performance.md, "Speedrun"): two blocks (half the arithmetic of four per step, for
     #: ~25 % more steps to the same loss), Muon, a higher learning rate, batches of 24 and the
     #: speedrun options, 300 steps, an evaluation every 50 (nanoGPT's CPU recipe: four blocks,
-    #: 2,000 steps of 12, `nanogpt_char`). Applied to the keys a config does not set; setting
-    #: any `[model]` key replaces the table.
+    #: 2,000 steps of 12, `nanogpt_char`). Applied to the keys a config does not set, and to
+    #: the `[model]` entries it does not set.
     config_defaults = {
         "layers": 2, "optimizer": "muon", "learning_rate": 3e-3, "batch_size": 24,
         "max_steps": 300, "warmup_steps": 50, "eval_every": 50,

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from lmkit.api import ConfigError, TrainConfig, parse_set_options, parse_toml
+from lmkit.api import ConfigError, TrainConfig
 
 __all__ = ["expand_variables", "config_from_cell", "CELL"]
 
@@ -63,12 +63,7 @@ def config_from_cell(body: str, namespace: Mapping[str, Any], config_file: str |
                      settings: Iterable[str] = ()) -> TrainConfig:
     """Merge `config_file`, the cell `body` and ``key=value`` `settings` (later ones win)."""
     text = expand_variables(body, namespace)
-    values = parse_toml(text, source=CELL)
-    settings_values = parse_set_options(settings)
-    if isinstance(values.get("model"), dict) and "model" in settings_values:
-        settings_values["model"] = {**values["model"], **settings_values["model"]}
-    values.update(settings_values)
-    try:
-        return TrainConfig.from_sources(config_file, values)
+    try:  # each key remembers its line of the cell, or the magic's options (`TrainConfig.sources`)
+        return TrainConfig.from_text(text, CELL, settings, "%%lmtrain options", config_file)
     except ConfigError as exc:
         raise ConfigError(f"{exc}{_line_of_key(text, str(exc))}") from None

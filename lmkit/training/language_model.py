@@ -20,18 +20,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from lmkit.config import TrainConfig
+from lmkit.config import Source, TrainConfig
 from lmkit.data.tokens import WindowSampler, sequential_batches
 from lmkit.engine import engine
 from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.rundir import CONFIG, TOKENIZER, RunDir, default_run_dir
 from lmkit.errors import ConfigError
-from lmkit.optim import EVALUATION_WEIGHTS, FULL_BATCH, without_schedule
+from lmkit.optim import EVALUATION_WEIGHTS, FULL_BATCH
 from lmkit.paths import enable_compilation_cache as _enable_compilation_cache
-from lmkit.resolve import Resolved, resolve, with_arch_defaults
+from lmkit.resolve import Resolved, resolve
 
-__all__ = ["train_language_model", "LanguageModelTrainee", "Trained", "unigram_loss", "log_unigram",
-           "plateau_hint"]
+__all__ = ["train_language_model", "resolve_training", "LanguageModelTrainee", "Trained",
+           "unigram_loss", "log_unigram", "plateau_hint"]
 
 
 class Trained(NamedTuple):
@@ -156,13 +156,8 @@ def train_language_model(
     """Train according to `cfg`. See `lmkit.train` for the public entry."""
     from lmkit.data.corpus import open_corpus
 
-    init = None
-    if cfg.init and not resume:  # a resumed run rebuilds the model from its own config
-        cfg, init = _from_checkpoint(cfg)
-    parts = resolve(cfg)  # every name checked before any work: a typo fails in a second
-    if not resume:  # a resumed run keeps the config it was started with
-        cfg = without_schedule(with_arch_defaults(cfg, parts.arch), parts.optimizer)
-        parts = resolve(cfg)  # the defaults may name other components (gpt's optimizer: muon)
+    parts, init = resolve_training(cfg, resume)
+    cfg = parts.config
     corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
     val_corpus = open_corpus(cfg.validation_data, cfg.encoding) if cfg.validation_data else None
     layout = _layout(cfg)  # a device count that does not fit fails here too
@@ -182,6 +177,15 @@ def train_language_model(
     with run_dir:  # owned by this process until training ends
         return _train(cfg, parts, corpus, val_corpus, run_dir, reporters, stop, resume, init,
                       layout)
+
+
+def resolve_training(cfg: TrainConfig, resume: bool = False) -> tuple[Resolved, Any]:
+    """`cfg` resolved once (`lmkit.resolve`: every default, then every name; a typo fails in a
+    second) and the pretrained decoder `init` names, whose sizes it takes (None without one)."""
+    init = None
+    if cfg.init and not resume:  # a resumed run rebuilds the model from its own config
+        cfg, init = _from_checkpoint(cfg)
+    return resolve(cfg, training_starts=not resume), init
 
 
 # The checkpoint's constructor options a run's config records in its own keys (the rest go to
@@ -208,7 +212,8 @@ def _from_checkpoint(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     if context is not None and cfg.seq_len > context:
         raise ConfigError(f"seq_len={cfg.seq_len} is longer than the {context} positions of "
                           f"init={cfg.init!r}; set seq_len to at most {context}")
-    cfg = cfg.replace(arch=init.arch, tokenizer="pretrained", vocab_size=None, model=table, **keys)
+    cfg = cfg.replace(by=Source("checkpoint", f"init={cfg.init}"), arch=init.arch,
+                      tokenizer="pretrained", vocab_size=None, model=table, **keys)
     return cfg, init
 
 

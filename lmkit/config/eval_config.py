@@ -1,0 +1,78 @@
+"""`EvalConfig`: every option of an evaluation, typed, documented and validated.
+
+The same keys come from keyword arguments of `lmkit.evaluate`, ``--set key=value`` of
+``lmkit eval`` and the `%lmeval` magic::
+
+    >>> cfg = EvalConfig.from_dict({"max_steps": "200", "pooling": "mean"})
+    >>> cfg.max_steps, cfg.pooling
+    (200, 'mean')
+
+The keys training shares (optimization, budget, devices, the model built from scratch) are
+declared in `lmkit.config.sections`; `own_defaults` sets fine-tuning's defaults for them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from lmkit.config.core import config_key, own_defaults
+from lmkit.config.sections import Budget, Devices, ModelShape, Optimization, check_budget
+
+__all__ = ["EvalConfig"]
+
+
+@dataclass
+@own_defaults(
+    arch="lstm", tokenizer="word", vocab_size=20000, layers=1,  # the model of `scratch`
+    learning_rate=2e-3, weight_decay=0.01, beta2=0.999, schedule="warmup_linear",
+    warmup_steps=None, min_lr_ratio=0.0, loss=None,
+    batch_size=32, max_steps=300, checkpoint_every=100,
+    checks={"max_steps": {"min": 0}},  # 0 steps: score the untrained head
+)
+class EvalConfig(Devices, Budget, Optimization, ModelShape):
+    """Options of `lmkit.evaluate` (fine-tuning budget, head, optimizer, data limits)."""
+
+    # how the run is evaluated
+    method: str = config_key("finetune", "`finetune`: train a head on the task, then score it; `zeroshot`: rank each example's choices by the language model's log-likelihood, no training (`lmkit.evaluation.zeroshot`).",
+                             choices=("finetune", "zeroshot"))
+    length_normalize: bool = config_key(False, "Zero-shot: rank choices by log-likelihood per character of the continuation instead of the sum.")
+    shots: int = config_key(0, "Zero-shot: put this many solved examples of `train_split` (a seeded sample) before every context (few-shot).", min=0)
+    # data
+    split: str | None = config_key(None, "Split to score (default: the task's dev split; `test` for IMDb).")
+    train_split: str = config_key("train", "Split to fine-tune on.")
+    max_length: int = config_key(128, "Tokens per example (longer inputs are truncated; pairs share it).", min=2)
+    truncation: str = config_key("head", "How an example longer than `max_length` is cut: `head` keeps its first tokens; `head_tail` its first quarter and last three quarters (reviews often conclude at the end; single-text tasks only).",
+                                 choices=("head", "head_tail"))
+    max_train_examples: int | None = config_key(None, "Fine-tune on at most this many examples (seeded sample).", min=1)
+    max_eval_examples: int | None = config_key(None, "Score at most this many examples (a seeded sample, stratified by label).", min=1)
+    # head
+    pooling: str = config_key("concat", "Sequence summary fed to the head: `last` state, `mean` of states, `concat` of both, or `cls` (first token; the default for a pretrained encoder).",
+                        choices=("last", "mean", "concat", "cls"))
+    head_dropout: float = config_key(0.1, "Dropout before the classification head.", min=0.0, max=0.95)
+    # fine-tuning: the budget and cadence
+    max_seconds: float | None = config_key(None, "Time budget of fine-tuning in seconds (compilation included): training takes only the steps that fit, at the pace of the last steps, then the head is scored; the result records reason `time_budget`. The learning-rate schedule still spans `max_steps`/`epochs`.", min=0.0, exclusive_min=True)
+    eval_batch_size: int = config_key(256, "Examples per scoring batch (memory is bounded by it).", min=1)
+    log_every: int = config_key(20, "Report progress (and check the loss) every N steps.", min=1)
+    checkpoint_dir: str | None = config_key(None, "Write fine-tuning checkpoints (`checkpoint.npz`, replaced atomically) and events to this folder; `lmkit eval --out` sets it.")
+    resume: bool = config_key(False, "Continue fine-tuning from the checkpoint in `checkpoint_dir` (same options as the stopped run).")
+    # fine-tuning: the backbone
+    backbone_lr_multiplier: float | None = config_key(None, "Backbone learning rate as a fraction of `learning_rate` (0: frozen backbone; default 0.3 for a run, 1 for scratch and for a pretrained checkpoint).", min=0.0)
+    gradual_unfreezing: bool = config_key(False, "Unfreeze the backbone from its top layers down over the first half of training (ULMFiT).")
+
+    NOUN: ClassVar[str] = "option"
+    KIND: ClassVar[str] = "evaluation option"
+
+    def check(self) -> None:
+        check_budget(self)
+
+    @classmethod
+    def unknown_key_help(cls, known: set[str]) -> str:
+        return f"Options: {', '.join(sorted(known))}."
+
+    def total_steps(self, train_examples: int) -> int:
+        """Optimizer steps of fine-tuning on `train_examples` examples."""
+        if self.epochs is not None:
+            return max(1, math.ceil(self.epochs * train_examples / self.batch_size))
+        return self.max_steps

@@ -1,0 +1,76 @@
+"""The keys training and fine-tuning share, declared once with their doc and checks.
+
+`TrainConfig` and `EvalConfig` are composed from these sections; a config with other defaults
+for some of their keys says so with `lmkit.config.core.own_defaults` (the defaults here are
+training's). One key per line, so that adding one is a one-line change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lmkit.config.core import ConfigBase, config_key
+from lmkit.errors import ConfigError
+
+__all__ = ["ModelShape", "Optimization", "Budget", "Devices", "SECTIONS", "check_budget"]
+
+
+@dataclass
+class ModelShape(ConfigBase):
+    """The model built from random weights and its tokenizer."""
+
+    arch: str = config_key("gpt", "Architecture name (`lmkit list architectures`).")
+    tokenizer: str = config_key("char", "Tokenizer name (`char`, `word`, `whitespace`, `bpe`, `byte`).")
+    vocab_size: int | None = config_key(None, "Vocabulary size of a fitted tokenizer: `word` and `whitespace` (default 10000), `bpe` (default 2000).", min=2)
+    embed_dim: int = config_key(128, "Embedding width.", min=1)
+    units: int = config_key(128, "Hidden units of recurrent layers (and gated-CNN channels).", min=1)
+    layers: int = config_key(4, "Number of stacked layers / blocks.", min=1)
+    heads: int = config_key(4, "Attention heads (`gpt`).", min=1)
+
+
+@dataclass
+class Optimization(ConfigBase):
+    """The optimizer, its schedule and the loss, from the registries of the same names."""
+
+    optimizer: str = config_key("adamw", "Optimizer name (`lmkit list optimizers`); fine-tuning gives the head and the backbone one each.")
+    learning_rate: float = config_key(1e-3, "Peak learning rate (fine-tuning: of the head).", min=0.0, exclusive_min=True)
+    weight_decay: float = config_key(0.0, "Decoupled weight decay (AdamW, Lion) or L2 decay (others).", min=0.0)
+    momentum: float = config_key(0.9, "Momentum of `momentum` and `nesterov`.", min=0.0, max=1.0, exclusive_max=True)
+    beta1: float = config_key(0.9, "First-moment decay of Adam-family and Lion.", min=0.0, max=1.0, exclusive_max=True)
+    beta2: float = config_key(0.99, "Second-moment decay of Adam-family and Lion.", min=0.0, max=1.0, exclusive_max=True)
+    clipnorm: float | None = config_key(1.0, "Clip gradients to this global norm (`none` to disable).", min=0.0, exclusive_min=True)
+    schedule: str = config_key("warmup_cosine", "Learning-rate schedule (`lmkit list schedules`).")
+    warmup_steps: int | None = config_key(100, "Linear warm-up steps of the schedule (`none`: 6 % of the steps).", min=0)
+    min_lr_ratio: float = config_key(0.1, "Final learning rate as a fraction of the peak.", min=0.0, max=1.0)
+    loss: str | None = config_key("cross_entropy", "Loss name (`lmkit list losses`; `none`: the job's own, `cross_entropy`, or `squared_error` for a regression task).")
+    label_smoothing: float = config_key(0.0, "Label smoothing of the `label_smoothing` loss.", min=0.0, max=1.0)
+
+
+@dataclass
+class Budget(ConfigBase):
+    """How long training runs, in what batches, and its seed."""
+
+    batch_size: int = config_key(12, "Sequences (fine-tuning: examples) per batch.", min=1)
+    max_steps: int | None = config_key(2000, "Optimizer steps to train (set `none` and use `epochs` instead; fine-tuning: `0` scores the untrained head).", min=1)
+    epochs: float | None = config_key(None, "Passes over the training data; overrides `max_steps` when set.", min=0.0, exclusive_min=True)
+    checkpoint_every: int = config_key(500, "Write a checkpoint every N steps (and always at the end).", min=1)
+    seed: int = config_key(0, "Seed of initialization, batches and dropout; equal seeds give equal runs.", min=0)
+
+
+@dataclass
+class Devices(ConfigBase):
+    """Where the compiled step runs."""
+
+    devices: int | list[int] | str = config_key("all", "Devices of each process the compiled step uses on JAX: `\"all\"`, a count, or a list of device ids. The batch is split over them (data parallel); `batch_size` stays the global batch and must divide evenly.", min=1)
+    model_parallel: int = config_key(1, "Devices each weight of the model's large matrices is split over (`gpt`, `gpt2`, `bert`: attention and MLP matrices); must divide `devices` and the model's widths.", min=1)
+
+
+#: every shared section, in the order a config lists them
+SECTIONS = (ModelShape, Optimization, Budget, Devices)
+
+
+def check_budget(cfg: Any) -> None:
+    """Training needs a length: `max_steps` or `epochs`."""
+    if cfg.max_steps is None and cfg.epochs is None:
+        raise ConfigError("set either 'max_steps' or 'epochs' (both are none)")
