@@ -17,7 +17,7 @@ TINY: dict[str, Any] = {"embed_dim": 16, "units": 16, "vocab_size": 400, "max_le
 
 
 def test_copa_sequences_are_the_premise_with_each_choice() -> None:
-    from lmkit.evaluation.choice import encode_choices
+    from lmkit.evaluation.shapes.multiple_choice import encode_choices
     from lmkit.evaluation.encoding import batches
 
     copa = load_split("superglue/copa", SUPERGLUE, "val")
@@ -34,14 +34,15 @@ def test_copa_sequences_are_the_premise_with_each_choice() -> None:
 def test_multiple_choice_logits_are_one_shared_score_per_choice() -> None:
     import keras
 
-    from lmkit.evaluation.choice import PADDED_CHOICE, head_for
+    from lmkit.evaluation.heads import PADDED_CHOICE
     from lmkit.evaluation.tasks import get_task
     from lmkit.registry import architectures
 
     keras.utils.set_random_seed(0)
     backbone = architectures.get("lstm")(20, embed_dim=8, units=8)
     backbone(np.zeros((1, 2), np.int32))
-    model, _ = head_for(get_task("superglue/copa"), backbone, "concat", 0.0)
+    copa = get_task("superglue/copa")
+    model, _ = copa.shape.head(copa, backbone, "concat", 0.0)
     tokens = np.random.default_rng(0).integers(1, 20, (6, 7)).astype(np.int32)
     lengths = np.array([7, 5, 3, 7, 2, 6], np.int32)
     together = np.asarray(model((tokens, lengths)))
@@ -93,7 +94,7 @@ def test_span_and_pair_tasks_fine_tune_and_score(task: str) -> None:
 
 
 def test_record_candidates_are_the_query_with_each_entity_padded_to_the_widest() -> None:
-    from lmkit.evaluation.choice import candidate_count, encode_choices
+    from lmkit.evaluation.shapes.multiple_choice import candidate_count, encode_choices
     from lmkit.evaluation.encoding import batches
 
     record = load_split("superglue/record", SUPERGLUE, "val")
