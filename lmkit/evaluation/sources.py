@@ -276,7 +276,7 @@ class TableSource(Source):
     def holds(self, path: Path) -> bool:
         if path.is_file():
             return path.suffix in _TABLES
-        return any(path.glob(f"*{suffix}") for suffix in _TABLES)
+        return any(any(path.glob(f"*{suffix}")) for suffix in _TABLES)
 
     def file(self, path: Path, split: str) -> Path | None:
         if path.is_file():
