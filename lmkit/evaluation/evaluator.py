@@ -104,7 +104,8 @@ def evaluate(
     if multiplier is None:  # a pretrained backbone moves gently; a scratch one must learn everything
         multiplier = 1.0 if _is_scratch(run_or_path) else PRETRAINED_LR_MULTIPLIER
     cfg = cfg.replace(max_length=max_length, backbone_lr_multiplier=multiplier)
-    model, encode_task = task.shape.head(task, backbone, cfg.pooling, cfg.head_dropout, [e for e in (train, scored) if e])
+    model, encode_task = task.shape.head(task, backbone, cfg.pooling, cfg.head_dropout,
+                                         [e for e in (train, scored) if e])
     if cfg.truncation == "head_tail":
         def encode(examples: Examples, tokenizer: Any, max_length: int) -> Any:
             return head_and_tail(encode_task(examples, tokenizer, None), max_length)
@@ -271,6 +272,7 @@ def load_finetuned(path: str | Path) -> FineTuned:
     """
     from lmkit.engine.checkpoint import restore_arrays
     from lmkit.engine.rundir import CHECKPOINT, SUMMARY, RunDir
+
     folder = RunDir.open(path, required=(SUMMARY, CHECKPOINT))
     record = folder.read_json(SUMMARY).get(CLASSIFIER)
     if not isinstance(record, dict):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from lmkit.errors import DataError
 from lmkit.evaluation.examples import Examples
