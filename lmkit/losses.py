@@ -77,6 +77,19 @@ def squared_error(cfg: "TrainConfig") -> LossFn:
     return fn
 
 
+@losses.register("target_nll", description="Mean negative log-likelihood of a span of target tokens "
+                 "(generation tasks: the loss is on the target only).")
+def target_nll(cfg: "TrainConfig") -> LossFn:
+    """`labels` ``(B, 2)`` are the ``[start, end)`` positions of each row's target tokens and
+    `outputs` ``(B, T)`` the log-probability of each next token; per row, the mean over the span."""
+    def fn(labels: Any, outputs: Any) -> Any:
+        spans = ops.cast(labels, "int32")
+        positions = ops.arange(ops.shape(outputs)[1], dtype="int32")[None, :]
+        inside = ops.cast((positions >= spans[:, :1]) & (positions < spans[:, 1:]), "float32")
+        return -ops.sum(inside * ops.cast(outputs, "float32"), axis=1) / ops.maximum(ops.sum(inside, axis=1), 1.0)
+    return fn
+
+
 def build_loss(cfg: Any) -> LossFn:
     """The per-example loss named by `cfg.loss` (any config with the loss keys of `TrainConfig`)."""
     return losses.get(cfg.loss)(cfg)

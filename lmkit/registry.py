@@ -239,12 +239,14 @@ losses: Registry[Callable[..., Any]] = Registry("losses", ("lmkit.losses",))
 metrics: Registry[Callable[..., Any]] = Registry("metrics", ("lmkit.token_metrics",))
 tokenizers: Registry[type] = Registry("tokenizers", ("lmkit.tokenizers",))
 tasks: Registry[Any] = Registry("tasks", ("lmkit.evaluation.tasks", "lmkit.evaluation.superglue"))
+# What a task predicts (classification, generation, ...): a `lmkit.evaluation.shapes.Shape` class.
+shapes: Registry[type] = Registry("shapes", ("lmkit.evaluation.shapes",))
 # Named pretrained checkpoints (plugins only): a callable returning the checkpoint's folder.
 pretrained: Registry[Callable[[], Any]] = Registry("pretrained")
 
 REGISTRIES: dict[str, Registry[Any]] = {
     r.kind: r for r in (architectures, optimizers, schedules, losses, metrics, tokenizers, tasks,
-                        pretrained)
+                        shapes, pretrained)
 }
 
 

@@ -22,7 +22,9 @@ def test_every_glue_task_and_imdb_is_registered() -> None:
     names = set(tasks)
     assert {"glue/cola", "glue/sst2", "glue/mrpc", "glue/qqp", "glue/stsb", "glue/mnli",
             "glue/qnli", "glue/rte", "glue/wnli", "imdb"} <= names
-    assert get_task("glue/stsb").is_regression and get_task("glue/stsb").num_outputs == 1
+    stsb = get_task("glue/stsb")
+    assert stsb.shape.loss == "squared_error" and stsb.shape.num_outputs(stsb) == 1
+    assert not stsb.shape.has("class_labels") and get_task("glue/sst2").shape.has("class_labels")
     assert get_task("glue/mnli").splits == ("train", "dev_matched", "dev_mismatched")
     assert get_task("glue/mrpc").is_pair and not get_task("glue/sst2").is_pair
     assert get_task("SST-2").name == "glue/sst2"  # aliases, case-insensitive
@@ -199,7 +201,7 @@ def test_every_glue_task_reads_its_official_columns(name: str, tmp_path: Path) -
     (tmp_path / folder / f"{split}.tsv").write_text("\t".join(header) + "\n" + "\t".join(row) + "\n", encoding="utf-8")
     examples = load_split(task, tmp_path, split)
     assert examples.text_a[0].startswith("A") and examples.text_b is not None and examples.text_b[0].startswith("B")
-    expected = float(row[-1]) if task.is_regression else task.labels.index(row[-1])
+    expected = task.labels.index(row[-1]) if task.shape.has("class_labels") else float(row[-1])
     assert examples.labels.tolist() == [pytest.approx(expected)]
 
 

@@ -40,8 +40,9 @@ def fixed_result(task: str, model: str, shift: int = 0) -> EvalResult:
     t = get_task(task)
     labels, predictions = FIXED[task]
     predictions = np.roll(predictions, shift)
-    outputs = predictions[:, None].astype(np.float32) if t.is_regression else np.eye(2)[predictions]
-    return EvalResult.build(t, t.eval_split, model, outputs, labels.astype(np.float32 if t.is_regression else np.int64))
+    classes = t.shape.has("class_labels")
+    outputs = np.eye(2)[predictions] if classes else predictions[:, None].astype(np.float32)
+    return EvalResult.build(t, t.eval_split, model, outputs, labels.astype(np.int64 if classes else np.float32))
 
 
 def hand_glue_score(task: str, shift: int = 0) -> float:

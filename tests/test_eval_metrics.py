@@ -157,15 +157,15 @@ def test_every_task_module_reports_the_scores_the_task_names(name: str) -> None:
     from lmkit.evaluation.loaders import Examples
 
     task = get_task(name)
-    for module, config in {task.metric_for(split) for split in task.splits}:
-        values = [0.5, 2.0, 4.5, 3.0] if task.is_regression else [0, 1, 1, 0]
-        inputs = {"predictions": values, "references": values[::-1]}
-        if task.metric_inputs is not None:  # grouped answers (MultiRC), candidate strings (ReCoRD)
-            examples = Examples(task, task.eval_split, "test", ["a"] * 4, None, np.array(values[::-1]),
-                                [{"entities": ["x", "y"], "answers": ["x"]}] * 4, np.array([0, 0, 1, 1]))
-            inputs = task.metric_inputs(np.array(values), examples)
-        scores = load_metric(module, config).compute(**inputs)
-        assert list(scores)[: len(task.metrics)] == list(task.metrics), (module, config)
+    kind = task.shape.label_array(["1"]).dtype  # what the shape's labels are: ids, scores or texts
+    values = (np.array(["a cat sat", "a dog", "the cat", "two dogs ran"], object) if kind == object
+              else np.array([0, 1, 1, 0]) if kind.kind in "iu" else np.array([0.5, 2.0, 4.5, 3.0]))
+    # grouped answers (MultiRC), candidate strings (ReCoRD): `Task.metric_inputs` reads the examples
+    examples = Examples(task, task.eval_split, "test", ["a"] * 4, None, values[::-1],
+                        [{"entities": ["x", "y"], "answers": ["x"]}] * 4, np.array([0, 0, 1, 1]))
+    for split in {task.metric_for(split): split for split in task.splits}.values():
+        scores = task.shape.score(task, split, values, values[::-1], examples)
+        assert list(scores)[: len(task.metrics)] == list(task.metrics), (name, split)
 
 
 def test_mnli_mismatched_dev_is_scored_as_mismatched() -> None:
@@ -178,13 +178,12 @@ def test_mnli_mismatched_dev_is_scored_as_mismatched() -> None:
 
 def test_a_plugin_task_reading_tsv_files_is_scored_by_its_own_metric() -> None:
     from lmkit.evaluation.result import EvalResult
-    from lmkit.evaluation.tasks import Task, TsvLayout
+    from lmkit.evaluation.sources import TsvSource
+    from lmkit.evaluation.tasks import Task
 
     paws = Task(name="paws", description="PAWS paraphrases", labels=("0", "1"), metrics=("f1", "accuracy"),
-                metric="glue", metric_config="mrpc",
-                splits=("train", "dev"), eval_split="dev", hf_path="paws", hf_config=None,
-                hf_text_columns=("sentence1", "sentence2"),
-                glue=TsvLayout("PAWS", {"dev": "dev.tsv"}, ("sentence1", "sentence2"), "label"))
+                metric="glue", metric_config="mrpc", inputs=("sentence1", "sentence2"),
+                source=TsvSource("PAWS", {"dev": "dev.tsv"}, ("sentence1", "sentence2"), "label"))
     labels, predictions = np.array([1, 0, 1, 1, 0]), np.array([1, 1, 1, 0, 0])
     result = EvalResult.build(paws, "dev", "m", np.eye(2)[predictions], labels)
     assert result.metrics == {"f1": pytest.approx(skm.f1_score(labels, predictions)),
@@ -194,8 +193,10 @@ def test_a_plugin_task_reading_tsv_files_is_scored_by_its_own_metric() -> None:
 
 
 def test_a_task_naming_a_missing_module_fails_when_it_is_made() -> None:
+    from lmkit.evaluation.shapes import Regression
+    from lmkit.evaluation.sources import TableSource
     from lmkit.evaluation.tasks import Task
 
     with pytest.raises(RegistryError, match=r"task sick: 'acuracy' is not a metric module \(did you mean 'accuracy'"):
-        Task(name="sick", description="SICK relatedness", labels=(), metrics=("acuracy",), splits=("dev",),
-             eval_split="dev", hf_path="sick", hf_config=None, hf_text_columns=("a", "b"))
+        Task(name="sick", description="SICK relatedness", metrics=("acuracy",), splits=("dev",),
+             eval_split="dev", source=TableSource(), shape=Regression(), inputs=("a", "b"))

@@ -1,5 +1,6 @@
-"""Downstream evaluation: GLUE, SuperGLUE and IMDb tasks, loaders, fine-tuned heads, zero-shot
-likelihood scoring, whole-benchmark suites, `evaluate` metrics.
+"""Downstream evaluation: GLUE, SuperGLUE, IMDb, Multi30K and users' tasks (a data source plus a
+shape), loaders, fine-tuned heads, zero-shot likelihood scoring, whole-benchmark suites,
+`evaluate` metrics.
 
 >>> import lmkit
 >>> result = lmkit.evaluate("runs/lstm-1", task="glue/sst2", data="glue_data")   # doctest: +SKIP
@@ -14,7 +15,7 @@ from __future__ import annotations
 from lmkit._lazy import lazy_exports
 
 __all__ = ["evaluate", "evaluate_runs", "evaluate_suite", "Leaderboard", "EvalResult", "EvalConfig", "Task", "get_task",
-           "load_split", "find_task_data", "load_metric"]
+           "TableSource", "Classification", "Regression", "Generation", "load_split", "find_task_data", "load_metric"]
 
 _HOMES = {
     "evaluate": "lmkit.evaluation.evaluator",
@@ -26,6 +27,10 @@ _HOMES = {
     "EvalConfig": "lmkit.config",
     "Task": "lmkit.evaluation.tasks",
     "get_task": "lmkit.evaluation.tasks",
+    "TableSource": "lmkit.evaluation.sources",
+    "Classification": "lmkit.evaluation.shapes",
+    "Regression": "lmkit.evaluation.shapes",
+    "Generation": "lmkit.evaluation.shapes",
     "load_split": "lmkit.evaluation.loaders",
     "load_metric": "lmkit.evaluation.metrics",
 }

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lmkit.evaluation.loaders import Examples
+from lmkit.evaluation.examples import Examples
 
 __all__ = ["Encoded", "encode_examples", "encode_spans", "head_and_tail", "batches", "pad_widths",
            "SEPARATOR"]

@@ -59,14 +59,14 @@ def evaluate(
 
     import keras
 
-    from lmkit.evaluation.choice import head_for
     from lmkit.evaluation.encoding import head_and_tail
-    from lmkit.evaluation.finetune import finetune, predict
+    from lmkit.evaluation.finetune import finetune
 
     keras.utils.set_random_seed(cfg.seed)
     backbone, tokenizer, name = _backbone(source, cfg, parts, train or scored)
     max_length = cfg.max_length
-    model, encode_task = head_for(task, backbone, cfg.pooling, cfg.head_dropout, [e for e in (train, scored) if e])
+    model, encode_task = task.shape.head(task, backbone, cfg.pooling, cfg.head_dropout,
+                                         [e for e in (train, scored) if e])
     if cfg.truncation == "head_tail":
         def encode(examples: Examples, tokenizer: Any, max_length: int) -> Any:
             return head_and_tail(encode_task(examples, tokenizer, None), max_length)
@@ -79,7 +79,7 @@ def evaluate(
                             summary={CLASSIFIER: _classifier_record(source, task, cfg)})
         training["train_examples"] = len(train)
         training["scored_in_train"] = overlap
-    outputs = predict(model, encode(scored, tokenizer, max_length), cfg.eval_batch_size, max_length)
+    outputs = task.shape.outputs(model, tokenizer, scored, encode, cfg)
     return EvalResult.build(task, scored.split, name, outputs, scored.labels, scored, config=cfg.to_dict(),
                             training=training, model=model, tokenizer=tokenizer)
 
@@ -105,27 +105,26 @@ def _prepare(run_or_path: Any, task: "str | Task", data: Any, config: Any,
         initialize()
     source = _open(run_or_path)
     scored = load_split(task, data, cfg.split)
-    if cfg.truncation == "head_tail" and (scored.text_b is not None or task.spans
-                                           or task.multiple_choice or task.candidates):
+    if cfg.truncation == "head_tail" and (scored.text_b is not None or not task.shape.has("single_text")):
         raise ConfigError(f"truncation='head_tail' cuts single texts; {task.name} has pairs, "
-                          f"choices or spans, which are truncated longest-first: use "
+                          f"choices, spans or targets, which are truncated their own way: use "
                           f"truncation='head'")
     if cfg.max_eval_examples is not None and len(scored) > cfg.max_eval_examples:
         scored = _sample(scored, cfg.max_eval_examples, cfg.seed)
     if cfg.method == "zeroshot":
         shots = load_split(task, data, cfg.train_split) if cfg.shots else None
-        parts = resolve(cfg, task_loss=task.loss)
+        parts = resolve(cfg, task_loss=task.shape.loss)
         return _Job(parts.config, parts, task, source, scored, None, shots)
     train = load_split(task, data, cfg.train_split) if cfg.max_steps or cfg.epochs else None
-    if train is not None and task.candidates:  # a query none of whose candidates is an answer teaches nothing
+    if train is not None and task.shape.has("own_choices"):  # a query none of whose choices is right teaches nothing
         train = train.take(np.flatnonzero(train.labels >= 0))
     if train is not None and cfg.max_train_examples is not None and len(train) > cfg.max_train_examples:
         train = _sample(train, cfg.max_train_examples, cfg.seed)
     model = getattr(source, "model", None)
-    parts = resolve(cfg, backbone=_backbone_kind(source), task_loss=task.loss,
+    parts = resolve(cfg, backbone=_backbone_kind(source), task_loss=task.shape.loss,
                     steps=cfg.total_steps(len(train)) if train is not None else 0,
                     context=getattr(model, "max_context", None))
-    if task.candidates and parts.loss.has("label_smoothing"):
+    if task.shape.has("own_choices") and parts.loss.has("label_smoothing"):
         raise ConfigError(f"{task.name} pads each example's candidates to one width, and label smoothing "
                           f"would spread probability onto the padding; use loss='cross_entropy' (the default)")
     return _Job(parts.config, parts, task, source, scored, train, None)
@@ -184,7 +183,7 @@ def _sample(examples: Examples, n: int, seed: int) -> Examples:
     only, and a random sample of a few can miss a class."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(examples.labels)
-    if examples.task.is_regression or examples.task.candidates or labels.dtype.kind not in "biu":
+    if not examples.task.shape.has("class_labels") or labels.dtype.kind not in "biu":
         return examples.take(np.sort(rng.choice(len(examples), n, replace=False)))
     classes, counts = np.unique(labels, return_counts=True)
     share = counts * n / counts.sum()
@@ -201,13 +200,11 @@ def _sample(examples: Examples, n: int, seed: int) -> Examples:
 
 
 def _zeroshot(run_or_path: Any, scored: Examples, cfg: EvalConfig, shots: Examples | None) -> EvalResult:
-    from lmkit.evaluation.zeroshot import evaluate_zeroshot
-
     if _is_scratch(run_or_path):
         raise ConfigError(f"method='zeroshot' scores choices with a trained language model; "
                           f"'{SCRATCH}' has none. Pass a run (a directory or a Run)")
     run = _load(run_or_path)
-    return evaluate_zeroshot(run, scored, cfg, Path(str(getattr(run, "dir", "run"))).name, shots)
+    return scored.task.shape.zeroshot(run, scored, cfg, Path(str(getattr(run, "dir", "run"))).name, shots)
 
 
 def _load(run_or_path: Any) -> Any:
@@ -286,7 +283,6 @@ def load_finetuned(path: str | Path) -> FineTuned:
     """
     from lmkit.engine.checkpoint import restore_arrays
     from lmkit.engine.rundir import CHECKPOINT, SUMMARY, RunDir
-    from lmkit.evaluation.choice import head_for
 
     folder = RunDir.open(path, required=(SUMMARY, CHECKPOINT))
     record = folder.read_json(SUMMARY).get(CLASSIFIER)
@@ -304,7 +300,7 @@ def load_finetuned(path: str | Path) -> FineTuned:
                        f"classifier is rebuilt from it (its checkpoint holds only the weights)")
     source = _load(str(backbone))
     task = get_task(record["task"])
-    model, _ = head_for(task, source.model, record["pooling"], record["head_dropout"])
+    model, _ = task.shape.head(task, source.model, record["pooling"], record["head_dropout"])
     checkpoint = folder.load_checkpoint()
     restore_arrays([*model.trainable_variables, *model.non_trainable_variables], checkpoint.model,
                    "model weights", str(folder.file(CHECKPOINT)))

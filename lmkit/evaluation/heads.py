@@ -6,6 +6,9 @@ at the last real token (`last`), the mean over real tokens (`mean`), both side b
 (`concat`, as in ULMFiT), or the first token's state (`cls`, BERT's ``[CLS]``) -- and go through
 dropout and one dense layer. `SpanClassifier` also pools the states over marked spans (WiC's
 target word in each sentence, WSC's noun phrase and pronoun), given as token positions.
+`MultipleChoiceClassifier` reads one logit per choice sequence (COPA, ReCoRD), and
+`NextTokenLogProbs` reads the language model itself: the log-probability of each next token
+(the generation shape's training output).
 
 >>> clf = SequenceClassifier(run.model, num_outputs=2, pooling="concat")   # doctest: +SKIP
 >>> clf((tokens, lengths)).shape                                           # doctest: +SKIP
@@ -22,9 +25,12 @@ from keras import ops
 from lmkit.errors import ConfigError
 from lmkit.models.base import Dropout
 
-__all__ = ["SequenceClassifier", "SpanClassifier", "hidden_states"]
+__all__ = ["SequenceClassifier", "SpanClassifier", "MultipleChoiceClassifier", "NextTokenLogProbs",
+           "hidden_states", "PADDED_CHOICE"]
 
 POOLINGS = ("last", "mean", "concat", "cls")
+#: the logit of a padding row (an example with fewer candidates than the head's width)
+PADDED_CHOICE = -1e9
 
 
 def hidden_states(model: Any, tokens: Any, training: bool = False) -> Any:
@@ -109,3 +115,36 @@ class SpanClassifier(SequenceClassifier):
         flat = ops.reshape(means, (-1, self.spans * ops.shape(h)[2]))                   # (B, S * H)
         pooled = ops.concatenate([self.pool(h, lengths), flat], axis=-1)
         return self.head(self.drop(pooled, training=training))
+
+
+class MultipleChoiceClassifier(SequenceClassifier):
+    """A `SequenceClassifier` with one logit per sequence, read as ``(B, choices)`` logits;
+    rows of length 0 are padding (fewer candidates than `choices`) and get `PADDED_CHOICE`."""
+
+    def __init__(self, backbone: keras.Model, choices: int, pooling: str = "concat", dropout: float = 0.1,
+                 **kwargs: Any) -> None:
+        super().__init__(backbone, 1, pooling, dropout, **kwargs)
+        self.choices = choices
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        # inputs hold B * choices sequences, an example's choices next to each other
+        logits = ops.reshape(super().call(inputs, training=training), (-1, self.choices))
+        real = ops.reshape(ops.cast(inputs[1], "int32") > 0, (-1, self.choices))
+        return ops.where(real, logits, ops.cast(PADDED_CHOICE, logits.dtype))
+
+
+class NextTokenLogProbs(keras.Model):
+    """A language model read as ``(tokens (B, T), lengths (B,)) -> (B, T)`` log-probabilities:
+    position t holds log p(tokens[t + 1] | tokens[:t + 1]) (the last position reads padding).
+    It adds no weights: fine-tuning trains the language model itself, which then decodes."""
+
+    def __init__(self, backbone: keras.Model, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.backbone = backbone
+
+    def call(self, inputs: tuple[Any, Any], training: bool = False) -> Any:
+        tokens = ops.cast(inputs[0], "int32")
+        logits = ops.cast(self.backbone(tokens, training=training), "float32")           # (B, T, V)
+        log_probs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
+        following = ops.concatenate([tokens[:, 1:], ops.zeros_like(tokens[:, :1])], axis=1)
+        return ops.take_along_axis(log_probs, following[:, :, None], axis=-1)[:, :, 0]  # (B, T)

@@ -9,34 +9,18 @@ from typing import Any
 
 import numpy as np
 
-from lmkit.errors import DataError
-from lmkit.evaluation.tasks import Task
-
 __all__ = ["EvalResult", "score"]
 
 
-def score(task: Task, split: str, predictions: np.ndarray, labels: np.ndarray,
+def score(task: Any, split: str, predictions: np.ndarray, labels: np.ndarray,
           examples: Any = None) -> dict[str, float]:
-    """Score `split` with the `evaluate` module the task names (`Task.metric_for`).
-
-    Tasks whose metric needs more than label ids (MultiRC's question groups, ReCoRD's answer
-    strings) build its arguments from the scored `examples` (`Task.metric_inputs`).
+    """Score `split` of `task` (a `Task`) as its shape does (`Shape.score`: the `evaluate`
+    module the task names, or BLEU and ROUGE for generation).
 
     >>> score(get_task("glue/mrpc"), "dev", np.array([0, 1, 1, 1]), np.array([0, 1, 0, 1]))  # doctest: +SKIP
     {'f1': 0.8, 'accuracy': 0.75, 'combined_score': 0.775}
     """
-    from lmkit.evaluation.metrics import load_metric
-
-    # a candidates task (ReCoRD) is scored from its answer strings (`metric_inputs`), not label ids
-    if not task.is_regression and not task.candidates and len(labels) and int(np.min(labels)) < 0:
-        raise DataError(f"split '{split}' of {task.name} has unlabelled examples (label -1: test labels "
-                        f"are hidden); score a labelled split such as '{task.eval_split}'")
-    if task.metric_inputs is not None:
-        inputs = task.metric_inputs(predictions, examples)
-    else:
-        cast = float if task.is_regression else int
-        inputs = {"predictions": [cast(p) for p in predictions], "references": [cast(y) for y in labels]}
-    return load_metric(*task.metric_for(split)).compute(**inputs)
+    return task.shape.score(task, split, predictions, labels, examples)
 
 
 def _confusion(num_classes: int, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -57,7 +41,7 @@ class EvalResult:
     >>> result.save("out/")                 # metrics.json + predictions.tsv  # doctest: +SKIP
     """
 
-    task: Task
+    task: Any  #: the `lmkit.evaluation.tasks.Task` scored
     split: str
     model_name: str
     metrics: dict[str, float]
@@ -69,18 +53,18 @@ class EvalResult:
     tokenizer: Any = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, task: Task, split: str, model_name: str, outputs: np.ndarray, labels: np.ndarray,
+    def build(cls, task: Any, split: str, model_name: str, outputs: np.ndarray, labels: np.ndarray,
               examples: Any = None, **extra: Any) -> "EvalResult":
-        """Turn raw model outputs ``(N, C)`` (logits, or zero-shot choice scores) into predictions
-        and scores; `examples` are the scored `Examples` (for `Task.metric_inputs`)."""
-        predictions = outputs[:, 0].astype(np.float32) if task.is_regression else outputs.argmax(-1)
+        """Turn raw model outputs (logits ``(N, C)``, zero-shot choice scores, decoded texts) into
+        predictions (`Shape.predictions`) and scores; `examples` are the scored `Examples`."""
+        predictions = task.shape.predictions(outputs)
         return cls(task, split, model_name, score(task, split, predictions, labels, examples),
                    predictions, labels, **extra)
 
     @property
     def confusion_matrix(self) -> np.ndarray | None:
-        """``[true, predicted]`` counts for classification tasks; `None` for regression."""
-        if self.task.is_regression or self.task.candidates:
+        """``[true, predicted]`` counts for tasks whose labels are classes; `None` for the others."""
+        if not self.task.shape.has("class_labels"):
             return None
         return _confusion(len(self.task.labels), self.predictions, self.labels)
 
@@ -96,11 +80,7 @@ class EvalResult:
         return float(self.metrics.get("combined_score", self.metrics[next(iter(self.metrics))]))
 
     def label_text(self, values: np.ndarray) -> list[str]:
-        if self.task.is_regression:
-            return [f"{float(v):.4f}" for v in values]
-        if self.task.candidates:  # an index into the example's own candidates
-            return [str(int(v)) for v in values]
-        return [self.task.labels[int(v)] for v in values]
+        return self.task.shape.label_text(self.task, values)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no per-example data)."""

@@ -80,11 +80,8 @@ def available_tasks(tasks: Sequence[Task], data: "str | Path | None",
 def _split_file(task: Task, path: Path, split: str) -> Path | None:
     """The file holding `split` of `task` under `path` (None: absent); `path` itself for the
     `datasets` layouts, which `load_split` checks when it reads them."""
-    if task.jsonl is not None and path.is_dir() and any(path.glob("**/*.jsonl")):
-        return task.jsonl.file(path, split)
-    if task.glue is not None and path.is_dir() and any(path.glob("**/*.tsv")):
-        name = task.glue.files[split]
-        return next((c for c in (path / task.glue.folder / name, path / name) if c.is_file()), None)
+    if task.source.holds(path):
+        return task.source.file(path, split)
     return path
 
 

@@ -9,7 +9,7 @@ becomes one or more examples:
 
 * BoolQ, CB, RTE: a pair (passage / premise, then question / hypothesis).
 * COPA: the premise and its connective ("because" / "so"), and the two choices: fine-tuned as
-  multiple choice (each choice scored against the premise, softmax over the two).
+  multiple choice (`shapes.MultipleChoice`: each choice scored against the premise, softmax over the two).
 * MultiRC: one binary example per answer option; `Examples.groups` keeps the question, since
   exact match is counted per question.
 * ReCoRD: one example per query; its candidates are the passage's entities (no fixed labels),
@@ -36,12 +36,14 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from lmkit.errors import DataError
-from lmkit.evaluation.loaders import Examples
+from lmkit.evaluation.examples import Examples
+from lmkit.evaluation.shapes import Candidates, MultipleChoice, Spans
+from lmkit.evaluation.sources import Hub, Source
 from lmkit.evaluation.tasks import Task
 from lmkit.registry import tasks
 
@@ -82,8 +84,8 @@ class _Where:
 
 
 @dataclass(frozen=True)
-class JsonlLayout:
-    """Where a SuperGLUE task lives (`folder` under the SuperGLUE root) and how a line becomes
+class JsonlLayout(Source):
+    """The SuperGLUE source: where a task lives (`folder` under the SuperGLUE root) and how a line becomes
     examples (`rows(record, where)`, raising through `where.fail`). `label_type` is the JSON
     type of the label (``bool``, ``int`` or ``str``), checked on every line. `record(row)` turns
     a row of the `datasets` ``super_glue`` config (flat columns, class-id labels) back into the
@@ -93,6 +95,12 @@ class JsonlLayout:
     rows: Callable[[dict[str, Any], _Where], list[Row]]
     label_type: type
     record: Callable[[dict[str, Any]], dict[str, Any]]
+
+    layouts: ClassVar[tuple[str, ...]] = ("jsonl",)
+    wants: ClassVar[str] = "reads JSONL files"
+
+    def hub_hint(self, task: Task) -> str:
+        return f"the SuperGLUE folder as distributed (SuperGLUE/{self.folder}/val.jsonl)"
 
     def file(self, path: Path, split: str) -> Path | None:
         """The file of `split` under `path` (the SuperGLUE root, the task folder, or the file)."""
@@ -137,7 +145,7 @@ class JsonlLayout:
             try:
                 records.append((where, self.record(row)))
             except (KeyError, TypeError) as exc:
-                where.fail(f"not a row of the datasets super_glue/{task.hf_config} config ({type(exc).__name__}: "
+                where.fail(f"not a row of the datasets super_glue/{task.hub.config} config ({type(exc).__name__}: "
                            f"{exc}); columns: {', '.join(names)}")
         return self._examples(task, split, source, records)
 
@@ -165,8 +173,8 @@ class JsonlLayout:
             if split == "test":
                 return -1
             where.fail(f"missing key 'label' ({task.name} '{split}' lines are labelled; only test files are not)")
-        if task.candidates:
-            return int(value)  # the row computed it: an index into its own candidates
+        if task.shape.has("own_choices"):
+            return task.shape.label(task, value, where.place)  # the row computed it: an index into its own candidates
         if not isinstance(value, self.label_type) or (isinstance(value, bool) and self.label_type is not bool):
             where.fail(f"label {value!r} of {task.name} must be a JSON {_JSON_TYPE[self.label_type]} "
                        f"({', '.join(_json_labels(task, self.label_type))}), got {type(value).__name__}")
@@ -403,11 +411,10 @@ def _superglue(key: str, folder: str, description: str, labels: tuple[str, ...],
                hf_columns: tuple[str, ...] = (), record: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                **extra: Any) -> Task:
     task = Task(
-        name=f"superglue/{key}", description=description, labels=labels, metrics=metrics,
-        splits=_SPLITS, eval_split="val", hf_path="aps/super_glue", hf_config=key,
-        hf_text_columns=hf_columns, hf_splits={"val": "validation"}, metric="super_glue",
-        metric_config=key, benchmark="SuperGLUE", data_folders=_FOLDERS,
-        jsonl=JsonlLayout(folder, rows, label_type, record or _flat_record(labels, label_type)),
+        name=f"superglue/{key}", source=JsonlLayout(folder, rows, label_type, record or _flat_record(labels, label_type)),
+        description=description, labels=labels, metrics=metrics, inputs=hf_columns,
+        splits=_SPLITS, eval_split="val", hub=Hub("aps/super_glue", key, {"val": "validation"}),
+        metric="super_glue", metric_config=key, benchmark="SuperGLUE", data_folders=_FOLDERS,
         choices=_PROMPTS[key], **extra,
     )
     tasks.register(task.name, task, description=description)
@@ -422,20 +429,20 @@ TASKS = (
                ("entailment", "contradiction", "neutral"), ("accuracy", "f1"), _premise_hypothesis, str,
                hf_columns=("premise", "hypothesis")),
     _superglue("copa", "COPA", "COPA: which choice is the cause / effect of the premise? (accuracy)",
-               ("0", "1"), ("accuracy",), _copa, int, label_names=("choice1", "choice2"), multiple_choice=True),
+               ("0", "1"), ("accuracy",), _copa, int, label_names=("choice1", "choice2"), shape=MultipleChoice()),
     _superglue("multirc", "MultiRC", "MultiRC: is each answer option to a question about the paragraph right? "
                "(exact match per question, F1 over all options)",
                ("0", "1"), ("exact_match", "f1_a"), _multirc, int, label_names=("false", "true"),
                metric_inputs=_grouped_inputs, record=_multirc_record),
     _superglue("record", "ReCoRD", "ReCoRD: which passage entity fills the query's @placeholder? "
                "(max-over-answers token F1, exact match)",
-               (), ("f1", "exact_match"), _record, int, candidates=True, metric_inputs=_record_inputs,
+               (), ("f1", "exact_match"), _record, int, shape=Candidates(), metric_inputs=_record_inputs,
                record=_record_record),
     _superglue("rte", "RTE", "RTE: does the premise entail the hypothesis? (accuracy)",
                ("entailment", "not_entailment"), ("accuracy",), _premise_hypothesis, str,
                hf_columns=("premise", "hypothesis")),
     _superglue("wic", "WiC", "WiC: is the marked word used in the same sense in both sentences? (accuracy)",
-               _YES_NO, ("accuracy",), _wic, bool, label_names=("different", "same"), spans=2),
+               _YES_NO, ("accuracy",), _wic, bool, label_names=("different", "same"), shape=Spans(2)),
     _superglue("wsc", "WSC", "WSC: does the marked pronoun refer to the marked noun phrase? (accuracy)",
-               _YES_NO, ("accuracy",), _wsc, bool, spans=2, record=_wsc_record),
+               _YES_NO, ("accuracy",), _wsc, bool, shape=Spans(2), record=_wsc_record),
 )

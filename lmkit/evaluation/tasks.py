@@ -1,10 +1,12 @@
-"""Evaluation tasks: what each GLUE task and IMDb reads, predicts and is scored by.
+"""Evaluation tasks: a data source plus a shape, declared as data.
 
-A `Task` is plain data: its inputs (one sentence or a pair), its label set (or a score range for
-regression), its splits, where its files live in each supported layout, the `evaluate` module
-that scores it and the scores that module reports. Built-in tasks register in
-`lmkit.registry.tasks`; plugins add their own through the entry-point group ``lmkit.tasks`` with
-a `Task` object.
+A `Task` says where its examples come from (`source`, a reader of one file family:
+`lmkit.evaluation.sources`), what is predicted (`shape`: `lmkit.evaluation.shapes`), its labels,
+splits and the `evaluate` module that scores it. GLUE, IMDb and Multi30K are declared here,
+SuperGLUE in `lmkit.evaluation.superglue`; all register in `lmkit.registry.tasks`, and plugins
+add their own through the entry-point group ``lmkit.tasks`` with a `Task` object. A user's task
+over their own files is a `Task` passed to `lmkit.evaluate` directly, or a TOML file whose path
+is given as the task name (`load_task_file`).
 
 >>> from lmkit.registry import tasks
 >>> sst2 = tasks.get("glue/sst2")
@@ -14,15 +16,19 @@ a `Task` object.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from lmkit.errors import DataError, RegistryError, did_you_mean
+from lmkit.errors import ConfigError, DataError, RegistryError, did_you_mean
 from lmkit.evaluation.metrics import METRICS
+from lmkit.evaluation.shapes import Classification, Generation, Regression, Shape, get_shape
+from lmkit.evaluation.sources import Hub, ImdbSource, ParallelText, Source, TableSource, TsvSource
 from lmkit.registry import tasks
 
-__all__ = ["SCRATCH", "Task", "TsvLayout", "get_task"]
+__all__ = ["SCRATCH", "Task", "get_task", "load_task_file"]
 
 #: what `lmkit.evaluate`, ``lmkit eval`` and the notebook take instead of a run: the task model
 #: trained from random weights
@@ -30,79 +36,66 @@ SCRATCH = "scratch"
 
 
 @dataclass(frozen=True)
-class TsvLayout:
-    """Where a GLUE task lives in the official distribution and which columns it reads.
-
-    `text_columns` and `label_column` are header names, or 0-based column positions for files
-    without a header (CoLA).
-    """
-
-    folder: str
-    files: dict[str, str]
-    text_columns: tuple[str | int, ...]
-    label_column: str | int
-    header: bool = True
-
-
-@dataclass(frozen=True)
 class Task:
-    """One evaluation task.
+    """One evaluation task: a data source and a shape, with its labels, splits and scores.
 
-    `labels` are the label strings as written in the official files, in the order of the
-    Hugging Face `datasets` class ids; an empty tuple means regression within `score_range`.
-    `eval_split` is the split scored by default (GLUE test labels are not public).
+    Data: `source` reads the task's own file family (`lmkit.evaluation.sources`: GLUE TSV,
+    SuperGLUE JSONL, aclImdb, a user's CSV/JSONL/parquet tables, line-aligned text); `inputs`
+    name the text columns (one, or two for sentence pairs) and `target` the label column, in
+    tables and `datasets` rows; `hub` says where the `datasets` copy lives (``data=None``).
+    `splits` are the task's split names, `eval_split` the one scored by default (GLUE test
+    labels are not public); `data_folders` the sub-folders of a shared data folder that may
+    hold the task (`lmkit.evaluation.loaders.find_task_data`).
+
+    Shape: `shape` (`lmkit.evaluation.shapes`: classification by default) supplies the head,
+    the encoder, the loss, the scorers and the metrics' inputs. `labels` are the label strings
+    as written in the files, in the order of the `datasets` class ids (none for regression,
+    candidates and generation); `label_names` their readable names.
 
     Scoring: `metric` names the shipped `evaluate` module (``lmkit.evaluation.metrics.METRICS``)
     and `metric_config` its configuration; `metric_configs` overrides the configuration for
-    some splits (MNLI's ``dev_mismatched``). `metric` defaults to the module named like the
-    first score, for tasks scored by a one-score module (``metrics=("accuracy",)``). `metrics`
-    are the scores that module reports, the first being the main one.
+    some splits (MNLI's ``dev_mismatched``). `metrics` are the scores it reports, the first
+    being the main one (default: the shape's, e.g. accuracy); `metric` defaults to the module
+    named like the first score. `metric_inputs(predictions, examples)` gives the module's
+    ``compute`` arguments when they are not plain labels (MultiRC's question groups, ReCoRD's
+    answer strings). `benchmark` names the benchmark whose average includes the task ("GLUE").
 
-    Tables: `benchmark` names the benchmark whose average includes the task ("GLUE"), and
-    `data_folders` the sub-folders of a shared data folder that may hold the task's data
-    (`lmkit.evaluation.loaders.find_task_data`).
+    Zero-shot: `choices(record)` gives the ``(context, continuation)`` pairs that zero-shot
+    scoring ranks, one per label (or candidate) in order (`lmkit.evaluation.zeroshot`).
 
-    Tasks beyond flat classification (SuperGLUE, `lmkit.evaluation.superglue`): `jsonl` is the
-    reader of their official JSONL layout (a `superglue.JsonlLayout`); `candidates` means each
-    example has its own choices (ReCoRD's entities) instead of a fixed label set;
-    `multiple_choice` means the labels name the record's ``choices`` (COPA), each scored against
-    the context (`text_a`) by one shared head (`lmkit.evaluation.choice`; a `candidates` task
-    is fine-tuned the same way over its record's ``choices``); `spans` is the number of marked
-    spans each record gives as character offsets (``spans``: WiC's target word in each
-    sentence, WSC's noun phrase and pronoun), which the head pools;
-    `metric_inputs(predictions, examples)` gives the metric's ``compute`` arguments when they
-    are not plain label ids (MultiRC's question groups, ReCoRD's answer strings); and
-    `choices(record)` gives the ``(context, continuation)`` pairs that zero-shot scoring ranks,
-    one per label (or candidate) in order (`lmkit.evaluation.zeroshot`).
+    >>> from lmkit.evaluation.sources import TableSource
+    >>> reviews = Task("reviews", TableSource(), labels=("neg", "pos"), inputs=("review",))
+    >>> reviews.metrics, reviews.shape.loss
+    (('accuracy',), 'cross_entropy')
     """
 
     name: str
-    description: str
-    labels: tuple[str, ...]
-    metrics: tuple[str, ...]
-    splits: tuple[str, ...]
-    eval_split: str
-    hf_path: str
-    hf_config: str | None
-    hf_text_columns: tuple[str, ...]
-    hf_splits: dict[str, str] = field(default_factory=dict)
-    glue: TsvLayout | None = None
-    score_range: tuple[float, float] | None = None
+    source: Source
+    shape: Shape = Classification()
+    labels: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    description: str = ""
+    inputs: tuple[str, ...] = ("text",)
+    target: str = "label"
+    splits: tuple[str, ...] = ("train", "dev")
+    eval_split: str = "dev"
+    hub: Hub | None = None
     label_names: tuple[str, ...] = ()
     metric: str | None = None
     metric_config: str | None = None
     metric_configs: dict[str, str] = field(default_factory=dict)
     benchmark: str | None = None
     data_folders: tuple[str, ...] = ()
-    jsonl: Any = None
-    candidates: bool = False
-    multiple_choice: bool = False
-    spans: int = 0
-    metric_inputs: Callable[[Any, Any], dict[str, Any]] | None = None
     choices: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None
+    metric_inputs: Callable[[Any, Any], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         # Checked here, so that a plugin's typo shows when it registers, not after fine-tuning.
+        if not self.metrics and self.metric is None:
+            object.__setattr__(self, "metrics", self.shape.default_metrics)
+            object.__setattr__(self, "metric", self.shape.default_metric)
+            if self.metric_config is None:
+                object.__setattr__(self, "metric_config", self.shape.default_metric_config)
         if self.metric is None and not self.metrics:
             raise RegistryError(f"task {self.name} names no metric: give it metrics=(score names, ...) "
                                 f"and metric=<module>, one of {', '.join(METRICS)}")
@@ -113,24 +106,11 @@ class Task:
                 f"set Task(metric=...) to the module that reports {', '.join(self.metrics)}, "
                 f"one of {', '.join(METRICS)}"
             )
+        self.shape.check(self)
 
     @property
     def is_pair(self) -> bool:
-        return len(self.hf_text_columns) == 2
-
-    @property
-    def is_regression(self) -> bool:
-        return not self.labels and not self.candidates
-
-    @property
-    def loss(self) -> str:
-        """The registry loss fine-tuning uses unless the `loss` option says otherwise."""
-        return "squared_error" if self.is_regression else "cross_entropy"
-
-    @property
-    def num_outputs(self) -> int:
-        """Width of the model head: one per class, or 1 for regression."""
-        return len(self.labels) or 1
+        return len(self.inputs) == 2
 
     @property
     def display_labels(self) -> tuple[str, ...]:
@@ -146,7 +126,8 @@ class Task:
         return self.metric or self.metrics[0], self.metric_configs.get(split, self.metric_config)
 
     def hf_split(self, split: str) -> str:
-        return self.hf_splits.get(split, split)
+        """The `datasets` name of `split` (``validation`` for GLUE's ``dev``)."""
+        return self.hub.splits.get(split, split) if self.hub else split
 
     def resolve_split(self, split: str | None) -> str:
         """The task's name for `split`: `None` is the scoring split; `validation` means `dev`.
@@ -167,13 +148,56 @@ class Task:
         )
 
 
-def get_task(name: "str | Task") -> Task:
-    """Return the task registered as `name`; unknown names raise with close matches listed.
+def get_task(name: "str | Path | Task") -> Task:
+    """Return the task registered as `name` (unknown names raise with close matches listed), or
+    the task a ``.toml`` file declares (`load_task_file`).
 
     >>> get_task("GLUE/SST2").name
     'glue/sst2'
     """
-    return name if isinstance(name, Task) else tasks.get(name)
+    if isinstance(name, Task):
+        return name
+    if str(name).endswith(".toml"):
+        return load_task_file(name)
+    return tasks.get(str(name))
+
+
+#: the file families a TOML task may name (``[source] family = "table"``)
+_FAMILIES: dict[str, type[Source]] = {"table": TableSource, "parallel": ParallelText}
+
+
+def load_task_file(path: "str | Path") -> Task:
+    """The task declared by a TOML file: `Task`'s keys at the top level (or under ``[task]``),
+    the shape as a name or a table (``[shape] name = "regression"`` with its options), the
+    source as a ``[source]`` table (``family = "table"`` (default) or ``"parallel"``, with its
+    options).
+
+    >>> load_task_file("tests/fixtures/tasks/reviews.toml").labels        # doctest: +SKIP
+    ('neg', 'pos')
+    """
+    file = Path(path).expanduser()
+    try:
+        table = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"task file '{file}' does not exist; a task name is a registered task "
+                          f"(`lmkit list tasks`) or a .toml file declaring one") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML ({exc})") from None
+    table = dict(table.get("task", table))
+    where = f"{file}: "
+    shape = table.pop("shape", "classification")
+    options = dict(shape) if isinstance(shape, dict) else {"name": shape}
+    source = dict(table.pop("source", {}))
+    family = source.pop("family", "table")
+    if family not in _FAMILIES:
+        raise ConfigError(f"{where}[source] family = {family!r} is not one of {', '.join(map(repr, _FAMILIES))}")
+    try:
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+        return Task(source=_FAMILIES[family](**source), shape=get_shape(options.pop("name"), **options), **fields)
+    except TypeError as exc:  # an unknown key
+        raise ConfigError(f"{where}{exc}; the keys are Task's (docs/evaluation.md, \"Your own task\")") from None
+    except RegistryError as exc:
+        raise ConfigError(f"{where}{exc}") from None
 
 
 def _sentiment(kind: str) -> Callable[[dict[str, Any]], list[tuple[str, str]]]:
@@ -205,11 +229,10 @@ def _glue(
 ) -> Task:
     files = {s: f"{s}.tsv" for s in splits}
     task = Task(
-        name=f"glue/{key}", description=description, labels=labels, metrics=metrics,
-        splits=splits, eval_split=eval_split, hf_path="nyu-mll/glue", hf_config=key,
-        hf_text_columns=hf_columns, hf_splits=hf_splits or _GLUE_SPLITS,
-        glue=TsvLayout(folder, files, tsv_columns, label_column, header), metric="glue",
-        metric_config=metric_config or key, benchmark="GLUE", data_folders=_GLUE_FOLDERS,
+        name=f"glue/{key}", source=TsvSource(folder, files, tsv_columns, label_column, header),
+        description=description, labels=labels, metrics=metrics, inputs=hf_columns,
+        splits=splits, eval_split=eval_split, hub=Hub("nyu-mll/glue", key, hf_splits or _GLUE_SPLITS),
+        metric="glue", metric_config=metric_config or key, benchmark="GLUE", data_folders=_GLUE_FOLDERS,
         **extra,  # type: ignore[arg-type]
     )
     tasks.register(task.name, task, aliases=aliases, description=description)
@@ -231,7 +254,7 @@ _glue("qqp", "QQP", "QQP: are the two questions duplicates? (F1 and accuracy)",
       "is_duplicate", aliases=("qqp",), label_names=("not_duplicate", "duplicate"))
 _glue("stsb", "STS-B", "STS-B: similarity score 0-5 of two sentences (Pearson and Spearman)",
       (), ("pearson", "spearmanr"), ("sentence1", "sentence2"), ("sentence1", "sentence2"),
-      "score", aliases=("stsb", "sts-b", "glue/sts-b"), score_range=(0.0, 5.0))
+      "score", aliases=("stsb", "sts-b", "glue/sts-b"), shape=Regression(0.0, 5.0))
 _glue("mnli", "MNLI", "MNLI: entailment, neutral or contradiction; dev_matched / dev_mismatched (accuracy)",
       ("entailment", "neutral", "contradiction"), ("accuracy",), ("premise", "hypothesis"),
       ("sentence1", "sentence2"), "gold_label", aliases=("mnli",),
@@ -249,10 +272,17 @@ _glue("wnli", "WNLI", "WNLI: Winograd pronoun resolution as entailment (accuracy
       "label", aliases=("wnli",), label_names=("not_entailment", "entailment"))
 
 IMDB = Task(
-    name="imdb", description="IMDb movie reviews: positive or negative (accuracy)",
+    name="imdb", source=ImdbSource(), description="IMDb movie reviews: positive or negative (accuracy)",
     labels=("neg", "pos"), metrics=("accuracy",), splits=("train", "test"), eval_split="test",
-    hf_path="stanfordnlp/imdb", hf_config=None, hf_text_columns=("text",),
-    label_names=("negative", "positive"), metric="accuracy", data_folders=("imdb", "aclImdb"),
-    choices=_sentiment("review"),
+    hub=Hub("stanfordnlp/imdb"), label_names=("negative", "positive"), metric="accuracy",
+    data_folders=("imdb", "aclImdb"), choices=_sentiment("review"),
 )
 tasks.register("imdb", IMDB, aliases=("aclimdb",), description=IMDB.description)
+
+MULTI30K = Task(
+    name="multi30k/de-en", source=ParallelText("de", "en", {"dev": "val", "test": "test_2016_flickr"}),
+    shape=Generation(), description="Multi30K: translate German image captions to English (BLEU, ROUGE)",
+    inputs=("de",), target="en", splits=("train", "dev", "test"), eval_split="test",
+    hub=Hub("bentrevett/multi30k", None, {"dev": "validation"}), data_folders=("multi30k",),
+)
+tasks.register(MULTI30K.name, MULTI30K, aliases=("multi30k",), description=MULTI30K.description)

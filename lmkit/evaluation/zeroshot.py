@@ -34,7 +34,7 @@ import numpy as np
 
 from lmkit.errors import ConfigError, DataError
 from lmkit.config import EvalConfig
-from lmkit.evaluation.loaders import Examples
+from lmkit.evaluation.examples import Examples
 from lmkit.evaluation.result import EvalResult
 
 __all__ = ["loglikelihoods", "choice_pairs", "few_shot_prefix", "evaluate_zeroshot", "LOGITS_PER_BATCH"]
@@ -154,7 +154,7 @@ def choice_pairs(examples: Examples, prefix: str = "") -> list[list[tuple[str, s
     out = []
     for i in range(len(examples)):
         pairs = task.choices(examples.record(i))
-        if not task.candidates and len(pairs) != len(task.labels):
+        if not task.shape.has("own_choices") and len(pairs) != len(task.labels):
             raise ConfigError(f"task {task.name}: its prompts give {len(pairs)} choices for "
                               f"{len(task.labels)} labels; Task.choices must give one per label")
         out.append([(prefix + context, continuation) for context, continuation in pairs])

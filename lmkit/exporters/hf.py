@@ -221,7 +221,7 @@ def _bert_classifier(source: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]
     kernel, bias = _numpy(model.head.kernel), _numpy(model.head.bias)       # (D, labels), (labels,)
     tensors["classifier.weight"] = np.ascontiguousarray((kernel / np.float32(eps)).T)
     tensors["classifier.bias"] = bias
-    labels = ["score"] if task.is_regression else list(task.display_labels)
+    labels = list(task.display_labels) if task.shape.has("class_labels") else ["score"]
     config = {
         "architectures": ["BertForSequenceClassification"],
         "model_type": "bert",
@@ -244,7 +244,7 @@ def _bert_classifier(source: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]
         "num_labels": len(labels),
         "id2label": dict(enumerate(labels)),
         "label2id": {label: i for i, label in enumerate(labels)},
-        "problem_type": "regression" if task.is_regression else "single_label_classification",
+        "problem_type": "single_label_classification" if task.shape.has("class_labels") else "regression",
         "finetuning_task": task.name,
         "dtype": "float32",
     }

@@ -1,0 +1,94 @@
+"""The generation shape: source text -> target text with a decoder-only language model
+(Multi30K de->en), the loss on target tokens only, greedy decoding, BLEU and ROUGE."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmkit.errors import DataError
+from lmkit.evaluation.loaders import load_split
+from lmkit.evaluation.shapes import Generation
+from lmkit.evaluation.shapes.text_to_text import encode_targets
+from lmkit.evaluation.tasks import get_task
+from lmkit.registry import losses, tokenizers
+
+MULTI30K = Path(__file__).parent / "fixtures" / "multi30k"
+
+
+def lines(name: str) -> list[str]:
+    return (MULTI30K / name).read_text(encoding="utf-8").splitlines()
+
+
+def test_multi30k_reads_the_raw_line_aligned_files() -> None:
+    task = get_task("multi30k")
+    assert task.name == "multi30k/de-en" and task.eval_split == "test" and task.metrics[0] == "bleu"
+    test = load_split(task, MULTI30K)  # the scored split: test_2016_flickr
+    assert test.text_a == lines("test_2016_flickr.de") and test.labels.tolist() == lines("test_2016_flickr.en")
+    assert test.text_b == test.labels.tolist()  # a tokenizer fitted on the examples sees the targets
+    assert [len(load_split(task, MULTI30K, s)) for s in ("train", "dev")] == [48, 8]
+
+
+def test_misaligned_files_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "val.de").write_text("Ein Hund.\nZwei Hunde.\n", encoding="utf-8")
+    (tmp_path / "val.en").write_text("A dog.\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"val.de has 2 lines but .*val.en has 1"):
+        load_split("multi30k", tmp_path, "dev")
+
+
+def test_examples_are_source_sep_target_end_labelled_with_the_target_positions() -> None:
+    examples = load_split("multi30k", MULTI30K, "dev").head(3)
+    tok = tokenizers.get("char").fit(examples.text_a + examples.text_b + ["\n"])
+    encoded = encode_targets(examples, tok, 512)
+    for i, (start, end) in enumerate(encoded.labels):
+        ids = encoded.ids[i]
+        assert tok.decode(ids.tolist()) == f"{examples.text_a[i]}\n{examples.text_b[i]}\n"
+        # output position t predicts token t + 1: the span predicts exactly the target and its end
+        assert tok.decode(ids[start + 1:end + 1].tolist()) == examples.text_b[i] + "\n"
+    # too long: the target keeps its start, the source its end
+    short = encode_targets(examples.head(1), tok, 24)
+    text = tok.decode(short.ids[0].tolist())
+    source, target = text.split("\n", 1)
+    assert len(short.ids[0]) == 24 and examples.text_a[0].endswith(source) and examples.text_b[0].startswith(target)
+
+
+def test_the_target_loss_is_the_mean_negative_log_likelihood_of_the_span() -> None:
+    from lmkit.config import EvalConfig
+
+    loss = losses.get("target_nll")(EvalConfig())
+    log_probs = np.log(np.array([[0.5, 0.25, 0.1, 0.9], [0.2, 0.4, 0.8, 1.0]], np.float32))
+    spans = np.array([[1, 3], [0, 1]], np.int32)
+    # row 0: positions 1 and 2, -(ln 0.25 + ln 0.1) / 2; row 1: position 0, -ln 0.2
+    expected = [-(np.log(0.25) + np.log(0.1)) / 2, -np.log(0.2)]
+    assert np.asarray(loss(spans, log_probs)) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.slow  # loads two evaluate modules (seconds each)
+def test_generation_scores_are_bleu_and_rouge_of_the_texts() -> None:
+    task = get_task("multi30k")
+    refs = np.array(["a dog runs on the grass", "two men sit"], object)
+    perfect = task.shape.score(task, "test", refs, refs)
+    assert perfect["bleu"] == pytest.approx(100.0) and perfect["rouge1"] == pytest.approx(1.0)
+    # "a dog" against "a dog runs on the grass": unigram precision 1, recall 2/6, F1 = 2 * (1/3) / (4/3) = 0.5
+    partial = task.shape.score(task, "test", np.array(["a dog", "two men sit"], object), refs)
+    assert partial["rouge1"] == pytest.approx((0.5 + 1.0) / 2)
+    assert list(partial)[:4] == ["bleu", "rouge1", "rouge2", "rougeL"]
+
+
+@pytest.mark.slow
+def test_a_scratch_model_fine_tunes_on_multi30k_and_decodes_strings(tmp_path: Path) -> None:
+    import lmkit
+
+    task = dataclasses.replace(get_task("multi30k"), shape=Generation(max_new_tokens=24))
+    result = lmkit.evaluate("scratch", task=task, data=MULTI30K, arch="gpt", embed_dim=32, units=32, layers=1,
+                            heads=2, max_length=160, batch_size=8, max_steps=4, learning_rate=3e-3, log_every=2)
+    assert result.training["steps"] == 4 and result.training["train_examples"] == 48
+    assert len(result.predictions) == 8 and all(isinstance(p, str) and "\n" not in p for p in result.predictions)
+    assert 0.0 <= result.metrics["bleu"] <= 100.0
+    assert all(0.0 <= result.metrics[k] <= 1.0 for k in ("rouge1", "rouge2", "rougeL"))
+    assert result.confusion_matrix is None
+    rows = (result.save(tmp_path) / "predictions.tsv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 9 and rows[1].split("\t")[2] == lines("test_2016_flickr.en")[0]
