@@ -8,7 +8,7 @@ import evaluate
 _DESCRIPTION = """Perplexity = exp(total negative log-likelihood / total units), where the unit is
 stated: 'token' (the model's own tokens; not comparable across tokenizers), 'word' (whitespace
 words) or 'byte' (UTF-8 bytes; comparable across every tokenizer). The inputs are per text: the
-summed NLL in nats from the model's logits (lmkit.evaluation.perplexity.text_nll computes them for
+summed NLL in nats from the model's logits (lmkit.forward.text_nll computes them for
 any lmkit model) and the number of units of that text."""
 _KWARGS = """
 Args:
