@@ -122,13 +122,16 @@ def plan(lengths: Sequence[int] | np.ndarray, batch_size: int, limit: int | None
         return rows if max_tokens is None else max(1, min(rows, max_tokens // width))
 
     order = np.argsort(lengths, kind="stable")
+    ranked = lengths[order]
     batches, start = [], 0
     while start < len(order):
-        take = order[start:start + rows]
-        take = take[:rows_at(padded_width(lengths[take[-1]], limit))]
-        width = padded_width(lengths[take[-1]], limit)  # sorted: the last row is the longest
-        batches.append(Batch(take, width, rows_at(width)))
-        start += len(take)
+        end = min(start + rows, len(order))
+        width = padded_width(ranked[end - 1], limit)  # sorted: the last row is the longest
+        if rows_at(width) < end - start:  # too many rows at that width: fill a narrower one
+            width = padded_width(ranked[start + rows_at(width) - 1], limit)
+            end = min(start + rows_at(width), int(np.searchsorted(ranked, width, "right")))
+        batches.append(Batch(order[start:end], width, rows_at(width)))
+        start = end
     return batches
 
 
@@ -161,15 +164,17 @@ def apply(model: Any, body: Callable[..., Any], rows: Sequence[Any], *, batch_si
     lengths = np.asarray([len(r) for r in rows], dtype=np.int32)
     if not len(lengths) or len(lengths) % group:
         raise ConfigError(f"`rows` must hold a positive multiple of group={group} rows, got {len(lengths)}")
-    fn = compiled(model, body, static)
-    values = [v.value for v in model.variables]
-    out = _Gathered(len(lengths) // group, int(lengths.max()) if per_token else None)
+    out = _Gathered(len(lengths) // group, lengths if per_token else None)
+    fn: Callable[..., Any] | None = None
     pending = None
     for batch in plan(lengths.reshape(-1, group).max(axis=1), batch_size, limit, max_tokens):
         items = np.concatenate([batch.index, np.repeat(batch.index[:1], batch.rows - len(batch.index))])
         picked = (items[:, None] * group + np.arange(group)).reshape(-1)
-        tokens = pad_rows([rows[r] for r in picked], batch.width, pad_id)
-        result = fn(values, tokens, lengths[picked], *(e[items] for e in extras))
+        args = (pad_rows([rows[r] for r in picked], batch.width, pad_id), lengths[picked],
+                *(e[items] for e in extras))
+        if fn is None:
+            fn, values = _prepared(model, body, static, args)
+        result = fn(values, *args)
         if pending is not None:  # the host copy of one batch overlaps the next one's computation
             out.put(*pending)
         pending = (batch.index, result)
@@ -177,26 +182,38 @@ def apply(model: Any, body: Callable[..., Any], rows: Sequence[Any], *, batch_si
     return out.array
 
 
-class _Gathered:
-    """Batch results written back to their items' places (one assignment per batch)."""
+def _prepared(model: Any, body: Callable[..., Any], static: Any, args: tuple[Any, ...],
+              ) -> tuple[Callable[..., Any], list[Any]]:
+    """The compiled body and the model's variable values, its weights built first."""
+    if not getattr(model, "built", True):
+        # weights created inside a compiled trace would leak its tracers: build them eagerly
+        body(model, *args, **({} if static is None else {"static": static}))
+    return compiled(model, body, static), [v.value for v in model.variables]
 
-    def __init__(self, items: int, longest: int | None) -> None:
-        self.items, self.longest, self.array = items, longest, np.empty(0)
+
+class _Gathered:
+    """Batch results written back to their items' places (one assignment per batch); per-token
+    results (given the rows' `lengths`) are zero past each row's length."""
+
+    def __init__(self, items: int, lengths: np.ndarray | None) -> None:
+        self.items, self.lengths, self.array = items, lengths, np.empty(0)
 
     def put(self, index: np.ndarray, result: Any) -> None:
         import keras
 
-        result = np.asarray(keras.ops.convert_to_numpy(result))
-        if self.array.size == 0:
-            if self.longest is None:
+        result = np.asarray(keras.ops.convert_to_numpy(result))[:len(index)]
+        if self.lengths is None:
+            if self.array.size == 0:
                 self.array = np.empty((self.items, *result.shape[1:]), result.dtype)
-            else:
-                self.array = np.zeros((self.items, self.longest, *result.shape[2:]), result.dtype)
-        if self.longest is None:
-            self.array[index] = result[:len(index)]
-        else:
-            width = min(result.shape[1], self.longest)
-            self.array[index, :width] = result[:len(index), :width]
+            self.array[index] = result
+            return
+        if self.array.size == 0:
+            longest = int(self.lengths.max())
+            self.array = np.zeros((self.items, longest, *result.shape[2:]), result.dtype)
+        width = min(result.shape[1], self.array.shape[1])
+        real = np.arange(width)[None, :] < self.lengths[index][:, None]
+        self.array[index, :width] = np.where(real.reshape(*real.shape, *[1] * (result.ndim - 2)),
+                                             result[:, :width], 0)
 
 
 def logits(model: Any, rows: Sequence[Any], batch_size: int = 32, limit: int | None = None,
