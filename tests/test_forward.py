@@ -151,11 +151,12 @@ def test_results_follow_the_input_order(gpt) -> None:
 def test_a_hundred_texts_of_random_lengths_compile_one_shape_per_width() -> None:
     model = architectures.get("gpt")(VOCAB, embed_dim=8, layers=1, heads=2, seq_len=CONTEXT)  # fresh: no cache
     model(np.zeros((1, 2), np.int32))
-    rows = _rows(_random_lengths(100, seed=6), seed=6)
+    rows = _rows(_random_lengths(100, seed=6, high=48), seed=6)
     forward.logits(model, rows, batch_size=16, limit=CONTEXT)
-    assert _compiled_shapes(model, forward._logits_body) <= CONTEXT // forward.BUCKET  # 4 widths
-    forward.logits(model, _rows(_random_lengths(100, seed=7), seed=7), batch_size=16, limit=CONTEXT)  # other texts, same shapes
-    assert _compiled_shapes(model, forward._logits_body) <= CONTEXT // forward.BUCKET
+    assert _compiled_shapes(model, forward._logits_body) == 3  # widths 16, 32, 48
+    other = _rows(_random_lengths(100, seed=7, high=48), seed=7)
+    forward.logits(model, other, batch_size=16, limit=CONTEXT)
+    assert _compiled_shapes(model, forward._logits_body) == 3  # other texts, the same shapes
 
 
 # -- perplexity of texts ---------------------------------------------------------------------------
