@@ -19,7 +19,7 @@ compiles at most one shape per width (``ceil(longest / 16)`` at most), whatever 
 results come back in the rows' own order, stacked.
 
 >>> hidden = features(model, [[5, 6, 7], [8]], batch_size=32)      # doctest: +SKIP
->>> hidden.shape                                                   # (rows, longest, H)
+>>> hidden.shape                                                     # doctest: +SKIP
 (2, 3, 64)
 """
 
@@ -274,7 +274,7 @@ def text_nll(model: Any, tokenizer: Any, texts: Sequence[str], unit: str = "toke
     (whitespace-separated) and ``byte`` (UTF-8) count the whole text, so they compare models
     with different tokenizers.
 
-    >>> nll, units = text_nll(run.model, run.tokenizer, ["To be, or not to be"], unit="byte")  # doctest: +SKIP
+    >>> nll, units = text_nll(run.model, run.tokenizer, ["To be"], unit="byte")  # doctest: +SKIP
     """
     if unit not in UNITS:
         raise ConfigError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")

@@ -6,9 +6,9 @@ are fed one new token per step; others recompute a fixed-size window of context 
 On JAX the whole sampling loop runs compiled on the device: one dispatch produces up to
 `CHUNK` tokens (model step, sampling and, for `gpt`, the cache restart when its context is
 full), compiled by `lmkit.forward.compiled` (the model's variables passed in through
-`keras.StatelessScope`), so a token costs a decode step and not a round trip through Python. Sampling there draws from `jax.random`; on
-other backends it happens on the host with NumPy (`sample_next`). Either way a seed reproduces a
-sample on the same backend.
+`keras.StatelessScope`), so a token costs a decode step and not a round trip through Python.
+Sampling there draws from `jax.random`; on other backends it happens on the host with NumPy
+(`sample_next`). Either way a seed reproduces a sample on the same backend.
 
 >>> text = generate(run.model, run.tokenizer, "ROMEO:", max_new_tokens=40, top_k=5, seed=1)  # doctest: +SKIP
 """

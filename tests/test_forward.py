@@ -149,7 +149,7 @@ def test_results_follow_the_input_order(gpt) -> None:
 
 # -- compiled shapes stay bounded ------------------------------------------------------------------
 def test_a_hundred_texts_of_random_lengths_compile_one_shape_per_width() -> None:
-    model = architectures.get("gpt")(VOCAB, embed_dim=8, layers=1, heads=2, seq_len=CONTEXT)  # fresh: no cache
+    model = architectures.get("gpt")(VOCAB, embed_dim=8, layers=1, heads=2, seq_len=CONTEXT)  # nothing compiled
     model(np.zeros((1, 2), np.int32))
     rows = _rows(_random_lengths(100, seed=6, high=48), seed=6)
     forward.logits(model, rows, batch_size=16, limit=CONTEXT)
