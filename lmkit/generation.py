@@ -5,10 +5,10 @@ are fed one new token per step; others recompute a fixed-size window of context 
 
 On JAX the whole sampling loop runs compiled on the device: one dispatch produces up to
 `CHUNK` tokens (model step, sampling and, for `gpt`, the cache restart when its context is
-full), with the model's variables passed in through `keras.StatelessScope`, so a token costs a
-decode step and not a round trip through Python. Sampling there draws from `jax.random`; on
-other backends it happens on the host with NumPy (`sample_next`). Either way a seed reproduces a
-sample on the same backend.
+full), compiled by `lmkit.forward.compiled` (the model's variables passed in through
+`keras.StatelessScope`), so a token costs a decode step and not a round trip through Python.
+Sampling there draws from `jax.random`; on other backends it happens on the host with NumPy
+(`sample_next`). Either way a seed reproduces a sample on the same backend.
 
 >>> text = generate(run.model, run.tokenizer, "ROMEO:", max_new_tokens=40, top_k=5, seed=1)  # doctest: +SKIP
 """
@@ -16,7 +16,6 @@ sample on the same backend.
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from lmkit.errors import ConfigError
+from lmkit.forward import compiled
 
-__all__ = ["generate", "sample_next", "Decoder", "Sampling", "CHUNK", "compiled"]
+__all__ = ["generate", "sample_next", "Decoder", "Sampling", "CHUNK"]
 
 CHUNK = 64  # most tokens one compiled dispatch produces; a stop string is checked between them
 
@@ -303,42 +303,6 @@ def _window_loop(model: Any, carry: Any, steps: Any, temperature: Any, top_p: An
         return _window_body(model, buffer[None], length - 1), (buffer, length)
 
     return _run_loop(step, carry, steps, temperature, top_p, sampling)
-
-
-# model -> {(body, static): compiled function}: every `generate` call on a model reuses them.
-_COMPILED: "weakref.WeakKeyDictionary[Any, dict[Any, Callable[..., Any]]]" = (
-    weakref.WeakKeyDictionary())
-
-
-def compiled(model: Any, body: Callable[..., Any], static: Any = None) -> Callable[..., Any]:
-    """`body(model, *args)` as ``fn(values, *args)``, `values` being the model's variable values.
-
-    On JAX it is compiled once per model, `static` settings and shape; elsewhere `values` is
-    ignored and the body runs eagerly on the model's own variables.
-    """
-    import keras
-
-    extra = {} if static is None else {"static": static}
-    if keras.backend.backend() != "jax":
-        return lambda values, *args: body(model, *args, **extra)
-    per_model = _COMPILED.setdefault(model, {})
-    if (body, static) not in per_model:
-        import jax
-
-        from lmkit.paths import enable_compilation_cache
-
-        enable_compilation_cache()  # a checkpoint loaded again in a new process compiles nothing
-
-        variables = model.variables
-        model_ref = weakref.ref(model)  # the cache must not keep the model alive
-
-        @jax.jit
-        def pure(values: list[Any], *args: Any) -> Any:
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return body(model_ref(), *args, **extra)
-
-        per_model[(body, static)] = pure
-    return per_model[(body, static)]
 
 
 def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 200,

@@ -106,7 +106,7 @@ def test_text_nll_from_model_logits_equals_scipy_log_softmax() -> None:
     import lmkit  # noqa: F401  (JAX backend)
     from scipy.special import log_softmax
 
-    from lmkit.evaluation.perplexity import text_nll
+    from lmkit.forward import text_nll
     from lmkit.registry import architectures, tokenizers
 
     texts = ["to be or not to be", "that is the question", "a"]

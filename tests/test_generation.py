@@ -88,7 +88,7 @@ def test_cached_decoding_equals_full_recompute(run: lmkit.Run) -> None:
 
 @pytest.mark.slow
 def test_sampling_values_do_not_recompile(run: lmkit.Run) -> None:
-    from lmkit.generation import _COMPILED
+    from lmkit.forward import _COMPILED
 
     texts = {t: run.generate("KING:", max_new_tokens=10, temperature=t, top_p=t, seed=1)
              for t in (0.5, 0.7, 0.9)}

@@ -382,23 +382,8 @@ def finetune(
 
 
 def predict(model: SequenceClassifier, data: Encoded, batch_size: int, max_length: int) -> np.ndarray:
-    """Model outputs ``(N, num_outputs)`` for every example, one compiled batch at a time."""
-    import jax
+    """Model outputs ``(N, num_outputs)`` for every example, in compiled batches (`lmkit.forward`)."""
+    from lmkit.forward import classify
 
-    _require_jax()
-    train_vals = [v.value for v in model.trainable_variables]
-    non_train = [v.value for v in model.non_trainable_variables]
-
-    @jax.jit
-    def forward(train_vals, non_train, inputs):
-        logits, _ = model.stateless_call(train_vals, non_train, inputs, training=False)
-        return logits
-
-    batch_size = min(batch_size, len(data))
-    order = np.argsort(data.lengths(), kind="stable")  # short batches pad less
-    out = []
-    for inputs, _, real in batches(data, order, batch_size, max_length):
-        out.append(np.asarray(forward(train_vals, non_train, inputs))[:real])
-    outputs = np.empty_like(np.concatenate(out, axis=0))
-    outputs[order] = np.concatenate(out, axis=0)
-    return outputs
+    extras = () if data.spans is None else (data.spans,)
+    return classify(model, data.ids, batch_size, max_length, group=data.per_example, extras=extras)

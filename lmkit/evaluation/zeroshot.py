@@ -15,9 +15,9 @@ exactly its own encoding (with char and byte tokenizers the join equals encoding
 text). The model reads at most `window` tokens (its context length, `max_context`, or the
 `max_length` option for models without one): a longer pair keeps its last ``window + 1``
 tokens, so the context is truncated **from the left**; a continuation longer than the window
-itself is scored on its last `window` tokens. Pairs are batched by length (padded on the right,
-which a causal model ignores), with batches bounded to about 2**25 logits, so memory is bounded
-however many examples there are.
+itself is scored on its last `window` tokens. Pairs are batched by `lmkit.forward`'s padding
+policy (sorted by length, padded on the right, which a causal model ignores), with batches bounded
+to about 2**25 logits, so memory is bounded however many examples there are.
 
 >>> import lmkit
 >>> lmkit.evaluate("runs/char-gpt", task="superglue/copa", data="superglue/", method="zeroshot")  # doctest: +SKIP
@@ -36,18 +36,15 @@ from lmkit.errors import ConfigError, DataError
 from lmkit.config import EvalConfig
 from lmkit.evaluation.examples import Examples
 from lmkit.evaluation.result import EvalResult
+from lmkit.forward import LOGITS_PER_BATCH, log_likelihoods
 
 __all__ = ["loglikelihoods", "choice_pairs", "few_shot_prefix", "evaluate_zeroshot", "LOGITS_PER_BATCH"]
-
-#: the most logits (rows × tokens × vocabulary) one scoring batch computes
-LOGITS_PER_BATCH = 2 ** 25
-_BUCKET = 16
 
 
 def loglikelihoods(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], window: int | None = None,
                    batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Log-probability (nats, summed over its tokens) of each continuation given its context,
-    and the number of continuation tokens scored.
+    and the number of continuation tokens scored (`lmkit.forward.log_likelihoods` computes them).
 
     >>> ll, n = loglikelihoods(run.model, run.tokenizer, [("The sky is", " blue")])  # doctest: +SKIP
     """
@@ -65,61 +62,10 @@ def loglikelihoods(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
         joined = (ctx + cont)[-(window + 1):]  # the context is cut from the left
         inputs.append(np.asarray(joined, np.int32))
         scored.append(min(len(cont), len(joined) - 1))
-    forward = _forward(model)
-    vocab = int(tokenizer.vocab_size)
-    totals = np.zeros(len(inputs), np.float64)
-    order = np.argsort([len(x) for x in inputs], kind="stable")
-    start = 0
-    while start < len(order):
-        width = min(_round_up(len(inputs[order[start]]) - 1), window)
-        rows = max(1, min(batch_size, LOGITS_PER_BATCH // (width * vocab)))
-        chunk = [i for i in order[start:start + rows] if len(inputs[i]) - 1 <= width]
-        tokens = np.zeros((rows, width), np.int32)
-        targets = np.zeros((rows, width), np.int32)
-        for r, i in enumerate(chunk):
-            ids = inputs[i]
-            tokens[r, :len(ids) - 1], targets[r, :len(ids) - 1] = ids[:-1], ids[1:]
-        log_probs = forward(tokens, targets)  # (rows, width): log p(target | tokens before it)
-        for r, i in enumerate(chunk):
-            end = len(inputs[i]) - 1
-            totals[i] = float(np.sum(log_probs[r, end - scored[i]:end], dtype=np.float64))
-        start += len(chunk)
-    return totals, np.asarray(scored, np.int64)
-
-
-def _round_up(n: int) -> int:
-    # a handful of padded lengths, so the compiled forward pass is traced a few times only
-    return max(_BUCKET, -(-n // _BUCKET) * _BUCKET)
-
-
-def _forward(model: Any) -> Any:
-    """``(tokens, targets) -> log p(targets)`` for int32 ``(B, T)`` arrays, compiled on JAX."""
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        train_vals = [v.value for v in model.trainable_variables]
-        non_train = [v.value for v in model.non_trainable_variables]
-
-        @jax.jit
-        def target_log_probs(train_vals, non_train, tokens, targets):
-            logits, _ = model.stateless_call(train_vals, non_train, tokens, training=False)
-            log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-            return jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-
-        return lambda tokens, targets: np.asarray(target_log_probs(train_vals, non_train, tokens, targets))
-
-    from keras import ops
-
-    def eager(tokens: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        logits = ops.convert_to_numpy(ops.cast(model(tokens, training=False), "float32")).astype(np.float64)
-        top = logits.max(axis=-1, keepdims=True)
-        log_probs = logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
-        return np.take_along_axis(log_probs, targets[..., None].astype(np.int64), axis=-1)[..., 0]
-
-    return eager
+    if not inputs:
+        return np.zeros(0, np.float64), np.zeros(0, np.int64)
+    first = np.asarray([len(ids) - 1 - n for ids, n in zip(inputs, scored)], np.int32)
+    return log_likelihoods(model, inputs, first, batch_size, window), np.asarray(scored, np.int64)
 
 
 def few_shot_prefix(train: Examples, shots: int, seed: int = 0) -> str:

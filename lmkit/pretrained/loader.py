@@ -20,15 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from lmkit import forward
 from lmkit.errors import ConfigError
+from lmkit.forward import POOLINGS
 from lmkit.pretrained.folder import architecture_for, load_weights, read_config, read_tokenizer
 from lmkit.registry import architectures, pretrained
 
 __all__ = ["Pretrained", "from_pretrained", "checkpoint_folder", "POOLINGS"]
-
-POOLINGS = ("mean", "cls")
-_BUCKET = 16  # padded lengths of `encode` are multiples of this: few compiled shapes
-_PAD_MULTIPLE = 8  # inference pads each batch to a multiple of this
 
 
 def checkpoint_folder(path_or_name: str | os.PathLike[str]) -> Path:
@@ -76,45 +74,10 @@ class Pretrained:
     def encode(self, texts: str | list[str], max_length: int | None = None,
                ) -> tuple[np.ndarray, np.ndarray]:
         """``(tokens (B, T) int32, lengths (B,))``: `texts` with the checkpoint's special tokens,
-        truncated to `max_length` (default: the model's context) and right-padded."""
+        truncated to `max_length` (default: the model's context) and right-padded to the width
+        `lmkit.forward` would give them in one batch."""
         rows, lengths, limit = self._rows(texts, max_length)
-        width = min(limit, -(-int(lengths.max()) // _BUCKET) * _BUCKET)
-        tokens = np.full((len(rows), width), getattr(self.model, "pad_token_id", 0), np.int32)
-        for i, r in enumerate(rows):
-            tokens[i, :len(r)] = r
-        return tokens, lengths
-
-    def _apply(self, body: Any, texts: str | list[str], batch_size: int,
-               max_length: int | None, static: Any = None) -> tuple[list[np.ndarray], np.ndarray]:
-        """``body(model, tokens, lengths)`` over `texts` in compiled batches: each text's row of
-        the result (in the texts' order) and the texts' lengths in tokens."""
-        import keras
-
-        from lmkit.generation import compiled
-
-        rows, lengths, limit = self._rows(texts, max_length)
-        pad = getattr(self.model, "pad_token_id", 0)
-        fn = compiled(self.model, body, static)
-        values = [v.value for v in self.model.variables]
-        order = np.argsort(lengths, kind="stable")  # similar lengths share a batch: less padding
-        out: list[np.ndarray] = [np.empty(0)] * len(rows)
-        for i in range(0, len(order), batch_size):
-            batch = order[i:i + batch_size]
-            # each batch pads to its longest text rounded up to a multiple of 8, and its rows to
-            # a power of two: a few compiled shapes serve any texts
-            width = -(-int(lengths[batch].max()) // _PAD_MULTIPLE) * _PAD_MULTIPLE
-            width = min(limit, width) if limit else width
-            n = min(batch_size, 1 << (len(batch) - 1).bit_length())
-            tokens = np.full((n, width), pad, np.int32)
-            for j, r in enumerate(batch):
-                tokens[j, :lengths[r]] = rows[r]
-            tokens[len(batch):] = tokens[0]
-            batch_lengths = np.full(n, lengths[batch[0]], np.int32)
-            batch_lengths[:len(batch)] = lengths[batch]
-            result = np.asarray(keras.ops.convert_to_numpy(fn(values, tokens, batch_lengths)))
-            for j, r in enumerate(batch):
-                out[r] = result[j]
-        return out, lengths
+        return forward.pad_rows(rows, forward.padded_width(lengths.max(), limit), self._pad_id), lengths
 
     def features(self, texts: str | list[str], batch_size: int = 32,
                  max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -123,24 +86,37 @@ class Pretrained:
 
         >>> hidden, mask = mini.features(["Hello world."])      # doctest: +SKIP
         """
-        return _stacked(*self._apply(_features_body, texts, batch_size, max_length))
+        rows, lengths, limit = self._rows(texts, max_length)
+        hidden = forward.features(self.model, rows, batch_size, limit, self._pad_id)
+        return hidden, np.arange(hidden.shape[1])[None, :] < lengths[:, None]
 
     def embed(self, texts: str | list[str], pooling: str = "mean", batch_size: int = 32,
               max_length: int | None = None) -> np.ndarray:
         """One vector per text, ``(B, H)``: the mean of the hidden states over real tokens
         (`mean`, sentence-transformers' recipe) or the first token's state (`cls`)."""
-        if pooling not in POOLINGS:
-            raise ConfigError(f"`pooling` must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-        # pooled inside the compiled program: only (B, H) comes back to the host
-        vectors, _ = self._apply(_embed_body, texts, batch_size, max_length, static=pooling)
-        return np.stack(vectors)
+        rows, _, limit = self._rows(texts, max_length)
+        return forward.pooled(self.model, rows, pooling, batch_size, limit, self._pad_id)
 
     def logits(self, texts: str | list[str], batch_size: int = 32,
                max_length: int | None = None) -> np.ndarray:
         """Next-token logits ``(B, T, V)`` float32 of a decoder, padded to the longest text
         (row ``i`` is meaningful for its first ``len(tokens)`` positions)."""
         self._need_decoder("logits")
-        return _stacked(*self._apply(_logits_body, texts, batch_size, max_length))[0]
+        rows, _, limit = self._rows(texts, max_length)
+        return forward.logits(self.model, rows, batch_size, limit, self._pad_id)
+
+    def perplexity(self, texts: str | list[str], unit: str = "token", batch_size: int = 16) -> float:
+        """Perplexity of a decoder on `texts`, per ``token``, ``word`` or ``byte``
+        (`lmkit.forward.perplexity`: windows of the model's context).
+
+        >>> gpt.perplexity(["The cat sat on the mat."], unit="byte")   # doctest: +SKIP
+        """
+        self._need_decoder("perplexity")
+        return forward.perplexity(self.model, self.tokenizer, texts, unit, batch_size=batch_size)
+
+    @property
+    def _pad_id(self) -> int:
+        return int(getattr(self.model, "pad_token_id", 0))
 
     def generate(self, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
@@ -160,35 +136,6 @@ class Pretrained:
     def __repr__(self) -> str:
         n = int(sum(np.prod(v.shape) for v in self.model.weights))
         return f"Pretrained(name='{self.name}', arch='{self.arch}', parameters={n:,})"
-
-
-def _stacked(out: list[np.ndarray], lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-text rows ``(T_i, ...)`` stacked ``(B, longest, ...)``, and the mask of real tokens."""
-    longest = int(lengths.max())
-    stacked = np.zeros((len(out), longest, *out[0].shape[1:]), out[0].dtype)
-    for r, value in enumerate(out):
-        stacked[r, :min(longest, len(value))] = value[:longest]
-    return stacked, np.arange(longest)[None, :] < lengths[:, None]
-
-
-def _features_body(model: Any, tokens: Any, lengths: Any) -> Any:
-    return model.features(tokens, training=False)
-
-
-def _embed_body(model: Any, tokens: Any, lengths: Any, static: str) -> Any:
-    """Hidden states pooled by `static` (`mean` over the first `lengths` tokens, or `cls`)."""
-    from keras import ops
-
-    hidden = ops.cast(_features_body(model, tokens, lengths), "float32")    # (B, T, H)
-    if static == "cls":
-        return hidden[:, 0]
-    real = ops.arange(ops.shape(tokens)[1])[None, :] < ops.cast(lengths, "int32")[:, None]
-    weights = ops.cast(real, "float32")[:, :, None]
-    return ops.sum(hidden * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1e-9)
-
-
-def _logits_body(model: Any, tokens: Any, lengths: Any) -> Any:
-    return model(tokens, training=False)
 
 
 def from_pretrained(path_or_name: str | os.PathLike[str]) -> Pretrained:

@@ -69,6 +69,15 @@ class Run:
         return generate(self.model, self.tokenizer, prompt, max_new_tokens, temperature, top_k,
                         top_p, seed, stop)
 
+    def perplexity(self, texts: str | list[str], unit: str = "token") -> float:
+        """Perplexity on `texts` per ``token``, ``word`` or ``byte``; see `lmkit.forward.perplexity`.
+
+        >>> run.perplexity(["To be, or not to be"], unit="byte")   # doctest: +SKIP
+        """
+        from lmkit.forward import perplexity
+
+        return perplexity(self.model, self.tokenizer, texts, unit)
+
     def resume(self, *, reporters: list[Reporter] | None = None, stop: StopSignal | None = None,
                **overrides: Any) -> "Run":
         """Continue training from the last checkpoint (e.g. ``run.resume(max_steps=3000)``)."""
