@@ -123,7 +123,7 @@ def test_log_likelihoods_equal_the_log_softmax_of_each_row_alone(gpt) -> None:
 
 @pytest.mark.slow  # one eager (unpadded) call per length is the oracle
 def test_classifier_outputs_of_grouped_rows_equal_each_example_alone(gpt) -> None:
-    from lmkit.evaluation.choice import MultipleChoiceClassifier
+    from lmkit.evaluation.heads import MultipleChoiceClassifier
 
     clf = MultipleChoiceClassifier(gpt, choices=2, pooling="concat", dropout=0.0)
     rows = _rows(LENGTHS[:10], seed=4)  # 5 examples of 2 choices
