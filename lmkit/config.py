@@ -95,6 +95,7 @@ class TrainConfig:
     steps_per_dispatch: int = config_key(0, "Optimizer steps fused into one compiled call on JAX (`0`: automatic).", min=0)
     batch_parts: int = config_key(0, "Compute each batch's gradient as this many independent equal parts, run side by side on a CPU (`0`: automatic: the architecture's choice for long runs of small batches).", min=0)
     accumulate_steps: int = config_key(1, "Micro-batches of `batch_size` whose gradients are averaged into one optimizer step (an effective batch of `batch_size * accumulate_steps` in the memory of one batch).", min=1)
+    freeze: list[str] = config_key([], "Glob patterns of variable paths that do not train (no gradient, no optimizer slots, bit-identical), e.g. `[\"embedding\", \"block_0/*\"]`; JAX only.")
     # where the step runs
     devices: int | list[int] | str = config_key("all", "Devices of each process the compiled step uses on JAX: `\"all\"`, a count, or a list of device ids. The batch is split over them (data parallel); `batch_size` stays the global batch and must divide evenly.", min=1)
     model_parallel: int = config_key(1, "Devices each weight of the model's large matrices is split over (`gpt`: attention and MLP matrices); must divide `devices` and the model's widths.", min=1)
