@@ -176,19 +176,21 @@ class TrainStep:
 
     # -- training ---------------------------------------------------------------------------
     def train(self, inputs: Any, labels: Any, masks: Mapping[str, np.ndarray] | None = None,
-              active: np.ndarray | None = None) -> np.ndarray:
+              active: np.ndarray | None = None) -> Any:
         """`k` optimizer steps on batches stacked on axis 0: arrays ``(k, B, ...)``, or
         ``(k, accumulate, B, ...)`` with gradient accumulation; on a mesh of many processes, B
         is this process's rows (`Layout.local_rows`). `masks`: for each masked group, ``(k,
         variables)`` 0/1; `active` ``(k,)`` bool: the steps to take (the others are skipped and
-        report loss 0). Returns the `k` losses."""
+        report loss 0). Returns the `k` losses, on the device (reading them waits for the call)."""
+        masks = dict(masks or {})
         if self.layout is not None:
             import jax
 
             inputs, labels = jax.tree.map(lambda a: self.layout.put_batch(a, self.batch_axis),
                                           (inputs, labels))
-        self.state, losses = self._train(self.state, inputs, labels, dict(masks or {}), active)
-        return np.asarray(losses)
+            masks, active = self.feed((masks, active))
+        self.state, losses = self._train(self.state, inputs, labels, masks, active)
+        return losses
 
     def accumulate(self, batches: Iterable[tuple[Any, Any, float]]) -> float:
         """One optimizer step on the weighted sum of the gradients of ``(inputs, labels,

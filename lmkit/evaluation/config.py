@@ -62,6 +62,9 @@ class EvalConfig:
     learning_rate: float = config_key(2e-3, "Peak learning rate of the head.", min=0.0, exclusive_min=True)
     backbone_lr_multiplier: float | None = config_key(None, "Backbone learning rate as a fraction of `learning_rate` (0: frozen backbone; default 0.3 for a pretrained run, 1 for scratch).", min=0.0)
     gradual_unfreezing: bool = config_key(False, "Unfreeze the backbone from its top layers down over the first half of training (ULMFiT).")
+    freeze: list[str] = config_key([], "Glob patterns of variable paths that do not train (no gradient, no optimizer slots, bit-identical), e.g. `[\"embedding\", \"layer_0/*\"]`.")
+    accumulate_steps: int = config_key(1, "Micro-batches of `batch_size` whose gradients are averaged into one optimizer step (an effective batch of `batch_size * accumulate_steps` in the memory of one batch).", min=1)
+    batch_parts: int = config_key(1, "Compute each micro-batch's gradient as this many independent equal parts (side by side on a CPU; the same mathematics); must divide `batch_size`.", min=1)
     weight_decay: float = config_key(0.01, "Decoupled weight decay (AdamW, Lion) or L2 decay (others); matrices only.", min=0.0)
     momentum: float = config_key(0.9, "Momentum of `momentum` and `nesterov`.", min=0.0, max=1.0, exclusive_max=True)
     beta1: float = config_key(0.9, "First-moment decay of Adam-family and Lion.", min=0.0, max=1.0, exclusive_max=True)
@@ -106,5 +109,6 @@ class EvalConfig:
     def total_steps(self, train_examples: int) -> int:
         """Optimizer steps of fine-tuning on `train_examples` examples."""
         if self.epochs is not None:
-            return max(1, math.ceil(self.epochs * train_examples / self.batch_size))
+            per_step = self.batch_size * self.accumulate_steps
+            return max(1, math.ceil(self.epochs * train_examples / per_step))
         return self.max_steps

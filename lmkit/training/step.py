@@ -155,7 +155,7 @@ class JaxStepper:
         """`k` optimizer steps on ``xs, ys`` of shape ``(k, B, T)``, or ``(k, accumulate, B, T)``
         with gradient accumulation; on a mesh of many processes, B is this process's rows
         (`Layout.local_rows`)."""
-        return self.step.train(xs, ys)
+        return np.asarray(self.step.train(xs, ys))
 
     def accumulate(self, batches: Iterable[tuple[np.ndarray, np.ndarray, float]]) -> float:
         return self.step.accumulate(batches)
