@@ -206,6 +206,34 @@ def test_a_batch_in_parts_trains_the_same_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_frozen_patterns_keep_their_weights_bit_identical_while_the_others_train(tmp_path: Path) -> None:
+    """Frozen weights end where they started (a run of 2 steps and one of 12 agree on them);
+    the others train; a frozen variable has no optimizer slots."""
+    from lmkit.engine.checkpoint import load_checkpoint
+
+    freeze = ["embedding", "block_0/ln_*"]
+    short = train(tmp_path, "short", max_steps=2, freeze=freeze, sample_tokens=0)
+    long = train(tmp_path, "long", freeze=freeze, sample_tokens=0)
+    free = train(tmp_path, "free", sample_tokens=0)
+    names = [v.path.split("/", 1)[1] for v in long.model.trainable_variables]
+    frozen = [n == "embedding" or n.startswith("block_0/ln_") for n in names]
+    assert sum(frozen) == 5  # the embedding and block 0's two norms (scale and offset)
+    for name, is_frozen, a, b, c in zip(names, frozen, short.model.trainable_variables,
+                                        long.model.trainable_variables, free.model.trainable_variables):
+        a, b, c = np.asarray(a), np.asarray(b), np.asarray(c)
+        if is_frozen:
+            np.testing.assert_array_equal(a, b, err_msg=name)
+            assert not np.array_equal(b, c), name  # it would have trained
+        else:
+            assert not np.array_equal(a, b), name
+    slots = len(load_checkpoint(long.dir).optimizer)
+    assert slots < len(load_checkpoint(free.dir).optimizer)
+    with pytest.raises(ConfigError, match=r"freeze pattern 'blok_0/\*' matches no trainable "
+                                          r"variable.*block_0/w_qkv"):
+        train(tmp_path, "typo", freeze=["blok_0/*"])
+
+
+@pytest.mark.slow
 def test_the_step_really_computes_parts_separately() -> None:
     """With two parts the compiled step holds every matmul of the gradient twice, at half size."""
     import keras
