@@ -79,10 +79,11 @@ class TrainStep:
         if layout is not None:  # data parallel already runs the batch's rows side by side
             parts = 1
         # Copies: the step donates its state, and the Keras variables keep their own buffers
-        # until `sync` (a Keras variable must never point at a donated, deleted buffer)
-        self.state = jax.tree.map(lambda a: jnp.array(a, copy=True), TrainState(
+        # until `sync` (a Keras variable must never point at a donated, deleted buffer). A
+        # buffer copy: `jnp.array(copy=True)` would compile a program per shape
+        self.state = jax.device_put(TrainState(
             [v.value for v in model.trainable_variables],
-            [v.value for v in model.non_trainable_variables], groups.init()))
+            [v.value for v in model.non_trainable_variables], groups.init()), may_alias=False)
         self._shardings = None
         if layout is not None:
             self._shardings = TrainState(*state_shardings(layout, model, groups.slots(),
@@ -182,15 +183,25 @@ class TrainStep:
         is this process's rows (`Layout.local_rows`). `masks`: for each masked group, ``(k,
         variables)`` 0/1; `active` ``(k,)`` bool: the steps to take (the others are skipped and
         report loss 0). Returns the `k` losses, on the device (reading them waits for the call)."""
-        masks = dict(masks or {})
-        if self.layout is not None:
-            import jax
-
-            inputs, labels = jax.tree.map(lambda a: self.layout.put_batch(a, self.batch_axis),
-                                          (inputs, labels))
-            masks, active = self.feed((masks, active))
-        self.state, losses = self._train(self.state, inputs, labels, masks, active)
+        self.state, losses = self._train(self.state, *self._placed(inputs, labels, masks, active))
         return losses
+
+    def lower(self, inputs: Any, labels: Any, masks: Mapping[str, np.ndarray] | None = None,
+              active: np.ndarray | None = None) -> Any:
+        """The `jax.stages.Lowered` step `train` would run on these arguments (to inspect its
+        program or shardings)."""
+        return self._train.lower(self.state, *self._placed(inputs, labels, masks, active))
+
+    def _placed(self, inputs: Any, labels: Any, masks: Mapping[str, np.ndarray] | None,
+                active: np.ndarray | None) -> tuple[Any, Any, dict[str, Any], Any]:
+        masks = dict(masks or {})
+        if self.layout is None:
+            return inputs, labels, masks, active
+        import jax
+
+        inputs, labels = jax.tree.map(lambda a: self.layout.put_batch(a, self.batch_axis),
+                                      (inputs, labels))
+        return (inputs, labels, *self.feed((masks, active)))
 
     def accumulate(self, batches: Iterable[tuple[Any, Any, float]]) -> float:
         """One optimizer step on the weighted sum of the gradients of ``(inputs, labels,

@@ -1,14 +1,15 @@
 """Fine-tune a `SequenceClassifier`: the engine's client for labelled, variable-length examples.
 
 `lmkit.engine.run` owns the loop (budget, stop and Ctrl-C, divergence, checkpoints and resume,
-events); this module says what one step is. The optimizer, schedule and loss come from the
-registries under the same keys as `lmkit.train` (`EvalConfig`): one optimizer for the head and
-one for the backbone, whose schedule peaks at ``learning_rate * backbone_lr_multiplier``.
-Each step is Keras's stateless API under `jax.jit`; with several devices (`devices`,
-`model_parallel`) it is compiled over a mesh by the same helpers as language-model training
-(`lmkit.distribute`: each batch's rows split over the ``data`` axis, the backbone's large
-matrices over ``model``), with the same results as on one device. In a run of many processes
-each process feeds its own rows of every batch and process 0 alone reports and writes.
+events); lmkit's one compiled step (`lmkit.train_step.TrainStep`) takes the steps; this module
+says what a step's batch, loss and parameter groups are. The optimizer, schedule and loss come
+from the registries under the same keys as `lmkit.train` (`EvalConfig`): one optimizer for the
+head and one for the backbone, whose schedule peaks at ``learning_rate *
+backbone_lr_multiplier``; `freeze` patterns keep variables as they are
+(`lmkit.param_groups`). With several devices (`devices`, `model_parallel`) the step is compiled
+over a mesh (each batch's rows split over the ``data`` axis, the backbone's large matrices over
+``model``), with the same results as on one device. In a run of many processes each process
+feeds its own rows of every batch and process 0 alone reports and writes.
 
 Batches are a pure function of the seed and the step (each epoch is its own seeded
 permutation), so a resumed fine-tuning sees exactly the batches it would have seen. They are
@@ -17,6 +18,11 @@ batches, each pool sorted by length and cut into batches, and the batches shuffl
 sentences are not padded to the long ones. Each batch pads to the smallest of `PAD_WIDTHS`
 widths chosen from the first epoch's batches to waste the least padding
 (`lmkit.evaluation.encoding.pad_widths`), so the compiled step sees at most that many shapes.
+The shuffled batches are then ordered in runs of `log_every` batches of one width (the runs
+in random order): the engine's dispatch of `log_every` steps is then mostly one compiled call
+of `log_every` steps, each call padded to that length with skipped steps, so each width still
+compiles one program. A step of `accumulate_steps` micro-batches reads the examples of one
+batch of `batch_size * accumulate_steps`.
 
 Gradual unfreezing (ULMFiT): the backbone's layers are groups (its own weights such as the
 embedding first, then each sub-layer in order); they are unfrozen from the top group down at
