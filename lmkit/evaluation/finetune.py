@@ -18,7 +18,7 @@ batches, each pool sorted by length and cut into batches, and the batches shuffl
 sentences are not padded to the long ones. Each batch pads to the smallest of `PAD_WIDTHS`
 widths chosen from the first epoch's batches to waste the least padding
 (`lmkit.evaluation.encoding.pad_widths`), so the compiled step sees at most that many shapes.
-The shuffled batches are then ordered in runs of `log_every` batches of one width (the runs
+The shuffled batches are then ordered in runs of `RUN_BATCHES` batches of one width (the runs
 in random order): the engine's dispatch of `log_every` steps is then mostly one compiled call
 of `log_every` steps, each call padded to that length with skipped steps, so each width still
 compiles one program. A step of `accumulate_steps` micro-batches reads the examples of one
@@ -64,6 +64,10 @@ POOL_BATCHES = 16
 #: padded lengths of the training batches: compiled shapes of the step (each compiles once, for
 #: ~20-40 s on 2 shared CPU cores, a cost inside a 10-minute fine-tuning; more widths pad less)
 PAD_WIDTHS = 4
+#: batches of one pad width in a row (the runs in random order): a dispatch of up to this many
+#: steps (`log_every`, 20 by default) is then mostly one compiled call. A constant, so the
+#: batches do not depend on `log_every`
+RUN_BATCHES = 20
 
 
 def backbone_groups(backbone: keras.Model) -> list[list[Any]]:
@@ -177,14 +181,14 @@ class FinetuneTrainee:
         return next((w for w in self.widths if w >= longest), longest)
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        """`_epoch_rows`, reordered into runs of `dispatch` batches of one width (the runs in
+        """`_epoch_rows`, reordered into runs of `RUN_BATCHES` batches of one width (the runs in
         random order), so that a fused dispatch is mostly one compiled call."""
         rows = self._epoch_rows(epoch)
         width = [self._width(r) for r in rows]
         runs = []
         for w in sorted(set(width)):
             same = [i for i in range(len(rows)) if width[i] == w]
-            runs += [same[i:i + self.dispatch] for i in range(0, len(same), self.dispatch)]
+            runs += [same[i:i + RUN_BATCHES] for i in range(0, len(same), RUN_BATCHES)]
         rng = np.random.default_rng([self.cfg.seed, epoch, 1])
         return [rows[i] for r in rng.permutation(len(runs)) for i in runs[r]]
 
