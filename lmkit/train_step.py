@@ -59,6 +59,109 @@ def _rows(tree: Any, part: int, parts: int) -> Any:
     return jax.tree.map(cut, tree)
 
 
+def _gradients(model: Any, loss: Callable[[Any, Any], Any], differentiated: list[int],
+               parts: int, accumulate: int) -> tuple[Callable, Callable]:
+    """``(batch_grads, step_grads)``: ``(trainable, non_trainable, inputs, labels) -> ((loss,
+    non_trainable), grads of the differentiated variables)`` for one batch (in `parts`), and for
+    one optimizer step (`accumulate` micro-batches stacked on axis 0)."""
+    import jax
+    import jax.numpy as jnp
+
+    fixed = [i for i in range(len(model.trainable_variables)) if i not in set(differentiated)]
+    order = np.argsort([*differentiated, *fixed]).tolist()
+
+    def loss_of(diff, held, non_trainable, inputs, labels):
+        both = [*diff, *held]
+        trainable = [both[i] for i in order]
+        outputs, non_trainable = model.stateless_call(trainable, non_trainable, inputs,
+                                                      training=True)
+        return loss(labels, outputs), non_trainable
+
+    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+
+    def batch_grads(trainable, non_trainable, inputs, labels):
+        diff = [trainable[i] for i in differentiated]
+        held = [trainable[i] for i in fixed]
+        rows = [a.shape[0] for a in jax.tree.leaves((inputs, labels))]
+        if parts == 1 or any(n % parts for n in rows):
+            return grad_fn(diff, held, non_trainable, inputs, labels)
+        # The mean of equal parts' mean losses is the batch's mean loss, so this is the same
+        # gradient; the parts share no data, so XLA:CPU runs their kernels side by side. Only
+        # the dropout seeds pass from one part to the next (cheap ops, not the activations).
+        losses, grads = [], []
+        for i in range(parts):
+            (part_loss, non_trainable), g = grad_fn(
+                diff, held, non_trainable, _rows(inputs, i, parts), _rows(labels, i, parts))
+            losses.append(part_loss)
+            grads.append(g)
+        mean = jax.tree.map(lambda *gs: sum(gs) / parts, *grads)
+        return (sum(losses) / parts, non_trainable), mean
+
+    def step_grads(trainable, non_trainable, inputs, labels):
+        if accumulate == 1:
+            return batch_grads(trainable, non_trainable, inputs, labels)
+        # arrays (accumulate, B, ...). The mean of the micro-batches' mean losses is the mean
+        # loss of one batch of accumulate * B rows, so this is its gradient; the scan keeps
+        # one micro-batch's activations alive at a time.
+        def micro(carry, batch):
+            non_trainable, loss_sum, grad_sum = carry
+            (part_loss, non_trainable), grads = batch_grads(trainable, non_trainable, *batch)
+            return (non_trainable, loss_sum + part_loss,
+                    jax.tree.map(lambda a, g: a + g, grad_sum, grads)), None
+
+        zeros = [jnp.zeros_like(trainable[i]) for i in differentiated]
+        (non_trainable, total, grads), _ = jax.lax.scan(
+            micro, (non_trainable, jnp.float32(0.0), zeros), (inputs, labels))
+        return (total / accumulate, non_trainable), jax.tree.map(lambda g: g / accumulate, grads)
+
+    return batch_grads, step_grads
+
+
+def _fused_steps(step_grads: Callable, groups: ParamGroups) -> Callable:
+    """``(state, inputs, labels, masks, active) -> (state, losses)``: `k` steps in a `lax.scan`
+    over the arguments' axis 0; with `active`, a step marked False is skipped (loss 0)."""
+    import jax
+    import jax.numpy as jnp
+
+    def one_step(state, batch):
+        inputs, labels, masks, active = batch
+
+        def take(state):
+            trainable, non_trainable, slots = state
+            (value, non_trainable), grads = step_grads(trainable, non_trainable, inputs, labels)
+            trainable, slots = groups.update(trainable, grads, slots, inputs, masks)
+            return TrainState(trainable, non_trainable, slots), jnp.float32(value)
+
+        if active is None:
+            return take(state)
+        return jax.lax.cond(active, take, lambda s: (s, jnp.float32(0.0)), state)
+
+    def train_chunk(state, inputs, labels, masks, active):
+        return jax.lax.scan(one_step, state, (inputs, labels, masks, active))
+
+    return train_chunk
+
+
+def _full_batch(batch_grads: Callable, groups: ParamGroups) -> tuple[Callable, Callable]:
+    """Compiled ``grad_sum(state, acc, inputs, labels, weight) -> (non_trainable, acc, loss)``
+    (adds a batch's weighted gradient) and ``apply_grads(state, grads) -> state`` (donated)."""
+    import jax
+
+    @jax.jit
+    def grad_sum(state, acc, inputs, labels, weight):
+        trainable, non_trainable, _ = state
+        (value, non_trainable), grads = batch_grads(trainable, non_trainable, inputs, labels)
+        return non_trainable, jax.tree.map(lambda a, g: a + weight * g, acc, grads), value * weight
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def apply_grads(state, grads):
+        trainable, non_trainable, slots = state
+        trainable, slots = groups.update(trainable, grads, slots, None, {})
+        return TrainState(trainable, non_trainable, slots)
+
+    return grad_sum, apply_grads
+
+
 class TrainStep:
     """The compiled training step of `model` with `groups`; see the module's docstring.
 
@@ -71,7 +174,6 @@ class TrainStep:
                  parts: int = 1, accumulate: int = 1, layout: Layout | None = None,
                  rules: Any = None) -> None:
         import jax
-        import jax.numpy as jnp
 
         self.model, self.groups, self.layout = model, groups, layout
         self.accumulate_steps = accumulate
@@ -89,91 +191,15 @@ class TrainStep:
             self._shardings = TrainState(*state_shardings(layout, model, groups.slots(),
                                                           rules=rules))
             self.state = layout.place(self.state, self._shardings)
-        differentiated = groups.differentiated
-        fixed = [i for i in range(len(model.trainable_variables)) if i not in set(differentiated)]
-        order = np.argsort([*differentiated, *fixed]).tolist()
-
-        def loss_of(diff, held, non_trainable, inputs, labels):
-            both = [*diff, *held]
-            trainable = [both[i] for i in order]
-            outputs, non_trainable = model.stateless_call(trainable, non_trainable, inputs,
-                                                          training=True)
-            return loss(labels, outputs), non_trainable
-
-        grad_fn = jax.value_and_grad(loss_of, has_aux=True)
-
-        def batch_grads(trainable, non_trainable, inputs, labels):
-            diff = [trainable[i] for i in differentiated]
-            held = [trainable[i] for i in fixed]
-            rows = [a.shape[0] for a in jax.tree.leaves((inputs, labels))]
-            if parts == 1 or any(n % parts for n in rows):
-                return grad_fn(diff, held, non_trainable, inputs, labels)
-            # The mean of equal parts' mean losses is the batch's mean loss, so this is the same
-            # gradient; the parts share no data, so XLA:CPU runs their kernels side by side. Only
-            # the dropout seeds pass from one part to the next (cheap ops, not the activations).
-            losses, grads = [], []
-            for i in range(parts):
-                (part_loss, non_trainable), g = grad_fn(
-                    diff, held, non_trainable, _rows(inputs, i, parts), _rows(labels, i, parts))
-                losses.append(part_loss)
-                grads.append(g)
-            mean = jax.tree.map(lambda *gs: sum(gs) / parts, *grads)
-            return (sum(losses) / parts, non_trainable), mean
-
-        def step_grads(trainable, non_trainable, inputs, labels):
-            if accumulate == 1:
-                return batch_grads(trainable, non_trainable, inputs, labels)
-            # arrays (accumulate, B, ...). The mean of the micro-batches' mean losses is the mean
-            # loss of one batch of accumulate * B rows, so this is its gradient; the scan keeps
-            # one micro-batch's activations alive at a time.
-            def micro(carry, batch):
-                non_trainable, loss_sum, grad_sum = carry
-                (part_loss, non_trainable), grads = batch_grads(trainable, non_trainable, *batch)
-                return (non_trainable, loss_sum + part_loss,
-                        jax.tree.map(lambda a, g: a + g, grad_sum, grads)), None
-
-            zeros = [jnp.zeros_like(trainable[i]) for i in differentiated]
-            (non_trainable, total, grads), _ = jax.lax.scan(
-                micro, (non_trainable, jnp.float32(0.0), zeros), (inputs, labels))
-            return (total / accumulate, non_trainable), jax.tree.map(lambda g: g / accumulate,
-                                                                     grads)
-
-        def one_step(state, batch):
-            inputs, labels, masks, active = batch
-
-            def take(state):
-                trainable, non_trainable, slots = state
-                (value, non_trainable), grads = step_grads(trainable, non_trainable, inputs,
-                                                           labels)
-                trainable, slots = groups.update(trainable, grads, slots, inputs, masks)
-                return TrainState(trainable, non_trainable, slots), jnp.float32(value)
-
-            if active is None:
-                return take(state)
-            return jax.lax.cond(active, take, lambda s: (s, jnp.float32(0.0)), state)
-
-        def train_chunk(state, inputs, labels, masks, active):
-            return jax.lax.scan(one_step, state, (inputs, labels, masks, active))
-
+        batch_grads, step_grads = _gradients(model, loss, groups.differentiated, parts,
+                                             accumulate)
         # inputs, labels: (k, [accumulate,] B, ...), the rows B split over the data axis
-        self._train = jit_step(train_chunk, layout, self._shardings,
+        self._train = jit_step(_fused_steps(step_grads, groups), layout, self._shardings,
                                (self.batch_axis, self.batch_axis, None, None))
-
-        @jax.jit
-        def grad_sum(state, acc, inputs, labels, weight):
-            trainable, non_trainable, _ = state
-            (value, non_trainable), grads = batch_grads(trainable, non_trainable, inputs, labels)
-            return non_trainable, jax.tree.map(lambda a, g: a + weight * g, acc, grads), value * weight
-
-        @functools.partial(jax.jit, donate_argnums=0)
-        def apply_grads(state, grads):
-            trainable, non_trainable, slots = state
-            trainable, slots = groups.update(trainable, grads, slots, None, {})
-            return TrainState(trainable, non_trainable, slots)
-
+        grad_sum, apply_grads = _full_batch(batch_grads, groups)
         self._grad_sum, self._apply_grads = grad_sum, apply_grads
         self._judged = jax.jit(groups.judged)
-        self._differentiated = differentiated
+        self._differentiated = groups.differentiated
 
     # -- training ---------------------------------------------------------------------------
     def train(self, inputs: Any, labels: Any, masks: Mapping[str, np.ndarray] | None = None,

@@ -205,6 +205,22 @@ def test_a_batch_in_parts_trains_the_same_model(tmp_path: Path) -> None:
             np.testing.assert_allclose(a, b, atol=2e-5)
 
 
+def test_freeze_patterns_match_paths_with_or_without_the_model_name() -> None:
+    from types import SimpleNamespace
+
+    from lmkit.param_groups import labels_from_patterns
+
+    variables = [SimpleNamespace(path=p) for p in
+                 ("gpt_3/embedding", "gpt_3/block_0/w_qkv", "gpt_3/block_1/w_qkv", "gpt_3/ln_f/gamma")]
+    labels = labels_from_patterns(variables, {"embedding": "frozen", "gpt_*/block_0/*": "frozen",
+                                              "*/gamma": "norms"}, "train")
+    assert labels == ["frozen", "frozen", "train", "norms"]
+    with pytest.raises(ConfigError, match=r"freeze pattern 'block_2/\*' matches no trainable "
+                                          r"variable.*The paths are: embedding, block_0/w_qkv, "
+                                          r"block_1/w_qkv, ln_f/gamma"):
+        labels_from_patterns(variables, {"block_*/w_qkv": "frozen", "block_2/*": "frozen"}, "train")
+
+
 @pytest.mark.slow
 def test_frozen_patterns_keep_their_weights_bit_identical_while_the_others_train(tmp_path: Path) -> None:
     """Frozen weights end where they started (a run of 2 steps and one of 12 agree on them);
