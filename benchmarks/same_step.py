@@ -37,7 +37,7 @@ def main() -> None:
     optimizer = parts.optimizer.obj(cfg, parts.schedule.obj(cfg, 200))
     stepper = make_stepper(model, optimizer, parts.loss.obj(cfg), ["loss"], 5, 1)
     xs = np.zeros((10, cfg.batch_size, cfg.seq_len), np.int32)
-    text = stepper._train_chunk.lower(stepper.state, xs, xs).as_text()
+    text = stepper.step.lower(xs, xs).as_text()
     text = re.sub(r"module @\S+", "module", text)  # the module's name is not the program
     print(f"{lmkit.__file__}: step program sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]} "
           f"({len(text):,} characters)")

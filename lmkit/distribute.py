@@ -2,7 +2,7 @@
 
 A `Layout` is a `jax.sharding.Mesh` with two axes, ``data`` and ``model``, over the devices a
 training uses (`devices` config key: ``"all"``, a count, or a list of local device ids; in a run
-of many processes, those of every process). The compiled step (`lmkit.training.step`) shards
+of many processes, those of every process). The compiled step (`lmkit.train_step`) shards
 each batch over ``data`` and keeps the weights and optimizer slots replicated, so every device
 computes the gradient of its rows and XLA adds them up (an all-reduce): the same loss and the
 same gradient as on one device, for the same global `batch_size`. With one device there is no
@@ -342,9 +342,11 @@ def layout_for(devices: str | int | Sequence[int] = "all", batch_size: int = 1,
     return Layout(Mesh(grid, (DATA, MODEL)))
 
 
-def state_shardings(layout: Layout, model: Any, *optimizers: Any,
+def state_shardings(layout: Layout, model: Any, *slot_lists: Sequence[Any],
                     rules: Any = None) -> tuple[list[Any], ...]:
-    """Shardings of a compiled step's state ``(trainable, non_trainable, slots of each optimizer)``.
+    """Shardings of a compiled step's state ``(trainable, non_trainable, *slot_lists)``; a slot
+    list is anything with ``path`` and ``shape`` (an optimizer's `variables`,
+    `lmkit.param_groups.ParamGroups.slots()`).
 
     Replicated, except with a ``model`` axis: the variables the architecture (`rules`, default
     `model`; a classifier passes its backbone) names in `model_parallel_axes` are split along
@@ -387,7 +389,7 @@ def state_shardings(layout: Layout, model: Any, *optimizers: Any,
         by_path = {}
     slots = [[next((sh for prefix, (shape, sh) in by_path.items()
                     if var.path.rsplit("/", 1)[-1].startswith(prefix) and tuple(var.shape) == shape),
-                   replicated) for var in optimizer.variables] for optimizer in optimizers]
+                   replicated) for var in group] for group in slot_lists]
     return (trainable, [replicated] * len(model.non_trainable_variables), *slots)
 
 
@@ -399,8 +401,7 @@ def jit_step(step: Callable[..., tuple[Any, Any]], layout: Layout | None, shardi
     `shardings` (`state_shardings`) in and out, `out` (losses) is replicated, and each argument
     is placed by its entry of `batch_axes`: the axis of its arrays that holds the batch rows
     (split over ``data``), or None (replicated: learning-rate masks, flags). XLA then adds the
-    devices' gradients. Both steps of lmkit use it (language-model training,
-    `lmkit.training.step`; fine-tuning, `lmkit.evaluation.finetune`). `donate` hands the
+    devices' gradients. lmkit's one training step uses it (`lmkit.train_step`). `donate` hands the
     state's buffers to the call (its caller must never read the old state again).
 
     >>> step = jit_step(train_chunk, layout, shardings, batch_axes=(1, 1))   # doctest: +SKIP

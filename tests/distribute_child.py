@@ -63,8 +63,7 @@ def main(out: Path) -> None:
         one, four = stepper(arch, 1), stepper(arch, "all")
         losses_one, losses_four = run(one, xs, ys), run(four, xs, ys)
         result_losses[arch], result_weights[arch] = losses_one, one.model_arrays()
-        compiled = four._train_chunk.lower(four.state, four.layout.put_batch(xs[:K], 1),
-                                           four.layout.put_batch(ys[:K], 1)).compile()
+        compiled = four.step.lower(xs[:K], ys[:K]).compile()
         result[arch] = {
             "layout_one": one.layout is not None,
             "mesh": four.layout.describe(),

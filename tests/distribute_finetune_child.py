@@ -76,9 +76,8 @@ def weights(result: Any) -> list[np.ndarray]:
 
 def compare(one: tuple[Any, Recording], many: tuple[Any, Recording]) -> dict[str, Any]:
     (r1, t1), (rn, tn) = one, many
-    inputs, labels = tn._batch(0)
-    compiled = tn._step_fn.lower(tn.state, tn._masks(0), inputs, labels).compile()
-    shardings = compiled.input_shardings[0]
+    compiled = tn.step.lower(*tn._stacked([0])).compile()
+    shardings = compiled.input_shardings[0]  # (state, inputs, labels, masks, active)
     return {
         "one_layout": t1.layout is not None,
         "mesh": tn.layout.describe(),
@@ -86,7 +85,7 @@ def compare(one: tuple[Any, Recording], many: tuple[Any, Recording]) -> dict[str
         "first_loss": t1.losses[0], "last_loss": t1.losses[-1], "steps": len(tn.losses),
         "loss_diff": float(np.abs(np.array(t1.losses) - np.array(tn.losses)).max()),
         "weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(weights(r1), weights(rn))),
-        "tokens_spec": str(shardings[2][0].spec), "labels_spec": str(shardings[3].spec),
+        "tokens_spec": str(shardings[1][0].spec), "labels_spec": str(shardings[2].spec),
         "state_specs": sorted({str(s.spec) for s in shardings[0][0]}),
     }
 

@@ -133,8 +133,9 @@ def test_four_devices_and_two_processes_train_and_fine_tune_exactly_like_one(tmp
     assert bert["last_loss"] < bert["first_loss"] and bert["steps"] == 10, bert
     for r in (data, bert):  # the same losses and weights as one device
         assert r["loss_diff"] <= 1e-5 and r["weight_diff"] <= 1e-5, r
-        # the rows of every batch array are split over the data axis (replicated: PartitionSpec())
-        assert r["tokens_spec"] == r["labels_spec"] == str(PartitionSpec("data")), r
+        # the rows of every batch array (after the axis of the fused steps) are split over the
+        # data axis (replicated: PartitionSpec())
+        assert r["tokens_spec"] == r["labels_spec"] == str(PartitionSpec(None, "data")), r
     assert data["state_specs"] == [str(PartitionSpec())]  # weights and slots replicated
     # the encoder's attention and MLP matrices are split over the model axis
     assert bert["w_qkv"] == str(PartitionSpec(None, "model")) and bert["w_qkv_shard"] == [16, 24]

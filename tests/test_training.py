@@ -205,6 +205,50 @@ def test_a_batch_in_parts_trains_the_same_model(tmp_path: Path) -> None:
             np.testing.assert_allclose(a, b, atol=2e-5)
 
 
+def test_freeze_patterns_match_paths_with_or_without_the_model_name() -> None:
+    from types import SimpleNamespace
+
+    from lmkit.param_groups import labels_from_patterns
+
+    variables = [SimpleNamespace(path=p) for p in
+                 ("gpt_3/embedding", "gpt_3/block_0/w_qkv", "gpt_3/block_1/w_qkv", "gpt_3/ln_f/gamma")]
+    labels = labels_from_patterns(variables, {"embedding": "frozen", "gpt_*/block_0/*": "frozen",
+                                              "*/gamma": "norms"}, "train")
+    assert labels == ["frozen", "frozen", "train", "norms"]
+    with pytest.raises(ConfigError, match=r"freeze pattern 'block_2/\*' matches no trainable "
+                                          r"variable.*The paths are: embedding, block_0/w_qkv, "
+                                          r"block_1/w_qkv, ln_f/gamma"):
+        labels_from_patterns(variables, {"block_*/w_qkv": "frozen", "block_2/*": "frozen"}, "train")
+
+
+@pytest.mark.slow
+def test_frozen_patterns_keep_their_weights_bit_identical_while_the_others_train(tmp_path: Path) -> None:
+    """Frozen weights end where they started (a run of 2 steps and one of 12 agree on them);
+    the others train; a frozen variable has no optimizer slots."""
+    from lmkit.engine.checkpoint import load_checkpoint
+
+    freeze = ["embedding", "block_0/ln_*"]
+    short = train(tmp_path, "short", max_steps=2, freeze=freeze, sample_tokens=0)
+    long = train(tmp_path, "long", freeze=freeze, sample_tokens=0)
+    free = train(tmp_path, "free", sample_tokens=0)
+    names = [v.path.split("/", 1)[1] for v in long.model.trainable_variables]
+    frozen = [n == "embedding" or n.startswith("block_0/ln_") for n in names]
+    assert sum(frozen) == 5  # the embedding and block 0's two norms (scale and offset)
+    for name, is_frozen, a, b, c in zip(names, frozen, short.model.trainable_variables,
+                                        long.model.trainable_variables, free.model.trainable_variables):
+        a, b, c = np.asarray(a), np.asarray(b), np.asarray(c)
+        if is_frozen:
+            np.testing.assert_array_equal(a, b, err_msg=name)
+            assert not np.array_equal(b, c), name  # it would have trained
+        else:
+            assert not np.array_equal(a, b), name
+    slots = len(load_checkpoint(long.dir).optimizer)
+    assert slots < len(load_checkpoint(free.dir).optimizer)
+    with pytest.raises(ConfigError, match=r"freeze pattern 'blok_0/\*' matches no trainable "
+                                          r"variable.*block_0/w_qkv"):
+        train(tmp_path, "typo", freeze=["blok_0/*"])
+
+
 @pytest.mark.slow
 def test_the_step_really_computes_parts_separately() -> None:
     """With two parts the compiled step holds every matmul of the gradient twice, at half size."""
@@ -224,7 +268,7 @@ def test_the_step_really_computes_parts_separately() -> None:
         model = build_model(cfg, 40)
         optimizer = build_optimizer(cfg, build_schedule(cfg, 10))
         stepper = make_stepper(model, optimizer, build_loss(cfg), ["loss"], 5, parts=parts)
-        text = stepper._train_chunk.lower(stepper.state, xs, xs).as_text()
+        text = stepper.step.lower(xs, xs).as_text()
         return [line for line in text.splitlines() if "dot_general" in line]
 
     whole, halves = matmuls(1), matmuls(2)

@@ -28,8 +28,9 @@ __all__ = ["EvalConfig"]
     arch="lstm", tokenizer="word", vocab_size=20000, layers=1,  # the model of `scratch`
     learning_rate=2e-3, weight_decay=0.01, beta2=0.999, schedule="warmup_linear",
     warmup_steps=None, min_lr_ratio=0.0, loss=None,
-    batch_size=32, max_steps=300, checkpoint_every=100,
-    checks={"max_steps": {"min": 0}},  # 0 steps: score the untrained head
+    batch_size=32, max_steps=300, checkpoint_every=100, batch_parts=1,
+    checks={"max_steps": {"min": 0},  # 0 steps: score the untrained head
+            "batch_parts": {"min": 1}},  # no automatic choice for fine-tuning
 )
 class EvalConfig(Devices, Budget, Optimization, ModelShape):
     """Options of `lmkit.evaluate` (fine-tuning budget, head, optimizer, data limits)."""
@@ -74,5 +75,6 @@ class EvalConfig(Devices, Budget, Optimization, ModelShape):
     def total_steps(self, train_examples: int) -> int:
         """Optimizer steps of fine-tuning on `train_examples` examples."""
         if self.epochs is not None:
-            return max(1, math.ceil(self.epochs * train_examples / self.batch_size))
+            per_step = self.batch_size * self.accumulate_steps
+            return max(1, math.ceil(self.epochs * train_examples / per_step))
         return self.max_steps

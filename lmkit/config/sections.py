@@ -45,6 +45,7 @@ class Optimization(ConfigBase):
     min_lr_ratio: float = config_key(0.1, "Final learning rate as a fraction of the peak.", min=0.0, max=1.0)
     loss: str | None = config_key("cross_entropy", "Loss name (`lmkit list losses`; `none`: the job's own, `cross_entropy`, or `squared_error` for a regression task).")
     label_smoothing: float = config_key(0.0, "Label smoothing of the `label_smoothing` loss.", min=0.0, max=1.0)
+    freeze: list[str] = config_key([], "Glob patterns of variable paths that do not train (no gradient, no optimizer slots, bit-identical), e.g. `[\"embedding\", \"block_0/*\"]`; JAX only.")
 
 
 @dataclass
@@ -55,6 +56,8 @@ class Budget(ConfigBase):
     max_steps: int | None = config_key(2000, "Optimizer steps to train (set `none` and use `epochs` instead; fine-tuning: `0` scores the untrained head).", min=1)
     epochs: float | None = config_key(None, "Passes over the training data; overrides `max_steps` when set.", min=0.0, exclusive_min=True)
     checkpoint_every: int = config_key(500, "Write a checkpoint every N steps (and always at the end).", min=1)
+    accumulate_steps: int = config_key(1, "Micro-batches of `batch_size` whose gradients are averaged into one optimizer step (an effective batch of `batch_size * accumulate_steps` in the memory of one batch).", min=1)
+    batch_parts: int = config_key(0, "Compute each batch's gradient as this many independent equal parts, run side by side on a CPU, the same mathematics (`0`: automatic: the architecture's choice for long runs of small batches; fine-tuning: 1).", min=0)
     seed: int = config_key(0, "Seed of initialization, batches and dropout; equal seeds give equal runs.", min=0)
 
 
@@ -71,6 +74,10 @@ SECTIONS = (ModelShape, Optimization, Budget, Devices)
 
 
 def check_budget(cfg: Any) -> None:
-    """Training needs a length: `max_steps` or `epochs`."""
+    """Training needs a length (`max_steps` or `epochs`), and parts that divide its batch."""
     if cfg.max_steps is None and cfg.epochs is None:
         raise ConfigError("set either 'max_steps' or 'epochs' (both are none)")
+    if cfg.batch_parts > 1 and cfg.batch_size % cfg.batch_parts:
+        raise ConfigError(
+            f"config key 'batch_parts' ({cfg.batch_parts}) must divide 'batch_size' "
+            f"({cfg.batch_size}) into equal parts; use a divisor of {cfg.batch_size}")

@@ -59,8 +59,6 @@ class TrainConfig(Devices, Budget, Optimization, ModelShape):
     early_stopping: int | None = config_key(None, "Stop after this many evaluations without improvement of `val_loss`.", min=1)
     # the compiled step
     steps_per_dispatch: int = config_key(0, "Optimizer steps fused into one compiled call on JAX (`0`: automatic).", min=0)
-    batch_parts: int = config_key(0, "Compute each batch's gradient as this many independent equal parts, run side by side on a CPU (`0`: automatic: the architecture's choice for long runs of small batches).", min=0)
-    accumulate_steps: int = config_key(1, "Micro-batches of `batch_size` whose gradients are averaged into one optimizer step (an effective batch of `batch_size * accumulate_steps` in the memory of one batch).", min=1)
     # output
     out: str | None = config_key(None, "Run directory (default: `runs/<arch>-<time>`).")
     overwrite: bool = config_key(False, "Replace a run already in `out`.")
@@ -74,11 +72,6 @@ class TrainConfig(Devices, Budget, Optimization, ModelShape):
         if not self.sample_prompt:
             raise ConfigError("config key 'sample_prompt' must be at least one character (the final "
                               "sample needs context to start from), got ''; the default is \"\\n\"")
-        if self.batch_parts > 1 and self.batch_size % self.batch_parts:
-            raise ConfigError(
-                f"config key 'batch_parts' ({self.batch_parts}) must divide 'batch_size' "
-                f"({self.batch_size}) into equal parts; use a divisor of {self.batch_size}, or 0 for automatic"
-            )
 
     @classmethod
     def unknown_key_help(cls, known: set[str]) -> str:

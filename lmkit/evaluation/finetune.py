@@ -1,14 +1,15 @@
 """Fine-tune a `SequenceClassifier`: the engine's client for labelled, variable-length examples.
 
 `lmkit.engine.run` owns the loop (budget, stop and Ctrl-C, divergence, checkpoints and resume,
-events); this module says what one step is. The optimizer, schedule and loss come from the
-registries under the same keys as `lmkit.train` (`EvalConfig`): one optimizer for the head and
-one for the backbone, whose schedule peaks at ``learning_rate * backbone_lr_multiplier``.
-Each step is Keras's stateless API under `jax.jit`; with several devices (`devices`,
-`model_parallel`) it is compiled over a mesh by the same helpers as language-model training
-(`lmkit.distribute`: each batch's rows split over the ``data`` axis, the backbone's large
-matrices over ``model``), with the same results as on one device. In a run of many processes
-each process feeds its own rows of every batch and process 0 alone reports and writes.
+events); lmkit's one compiled step (`lmkit.train_step.TrainStep`) takes the steps; this module
+says what a step's batch, loss and parameter groups are. The optimizer, schedule and loss come
+from the registries under the same keys as `lmkit.train` (`EvalConfig`): one optimizer for the
+head and one for the backbone, whose schedule peaks at ``learning_rate *
+backbone_lr_multiplier``; `freeze` patterns keep variables as they are
+(`lmkit.param_groups`). With several devices (`devices`, `model_parallel`) the step is compiled
+over a mesh (each batch's rows split over the ``data`` axis, the backbone's large matrices over
+``model``), with the same results as on one device. In a run of many processes each process
+feeds its own rows of every batch and process 0 alone reports and writes.
 
 Batches are a pure function of the seed and the step (each epoch is its own seeded
 permutation), so a resumed fine-tuning sees exactly the batches it would have seen. They are
@@ -17,6 +18,11 @@ batches, each pool sorted by length and cut into batches, and the batches shuffl
 sentences are not padded to the long ones. Each batch pads to the smallest of `PAD_WIDTHS`
 widths chosen from the first epoch's batches to waste the least padding
 (`lmkit.evaluation.encoding.pad_widths`), so the compiled step sees at most that many shapes.
+The shuffled batches are then ordered in runs of `RUN_BATCHES` batches of one width (the runs
+in random order): the engine's dispatch of `log_every` steps is then mostly one compiled call
+of `log_every` steps, each call padded to that length with skipped steps, so each width still
+compiles one program. A step of `accumulate_steps` micro-batches reads the examples of one
+batch of `batch_size * accumulate_steps`.
 
 Gradual unfreezing (ULMFiT): the backbone's layers are groups (its own weights such as the
 embedding first, then each sub-layer in order); they are unfrozen from the top group down at
@@ -28,12 +34,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
 import numpy as np
 
-from lmkit.distribute import Layout, jit_step, layout_for, state_shardings
+from lmkit.distribute import Layout, layout_for
 from lmkit.engine import engine
 from lmkit.engine.checkpoint import check_fit
 from lmkit.engine.events import Event, StopSignal
@@ -43,8 +49,11 @@ from lmkit.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches, pad_widths
 from lmkit.evaluation.heads import SequenceClassifier
 from lmkit.optim import EVALUATION_WEIGHTS, ROW_UPDATES
+from lmkit.param_groups import (Frozen, Masked, Optimize, ParamGroups, RowSparse, Transform,
+                                labels_from_patterns)
 from lmkit.paths import enable_compilation_cache
 from lmkit.resolve import Resolved
+from lmkit.train_step import TrainStep
 
 __all__ = ["finetune", "predict", "backbone_groups", "FinetuneTrainee"]
 
@@ -53,13 +62,10 @@ POOL_BATCHES = 16
 #: padded lengths of the training batches: compiled shapes of the step (each compiles once, for
 #: ~20-40 s on 2 shared CPU cores, a cost inside a 10-minute fine-tuning; more widths pad less)
 PAD_WIDTHS = 4
-
-
-class _Slot(NamedTuple):
-    """An optimizer slot held outside Keras (a row-updated table's moments): name and shape."""
-
-    path: str
-    shape: tuple[int, ...]
+#: batches of one pad width in a row (the runs in random order): a dispatch of up to this many
+#: steps (`log_every`, 20 by default) is then mostly one compiled call. A constant, so the
+#: batches do not depend on `log_every`
+RUN_BATCHES = 20
 
 
 def backbone_groups(backbone: keras.Model) -> list[list[Any]]:
@@ -90,158 +96,70 @@ def _require_jax() -> None:
 
 
 class FinetuneTrainee:
-    """A classifier, its two optimizers and its examples: what `lmkit.engine.run` trains."""
+    """A classifier, its parameter groups and its examples: what `lmkit.engine.run` trains."""
 
     def __init__(self, model: SequenceClassifier, train: Encoded, cfg: EvalConfig, total: int,
                  parts: Resolved, layout: Layout | None = None) -> None:
-        import jax
-        import jax.numpy as jnp
         from keras import ops
 
-        from lmkit.optim import exclude_from_decay
-
         self.model, self.train_data, self.cfg, self.total = model, train, cfg, total
-        self.steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
-        trainable = model.trainable_variables
-        self.groups = backbone_groups(model.backbone)
-        group_of = {id(v): g for g, vars_ in enumerate(self.groups) for v in vars_}
-        is_backbone = [id(v) in group_of for v in trainable]
-        self.lr_mult = 1.0 if cfg.backbone_lr_multiplier is None else cfg.backbone_lr_multiplier
-        # masks that are all ones (the whole network trains: a pretrained checkpoint's recipe)
-        # are left out of the step, saving two passes over every backbone weight per step
-        self.masked = bool(cfg.gradual_unfreezing) or self.lr_mult <= 0
-        if parts.optimizer.has(EVALUATION_WEIGHTS):  # its step would judge the training point
-            raise ConfigError(
-                f"optimizer={cfg.optimizer!r} keeps separate evaluation weights, which fine-tuning "
-                f"does not use yet; choose another optimizer (e.g. adamw) for `lmkit eval`")
-        build_optimizer, build_schedule = parts.optimizer.obj, parts.schedule.obj
-        self.schedule = build_schedule(cfg, total)
-        body_cfg = cfg.replace(learning_rate=cfg.learning_rate * max(self.lr_mult, 1e-12))
-        head_vars = [v for v, b in zip(trainable, is_backbone) if not b]
-        body_vars = [v for v, b in zip(trainable, is_backbone) if b]
-        self.body_group_ids = [group_of[id(v)] for v in body_vars]
-        # The token embedding is read only at the batch's ids, so its gradient is zero on every
-        # other row: an element-wise optimizer updates just those rows (lazy, as PyTorch's
-        # SparseAdam: the other rows keep their weights and moments), not all V x D of them
-        table = getattr(model.backbone, "embedding", None)
-        rows_at = next((i for i, v in enumerate(body_vars) if v is table), None)
-        self.row_update = (rows_at is not None and not self.masked
-                           and parts.optimizer.has(ROW_UPDATES))
-        clip = body_cfg.clipnorm if self.row_update else None  # one norm over the body and the rows
-        if self.row_update:
-            body_cfg = body_cfg.replace(clipnorm=None)
-            body_vars.pop(rows_at)
-            vocab, width = table.shape
-            # a batch holds at most this many distinct ids: the gathered rows' fixed shape
-            n_rows = min(vocab, cfg.batch_size * train.per_example * cfg.max_length)
-            placeholder = keras.Variable(np.zeros((n_rows, width), np.float32), name="embedding_rows")
-        head_opt = build_optimizer(cfg, self.schedule)
-        body_opt = build_optimizer(body_cfg, build_schedule(body_cfg, total))
-        groups = [(head_opt, head_vars), (body_opt, body_vars)]
-        if self.row_update:
-            row_opt = build_optimizer(body_cfg, build_schedule(body_cfg, total))
-            groups.append((row_opt, [placeholder]))
-        loss_fn = parts.loss.obj(cfg)
-        for opt, variables in groups:
-            exclude_from_decay(opt, variables)
-            opt.build(variables)
-        self.optimizers = tuple(opt for opt, _ in groups)
-        # the optimizer state a checkpoint holds; a row slot is held whole, (V, D)
-        self.slots: list[Any] = [*head_opt.variables, *body_opt.variables]
-        if self.row_update:
-            is_slot = [tuple(v.shape) == (n_rows, width) for v in row_opt.variables]
-            self.slots += [_Slot(v.path, table.shape) if row else v
-                           for v, row in zip(row_opt.variables, is_slot)]
-        n_body = len(body_opt.variables)
-
-        def split(values: list[Any]) -> tuple[list[Any], list[Any]]:
-            return ([x for x, b in zip(values, is_backbone) if not b],
-                    [x for x, b in zip(values, is_backbone) if b])
-
-        def merge(head: list[Any], body: list[Any]) -> list[Any]:
-            head_it, body_it = iter(head), iter(body)
-            return [next(body_it) if b else next(head_it) for b in is_backbone]
-
-        def loss_of(train_vals, non_train, inputs, labels):
-            outputs, non_train = model.stateless_call(train_vals, non_train, inputs, training=True)
-            return ops.mean(loss_fn(labels, outputs)), non_train
-
-        grad_fn = jax.value_and_grad(loss_of, has_aux=True)
-
-        def update_rows(tokens, body_g, row_state, body_v):
-            """Clip the body's gradients with the table's rows by one norm, update the rows of
-            the ids in `tokens`; returns the other body gradients, the new table and row state."""
-            grad, weights = body_g.pop(rows_at), body_v.pop(rows_at)
-            ids = jnp.ravel(tokens)
-            ordered = jnp.sort(ids)
-            distinct = 1 + jnp.sum(ordered[1:] != ordered[:-1])
-            rows = jnp.unique(ids, size=n_rows, fill_value=ids[0])    # the first `distinct` are real
-            real = jnp.arange(n_rows) < distinct
-            row_g = jnp.where(real[:, None], grad[rows], 0.0)
-            if clip is not None:
-                norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in (*body_g, row_g)))
-                scale = clip / jnp.maximum(norm, clip)
-                body_g, row_g = [g * scale for g in body_g], row_g * scale
-            gathered = [value[rows] if row else value for value, row in zip(row_state, is_slot)]
-            (new_rows,), new_state = row_opt.stateless_apply(gathered, [row_g], [weights[rows]])
-            into = jnp.where(real, rows, weights.shape[0])            # past the end: dropped
-            row_state = [full.at[into].set(new, mode="drop") if row else new
-                         for full, new, row in zip(row_state, new_state, is_slot)]
-            return body_g, weights.at[into].set(new_rows, mode="drop"), row_state
-
-        def step_fn(state, masks, inputs, labels):
-            train_vals, non_train, head_state, body_state = state
-            (loss, non_train), grads = grad_fn(train_vals, non_train, inputs, labels)
-            head_g, body_g = split(grads)
-            head_v, body_v = split(train_vals)
-            if self.masked:
-                body_g = [g * m for g, m in zip(body_g, masks)]
-            head_v, head_state = head_opt.stateless_apply(head_state, head_g, head_v)
-            if self.row_update:
-                body_state, row_state = body_state[:n_body], body_state[n_body:]
-                body_g, body_v = list(body_g), list(body_v)
-                body_g, new_table, row_state = update_rows(inputs[0], body_g, row_state, body_v)
-            new_body, body_state = body_opt.stateless_apply(body_state, body_g, body_v)
-            if self.row_update:
-                new_body = [*new_body[:rows_at], new_table, *new_body[rows_at:]]
-                body_state = [*body_state, *row_state]
-            # frozen variables keep their values exactly (weight decay would move them otherwise)
-            body_v = ([old + m * (new - old) for old, new, m in zip(body_v, new_body, masks)]
-                      if self.masked else new_body)
-            return (merge(head_v, body_v), non_train, head_state, body_state), loss
-
         self.layout = layout
-        body_slots = [v.value for v in body_opt.variables]
-        if self.row_update:
-            body_slots += [np.zeros(table.shape, np.float32) if row else v.value
-                           for v, row in zip(row_opt.variables, is_slot)]
-        # The step donates its state (the embedding table and its row moments are then updated
-        # in place, not copied whole every step), so it starts from copies: the Keras variables
-        # keep their own buffers until `sync`
-        self.state = jax.tree.map(lambda a: jnp.array(a, copy=True), (
-            [v.value for v in trainable], [v.value for v in model.non_trainable_variables],
-            [v.value for v in head_opt.variables], body_slots))
-        # on a mesh: the state replicated (or the backbone's large matrices split over the model
-        # axis, with their slots), the masks replicated, the rows of inputs and labels split
-        self._shardings = None
-        if layout is not None:
-            trainable_sh, non_trainable_sh, head_sh, body_sh = state_shardings(
-                layout, model, head_opt, body_opt, rules=model.backbone)
-            # the embedding's row slots are held whole, like the table itself: replicated
-            body_sh = body_sh + [layout.replicated] * (len(body_slots) - len(body_sh))
-            self._shardings = (trainable_sh, non_trainable_sh, head_sh, body_sh)
-            self.state = layout.place(self.state, self._shardings)
-        self._step_fn = jit_step(step_fn, layout, self._shardings, (None, 0, 0))
+        #: examples per optimizer step: `accumulate_steps` micro-batches of `batch_size`
+        self.step_size = cfg.batch_size * cfg.accumulate_steps
+        self.steps_per_epoch = max(1, math.ceil(len(train) / self.step_size))
+        #: steps per compiled call: a dispatch's batches of one width, padded with skipped steps
+        self.dispatch = cfg.log_every
+        self.schedule = parts.schedule.obj(cfg, total)
+        self.groups = backbone_groups(model.backbone)
+        loss_fn = parts.loss.obj(cfg)
+        self.step = TrainStep(model, self._param_groups(cfg, parts),
+                              lambda labels, outputs: ops.mean(loss_fn(labels, outputs)),
+                              parts=cfg.batch_parts, accumulate=cfg.accumulate_steps,
+                              layout=layout, rules=model.backbone)
         self._lengths = train.lengths()
-        self._epoch: tuple[int, list[np.ndarray]] | None = None
-        self.widths = pad_widths([self._lengths[rows].max() for rows in self._epoch_batches(0)],
+        self._epochs: dict[int, list[np.ndarray]] = {}
+        self.widths = pad_widths([self._lengths[rows].max() for rows in self._epoch_rows(0)],
                                  PAD_WIDTHS)
 
-    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+    def _param_groups(self, cfg: EvalConfig, parts: Resolved) -> ParamGroups:
+        """The head (the peak `learning_rate`) and the backbone (times
+        `backbone_lr_multiplier`; 0 freezes it), each with its own optimizer and schedule; the
+        `freeze` patterns' variables frozen. The backbone is masked per step under gradual
+        unfreezing, else its token embedding is row-updated when the optimizer is element-wise."""
+        variables = self.model.trainable_variables
+        group_of = {id(v): g for g, vars_ in enumerate(self.groups) for v in vars_}
+        lr_mult = 1.0 if cfg.backbone_lr_multiplier is None else cfg.backbone_lr_multiplier
+        frozen = labels_from_patterns(variables, {p: "frozen" for p in cfg.freeze}, "")
+        labels = [f or ("head" if id(v) not in group_of else "backbone" if lr_mult > 0
+                        else "frozen") for v, f in zip(variables, frozen)]
+        build_optimizer, build_schedule = parts.optimizer.obj, parts.schedule.obj
+        averaged = parts.optimizer.has(EVALUATION_WEIGHTS)
+        body_cfg = cfg.replace(learning_rate=cfg.learning_rate * max(lr_mult, 1e-12))
+        head = Optimize(build_optimizer(cfg, self.schedule), averaged)
+        body_opt = build_optimizer(body_cfg, build_schedule(body_cfg, self.total))
+        body: Transform = Optimize(body_opt, averaged)
+        body_vars = [v for v, label in zip(variables, labels) if label == "backbone"]
+        self.body_group_ids = [group_of[id(v)] for v in body_vars]
+        # The token embedding is read only at the batch's ids, so its gradient is zero on every
+        # other row: an element-wise optimizer updates just those rows, not all V x D of them
+        table = getattr(self.model.backbone, "embedding", None)
+        self.masked = bool(cfg.gradual_unfreezing) and bool(body_vars)
+        self.row_update = (not self.masked and any(v is table for v in body_vars)
+                           and parts.optimizer.has(ROW_UPDATES))
+        if self.masked:
+            body = Masked(body)
+        elif self.row_update:
+            # a step holds at most this many distinct ids: the gathered rows' fixed shape
+            rows = min(table.shape[0],
+                       self.step_size * self.train_data.per_example * cfg.max_length)
+            body = RowSparse(body_opt, table, rows, ids=lambda inputs: inputs[0])
+        return ParamGroups(variables, labels, {"head": head, "backbone": body, "frozen": Frozen()})
+
+    def _epoch_rows(self, epoch: int) -> list[np.ndarray]:
         """The rows of each batch of `epoch`: similar lengths together, batches in random order."""
         rng = np.random.default_rng([self.cfg.seed, epoch])
         order = rng.permutation(len(self.train_data))
-        size = self.cfg.batch_size
+        size = self.step_size
         pool = size * POOL_BATCHES
         rows: list[np.ndarray] = []
         for start in range(0, len(order), pool):
@@ -250,35 +168,83 @@ class FinetuneTrainee:
             rows += [chunk[i:i + size] for i in range(0, len(chunk), size)]
         return [rows[i] for i in rng.permutation(len(rows))]
 
-    def _batch(self, step: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-        """Batch `step` (0-based), ``(inputs, labels)``: a pure function of the seed and the step."""
-        epoch, index = divmod(step, self.steps_per_epoch)
-        if self._epoch is None or self._epoch[0] != epoch:
-            self._epoch = (epoch, self._epoch_batches(epoch))
-        rows = self._epoch[1][index]
-        size = self.cfg.batch_size
-        inputs, labels, _ = next(batches(self.train_data, rows, size, self.cfg.max_length,
-                                         self.widths))
-        if self.layout is not None:  # every array's rows (axis 0) split over the data axis;
-            local = self.layout.local_rows(size)  # this process's rows (all of them in one process)
-            inputs = tuple(self.layout.put_batch(a[local], 0) for a in inputs)
-            labels = self.layout.put_batch(labels[local], 0)
-        return inputs, labels
+    def _width(self, rows: np.ndarray) -> int:
+        longest = int(self._lengths[rows].max())
+        return next((w for w in self.widths if w >= longest), longest)
 
-    def _masks(self, step: int) -> list[np.float32]:
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """`_epoch_rows`, reordered into runs of `RUN_BATCHES` batches of one width (the runs in
+        random order), so that a fused dispatch is mostly one compiled call."""
+        rows = self._epoch_rows(epoch)
+        width = [self._width(r) for r in rows]
+        runs = []
+        for w in sorted(set(width)):
+            same = [i for i in range(len(rows)) if width[i] == w]
+            runs += [same[i:i + RUN_BATCHES] for i in range(0, len(same), RUN_BATCHES)]
+        rng = np.random.default_rng([self.cfg.seed, epoch, 1])
+        return [rows[i] for r in rng.permutation(len(runs)) for i in runs[r]]
+
+    def _rows(self, step: int) -> np.ndarray:
+        """The examples of step `step` (0-based): a pure function of the seed and the step."""
+        epoch, index = divmod(step, self.steps_per_epoch)
+        if epoch not in self._epochs:  # a dispatch may span two epochs: keep both
+            self._epochs = {e: b for e, b in self._epochs.items() if e == epoch - 1}
+            self._epochs[epoch] = self._epoch_batches(epoch)
+        return self._epochs[epoch][index]
+
+    def _batch(self, step: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        """Step `step`'s host arrays ``(inputs, labels)``: ``(B, ...)``, or
+        ``(accumulate_steps, B, ...)``; on a mesh of many processes only this process's rows
+        of B."""
+        inputs, labels, _ = next(batches(self.train_data, self._rows(step), self.step_size,
+                                         self.cfg.max_length, self.widths))
+        micro, size = self.cfg.accumulate_steps, self.cfg.batch_size
+        local = self.layout.local_rows(size) if self.layout is not None else slice(0, size)
+
+        def mine(a: np.ndarray) -> np.ndarray:
+            # (micro * B * per, ...) -> (micro, this process's B * per, ...); `per` rows per
+            # example (the choices of a multiple-choice example are consecutive rows)
+            a = a.reshape(micro, -1, *a.shape[1:])
+            per = a.shape[1] // size
+            a = a[:, local.start * per:local.stop * per]
+            return a if micro > 1 else a[0]
+
+        return tuple(mine(a) for a in inputs), mine(labels)
+
+    def _masks(self, step: int) -> dict[str, np.ndarray]:
         if not self.masked:
-            return []
+            return {}
         n = len(self.groups)
         frozen_below = n - _unfrozen_groups(step, self.total, n, self.cfg.gradual_unfreezing)
-        on = 1.0 if self.lr_mult > 0 else 0.0
-        return [np.float32(on if g >= frozen_below else 0.0) for g in self.body_group_ids]
+        return {"backbone": np.asarray([g >= frozen_below for g in self.body_group_ids],
+                                       np.float32)}
+
+    def _stacked(self, steps: Sequence[int]) -> tuple[Any, Any, dict[str, np.ndarray], np.ndarray]:
+        """The arguments of one compiled call taking `steps` (batches of one width): `dispatch`
+        steps stacked, the ones past `steps` repeating the last and marked inactive."""
+        taken = [self._batch(s) for s in steps]
+        padded = [*taken, *[taken[-1]] * (self.dispatch - len(steps))]
+        masks = [self._masks(s) for s in steps]
+        masks += [masks[-1]] * (self.dispatch - len(steps))
+        stack = lambda *arrays: np.stack(arrays)
+        inputs, labels = zip(*padded)
+        return (tuple(map(stack, *inputs)), stack(*labels),
+                {k: stack(*(m[k] for m in masks)) for k in masks[0]},
+                np.arange(self.dispatch) < len(steps))
 
     def train(self, step: int, k: int) -> np.ndarray:
-        losses = []
-        for s in range(step, step + k):  # dispatched back to back; read once at the end
-            self.state, loss = self._step_fn(self.state, self._masks(s), *self._batch(s))
-            losses.append(loss)
-        return np.asarray([float(x) for x in losses], dtype=np.float32)
+        """Steps `step+1 .. step+k` in as few compiled calls as the batches' widths allow
+        (one when they share a width), read back once at the end."""
+        widths = [self._width(self._rows(s)) for s in range(step, step + k)]
+        calls, start = [], 0
+        while start < k:
+            end = start + 1
+            while end < k and end - start < self.dispatch and widths[end] == widths[start]:
+                end += 1
+            steps = range(step + start, step + end)
+            calls.append((end - start, self.step.train(*self._stacked(steps))))
+            start = end
+        return np.concatenate([np.asarray(out)[:n] for n, out in calls]).astype(np.float32)
 
     def evaluate(self) -> dict[str, float]:
         return {}  # the task's dev split is scored after fine-tuning, by `lmkit.evaluate`
@@ -286,37 +252,26 @@ class FinetuneTrainee:
     def learning_rate(self, step: int) -> float:
         return float(self.schedule(step - 1))
 
-    def _variables(self) -> list[Any]:
-        return [*self.model.trainable_variables, *self.model.non_trainable_variables]
-
-    def _host(self, arrays: Any) -> list[np.ndarray]:
-        to_host = np.asarray if self.layout is None else self.layout.to_host
-        return [to_host(a) for a in arrays]
+    @property
+    def state(self) -> Any:
+        return self.step.state
 
     def model_arrays(self) -> list[np.ndarray]:
-        return self._host((*self.state[0], *self.state[1]))
+        return self.step.model_arrays()
 
     def optimizer_arrays(self) -> list[np.ndarray]:
-        return self._host((*self.state[2], *self.state[3]))
+        return self.step.optimizer_arrays()
 
     def restore(self, model: list[np.ndarray], optimizer: list[np.ndarray], source: str) -> None:
-        import jax.numpy as jnp
-
-        check_fit(self._variables(), model, "model weights", source)
-        check_fit(self.slots, optimizer, "optimizer slots", source)
-        n, h = len(self.state[0]), len(self.state[2])
-        flat = [*self.state[0], *self.state[1], *self.state[2], *self.state[3]]
-        arrays = [jnp.asarray(a, dtype=c.dtype) for a, c in zip([*model, *optimizer], flat)]
-        m = len(model)
-        self.state = (arrays[:n], arrays[n:m], arrays[m:m + h], arrays[m + h:])
-        if self.layout is not None:
-            self.state = self.layout.place(self.state, self._shardings)
+        variables, slots = self.step.targets()
+        check_fit(variables, model, "model weights", source)
+        check_fit(slots, optimizer, "optimizer slots", source)
+        self.step.restore(model, optimizer)
 
     def sync(self) -> None:
         """Write the trained weights back into the Keras model (whole copies from a mesh: the
         model is then scored on one device)."""
-        for var, value in zip(self._variables(), self.model_arrays()):
-            var.assign(value)
+        self.step.sync()
 
 
 def finetune(
@@ -355,7 +310,7 @@ def finetune(
     mean_tokens = float(np.mean([len(ids) for ids in train.ids])) if len(train) else 0.0
     plan = engine.Plan(total_steps=total, checkpoint_every=cfg.checkpoint_every,
                        steps_per_dispatch=cfg.log_every,
-                       tokens_per_step=cfg.batch_size * mean_tokens,
+                       tokens_per_step=trainee.step_size * mean_tokens,
                        steps_per_epoch=trainee.steps_per_epoch, max_seconds=cfg.max_seconds)
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     mesh = layout.describe() if layout else "1 device, 1 process"
@@ -375,7 +330,7 @@ def finetune(
     finally:
         if run_dir is not None:
             run_dir.release()
-    examples = outcome.step * cfg.batch_size  # compilations included: the time a user waits
+    examples = outcome.step * trainee.step_size  # compilations included: the time a user waits
     return {"steps": outcome.step, "reason": outcome.reason, "seconds": outcome.elapsed,
             "examples_per_s": examples / outcome.elapsed if outcome.elapsed > 0 else 0.0,
             "pad_widths": list(trainee.widths), "mesh": mesh}

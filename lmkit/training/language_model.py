@@ -222,10 +222,11 @@ def _layout(cfg: TrainConfig) -> Any:
     import keras
 
     if keras.backend.backend() != "jax":
-        if cfg.model_parallel > 1 or cfg.accumulate_steps > 1:
+        if cfg.model_parallel > 1 or cfg.accumulate_steps > 1 or cfg.freeze:
             raise ConfigError(
-                f"model_parallel and accumulate_steps need the compiled JAX step; KERAS_BACKEND is "
-                f"{keras.backend.backend()!r}. Set KERAS_BACKEND=jax, or leave them at 1")
+                f"model_parallel, accumulate_steps and freeze need the compiled JAX step; "
+                f"KERAS_BACKEND is {keras.backend.backend()!r}. Set KERAS_BACKEND=jax, or leave "
+                f"them at 1 and [] (freeze)")
         return None
     from lmkit.distribute import initialize, layout_for
 
@@ -241,7 +242,6 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
     from lmkit.build import build_model, check_fits
     from lmkit.data.tokens import split, token_ids
     from lmkit.engine.reporters import TextReporter
-    from lmkit.optim import exclude_from_decay
     from lmkit.tokenizers import load_tokenizer, save_tokenizer
     from lmkit.training.step import batch_parts, make_stepper
 
@@ -296,12 +296,11 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
     elif cfg.head_bias_init == "unigram" and not resume:  # a resumed run loads its own weights
         model.set_head_bias(log_unigram(train_ids, vocab))
     optimizer = parts.optimizer.obj(cfg, parts.schedule.obj(cfg, total))
-    exclude_from_decay(optimizer, model.trainable_variables)
     loss_fn = parts.loss.obj(cfg)
     metric_names = [e.name for e in parts.metrics]
     stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k,
                            batch_parts(cfg, model, total), layout,
-                           1 if full_batch else cfg.accumulate_steps, averaged)
+                           1 if full_batch else cfg.accumulate_steps, averaged, cfg.freeze)
     lead = layout is None or layout.lead
     if lead:
         run_dir.write_text(CONFIG, cfg.to_toml())  # a resume's overrides (max_steps...) included

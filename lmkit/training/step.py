@@ -1,10 +1,10 @@
-"""Compiled training and evaluation steps.
+"""The language-model client's steps: training, full-batch passes and evaluation.
 
-On JAX (the fast path) a step is built from Keras's stateless API and compiled with `jax.jit`:
-model weights, non-trainable state (dropout seeds) and optimizer slots live outside the Keras
-objects as one pytree whose buffers are donated to each call, and `k` steps are fused into one
-dispatch with `lax.scan`. On other backends the same interface is served by Keras's own
-`model.fit`.
+On JAX (the fast path) `JaxStepper` trains through lmkit's one compiled step
+(`lmkit.train_step.TrainStep`: donated state, `lax.scan` over fused steps, parts, accumulation,
+meshes) with the token loss over flattened logits, one parameter group (`freeze` patterns make
+a second, frozen one), and compiles its evaluation. On other backends the same interface is
+served by Keras's own `model.fit` (`FitStepper`).
 
 Both steppers share one contract, used by the language-model client of the engine
 (`lmkit.training.language_model`):
@@ -29,18 +29,20 @@ taken at are not the ones to judge: `evaluate`, `sync` and `model_arrays` use th
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from lmkit.distribute import Layout, jit_step, state_shardings
+from lmkit.distribute import Layout
 from lmkit.engine.checkpoint import check_fit, restore_arrays
-from lmkit.token_metrics import compute_stats
 from lmkit.losses import nll
+from lmkit.optim import exclude_from_decay
+from lmkit.param_groups import Frozen, Optimize, ParamGroups, labels_from_patterns
+from lmkit.token_metrics import compute_stats
+from lmkit.train_step import TrainState, TrainStep
 
 __all__ = ["make_stepper", "batch_parts", "JaxStepper", "FitStepper"]
 
@@ -93,113 +95,40 @@ def _eval_sums(loss_fn: Callable, metric_names: list[str], top_k: int, y: Any, l
 
 
 class JaxStepper:
-    """Compiled steps on JAX: `jax.jit`, donated state, `lax.scan` over fused steps."""
+    """Language modelling on the one compiled step (`lmkit.train_step.TrainStep`): the loss is
+    the token loss over flattened logits; `freeze` lists glob patterns of variable paths that
+    do not train (`lmkit.param_groups.labels_from_patterns`); evaluation is compiled here."""
 
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                  loss_fn: Callable, metric_names: list[str], top_k: int, parts: int = 1,
                  layout: Layout | None = None, accumulate: int = 1,
-                 evaluation_weights: bool = False) -> None:
+                 evaluation_weights: bool = False, freeze: Sequence[str] = ()) -> None:
         import jax
 
-        self.model, self.optimizer = model, optimizer
-        self._averaged = evaluation_weights
-        self.layout, self.accumulate_steps = layout, accumulate
-        self._batch_axis = 2 if accumulate > 1 else 1  # of xs: (k, [accumulate,] B, T)
-        if layout is not None:  # data parallel already runs the batch's rows side by side
-            parts = 1
-        optimizer.build(model.trainable_variables)
-        self.state = (
-            [v.value for v in model.trainable_variables],
-            [v.value for v in model.non_trainable_variables],
-            [v.value for v in optimizer.variables],
-        )
-        # Where each state array lives on the mesh: replicated (every device holds the weights
-        # and optimizer slots; each computes the gradient of its rows, XLA sums them), or split
-        # over the model axis for the weights the architecture names (`state_shardings`).
-        self._state_shardings = None
-        if layout is not None:
-            self._state_shardings = state_shardings(layout, model, optimizer)
-            self.state = layout.place(self.state, self._state_shardings)
+        self.model, self.optimizer, self.layout = model, optimizer, layout
+        variables = model.trainable_variables
+        labels = labels_from_patterns(variables, {p: "frozen" for p in freeze}, "train")
+        groups = ParamGroups(variables, labels, {"train": Optimize(optimizer, evaluation_weights),
+                                                 "frozen": Frozen()})
 
-        def loss_of(trainable, non_trainable, x, y):
-            logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-            labels, flat = _flat(y, logits)
-            return ops.mean(loss_fn(labels, flat)), non_trainable
+        def token_loss(y: Any, logits: Any) -> Any:
+            return ops.mean(loss_fn(*_flat(y, logits)))
 
-        grad_fn = jax.value_and_grad(loss_of, has_aux=True)
-
-        def batch_grads(trainable, non_trainable, x, y):
-            if parts == 1 or x.shape[0] % parts:
-                return grad_fn(trainable, non_trainable, x, y)
-            # The mean of equal parts' mean losses is the batch's mean loss, so this is the same
-            # gradient; the parts share no data, so XLA:CPU runs their kernels side by side. Only
-            # the dropout seeds pass from one part to the next (cheap ops, not the activations).
-            size = x.shape[0] // parts
-            losses, grads = [], []
-            for i in range(parts):
-                part = slice(i * size, (i + 1) * size)
-                (loss, non_trainable), g = grad_fn(trainable, non_trainable, x[part], y[part])
-                losses.append(loss)
-                grads.append(g)
-            mean = jax.tree.map(lambda *gs: sum(gs) / parts, *grads)
-            return (sum(losses) / parts, non_trainable), mean
-
-        def step_grads(trainable, non_trainable, x, y):
-            if accumulate == 1:
-                return batch_grads(trainable, non_trainable, x, y)
-            # x, y: (accumulate, B, T). The mean of the micro-batches' mean losses is the mean
-            # loss of one batch of accumulate * B rows, so this is its gradient; the scan keeps
-            # one micro-batch's activations alive at a time.
-            def micro(carry, batch):
-                non_trainable, loss_sum, grad_sum = carry
-                (loss, non_trainable), grads = batch_grads(trainable, non_trainable, *batch)
-                return (non_trainable, loss_sum + loss,
-                        jax.tree.map(lambda a, g: a + g, grad_sum, grads)), None
-
-            zeros = jax.tree.map(jax.numpy.zeros_like, trainable)
-            (non_trainable, loss, grads), _ = jax.lax.scan(
-                micro, (non_trainable, jax.numpy.float32(0.0), zeros), (x, y))
-            return (loss / accumulate, non_trainable), jax.tree.map(lambda g: g / accumulate, grads)
-
-        def one_step(state, batch):
-            trainable, non_trainable, opt_vars = state
-            (loss, non_trainable), grads = step_grads(trainable, non_trainable, *batch)
-            trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
-            return (trainable, non_trainable, opt_vars), loss
-
-        def train_chunk(state, xs, ys):
-            return jax.lax.scan(one_step, state, (xs, ys))
-
-        # xs, ys: (k, [accumulate,] B, T), the rows B split over the mesh's data axis
-        train_chunk = jit_step(train_chunk, layout, self._state_shardings,
-                               (self._batch_axis, self._batch_axis))
-
-        @jax.jit
-        def grad_sum(state, acc, x, y, weight):
-            trainable, non_trainable, _ = state
-            (loss, non_trainable), grads = grad_fn(trainable, non_trainable, x, y)
-            acc = jax.tree.map(lambda a, g: a + weight * g, acc, grads)
-            return non_trainable, acc, loss * weight
-
-        @functools.partial(jax.jit, donate_argnums=0)
-        def apply_grads(state, grads):
-            trainable, non_trainable, opt_vars = state
-            trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
-            return trainable, non_trainable, opt_vars
+        self.step = TrainStep(model, groups, token_loss, parts=parts, accumulate=accumulate,
+                              layout=layout)
 
         @jax.jit
         def eval_batch(trainable, non_trainable, x, y):
             logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
             return _eval_sums(loss_fn, metric_names, top_k, y, logits)
 
-        @jax.jit
-        def judged(trainable, opt_vars):  # the weights to evaluate and keep
-            return optimizer.evaluation_weights(trainable, opt_vars)
-
-        self._train_chunk, self._grad_sum = train_chunk, grad_sum
-        self._apply_grads, self._eval_batch, self._judged = apply_grads, eval_batch, judged
+        self._eval_batch = eval_batch
         #: (batch shape, future of the compiled evaluation) from `prepare_evaluation`
         self._prepared: tuple[tuple[int, ...], Any] | None = None
+
+    @property
+    def state(self) -> TrainState:
+        return self.step.state
 
     def prepare_evaluation(self, shape: tuple[int, ...]) -> None:
         """Compile the evaluation of int32 batches of `shape` in a background thread.
@@ -215,7 +144,7 @@ class JaxStepper:
         if self.layout is not None:
             return
         avals = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
-                             (self.state[0], self.state[1]))
+                             (self.state.trainable, self.state.non_trainable))
         batch = jax.ShapeDtypeStruct(tuple(shape), np.int32)
         lowered = self._eval_batch.lower(*avals, batch, batch)  # tracing needs this thread's GIL
         pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lmkit-compile")
@@ -226,86 +155,36 @@ class JaxStepper:
         """`k` optimizer steps on ``xs, ys`` of shape ``(k, B, T)``, or ``(k, accumulate, B, T)``
         with gradient accumulation; on a mesh of many processes, B is this process's rows
         (`Layout.local_rows`)."""
-        if self.layout is not None:
-            xs, ys = (self.layout.put_batch(a, self._batch_axis) for a in (xs, ys))
-        self.state, losses = self._train_chunk(self.state, xs, ys)
-        return np.asarray(losses)
+        return np.asarray(self.step.train(xs, ys))
 
     def accumulate(self, batches: Iterable[tuple[np.ndarray, np.ndarray, float]]) -> float:
-        import jax
-
-        acc = jax.tree.map(ops.zeros_like, self.state[0])
-        total = 0.0
-        for x, y, weight in batches:
-            non_trainable, acc, loss = self._grad_sum(self.state, acc, self._feed(x), self._feed(y),
-                                                      np.float32(weight))
-            self.state = (self.state[0], non_trainable, self.state[2])
-            total += float(loss)
-        self.state = self._apply_grads(self.state, acc)
-        return total
-
-    def _weights(self) -> list[Any]:
-        """The trainable weights to evaluate and keep: the optimizer's evaluation weights when
-        it has them, else the training point itself."""
-        trainable, _, opt_vars = self.state
-        return self._judged(trainable, opt_vars) if self._averaged else trainable
+        return self.step.accumulate(batches)
 
     def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
         sums: dict[str, float] = {}
-        weights, non_trainable = self._weights(), self.state[1]
+        weights, non_trainable = self.step.weights(), self.state.non_trainable
         shape, compiled = (None, None) if self._prepared is None else (
             self._prepared[0], self._prepared[1].result())
         for x, y in batches:
             run = compiled if x.shape == shape else self._eval_batch
-            for k, v in run(weights, non_trainable, self._feed(x), self._feed(y)).items():
+            for k, v in run(weights, non_trainable, self.step.feed(x), self.step.feed(y)).items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         return sums
 
-    def _feed(self, x: np.ndarray) -> Any:
-        """A host batch for a step that takes it whole (evaluation, full-batch passes)."""
-        return x if self.layout is None else self.layout.put(x, self.layout.replicated)
-
     def sync(self) -> None:
-        _, non_trainable, opt_vars = self.state
-        trainable = self._weights()
-        # Copies: the state's buffers are donated to the next compiled call, and a Keras variable
-        # must never point at a donated (deleted) buffer. Host copies (a device copy compiles a
-        # program per shape); from a mesh, whole ones: the Keras model is then used on one
-        # device (saving, sampling).
-        copy = np.array if self.layout is None else self.layout.to_host
-        for var, value in zip(self.model.trainable_variables, trainable):
-            var.assign(copy(value))
-        for var, value in zip(self.model.non_trainable_variables, non_trainable):
-            var.assign(copy(value))
-        for var, value in zip(self.optimizer.variables, opt_vars):
-            var.assign(copy(value))
-
-    def _host(self, arrays: Iterable[Any]) -> list[np.ndarray]:
-        to_host = np.asarray if self.layout is None else self.layout.to_host
-        return [to_host(v) for v in arrays]
+        self.step.sync()
 
     def optimizer_arrays(self) -> list[np.ndarray]:
-        return self._host(self.state[2])
+        return self.step.optimizer_arrays()
 
     def model_arrays(self) -> list[np.ndarray]:
-        return self._host((*self._weights(), *self.state[1]))
+        return self.step.model_arrays()
 
     def restore(self, model: list[np.ndarray], optimizer: list[np.ndarray], source: str) -> None:
-        import jax.numpy as jnp
-
-        trainable, non_trainable, opt_vars = self.state
-        check_fit([*self.model.trainable_variables, *self.model.non_trainable_variables], model,
-                  "model weights", source)
-        check_fit(self.optimizer.variables, optimizer, "optimizer slots", source)
-        cast = lambda arrays, like: [jnp.asarray(a, dtype=c.dtype) for a, c in zip(arrays, like)]
-        n = len(trainable)
-        slots = cast(optimizer, opt_vars)
-        weights = cast(model[:n], trainable)
-        if self._averaged:  # the checkpoint holds the evaluation weights; train from y again
-            weights = cast(self.optimizer.training_weights(weights, slots), trainable)
-        self.state = (weights, cast(model[n:], non_trainable), slots)
-        if self.layout is not None:
-            self.state = self.layout.place(self.state, self._state_shardings)
+        variables, slots = self.step.targets()
+        check_fit(variables, model, "model weights", source)
+        check_fit(slots, optimizer, "optimizer slots", source)
+        self.step.restore(model, optimizer)
 
 
 class FitStepper:
@@ -321,6 +200,7 @@ class FitStepper:
             return ops.mean(loss_fn(labels, flat))
 
         model.compile(optimizer=optimizer, loss=keras_loss)
+        exclude_from_decay(optimizer, model.trainable_variables)
         optimizer.build(model.trainable_variables)
 
     def train(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -374,7 +254,8 @@ class FitStepper:
 
 
 def _backend_grads(model: keras.Model, loss_fn: Callable, x: np.ndarray, y: np.ndarray) -> tuple[Any, list[Any]]:
-    """Loss and gradients of one batch on the torch or TensorFlow backend."""
+    """Loss and gradients of one batch on the torch or TensorFlow backend (full-batch gradient
+    descent, `FitStepper.accumulate`: the one step lmkit takes outside `model.fit` there)."""
     backend = keras.backend.backend()
     variables = model.trainable_variables
     if backend == "torch":
@@ -394,7 +275,8 @@ def _backend_grads(model: keras.Model, loss_fn: Callable, x: np.ndarray, y: np.n
 def make_stepper(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss_fn: Callable,
                  metric_names: list[str], top_k: int, parts: int = 1,
                  layout: Layout | None = None, accumulate: int = 1,
-                 evaluation_weights: bool = False) -> JaxStepper | FitStepper:
+                 evaluation_weights: bool = False,
+                 freeze: Sequence[str] = ()) -> JaxStepper | FitStepper:
     """The compiled JAX stepper on JAX, `model.fit` elsewhere.
 
     On JAX, `parts` (see `batch_parts`) splits each batch's gradient into independent parts,
@@ -402,9 +284,10 @@ def make_stepper(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss
     `accumulate` averages the gradients of that many micro-batches into each optimizer step (both
     JAX only: `lmkit.training.language_model` refuses them on other backends before building
     anything). `evaluation_weights`: the optimizer implements `lmkit.optim.EvaluationWeights`
-    (its entry's capability), also JAX only.
+    (its entry's capability), also JAX only. `freeze`: glob patterns of the variable paths
+    that do not train (JAX only).
     """
     if keras.backend.backend() == "jax":
         return JaxStepper(model, optimizer, loss_fn, metric_names, top_k, parts, layout, accumulate,
-                          evaluation_weights)
+                          evaluation_weights, freeze)
     return FitStepper(model, optimizer, loss_fn, metric_names, top_k)
