@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -134,6 +135,36 @@ def test_a_damaged_run_file_is_named_or_passed_over(case: dict[str, Any], finish
         assert code == 2 and case["error"] in err and err.count("\n") == 1
     else:  # the other copy of the weights is used, and the user is told which
         assert code == 0 and f"warning: " in err and case["warning"] in err
+
+
+def _plant_python_objects(path: Path) -> None:
+    np.savez(path, header=np.frombuffer(b'{"step": 1, "model": 1, "optimizer": 0}', np.uint8),
+             model_0=np.array([{"a": 1}], dtype=object))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["missing", "truncate", "not a zip", "python objects"])
+def test_a_refused_resume_leaves_every_file_of_the_run_as_it_was(damage: str, finished_run: Path,
+                                                                tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    checkpoint = run / "checkpoint.npz"
+    if damage == "missing":
+        checkpoint.unlink()
+    elif damage == "truncate":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:200])
+    elif damage == "not a zip":
+        checkpoint.write_bytes(b"not a zip at all")
+    else:
+        checkpoint.unlink()
+        _plant_python_objects(checkpoint)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "max_steps=30"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+    assert after == before  # config.toml (max_steps) and metrics.jsonl untouched
 
 
 # -- property-based: no value and no TOML text ends in anything but a result or a ConfigError ---

@@ -204,13 +204,16 @@ def run(
     resume: bool = False,
     finish: Callable[[Outcome], dict[str, Any]] | None = None,
     writes: bool = True,
+    begin: Callable[[], None] | None = None,
 ) -> Outcome:
     """Train `trainee` according to `plan`; return how it ended.
 
     With a `run_dir`, events are appended to its ``metrics.jsonl``, checkpoints go to its
     ``checkpoint.npz`` and the summary to ``summary.json``; ``resume=True`` continues from its
-    checkpoint. `finish` runs after the final checkpoint of a training that did not diverge
-    (save the model, generate a sample) and returns extra summary fields. ``writes=False`` (the
+    checkpoint. `begin` runs once that checkpoint is restored and before anything is written
+    (the client writes its own files then: a refused resume leaves the run as it was). `finish`
+    runs after the final checkpoint of a training that did not diverge (save the model, generate
+    a sample) and returns extra summary fields. ``writes=False`` (the
     processes of a distributed run but the first) reads `run_dir` to resume and writes nothing;
     it still takes the trainee's arrays at every checkpoint, as gathering them may need every
     process.
@@ -226,6 +229,8 @@ def run(
         start, engine_state = ckpt.step, {**engine_state, **ckpt.trainer}
         # a training killed after this checkpoint logged steps that will now be taken again
         history = [r for r in run_dir.history() if r["step"] <= start]
+    if begin is not None:
+        begin()
     writer = run_dir if writes else None
     log = JsonlReporter(writer.file(METRICS)) if writer is not None else None
     emit = _Emitter([*([log] if log else []), *(reporters or [])], history)

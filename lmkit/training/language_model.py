@@ -302,10 +302,12 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
                            batch_parts(cfg, model, total), layout,
                            1 if full_batch else cfg.accumulate_steps, averaged, cfg.freeze)
     lead = layout is None or layout.lead
-    if lead:
-        run_dir.write_text(CONFIG, cfg.to_toml())  # a resume's overrides (max_steps...) included
-        if not resume:
-            save_tokenizer(tokenizer, run_dir.file(TOKENIZER))
+
+    def begin() -> None:  # once a resumed checkpoint is restored: a refused one changes nothing
+        if lead:
+            run_dir.write_text(CONFIG, cfg.to_toml())  # a resume's overrides (max_steps...) included
+            if not resume:
+                save_tokenizer(tokenizer, run_dir.file(TOKENIZER))
 
     trainee = LanguageModelTrainee(cfg, parts, stepper, optimizer, train_ids, val_ids, tokenizer,
                                    full_batch, layout.local_rows(cfg.batch_size) if layout else None)
@@ -344,5 +346,5 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
         reporters = []
     outcome = engine.run(trainee, plan, job, run_dir=run_dir,
                          reporters=reporters if reporters is not None else [TextReporter()],
-                         stop=stop, resume=resume, finish=finish, writes=lead)
+                         stop=stop, resume=resume, finish=finish, writes=lead, begin=begin)
     return Trained(run_dir.path, cfg, model, tokenizer, outcome, lead)
