@@ -204,3 +204,10 @@ def test_a_flat_run_gets_a_hint_naming_the_cause_and_the_keys() -> None:
     hint = plateau_hint(cfg, 3.37, 3.32)
     assert "unigram" in hint and "learning_rate (now 0.001)" in hint and "layers (now 4)" in hint
     assert plateau_hint(cfg, 2.47, 3.32) == ""
+
+
+def test_gpt2_takes_the_global_defaults_not_gpts_speedrun_recipe() -> None:
+    from lmkit.resolve import resolve
+
+    tuned = resolve(TrainConfig.from_sources(overrides={"arch": "gpt2"}), training_starts=True).config
+    assert tuned.model == {} and tuned.optimizer == "adamw"  # gpt's rotary / muon are no GPT-2

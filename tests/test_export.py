@@ -24,6 +24,8 @@ WIKITEXT = (FIXTURES / "data" / "wikitext2_valid_6k.txt").read_text("utf-8")
 UNSEEN = "Café naïve — 東京 😀 <unk> \u2028x\x85y\x0bz\x0c\x1cw\r\r\n\ttab  \nend \n"
 SIZES = {"bpe": 500}
 TINY = {"embed_dim": 32, "layers": 2, "heads": 2, "seq_len": 48}
+#: the [model] options of a `gpt` that transformers' GPT2LMHeadModel computes exactly
+EXPORTABLE = {"head_bias": False, "rotary": False, "qk_norm": False, "mlp": "gelu"}
 
 
 def lines(text: str, per_chunk: int = 200) -> list[str]:
@@ -106,9 +108,25 @@ def test_other_architectures_are_refused_listing_the_exportable_ones(
 def test_a_gpt_with_a_head_bias_is_refused_saying_how_to_train_an_exportable_one(
         tmp_path: Path) -> None:
     run = config_only_run(tmp_path / "run", arch="gpt")  # head_bias: on by default
-    with pytest.raises(ExportError, match=r"lm_head has none.*--set model\.head_bias=false"):
+    with pytest.raises(ExportError, match=r"lm_head has no bias.*--set model\.head_bias=false$"):
         lmkit.export(run, tmp_path / "hf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_the_default_gpt_is_refused_with_every_setting_an_exportable_one_needs(tmp_path: Path) -> None:
+    from lmkit.api import parse_set_options, resolved_train_config
+    from lmkit.exporters.hf import check
+
+    defaults = resolved_train_config()  # gpt with its speedrun recipe
+    run = config_only_run(tmp_path / "run", arch="gpt", model=defaults.model)
+    with pytest.raises(ExportError) as refused:
+        lmkit.export(run, tmp_path / "hf")
+    fix = str(refused.value).split("Train an exportable run with: ")[1].split()
+    assert fix == ["--set", "model.head_bias=false", "--set", "model.rotary=false",
+                   "--set", "model.qk_norm=false", "--set", 'model.mlp="gelu"']
+    advised = resolved_train_config(**parse_set_options(s for s in fix if s != "--set"))
+    check(advised)  # following the advice passes the exporter's check (zero_init is only an init)
+    assert advised.model["zero_init"] is True and advised.layers == defaults.layers
 
 
 def test_output_folders_that_would_lose_files_are_refused(tmp_path: Path) -> None:
@@ -218,7 +236,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Run:
     out = tmp_path_factory.mktemp("trained") / "run"
     return lmkit.train(data=str(FIXTURES / "core" / "shakespeare_30k.txt"), **TINY, batch_size=8,
                        max_steps=150, learning_rate=1e-2, warmup_steps=10, eval_every=150,
-                       eval_batches=1, sample_tokens=0, model={"head_bias": False}, out=str(out),
+                       eval_batches=1, sample_tokens=0, model=EXPORTABLE, out=str(out),
                        reporters=[])
 
 

@@ -253,7 +253,8 @@ def _trainee(data: Any = None, arch: str = "gpt", **options: Any) -> Any:
     model((np.ones((1, 4), np.int32), np.ones((1,), np.int32)))
     cfg = EvalConfig(**{"batch_size": 16, "max_length": 8, "max_steps": 8, "loss": "cross_entropy",
                         "learning_rate": 1e-2, "backbone_lr_multiplier": 1.0, **options})
-    return FinetuneTrainee(model, data, cfg, cfg.max_steps, resolve(cfg))
+    parts = resolve(cfg, backbone="scratch", steps=cfg.max_steps)
+    return FinetuneTrainee(model, data, parts.config, cfg.max_steps, parts)
 
 
 def _assert_same_weights(a: Any, b: Any, atol: float) -> None:

@@ -118,29 +118,28 @@ def _hf_tensors(weights: list[Any], prefix: str) -> dict[str, np.ndarray]:
     return tensors
 
 
-_GPT2_HEAD_BIAS = (
-    "this gpt run's output head adds a learned bias to the logits (the `head_bias` option, on by "
-    "default); GPT-2's lm_head has none, so transformers would compute other logits. Train an "
-    "exportable run without it: --set model.head_bias=false (in a config file: [model] "
-    "head_bias = false)"
-)
-
-
 #: `gpt` options GPT-2 has no equivalent for, with the value that is GPT-2's computation
-_GPT2_PLAIN = {"rotary": False, "qk_norm": False, "mlp": "gelu", "norm": "layernorm",
-               "logit_softcap": 0.0}
+#: (`head_bias`: GPT-2's lm_head adds no bias to the logits)
+_GPT2_PLAIN = {"head_bias": False, "rotary": False, "qk_norm": False, "mlp": "gelu",
+               "norm": "layernorm", "logit_softcap": 0.0}
+#: the value of each when a run's [model] table leaves it out
+_GPT_DEFAULT = {"head_bias": True}
 
 
 def _check_gpt2(config: TrainConfig) -> None:
-    if config.model.get("head_bias", True):
-        raise ExportError(_GPT2_HEAD_BIAS)
-    changed = {k: config.model[k] for k, plain in _GPT2_PLAIN.items()
-               if k in config.model and config.model[k] != plain}
+    changed = {k: config.model.get(k, _GPT_DEFAULT.get(k, plain)) for k, plain in _GPT2_PLAIN.items()}
+    changed = {k: v for k, v in changed.items() if v != _GPT2_PLAIN[k]}
     if changed:
         said = ", ".join(f"{k}={v!r}" for k, v in changed.items())
-        raise ExportError(f"this gpt run uses {said}, which GPT-2 (transformers' GPT2LMHeadModel) "
-                          f"does not compute; only a run without these [model] options exports "
-                          f"to the hf format")
+        fix = " ".join(f"--set model.{k}={_toml(_GPT2_PLAIN[k])}" for k in changed)
+        raise ExportError(
+            f"this gpt run uses [model] {said}, which GPT-2 (transformers' GPT2LMHeadModel, whose "
+            f"lm_head has no bias) does not compute; `gpt`'s defaults include the speedrun "
+            f"options. Train an exportable run with: {fix}")
+
+
+def _toml(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else f'"{value}"' if isinstance(value, str) else str(value)
 
 
 def _gpt2(run: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:

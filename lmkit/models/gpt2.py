@@ -43,6 +43,8 @@ class GPT2(GPT):
 
     hf_model_types: ClassVar[tuple[str, ...]] = ("gpt2",)
     hf_prefix: ClassVar[str] = "transformer."
+    # not `gpt`'s speedrun recipe: its [model] options (rotary, relu2, ...) are no GPT-2 layout
+    config_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, vocab_size: int, *, embed_dim: int = 768, layers: int = 12, heads: int = 12,
                  n_positions: int | None = None, seq_len: int = 1024, dropout: float = 0.0,
