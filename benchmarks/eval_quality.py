@@ -2,7 +2,7 @@
 
     python benchmarks/eval_quality.py DATA_DIR [sst2 cola mrpc imdb]
 
-DATA_DIR holds ``glue/{SST-2,CoLA,MRPC}`` and ``imdb/`` (see /work/shared/data/README.md).
+DATA_DIR holds ``glue/{SST-2,CoLA,MRPC}`` and ``imdb/`` (see ../shared/data/README.md).
 Prints one line per measurement (task, model, scores, wall time) and writes them as JSON lines
 to ``eval_quality.jsonl`` in the working directory.
 """

@@ -1,7 +1,6 @@
 """Where lmkit keeps files between runs, and how it writes them safely.
 
->>> cache_dir()                                   # doctest: +SKIP
-PosixPath('/home/me/.cache/lmkit')
+>>> cache_dir()      # ~/.cache/lmkit (or $LMKIT_CACHE_DIR, $XDG_CACHE_HOME/lmkit)   # doctest: +SKIP
 
 Token-id caches live in ``cache_dir() / "tokens"``, the JAX compilation cache in
 ``cache_dir() / "jax"`` (a `private_folder`: its entries are machine code).
