@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lmkit.config import TrainConfig
+from lmkit.config.tomltext import toml_value
 from lmkit.errors import ExportError
 from lmkit.training.run import Run
 
@@ -131,15 +132,11 @@ def _check_gpt2(config: TrainConfig) -> None:
     changed = {k: v for k, v in changed.items() if v != _GPT2_PLAIN[k]}
     if changed:
         said = ", ".join(f"{k}={v!r}" for k, v in changed.items())
-        fix = " ".join(f"--set model.{k}={_toml(_GPT2_PLAIN[k])}" for k in changed)
+        fix = " ".join(f"--set model.{k}={toml_value(_GPT2_PLAIN[k])}" for k in changed)
         raise ExportError(
             f"this gpt run uses [model] {said}, which GPT-2 (transformers' GPT2LMHeadModel, whose "
             f"lm_head has no bias) does not compute; `gpt`'s defaults include the speedrun "
             f"options. Train an exportable run with: {fix}")
-
-
-def _toml(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else f'"{value}"' if isinstance(value, str) else str(value)
 
 
 def _gpt2(run: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
