@@ -60,3 +60,37 @@ def gpt2_folder(folder: Path) -> Path:
     model.save_pretrained(folder, safe_serialization=True)
     tok.save(str(folder / "tokenizer.json"))
     return folder
+
+
+def byte_bpe_tokenizer():
+    """A byte-level BPE tokenizer (HF `tokenizers`, 300 ids) trained on `TEXT`."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    tok = ByteLevelBPETokenizer()
+    tok.train_from_iterator(TEXT, vocab_size=300, show_progress=False)
+    return tok
+
+
+def decoder_folder(folder: Path, model_type: str, *, max_shard_size: str | None = None,
+                   **options) -> Path:
+    """A tiny random ``*ForCausalLM`` of `model_type` (``llama``, ``mistral``, ``qwen2``; 2 layers,
+    hidden 32, 4 query heads) made by `transformers` in float32, with a byte-level BPE
+    tokenizer.json; `options` are config fields (``num_key_value_heads``, ``rope_scaling``...)."""
+    import torch
+    import transformers
+
+    tok = byte_bpe_tokenizer()
+    fields = dict(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64,
+                  num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+                  bos_token_id=0, eos_token_id=0)
+    config = transformers.AutoConfig.for_model(model_type, **{**fields, **options})
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).float().eval()
+    with torch.no_grad():  # random biases and norms: zeros and ones would hide a missed one
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    extra = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(folder, safe_serialization=True, **extra)
+    tok.save(str(folder / "tokenizer.json"))
+    return folder

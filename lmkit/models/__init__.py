@@ -8,7 +8,7 @@ subclasses `lmkit.models.base.LanguageModel` (see that module for the contract).
 """
 
 # (lmkit/__init__.py makes JAX the default Keras backend before anything imports keras.)
-from lmkit.models import bert, elman, gated_cnn, gpt, gpt2, recurrent  # registers the built-ins
+from lmkit.models import bert, elman, gated_cnn, gpt, gpt2, llama, recurrent  # registers the built-ins
 from lmkit.models.base import LanguageModel
 
-__all__ = ["LanguageModel", "bert", "gated_cnn", "gpt", "gpt2", "recurrent", "elman"]
+__all__ = ["LanguageModel", "bert", "gated_cnn", "gpt", "gpt2", "llama", "recurrent", "elman"]

@@ -44,7 +44,7 @@ from lmkit.models.base import (HostNormal, LanguageModel, check_bool, check_choi
                                check_positive_int, check_rate)
 from lmkit.registry import architectures
 
-__all__ = ["GPT", "Block"]
+__all__ = ["GPT", "Block", "rotate"]
 
 _NEG_INF = -1e9  # masked attention score; finite so that fully masked rows stay NaN-free
 MLPS = ("gelu", "relu2")
@@ -69,11 +69,13 @@ def _rms(x: Any) -> Any:
     return ops.cast(scaled, x.dtype)
 
 
-def _rotate(x: Any, positions: Any) -> Any:
+def rotate(x: Any, positions: Any, freq: Any = None) -> Any:
     """Rotary position embedding of `x` ``(B, T, H, d)`` at `positions` ``(T,)`` (RoFormer,
-    half-split pairs: feature i turns with feature i + d/2 by ``position / 10000^(2i/d)``)."""
+    half-split pairs: feature i turns with feature i + d/2 by ``position * freq[i]``); `freq`
+    ``(d/2,)`` float32 defaults to RoFormer's ``1 / 10000^(2i/d)`` (`llama` passes its scaled ones)."""
     half = x.shape[-1] // 2
-    freq = 1.0 / (10000.0 ** (ops.arange(half, dtype="float32") / half))      # (d/2,)
+    if freq is None:
+        freq = 1.0 / (10000.0 ** (ops.arange(half, dtype="float32") / half))  # (d/2,)
     angle = ops.cast(positions, "float32")[:, None] * freq[None, :]           # (T, d/2)
     cos = ops.cast(ops.cos(angle), x.dtype)[None, :, None, :]
     sin = ops.cast(ops.sin(angle), x.dtype)[None, :, None, :]
@@ -133,7 +135,7 @@ class Block(keras.layers.Layer):
             q, k = _rms(q), _rms(k)
         if self.rotary:  # keys are cached already rotated, at their absolute positions
             positions = pos + ops.arange(time, dtype="int32")
-            q, k = _rotate(q, positions), _rotate(k, positions)
+            q, k = rotate(q, positions), rotate(k, positions)
         if cache is not None:                                              # write at pos
             k = ops.slice_update(cache[0], (0, pos, 0, 0), ops.cast(k, cache[0].dtype))
             v = ops.slice_update(cache[1], (0, pos, 0, 0), ops.cast(v, cache[1].dtype))
