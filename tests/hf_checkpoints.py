@@ -81,8 +81,10 @@ def decoder_folder(folder: Path, model_type: str, *, max_shard_size: str | None 
 
     tok = byte_bpe_tokenizer()
     fields = dict(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64,
-                  num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
-                  bos_token_id=0, eos_token_id=0)
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                  max_position_embeddings=64,
+                  bos_token_id=0, eos_token_id=0,
+                  initializer_range=0.1)  # larger than 0.02: options change the logits more
     config = transformers.AutoConfig.for_model(model_type, **{**fields, **options})
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config).float().eval()

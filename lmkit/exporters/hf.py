@@ -1,5 +1,7 @@
 """Hugging Face folders: an lmkit `gpt` run (or a `gpt2` checkpoint) as a `transformers`
-``GPT2LMHeadModel``.
+``GPT2LMHeadModel``; a `llama` run or checkpoint as the ``LlamaForCausalLM``,
+``MistralForCausalLM`` or ``Qwen2ForCausalLM`` it came from (its `hf_model_type`), weights under
+the names of `lmkit.models.llama.llama_hf_weights`, the table loading reads.
 
 The folder holds::
 
@@ -255,6 +257,64 @@ def _bert_classifier(source: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]
                                                             "attention_mask"]}
 
 
+def _llama_layout(model: Any) -> dict[str, Any]:
+    """The ``config.json`` fields of `model.hf_model_type` that carry its biases and window, or
+    an `ExportError` naming the option that layout cannot hold."""
+    from lmkit.models.llama import HF_MODEL_TYPES
+
+    kind, window = model.hf_model_type, model.sliding_window
+    biases = (model.qkv_bias, model.out_bias, model.mlp_bias)
+    if kind == "llama" and not window and model.qkv_bias == model.out_bias:
+        return {"attention_bias": model.qkv_bias, "mlp_bias": model.mlp_bias}
+    if kind == "mistral" and not any(biases) and not model.max_window_layers:
+        return {"sliding_window": window or None}
+    if kind == "qwen2" and biases == (True, False, False):
+        return {"use_sliding_window": bool(window), "sliding_window": window or None,
+                "max_window_layers": model.max_window_layers if window else model.num_layers}
+    said = (f"qkv_bias={model.qkv_bias}, out_bias={model.out_bias}, mlp_bias={model.mlp_bias}, "
+            f"sliding_window={window}, max_window_layers={model.max_window_layers}")
+    raise ExportError(
+        f"this llama model's hf_model_type is {kind!r}, but {HF_MODEL_TYPES[kind]} cannot hold its "
+        f"options ({said}): llama has no sliding window and biases either all four attention "
+        f"projections or none; mistral has no biases and one window on every layer; qwen2 "
+        f"biases query, key and value only. Set [model] hf_model_type to the layout that fits")
+
+
+def _llama(source: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
+    """`llama` -> (the ``LlamaConfig`` / ``MistralConfig`` / ``Qwen2Config`` fields of its
+    `hf_model_type`, ``*ForCausalLM`` weights, no tokenizer options). The token ids a
+    checkpoint's config names (bos, eos, pad) are kept when the source is a `Pretrained`."""
+    from lmkit.models.llama import HF_MODEL_TYPES, llama_hf_weights
+
+    model = source.model
+    original = source.config if isinstance(source.config, dict) else {}
+    config = {
+        "architectures": [HF_MODEL_TYPES[model.hf_model_type]],
+        "model_type": model.hf_model_type,
+        "vocab_size": model.vocab_size,
+        "hidden_size": model.embed_dim,
+        "intermediate_size": model.ffn_dim,
+        "num_hidden_layers": model.num_layers,
+        "num_attention_heads": model.heads,
+        "num_key_value_heads": model.kv_heads,
+        "head_dim": model.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": model.max_position_embeddings,
+        "rms_norm_eps": model.rms_eps,
+        # the spelling both transformers 4 and 5 read
+        "rope_theta": model.rope_theta,
+        "rope_scaling": model.rope_scaling or None,
+        "attention_dropout": model.dropout_rate,
+        "tie_word_embeddings": model.tie_embeddings,
+        **_llama_layout(model),
+        **{k: original.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
+        "initializer_range": 0.02,
+        "use_cache": True,
+        "dtype": "float32",
+    }
+    return config, _hf_tensors(llama_hf_weights(model), ""), {}
+
+
 class _Converter(NamedTuple):
     check: Callable[[TrainConfig], None] | None  # refuse a run from its config alone (runs only)
     #: -> (config.json, weights, tokenizer_config.json options: special tokens, input names)
@@ -266,8 +326,15 @@ def _converters() -> dict[type, _Converter]:
     from lmkit.models.gpt import GPT
     from lmkit.models.gpt2 import GPT2
 
+    from lmkit.models.llama import Llama
+
     gpt2 = _Converter(_check_gpt2, _gpt2)  # `gpt2` is `gpt` with its own number of positions
-    return {GPT: gpt2, GPT2: gpt2, SequenceClassifier: _Converter(None, _bert_classifier)}
+    return {GPT: gpt2, GPT2: gpt2, Llama: _Converter(_check_nothing, _llama),
+            SequenceClassifier: _Converter(None, _bert_classifier)}
+
+
+def _check_nothing(config: TrainConfig) -> None:
+    """Every run of the architecture converts (its layout is checked on the model)."""
 
 
 def _converter(source: Any) -> Callable[[Any], tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]]:

@@ -112,6 +112,12 @@ def _weight_files(folder: Path) -> dict[str, Path]:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise RunError(f"{index}: not a safetensors index ({type(exc).__name__}: {exc})") from None
+        # a shard is a file of this folder: an index naming "../x" or "/x" must not read elsewhere
+        outside = sorted({f for f in weight_map.values()
+                          if not (folder / f).resolve().is_relative_to(folder.resolve())})
+        if outside:
+            raise RunError(f"{index}: names shards outside the checkpoint folder: "
+                           f"{', '.join(outside)}; shards must be files of '{folder}'")
         missing = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
         if missing:
             raise RunError(f"'{folder}' is incomplete: {INDEX_FILE} names shards that are not "
