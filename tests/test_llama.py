@@ -145,6 +145,9 @@ def test_a_checkpoint_exports_back_to_the_same_tensors_and_class(
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == [type(_reference(source)).__name__]
     assert type(_reference(out)).__name__ == config["architectures"][0]
+    # transformers reads the exported config as the original: window, biases, tying
+    tokens = np.random.default_rng(2).integers(0, 300, (1, 40)).astype(np.int32)
+    np.testing.assert_array_equal(_reference_logits(out, tokens), _reference_logits(source, tokens))
 
 
 def test_an_option_the_layout_cannot_hold_is_refused(tmp_path: Path) -> None:
