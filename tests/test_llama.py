@@ -256,6 +256,10 @@ def test_bad_options_name_the_argument() -> None:
         Llama(10, embed_dim=16, heads=4, rope_scaling={"rope_type": "yarn", "factor": 2.0})
     with pytest.raises(ConfigError, match=r"`rope_scaling.factor` must be a number >= 1"):
         Llama(10, embed_dim=16, heads=4, rope_scaling={"rope_type": "linear"})
+    with pytest.raises(ConfigError, match=r"`max_window_layers` must be an integer in \[0, 2\]"):
+        Llama(10, embed_dim=16, heads=4, layers=2, sliding_window=4, max_window_layers=3)
+    with pytest.raises(ConfigError, match=r"`head_dim` must be even, got 5"):
+        Llama(10, embed_dim=20, heads=4)
 
 
 def test_an_index_naming_a_shard_outside_the_folder_is_refused(tmp_path: Path) -> None:

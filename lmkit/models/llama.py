@@ -162,6 +162,38 @@ class LlamaBlock(keras.layers.Layer):
                 "mlp_bias": self.mlp_bias, "windowed": self.windowed, "dropout": self.dropout}
 
 
+def _head_sizes(embed_dim: int, heads: int, kv_heads: int | None,
+                head_dim: int | None) -> tuple[int, int]:
+    """``(kv_heads, head_dim)`` checked: whole groups of query heads, even head widths."""
+    kv_heads = check_positive_int("kv_heads", kv_heads or heads)
+    if heads % kv_heads:
+        raise ConfigError(f"`heads` ({heads}) must be a multiple of `kv_heads` ({kv_heads}): "
+                          f"each key/value head serves a group of query heads")
+    if head_dim is None and embed_dim % heads:
+        raise ConfigError(f"`embed_dim` ({embed_dim}) must be divisible by `heads` ({heads}), "
+                          f"or set `head_dim`")
+    head_dim = check_positive_int("head_dim", head_dim or embed_dim // heads)
+    if head_dim % 2:
+        raise ConfigError(f"rotary positions turn pairs of features, so `head_dim` must be "
+                          f"even, got {head_dim}")
+    return kv_heads, head_dim
+
+
+def _positive_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"`{name}` must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: Any, upper: int | None, meaning: str) -> int:
+    """`value` as an integer in [0, `upper`] (no upper bound: None)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 \
+            or (upper is not None and value > upper):
+        bound = ">= 0" if upper is None else f"in [0, {upper}]"
+        raise ConfigError(f"`{name}` must be an integer {bound} ({meaning}), got {value!r}")
+    return value
+
+
 def _check_scaling(scaling: Any) -> dict[str, Any]:
     if not isinstance(scaling, dict):
         raise ConfigError(f"`rope_scaling` must be a table such as {{rope_type = \"linear\", "
@@ -231,39 +263,20 @@ class Llama(LanguageModel):
         self.embed_dim = check_positive_int("embed_dim", embed_dim)
         self.num_layers = check_positive_int("layers", layers)
         self.heads = check_positive_int("heads", heads)
-        self.kv_heads = check_positive_int("kv_heads", kv_heads or heads)
-        if self.heads % self.kv_heads:
-            raise ConfigError(f"`heads` ({heads}) must be a multiple of `kv_heads` "
-                              f"({self.kv_heads}): each key/value head serves a group of query heads")
-        if head_dim is None and embed_dim % heads:
-            raise ConfigError(f"`embed_dim` ({embed_dim}) must be divisible by `heads` ({heads}), "
-                              f"or set `head_dim`")
-        self.head_dim = check_positive_int("head_dim", head_dim or embed_dim // heads)
-        if self.head_dim % 2:
-            raise ConfigError(f"rotary positions turn pairs of features, so `head_dim` must be "
-                              f"even, got {self.head_dim}")
+        self.kv_heads, self.head_dim = _head_sizes(embed_dim, heads, kv_heads, head_dim)
         self.ffn_dim = check_positive_int("ffn_dim", ffn_dim or _default_ffn(embed_dim))
         self.seq_len = check_positive_int("seq_len", seq_len)
         self.max_position_embeddings = check_positive_int(
             "max_position_embeddings", max_position_embeddings or seq_len)
-        if isinstance(rope_theta, bool) or not isinstance(rope_theta, (int, float)) or rope_theta <= 0:
-            raise ConfigError(f"`rope_theta` must be a positive number, got {rope_theta!r}")
-        self.rope_theta = float(rope_theta)
+        self.rope_theta = _positive_number("rope_theta", rope_theta)
         self.rope_scaling = _check_scaling({} if rope_scaling is None else rope_scaling)
-        if isinstance(rms_eps, bool) or not isinstance(rms_eps, (int, float)) or rms_eps <= 0:
-            raise ConfigError(f"`rms_eps` must be a positive number, got {rms_eps!r}")
-        self.rms_eps = float(rms_eps)
+        self.rms_eps = _positive_number("rms_eps", rms_eps)
         self.qkv_bias = check_bool("qkv_bias", qkv_bias)
         self.out_bias = check_bool("out_bias", out_bias)
         self.mlp_bias = check_bool("mlp_bias", mlp_bias)
-        if isinstance(sliding_window, bool) or not isinstance(sliding_window, int) or sliding_window < 0:
-            raise ConfigError(f"`sliding_window` must be an integer >= 0 (0: off), got {sliding_window!r}")
-        self.sliding_window = sliding_window
-        if isinstance(max_window_layers, bool) or not isinstance(max_window_layers, int) \
-                or not 0 <= max_window_layers <= layers:
-            raise ConfigError(f"`max_window_layers` must be an integer in [0, layers={layers}] "
-                              f"(the first layer with a sliding window), got {max_window_layers!r}")
-        self.max_window_layers = max_window_layers
+        self.sliding_window = _count("sliding_window", sliding_window, None, "0: off")
+        self.max_window_layers = _count("max_window_layers", max_window_layers, layers,
+                                        "the first layer with a sliding window")
         self.tie_embeddings = check_bool("tie_embeddings", tie_embeddings)
         self.dropout_rate = check_rate("dropout", dropout)
         self.hf_model_type = check_choice("hf_model_type", hf_model_type, tuple(HF_MODEL_TYPES))
