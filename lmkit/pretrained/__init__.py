@@ -1,4 +1,5 @@
-"""Pretrained checkpoints: Hugging Face folders (BERT-family encoders, GPT-2) read offline.
+"""Pretrained checkpoints: Hugging Face folders (BERT-family encoders, GPT-2, Llama, Mistral,
+Qwen2) read offline.
 
 `from_pretrained` reads the folder (`folder.py`: config, safetensors, tokenizer) and returns a
 `Pretrained` (`loader.py`) holding an lmkit model of a registered architecture.
