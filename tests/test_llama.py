@@ -150,16 +150,18 @@ def test_a_checkpoint_exports_back_to_the_same_tensors_and_class(
     np.testing.assert_array_equal(_reference_logits(out, tokens), _reference_logits(source, tokens))
 
 
-def test_an_option_the_layout_cannot_hold_is_refused(tmp_path: Path) -> None:
-    from lmkit.exporters.hf import _llama_layout
-    from lmkit.models.llama import Llama
+def test_an_option_the_layout_cannot_hold_is_refused_before_loading_weights(tmp_path: Path) -> None:
+    from lmkit.config import TrainConfig
 
-    model = Llama(300, embed_dim=32, heads=4, layers=1, sliding_window=4)  # llama: no window
+    run = tmp_path / "run"
+    run.mkdir()  # a config alone: the refusal comes before any weight is read
+    config = TrainConfig(arch="llama", embed_dim=32, heads=4, layers=1,
+                         model={"sliding_window": 4})  # llama's layout has no window
+    (run / "config.toml").write_text(config.to_toml())
     with pytest.raises(ExportError, match=r"hf_model_type is 'llama'.*sliding_window=4.*"
                                           r"Set \[model\] hf_model_type"):
-        _llama_layout(model)
-    assert _llama_layout(Llama(300, embed_dim=32, heads=4, layers=1, sliding_window=4,
-                               hf_model_type="mistral")) == {"sliding_window": 4}
+        lmkit.export(run, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
 
 
 # -- continued pretraining --------------------------------------------------------------------

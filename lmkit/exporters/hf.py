@@ -38,6 +38,7 @@ weight divided by eps, with eps small enough that ``tanh(eps * h) = eps * h`` to
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -280,6 +281,14 @@ def _llama_layout(model: Any) -> dict[str, Any]:
         f"biases query, key and value only. Set [model] hf_model_type to the layout that fits")
 
 
+def _check_llama(config: TrainConfig) -> None:
+    """Refuse a `llama` run whose options its `hf_model_type` cannot hold, from its config (the
+    model is constructed, not built: no weights)."""
+    from lmkit.models.llama import Llama
+
+    _llama_layout(Llama(1, **config.model_kwargs(inspect.signature(Llama).parameters)))
+
+
 def _llama(source: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
     """`llama` -> (the ``LlamaConfig`` / ``MistralConfig`` / ``Qwen2Config`` fields of its
     `hf_model_type`, ``*ForCausalLM`` weights, no tokenizer options). The token ids a
@@ -325,16 +334,11 @@ def _converters() -> dict[type, _Converter]:
     from lmkit.evaluation.heads import SequenceClassifier
     from lmkit.models.gpt import GPT
     from lmkit.models.gpt2 import GPT2
-
     from lmkit.models.llama import Llama
 
     gpt2 = _Converter(_check_gpt2, _gpt2)  # `gpt2` is `gpt` with its own number of positions
-    return {GPT: gpt2, GPT2: gpt2, Llama: _Converter(_check_nothing, _llama),
+    return {GPT: gpt2, GPT2: gpt2, Llama: _Converter(_check_llama, _llama),
             SequenceClassifier: _Converter(None, _bert_classifier)}
-
-
-def _check_nothing(config: TrainConfig) -> None:
-    """Every run of the architecture converts (its layout is checked on the model)."""
 
 
 def _converter(source: Any) -> Callable[[Any], tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]]:
