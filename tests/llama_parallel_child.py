@@ -18,6 +18,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np  # noqa: E402
 
 import lmkit  # noqa: E402
+from lmkit.distribute import layout_for, state_shardings  # noqa: E402
 
 
 def main(corpus: str, out: str) -> None:
@@ -28,18 +29,15 @@ def main(corpus: str, out: str) -> None:
     one = lmkit.train(**options, devices=1, out=f"{out}/one")
     split = lmkit.train(**options, devices=2, model_parallel=2, out=f"{out}/split")
     losses = [np.array([r["loss"] for r in run.history if "loss" in r]) for run in (one, split)]
-    specs = {}
-    trainee_state = split.summary
-    specs["mesh"] = trainee_state.get("mesh")
-    from lmkit.distribute import layout_for, state_shardings
-
-    layout = layout_for(2, 4, 2)
-    shardings = state_shardings(layout, split.model)[0]
-    for var, sharding in zip(split.model.trainable_variables, shardings):
-        name = var.path.rsplit("/", 1)[-1]
-        if var.path.split("/")[-2] == "block_0" and name in ("w_q", "w_down"):
-            specs[name] = str(sharding.spec)
-    print(json.dumps({**specs, "loss_diff": float(np.abs(losses[0] - losses[1]).max())}))
+    # where the step placed each weight: the rules `state_shardings` applies to this model
+    shardings = state_shardings(layout_for(2, 4, 2), split.model)[0]
+    specs = {var.path.rsplit("/", 1)[-1]: str(sharding.spec)
+             for var, sharding in zip(split.model.trainable_variables, shardings)
+             if "/block_0/" in var.path}
+    print(json.dumps({"mesh": split.summary.get("mesh"), "w_q": specs["w_q"],
+                      "w_down": specs["w_down"],
+                      "trained": bool(losses[1][-1] < losses[1][0]),
+                      "loss_diff": float(np.abs(losses[0] - losses[1]).max())}))
 
 
 if __name__ == "__main__":
