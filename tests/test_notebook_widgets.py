@@ -123,6 +123,17 @@ def test_generate_widget_passes_its_controls_to_the_run():
     assert not widget.button.disabled
 
 
+def test_generate_widget_show_prompt_box_follows_the_rule_of_the_command_line():
+    run = _Recorder(dir="r", config=TrainConfig(), model=None, tokenizer=None)
+    widget = GenerateWidget(run, prompt="hello", show_prompt=False)
+    widget.button.click()
+    assert "hello" not in widget.output.value and " there" in widget.output.value
+    assert widget.copy.bundle["text/plain"] == " there"
+    widget.show_prompt.value = True
+    widget.button.click()
+    assert widget.copy.bundle["text/plain"] == "hello there"
+
+
 def test_generate_widget_temperature_zero_is_greedy():
     run = _Recorder(dir="r", config=TrainConfig(), model=None, tokenizer=None)
     widget = GenerateWidget(run)

@@ -25,6 +25,7 @@ import ipywidgets as widgets
 from lmkit.api import (SCRATCH, SUITES, EvalResult, EvaluationEndEvent, EvaluationStartEvent, Leaderboard,
                        evaluate_runs, evaluate_suite)
 from lmkit.engine.events import EndEvent, StartEvent, StepEvent, StopSignal
+from lmkit.notebook.static_copy import StaticCopy
 
 __all__ = ["EvalPanel", "find_runs", "confusion_svg"]
 
@@ -89,6 +90,7 @@ class EvalPanel(widgets.VBox):
         self.extra_runs = dict(runs or {})
         self.options = options
         self.board = Leaderboard()
+        self.copy = StaticCopy()
         self._last_failed = False
         self.stop_signal = StopSignal()
         self.run_picker = widgets.SelectMultiple(description="Runs", rows=4)
@@ -228,6 +230,11 @@ class EvalPanel(widgets.VBox):
         if last is not None:
             self.plot.value = confusion_svg(last.confusion_matrix.tolist(), list(last.task.display_labels),
                                             f"{last.model_name} · {last.task.name} ({last.split})")
+        self.copy.update(self.table.value + self.plot.value, self.board.to_text())
+
+    def _ipython_display_(self) -> None:
+        # a saved notebook keeps the table and the matrix, not only the controls (StaticCopy)
+        self.copy.show(self, hide=[self.table, self.plot])
 
     # -- export -------------------------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:

@@ -120,13 +120,14 @@ class Pretrained:
 
     def generate(self, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 stop: str | None = None, use_cache: bool = True) -> str:
+                 stop: str | None = None, use_cache: bool = True,
+                 include_prompt: bool = False) -> str:
         """Continue `prompt` (decoders); the options of `lmkit.generation.generate`."""
         from lmkit.generation import generate
 
         self._need_decoder("generate")
         return generate(self.model, self.tokenizer, prompt, max_new_tokens, temperature, top_k,
-                        top_p, seed, stop, use_cache)
+                        top_p, seed, stop, use_cache, include_prompt)
 
     def _need_decoder(self, what: str) -> None:
         if self.is_encoder:
