@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 __all__ = ["Series", "Palette", "LIVE", "STATIC", "line_chart", "downsample", "history_chart",
-           "nice_ticks", "smooth"]
+           "nice_ticks", "log_ticks", "tick_labels", "smooth"]
 
 _MAX_POINTS = 400  # per series; keeps each update a few kilobytes however long the run
 
@@ -110,23 +110,50 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [round(float(i * step), 12) for i in range(first, math.floor(high / step + 1e-9) + 1)]
 
 
-def _log_ticks(low: float, high: float) -> list[float]:
-    """1, 2 and 5 times the powers of ten within `low`..`high` (fewer when they crowd)."""
+def log_ticks(low: float, high: float) -> list[float]:
+    """Ticks for a log axis over `low`..`high` (both > 0): 1, 2 and 5 times the powers of ten
+    (only the powers when they crowd); over less than a decade, where those are too few, round
+    linear ticks (`nice_ticks`), so a curve from 2.48 to 4.18 reads 2.5, 3.0, 3.5, 4.0.
+
+    >>> log_ticks(0.9, 120)
+    [1, 2, 5, 10, 20, 50, 100]
+    >>> log_ticks(2.48, 4.18)
+    [2.5, 3.0, 3.5, 4.0]
+    """
     ticks = [m * 10 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
              for m in (1, 2, 5) if low <= m * 10 ** e <= high]
     if len(ticks) > 7:
         ticks = [t for t in ticks if f"{t:.0e}".startswith("1")]
+    if len(ticks) < 3:
+        ticks = [t for t in nice_ticks(low, high) if t > 0]
     return ticks or [low, high]
 
 
-def _label(value: float) -> str:
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e6 or abs(value) < 1e-3:
+def tick_labels(ticks: list[float], log: bool = False) -> list[str]:
+    """Labels that tell the ticks apart: on a linear axis every label has the decimals the finest
+    tick needs (1.0000, 1.0025, 1.0050, not 1, 1, 1.01); on a log axis each has its own.
+
+    >>> tick_labels([1.0, 1.0025, 1.005])
+    ['1.0000', '1.0025', '1.0050']
+    >>> tick_labels([0.0, 5000.0, 10000.0, 15000.0])
+    ['0', '5k', '10k', '15k']
+    """
+    shared = _decimals(ticks)
+    if not log and shared == 0 and max(abs(t) for t in ticks) >= 1e4:  # steps: thousands
+        return [f"{t / 1000:g}k" if t else "0" for t in ticks]
+    return [_number(t, _decimals([t]) if log else shared) for t in ticks]
+
+
+def _decimals(values: list[float]) -> int:
+    """The fewest decimals (up to 6) that write every value exactly."""
+    return next((d for d in range(7)
+                 if all(abs(v - round(v, d)) <= 1e-9 * max(1.0, abs(v)) for v in values)), 6)
+
+
+def _number(value: float, decimals: int) -> str:
+    if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
         return f"{value:.0e}"
-    if abs(value) >= 1e4:
-        return f"{value / 1000:g}k"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{value:,.{decimals}f}"
 
 
 def _style(kind: str, color: str) -> str:
@@ -168,7 +195,7 @@ def line_chart(series: list[Series], *, title: str = "", width: int = 480, heigh
             f_lo, f_hi = math.log10(y_lo), math.log10(y_hi)
             if f_hi - f_lo < 1e-9:
                 f_lo, f_hi = f_lo - 0.1, f_hi + 0.1
-            y_ticks = _log_ticks(10 ** f_lo, 10 ** f_hi)
+            y_ticks = log_ticks(10 ** f_lo, 10 ** f_hi)
 
             def fy(y: float) -> float:
                 return (math.log10(y) - f_lo) / (f_hi - f_lo)
@@ -188,14 +215,14 @@ def line_chart(series: list[Series], *, title: str = "", width: int = 480, heigh
         def sy(y: float) -> float:
             return top + plot_h * (1 - fy(y))
 
-        for tick in y_ticks:
+        for tick, label in zip(y_ticks, tick_labels(y_ticks, log_y)):
             parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(tick):.1f}" y2="{sy(tick):.1f}" '
                          f'{_style("stroke", palette.grid)}/>'
                          f'<text class="lmkit-tick" x="{left - 5}" y="{sy(tick) + 4:.1f}" text-anchor="end" '
-                         f'{_style("fill", palette.muted)}>{_label(tick)}</text>')
-        for tick in x_ticks:
+                         f'{_style("fill", palette.muted)}>{label}</text>')
+        for tick, label in zip(x_ticks, tick_labels(x_ticks)):
             parts.append(f'<text class="lmkit-tick" x="{sx(tick):.1f}" y="{height - 18}" '
-                         f'text-anchor="middle" {_style("fill", palette.muted)}>{_label(tick)}</text>')
+                         f'text-anchor="middle" {_style("fill", palette.muted)}>{label}</text>')
         parts.append(f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle" '
                      f'{_style("fill", palette.muted)}>{html.escape(x_label)}</text>')
         for s in series:
