@@ -104,17 +104,19 @@ def _statuses_until_idle(client, msg_id: str, timeout: float = 60) -> list[tuple
     raise AssertionError(f"no idle status for {msg_id} within {timeout} s")
 
 
-def test_the_kernel_stays_busy_for_a_front_end_while_the_pump_runs(kernel):
+@pytest.mark.parametrize("delay", [0.3, 1.5], ids=["before-the-pump-opens", "while-it-pumps"])
+def test_the_kernel_stays_busy_for_a_front_end_while_the_pump_runs(kernel, delay):
     # JupyterLab shows the last status, whichever request it answers. ipywidgets' front end
-    # sends a create_subshell_request on the control channel as it starts, whose "idle" came
-    # while %%lmtrain ran: the status bar said "Idle" through the whole training.
+    # sends a create_subshell_request on the control channel when it sees the first widget,
+    # whose "idle" came while %%lmtrain ran: the status bar said "Idle" through the training.
     model_id = _stdout_of(kernel, kernel.execute(SETUP)).strip()
-    busy = kernel.execute(BUSY)
+    busy = kernel.execute("time.sleep(1.0)\n" + BUSY)  # the pump opens after a second
     _wait_busy(kernel, busy)
+    time.sleep(delay)
     control = kernel.session.msg("kernel_info_request", {})
     kernel.control_channel.send(control)
     kernel.get_control_msg(timeout=30)
-    time.sleep(0.3)
+    time.sleep(max(1.3 - delay, 0.3))
     click = kernel.session.msg(
         "comm_msg", {"comm_id": model_id, "data": {"method": "custom", "content": {"event": "click"}}})
     kernel.shell_channel.send(click)

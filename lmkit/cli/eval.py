@@ -4,7 +4,9 @@
 Prints each task's metrics (and the confusion matrix of a classification task) as its
 evaluation ends, and with several runs or tasks a table with a row per run
 (`lmkit.api.evaluate_runs`). With ``--out`` (one run, one task) writes ``metrics.json`` and
-``predictions.tsv`` (columns: index, prediction, label). ``RUN_DIR`` may be ``scratch`` to train
+``predictions.tsv`` (columns: index, prediction, label) beside the fine-tuning's own files (its
+weights in ``checkpoint.npz``, for ``lmkit export`` and `lmkit.open_model`; ``--no-weights``
+deletes them once scored), and lists what it wrote with the sizes. ``RUN_DIR`` may be ``scratch`` to train
 the task model from random weights. Options are `EvalConfig` keys.
 
 ``--suite`` runs every task of the benchmark found under ``--data`` (``--task`` then picks a
@@ -60,6 +62,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", help="write metrics.json, predictions.tsv and the fine-tuning checkpoint "
                                  "to this folder (one run and one task); with --suite, the "
                                  "leaderboard (json, tsv, html) and every result")
+    p.add_argument("--no-weights", action="store_true",
+                   help="with --out: delete the fine-tuned weights (checkpoint.npz, as large as the "
+                        "model) once the evaluation is scored, keeping metrics and predictions")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="start N processes on this machine that fine-tune together (data parallel "
@@ -137,9 +142,28 @@ def main(args: argparse.Namespace) -> int:
     if not single:
         print(f"\n{board}")
     if args.out:
-        out = board.results[0].save(args.out)
-        print(f"wrote {out / 'metrics.json'} and {out / 'predictions.tsv'}")
+        _say_written(board.results[0].save(args.out), drop_weights=args.no_weights)
     return 0
+
+
+_WEIGHTS = "checkpoint.npz"
+_WRITTEN = {"metrics.json": "the scores and the options", "predictions.tsv": "index, prediction, label",
+            "summary.json": "how the fine-tuning went", _WEIGHTS: "the fine-tuned weights, which "
+            "lmkit export and lmkit.open_model read", ".lock": "the folder's lock (no data)"}
+
+
+def _say_written(out: Any, drop_weights: bool) -> None:
+    """List the files of an evaluation's `out` folder with their sizes, after deleting the
+    weights when asked (or saying how)."""
+    if drop_weights:
+        (out / _WEIGHTS).unlink(missing_ok=True)
+    print(f"wrote {out}:")
+    for path in sorted(out.iterdir()):
+        size = path.stat().st_size
+        shown = f"{size / 2 ** 20:,.1f} MiB" if size >= 2 ** 20 else f"{size / 1024:,.1f} KiB"
+        print(f"  {path.name:<16} {shown:>11}  {_WRITTEN.get(path.name, '')}".rstrip())
+    if (out / _WEIGHTS).exists():
+        print("  (--no-weights deletes the weights once scored; or delete checkpoint.npz by hand)")
 
 
 def _print_progress(event: Any) -> None:

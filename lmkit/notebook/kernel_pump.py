@@ -11,7 +11,9 @@ While the pump is open, the kernel is busy with the cell, and says so: JupyterLa
 of the last status message whatever request it answers, and requests on the control channel
 (``create_subshell_request`` when the widget manager starts, ``debug_request``) end with an
 "idle" of their own while the cell still runs, so the status bar read "Idle" through a whole
-``%%lmtrain``. The pump follows each such "idle" with a "busy" for the running cell.
+``%%lmtrain``. The pump says "busy" for the running cell as it opens (ipywidgets' request comes
+as the front end sees the first widget, which may be before the pump opens) and after each such
+"idle" while it is open.
 
 The same idea as the ``jupyter-ui-poll`` package, adapted to ipykernel 7, where a shell-channel
 thread forwards main-shell messages over an in-process socket (ipykernel 6: the shell stream
@@ -74,6 +76,7 @@ class WidgetPump:
             self._cell = self._kernel.get_parent("shell")
             self._outer_status = vars(self._kernel).get("_publish_status")  # a pump around this one
             self._kernel._publish_status = self._publish_status
+            type(self._kernel)._publish_status(self._kernel, "busy", "shell", self._cell)
         return self
 
     def __exit__(self, *exc: object) -> None:
