@@ -194,3 +194,21 @@ def test_eval_out_lists_what_it_wrote_and_drops_the_weights_when_asked(
     printed = capsys.readouterr().out
     assert not (dropped / "checkpoint.npz").exists() and "checkpoint.npz" not in printed
     assert (dropped / "metrics.json").is_file() and "predictions.tsv" in printed
+
+
+def test_eval_of_a_misspelt_name_suggests_pretrained_names_at_once(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmkit.registry import pretrained
+
+    pretrained.register("tiny-test-ckpt")(lambda: "/nowhere")
+    try:
+        started = time.monotonic()
+        assert main(["eval", "tiny-test-ckpd", "--task", "glue/sst2", "--data", "nowhere"]) == 2
+        err = capsys.readouterr().err
+        assert "'tiny-test-ckpd' is neither a run directory nor a pretrained checkpoint" in err
+        assert "(did you mean 'tiny-test-ckpt'?)" in err and "tiny-test-ckpt" in err
+        assert main(["eval", "scrach", "--task", "glue/sst2"]) == 2
+        assert "(did you mean 'scratch'?)" in capsys.readouterr().err
+        assert time.monotonic() - started < 5  # refused before any model or data is read
+    finally:
+        pretrained.unregister("tiny-test-ckpt")

@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lmkit.api import SCRATCH
+from lmkit.api import SCRATCH, ConfigError
 
-__all__ = ["add_parser", "main"]
+__all__ = ["add_parser", "main", "check_model_names"]
 
 DEFAULT_TASK = "glue/sst2"
 
@@ -111,6 +111,7 @@ def main(args: argparse.Namespace) -> int:
     if args.suite:
         from lmkit.api import evaluate_suite
 
+        check_model_names(args.run_dirs)
         board = evaluate_suite(args.run_dirs, args.suite, args.data, tasks=picked or None,
                                out=args.out if lead else None, reporters=[*reporters, *shown],
                                **options)
@@ -136,6 +137,7 @@ def main(args: argparse.Namespace) -> int:
                 f"{len(tasks)} task(s) were asked for; run one run and one task per --out folder, "
                 f"or drop --out to print the table")
         options.setdefault("checkpoint_dir", args.out)
+    check_model_names(args.run_dirs)
     board = evaluate_runs(args.run_dirs, tasks, args.data, reporters=[*reporters, *shown], **options)
     if not lead:
         return 0
@@ -164,6 +166,25 @@ def _say_written(out: Any, drop_weights: bool) -> None:
         print(f"  {path.name:<16} {shown:>11}  {_WRITTEN.get(path.name, '')}".rstrip())
     if (out / _WEIGHTS).exists():
         print("  (--no-weights deletes the weights once scored; or delete checkpoint.npz by hand)")
+
+
+def check_model_names(names: list[str]) -> None:
+    """Refuse, at once (before Keras and JAX load), a name that is no folder, no pretrained
+    checkpoint's registered name and not ``scratch``, with the names it may have meant. A name
+    with a path separator is taken for a path: the run directory's own error says what is wrong."""
+    from pathlib import Path
+
+    from lmkit.api import did_you_mean, is_checkpoint, list_entries
+
+    for name in names:
+        if (name == SCRATCH or "/" in name or "\\" in name or Path(name).expanduser().exists()
+                or is_checkpoint(name)):
+            continue
+        known = [entry.name for entry in list_entries("pretrained")]
+        raise ConfigError(
+            f"'{name}' is neither a run directory nor a pretrained checkpoint (a folder, or a "
+            f"name of `lmkit list pretrained`: {', '.join(known) or 'none installed'})"
+            f"{did_you_mean(name, [*known, SCRATCH])}")
 
 
 def _print_progress(event: Any) -> None:
