@@ -6,8 +6,10 @@ weighs this against bqplot, plotly and ipympl).
 
 Colours come from a `Palette`. `LIVE` uses JupyterLab's theme variables (``--jp-ui-font-color1``
 and friends, with light-theme fallbacks), so text and axes stay readable in the light and the
-dark theme; `STATIC` has fixed colours on a white background, for pictures that must look the
-same anywhere (an ``image/svg+xml`` or PNG output of a saved notebook).
+dark theme. A picture (an ``image/svg+xml`` or PNG output of a saved notebook) cannot read the
+page's variables: `STATIC` (dark ink) and `STATIC_DARK` (light ink) are fixed colours on a
+transparent background, for the light and the dark theme (`static_palette` picks the one of the
+theme JupyterLab is set to).
 
 >>> svg = line_chart([Series("train", [(1, 3.2), (2, 2.9)], "train")], title="loss")
 >>> svg.startswith("<svg") and 'class="lmkit-series lmkit-train"' in svg
@@ -22,7 +24,8 @@ import html
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["Series", "Palette", "LIVE", "STATIC", "line_chart", "downsample", "history_chart",
+__all__ = ["Series", "Palette", "LIVE", "STATIC", "STATIC_DARK", "static_palette",
+           "jupyterlab_theme_is_dark", "line_chart", "downsample", "history_chart",
            "nice_ticks", "log_ticks", "tick_labels", "smooth"]
 
 _MAX_POINTS = 400  # per series; keeps each update a few kilobytes however long the run
@@ -49,9 +52,43 @@ class Palette:
 LIVE = Palette(text="var(--jp-ui-font-color1, #212121)", muted="var(--jp-ui-font-color2, #616161)",
                grid="var(--jp-border-color2, #e0e0e0)", frame="var(--jp-border-color1, #bdbdbd)",
                train="var(--jp-brand-color1, #1976d2)", val="var(--jp-warn-color1, #f57c00)")
-#: Fixed colours on white, for pictures shown outside a themed page.
+#: Fixed dark ink on a transparent background: pictures for the light theme.
 STATIC = Palette(text="#212121", muted="#616161", grid="#e0e0e0", frame="#bdbdbd",
-                 train="#1976d2", val="#f57c00", background="#ffffff")
+                 train="#1976d2", val="#e65100")
+#: Fixed light ink on a transparent background: pictures for the dark theme (JupyterLab Dark's
+#: own font and brand colours).
+STATIC_DARK = Palette(text="#ffffff", muted="#bdbdbd", grid="#424242", frame="#616161",
+                      train="#64b5f6", val="#ffb74d")
+
+
+def static_palette(dark: bool | None = None) -> Palette:
+    """`STATIC_DARK` when `dark` (default: whether JupyterLab's theme setting names a dark
+    theme, `jupyterlab_theme_is_dark`), else `STATIC`."""
+    return STATIC_DARK if (jupyterlab_theme_is_dark() if dark is None else dark) else STATIC
+
+
+def jupyterlab_theme_is_dark() -> bool:
+    """Whether the JupyterLab theme setting of this user (the settings folder the server and its
+    kernels share: ``$JUPYTERLAB_SETTINGS_DIR``, else Jupyter's config folder) names a dark
+    theme. No setting, or an unreadable one, is JupyterLab's default: light."""
+    import os
+    import re
+    from pathlib import Path
+
+    folder = os.environ.get("JUPYTERLAB_SETTINGS_DIR")
+    if not folder:
+        try:
+            from jupyter_core.paths import jupyter_config_dir
+        except ImportError:
+            return False
+        folder = str(Path(jupyter_config_dir()) / "lab" / "user-settings")
+    path = Path(folder) / "@jupyterlab" / "apputils-extension" / "themes.jupyterlab-settings"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    found = re.search(r'^\s*"theme"\s*:\s*"([^"]*)"', text, re.MULTILINE)  # JSON5: comments allowed
+    return found is not None and "dark" in found.group(1).lower()
 
 
 @dataclass
@@ -76,13 +113,27 @@ def downsample(points: list[tuple[float, float]], limit: int = _MAX_POINTS) -> l
     return kept if kept[-1] == points[-1] else [*kept, points[-1]]
 
 
-def smooth(points: list[tuple[float, float]], weight: float = 0.9) -> list[tuple[float, float]]:
+def smoothing_weight(count: int) -> float:
+    """The weight `smooth` uses for `count` points: TensorBoard's 0.9 from about 200 points, less
+    on short runs, where 0.9 averages over a third of the curve and lags it (a falling loss
+    smoothed at 0.9 over 30 points runs 0.1-0.2 above the raw one): an average over about a
+    tenth of the points.
+
+    >>> smoothing_weight(30), smoothing_weight(1000)
+    (0.5, 0.9)
+    """
+    return min(0.9, max(0.0, (count - 10) / (count + 10)))
+
+
+def smooth(points: list[tuple[float, float]], weight: float | None = None) -> list[tuple[float, float]]:
     """TensorBoard's smoothing: an exponential moving average, debiased so the curve starts at
-    the first value instead of at zero.
+    the first value instead of at zero; `weight` defaults to `smoothing_weight(len(points))`.
 
     >>> [round(y, 3) for _, y in smooth([(1, 4.0), (2, 2.0)], 0.5)]
     [4.0, 2.667]
     """
+    if weight is None:
+        weight = smoothing_weight(len(points))
     out, average, norm = [], 0.0, 0.0
     for x, y in points:
         if not math.isfinite(y):
@@ -167,7 +218,8 @@ def line_chart(series: list[Series], *, title: str = "", width: int = 480, heigh
     """An SVG chart of `series`; the x axis runs from 0 to `x_max` (default: the last x).
 
     `log_y` draws the y axis on a log scale (non-positive values are left out); `best` marks
-    one point (the best validation step) with a ring and its value. With `fluid` the chart
+    one point (the best validation step) with a ring, its value written beside the title (off
+    the curves). With `fluid` the chart
     fills its container's width (``width``/``height`` then only set the aspect ratio).
     """
     finite = [(x, y) for s in series for x, y in s.points
@@ -239,13 +291,10 @@ def line_chart(series: list[Series], *, title: str = "", width: int = 480, heigh
                 parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" {_style("fill", color)}/>'
                              for x, y in pts)
         if best is not None and math.isfinite(best[1]) and (best[1] > 0 or not log_y):
-            bx, by = sx(best[0]), sy(best[1])
-            anchor = "end" if bx > left + plot_w * 0.7 else "start"
-            dx = -7 if anchor == "end" else 7
-            parts.append(f'<g class="lmkit-best"><circle cx="{bx:.1f}" cy="{by:.1f}" r="5" fill="none" '
-                         f'{_style("stroke", palette.text)} stroke-width="1.5"/>'
-                         f'<text x="{bx + dx:.1f}" y="{by - 7:.1f}" text-anchor="{anchor}" '
-                         f'{_style("fill", palette.text)}>best {best[1]:.3f} @ {best[0]:.0f}</text></g>')
+            parts.append(f'<g class="lmkit-best"><circle cx="{sx(best[0]):.1f}" cy="{sy(best[1]):.1f}" r="5" '
+                         f'fill="none" {_style("stroke", palette.text)} stroke-width="1.5"/>'
+                         f'<text x="{left + 8 + 7.5 * len(title) + (80 if log_y else 0):.0f}" y="16" '
+                         f'{_style("fill", palette.muted)}>○ best {best[1]:.3f} @ {best[0]:.0f}</text></g>')
     parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" '
                  f'{_style("stroke", palette.frame)}/>')
     shown = [s for s in series if not s.faint]

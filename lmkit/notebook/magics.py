@@ -127,7 +127,7 @@ class LmkitMagics(Magics):
         cfg = config_from_cell(cell or "", self.shell.user_ns, args.config,
                                [*args.options, *args.settings])
         stop = StopSignal()
-        with training_reporters(stop) as reporters:
+        with training_reporters(stop, title=args.output) as reporters:
             run = train(cfg, reporters=reporters, stop=stop)
         return self._bind(args.output, run)
 
