@@ -165,3 +165,29 @@ def test_suite_button_runs_every_task_of_the_suite_and_shows_its_average(monkeyp
     panel.run_picker.value = ("mine",)
     panel.suite_button.click()
     assert "DataError: no task of the superglue suite has data under" in html.unescape(panel.status.value)
+
+
+def _contrast(a: str, b: str) -> float:
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_confusion_matrix_reads_in_both_themes_and_its_labels_do_not_overlap() -> None:
+    import re
+
+    svg = confusion_svg([[90, 3, 0], [10, 45, 5], [0, 0, 1]], ["negative", "neutral", "positive"], "t")
+    # counts: each in the ink that contrasts with its own (fixed) cell colour
+    cells = re.findall(r'<rect [^>]*fill="(#[0-9a-f]{6})"[^>]*/><text class="lmkit-confusion-count"'
+                       r'[^>]*fill="(#[0-9a-f]{6})"', svg)
+    assert len(cells) == 9 and min(_contrast(ink, fill) for fill, ink in cells) >= 4.5
+    # everything else follows the theme (no fixed black on a dark page)
+    others = re.findall(r'<text class="lmkit-confusion-(?:title|axis|label)"[^>]*>', svg)
+    assert len(others) == 1 + 2 + 3 + 3 and all("var(--jp-ui-font-color" in t for t in others)
+    axis = float(re.search(r'class="lmkit-confusion-axis" x="[\d.]+" y="([\d.]+)"', svg).group(1))
+    columns = {float(y) for y in re.findall(r'class="lmkit-confusion-label" x="[\d.]+" y="([\d.]+)" '
+                                            r'text-anchor', svg)}
+    assert len(columns) == 1 and min(columns) - axis >= 14  # a line of 11-px text apart

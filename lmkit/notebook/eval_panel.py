@@ -25,6 +25,7 @@ import ipywidgets as widgets
 from lmkit.api import (SCRATCH, SUITES, EvalResult, EvaluationEndEvent, EvaluationStartEvent, Leaderboard,
                        evaluate_runs, evaluate_suite)
 from lmkit.engine.events import EndEvent, StartEvent, StepEvent, StopSignal
+from lmkit.notebook.charts import LIVE
 from lmkit.notebook.static_copy import StaticCopy
 
 __all__ = ["EvalPanel", "find_runs", "confusion_svg"]
@@ -48,27 +49,45 @@ def pretrained_names() -> dict[str, str]:
 
 
 def confusion_svg(matrix: list[list[int]], labels: list[str], title: str = "", cell: int = 46) -> str:
-    """A confusion matrix as an SVG heat map (rows: true label, columns: prediction)."""
+    """A confusion matrix as an SVG heat map (rows: true label, columns: prediction).
+
+    Labels are in JupyterLab's theme colours (`LIVE`), so they read in the light and the dark
+    theme; each count is white or black, whichever contrasts more with its cell's fixed colour.
+    """
     n = len(labels)
-    left, top = 90, 40
+    left, top = 90, 52  # room for the title, "prediction →" and the column labels, one row each
     peak = max(max(row) for row in matrix) or 1
+    text, muted = LIVE.text, LIVE.muted
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="lmkit-confusion" width="{left + n * cell + 10}" '
              f'height="{top + n * cell + 24}" font-family="sans-serif" font-size="11">',
-             f'<text x="4" y="14" font-size="12" font-weight="bold">{html.escape(title)}</text>',
-             f'<text x="{left}" y="{top - 16}">prediction →</text>']
+             f'<text class="lmkit-confusion-title" x="4" y="14" font-size="12" font-weight="bold" '
+             f'style="fill:{text}">{html.escape(title)}</text>',
+             f'<text class="lmkit-confusion-axis" x="{left}" y="{top - 22}" style="fill:{muted}">prediction →</text>']
     for j, name in enumerate(labels):
-        parts.append(f'<text x="{left + j * cell + 4}" y="{top - 4}">{html.escape(name[:8])}</text>')
+        parts.append(f'<text class="lmkit-confusion-label" x="{left + j * cell + cell // 2}" y="{top - 6}" '
+                     f'text-anchor="middle" style="fill:{text}">{html.escape(name[:8])}</text>')
     for i, row in enumerate(matrix):
-        parts.append(f'<text x="4" y="{top + i * cell + cell // 2 + 4}">{html.escape(labels[i][:12])}</text>')
+        parts.append(f'<text class="lmkit-confusion-label" x="4" y="{top + i * cell + cell // 2 + 4}" '
+                     f'style="fill:{text}">{html.escape(labels[i][:12])}</text>')
         for j, count in enumerate(row):
             shade = int(255 - 180 * count / peak)
-            ink = "#fff" if shade < 150 else "#000"
+            fill = f"#{shade:02x}{shade:02x}ff"
             parts.append(f'<rect x="{left + j * cell}" y="{top + i * cell}" width="{cell}" height="{cell}" '
-                         f'fill="rgb({shade},{shade},255)" stroke="#fff"/>'
-                         f'<text x="{left + j * cell + cell // 2}" y="{top + i * cell + cell // 2 + 4}" '
-                         f'text-anchor="middle" fill="{ink}">{count}</text>')
-    parts.append(f'<text x="4" y="{top + n * cell + 16}">rows: true label</text></svg>')
+                         f'fill="{fill}" style="stroke:{LIVE.grid}"/>'
+                         f'<text class="lmkit-confusion-count" x="{left + j * cell + cell // 2}" '
+                         f'y="{top + i * cell + cell // 2 + 4}" text-anchor="middle" '
+                         f'fill="{_ink_on(fill)}">{count}</text>')
+    parts.append(f'<text class="lmkit-confusion-axis" x="4" y="{top + n * cell + 16}" '
+                 f'style="fill:{muted}">rows: true label</text></svg>')
     return "".join(parts)
+
+
+def _ink_on(colour: str) -> str:
+    """``#000000`` or ``#ffffff``, whichever contrasts more with `colour` (``#rrggbb``; WCAG)."""
+    channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    return "#000000" if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) else "#ffffff"
 
 
 class EvalPanel(widgets.VBox):
