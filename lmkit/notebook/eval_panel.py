@@ -28,7 +28,7 @@ from lmkit.engine.events import EndEvent, StartEvent, StepEvent, StopSignal
 from lmkit.notebook.charts import LIVE
 from lmkit.notebook.static_copy import StaticCopy
 
-__all__ = ["EvalPanel", "find_runs", "confusion_svg"]
+__all__ = ["EvalPanel", "find_runs", "confusion_svg", "suite_for"]
 
 
 def find_runs(namespace: dict[str, Any] | None) -> dict[str, Any]:
@@ -46,6 +46,19 @@ def pretrained_names() -> dict[str, str]:
     from lmkit.api import list_entries
 
     return {entry.name: entry.name for entry in list_entries("pretrained")}
+
+
+def suite_for(data: str | Path) -> str:
+    """The suite a data folder holds: ``superglue`` for a SuperGLUE folder (or one holding
+    ``superglue/`` and no ``glue/``), else ``glue``."""
+    folder = Path(data) if str(data) else None
+    if folder is None or not folder.is_dir():
+        return "glue"
+    if (folder / "glue").is_dir():
+        return "glue"
+    superglue = ("BoolQ", "CB", "COPA", "MultiRC", "ReCoRD", "WiC", "WSC")  # RTE: in GLUE too
+    return "superglue" if (folder / "superglue").is_dir() or any((folder / t).is_dir() for t in superglue) \
+        else "glue"
 
 
 def confusion_svg(matrix: list[list[int]], labels: list[str], title: str = "", cell: int = 46) -> str:
@@ -96,12 +109,16 @@ class EvalPanel(widgets.VBox):
     `namespace` (usually ``globals()``) is searched for `Run` objects each time the panel is
     refreshed; `runs` adds named runs or run directories explicitly. ``"scratch"`` is always
     offered. `data` is a data folder (``data/glue``, ``data/imdb``: see
-    `lmkit.evaluation.loaders.find_task_data`), empty for the Hugging Face Hub. `options` are
+    `lmkit.evaluation.loaders.find_task_data`), empty for the Hugging Face Hub; the suite picker
+    follows it (SuperGLUE for a SuperGLUE folder, else GLUE). The budget of each fine-tuning is
+    `max_steps`, or `epochs` over the task's training set when given, and at most `max_seconds`
+    when given (the Steps, Epochs and Seconds boxes; 0 means unset). `options` are other
     `EvalConfig` keys passed to every evaluation. Results accumulate in `board`.
     """
 
     def __init__(self, namespace: dict[str, Any] | None = None, runs: dict[str, Any] | None = None,
                  tasks: tuple[str, ...] = ("glue/sst2",), data: str | Path = "", max_steps: int = 300,
+                 epochs: float | None = None, max_seconds: float | None = None,
                  **options: Any) -> None:
         from lmkit.api import list_tasks
 
@@ -118,8 +135,13 @@ class EvalPanel(widgets.VBox):
         self.data = widgets.Text(value=str(data), description="Data", placeholder="GLUE / aclImdb folder",
                                  layout=widgets.Layout(width="60%"))
         self.budget = widgets.IntText(value=max_steps, description="Steps")
+        self.epochs = widgets.BoundedFloatText(value=epochs or 0, min=0, max=1000, step=0.5,
+                                               description="Epochs", tooltip="0: use Steps")
+        self.max_seconds = widgets.BoundedFloatText(value=max_seconds or 0, min=0, max=1e6, step=30,
+                                                    description="Seconds",
+                                                    tooltip="time budget per fine-tuning; 0: none")
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
-        self.suite_picker = widgets.Dropdown(options=list(SUITES), value="superglue", description="Suite")
+        self.suite_picker = widgets.Dropdown(options=list(SUITES), value=suite_for(data), description="Suite")
         self.suite_button = widgets.Button(description="Run suite", icon="list",
                                            tooltip="every task of the suite found under Data")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
@@ -132,9 +154,11 @@ class EvalPanel(widgets.VBox):
         self.suite_button.on_click(lambda _b: self._click(self.run_suite))
         self.stop_button.on_click(lambda _b: self.stop_signal.set())
         self.refresh_button.on_click(lambda _b: self.refresh())
+        self.data.observe(lambda change: setattr(self.suite_picker, "value", suite_for(change["new"])),
+                          names="value")
         super().__init__([
             widgets.HBox([self.run_picker, self.task_picker]),
-            self.data, self.budget,
+            self.data, widgets.HBox([self.budget, self.epochs, self.max_seconds]),
             widgets.HBox([self.run_button, self.stop_button, self.refresh_button]),
             widgets.HBox([self.suite_picker, self.suite_button]),
             widgets.HBox([self.progress, self.status]), self.table, self.plot,
@@ -195,7 +219,7 @@ class EvalPanel(widgets.VBox):
             with WidgetPump.for_current_kernel() as pump:
                 evaluate({name: available[name] for name in names}, data=self.data.value or None,
                          reporters=[self._on_event, lambda _e: pump.pump()], stop=self.stop_signal,
-                         keep_going=True, board=self.board, max_steps=self.budget.value, **self.options)
+                         keep_going=True, board=self.board, **self.budget_options(), **self.options)
         except Exception as exc:  # a button callback has no cell output: say it here
             self._last_failed = True
             self.status.value = (f"<span class='lmkit-error' style='color:var(--jp-error-color1, #b00)'>"
@@ -207,6 +231,12 @@ class EvalPanel(widgets.VBox):
         if new and not self._last_failed:
             self.status.value = f"done: {len(new)} evaluation(s)"
         return new
+
+    def budget_options(self) -> dict[str, Any]:
+        """The `EvalConfig` budget keys the Steps, Epochs and Seconds boxes describe."""
+        return {"max_steps": self.budget.value,
+                **({"epochs": self.epochs.value} if self.epochs.value > 0 else {}),
+                **({"max_seconds": self.max_seconds.value} if self.max_seconds.value > 0 else {})}
 
     def _busy(self, busy: bool) -> None:
         self.run_button.disabled = self.suite_button.disabled = busy
