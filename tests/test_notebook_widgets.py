@@ -302,3 +302,15 @@ def test_smoothing_of_a_short_run_follows_the_curve():
     assert smooth(raw)[-1][1] - raw[-1][1] <= 0.15
     long = [(float(i), 4.0 - 0.001 * i) for i in range(1000)]
     assert smooth(long)[-1][1] == pytest.approx(smooth(long, 0.9)[-1][1])  # long runs: as before
+
+
+def test_the_evaluation_table_keeps_its_height_with_the_best_row():
+    dash = Dashboard(StopSignal(), refresh=0.0)
+    dash(_start(1000))
+    for step in range(10, 1001, 10):  # 100 evaluations; the best at step 50
+        dash(_step(step, 2.0, total=1000))
+        dash(EvalEvent(step=step, metrics={"val_loss": 1.0 if step == 50 else 2.0 + step / 1000}))
+    rows = re.findall(r"<tr[ >]", dash.eval_table.value)
+    assert len(rows) == 1 + 1 + 10  # the header, the best row and the last ten
+    assert "lmkit-best-row" in dash.eval_table.value and ">50</td>" in dash.eval_table.value
+    assert ">1000</td>" in dash.eval_table.value and ">500</td>" not in dash.eval_table.value

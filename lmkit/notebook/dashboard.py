@@ -31,6 +31,7 @@ __all__ = ["Dashboard"]
 
 _FINAL_KEYS = ("loss", "val_loss", "val_perplexity", "val_bits_per_char", "val_accuracy")
 _CLEAN = ("completed", "early_stopping", "time_budget")
+_TABLE_ROWS = 10  # evaluations shown under the curves (the best one too, when older)
 #: how each `EndEvent.reason` reads in a title or on the button
 REASONS = {"completed": "completed", "early_stopping": "stopped early (validation stopped improving)",
            "time_budget": "time budget reached", "stopped": "stopped", "interrupted": "interrupted",
@@ -235,7 +236,7 @@ class Dashboard:
         header = "step".rjust(7) + "".join(k.rjust(w) for k, w in zip(keys, widths))
         best = self._best_step()
         lines = [header]
-        for row in self.evaluations[-12:]:
+        for row in self._shown_evaluations():
             mark = " ← best" if row["step"] == best else ""
             lines.append(f"{row['step']:>7.0f}" + "".join(
                 f"{row[k]:>{w}.4f}" if isinstance(row.get(k), float) else " " * w
@@ -339,8 +340,16 @@ class Dashboard:
         train = [(x, _perplexity(y)) for x, y in self.train_points]
         return self._curves(train, self.val_ppl_points, "perplexity", palette, fluid)
 
+    def _shown_evaluations(self) -> list[dict[str, float]]:
+        """The last `_TABLE_ROWS` evaluations, after the best one when it is older: the table
+        keeps its height however long the run."""
+        best = self._best_step()
+        recent = self.evaluations[-_TABLE_ROWS:]
+        older = [row for row in self.evaluations[:-_TABLE_ROWS] if row["step"] == best]
+        return older[-1:] + recent
+
     def _eval_table_html(self) -> str:
-        """Evaluations as a table under the curves, a row per evaluation, the best one bold."""
+        """The latest evaluations as a table under the curves (and the best one, bold)."""
         if not self.evaluations:
             return ""
         keys = [k for k in self.evaluations[-1] if k != "step"]
@@ -352,7 +361,7 @@ class Dashboard:
             f"<tr{best_row if row['step'] == best else ''}><td style='{cell}'>{row['step']:.0f}</td>"
             + "".join(f"<td style='{cell}'>{row[k]:.4f}</td>" if isinstance(row.get(k), float)
                       else "<td></td>" for k in keys)
-            + "</tr>" for row in self.evaluations)
+            + "</tr>" for row in self._shown_evaluations())
         return (f"<table class='lmkit-evaluations' style='font-variant-numeric:tabular-nums;"
                 f"border-collapse:collapse'><tr>{head}</tr>{body}</table>")
 
