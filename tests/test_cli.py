@@ -212,3 +212,18 @@ def test_eval_of_a_misspelt_name_suggests_pretrained_names_at_once(
         assert time.monotonic() - started < 5  # refused before any model or data is read
     finally:
         pretrained.unregister("tiny-test-ckpt")
+
+
+def test_generate_shows_the_prompt_unless_no_prompt(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmkit.api
+
+    class Continues:
+        def generate(self, prompt, include_prompt=False, **options):
+            return (prompt if include_prompt else "") + " hello"
+
+    monkeypatch.setattr(lmkit.api, "load", lambda path: Continues(), raising=False)
+    assert main(["generate", "runs/x", "--prompt", "KING:"]) == 0
+    assert capsys.readouterr().out == "KING: hello\n"
+    assert main(["generate", "runs/x", "--prompt", "KING:", "--no-prompt"]) == 0
+    assert capsys.readouterr().out == " hello\n"
