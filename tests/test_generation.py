@@ -172,6 +172,7 @@ def _unk_loving_model(vocab_size: int):
     return model
 
 
+@pytest.mark.slow
 def test_include_prompt_puts_the_prompt_before_the_same_continuation() -> None:
     from lmkit.tokenizers import build_tokenizer
 
