@@ -17,7 +17,7 @@ from lmkit._lazy import lazy_exports
 from lmkit.config import TrainConfig, parse_set_options, parse_toml
 from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.reporters import TextReporter, format_duration
-from lmkit.errors import ConfigError, LmkitError, LmkitWarning, RunError
+from lmkit.errors import ConfigError, LmkitError, LmkitWarning, RunError, did_you_mean
 from lmkit.registry import REGISTRIES, Entry, get_registry
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ __all__ = [
     "list_tokenizers", "list_tasks", "list_entries", "list_components",
     # what the front ends show, test or catch
     "TrainConfig", "parse_set_options", "parse_toml", "Reporter", "StopSignal", "TextReporter",
-    "format_duration", "LmkitError", "LmkitWarning", "ConfigError", "RunError", "Entry",
+    "format_duration", "LmkitError", "LmkitWarning", "ConfigError", "RunError", "did_you_mean", "Entry",
     "Run", "Pretrained", "FineTuned", "EvalResult", "Leaderboard", "EvaluationStartEvent",
     "EvaluationEndEvent", "SUITES", "SCRATCH", "ENV_COORDINATOR", "ENV_NUM_PROCESSES",
     "ENV_PROCESS_ID", "lazy_exports",

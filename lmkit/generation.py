@@ -307,10 +307,15 @@ def _window_loop(model: Any, carry: Any, steps: Any, temperature: Any, top_p: An
 
 def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 200,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             seed: int | None = None, stop: str | None = None, use_cache: bool = True) -> str:
-    """Continue `prompt` by up to `max_new_tokens` tokens and return only the new text.
+             seed: int | None = None, stop: str | None = None, use_cache: bool = True,
+             include_prompt: bool = False) -> str:
+    """Continue `prompt` by up to `max_new_tokens` tokens and return the new text, after the
+    prompt itself with `include_prompt`.
 
-    Generation ends early when the text produced contains `stop` (which is cut off). The
+    The rule for showing the prompt (README, "Generating text"): a function returns only what it made
+    unless asked (`include_prompt`), so ``prompt + text`` composes; what shows text to a person
+    (``lmkit generate``, ``%lmgenerate``, the widget) shows the prompt unless told not to
+    (``--no-prompt``, the widget's "Show prompt" box). Generation ends early when the text produced contains `stop` (which is cut off). The
     tokenizer's unknown id (`Tokenizer.unknown_id`) is never sampled: it is a placeholder that
     would print as U+FFFD or ``<unk>``.
     """
@@ -327,6 +332,13 @@ def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 200,
     ids = list(tokenizer.encode(prompt))
     if not ids:
         raise ConfigError(f"prompt {prompt!r} encodes to no tokens")
+    text = _continue(model, tokenizer, ids, max_new_tokens, sampling, seed, stop, use_cache)
+    return prompt + text if include_prompt else text
+
+
+def _continue(model: Any, tokenizer: Any, ids: list[int], max_new_tokens: int, sampling: Sampling,
+              seed: int | None, stop: str | None, use_cache: bool) -> str:
+    """The text of up to `max_new_tokens` new tokens after `ids`, cut before `stop`."""
     if max_new_tokens == 0:
         return ""
     decoder = Decoder(model, use_cache=use_cache)

@@ -1,10 +1,13 @@
 """A real user's path: JupyterLab in headless Chromium runs %%lmtrain, watches the dashboard
-advance (its chart colours readable in the light and the dark theme), clicks Stop mid-training,
-finds the run (model and history) in the next cell, saves the notebook and reopens it trusted and
-untrusted: the final dashboard is a picture both times, with no broken widget.
+advance (the status bar saying "Busy", its chart colours readable in the light and the dark
+theme), clicks Stop mid-training in the dark theme (the final picture in light ink that reads on
+the dark page), finds the run (model and history) in the next cell, draws a confusion matrix
+(readable in both themes), saves the notebook and reopens it trusted and untrusted: the final
+dashboard is a picture both times, with no broken widget.
 
 Needs Debian's chromium at /usr/bin/chromium (`.ci/run` installs it); the test fails without it.
-``LMKIT_UPDATE_SCREENSHOT=1`` writes the dashboard's screenshot to docs/dashboard.png.
+``LMKIT_UPDATE_SCREENSHOT=1`` writes the dashboard's screenshots to docs/dashboard.png (light)
+and docs/dashboard-dark.png.
 """
 
 from __future__ import annotations
@@ -27,6 +30,18 @@ CHROMIUM = "/usr/bin/chromium"
 FIXTURE = Path(__file__).parent / "fixtures" / "notebook" / "stop_button.ipynb"
 STATUS_COPY = Path("/tmp/lmkit-status/browser-screenshot.png")
 DOCS_SCREENSHOT = Path(__file__).parents[1] / "docs" / "dashboard.png"
+DOCS_SCREENSHOT_DARK = Path(__file__).parents[1] / "docs" / "dashboard-dark.png"
+
+# The final picture's SVG (from its data: URL) and the first opaque background behind it.
+_PICTURE = """(img) => {
+  let node = img.parentElement, background = null;
+  while (node && !background) {
+    const c = getComputedStyle(node).backgroundColor;
+    if (c && c !== 'transparent' && !c.startsWith('rgba(0, 0, 0, 0)')) background = c;
+    node = node.parentElement;
+  }
+  return [img.getAttribute('src'), background || 'rgb(255, 255, 255)'];
+}"""
 
 # The computed colour of a chart element and of the first opaque background behind it.
 _COLOURS = """(selector) => {
@@ -135,6 +150,34 @@ def _check_chart_colours(page, theme: str) -> None:
         assert ratio >= minimum, f"{theme}: {selector} is {colour} on {background} ({ratio:.1f}:1)"
 
 
+def _check_picture_ink(picture, theme: str) -> None:
+    """Every text of the final picture at least 4.5:1 against the page behind it (transparent)."""
+    import base64
+    import urllib.parse
+
+    src, background = picture.evaluate(_PICTURE)
+    head, data = src.split(",", 1)
+    svg = base64.b64decode(data).decode() if head.endswith(";base64") else urllib.parse.unquote(data)
+    inks = set(re.findall(r'<text[^>]*?(?:fill="|fill:)(#[0-9a-f]{6})', svg))
+    assert inks, svg[:300]
+    for ink in inks:
+        rgb = f"rgb({int(ink[1:3], 16)}, {int(ink[3:5], 16)}, {int(ink[5:7], 16)})"
+        ratio = _contrast(rgb, background)
+        assert ratio >= 4.5, f"{theme}: the picture's {ink} on {background} ({ratio:.1f}:1)"
+
+
+def _check_confusion_colours(page, theme: str) -> None:
+    """The confusion matrix's labels against the page, its counts against their cells."""
+    for selector in (".lmkit-confusion text.lmkit-confusion-title", ".lmkit-confusion text.lmkit-confusion-label"):
+        colour, background = page.evaluate(_COLOURS, selector)
+        assert _contrast(colour, background) >= 4.5, f"{theme}: {selector} is {colour} on {background}"
+    pairs = page.evaluate("""() => Array.from(document.querySelectorAll('.lmkit-confusion text.lmkit-confusion-count'))
+        .map(t => [getComputedStyle(t).fill, getComputedStyle(t.previousElementSibling).fill])""")
+    assert len(pairs) == 9
+    for ink, cell in pairs:
+        assert _contrast(ink, cell) >= 4.5, f"{theme}: a count is {ink} on {cell}"
+
+
 def _set_theme(page, name: str, light: bool) -> None:
     page.evaluate("(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", name)
     _wait_for(lambda: page.evaluate("document.body.dataset.jpThemeLight") == str(light).lower(), 30,
@@ -177,19 +220,28 @@ def test_dashboard_advances_and_stop_keeps_the_run(lab, tmp_path):
             evaluations = page.locator(".lmkit-eval-table tr")
             _wait_for(lambda: evaluations.count() >= 4, 120, "three evaluations in the table")
 
+            # the kernel is busy with the cell, and says so (ipywidgets' own requests on the
+            # control channel must not leave the status bar at "Idle")
+            assert page.locator(".jp-StatusBar-TextItem:has-text('| Busy')").count() == 1
+
             _check_chart_colours(page, "light")
             page.locator(".lmkit-dashboard").scroll_into_view_if_needed()
             page.locator(".lmkit-dashboard").screenshot(path=str(shots / "dashboard.png"))
             _set_theme(page, "JupyterLab Dark", light=False)
             _check_chart_colours(page, "dark")
+            page.locator(".lmkit-dashboard").screenshot(path=str(shots / "dashboard-dark.png"))
             page.screenshot(path=str(shots / "dark.png"))
-            _set_theme(page, "JupyterLab Light", light=True)
 
             page.locator("button.lmkit-stop").click()
-            # the live widget gives way to the final picture (SVG in a trusted notebook)
+            # the live widget gives way to the final picture (SVG in a trusted notebook), made in
+            # the dark theme: light ink on the dark page, no white slab
             cell = page.locator(".jp-Cell").nth(1)
-            cell.locator(".jp-OutputArea-output img").first.wait_for(timeout=120_000)
+            picture = cell.locator(".jp-OutputArea-output img").first
+            picture.wait_for(timeout=120_000)
             assert page.locator(".lmkit-dashboard").count() == 0
+            _check_picture_ink(picture, "dark")
+            page.screenshot(path=str(shots / "stopped-dark.png"))
+            _set_theme(page, "JupyterLab Light", light=True)
 
             page.keyboard.press("Escape")
             page.locator(".jp-Cell").nth(2).click()
@@ -202,6 +254,15 @@ def test_dashboard_advances_and_stop_keeps_the_run(lab, tmp_path):
             assert words[2:4] == ["reason", "stopped"] and int(words[5]) > first
             assert words[6] == "model" and words[7] != "NoneType"
             page.screenshot(path=str(shots / "stopped.png"))
+
+            page.keyboard.press("Escape")
+            page.locator(".jp-Cell").nth(3).click()
+            page.keyboard.press("Shift+Enter")   # a confusion matrix
+            page.wait_for_selector(".lmkit-confusion text.lmkit-confusion-count")
+            _check_confusion_colours(page, "light")
+            _set_theme(page, "JupyterLab Dark", light=False)
+            _check_confusion_colours(page, "dark")
+            _set_theme(page, "JupyterLab Light", light=True)
 
             saved = root / FIXTURE.name
             page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
@@ -232,3 +293,4 @@ def test_dashboard_advances_and_stop_keeps_the_run(lab, tmp_path):
         shutil.copy(shots / "stopped.png", STATUS_COPY)
     if os.environ.get("LMKIT_UPDATE_SCREENSHOT") == "1":
         shutil.copy(shots / "dashboard.png", DOCS_SCREENSHOT)
+        shutil.copy(shots / "dashboard-dark.png", DOCS_SCREENSHOT_DARK)

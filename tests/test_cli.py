@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -154,3 +155,75 @@ def test_dry_run_prints_every_key_with_its_value_and_source_and_trains_nothing(
     for key, value in (("rotary", "true"), ("mlp", '"relu2"'), ("qk_norm", "true"), ("zero_init", "true")):
         assert shown(f"model.{key}") == (value, "architecture: gpt")
     assert shown("optimizer") == ('"muon"', "architecture: gpt")
+
+
+def _fake_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`evaluate_runs` as a fine-tuning with a checkpoint folder leaves it: weights, summary, lock."""
+    import lmkit.api
+
+    def evaluate_runs(runs, tasks, data, reporters=(), **options):
+        folder = Path(options["checkpoint_dir"])
+        folder.mkdir(parents=True)
+        (folder / "checkpoint.npz").write_bytes(b"\0" * 3 * 2 ** 20)
+        (folder / "summary.json").write_text("{}")
+        (folder / ".lock").write_text("")
+
+        def save(out):
+            (Path(out) / "metrics.json").write_text("{}")
+            (Path(out) / "predictions.tsv").write_text("index\tprediction\tlabel\n")
+            return Path(out)
+
+        return SimpleNamespace(results=[SimpleNamespace(save=save)])
+
+    monkeypatch.setattr(lmkit.api, "evaluate_runs", evaluate_runs, raising=False)
+
+
+def test_eval_out_lists_what_it_wrote_and_drops_the_weights_when_asked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_evaluation(monkeypatch)
+    kept = tmp_path / "kept"
+    assert main(["eval", "scratch", "--task", "glue/sst2", "--quiet", "--out", str(kept)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"wrote {kept}:"
+    weights = next(line for line in lines if "checkpoint.npz" in line)
+    assert "3.0 MiB" in weights and "fine-tuned weights" in weights
+    assert any("metrics.json" in line for line in lines) and "--no-weights" in lines[-1]
+
+    dropped = tmp_path / "dropped"
+    assert main(["eval", "scratch", "--task", "glue/sst2", "--quiet", "--no-weights", "--out", str(dropped)]) == 0
+    printed = capsys.readouterr().out
+    assert not (dropped / "checkpoint.npz").exists() and "checkpoint.npz" not in printed
+    assert (dropped / "metrics.json").is_file() and "predictions.tsv" in printed
+
+
+def test_eval_of_a_misspelt_name_suggests_pretrained_names_at_once(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmkit.registry import pretrained
+
+    pretrained.register("tiny-test-ckpt")(lambda: "/nowhere")
+    try:
+        started = time.monotonic()
+        assert main(["eval", "tiny-test-ckpd", "--task", "glue/sst2", "--data", "nowhere"]) == 2
+        err = capsys.readouterr().err
+        assert "'tiny-test-ckpd' is neither a run directory nor a pretrained checkpoint" in err
+        assert "(did you mean 'tiny-test-ckpt'?)" in err and "tiny-test-ckpt" in err
+        assert main(["eval", "scrach", "--task", "glue/sst2"]) == 2
+        assert "(did you mean 'scratch'?)" in capsys.readouterr().err
+        assert time.monotonic() - started < 5  # refused before any model or data is read
+    finally:
+        pretrained.unregister("tiny-test-ckpt")
+
+
+def test_generate_shows_the_prompt_unless_no_prompt(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmkit.api
+
+    class Continues:
+        def generate(self, prompt, include_prompt=False, **options):
+            return (prompt if include_prompt else "") + " hello"
+
+    monkeypatch.setattr(lmkit.api, "load", lambda path: Continues(), raising=False)
+    assert main(["generate", "runs/x", "--prompt", "KING:"]) == 0
+    assert capsys.readouterr().out == "KING: hello\n"
+    assert main(["generate", "runs/x", "--prompt", "KING:", "--no-prompt"]) == 0
+    assert capsys.readouterr().out == " hello\n"

@@ -163,5 +163,67 @@ def test_suite_button_runs_every_task_of_the_suite_and_shows_its_average(monkeyp
     # no task with data: the error is shown, not only raised
     panel = EvalPanel(namespace={"mine": mine}, data=str(EVAL / "imdb"))
     panel.run_picker.value = ("mine",)
+    panel.suite_picker.value = "superglue"  # an IMDb folder suggests no suite: GLUE by default
     panel.suite_button.click()
     assert "DataError: no task of the superglue suite has data under" in html.unescape(panel.status.value)
+
+
+def _contrast(a: str, b: str) -> float:
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_confusion_matrix_reads_in_both_themes_and_its_labels_do_not_overlap() -> None:
+    import re
+
+    svg = confusion_svg([[90, 3, 0], [10, 45, 5], [0, 0, 1]], ["negative", "neutral", "positive"], "t")
+    # counts: each in the ink that contrasts with its own (fixed) cell colour
+    cells = re.findall(r'<rect [^>]*fill="(#[0-9a-f]{6})"[^>]*/><text class="lmkit-confusion-count"'
+                       r'[^>]*fill="(#[0-9a-f]{6})"', svg)
+    assert len(cells) == 9 and min(_contrast(ink, fill) for fill, ink in cells) >= 4.5
+    # everything else follows the theme (no fixed black on a dark page)
+    others = re.findall(r'<text class="lmkit-confusion-(?:title|axis|label)"[^>]*>', svg)
+    assert len(others) == 1 + 2 + 3 + 3 and all("var(--jp-ui-font-color" in t for t in others)
+    axis = float(re.search(r'class="lmkit-confusion-axis" x="[\d.]+" y="([\d.]+)"', svg).group(1))
+    columns = {float(y) for y in re.findall(r'class="lmkit-confusion-label" x="[\d.]+" y="([\d.]+)" '
+                                            r'text-anchor', svg)}
+    assert len(columns) == 1 and min(columns) - axis >= 14  # a line of 11-px text apart
+
+
+def test_suite_follows_the_data_and_epochs_and_seconds_reach_the_evaluation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmkit.engine.events import StartEvent, StepEvent
+
+    superglue = Path(__file__).parent / "fixtures" / "superglue"
+    assert EvalPanel(data=str(EVAL)).suite_picker.value == "glue"  # GLUE data: not SuperGLUE
+    panel = EvalPanel(data=str(EVAL / "glue"))
+    assert panel.suite_picker.value == "glue"
+    panel.data.value = str(superglue)
+    assert panel.suite_picker.value == "superglue"
+
+    seen: list[tuple[dict[str, Any], list[int]]] = []
+
+    def fake_evaluate(run_or_path: Any, task: Any, data: Any, reporters=(), **options: Any) -> EvalResult:
+        moved: list[int] = []
+        for event in [StartEvent("x", 3, 0, "x", 1, "jax", "cpu", 1),
+                      *[StepEvent(k, 3, k / 3, 1.0, 1e-3, None, k, None) for k in (1, 2, 3)]]:
+            for reporter in reporters:
+                reporter(event)
+            moved.append(panel.progress.value)
+        seen.append((options, moved))
+        return fake_result(task.name, run_or_path, 1.0)
+
+    monkeypatch.setattr(eval_api, "evaluate", fake_evaluate)
+    panel = EvalPanel(data=str(EVAL), max_steps=50, epochs=2, max_seconds=90)
+    assert (panel.epochs.value, panel.max_seconds.value) == (2, 90)
+    panel.run(runs=("scratch",), tasks=("glue/sst2",))
+    options, moved = seen[-1]
+    assert (options["max_steps"], options["epochs"], options["max_seconds"]) == (50, 2, 90)
+    assert moved == [0, 1, 2, 3] and panel.progress.max == 3  # the bar moves as it fine-tunes
+    panel.epochs.value = panel.max_seconds.value = 0  # unset: steps alone
+    panel.run(runs=("scratch",), tasks=("glue/sst2",))
+    assert "epochs" not in seen[-1][0] and "max_seconds" not in seen[-1][0]

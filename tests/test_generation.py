@@ -173,6 +173,18 @@ def _unk_loving_model(vocab_size: int):
 
 
 @pytest.mark.slow
+def test_include_prompt_puts_the_prompt_before_the_same_continuation() -> None:
+    from lmkit.tokenizers import build_tokenizer
+
+    tokenizer = build_tokenizer("char", ["the cat sat on the mat.\n"])
+    model = _unk_loving_model(tokenizer.vocab_size)
+    new = generate(model, tokenizer, "the", max_new_tokens=6, temperature=0)
+    assert len(new) == 6
+    assert generate(model, tokenizer, "the", max_new_tokens=6, temperature=0, include_prompt=True) == "the" + new
+    assert generate(model, tokenizer, "the", max_new_tokens=0, include_prompt=True) == "the"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["char", "word"])
 def test_unknown_token_is_never_sampled(kind: str) -> None:
     from lmkit.tokenizers import UNK, build_tokenizer

@@ -41,6 +41,17 @@ def _text(cell: Any) -> str:
     return "".join(parts)
 
 
+def test_shipped_notebooks_are_clean_and_need_no_checkout():
+    # outputs saved in them dirty a checkout on every run; tests/fixtures exists only in a checkout
+    import json
+
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        code = [c for c in cells if c["cell_type"] == "code"]
+        assert all(not c["outputs"] and c["execution_count"] is None for c in code), path.name
+        assert not any("fixtures" in "".join(c["source"]) for c in cells), path.name
+
+
 def test_every_notebook_is_executed_by_some_test():
     tests = [p.read_text(encoding="utf-8") for p in Path(__file__).parent.glob("test_*.py")]
     untested = [nb.name for nb in NOTEBOOKS.glob("*.ipynb") if not any(nb.name in t for t in tests)]

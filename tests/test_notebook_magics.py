@@ -129,8 +129,23 @@ def test_generate_passes_sampling_options_to_the_run(ip, capsys):
     ip.user_ns["r"] = run
     ip.run_line_magic("lmgenerate", 'r "ROMEO:" -n 12 -t 0.5 --top-k 3 --seed 7')
     assert run.seen == ("ROMEO:", {"max_new_tokens": 12, "temperature": 0.5, "top_k": 3,
-                                   "top_p": None, "seed": 7, "stop": None})
+                                   "top_p": None, "seed": 7, "stop": None, "include_prompt": True})
     assert "ROMEO: hello" in capsys.readouterr().out
+
+
+class _Continues(Run):
+    """Continues every prompt with " hello", after the prompt when asked (as Run.generate)."""
+
+    def generate(self, prompt, include_prompt=False, **options):
+        return (prompt if include_prompt else "") + " hello"
+
+
+def test_generate_shows_the_prompt_like_the_command_line_unless_no_prompt(ip, capsys):
+    ip.user_ns["r"] = _Continues(dir="r", config=TrainConfig(), model=None, tokenizer=None)
+    ip.run_line_magic("lmgenerate", 'r "ROMEO:" -n 3')
+    assert capsys.readouterr().out == "ROMEO: hello\n"
+    ip.run_line_magic("lmgenerate", 'r "ROMEO:" -n 3 --no-prompt')
+    assert capsys.readouterr().out == " hello\n"
 
 
 @pytest.mark.slow
@@ -140,7 +155,7 @@ def test_generate_continues_a_checkpoint_folder(ip, capsys, tmp_path):
     folder = gpt2_folder(tmp_path / "tiny-gpt2")
     ip.run_line_magic("lmgenerate", f'{folder} "the cat" -n 6 -t 0')
     expected = lmkit.api.from_pretrained(folder).generate("the cat", max_new_tokens=6, temperature=0)
-    assert capsys.readouterr().out == expected + "\n" and expected
+    assert capsys.readouterr().out == "the cat" + expected + "\n" and expected
 
 
 def test_lmlist_shows_text_in_a_terminal_and_html_in_notebooks(ip, capsys):

@@ -88,3 +88,38 @@ def test_pump_is_inert_outside_a_kernel():
     with WidgetPump.for_current_kernel() as pump:
         pump.pump(force=True)
     assert not pump.active
+
+
+def _statuses_until_idle(client, msg_id: str, timeout: float = 60) -> list[tuple[str, str]]:
+    """(execution_state, msg_id of the request it answers) of every status message until the
+    request `msg_id` ends."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = client.get_iopub_msg(timeout=timeout)
+        if msg["msg_type"] == "status":
+            seen.append((msg["content"]["execution_state"], msg["parent_header"].get("msg_id")))
+            if seen[-1] == ("idle", msg_id):
+                return seen
+    raise AssertionError(f"no idle status for {msg_id} within {timeout} s")
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.5], ids=["before-the-pump-opens", "while-it-pumps"])
+def test_the_kernel_stays_busy_for_a_front_end_while_the_pump_runs(kernel, delay):
+    # JupyterLab shows the last status, whichever request it answers. ipywidgets' front end
+    # sends a create_subshell_request on the control channel when it sees the first widget,
+    # whose "idle" came while %%lmtrain ran: the status bar said "Idle" through the training.
+    model_id = _stdout_of(kernel, kernel.execute(SETUP)).strip()
+    busy = kernel.execute("time.sleep(1.0)\n" + BUSY)  # the pump opens after a second
+    _wait_busy(kernel, busy)
+    time.sleep(delay)
+    control = kernel.session.msg("kernel_info_request", {})
+    kernel.control_channel.send(control)
+    kernel.get_control_msg(timeout=30)
+    time.sleep(max(1.3 - delay, 0.3))
+    click = kernel.session.msg(
+        "comm_msg", {"comm_id": model_id, "data": {"method": "custom", "content": {"event": "click"}}})
+    kernel.shell_channel.send(click)
+    seen = _statuses_until_idle(kernel, busy)
+    assert ("idle", control["header"]["msg_id"]) in seen  # the control request was answered
+    assert seen[-2] == ("busy", busy)  # and the front end heard "busy" again until the cell ended

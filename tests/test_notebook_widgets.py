@@ -123,6 +123,17 @@ def test_generate_widget_passes_its_controls_to_the_run():
     assert not widget.button.disabled
 
 
+def test_generate_widget_show_prompt_box_follows_the_rule_of_the_command_line():
+    run = _Recorder(dir="r", config=TrainConfig(), model=None, tokenizer=None)
+    widget = GenerateWidget(run, prompt="hello", show_prompt=False)
+    widget.button.click()
+    assert "hello" not in widget.output.value and " there" in widget.output.value
+    assert widget.copy.bundle["text/plain"] == " there"
+    widget.show_prompt.value = True
+    widget.button.click()
+    assert widget.copy.bundle["text/plain"] == "hello there"
+
+
 def test_generate_widget_temperature_zero_is_greedy():
     run = _Recorder(dir="r", config=TrainConfig(), model=None, tokenizer=None)
     widget = GenerateWidget(run)
@@ -210,7 +221,96 @@ def test_the_final_output_is_a_picture_that_needs_no_widget_state():
     assert "application/vnd.jupyter.widget-view+json" not in bundle  # no broken-link icon
     assert "text/html" not in bundle  # untrusted, JupyterLab would sanitize it to run-on text
     assert bundle["image/svg+xml"].startswith("<svg") and "lmkit-train" in bundle["image/svg+xml"]
-    assert "#ffffff" in bundle["image/svg+xml"]  # its own background: readable in any theme
+    # no white slab in a dark theme: transparent, in the ink of the theme (see the theme tests)
+    assert not re.search(r'<rect width="960"', bundle["image/svg+xml"])
     assert "step" in bundle["image/svg+xml"] and "← best" in bundle["image/svg+xml"]
     assert bundle["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
     assert bundle["text/plain"] == "lmkit: training stopped at step 400 after 42s"
+
+
+def _contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _theme_setting(tmp_path, monkeypatch, theme: str) -> None:
+    folder = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    folder.mkdir(parents=True)
+    (folder / "themes.jupyterlab-settings").write_text(
+        '{\n    // the theme, as JupyterLab writes it\n    "theme": "%s"\n}' % theme)
+    monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(tmp_path / "settings"))
+
+
+@pytest.mark.parametrize("theme,page", [("JupyterLab Light", "#ffffff"), ("JupyterLab Dark", "#111111")])
+def test_the_final_picture_is_in_the_ink_of_the_theme_it_was_made_in(tmp_path, monkeypatch, theme, page):
+    # page: the theme's notebook background (--jp-layout-color0)
+    _theme_setting(tmp_path, monkeypatch, theme)
+    svg = _trained_dashboard().static_bundle()["image/svg+xml"]
+    inks = set(re.findall(r'<text[^>]*?(?:fill="|fill:)(#[0-9a-f]{6})', svg))
+    assert inks and min(_contrast(ink, page) for ink in inks) >= 4.5, (inks, page)
+    curves = set(re.findall(r'class="lmkit-series lmkit-(?:train|val)"[^>]*stroke:(#[0-9a-f]{6})', svg))
+    assert curves and min(_contrast(c, page) for c in curves) >= 3.0, (curves, page)
+
+
+def test_the_final_png_is_transparent(tmp_path, monkeypatch):
+    import io
+
+    from matplotlib.image import imread
+
+    _theme_setting(tmp_path, monkeypatch, "JupyterLab Dark")
+    pixels = imread(io.BytesIO(_trained_dashboard().static_bundle()["image/png"]), format="png")
+    assert pixels.shape[2] == 4 and pixels[0, 0, 3] == 0 and pixels[-1, -1, 3] == 0
+
+
+def test_titles_name_the_run_once_and_read_as_words():
+    dash = Dashboard(StopSignal(), refresh=0.0, title="mine on glue/sst2")
+    name = "lstm-20261206-101500 on glue/sst2"  # a fine-tuning without a folder: run_dir == arch
+    dash(StartEvent(run_dir=name, total_steps=100, start_step=0, arch=name, parameters=12345,
+                    backend="jax", devices="cpu:0", tokens_per_step=768))
+    dash(_step(10, 2.0))
+    dash(EndEvent(step=10, reason="time_budget", elapsed=3.0, summary={}))
+    shown = [dash.header.value, dash.summary.value, dash.text(), dash.picture()]
+    assert all("time_budget" not in text for text in shown)
+    assert "time budget reached" in dash.header.value and "time budget reached" in dash.text()
+    assert dash.header.value.count("glue/sst2") == 1 and "mine on glue/sst2" in dash.header.value
+    assert "lmkit · mine on glue/sst2 · time budget reached at step 10" in dash.picture()
+    assert dash.stop_button.description == "Time's up"
+    trained = Dashboard(StopSignal(), refresh=0.0, title="shakespeare")
+    trained(_start())  # a language model's run: its variable, its architecture and its folder
+    assert "<b>shakespeare</b> (lstm, 12,345 parameters)" in trained.header.value
+    assert "<code>runs/x</code>" in trained.header.value
+
+
+def test_evaluation_table_numbers_are_right_aligned_and_best_labels_sit_off_the_curves():
+    dash = _trained_dashboard()
+    cells = re.findall(r"<td style='([^']*)'>\d", dash.eval_table.value)
+    assert cells and all("text-align:right" in style for style in cells)
+    best = re.search(r'<g class="lmkit-best">.*?<text x="[\d.]+" y="([\d.]+)"', dash.loss_chart.value)
+    assert best and float(best.group(1)) < 26  # in the title row, above the plot area
+
+
+def test_smoothing_of_a_short_run_follows_the_curve():
+    # 30 points of a falling loss: TensorBoard's 0.9 left the smoothed curve 0.5 above the raw one
+    from lmkit.notebook.charts import smooth
+
+    raw = [(float(i), 4.0 - 0.1 * i) for i in range(30)]
+    assert smooth(raw)[-1][1] - raw[-1][1] <= 0.15
+    long = [(float(i), 4.0 - 0.001 * i) for i in range(1000)]
+    assert smooth(long)[-1][1] == pytest.approx(smooth(long, 0.9)[-1][1])  # long runs: as before
+
+
+def test_the_evaluation_table_keeps_its_height_with_the_best_row():
+    dash = Dashboard(StopSignal(), refresh=0.0)
+    dash(_start(1000))
+    for step in range(10, 1001, 10):  # 100 evaluations; the best at step 50
+        dash(_step(step, 2.0, total=1000))
+        dash(EvalEvent(step=step, metrics={"val_loss": 1.0 if step == 50 else 2.0 + step / 1000}))
+    rows = re.findall(r"<tr[ >]", dash.eval_table.value)
+    assert len(rows) == 1 + 1 + 10  # the header, the best row and the last ten
+    assert "lmkit-best-row" in dash.eval_table.value and ">50</td>" in dash.eval_table.value
+    assert ">1000</td>" in dash.eval_table.value and ">500</td>" not in dash.eval_table.value

@@ -222,6 +222,19 @@ def test_minilm_hidden_states_and_embeddings_equal_transformers() -> None:
     assert e[0] @ e[1] > e[0] @ e[2] + 0.3  # similar sentences are closer
 
 
+@pytest.mark.slow
+def test_normalized_minilm_embeddings_equal_sentence_transformers(tmp_path: Path) -> None:
+    # the model as its package ships it (with sentence-transformers' pooling and Normalize modules)
+    import all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    folder = all_minilm_l6_v2.extract_model(str(tmp_path))
+    expected = SentenceTransformer(str(folder), device="cpu").encode(SENTENCES)
+    ours = lmkit.from_pretrained("minilm-l6").embed(SENTENCES, normalize=True)
+    assert np.abs(ours - expected).max() < 1e-4
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
+
+
 # -- continued pretraining (`init`) ----------------------------------------------------------------
 @pytest.mark.slow
 def test_training_continues_from_a_gpt2_checkpoint(tmp_path: Path, gpt2_dir: Path) -> None:

@@ -76,8 +76,8 @@ def _generate(args: argparse.Namespace) -> int:
     run = load(args.run_dir)
     text = run.generate(args.prompt, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                        seed=args.seed, stop=args.stop)
-    print(args.prompt + text)
+                        seed=args.seed, stop=args.stop, include_prompt=not args.no_prompt)
+    print(text)
     return 0
 
 
@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--stop", help="stop when this text is generated")
+    p.add_argument("--no-prompt", action="store_true",
+                   help="print only the generated text, not the prompt before it")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("list", help="list registered components")

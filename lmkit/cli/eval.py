@@ -4,7 +4,9 @@
 Prints each task's metrics (and the confusion matrix of a classification task) as its
 evaluation ends, and with several runs or tasks a table with a row per run
 (`lmkit.api.evaluate_runs`). With ``--out`` (one run, one task) writes ``metrics.json`` and
-``predictions.tsv`` (columns: index, prediction, label). ``RUN_DIR`` may be ``scratch`` to train
+``predictions.tsv`` (columns: index, prediction, label) beside the fine-tuning's own files (its
+weights in ``checkpoint.npz``, for ``lmkit export`` and `lmkit.open_model`; ``--no-weights``
+deletes them once scored), and lists what it wrote with the sizes. ``RUN_DIR`` may be ``scratch`` to train
 the task model from random weights. Options are `EvalConfig` keys.
 
 ``--suite`` runs every task of the benchmark found under ``--data`` (``--task`` then picks a
@@ -21,9 +23,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lmkit.api import SCRATCH
+from lmkit.api import SCRATCH, ConfigError
 
-__all__ = ["add_parser", "main"]
+__all__ = ["add_parser", "main", "check_model_names"]
 
 DEFAULT_TASK = "glue/sst2"
 
@@ -60,6 +62,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", help="write metrics.json, predictions.tsv and the fine-tuning checkpoint "
                                  "to this folder (one run and one task); with --suite, the "
                                  "leaderboard (json, tsv, html) and every result")
+    p.add_argument("--no-weights", action="store_true",
+                   help="with --out: delete the fine-tuned weights (checkpoint.npz, as large as the "
+                        "model) once the evaluation is scored, keeping metrics and predictions")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="start N processes on this machine that fine-tune together (data parallel "
@@ -106,6 +111,7 @@ def main(args: argparse.Namespace) -> int:
     if args.suite:
         from lmkit.api import evaluate_suite
 
+        check_model_names(args.run_dirs)
         board = evaluate_suite(args.run_dirs, args.suite, args.data, tasks=picked or None,
                                out=args.out if lead else None, reporters=[*reporters, *shown],
                                **options)
@@ -131,15 +137,54 @@ def main(args: argparse.Namespace) -> int:
                 f"{len(tasks)} task(s) were asked for; run one run and one task per --out folder, "
                 f"or drop --out to print the table")
         options.setdefault("checkpoint_dir", args.out)
+    check_model_names(args.run_dirs)
     board = evaluate_runs(args.run_dirs, tasks, args.data, reporters=[*reporters, *shown], **options)
     if not lead:
         return 0
     if not single:
         print(f"\n{board}")
     if args.out:
-        out = board.results[0].save(args.out)
-        print(f"wrote {out / 'metrics.json'} and {out / 'predictions.tsv'}")
+        _say_written(board.results[0].save(args.out), drop_weights=args.no_weights)
     return 0
+
+
+_WEIGHTS = "checkpoint.npz"
+_WRITTEN = {"metrics.json": "the scores and the options", "predictions.tsv": "index, prediction, label",
+            "summary.json": "how the fine-tuning went", _WEIGHTS: "the fine-tuned weights, which "
+            "lmkit export and lmkit.open_model read", ".lock": "the folder's lock (no data)"}
+
+
+def _say_written(out: Any, drop_weights: bool) -> None:
+    """List the files of an evaluation's `out` folder with their sizes, after deleting the
+    weights when asked (or saying how)."""
+    if drop_weights:
+        (out / _WEIGHTS).unlink(missing_ok=True)
+    print(f"wrote {out}:")
+    for path in sorted(out.iterdir()):
+        size = path.stat().st_size
+        shown = f"{size / 2 ** 20:,.1f} MiB" if size >= 2 ** 20 else f"{size / 1024:,.1f} KiB"
+        print(f"  {path.name:<16} {shown:>11}  {_WRITTEN.get(path.name, '')}".rstrip())
+    if (out / _WEIGHTS).exists():
+        print("  (--no-weights deletes the weights once scored; or delete checkpoint.npz by hand)")
+
+
+def check_model_names(names: list[str]) -> None:
+    """Refuse, at once (before Keras and JAX load), a name that is no folder, no pretrained
+    checkpoint's registered name and not ``scratch``, with the names it may have meant. A name
+    with a path separator is taken for a path: the run directory's own error says what is wrong."""
+    from pathlib import Path
+
+    from lmkit.api import did_you_mean, is_checkpoint, list_entries
+
+    for name in names:
+        if (name == SCRATCH or "/" in name or "\\" in name or Path(name).expanduser().exists()
+                or is_checkpoint(name)):
+            continue
+        known = [entry.name for entry in list_entries("pretrained")]
+        raise ConfigError(
+            f"'{name}' is neither a run directory nor a pretrained checkpoint (a folder, or a "
+            f"name of `lmkit list pretrained`: {', '.join(known) or 'none installed'})"
+            f"{did_you_mean(name, [*known, SCRATCH])}")
 
 
 def _print_progress(event: Any) -> None:

@@ -6,8 +6,10 @@ weighs this against bqplot, plotly and ipympl).
 
 Colours come from a `Palette`. `LIVE` uses JupyterLab's theme variables (``--jp-ui-font-color1``
 and friends, with light-theme fallbacks), so text and axes stay readable in the light and the
-dark theme; `STATIC` has fixed colours on a white background, for pictures that must look the
-same anywhere (an ``image/svg+xml`` or PNG output of a saved notebook).
+dark theme. A picture (an ``image/svg+xml`` or PNG output of a saved notebook) cannot read the
+page's variables: `STATIC` (dark ink) and `STATIC_DARK` (light ink) are fixed colours on a
+transparent background, for the light and the dark theme (`static_palette` picks the one of the
+theme JupyterLab is set to).
 
 >>> svg = line_chart([Series("train", [(1, 3.2), (2, 2.9)], "train")], title="loss")
 >>> svg.startswith("<svg") and 'class="lmkit-series lmkit-train"' in svg
@@ -22,8 +24,9 @@ import html
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["Series", "Palette", "LIVE", "STATIC", "line_chart", "downsample", "history_chart",
-           "nice_ticks", "smooth"]
+__all__ = ["Series", "Palette", "LIVE", "STATIC", "STATIC_DARK", "static_palette",
+           "jupyterlab_theme_is_dark", "line_chart", "downsample", "history_chart",
+           "nice_ticks", "log_ticks", "tick_labels", "smooth"]
 
 _MAX_POINTS = 400  # per series; keeps each update a few kilobytes however long the run
 
@@ -49,9 +52,43 @@ class Palette:
 LIVE = Palette(text="var(--jp-ui-font-color1, #212121)", muted="var(--jp-ui-font-color2, #616161)",
                grid="var(--jp-border-color2, #e0e0e0)", frame="var(--jp-border-color1, #bdbdbd)",
                train="var(--jp-brand-color1, #1976d2)", val="var(--jp-warn-color1, #f57c00)")
-#: Fixed colours on white, for pictures shown outside a themed page.
+#: Fixed dark ink on a transparent background: pictures for the light theme.
 STATIC = Palette(text="#212121", muted="#616161", grid="#e0e0e0", frame="#bdbdbd",
-                 train="#1976d2", val="#f57c00", background="#ffffff")
+                 train="#1976d2", val="#e65100")
+#: Fixed light ink on a transparent background: pictures for the dark theme (JupyterLab Dark's
+#: own font and brand colours).
+STATIC_DARK = Palette(text="#ffffff", muted="#bdbdbd", grid="#424242", frame="#616161",
+                      train="#64b5f6", val="#ffb74d")
+
+
+def static_palette(dark: bool | None = None) -> Palette:
+    """`STATIC_DARK` when `dark` (default: whether JupyterLab's theme setting names a dark
+    theme, `jupyterlab_theme_is_dark`), else `STATIC`."""
+    return STATIC_DARK if (jupyterlab_theme_is_dark() if dark is None else dark) else STATIC
+
+
+def jupyterlab_theme_is_dark() -> bool:
+    """Whether the JupyterLab theme setting of this user (the settings folder the server and its
+    kernels share: ``$JUPYTERLAB_SETTINGS_DIR``, else Jupyter's config folder) names a dark
+    theme. No setting, or an unreadable one, is JupyterLab's default: light."""
+    import os
+    import re
+    from pathlib import Path
+
+    folder = os.environ.get("JUPYTERLAB_SETTINGS_DIR")
+    if not folder:
+        try:
+            from jupyter_core.paths import jupyter_config_dir
+        except ImportError:
+            return False
+        folder = str(Path(jupyter_config_dir()) / "lab" / "user-settings")
+    path = Path(folder) / "@jupyterlab" / "apputils-extension" / "themes.jupyterlab-settings"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    found = re.search(r'^\s*"theme"\s*:\s*"([^"]*)"', text, re.MULTILINE)  # JSON5: comments allowed
+    return found is not None and "dark" in found.group(1).lower()
 
 
 @dataclass
@@ -76,13 +113,27 @@ def downsample(points: list[tuple[float, float]], limit: int = _MAX_POINTS) -> l
     return kept if kept[-1] == points[-1] else [*kept, points[-1]]
 
 
-def smooth(points: list[tuple[float, float]], weight: float = 0.9) -> list[tuple[float, float]]:
+def smoothing_weight(count: int) -> float:
+    """The weight `smooth` uses for `count` points: TensorBoard's 0.9 from about 200 points, less
+    on short runs, where 0.9 averages over a third of the curve and lags it (a falling loss
+    smoothed at 0.9 over 30 points runs 0.1-0.2 above the raw one): an average over about a
+    tenth of the points.
+
+    >>> smoothing_weight(30), smoothing_weight(1000)
+    (0.5, 0.9)
+    """
+    return min(0.9, max(0.0, (count - 10) / (count + 10)))
+
+
+def smooth(points: list[tuple[float, float]], weight: float | None = None) -> list[tuple[float, float]]:
     """TensorBoard's smoothing: an exponential moving average, debiased so the curve starts at
-    the first value instead of at zero.
+    the first value instead of at zero; `weight` defaults to `smoothing_weight(len(points))`.
 
     >>> [round(y, 3) for _, y in smooth([(1, 4.0), (2, 2.0)], 0.5)]
     [4.0, 2.667]
     """
+    if weight is None:
+        weight = smoothing_weight(len(points))
     out, average, norm = [], 0.0, 0.0
     for x, y in points:
         if not math.isfinite(y):
@@ -110,23 +161,50 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [round(float(i * step), 12) for i in range(first, math.floor(high / step + 1e-9) + 1)]
 
 
-def _log_ticks(low: float, high: float) -> list[float]:
-    """1, 2 and 5 times the powers of ten within `low`..`high` (fewer when they crowd)."""
+def log_ticks(low: float, high: float) -> list[float]:
+    """Ticks for a log axis over `low`..`high` (both > 0): 1, 2 and 5 times the powers of ten
+    (only the powers when they crowd); over less than a decade, where those are too few, round
+    linear ticks (`nice_ticks`), so a curve from 2.48 to 4.18 reads 2.5, 3.0, 3.5, 4.0.
+
+    >>> log_ticks(0.9, 120)
+    [1, 2, 5, 10, 20, 50, 100]
+    >>> log_ticks(2.48, 4.18)
+    [2.5, 3.0, 3.5, 4.0]
+    """
     ticks = [m * 10 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
              for m in (1, 2, 5) if low <= m * 10 ** e <= high]
     if len(ticks) > 7:
         ticks = [t for t in ticks if f"{t:.0e}".startswith("1")]
+    if len(ticks) < 3:
+        ticks = [t for t in nice_ticks(low, high) if t > 0]
     return ticks or [low, high]
 
 
-def _label(value: float) -> str:
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e6 or abs(value) < 1e-3:
+def tick_labels(ticks: list[float], log: bool = False) -> list[str]:
+    """Labels that tell the ticks apart: on a linear axis every label has the decimals the finest
+    tick needs (1.0000, 1.0025, 1.0050, not 1, 1, 1.01); on a log axis each has its own.
+
+    >>> tick_labels([1.0, 1.0025, 1.005])
+    ['1.0000', '1.0025', '1.0050']
+    >>> tick_labels([0.0, 5000.0, 10000.0, 15000.0])
+    ['0', '5k', '10k', '15k']
+    """
+    shared = _decimals(ticks)
+    if not log and shared == 0 and max(abs(t) for t in ticks) >= 1e4:  # steps: thousands
+        return [f"{t / 1000:g}k" if t else "0" for t in ticks]
+    return [_number(t, _decimals([t]) if log else shared) for t in ticks]
+
+
+def _decimals(values: list[float]) -> int:
+    """The fewest decimals (up to 6) that write every value exactly."""
+    return next((d for d in range(7)
+                 if all(abs(v - round(v, d)) <= 1e-9 * max(1.0, abs(v)) for v in values)), 6)
+
+
+def _number(value: float, decimals: int) -> str:
+    if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
         return f"{value:.0e}"
-    if abs(value) >= 1e4:
-        return f"{value / 1000:g}k"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{value:,.{decimals}f}"
 
 
 def _style(kind: str, color: str) -> str:
@@ -140,7 +218,8 @@ def line_chart(series: list[Series], *, title: str = "", width: int = 480, heigh
     """An SVG chart of `series`; the x axis runs from 0 to `x_max` (default: the last x).
 
     `log_y` draws the y axis on a log scale (non-positive values are left out); `best` marks
-    one point (the best validation step) with a ring and its value. With `fluid` the chart
+    one point (the best validation step) with a ring, its value written beside the title (off
+    the curves). With `fluid` the chart
     fills its container's width (``width``/``height`` then only set the aspect ratio).
     """
     finite = [(x, y) for s in series for x, y in s.points
@@ -168,7 +247,7 @@ def line_chart(series: list[Series], *, title: str = "", width: int = 480, heigh
             f_lo, f_hi = math.log10(y_lo), math.log10(y_hi)
             if f_hi - f_lo < 1e-9:
                 f_lo, f_hi = f_lo - 0.1, f_hi + 0.1
-            y_ticks = _log_ticks(10 ** f_lo, 10 ** f_hi)
+            y_ticks = log_ticks(10 ** f_lo, 10 ** f_hi)
 
             def fy(y: float) -> float:
                 return (math.log10(y) - f_lo) / (f_hi - f_lo)
@@ -188,14 +267,14 @@ def line_chart(series: list[Series], *, title: str = "", width: int = 480, heigh
         def sy(y: float) -> float:
             return top + plot_h * (1 - fy(y))
 
-        for tick in y_ticks:
+        for tick, label in zip(y_ticks, tick_labels(y_ticks, log_y)):
             parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(tick):.1f}" y2="{sy(tick):.1f}" '
                          f'{_style("stroke", palette.grid)}/>'
                          f'<text class="lmkit-tick" x="{left - 5}" y="{sy(tick) + 4:.1f}" text-anchor="end" '
-                         f'{_style("fill", palette.muted)}>{_label(tick)}</text>')
-        for tick in x_ticks:
+                         f'{_style("fill", palette.muted)}>{label}</text>')
+        for tick, label in zip(x_ticks, tick_labels(x_ticks)):
             parts.append(f'<text class="lmkit-tick" x="{sx(tick):.1f}" y="{height - 18}" '
-                         f'text-anchor="middle" {_style("fill", palette.muted)}>{_label(tick)}</text>')
+                         f'text-anchor="middle" {_style("fill", palette.muted)}>{label}</text>')
         parts.append(f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle" '
                      f'{_style("fill", palette.muted)}>{html.escape(x_label)}</text>')
         for s in series:
@@ -212,13 +291,10 @@ def line_chart(series: list[Series], *, title: str = "", width: int = 480, heigh
                 parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" {_style("fill", color)}/>'
                              for x, y in pts)
         if best is not None and math.isfinite(best[1]) and (best[1] > 0 or not log_y):
-            bx, by = sx(best[0]), sy(best[1])
-            anchor = "end" if bx > left + plot_w * 0.7 else "start"
-            dx = -7 if anchor == "end" else 7
-            parts.append(f'<g class="lmkit-best"><circle cx="{bx:.1f}" cy="{by:.1f}" r="5" fill="none" '
-                         f'{_style("stroke", palette.text)} stroke-width="1.5"/>'
-                         f'<text x="{bx + dx:.1f}" y="{by - 7:.1f}" text-anchor="{anchor}" '
-                         f'{_style("fill", palette.text)}>best {best[1]:.3f} @ {best[0]:.0f}</text></g>')
+            parts.append(f'<g class="lmkit-best"><circle cx="{sx(best[0]):.1f}" cy="{sy(best[1]):.1f}" r="5" '
+                         f'fill="none" {_style("stroke", palette.text)} stroke-width="1.5"/>'
+                         f'<text x="{left + 8 + 7.5 * len(title) + (80 if log_y else 0):.0f}" y="16" '
+                         f'{_style("fill", palette.muted)}>○ best {best[1]:.3f} @ {best[0]:.0f}</text></g>')
     parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" '
                  f'{_style("stroke", palette.frame)}/>')
     shown = [s for s in series if not s.faint]

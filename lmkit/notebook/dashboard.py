@@ -25,12 +25,22 @@ import ipywidgets as widgets
 from lmkit.api import format_duration
 from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, Event, StartEvent,
                                    StepEvent, StopSignal)
-from lmkit.notebook.charts import LIVE, STATIC, Palette, Series, line_chart, smooth
+from lmkit.notebook.charts import LIVE, Palette, Series, line_chart, smooth, static_palette
 
 __all__ = ["Dashboard"]
 
 _FINAL_KEYS = ("loss", "val_loss", "val_perplexity", "val_bits_per_char", "val_accuracy")
 _CLEAN = ("completed", "early_stopping", "time_budget")
+_TABLE_ROWS = 10  # evaluations shown under the curves (the best one too, when older)
+#: how each `EndEvent.reason` reads in a title or on the button
+REASONS = {"completed": "completed", "early_stopping": "stopped early (validation stopped improving)",
+           "time_budget": "time budget reached", "stopped": "stopped", "interrupted": "interrupted",
+           "terminated": "terminated", "diverged": "diverged"}
+_BUTTON = {"completed": "Finished", "early_stopping": "Stopped early", "time_budget": "Time's up"}
+
+
+def _reason(reason: str) -> str:
+    return REASONS.get(reason, reason.replace("_", " "))
 
 
 def _perplexity(loss: float) -> float:
@@ -41,15 +51,19 @@ class Dashboard:
     """A training reporter drawn with ipywidgets; call `show()` to display it.
 
     `stop` is the `StopSignal` handed to `lmkit.train`; the Stop button sets it. Redraws are
-    throttled to `refresh` seconds, except for evaluations and the end. When training ends the
-    output is replaced by a static picture of the final state (`static_bundle`: SVG, and PNG
-    when matplotlib is installed), which a saved notebook shows trusted or not, with or without
-    the widget state.
+    throttled to `refresh` seconds, except for evaluations and the end. `title` names what
+    trains (``%%lmtrain -o NAME``'s variable, ``"mine on glue/sst2"``); by default the
+    architecture. When training ends the output is replaced by a static picture of the final
+    state (`static_bundle`: SVG, and PNG when matplotlib is installed, transparent, in the ink of
+    JupyterLab's theme), which a saved notebook shows trusted or not, with or without the
+    widget state.
     """
 
-    def __init__(self, stop: StopSignal | None = None, refresh: float = 0.25) -> None:
+    def __init__(self, stop: StopSignal | None = None, refresh: float = 0.25,
+                 title: str | None = None) -> None:
         self.stop = stop if stop is not None else StopSignal()
         self.refresh = refresh
+        self.title = title
         self.train_points: list[tuple[float, float]] = []
         self.val_points: list[tuple[float, float]] = []
         self.val_ppl_points: list[tuple[float, float]] = []
@@ -128,7 +142,7 @@ class Dashboard:
     def text(self) -> str:
         """A one-paragraph text rendering of the current state."""
         if self.end is not None:
-            return f"lmkit: training {self.end.reason} at step {self.end.step} after " \
+            return f"lmkit: training {_reason(self.end.reason)} at step {self.end.step} after " \
                    f"{format_duration(self.end.elapsed)}"
         if self.last_step is not None:
             return f"lmkit: step {self.last_step.step}/{self.total_steps}, loss {self.last_step.loss:.4f}"
@@ -140,28 +154,30 @@ class Dashboard:
                 f"<div style='display:flex'>{self._loss_svg()}{self._ppl_svg()}</div>"
                 f"{self.eval_table.value}{self.summary.value}</div>")
 
-    def picture(self) -> str:
-        """The curves, the evaluation table and the summary as one SVG with fixed colours."""
+    def picture(self, palette: Palette | None = None) -> str:
+        """The curves, the evaluation table and the summary as one SVG with fixed colours on a
+        transparent background (`palette`: default `static_palette()`, the theme's ink)."""
+        palette = palette or static_palette()
         width, chart_h = 960, 260
         rows = self._picture_rows()
         height = 30 + chart_h + 18 * len(rows) + 16
         title = html.escape(self._title_text())
         parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
                  f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-                 f'<rect width="{width}" height="{height}" fill="{STATIC.background}"/>',
-                 f'<text x="10" y="20" font-size="14" font-weight="bold" fill="{STATIC.text}">{title}</text>',
-                 f'<svg x="0" y="30" width="480" height="{chart_h}">{self._loss_svg(STATIC, fluid=False)}</svg>',
-                 f'<svg x="480" y="30" width="480" height="{chart_h}">{self._ppl_svg(STATIC, fluid=False)}</svg>']
+                 f'<text x="10" y="20" font-size="14" font-weight="bold" fill="{palette.text}">{title}</text>',
+                 f'<svg x="0" y="30" width="480" height="{chart_h}">{self._loss_svg(palette, fluid=False)}</svg>',
+                 f'<svg x="480" y="30" width="480" height="{chart_h}">{self._ppl_svg(palette, fluid=False)}</svg>']
         for i, row in enumerate(rows):
             y = 30 + chart_h + 18 * (i + 1)
             weight = ' font-weight="bold"' if i == 0 else ""
-            parts.append(f'<text x="52" y="{y}" fill="{STATIC.text}" font-family="monospace"{weight} '
+            parts.append(f'<text x="52" y="{y}" fill="{palette.text}" font-family="monospace"{weight} '
                          f'xml:space="preserve">{html.escape(row)}</text>')
         parts.append("</svg>")
         return "".join(parts)
 
-    def picture_png(self) -> bytes | None:
-        """The curves and the summary as a PNG (matplotlib), or None without matplotlib."""
+    def picture_png(self, palette: Palette | None = None) -> bytes | None:
+        """The curves and the summary as a transparent PNG (matplotlib) in `palette`'s ink, or
+        None without matplotlib."""
         try:
             import matplotlib
         except ImportError:
@@ -171,40 +187,44 @@ class Dashboard:
         matplotlib.use("Agg", force=False)
         from matplotlib.figure import Figure
 
+        ink = palette or static_palette()
         rows = self._picture_rows()
         fig = Figure(figsize=(9.6, 2.6 + 0.2 * len(rows)), dpi=100)
         top = 2.6 / (2.6 + 0.2 * len(rows))
-        fig.suptitle(self._title_text(), x=0.01, ha="left", fontsize=11, fontweight="bold")
+        fig.suptitle(self._title_text(), x=0.01, ha="left", fontsize=11, fontweight="bold", color=ink.text)
         log = self.log_scale.value
         for i, (title, raw, val) in enumerate((
                 ("loss", self.train_points, self.val_points),
                 ("perplexity", [(x, _perplexity(y)) for x, y in self.train_points], self.val_ppl_points))):
             ax = fig.add_axes((0.06 + 0.5 * i, 1 - top * 0.88, 0.42, top * 0.64))
             if raw:
-                ax.plot(*zip(*raw), color=STATIC.train, alpha=0.3, linewidth=1)
-                ax.plot(*zip(*smooth(raw)), color=STATIC.train, linewidth=2, label="train")
+                ax.plot(*zip(*raw), color=ink.train, alpha=0.3, linewidth=1)
+                ax.plot(*zip(*smooth(raw)), color=ink.train, linewidth=2, label="train")
             if val:
-                ax.plot(*zip(*val), color=STATIC.val, marker="o", markersize=3, linewidth=2, label="val")
-            ax.set_title(title, loc="left", fontsize=10)
-            ax.set_xlabel("step", fontsize=9)
-            ax.tick_params(labelsize=8)
-            ax.grid(color=STATIC.grid)
+                ax.plot(*zip(*val), color=ink.val, marker="o", markersize=3, linewidth=2, label="val")
+            ax.set_title(title, loc="left", fontsize=10, color=ink.text)
+            ax.set_xlabel("step", fontsize=9, color=ink.muted)
+            ax.tick_params(labelsize=8, colors=ink.muted)
+            ax.grid(color=ink.grid)
+            ax.set_facecolor("none")
+            for spine in ax.spines.values():
+                spine.set_color(ink.frame)
             if log:
                 ax.set_yscale("log")
             if raw or val:
-                ax.legend(fontsize=8, loc="upper right")
+                ax.legend(fontsize=8, loc="upper right", frameon=False, labelcolor=ink.text)
         for i, row in enumerate(rows):
             fig.text(0.06, (1 - top) * (1 - (i + 0.8) / max(len(rows), 1)), row, family="monospace",
-                     fontsize=9, fontweight="bold" if i == 0 else "normal")
+                     fontsize=9, fontweight="bold" if i == 0 else "normal", color=ink.text)
         out = io.BytesIO()
-        fig.savefig(out, format="png")
+        fig.savefig(out, format="png", transparent=True)
         return out.getvalue()
 
     def _title_text(self) -> str:
         event = self._start_event
-        name = f"{event.arch} ({event.parameters:,} parameters)" if event else "training"
-        state = (f"{self.end.reason} at step {self.end.step} after {format_duration(self.end.elapsed)}"
-                 if self.end else "")
+        name = self.title or (event.arch if event else "training")
+        state = (f"{_reason(self.end.reason)} at step {self.end.step} after "
+                 f"{format_duration(self.end.elapsed)}" if self.end else "")
         return f"lmkit · {name} · {state}".rstrip(" ·")
 
     def _picture_rows(self) -> list[str]:
@@ -216,7 +236,7 @@ class Dashboard:
         header = "step".rjust(7) + "".join(k.rjust(w) for k, w in zip(keys, widths))
         best = self._best_step()
         lines = [header]
-        for row in self.evaluations[-12:]:
+        for row in self._shown_evaluations():
             mark = " ← best" if row["step"] == best else ""
             lines.append(f"{row['step']:>7.0f}" + "".join(
                 f"{row[k]:>{w}.4f}" if isinstance(row.get(k), float) else " " * w
@@ -266,10 +286,15 @@ class Dashboard:
             return "lmkit"
         resumed = f", resuming at step {event.start_step}" if event.start_step else ""
         extra = f" · {html.escape(note)}" if note else ""
-        return (f"<b>lmkit</b> · training <b>{html.escape(event.arch)}</b> "
-                f"({event.parameters:,} parameters) on <b>{html.escape(event.backend)}</b> "
-                f"[{html.escape(event.devices)}] · {event.tokens_per_step:,} tokens/step · "
-                f"<code>{html.escape(event.run_dir)}</code>{resumed}{extra}")
+        # a fine-tuning without a folder reports its name ("lstm-… on glue/sst2") as run_dir and
+        # arch: say what trains once, an architecture's registry name (one word) beside a title
+        name = self.title or event.arch
+        arch = f"{html.escape(event.arch)}, " if self.title and " " not in event.arch else ""
+        folder = f" · <code>{html.escape(event.run_dir)}</code>" if event.run_dir not in (
+            event.arch, self.title) else ""
+        return (f"<b>lmkit</b> · <b>{html.escape(name)}</b> ({arch}{event.parameters:,} parameters) on "
+                f"<b>{html.escape(event.backend)}</b> [{html.escape(event.devices)}] · "
+                f"{event.tokens_per_step:,} tokens/step{folder}{resumed}{extra}")
 
     def _draw(self) -> None:
         self._drawn = time.monotonic()
@@ -315,20 +340,30 @@ class Dashboard:
         train = [(x, _perplexity(y)) for x, y in self.train_points]
         return self._curves(train, self.val_ppl_points, "perplexity", palette, fluid)
 
+    def _shown_evaluations(self) -> list[dict[str, float]]:
+        """The last `_TABLE_ROWS` evaluations, after the best one when it is older: the table
+        keeps its height however long the run."""
+        best = self._best_step()
+        recent = self.evaluations[-_TABLE_ROWS:]
+        older = [row for row in self.evaluations[:-_TABLE_ROWS] if row["step"] == best]
+        return older[-1:] + recent
+
     def _eval_table_html(self) -> str:
-        """Evaluations as a table under the curves, a row per evaluation, the best one bold."""
+        """The latest evaluations as a table under the curves (and the best one, bold)."""
         if not self.evaluations:
             return ""
         keys = [k for k in self.evaluations[-1] if k != "step"]
         best = self._best_step()
-        head = "".join(f"<th>{html.escape(k)}</th>" for k in ["step", *keys])
+        cell = "text-align:right;padding:1px 0 1px 1.6em"  # numbers right-aligned, columns apart
+        head = "".join(f"<th style='{cell}'>{html.escape(k)}</th>" for k in ["step", *keys])
         best_row = " class='lmkit-best-row' style='font-weight:bold'"
         body = "".join(
-            f"<tr{best_row if row['step'] == best else ''}><td>{row['step']:.0f}</td>"
-            + "".join(f"<td>{row[k]:.4f}</td>" if isinstance(row.get(k), float) else "<td></td>" for k in keys)
-            + "</tr>" for row in self.evaluations)
-        return (f"<table class='lmkit-evaluations' style='font-variant-numeric:tabular-nums'>"
-                f"<tr>{head}</tr>{body}</table>")
+            f"<tr{best_row if row['step'] == best else ''}><td style='{cell}'>{row['step']:.0f}</td>"
+            + "".join(f"<td style='{cell}'>{row[k]:.4f}</td>" if isinstance(row.get(k), float)
+                      else "<td></td>" for k in keys)
+            + "</tr>" for row in self._shown_evaluations())
+        return (f"<table class='lmkit-evaluations' style='font-variant-numeric:tabular-nums;"
+                f"border-collapse:collapse'><tr>{head}</tr>{body}</table>")
 
     def _on_stop(self, _button: Any) -> None:
         self.stop.set("stopped")
@@ -344,8 +379,8 @@ class Dashboard:
         # the red of "Stop" meant "this ends training"; a finished run is not an alarm
         self.stop_button.button_style = "" if event.reason in _CLEAN else "warning"
         self.stop_button.icon = "check" if event.reason in _CLEAN else "stop"
-        self.stop_button.description = "Finished" if event.reason == "completed" else event.reason.capitalize()
-        self.header.value = self._header_text(f"training {event.reason}")
+        self.stop_button.description = _BUTTON.get(event.reason, event.reason.capitalize())
+        self.header.value = self._header_text(f"training {_reason(event.reason)}")
         self.summary.value = _summary_html(event)
         if self._handle is not None:
             self._handle.update(self.static_bundle(), raw=True)
@@ -360,7 +395,7 @@ class Dashboard:
 
 def _summary_html(event: EndEvent) -> str:
     summary = event.summary
-    rows = [("reason", event.reason), ("steps", str(event.step)),
+    rows = [("reason", _reason(event.reason)), ("steps", str(event.step)),
             ("elapsed", format_duration(event.elapsed))]
     rows += [(k, f"{summary[k]:.4f}") for k in _FINAL_KEYS if isinstance(summary.get(k), float)]
     table = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"

@@ -1,5 +1,9 @@
 """The generation widget: a prompt box, sampling controls, a Generate button and the output.
 
+The generated text is shown after the prompt (bold) unless "Show prompt" is unticked, the rule of
+``lmkit generate`` and ``%lmgenerate`` (README, "Generating text"). Displayed in a notebook, the
+text goes to an output of its own below the controls (`StaticCopy`), so a saved notebook keeps it.
+
 >>> GenerateWidget(run)                    # doctest: +SKIP
 >>> %lmgenerate shakespeare --ui          # doctest: +SKIP
 """
@@ -11,6 +15,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from lmkit.notebook.static_copy import StaticCopy
+
 __all__ = ["GenerateWidget"]
 
 
@@ -21,8 +27,9 @@ class GenerateWidget(widgets.VBox):
     means a fresh sample each time. The tokenizer's unknown id is never sampled.
     """
 
-    def __init__(self, run: Any, prompt: str = "\n", **kwargs: Any) -> None:
+    def __init__(self, run: Any, prompt: str = "\n", show_prompt: bool = True, **kwargs: Any) -> None:
         self.run = run
+        self.copy = StaticCopy()
         self.prompt = widgets.Textarea(value=prompt, description="Prompt",
                                        layout=widgets.Layout(width="95%", height="5em"))
         self.max_new_tokens = widgets.IntSlider(value=200, min=1, max=2000, step=1,
@@ -37,6 +44,8 @@ class GenerateWidget(widgets.VBox):
         self.top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05,
                                          description="Top-p")
         self.seed = widgets.Text(value="", description="Seed", placeholder="random")
+        self.show_prompt = widgets.Checkbox(value=show_prompt, description="Show prompt",
+                                            tooltip="show the prompt (bold) before the generated text")
         self.button = widgets.Button(description="Generate", button_style="primary", icon="play")
         self.button.on_click(self._on_click)
         self.output = widgets.HTML("")
@@ -45,7 +54,7 @@ class GenerateWidget(widgets.VBox):
             self.prompt,
             widgets.HBox([self.max_new_tokens, self.temperature]),
             widgets.HBox([self.top_k, self.top_p, self.seed]),
-            self.button,
+            widgets.HBox([self.button, self.show_prompt]),
             self.output,
         ], **kwargs)
         self.add_class("lmkit-generate")
@@ -64,19 +73,26 @@ class GenerateWidget(widgets.VBox):
     def generate(self) -> str:
         """Generate with the current controls, show the text and return it."""
         self.button.disabled = True
-        self.output.value = "<i>generating…</i>"
+        self._show("<i>generating…</i>", "generating…")
         try:
             text = self.run.generate(self.prompt.value, **self.options())
-            self.output.value = (
-                "<pre style='white-space:pre-wrap'><b>" + html.escape(self.prompt.value) + "</b>"
-                + html.escape(text) + "</pre>")
+            prompt = self.prompt.value if self.show_prompt.value else ""
+            self._show(f"<pre class='lmkit-generated-text' style='white-space:pre-wrap'>"
+                       f"<b>{html.escape(prompt)}</b>{html.escape(text)}</pre>", prompt + text)
             return text
         except Exception as exc:  # shown in the widget: a button callback has no cell output
-            self.output.value = f"<pre style='color:#b00'>{html.escape(type(exc).__name__)}: " \
-                                f"{html.escape(str(exc))}</pre>"
+            error = f"{type(exc).__name__}: {exc}"
+            self._show(f"<pre style='color:var(--jp-error-color1, #b00)'>{html.escape(error)}</pre>", error)
             raise
         finally:
             self.button.disabled = False
+
+    def _show(self, html_text: str, plain: str) -> None:
+        self.output.value = html_text
+        self.copy.update(html_text, plain)
+
+    def _ipython_display_(self) -> None:
+        self.copy.show(self, hide=[self.output])
 
     def _on_click(self, _button: Any) -> None:
         self.generate()

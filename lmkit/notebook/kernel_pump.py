@@ -7,6 +7,14 @@ takes the messages waiting for the main shell, handles the widget (``comm_*``) o
 keeps every other request (the next cell's ``execute_request``, ``kernel_info_request``, ...) to
 hand back, in order, when the pump closes, so the kernel runs them after the current cell as usual.
 
+While the pump is open, the kernel is busy with the cell, and says so: JupyterLab shows the state
+of the last status message whatever request it answers, and requests on the control channel
+(``create_subshell_request`` when the widget manager starts, ``debug_request``) end with an
+"idle" of their own while the cell still runs, so the status bar read "Idle" through a whole
+``%%lmtrain``. The pump says "busy" for the running cell as it opens (ipywidgets' request comes
+as the front end sees the first widget, which may be before the pump opens) and after each such
+"idle" while it is open.
+
 The same idea as the ``jupyter-ui-poll`` package, adapted to ipykernel 7, where a shell-channel
 thread forwards main-shell messages over an in-process socket (ipykernel 6: the shell stream
 itself) to the main thread's event loop, which is blocked by the running cell.
@@ -46,6 +54,8 @@ class WidgetPump:
         self._held: list[Any] = []
         self._original: Callable[[Any], Any] | None = None
         self._copy = False
+        self._cell: dict[str, Any] | None = None
+        self._outer_status: Callable[..., None] | None = None
 
     @classmethod
     def for_current_kernel(cls, interval: float = 0.2) -> "WidgetPump":
@@ -63,12 +73,20 @@ class WidgetPump:
             self._original = self._stream._recv_callback
             self._copy = self._stream._recv_copy
             self._stream.on_recv(self._receive, copy=False)
+            self._cell = self._kernel.get_parent("shell")
+            self._outer_status = vars(self._kernel).get("_publish_status")  # a pump around this one
+            self._kernel._publish_status = self._publish_status
+            type(self._kernel)._publish_status(self._kernel, "busy", "shell", self._cell)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if not self.active or self._original is None:
             return
         self._stream.on_recv(self._original, copy=self._copy)
+        if self._outer_status is None:
+            del self._kernel._publish_status  # the class's method again
+        else:
+            self._kernel._publish_status = self._outer_status
         held, self._held = self._held, []
         # Hand the held requests to the kernel's own handler; they queue behind the running cell
         # (ipykernel serializes execution with a lock), in the order they arrived.
@@ -87,6 +105,15 @@ class WidgetPump:
             return
         self._last = now
         self._stream.flush(_POLLIN)
+
+    def _publish_status(self, status: str, channel: str, parent: Any = None) -> None:
+        """The kernel's `_publish_status`, then "busy" for the cell after another request's
+        "idle" (runs in the thread of that request: the control channel's)."""
+        kernel = self._kernel
+        type(kernel)._publish_status(kernel, status, channel, parent)
+        answered = parent or kernel.get_parent(channel)
+        if status == "idle" and self._cell and _msg_id(answered) != _msg_id(self._cell):
+            type(kernel)._publish_status(kernel, "busy", "shell", self._cell)
 
     def _receive(self, frames: list[Any]) -> None:
         kernel = self._kernel
@@ -114,6 +141,10 @@ class WidgetPump:
 
 
 _POLLIN = 1  # zmq.POLLIN, without importing zmq outside a kernel
+
+
+def _msg_id(message: Any) -> Any:
+    return (message or {}).get("header", {}).get("msg_id")
 
 
 def _current_kernel() -> Any:

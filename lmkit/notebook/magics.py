@@ -127,7 +127,7 @@ class LmkitMagics(Magics):
         cfg = config_from_cell(cell or "", self.shell.user_ns, args.config,
                                [*args.options, *args.settings])
         stop = StopSignal()
-        with training_reporters(stop) as reporters:
+        with training_reporters(stop, title=args.output) as reporters:
             run = train(cfg, reporters=reporters, stop=stop)
         return self._bind(args.output, run)
 
@@ -141,6 +141,8 @@ class LmkitMagics(Magics):
     @argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
     @argument("--seed", type=int, default=None, help="seed, for repeatable samples")
     @argument("--stop", default=None, help="stop at this string")
+    @argument("--no-prompt", action="store_true",
+              help="print only the generated text, not the prompt before it")
     @argument("--ui", action="store_true", help="show the generation widget instead")
     @line_magic
     def lmgenerate(self, line: str) -> None:
@@ -163,11 +165,11 @@ class LmkitMagics(Magics):
         if args.ui:
             from lmkit.notebook.generate import GenerateWidget
 
-            display(GenerateWidget(run, args.prompt))
+            display(GenerateWidget(run, args.prompt, show_prompt=not args.no_prompt))
             return
         print(run.generate(args.prompt, max_new_tokens=args.max_new_tokens,
                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                           seed=args.seed, stop=args.stop))
+                           seed=args.seed, stop=args.stop, include_prompt=not args.no_prompt))
 
     @_user_errors
     @magic_arguments()

@@ -34,8 +34,9 @@ def in_kernel() -> bool:
 
 
 @contextmanager
-def training_reporters(stop: StopSignal) -> Iterator[list[Reporter] | None]:
-    """Reporters for `lmkit.train` (None: its text progress); widgets live while inside."""
+def training_reporters(stop: StopSignal, title: str | None = None) -> Iterator[list[Reporter] | None]:
+    """Reporters for `lmkit.train` (None: its text progress); widgets live while inside.
+    `title` names the run on the dashboard (the variable it is bound to)."""
     global _warned_no_widgets
     if not in_kernel():
         yield None
@@ -52,7 +53,7 @@ def training_reporters(stop: StopSignal) -> Iterator[list[Reporter] | None]:
         return
     from lmkit.notebook.kernel_pump import WidgetPump
 
-    dashboard = Dashboard(stop)
+    dashboard = Dashboard(stop, title=title)
     dashboard.show()
     with WidgetPump.for_current_kernel() as pump:
         def pump_widgets(_event: Any) -> None:
@@ -63,10 +64,11 @@ def training_reporters(stop: StopSignal) -> Iterator[list[Reporter] | None]:
 
 class EvaluationProgress:
     """What ``%lmeval`` shows while `evaluate_runs` works: a line when each (run, task) pair
-    starts, its fine-tuning's progress (`make_reporter()` for each: the dashboard in a kernel,
-    text elsewhere), a line while the dev split is scored, and the pair's score or error.
+    starts, its fine-tuning's progress (`make_reporter(title)` for each, `title` such as
+    ``"mine on glue/sst2"``: the dashboard in a kernel, text elsewhere), a line while the dev
+    split is scored, and the pair's score or error.
 
-    >>> progress = EvaluationProgress(lambda: None)        # doctest: +SKIP
+    >>> progress = EvaluationProgress(lambda title: None)  # doctest: +SKIP
     >>> evaluate_runs(runs, tasks, data, reporters=[progress])  # doctest: +SKIP
     """
 
@@ -74,6 +76,7 @@ class EvaluationProgress:
         self.make_reporter = make_reporter
         self.stream = stream
         self._current: Reporter | None = None
+        self._title = ""
 
     def _say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -82,6 +85,7 @@ class EvaluationProgress:
         from lmkit.api import EvaluationEndEvent, EvaluationStartEvent
 
         if isinstance(event, EvaluationStartEvent):
+            self._title = f"{event.model} on {event.task}"
             self._say(f"lmkit: evaluating {event.model} on {event.task} ({event.index}/{event.total}): "
                       f"reading the data and preparing the model…")
         elif isinstance(event, EvaluationEndEvent):
@@ -96,7 +100,7 @@ class EvaluationProgress:
             self._current = None
         else:
             if isinstance(event, StartEvent):
-                self._current = self.make_reporter()
+                self._current = self.make_reporter(self._title)
             if self._current is not None:
                 self._current(event)
             if isinstance(event, EndEvent):
@@ -114,12 +118,12 @@ def evaluation_reporters(stop: StopSignal) -> Iterator[list[Reporter]]:
     except ImportError:  # no ipywidgets: text progress
         Dashboard = None  # type: ignore[assignment,misc]  # noqa: N806
     if not in_kernel() or Dashboard is None:
-        yield [EvaluationProgress(TextReporter)]
+        yield [EvaluationProgress(lambda _title: TextReporter())]
         return
     from lmkit.notebook.kernel_pump import WidgetPump
 
-    def dashboard() -> Dashboard:
-        shown = Dashboard(stop)
+    def dashboard(title: str) -> Dashboard:
+        shown = Dashboard(stop, title=title)
         shown.show()
         return shown
 

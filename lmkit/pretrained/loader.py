@@ -91,11 +91,21 @@ class Pretrained:
         return hidden, np.arange(hidden.shape[1])[None, :] < lengths[:, None]
 
     def embed(self, texts: str | list[str], pooling: str = "mean", batch_size: int = 32,
-              max_length: int | None = None) -> np.ndarray:
+              max_length: int | None = None, normalize: bool = False) -> np.ndarray:
         """One vector per text, ``(B, H)``: the mean of the hidden states over real tokens
-        (`mean`, sentence-transformers' recipe) or the first token's state (`cls`)."""
+        (`mean`) or the first token's state (`cls`); with `normalize`, each of length 1.
+
+        ``embed(texts, normalize=True)`` is what sentence-transformers' pipeline for
+        all-MiniLM-L6-v2 gives (mean pooling, then its ``Normalize`` module); a dot product of
+        normalized vectors is their cosine similarity.
+
+        >>> mini.embed(["A cat sits.", "A dog runs."], normalize=True)   # doctest: +SKIP
+        """
         rows, _, limit = self._rows(texts, max_length)
-        return forward.pooled(self.model, rows, pooling, batch_size, limit, self._pad_id)
+        vectors = forward.pooled(self.model, rows, pooling, batch_size, limit, self._pad_id)
+        if normalize:  # torch.nn.functional.normalize's floor, so a zero vector stays zero
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+        return vectors
 
     def logits(self, texts: str | list[str], batch_size: int = 32,
                max_length: int | None = None) -> np.ndarray:
@@ -120,13 +130,14 @@ class Pretrained:
 
     def generate(self, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 stop: str | None = None, use_cache: bool = True) -> str:
+                 stop: str | None = None, use_cache: bool = True,
+                 include_prompt: bool = False) -> str:
         """Continue `prompt` (decoders); the options of `lmkit.generation.generate`."""
         from lmkit.generation import generate
 
         self._need_decoder("generate")
         return generate(self.model, self.tokenizer, prompt, max_new_tokens, temperature, top_k,
-                        top_p, seed, stop, use_cache)
+                        top_p, seed, stop, use_cache, include_prompt)
 
     def _need_decoder(self, what: str) -> None:
         if self.is_encoder:

@@ -59,15 +59,16 @@ class Run:
 
     def generate(self, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 stop: str | None = None) -> str:
-        """Continue `prompt`; see `lmkit.generation.generate`.
+                 stop: str | None = None, include_prompt: bool = False) -> str:
+        """Continue `prompt` (the new text; after the prompt with `include_prompt`); see
+        `lmkit.generation.generate`.
 
         >>> run.generate("ROMEO:", max_new_tokens=50, temperature=0.8, top_k=10, seed=0)  # doctest: +SKIP
         """
         from lmkit.generation import generate
 
         return generate(self.model, self.tokenizer, prompt, max_new_tokens, temperature, top_k,
-                        top_p, seed, stop)
+                        top_p, seed, stop, include_prompt=include_prompt)
 
     def perplexity(self, texts: str | list[str], unit: str = "token") -> float:
         """Perplexity on `texts` per ``token``, ``word`` or ``byte``; see `lmkit.forward.perplexity`.
