@@ -166,8 +166,12 @@ def _print_result(event: Any) -> None:
               f"{training.get('train_examples')} examples in {training['seconds']:.1f} s "
               f"({training['examples_per_s']:.1f} examples/s, compilation included)"
               + (", stopped by max_seconds" if training.get("reason") == "time_budget" else ""))
+    baselines = result.baselines
     for key, value in result.metrics.items():
-        print(f"  {key:<22} {value:.4f}")
+        interval = result.intervals.get(key)
+        shown = "" if interval is None else f"  95% [{interval.low:.4f}, {interval.high:.4f}] {interval.method}"
+        beside = "".join(f"  {kind} {scores[key]:.4f}" for kind, scores in baselines.items() if key in scores)
+        print(f"  {key:<22} {value:.4f}{shown}{beside}")
     matrix = result.confusion_matrix
     if matrix is not None:
         names = result.task.display_labels
