@@ -72,15 +72,10 @@ def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> Interval:
     return Interval(max(0.0, center - half), min(1.0, center + half), "wilson")
 
 
-def bootstrap(statistic: Statistic, n: int, *, resamples: int = RESAMPLES, seed: int = 0,
-              confidence: float = CONFIDENCE) -> dict[str, Interval]:
-    """Percentile bootstrap intervals over `n` examples: `statistic` gets rows of indices
-    ``(B, n)`` drawn with replacement (seeded) and returns each metric's value per row.
-
-    >>> def mean(rows): return {"mean": np.arange(5.0)[rows].mean(axis=1)}
-    >>> bootstrap(mean, 5, seed=1)["mean"].method
-    'bootstrap (1000 resamples, seed 1)'
-    """
+def draws(statistic: Statistic, n: int, resamples: int, seed: int) -> dict[str, np.ndarray]:
+    """Each metric's value on `resamples` seeded resamples of `n` examples (rows of indices
+    drawn with replacement); the same seed draws the same rows, so two results scored on the
+    same examples are resampled in pairs."""
     if n < 2:
         raise DataError(f"a bootstrap interval resamples the scored examples and needs at least 2, got {n}; "
                         f"score more examples (max_eval_examples) or drop the interval")
@@ -91,15 +86,34 @@ def bootstrap(statistic: Statistic, n: int, *, resamples: int = RESAMPLES, seed:
         rows = rng.integers(0, n, size=(min(chunk, resamples - start), n))
         for name, found in statistic(rows).items():
             values.setdefault(name, []).append(np.asarray(found, np.float64))
+    return {name: np.concatenate(parts) for name, parts in values.items()}
+
+
+def percentiles(drawn: np.ndarray, method: str, confidence: float = CONFIDENCE) -> Interval:
+    """The percentile interval of bootstrap draws (non-finite draws left out: a resample of one
+    class has no correlation)."""
+    drawn = drawn[np.isfinite(drawn)]
     tail = (1 - confidence) / 2 * 100
-    method = f"bootstrap ({resamples} resamples, seed {seed})"
-    out = {}
-    for name, parts in values.items():
-        drawn = np.concatenate(parts)
-        drawn = drawn[np.isfinite(drawn)]  # a resample with one class has no correlation
-        low, high = np.percentile(drawn, [tail, 100 - tail]) if len(drawn) else (math.nan, math.nan)
-        out[name] = Interval(float(low), float(high), method)
-    return out
+    low, high = np.percentile(drawn, [tail, 100 - tail]) if len(drawn) else (math.nan, math.nan)
+    return Interval(float(low), float(high), method)
+
+
+def bootstrap(statistic: Statistic, n: int, *, resamples: int = RESAMPLES, seed: int = 0,
+              confidence: float = CONFIDENCE) -> dict[str, Interval]:
+    """Percentile bootstrap intervals over `n` examples: `statistic` gets rows of indices
+    ``(B, n)`` drawn with replacement (seeded) and returns each metric's value per row.
+
+    >>> def mean(rows): return {"mean": np.arange(5.0)[rows].mean(axis=1)}
+    >>> bootstrap(mean, 5, seed=1)["mean"].method
+    'bootstrap (1000 resamples, seed 1)'
+    """
+    method = bootstrap_method(resamples, seed)
+    return {name: percentiles(drawn, method, confidence)
+            for name, drawn in draws(statistic, n, resamples, seed).items()}
+
+
+def bootstrap_method(resamples: int, seed: int) -> str:
+    return f"bootstrap ({resamples} resamples, seed {seed})"
 
 
 # -- the metrics recomputed in NumPy, all resamples at once --------------------------------------
@@ -180,6 +194,37 @@ def _scorer(score: Callable[[np.ndarray], Mapping[str, float]], metrics: list[st
     return statistic
 
 
+def resampled(result: Any, metrics: list[str]) -> tuple[Statistic, int] | None:
+    """The statistic that recomputes `metrics` of `result` on rows of example indices, and how
+    many resamples it affords: NumPy for the metrics of `VECTORIZED` (and accuracy, and their
+    mean), else the task's scorer once per resample (`SCORER_RESAMPLES`); `None` when the
+    scorer needs examples `result` does not hold."""
+    predictions, labels = np.asarray(result.predictions), np.asarray(result.labels)
+    task = result.task
+    plain = task.metric_inputs is None  # the scorer reads predictions and labels only
+    functions = VECTORIZED.get(task.metric_for(result.split)[0], {})
+    if plain and labels.dtype.kind in "biuf" and all(m in functions or m in ("accuracy", _COMBINED) for m in metrics):
+        # the combined score is the mean of the others, whichever of them were asked for
+        parts = [m for m in result.metrics if m != _COMBINED and (m in functions or m == "accuracy")]
+        computed = [*dict.fromkeys([*metrics, *(parts if _COMBINED in metrics else [])])]
+        return _vectorized(functions, computed, predictions, labels), RESAMPLES
+    examples = result.examples
+    if not plain and examples is None:
+        return None
+
+    def score(row: np.ndarray) -> Mapping[str, float]:
+        return task.shape.score(task, result.split, predictions[row], labels[row],
+                                None if examples is None else examples.take(row))
+    return _scorer(score, metrics), SCORER_RESAMPLES
+
+
+def is_discrete(result: Any) -> bool:
+    """Whether `result`'s accuracy counts right predictions of class ids (a proportion: Wilson,
+    McNemar)."""
+    predictions, labels = np.asarray(result.predictions), np.asarray(result.labels)
+    return result.task.metric_inputs is None and labels.dtype.kind in "biu" and predictions.dtype.kind in "biu"
+
+
 def intervals_of(result: Any, seed: int | None = None) -> dict[str, Interval]:
     """An interval for each metric of `result` (an `EvalResult` with its scored examples):
     Wilson for accuracy over class predictions, the bootstrap for the rest, seeded by the
@@ -187,26 +232,13 @@ def intervals_of(result: Any, seed: int | None = None) -> dict[str, Interval]:
     bootstrap intervals, nor one whose scorer needs examples it does not hold."""
     seed = int(result.config.get("seed", 0)) if seed is None else seed
     metrics = [m for m, v in result.metrics.items() if isinstance(v, (int, float))]
-    predictions, labels = np.asarray(result.predictions), np.asarray(result.labels)
-    task = result.task
-    plain = task.metric_inputs is None  # the scorer reads predictions and labels only
-    discrete = plain and labels.dtype.kind in "biu" and predictions.dtype.kind in "biu"
     out: dict[str, Interval] = {}
-    if "accuracy" in metrics and discrete:
-        out["accuracy"] = wilson(int((predictions == labels).sum()), len(labels))
+    if "accuracy" in metrics and is_discrete(result):
+        out["accuracy"] = wilson(int((result.predictions == result.labels).sum()), len(result.labels))
     rest = [m for m in metrics if m not in out]
-    if not rest or len(labels) < 2:
+    found = resampled(result, rest) if rest and len(result.labels) >= 2 else None
+    if found is None:
         return out
-    functions = VECTORIZED.get(task.metric_for(result.split)[0], {})
-    if plain and labels.dtype.kind in "biuf" and all(m in functions or m in ("accuracy", _COMBINED) for m in rest):
-        computed = [*rest, *(["accuracy"] if _COMBINED in rest and "accuracy" in out else [])]
-        found = bootstrap(_vectorized(functions, computed, predictions, labels), len(labels), seed=seed)
-        return {**out, **{m: found[m] for m in rest}}
-    examples = result.examples
-    if not plain and examples is None:
-        return out
-
-    def score(row: np.ndarray) -> Mapping[str, float]:
-        return task.shape.score(task, result.split, predictions[row], labels[row],
-                                None if examples is None else examples.take(row))
-    return {**out, **bootstrap(_scorer(score, rest), len(labels), resamples=SCORER_RESAMPLES, seed=seed)}
+    statistic, resamples = found
+    drawn = bootstrap(statistic, len(result.labels), resamples=resamples, seed=seed)
+    return {**out, **{m: drawn[m] for m in rest}}

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from lmkit.engine.events import Event, Reporter, StopSignal
-from lmkit.errors import LmkitError
+from lmkit.errors import DataError, LmkitError
 from lmkit.evaluation.loaders import find_task_data, is_hub
-from lmkit.evaluation.result import EvalResult
+from lmkit.evaluation.result import EvalResult, main_of
 from lmkit.evaluation.tasks import Task, get_task
 
 __all__ = ["Leaderboard", "evaluate_runs", "EvaluationStartEvent", "EvaluationEndEvent"]
@@ -36,10 +36,12 @@ __all__ = ["Leaderboard", "evaluate_runs", "EvaluationStartEvent", "EvaluationEn
 
 _PARTIAL_NOTE = "* partial: fine-tuning was stopped before its budget"
 _INTERVAL_NOTE = ("[low, high]: 95 % interval of the score (Wilson for accuracy, bootstrap over the "
-                  "examples otherwise); baseline rows: the same examples scored without a model")
+                  "examples otherwise); vs best: paired test against the column's best model, "
+                  "≈ not significant (p >= 0.05); baseline rows: the same examples scored without a model")
 #: how the baselines' and the intervals' rows are labelled
 _BASELINE = "baseline: "
 _INTERVAL = "95% "
+_VERSUS = "vs best: "
 
 
 def _bounds(result: EvalResult) -> dict[str, float | None]:
@@ -94,6 +96,7 @@ class Leaderboard:
     results: list[EvalResult] = field(default_factory=list)
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    _compared: dict[tuple[int, int], Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def models(self) -> list[str]:
@@ -141,6 +144,28 @@ class Leaderboard:
         """The 95 % `Interval` of `model`'s main score on `task`, or `None`."""
         found = self.result(model, task)
         return None if found is None else found.main_interval
+
+    def versus_best(self, model: str, task: "str | Task") -> Any:
+        """`model`'s main score on `task` against the best model's there (`lmkit.compare`, paired
+        on the same examples): a `MetricComparison` (``.significant``), or `None` for the best
+        model itself, a missing result, or results on different examples."""
+        name = get_task(task).name
+        scored = {m: r for m in self.models if (r := self.result(m, name)) is not None}
+        if model not in scored or len(scored) < 2:
+            return None
+        best = max(scored.values(), key=lambda r: r.main_score)
+        found = scored[model]
+        if found is best:
+            return None
+        key = (id(best), id(found))
+        if key not in self._compared:
+            from lmkit.evaluation.compare import compare
+
+            try:
+                self._compared[key] = compare(best, found)[main_of(found.metrics)[0]]
+            except DataError:
+                self._compared[key] = None
+        return self._compared[key]
 
     def baseline_rows(self) -> tuple[list[str], list[list[float | None]]]:
         """``(row labels, rows)`` of the baselines' main scores, in the columns of `table`
@@ -212,6 +237,12 @@ class Leaderboard:
                 rows.append((f"{_INTERVAL}{model}", "lmkit-interval",
                              ["–" if i is None else f"[{i.low:.3f}, {i.high:.3f}]" for i in found]
                              + [""] * len(self.benchmarks)))
+        for model in self.models:
+            tested = [self.versus_best(model, t) for t in self.tasks]
+            if any(tested):
+                rows.append((f"{_VERSUS}{model}", "lmkit-significance",
+                             ["–" if c is None else f"p={c.p_value:.3f}" + ("" if c.significant else " ≈")
+                              for c in tested] + [""] * len(self.benchmarks)))
         names, baselines = self.baseline_rows()
         rows += [(name, "lmkit-baseline", ["–" if v is None else f"{v:.4f}" for v in row])
                  for name, row in zip(names, baselines)]
