@@ -166,6 +166,12 @@ def _print_result(event: Any) -> None:
               f"{training.get('train_examples')} examples in {training['seconds']:.1f} s "
               f"({training['examples_per_s']:.1f} examples/s, compilation included)"
               + (", stopped by max_seconds" if training.get("reason") == "time_budget" else ""))
+    for i, fold in enumerate(result.folds or (), start=1):
+        print(f"  fold {i}: " + "  ".join(f"{k} {v:.4f}" for k, v in fold.items()))
+    if result.folds:
+        sd = result.fold_sd()
+        print("  mean ± sd over the folds: "
+              + "  ".join(f"{k} {v:.4f} ± {sd.get(k, float('nan')):.4f}" for k, v in result.metrics.items()))
     baselines = result.baselines
     for key, value in result.metrics.items():
         interval = result.intervals.get(key)

@@ -70,6 +70,8 @@ class EvalResult:
     model: Any = field(default=None, repr=False)
     tokenizer: Any = field(default=None, repr=False)
     examples: Any = field(default=None, repr=False)  #: the scored `Examples` (intervals, baselines)
+    #: cross-validation (``folds = k``): each fold's metrics; `metrics` are then their means
+    folds: list[dict[str, float]] | None = None
 
     @classmethod
     def build(cls, task: Any, split: str, model_name: str, outputs: np.ndarray, labels: np.ndarray,
@@ -95,6 +97,12 @@ class EvalResult:
         from lmkit.evaluation.baselines import baselines_of
 
         return baselines_of(self)
+
+    def fold_sd(self) -> dict[str, float]:
+        """The standard deviation over the folds of each metric (``ddof=1``); `{}` without folds."""
+        if not self.folds or len(self.folds) < 2:
+            return {}
+        return {m: float(np.std([f[m] for f in self.folds], ddof=1)) for m in self.metrics}
 
     @property
     def confusion_matrix(self) -> np.ndarray | None:
@@ -135,6 +143,7 @@ class EvalResult:
             "examples": int(len(self.labels)), "metrics": dict(self.metrics),
             "intervals": {k: v.to_dict() for k, v in self.intervals.items()},
             "baselines": {k: dict(v) for k, v in self.baselines.items()},
+            **({"folds": [dict(f) for f in self.folds], "fold_sd": self.fold_sd()} if self.folds else {}),
             "main_score": self.main_score, "partial": self.partial,
             "labels": list(self.task.display_labels),
             "confusion_matrix": None if cm is None else cm.tolist(),
@@ -160,7 +169,9 @@ class EvalResult:
         return out
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v:.4f}" + (f" {self.intervals[k]}" if k in self.intervals else "")
+        sd = self.fold_sd()
+        shown = ", ".join(f"{k}={v:.4f}" + (f" ± {sd[k]:.4f} over {len(self.folds or ())} folds" if k in sd
+                                             else f" {self.intervals[k]}" if k in self.intervals else "")
                           for k, v in self.metrics.items())
         partial = f", partial: fine-tuning {self.training['reason']} at step {self.training.get('steps')}" \
             if self.partial else ""
