@@ -12,7 +12,8 @@ Interval(low=0.71, high=0.83, method='bootstrap (1000 resamples, seed 0)')
 
 The metrics lmkit knows (`VECTORIZED`: F1, macro F1, Matthews correlation, Pearson, Spearman) are
 recomputed for all resamples at once in NumPy; any other metric is recomputed by the task's own
-scorer (`Shape.score`) once per resample, with fewer resamples (`SCORER_RESAMPLES`).
+scorer (`Shape.score`) once per resample, with fewer resamples (`SCORER_RESAMPLES`, fewer still
+on large splits; the method names the number).
 """
 
 from __future__ import annotations
@@ -26,14 +27,18 @@ import numpy as np
 
 from lmkit.errors import DataError
 
-__all__ = ["Interval", "wilson", "bootstrap", "intervals_of", "VECTORIZED", "CONFIDENCE", "RESAMPLES",
-           "SCORER_RESAMPLES"]
+__all__ = ["Interval", "wilson", "bootstrap", "draws", "percentiles", "bootstrap_method", "resampled",
+           "is_discrete", "intervals_of", "VECTORIZED", "CONFIDENCE", "RESAMPLES", "SCORER_RESAMPLES"]
 
 CONFIDENCE = 0.95
 #: resamples of the vectorized metrics
 RESAMPLES = 1000
-#: resamples of a metric recomputed by the task's scorer (an `evaluate` module call each)
+#: resamples of a metric recomputed by the task's scorer (an `evaluate` module call each), at most
 SCORER_RESAMPLES = 200
+#: ... and at most this many examples scored over all resamples (ReCoRD's 10,000 queries, a
+#: test set decoded for BLEU and ROUGE), but never fewer than `_SCORER_MIN` resamples
+_SCORER_BUDGET = 100_000
+_SCORER_MIN = 50
 #: the most resampled indices held at once (resamples x examples), so a large dev set (QQP's
 #: 40 000 pairs) is resampled in chunks rather than in one 300 MB array
 _CHUNK = 2_000_000
@@ -197,7 +202,7 @@ def _scorer(score: Callable[[np.ndarray], Mapping[str, float]], metrics: list[st
 def resampled(result: Any, metrics: list[str]) -> tuple[Statistic, int] | None:
     """The statistic that recomputes `metrics` of `result` on rows of example indices, and how
     many resamples it affords: NumPy for the metrics of `VECTORIZED` (and accuracy, and their
-    mean), else the task's scorer once per resample (`SCORER_RESAMPLES`); `None` when the
+    mean), else the task's scorer once per resample (at most `SCORER_RESAMPLES`); `None` when the
     scorer needs examples `result` does not hold."""
     predictions, labels = np.asarray(result.predictions), np.asarray(result.labels)
     task = result.task
@@ -215,7 +220,7 @@ def resampled(result: Any, metrics: list[str]) -> tuple[Statistic, int] | None:
     def score(row: np.ndarray) -> Mapping[str, float]:
         return task.shape.score(task, result.split, predictions[row], labels[row],
                                 None if examples is None else examples.take(row))
-    return _scorer(score, metrics), SCORER_RESAMPLES
+    return _scorer(score, metrics), max(_SCORER_MIN, min(SCORER_RESAMPLES, _SCORER_BUDGET // len(labels)))
 
 
 def is_discrete(result: Any) -> bool:
