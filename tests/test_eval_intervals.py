@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +146,18 @@ def test_the_cli_prints_interval_and_baselines_beside_each_metric(capsys) -> Non
     interval = result.intervals["f1"]
     assert f"95% [{interval.low:.4f}, {interval.high:.4f}] bootstrap (1000 resamples, seed 0)" in line
     assert f"majority {result.baselines['majority']['f1']:.4f}" in line and "chance" in line
+
+
+def test_the_notebook_panel_shows_intervals_and_baselines(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmkit.evaluation.evaluator as eval_api
+    from lmkit.notebook.eval_panel import EvalPanel
+
+    predictions, labels = noisy(2, 60)
+    made = result_of("glue/sst2", predictions, labels)
+    monkeypatch.setattr(eval_api, "evaluate", lambda run, task, data, **options: made)
+    panel = EvalPanel(data=str(Path(__file__).parent / "fixtures" / "eval"), max_steps=1)
+    panel.run(runs=("scratch",), tasks=("glue/sst2",))
+    interval = made.intervals["accuracy"]
+    table = panel.table.value
+    assert f"<th>95% scratch</th><td>[{interval.low:.3f}, {interval.high:.3f}]</td>" in table  # the panel names the row
+    assert f"<th>baseline: majority</th><td>{made.baselines['majority']['accuracy']:.4f}</td>" in table

@@ -38,7 +38,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "a whole benchmark and prints its average.",
         epilog="Options (--set key=value): max_steps, epochs, batch_size, learning_rate, "
                "backbone_lr_multiplier, gradual_unfreezing, pooling (last|mean|concat), split, "
-               f"max_length, max_train_examples, seed; for {SCRATCH} also arch, tokenizer, "
+               f"max_length, max_train_examples, seed, folds (cross-validation); for {SCRATCH} also arch, tokenizer, "
                "vocab_size, embed_dim, units, layers. Tasks: `lmkit list tasks`.",
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
