@@ -50,8 +50,8 @@ def baselines_of(result: Any, seed: int | None = None) -> dict[str, dict[str, fl
     if task.shape.has("own_choices") and examples is not None:
         widths = np.array([max(len(examples.record(i).get("choices", ())), 1) for i in range(len(examples))])
         return {"chance": chance(lambda: (rng.random(len(labels)) * widths).astype(np.int64))}
-    if labels.dtype.kind == "f":
+    if labels.dtype.kind == "f" and labels.ndim == 1:  # scores (STS-B); not a perplexity task's sizes
         return {"chance": chance(lambda: rng.permutation(labels))}
-    if labels.dtype.kind == "O" and examples is not None:
+    if labels.dtype.kind == "O" and examples is not None and examples.text_b is not None:  # source -> target
         return {"copy": score(np.asarray(examples.text_a, dtype=object))}
     return {}

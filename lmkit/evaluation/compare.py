@@ -159,7 +159,7 @@ def _check_same_examples(a: Any, b: Any) -> None:
         raise DataError(f"{a.model_name} was scored on {len(a.labels)} examples of {a.task.name} and "
                         f"{b.model_name} on {len(b.labels)}: evaluate both with the same split and "
                         f"max_eval_examples (and seed) to compare them")
-    differ = np.asarray(a.labels) != np.asarray(b.labels)
+    differ = (np.asarray(a.labels) != np.asarray(b.labels)).reshape(len(a.labels), -1).any(axis=1)
     if a.examples is not None and b.examples is not None:
         differ |= np.array([x != y for x, y in zip(a.examples.text_a, b.examples.text_a)])
     if differ.any():

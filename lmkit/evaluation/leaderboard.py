@@ -44,6 +44,11 @@ _INTERVAL = "95% "
 _VERSUS = "vs best: "
 
 
+def _shape_of(scored: Mapping[str, EvalResult]) -> Any:
+    """The shape of the results' task (`Shape.higher_is_better` says which way is best)."""
+    return next(iter(scored.values())).task.shape
+
+
 def _bounds(result: EvalResult) -> dict[str, float | None]:
     interval = result.main_interval
     return {"main_low": None if interval is None else interval.low,
@@ -153,7 +158,8 @@ class Leaderboard:
         scored = {m: r for m in self.models if (r := self.result(m, name)) is not None}
         if model not in scored or len(scored) < 2:
             return None
-        best = max(scored.values(), key=lambda r: r.main_score)
+        pick = max if getattr(_shape_of(scored), "higher_is_better", True) else min
+        best = pick(scored.values(), key=lambda r: r.main_score)
         found = scored[model]
         if found is best:
             return None

@@ -1,5 +1,13 @@
-"""Language-model multiple-choice benchmarks in their official file formats, from a folder the
-user gives (no downloads): HellaSwag, PIQA, ARC-Easy and ARC-Challenge.
+"""Language-model benchmarks in their official file formats, from a folder the user gives (no
+downloads): perplexity over WikiText-2, WikiText-103 and the Penn Treebank (`Documents`), and the
+multiple-choice HellaSwag, PIQA, ARC-Easy and ARC-Challenge (`ChoiceFiles`).
+
+Perplexity tasks (shape `Perplexity`: per word, byte and token, ``method="zeroshot"``) read
+WikiText's ``wiki.{train,valid,test}.tokens`` (or ``.raw``) as articles (a new article at each
+top-level heading `` = Title = ``, as the harness's document-level WikiText) and PTB's
+``ptb.{train,valid,test}.txt`` as one document per sentence line. The text is scored as it is in
+the file (the harness detokenizes WikiText's `` @-@ `` and spaced punctuation first, so its word
+perplexities are not the same numbers).
 
 Each example's context and its own choices become one `Candidates` example (the label an index
 into them), prompted as lm-evaluation-harness prompts them, so zero-shot scoring
@@ -29,12 +37,12 @@ import numpy as np
 
 from lmkit.errors import DataError
 from lmkit.evaluation.examples import Examples
-from lmkit.evaluation.shapes import Candidates
+from lmkit.evaluation.shapes import Candidates, Perplexity
 from lmkit.evaluation.sources import Source
 from lmkit.evaluation.tasks import Task
 from lmkit.registry import tasks
 
-__all__ = ["ChoiceFiles", "TASKS"]
+__all__ = ["ChoiceFiles", "Documents", "TASKS"]
 
 #: ``parse(record, place) -> (context, choices, label or None)``
 Parser = Callable[[dict[str, Any], str], tuple[str, list[str], "int | None"]]
@@ -114,6 +122,49 @@ class ChoiceFiles(Source):
             raise DataError(f"{labels}: labels must be integers, got {values[:3]}") from None
 
 
+#: a WikiText article starts at a top-level heading line (`` = Homarus gammarus = ``)
+_ARTICLE = re.compile(r"^ = [^=].* = $")
+
+
+@dataclass(frozen=True)
+class Documents(Source):
+    """Plain-text corpus files (``files[split]``: names tried under the folder given or its
+    `folder`), cut into documents: WikiText's articles (`by_heading`) or one per line (PTB)."""
+
+    folder: str
+    files: dict[str, tuple[str, ...]]
+    by_heading: bool
+
+    layouts: ClassVar[tuple[str, ...]] = ()
+    wants: ClassVar[str] = "reads the corpus's text files"
+
+    def holds(self, path: Path) -> bool:
+        return any(self.file(path, split) is not None for split in self.files)
+
+    file = ChoiceFiles.file
+    expected = ChoiceFiles.expected
+    hub_hint = ChoiceFiles.hub_hint
+
+    def read(self, task: Any, split: str, path: Path) -> Examples:
+        file = self.file(path, split)
+        if file is None:
+            raise DataError(f"no {task.name} '{split}' data in '{path}'. {self.expected(task)}")
+        lines = file.read_text(encoding="utf-8").splitlines()
+        if self.by_heading:
+            docs: list[list[str]] = []
+            for line in lines:
+                if _ARTICLE.match(line) or not docs:
+                    docs.append([])
+                docs[-1].append(line)
+            texts = ["\n".join(d).strip() for d in docs]
+        else:
+            texts = [line.strip() for line in lines]
+        texts = [t for t in texts if t]
+        if not texts:
+            raise DataError(f"{file}: split '{split}' of {task.name} has no text")
+        return task.shape.examples(task, split, str(file), texts, None, texts)
+
+
 # -- the official records, read as the harness reads them --------------------------------------
 def _hellaswag_text(text: str) -> str:
     text = text.strip().replace(" [title]", ". ")
@@ -159,7 +210,28 @@ def _arc_files(level: str) -> dict[str, tuple[str, ...]]:
             for split, name in (("train", "Train"), ("dev", "Dev"), ("test", "Test"))}
 
 
+def _corpus(name: str, folders: tuple[str, ...], files: dict[str, tuple[str, ...]], by_heading: bool,
+            description: str) -> Task:
+    task = Task(name=name, source=Documents(folders[0], files, by_heading), shape=Perplexity(),
+                description=description, splits=tuple(files), eval_split="test", data_folders=folders)
+    tasks.register(name, task, description=description)
+    return task
+
+
+def _wiki_files(size: str) -> dict[str, tuple[str, ...]]:
+    return {split: tuple(f"{folder}/wiki.{name}.{kind}" if folder else f"wiki.{name}.{kind}"
+                         for folder in ("", f"wikitext-{size}", f"wikitext-{size}-raw") for kind in ("tokens", "raw"))
+            for split, name in (("train", "train"), ("dev", "valid"), ("test", "test"))}
+
+
 TASKS = (
+    _corpus("wikitext-2", ("wikitext-2", "wikitext-2-raw"), _wiki_files("2"), True,
+            "WikiText-2: perplexity per word, byte and token over Wikipedia articles"),
+    _corpus("wikitext-103", ("wikitext-103", "wikitext-103-raw"), _wiki_files("103"), True,
+            "WikiText-103: perplexity per word, byte and token over Wikipedia articles"),
+    _corpus("ptb", ("ptb", "simple-examples/data"), {s: (f"ptb.{n}.txt",) for s, n in
+                                                      (("train", "train"), ("dev", "valid"), ("test", "test"))},
+            False, "Penn Treebank (Mikolov's files): perplexity per word, byte and token, a document per sentence"),
     _benchmark("hellaswag", ChoiceFiles("hellaswag", {"train": ("hellaswag_train.jsonl",),
                                                       "val": ("hellaswag_val.jsonl",)}, _hellaswag),
                "HellaSwag: which ending continues the activity? (accuracy; acc_norm with length_normalize)",
