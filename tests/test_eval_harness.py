@@ -77,16 +77,17 @@ def test_harness_scores_equal_lmkit_zero_shot(char_gpt: SimpleNamespace, tasks: 
     assert picked == ours.predictions.tolist()
 
 
-def test_requests_lmkit_cannot_serve_say_why(char_gpt: SimpleNamespace) -> None:
+def test_requests_lmkit_cannot_serve_say_why() -> None:
     from lmkit.evaluation.harness import LmkitLM
 
     with pytest.raises(ConfigError, match="needs run=DIR"):
         LmkitLM()
-    lm = LmkitLM(model=char_gpt.model, tokenizer=char_gpt.tokenizer)
+    lm = LmkitLM(model=SimpleNamespace(max_context=8), tokenizer=object())
     with pytest.raises(ConfigError, match="no chat template"):
         lm.apply_chat_template([{"role": "user", "content": "hi"}])
 
 
+@pytest.mark.slow  # builds and compiles a tiny GPT: about 20 s on 2 loaded cores
 def test_rolling_and_generation_requests(char_gpt: SimpleNamespace) -> None:
     from lmkit.evaluation.harness import LmkitLM
     from lmkit.forward import text_nll
