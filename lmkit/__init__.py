@@ -27,6 +27,7 @@ _LAZY = {
     "load": "lmkit.api",
     "evaluate": "lmkit.api",
     "evaluate_runs": "lmkit.api",
+    "compare": "lmkit.api",
     "export": "lmkit.api",
     "evaluate_suite": "lmkit.api",
     "open_model": "lmkit.api",
@@ -55,7 +56,7 @@ _LAZY = {
 __all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from lmkit.api import (evaluate, evaluate_runs, evaluate_suite, export, from_pretrained, info,
+    from lmkit.api import (compare, evaluate, evaluate_runs, evaluate_suite, export, from_pretrained, info,
                            list_architectures, list_components, list_losses, list_metrics,
                            list_optimizers, list_schedules, list_tasks, list_tokenizers, load,
                            open_model, train)

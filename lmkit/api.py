@@ -23,6 +23,7 @@ from lmkit.registry import REGISTRIES, Entry, get_registry
 if TYPE_CHECKING:
     from lmkit.config import EvalConfig
     from lmkit.distribute import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
+    from lmkit.evaluation.compare import Comparison
     from lmkit.evaluation.evaluator import FineTuned
     from lmkit.evaluation.leaderboard import EvaluationEndEvent, EvaluationStartEvent, Leaderboard
     from lmkit.evaluation.result import EvalResult
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     # what users call
-    "train", "load", "evaluate", "evaluate_runs", "evaluate_suite", "export", "from_pretrained",
+    "train", "load", "evaluate", "evaluate_runs", "evaluate_suite", "compare", "export", "from_pretrained",
     "open_model", "is_checkpoint", "info", "RunInfo", "lead_process",
     "resolved_train_config", "resolved_eval_config",
     "list_architectures", "list_optimizers", "list_schedules", "list_losses", "list_metrics",
@@ -42,7 +43,7 @@ __all__ = [
     "TrainConfig", "parse_set_options", "parse_toml", "Reporter", "StopSignal", "TextReporter",
     "format_duration", "LmkitError", "LmkitWarning", "ConfigError", "RunError", "did_you_mean", "Entry",
     "Run", "Pretrained", "FineTuned", "EvalResult", "Leaderboard", "EvaluationStartEvent",
-    "EvaluationEndEvent", "SUITES", "SCRATCH", "ENV_COORDINATOR", "ENV_NUM_PROCESSES",
+    "EvaluationEndEvent", "Comparison", "SUITES", "SCRATCH", "ENV_COORDINATOR", "ENV_NUM_PROCESSES",
     "ENV_PROCESS_ID", "lazy_exports",
 ]
 
@@ -56,6 +57,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "Leaderboard": "lmkit.evaluation.leaderboard",
     "EvaluationStartEvent": "lmkit.evaluation.leaderboard",
     "EvaluationEndEvent": "lmkit.evaluation.leaderboard",
+    "Comparison": "lmkit.evaluation.compare",
     "SUITES": "lmkit.evaluation.suites",
     "SCRATCH": "lmkit.evaluation.tasks",
     "ENV_COORDINATOR": "lmkit.distribute",
@@ -220,6 +222,30 @@ def evaluate_runs(runs: Any, tasks: Any, data: str | Path | None = None,
     from lmkit.evaluation.leaderboard import evaluate_runs as _evaluate_runs
 
     return _evaluate_runs(runs, tasks, data, **options)
+
+
+def compare(a: Any, b: Any, task: str | None = None, data: str | Path | None = None, *,
+            seed: int | None = None, **options: Any) -> "Comparison":
+    """Is `b` better than `a` on the same examples? Two `EvalResult`s are compared as they are;
+    two runs (`Run` objects, run directories, checkpoints, ``"scratch"``) are first evaluated on
+    `task` with the same `options` (`EvalConfig` keys). Each metric gets the difference ``b - a``,
+    its 95 % interval and a p-value (McNemar for accuracy, a paired bootstrap otherwise); see
+    `lmkit.evaluation.compare`.
+
+    >>> print(lmkit.compare("runs/a", "runs/b", "glue/mrpc", "glue_data", max_steps=300))  # doctest: +SKIP
+    """
+    from lmkit.evaluation.compare import compare as _compare
+    from lmkit.evaluation.result import EvalResult
+
+    if not (isinstance(a, EvalResult) and isinstance(b, EvalResult)):
+        if task is None:
+            raise ConfigError("compare(a, b) of two runs needs the task to evaluate them on: "
+                              "compare(run_a, run_b, task='glue/mrpc', data=...)")
+        if str(a) == str(b):
+            raise ConfigError(f"compare() got the same run twice ({a}); give two different runs")
+        board = evaluate_runs([a, b], [task], data, **options)
+        a, b = board.results
+    return _compare(a, b, seed=seed)
 
 
 def open_model(path_or_name: str | Path) -> "Run | Pretrained | FineTuned":

@@ -238,7 +238,8 @@ schedules: Registry[Callable[..., Any]] = Registry("schedules", ("lmkit.schedule
 losses: Registry[Callable[..., Any]] = Registry("losses", ("lmkit.losses",))
 metrics: Registry[Callable[..., Any]] = Registry("metrics", ("lmkit.token_metrics",))
 tokenizers: Registry[type] = Registry("tokenizers", ("lmkit.tokenizers",))
-tasks: Registry[Any] = Registry("tasks", ("lmkit.evaluation.tasks", "lmkit.evaluation.superglue"))
+tasks: Registry[Any] = Registry("tasks", ("lmkit.evaluation.tasks", "lmkit.evaluation.superglue",
+                                          "lmkit.evaluation.lm_benchmarks"))
 # What a task predicts (classification, generation, ...): a `lmkit.evaluation.shapes.Shape` class.
 shapes: Registry[type] = Registry("shapes", ("lmkit.evaluation.shapes",))
 # Named pretrained checkpoints (plugins only): a callable returning the checkpoint's folder.

@@ -8,6 +8,7 @@
     lmkit info RUN_DIR
     lmkit eval RUN_DIR --task TASK --data PATH [--set key=value ...] [--out DIR] [--processes N]
                [--dry-run]
+    lmkit compare RUN_A RUN_B --task TASK --data PATH [--set key=value ...] [--json FILE]
     lmkit bench NAME [--quick] [--out DIR]
     lmkit export RUN_DIR|EVAL_OUT_DIR --out DIR [--format hf] [--overwrite]
 
@@ -129,6 +130,12 @@ def _eval(args: argparse.Namespace) -> int:
     return eval_main(args)
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from lmkit.cli.compare import main as compare_main
+
+    return compare_main(args)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from lmkit.cli.bench import main as bench_main
 
@@ -195,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_eval_parser(sub)
     p.set_defaults(func=_eval)
+
+    from lmkit.cli.compare import add_parser as add_compare_parser
+
+    add_compare_parser(sub).set_defaults(func=_compare)
 
     p = sub.add_parser("bench", help="run a speed benchmark of the git checkout (python -m benchmarks --help lists them)")
     p.add_argument("name")

@@ -40,7 +40,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "a whole benchmark and prints its average.",
         epilog="Options (--set key=value): max_steps, epochs, batch_size, learning_rate, "
                "backbone_lr_multiplier, gradual_unfreezing, pooling (last|mean|concat), split, "
-               f"max_length, max_train_examples, seed; for {SCRATCH} also arch, tokenizer, "
+               f"max_length, max_train_examples, seed, folds (cross-validation); for {SCRATCH} also arch, tokenizer, "
                "vocab_size, embed_dim, units, layers. Tasks: `lmkit list tasks`.",
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
@@ -211,8 +211,18 @@ def _print_result(event: Any) -> None:
               f"{training.get('train_examples')} examples in {training['seconds']:.1f} s "
               f"({training['examples_per_s']:.1f} examples/s, compilation included)"
               + (", stopped by max_seconds" if training.get("reason") == "time_budget" else ""))
+    for i, fold in enumerate(result.folds or (), start=1):
+        print(f"  fold {i}: " + "  ".join(f"{k} {v:.4f}" for k, v in fold.items()))
+    if result.folds:
+        sd = result.fold_sd()
+        print("  mean ± sd over the folds: "
+              + "  ".join(f"{k} {v:.4f} ± {sd.get(k, float('nan')):.4f}" for k, v in result.metrics.items()))
+    baselines = result.baselines
     for key, value in result.metrics.items():
-        print(f"  {key:<22} {value:.4f}")
+        interval = result.intervals.get(key)
+        shown = "" if interval is None else f"  95% [{interval.low:.4f}, {interval.high:.4f}] {interval.method}"
+        beside = "".join(f"  {kind} {scores[key]:.4f}" for kind, scores in baselines.items() if key in scores)
+        print(f"  {key:<22} {value:.4f}{shown}{beside}")
     matrix = result.confusion_matrix
     if matrix is not None:
         names = result.task.display_labels

@@ -48,6 +48,7 @@ class EvalConfig(Devices, Budget, Optimization, ModelShape):
                                  choices=("head", "head_tail"))
     max_train_examples: int | None = config_key(None, "Fine-tune on at most this many examples (seeded sample).", min=1)
     max_eval_examples: int | None = config_key(None, "Score at most this many examples (a seeded sample, stratified by label).", min=1)
+    folds: int | None = config_key(None, "Cross-validate: split `train_split` into this many folds (seeded, stratified by label), fine-tune on all but one and score that one, each in turn; the result's metrics are the folds' means, `folds` each fold's scores. `max_seconds` is the budget of all folds; with `checkpoint_dir` and `resume`, finished folds are not redone.", min=2)
     # head
     pooling: str = config_key("concat", "Sequence summary fed to the head: `last` state, `mean` of states, `concat` of both, or `cls` (first token; the default for a pretrained encoder).",
                         choices=("last", "mean", "concat", "cls"))

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from lmkit._lazy import lazy_exports
 
-__all__ = ["evaluate", "evaluate_runs", "evaluate_suite", "Leaderboard", "EvalResult", "EvalConfig", "Task", "get_task",
+__all__ = ["evaluate", "evaluate_runs", "compare", "evaluate_suite", "Leaderboard", "EvalResult", "EvalConfig", "Task", "get_task",
            "TableSource", "Classification", "Regression", "Generation", "load_split", "find_task_data", "load_metric"]
 
 _HOMES = {
     "evaluate": "lmkit.evaluation.evaluator",
     "evaluate_runs": "lmkit.evaluation.leaderboard",
+    "compare": "lmkit.evaluation.compare",
     "evaluate_suite": "lmkit.evaluation.suites",
     "Leaderboard": "lmkit.evaluation.leaderboard",
     "find_task_data": "lmkit.evaluation.loaders",

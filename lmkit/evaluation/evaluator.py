@@ -50,18 +50,28 @@ def evaluate(
     cfg, parts, task, source, scored, train = job.cfg, job.parts, job.task, job.source, job.scored, job.train
     if cfg.method == "zeroshot":
         return _zeroshot(source, scored, cfg, job.shots)
+    if cfg.folds:
+        from lmkit.evaluation.folds import cross_validate
+
+        return cross_validate(job, _fit_and_score, reporters, stop)
     overlap = scored.overlap(train) if train is not None else 0
     if overlap:
         warnings.warn(f"{overlap} of the {len(scored)} scored examples of {task.name} ('{scored.split}') are also "
                       f"in the training split '{train.split}': the score measures memory, not skill "
                       f"(FewGLUE's dev32 files come from the full train sets; pair train32 with dev32)",
                       stacklevel=2)
+    return _fit_and_score(job, reporters, stop)
 
+
+def _fit_and_score(job: "_Job", reporters: Sequence[Callable[[Event], None]],
+                   stop: StopSignal | None) -> EvalResult:
+    """Fine-tune a fresh head on `job.train` (when given) and score `job.scored`."""
     import keras
 
     from lmkit.evaluation.encoding import head_and_tail
     from lmkit.evaluation.finetune import finetune
 
+    cfg, parts, task, source, scored, train = job.cfg, job.parts, job.task, job.source, job.scored, job.train
     keras.utils.set_random_seed(cfg.seed)
     backbone, tokenizer, name = _backbone(source, cfg, parts, train or scored)
     max_length = cfg.max_length
@@ -78,7 +88,7 @@ def evaluate(
                             reporters, stop, name=f"{name} on {task.name}",
                             summary={CLASSIFIER: _classifier_record(source, task, cfg)})
         training["train_examples"] = len(train)
-        training["scored_in_train"] = overlap
+        training["scored_in_train"] = scored.overlap(train)
     outputs = task.shape.outputs(model, tokenizer, scored, encode, cfg)
     return EvalResult.build(task, scored.split, name, outputs, scored.labels, scored, config=cfg.to_dict(),
                             training=training, model=model, tokenizer=tokenizer)

@@ -26,15 +26,33 @@ from pathlib import Path
 from typing import Any
 
 from lmkit.engine.events import Event, Reporter, StopSignal
-from lmkit.errors import LmkitError
+from lmkit.errors import DataError, LmkitError
 from lmkit.evaluation.loaders import find_task_data, is_hub
-from lmkit.evaluation.result import EvalResult
+from lmkit.evaluation.result import EvalResult, main_of
 from lmkit.evaluation.tasks import Task, get_task
 
 __all__ = ["Leaderboard", "evaluate_runs", "EvaluationStartEvent", "EvaluationEndEvent"]
 
 
 _PARTIAL_NOTE = "* partial: fine-tuning was stopped before its budget"
+_INTERVAL_NOTE = ("[low, high]: 95 % interval of the score (Wilson for accuracy, bootstrap over the "
+                  "examples otherwise); vs best: paired test against the column's best model, "
+                  "≈ not significant (p >= 0.05); baseline rows: the same examples scored without a model")
+#: how the baselines' and the intervals' rows are labelled
+_BASELINE = "baseline: "
+_INTERVAL = "95% "
+_VERSUS = "vs best: "
+
+
+def _shape_of(scored: Mapping[str, EvalResult]) -> Any:
+    """The shape of the results' task (`Shape.higher_is_better` says which way is best)."""
+    return next(iter(scored.values())).task.shape
+
+
+def _bounds(result: EvalResult) -> dict[str, float | None]:
+    interval = result.main_interval
+    return {"main_low": None if interval is None else interval.low,
+            "main_high": None if interval is None else interval.high}
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,7 @@ class Leaderboard:
     results: list[EvalResult] = field(default_factory=list)
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    _compared: dict[tuple[int, int], Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def models(self) -> list[str]:
@@ -120,9 +139,57 @@ class Leaderboard:
         return sum(scores) / len(scores) if scores else None
 
     def records(self) -> list[dict[str, Any]]:
-        """One dict per evaluation, in order: model, task, split, main_score and every metric."""
+        """One dict per evaluation, in order: model, task, split, main_score with its 95 %
+        interval (``main_low``, ``main_high``), each baseline's main score (``majority``,
+        ``chance``, ``copy``) and every metric."""
         return [{"model": r.model_name, "task": r.task.name, "split": r.split, "main_score": r.main_score,
-                 **r.metrics} for r in self.results]
+                 **_bounds(r), **r.main_baselines(), **r.metrics} for r in self.results]
+
+    def interval(self, model: str, task: "str | Task") -> Any:
+        """The 95 % `Interval` of `model`'s main score on `task`, or `None`."""
+        found = self.result(model, task)
+        return None if found is None else found.main_interval
+
+    def versus_best(self, model: str, task: "str | Task") -> Any:
+        """`model`'s main score on `task` against the best model's there (`lmkit.compare`, paired
+        on the same examples): a `MetricComparison` (``.significant``), or `None` for the best
+        model itself, a missing result, or results on different examples."""
+        name = get_task(task).name
+        scored = {m: r for m in self.models if (r := self.result(m, name)) is not None}
+        if model not in scored or len(scored) < 2:
+            return None
+        pick = max if getattr(_shape_of(scored), "higher_is_better", True) else min
+        best = pick(scored.values(), key=lambda r: r.main_score)
+        found = scored[model]
+        if found is best:
+            return None
+        key = (id(best), id(found))
+        if key not in self._compared:
+            from lmkit.evaluation.compare import compare
+
+            try:
+                self._compared[key] = compare(best, found)[main_of(found.metrics)[0]]
+            except DataError:
+                self._compared[key] = None
+        return self._compared[key]
+
+    def baseline_rows(self) -> tuple[list[str], list[list[float | None]]]:
+        """``(row labels, rows)`` of the baselines' main scores, in the columns of `table`
+        (``"baseline: majority"``, ...): the same examples scored without a model."""
+        kinds: dict[str, dict[str, float]] = {}
+        for r in self.results:  # the latest result of a task holds its examples' baselines
+            for kind, value in r.main_baselines().items():
+                kinds.setdefault(kind, {})[r.task.name] = value
+        labels, rows = [], []
+        for kind, by_task in kinds.items():
+            cells = [by_task.get(t.name) for t in self.tasks]
+            averages = []
+            for b in self.benchmarks:
+                found = [v for t, v in zip(self.tasks, cells) if t.benchmark == b and v is not None]
+                averages.append(sum(found) / len(found) if found else None)
+            labels.append(f"{_BASELINE}{kind}")
+            rows.append(cells + averages)
+        return labels, rows
 
     def table(self) -> tuple[list[str], list[list[float | None]]]:
         """The board as ``(column names, one row of cells per model)``: each task's main score,
@@ -160,10 +227,32 @@ class Leaderboard:
         cells = [["model", *columns]] + [
             [m, *("–" if v is None else f"{v:.4f}" + ("*" if self._partial(m, i) else "")
                   for i, v in enumerate(row))] for m, row in zip(self.models, rows)]
+        cells += [[name, *row] for name, _, row in self._extra_rows()]
         widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
         text = "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
                          for line in cells)
-        return text + ("\n" + _PARTIAL_NOTE if self._any_partial() else "")
+        return text + "\n" + _INTERVAL_NOTE + ("\n" + _PARTIAL_NOTE if self._any_partial() else "")
+
+    def _extra_rows(self) -> list[tuple[str, str, list[str]]]:
+        """The rows under the models' rows, as ``(label, css class, cells)``: each model's 95 %
+        intervals of its task scores (``95% lm``), then each baseline's scores."""
+        rows = []
+        for model in self.models:
+            found = [self.interval(model, t) for t in self.tasks]
+            if any(found):
+                rows.append((f"{_INTERVAL}{model}", "lmkit-interval",
+                             ["–" if i is None else f"[{i.low:.3f}, {i.high:.3f}]" for i in found]
+                             + [""] * len(self.benchmarks)))
+        for model in self.models:
+            tested = [self.versus_best(model, t) for t in self.tasks]
+            if any(tested):
+                rows.append((f"{_VERSUS}{model}", "lmkit-significance",
+                             ["–" if c is None else f"p={c.p_value:.3f}" + ("" if c.significant else " ≈")
+                              for c in tested] + [""] * len(self.benchmarks)))
+        names, baselines = self.baseline_rows()
+        rows += [(name, "lmkit-baseline", ["–" if v is None else f"{v:.4f}" for v in row])
+                 for name, row in zip(names, baselines)]
+        return rows
 
     def _partial(self, model: str, column: int) -> bool:
         """Whether the cell in `column` of `model`'s row is a task's partial result."""
@@ -174,7 +263,8 @@ class Leaderboard:
         return any(self._partial(m, i) for m in self.models for i in range(len(self.tasks)))
 
     def to_html(self) -> str:
-        """The board as an HTML table (benchmark averages in bold), as notebooks show it."""
+        """The board as an HTML table (benchmark averages in bold), as notebooks show it; under
+        the models' rows, their scores' 95 % intervals and the baselines' rows."""
         if not self.results:
             return "<i>no results yet</i>"
         columns, rows = self.table()
@@ -186,8 +276,33 @@ class Leaderboard:
                             else f"<td class='lmkit-partial' title='{_PARTIAL_NOTE}'>{v:.4f}*</td>"
                             if self._partial(model, i) else f"<td>{v:.4f}</td>" for i, v in enumerate(row))
             body.append(f"<tr><th>{html.escape(model)}</th>{cells}</tr>")
-        note = f"<div class='lmkit-partial-note'>{_PARTIAL_NOTE}</div>" if self._any_partial() else ""
+        body += [f"<tr class='{css}'><th>{html.escape(name)}</th>"
+                 + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+                 for name, css, cells in self._extra_rows()]
+        note = f"<div class='lmkit-interval-note'>{html.escape(_INTERVAL_NOTE)}</div>"
+        if self._any_partial():
+            note += f"<div class='lmkit-partial-note'>{_PARTIAL_NOTE}</div>"
         return f"<table class='lmkit-eval-table'><tr><th>model</th>{head}</tr>{''.join(body)}</table>{note}"
+
+    def to_tsv(self) -> str:
+        """The board as tab-separated values: a row per model (each task's main score, the
+        benchmark averages), then each model's 95 % intervals as two rows (``95% low: lm``,
+        ``95% high: lm``), then the baselines' rows."""
+        columns, rows = self.table()
+
+        def number(v: float | None) -> str:
+            return "" if v is None else f"{v:.6f}"
+
+        lines = ["\t".join(["model", *columns])]
+        lines += ["\t".join([m, *map(number, r)]) for m, r in zip(self.models, rows)]
+        blank = [""] * len(self.benchmarks)
+        for model in self.models:
+            found = [self.interval(model, t) for t in self.tasks]
+            if any(found):
+                lines += ["\t".join([f"95% {side}: {model}", *("" if i is None else number(getattr(i, side))
+                                                               for i in found), *blank]) for side in ("low", "high")]
+        lines += ["\t".join([name, *map(number, r)]) for name, r in zip(*self.baseline_rows())]
+        return "\n".join(lines) + "\n"
 
     def to_json(self, path: str | Path | None = None) -> str:
         """Every result (`EvalResult.to_dict`, with confusion matrices) as JSON; also written to

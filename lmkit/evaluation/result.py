@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["EvalResult", "score"]
+__all__ = ["EvalResult", "score", "main_of", "MAIN"]
+
+#: the metric that is a task's one number where it has several (the GLUE board's mean of two)
+MAIN = "combined_score"
+
+
+def main_of(metrics: dict[str, float]) -> tuple[str, float]:
+    """The main metric of `metrics` and its value: `MAIN` where present, else the first metric.
+
+    >>> main_of({"f1": 0.8, "accuracy": 0.7, "combined_score": 0.75})
+    ('combined_score', 0.75)
+    """
+    name = MAIN if MAIN in metrics else next(iter(metrics))
+    return name, float(metrics[name])
 
 
 def score(task: Any, split: str, predictions: np.ndarray, labels: np.ndarray,
@@ -36,6 +50,10 @@ class EvalResult:
 
     >>> result.metrics                      # doctest: +SKIP
     {'accuracy': 0.82}
+    >>> result.intervals["accuracy"]        # 95 %, method named  # doctest: +SKIP
+    Interval(low=0.79, high=0.85, method='wilson')
+    >>> result.baselines["majority"]        # the same metrics of a constant guess  # doctest: +SKIP
+    {'accuracy': 0.51}
     >>> result.confusion_matrix             # rows: true label, columns: predicted  # doctest: +SKIP
     >>> result.to_dataframe().head()        # doctest: +SKIP
     >>> result.save("out/")                 # metrics.json + predictions.tsv  # doctest: +SKIP
@@ -51,6 +69,9 @@ class EvalResult:
     training: dict[str, Any] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)
     tokenizer: Any = field(default=None, repr=False)
+    examples: Any = field(default=None, repr=False)  #: the scored `Examples` (intervals, baselines)
+    #: cross-validation (``folds = k``): each fold's metrics; `metrics` are then their means
+    folds: list[dict[str, float]] | None = None
 
     @classmethod
     def build(cls, task: Any, split: str, model_name: str, outputs: np.ndarray, labels: np.ndarray,
@@ -59,7 +80,29 @@ class EvalResult:
         predictions (`Shape.predictions`) and scores; `examples` are the scored `Examples`."""
         predictions = task.shape.predictions(outputs)
         return cls(task, split, model_name, score(task, split, predictions, labels, examples),
-                   predictions, labels, **extra)
+                   predictions, labels, examples=examples, **extra)
+
+    @cached_property
+    def intervals(self) -> dict[str, Any]:
+        """A 95 % `Interval` per metric (`lmkit.evaluation.intervals`: Wilson for accuracy, a
+        seeded bootstrap over the examples for the others), computed on first use."""
+        from lmkit.evaluation.intervals import intervals_of
+
+        return intervals_of(self)
+
+    @cached_property
+    def baselines(self) -> dict[str, dict[str, float]]:
+        """The metrics of a model that learned nothing (`lmkit.evaluation.baselines`: majority
+        class, chance, copying the source), on the same examples."""
+        from lmkit.evaluation.baselines import baselines_of
+
+        return baselines_of(self)
+
+    def fold_sd(self) -> dict[str, float]:
+        """The standard deviation over the folds of each metric (``ddof=1``); `{}` without folds."""
+        if not self.folds or len(self.folds) < 2:
+            return {}
+        return {m: float(np.std([f[m] for f in self.folds], ddof=1)) for m in self.metrics}
 
     @property
     def confusion_matrix(self) -> np.ndarray | None:
@@ -77,7 +120,17 @@ class EvalResult:
     @property
     def main_score(self) -> float:
         """One number per task (the GLUE board's): the combined score, else the first metric."""
-        return float(self.metrics.get("combined_score", self.metrics[next(iter(self.metrics))]))
+        return main_of(self.metrics)[1]
+
+    @property
+    def main_interval(self) -> Any:
+        """The 95 % `Interval` of `main_score`, or `None` when it has none."""
+        return self.intervals.get(main_of(self.metrics)[0])
+
+    def main_baselines(self) -> dict[str, float]:
+        """Each baseline's main score (same metric as `main_score`), e.g. ``{"majority": 0.68}``."""
+        name = main_of(self.metrics)[0]
+        return {kind: scores[name] for kind, scores in self.baselines.items() if name in scores}
 
     def label_text(self, values: np.ndarray) -> list[str]:
         return self.task.shape.label_text(self.task, values)
@@ -88,6 +141,9 @@ class EvalResult:
         return {
             "task": self.task.name, "split": self.split, "model": self.model_name,
             "examples": int(len(self.labels)), "metrics": dict(self.metrics),
+            "intervals": {k: v.to_dict() for k, v in self.intervals.items()},
+            "baselines": {k: dict(v) for k, v in self.baselines.items()},
+            **({"folds": [dict(f) for f in self.folds], "fold_sd": self.fold_sd()} if self.folds else {}),
             "main_score": self.main_score, "partial": self.partial,
             "labels": list(self.task.display_labels),
             "confusion_matrix": None if cm is None else cm.tolist(),
@@ -113,7 +169,10 @@ class EvalResult:
         return out
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items())
+        sd = self.fold_sd()
+        shown = ", ".join(f"{k}={v:.4f}" + (f" ± {sd[k]:.4f} over {len(self.folds or ())} folds" if k in sd
+                                             else f" {self.intervals[k]}" if k in self.intervals else "")
+                          for k, v in self.metrics.items())
         partial = f", partial: fine-tuning {self.training['reason']} at step {self.training.get('steps')}" \
             if self.partial else ""
         return (f"EvalResult(task='{self.task.name}', split='{self.split}', model='{self.model_name}', "

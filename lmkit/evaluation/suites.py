@@ -136,18 +136,17 @@ def write_leaderboard(board: Leaderboard, out: "str | Path") -> Path:
     columns, rows = board.table()
     averages = {m: {b: board.average(m, b) for b in board.benchmarks} for m in board.models}
     summary = {"columns": columns, "rows": [{"model": m, **dict(zip(columns, r))} for m, r in zip(board.models, rows)],
+               "baselines": [{"model": m, **dict(zip(columns, r))} for m, r in zip(*board.baseline_rows())],
                "averages": averages, "tasks_averaged": {b: [t.name for t in board.tasks if t.benchmark == b]
                                                         for b in board.benchmarks},
                "skipped": [{"task": t, "reason": why} for t, why in board.skipped],
                "failures": [{"model": m, "task": t, "error": e} for m, t, e in board.failures],
                "results": [r.to_dict() for r in board.results]}
-    tsv = ["\t".join(["model", *columns])]
-    tsv += ["\t".join([m, *("" if v is None else f"{v:.6f}" for v in r)]) for m, r in zip(board.models, rows)]
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>lmkit leaderboard</title><style>"
             "table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #ccc;"
             "padding:4px 8px;text-align:right}</style></head><body>" + board.to_html() + "</body></html>\n")
     for name, text in (("leaderboard.json", json.dumps(summary, indent=2) + "\n"),
-                       ("leaderboard.tsv", "\n".join(tsv) + "\n"), ("leaderboard.html", page)):
+                       ("leaderboard.tsv", board.to_tsv()), ("leaderboard.html", page)):
         with atomic_output(out / name) as tmp:
             tmp.write_text(text, encoding="utf-8")
     for result in board.results:
