@@ -13,7 +13,7 @@ from typing import Any
 from lmkit.config.core import ConfigBase, config_key
 from lmkit.errors import ConfigError
 
-__all__ = ["ModelShape", "Optimization", "Budget", "Devices", "SECTIONS", "check_budget"]
+__all__ = ["ModelShape", "Optimization", "Budget", "Devices", "Tracking", "SECTIONS", "check_budget"]
 
 
 @dataclass
@@ -69,8 +69,17 @@ class Devices(ConfigBase):
     model_parallel: int = config_key(1, "Devices each weight of the model's large matrices is split over (`gpt`, `gpt2`, `bert`: attention and MLP matrices); must divide `devices` and the model's widths.", min=1)
 
 
+@dataclass
+class Tracking(ConfigBase):
+    """Experiment trackers that receive the training's events (`lmkit.engine.tracking`)."""
+
+    report: list[str] = config_key([], "Experiment trackers that also receive the training's events: `tensorboard` (event files in the run's `tensorboard/` folder), `mlflow` (params, metrics per step, the config, summary and model as artifacts). Needs `pip install 'lmkit[track]'`.")
+    tracking_uri: str | None = config_key(None, "MLflow tracking URI, e.g. `sqlite:///mlflow.db` or a server's `http://host:5000` (`none`: `MLFLOW_TRACKING_URI`, else MLflow's default, `sqlite:///mlflow.db` in the working folder).")
+    experiment: str = config_key("lmkit", "MLflow experiment the runs are logged under.")
+
+
 #: every shared section, in the order a config lists them
-SECTIONS = (ModelShape, Optimization, Budget, Devices)
+SECTIONS = (ModelShape, Optimization, Budget, Devices, Tracking)
 
 
 def check_budget(cfg: Any) -> None:
