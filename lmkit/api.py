@@ -29,12 +29,13 @@ if TYPE_CHECKING:
     from lmkit.evaluation.suites import SUITES
     from lmkit.evaluation.tasks import SCRATCH
     from lmkit.pretrained import Pretrained, is_checkpoint
+    from lmkit.training.lr_find import LrFinding
     from lmkit.training.run import Run
 
 __all__ = [
     # what users call
     "train", "load", "evaluate", "evaluate_runs", "evaluate_suite", "export", "from_pretrained",
-    "open_model", "is_checkpoint", "info", "RunInfo", "lead_process",
+    "open_model", "is_checkpoint", "info", "RunInfo", "lead_process", "lr_find",
     "resolved_train_config", "resolved_eval_config",
     "list_architectures", "list_optimizers", "list_schedules", "list_losses", "list_metrics",
     "list_tokenizers", "list_tasks", "list_entries", "list_components",
@@ -43,12 +44,13 @@ __all__ = [
     "format_duration", "LmkitError", "LmkitWarning", "ConfigError", "RunError", "Entry",
     "Run", "Pretrained", "FineTuned", "EvalResult", "Leaderboard", "EvaluationStartEvent",
     "EvaluationEndEvent", "SUITES", "SCRATCH", "ENV_COORDINATOR", "ENV_NUM_PROCESSES",
-    "ENV_PROCESS_ID", "lazy_exports",
+    "ENV_PROCESS_ID", "lazy_exports", "LrFinding",
 ]
 
 # name -> its home, imported on first use (these import NumPy, or Keras and JAX when used)
 __getattr__, __dir__ = lazy_exports(__name__, {
     "Run": "lmkit.training.run",
+    "LrFinding": "lmkit.training.lr_find",
     "Pretrained": "lmkit.pretrained",
     "is_checkpoint": "lmkit.pretrained",
     "FineTuned": "lmkit.evaluation.evaluator",
@@ -89,6 +91,25 @@ def train(
 
     cfg = _train_config(config, resume, overrides)
     return train_run(cfg, reporters=reporters, stop=stop, resume=resume is not None)
+
+
+def lr_find(
+    config: TrainConfig | str | Path | dict[str, Any] | None = None, *,
+    start_lr: float = 1e-6, end_lr: float = 1.0, steps: int = 200, rule: str = "minimum/10",
+    reporters: list[Reporter] | None = None, **overrides: Any,
+) -> "LrFinding":
+    """The learning-rate range test on the training `config` describes: `steps` steps at rates
+    rising exponentially from `start_lr` to `end_lr`, the smoothed loss against the rate, and
+    a suggested rate (`rule`: ``minimum/10`` or ``steepest``). Keeps nothing on disk.
+
+    >>> found = lmkit.lr_find(arch="lstm", steps=100)          # doctest: +SKIP
+    >>> print(found.describe())                                 # doctest: +SKIP
+    suggested learning_rate = 0.0021 (rule minimum/10; ...)
+    """
+    from lmkit.training.lr_find import lr_find as _lr_find
+
+    return _lr_find(_train_config(config, None, overrides), start_lr=start_lr, end_lr=end_lr,
+                    steps=steps, rule=rule, reporters=reporters)
 
 
 # -- the resolved config (`--dry-run`) ------------------------------------------------------

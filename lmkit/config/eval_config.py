@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from lmkit.config.core import config_key, own_defaults
+from lmkit.errors import ConfigError
 from lmkit.config.sections import (Budget, Devices, ModelShape, Optimization, Tracking,
                                    check_budget)
 
@@ -68,6 +69,9 @@ class EvalConfig(Tracking, Devices, Budget, Optimization, ModelShape):
 
     def check(self) -> None:
         check_budget(self)
+        if isinstance(self.learning_rate, str):
+            raise ConfigError(f"option 'learning_rate' of fine-tuning must be a number, got "
+                              f"{self.learning_rate!r} (the learning-rate finder runs for training)")
 
     @classmethod
     def unknown_key_help(cls, known: set[str]) -> str:

@@ -34,7 +34,7 @@ class Optimization(ConfigBase):
     """The optimizer, its schedule and the loss, from the registries of the same names."""
 
     optimizer: str = config_key("adamw", "Optimizer name (`lmkit list optimizers`); fine-tuning gives the head and the backbone one each.")
-    learning_rate: float = config_key(1e-3, "Peak learning rate (fine-tuning: of the head).", min=0.0, exclusive_min=True)
+    learning_rate: float | str = config_key(1e-3, "Peak learning rate (fine-tuning: of the head); `\"find\"` (training) runs the learning-rate finder first and trains at its suggestion (`lmkit lr-find`).", min=0.0, exclusive_min=True)
     weight_decay: float = config_key(0.0, "Decoupled weight decay (AdamW, Lion) or L2 decay (others).", min=0.0)
     momentum: float = config_key(0.9, "Momentum of `momentum` and `nesterov`.", min=0.0, max=1.0, exclusive_max=True)
     beta1: float = config_key(0.9, "First-moment decay of Adam-family and Lion.", min=0.0, max=1.0, exclusive_max=True)

@@ -70,6 +70,9 @@ class TrainConfig(Tracking, Devices, Budget, Optimization, ModelShape):
 
     def check(self) -> None:
         check_budget(self)
+        if isinstance(self.learning_rate, str) and self.learning_rate != "find":
+            raise ConfigError(f"config key 'learning_rate' must be a number or \"find\" (the "
+                              f"learning-rate finder), got {self.learning_rate!r}")
         if not self.sample_prompt:
             raise ConfigError("config key 'sample_prompt' must be at least one character (the final "
                               "sample needs context to start from), got ''; the default is \"\\n\"")

@@ -97,7 +97,10 @@ def train(cfg: TrainConfig, *, reporters: list[Reporter] | None = None,
           stop: StopSignal | None = None, resume: bool = False) -> Run:
     """Train a language model as `cfg` says (``resume``: continue the run in ``cfg.out``)."""
     from lmkit.training.language_model import train_language_model
+    from lmkit.training.lr_find import FIND, with_found_learning_rate
 
+    if cfg.learning_rate == FIND and not resume:
+        cfg = with_found_learning_rate(cfg)
     trained = train_language_model(cfg, reporters=reporters, stop=stop, resume=resume)
     return Run(trained.dir, trained.config, trained.model, trained.tokenizer,
                trained.outcome.history, trained.outcome.summary, lead=trained.lead)
