@@ -29,13 +29,15 @@ if TYPE_CHECKING:
     from lmkit.evaluation.suites import SUITES
     from lmkit.evaluation.tasks import SCRATCH
     from lmkit.pretrained import Pretrained, is_checkpoint
+    from lmkit.sweep.study import SweepResult, TrialEndEvent, TrialStartEvent, load_sweep
     from lmkit.training.lr_find import LrFinding
     from lmkit.training.run import Run
 
 __all__ = [
     # what users call
     "train", "load", "evaluate", "evaluate_runs", "evaluate_suite", "export", "from_pretrained",
-    "open_model", "is_checkpoint", "info", "RunInfo", "lead_process", "lr_find",
+    "open_model", "is_checkpoint", "info", "RunInfo", "lead_process", "lr_find", "sweep",
+    "load_sweep", "sweep_report",
     "resolved_train_config", "resolved_eval_config",
     "list_architectures", "list_optimizers", "list_schedules", "list_losses", "list_metrics",
     "list_tokenizers", "list_tasks", "list_entries", "list_components",
@@ -44,13 +46,18 @@ __all__ = [
     "format_duration", "LmkitError", "LmkitWarning", "ConfigError", "RunError", "Entry",
     "Run", "Pretrained", "FineTuned", "EvalResult", "Leaderboard", "EvaluationStartEvent",
     "EvaluationEndEvent", "SUITES", "SCRATCH", "ENV_COORDINATOR", "ENV_NUM_PROCESSES",
-    "ENV_PROCESS_ID", "lazy_exports", "LrFinding",
+    "ENV_PROCESS_ID", "lazy_exports", "LrFinding", "SweepResult", "TrialStartEvent",
+    "TrialEndEvent",
 ]
 
 # name -> its home, imported on first use (these import NumPy, or Keras and JAX when used)
 __getattr__, __dir__ = lazy_exports(__name__, {
     "Run": "lmkit.training.run",
     "LrFinding": "lmkit.training.lr_find",
+    "SweepResult": "lmkit.sweep.study",
+    "TrialStartEvent": "lmkit.sweep.study",
+    "TrialEndEvent": "lmkit.sweep.study",
+    "load_sweep": "lmkit.sweep.study",
     "Pretrained": "lmkit.pretrained",
     "is_checkpoint": "lmkit.pretrained",
     "FineTuned": "lmkit.evaluation.evaluator",
@@ -110,6 +117,43 @@ def lr_find(
 
     return _lr_find(_train_config(config, None, overrides), start_lr=start_lr, end_lr=end_lr,
                     steps=steps, rule=rule, reporters=reporters)
+
+
+def sweep(
+    config: TrainConfig | str | Path | dict[str, Any] | None = None,
+    space: str | Path | dict[str, Any] | None = None, *, trials: int, out: str | Path,
+    storage: str | None = None, workers: int = 1, metric: str = "val_loss",
+    direction: str | None = None, sampler: str = "tpe", pruner: str = "median", seed: int = 0,
+    reporters: list[Any] | None = None, **overrides: Any,
+) -> "SweepResult":
+    """Search `space` (a TOML file, TOML text or a mapping) for the training `config` with
+    Optuna: `trials` trials, each an ordinary run directory in `out`, pruned from the engine's
+    evaluations; the study in `storage` (default ``sqlite:///OUT/sweep.db``: run the same call
+    again to resume). Keyword arguments override config keys. See `lmkit.sweep.study`.
+
+    >>> result = lmkit.sweep("char.toml", "space.toml", trials=20, out="sweeps/char")  # doctest: +SKIP
+    >>> print(result.table())                                                         # doctest: +SKIP
+    """
+    from lmkit.sweep.study import sweep as _sweep
+
+    if space is None:
+        raise ConfigError("a sweep needs a space: a TOML file such as space.toml with lines like "
+                          "learning_rate = {log = [1e-4, 1e-2]} and layers = [1, 2, 4]")
+    return _sweep(_train_config(config, None, overrides), space, trials=trials, out=out,
+                  storage=storage, workers=workers, metric=metric, direction=direction,
+                  sampler=sampler, pruner=pruner, seed=seed, reporters=reporters or ())
+
+
+def sweep_report(out: str | Path) -> Path:
+    """Write ``OUT/report.html`` for the sweep in `out`: the trials, the importance of each
+    parameter and the parallel coordinates. Returns its path.
+
+    >>> lmkit.api.sweep_report("sweeps/char")        # doctest: +SKIP
+    PosixPath('sweeps/char/report.html')
+    """
+    from lmkit.sweep.report import write_report
+
+    return write_report(out)
 
 
 # -- the resolved config (`--dry-run`) ------------------------------------------------------

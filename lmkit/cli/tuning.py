@@ -36,6 +36,55 @@ def _lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def _values(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+class TrialLines:
+    """A sweep's progress on a terminal: a line when a trial starts and one when it ends."""
+
+    def __call__(self, event: Any) -> None:
+        from lmkit.api import TrialEndEvent, TrialStartEvent, format_duration
+
+        if isinstance(event, TrialStartEvent):
+            print(f"trial {event.number}: {_values(event.params)} -> {event.run_dir}", flush=True)
+        elif isinstance(event, TrialEndEvent):
+            t, best = event.trial, event.best
+            value = "" if t.value is None else f" {event.metric} {t.value:.4f}"
+            shown = (f"; best {best.value:.4f} (trial {best.number})"
+                     if best is not None and best.value is not None else "")
+            took = "" if t.seconds is None else f" in {format_duration(t.seconds)}"
+            at = "" if t.step is None else f" at step {t.step}"
+            print(f"trial {t.number}: {t.state}{at}{value}{took}{shown} "
+                  f"[{event.done}/{event.total} done]", flush=True)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from lmkit.api import ConfigError, parse_set_options, sweep, sweep_report
+
+    if args.report:
+        print(f"wrote {sweep_report(args.report)}")
+        return 0
+    missing = [flag for flag, value in (("CONFIG", args.config), ("--space", args.space),
+                                        ("--trials", args.trials), ("--out", args.out))
+               if value is None]
+    if missing:
+        raise ConfigError(f"lmkit sweep needs {', '.join(missing)}: lmkit sweep CONFIG.toml "
+                          f"--space SPACE.toml --trials N --out DIR (or --report DIR)")
+    result = sweep(args.config, args.space, trials=args.trials, out=args.out,
+                   storage=args.storage, workers=args.workers, metric=args.metric,
+                   sampler=args.sampler, pruner=args.pruner, seed=args.seed,
+                   reporters=[TrialLines()], **parse_set_options(args.set or []))
+    print()
+    print(result.table())
+    best = result.best
+    if best is not None:
+        print(f"\nbest: trial {best.number}, {result.metric} {best.value:.4f}: {_values(best.params)}"
+              f" ({best.run_dir})")
+    print(f"report: lmkit sweep --report {args.out}")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     """Add the `lr-find` and `sweep` subcommands to the `lmkit` parser's subparsers."""
     p = sub.add_parser("lr-find", help="the learning-rate range test: the loss at exponentially "
@@ -49,3 +98,22 @@ def add_parsers(sub: Any) -> None:
                    help="how the suggestion is picked (default minimum/10: a tenth of the rate "
                         "with the lowest smoothed loss)")
     p.set_defaults(func=_lr_find)
+
+    p = sub.add_parser("sweep", help="search a space of configs with Optuna (each trial a run "
+                                     "directory; resumable; pruned from evaluations)")
+    p.add_argument("config", nargs="?", help="TOML file with the config keys every trial shares")
+    p.add_argument("--space", help="TOML file: the keys to vary, e.g. learning_rate = "
+                                   "{log = [1e-4, 1e-2]}, layers = [1, 2, 4]")
+    p.add_argument("--trials", type=int, help="trials in the whole sweep (all workers)")
+    p.add_argument("--out", help="folder of the sweep: trial-NNN run directories, sweep.db")
+    p.add_argument("--storage", help="Optuna database URL (default sqlite:///OUT/sweep.db; "
+                                     "postgresql://... for workers on several machines)")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the study here")
+    p.add_argument("--metric", default="val_loss", help="validation figure to optimize "
+                                                        "(default val_loss)")
+    p.add_argument("--sampler", default="tpe", help="tpe (default), random or grid")
+    p.add_argument("--pruner", default="median", help="median (default), hyperband or none")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--report", metavar="DIR", help="write DIR/report.html for that sweep and exit")
+    p.set_defaults(func=_sweep)
