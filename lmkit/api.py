@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from lmkit.evaluation.suites import SUITES
     from lmkit.evaluation.tasks import SCRATCH
     from lmkit.pretrained import Pretrained, is_checkpoint
-    from lmkit.sweep.study import SweepResult, TrialEndEvent, TrialStartEvent, load_sweep
+    from lmkit.sweeps.study import SweepResult, TrialEndEvent, TrialStartEvent, load_sweep
     from lmkit.training.lr_find import LrFinding
     from lmkit.training.run import Run
 
@@ -37,7 +37,7 @@ __all__ = [
     # what users call
     "train", "load", "evaluate", "evaluate_runs", "evaluate_suite", "export", "from_pretrained",
     "open_model", "is_checkpoint", "info", "RunInfo", "lead_process", "lr_find", "sweep",
-    "load_sweep", "sweep_report",
+    "load_sweep", "sweep_report", "sweep_charts",
     "resolved_train_config", "resolved_eval_config",
     "list_architectures", "list_optimizers", "list_schedules", "list_losses", "list_metrics",
     "list_tokenizers", "list_tasks", "list_entries", "list_components",
@@ -54,10 +54,10 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(__name__, {
     "Run": "lmkit.training.run",
     "LrFinding": "lmkit.training.lr_find",
-    "SweepResult": "lmkit.sweep.study",
-    "TrialStartEvent": "lmkit.sweep.study",
-    "TrialEndEvent": "lmkit.sweep.study",
-    "load_sweep": "lmkit.sweep.study",
+    "SweepResult": "lmkit.sweeps.study",
+    "TrialStartEvent": "lmkit.sweeps.study",
+    "TrialEndEvent": "lmkit.sweeps.study",
+    "load_sweep": "lmkit.sweeps.study",
     "Pretrained": "lmkit.pretrained",
     "is_checkpoint": "lmkit.pretrained",
     "FineTuned": "lmkit.evaluation.evaluator",
@@ -129,12 +129,12 @@ def sweep(
     """Search `space` (a TOML file, TOML text or a mapping) for the training `config` with
     Optuna: `trials` trials, each an ordinary run directory in `out`, pruned from the engine's
     evaluations; the study in `storage` (default ``sqlite:///OUT/sweep.db``: run the same call
-    again to resume). Keyword arguments override config keys. See `lmkit.sweep.study`.
+    again to resume). Keyword arguments override config keys. See `lmkit.sweeps.study`.
 
     >>> result = lmkit.sweep("char.toml", "space.toml", trials=20, out="sweeps/char")  # doctest: +SKIP
     >>> print(result.table())                                                         # doctest: +SKIP
     """
-    from lmkit.sweep.study import sweep as _sweep
+    from lmkit.sweeps.study import sweep as _sweep
 
     if space is None:
         raise ConfigError("a sweep needs a space: a TOML file such as space.toml with lines like "
@@ -151,9 +151,17 @@ def sweep_report(out: str | Path) -> Path:
     >>> lmkit.api.sweep_report("sweeps/char")        # doctest: +SKIP
     PosixPath('sweeps/char/report.html')
     """
-    from lmkit.sweep.report import write_report
+    from lmkit.sweeps.report import write_report
 
     return write_report(out)
+
+
+def sweep_charts(out: str | Path) -> str:
+    """The parameter-importance and parallel-coordinates charts of the sweep in `out`, as HTML
+    (SVG in the page's own text colour: readable in light and dark themes)."""
+    from lmkit.sweeps.report import charts_html
+
+    return charts_html(out)
 
 
 # -- the resolved config (`--dry-run`) ------------------------------------------------------

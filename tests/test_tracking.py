@@ -39,11 +39,13 @@ def logged(run_dir: Path) -> tuple[dict[str, dict[int, float]], dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_a_tracked_training_reads_back_exactly_in_tensorboard_and_mlflow(tmp_path: Path) -> None:
+def test_a_tracked_training_reads_back_exactly_in_tensorboard_and_mlflow(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.util import tensor_util
 
+    monkeypatch.chdir(tmp_path)  # MLflow keeps artifacts in ./mlruns beside a SQLite store
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = lmkit.train(**TINY, out=str(tmp_path / "run"), report=["tensorboard", "mlflow"],
                       tracking_uri=uri, experiment="tiny", reporters=[])
@@ -76,8 +78,10 @@ def test_a_tracked_training_reads_back_exactly_in_tensorboard_and_mlflow(tmp_pat
 
 
 @pytest.mark.slow
-def test_fine_tuning_is_tracked_like_a_training(tmp_path: Path) -> None:
+def test_fine_tuning_is_tracked_like_a_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     lmkit.evaluate("scratch", task="glue/sst2", data=GLUE, embed_dim=16, units=16,

@@ -7,7 +7,7 @@
                 [--pruner median|hyperband|none] [--set key=value ...]
     lmkit sweep --report DIR
 
-Both parse text and call `lmkit.api`; the work is in `lmkit.training.lr_find` and `lmkit.sweep`.
+Both parse text and call `lmkit.api`; the work is in `lmkit.training.lr_find` and `lmkit.sweeps`.
 """
 
 from __future__ import annotations

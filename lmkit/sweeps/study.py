@@ -1,6 +1,6 @@
 """Sweeps on Optuna: each trial an ordinary lmkit run, pruned from the engine's evaluations.
 
-`sweep` draws a config per trial from the space (`lmkit.sweep.space`), trains it in
+`sweep` draws a config per trial from the space (`lmkit.sweeps.space`), trains it in
 ``OUT/trial-NNN`` (a run directory like any other) and reports each evaluation's objective to
 Optuna's pruner; a trial the pruner stops ends at its next dispatch with a checkpoint, its
 summary's reason ``pruned``. The study lives in a database (default SQLite, ``OUT/sweep.db``):
@@ -34,9 +34,9 @@ from lmkit.config import TrainConfig
 from lmkit.engine.events import EvalEvent, Event, StopSignal
 from lmkit.engine.tracking import mlflow_parent, require
 from lmkit.errors import ConfigError, TrainingDiverged, did_you_mean
-from lmkit.sweep.space import Param, check_space, grid_of, overrides_of, read_space
+from lmkit.sweeps.space import Param, check_space, grid_of, overrides_of, read_space
 
-__all__ = ["sweep", "run_worker", "load_sweep", "SweepResult", "TrialRecord", "TrialStartEvent",
+__all__ = ["sweep", "run_worker", "load_sweep", "open_study_of", "SweepResult", "TrialRecord", "TrialStartEvent",
            "TrialEndEvent", "SAMPLERS", "PRUNERS", "PRUNED", "SPEC", "DATABASE"]
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -83,6 +83,7 @@ class TrialEndEvent(Event):
     done: int
     total: int
     metric: str
+    direction: str
 
 
 @dataclass
@@ -345,7 +346,7 @@ def _work(spec: _Spec, reporters: Sequence[Callable[[Event], None]]) -> None:
         result = _result(spec, study)
         for t in ended:
             _emit(reporters, TrialEndEvent(_record(t), result.best, sum(map(_counted, study.get_trials(deepcopy=False))),
-                                           spec.trials, spec.metric))
+                                           spec.trials, spec.metric, spec.direction))
 
 
 def _result(spec: _Spec, study: Any) -> SweepResult:
@@ -378,6 +379,7 @@ def sweep(
     _check_metric(metric, config)
     if "mlflow" in config.report:
         require("mlflow", "report = ['mlflow']")
+    _sampler(sampler, params, seed), _pruner(pruner, config)  # a typo fails before anything runs
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # only the keys the user set: each trial's architecture then fills in its own defaults
@@ -385,10 +387,9 @@ def sweep(
     spec = _Spec(given, [{**asdict(p), "values": list(p.values)} for p in params],
                  trials, str(out), storage or f"sqlite:///{(out / DATABASE).resolve()}", metric,
                  _direction(metric, direction), sampler, pruner, seed)
-    _sampler(sampler, params, seed), _pruner(pruner, config)  # a typo fails before anything runs
     _open_study(spec)  # an unreachable storage fails here, once
     (out / SPEC).write_text(json.dumps(asdict(spec), indent=1, default=str), encoding="utf-8")
-    helpers = [subprocess.Popen([sys.executable, "-m", "lmkit.sweep.worker", str(out / SPEC)])
+    helpers = [subprocess.Popen([sys.executable, "-m", "lmkit.sweeps.worker", str(out / SPEC)])
                for _ in range(workers - 1)]
     try:
         with _tracked_parent(spec):
@@ -427,17 +428,26 @@ def _tracked_parent(spec: _Spec) -> Any:
 
 def run_worker(spec_path: str | Path) -> None:
     """One more worker of the sweep whose ``sweep.json`` is `spec_path` (``python -m
-    lmkit.sweep.worker``)."""
+    lmkit.sweeps.worker``)."""
     raw = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     _work(_Spec(**raw), ())
 
 
-def load_sweep(out: str | Path) -> SweepResult:
-    """The sweep in `out` as its study holds it now (a finished, running or killed sweep)."""
+def _spec_of(out: str | Path) -> _Spec:
     path = Path(out) / SPEC
     if not path.is_file():
         raise ConfigError(f"{out} holds no sweep ({SPEC} is missing); give the --out folder of "
                           f"`lmkit sweep`")
     require("optuna", "a sweep")
-    spec = _Spec(**json.loads(path.read_text(encoding="utf-8")))
+    return _Spec(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def open_study_of(out: str | Path) -> Any:
+    """The Optuna study of the sweep in `out`."""
+    return _open_study(_spec_of(out))
+
+
+def load_sweep(out: str | Path) -> SweepResult:
+    """The sweep in `out` as its study holds it now (a finished, running or killed sweep)."""
+    spec = _spec_of(out)
     return _result(spec, _open_study(spec))

@@ -1,8 +1,0 @@
-"""``python -m lmkit.sweep.worker OUT/sweep.json``: one more worker of a sweep (`lmkit.sweep`)."""
-
-import sys
-
-from lmkit.sweep.study import run_worker
-
-if __name__ == "__main__":
-    run_worker(sys.argv[1])
