@@ -108,3 +108,22 @@ def test_a_missing_tracking_library_names_the_extra_to_install(
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now fails as if absent
     with pytest.raises(ConfigError, match=r"needs the 'mlflow' package.*pip install 'lmkit\[track\]'"):
         lmkit.train(**TINY, out=str(tmp_path / "run"), report=["mlflow"], reporters=[])
+
+
+@pytest.mark.slow
+def test_a_sweep_is_an_mlflow_parent_run_with_its_trials_as_children(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # MLflow keeps artifacts in ./mlruns beside a SQLite store
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_config = Path(__file__).parent / "fixtures" / "sweep" / "tiny.toml"
+    result = lmkit.sweep(sweep_config, {"units": [16, 24]}, trials=2, out=tmp_path / "s",
+                         sampler="grid", report=["mlflow"], tracking_uri=uri,
+                         experiment="swept", data=str(CORPUS))
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("swept").experiment_id])
+    [parent] = [r for r in runs if "lmkit.sweep" in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.params["units"] for r in children) == ["16", "24"]
+    assert {r.data.tags["lmkit.run_dir"] for r in children} == {t.run_dir for t in result.trials}

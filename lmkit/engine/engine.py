@@ -217,7 +217,8 @@ def run(
     a sample) and returns extra summary fields. ``writes=False`` (the
     processes of a distributed run but the first) reads `run_dir` to resume and writes nothing;
     it still takes the trainee's arrays at every checkpoint, as gathering them may need every
-    process.
+    process. The trackers ``job.config["report"]`` names (`lmkit.engine.tracking`) receive the
+    events too, from the process that writes.
     """
     stop = stop or StopSignal()
     # the config's `report` trackers, checked (a missing library) before anything is written

@@ -282,12 +282,14 @@ def _counted(trial: Any) -> bool:
 
 
 def _objective(spec: _Spec, reporters: Sequence[Callable[[Event], None]],
-               train: Callable[..., Any]) -> Callable[[Any], float]:
+               train: Callable[..., Any], ran: list[int]) -> Callable[[Any], float]:
+    """The trial function; each trial's number is appended to `ran` (this worker's trials)."""
     import optuna
 
     base, params, out = spec.base, spec.params, Path(spec.out)
 
     def objective(trial: Any) -> float:
+        ran.append(trial.number)
         values = {p.key: p.suggest(trial) for p in params}
         run_dir = out / f"trial-{trial.number:03d}"
         trial.set_user_attr("run_dir", str(run_dir))
@@ -307,9 +309,10 @@ def _objective(spec: _Spec, reporters: Sequence[Callable[[Event], None]],
         if reason in ("interrupted", "terminated"):
             raise KeyboardInterrupt  # the sweep stops; the trial is failed and tried again
         if spec.metric not in run.summary:
+            has = ", ".join(k for k in run.summary if k.startswith("val_")) or "no val_* figure"
             raise ConfigError(f"trial {trial.number} ({run_dir}) ended without {spec.metric!r} "
-                              f"in its summary (it has {', '.join(k for k in run.summary if k.startswith('val_')) or 'no validation figures'}); "
-                              f"does the training have validation data?")
+                              f"in its summary (it has {has}); does the training have "
+                              f"validation data (validation_split, validation_data)?")
         return float(run.summary[spec.metric])
 
     return objective
@@ -327,7 +330,8 @@ def _work(spec: _Spec, reporters: Sequence[Callable[[Event], None]]) -> None:
     from lmkit.training.run import train
 
     study = _open_study(spec)
-    objective = _objective(spec, reporters, train)
+    ran: list[int] = []
+    objective = _objective(spec, reporters, train, ran)
     while True:
         with _quiet():
             optuna.storages.fail_stale_trials(study)
@@ -339,14 +343,13 @@ def _work(spec: _Spec, reporters: Sequence[Callable[[Event], None]]) -> None:
         if done + running >= spec.trials:  # the last ones are running elsewhere (or dying)
             time.sleep(HEARTBEAT_S)
             continue
-        before = {t.number for t in trials}
+        ran.clear()
         study.optimize(objective, n_trials=1, catch=(TrainingDiverged,))
-        ended = [t for t in study.get_trials(deepcopy=False) if t.number not in before
-                 and t.user_attrs.get("worker") == os.getpid()]
-        result = _result(spec, study)
-        for t in ended:
-            _emit(reporters, TrialEndEvent(_record(t), result.best, sum(map(_counted, study.get_trials(deepcopy=False))),
-                                           spec.trials, spec.metric, spec.direction))
+        now = study.get_trials(deepcopy=False)
+        best = _result(spec, study).best
+        for t in (t for t in now if t.number in ran):
+            _emit(reporters, TrialEndEvent(_record(t), best, sum(map(_counted, now)), spec.trials,
+                                           spec.metric, spec.direction))
 
 
 def _result(spec: _Spec, study: Any) -> SweepResult:
