@@ -124,24 +124,31 @@ def sweep(
     space: str | Path | dict[str, Any] | None = None, *, trials: int, out: str | Path,
     storage: str | None = None, workers: int = 1, metric: str = "val_loss",
     direction: str | None = None, sampler: str = "tpe", pruner: str = "median", seed: int = 0,
-    reporters: list[Any] | None = None, **overrides: Any,
+    reporters: list[Any] | None = None, finetune: dict[str, Any] | None = None, **overrides: Any,
 ) -> "SweepResult":
     """Search `space` (a TOML file, TOML text or a mapping) for the training `config` with
     Optuna: `trials` trials, each an ordinary run directory in `out`, pruned from the engine's
     evaluations; the study in `storage` (default ``sqlite:///OUT/sweep.db``: run the same call
     again to resume). Keyword arguments override config keys. See `lmkit.sweeps.study`.
 
+    With ``finetune={"model": "minilm-l6", "task": "glue/sst2", "data": "glue_data"}`` each
+    trial fine-tunes and scores instead: `config` and the space are `lmkit.evaluate` options
+    and `metric` a task score (``accuracy``).
+
     >>> result = lmkit.sweep("char.toml", "space.toml", trials=20, out="sweeps/char")  # doctest: +SKIP
     >>> print(result.table())                                                         # doctest: +SKIP
     """
+    from lmkit.config import EvalConfig
     from lmkit.sweeps.study import sweep as _sweep
 
     if space is None:
         raise ConfigError("a sweep needs a space: a TOML file such as space.toml with lines like "
                           "learning_rate = {log = [1e-4, 1e-2]} and layers = [1, 2, 4]")
-    return _sweep(_train_config(config, None, overrides), space, trials=trials, out=out,
-                  storage=storage, workers=workers, metric=metric, direction=direction,
-                  sampler=sampler, pruner=pruner, seed=seed, reporters=reporters or ())
+    base = (_train_config(config, None, overrides) if finetune is None
+            else EvalConfig.from_sources(config, overrides, "keyword argument"))
+    return _sweep(base, space, trials=trials, out=out, storage=storage, workers=workers,
+                  metric=metric, direction=direction, sampler=sampler, pruner=pruner, seed=seed,
+                  reporters=reporters or (), finetune=finetune)
 
 
 def sweep_report(out: str | Path) -> Path:

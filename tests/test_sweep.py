@@ -170,3 +170,24 @@ def test_the_grid_sampler_needs_listed_values(tmp_path: Path) -> None:
         lmkit.sweep(CONFIG, SPACE, trials=2, out=tmp_path / "s", sampler="grid")
     with pytest.raises(ConfigError, match="did you mean 'random'"):
         lmkit.sweep(CONFIG, SPACE, trials=2, out=tmp_path / "s", sampler="randm")
+
+
+@pytest.mark.slow
+def test_a_sweep_of_fine_tunings_maximizes_a_task_score(tmp_path: Path) -> None:
+    glue = Path(__file__).parent / "fixtures" / "eval" / "glue"
+    result = lmkit.sweep({"embed_dim": 16, "units": 16, "vocab_size": 400, "max_length": 16,
+                          "batch_size": 16, "max_steps": 6, "log_every": 2},
+                         {"learning_rate": [1e-3, 1e-2]}, trials=2, out=tmp_path / "s",
+                         sampler="grid", metric="accuracy",
+                         finetune={"model": "scratch", "task": "glue/sst2", "data": str(glue)})
+    assert result.direction == "maximize" and len(result.trials) == 2
+    for trial in result.trials:
+        scored = json.loads((Path(trial.run_dir) / "metrics.json").read_text())
+        assert trial.value == pytest.approx(scored["metrics"]["accuracy"])
+        assert (Path(trial.run_dir) / "checkpoint.npz").is_file()
+    assert result.best.value == max(t.value for t in result.trials)
+    with pytest.raises(ConfigError, match="scores no metric 'acuracy'.*did you mean 'accuracy'"):
+        lmkit.sweep({"max_steps": 2, "vocab_size": 400, "embed_dim": 16, "units": 16},
+                    {"learning_rate": [1e-3]}, trials=1, out=tmp_path / "t", metric="acuracy",
+                    sampler="grid",
+                    finetune={"model": "scratch", "task": "glue/sst2", "data": str(glue)})

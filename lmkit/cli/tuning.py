@@ -5,6 +5,8 @@
     lmkit sweep CONFIG.toml --space SPACE.toml --trials N --out DIR [--storage URL]
                 [--workers W] [--metric val_loss] [--sampler tpe|random|grid]
                 [--pruner median|hyperband|none] [--set key=value ...]
+    lmkit sweep --task TASK --model RUN --data PATH --space SPACE.toml --trials N --out DIR
+                --metric accuracy                     (a sweep of fine-tunings)
     lmkit sweep --report DIR
 
 Both parse text and call `lmkit.api`; the work is in `lmkit.training.lr_find` and `lmkit.sweeps`.
@@ -65,16 +67,21 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.report:
         print(f"wrote {sweep_report(args.report)}")
         return 0
-    missing = [flag for flag, value in (("CONFIG", args.config), ("--space", args.space),
-                                        ("--trials", args.trials), ("--out", args.out))
-               if value is None]
+    needed = (("--space", args.space), ("--trials", args.trials), ("--out", args.out))
+    if args.task is None:  # a sweep of trainings needs their config; fine-tunings have defaults
+        needed = (("CONFIG", args.config), *needed)
+    missing = [flag for flag, value in needed if value is None]
     if missing:
         raise ConfigError(f"lmkit sweep needs {', '.join(missing)}: lmkit sweep CONFIG.toml "
-                          f"--space SPACE.toml --trials N --out DIR (or --report DIR)")
+                          f"--space SPACE.toml --trials N --out DIR (or --task TASK --model M "
+                          f"--data PATH for fine-tunings; --report DIR for the report)")
+    finetune = (None if args.task is None else
+                {"model": args.model, "task": args.task, "data": args.data})
     result = sweep(args.config, args.space, trials=args.trials, out=args.out,
                    storage=args.storage, workers=args.workers, metric=args.metric,
                    sampler=args.sampler, pruner=args.pruner, seed=args.seed,
-                   reporters=[TrialLines()], **parse_set_options(args.set or []))
+                   reporters=[TrialLines()], finetune=finetune,
+                   **parse_set_options(args.set or []))
     print()
     print(result.table())
     best = result.best
@@ -115,5 +122,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--pruner", default="median", help="median (default), hyperband or none")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--task", help="sweep fine-tunings on this task instead (lmkit eval's "
+                                  "options; --metric a task score, e.g. accuracy)")
+    p.add_argument("--model", default="scratch", help="with --task: the run or checkpoint to "
+                                                      "fine-tune (default scratch)")
+    p.add_argument("--data", help="with --task: the task's data folder")
     p.add_argument("--report", metavar="DIR", help="write DIR/report.html for that sweep and exit")
     p.set_defaults(func=_sweep)

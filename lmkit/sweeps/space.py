@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmkit.config import TrainConfig
 from lmkit.errors import ConfigError, did_you_mean
 
 __all__ = ["Param", "parse_space", "read_space", "check_space", "overrides_of", "grid_of",
@@ -113,8 +112,9 @@ def read_space(space: str | Path | Mapping[str, Any]) -> list[Param]:
     return parse_space(str(space))
 
 
-def check_space(params: list[Param], config: TrainConfig) -> None:
-    """Every key the space varies is a config key (``model.*``: an entry of the table)."""
+def check_space(params: list[Param], config: Any) -> None:
+    """Every key the space varies is a key of `config` (a `TrainConfig` or a fine-tuning's
+    `EvalConfig`; ``model.*``: an entry of the training's table)."""
     known = set(config.to_dict())
     for p in params:
         top = p.key.split(".")[0]
@@ -129,7 +129,7 @@ def check_space(params: list[Param], config: TrainConfig) -> None:
             config.replace(**overrides_of({p.key: value}, config))
 
 
-def overrides_of(values: Mapping[str, Any], config: TrainConfig) -> dict[str, Any]:
+def overrides_of(values: Mapping[str, Any], config: Any) -> dict[str, Any]:
     """Config overrides from a trial's values: ``model.*`` entries merged into the table."""
     out = {k: v for k, v in values.items() if not k.startswith("model.")}
     model = {k.removeprefix("model."): v for k, v in values.items() if k.startswith("model.")}

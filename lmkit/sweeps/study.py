@@ -199,13 +199,13 @@ def _sampler(name: str, params: list[Param], seed: int) -> Any:
                       f"{did_you_mean(name, SAMPLERS)}")
 
 
-def _pruner(name: str, config: TrainConfig) -> Any:
+def _pruner(name: str, config: Any) -> Any:
     import optuna
 
     if name == "median":  # two trials' curves before any is judged, each after its first evaluation
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, config.eval_every or 1),
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, getattr(config, "eval_every", 0) or 1),
                                               max_resource=config.max_steps or "auto")
     if name == "none":
         return optuna.pruners.NopPruner()
@@ -242,13 +242,20 @@ class _Spec:
     sampler: str
     pruner: str
     seed: int
+    #: a sweep of fine-tunings: {"model": ..., "task": ..., "data": ...}; None: of trainings
+    finetune: dict[str, Any] | None = None
 
     @property
     def params(self) -> list[Param]:
         return [Param(**{**p, "values": tuple(p["values"])}) for p in self.space]
 
     @property
-    def base(self) -> TrainConfig:
+    def base(self) -> Any:
+        """The config every trial starts from: a `TrainConfig`, or a fine-tuning's `EvalConfig`."""
+        if self.finetune is not None:
+            from lmkit.config import EvalConfig
+
+            return EvalConfig.from_dict(self.config)
         return TrainConfig.from_dict(self.config)
 
 
@@ -295,6 +302,9 @@ def _objective(spec: _Spec, reporters: Sequence[Callable[[Event], None]],
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", os.getpid())
         _emit(reporters, TrialStartEvent(trial.number, values, str(run_dir), spec.trials))
+        if spec.finetune is not None:
+            return _finetune_trial(spec, base.replace(**values, checkpoint_dir=str(run_dir)),
+                                   trial, run_dir)
         cfg = base.replace(**overrides_of(values, base), out=str(run_dir), overwrite=True)
         stop = StopSignal()
         try:
@@ -316,6 +326,26 @@ def _objective(spec: _Spec, reporters: Sequence[Callable[[Event], None]],
         return float(run.summary[spec.metric])
 
     return objective
+
+
+def _finetune_trial(spec: _Spec, cfg: Any, trial: Any, run_dir: Path) -> float:
+    """Fine-tune and score one trial (`lmkit.evaluate`); its folder holds the checkpoint, the
+    events and ``metrics.json``. The objective is one of the task's metrics."""
+    from lmkit.evaluation import evaluate
+
+    target = spec.finetune or {}
+    try:
+        result = evaluate(target["model"], task=target["task"], data=target.get("data"), config=cfg)
+    except TrainingDiverged:
+        trial.set_user_attr("diverged", True)
+        raise
+    result.save(run_dir)
+    trial.set_user_attr("steps", result.training.get("steps"))
+    if spec.metric not in result.metrics:
+        raise ConfigError(f"the task {target['task']} scores no metric {spec.metric!r}"
+                          f"{did_you_mean(spec.metric, result.metrics)}; it gives "
+                          f"{', '.join(result.metrics)} (--metric)")
+    return float(result.metrics[spec.metric])
 
 
 def _emit(reporters: Sequence[Callable[[Event], None]], event: Event) -> None:
@@ -358,12 +388,13 @@ def _result(spec: _Spec, study: Any) -> SweepResult:
 
 
 def sweep(
-    config: TrainConfig, space: str | Path | Mapping[str, Any], *, trials: int, out: str | Path,
+    config: Any, space: str | Path | Mapping[str, Any], *, trials: int, out: str | Path,
     storage: str | None = None, workers: int = 1, metric: str = "val_loss",
     direction: str | None = None, sampler: str = "tpe", pruner: str = "median", seed: int = 0,
-    reporters: Sequence[Callable[[Event], None]] = (),
+    reporters: Sequence[Callable[[Event], None]] = (), finetune: Mapping[str, Any] | None = None,
 ) -> SweepResult:
-    """Run (or resume) a sweep of `trials` trials over `space` on the training `config`.
+    """Run (or resume) a sweep of `trials` trials over `space` on the training `config` (a
+    `TrainConfig`).
 
     Each trial trains ``config`` with the trial's values in ``OUT/trial-NNN``; the study is in
     `storage` (default ``sqlite:///OUT/sweep.db``); `workers` processes share it (this one and
@@ -371,6 +402,10 @@ def sweep(
     give (``val_loss``, ``val_accuracy``...), minimized when it is a loss, perplexity or bits,
     else maximized (`direction` overrides). `reporters` receive `TrialStartEvent` and
     `TrialEndEvent` of this process's trials.
+
+    With ``finetune={"model": RUN_OR_CHECKPOINT, "task": "glue/sst2", "data": PATH}`` each
+    trial is a fine-tuning instead (`lmkit.evaluate`; `config` is then an `EvalConfig`, the
+    space varies its options), and `metric` one of the task's scores (``accuracy``, ``f1``...).
     """
     require("optuna", "a sweep")
     if trials < 1:
@@ -379,7 +414,10 @@ def sweep(
         raise ConfigError(f"workers must be at least 1, got {workers}")
     params = read_space(space)
     check_space(params, config)
-    _check_metric(metric, config)
+    if finetune is None:
+        _check_metric(metric, config)
+    elif not {"model", "task"} <= set(finetune):
+        raise ConfigError(f"finetune needs 'model' and 'task' (and 'data'), got {dict(finetune)}")
     if "mlflow" in config.report:
         require("mlflow", "report = ['mlflow']")
     _sampler(sampler, params, seed), _pruner(pruner, config)  # a typo fails before anything runs
@@ -389,7 +427,9 @@ def sweep(
     given = {k: v for k, v in config.to_dict().items() if k in config.given}
     spec = _Spec(given, [{**asdict(p), "values": list(p.values)} for p in params],
                  trials, str(out), storage or f"sqlite:///{(out / DATABASE).resolve()}", metric,
-                 _direction(metric, direction), sampler, pruner, seed)
+                 _direction(metric, direction), sampler, pruner, seed,
+                 None if finetune is None else {k: None if v is None else str(v)
+                                                for k, v in finetune.items()})
     _open_study(spec)  # an unreachable storage fails here, once
     (out / SPEC).write_text(json.dumps(asdict(spec), indent=1, default=str), encoding="utf-8")
     helpers = [subprocess.Popen([sys.executable, "-m", "lmkit.sweeps.worker", str(out / SPEC)])
