@@ -61,6 +61,14 @@ def test_bad_ranges_are_refused_before_training() -> None:
     assert main(["lr-find", "--set", "learning_rate=fast"]) == 2
 
 
+def test_a_resumed_run_cannot_find_its_learning_rate(tmp_path: Path) -> None:
+    from lmkit.config import TrainConfig
+    from lmkit.training.run import train
+
+    with pytest.raises(ConfigError, match="resumed run's learning rate"):
+        train(TrainConfig(**TINY, learning_rate="find", out=str(tmp_path)), resume=True)
+
+
 @pytest.mark.slow
 def test_learning_rate_find_trains_at_the_suggestion(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
