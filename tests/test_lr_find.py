@@ -59,6 +59,8 @@ def test_bad_ranges_are_refused_before_training() -> None:
     with pytest.raises(ConfigError, match="at least 10 steps"):
         lmkit.lr_find(**TINY, steps=3)
     assert main(["lr-find", "--set", "learning_rate=fast"]) == 2
+    with pytest.raises(ConfigError, match="makes its own learning-rate schedule"):
+        lmkit.lr_find(**{**TINY, "optimizer": "schedule_free_adamw"})
 
 
 def test_a_resumed_run_cannot_find_its_learning_rate(tmp_path: Path) -> None:

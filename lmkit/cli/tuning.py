@@ -33,8 +33,9 @@ def _lr_find(args: argparse.Namespace) -> int:
     for i in range(0, len(found.smoothed), every):
         print(f"{found.learning_rates[i]:>14.3g}  {found.smoothed[i]:>13.4f}")
     print(found.describe())
-    config = f"{args.config} " if args.config else ""
-    print(f"train with: lmkit train {config}--set learning_rate={found.suggestion:.3g}")
+    given = [args.config] if args.config else []
+    given += [f"--set {setting}" for setting in args.set or [] if not setting.startswith("learning_rate=")]
+    print(f"train with: lmkit train {' '.join([*given, f'--set learning_rate={found.suggestion:.3g}'])}")
     return 0
 
 

@@ -134,6 +134,7 @@ def lr_find(config: TrainConfig, *, start_lr: float = 1e-6, end_lr: float = 1.0,
     >>> lr_find(TrainConfig(arch="lstm"), steps=100).suggestion       # doctest: +SKIP
     0.0021
     """
+    from lmkit.optim import FULL_BATCH, SCHEDULE_FREE
     from lmkit.training.language_model import resolve_training, train_language_model
 
     if not 0 < start_lr < end_lr:
@@ -145,7 +146,12 @@ def lr_find(config: TrainConfig, *, start_lr: float = 1e-6, end_lr: float = 1.0,
         raise ConfigError(f"learning-rate rule {rule!r} is not one of {', '.join(RULES)}")
     if config.learning_rate == FIND:
         config = config.replace(learning_rate=end_lr)
-    resolved = resolve_training(config, False)[0].config
+    parts = resolve_training(config, False)[0]
+    if parts.optimizer.has(SCHEDULE_FREE) or parts.optimizer.has(FULL_BATCH):
+        raise ConfigError(f"optimizer={parts.config.optimizer!r} makes its own learning-rate "
+                          f"schedule or takes whole passes, so a range test cannot raise the rate "
+                          f"step by step; run the finder with another optimizer (adamw)")
+    resolved = parts.config
     stop = StopSignal()
     watch = _RangeWatch(stop, smoothing)
     with tempfile.TemporaryDirectory(prefix="lmkit-lr-find-") as folder:
