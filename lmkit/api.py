@@ -163,12 +163,13 @@ def sweep_report(out: str | Path) -> Path:
     return write_report(out)
 
 
-def sweep_charts(out: str | Path) -> str:
-    """The parameter-importance and parallel-coordinates charts of the sweep in `out`, as HTML
-    (SVG in the page's own text colour: readable in light and dark themes)."""
-    from lmkit.sweeps.report import charts_html
+def sweep_charts(out: str | Path) -> dict[str, str]:
+    """The parameter-importance and parallel-coordinates charts of the sweep in `out`, as SVG
+    pictures with their own white background (readable in light and dark themes, and kept in
+    a saved notebook as ``image/svg+xml``)."""
+    from lmkit.sweeps.report import chart_pictures
 
-    return charts_html(out)
+    return chart_pictures(out)
 
 
 # -- the resolved config (`--dry-run`) ------------------------------------------------------

@@ -55,6 +55,10 @@ def test_charts_draw_in_the_pages_own_text_colour_for_both_themes() -> None:
     for svg in (bars, lines):
         # text in currentColor: dark on a light theme, light on a dark one; no fixed black/white
         assert 'fill="currentColor"' in svg and "#000" not in svg and "#fff" not in svg.lower()
+    # as a picture (a notebook's saved output, shown in an <img>: no page colour reaches it)
+    # the chart brings its own white background and dark text
+    picture = importance_chart({"learning_rate": 0.8}, static=True)
+    assert 'style="color:#212121"' in picture and 'fill="#ffffff"' in picture
     assert lines.count('class="lmkit-trial"') == 3 and lines.count("stroke-dasharray") == 1
     best = lines.split('data-trial="1"')[1].split("stroke-opacity=")[1][:6]
     worst = lines.split('data-trial="2"')[1].split("stroke-opacity=")[1][:6]
@@ -89,6 +93,7 @@ def test_lmsweep_runs_a_sweep_with_its_leaderboard_and_the_report_renders(
     assert len(found.trials) == 3 and found.best is not None
     shown = capsys.readouterr().out
     assert "sweep: 3/3 trials ended here" in shown  # the board's last state (text in a terminal)
+    assert "<the sweep's parallel coordinates chart>" in shown  # an SVG picture's text form
     assert main(["sweep", "--report", str(tmp_path / "s")]) == 0
     page = (tmp_path / "s" / "report.html").read_text()
     assert "parameter importance" in page or "needs at least two finished trials" in page

@@ -316,7 +316,7 @@ class LmkitMagics(Magics):
             learning_rate = {log = [1e-4, 1e-2]}
             layers = [1, 2, 4]
         """
-        from IPython.display import HTML, display
+        from IPython.display import display
 
         from lmkit.api import sweep, sweep_charts
         from lmkit.notebook.cellconfig import config_from_cell
@@ -334,5 +334,6 @@ class LmkitMagics(Magics):
         result = sweep(cfg, space if space is not None else args.space, trials=args.trials,
                        out=args.out, storage=args.storage, metric=args.metric,
                        sampler=args.sampler, pruner=args.pruner, reporters=[board])
-        display(HTML(sweep_charts(args.out)))
+        for name, svg in sweep_charts(args.out).items():  # pictures: they survive a saved notebook
+            display({"image/svg+xml": svg, "text/plain": f"<the sweep's {name} chart>"}, raw=True)
         return self._bind(args.output, result)

@@ -2,8 +2,9 @@
 and the HTML report that holds them (``lmkit sweep --report DIR``).
 
 The charts are SVG drawn in ``currentColor`` (text, axes) plus one accent colour whose strength
-encodes the objective, so they read on a light and on a dark page alike (a notebook's theme, a
-browser's), and stay a static picture in a saved notebook or an HTML file.
+encodes the objective, so inside a page (the report, a browser's light or dark scheme) they take
+the page's text colour; as standalone pictures (`chart_pictures`, a notebook's saved output)
+they carry their own white background and dark text, readable on any theme.
 
 >>> svg = importance_chart({"learning_rate": 0.7, "layers": 0.3})
 >>> svg.startswith("<svg") and "learning_rate" in svg
@@ -19,7 +20,8 @@ from typing import Any
 
 from lmkit.sweeps.study import SweepResult, TrialRecord, load_sweep, open_study_of
 
-__all__ = ["importance_chart", "parallel_chart", "importances", "charts_html", "trials_table",
+__all__ = ["importance_chart", "parallel_chart", "importances", "charts_html", "chart_pictures",
+           "trials_table",
            "report_html", "write_report",
            "REPORT"]
 
@@ -42,16 +44,24 @@ def importances(out: str | Path) -> dict[str, float]:
     return dict(optuna.importance.get_param_importances(study))
 
 
-def importance_chart(values: dict[str, float], width: int = 420) -> str:
+def _svg(kind: str, width: float, height: float, font: int, static: bool) -> str:
+    """A chart's opening tag. Live (in a page): text in the page's own colour. `static` (a
+    picture, an ``image/svg+xml`` output, which no page colours): dark text on its own white."""
+    look = 'style="color:#212121"' if static else 'style="color:inherit"'
+    back = f'<rect width="{width}" height="{height}" fill="#ffffff"/>' if static else ""
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="lmkit-{kind}" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" '
+            f'font-size="{font}" {look}>{back}')
+
+
+def importance_chart(values: dict[str, float], width: int = 420, static: bool = False) -> str:
     """Horizontal bars, the most important parameter on top."""
     if not values:
         return "<p>Parameter importance needs at least two finished trials.</p>"
     rows = sorted(values.items(), key=lambda kv: -kv[1])
     label_w, bar_w, row_h = 130, width - 190, 22
     height = 28 + row_h * len(rows)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="lmkit-importance" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" '
-             f'font-size="12" style="color:inherit">',
+    parts = [_svg("importance", width, height, 12, static),
              '<text x="0" y="14" font-weight="bold" fill="currentColor">parameter importance '
              '(fANOVA)</text>']
     top = max(v for _, v in rows) or 1.0
@@ -82,7 +92,8 @@ def _axis(values: list[Any]) -> tuple[Any, list[str]]:
     return (lambda v: levels.index(str(v)) * step), [levels[0], levels[-1]]
 
 
-def parallel_chart(result: SweepResult, width: int = 640, height: int = 300) -> str:
+def parallel_chart(result: SweepResult, width: int = 640, height: int = 300,
+                   static: bool = False) -> str:
     """One vertical axis per parameter and one for the objective; a line per finished or pruned
     trial, the stronger the better its objective (pruned ones dashed)."""
     shown = [t for t in result.trials if t.value is not None and t.params]
@@ -98,9 +109,7 @@ def parallel_chart(result: SweepResult, width: int = 640, height: int = 300) -> 
     plot_h = height - top - bottom
     objective = [t.value for t in shown]
     lo, hi = min(objective), max(objective)  # type: ignore[type-var]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="lmkit-parallel" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" '
-             f'font-size="11" style="color:inherit">',
+    parts = [_svg("parallel", width, height, 11, static),
              f'<text x="0" y="14" font-weight="bold" fill="currentColor">parallel coordinates '
              f'(stronger: better {html.escape(result.metric)}; dashed: pruned)</text>']
     for trial in shown:
@@ -157,6 +166,15 @@ def charts_html(out: str | Path, result: SweepResult | None = None) -> str:
     """The importance and parallel-coordinates charts of the sweep in `out`, as HTML."""
     return (f"{importance_chart(importances(out))}<br>"
             f"{parallel_chart(result or load_sweep(out))}")
+
+
+def chart_pictures(out: str | Path) -> dict[str, str]:
+    """The charts of the sweep in `out` as standalone SVG pictures (dark on white: readable
+    whatever the theme, kept as ``image/svg+xml`` in a saved notebook); a chart that has too
+    few trials to draw is left out."""
+    charts = {"importance": importance_chart(importances(out), static=True),
+              "parallel coordinates": parallel_chart(load_sweep(out), static=True)}
+    return {name: svg for name, svg in charts.items() if svg.startswith("<svg")}
 
 
 def report_html(out: str | Path) -> str:
