@@ -100,7 +100,9 @@ def test_fine_tuning_is_tracked_like_a_training(tmp_path: Path, monkeypatch: pyt
 def test_a_tracker_name_with_a_typo_suggests_the_right_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'tensorbord'.*did you mean 'tensorboard'"):
         lmkit.train(**TINY, out=str(tmp_path / "run"), report=["tensorbord"], reporters=[])
-    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+    assert not (tmp_path / "run").exists()  # refused with the config, before anything ran
+    with pytest.raises(ConfigError, match="'mlfow'.*did you mean 'mlflow'"):
+        lmkit.evaluate("scratch", task="glue/sst2", data=GLUE, report=["mlfow"])
 
 
 def test_a_missing_tracking_library_names_the_extra_to_install(
@@ -108,6 +110,7 @@ def test_a_missing_tracking_library_names_the_extra_to_install(
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now fails as if absent
     with pytest.raises(ConfigError, match=r"needs the 'mlflow' package.*pip install 'lmkit\[track\]'"):
         lmkit.train(**TINY, out=str(tmp_path / "run"), report=["mlflow"], reporters=[])
+    assert not (tmp_path / "run").exists()  # said with the config, before the data was read
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from typing import ClassVar
 from lmkit.config.core import config_key, own_defaults
 from lmkit.errors import ConfigError
 from lmkit.config.sections import (Budget, Devices, ModelShape, Optimization, Tracking,
-                                   check_budget)
+                                   check_budget, check_tracking)
 
 __all__ = ["EvalConfig"]
 
@@ -69,6 +69,7 @@ class EvalConfig(Tracking, Devices, Budget, Optimization, ModelShape):
 
     def check(self) -> None:
         check_budget(self)
+        check_tracking(self)
         if isinstance(self.learning_rate, str):
             raise ConfigError(f"option 'learning_rate' of fine-tuning must be a number, got "
                               f"{self.learning_rate!r} (the learning-rate finder runs for training)")

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmkit.config.core import ConfigBase, config_key
-from lmkit.errors import ConfigError
+from lmkit.errors import ConfigError, did_you_mean
 
-__all__ = ["ModelShape", "Optimization", "Budget", "Devices", "Tracking", "SECTIONS", "check_budget"]
+__all__ = ["ModelShape", "Optimization", "Budget", "Devices", "Tracking", "SECTIONS", "TRACKERS",
+           "check_budget", "check_tracking", "missing_library"]
 
 
 @dataclass
@@ -90,3 +91,31 @@ def check_budget(cfg: Any) -> None:
         raise ConfigError(
             f"config key 'batch_parts' ({cfg.batch_parts}) must divide 'batch_size' "
             f"({cfg.batch_size}) into equal parts; use a divisor of {cfg.batch_size}")
+
+
+#: the experiment trackers `report` may name (`lmkit.engine.tracking`)
+TRACKERS = ("tensorboard", "mlflow")
+
+
+def missing_library(package: str, feature: str) -> ConfigError:
+    """The error for an optional library that is not installed: which extra installs it."""
+    return ConfigError(f"{feature} needs the '{package}' package, which is not installed; install "
+                       f"it with `pip install 'lmkit[track]'` (or `pip install {package}`)")
+
+
+def check_tracking(cfg: Any) -> None:
+    """`report` names known trackers whose library is installed: a typo or a missing library
+    fails with the config, not after the data is read."""
+    import importlib.util
+
+    for tracker in cfg.report:
+        if tracker not in TRACKERS:
+            raise ConfigError(f"config key 'report' names {tracker!r}, which is no tracker"
+                              f"{did_you_mean(tracker, TRACKERS)}; choose from "
+                              f"{', '.join(TRACKERS)}")
+        try:  # found, not imported: a config stays cheap to build
+            found = importlib.util.find_spec(tracker) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise missing_library(tracker, f"report = [{tracker!r}]")

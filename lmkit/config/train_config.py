@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from lmkit.config.core import config_key, default_of, describe_type
 from lmkit.config.sections import (Budget, Devices, ModelShape, Optimization, Tracking,
-                                   check_budget)
+                                   check_budget, check_tracking)
 from lmkit.config.sources import presets, read_source
 from lmkit.config.tomltext import dump_toml, toml_value
 from lmkit.errors import ConfigError, did_you_mean
@@ -70,6 +70,7 @@ class TrainConfig(Tracking, Devices, Budget, Optimization, ModelShape):
 
     def check(self) -> None:
         check_budget(self)
+        check_tracking(self)
         if isinstance(self.learning_rate, str) and self.learning_rate != "find":
             raise ConfigError(f"config key 'learning_rate' must be a number or \"find\" (the "
                               f"learning-rate finder), got {self.learning_rate!r}")

@@ -23,7 +23,8 @@ from typing import Any
 
 from lmkit.engine.events import EndEvent, EvalEvent, Event, StartEvent, StepEvent
 from lmkit.engine.rundir import CONFIG, MODEL, SUMMARY, TENSORBOARD, RunDir
-from lmkit.errors import ConfigError, did_you_mean
+from lmkit.config.sections import TRACKERS, missing_library
+from lmkit.errors import ConfigError
 
 __all__ = ["TRACKERS", "TensorBoardReporter", "MlflowReporter", "open_trackers",
            "flat_params", "mlflow_parent", "require"]
@@ -42,9 +43,7 @@ def require(module: str, feature: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        top = module.split(".")[0]
-        raise ConfigError(f"{feature} needs the '{top}' package, which is not installed; install "
-                          f"it with `pip install 'lmkit[track]'` (or `pip install {top}`)") from None
+        raise missing_library(module.split(".")[0], feature) from None
 
 
 def flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -213,21 +212,12 @@ class MlflowReporter:
             self.run_id = None
 
 
-#: the trackers `report` may name
-TRACKERS = ("tensorboard", "mlflow")
-
-
 def open_trackers(config: Mapping[str, Any], run_dir: RunDir | None, name: str) -> list[Any]:
     """The reporters a config's ``report`` names (``[]`` without one), checked before training.
 
     TensorBoard writes into the run directory's ``tensorboard/`` folder (a job without one, a
     fine-tuning without `checkpoint_dir`: ``runs/tensorboard/<name>-<time>``)."""
-    names = list(config.get("report") or [])
-    for tracker in names:
-        if tracker not in TRACKERS:
-            raise ConfigError(f"config key 'report' names {tracker!r}, which is no tracker"
-                              f"{did_you_mean(tracker, TRACKERS)}; choose from "
-                              f"{', '.join(TRACKERS)}")
+    names = list(config.get("report") or [])  # checked with the config (`check_tracking`)
     reporters: list[Any] = []
     if "tensorboard" in names:
         log_dir = (run_dir.file(TENSORBOARD) if run_dir is not None else
