@@ -77,10 +77,10 @@ def test_a_killed_sweep_started_again_finishes_without_redoing_finished_trials(t
     out = tmp_path / "s"
     proc = subprocess.Popen(cli(out, "--trials", "4"), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # kill it while trial 2 trains, after two have finished
-        if (out / "trial-002" / "metrics.jsonl").is_file():
-            break
+    deadline = time.monotonic() + 600
+    while not (out / "trial-002" / "metrics.jsonl").is_file():  # kill it while trial 2 trains
+        assert proc.poll() is None, f"the sweep ended before trial 2: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "trial 2 did not start in 10 minutes"
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
