@@ -3,8 +3,6 @@ up, trains well, and `learning_rate = "find"` trains at it."""
 
 from __future__ import annotations
 
-import functools
-import math
 from pathlib import Path
 
 import pytest
