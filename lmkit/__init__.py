@@ -30,6 +30,8 @@ _LAZY = {
     "compare": "lmkit.api",
     "export": "lmkit.api",
     "evaluate_suite": "lmkit.api",
+    "lr_find": "lmkit.api",
+    "sweep": "lmkit.api",
     "open_model": "lmkit.api",
     "info": "lmkit.api",
     "list_components": "lmkit.api",
@@ -59,7 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from lmkit.api import (compare, evaluate, evaluate_runs, evaluate_suite, export, from_pretrained, info,
                            list_architectures, list_components, list_losses, list_metrics,
                            list_optimizers, list_schedules, list_tasks, list_tokenizers, load,
-                           open_model, train)
+                           lr_find, open_model, sweep, train)
     from lmkit.config import TrainConfig
     from lmkit.errors import (ConfigError, DataError, ExportError, LmkitError, RegistryError,
                               RunError, TrainingDiverged)

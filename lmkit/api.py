@@ -30,12 +30,15 @@ if TYPE_CHECKING:
     from lmkit.evaluation.suites import SUITES
     from lmkit.evaluation.tasks import SCRATCH
     from lmkit.pretrained import Pretrained, is_checkpoint
+    from lmkit.sweeps.study import SweepResult, TrialEndEvent, TrialStartEvent, load_sweep
+    from lmkit.training.lr_find import LrFinding
     from lmkit.training.run import Run
 
 __all__ = [
     # what users call
     "train", "load", "evaluate", "evaluate_runs", "evaluate_suite", "compare", "export", "from_pretrained",
-    "open_model", "is_checkpoint", "info", "RunInfo", "lead_process",
+    "open_model", "is_checkpoint", "info", "RunInfo", "lead_process", "lr_find", "sweep",
+    "load_sweep", "sweep_report", "sweep_charts",
     "resolved_train_config", "resolved_eval_config",
     "list_architectures", "list_optimizers", "list_schedules", "list_losses", "list_metrics",
     "list_tokenizers", "list_tasks", "list_entries", "list_components",
@@ -44,12 +47,18 @@ __all__ = [
     "format_duration", "LmkitError", "LmkitWarning", "ConfigError", "RunError", "did_you_mean", "Entry",
     "Run", "Pretrained", "FineTuned", "EvalResult", "Leaderboard", "EvaluationStartEvent",
     "EvaluationEndEvent", "Comparison", "SUITES", "SCRATCH", "ENV_COORDINATOR", "ENV_NUM_PROCESSES",
-    "ENV_PROCESS_ID", "lazy_exports",
+    "ENV_PROCESS_ID", "lazy_exports", "LrFinding", "SweepResult", "TrialStartEvent",
+    "TrialEndEvent",
 ]
 
 # name -> its home, imported on first use (these import NumPy, or Keras and JAX when used)
 __getattr__, __dir__ = lazy_exports(__name__, {
     "Run": "lmkit.training.run",
+    "LrFinding": "lmkit.training.lr_find",
+    "SweepResult": "lmkit.sweeps.study",
+    "TrialStartEvent": "lmkit.sweeps.study",
+    "TrialEndEvent": "lmkit.sweeps.study",
+    "load_sweep": "lmkit.sweeps.study",
     "Pretrained": "lmkit.pretrained",
     "is_checkpoint": "lmkit.pretrained",
     "FineTuned": "lmkit.evaluation.evaluator",
@@ -91,6 +100,78 @@ def train(
 
     cfg = _train_config(config, resume, overrides)
     return train_run(cfg, reporters=reporters, stop=stop, resume=resume is not None)
+
+
+def lr_find(
+    config: TrainConfig | str | Path | dict[str, Any] | None = None, *,
+    start_lr: float = 1e-6, end_lr: float = 1.0, steps: int = 200, rule: str = "minimum/10",
+    reporters: list[Reporter] | None = None, **overrides: Any,
+) -> "LrFinding":
+    """The learning-rate range test on the training `config` describes: `steps` steps at rates
+    rising exponentially from `start_lr` to `end_lr`, the smoothed loss against the rate, and
+    a suggested rate (`rule`: ``minimum/10`` or ``steepest``). Keeps nothing on disk.
+
+    >>> found = lmkit.lr_find(arch="lstm", steps=100)          # doctest: +SKIP
+    >>> print(found.describe())                                 # doctest: +SKIP
+    suggested learning_rate = 0.0021 (rule minimum/10; ...)
+    """
+    from lmkit.training.lr_find import lr_find as _lr_find
+
+    return _lr_find(_train_config(config, None, overrides), start_lr=start_lr, end_lr=end_lr,
+                    steps=steps, rule=rule, reporters=reporters)
+
+
+def sweep(
+    config: TrainConfig | str | Path | dict[str, Any] | None = None,
+    space: str | Path | dict[str, Any] | None = None, *, trials: int, out: str | Path,
+    storage: str | None = None, workers: int = 1, metric: str = "val_loss",
+    direction: str | None = None, sampler: str = "tpe", pruner: str = "median", seed: int = 0,
+    reporters: list[Any] | None = None, finetune: dict[str, Any] | None = None, **overrides: Any,
+) -> "SweepResult":
+    """Search `space` (a TOML file, TOML text or a mapping) for the training `config` with
+    Optuna: `trials` trials, each an ordinary run directory in `out`, pruned from the engine's
+    evaluations; the study in `storage` (default ``sqlite:///OUT/sweep.db``: run the same call
+    again to resume). Keyword arguments override config keys. See `lmkit.sweeps.study`.
+
+    With ``finetune={"model": "minilm-l6", "task": "glue/sst2", "data": "glue_data"}`` each
+    trial fine-tunes and scores instead: `config` and the space are `lmkit.evaluate` options
+    and `metric` a task score (``accuracy``).
+
+    >>> result = lmkit.sweep("char.toml", "space.toml", trials=20, out="sweeps/char")  # doctest: +SKIP
+    >>> print(result.table())                                                         # doctest: +SKIP
+    """
+    from lmkit.config import EvalConfig
+    from lmkit.sweeps.study import sweep as _sweep
+
+    if space is None:
+        raise ConfigError("a sweep needs a space: a TOML file such as space.toml with lines like "
+                          "learning_rate = {log = [1e-4, 1e-2]} and layers = [1, 2, 4]")
+    base = (_train_config(config, None, overrides) if finetune is None
+            else EvalConfig.from_sources(config, overrides, "keyword argument"))
+    return _sweep(base, space, trials=trials, out=out, storage=storage, workers=workers,
+                  metric=metric, direction=direction, sampler=sampler, pruner=pruner, seed=seed,
+                  reporters=reporters or (), finetune=finetune)
+
+
+def sweep_report(out: str | Path) -> Path:
+    """Write ``OUT/report.html`` for the sweep in `out`: the trials, the importance of each
+    parameter and the parallel coordinates. Returns its path.
+
+    >>> lmkit.api.sweep_report("sweeps/char")        # doctest: +SKIP
+    PosixPath('sweeps/char/report.html')
+    """
+    from lmkit.sweeps.report import write_report
+
+    return write_report(out)
+
+
+def sweep_charts(out: str | Path) -> dict[str, str]:
+    """The parameter-importance and parallel-coordinates charts of the sweep in `out`, as SVG
+    pictures with their own white background (readable in light and dark themes, and kept in
+    a saved notebook as ``image/svg+xml``)."""
+    from lmkit.sweeps.report import chart_pictures
+
+    return chart_pictures(out)
 
 
 # -- the resolved config (`--dry-run`) ------------------------------------------------------

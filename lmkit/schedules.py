@@ -31,11 +31,12 @@ __all__ = ["WarmupDecay", "build_schedule"]
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to `peak` over `warmup` steps, then a decay `shape` to `peak * floor`.
 
-    Shapes: ``constant``, ``cosine`` (half cosine), ``linear``. After `total` steps the rate
-    stays at its final value.
+    Shapes: ``constant``, ``cosine`` (half cosine), ``linear``; ``exponential`` rises instead,
+    from `peak * floor` to `peak` by equal factors per step (the learning-rate range test).
+    After `total` steps the rate stays at its final value.
     """
 
-    SHAPES = ("constant", "cosine", "linear")
+    SHAPES = ("constant", "cosine", "linear", "exponential")
 
     def __init__(self, peak: float, total: int, warmup: int = 0, shape: str = "constant",
                  floor: float = 0.0) -> None:
@@ -59,6 +60,8 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
             decay = 0.5 * (1.0 + xp.cos(math.pi * progress))
         elif self.shape == "linear":
             decay = 1.0 - progress
+        elif self.shape == "exponential":
+            return self.peak * warm * self.floor ** (1.0 - progress)
         else:
             decay = xp.ones_like(progress)
         factor = self.floor + (1.0 - self.floor) * decay
@@ -98,6 +101,12 @@ def one_cycle(cfg: "TrainConfig", total_steps: int) -> WarmupDecay:
     # Smith & Topin (2018): the rate climbs for the first 30% of the steps, then anneals.
     return WarmupDecay(cfg.learning_rate, total_steps, max(1, int(0.3 * total_steps)), "cosine",
                        cfg.min_lr_ratio)
+
+
+@schedules.register("exponential_range", aliases=("lr_range",),
+                    description="The learning-rate range test (`lmkit lr-find`): from min_lr_ratio of the learning rate up to it, by equal factors per step.")
+def exponential_range(cfg: "TrainConfig", total_steps: int) -> WarmupDecay:
+    return WarmupDecay(cfg.learning_rate, total_steps, 0, "exponential", cfg.min_lr_ratio)
 
 
 def build_schedule(cfg: Any, total_steps: int) -> WarmupDecay:

@@ -183,6 +183,7 @@ def test_muon_gives_embeddings_and_an_untied_head_to_adamw() -> None:
     ("warmup_cosine", {"warmup_steps": 10, "min_lr_ratio": 0.1},
      {0: 0.1, 9: 1.0, 10: 1.0, 55: 0.55, 100: 0.1}),
     ("one_cycle", {"min_lr_ratio": 0.0}, {0: 1 / 30, 29: 1.0, 100: 0.0}),
+    ("exponential_range", {"min_lr_ratio": 1e-4}, {0: 1e-4, 25: 1e-3, 50: 1e-2, 100: 1.0}),
 ])
 def test_schedule_values(name: str, overrides: dict, expected: dict) -> None:
     cfg = TrainConfig(schedule=name, learning_rate=1.0, **overrides)

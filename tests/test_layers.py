@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("facade", ("lmkit",)),
     ("front ends", ("lmkit.cli", "lmkit.notebook")),
     ("API", ("lmkit.api",)),
-    ("clients", ("lmkit.training", "lmkit.evaluation", "lmkit.exporters")),
+    ("clients", ("lmkit.training", "lmkit.evaluation", "lmkit.exporters", "lmkit.sweeps")),
     ("engine", ("lmkit.engine",)),
     ("components", ("lmkit.registry", "lmkit.resolve", "lmkit.models", "lmkit.build",
                     "lmkit.optim", "lmkit.schedules", "lmkit.losses", "lmkit.token_metrics",

@@ -11,6 +11,8 @@
     lmkit compare RUN_A RUN_B --task TASK --data PATH [--set key=value ...] [--json FILE]
     lmkit bench NAME [--quick] [--out DIR]
     lmkit export RUN_DIR|EVAL_OUT_DIR --out DIR [--format hf] [--overwrite]
+    lmkit lr-find [CONFIG.toml] [--set key=value ...] [--steps N]      (lmkit/cli/tuning.py)
+    lmkit sweep CONFIG.toml --space SPACE.toml --trials N --out DIR    (lmkit/cli/tuning.py)
 
 User errors (a bad key, a missing file, a typo'd name) print one paragraph and exit with
 status 2; anything else is a bug and keeps its traceback.
@@ -221,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="hf", help="export format (default: hf)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=_export)
+
+    from lmkit.cli.tuning import add_parsers as add_tuning_parsers
+
+    add_tuning_parsers(sub)
     return parser
 
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from lmkit.config.core import config_key, own_defaults
-from lmkit.config.sections import Budget, Devices, ModelShape, Optimization, check_budget
+from lmkit.errors import ConfigError
+from lmkit.config.sections import (Budget, Devices, ModelShape, Optimization, Tracking,
+                                   check_budget, check_tracking)
 
 __all__ = ["EvalConfig"]
 
@@ -32,7 +34,7 @@ __all__ = ["EvalConfig"]
     checks={"max_steps": {"min": 0},  # 0 steps: score the untrained head
             "batch_parts": {"min": 1}},  # no automatic choice for fine-tuning
 )
-class EvalConfig(Devices, Budget, Optimization, ModelShape):
+class EvalConfig(Tracking, Devices, Budget, Optimization, ModelShape):
     """Options of `lmkit.evaluate` (fine-tuning budget, head, optimizer, data limits)."""
 
     # how the run is evaluated
@@ -68,6 +70,10 @@ class EvalConfig(Devices, Budget, Optimization, ModelShape):
 
     def check(self) -> None:
         check_budget(self)
+        check_tracking(self)
+        if isinstance(self.learning_rate, str):
+            raise ConfigError(f"option 'learning_rate' of fine-tuning must be a number, got "
+                              f"{self.learning_rate!r} (the learning-rate finder runs for training)")
 
     @classmethod
     def unknown_key_help(cls, known: set[str]) -> str:

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmkit.config.core import ConfigBase, config_key
-from lmkit.errors import ConfigError
+from lmkit.errors import ConfigError, did_you_mean
 
-__all__ = ["ModelShape", "Optimization", "Budget", "Devices", "SECTIONS", "check_budget"]
+__all__ = ["ModelShape", "Optimization", "Budget", "Devices", "Tracking", "SECTIONS", "TRACKERS",
+           "check_budget", "check_tracking", "missing_library"]
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Optimization(ConfigBase):
     """The optimizer, its schedule and the loss, from the registries of the same names."""
 
     optimizer: str = config_key("adamw", "Optimizer name (`lmkit list optimizers`); fine-tuning gives the head and the backbone one each.")
-    learning_rate: float = config_key(1e-3, "Peak learning rate (fine-tuning: of the head).", min=0.0, exclusive_min=True)
+    learning_rate: float | str = config_key(1e-3, "Peak learning rate (fine-tuning: of the head); `\"find\"` (training) runs the learning-rate finder first and trains at its suggestion (`lmkit lr-find`).", min=0.0, exclusive_min=True)
     weight_decay: float = config_key(0.0, "Decoupled weight decay (AdamW, Lion) or L2 decay (others).", min=0.0)
     momentum: float = config_key(0.9, "Momentum of `momentum` and `nesterov`.", min=0.0, max=1.0, exclusive_max=True)
     beta1: float = config_key(0.9, "First-moment decay of Adam-family and Lion.", min=0.0, max=1.0, exclusive_max=True)
@@ -69,8 +70,17 @@ class Devices(ConfigBase):
     model_parallel: int = config_key(1, "Devices each weight of the model's large matrices is split over (`gpt`, `gpt2`, `bert`: attention and MLP matrices); must divide `devices` and the model's widths.", min=1)
 
 
+@dataclass
+class Tracking(ConfigBase):
+    """Experiment trackers that receive the training's events (`lmkit.engine.tracking`)."""
+
+    report: list[str] = config_key([], "Experiment trackers that also receive the training's events: `tensorboard` (event files in the run's `tensorboard/` folder), `mlflow` (params, metrics per step, the config, summary and model as artifacts). Needs `pip install 'lmkit[track]'`.")
+    tracking_uri: str | None = config_key(None, "MLflow tracking URI, e.g. `sqlite:///mlflow.db` or a server's `http://host:5000` (`none`: `MLFLOW_TRACKING_URI`, else MLflow's default, `sqlite:///mlflow.db` in the working folder).")
+    experiment: str = config_key("lmkit", "MLflow experiment the runs are logged under.")
+
+
 #: every shared section, in the order a config lists them
-SECTIONS = (ModelShape, Optimization, Budget, Devices)
+SECTIONS = (ModelShape, Optimization, Budget, Devices, Tracking)
 
 
 def check_budget(cfg: Any) -> None:
@@ -81,3 +91,31 @@ def check_budget(cfg: Any) -> None:
         raise ConfigError(
             f"config key 'batch_parts' ({cfg.batch_parts}) must divide 'batch_size' "
             f"({cfg.batch_size}) into equal parts; use a divisor of {cfg.batch_size}")
+
+
+#: the experiment trackers `report` may name (`lmkit.engine.tracking`)
+TRACKERS = ("tensorboard", "mlflow")
+
+
+def missing_library(package: str, feature: str) -> ConfigError:
+    """The error for an optional library that is not installed: which extra installs it."""
+    return ConfigError(f"{feature} needs the '{package}' package, which is not installed; install "
+                       f"it with `pip install 'lmkit[track]'` (or `pip install {package}`)")
+
+
+def check_tracking(cfg: Any) -> None:
+    """`report` names known trackers whose library is installed: a typo or a missing library
+    fails with the config, not after the data is read."""
+    import importlib.util
+
+    for tracker in cfg.report:
+        if tracker not in TRACKERS:
+            raise ConfigError(f"config key 'report' names {tracker!r}, which is no tracker"
+                              f"{did_you_mean(tracker, TRACKERS)}; choose from "
+                              f"{', '.join(TRACKERS)}")
+        try:  # found, not imported: a config stays cheap to build
+            found = importlib.util.find_spec(tracker) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise missing_library(tracker, f"report = [{tracker!r}]")

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lmkit.config.core import config_key, default_of, describe_type
-from lmkit.config.sections import Budget, Devices, ModelShape, Optimization, check_budget
+from lmkit.config.sections import (Budget, Devices, ModelShape, Optimization, Tracking,
+                                   check_budget, check_tracking)
 from lmkit.config.sources import presets, read_source
 from lmkit.config.tomltext import dump_toml, toml_value
 from lmkit.errors import ConfigError, did_you_mean
@@ -33,7 +34,7 @@ FIXED_ON_RESUME = ("arch", "tokenizer", "vocab_size", "seq_len", "embed_dim", "u
 
 
 @dataclass
-class TrainConfig(Devices, Budget, Optimization, ModelShape):
+class TrainConfig(Tracking, Devices, Budget, Optimization, ModelShape):
     """Configuration of one training run. See the README for a table of every key."""
 
     # what to train on
@@ -69,6 +70,10 @@ class TrainConfig(Devices, Budget, Optimization, ModelShape):
 
     def check(self) -> None:
         check_budget(self)
+        check_tracking(self)
+        if isinstance(self.learning_rate, str) and self.learning_rate != "find":
+            raise ConfigError(f"config key 'learning_rate' must be a number or \"find\" (the "
+                              f"learning-rate finder), got {self.learning_rate!r}")
         if not self.sample_prompt:
             raise ConfigError("config key 'sample_prompt' must be at least one character (the final "
                               "sample needs context to start from), got ''; the default is \"\\n\"")

@@ -42,6 +42,7 @@ from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, Event, Re
                                  StartEvent, StepEvent, StopSignal, history_record)
 from lmkit.engine.reporters import JsonlReporter
 from lmkit.engine.rundir import CHECKPOINT, METRICS, SUMMARY, RunDir
+from lmkit.engine.tracking import open_trackers
 from lmkit.errors import TrainingDiverged
 
 __all__ = ["Trainee", "Plan", "Job", "Outcome", "run", "auto_steps_per_dispatch",
@@ -216,9 +217,12 @@ def run(
     a sample) and returns extra summary fields. ``writes=False`` (the
     processes of a distributed run but the first) reads `run_dir` to resume and writes nothing;
     it still takes the trainee's arrays at every checkpoint, as gathering them may need every
-    process.
+    process. The trackers ``job.config["report"]`` names (`lmkit.engine.tracking`) receive the
+    events too, from the process that writes.
     """
     stop = stop or StopSignal()
+    # the config's `report` trackers, checked (a missing library) before anything is written
+    trackers = open_trackers(job.config, run_dir, job.name) if writes else []
     start, engine_state = 0, {"best_val_loss": None, "bad_evals": 0}
     history: list[dict[str, Any]] = []
     if resume:
@@ -233,13 +237,13 @@ def run(
         begin()
     writer = run_dir if writes else None
     log = JsonlReporter(writer.file(METRICS)) if writer is not None else None
-    emit = _Emitter([*([log] if log else []), *(reporters or [])], history)
+    emit = _Emitter([*([log] if log else []), *(reporters or []), *trackers], history)
     try:
         return _loop(trainee, plan, job, writer, emit, stop, start, engine_state, finish,
                      gathers=run_dir is not None)
     finally:
-        if log is not None:
-            log.close()
+        for reporter in [*([log] if log else []), *trackers]:
+            reporter.close()
 
 
 def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: _Emitter,

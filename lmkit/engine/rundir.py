@@ -45,6 +45,8 @@ MODEL = "model.keras"
 CHECKPOINT = CHECKPOINT_FILE
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+#: the TensorBoard event files of `report = ["tensorboard"]` (`lmkit.engine.tracking`)
+TENSORBOARD = "tensorboard"
 RUN_FILES = (CONFIG, TOKENIZER, MODEL, CHECKPOINT, METRICS, SUMMARY)
 LOCK = ".lock"
 #: what `lmkit eval --out` writes beside a fine-tuning's checkpoint (`EvalResult.save`)

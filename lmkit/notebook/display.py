@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-__all__ = ["run_html", "attach"]
+__all__ = ["run_html", "lr_find_html", "attach"]
 
 
 def _fmt(value: Any) -> str:
@@ -37,7 +37,35 @@ def run_html(run: Any) -> str:
             + (f"<pre>{sample}</pre>" if sample else ""))
 
 
+def lr_find_html(found: Any) -> str:
+    """A learning-rate range test: the raw and smoothed loss over the test's steps (the rate
+    rises by equal factors per step, so the x axis is the rate on a log scale), the suggestion
+    ringed, and the sentence that says the rule."""
+    from lmkit.notebook.charts import Series, line_chart
+
+    import math
+
+    # the step whose rate is nearest the suggestion (a tenth of the minimum's is a step earlier)
+    index = min(range(len(found.smoothed)), default=None,
+                key=lambda i: abs(math.log(found.learning_rates[i] / found.suggestion)))
+    raw = Series("loss", list(enumerate(found.losses[:len(found.smoothed)])), faint=True)
+    curve = Series("smoothed", list(enumerate(found.smoothed)))
+    steps = len(found.learning_rates)
+    span = (f"{found.learning_rates[0]:.0e} → {found.learning_rates[-1]:.0e}" if steps else "")
+    best = None if index is None else (index, found.smoothed[index])
+    chart = line_chart([raw, curve], title="learning-rate range test", best=best,
+                       x_label=f"step (learning rate {span}, ×{_ratio(found):.3g} per step)")
+    return f"{chart}<p>{html.escape(found.describe())}</p>"
+
+
+def _ratio(found: Any) -> float:
+    rates = found.learning_rates
+    return (rates[-1] / rates[0]) ** (1 / (len(rates) - 1)) if len(rates) > 1 else 1.0
+
+
 def attach(ipython: Any) -> None:
-    """Show `lmkit.Run` objects as `run_html` in this IPython session."""
+    """Show `lmkit.Run` objects as `run_html`, range tests as `lr_find_html`, in this IPython
+    session."""
     formatter = ipython.display_formatter.formatters["text/html"]
     formatter.for_type_by_name("lmkit.training.run", "Run", run_html)
+    formatter.for_type_by_name("lmkit.training.lr_find", "LrFinding", lr_find_html)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
@@ -52,7 +52,8 @@ def _check_name(name: str | None) -> None:
 
 @magics_class
 class LmkitMagics(Magics):
-    """``%%lmtrain``, ``%lmtrain``, ``%lmgenerate``, ``%lmlist``, ``%lmload`` and ``%lmeval``."""
+    """``%%lmtrain``, ``%lmtrain``, ``%lmgenerate``, ``%lmlist``, ``%lmload``, ``%lmeval`` and
+    ``%%lmsweep``."""
 
     def _bind(self, name: str | None, value: Any) -> Any:
         """Store `value` as `name` in the notebook, or return it as the cell's value."""
@@ -287,3 +288,54 @@ class LmkitMagics(Magics):
         if args.output is not None:
             display(board)  # the table at the end (otherwise the cell's value shows itself)
         return self._bind(args.output, board.results[0] if single else board)
+
+    @_user_errors
+    @magic_arguments()
+    @argument("--space", metavar="FILE", help="the search space's TOML file (or a [space] part of the cell)")
+    @argument("--trials", type=int, required=True, help="trials of the whole sweep")
+    @argument("--out", required=True, help="the sweep's folder (trial run directories, sweep.db)")
+    @argument("--metric", default="val_loss", help="validation figure to optimize")
+    @argument("--sampler", default="tpe", help="tpe, random or grid")
+    @argument("--pruner", default="median", help="median, hyperband or none")
+    @argument("--storage", default=None, help="Optuna database URL (default sqlite in --out)")
+    @argument("--config", metavar="FILE", help="a TOML config file; the cell and --set override it")
+    @argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+              help="override one config key (repeatable)")
+    @argument("-o", "--output", metavar="NAME", help="bind the SweepResult to NAME")
+    @cell_magic
+    def lmsweep(self, line: str, cell: str) -> Any:
+        """Sweep a space of configs with Optuna: a live leaderboard of the trials, then the
+        parameter importance and the parallel coordinates. The cell is the TOML config every
+        trial shares; the space follows a ``[space]`` line (or is ``--space FILE``). Running the
+        cell again resumes the sweep in ``--out``.
+
+        Example::
+
+            %%lmsweep --trials 20 --out sweeps/char -o found
+            arch = "gpt"
+            max_steps = 300
+            [space]
+            learning_rate = {log = [1e-4, 1e-2]}
+            layers = [1, 2, 4]
+        """
+        from IPython.display import display
+
+        from lmkit.api import sweep, sweep_charts
+        from lmkit.notebook.cellconfig import config_from_cell
+        from lmkit.notebook.sweep_panel import TrialBoard, split_cell
+
+        args = _parse(self.lmsweep, line)
+        _check_name(args.output)
+        body, space = split_cell(cell)
+        if (space is None) == (args.space is None):
+            raise UsageError("give the space once: --space FILE, or a [space] line in the cell "
+                             "followed by the keys to vary")
+        cfg = config_from_cell(body, self.shell.user_ns, args.config, args.settings)
+        board = TrialBoard(args.metric, args.trials)
+        board.show()
+        result = sweep(cfg, space if space is not None else args.space, trials=args.trials,
+                       out=args.out, storage=args.storage, metric=args.metric,
+                       sampler=args.sampler, pruner=args.pruner, reporters=[board])
+        for name, svg in sweep_charts(args.out).items():  # pictures: they survive a saved notebook
+            display({"image/svg+xml": svg, "text/plain": f"<the sweep's {name} chart>"}, raw=True)
+        return self._bind(args.output, result)

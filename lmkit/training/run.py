@@ -21,7 +21,7 @@ from typing import Any
 from lmkit.config import TrainConfig, parse_toml
 from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.rundir import CHECKPOINT, CONFIG, MODEL, SUMMARY, TOKENIZER, RunDir
-from lmkit.errors import RunError, RunWarning
+from lmkit.errors import ConfigError, RunError, RunWarning
 
 __all__ = ["Run", "train", "load_run", "read_tokenizer", "read_config"]
 
@@ -98,7 +98,13 @@ def train(cfg: TrainConfig, *, reporters: list[Reporter] | None = None,
           stop: StopSignal | None = None, resume: bool = False) -> Run:
     """Train a language model as `cfg` says (``resume``: continue the run in ``cfg.out``)."""
     from lmkit.training.language_model import train_language_model
+    from lmkit.training.lr_find import FIND, with_found_learning_rate
 
+    if cfg.learning_rate == FIND:
+        if resume:
+            raise ConfigError("learning_rate=\"find\" cannot change a resumed run's learning "
+                              "rate mid-schedule; resume with a number, or start a new run")
+        cfg = with_found_learning_rate(cfg)
     trained = train_language_model(cfg, reporters=reporters, stop=stop, resume=resume)
     return Run(trained.dir, trained.config, trained.model, trained.tokenizer,
                trained.outcome.history, trained.outcome.summary, lead=trained.lead)
