@@ -67,7 +67,7 @@ class Devices(ConfigBase):
     """Where the compiled step runs."""
 
     devices: int | list[int] | str = config_key("all", "Devices of each process the compiled step uses on JAX: `\"all\"`, a count, or a list of device ids. The batch is split over them (data parallel); `batch_size` stays the global batch and must divide evenly.", min=1)
-    model_parallel: int = config_key(1, "Devices each weight of the model's large matrices is split over (`gpt`, `gpt2`, `bert`: attention and MLP matrices); must divide `devices` and the model's widths.", min=1)
+    model_parallel: int = config_key(1, "Devices each weight of the model's large matrices is split over (`gpt`, `gpt2`, `bert`, `llama`: attention and MLP matrices); must divide `devices` and the model's widths.", min=1)
 
 
 @dataclass
