@@ -196,3 +196,48 @@ def test_any_toml_cell_parses_or_is_a_config_error(text: str) -> None:
         TrainConfig.from_dict(values)
     except ConfigError:
         pass
+
+
+# -- %%lmtrain: notebook values go in as TOML values, comments are never evaluated -------------
+@pytest.fixture
+def cell_configs(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The configs the magic would train, without training."""
+    from lmkit.training.run import Run
+
+    configs: list[Any] = []
+
+    def train(config: Any = None, **_: Any) -> Run:
+        configs.append(config)
+        return Run(dir="runs/fake", config=config, model=None, tokenizer=None)
+
+    monkeypatch.setattr(lmkit.api, "train", train)
+    return configs
+
+
+def test_a_cell_comment_is_not_evaluated(ip: Any, cell_configs: list[Any], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    ip.run_cell_magic("lmtrain", "", "arch = 'lstm'\n"
+                      "# {open('side_effect', 'w').write('ran')}\nmax_steps = 3  # {1/0}\n")
+    assert not (tmp_path / "side_effect").exists()
+    assert cell_configs[0].max_steps == 3
+
+
+@pytest.mark.parametrize("cell", ['sample_prompt = "{prompt}"', "sample_prompt = {prompt}",
+                                  'sample_prompt = """{prompt}"""'])
+def test_a_notebook_string_cannot_rewrite_other_keys(cell: str, ip: Any,
+                                                      cell_configs: list[Any]) -> None:
+    prompt = 'ROMEO"\nout = "elsewhere'
+    ip.user_ns["prompt"] = prompt
+    ip.run_cell_magic("lmtrain", "", f"arch = 'lstm'\n{cell}\n")
+    assert cell_configs[0].sample_prompt == prompt
+    assert cell_configs[0].out is None
+
+
+def test_a_value_a_literal_string_cannot_hold_is_one_clear_error(ip: Any, cell_configs: list[Any]) -> None:
+    from IPython.core.error import UsageError
+
+    ip.user_ns["prompt"] = "it's"
+    with pytest.raises(UsageError, match=r"line 2: cannot expand \{prompt\}.*quote it with"):
+        ip.run_cell_magic("lmtrain", "", "arch = 'lstm'\nsample_prompt = '{prompt}'\n")
+    assert not cell_configs
