@@ -241,3 +241,36 @@ def test_a_value_a_literal_string_cannot_hold_is_one_clear_error(ip: Any, cell_c
     with pytest.raises(UsageError, match=r"line 2: cannot expand \{prompt\}.*quote it with"):
         ip.run_cell_magic("lmtrain", "", "arch = 'lstm'\nsample_prompt = '{prompt}'\n")
     assert not cell_configs
+
+
+# -- code and data only from where the user alone can write ------------------------------------
+@pytest.mark.parametrize("name, config", [("glue", "mrpc"), ("accuracy", None), ("rouge", None)])
+def test_metric_modules_run_from_lmkit_itself_not_a_copy_in_hf_home(name: str, config: str | None,
+                                                                  tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from lmkit.evaluation.metrics import load_metric, metric_path
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    metric = load_metric(name, config)
+    source = Path(sys.modules[type(metric).__module__].__file__).resolve()
+    assert source == (metric_path(name) / f"{name}.py").resolve()
+    assert not list(tmp_path.rglob(f"{name}.py"))  # no copy made to be imported later
+
+
+@pytest.mark.parametrize("where", ["hf", "hf/modules"])
+def test_a_hugging_face_cache_others_can_write_is_refused(where: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmkit.evaluation.loaders import _from_hub
+    from lmkit.evaluation.metrics import load_metric
+    from lmkit.evaluation.tasks import get_task
+
+    (tmp_path / "hf" / "modules").mkdir(parents=True)
+    (tmp_path / where).chmod(0o777)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ConfigError, match=r"Hugging Face cache .* writable by other users.*chmod go-w"):
+        load_metric("glue", "sst2")
+    monkeypatch.setattr("lmkit.evaluation.loaders._hub_unreachable", lambda: None)
+    with pytest.raises(ConfigError, match=r"Hugging Face cache .* writable by other users"):
+        _from_hub(get_task("sst2"), "validation")
