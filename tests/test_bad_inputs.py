@@ -167,6 +167,27 @@ def test_a_refused_resume_leaves_every_file_of_the_run_as_it_was(damage: str, fi
     assert after == before  # config.toml (max_steps) and metrics.jsonl untouched
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("value, argv, message", [
+    (np.nan, ["generate", "{run}", "--prompt", "A"], "holds NaN or infinite values"),
+    (np.inf, ["generate", "{run}", "--prompt", "A"], "holds NaN or infinite values"),
+    (1 + 1j, ["train", "--resume", "{run}", "--set", "max_steps=4"], "stored as complex128"),
+], ids=["nan-generate", "inf-generate", "complex-resume"])
+def test_a_checkpoint_weight_lmkit_never_writes_is_refused(value: Any, argv: list[str], message: str,
+                                                           finished_run: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    (run / "model.keras").unlink()  # the checkpoint is the only copy of the weights
+    with np.load(run / "checkpoint.npz") as data:
+        arrays = dict(data)
+    arrays["model_0"] = np.full(arrays["model_0"].shape, value)
+    np.savez(run / "checkpoint.npz", **arrays)
+    capsys.readouterr()
+    assert main([a.replace("{run}", str(run)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
 # -- property-based: no value and no TOML text ends in anything but a result or a ConfigError ---
 _values = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
