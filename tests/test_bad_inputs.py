@@ -295,3 +295,99 @@ def test_a_hugging_face_cache_others_can_write_is_refused(where: str, tmp_path: 
     monkeypatch.setattr("lmkit.evaluation.loaders._hub_unreachable", lambda: None)
     with pytest.raises(ConfigError, match=r"Hugging Face cache .* writable by other users"):
         _from_hub(get_task("sst2"), "validation")
+
+
+# -- silent nonsense becomes a warning ---------------------------------------------------------
+class _Counter:
+    """The smallest trainee: one weight that counts the steps."""
+
+    def __init__(self) -> None:
+        self.w = np.zeros(1, np.float32)
+
+    def train(self, step: int, k: int) -> np.ndarray:
+        self.w = self.w + k
+        return np.full(k, 1.0, np.float32)
+
+    def evaluate(self) -> dict[str, float]:
+        return {}
+
+    def learning_rate(self, step: int) -> float:
+        return 0.1
+
+    def model_arrays(self) -> list[np.ndarray]:
+        return [self.w.copy()]
+
+    def optimizer_arrays(self) -> list[np.ndarray]:
+        return []
+
+    def restore(self, model: list[np.ndarray], optimizer: list[np.ndarray], source: str) -> None:
+        self.w = model[0].copy()
+
+
+@pytest.mark.parametrize("then, warned", [({"data": "a"}, False), ({"data": "b"}, True),
+                                           ({"data": "a", "validation_data": "v2"}, True),
+                                           ({}, True)])
+def test_resuming_on_other_data_is_warned(then: dict[str, str], warned: bool, tmp_path: Path) -> None:
+    import warnings
+
+    from lmkit.engine import engine
+    from lmkit.engine.rundir import RunDir
+    from lmkit.errors import RunWarning
+
+    def train(total: int, data: dict[str, str], resume: bool) -> None:
+        run_dir = RunDir(tmp_path) if resume else RunDir.create(tmp_path, overwrite=True)
+        engine.run(_Counter(), engine.Plan(total, checkpoint_every=2),
+                   engine.Job("count", 1, data=data), run_dir=run_dir, reporters=[], resume=resume)
+
+    train(2, {"data": "a", "validation_data": "v"}, False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(4, {"validation_data": "v", **then}, True)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RunWarning)]
+    assert bool(messages) == warned, messages
+    if warned:
+        assert "resuming from step 2 on other data" in messages[0]
+
+
+@pytest.mark.slow
+def test_a_resume_on_an_edited_corpus_and_a_foreign_validation_corpus_are_warned(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "corpus.txt"
+    shutil.copy(CORPUS, corpus)
+    foreign = tmp_path / "greek.txt"
+    foreign.write_text("Καλημέρα κόσμε, τι κάνεις σήμερα; " * 40, encoding="utf-8")
+    run = tmp_path / "run"
+    argv = ["train", "--out", str(run)]
+    for setting in [*BASE[1:], f"data={json.dumps(str(corpus))}",
+                    f"validation_data={json.dumps(str(foreign))}", "checkpoint_every=2"]:
+        argv += ["--set", setting]
+    assert main(argv) == 0
+    assert "of the tokens of validation_data=" in capsys.readouterr().err
+    corpus.write_text(corpus.read_text(encoding="utf-8")[::-1], encoding="utf-8")
+    assert main(["train", "--resume", str(run), "--set", "max_steps=4"]) == 0
+    assert "resuming from step 2 on other data than the run was trained on: data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("encoding", ["utf_16_be", "latin-1"])
+def test_a_utf8_file_read_in_another_encoding_is_warned(encoding: str, tmp_path: Path) -> None:
+    from lmkit.data.corpus import open_corpus
+    from lmkit.errors import LmkitWarning
+
+    path = tmp_path / "text.txt"
+    path.write_text("Café au lait, déjà vu.\nNaïve résumé.\n", encoding="utf-8")
+    with pytest.warns(LmkitWarning, match=r"reads as UTF-8, but encoding='(iso8859-1|utf-16-be)' "
+                                          r"decodes it differently"):
+        open_corpus(str(path), encoding)
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252"])
+def test_a_file_in_its_own_encoding_is_not_warned(encoding: str, tmp_path: Path) -> None:
+    import warnings
+
+    from lmkit.data.corpus import open_corpus
+
+    path = tmp_path / "text.txt"
+    path.write_text("Café au lait, déjà vu.\nNaïve résumé.\n", encoding=encoding)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_corpus(str(path), encoding)

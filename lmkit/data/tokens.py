@@ -32,7 +32,8 @@ from lmkit import paths
 from lmkit.data.corpus import Corpus
 from lmkit.errors import ConfigError, DataError, LmkitWarning
 
-__all__ = ["token_ids", "prune_token_cache", "split", "WindowSampler", "sequential_batches"]
+__all__ = ["token_ids", "prune_token_cache", "split", "warn_unknown", "WindowSampler",
+           "sequential_batches"]
 
 _HEADER_BYTES = 128  # fixed .npy header, rewritten with the final length once it is known
 
@@ -163,6 +164,28 @@ def split(ids: np.ndarray, validation_split: float, seq_len: int) -> tuple[np.nd
                 f"Use a smaller seq_len, {fix}, or a larger corpus."
             )
     return train, val
+
+
+#: a validation corpus with a larger share of unknown tokens measures little but the unknown id
+UNKNOWN_WARNING = 0.2
+
+
+def warn_unknown(ids: np.ndarray, unknown_id: int | None, what: str) -> float:
+    """The share of `ids` that are `unknown_id`; above `UNKNOWN_WARNING`, a warning naming
+    `what` (a validation corpus in another script or language than the training corpus).
+
+    >>> warn_unknown(np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 0]), 0, "validation_data")
+    0.1
+    """
+    if unknown_id is None or len(ids) == 0:
+        return 0.0
+    share = float(np.count_nonzero(np.asarray(ids) == unknown_id)) / len(ids)
+    if share > UNKNOWN_WARNING:
+        warnings.warn(f"{share:.0%} of the tokens of {what} are unknown to the tokenizer (fitted "
+                      f"on the training corpus): its validation scores mostly measure how well "
+                      f"the model predicts <unk>. Is it the right file, in the right encoding?",
+                      LmkitWarning, stacklevel=2)
+    return share
 
 
 class WindowSampler:
