@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import lmkit
 from lmkit.cli import main
 from lmkit.config import TrainConfig, dump_toml, parse_set_options, parse_toml
-from lmkit.errors import ConfigError, LmkitError
+from lmkit.errors import ConfigError, DataError, LmkitError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CASES = tomllib.loads((FIXTURES / "bad_inputs" / "cases.toml").read_text(encoding="utf-8"))
@@ -391,3 +391,27 @@ def test_a_file_in_its_own_encoding_is_not_warned(encoding: str, tmp_path: Path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         open_corpus(str(path), encoding)
+
+
+# -- only regular files are read: a FIFO never blocks a command --------------------------------
+def test_an_imdb_review_that_is_a_fifo_is_refused_not_waited_for(tmp_path: Path) -> None:
+    import os
+
+    from lmkit.evaluation import load_split
+
+    root = shutil.copytree(FIXTURES / "eval" / "imdb", tmp_path / "imdb")
+    os.mkfifo(root / "test" / "pos" / "0_fifo.txt")
+    with pytest.raises(DataError, match=r"0_fifo.txt is not a regular file \(a FIFO"):
+        load_split("imdb", root)
+
+
+def test_a_corpus_that_is_a_fifo_is_refused_not_waited_for(tmp_path: Path) -> None:
+    import os
+
+    from lmkit.data.corpus import open_corpus
+
+    os.mkfifo(tmp_path / "corpus.txt")
+    with pytest.raises(DataError, match=r"is not a regular file \(a FIFO"):
+        open_corpus(str(tmp_path / "corpus.txt"))
+    (tmp_path / "real.txt").write_text("some text\n")
+    assert open_corpus(str(tmp_path)).files == (tmp_path / "real.txt",)  # a folder skips it

@@ -107,6 +107,9 @@ def open_corpus(data: str, encoding: str = "utf-8") -> Corpus:
             files = (path,)
         elif path.is_dir():
             files = _text_files(path)
+        elif path.exists():  # reading a FIFO would block forever, a device never end
+            raise DataError(f"corpus '{data}' is not a regular file (a FIFO, device or socket): "
+                            f"lmkit reads text from regular files only")
         else:
             raise DataError(
                 f"corpus '{data}' not found: there is no file or folder at {path.absolute()}"
