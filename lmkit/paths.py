@@ -36,7 +36,14 @@ def cache_dir() -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME", "")
         base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
         path = base / "lmkit"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (OSError, RuntimeError) as exc:  # a file in the way, no permission, ~nosuchuser
+        from lmkit.errors import ConfigError
+
+        raise ConfigError(f"lmkit's cache folder {path} cannot be created "
+                          f"({getattr(exc, 'strerror', None) or exc}): set LMKIT_CACHE_DIR to a "
+                          f"folder of your own") from None
     return path
 
 

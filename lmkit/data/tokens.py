@@ -52,6 +52,7 @@ def token_ids(corpus: Corpus, tokenizer: Any, cache_dir: Path | None = None,
     `chunk_bytes` of text. Chunks end at line breaks, so `chunk_bytes` does not change the ids
     (and is not part of the key) unless a single line is longer than four chunks.
     """
+    limit = _cache_limit()  # a bad setting fails before the corpus is read
     spec = json.dumps(tokenizer.to_json(), sort_keys=True, ensure_ascii=False)
     key = hashlib.sha256(f"{corpus.fingerprint()}\n{spec}".encode("utf-8")).hexdigest()[:40]
     folder = paths.private_folder(Path(cache_dir or paths.cache_dir()) / "tokens", "token cache",
@@ -64,7 +65,7 @@ def token_ids(corpus: Corpus, tokenizer: Any, cache_dir: Path | None = None,
         os.utime(path)  # most recently used: the last to be pruned
         return ids
     _write_ids(path, corpus, tokenizer, chunk_bytes)
-    prune_token_cache(path.parent, keep=path)
+    prune_token_cache(path.parent, keep=path, limit=limit)
     return np.load(path, mmap_mode="r")
 
 
@@ -94,7 +95,7 @@ def prune_token_cache(folder: Path, keep: Path | None = None, limit: int | None 
     bytes (default ``$LMKIT_TOKEN_CACHE_GB`` GiB, else 4 GiB); `keep` is never deleted. Returns
     what was deleted. A run that has one open keeps reading it (the OS frees it after)."""
     if limit is None:
-        limit = int(float(os.environ.get("LMKIT_TOKEN_CACHE_GB", "4")) * 2**30)
+        limit = _cache_limit()
     entries = sorted(((p.stat().st_mtime, p) for p in folder.glob("*.npy")), key=lambda e: e[0])
     total = sum(p.stat().st_size for _, p in entries)
     deleted = []
@@ -107,6 +108,19 @@ def prune_token_cache(folder: Path, keep: Path | None = None, limit: int | None 
         p.unlink(missing_ok=True)
         deleted.append(p)
     return deleted
+
+
+def _cache_limit() -> int:
+    """``$LMKIT_TOKEN_CACHE_GB`` (default 4) in bytes; anything but a number >= 0 is a `ConfigError`."""
+    text = os.environ.get("LMKIT_TOKEN_CACHE_GB", "4")
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = -1.0
+    if not 0 <= gib < float("inf"):
+        raise ConfigError(f"LMKIT_TOKEN_CACHE_GB must be a number of GiB (like 4 or 0.5), got "
+                          f"{text!r}")
+    return int(gib * 2**30)
 
 
 def _write_ids(path: Path, corpus: Corpus, tokenizer: Any, chunk_bytes: int) -> None:
