@@ -134,3 +134,27 @@ def test_an_untied_gpt2_head_is_loaded_as_transformers_reads_it(tmp_path: Path) 
         want = reference(torch.tensor([ids])).logits.numpy()[0]
     np.testing.assert_allclose(model.logits(["the cat sat on the mat"])[0, :len(ids)], want,
                                atol=1e-4)
+
+
+def test_init_from_a_folder_describing_a_huge_vocabulary_is_refused_before_allocating(tmp_path: Path) -> None:
+    from hf_checkpoints import gpt2_folder
+
+    folder = gpt2_folder(tmp_path / "gpt2")
+    _edit_config(folder, vocab_size=10**12)
+    corpus = Path(__file__).parent / "fixtures" / "core" / "shakespeare_30k.txt"
+    start = time.monotonic()
+    with pytest.raises(RunError, match=r"describes a model of about [\d,]+ parameters"):
+        lmkit.train(init=str(folder), data=str(corpus), max_steps=1, out=str(tmp_path / "run"),
+                    reporters=[])
+    assert time.monotonic() - start < 30
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("missing", ["n_positions", "n_embd"])
+def test_a_gpt2_config_without_a_size_names_it(tmp_path: Path, missing: str) -> None:
+    from hf_checkpoints import gpt2_folder
+
+    folder = gpt2_folder(tmp_path / "gpt2")
+    _edit_config(folder, **{missing: None})
+    with pytest.raises(RunError, match=rf"has no '{missing}', which a gpt2 checkpoint needs"):
+        lmkit.from_pretrained(folder)

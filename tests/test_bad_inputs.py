@@ -415,3 +415,86 @@ def test_a_corpus_that_is_a_fifo_is_refused_not_waited_for(tmp_path: Path) -> No
         open_corpus(str(tmp_path / "corpus.txt"))
     (tmp_path / "real.txt").write_text("some text\n")
     assert open_corpus(str(tmp_path)).files == (tmp_path / "real.txt",)  # a folder skips it
+
+
+# -- lmkit info on damaged run files, and the environment: one line, never a traceback ---------
+def _described_run(folder: Path) -> Path:
+    """A run folder as training leaves it, for `lmkit info` (no weights needed)."""
+    folder.mkdir()
+    (folder / "config.toml").write_text(TrainConfig().to_toml(), encoding="utf-8")
+    (folder / "tokenizer.json").write_text('{"type": "char", "chars": ["a"]}', encoding="utf-8")
+    (folder / "summary.json").write_text(json.dumps({"arch": "gpt", "steps": 2, "val_loss": 4.0,
+                                                     "val_bits_per_char": 5.8}), encoding="utf-8")
+    (folder / "metrics.jsonl").write_text('{"event": "eval", "step": 2, "metrics": {"val_loss": 4.0}}\n',
+                                          encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("file, content, error", [
+    ("summary.json", b"\xff\xfe{}", "summary.json is damaged ('utf-8' codec"),
+    ("summary.json", b"[1, 2]", "summary.json is damaged (it holds a JSON list, not an object)"),
+    ("summary.json", b'{"arch": "gpt", "steps": "two", "val_loss": "abc"}', None),
+    ("summary.json", b'{"arch": "gpt", "val_loss": 4.0}', None),
+    ("metrics.jsonl", b'\xff\xfe\n[1]\n"s"\n{"event": "eval", "step": 1}\n', None),
+], ids=["summary-not-utf8", "summary-list", "summary-strings", "summary-no-steps", "metrics-damaged"])
+def test_info_on_damaged_run_files_is_one_line_or_a_listing(file: str, content: bytes, error: str | None,
+                                                            tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    run = _described_run(tmp_path / "run")
+    (run / file).write_bytes(content)
+    code = main(["info", str(run)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    if error:
+        assert code == 2 and error in err and err.count("\n") == 1
+    else:
+        assert code == 0 and "config:" in out
+
+
+def test_info_aligns_long_keys_and_shows_unset_keys_as_none(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    run = _described_run(tmp_path / "run")
+    assert main(["info", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "  vocab_size = none\n" in out and '"none"' not in out
+    metrics = [line for line in out.splitlines() if line.startswith("  val_")]
+    assert len({line.index("4.0000" if "loss" in line else "5.8000") for line in metrics}) == 1
+
+
+def test_a_deeply_nested_toml_is_one_config_error() -> None:
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        parse_toml("a = " + "[" * 5000 + "]" * 5000)
+
+
+@pytest.mark.parametrize("env, error", [
+    ({"LMKIT_CACHE_DIR": "{file}"}, "cannot be created (File exists)"),
+    ({"LMKIT_CACHE_DIR": "{file}/below"}, "cannot be created (Not a directory)"),
+    ({"LMKIT_TOKEN_CACHE_GB": "abc"}, "LMKIT_TOKEN_CACHE_GB must be a number of GiB"),
+    ({"LMKIT_TOKEN_CACHE_GB": "-1"}, "LMKIT_TOKEN_CACHE_GB must be a number of GiB"),
+], ids=["cache-a-file", "cache-below-a-file", "gb-abc", "gb-negative"])
+def test_a_bad_cache_setting_is_one_line(env: dict[str, str], error: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LMKIT_CACHE_DIR", str(tmp_path / "cache"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, _fill(value, tmp_path))
+    argv = ["train"]
+    for setting in _settings({"set": []}, tmp_path):
+        argv += ["--set", setting]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert error in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_run_with_another_tokenizer_is_refused_not_decoded(finished_run: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    tokenizer = json.loads((run / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["chars"] = tokenizer["chars"][:5]
+    (run / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["generate", str(run), "--prompt", "A", "--max-new-tokens", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "is not the tokenizer this run was trained with" in err and err.count("\n") == 1, err
