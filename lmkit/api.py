@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmkit._lazy import lazy_exports
 from lmkit.config import TrainConfig, parse_set_options, parse_toml
+from lmkit.config.tomltext import toml_value
 from lmkit.engine.events import Reporter, StopSignal
 from lmkit.engine.reporters import TextReporter, format_duration
 from lmkit.errors import ConfigError, LmkitError, LmkitWarning, RunError, did_you_mean
@@ -43,7 +44,7 @@ __all__ = [
     "list_architectures", "list_optimizers", "list_schedules", "list_losses", "list_metrics",
     "list_tokenizers", "list_tasks", "list_entries", "list_components",
     # what the front ends show, test or catch
-    "TrainConfig", "parse_set_options", "parse_toml", "Reporter", "StopSignal", "TextReporter",
+    "TrainConfig", "parse_set_options", "parse_toml", "toml_value", "Reporter", "StopSignal", "TextReporter",
     "format_duration", "LmkitError", "LmkitWarning", "ConfigError", "RunError", "did_you_mean", "Entry",
     "Run", "Pretrained", "FineTuned", "EvalResult", "Leaderboard", "EvaluationStartEvent",
     "EvaluationEndEvent", "Comparison", "SUITES", "SCRATCH", "ENV_COORDINATOR", "ENV_NUM_PROCESSES",

@@ -88,14 +88,18 @@ def check_fits(cfg: "TrainConfig", vocab_size: int, factory: Any) -> None:
         return
     params, floats = size(vocab_size, cfg.batch_size, cfg.seq_len,
                           cfg.model_kwargs(_accepted(factory)))
-    need = 16 * params + 4 * floats
+    # the windows of one step are drawn at once: accumulate_steps batches of int64 inputs and targets
+    windows = 16 * cfg.batch_size * cfg.accumulate_steps * (cfg.seq_len + 1)
+    need = 16 * params + 4 * floats + windows
     limit, where = memory_limit()
     if need > limit:
         gib = 2 ** 30
         raise ConfigError(
             f"this training needs about {need / gib:,.1f} GiB ({params:,} parameters: "
             f"{16 * params / gib:,.1f} GiB with gradients and optimizer state; one batch's "
-            f"activations: {4 * floats / gib:,.1f} GiB), more than {where} ({limit / gib:,.1f} "
+            f"activations: {4 * floats / gib:,.1f} GiB; one step's token windows: "
+            f"{windows / gib:,.1f} GiB), more than {where} ({limit / gib:,.1f} "
             f"GiB). Make it smaller: fewer `layers`, a smaller `embed_dim`/`units`, "
-            f"`batch_size` or `seq_len` (now layers={cfg.layers}, embed_dim={cfg.embed_dim}, "
-            f"units={cfg.units}, batch_size={cfg.batch_size}, seq_len={cfg.seq_len}).")
+            f"`batch_size`, `accumulate_steps` or `seq_len` (now layers={cfg.layers}, "
+            f"embed_dim={cfg.embed_dim}, units={cfg.units}, batch_size={cfg.batch_size}, "
+            f"accumulate_steps={cfg.accumulate_steps}, seq_len={cfg.seq_len}).")

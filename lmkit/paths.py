@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["cache_dir", "private_folder", "enable_compilation_cache", "atomic_output",
-           "atomic_write_text", "atomic_directory"]
+           "atomic_write_text", "atomic_directory", "hf_home", "check_hf_home"]
 
 _UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
 os.umask(_UMASK)
@@ -36,7 +36,14 @@ def cache_dir() -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME", "")
         base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
         path = base / "lmkit"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (OSError, RuntimeError) as exc:  # a file in the way, no permission, ~nosuchuser
+        from lmkit.errors import ConfigError
+
+        raise ConfigError(f"lmkit's cache folder {path} cannot be created "
+                          f"({getattr(exc, 'strerror', None) or exc}): set LMKIT_CACHE_DIR to a "
+                          f"folder of your own") from None
     return path
 
 
@@ -66,6 +73,37 @@ def private_folder(path: str | os.PathLike[str], purpose: str,
                   f"{folder}`, or set LMKIT_CACHE_DIR to a folder of your own.",
                   LmkitWarning, stacklevel=3)
     return None
+
+
+def hf_home() -> Path:
+    """The Hugging Face cache folder, as its libraries find it: ``$HF_HOME``, else
+    ``$XDG_CACHE_HOME/huggingface``, else ``~/.cache/huggingface``."""
+    explicit = os.environ.get("HF_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+
+
+def check_hf_home() -> None:
+    """Refuse (`ConfigError`) a Hugging Face cache that others can write to.
+
+    `datasets` and `evaluate` import modules from ``HF_HOME/modules`` and trust the data sets
+    cached there: in a world-writable folder (or one of another user that their group can
+    write), code or data planted by someone else would run or be scored as yours. Called before
+    lmkit hands anything to those libraries; a folder that does not exist yet is fine.
+    """
+    from lmkit.errors import ConfigError
+
+    home = hf_home()
+    for folder in (home, home / "modules"):
+        try:
+            st = folder.stat()
+        except OSError:
+            continue
+        if st.st_mode & 0o002 or (st.st_uid != os.getuid() and st.st_mode & 0o020):
+            raise ConfigError(f"the Hugging Face cache {folder} is writable by other users, so "
+                              f"modules or data planted there would be run or used as yours: "
+                              f"`chmod go-w {folder}`, or set HF_HOME to a folder of your own")
 
 
 def enable_compilation_cache() -> None:

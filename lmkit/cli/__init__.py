@@ -21,6 +21,7 @@ status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import textwrap
 from typing import Any
@@ -105,25 +106,35 @@ def _info(args: argparse.Namespace) -> int:
     described = info(args.run_dir)
     summary = described.summary
     print(f"run {described.path}")
-    for key in ("arch", "steps", "reason", "elapsed_s", "parameters", "backend", "eval_step",
-                "finished"):
-        if key in summary:
-            print(f"  {key:<12} {summary[key]}")
-    for key, value in summary.items():
-        if key.startswith("val_"):
-            print(f"  {key:<12} {value:.4f}")
+    keys = ("arch", "steps", "reason", "elapsed_s", "parameters", "backend", "eval_step", "finished")
+    _print_rows([(key, summary[key]) for key in keys if key in summary])
+    _print_rows([(key, _number(value)) for key, value in summary.items() if key.startswith("val_")])
     interrupted = described.interrupted_at
     if interrupted is not None:
-        finished = (f"the last finished training ended at step {summary['steps']}" if summary
-                    else "no training finished")
+        finished = (f"the last finished training ended at step {summary.get('steps', '?')}"
+                    if summary else "no training finished")
         print(f"  interrupted: the checkpoint is at step {interrupted} and {finished}; "
               f"`lmkit train --resume {described.path}` continues it (loading uses the checkpoint)")
     elif not summary:
         print("  (no summary.json and no checkpoint: training ended before its first checkpoint)")
-    print(f"  history      {described.history} records in metrics.jsonl")
+    _print_rows([("history", f"{described.history} records in metrics.jsonl")])
     print("config:")
-    print(textwrap.indent(described.config, "  "), end="")
+    # an unset key is stored as the string "none" (TOML has no null); shown as what it means
+    config = re.sub(r'^(\s*[\w.-]+ = )"none"$', r"\1none", described.config, flags=re.MULTILINE)
+    print(textwrap.indent(config, "  "), end="")
     return 0
+
+
+def _print_rows(rows: list[tuple[str, Any]]) -> None:
+    """``key value`` lines, the values of one block in one column (at least 12 wide)."""
+    width = max([12, *(len(key) for key, _ in rows)])
+    for key, value in rows:
+        print(f"  {key:<{width}} {value}")
+
+
+def _number(value: Any) -> Any:
+    """A metric with four decimals; anything else (a damaged summary.json) as it is."""
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -59,7 +59,7 @@ class Budget(ConfigBase):
     checkpoint_every: int = config_key(500, "Write a checkpoint every N steps (and always at the end).", min=1)
     accumulate_steps: int = config_key(1, "Micro-batches of `batch_size` whose gradients are averaged into one optimizer step (an effective batch of `batch_size * accumulate_steps` in the memory of one batch).", min=1)
     batch_parts: int = config_key(0, "Compute each batch's gradient as this many independent equal parts, run side by side on a CPU, the same mathematics (`0`: automatic: the architecture's choice for long runs of small batches; fine-tuning: 1).", min=0)
-    seed: int = config_key(0, "Seed of initialization, batches and dropout; equal seeds give equal runs.", min=0)
+    seed: int = config_key(0, "Seed of initialization, batches and dropout; equal seeds give equal runs.", min=0, max=2**32 - 1)
 
 
 @dataclass

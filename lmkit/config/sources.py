@@ -63,6 +63,8 @@ def parse_toml(text: str, source: str = "config", line_offset: int = 0) -> dict[
     """Parse TOML, turning syntax errors into `ConfigError` with the line (plus `line_offset`)."""
     try:
         return tomllib.loads(text)
+    except RecursionError:  # tomllib recurses once per nested array or table
+        raise ConfigError(f"{source}: malformed TOML: arrays or tables nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         lineno = getattr(exc, "lineno", None)

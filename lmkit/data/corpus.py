@@ -18,11 +18,12 @@ import encodings.aliases
 import hashlib
 import importlib.resources
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmkit.errors import DataError, did_you_mean
+from lmkit.errors import DataError, LmkitWarning, did_you_mean
 
 __all__ = ["Corpus", "open_corpus", "EMBEDDED_CORPORA", "TEXT_SUFFIXES"]
 
@@ -74,11 +75,15 @@ class Corpus:
         The contents, not names and modification times: a file replaced by another of the same
         size and time, or a copy elsewhere, keys its own ids (hashing reads the corpus once,
         about a second per GB)."""
-        digest = hashlib.sha256(json.dumps({"encoding": self.encoding}).encode("utf-8"))
-        for f in self.files:
-            with f.open("rb") as fh:
-                digest.update(hashlib.file_digest(fh, "sha256").digest())
-        return digest.hexdigest()
+        known = self.__dict__.get("_fingerprint")  # once per opened corpus: the cache and resume ask
+        if known is None:
+            digest = hashlib.sha256(json.dumps({"encoding": self.encoding}).encode("utf-8"))
+            for f in self.files:
+                with f.open("rb") as fh:
+                    digest.update(hashlib.file_digest(fh, "sha256").digest())
+            known = digest.hexdigest()
+            object.__setattr__(self, "_fingerprint", known)
+        return known
 
 
 def open_corpus(data: str, encoding: str = "utf-8") -> Corpus:
@@ -97,11 +102,14 @@ def open_corpus(data: str, encoding: str = "utf-8") -> Corpus:
         resource = importlib.resources.files("lmkit.data").joinpath(EMBEDDED_CORPORA[key.lower()])
         files: tuple[Path, ...] = (Path(str(resource)),)
     else:
-        path = Path(key).expanduser()
+        path = _expanded(key)
         if path.is_file():
             files = (path,)
         elif path.is_dir():
             files = _text_files(path)
+        elif path.exists():  # reading a FIFO would block forever, a device never end
+            raise DataError(f"corpus '{data}' is not a regular file (a FIFO, device or socket): "
+                            f"lmkit reads text from regular files only")
         else:
             raise DataError(
                 f"corpus '{data}' not found: there is no file or folder at {path.absolute()}"
@@ -113,7 +121,40 @@ def open_corpus(data: str, encoding: str = "utf-8") -> Corpus:
     if corpus.num_bytes == 0:
         shown = ", ".join(str(f) for f in files[:3]) + (", ..." if len(files) > 3 else "")
         raise DataError(f"corpus '{data}' is empty: {shown} hold(s) 0 bytes of text.")
+    _warn_if_misread(files[0], encoding)
     return corpus
+
+
+def _expanded(key: str) -> Path:
+    """`key` with ``~`` and ``~user`` expanded; an unknown user is a `DataError`."""
+    try:
+        return Path(key).expanduser()
+    except RuntimeError as exc:  # pathlib: "Could not determine home directory"
+        raise DataError(f"corpus '{key}': {exc} (no such user?); give the path without '~'") from None
+
+
+#: how much of the first file the encoding check reads
+_SAMPLE_BYTES = 1 << 16
+
+
+def _warn_if_misread(path: Path, encoding: str) -> None:
+    """Warn when `path` is plainly UTF-8 but `encoding` reads other characters from it (a
+    UTF-16 or Latin-1 setting on a UTF-8 file decodes without error, into nonsense)."""
+    if encoding in ("utf-8", "utf-8-sig"):
+        return
+    with open(path, "rb") as f:
+        sample = f.read(_SAMPLE_BYTES)
+    if b"\0" in sample:  # UTF-8 text holds no NUL bytes; UTF-16 and UTF-32 text does
+        return
+    try:
+        as_utf8 = codecs.getincrementaldecoder("utf-8")().decode(sample)
+        as_given = codecs.getincrementaldecoder(encoding)().decode(sample)
+    except UnicodeError:
+        return  # not UTF-8 (or not `encoding`: reading it names the problem)
+    if as_given != as_utf8:
+        warnings.warn(f"{path} reads as UTF-8, but encoding={encoding!r} decodes it differently: "
+                      f"it begins {as_given[:30]!r} instead of {as_utf8[:30]!r}. Set "
+                      f"encoding = \"utf-8\" if the file is UTF-8", LmkitWarning, stacklevel=3)
 
 
 def _check_encoding(encoding: str) -> str:
@@ -166,6 +207,10 @@ def _decoded(path: Path, encoding: str, chunk_bytes: int) -> Iterator[str]:
                 text = decoder.decode(raw, final=final)
             except UnicodeDecodeError as exc:
                 raise _decode_error(path, encoding, offset - pending + exc.start, exc) from None
+            except UnicodeError as exc:  # e.g. utf-16 and utf-32 need a byte-order mark
+                raise DataError(f"{path}: cannot be read as {encoding}: {exc}. Name the byte "
+                                f"order (encoding='{encoding}-le' or '-be'), or the file's "
+                                f"real encoding") from None
             offset += len(raw)
             if text:
                 yield text

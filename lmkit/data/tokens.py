@@ -32,7 +32,8 @@ from lmkit import paths
 from lmkit.data.corpus import Corpus
 from lmkit.errors import ConfigError, DataError, LmkitWarning
 
-__all__ = ["token_ids", "prune_token_cache", "split", "WindowSampler", "sequential_batches"]
+__all__ = ["token_ids", "prune_token_cache", "split", "warn_unknown", "WindowSampler",
+           "sequential_batches"]
 
 _HEADER_BYTES = 128  # fixed .npy header, rewritten with the final length once it is known
 
@@ -51,6 +52,7 @@ def token_ids(corpus: Corpus, tokenizer: Any, cache_dir: Path | None = None,
     `chunk_bytes` of text. Chunks end at line breaks, so `chunk_bytes` does not change the ids
     (and is not part of the key) unless a single line is longer than four chunks.
     """
+    limit = _cache_limit()  # a bad setting fails before the corpus is read
     spec = json.dumps(tokenizer.to_json(), sort_keys=True, ensure_ascii=False)
     key = hashlib.sha256(f"{corpus.fingerprint()}\n{spec}".encode("utf-8")).hexdigest()[:40]
     folder = paths.private_folder(Path(cache_dir or paths.cache_dir()) / "tokens", "token cache",
@@ -63,7 +65,7 @@ def token_ids(corpus: Corpus, tokenizer: Any, cache_dir: Path | None = None,
         os.utime(path)  # most recently used: the last to be pruned
         return ids
     _write_ids(path, corpus, tokenizer, chunk_bytes)
-    prune_token_cache(path.parent, keep=path)
+    prune_token_cache(path.parent, keep=path, limit=limit)
     return np.load(path, mmap_mode="r")
 
 
@@ -93,7 +95,7 @@ def prune_token_cache(folder: Path, keep: Path | None = None, limit: int | None 
     bytes (default ``$LMKIT_TOKEN_CACHE_GB`` GiB, else 4 GiB); `keep` is never deleted. Returns
     what was deleted. A run that has one open keeps reading it (the OS frees it after)."""
     if limit is None:
-        limit = int(float(os.environ.get("LMKIT_TOKEN_CACHE_GB", "4")) * 2**30)
+        limit = _cache_limit()
     entries = sorted(((p.stat().st_mtime, p) for p in folder.glob("*.npy")), key=lambda e: e[0])
     total = sum(p.stat().st_size for _, p in entries)
     deleted = []
@@ -106,6 +108,19 @@ def prune_token_cache(folder: Path, keep: Path | None = None, limit: int | None 
         p.unlink(missing_ok=True)
         deleted.append(p)
     return deleted
+
+
+def _cache_limit() -> int:
+    """``$LMKIT_TOKEN_CACHE_GB`` (default 4) in bytes; anything but a number >= 0 is a `ConfigError`."""
+    text = os.environ.get("LMKIT_TOKEN_CACHE_GB", "4")
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = -1.0
+    if not 0 <= gib < float("inf"):
+        raise ConfigError(f"LMKIT_TOKEN_CACHE_GB must be a number of GiB (like 4 or 0.5), got "
+                          f"{text!r}")
+    return int(gib * 2**30)
 
 
 def _write_ids(path: Path, corpus: Corpus, tokenizer: Any, chunk_bytes: int) -> None:
@@ -163,6 +178,28 @@ def split(ids: np.ndarray, validation_split: float, seq_len: int) -> tuple[np.nd
                 f"Use a smaller seq_len, {fix}, or a larger corpus."
             )
     return train, val
+
+
+#: a validation corpus with a larger share of unknown tokens measures little but the unknown id
+UNKNOWN_WARNING = 0.2
+
+
+def warn_unknown(ids: np.ndarray, unknown_id: int | None, what: str) -> float:
+    """The share of `ids` that are `unknown_id`; above `UNKNOWN_WARNING`, a warning naming
+    `what` (a validation corpus in another script or language than the training corpus).
+
+    >>> warn_unknown(np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 0]), 0, "validation_data")
+    0.1
+    """
+    if unknown_id is None or len(ids) == 0:
+        return 0.0
+    share = float(np.count_nonzero(np.asarray(ids) == unknown_id)) / len(ids)
+    if share > UNKNOWN_WARNING:
+        warnings.warn(f"{share:.0%} of the tokens of {what} are unknown to the tokenizer (fitted "
+                      f"on the training corpus): its validation scores mostly measure how well "
+                      f"the model predicts <unk>. Is it the right file, in the right encoding?",
+                      LmkitWarning, stacklevel=2)
+    return share
 
 
 class WindowSampler:

@@ -91,7 +91,8 @@ def load_checkpoint(folder: Path) -> Checkpoint:
 
 
 def check_fit(targets: Sequence[Any], arrays: Sequence[np.ndarray], what: str, source: str) -> None:
-    """Raise `RunError` unless `arrays` match `targets` (anything with a ``.shape``) one to one.
+    """Raise `RunError` unless `arrays` match `targets` (anything with a ``.shape``) one to one,
+    each a real, finite array.
 
     `what` names the arrays in messages ("model weights", "optimizer slots"), `source` the file.
     """
@@ -102,8 +103,9 @@ def check_fit(targets: Sequence[Any], arrays: Sequence[np.ndarray], what: str, s
             f"new directory, or restore with the configuration that wrote it."
         )
     for target, array in zip(targets, arrays):
+        name = getattr(target, "path", None) or getattr(target, "name", "?")
+        _check_values(array, f"{source}: {what[:-1] if what.endswith('s') else what} '{name}'")
         if tuple(target.shape) != tuple(np.shape(array)):
-            name = getattr(target, "path", None) or getattr(target, "name", "?")
             raise RunError(
                 f"{source}: {what[:-1] if what.endswith('s') else what} '{name}' has shape "
                 f"{tuple(np.shape(array))} in the checkpoint but {tuple(target.shape)} in this "
@@ -111,6 +113,19 @@ def check_fit(targets: Sequence[Any], arrays: Sequence[np.ndarray], what: str, s
                 f"width, vocabulary or number of layers?). Restore with the configuration that "
                 f"wrote it."
             )
+
+
+def _check_values(array: np.ndarray, label: str) -> None:
+    """Refuse what lmkit never writes: numbers that are not real (complex, text) and NaN or
+    infinite floats (the engine checkpoints only finite weights). Either would load "fine" and
+    give nonsense, such as a generation that prints the prompt alone."""
+    dtype = np.asarray(array).dtype
+    if dtype.kind not in "fiub":
+        raise RunError(f"{label} is stored as {dtype}, which lmkit never writes: the checkpoint "
+                       f"is damaged or not lmkit's")
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        raise RunError(f"{label} holds NaN or infinite values, which lmkit never checkpoints: "
+                       f"the checkpoint is damaged")
 
 
 def restore_arrays(targets: Sequence[Any], arrays: Sequence[np.ndarray], what: str,

@@ -30,6 +30,7 @@ import signal
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,7 +44,7 @@ from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, Event, Re
 from lmkit.engine.reporters import JsonlReporter
 from lmkit.engine.rundir import CHECKPOINT, METRICS, SUMMARY, RunDir
 from lmkit.engine.tracking import open_trackers
-from lmkit.errors import TrainingDiverged
+from lmkit.errors import RunWarning, TrainingDiverged
 
 __all__ = ["Trainee", "Plan", "Job", "Outcome", "run", "auto_steps_per_dispatch",
            "auto_eval_every", "TIME_BUDGET"]
@@ -110,6 +111,9 @@ class Job:
     #: where the steps run, for the start event (a distributed client names its mesh, e.g.
     #: "4 devices (data 4), 1 process"); empty: the backend's devices
     devices: str = ""
+    #: what is trained on, as name -> fingerprint (``{"data": corpus.fingerprint()}``): kept in
+    #: each checkpoint, and a resume on other data is warned
+    data: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -231,6 +235,7 @@ def run(
         ckpt = run_dir.load_checkpoint()
         trainee.restore(ckpt.model, ckpt.optimizer, str(run_dir.file(CHECKPOINT)))
         start, engine_state = ckpt.step, {**engine_state, **ckpt.trainer}
+        _warn_changed_data(ckpt.trainer.get("data") or {}, job.data, start)
         # a training killed after this checkpoint logged steps that will now be taken again
         history = [r for r in run_dir.history() if r["step"] <= start]
     if begin is not None:
@@ -244,6 +249,16 @@ def run(
     finally:
         for reporter in [*([log] if log else []), *trackers]:
             reporter.close()
+
+
+def _warn_changed_data(before: dict[str, str], now: dict[str, str], step: int) -> None:
+    """Warn when a resumed training reads other data than its checkpoint was trained on."""
+    changed = [name for name in now if name in before and before[name] != now[name]]
+    changed += [name for name in before if name not in now]
+    if changed:
+        warnings.warn(f"resuming from step {step} on other data than the run was trained on: "
+                      f"{', '.join(changed)} changed (another file, other contents or encoding); "
+                      f"the training continues on the new data", RunWarning, stacklevel=3)
 
 
 def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: _Emitter,
@@ -269,7 +284,8 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
         slots = trainee.optimizer_arrays() if gathers else []
         if run_dir is not None:
             path = run_dir.save_checkpoint(Checkpoint(step, model, slots,
-                                                      {**engine_state, "name": job.name}))
+                                                      {**engine_state, "name": job.name,
+                                                       "data": job.data}))
             emit(CheckpointEvent(step, str(path)))
         last_ckpt = step
         return True

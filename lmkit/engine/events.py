@@ -93,10 +93,13 @@ Reporter = Callable[[Event], None]
 
 
 def history_record(event: dict[str, Any]) -> dict[str, Any] | None:
-    """The history row of one serialized event (steps and evaluations), else None."""
+    """The history row of one serialized event (steps and evaluations), else None (also for
+    anything that is no such event: a damaged line of an event log)."""
+    if not isinstance(event, dict) or not isinstance(event.get("step"), int):
+        return None
     if event.get("event") == "step":
         return {k: event[k] for k in _STEP_KEYS if k in event}
-    if event.get("event") == "eval":
+    if event.get("event") == "eval" and isinstance(event.get("metrics"), dict):
         return {"step": event["step"], **event["metrics"]}
     return None
 

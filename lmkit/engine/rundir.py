@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import shutil
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 from lmkit.engine.checkpoint import (CHECKPOINT_FILE, Checkpoint, checkpoint_step, load_checkpoint,
                                     save_checkpoint)
 from lmkit.engine.events import history_record
-from lmkit.errors import RunError
+from lmkit.errors import RunError, RunWarning
 from lmkit.paths import atomic_output, atomic_write_text
 
 __all__ = ["RunDir", "CONFIG", "TOKENIZER", "MODEL", "CHECKPOINT", "METRICS", "SUMMARY",
@@ -260,6 +261,8 @@ class RunDir:
         describes (a training killed or still running after it); else None."""
         step = self.checkpoint_step()
         finished = self.read_json(SUMMARY).get("steps")
+        if isinstance(finished, bool) or not isinstance(finished, int):
+            finished = None  # a damaged summary says nothing about how far training got
         return step if step is not None and (finished is None or step > finished) else None
 
     def read_json(self, name: str) -> dict[str, Any]:
@@ -268,23 +271,35 @@ class RunDir:
         if not path.is_file():
             return {}
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            value = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RunError(f"{path} is damaged ({exc}); delete it to use the run without it") from None
+        if not isinstance(value, dict):
+            raise RunError(f"{path} is damaged (it holds a JSON {type(value).__name__}, not an "
+                           f"object); delete it to use the run without it")
+        return value
 
     def history(self) -> list[dict[str, Any]]:
-        """History rows from ``metrics.jsonl`` (a torn last line, from a crash, is ignored)."""
+        """History rows from ``metrics.jsonl``: a torn last line (from a crash) is ignored, other
+        damaged lines (not UTF-8, not JSON, not an event) are passed over with a warning."""
         path = self.file(METRICS)
         rows: list[dict[str, Any]] = []
         if not path.is_file():
             return rows
-        for line in path.read_text(encoding="utf-8").splitlines():
+        damaged = 0
+        for line in path.read_bytes().splitlines():
             try:
-                record = history_record(json.loads(line))
-            except json.JSONDecodeError:
+                event = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                event = None
+            if not isinstance(event, dict):
+                damaged += 1
                 continue
+            record = history_record(event)
             if record is not None:
                 rows.append(record)
+        if damaged > 1:  # more than the torn last line a crash leaves
+            warnings.warn(f"{path}: {damaged} damaged lines passed over", RunWarning, stacklevel=2)
         return rows
 
     def __repr__(self) -> str:

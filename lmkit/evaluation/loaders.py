@@ -30,6 +30,7 @@ import os
 from pathlib import Path
 
 from lmkit.errors import DataError
+from lmkit.paths import check_hf_home
 from lmkit.evaluation.examples import Examples
 from lmkit.evaluation.sources import LAYOUTS, detect_layout, read_parquet
 from lmkit.evaluation.tasks import Task, get_task
@@ -155,6 +156,7 @@ def _from_hub(task: Task, split: str) -> Examples:
     if task.hub is None:
         raise DataError(f"{task.name} names no Hugging Face dataset (Task.hub): give data=PATH "
                         f"(`--data PATH` on the command line), where PATH is {hint}")
+    check_hf_home()  # the Hub's cached data sets and modules live there
     reason = _hub_unreachable()
     try:
         if reason is not None:

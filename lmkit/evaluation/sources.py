@@ -245,6 +245,9 @@ class ImdbSource(Source):
         labels: list[str] = []
         for label, folder in zip(task.labels, folders):
             for file in sorted(folder.glob("*.txt")):
+                if not file.is_file():  # a FIFO would block forever, a device never end
+                    raise DataError(f"{file} is not a regular file (a FIFO, device or socket): "
+                                    f"lmkit reads reviews from regular files only")
                 try:
                     review = file.read_text(encoding="utf-8")
                 except UnicodeDecodeError as exc:

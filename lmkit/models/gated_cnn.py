@@ -20,6 +20,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from lmkit.errors import ConfigError
 from lmkit.models.base import LanguageModel, check_bool, check_positive_int, check_rate
 from lmkit.registry import architectures
 
@@ -38,6 +39,22 @@ class GatedCNN(LanguageModel):
     """
 
     cpu_batch_parts = 2  # see LanguageModel.cpu_batch_parts
+
+    @classmethod
+    def training_size(cls, vocab_size: int, batch_size: int, seq_len: int,
+                      options: dict[str, Any]) -> tuple[int, int]:
+        """The size guard's estimate with the `kernel_size` taps of each block; a kernel longer
+        than the window is refused here, before anything is built: its extra taps would only
+        ever see padding, and each tap is one more slice to compile (10**6 taps took minutes)."""
+        k = int(options.get("kernel_size", 4))
+        if k > seq_len:
+            raise ConfigError(f"kernel_size={k} is longer than seq_len={seq_len}: the taps beyond "
+                              f"the training window only ever see padding and are never trained. "
+                              f"Use kernel_size <= seq_len")
+        c, e = int(options.get("units", 128)), int(options.get("embed_dim", 128))
+        n = int(options.get("layers", 4))
+        params = vocab_size * e + e * c + n * (k * c * 2 * c + 2 * c) + c * vocab_size
+        return params, batch_size * seq_len * (n * (k * c + 4 * c) + 2 * vocab_size)
 
     def __init__(self, vocab_size: int, *, embed_dim: int = 128, units: int = 128,
                  layers: int = 4, kernel_size: int = 4, dropout: float = 0.0,

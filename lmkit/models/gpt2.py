@@ -71,13 +71,16 @@ class GPT2(GPT):
             if bad:
                 raise RunError(f"config.json: {key}={config.get(key)!r} is not supported by lmkit's "
                                f"`gpt2` (expected {expected})")
+        # an untied head (tie_word_embeddings false) is its own `lm_head.weight`, as transformers reads it
         return cls(config["vocab_size"], embed_dim=d, layers=config["n_layer"],
                    heads=config["n_head"], n_positions=config["n_positions"],
-                   dropout=config.get("resid_pdrop", 0.0), tie_embeddings=True)
+                   dropout=config.get("resid_pdrop", 0.0),
+                   tie_embeddings=bool(config.get("tie_word_embeddings", True)))
 
     def hf_weights(self) -> list[HFWeight]:
-        """Every variable with the Hugging Face ``GPT2Model`` tensors it is read from."""
-        return gpt2_hf_weights(self)
+        """Every variable with the Hugging Face ``GPT2LMHeadModel`` tensors it is read from."""
+        head = [] if self.head_kernel is None else [HFWeight(self.head_kernel, ("lm_head.weight",), True)]
+        return gpt2_hf_weights(self) + head
 
 
 def gpt2_hf_weights(model: GPT) -> list[HFWeight]:

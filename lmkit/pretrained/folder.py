@@ -10,6 +10,7 @@ the folder's ``model_type`` in ``hf_model_types``; that class builds itself from
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -21,7 +22,7 @@ from lmkit.errors import RunError, RunWarning
 from lmkit.registry import Entry, architectures, pretrained
 
 __all__ = ["is_checkpoint", "read_config", "architecture_for", "read_tokenizer", "read_weights",
-           "load_weights"]
+           "load_weights", "stored_parameters"]
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -89,11 +90,14 @@ def read_tokenizer(folder: Path, vocab_size: int) -> Any:
                        f"PreTrainedTokenizerFast")
     tokenizer = PretrainedTokenizer.from_file(path)
     # Checkpoints may pad the embedding beyond the vocabulary (GPT-2's 50257 is exact, others
-    # round up), never the other way: a token id past the embedding would index out of range.
-    if tokenizer.vocab_size > vocab_size:
+    # round up), never the other way: a token id past the embedding would be clipped to the last
+    # row on an accelerator and read some other token's vector, without a word. Ids, not the
+    # count: a vocabulary may skip ids.
+    top = max(tokenizer.hf.get_vocab(with_added_tokens=True).values(), default=-1)
+    if max(tokenizer.vocab_size, top + 1) > vocab_size:
         raise RunError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
-                       f"vocab_size (config.json) is {vocab_size}: they belong to different "
-                       f"checkpoints")
+                       f"vocab_size (config.json) is {vocab_size} and the tokenizer's ids go up "
+                       f"to {top}: they belong to different checkpoints")
     if tokenizer.vocab_size < UNUSED_ROWS_WARNING * vocab_size:
         warnings.warn(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
                       f"vocab_size (config.json) is {vocab_size}: most embedding rows would never "
@@ -110,14 +114,15 @@ def _weight_files(folder: Path) -> dict[str, Path]:
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
             raise RunError(f"{index}: not a safetensors index ({type(exc).__name__}: {exc})") from None
-        # a shard is a file of this folder: an index naming "../x" or "/x" must not read elsewhere
-        outside = sorted({f for f in weight_map.values()
-                          if not (folder / f).resolve().is_relative_to(folder.resolve())})
+        if not isinstance(weight_map, dict):
+            raise RunError(f"{index}: \"weight_map\" must map tensor names to shard files, got "
+                           f"{type(weight_map).__name__}")
+        outside = sorted({repr(f) for f in weight_map.values() if not _inside(f)})
         if outside:
-            raise RunError(f"{index}: names shards outside the checkpoint folder: "
-                           f"{', '.join(outside)}; shards must be files of '{folder}'")
+            raise RunError(f"{index}: shards must be files of the checkpoint folder, but it names "
+                           f"{', '.join(outside)}: refused (a damaged or planted index)")
         missing = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
         if missing:
             raise RunError(f"'{folder}' is incomplete: {INDEX_FILE} names shards that are not "
@@ -139,6 +144,29 @@ def _weight_files(folder: Path) -> dict[str, Path]:
                    f"{INDEX_FILE})")
 
 
+def _inside(name: Any) -> bool:
+    """Whether a shard name of an index stays inside the checkpoint folder: a relative path
+    without '..' (checked on the name: a Hub cache's files are links into its blob store)."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    path = Path(name)
+    return not path.is_absolute() and ".." not in path.parts
+
+
+def stored_parameters(folder: Path) -> int:
+    """How many numbers the folder's safetensors hold, from their headers (nothing is read)."""
+    from safetensors import safe_open
+
+    by_file: dict[Path, list[str]] = {}
+    for name, path in _weight_files(folder).items():
+        by_file.setdefault(path, []).append(name)
+    total = 0
+    for path, names in by_file.items():
+        with safe_open(str(path), framework="numpy") as f:
+            total += sum(math.prod(f.get_slice(n).get_shape()) for n in names)
+    return total
+
+
 def read_weights(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
     """The tensors `names` of the folder's safetensors (one file or shards), as NumPy arrays."""
     from safetensors import safe_open
@@ -156,12 +184,25 @@ def read_weights(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def _check_values(name: str, array: np.ndarray, folder: Path) -> None:
+    """Refuse a tensor that is no float (a quantized int8, a bool) or holds NaN or infinity:
+    either would give wrong outputs without a word."""
+    if not np.issubdtype(array.dtype, np.floating):
+        raise RunError(f"weight {name!r} in '{folder}' is stored as {array.dtype}; lmkit reads "
+                       f"float weights (float32, float16): a quantized or damaged checkpoint")
+    if not np.isfinite(array).all():
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise RunError(f"weight {name!r} in '{folder}' holds {bad:,} NaN or infinite values of "
+                       f"{array.size:,}: the checkpoint is damaged")
+
+
 def load_weights(model: Any, folder: Path) -> None:
     """Assign every variable of `model` from the folder's tensors (``model.hf_weights()``).
 
     A tensor may carry the task-head prefix of its class (``bert.``, ``transformer.``); tensors
-    the model does not use (a pooler, a task head) are ignored. A missing tensor or a shape
-    that does not fit is a `RunError` naming the tensor.
+    the model does not use (a pooler, a task head) are ignored. A missing tensor, a shape
+    that does not fit, a tensor that is no float or holds NaN or infinity is a `RunError`
+    naming the tensor.
     """
     files = _weight_files(folder)
     prefix = getattr(model, "hf_prefix", "")
@@ -175,6 +216,8 @@ def load_weights(model: Any, folder: Path) -> None:
                        + f" that a {type(model).__name__} needs: the checkpoint is partial or of "
                        f"another architecture")
     arrays = read_weights(folder, list(resolved.values()))
+    for name, array in arrays.items():
+        _check_values(name, array, folder)
     for weight in plan:
         stored = [arrays[resolved[n]] for n in weight.names]
         parts = [p.T for p in stored] if weight.transpose else stored

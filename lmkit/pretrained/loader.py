@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 
 from lmkit import forward
-from lmkit.errors import ConfigError
+from lmkit.errors import ConfigError, RunError
 from lmkit.forward import POOLINGS
-from lmkit.pretrained.folder import architecture_for, load_weights, read_config, read_tokenizer
+from lmkit.pretrained.folder import (CONFIG_FILE, architecture_for, load_weights, read_config,
+                                     read_tokenizer, stored_parameters)
+from lmkit.pretrained.hfconfig import check_size, check_values
 from lmkit.registry import architectures, pretrained
 
 __all__ = ["Pretrained", "from_pretrained", "checkpoint_folder", "POOLINGS"]
@@ -149,6 +151,14 @@ class Pretrained:
         return f"Pretrained(name='{self.name}', arch='{self.arch}', parameters={n:,})"
 
 
+def _needed(config: dict[str, Any], key: str, path: Path, arch: str) -> Any:
+    """``config[key]``, or a `RunError` saying that the architecture needs it."""
+    if key not in config:
+        raise RunError(f"{path}: has no {key!r}, which a {arch} checkpoint needs (the file is "
+                       f"damaged or of another kind)")
+    return config[key]
+
+
 def from_pretrained(path_or_name: str | os.PathLike[str]) -> Pretrained:
     """Load a Hugging Face checkpoint folder (or a registered name) offline, without torch.
 
@@ -158,14 +168,23 @@ def from_pretrained(path_or_name: str | os.PathLike[str]) -> Pretrained:
     """
     import keras
 
+    from lmkit.build import memory_limit
+
     folder = checkpoint_folder(path_or_name)
     config = read_config(folder)
     entry = architecture_for(config, folder)
-    tokenizer = read_tokenizer(folder, int(config["vocab_size"]))
+    path = folder / CONFIG_FILE
+    check_values(config, path)
+    check_size(config, path, stored_parameters(folder), memory_limit())
+    tokenizer = read_tokenizer(folder, _needed(config, "vocab_size", path, entry.name))
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")  # checkpoints are float32 here; parity depends on it
     try:
-        model = entry.obj.from_hf_config(config, tokenizer)
+        try:
+            model = entry.obj.from_hf_config(config, tokenizer)
+        except KeyError as exc:
+            _needed(config, exc.args[0], path, entry.name)
+            raise
         model(np.zeros((1, 2), np.int32))  # create the weights
     finally:
         keras.config.set_dtype_policy(previous)

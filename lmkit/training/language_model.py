@@ -240,7 +240,7 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
     import keras
 
     from lmkit.build import build_model, check_fits
-    from lmkit.data.tokens import split, token_ids
+    from lmkit.data.tokens import split, token_ids, warn_unknown
     from lmkit.engine.reporters import TextReporter
     from lmkit.tokenizers import load_tokenizer, save_tokenizer
     from lmkit.training.step import batch_parts, make_stepper
@@ -276,6 +276,9 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
         train_ids, val_ids = split(ids, cfg.validation_split, cfg.seq_len)
     else:
         train_ids, val_ids = ids, None
+    if val_ids is not None:
+        warn_unknown(val_ids, tokenizer.unknown_id,
+                     f"validation_data={cfg.validation_data!r}" if val_corpus else "the validation split")
     tokens_per_step = cfg.batch_size * cfg.accumulate_steps * cfg.seq_len
     full_batch = parts.optimizer.has(FULL_BATCH)
     if cfg.epochs is not None:
@@ -327,7 +330,9 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
         {"arch": cfg.arch, "parameters": n_params, "backend": backend,
          "mesh": layout.describe() if layout else "1 device, 1 process"},
         retry=f"then resume with `lmkit train --resume {run_dir.path}`",
-        learning_rate=cfg.learning_rate, devices=layout.describe() if layout else "")
+        learning_rate=cfg.learning_rate, devices=layout.describe() if layout else "",
+        data={"data": corpus.fingerprint(),
+              **({"validation_data": val_corpus.fingerprint()} if val_corpus else {})})
 
     def finish(outcome: engine.Outcome) -> dict[str, Any]:
         from lmkit.generation import generate

@@ -170,5 +170,16 @@ def load_run(path: str | Path) -> Run:
         if damaged_model is not None:
             warnings.warn(f"{model_path} cannot be read ({damaged_model}); loaded the checkpoint "
                           f"of step {ckpt.step} instead", RunWarning, stacklevel=2)
+    _check_vocabulary(tokenizer, model, cfg, run_dir.file(TOKENIZER))
     return Run(run_dir.path, cfg, model, tokenizer, run_dir.history(), run_dir.read_json(SUMMARY),
                weights)
+
+
+def _check_vocabulary(tokenizer: Any, model: Any, cfg: Any, path: Path) -> None:
+    """A run's tokenizer has one token per embedding row (a run from a pretrained checkpoint
+    may have padding rows): another tokenizer would decode ids it does not know, or embed ids
+    past the embedding."""
+    tokens, rows = int(tokenizer.vocab_size), int(model.vocab_size)
+    if tokens > rows or (tokens < rows and not cfg.init):
+        raise RunError(f"{path} has {tokens} tokens but the run's model has {rows} embedding "
+                       f"rows: it is not the tokenizer this run was trained with")

@@ -36,7 +36,20 @@ def metric_path(name: str) -> Path:
 
 
 def load_metric(name: str, config_name: str | None = None, **kwargs: Any) -> Any:
-    """Load the shipped metric `name` (an `evaluate.EvaluationModule`) from its local path."""
+    """The shipped metric `name` (an `evaluate.EvaluationModule`), imported from lmkit's own
+    package: ``evaluate.load(path)`` would copy it into ``HF_HOME/modules`` and import that
+    copy, which anyone able to write there could have replaced. Scores are kept in memory."""
+    import importlib
+
+    from lmkit.paths import cache_dir, check_hf_home
+
+    check_hf_home()  # importing evaluate puts HF_HOME/modules on sys.path
     import evaluate
 
-    return evaluate.load(str(metric_path(name)), config_name, **kwargs)
+    key = metric_path(name).name
+    module = importlib.import_module(f"{__name__}.{key}.{key}")
+    cls = next(v for v in vars(module).values() if isinstance(v, type)
+               and issubclass(v, evaluate.EvaluationModule) and v.__module__ == module.__name__)
+    kwargs.setdefault("keep_in_memory", True)
+    kwargs.setdefault("cache_dir", str(cache_dir() / "metrics"))
+    return cls(config_name=config_name, **kwargs)
