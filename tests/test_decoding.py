@@ -43,6 +43,7 @@ def hf_generate(model, prompt, eos, **options):
     return new[:new.index(eos)] if eos in new else new
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [
     dict(num_beams=4, max_new_tokens=12),
     dict(num_beams=3, max_new_tokens=10, length_penalty=0.6, no_repeat_ngram_size=2),
@@ -61,6 +62,7 @@ def test_beam_search_equals_transformers_generate(gpt2, options):
     assert found == expected
 
 
+@pytest.mark.slow
 def test_width_one_is_greedy_and_batches_do_not_change_outputs(gpt2):
     from lmkit.decoding import Search, search
     from lmkit.generation import Decoder, Sampling
@@ -86,6 +88,7 @@ def test_bad_settings_are_refused_with_the_value():
         Search(length_penalty=float("nan"))
 
 
+@pytest.mark.slow
 def test_a_prompt_longer_than_the_context_names_both_lengths(gpt2):
     from lmkit.decoding import Search, search
     from lmkit.errors import ConfigError

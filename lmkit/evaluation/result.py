@@ -51,6 +51,8 @@ class EvalResult:
     training: dict[str, Any] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)
     tokenizer: Any = field(default=None, repr=False)
+    #: the source texts of a generation task's examples (shape capability ``generated``), else empty
+    sources: list[str] = field(default_factory=list, repr=False)
 
     @classmethod
     def build(cls, task: Any, split: str, model_name: str, outputs: np.ndarray, labels: np.ndarray,
@@ -58,6 +60,8 @@ class EvalResult:
         """Turn raw model outputs (logits ``(N, C)``, zero-shot choice scores, decoded texts) into
         predictions (`Shape.predictions`) and scores; `examples` are the scored `Examples`."""
         predictions = task.shape.predictions(outputs)
+        if task.shape.has("generated") and examples is not None:
+            extra.setdefault("sources", [" ".join(str(s).split()) for s in examples.text_a])  # one line each
         return cls(task, split, model_name, score(task, split, predictions, labels, examples),
                    predictions, labels, **extra)
 
@@ -89,26 +93,36 @@ class EvalResult:
             "task": self.task.name, "split": self.split, "model": self.model_name,
             "examples": int(len(self.labels)), "metrics": dict(self.metrics),
             "main_score": self.main_score, "partial": self.partial,
+            "signatures": self.task.shape.signatures(),
             "labels": list(self.task.display_labels),
             "confusion_matrix": None if cm is None else cm.tolist(),
             "training": dict(self.training), "config": dict(self.config),
         }
 
+    def _columns(self) -> dict[str, list[str]]:
+        """The per-example table: prediction and label, or a generation task's source, reference
+        and hypothesis."""
+        predictions, labels = self.label_text(self.predictions), self.label_text(self.labels)
+        if self.sources:
+            return {"source": list(self.sources), "reference": labels, "hypothesis": predictions}
+        return {"prediction": predictions, "label": labels}
+
     def to_dataframe(self) -> Any:
-        """Per-example predictions as a pandas DataFrame (index, prediction, label)."""
+        """Per-example predictions as a pandas DataFrame (index, prediction, label; for a
+        generation task index, source, reference, hypothesis)."""
         import pandas as pd
 
-        return pd.DataFrame({"prediction": self.label_text(self.predictions),
-                             "label": self.label_text(self.labels)}).rename_axis("index")
+        return pd.DataFrame(self._columns()).rename_axis("index")
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``metrics.json`` and ``predictions.tsv`` (index, prediction, label) to `out_dir`."""
+        """Write ``metrics.json`` and ``predictions.tsv`` (index, prediction, label; for a
+        generation task index, source, reference, hypothesis) to `out_dir`."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        rows = ["index\tprediction\tlabel"]
-        rows += [f"{i}\t{p}\t{y}" for i, (p, y) in
-                 enumerate(zip(self.label_text(self.predictions), self.label_text(self.labels)))]
+        columns = self._columns()
+        rows = ["\t".join(["index", *columns])]
+        rows += ["\t".join([str(i), *cells]) for i, cells in enumerate(zip(*columns.values()))]
         (out / "predictions.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
         return out
 

@@ -366,6 +366,11 @@ class ParallelText(Source):
         if len(sources) != len(targets):
             raise DataError(f"{source_file} has {len(sources)} lines but {target_file} has {len(targets)}: "
                             f"line-aligned files need one line each per example")
+        for file, texts in ((source_file, sources), (target_file, targets)):
+            empty = next((i for i, text in enumerate(texts, 1) if not text.strip()), None)
+            if empty is not None:
+                raise DataError(f"{file}, line {empty}: empty line; each line is one example's text: remove "
+                                f"line {empty} from both {source_file.name} and {target_file.name}")
         labels = [task.shape.label(task, t, f"{target_file}, line {i}") for i, t in enumerate(targets, 1)]
         return task.shape.examples(task, split, str(source_file), [s.rstrip("\r") for s in sources], None, labels)
 
