@@ -136,3 +136,35 @@ def test_a_target_longer_than_max_length_names_the_lengths_and_the_key() -> None
     with pytest.raises(DataError, match=rf"has {longest} tokens\. Raise max_length to at least {longest + 3}"):
         encode_fitting(examples, tok, 24)
     assert len(encode_fitting(examples, tok, longest + 3).ids) == 3
+
+
+PAIRS = [("Ein Hund läuft.", "A dog runs."), ("Zwei Männer, \"lachend\".", "Two men, \"laughing\".")]
+
+
+@pytest.mark.parametrize("layout", ["lines", "tsv", "csv", "jsonl"])
+@pytest.mark.parametrize("name", ["translation", "summarization"])
+def test_the_generic_tasks_read_a_users_pairs_in_every_layout(tmp_path: Path, layout: str, name: str) -> None:
+    import csv
+    import json
+
+    sources, targets = [p[0] for p in PAIRS], [p[1] for p in PAIRS]
+    if layout == "lines":
+        (tmp_path / "dev.source").write_text("\n".join(sources) + "\n", encoding="utf-8")
+        (tmp_path / "dev.target").write_text("\n".join(targets) + "\n", encoding="utf-8")
+    elif layout == "jsonl":
+        (tmp_path / "dev.jsonl").write_text("".join(json.dumps({"source": s, "target": t}) + "\n"
+                                                    for s, t in PAIRS), encoding="utf-8")
+    elif layout == "tsv":  # unquoted: a quote is just a character
+        (tmp_path / "dev.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in [("source", "target"), *PAIRS]),
+                                          encoding="utf-8")
+    else:
+        with open(tmp_path / "dev.csv", "w", encoding="utf-8", newline="") as f:
+            csv.writer(f).writerows([("source", "target"), *PAIRS])
+    examples = load_split(name, tmp_path, "dev")
+    assert examples.text_a == sources and examples.labels.tolist() == targets
+
+
+def test_an_empty_target_in_a_table_names_its_row(tmp_path: Path) -> None:
+    (tmp_path / "dev.csv").write_text("source,target\nEin Hund.,A dog.\nZwei.,\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"dev.csv, row 1: empty target text"):
+        load_split("translation", tmp_path, "dev")

@@ -62,7 +62,7 @@ class EvalConfig(Devices, Budget, Optimization, ModelShape):
     num_beams: int = config_key(1, "Generation tasks: beams of the beam search that decodes each source (1: greedy).", min=1)
     length_penalty: float = config_key(1.0, "Generation tasks: a finished beam scores its summed log-probability / length ** length_penalty (> 0 favours longer outputs).")
     no_repeat_ngram_size: int = config_key(0, "Generation tasks: never decode a token that repeats an n-gram of this size (0: off).", min=0)
-    max_new_tokens: int | None = config_key(None, "Generation tasks: most tokens decoded per source (default 128).", min=1)
+    max_new_tokens: int | None = config_key(None, "Generation tasks: most tokens decoded per source (default: the task's, 128 unless it says otherwise).", min=1)
     # fine-tuning: the backbone
     backbone_lr_multiplier: float | None = config_key(None, "Backbone learning rate as a fraction of `learning_rate` (0: frozen backbone; default 0.3 for a run, 1 for scratch and for a pretrained checkpoint).", min=0.0)
     gradual_unfreezing: bool = config_key(False, "Unfreeze the backbone from its top layers down over the first half of training (ULMFiT).")

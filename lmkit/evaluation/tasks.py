@@ -25,7 +25,7 @@ from typing import Any
 from lmkit.errors import ConfigError, DataError, RegistryError, did_you_mean
 from lmkit.evaluation.metrics import METRICS
 from lmkit.evaluation.shapes import Classification, Generation, Regression, Shape, get_shape
-from lmkit.evaluation.sources import Hub, ImdbSource, ParallelText, Source, TableSource, TsvSource
+from lmkit.evaluation.sources import Hub, ImdbSource, ParallelText, Source, TableSource, TextPairs, TsvSource
 from lmkit.registry import tasks
 
 __all__ = ["SCRATCH", "Task", "get_task", "load_task_file"]
@@ -163,7 +163,7 @@ def get_task(name: "str | Path | Task") -> Task:
 
 
 #: the file families a TOML task may name (``[source] family = "table"``)
-_FAMILIES: dict[str, type[Source]] = {"table": TableSource, "parallel": ParallelText}
+_FAMILIES: dict[str, type[Source]] = {"table": TableSource, "parallel": ParallelText, "pairs": TextPairs}
 
 
 def load_task_file(path: "str | Path") -> Task:
@@ -302,3 +302,10 @@ def _multi30k(pair: str) -> Task:
 MULTI30K = _multi30k(MULTI30K_PAIRS[0])
 for _pair in MULTI30K_PAIRS[1:]:
     _multi30k(_pair)
+
+for _name, _what in (("translation", "translate"), ("summarization", "summarize")):
+    _task = Task(name=_name, source=TextPairs(), shape=Generation(), inputs=("source",), target="target",
+                 splits=("train", "dev", "test"), eval_split="dev",
+                 description=f"Your own pairs: {_what} each source text into its target (BLEU, chrF, ROUGE); "
+                             f"data=<folder of <split>.source/.target files or source,target tables>")
+    tasks.register(_name, _task, description=_task.description)

@@ -34,7 +34,7 @@ from lmkit.evaluation.shapes.classification import build_head
 from lmkit.evaluation.shapes.protocol import Encoder, Shape
 from lmkit.registry import shapes
 
-__all__ = ["Generation", "encode_targets", "encode_fitting", "decode", "END", "MAX_NEW_TOKENS", "SCORES"]
+__all__ = ["Generation", "encode_targets", "encode_fitting", "decode", "END", "SCORES"]
 
 #: what ends a target: decoding stops at it
 END = SEPARATOR
@@ -42,8 +42,6 @@ END = SEPARATOR
 _MODULES = ("bleu", "rouge")
 #: the scores the modules report, which a generation task may name in `Task.metrics`
 SCORES = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum")
-#: tokens decoded per source when the config's `max_new_tokens` is not set
-MAX_NEW_TOKENS = 128
 
 
 def encode_targets(examples: Examples, tokenizer: Any, max_length: int) -> Encoded:
@@ -81,11 +79,12 @@ def encode_fitting(examples: Examples, tokenizer: Any, max_length: int) -> Encod
     return encode_targets(examples, tokenizer, max_length)
 
 
-def decode(model: Any, tokenizer: Any, sources: Sequence[str], cfg: Any) -> np.ndarray:
+def decode(model: Any, tokenizer: Any, sources: Sequence[str], cfg: Any, max_new_tokens: int) -> np.ndarray:
     """Each source's continuation after ``source <sep>`` up to the end token, decoded in batches
-    by `lmkit.decoding.search` with the config's (an `EvalConfig`) decoding keys.
+    by `lmkit.decoding.search` with the config's (an `EvalConfig`) decoding keys (its
+    `max_new_tokens`, when set, over the `max_new_tokens` given).
 
-    >>> decode(run.model, run.tokenizer, ["ein Hund läuft."], EvalConfig(num_beams=4))  # doctest: +SKIP
+    >>> decode(run.model, run.tokenizer, ["ein Hund läuft."], EvalConfig(num_beams=4), 60)  # doctest: +SKIP
     array(['a dog runs.'], dtype=object)
     """
     from lmkit.decoding import Search, search
@@ -95,7 +94,7 @@ def decode(model: Any, tokenizer: Any, sources: Sequence[str], cfg: Any) -> np.n
         raise ConfigError(f"the end of a target ({END!r}) encodes to {len(end)} tokens with this tokenizer; "
                           f"decoding needs it to be one token to stop at")
     unknown = getattr(tokenizer, "unknown_id", None)
-    settings = Search(num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens or MAX_NEW_TOKENS,
+    settings = Search(num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens or max_new_tokens,
                       length_penalty=cfg.length_penalty, no_repeat_ngram_size=cfg.no_repeat_ngram_size,
                       eos_id=end[0], banned=() if unknown is None else (int(unknown),))
     context = getattr(model, "max_context", None)
@@ -116,7 +115,10 @@ def decode(model: Any, tokenizer: Any, sources: Sequence[str], cfg: Any) -> np.n
 @dataclass(frozen=True)
 class Generation(Shape):
     """The target text of each example, generated after its source (decoding settings: the
-    config's `num_beams`, `max_new_tokens`, `length_penalty`, `no_repeat_ngram_size`)."""
+    config's `num_beams`, `length_penalty`, `no_repeat_ngram_size`); at most `max_new_tokens`
+    tokens unless the config's `max_new_tokens` says otherwise."""
+
+    max_new_tokens: int = 128
 
     name: ClassVar[str] = "generation"
     loss: ClassVar[str] = "target_nll"
@@ -135,13 +137,20 @@ class Generation(Shape):
                                 f"(modules {' and '.join(_MODULES)})")
 
     def label(self, task: Any, value: Any, where: str) -> str:
-        return "" if value is None else str(value)
+        if value is None or not str(value).strip():
+            raise DataError(f"{where}: empty target text; every {task.name} example needs a target "
+                            f"(remove the example)")
+        return str(value)
 
     def label_array(self, labels: Sequence[Any]) -> np.ndarray:
         return np.asarray(list(labels), dtype=object)
 
     def examples(self, task: Any, split: str, source: str, text_a: list[str], text_b: list[str] | None,
                  labels: list[Any]) -> Examples:
+        empty = next((i for i, text in enumerate(text_a) if not str(text).strip()), None)
+        if empty is not None:
+            raise DataError(f"{source}, example {empty}: empty source text; every {task.name} example needs "
+                            f"one (remove the example)")
         # the targets are texts too: a tokenizer fitted on the examples must know their symbols
         return Examples(task, split, source, text_a, [str(t) for t in labels], self.label_array(labels))
 
@@ -152,7 +161,7 @@ class Generation(Shape):
         return build_head(NextTokenLogProbs(backbone), 1), encode_fitting
 
     def outputs(self, model: Any, tokenizer: Any, examples: Examples, encode: Encoder, cfg: Any) -> np.ndarray:
-        return decode(model.backbone, tokenizer, examples.text_a, cfg)
+        return decode(model.backbone, tokenizer, examples.text_a, cfg, self.max_new_tokens)
 
     def predictions(self, outputs: np.ndarray) -> np.ndarray:
         return outputs
@@ -186,7 +195,7 @@ class Generation(Shape):
             raise ConfigError(f"shots={cfg.shots}: zero-shot {examples.task.name} decodes each source alone; "
                               f"few-shot prompts are for ranked choices. Use shots=0")
         started = time.perf_counter()
-        outputs = decode(run.model, run.tokenizer, examples.text_a, cfg)
+        outputs = decode(run.model, run.tokenizer, examples.text_a, cfg, self.max_new_tokens)
         training = {"method": "zeroshot", "seconds": time.perf_counter() - started}
         return EvalResult.build(examples.task, examples.split, name, outputs, examples.labels, examples,
                                 config=cfg.to_dict(), training=training, model=run.model, tokenizer=run.tokenizer)
