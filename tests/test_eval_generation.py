@@ -168,3 +168,20 @@ def test_an_empty_target_in_a_table_names_its_row(tmp_path: Path) -> None:
     (tmp_path / "dev.csv").write_text("source,target\nEin Hund.,A dog.\nZwei.,\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"dev.csv, row 1: empty target text"):
         load_split("translation", tmp_path, "dev")
+
+
+@pytest.mark.slow
+def test_a_generation_task_is_scored_while_it_fine_tunes_and_early_stopping_can_watch_bleu() -> None:
+    import lmkit
+    from lmkit.engine.events import EvalEvent, StartEvent
+
+    events: list = []
+    result = lmkit.evaluate("scratch", task="multi30k", data=MULTI30K, arch="gpt", embed_dim=32, units=32,
+                            layers=1, heads=2, max_length=160, batch_size=8, max_steps=4, learning_rate=3e-3,
+                            log_every=2, max_new_tokens=12, score_every=2, score_examples=4,
+                            reporters=[events.append])
+    scores = [e for e in events if isinstance(e, EvalEvent)]
+    assert [e.step for e in scores] == [2, 4]
+    assert all({"val_bleu", "val_chrf", "val_rouge1", "val_rougeLsum"} <= set(e.metrics) for e in scores)
+    assert [e.monitor for e in events if isinstance(e, StartEvent)] == ["val_bleu"]
+    assert len(result.predictions) == 8  # the scored split is still scored whole at the end
