@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,9 @@ def test_a_scratch_model_fine_tunes_on_multi30k_and_decodes_strings(tmp_path: Pa
     assert result.confusion_matrix is None
     rows = (result.save(tmp_path) / "predictions.tsv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 9 and rows[1].split("\t")[2] == lines("test_2016_flickr.en")[0]
+    assert rows[0] == "index\tsource\treference\thypothesis" and rows[1].split("\t")[1] == lines("test_2016_flickr.de")[0]
+    saved = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["signatures"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
 
 
 @pytest.mark.parametrize("pair", ["de-en", "en-de", "fr-en", "en-fr"])
@@ -185,3 +189,20 @@ def test_a_generation_task_is_scored_while_it_fine_tunes_and_early_stopping_can_
     assert all({"val_bleu", "val_chrf", "val_rouge1", "val_rougeLsum"} <= set(e.metrics) for e in scores)
     assert [e.monitor for e in events if isinstance(e, StartEvent)] == ["val_bleu"]
     assert len(result.predictions) == 8  # the scored split is still scored whole at the end
+
+
+def test_showcase_lists_the_best_worst_and_random_examples_by_sentence_bleu() -> None:
+    import sacrebleu
+
+    from lmkit.evaluation.result import EvalResult
+
+    task = get_task("multi30k")
+    refs = ["a dog runs on the grass", "two men sit on a bench", "a red car", "the cat sleeps"]
+    hyps = ["a dog runs on the grass", "men", "a red car parks", "nothing"]
+    result = EvalResult(task, "test", "m", {}, np.array(hyps, object), np.array(refs, object),
+                        sources=["s0", "s1", "s2", "s3"])
+    table = result.showcase(1)
+    assert table.loc["best", "hypothesis"] == hyps[0] and table.loc["best", "bleu"] == pytest.approx(100.0)
+    assert table.loc["worst", "bleu"] == pytest.approx(min(sacrebleu.sentence_bleu(h, [r]).score
+                                                           for h, r in zip(hyps, refs)))
+    assert list(table.columns) == ["bleu", "source", "reference", "hypothesis"] and len(table) == 3

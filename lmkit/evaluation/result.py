@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from lmkit.errors import ConfigError
+
 __all__ = ["EvalResult", "score"]
 
 
@@ -113,6 +115,28 @@ class EvalResult:
         import pandas as pd
 
         return pd.DataFrame(self._columns()).rename_axis("index")
+
+    def showcase(self, n: int = 3, seed: int = 0) -> Any:
+        """A generation task's `n` best, `n` worst and `n` random examples by sentence BLEU
+        (sacreBLEU's `sentence_bleu`), as a pandas DataFrame (which, bleu, source, reference,
+        hypothesis): what the scores mean, in examples.
+
+        >>> result.showcase(2)                                      # doctest: +SKIP
+        """
+        import pandas as pd
+        import sacrebleu
+
+        if not self.sources:
+            raise ConfigError(f"showcase() shows generated texts; {self.task.name} is a {self.task.shape.name} "
+                              f"task: see to_dataframe() or confusion_matrix")
+        table = self.to_dataframe()
+        table.insert(0, "bleu", [sacrebleu.sentence_bleu(h, [r]).score
+                                 for h, r in zip(table["hypothesis"], table["reference"])])
+        ranked = table.sort_values("bleu", ascending=False, kind="stable")
+        rng = np.random.default_rng(seed)
+        picks = {"best": ranked.head(n), "worst": ranked.tail(n).iloc[::-1],
+                 "random": table.iloc[np.sort(rng.choice(len(table), min(n, len(table)), replace=False))]}
+        return pd.concat([rows.assign(which=which) for which, rows in picks.items()]).set_index("which")
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``metrics.json`` and ``predictions.tsv`` (index, prediction, label; for a
