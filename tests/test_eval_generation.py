@@ -189,6 +189,10 @@ def test_a_generation_task_is_scored_while_it_fine_tunes_and_early_stopping_can_
     assert all({"val_bleu", "val_chrf", "val_rouge1", "val_rougeLsum"} <= set(e.metrics) for e in scores)
     assert [e.monitor for e in events if isinstance(e, StartEvent)] == ["val_bleu"]
     assert len(result.predictions) == 8  # the scored split is still scored whole at the end
+    # a user's own sentences decode as the scored ones did (same model, same settings)
+    sources = lines("test_2016_flickr.de")
+    assert result.decode(sources) == result.predictions.tolist()
+    assert len(result.decode(sources[0], num_beams=2)) == 1
 
 
 def test_showcase_lists_the_best_worst_and_random_examples_by_sentence_bleu() -> None:

@@ -138,6 +138,25 @@ class EvalResult:
                  "random": table.iloc[np.sort(rng.choice(len(table), min(n, len(table)), replace=False))]}
         return pd.concat([rows.assign(which=which) for which, rows in picks.items()]).set_index("which")
 
+    def decode(self, sources: "str | list[str]", **options: Any) -> list[str]:
+        """A generation task's outputs for new `sources` from the fine-tuned model, decoded as the
+        scored ones were (`options`: the decoding keys ``num_beams``, ``length_penalty``,
+        ``no_repeat_ngram_size``, ``max_new_tokens`` to change).
+
+        >>> result.decode("Ein Mann fährt Fahrrad.", num_beams=4)      # doctest: +SKIP
+        ['A man rides a bike.']
+        """
+        from lmkit.config import EvalConfig
+        from lmkit.evaluation.shapes.text_to_text import decode
+
+        if not self.sources or self.model is None:
+            raise ConfigError(f"decode() continues sources with a generation task's model; this result of "
+                              f"{self.task.name} ({self.task.shape.name}) has none")
+        cfg = EvalConfig.from_dict({**self.config, **options})
+        texts = [sources] if isinstance(sources, str) else list(sources)
+        model = getattr(self.model, "backbone", self.model)  # the fine-tuned head wraps the language model
+        return decode(model, self.tokenizer, texts, cfg, self.task.shape.max_new_tokens).tolist()
+
     def save(self, out_dir: str | Path) -> Path:
         """Write ``metrics.json`` and ``predictions.tsv`` (index, prediction, label; for a
         generation task index, source, reference, hypothesis) to `out_dir`."""
