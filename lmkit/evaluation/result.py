@@ -147,7 +147,6 @@ class EvalResult:
         ['A man rides a bike.']
         """
         from lmkit.config import EvalConfig
-        from lmkit.evaluation.shapes.text_to_text import decode
 
         if not self.sources or self.model is None:
             raise ConfigError(f"decode() continues sources with a generation task's model; this result of "
@@ -155,7 +154,7 @@ class EvalResult:
         cfg = EvalConfig.from_dict({**self.config, **options})
         texts = [sources] if isinstance(sources, str) else list(sources)
         model = getattr(self.model, "backbone", self.model)  # the fine-tuned head wraps the language model
-        return decode(model, self.tokenizer, texts, cfg, self.task.shape.max_new_tokens).tolist()
+        return self.task.shape.generate(model, self.tokenizer, texts, cfg).tolist()
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``metrics.json`` and ``predictions.tsv`` (index, prediction, label; for a

@@ -161,7 +161,12 @@ class Generation(Shape):
         return build_head(NextTokenLogProbs(backbone), 1), encode_fitting
 
     def outputs(self, model: Any, tokenizer: Any, examples: Examples, encode: Encoder, cfg: Any) -> np.ndarray:
-        return decode(model.backbone, tokenizer, examples.text_a, cfg, self.max_new_tokens)
+        return self.generate(model.backbone, tokenizer, examples.text_a, cfg)
+
+    def generate(self, model: Any, tokenizer: Any, sources: Sequence[str], cfg: Any) -> np.ndarray:
+        """The language model's outputs for `sources` (`decode`, this task's `max_new_tokens`
+        unless `cfg` sets it)."""
+        return decode(model, tokenizer, sources, cfg, self.max_new_tokens)
 
     def predictions(self, outputs: np.ndarray) -> np.ndarray:
         return outputs
@@ -195,7 +200,7 @@ class Generation(Shape):
             raise ConfigError(f"shots={cfg.shots}: zero-shot {examples.task.name} decodes each source alone; "
                               f"few-shot prompts are for ranked choices. Use shots=0")
         started = time.perf_counter()
-        outputs = decode(run.model, run.tokenizer, examples.text_a, cfg, self.max_new_tokens)
+        outputs = self.generate(run.model, run.tokenizer, examples.text_a, cfg)
         training = {"method": "zeroshot", "seconds": time.perf_counter() - started}
         return EvalResult.build(examples.task, examples.split, name, outputs, examples.labels, examples,
                                 config=cfg.to_dict(), training=training, model=run.model, tokenizer=run.tokenizer)
