@@ -46,7 +46,7 @@ class Seq2Seq(nn.Module):
         return self.transformer.encoder(self.embed(self.src_embed, src), src_key_padding_mask=src == PAD)
 
     def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-        mask = self.transformer.generate_square_subsequent_mask(tgt.shape[1])
+        mask = torch.triu(torch.ones(tgt.shape[1], tgt.shape[1], dtype=torch.bool), 1)  # bool like the padding masks
         out = self.transformer.decoder(self.embed(self.tgt_embed, tgt), memory, tgt_mask=mask,
                                        tgt_key_padding_mask=tgt == PAD, memory_key_padding_mask=src == PAD)
         return self.generator(out)

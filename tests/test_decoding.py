@@ -96,3 +96,23 @@ def test_a_prompt_longer_than_the_context_names_both_lengths(gpt2):
     _, model = gpt2
     with pytest.raises(ConfigError, match=r"60 tokens plus max_new_tokens=10 .* context \(64 tokens\)"):
         search(model, [[1] * 60], Search(max_new_tokens=10))
+
+
+@pytest.mark.slow
+def test_every_architecture_decodes_in_batches_as_it_does_alone():
+    """Recurrent state (h, c), gpt's KV cache and models without state (the window recomputed)
+    all decode a batch of prompts of different lengths as each prompt alone, greedy = beam 1."""
+    import lmkit  # noqa: F401  (the JAX backend)
+    from lmkit.build import build_model
+    from lmkit.config import TrainConfig
+    from lmkit.decoding import Search, search
+    from lmkit.registry import architectures
+
+    names = [e.name for e in architectures.list() if not e.has("encoder")]
+    assert {"gpt", "lstm", "gated_cnn"} <= set(names)
+    for name in names:
+        model = build_model(TrainConfig(arch=name, embed_dim=16, units=16, layers=1, heads=2, seq_len=64), 70)
+        settings = Search(num_beams=2, max_new_tokens=5, eos_id=3)
+        together = search(model, PROMPTS, settings, batch_size=4)
+        assert together == [search(model, [p], settings, batch_size=1)[0] for p in PROMPTS], name
+        assert all(len(t) <= 5 and 3 not in t for t in together), name
