@@ -31,18 +31,19 @@ def run(quick: bool = False) -> Result:
     import lmkit
 
     data = Path(os.environ.get("LMKIT_MULTI30K", SAMPLE)) if not quick else SAMPLE
-    seconds = 30.0 if quick or data == SAMPLE else 1800.0
-    examples = 8 if quick else 1000
+    seconds = 20.0 if quick or data == SAMPLE else 1800.0
+    examples = 4 if quick else 1000
+    new_tokens = 30 if quick else 120  # characters of an output
     references = (data / "test_2016_flickr.en").read_text(encoding="utf-8").rstrip("\n").split("\n")[:examples]
     mine = lmkit.evaluate("scratch", task="multi30k", data=str(data), arch="gpt", tokenizer="char",
                           embed_dim=256, layers=4, heads=4, max_length=256, batch_size=32,
                           learning_rate=2e-3, max_steps=100_000, max_seconds=seconds,
                           max_eval_examples=examples if examples < len(references) else None,
-                          max_new_tokens=120)
+                          max_new_tokens=new_tokens)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "torch.json"
         subprocess.run([sys.executable, "-m", "benchmarks.translate_torch", str(data), "de", "en", str(seconds),
-                        str(out), str(examples)], cwd=ROOT, check=True)
+                        str(out), str(examples), str(new_tokens)], cwd=ROOT, check=True)
         theirs = json.loads(out.read_text(encoding="utf-8"))
     torch_bleu = sacrebleu.corpus_bleu(theirs["hypotheses"], [references]).score
     figures = {"seconds": seconds, "examples": examples, "lmkit_bleu": mine.metrics["bleu"],

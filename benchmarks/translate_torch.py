@@ -5,7 +5,7 @@ label smoothing 0.1, greedy decoding), on characters, trained for a wall-clock b
 
 Run as its own process by `benchmarks.translate`:
 
-    python -m benchmarks.translate_torch DATA SRC TGT SECONDS OUT.json [MAX_EXAMPLES]
+    python -m benchmarks.translate_torch DATA SRC TGT SECONDS OUT.json [MAX_EXAMPLES [MAX_NEW]]
 
 It writes the hypotheses of the test split and its training figures to OUT.json.
 """
@@ -63,7 +63,8 @@ def _pad(rows: list[list[int]]) -> torch.Tensor:
     return out
 
 
-def main(data: str, src: str, tgt: str, seconds: float, out: str, max_examples: int | None = None) -> None:
+def main(data: str, src: str, tgt: str, seconds: float, out: str, max_examples: int | None = None,
+         max_new: int = 160) -> None:
     torch.manual_seed(0)
     folder = Path(data)
     train = list(zip(_lines(folder / f"train.{src}"), _lines(folder / f"train.{tgt}")))
@@ -93,7 +94,7 @@ def main(data: str, src: str, tgt: str, seconds: float, out: str, max_examples: 
         for start in range(0, len(test), 64):
             source = _pad([encode(s)[:250] or [PAD] for s in test[start:start + 64]])
             memory, ys = model.encode(source), torch.full((source.shape[0], 1), BOS, dtype=torch.long)
-            for _ in range(160):
+            for _ in range(max_new):
                 ys = torch.cat([ys, model.decode(ys, memory, source)[:, -1].argmax(-1, keepdim=True)], 1)
                 if bool((ys == EOS).any(1).all()):
                     break
@@ -106,4 +107,4 @@ def main(data: str, src: str, tgt: str, seconds: float, out: str, max_examples: 
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5],
-         int(sys.argv[6]) if len(sys.argv) > 6 else None)
+         int(sys.argv[6]) if len(sys.argv) > 6 else None, int(sys.argv[7]) if len(sys.argv) > 7 else 160)
