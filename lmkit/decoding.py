@@ -146,9 +146,6 @@ def _search_body(model: Any, buffer: Any, lengths: Any, *,
     rows, width = buffer.shape
     stateful = axes is not None
 
-    def beams(x: Any) -> Any:  # (B, ...) -> (B * K, ...), a row's beams side by side
-        return jnp.repeat(x, k, axis=0)
-
     state = None
     if stateful:
         state = model.init_state(rows)
@@ -156,7 +153,7 @@ def _search_body(model: Any, buffer: Any, lengths: Any, *,
             _, state = model.decode(buffer[:, :prefix], state)
         state = jax.tree_util.tree_map(
             lambda leaf, ax: leaf if ax is None else jnp.repeat(leaf, k, axis=ax),
-            state, _tree_like(state, axes))
+            state, _tree_like(state, axes))  # a row's K beams side by side: row b * K + beam
     seqs = jnp.broadcast_to(buffer[:, None], (rows, k, width))
     carry = dict(t=jnp.int32(prefix), state=state, seqs=seqs,
                  scores=jnp.tile(jnp.asarray([0.0] + [_NEVER] * (k - 1), jnp.float32), (rows, 1)),
