@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lmkit.engine import engine
-from lmkit.engine.events import CheckpointEvent, EndEvent, Event, StepEvent, StopSignal
+from lmkit.engine.events import CheckpointEvent, EndEvent, Event, StartEvent, StepEvent, StopSignal
 from lmkit.engine.rundir import RunDir
 from lmkit.errors import RunError, TrainingDiverged
 
@@ -153,6 +153,20 @@ def test_early_stopping_on_val_loss(tmp_path: Path) -> None:
     outcome = run(Walk(), tmp_path, total=40, eval_every=2, early_stopping=2)
     assert outcome.reason == "early_stopping" and outcome.step == 6
     assert outcome.summary["eval_step"] == 6  # the step its val_* figures belong to
+
+
+def test_early_stopping_watches_a_score_where_higher_is_better(tmp_path: Path) -> None:
+    class Scored(Walk):  # a task score that peaks at step 4, then falls
+        def evaluate(self) -> dict[str, float]:
+            return {"val_loss": 1.0, "val_bleu": -abs(float(self.w[0]) - 10.0)}
+
+    events: list[Event] = []
+    outcome = run(Scored(), tmp_path, total=40, eval_every=2, early_stopping=2, monitor="val_bleu",
+                  higher_is_better=True, reporters=[events.append])
+    # best at step 4 (w = 10); steps 6 and 8 are worse: stop at 8 (val_loss never changes, so
+    # watching it would have stopped at 6)
+    assert outcome.reason == "early_stopping" and outcome.step == 8
+    assert [e.monitor for e in events if isinstance(e, StartEvent)] == ["val_bleu"]
 
 
 def test_resume_refuses_a_checkpoint_of_another_shape(tmp_path: Path) -> None:

@@ -85,20 +85,29 @@ def test_bleu_equals_sacrebleu() -> None:
     assert out["bleu"] == pytest.approx(expected.score)
     assert out["precisions"] == pytest.approx(expected.precisions)
     assert out["brevity_penalty"] == pytest.approx(expected.bp)
+    assert out["chrf"] == pytest.approx(sacrebleu.corpus_chrf(preds, [list(s) for s in zip(*refs)]).score)
+    # the signature sacreBLEU's own scorer reports for the same settings (2 references, 13a, exp)
+    bleu = sacrebleu.metrics.BLEU()
+    bleu.corpus_score(preds, [list(s) for s in zip(*refs)])
+    assert out["signature"] == str(bleu.get_signature()) and out["signature"].startswith("nrefs:2|case:mixed|")
+    assert "|tok:13a|smooth:exp|version:" in out["signature"] and out["chrf_signature"].startswith("nrefs:2|")
     assert load_metric("bleu").compute(predictions=["nothing alike"], references=[["totally different words"]])["bleu"] == 0.0
 
 
 def test_rouge_equals_rouge_score() -> None:
     rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
-    preds = ["the cat was found under the bed", "police arrested a man", ""]
-    refs = ["the cat was under the bed", "a man was arrested by police on friday", "empty prediction"]
+    # ROUGE-Lsum reads sentences from line breaks: the last pair has two
+    preds = ["the cat was found under the bed", "police arrested a man", "", "a man ran.\nthe dog sat."]
+    refs = ["the cat was under the bed", "a man was arrested by police on friday", "empty prediction",
+            "the dog sat.\na man ran away."]
     out = load_metric("rouge").compute(predictions=preds, references=refs)
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"])
     for kind in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
         expected = np.mean([scorer.score(r, p)[kind].fmeasure for p, r in zip(preds, refs)])
         assert out[kind] == pytest.approx(expected)
     per_example = load_metric("rouge").compute(predictions=preds, references=refs, use_aggregator=False)
-    assert per_example["rouge1"][2] == 0.0 and len(per_example["rouge1"]) == 3
+    assert per_example["rouge1"][2] == 0.0 and len(per_example["rouge1"]) == 4
+    assert per_example["rougeLsum"][3] > per_example["rougeL"][3]  # summary-level LCS: sentence order ignored
 
 
 @pytest.mark.slow

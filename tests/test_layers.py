@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engine", ("lmkit.engine",)),
     ("components", ("lmkit.registry", "lmkit.resolve", "lmkit.models", "lmkit.build",
                     "lmkit.optim", "lmkit.schedules", "lmkit.losses", "lmkit.token_metrics",
-                    "lmkit.tokenizers", "lmkit.forward", "lmkit.generation", "lmkit.pretrained",
+                    "lmkit.tokenizers", "lmkit.forward", "lmkit.generation", "lmkit.decoding", "lmkit.pretrained",
                     "lmkit.distribute", "lmkit.param_groups", "lmkit.train_step")),
     ("data", ("lmkit.data",)),
     ("base", ("lmkit.config", "lmkit.errors", "lmkit.paths", "lmkit._lazy")),

@@ -50,6 +50,24 @@ def test_dashboard_follows_the_events():
     assert _points(dash.ppl_chart.value, "val") == 1
 
 
+def test_a_fine_tuning_scored_while_training_charts_its_task_metric_not_perplexity():
+    import dataclasses
+
+    dash = Dashboard(StopSignal(), refresh=0.0)
+    dash(dataclasses.replace(_start(), monitor="val_bleu"))
+    for step in range(1, 21):
+        dash(_step(step, 4.0 - step / 20))
+        if step % 10 == 0:
+            dash(EvalEvent(step=step, metrics={"val_bleu": 12.0 + step / 10, "val_chrf": 30.0}))
+    chart = dash.ppl_chart.value
+    assert "bleu" in chart and "perplexity" not in chart
+    assert _points(chart, "val") == 2 and _points(chart, "train") == 0
+    assert _points(dash.loss_chart.value, "train") == 20
+    assert ">val<" not in dash.loss_chart.value  # no validation loss: no "val" legend without a line
+    assert dash._best_step() == 20  # the higher BLEU is the better
+    assert "val_bleu" in dash.eval_table.value
+
+
 def test_before_the_pace_is_measured_the_dashboard_says_so():
     dash = Dashboard(StopSignal(), refresh=0.0)
     dash(_start())

@@ -61,6 +61,14 @@ class EvalConfig(Tracking, Devices, Budget, Optimization, ModelShape):
     log_every: int = config_key(20, "Report progress (and check the loss) every N steps.", min=1)
     checkpoint_dir: str | None = config_key(None, "Write fine-tuning checkpoints (`checkpoint.npz`, replaced atomically) and events to this folder; `lmkit eval --out` sets it.")
     resume: bool = config_key(False, "Continue fine-tuning from the checkpoint in `checkpoint_dir` (same options as the stopped run).")
+    # generation tasks: decoding for scoring (`lmkit.decoding`)
+    num_beams: int = config_key(1, "Generation tasks: beams of the beam search that decodes each source (1: greedy).", min=1)
+    length_penalty: float = config_key(1.0, "Generation tasks: a finished beam scores its summed log-probability / length ** length_penalty (> 0 favours longer outputs).")
+    no_repeat_ngram_size: int = config_key(0, "Generation tasks: never decode a token that repeats an n-gram of this size (0: off).", min=0)
+    max_new_tokens: int | None = config_key(None, "Generation tasks: most tokens decoded per source (default: the task's, 128 unless it says otherwise).", min=1)
+    score_every: int | None = config_key(None, "Score the task (its metrics as `val_<metric>`: accuracy, F1, BLEU, ...) on a seeded sample of `score_examples` dev examples every N steps while fine-tuning: the dashboard charts the first, `early_stopping` watches it. None: score only after training.", min=1)
+    score_examples: int = config_key(200, "Examples of the dev split scored every `score_every` steps (a seeded sample).", min=1)
+    early_stopping: int | None = config_key(None, "Stop fine-tuning after this many scorings (`score_every`) without improvement of the task's first metric.", min=1)
     # fine-tuning: the backbone
     backbone_lr_multiplier: float | None = config_key(None, "Backbone learning rate as a fraction of `learning_rate` (0: frozen backbone; default 0.3 for a run, 1 for scratch and for a pretrained checkpoint).", min=0.0)
     gradual_unfreezing: bool = config_key(False, "Unfreeze the backbone from its top layers down over the first half of training (ULMFiT).")
@@ -74,6 +82,9 @@ class EvalConfig(Tracking, Devices, Budget, Optimization, ModelShape):
         if isinstance(self.learning_rate, str):
             raise ConfigError(f"option 'learning_rate' of fine-tuning must be a number, got "
                               f"{self.learning_rate!r} (the learning-rate finder runs for training)")
+        if self.early_stopping is not None and self.score_every is None:
+            raise ConfigError(f"early_stopping={self.early_stopping} counts scorings of the task while fine-tuning, "
+                              f"and there are none: set score_every (e.g. score_every=100)")
 
     @classmethod
     def unknown_key_help(cls, known: set[str]) -> str:

@@ -13,7 +13,7 @@ training: `lmkit.training.language_model`; classifier fine-tuning:
   every client; a diverged model is never checkpointed, saved or scored;
 - checkpoints every `Plan.checkpoint_every` steps and on every exit, restored strictly on resume
   (a checkpoint of another model is a clear error, not a half-loaded model);
-- evaluation and early stopping on ``val_loss``;
+- evaluation and early stopping on ``val_loss`` (or the plan's `monitor`);
 - events (start, steps with throughput and ETA, evaluations, checkpoints, end) to reporters and
   to the run directory's ``metrics.jsonl``, the history, and ``summary.json``.
 
@@ -94,6 +94,10 @@ class Plan:
     #: each dispatch takes only the steps that fit at the last dispatch's pace (a compilation
     #: inside the last one can still pass it); None: no time limit
     max_seconds: float | None = None
+    #: the evaluation metric early stopping watches, and whether higher is better (a fine-tuning
+    #: that scores its task while training watches e.g. ``val_bleu``)
+    monitor: str = "val_loss"
+    higher_is_better: bool = False
 
 
 @dataclass
@@ -268,7 +272,7 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
     backend, devices = _devices()
     devices = job.devices or devices
     emit(StartEvent(str(run_dir.path) if run_dir else job.name, total, start, job.name,
-                    job.parameters, backend, devices, int(plan.tokens_per_step), job.config))
+                    job.parameters, backend, devices, int(plan.tokens_per_step), job.config, plan.monitor))
 
     step, last_ckpt = start, start
     diverged: str | None = None
@@ -425,11 +429,11 @@ def _divergence_message(what: str, job: Job, run_dir: RunDir | None, last_ckpt: 
 
 def _early_stopping(plan: Plan, state: dict[str, Any], metrics: dict[str, float],
                     stop: StopSignal) -> None:
-    val = metrics.get("val_loss")
+    val = metrics.get(plan.monitor)
     if val is None:
         return
-    best = state.get("best_val_loss")
-    if best is None or val < best:
+    best = state.get("best_val_loss")  # the best value of `plan.monitor`
+    if best is None or (val > best if plan.higher_is_better else val < best):
         state["best_val_loss"], state["bad_evals"] = val, 0
     else:
         state["bad_evals"] = state.get("bad_evals", 0) + 1

@@ -45,6 +45,9 @@ class StartEvent(Event):
     devices: str
     tokens_per_step: int
     config: dict[str, Any] = field(default_factory=dict)
+    #: the validation metric that judges the training (`val_loss`, or a task's score such as
+    #: `val_bleu` when a fine-tuning scores its task while training: higher is better then)
+    monitor: str = "val_loss"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lmkit.distribute import initialize
-from lmkit.errors import ConfigError, RunError
+from lmkit.errors import ConfigError, DataError, RunError
 from lmkit.config import EvalConfig
 from lmkit.evaluation.loaders import Examples, load_split
 from lmkit.evaluation.result import EvalResult
@@ -84,14 +84,35 @@ def _fit_and_score(job: "_Job", reporters: Sequence[Callable[[Event], None]],
         encode = encode_task
     training: dict[str, Any] = {}
     if train is not None:
+        scorer = _scorer(task, data, scored, cfg, model, tokenizer, encode) if cfg.score_every else None
         training = finetune(model, encode(train, tokenizer, max_length), cfg, parts,
                             reporters, stop, name=f"{name} on {task.name}",
-                            summary={CLASSIFIER: _classifier_record(source, task, cfg)})
+                            summary={CLASSIFIER: _classifier_record(source, task, cfg)},
+                            scorer=scorer, monitor=f"val_{task.metrics[0]}")
         training["train_examples"] = len(train)
         training["scored_in_train"] = scored.overlap(train)
     outputs = task.shape.outputs(model, tokenizer, scored, encode, cfg)
     return EvalResult.build(task, scored.split, name, outputs, scored.labels, scored, config=cfg.to_dict(),
                             training=training, model=model, tokenizer=tokenizer)
+
+
+def _scorer(task: Task, data: Any, scored: Examples, cfg: EvalConfig, model: Any, tokenizer: Any,
+            encode: Any) -> Callable[[], dict[str, float]]:
+    """The task's scores (``val_<metric>``) on a seeded sample of `score_examples` examples of
+    its dev split (the scored split when the task has no other), as the model is now."""
+    try:
+        watched = scored if task.resolve_split("dev") == scored.split else load_split(task, data, "dev")
+    except DataError:  # no dev split: watch the scored one
+        watched = scored
+    if len(watched) > cfg.score_examples:
+        watched = _sample(watched, cfg.score_examples, cfg.seed)
+
+    def score() -> dict[str, float]:
+        predictions = task.shape.predictions(task.shape.outputs(model, tokenizer, watched, encode, cfg))
+        found = task.shape.score(task, watched.split, predictions, watched.labels, watched)
+        return {f"val_{k}": float(v) for k, v in found.items() if isinstance(v, (int, float))}
+
+    return score
 
 
 class _Job(NamedTuple):

@@ -99,10 +99,12 @@ class FinetuneTrainee:
     """A classifier, its parameter groups and its examples: what `lmkit.engine.run` trains."""
 
     def __init__(self, model: SequenceClassifier, train: Encoded, cfg: EvalConfig, total: int,
-                 parts: Resolved, layout: Layout | None = None) -> None:
+                 parts: Resolved, layout: Layout | None = None,
+                 scorer: Callable[[], dict[str, float]] | None = None) -> None:
         from keras import ops
 
         self.model, self.train_data, self.cfg, self.total = model, train, cfg, total
+        self.scorer = scorer
         self.layout = layout
         #: examples per optimizer step: `accumulate_steps` micro-batches of `batch_size`
         self.step_size = cfg.batch_size * cfg.accumulate_steps
@@ -247,7 +249,12 @@ class FinetuneTrainee:
         return np.concatenate([np.asarray(out)[:n] for n, out in calls]).astype(np.float32)
 
     def evaluate(self) -> dict[str, float]:
-        return {}  # the task's dev split is scored after fine-tuning, by `lmkit.evaluate`
+        """The task's scores on its dev sample (`score_every`), on the weights trained so far;
+        without a scorer the task is scored after fine-tuning only, by `lmkit.evaluate`."""
+        if self.scorer is None:
+            return {}
+        self.sync()
+        return self.scorer()
 
     def learning_rate(self, step: int) -> float:
         return float(self.schedule(step - 1))
@@ -278,6 +285,7 @@ def finetune(
     model: SequenceClassifier, train: Encoded, cfg: EvalConfig, parts: Resolved,
     reporters: Sequence[Callable[[Event], None]] = (), stop: StopSignal | None = None,
     name: str = "task", summary: dict[str, Any] | None = None,
+    scorer: Callable[[], dict[str, float]] | None = None, monitor: str = "val_loss",
 ) -> dict[str, Any]:
     """Train `model` on `train` for ``cfg.total_steps(len(train))`` steps; returns a summary.
 
@@ -285,6 +293,8 @@ def finetune(
     task's own unless ``cfg.loss`` is set). Weights are written back into `model` at the end,
     also when stopped early. A non-finite loss raises `TrainingDiverged` (the model is then not
     worth scoring). `summary` adds fields to the checkpoint folder's ``summary.json``.
+    `scorer` gives the task's ``val_*`` scores every ``cfg.score_every`` steps (events the
+    dashboard charts); early stopping watches `monitor` among them, higher being better.
     """
     _require_jax()
     total = cfg.total_steps(len(train))
@@ -296,7 +306,7 @@ def finetune(
             f"others waiting for it. Across processes, budget with max_steps or epochs; "
             f"max_seconds works in one process")
     lead = layout is None or layout.lead  # the one process that reports and writes
-    trainee = FinetuneTrainee(model, train, cfg, total, parts, layout)
+    trainee = FinetuneTrainee(model, train, cfg, total, parts, layout, scorer)
     run_dir = None
     if cfg.checkpoint_dir is not None:
         if cfg.resume:  # every process reads the checkpoint
@@ -311,7 +321,9 @@ def finetune(
     plan = engine.Plan(total_steps=total, checkpoint_every=cfg.checkpoint_every,
                        steps_per_dispatch=cfg.log_every,
                        tokens_per_step=trainee.step_size * mean_tokens,
-                       steps_per_epoch=trainee.steps_per_epoch, max_seconds=cfg.max_seconds)
+                       steps_per_epoch=trainee.steps_per_epoch, max_seconds=cfg.max_seconds,
+                       eval_every=cfg.score_every if scorer else None, early_stopping=cfg.early_stopping,
+                       monitor=monitor, higher_is_better=scorer is not None)
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     mesh = layout.describe() if layout else "1 device, 1 process"
     job = engine.Job(name, n_params, cfg.to_dict(), {"task": name, "mesh": mesh, **(summary or {})},

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from lmkit.errors import ConfigError
+
 __all__ = ["EvalResult", "score", "main_of", "MAIN"]
 
 #: the metric that is a task's one number where it has several (the GLUE board's mean of two)
@@ -72,6 +74,8 @@ class EvalResult:
     examples: Any = field(default=None, repr=False)  #: the scored `Examples` (intervals, baselines)
     #: cross-validation (``folds = k``): each fold's metrics; `metrics` are then their means
     folds: list[dict[str, float]] | None = None
+    #: the source texts of a generation task's examples (shape capability ``generated``), else empty
+    sources: list[str] = field(default_factory=list, repr=False)
 
     @classmethod
     def build(cls, task: Any, split: str, model_name: str, outputs: np.ndarray, labels: np.ndarray,
@@ -79,6 +83,8 @@ class EvalResult:
         """Turn raw model outputs (logits ``(N, C)``, zero-shot choice scores, decoded texts) into
         predictions (`Shape.predictions`) and scores; `examples` are the scored `Examples`."""
         predictions = task.shape.predictions(outputs)
+        if task.shape.has("generated") and examples is not None:
+            extra.setdefault("sources", [" ".join(str(s).split()) for s in examples.text_a])  # one line each
         return cls(task, split, model_name, score(task, split, predictions, labels, examples),
                    predictions, labels, examples=examples, **extra)
 
@@ -145,26 +151,76 @@ class EvalResult:
             "baselines": {k: dict(v) for k, v in self.baselines.items()},
             **({"folds": [dict(f) for f in self.folds], "fold_sd": self.fold_sd()} if self.folds else {}),
             "main_score": self.main_score, "partial": self.partial,
+            "signatures": self.task.shape.signatures(),
             "labels": list(self.task.display_labels),
             "confusion_matrix": None if cm is None else cm.tolist(),
             "training": dict(self.training), "config": dict(self.config),
         }
 
+    def _columns(self) -> dict[str, list[str]]:
+        """The per-example table: prediction and label, or a generation task's source, reference
+        and hypothesis."""
+        predictions, labels = self.label_text(self.predictions), self.label_text(self.labels)
+        if self.sources:
+            return {"source": list(self.sources), "reference": labels, "hypothesis": predictions}
+        return {"prediction": predictions, "label": labels}
+
     def to_dataframe(self) -> Any:
-        """Per-example predictions as a pandas DataFrame (index, prediction, label)."""
+        """Per-example predictions as a pandas DataFrame (index, prediction, label; for a
+        generation task index, source, reference, hypothesis)."""
         import pandas as pd
 
-        return pd.DataFrame({"prediction": self.label_text(self.predictions),
-                             "label": self.label_text(self.labels)}).rename_axis("index")
+        return pd.DataFrame(self._columns()).rename_axis("index")
+
+    def showcase(self, n: int = 3, seed: int = 0) -> Any:
+        """A generation task's `n` best, `n` worst and `n` random examples by sentence BLEU
+        (sacreBLEU's `sentence_bleu`), as a pandas DataFrame (which, bleu, source, reference,
+        hypothesis): what the scores mean, in examples.
+
+        >>> result.showcase(2)                                      # doctest: +SKIP
+        """
+        import pandas as pd
+        import sacrebleu
+
+        if not self.sources:
+            raise ConfigError(f"showcase() shows generated texts; {self.task.name} is a {self.task.shape.name} "
+                              f"task: see to_dataframe() or confusion_matrix")
+        table = self.to_dataframe()
+        table.insert(0, "bleu", [sacrebleu.sentence_bleu(h, [r]).score
+                                 for h, r in zip(table["hypothesis"], table["reference"])])
+        ranked = table.sort_values("bleu", ascending=False, kind="stable")
+        rng = np.random.default_rng(seed)
+        picks = {"best": ranked.head(n), "worst": ranked.tail(n).iloc[::-1],
+                 "random": table.iloc[np.sort(rng.choice(len(table), min(n, len(table)), replace=False))]}
+        return pd.concat([rows.assign(which=which) for which, rows in picks.items()]).set_index("which")
+
+    def decode(self, sources: "str | list[str]", **options: Any) -> list[str]:
+        """A generation task's outputs for new `sources` from the fine-tuned model, decoded as the
+        scored ones were (`options`: the decoding keys ``num_beams``, ``length_penalty``,
+        ``no_repeat_ngram_size``, ``max_new_tokens`` to change).
+
+        >>> result.decode("Ein Mann fährt Fahrrad.", num_beams=4)      # doctest: +SKIP
+        ['A man rides a bike.']
+        """
+        from lmkit.config import EvalConfig
+
+        if not self.sources or self.model is None:
+            raise ConfigError(f"decode() continues sources with a generation task's model; this result of "
+                              f"{self.task.name} ({self.task.shape.name}) has none")
+        cfg = EvalConfig.from_dict({**self.config, **options})
+        texts = [sources] if isinstance(sources, str) else list(sources)
+        model = getattr(self.model, "backbone", self.model)  # the fine-tuned head wraps the language model
+        return self.task.shape.generate(model, self.tokenizer, texts, cfg).tolist()
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``metrics.json`` and ``predictions.tsv`` (index, prediction, label) to `out_dir`."""
+        """Write ``metrics.json`` and ``predictions.tsv`` (index, prediction, label; for a
+        generation task index, source, reference, hypothesis) to `out_dir`."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        rows = ["index\tprediction\tlabel"]
-        rows += [f"{i}\t{p}\t{y}" for i, (p, y) in
-                 enumerate(zip(self.label_text(self.predictions), self.label_text(self.labels)))]
+        columns = self._columns()
+        rows = ["\t".join(["index", *columns])]
+        rows += ["\t".join([str(i), *cells]) for i, cells in enumerate(zip(*columns.values()))]
         (out / "predictions.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
         return out
 

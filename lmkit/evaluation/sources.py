@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from lmkit.errors import DataError
 from lmkit.evaluation.examples import Examples
 
-__all__ = ["Source", "Hub", "TsvSource", "ImdbSource", "TableSource", "ParallelText", "detect_layout",
+__all__ = ["Source", "Hub", "TsvSource", "ImdbSource", "TableSource", "ParallelText", "TextPairs", "detect_layout",
            "read_parquet", "LAYOUTS"]
 
 #: what each `detect_layout` name means, for error messages
@@ -305,7 +305,8 @@ class TableSource(Source):
 
 
 def _csv_rows(file: Path) -> list[dict[str, Any]]:
-    reader = csv.DictReader(io.StringIO(_text(file, "CSV"), newline=""))
+    tabs = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if file.suffix == ".tsv" else {}  # `TextPairs`
+    reader = csv.DictReader(io.StringIO(_text(file, "CSV"), newline=""), **tabs)
     rows = list(reader)
     if reader.fieldnames is None:
         raise DataError(f"{file}: empty file; a CSV table starts with a header line naming its columns")
@@ -369,6 +370,56 @@ class ParallelText(Source):
         if len(sources) != len(targets):
             raise DataError(f"{source_file} has {len(sources)} lines but {target_file} has {len(targets)}: "
                             f"line-aligned files need one line each per example")
+        for file, texts in ((source_file, sources), (target_file, targets)):
+            empty = next((i for i, text in enumerate(texts, 1) if not text.strip()), None)
+            if empty is not None:
+                raise DataError(f"{file}, line {empty}: empty line; each line is one example's text: remove "
+                                f"line {empty} from both {source_file.name} and {target_file.name}")
         labels = [task.shape.label(task, t, f"{target_file}, line {i}") for i, t in enumerate(targets, 1)]
         return task.shape.examples(task, split, str(source_file), [s.rstrip("\r") for s in sources], None, labels)
 
+
+
+@dataclass(frozen=True)
+class TextPairs(Source):
+    """A user's source -> target pairs (translation, summarization): line-aligned
+    ``<split>.source`` / ``<split>.target`` text files (`ParallelText`), or a table per split
+    with ``source`` and ``target`` columns (CSV, TSV, JSONL, parquet: `TableSource`)."""
+
+    wants: ClassVar[str] = ("reads line-aligned <split>.source / <split>.target files, or CSV, TSV, JSONL or "
+                            "parquet tables with source and target columns")
+
+    def _family(self, path: Path) -> Source | None:
+        """The reader of `path`'s files: line-aligned text, a table, or None for a TSV table."""
+        lines = ParallelText("source", "target")
+        if lines.holds(path):
+            return lines
+        tsv = path.suffix == ".tsv" if path.is_file() else any(path.glob("*.tsv"))
+        return None if tsv else TableSource()
+
+    def holds(self, path: Path) -> bool:
+        family = self._family(path)
+        return True if family is None else family.holds(path)
+
+    def file(self, path: Path, split: str) -> Path | None:
+        family = self._family(path)
+        if family is not None:
+            return family.file(path, split)
+        file = path if path.is_file() else path / f"{split}.tsv"
+        return file if file.is_file() else None
+
+    def expected(self, task: Any) -> str:
+        return (f"{task.name} reads <data>/<split>.source and <data>/<split>.target (line i of one is line i of "
+                f"the other), or <data>/<split>.csv (or .tsv, .jsonl, .parquet) with columns 'source' and "
+                f"'target'; splits {', '.join(task.splits)}.")
+
+    def read(self, task: Any, split: str, path: Path) -> Examples:
+        family = self._family(path)
+        if family is not None:
+            return family.read(task, split, path)
+        file = self.file(path, split)
+        if file is None:
+            raise DataError(f"no {task.name} '{split}' data in '{path}'. {self.expected(task)}")
+        rows = _csv_rows(file)
+        names = list(dict.fromkeys(k for row in rows for k in row))
+        return self.from_columns(task, split, str(file), {k: [row.get(k) for row in rows] for k in names})

@@ -25,7 +25,7 @@ from typing import Any
 from lmkit.errors import ConfigError, DataError, RegistryError, did_you_mean
 from lmkit.evaluation.metrics import METRICS
 from lmkit.evaluation.shapes import Classification, Generation, Regression, Shape, get_shape
-from lmkit.evaluation.sources import Hub, ImdbSource, ParallelText, Source, TableSource, TsvSource
+from lmkit.evaluation.sources import Hub, ImdbSource, ParallelText, Source, TableSource, TextPairs, TsvSource
 from lmkit.registry import tasks
 
 __all__ = ["SCRATCH", "Task", "get_task", "load_task_file"]
@@ -163,7 +163,7 @@ def get_task(name: "str | Path | Task") -> Task:
 
 
 #: the file families a TOML task may name (``[source] family = "table"``)
-_FAMILIES: dict[str, type[Source]] = {"table": TableSource, "parallel": ParallelText}
+_FAMILIES: dict[str, type[Source]] = {"table": TableSource, "parallel": ParallelText, "pairs": TextPairs}
 
 
 def load_task_file(path: "str | Path") -> Task:
@@ -279,10 +279,33 @@ IMDB = Task(
 )
 tasks.register("imdb", IMDB, aliases=("aclimdb",), description=IMDB.description)
 
-MULTI30K = Task(
-    name="multi30k/de-en", source=ParallelText("de", "en", {"dev": "val", "test": "test_2016_flickr"}),
-    shape=Generation(), description="Multi30K: translate German image captions to English (BLEU, ROUGE)",
-    inputs=("de",), target="en", splits=("train", "dev", "test"), eval_split="test",
-    hub=Hub("bentrevett/multi30k", None, {"dev": "validation"}), data_folders=("multi30k",),
-)
-tasks.register(MULTI30K.name, MULTI30K, aliases=("multi30k",), description=MULTI30K.description)
+#: Multi30K's language pairs (source-target); the first is `multi30k`'s
+MULTI30K_PAIRS = ("de-en", "en-de", "fr-en", "en-fr")
+_LANGUAGES = {"de": "German", "en": "English", "fr": "French"}
+
+
+def _multi30k(pair: str) -> Task:
+    source, target = pair.split("-")
+    task = Task(
+        name=f"multi30k/{pair}", source=ParallelText(source, target, {"dev": "val", "test": "test_2016_flickr"}),
+        shape=Generation(), inputs=(source,), target=target, splits=("train", "dev", "test"), eval_split="test",
+        description=f"Multi30K: translate {_LANGUAGES[source]} image captions to {_LANGUAGES[target]} (BLEU, chrF, ROUGE)",
+        hub=Hub("bentrevett/multi30k", None, {"dev": "validation"}) if pair == "de-en" else None,
+        data_folders=("multi30k",),
+    )
+    default = ("multi30k", "translation/multi30k") if pair == MULTI30K_PAIRS[0] else ()
+    tasks.register(task.name, task, aliases=(*default, f"translation/multi30k/{pair}"),
+                   description=task.description)
+    return task
+
+
+MULTI30K = _multi30k(MULTI30K_PAIRS[0])
+for _pair in MULTI30K_PAIRS[1:]:
+    _multi30k(_pair)
+
+for _name, _what in (("translation", "translate"), ("summarization", "summarize")):
+    _task = Task(name=_name, source=TextPairs(), shape=Generation(), inputs=("source",), target="target",
+                 splits=("train", "dev", "test"), eval_split="dev",
+                 description=f"Your own pairs: {_what} each source text into its target (BLEU, chrF, ROUGE); "
+                             f"data=<folder of <split>.source/.target files or source,target tables>")
+    tasks.register(_name, _task, description=_task.description)

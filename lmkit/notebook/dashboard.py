@@ -67,6 +67,10 @@ class Dashboard:
         self.train_points: list[tuple[float, float]] = []
         self.val_points: list[tuple[float, float]] = []
         self.val_ppl_points: list[tuple[float, float]] = []
+        #: the metric judging the training (`StartEvent.monitor`); a task's score (``val_bleu``,
+        #: higher is better) replaces the perplexity chart
+        self.monitor = "val_loss"
+        self.metric_points: list[tuple[float, float]] = []
         self.evaluations: list[dict[str, float]] = []
         self.total_steps = 0
         self.last_step: StepEvent | None = None
@@ -193,9 +197,7 @@ class Dashboard:
         top = 2.6 / (2.6 + 0.2 * len(rows))
         fig.suptitle(self._title_text(), x=0.01, ha="left", fontsize=11, fontweight="bold", color=ink.text)
         log = self.log_scale.value
-        for i, (title, raw, val) in enumerate((
-                ("loss", self.train_points, self.val_points),
-                ("perplexity", [(x, _perplexity(y)) for x, y in self.train_points], self.val_ppl_points))):
+        for i, (title, raw, val) in enumerate((("loss", self.train_points, self.val_points), self._second_chart())):
             ax = fig.add_axes((0.06 + 0.5 * i, 1 - top * 0.88, 0.42, top * 0.64))
             if raw:
                 ax.plot(*zip(*raw), color=ink.train, alpha=0.3, linewidth=1)
@@ -254,6 +256,8 @@ class Dashboard:
             if time.monotonic() - self._drawn >= self.refresh:
                 self._draw()
         elif isinstance(event, EvalEvent):
+            if self.monitor != "val_loss" and self.monitor in event.metrics:
+                self.metric_points.append((event.step, float(event.metrics[self.monitor])))
             val = event.metrics.get("val_loss")
             if val is not None:
                 self.val_points.append((event.step, val))
@@ -273,6 +277,7 @@ class Dashboard:
     def _start(self, event: StartEvent) -> None:
         self.total_steps = event.total_steps
         self._start_event = event
+        self.monitor = event.monitor
         self.progress.max = max(event.total_steps, 1)
         self.progress.value = event.start_step
         self.header.value = self._header_text()
@@ -322,14 +327,22 @@ class Dashboard:
         self.ppl_chart.value = self._ppl_svg()
 
     def _best_step(self) -> float | None:
+        if self.monitor != "val_loss":
+            return max(self.metric_points, key=lambda p: p[1])[0] if self.metric_points else None
         return min(self.val_points, key=lambda p: p[1])[0] if self.val_points else None
 
+    def _second_chart(self) -> tuple[str, list[tuple[float, float]], list[tuple[float, float]]]:
+        """Title, train and validation points of the right-hand chart: the perplexity of a
+        language model, or the task's own score of a fine-tuning that scores while it trains."""
+        if self.monitor != "val_loss":
+            return self.monitor.removeprefix("val_"), [], self.metric_points
+        return "perplexity", [(x, _perplexity(y)) for x, y in self.train_points], self.val_ppl_points
+
     def _curves(self, raw: list[tuple[float, float]], val: list[tuple[float, float]], title: str,
-                palette: Palette, fluid: bool) -> str:
-        best = min(val, key=lambda p: p[1]) if val else None
-        return line_chart([Series("train-raw", raw, "train", faint=True),
-                           Series("train", smooth(raw), "train"),
-                           Series("val", val, "val", markers=True)],
+                palette: Palette, fluid: bool, higher_is_better: bool = False) -> str:
+        best = (max if higher_is_better else min)(val, key=lambda p: p[1]) if val else None
+        train = [Series("train-raw", raw, "train", faint=True), Series("train", smooth(raw), "train")] if raw else []
+        return line_chart([*train, *([Series("val", val, "val", markers=True)] if val else [])],
                           title=title, log_y=self.log_scale.value,  # x: up to the last step, readable early on
                           best=best, palette=palette, fluid=fluid)
 
@@ -337,8 +350,8 @@ class Dashboard:
         return self._curves(self.train_points, self.val_points, "loss", palette, fluid)
 
     def _ppl_svg(self, palette: Palette = LIVE, fluid: bool = True) -> str:
-        train = [(x, _perplexity(y)) for x, y in self.train_points]
-        return self._curves(train, self.val_ppl_points, "perplexity", palette, fluid)
+        title, train, val = self._second_chart()
+        return self._curves(train, val, title, palette, fluid, higher_is_better=self.monitor != "val_loss")
 
     def _shown_evaluations(self) -> list[dict[str, float]]:
         """The last `_TABLE_ROWS` evaluations, after the best one when it is older: the table

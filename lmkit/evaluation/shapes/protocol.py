@@ -12,7 +12,9 @@ branch on is a capability of its registry entry (`Shape.has`):
 * ``own_choices``: every example has its own choices (ReCoRD's entities): label smoothing
   would spread probability onto padded choices; examples with no right choice teach nothing;
 * ``ranked``: zero-shot scoring ranks the example's choices by likelihood (`Task.choices`);
-* ``single_text``: one text per example, so ``truncation="head_tail"`` applies.
+* ``single_text``: one text per example, so ``truncation="head_tail"`` applies;
+* ``generated``: predictions are texts generated from a source text (results keep the sources:
+  ``predictions.tsv`` has source, reference and hypothesis columns).
 
 A new shape is one module of `lmkit.evaluation.shapes` holding a `Shape` subclass registered in
 `lmkit.registry.shapes` with its capabilities, plus its import in the package's ``__init__``.
@@ -108,6 +110,10 @@ class Shape:
         else:
             inputs = self.metric_inputs(predictions, labels)
         return load_metric(*task.metric_for(split)).compute(**inputs)
+
+    def signatures(self) -> dict[str, str]:
+        """Strings that make the scores comparable elsewhere (sacreBLEU's signatures), per score."""
+        return {}
 
     def label_text(self, task: Any, values: np.ndarray) -> list[str]:
         """How `values` (predictions or labels) read in a table of predictions."""

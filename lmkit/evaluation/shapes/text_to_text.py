@@ -9,13 +9,13 @@ log-likelihood over those positions) is on the target only. The head is the lang
 itself (`lmkit.evaluation.heads.NextTokenLogProbs`): fine-tuning trains every weight of any
 lmkit architecture.
 
-Scoring decodes greedily through `lmkit.generation.generate` (``temperature=0``), from
-``source <sep>`` until the first line break or `Generation.max_new_tokens` tokens, and scores
-the decoded texts against the targets with the shipped BLEU (sacreBLEU, 13a tokenization, 0-100)
-and ROUGE (F-measures, 0-1) modules. Zero-shot (``method="zeroshot"``) decodes the same way with
-the run's model as it is. With word or BPE tokenizers, the prompt encoded whole can differ at its
-end from the pieces encoded apart in training; char and byte tokenizers give the same ids.
-Beam search and packing several examples into one sequence are not implemented.
+Scoring decodes every source in batches with `lmkit.decoding.search` (greedy, or beam search
+with the config's `num_beams`, `length_penalty`, `no_repeat_ngram_size`), from ``source <sep>``
+(encoded in the same pieces as in training) until the end token or `max_new_tokens` tokens, and
+scores the decoded texts against the targets with the shipped sacreBLEU module (BLEU with 13a
+tokenization and chrF, 0-100, and their signatures: `Generation.signatures`) and ROUGE
+(F-measures of ROUGE-1/2/L/Lsum, 0-1). Zero-shot (``method="zeroshot"``) decodes the same way
+with the run's model as it is. Packing several examples into one sequence is not implemented.
 """
 
 from __future__ import annotations
@@ -27,19 +27,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lmkit.errors import ConfigError, RegistryError
+from lmkit.errors import ConfigError, DataError, RegistryError
 from lmkit.evaluation.encoding import SEPARATOR, Encoded
 from lmkit.evaluation.examples import Examples
 from lmkit.evaluation.shapes.classification import build_head
 from lmkit.evaluation.shapes.protocol import Encoder, Shape
 from lmkit.registry import shapes
 
-__all__ = ["Generation", "encode_targets", "decode", "END"]
+__all__ = ["Generation", "encode_targets", "encode_fitting", "decode", "END", "SCORES"]
 
 #: what ends a target: decoding stops at it
 END = SEPARATOR
 #: the modules that score decoded texts
 _MODULES = ("bleu", "rouge")
+#: the scores the modules report, which a generation task may name in `Task.metrics`
+SCORES = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
 def encode_targets(examples: Examples, tokenizer: Any, max_length: int) -> Encoded:
@@ -61,42 +63,94 @@ def encode_targets(examples: Examples, tokenizer: Any, max_length: int) -> Encod
     return Encoded(ids, np.asarray(spans, np.int32).reshape(len(ids), 2))
 
 
-def decode(model: Any, tokenizer: Any, sources: Sequence[str], max_new_tokens: int) -> np.ndarray:
-    """Each source's greedy continuation after ``source <sep>``, up to its first line break."""
-    from lmkit.generation import generate
+def encode_fitting(examples: Examples, tokenizer: Any, max_length: int) -> Encoded:
+    """`encode_targets`, refusing a target that does not fit in `max_length` tokens with its end
+    token and the separator (the fine-tuned model would never learn to finish it)."""
+    room = max_length - len(tokenizer.encode(SEPARATOR)) - len(tokenizer.encode(END)) - 1
+    lengths = [len(tokenizer.encode(str(t))) for t in examples.text_b or ()]
+    longest = max(range(len(lengths)), key=lengths.__getitem__, default=None)
+    if longest is not None and lengths[longest] > room:
+        over = sum(n > room for n in lengths)
+        raise DataError(f"{examples.task.name} '{examples.split}': {over} target(s) longer than max_length="
+                        f"{max_length} allows ({room} tokens with the separator, the end token and one source "
+                        f"token); the longest, example {longest}, has {lengths[longest]} tokens. Raise "
+                        f"max_length to at least {lengths[longest] + max_length - room} (the model's context "
+                        f"permitting) or shorten the targets")
+    return encode_targets(examples, tokenizer, max_length)
 
-    return np.asarray([generate(model, tokenizer, source + SEPARATOR, max_new_tokens, temperature=0.0,
-                                stop=END).strip() for source in sources], dtype=object)
+
+def decode(model: Any, tokenizer: Any, sources: Sequence[str], cfg: Any, max_new_tokens: int) -> np.ndarray:
+    """Each source's continuation after ``source <sep>`` up to the end token, decoded in batches
+    by `lmkit.decoding.search` with the config's (an `EvalConfig`) decoding keys (its
+    `max_new_tokens`, when set, over the `max_new_tokens` given).
+
+    >>> decode(run.model, run.tokenizer, ["ein Hund läuft."], EvalConfig(num_beams=4), 60)  # doctest: +SKIP
+    array(['a dog runs.'], dtype=object)
+    """
+    from lmkit.decoding import Search, search
+
+    end = list(tokenizer.encode(END))
+    if len(end) != 1:
+        raise ConfigError(f"the end of a target ({END!r}) encodes to {len(end)} tokens with this tokenizer; "
+                          f"decoding needs it to be one token to stop at")
+    unknown = getattr(tokenizer, "unknown_id", None)
+    settings = Search(num_beams=cfg.num_beams, max_new_tokens=cfg.max_new_tokens or max_new_tokens,
+                      length_penalty=cfg.length_penalty, no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+                      eos_id=end[0], banned=() if unknown is None else (int(unknown),))
+    context = getattr(model, "max_context", None)
+    room = int(context) - settings.max_new_tokens if context else None
+    if room is not None and room < 2:
+        raise ConfigError(f"max_new_tokens={settings.max_new_tokens} leaves no room for a source in the model's "
+                          f"context of {context} tokens: lower max_new_tokens")
+    sep = list(tokenizer.encode(SEPARATOR))
+    prompts = [(list(tokenizer.encode(source)) + sep)[-room:] if room else list(tokenizer.encode(source)) + sep
+               for source in sources]
+    rows = max(1, min(cfg.eval_batch_size, 64) // settings.num_beams)  # rows x beams share a batch
+    found = search(model, prompts, settings, batch_size=rows)
+    return np.asarray([tokenizer.decode(ids).strip() for ids in found], dtype=object)
 
 
-@shapes.register("generation", capabilities=(),
+@shapes.register("generation", capabilities=("generated",),
                  description="Source text -> target text, decoded greedily, scored by BLEU and ROUGE.")
 @dataclass(frozen=True)
 class Generation(Shape):
-    """The target text of each example, generated after its source; decoding stops after
-    `max_new_tokens` tokens."""
+    """The target text of each example, generated after its source (decoding settings: the
+    config's `num_beams`, `length_penalty`, `no_repeat_ngram_size`); at most `max_new_tokens`
+    tokens unless the config's `max_new_tokens` says otherwise."""
 
     max_new_tokens: int = 128
 
     name: ClassVar[str] = "generation"
     loss: ClassVar[str] = "target_nll"
-    default_metrics: ClassVar[tuple[str, ...]] = ("bleu", "rouge1", "rouge2", "rougeL")
+    default_metrics: ClassVar[tuple[str, ...]] = ("bleu", "rouge1", "rouge2", "rougeL", "chrf", "rougeLsum")
     default_metric: ClassVar[str | None] = "bleu"
 
     def check(self, task: Any) -> None:
         if task.labels or len(task.inputs) != 1:
             raise RegistryError(f"task {task.name} is a {self.name} task: it reads one source text "
                                 f"column (inputs=('source',)) and one target column (target='target'), "
-                                f"and has no labels")
+                                f"and has no labels (a classification head needs a classification task)")
+        unusable = [m for m in task.metrics if m not in SCORES]
+        if unusable or (task.metric or "bleu") not in _MODULES:
+            raise RegistryError(f"task {task.name} is a {self.name} task, scored on generated texts: it cannot "
+                                f"report {', '.join(unusable) or task.metric}; its scores are {', '.join(SCORES)} "
+                                f"(modules {' and '.join(_MODULES)})")
 
     def label(self, task: Any, value: Any, where: str) -> str:
-        return "" if value is None else str(value)
+        if value is None or not str(value).strip():
+            raise DataError(f"{where}: empty target text; every {task.name} example needs a target "
+                            f"(remove the example)")
+        return str(value)
 
     def label_array(self, labels: Sequence[Any]) -> np.ndarray:
         return np.asarray(list(labels), dtype=object)
 
     def examples(self, task: Any, split: str, source: str, text_a: list[str], text_b: list[str] | None,
                  labels: list[Any]) -> Examples:
+        empty = next((i for i, text in enumerate(text_a) if not str(text).strip()), None)
+        if empty is not None:
+            raise DataError(f"{source}, example {empty}: empty source text; every {task.name} example needs "
+                            f"one (remove the example)")
         # the targets are texts too: a tokenizer fitted on the examples must know their symbols
         return Examples(task, split, source, text_a, [str(t) for t in labels], self.label_array(labels))
 
@@ -104,10 +158,15 @@ class Generation(Shape):
              examples: Sequence[Examples] = ()) -> tuple[Any, Encoder]:
         from lmkit.evaluation.heads import NextTokenLogProbs
 
-        return build_head(NextTokenLogProbs(backbone), 1), encode_targets
+        return build_head(NextTokenLogProbs(backbone), 1), encode_fitting
 
     def outputs(self, model: Any, tokenizer: Any, examples: Examples, encode: Encoder, cfg: Any) -> np.ndarray:
-        return decode(model.backbone, tokenizer, examples.text_a, self.max_new_tokens)
+        return self.generate(model.backbone, tokenizer, examples.text_a, cfg)
+
+    def generate(self, model: Any, tokenizer: Any, sources: Sequence[str], cfg: Any) -> np.ndarray:
+        """The language model's outputs for `sources` (`decode`, this task's `max_new_tokens`
+        unless `cfg` sets it)."""
+        return decode(model, tokenizer, sources, cfg, self.max_new_tokens)
 
     def predictions(self, outputs: np.ndarray) -> np.ndarray:
         return outputs
@@ -121,8 +180,15 @@ class Generation(Shape):
         for module in _MODULES:
             refs = [[r] for r in references] if module == "bleu" else references  # BLEU takes several per text
             found.update({k: float(v) for k, v in load_metric(module).compute(predictions=texts, references=refs)
-                          .items() if isinstance(v, (int, float))})
+                          .items() if isinstance(v, (int, float))})  # the signatures: `signatures`
         return {**{k: found[k] for k in task.metrics if k in found}, **found}
+
+    def signatures(self) -> dict[str, str]:
+        """The sacreBLEU signatures of the BLEU and chrF scores (one reference per source)."""
+        from lmkit.evaluation.metrics import load_metric
+
+        found = load_metric("bleu").compute(predictions=["a"], references=[["a"]])
+        return {"bleu": found["signature"], "chrf": found["chrf_signature"]}
 
     def label_text(self, task: Any, values: np.ndarray) -> list[str]:
         return [" ".join(str(v).split()) for v in values]  # one line, no tabs: a cell of predictions.tsv
@@ -134,7 +200,7 @@ class Generation(Shape):
             raise ConfigError(f"shots={cfg.shots}: zero-shot {examples.task.name} decodes each source alone; "
                               f"few-shot prompts are for ranked choices. Use shots=0")
         started = time.perf_counter()
-        outputs = decode(run.model, run.tokenizer, examples.text_a, self.max_new_tokens)
+        outputs = self.generate(run.model, run.tokenizer, examples.text_a, cfg)
         training = {"method": "zeroshot", "seconds": time.perf_counter() - started}
         return EvalResult.build(examples.task, examples.split, name, outputs, examples.labels, examples,
                                 config=cfg.to_dict(), training=training, model=run.model, tokenizer=run.tokenizer)

@@ -1,11 +1,12 @@
-"""BLEU computed by sacrebleu (lmkit's offline copy)."""
+"""BLEU and chrF computed by sacrebleu (lmkit's offline copy), with their sacreBLEU signatures."""
 
 import datasets
 import evaluate
 import sacrebleu
 
 _DESCRIPTION = ("Corpus BLEU from sacrebleu (13a tokenization by default), on the 0-100 scale, with "
-                "the n-gram precisions, brevity penalty and lengths.")
+                "the n-gram precisions, brevity penalty and lengths, and corpus chrF (0-100); each "
+                "with its sacreBLEU signature, which makes the number comparable across papers.")
 _KWARGS = """
 Args:
     predictions (list of str): system outputs.
@@ -14,7 +15,9 @@ Args:
     lowercase (bool): case-insensitive BLEU. Default False.
     smooth_method (str): 'exp' (default), 'floor', 'add-k' or 'none'.
 Returns:
-    bleu (0-100), precisions (list of 4), brevity_penalty, sys_len, ref_len
+    bleu (0-100), precisions (list of 4), brevity_penalty, sys_len, ref_len, chrf (0-100),
+    signature (BLEU's, e.g. 'nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0'),
+    chrf_signature
 Examples:
     >>> metric = evaluate.load("lmkit/evaluation/metrics/bleu")
     >>> metric.compute(predictions=["the cat sat on the mat"], references=[["the cat sat on the mat"]])["bleu"]
@@ -37,7 +40,9 @@ class Bleu(evaluate.Metric):
         if len(counts) > 1:
             raise ValueError(f"every prediction needs the same number of references, got {sorted(counts)}")
         streams = [list(stream) for stream in zip(*references)]
-        score = sacrebleu.corpus_bleu(predictions, streams, tokenize=tokenize, lowercase=lowercase,
-                                      smooth_method=smooth_method)
+        bleu = sacrebleu.metrics.BLEU(tokenize=tokenize, lowercase=lowercase, smooth_method=smooth_method)
+        chrf = sacrebleu.metrics.CHRF(lowercase=lowercase)
+        score, chrf_score = bleu.corpus_score(predictions, streams), chrf.corpus_score(predictions, streams)
         return {"bleu": score.score, "precisions": list(score.precisions), "brevity_penalty": score.bp,
-                "sys_len": score.sys_len, "ref_len": score.ref_len}
+                "sys_len": score.sys_len, "ref_len": score.ref_len, "chrf": chrf_score.score,
+                "signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}

@@ -1,0 +1,254 @@
+"""Decoding for scoring: batched beam search (greedy is width 1) on the decoding state, compiled on JAX.
+
+`search(model, prompts, Search(...))` continues many prompts at once and returns each one's
+best continuation (token ids, without the end-of-sequence id). It is Hugging Face's beam search
+(`transformers` ``generate(num_beams=..., early_stopping=False)``), step for step: each step
+keeps the ``2 * num_beams`` best continuations of a row's beams by summed log-probability; a
+continuation ending in `Search.eos_id` among the first ``num_beams`` joins the row's finished
+hypotheses, scored ``sum_logprobs / new_tokens ** length_penalty`` (the best ``num_beams`` kept);
+the best ``num_beams`` others run on. At `max_new_tokens` every running beam is finished. A row
+stops when its best running beam, at its current length, cannot beat its worst finished one.
+With ``num_beams=1`` this is greedy decoding exactly: the first end-of-sequence the argmax path
+meets ends it. `no_repeat_ngram_size` bans a token that would repeat an n-gram of the sequence
+(prompt included, as ``transformers`` does); `banned` ids are never picked.
+
+How a batch of prompts of different lengths decodes on one shared position: every row's prompt
+sits at the start of a token buffer; the common prefix (the shortest prompt, rounded down to a
+multiple of 16) is fed at once, then one token per step for every row: a row still inside its
+prompt is fed its next prompt token ("forced"), the others their beams' choices. So no row ever
+sees padding, every architecture with a decoding state (`gpt`'s KV cache, the recurrent models'
+``h``/``c``) works unchanged, and models without one recompute the buffer each step. Beams
+reorder the state along its batch axis (found by comparing ``init_state(1)`` with
+``init_state(2)``). Rows are batched by prompt length (`lmkit.forward.plan`), so a call compiles
+one program per (rows, prompt width) it meets.
+
+>>> ids = search(model, [tokenizer.encode("ein Hund\\n")], Search(num_beams=4, eos_id=eol))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lmkit.errors import ConfigError
+from lmkit.forward import BUCKET, compiled, plan
+
+__all__ = ["Search", "search"]
+
+#: a log-probability no real continuation reaches (the value `transformers` uses)
+_NEVER = -1.0e9
+
+
+@dataclass(frozen=True)
+class Search:
+    """How `search` decodes: `num_beams` (1 is greedy), `max_new_tokens` per prompt, the
+    `length_penalty` exponent (> 0 favours longer outputs), `no_repeat_ngram_size` (0: off),
+    the end-of-sequence id `eos_id` (None: every output runs to `max_new_tokens`) and `banned` ids.
+
+    >>> Search(num_beams=4, max_new_tokens=60, eos_id=0).num_beams
+    4
+    """
+
+    num_beams: int = 1
+    max_new_tokens: int = 64
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    eos_id: int | None = None
+    banned: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, low in (("num_beams", 1), ("max_new_tokens", 1), ("no_repeat_ngram_size", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"`{name}` must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.length_penalty, (int, float)) or not np.isfinite(self.length_penalty):
+            raise ConfigError(f"`length_penalty` must be a finite number, got {self.length_penalty!r}")
+
+
+def search(model: Any, prompts: Sequence[Sequence[int]], settings: Search = Search(),
+           batch_size: int = 16) -> list[list[int]]:
+    """The best continuation of each prompt (token ids, the end-of-sequence id left out), in order.
+
+    >>> search(model, [[5, 6, 7], [8]], Search(num_beams=2, max_new_tokens=4))   # doctest: +SKIP
+    [[9, 9, 3, 1], [2, 4, 4, 0]]
+    """
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise ConfigError(f"beam search and batched greedy decoding run on the JAX backend; KERAS_BACKEND "
+                          f"is '{keras.backend.backend()}'. Set KERAS_BACKEND=jax before importing lmkit")
+    rows = [np.asarray(list(p), np.int32) for p in prompts]
+    for i, row in enumerate(rows):
+        if row.size == 0:
+            raise ConfigError(f"prompt {i} has no tokens: decoding needs at least one token of context")
+    context = getattr(model, "max_context", None)
+    values = [v.value for v in model.variables]
+    axes = _batch_axes(model)
+    found: list[list[int]] = [[] for _ in rows]
+    for batch in plan([len(r) for r in rows], batch_size):
+        members = [rows[i] for i in batch.index]
+        width = batch.width + settings.max_new_tokens
+        longest = max(len(r) for r in members)
+        if context and longest + settings.max_new_tokens > context:
+            raise ConfigError(f"a prompt of {longest} tokens plus max_new_tokens={settings.max_new_tokens} is "
+                              f"longer than the model's context ({context} tokens): shorten the prompt "
+                              f"(the source) or lower max_new_tokens")
+        if context:
+            width = min(width, int(context))
+        buffer = np.zeros((batch.rows, width), np.int32)
+        lengths = np.full(batch.rows, len(members[0]), np.int32)
+        for j in range(batch.rows):
+            row = members[j] if j < len(members) else members[0]  # filler rows repeat the first
+            buffer[j, :len(row)], lengths[j] = row, len(row)
+        prefix = BUCKET * ((int(lengths.min()) - 1) // BUCKET)
+        program = compiled(model, _search_body, (settings, prefix, axes))
+        best = np.asarray(program(values, buffer, lengths))
+        for j, i in enumerate(batch.index):
+            found[i] = _continuation(best[j], int(lengths[j]), settings)
+    return found
+
+
+def _continuation(row: np.ndarray, length: int, settings: Search) -> list[int]:
+    new = row[length:length + settings.max_new_tokens].tolist()
+    if settings.eos_id is not None and settings.eos_id in new:
+        new = new[:new.index(settings.eos_id)]
+    return new
+
+
+def _batch_axes(model: Any) -> tuple[int | None, ...] | None:
+    """Per leaf of the model's decoding state, the axis that holds the rows (None: shared, like
+    `gpt`'s position); None for a model without state."""
+    import jax
+
+    one = model.init_state(1) if hasattr(model, "init_state") else None
+    if one is None:
+        return None
+    two = model.init_state(2)
+    axes = []
+    for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(two)):
+        differ = [k for k, (x, y) in enumerate(zip(np.shape(a), np.shape(b))) if x != y]
+        axes.append(differ[0] if differ else None)
+    return tuple(axes)
+
+
+def _search_body(model: Any, buffer: Any, lengths: Any, *,
+                 static: tuple[Search, int, tuple[int | None, ...] | None]) -> Any:
+    """The whole search of one batch, traced: ``buffer`` (B, L) prompts at the start of each row,
+    ``lengths`` (B,) their lengths. Returns each row's best sequence (B, L)."""
+    import jax
+    import jax.numpy as jnp
+
+    settings, prefix, axes = static
+    k, new = settings.num_beams, settings.max_new_tokens
+    rows, width = buffer.shape
+    stateful = axes is not None
+
+    state = None
+    if stateful:
+        state = model.init_state(rows)
+        if prefix:
+            _, state = model.decode(buffer[:, :prefix], state)
+        state = jax.tree_util.tree_map(
+            lambda leaf, ax: leaf if ax is None else jnp.repeat(leaf, k, axis=ax),
+            state, _tree_like(state, axes))  # a row's K beams side by side: row b * K + beam
+    seqs = jnp.broadcast_to(buffer[:, None], (rows, k, width))
+    carry = dict(t=jnp.int32(prefix), state=state, seqs=seqs,
+                 scores=jnp.tile(jnp.asarray([0.0] + [_NEVER] * (k - 1), jnp.float32), (rows, 1)),
+                 done_seqs=seqs, done_scores=jnp.full((rows, k), _NEVER, jnp.float32),
+                 done=jnp.zeros((rows, k), bool), open=jnp.ones(rows, bool))
+
+    def log_probs(c: Any) -> Any:
+        flat = c["seqs"].reshape(rows * k, width)
+        if stateful:
+            logits, state = model.decode(flat[:, c["t"], None], c["state"])
+            logits = logits[:, -1]
+        else:
+            logits, state = jnp.take(model(flat, training=False), c["t"], axis=1), None
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        if settings.banned:
+            logp = logp.at[:, jnp.asarray(settings.banned)].set(-jnp.inf)
+        if settings.no_repeat_ngram_size:
+            logp = jax.vmap(_ban_repeats, (0, 0, None, None))(logp, flat, c["t"], settings.no_repeat_ngram_size)
+        return logp.reshape(rows, k, -1), state
+
+    def step(c: Any) -> Any:
+        logp, state = log_probs(c)
+        t = c["t"]
+        made = t + 1 - lengths                     # tokens generated before this one, per row
+        chosen = _beam_step(c, logp, made, settings)
+        active = (made >= 0) & (made < new) & c["open"]
+        pick = lambda a, b: jnp.where(active.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
+        source = pick(chosen["source"], jnp.broadcast_to(jnp.arange(k), (rows, k)))
+        order = (jnp.arange(rows)[:, None] * k + source).reshape(-1)
+        if stateful:
+            state = jax.tree_util.tree_map(lambda leaf, ax: leaf if ax is None else jnp.take(leaf, order, axis=ax),
+                                           state, _tree_like(state, axes))
+        return dict(t=t + 1, state=state, **{key: pick(chosen[key], c[key]) for key in
+                                             ("seqs", "scores", "done_seqs", "done_scores", "done", "open")})
+
+    def more(c: Any) -> Any:
+        return (c["t"] + 1 < width) & jnp.any((c["t"] + 1 - lengths < new) & c["open"])
+
+    return jax.lax.while_loop(more, step, carry)["done_seqs"][:, 0]
+
+
+def _tree_like(state: Any, axes: tuple[int | None, ...]) -> Any:
+    import jax
+
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state), list(axes))
+
+
+def _beam_step(c: Any, logp: Any, made: Any, settings: Search) -> dict[str, Any]:
+    """One step of `transformers`' vectorised beam search for every row (module docstring)."""
+    import jax
+    import jax.numpy as jnp
+
+    k = settings.num_beams
+    rows, _, vocab = logp.shape
+    t = c["t"]
+    total = (logp + c["scores"][:, :, None]).reshape(rows, k * vocab)
+    top, index = jax.lax.top_k(total, 2 * k)
+    source, token = index // vocab, (index % vocab).astype(jnp.int32)
+    grown = jnp.take_along_axis(c["seqs"], source[:, :, None], axis=1)
+    grown = jax.lax.dynamic_update_slice_in_dim(grown, token[:, :, None], t + 1, axis=2)
+    ends = (made + 1 >= settings.max_new_tokens)[:, None]
+    if settings.eos_id is not None:
+        ends = ends | (token == settings.eos_id)
+    # the best K continuations that did not end run on
+    running = top + _NEVER * ends
+    keep = jax.lax.top_k(running, k)[1]
+    seqs = jnp.take_along_axis(grown, keep[:, :, None], axis=1)
+    scores = jnp.take_along_axis(running, keep, axis=1)
+    # an ended continuation among the first K joins the finished ones, scored with the length penalty
+    finished_now = ends & (jnp.arange(2 * k) < k)[None, :]
+    score = top / ((made + 1).astype(jnp.float32)[:, None] ** settings.length_penalty)
+    score = score + _NEVER * (~c["open"])[:, None] + _NEVER * (~finished_now)
+    merged = jnp.concatenate([c["done_scores"], score], axis=1)
+    best = jax.lax.top_k(merged, k)[1]
+    done_seqs = jnp.take_along_axis(jnp.concatenate([c["done_seqs"], grown], axis=1), best[:, :, None], axis=1)
+    done = jnp.take_along_axis(jnp.concatenate([c["done"], finished_now], axis=1), best, axis=1)
+    done_scores = jnp.take_along_axis(merged, best, axis=1)
+    # can the best running beam, at this length, still beat the worst finished one?
+    hope = scores[:, :1] / ((made + 1).astype(jnp.float32)[:, None] ** settings.length_penalty)
+    worst = jnp.where(done, jnp.min(done_scores, axis=1, keepdims=True), _NEVER)
+    still = c["open"] & jnp.any(hope > worst, axis=1)
+    return dict(seqs=seqs, scores=scores, source=jnp.take_along_axis(source, keep, axis=1),
+                done_seqs=done_seqs, done_scores=done_scores, done=done, open=still)
+
+
+def _ban_repeats(logp: Any, seq: Any, t: Any, n: int) -> Any:
+    """`logp` (V,) with -inf at every token that would end an n-gram already in ``seq[:t + 1]``."""
+    import jax
+    import jax.numpy as jnp
+
+    width = seq.shape[0]
+    starts = jnp.arange(width)
+    last = jax.lax.dynamic_slice(jnp.concatenate([jnp.zeros(n, seq.dtype), seq]), (t + 2,), (n - 1,))
+    windows = (jnp.stack([jnp.take(seq, jnp.minimum(starts + m, width - 1)) for m in range(n - 1)], axis=1)
+               if n > 1 else jnp.zeros((width, 0), seq.dtype))
+    match = jnp.all(windows == last[None, :], axis=1) & (starts <= t + 1 - n)
+    follower = jnp.take(seq, jnp.minimum(starts + n - 1, width - 1))
+    return logp.at[jnp.where(match, follower, logp.shape[0])].set(-jnp.inf, mode="drop")
