@@ -18,7 +18,7 @@ from lmkit.engine.events import Event, StopSignal
 from lmkit.evaluation.tasks import SCRATCH, Task, get_task
 from lmkit.resolve import Resolved, resolve
 
-__all__ = ["evaluate", "resolved_options", "load_finetuned", "is_finetuned", "FineTuned", "CLASSIFIER"]
+__all__ = ["evaluate", "resolved_options", "load_finetuned", "is_finetuned", "open_scored", "FineTuned", "CLASSIFIER"]
 
 #: key of a fine-tuning folder's summary.json (`lmkit eval --out DIR`) saying how to rebuild its
 #: classifier: the backbone it started from, the task and the pooling (`load_finetuned`)
@@ -234,12 +234,12 @@ def _zeroshot(run_or_path: Any, scored: Examples, cfg: EvalConfig, shots: Exampl
     if _is_scratch(run_or_path):
         raise ConfigError(f"method='zeroshot' scores choices with a trained language model; "
                           f"'{SCRATCH}' has none. Pass a run (a directory or a Run)")
-    run = _load(run_or_path)
+    run = open_scored(run_or_path)
     return scored.task.shape.zeroshot(run, scored, cfg, Path(str(getattr(run, "dir", "run"))).name, shots)
 
 
-def _load(run_or_path: Any) -> Any:
-    """The `Run` or `Pretrained` given, or opened from its path or name (`_open`)."""
+def open_scored(run_or_path: Any) -> Any:
+    """The `Run` or `Pretrained` a scoring reads: `run_or_path` itself, or opened from its path or name."""
     run = _open(run_or_path)
     if hasattr(run, "model") and hasattr(run, "tokenizer"):
         return run
@@ -252,7 +252,7 @@ def _backbone(run_or_path: Any, cfg: EvalConfig, parts: Resolved,
     """(a fresh copy of the language model, its tokenizer, a display name)."""
     if _is_scratch(run_or_path):
         return _scratch(cfg, parts, texts)
-    run = _load(run_or_path)
+    run = open_scored(run_or_path)
     source = run.model
     copy = type(source).from_config(source.get_config())
     copy(np.zeros((1, 2), np.int32))
@@ -329,7 +329,7 @@ def load_finetuned(path: str | Path) -> FineTuned:
     if not backbone.is_dir():
         raise RunError(f"{path} was fine-tuned from {backbone}, which no longer exists; the "
                        f"classifier is rebuilt from it (its checkpoint holds only the weights)")
-    source = _load(str(backbone))
+    source = open_scored(str(backbone))
     task = get_task(record["task"])
     model, _ = task.shape.head(task, source.model, record["pooling"], record["head_dropout"])
     checkpoint = folder.load_checkpoint()

@@ -52,9 +52,9 @@ class LmkitLM(LM):
             if run is None:
                 raise ConfigError("the lmkit harness model needs run=DIR (a run directory or a "
                                   "pretrained decoder), or model= and tokenizer= objects")
-            from lmkit.evaluation.evaluator import _load
+            from lmkit.evaluation.evaluator import open_scored
 
-            opened = _load(run)
+            opened = open_scored(run)
             if getattr(opened, "is_encoder", False):
                 raise ConfigError(f"lm-eval scores continuations with a causal language model; {run} is an "
                                   f"encoder (BERT-family) with no next-token distribution: give a decoder")
