@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from lmkit.config.core import config_key, own_defaults
-from lmkit.config.sections import Budget, Devices, ModelShape, Optimization, check_budget
+from lmkit.config.sections import Adapter, Budget, Devices, ModelShape, Optimization, check_budget
 
 __all__ = ["EvalConfig"]
 
@@ -32,7 +32,7 @@ __all__ = ["EvalConfig"]
     checks={"max_steps": {"min": 0},  # 0 steps: score the untrained head
             "batch_parts": {"min": 1}},  # no automatic choice for fine-tuning
 )
-class EvalConfig(Devices, Budget, Optimization, ModelShape):
+class EvalConfig(Devices, Budget, Adapter, Optimization, ModelShape):
     """Options of `lmkit.evaluate` (fine-tuning budget, head, optimizer, data limits)."""
 
     # how the run is evaluated

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lmkit.config.core import config_key, default_of, describe_type
-from lmkit.config.sections import Budget, Devices, ModelShape, Optimization, check_budget
+from lmkit.config.sections import Adapter, Budget, Devices, ModelShape, Optimization, check_budget
 from lmkit.config.sources import presets, read_source
 from lmkit.config.tomltext import dump_toml, toml_value
 from lmkit.errors import ConfigError, did_you_mean
@@ -33,7 +33,7 @@ FIXED_ON_RESUME = ("arch", "tokenizer", "vocab_size", "seq_len", "embed_dim", "u
 
 
 @dataclass
-class TrainConfig(Devices, Budget, Optimization, ModelShape):
+class TrainConfig(Devices, Budget, Adapter, Optimization, ModelShape):
     """Configuration of one training run. See the README for a table of every key."""
 
     # what to train on

@@ -1,0 +1,252 @@
+"""LoRA adapters (`lmkit.adapters`): a parameter group of the one training step whose base
+weights stay frozen, adapter files that Hugging Face `peft` reads and writes (checked against
+`transformers` + `peft` themselves, on tiny random GPT-2 and BERT models they make), merging,
+resuming, and every refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+from hf_checkpoints import bert_folder, gpt2_folder
+
+import lmkit
+from lmkit.adapters.lora import lora_group, lora_units, select_units
+from lmkit.adapters.peft_format import load_adapter, merge_adapter, save_adapter, save_trained
+from lmkit.errors import ConfigError, RunError
+from lmkit.param_groups import Frozen, ParamGroups
+from lmkit.train_step import TrainStep
+
+TOKENS = np.array([[5, 17, 42, 8, 99, 3, 61, 7], [12, 4, 4, 90, 31, 2, 77, 15]], np.int32)
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return gpt2_folder(tmp_path_factory.mktemp("gpt2"))
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return bert_folder(tmp_path_factory.mktemp("bert"))
+
+
+def _cfg(**keys):
+    """The LoRA keys of a config (`lmkit.config.sections.Adapter`) and a seed."""
+    return SimpleNamespace(**{"lora_rank": 4, "lora_alpha": 8.0, "lora_targets": ["c_attn"],
+                              "seed": 0, **keys})
+
+
+def _token_loss(labels, logits):
+    return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits,
+                                                                       from_logits=True))
+
+
+def _lora_step(model, **keys) -> TrainStep:
+    """A language model's training step with LoRA on `model` (every other weight frozen)."""
+    variables = model.trainable_variables
+    held, group = lora_group(model, variables, _cfg(**keys), keras.optimizers.Adam(1e-2))
+    labels = ["lora" if h else "frozen" for h in held]
+    groups = ParamGroups(variables, labels, {"lora": group, "frozen": Frozen()})
+    step = TrainStep(model, groups, _token_loss)
+    step.lora = group
+    return step
+
+
+def _train(step: TrainStep, steps: int = 6) -> None:
+    xs = np.stack([TOKENS[:, :-1]] * steps)
+    ys = np.stack([TOKENS[:, 1:]] * steps)
+    step.train(xs, ys)
+
+
+def _logits(model, weights=None) -> np.ndarray:
+    if weights is None:
+        return np.asarray(model(TOKENS))
+    out, _ = model.stateless_call(weights, [v.value for v in model.non_trainable_variables], TOKENS)
+    return np.asarray(out)
+
+
+def test_an_untrained_adapter_leaves_the_outputs_unchanged(gpt2_dir: Path) -> None:
+    model = lmkit.from_pretrained(gpt2_dir).model
+    step = _lora_step(model)
+    a = step.groups.params(step.state.slots)[0]
+    assert np.abs(np.asarray(a)).max() > 0  # A is drawn; B starts at zero
+    assert np.array_equal(_logits(model, step.effective_weights()), _logits(model))
+
+
+def test_training_moves_only_the_adapters_and_the_merge_is_base_plus_adapter(
+        gpt2_dir: Path, tmp_path: Path) -> None:
+    model = lmkit.from_pretrained(gpt2_dir).model
+    base = [np.array(v.value) for v in model.trainable_variables]
+    step = _lora_step(model)
+    before = _logits(model)
+    _train(step)
+    # frozen: every weight of the model is bit-identical in the step's state
+    for got, want in zip(step.state.trainable, base):
+        assert np.array_equal(np.asarray(got), want)
+    # optimizer state exists for the adapters only: no slot has the shape of a frozen weight
+    adapters = [tuple(p.shape) for p in step.groups.params(step.state.slots)]
+    shapes = [tuple(s.shape) for s in step.groups.slots() if len(s.shape)]
+    assert sorted(shapes) == sorted(adapters * 3)  # A, B; Adam's two moments of each
+    assert len(adapters) == 2 * 2  # c_attn of 2 layers, A and B each
+    step.sync()
+    assert np.abs(_logits(model) - before).max() > 1e-3  # the adapter learned something
+    # the merged kernel is the base kernel plus (alpha / r) A B, from the files peft reads
+    save_trained(tmp_path / "adapter", step.lora, step.groups.params(step.optimizer_arrays()),
+                 model)
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    scale = config["lora_alpha"] / config["r"]
+    for i, block in enumerate(model.blocks):
+        key = f"base_model.model.transformer.h.{i}.attn.c_attn"
+        a = tensors[f"{key}.lora_A.weight"].astype(np.float64)  # (r, in)
+        b = tensors[f"{key}.lora_B.weight"].astype(np.float64)  # (out, r)
+        index = [v.path for v in model.trainable_variables].index(block.w_qkv.path)
+        want = base[index] + scale * (b @ a).T
+        assert np.abs(np.asarray(block.w_qkv.value) - want).max() < 1e-5
+
+
+def test_a_resumed_lora_training_continues_exactly(gpt2_dir: Path) -> None:
+    model = lmkit.from_pretrained(gpt2_dir).model
+    step = _lora_step(model)
+    _train(step, 3)
+    saved = step.model_arrays(), step.optimizer_arrays()
+    _train(step, 3)
+    fresh = _lora_step(lmkit.from_pretrained(gpt2_dir).model)
+    fresh.restore(*saved)
+    _train(fresh, 3)
+    for a, b in zip(fresh.optimizer_arrays(), step.optimizer_arrays()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_peft_loads_an_lmkit_gpt2_adapter_with_the_same_logits(gpt2_dir: Path,
+                                                               tmp_path: Path) -> None:
+    import peft
+    import torch
+    import transformers
+
+    model = lmkit.from_pretrained(gpt2_dir).model
+    step = _lora_step(model, lora_targets=["attn.*", "mlp.c_fc"])
+    _train(step)
+    step.sync()
+    save_trained(tmp_path / "adapter", step.lora, step.groups.params(step.optimizer_arrays()),
+                 model, base=str(gpt2_dir))
+    reference = transformers.GPT2LMHeadModel.from_pretrained(gpt2_dir).eval()
+    adapted = peft.PeftModel.from_pretrained(reference, tmp_path / "adapter").eval()
+    with torch.no_grad():  # peft computes x W + s (x A) B: the adapter unmerged
+        want = adapted(torch.tensor(TOKENS, dtype=torch.long)).logits.numpy()
+    assert np.abs(_logits(model) - want).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_peft_loads_an_lmkit_bert_adapter_with_the_same_hidden_states(bert_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    import peft
+    import torch
+    import transformers
+
+    model = lmkit.from_pretrained(bert_dir).model
+    step = _lora_step(model, lora_targets=["q", "v"])
+    # an untrained B is zero: give the adapters values to compare
+    rng = np.random.default_rng(1)
+    params = [rng.normal(0, 0.2, p.shape).astype(np.float32)
+              for p in step.groups.params(step.optimizer_arrays())]
+    save_trained(tmp_path / "adapter", step.lora, params, model)
+    merge_adapter(load_adapter(tmp_path / "adapter", model))
+    tokens = np.array([[2, 17, 42, 8, 39, 3]], np.int32)
+    got = np.asarray(model.features(tokens))
+    reference = transformers.BertForSequenceClassification.from_pretrained(bert_dir).eval()
+    adapted = peft.PeftModel.from_pretrained(reference, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        want = adapted.base_model.model.bert(torch.tensor(tokens, dtype=torch.long)
+                                             ).last_hidden_state.numpy()
+    assert np.abs(got - want).max() < 1e-4
+    assert np.abs(got - np.asarray(lmkit.from_pretrained(bert_dir).model.features(tokens))
+                  ).max() > 1e-3  # the adapter changed them
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["gpt2", "bert"])
+def test_lmkit_loads_a_peft_made_adapter_with_the_same_outputs(arch: str, gpt2_dir: Path,
+                                                               bert_dir: Path,
+                                                               tmp_path: Path) -> None:
+    import peft
+    import torch
+    import transformers
+
+    folder = gpt2_dir if arch == "gpt2" else bert_dir
+    cls = transformers.GPT2LMHeadModel if arch == "gpt2" else transformers.BertModel
+    targets = ["c_attn", "c_fc"] if arch == "gpt2" else ["query", "value", "output.dense"]
+    torch.manual_seed(0)
+    made = peft.get_peft_model(cls.from_pretrained(folder).eval(),
+                               peft.LoraConfig(r=4, lora_alpha=16, target_modules=targets,
+                                               fan_in_fan_out=arch == "gpt2"))
+    with torch.no_grad():  # peft starts B at zero: give every adapter values
+        for name, p in made.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    made.eval().save_pretrained(tmp_path / "adapter")
+    tokens = np.array([[2, 17, 42, 8, 39, 3]], np.int32)
+    with torch.no_grad():
+        out = made(torch.tensor(tokens, dtype=torch.long))
+    want = (out.logits if arch == "gpt2" else out.last_hidden_state).numpy()
+    model = lmkit.from_pretrained(folder).model
+    adapter = load_adapter(tmp_path / "adapter", model)
+    assert len(adapter.units) == (4 if arch == "gpt2" else 8)
+    merge_adapter(adapter)
+    got = np.asarray(model(tokens) if arch == "gpt2" else model.features(tokens))
+    assert np.abs(got - want).max() < 1e-4
+
+
+# -- refusals -------------------------------------------------------------------------------------
+
+def test_a_target_that_matches_no_kernel_lists_the_kernels(gpt2_dir: Path) -> None:
+    model = lmkit.from_pretrained(gpt2_dir).model
+    # GPT-2 fuses q, k and v into c_attn: "q" names no kernel of its own
+    with pytest.raises(ConfigError, match=r"'q' matches no kernel.*h\.0\.attn\.c_attn"):
+        lora_group(model, model.trainable_variables, _cfg(lora_targets=["q", "v"]), None)
+
+
+def test_targets_select_blocks_of_a_fused_kernel(bert_dir: Path) -> None:
+    model = lmkit.from_pretrained(bert_dir).model
+    units = select_units(lora_units(model), ["q", "v"])
+    assert [u.name for u in units[:2]] == ["encoder.layer.0.attention.self.query",
+                                           "encoder.layer.0.attention.self.value"]
+    assert [(u.start, u.stop) for u in units[:2]] == [(0, 32), (64, 96)]  # of w_qkv (32, 96)
+
+
+def test_a_rank_outside_the_kernel_is_refused(gpt2_dir: Path) -> None:
+    model = lmkit.from_pretrained(gpt2_dir).model
+    with pytest.raises(ConfigError, match=r"lora_rank=33 is larger than kernel h\.0\.attn\.c_attn "
+                                          r"\(32, 96\).*at most 32"):
+        lora_group(model, model.trainable_variables, _cfg(lora_rank=33), None)
+    with pytest.raises(ConfigError, match="lora_rank"):
+        lmkit.api.TrainConfig.from_sources(overrides={"lora_rank": 0})
+
+
+def test_an_adapter_made_for_another_base_names_the_shapes(tmp_path: Path) -> None:
+    from lmkit.registry import architectures
+
+    small = architectures.get("gpt")(50, embed_dim=16, layers=1, heads=2, seq_len=8)
+    large = architectures.get("gpt")(50, embed_dim=32, layers=1, heads=2, seq_len=8)
+    small(TOKENS[:, :8] % 50), large(TOKENS[:, :8] % 50)
+    units = select_units(lora_units(small), ["block_0/w_qkv"])
+    save_adapter(tmp_path / "a", units, [np.ones((16, 2)), np.ones((2, 48))], rank=2, alpha=4)
+    with pytest.raises(RunError, match=r"lora_A \(2, 16\).*kernel block_0/w_qkv of shape "
+                                       r"\(in, out\) = \(32, 96\)"):
+        load_adapter(tmp_path / "a", large)
+
+
+def test_an_adapter_on_a_recurrent_model_names_the_architectures_that_support_it() -> None:
+    from lmkit.registry import architectures
+
+    lstm = architectures.get("lstm")(50)
+    lstm(TOKENS % 50)
+    with pytest.raises(ConfigError, match=r"does not support architecture 'lstm'.*bert, gpt, gpt2"):
+        lora_group(lstm, lstm.trainable_variables, _cfg(), None)
