@@ -280,6 +280,8 @@ class ParamGroups:
         self.averaged = any(t.averaged for t in self.transforms.values())
         self.adapted = any(t.parameters for t in self.transforms.values())
         self._slot_counts = [len(t.slots()) for t in self.transforms.values()]
+        self._differentiated_size = sum(int(np.prod(variables[i].shape, dtype=np.int64))
+                                        for i in self.differentiated)
 
     def slots(self) -> list[Any]:
         return [s for t in self.transforms.values() for s in t.slots()]
@@ -293,6 +295,16 @@ class ParamGroups:
             out.append(list(slots[at:at + n]))
             at += n
         return out
+
+    def counts(self) -> dict[str, int]:
+        """How many numbers train (`trainable`: the differentiated variables and the groups'
+        parameters) and how many the optimizers keep for them (`optimizer_state`), for run
+        summaries and memory figures."""
+        size = lambda slot: int(np.prod(slot.shape, dtype=np.int64))
+        slots = self.slots()
+        n_params = sum(size(p) for p in self.params(slots))
+        return {"trainable": self._differentiated_size + n_params,
+                "optimizer_state": sum(size(s) for s in slots) - n_params}
 
     def params(self, slots: list[Any]) -> list[Any]:
         """The slots that are differentiated parameters (each group's first `parameters`)."""

@@ -17,6 +17,7 @@ from hf_checkpoints import bert_folder, gpt2_folder
 import lmkit
 from lmkit.adapters.lora import lora_group, lora_units, select_units
 from lmkit.adapters.peft_format import load_adapter, merge_adapter, save_adapter, save_trained
+from lmkit.config import TrainConfig
 from lmkit.errors import ConfigError, RunError
 from lmkit.param_groups import Frozen, ParamGroups
 from lmkit.train_step import TrainStep
@@ -69,6 +70,7 @@ def _logits(model, weights=None) -> np.ndarray:
     return np.asarray(out)
 
 
+@pytest.mark.slow
 def test_an_untrained_adapter_leaves_the_outputs_unchanged(gpt2_dir: Path) -> None:
     model = lmkit.from_pretrained(gpt2_dir).model
     step = _lora_step(model)
@@ -77,6 +79,7 @@ def test_an_untrained_adapter_leaves_the_outputs_unchanged(gpt2_dir: Path) -> No
     assert np.array_equal(_logits(model, step.effective_weights()), _logits(model))
 
 
+@pytest.mark.slow
 def test_training_moves_only_the_adapters_and_the_merge_is_base_plus_adapter(
         gpt2_dir: Path, tmp_path: Path) -> None:
     model = lmkit.from_pretrained(gpt2_dir).model
@@ -111,6 +114,7 @@ def test_training_moves_only_the_adapters_and_the_merge_is_base_plus_adapter(
         assert np.abs(np.asarray(block.w_qkv.value) - want).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_a_resumed_lora_training_continues_exactly(gpt2_dir: Path) -> None:
     model = lmkit.from_pretrained(gpt2_dir).model
     step = _lora_step(model)
@@ -206,36 +210,47 @@ def test_lmkit_loads_a_peft_made_adapter_with_the_same_outputs(arch: str, gpt2_d
 
 # -- refusals -------------------------------------------------------------------------------------
 
-def test_a_target_that_matches_no_kernel_lists_the_kernels(gpt2_dir: Path) -> None:
-    model = lmkit.from_pretrained(gpt2_dir).model
+def _built(arch: str, **options):
+    """A tiny registered model with its weights made (not called: nothing compiles)."""
+    from lmkit.registry import architectures
+
+    model = architectures.get(arch)(50, **options)
+    model.build((None, 8))
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2():
+    return _built("gpt2", embed_dim=32, layers=2, heads=4, n_positions=16)
+
+
+def test_a_target_that_matches_no_kernel_lists_the_kernels(tiny_gpt2) -> None:
+    model = tiny_gpt2
     # GPT-2 fuses q, k and v into c_attn: "q" names no kernel of its own
     with pytest.raises(ConfigError, match=r"'q' matches no kernel.*h\.0\.attn\.c_attn"):
         lora_group(model, model.trainable_variables, _cfg(lora_targets=["q", "v"]), None)
 
 
-def test_targets_select_blocks_of_a_fused_kernel(bert_dir: Path) -> None:
-    model = lmkit.from_pretrained(bert_dir).model
+def test_targets_select_blocks_of_a_fused_kernel() -> None:
+    model = _built("bert", embed_dim=32, layers=1, heads=4, ffn_dim=48, seq_len=16)
     units = select_units(lora_units(model), ["q", "v"])
     assert [u.name for u in units[:2]] == ["encoder.layer.0.attention.self.query",
                                            "encoder.layer.0.attention.self.value"]
     assert [(u.start, u.stop) for u in units[:2]] == [(0, 32), (64, 96)]  # of w_qkv (32, 96)
 
 
-def test_a_rank_outside_the_kernel_is_refused(gpt2_dir: Path) -> None:
-    model = lmkit.from_pretrained(gpt2_dir).model
+def test_a_rank_outside_the_kernel_is_refused(tiny_gpt2) -> None:
+    model = tiny_gpt2
     with pytest.raises(ConfigError, match=r"lora_rank=33 is larger than kernel h\.0\.attn\.c_attn "
                                           r"\(32, 96\).*at most 32"):
         lora_group(model, model.trainable_variables, _cfg(lora_rank=33), None)
     with pytest.raises(ConfigError, match="lora_rank"):
-        lmkit.api.TrainConfig.from_sources(overrides={"lora_rank": 0})
+        TrainConfig.from_sources(overrides={"lora_rank": 0})
 
 
 def test_an_adapter_made_for_another_base_names_the_shapes(tmp_path: Path) -> None:
-    from lmkit.registry import architectures
-
-    small = architectures.get("gpt")(50, embed_dim=16, layers=1, heads=2, seq_len=8)
-    large = architectures.get("gpt")(50, embed_dim=32, layers=1, heads=2, seq_len=8)
-    small(TOKENS[:, :8] % 50), large(TOKENS[:, :8] % 50)
+    small = _built("gpt", embed_dim=16, layers=1, heads=2, seq_len=8)
+    large = _built("gpt", embed_dim=32, layers=1, heads=2, seq_len=8)
     units = select_units(lora_units(small), ["block_0/w_qkv"])
     save_adapter(tmp_path / "a", units, [np.ones((16, 2)), np.ones((2, 48))], rank=2, alpha=4)
     with pytest.raises(RunError, match=r"lora_A \(2, 16\).*kernel block_0/w_qkv of shape "
@@ -244,9 +259,82 @@ def test_an_adapter_made_for_another_base_names_the_shapes(tmp_path: Path) -> No
 
 
 def test_an_adapter_on_a_recurrent_model_names_the_architectures_that_support_it() -> None:
-    from lmkit.registry import architectures
-
-    lstm = architectures.get("lstm")(50)
-    lstm(TOKENS % 50)
+    lstm = _built("lstm")
     with pytest.raises(ConfigError, match=r"does not support architecture 'lstm'.*bert, gpt, gpt2"):
         lora_group(lstm, lstm.trainable_variables, _cfg(), None)
+
+
+# -- the clients: fine-tuning and language-model training -----------------------------------------
+
+@pytest.mark.slow
+def test_a_lora_fine_tuning_changes_only_the_adapted_blocks_and_reopens(bert_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    from test_pretrained_finetune import _easy_task
+
+    from lmkit.evaluation.evaluator import load_finetuned
+
+    out = tmp_path / "ft"
+    result = lmkit.evaluate(str(bert_dir), task="glue/sst2", data=str(_easy_task(tmp_path / "d")),
+                            max_steps=12, batch_size=16, learning_rate=1e-2, adapter="lora",
+                            lora_rank=2, lora_targets=["q", "v"], checkpoint_dir=str(out))
+    assert result.training["steps"] == 12
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert config["target_modules"][:2] == ["bert.encoder.layer.0.attention.self.query",
+                                            "bert.encoder.layer.0.attention.self.value"]
+    tuned = load_finetuned(out).model.backbone
+    base = lmkit.from_pretrained(bert_dir).model
+    for got, want in zip(tuned.trainable_variables, base.trainable_variables):
+        got, want = np.asarray(got.value), np.asarray(want.value)
+        if got.shape == (32, 96):  # w_qkv: the query and value blocks moved, the key's did not
+            assert np.array_equal(got[:, 32:64], want[:, 32:64])
+            assert np.abs(got[:, :32] - want[:, :32]).max() > 0
+            assert np.abs(got[:, 64:] - want[:, 64:]).max() > 0
+        else:
+            assert np.array_equal(got, want)
+
+
+@pytest.mark.slow
+def test_a_lora_language_model_run_writes_an_adapter_peft_loads(gpt2_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    import peft
+    import torch
+    import transformers
+
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("the cat sat on the mat and the dog sat on the log\n" * 200)
+    run = lmkit.train(data=str(corpus), init=str(gpt2_dir), seq_len=32, batch_size=4,
+                      max_steps=10, warmup_steps=0, learning_rate=1e-2, sample_tokens=0,
+                      adapter="lora", lora_targets=["c_attn"], out=str(tmp_path / "run"),
+                      reporters=[])
+    losses = [r["loss"] for r in run.history if "loss" in r]
+    assert losses[-1] < losses[0]
+    reference = transformers.GPT2LMHeadModel.from_pretrained(gpt2_dir).eval()
+    adapted = peft.PeftModel.from_pretrained(reference, run.dir / "adapter").eval()
+    with torch.no_grad():
+        want = adapted(torch.tensor(TOKENS, dtype=torch.long)).logits.numpy()
+    got = np.asarray(lmkit.load(run.dir).model(TOKENS))  # model.keras: the adapter merged
+    assert np.abs(got - want).max() < 1e-4
+    # the summary counts what trained: rank 8 adapters on c_attn (32 -> 96) of 2 layers, and
+    # Adam's two moments of each (plus its step counter and learning rate)
+    summary = json.loads((run.dir / "summary.json").read_text())
+    adapters = 2 * (32 * 8 + 8 * 96)
+    assert summary["trainable_parameters"] == adapters
+    assert 2 * adapters <= summary["optimizer_state"] <= 2 * adapters + 2
+    assert summary["parameters"] > 20 * adapters
+
+
+def test_a_training_that_fits_only_with_lora_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmkit import build
+    from lmkit.models.gpt import GPT
+
+    cfg = TrainConfig.from_sources(overrides={"arch": "gpt", "embed_dim": 256, "layers": 4})
+    params, floats = GPT.training_size(1000, cfg.batch_size, cfg.seq_len,
+                                       cfg.model_kwargs(build._accepted(GPT)))
+    between = 4 * params + 4 * floats + 2 ** 20  # room for frozen weights, not for Adam's state
+    monkeypatch.setattr(build, "memory_limit", lambda: (between, "this machine's memory"))
+    with pytest.raises(ConfigError, match=r"or train LoRA adapters \(adapter = \"lora\""):
+        build.check_fits(cfg, 1000, GPT)
+    note = build.check_fits(cfg.replace(adapter="lora"), 1000, GPT)
+    assert note.startswith('fits only with adapter = "lora"')
+    monkeypatch.setattr(build, "memory_limit", lambda: (10 * between, "this machine's memory"))
+    assert build.check_fits(cfg.replace(adapter="lora"), 1000, GPT) is None

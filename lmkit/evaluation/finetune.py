@@ -333,7 +333,10 @@ def finetune(
                        steps_per_epoch=trainee.steps_per_epoch, max_seconds=cfg.max_seconds)
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     mesh = layout.describe() if layout else "1 device, 1 process"
-    job = engine.Job(name, n_params, cfg.to_dict(), {"task": name, "mesh": mesh, **(summary or {})},
+    counts = trainee.step.groups.counts()  # what trains, and what the optimizers keep
+    job = engine.Job(name, n_params, cfg.to_dict(),
+                     {"task": name, "mesh": mesh, "trainable_parameters": counts["trainable"],
+                      "optimizer_state": counts["optimizer_state"], **(summary or {})},
                      retry=("then fine-tune again (resume=true continues from the checkpoint)"
                             if run_dir else ""),
                      learning_rate=cfg.learning_rate, devices=layout.describe() if layout else "")

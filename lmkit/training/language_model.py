@@ -288,7 +288,7 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
 
     # model and step --------------------------------------------------------------------------
     vocab = init.model.vocab_size if init else tokenizer.vocab_size
-    check_fits(cfg, vocab, parts.arch.obj)
+    memory_note = check_fits(cfg, vocab, parts.arch.obj)
     model = build_model(cfg, vocab, parts.arch.obj)
     if init is not None:  # the same class and options: the variables correspond one to one
         if cfg.head_bias_init != "zeros":
@@ -325,10 +325,14 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
         steps_per_epoch=1.0 if full_batch else len(train_ids) / tokens_per_step,
     )
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    # what trains and what the optimizer keeps (a LoRA run: the adapters and their moments)
+    counts = stepper.step.groups.counts() if hasattr(stepper, "step") else {}
     job = engine.Job(
         cfg.arch, n_params, cfg.to_dict(),
         {"arch": cfg.arch, "parameters": n_params, "backend": backend,
-         "mesh": layout.describe() if layout else "1 device, 1 process"},
+         "mesh": layout.describe() if layout else "1 device, 1 process",
+         **{f"{k}_parameters" if k == "trainable" else k: v for k, v in counts.items()},
+         **({"memory": memory_note} if memory_note else {})},
         retry=f"then resume with `lmkit train --resume {run_dir.path}`",
         learning_rate=cfg.learning_rate, devices=layout.describe() if layout else "")
 
