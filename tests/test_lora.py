@@ -321,19 +321,17 @@ def test_a_lora_language_model_run_writes_an_adapter_peft_loads(gpt2_dir: Path,
     assert summary["trainable_parameters"] == adapters
     assert 2 * adapters <= summary["optimizer_state"] <= 2 * adapters + 2
     assert summary["parameters"] > 10 * adapters
-    # export: the adapter alone (peft's layout), or folded into GPT-2 (--merge), from the run or
-    # from the adapter folder and the base it names
+    # export: the adapter alone (peft's layout), or folded into the GPT-2 it names (--merge)
     from lmkit.cli import main
 
     assert main(["export", str(run.dir), "--out", str(tmp_path / "alone")]) == 0
     assert sorted(p.name for p in (tmp_path / "alone").iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors"]
-    for source, out in ((run.dir, "merged"), (run.dir / "adapter", "folded")):
-        assert main(["export", str(source), "--merge", "--out", str(tmp_path / out)]) == 0
-        merged = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / out).eval()
-        with torch.no_grad():
-            logits = merged(torch.tensor(TOKENS, dtype=torch.long)).logits.numpy()
-        assert np.abs(logits - want).max() < 1e-4
+    assert main(["export", str(tmp_path / "alone"), "--merge", "--out", str(tmp_path / "merged")]) == 0
+    merged = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "merged").eval()
+    with torch.no_grad():
+        logits = merged(torch.tensor(TOKENS, dtype=torch.long)).logits.numpy()
+    assert np.abs(logits - want).max() < 1e-4
     with pytest.raises(ConfigError, match="--merge"):
         lmkit.api.export(run.dir / "adapter", tmp_path / "refused")
 
