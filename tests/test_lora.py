@@ -258,6 +258,14 @@ def test_an_adapter_made_for_another_base_names_the_shapes(tmp_path: Path) -> No
         load_adapter(tmp_path / "a", large)
 
 
+def test_an_optimizer_with_evaluation_weights_is_refused_with_an_adapter() -> None:
+    from lmkit.resolve import resolve
+
+    with pytest.raises(ConfigError, match="schedule_free_adamw.*adapter = \"lora\""):
+        resolve(TrainConfig.from_sources(overrides={"adapter": "lora",
+                                                    "optimizer": "schedule_free_adamw"}))
+
+
 def test_an_adapter_on_a_recurrent_model_names_the_architectures_that_support_it() -> None:
     lstm = _built("lstm")
     with pytest.raises(ConfigError, match=r"does not support architecture 'lstm'.*bert, gpt, gpt2"):
@@ -351,3 +359,23 @@ def test_a_training_that_fits_only_with_lora_says_so(monkeypatch: pytest.MonkeyP
     assert note.startswith('fits only with adapter = "lora"')
     monkeypatch.setattr(build, "memory_limit", lambda: (10 * between, "this machine's memory"))
     assert build.check_fits(cfg.replace(adapter="lora"), 1000, GPT) is None
+
+
+@pytest.mark.slow
+def test_a_generation_task_fine_tunes_lora_adapters_only(tmp_path: Path) -> None:
+    import dataclasses
+
+    from lmkit.evaluation.shapes import Generation
+    from lmkit.evaluation.tasks import get_task
+
+    task = dataclasses.replace(get_task("multi30k"), shape=Generation(max_new_tokens=8))
+    out = tmp_path / "ft"
+    result = lmkit.evaluate("scratch", task=task, data=str(Path(__file__).parent / "fixtures" / "multi30k"),
+                            arch="gpt", embed_dim=32, layers=1, heads=2, max_length=160,
+                            batch_size=8, max_steps=4, learning_rate=3e-3, log_every=2,
+                            adapter="lora", lora_targets=["block_0/*"], checkpoint_dir=str(out))
+    assert result.training["steps"] == 4 and len(result.predictions) == 8
+    summary = json.loads((out / "summary.json").read_text())
+    # rank 8 adapters on the block's four kernels: w_qkv 32->96, w_proj 32->32, w_fc 32->128,
+    # w_out 128->32
+    assert summary["trainable_parameters"] == 8 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32))

@@ -29,7 +29,8 @@ __all__ = ["TrainConfig", "FIXED_ON_RESUME", "config_table"]
 #: keys that fix a run's model and tokenizer: a resumed run keeps them (its checkpoint has
 #: their shapes), so changing one on resume is an error rather than silently ignored
 FIXED_ON_RESUME = ("arch", "tokenizer", "vocab_size", "seq_len", "embed_dim", "units", "layers",
-                   "heads", "tie_embeddings", "activation", "kernel_size", "model")
+                   "heads", "tie_embeddings", "activation", "kernel_size", "model",
+                   "adapter", "lora_rank", "lora_targets")
 
 
 @dataclass
