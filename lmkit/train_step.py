@@ -7,7 +7,8 @@ does the rest, on JAX, from Keras's stateless API:
 - the state pytree `TrainState` (trainable values, non-trainable values such as dropout
   seeds, the groups' optimizer slots), held outside the Keras objects and donated to every call;
 - the package's one gradient computation, over the variables of differentiated groups only
-  (a frozen group costs no gradient);
+  (a frozen group costs no gradient) and the groups' own parameters (LoRA adapters), the model
+  running on the groups' `effective` weights;
 - each batch's gradient in `parts` independent equal parts (the same mathematics; XLA:CPU runs
   the parts' kernels side by side), and `accumulate` micro-batches averaged into one optimizer
   step (`lax.scan`: one micro-batch's activations alive at a time);

@@ -6,7 +6,9 @@ says what a step's batch, loss and parameter groups are. The optimizer, schedule
 from the registries under the same keys as `lmkit.train` (`EvalConfig`): one optimizer for the
 head and one for the backbone, whose schedule peaks at ``learning_rate *
 backbone_lr_multiplier``; `freeze` patterns keep variables as they are
-(`lmkit.param_groups`). With several devices (`devices`, `model_parallel`) the step is compiled
+(`lmkit.param_groups`). With ``adapter = "lora"`` the backbone is frozen and LoRA adapters
+(`lmkit.adapters.lora`) train on its `lora_targets` kernels beside the head; the adapter is
+written into the checkpoint folder's ``adapter/`` in the layout `peft` reads. With several devices (`devices`, `model_parallel`) the step is compiled
 over a mesh (each batch's rows split over the ``data`` axis, the backbone's large matrices over
 ``model``), with the same results as on one device. In a run of many processes each process
 feeds its own rows of every batch and process 0 alone reports and writes.
@@ -39,14 +41,14 @@ from typing import Any
 import keras
 import numpy as np
 
+from lmkit.adapters.lora import lora_group
+from lmkit.adapters.peft_format import save_trained
 from lmkit.distribute import Layout, layout_for
 from lmkit.engine import engine
 from lmkit.engine.checkpoint import check_fit
 from lmkit.engine.events import Event, StopSignal
 from lmkit.engine.rundir import ADAPTER_DIR, CHECKPOINT, FINETUNING, RunDir
 from lmkit.errors import ConfigError
-from lmkit.adapters.lora import lora_group
-from lmkit.adapters.peft_format import save_trained
 from lmkit.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches, pad_widths
 from lmkit.evaluation.heads import SequenceClassifier
