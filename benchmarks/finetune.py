@@ -35,18 +35,19 @@ MAX_LENGTH = 64
 SST2 = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "eval" / "glue" / "SST-2"
 
 
-def _lmkit_trainer(mini: Any, task_data: Any) -> tuple[Any, list[np.ndarray], Any]:
-    """lmkit's fine-tuning trainee on `task_data`, the rows of its first epoch's batches, and
-    the encoded examples."""
+def _lmkit_trainer(mini: Any, task_data: Any, **keys: Any) -> tuple[Any, list[np.ndarray], Any]:
+    """lmkit's fine-tuning trainee on `task_data` (`keys` override the recipe's config keys),
+    the rows of its first epoch's batches, and the encoded examples."""
     from lmkit.config import EvalConfig
     from lmkit.evaluation.encoding import encode_examples
     from lmkit.evaluation.finetune import FinetuneTrainee
     from lmkit.evaluation.heads import SequenceClassifier
     from lmkit.resolve import resolve
 
-    cfg = EvalConfig(learning_rate=5e-5, backbone_lr_multiplier=1.0, pooling="cls",
-                     batch_size=BATCH, max_length=MAX_LENGTH, max_steps=1000, loss="cross_entropy",
-                     log_every=1)  # one step per call: the timed unit
+    cfg = EvalConfig(**{"learning_rate": 5e-5, "backbone_lr_multiplier": 1.0, "pooling": "cls",
+                        "batch_size": BATCH, "max_length": MAX_LENGTH, "max_steps": 1000,
+                        "loss": "cross_entropy", "log_every": 1,  # one step per call: the timed unit
+                        **keys})
     encoded = encode_examples(task_data, mini.tokenizer, MAX_LENGTH)
     model = SequenceClassifier(mini.model, 2, "cls", 0.1)
     model((np.zeros((1, 2), np.int32), np.ones((1,), np.int32)))

@@ -259,13 +259,15 @@ def evaluate(run_or_path: Any, task: str = "glue/sst2", data: str | Path | None 
 
 
 def export(run_or_path: "Run | EvalResult | Pretrained | str | Path", out: str | Path, format: str = "hf",
-           overwrite: bool = False) -> Path:
+           overwrite: bool = False, merge: bool = False) -> Path:
     """Write a run, or a fine-tuned classifier, in another library's format; returns the folder.
     ``format="hf"``: a Hugging Face folder (``config.json``, ``model.safetensors``,
     ``tokenizer.json``) that `transformers` loads as ``GPT2LMHeadModel`` (a `gpt` run trained
     with ``[model] head_bias = false``, or a `gpt2` checkpoint's `Pretrained`) or ``BertForSequenceClassification`` (an `EvalResult` of a
     `bert` checkpoint, or the folder ``lmkit eval ... --out DIR`` fine-tuned it in); see
-    `lmkit.exporters.hf`. An existing non-empty `out` needs ``overwrite=True``.
+    `lmkit.exporters.hf`. An existing non-empty `out` needs ``overwrite=True``. A LoRA run
+    exports its adapter alone (the layout `peft` reads) unless `merge` folds it into the
+    model; an adapter folder (lmkit's or peft's) needs `merge` (`lmkit.exporters.export_run`).
 
     >>> lmkit.export("runs/gpt-20261130-101500", "exported/shakespeare")   # doctest: +SKIP
     >>> GPT2LMHeadModel.from_pretrained("exported/shakespeare")             # doctest: +SKIP
@@ -273,7 +275,7 @@ def export(run_or_path: "Run | EvalResult | Pretrained | str | Path", out: str |
     """
     from lmkit.exporters import export_run
 
-    return export_run(run_or_path, out, format=format, overwrite=overwrite)
+    return export_run(run_or_path, out, format=format, overwrite=overwrite, merge=merge)
 
 
 def evaluate_suite(runs: Any, suite: str = "superglue", data: str | Path | None = None, *,

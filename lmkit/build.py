@@ -75,31 +75,44 @@ def memory_limit() -> tuple[int, str]:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
 
 
-def check_fits(cfg: "TrainConfig", vocab_size: int, factory: Any) -> None:
-    """Refuse, before building anything, a training that cannot fit in memory.
+def check_fits(cfg: "TrainConfig", vocab_size: int, factory: Any) -> str | None:
+    """Refuse, before building anything, a training that cannot fit in memory; returns a note
+    for the run's summary when it fits only because of its LoRA adapter, else None.
 
     Each parameter costs 16 bytes in training (the weight, its gradient and two optimizer
     moments) and each activation float kept for the backward pass 4 (gradients of activations
-    are transient). Without this a `layers=10000` or `batch_size=10000000` typo grows for minutes until the
-    machine swaps or the process is killed. Architectures without `training_size` are not checked.
+    are transient). Under ``adapter = "lora"`` a frozen weight costs its 4 bytes only (its
+    adapters, a small fraction, are left out: the guard errs low). Without this a
+    `layers=10000` or `batch_size=10000000` typo grows for minutes until the machine swaps or
+    the process is killed. Architectures without `training_size` are not checked.
     """
     size = getattr(factory, "training_size", None)
     if size is None:
-        return
+        return None
     params, floats = size(vocab_size, cfg.batch_size, cfg.seq_len,
                           cfg.model_kwargs(_accepted(factory)))
     # the windows of one step are drawn at once: accumulate_steps batches of int64 inputs and targets
     windows = 16 * cfg.batch_size * cfg.accumulate_steps * (cfg.seq_len + 1)
-    need = 16 * params + 4 * floats + windows
+    full, adapted = 16 * params + 4 * floats + windows, 4 * params + 4 * floats + windows
     limit, where = memory_limit()
-    if need > limit:
-        gib = 2 ** 30
+    gib = 2 ** 30
+    lora = getattr(cfg, "adapter", "none") == "lora"
+    if (adapted if lora else full) > limit:
         raise ConfigError(
-            f"this training needs about {need / gib:,.1f} GiB ({params:,} parameters: "
-            f"{16 * params / gib:,.1f} GiB with gradients and optimizer state; one batch's "
+            f"this training needs about {(adapted if lora else full) / gib:,.1f} GiB ({params:,} "
+            f"parameters: {(4 if lora else 16) * params / gib:,.1f} GiB"
+            f"{'' if lora else ' with gradients and optimizer state'}; one batch's "
             f"activations: {4 * floats / gib:,.1f} GiB; one step's token windows: "
             f"{windows / gib:,.1f} GiB), more than {where} ({limit / gib:,.1f} "
             f"GiB). Make it smaller: fewer `layers`, a smaller `embed_dim`/`units`, "
             f"`batch_size`, `accumulate_steps` or `seq_len` (now layers={cfg.layers}, "
             f"embed_dim={cfg.embed_dim}, units={cfg.units}, batch_size={cfg.batch_size}, "
-            f"accumulate_steps={cfg.accumulate_steps}, seq_len={cfg.seq_len}).")
+            f"accumulate_steps={cfg.accumulate_steps}, seq_len={cfg.seq_len})"
+            + ("" if lora or adapted > limit else
+               f", or train LoRA adapters (adapter = \"lora\": about {adapted / gib:,.1f} GiB, "
+               f"the weights frozen with no gradients or optimizer state)") + ".")
+    if lora and full > limit:
+        return (f"fits only with adapter = \"lora\": about {adapted / gib:,.1f} GiB; training "
+                f"every weight would need about {full / gib:,.1f} GiB, more than {where} "
+                f"({limit / gib:,.1f} GiB)")
+    return None

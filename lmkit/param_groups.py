@@ -17,8 +17,10 @@ differentiated groups only and hands each group its values, gradients and slots:
 ...                      labels_from_patterns(model.trainable_variables, {"embedding": "frozen"}, "train"),
 ...                      {"train": Optimize(optimizer), "frozen": Frozen()})
 
-A new kind of group (LoRA adapters: the base `Frozen`, the adapter matrices `Optimize`) is a
-`Transform` subclass, or only new labels over the existing ones.
+A new kind of group is a `Transform` subclass, or only new labels over the existing ones. A group
+may hold `parameters` of its own, differentiated by the step, from which `effective` makes the
+weights the model computes with: LoRA (`lmkit.adapters.lora.Lora`) keeps its kernels frozen and
+trains two low-rank matrices per kernel, held as its first slots.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class Transform:
     masked = False
     #: whether `judged` differs from the values (an optimizer with evaluation weights)
     averaged = False
+    #: how many of the first slots are parameters the step differentiates (adapter matrices):
+    #: the forward runs on `effective` weights made from the values and these
+    parameters = 0
 
     def build(self, variables: Sequence[Any]) -> None:
         self.size = len(variables)
@@ -73,6 +78,11 @@ class Transform:
 
     def judged(self, values: list[Any], slots: list[Any]) -> list[Any]:
         """The weights to evaluate and keep (an averaging optimizer's average)."""
+        return values
+
+    def effective(self, values: list[Any], params: list[Any]) -> list[Any]:
+        """The weights the model computes with, from the group's values and its `parameters`
+        (a low-rank adapter added to a frozen kernel); the values themselves by default."""
         return values
 
     def trained(self, weights: list[Any], slots: list[Any]) -> list[Any]:
@@ -268,7 +278,10 @@ class ParamGroups:
                                      for i in self.members[name])
         self.masked = [name for name, t in self.transforms.items() if t.masked]
         self.averaged = any(t.averaged for t in self.transforms.values())
+        self.adapted = any(t.parameters for t in self.transforms.values())
         self._slot_counts = [len(t.slots()) for t in self.transforms.values()]
+        self._differentiated_size = sum(int(np.prod(variables[i].shape, dtype=np.int64))
+                                        for i in self.differentiated)
 
     def slots(self) -> list[Any]:
         return [s for t in self.transforms.values() for s in t.slots()]
@@ -283,15 +296,53 @@ class ParamGroups:
             at += n
         return out
 
+    def counts(self) -> dict[str, int]:
+        """How many numbers train (`trainable`: the differentiated variables and the groups'
+        parameters) and how many the optimizers keep for them (`optimizer_state`), for run
+        summaries and memory figures."""
+        size = lambda slot: int(np.prod(slot.shape, dtype=np.int64))
+        slots = self.slots()
+        n_params = sum(size(p) for p in self.params(slots))
+        return {"trainable": self._differentiated_size + n_params,
+                "optimizer_state": sum(size(s) for s in slots) - n_params}
+
+    def params(self, slots: list[Any]) -> list[Any]:
+        """The slots that are differentiated parameters (each group's first `parameters`)."""
+        return [s for t, group in zip(self.transforms.values(), self._split(slots))
+                for s in group[:t.parameters]]
+
+    def effective(self, values: list[Any], params: list[Any]) -> list[Any]:
+        """The weights the model computes with (`Transform.effective`, per group); `values`
+        themselves when no group has parameters."""
+        if not self.adapted:
+            return values
+        new, at = list(values), 0
+        for name, t in self.transforms.items():
+            idx = self.members[name]
+            out = t.effective([values[i] for i in idx], list(params[at:at + t.parameters]))
+            at += t.parameters
+            for i, value in zip(idx, out):
+                new[i] = value
+        return new
+
     def update(self, values: list[Any], grads: list[Any], slots: list[Any], inputs: Any,
-               masks: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+               masks: Mapping[str, Any], param_grads: Sequence[Any] = ()
+               ) -> tuple[list[Any], list[Any]]:
         """New values (all variables, in order) and slots. `grads` are those of the
-        `differentiated` variables, in that order; `masks` one array per `masked` group."""
+        `differentiated` variables, in that order; `masks` one array per `masked` group;
+        `param_grads` those of `params` (a group with parameters gets these as its grads)."""
         grad_of = dict(zip(self.differentiated, grads))
         new = list(values)
         new_slots: list[Any] = []
+        at = 0
         for (name, t), group_slots in zip(self.transforms.items(), self._split(slots)):
             idx = self.members[name]
+            if t.parameters:
+                ctx = Context(inputs, masks.get(name))
+                group_grads = list(param_grads[at:at + t.parameters])
+                at += t.parameters
+                new_slots += t.update([values[i] for i in idx], group_grads, group_slots, ctx)[1]
+                continue
             if not t.differentiated:
                 new_slots += group_slots
                 continue

@@ -153,4 +153,11 @@ def _entries(cfg: Any) -> Resolved:
             f"label_smoothing={cfg.label_smoothing} has no effect with loss '{loss.name}'; "
             f"use a loss that smooths labels ({', '.join(smoothing)}), e.g. --set loss="
             f"{smoothing[0] if smoothing else 'label_smoothing'}, or drop label_smoothing")
+    optimizer = found.get("optimizer")
+    if getattr(cfg, "adapter", "none") == "lora" and optimizer is not None \
+            and optimizer.has("evaluation_weights"):  # lmkit.optim.EVALUATION_WEIGHTS
+        raise ConfigError(
+            f"optimizer '{optimizer.name}' evaluates weights other than those it trains, which "
+            f"LoRA adapters do not keep; with adapter = \"lora\" choose another optimizer "
+            f"(e.g. adamw)")
     return Resolved(config=cfg, **found)

@@ -7,7 +7,8 @@ does the rest, on JAX, from Keras's stateless API:
 - the state pytree `TrainState` (trainable values, non-trainable values such as dropout
   seeds, the groups' optimizer slots), held outside the Keras objects and donated to every call;
 - the package's one gradient computation, over the variables of differentiated groups only
-  (a frozen group costs no gradient);
+  (a frozen group costs no gradient) and the groups' own parameters (LoRA adapters), the model
+  running on the groups' `effective` weights;
 - each batch's gradient in `parts` independent equal parts (the same mathematics; XLA:CPU runs
   the parts' kernels side by side), and `accumulate` micro-batches averaged into one optimizer
   step (`lax.scan`: one micro-batch's activations alive at a time);
@@ -59,62 +60,75 @@ def _rows(tree: Any, part: int, parts: int) -> Any:
     return jax.tree.map(cut, tree)
 
 
-def _gradients(model: Any, loss: Callable[[Any, Any], Any], differentiated: list[int],
+def _gradients(model: Any, loss: Callable[[Any, Any], Any], groups: ParamGroups,
                parts: int, accumulate: int) -> tuple[Callable, Callable]:
-    """``(batch_grads, step_grads)``: ``(trainable, non_trainable, inputs, labels) -> ((loss,
-    non_trainable), grads of the differentiated variables)`` for one batch (in `parts`), and for
-    one optimizer step (`accumulate` micro-batches stacked on axis 0)."""
+    """``(batch_grads, step_grads)``: ``(trainable, slots, non_trainable, inputs, labels) ->
+    ((loss, non_trainable), (grads of the differentiated variables, grads of the groups'
+    parameters))`` for one batch (in `parts`), and for one optimizer step (`accumulate`
+    micro-batches stacked on axis 0). The model computes with the groups' `effective` weights."""
     import jax
     import jax.numpy as jnp
 
+    differentiated = groups.differentiated
     fixed = [i for i in range(len(model.trainable_variables)) if i not in set(differentiated)]
     order = np.argsort([*differentiated, *fixed]).tolist()
 
-    def loss_of(diff, held, non_trainable, inputs, labels):
+    def loss_of(diff, params, held, non_trainable, inputs, labels):
         both = [*diff, *held]
-        trainable = [both[i] for i in order]
+        trainable = groups.effective([both[i] for i in order], params)
         outputs, non_trainable = model.stateless_call(trainable, non_trainable, inputs,
                                                       training=True)
         return loss(labels, outputs), non_trainable
 
-    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+    grad_fn = jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)
 
-    def batch_grads(trainable, non_trainable, inputs, labels):
+    def batch_grads(trainable, slots, non_trainable, inputs, labels):
         diff = [trainable[i] for i in differentiated]
         held = [trainable[i] for i in fixed]
+        params = groups.params(slots)
         rows = [a.shape[0] for a in jax.tree.leaves((inputs, labels))]
         if parts == 1 or any(n % parts for n in rows):
-            return grad_fn(diff, held, non_trainable, inputs, labels)
+            return grad_fn(diff, params, held, non_trainable, inputs, labels)
         # The mean of equal parts' mean losses is the batch's mean loss, so this is the same
         # gradient; the parts share no data, so XLA:CPU runs their kernels side by side. Only
         # the dropout seeds pass from one part to the next (cheap ops, not the activations).
         losses, grads = [], []
         for i in range(parts):
             (part_loss, non_trainable), g = grad_fn(
-                diff, held, non_trainable, _rows(inputs, i, parts), _rows(labels, i, parts))
+                diff, params, held, non_trainable, _rows(inputs, i, parts),
+                _rows(labels, i, parts))
             losses.append(part_loss)
             grads.append(g)
         mean = jax.tree.map(lambda *gs: sum(gs) / parts, *grads)
         return (sum(losses) / parts, non_trainable), mean
 
-    def step_grads(trainable, non_trainable, inputs, labels):
+    def step_grads(trainable, slots, non_trainable, inputs, labels):
         if accumulate == 1:
-            return batch_grads(trainable, non_trainable, inputs, labels)
+            return batch_grads(trainable, slots, non_trainable, inputs, labels)
         # arrays (accumulate, B, ...). The mean of the micro-batches' mean losses is the mean
         # loss of one batch of accumulate * B rows, so this is its gradient; the scan keeps
         # one micro-batch's activations alive at a time.
         def micro(carry, batch):
             non_trainable, loss_sum, grad_sum = carry
-            (part_loss, non_trainable), grads = batch_grads(trainable, non_trainable, *batch)
+            (part_loss, non_trainable), grads = batch_grads(trainable, slots, non_trainable,
+                                                            *batch)
             return (non_trainable, loss_sum + part_loss,
                     jax.tree.map(lambda a, g: a + g, grad_sum, grads)), None
 
-        zeros = [jnp.zeros_like(trainable[i]) for i in differentiated]
         (non_trainable, total, grads), _ = jax.lax.scan(
-            micro, (non_trainable, jnp.float32(0.0), zeros), (inputs, labels))
+            micro, (non_trainable, jnp.float32(0.0), _zero_grads(groups, trainable, slots)),
+            (inputs, labels))
         return (total / accumulate, non_trainable), jax.tree.map(lambda g: g / accumulate, grads)
 
     return batch_grads, step_grads
+
+
+def _zero_grads(groups: ParamGroups, trainable: list[Any], slots: list[Any]) -> Any:
+    """Zeros shaped like `_gradients`' grads: a sum's start."""
+    import jax.numpy as jnp
+
+    return ([jnp.zeros_like(trainable[i]) for i in groups.differentiated],
+            [jnp.zeros_like(p) for p in groups.params(slots)])
 
 
 def _fused_steps(step_grads: Callable, groups: ParamGroups) -> Callable:
@@ -128,8 +142,9 @@ def _fused_steps(step_grads: Callable, groups: ParamGroups) -> Callable:
 
         def take(state):
             trainable, non_trainable, slots = state
-            (value, non_trainable), grads = step_grads(trainable, non_trainable, inputs, labels)
-            trainable, slots = groups.update(trainable, grads, slots, inputs, masks)
+            (value, non_trainable), (grads, param_grads) = step_grads(
+                trainable, slots, non_trainable, inputs, labels)
+            trainable, slots = groups.update(trainable, grads, slots, inputs, masks, param_grads)
             return TrainState(trainable, non_trainable, slots), jnp.float32(value)
 
         if active is None:
@@ -149,14 +164,15 @@ def _full_batch(batch_grads: Callable, groups: ParamGroups) -> tuple[Callable, C
 
     @jax.jit
     def grad_sum(state, acc, inputs, labels, weight):
-        trainable, non_trainable, _ = state
-        (value, non_trainable), grads = batch_grads(trainable, non_trainable, inputs, labels)
+        trainable, non_trainable, slots = state
+        (value, non_trainable), grads = batch_grads(trainable, slots, non_trainable, inputs,
+                                                    labels)
         return non_trainable, jax.tree.map(lambda a, g: a + weight * g, acc, grads), value * weight
 
     @functools.partial(jax.jit, donate_argnums=0)
     def apply_grads(state, grads):
         trainable, non_trainable, slots = state
-        trainable, slots = groups.update(trainable, grads, slots, None, {})
+        trainable, slots = groups.update(trainable, grads[0], slots, None, {}, grads[1])
         return TrainState(trainable, non_trainable, slots)
 
     return grad_sum, apply_grads
@@ -191,15 +207,15 @@ class TrainStep:
             self._shardings = TrainState(*state_shardings(layout, model, groups.slots(),
                                                           rules=rules))
             self.state = layout.place(self.state, self._shardings)
-        batch_grads, step_grads = _gradients(model, loss, groups.differentiated, parts,
-                                             accumulate)
+        batch_grads, step_grads = _gradients(model, loss, groups, parts, accumulate)
         # inputs, labels: (k, [accumulate,] B, ...), the rows B split over the data axis
         self._train = jit_step(_fused_steps(step_grads, groups), layout, self._shardings,
                                (self.batch_axis, self.batch_axis, None, None))
         grad_sum, apply_grads = _full_batch(batch_grads, groups)
         self._grad_sum, self._apply_grads = grad_sum, apply_grads
         self._judged = jax.jit(groups.judged)
-        self._differentiated = groups.differentiated
+        self._effective = jax.jit(lambda values, slots: groups.effective(values,
+                                                                         groups.params(slots)))
 
     # -- training ---------------------------------------------------------------------------
     def train(self, inputs: Any, labels: Any, masks: Mapping[str, np.ndarray] | None = None,
@@ -232,9 +248,7 @@ class TrainStep:
     def accumulate(self, batches: Iterable[tuple[Any, Any, float]]) -> float:
         """One optimizer step on the weighted sum of the gradients of ``(inputs, labels,
         weight)`` batches, computed one batch at a time (full-batch gradient descent)."""
-        import jax.numpy as jnp
-
-        acc = [jnp.zeros_like(self.state.trainable[i]) for i in self._differentiated]
+        acc = _zero_grads(self.groups, self.state.trainable, self.state.slots)
         total = 0.0
         for inputs, labels, weight in batches:
             non_trainable, acc, value = self._grad_sum(self.state, acc, self.feed(inputs),
@@ -259,6 +273,13 @@ class TrainStep:
         if not self.groups.averaged:
             return self.state.trainable
         return self._judged(self.state.trainable, self.state.slots)
+
+    def effective_weights(self) -> list[Any]:
+        """The weights the model computes with: `weights`, with the parameter groups'
+        adapters added (`ParamGroups.effective`); what evaluation and `sync` use."""
+        if not self.groups.adapted:
+            return self.weights()
+        return self._effective(self.weights(), self.state.slots)
 
     def _host(self, arrays: Iterable[Any]) -> list[np.ndarray]:
         to_host = np.asarray if self.layout is None else self.layout.to_host
@@ -296,13 +317,16 @@ class TrainStep:
             self.state = self.layout.place(self.state, self._shardings)
 
     def sync(self) -> None:
-        """Write the weights to keep (and the optimizer's slots) into the Keras objects.
+        """Write the weights to keep (and the optimizer's slots) into the Keras objects; with
+        adapters, the kernels get the adapted (merged) weights, so the Keras model computes
+        what was trained.
 
         Host copies (`np.array`: a view could alias a buffer the next call donates; a device
         copy compiles a program per shape); from a mesh, whole ones (the Keras model is then used
         on one device: saving, sampling, scoring)."""
         variables, slots = self.targets()
-        for var, value in zip(variables, self.model_arrays()):
+        arrays = self._host((*self.effective_weights(), *self.state.non_trainable))
+        for var, value in zip(variables, arrays):
             var.assign(np.array(value))
         for slot, value in zip(slots, self.optimizer_arrays()):
             if hasattr(slot, "assign"):  # not the row-updated tables' whole slots

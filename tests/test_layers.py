@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("components", ("lmkit.registry", "lmkit.resolve", "lmkit.models", "lmkit.build",
                     "lmkit.optim", "lmkit.schedules", "lmkit.losses", "lmkit.token_metrics",
                     "lmkit.tokenizers", "lmkit.forward", "lmkit.generation", "lmkit.decoding", "lmkit.pretrained",
-                    "lmkit.distribute", "lmkit.param_groups", "lmkit.train_step")),
+                    "lmkit.distribute", "lmkit.param_groups", "lmkit.train_step",
+                    "lmkit.adapters")),
     ("data", ("lmkit.data",)),
     ("base", ("lmkit.config", "lmkit.errors", "lmkit.paths", "lmkit._lazy")),
 ]

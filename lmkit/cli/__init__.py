@@ -10,7 +10,7 @@
                [--dry-run]
     lmkit compare RUN_A RUN_B --task TASK --data PATH [--set key=value ...] [--json FILE]
     lmkit bench NAME [--quick] [--out DIR]
-    lmkit export RUN_DIR|EVAL_OUT_DIR --out DIR [--format hf] [--overwrite]
+    lmkit export RUN_DIR|EVAL_OUT_DIR|ADAPTER_DIR --out DIR [--format hf] [--overwrite] [--merge]
     lmkit lr-find [CONFIG.toml] [--set key=value ...] [--steps N]      (lmkit/cli/tuning.py)
     lmkit sweep CONFIG.toml --space SPACE.toml --trials N --out DIR    (lmkit/cli/tuning.py)
 
@@ -159,7 +159,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from lmkit.api import export
 
-    out = export(args.run_dir, args.out, format=args.format, overwrite=args.overwrite)
+    out = export(args.run_dir, args.out, format=args.format, overwrite=args.overwrite,
+                 merge=args.merge)
     files = ", ".join(sorted(p.name for p in out.iterdir()))
     print(f"exported {args.run_dir} to {out} (format {args.format}: {files})")
     return 0
@@ -233,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (written atomically)")
     p.add_argument("--format", default="hf", help="export format (default: hf)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--merge", action="store_true",
+                   help="LoRA: fold the adapter into the model's weights and export the model "
+                        "(a LoRA run otherwise exports its adapter alone, as peft reads it); "
+                        "RUN_DIR may also be an adapter folder (adapter_config.json)")
     p.set_defaults(func=_export)
 
     from lmkit.cli.tuning import add_parsers as add_tuning_parsers

@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from lmkit.config.core import config_key, own_defaults
 from lmkit.errors import ConfigError
-from lmkit.config.sections import (Budget, Devices, ModelShape, Optimization, Tracking,
+from lmkit.config.sections import (Adapter, Budget, Devices, ModelShape, Optimization, Tracking,
                                    check_budget, check_tracking)
 
 __all__ = ["EvalConfig"]
@@ -34,7 +34,7 @@ __all__ = ["EvalConfig"]
     checks={"max_steps": {"min": 0},  # 0 steps: score the untrained head
             "batch_parts": {"min": 1}},  # no automatic choice for fine-tuning
 )
-class EvalConfig(Tracking, Devices, Budget, Optimization, ModelShape):
+class EvalConfig(Tracking, Devices, Budget, Adapter, Optimization, ModelShape):
     """Options of `lmkit.evaluate` (fine-tuning budget, head, optimizer, data limits)."""
 
     # how the run is evaluated

@@ -13,8 +13,8 @@ from typing import Any
 from lmkit.config.core import ConfigBase, config_key
 from lmkit.errors import ConfigError, did_you_mean
 
-__all__ = ["ModelShape", "Optimization", "Budget", "Devices", "Tracking", "SECTIONS", "TRACKERS",
-           "check_budget", "check_tracking", "missing_library"]
+__all__ = ["ModelShape", "Optimization", "Adapter", "Budget", "Devices", "Tracking", "SECTIONS",
+           "TRACKERS", "check_budget", "check_tracking", "missing_library"]
 
 
 @dataclass
@@ -50,6 +50,17 @@ class Optimization(ConfigBase):
 
 
 @dataclass
+class Adapter(ConfigBase):
+    """Low-rank adapters (LoRA): the base weights frozen, small matrices trained beside them."""
+
+    adapter: str = config_key("none", "`lora`: train low-rank adapters on the `lora_targets` kernels and freeze every other weight of the model (a classifier's head still trains); `none`: train the weights themselves. JAX only.", choices=("none", "lora"))
+    lora_rank: int = config_key(8, "Rank r of each adapter (A: in x r, B: r x out); at most the kernel's smaller side.", min=1)
+    lora_alpha: float = config_key(16.0, "Adapter scale numerator: the kernel computes W + (lora_alpha / lora_rank) A B.", min=0.0, exclusive_min=True)
+    lora_dropout: float = config_key(0.0, "Dropout on the adapters' input; only 0 (lmkit adds the adapter to the kernel, W + s A B, which has no separate input).", min=0.0, max=0.0)
+    lora_targets: list[str] = config_key(["q", "v"], "Kernels that get adapters: Hugging Face module names or their last parts (`query`, `c_attn`, `attn.*`), lmkit variable paths (`block_0/w_qkv`), or `q`, `k`, `v`, `o` for the attention's projections.")
+
+
+@dataclass
 class Budget(ConfigBase):
     """How long training runs, in what batches, and its seed."""
 
@@ -80,7 +91,7 @@ class Tracking(ConfigBase):
 
 
 #: every shared section, in the order a config lists them
-SECTIONS = (ModelShape, Optimization, Budget, Devices, Tracking)
+SECTIONS = (ModelShape, Optimization, Adapter, Budget, Devices, Tracking)
 
 
 def check_budget(cfg: Any) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lmkit.config.core import config_key, default_of, describe_type
-from lmkit.config.sections import (Budget, Devices, ModelShape, Optimization, Tracking,
+from lmkit.config.sections import (Adapter, Budget, Devices, ModelShape, Optimization, Tracking,
                                    check_budget, check_tracking)
 from lmkit.config.sources import presets, read_source
 from lmkit.config.tomltext import dump_toml, toml_value
@@ -30,11 +30,12 @@ __all__ = ["TrainConfig", "FIXED_ON_RESUME", "config_table"]
 #: keys that fix a run's model and tokenizer: a resumed run keeps them (its checkpoint has
 #: their shapes), so changing one on resume is an error rather than silently ignored
 FIXED_ON_RESUME = ("arch", "tokenizer", "vocab_size", "seq_len", "embed_dim", "units", "layers",
-                   "heads", "tie_embeddings", "activation", "kernel_size", "model")
+                   "heads", "tie_embeddings", "activation", "kernel_size", "model",
+                   "adapter", "lora_rank", "lora_targets")
 
 
 @dataclass
-class TrainConfig(Tracking, Devices, Budget, Optimization, ModelShape):
+class TrainConfig(Tracking, Devices, Budget, Adapter, Optimization, ModelShape):
     """Configuration of one training run. See the README for a table of every key."""
 
     # what to train on

@@ -38,7 +38,7 @@ from lmkit.errors import RunError, RunWarning
 from lmkit.paths import atomic_output, atomic_write_text
 
 __all__ = ["RunDir", "CONFIG", "TOKENIZER", "MODEL", "CHECKPOINT", "METRICS", "SUMMARY",
-           "RUN_FILES", "RESULT_FILES", "TRAINING", "FINETUNING", "kind_of", "default_run_dir"]
+           "ADAPTER_DIR", "RUN_FILES", "RESULT_FILES", "TRAINING", "FINETUNING", "kind_of", "default_run_dir"]
 
 CONFIG = "config.toml"
 TOKENIZER = "tokenizer.json"
@@ -50,6 +50,8 @@ SUMMARY = "summary.json"
 TENSORBOARD = "tensorboard"
 RUN_FILES = (CONFIG, TOKENIZER, MODEL, CHECKPOINT, METRICS, SUMMARY)
 LOCK = ".lock"
+#: the folder a run with ``adapter = "lora"`` writes its adapter into, in peft's layout
+ADAPTER_DIR = "adapter"
 #: what `lmkit eval --out` writes beside a fine-tuning's checkpoint (`EvalResult.save`)
 RESULT_FILES = ("metrics.json", "predictions.tsv")
 #: the kinds of run directory: a language-model training (`lmkit train`), a fine-tuning

@@ -313,7 +313,8 @@ def load_finetuned(path: str | Path) -> FineTuned:
     >>> clf.model, clf.task.name                       # doctest: +SKIP
     """
     from lmkit.engine.checkpoint import restore_arrays
-    from lmkit.engine.rundir import CHECKPOINT, SUMMARY, RunDir
+    from lmkit.adapters.peft_format import load_adapter, merge_adapter
+    from lmkit.engine.rundir import ADAPTER_DIR, CHECKPOINT, SUMMARY, RunDir
 
     folder = RunDir.open(path, required=(SUMMARY, CHECKPOINT))
     record = folder.read_json(SUMMARY).get(CLASSIFIER)
@@ -335,4 +336,6 @@ def load_finetuned(path: str | Path) -> FineTuned:
     checkpoint = folder.load_checkpoint()
     restore_arrays([*model.trainable_variables, *model.non_trainable_variables], checkpoint.model,
                    "model weights", str(folder.file(CHECKPOINT)))
+    if (folder.path / ADAPTER_DIR).is_dir():  # LoRA: the checkpoint holds the frozen base
+        merge_adapter(load_adapter(folder.path / ADAPTER_DIR, source.model))
     return FineTuned(folder.path, model, source.tokenizer, task)

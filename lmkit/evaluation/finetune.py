@@ -6,7 +6,9 @@ says what a step's batch, loss and parameter groups are. The optimizer, schedule
 from the registries under the same keys as `lmkit.train` (`EvalConfig`): one optimizer for the
 head and one for the backbone, whose schedule peaks at ``learning_rate *
 backbone_lr_multiplier``; `freeze` patterns keep variables as they are
-(`lmkit.param_groups`). With several devices (`devices`, `model_parallel`) the step is compiled
+(`lmkit.param_groups`). With ``adapter = "lora"`` the backbone is frozen and LoRA adapters
+(`lmkit.adapters.lora`) train on its `lora_targets` kernels beside the head; the adapter is
+written into the checkpoint folder's ``adapter/`` in the layout `peft` reads. With several devices (`devices`, `model_parallel`) the step is compiled
 over a mesh (each batch's rows split over the ``data`` axis, the backbone's large matrices over
 ``model``), with the same results as on one device. In a run of many processes each process
 feeds its own rows of every batch and process 0 alone reports and writes.
@@ -39,11 +41,13 @@ from typing import Any
 import keras
 import numpy as np
 
+from lmkit.adapters.lora import lora_group
+from lmkit.adapters.peft_format import save_trained
 from lmkit.distribute import Layout, layout_for
 from lmkit.engine import engine
 from lmkit.engine.checkpoint import check_fit
 from lmkit.engine.events import Event, StopSignal
-from lmkit.engine.rundir import CHECKPOINT, FINETUNING, RunDir
+from lmkit.engine.rundir import ADAPTER_DIR, CHECKPOINT, FINETUNING, RunDir
 from lmkit.errors import ConfigError
 from lmkit.config import EvalConfig
 from lmkit.evaluation.encoding import Encoded, batches, pad_widths
@@ -113,6 +117,7 @@ class FinetuneTrainee:
         self.dispatch = cfg.log_every
         self.schedule = parts.schedule.obj(cfg, total)
         self.groups = backbone_groups(model.backbone)
+        self.lora = None  # the LoRA group, with adapter = "lora"
         loss_fn = parts.loss.obj(cfg)
         self.step = TrainStep(model, self._param_groups(cfg, parts),
                               lambda labels, outputs: ops.mean(loss_fn(labels, outputs)),
@@ -140,6 +145,8 @@ class FinetuneTrainee:
         head = Optimize(build_optimizer(cfg, self.schedule), averaged)
         body_opt = build_optimizer(body_cfg, build_schedule(body_cfg, self.total))
         body: Transform = Optimize(body_opt, averaged)
+        if cfg.adapter == "lora":
+            return self._lora_groups(cfg, variables, labels, head, body_opt)
         body_vars = [v for v, label in zip(variables, labels) if label == "backbone"]
         self.body_group_ids = [group_of[id(v)] for v in body_vars]
         # The token embedding is read only at the batch's ids, so its gradient is zero on every
@@ -156,6 +163,20 @@ class FinetuneTrainee:
                        self.step_size * self.train_data.per_example * cfg.max_length)
             body = RowSparse(body_opt, table, rows, ids=lambda inputs: inputs[0])
         return ParamGroups(variables, labels, {"head": head, "backbone": body, "frozen": Frozen()})
+
+    def _lora_groups(self, cfg: EvalConfig, variables: list[Any], labels: list[str],
+                     head: Transform, adapter_opt: Any) -> ParamGroups:
+        """The head as usual; LoRA adapters (at the backbone's learning rate) on the
+        `lora_targets` kernels; every other backbone weight frozen."""
+        if cfg.gradual_unfreezing:
+            raise ConfigError("gradual_unfreezing with adapter = \"lora\": the backbone is "
+                              "frozen and only its adapters train; drop one of the two")
+        held, self.lora = lora_group(self.model.backbone, variables, cfg, adapter_opt)
+        self.masked = self.row_update = False
+        labels = ["lora" if h else "head" if label == "head" else "frozen"
+                  for h, label in zip(held, labels)]
+        return ParamGroups(variables, labels, {"head": head, "lora": self.lora,
+                                               "frozen": Frozen()})
 
     def _epoch_rows(self, epoch: int) -> list[np.ndarray]:
         """The rows of each batch of `epoch`: similar lengths together, batches in random order."""
@@ -326,13 +347,21 @@ def finetune(
                        monitor=monitor, higher_is_better=scorer is not None)
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     mesh = layout.describe() if layout else "1 device, 1 process"
-    job = engine.Job(name, n_params, cfg.to_dict(), {"task": name, "mesh": mesh, **(summary or {})},
+    counts = trainee.step.groups.counts()  # what trains, and what the optimizers keep
+    job = engine.Job(name, n_params, cfg.to_dict(),
+                     {"task": name, "mesh": mesh, "trainable_parameters": counts["trainable"],
+                      "optimizer_state": counts["optimizer_state"], **(summary or {})},
                      retry=("then fine-tune again (resume=true continues from the checkpoint)"
                             if run_dir else ""),
                      learning_rate=cfg.learning_rate, devices=layout.describe() if layout else "")
 
     def finish(outcome: engine.Outcome) -> dict[str, Any]:
-        trainee.sync()
+        trainee.sync()  # with an adapter: merged into the kernels
+        if trainee.lora is not None:
+            adapters = trainee.step.groups.params(trainee.step.optimizer_arrays())
+            if run_dir is not None and lead:
+                save_trained(run_dir.path / ADAPTER_DIR, trainee.lora, adapters, model.backbone,
+                             overwrite=True)
         return {}
 
     try:

@@ -13,10 +13,14 @@ PosixPath('exported/shakespeare')
 from __future__ import annotations
 
 import importlib
+import json
+import shutil
 from pathlib import Path
 
 from typing import Any
 
+from lmkit.adapters.peft_format import ADAPTER_CONFIG, load_adapter, merge_adapter
+from lmkit.engine.rundir import ADAPTER_DIR
 from lmkit.errors import ConfigError, RunError, did_you_mean
 from lmkit.evaluation.evaluator import is_finetuned, load_finetuned
 from lmkit.paths import atomic_directory
@@ -31,17 +35,31 @@ FORMATS: dict[str, tuple[str, str]] = {
 
 
 def export_run(run_or_path: Any, out: str | Path, format: str = "hf",
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, merge: bool = False) -> Path:
     """Write a run (a `Run` or its directory) or a fine-tuned classifier (an `EvalResult`, or
     the folder ``lmkit eval ... --out DIR`` fine-tuned into) to the folder `out` in `format`;
     returns `out`.
 
+    LoRA (``adapter = "lora"``): a run's directory exports its adapter alone, in the layout
+    `peft` reads, unless `merge`, which writes the model with the adapter folded into its
+    kernels. An adapter folder (``adapter_config.json``: lmkit's or one `peft` made) needs
+    `merge`: it is folded into the base model its config names (``base_model_name_or_path``).
     An existing non-empty `out` is refused unless ``overwrite=True``; the run's own directory
     (or a folder holding it) is always refused.
 
     >>> export_run("runs/gpt-20261130-101500", "exported/shakespeare", format="hf")  # doctest: +SKIP
     >>> export_run("out/minilm-sst2", "exported/minilm-sst2")                       # doctest: +SKIP
+    >>> export_run("my-adapter/", "exported/merged", merge=True)                    # doctest: +SKIP
     """
+    if isinstance(run_or_path, (str, Path)) and (Path(run_or_path) / ADAPTER_CONFIG).is_file():
+        run_or_path = _merged(Path(run_or_path), merge)
+    elif isinstance(run_or_path, (str, Path)) and (Path(run_or_path) / ADAPTER_DIR).is_dir() \
+            and not merge:
+        _check_output(Path(out), Path(run_or_path), overwrite)
+        with atomic_directory(out, replace=overwrite) as folder:
+            for file in (Path(run_or_path) / ADAPTER_DIR).iterdir():
+                shutil.copyfile(file, folder / file.name)
+        return Path(out)
     if format not in FORMATS:
         raise ConfigError(
             f"unknown export format {format!r}{did_you_mean(format, FORMATS)}; formats: "
@@ -72,6 +90,22 @@ def export_run(run_or_path: Any, out: str | Path, format: str = "hf",
         _check_output(out, run_dir, overwrite)
         raise
     return out
+
+
+def _merged(adapter: Path, merge: bool) -> Any:
+    """The base model an adapter folder names, with the adapter folded in."""
+    from lmkit.pretrained import from_pretrained
+
+    if not merge:
+        raise ConfigError(f"{adapter} is an adapter, already in the layout peft reads; pass "
+                          f"merge=True (--merge) to fold it into its base model and export that")
+    base = json.loads((adapter / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not base:
+        raise RunError(f"{adapter / ADAPTER_CONFIG} names no base model "
+                       f"(base_model_name_or_path); the adapter cannot be merged without it")
+    pretrained = from_pretrained(base)
+    merge_adapter(load_adapter(adapter, pretrained.model))
+    return pretrained
 
 
 def _check_output(out: Path, run_dir: Path | None, overwrite: bool) -> None:

@@ -98,7 +98,7 @@ class EncoderLayer(keras.layers.Layer):
 
 
 @architectures.register(
-    "bert", aliases=("minilm",), capabilities=(ENCODER,),
+    "bert", aliases=("minilm",), capabilities=(ENCODER, "lora"),
     description="Bidirectional Transformer encoder (BERT / MiniLM layout): post-LayerNorm, "
                 "token types, padding mask; loads Hugging Face checkpoints.",
 )

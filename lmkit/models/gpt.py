@@ -160,7 +160,7 @@ class Block(keras.layers.Layer):
 
 
 @architectures.register(
-    "gpt", aliases=("transformer", "nanogpt"),
+    "gpt", aliases=("transformer", "nanogpt"), capabilities=("lora",),
     description="Decoder-only Transformer: pre-LayerNorm, causal attention, learned positions, "
                 "KV cache.",
 )

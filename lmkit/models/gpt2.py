@@ -33,7 +33,7 @@ _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
 @architectures.register(
-    "gpt2",
+    "gpt2", capabilities=("lora",),
     description="GPT-2 layout of `gpt` with its own number of positions; loads Hugging Face "
                 "GPT-2 checkpoints (KV cache).",
 )

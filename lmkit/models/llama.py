@@ -208,7 +208,7 @@ def _check_scaling(scaling: Any) -> dict[str, Any]:
 
 
 @architectures.register(
-    "llama",
+    "llama", capabilities=("lora",),
     description="Llama-family decoder (Llama, Mistral, Qwen2): RMSNorm, SwiGLU, rotary with "
                 "scaling, grouped-query attention, sliding window; loads Hugging Face "
                 "checkpoints (KV cache).",

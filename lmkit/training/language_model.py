@@ -20,11 +20,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from lmkit.adapters.peft_format import save_trained
 from lmkit.config import Source, TrainConfig
 from lmkit.data.tokens import WindowSampler, sequential_batches
 from lmkit.engine import engine
 from lmkit.engine.events import Reporter, StopSignal
-from lmkit.engine.rundir import CONFIG, TOKENIZER, RunDir, default_run_dir
+from lmkit.engine.rundir import ADAPTER_DIR, CONFIG, TOKENIZER, RunDir, default_run_dir
 from lmkit.errors import ConfigError
 from lmkit.optim import EVALUATION_WEIGHTS, FULL_BATCH
 from lmkit.paths import enable_compilation_cache as _enable_compilation_cache
@@ -222,11 +223,12 @@ def _layout(cfg: TrainConfig) -> Any:
     import keras
 
     if keras.backend.backend() != "jax":
-        if cfg.model_parallel > 1 or cfg.accumulate_steps > 1 or cfg.freeze:
+        if cfg.model_parallel > 1 or cfg.accumulate_steps > 1 or cfg.freeze \
+                or cfg.adapter != "none":
             raise ConfigError(
-                f"model_parallel, accumulate_steps and freeze need the compiled JAX step; "
-                f"KERAS_BACKEND is {keras.backend.backend()!r}. Set KERAS_BACKEND=jax, or leave "
-                f"them at 1 and [] (freeze)")
+                f"model_parallel, accumulate_steps, freeze and adapter need the compiled JAX "
+                f"step; KERAS_BACKEND is {keras.backend.backend()!r}. Set KERAS_BACKEND=jax, or "
+                f"leave them at 1, [] (freeze) and \"none\" (adapter)")
         return None
     from lmkit.distribute import initialize, layout_for
 
@@ -289,7 +291,7 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
 
     # model and step --------------------------------------------------------------------------
     vocab = init.model.vocab_size if init else tokenizer.vocab_size
-    check_fits(cfg, vocab, parts.arch.obj)
+    memory_note = check_fits(cfg, vocab, parts.arch.obj)
     model = build_model(cfg, vocab, parts.arch.obj)
     if init is not None:  # the same class and options: the variables correspond one to one
         if cfg.head_bias_init != "zeros":
@@ -303,7 +305,8 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
     metric_names = [e.name for e in parts.metrics]
     stepper = make_stepper(model, optimizer, loss_fn, metric_names, cfg.top_k,
                            batch_parts(cfg, model, total), layout,
-                           1 if full_batch else cfg.accumulate_steps, averaged, cfg.freeze)
+                           1 if full_batch else cfg.accumulate_steps, averaged, cfg.freeze,
+                           cfg if cfg.adapter == "lora" else None)
     lead = layout is None or layout.lead
 
     def begin() -> None:  # once a resumed checkpoint is restored: a refused one changes nothing
@@ -325,10 +328,14 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
         steps_per_epoch=1.0 if full_batch else len(train_ids) / tokens_per_step,
     )
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    # what trains and what the optimizer keeps (a LoRA run: the adapters and their moments)
+    counts = stepper.step.groups.counts() if hasattr(stepper, "step") else {}
     job = engine.Job(
         cfg.arch, n_params, cfg.to_dict(),
         {"arch": cfg.arch, "parameters": n_params, "backend": backend,
-         "mesh": layout.describe() if layout else "1 device, 1 process"},
+         "mesh": layout.describe() if layout else "1 device, 1 process",
+         **{f"{k}_parameters" if k == "trainable" else k: v for k, v in counts.items()},
+         **({"memory": memory_note} if memory_note else {})},
         retry=f"then resume with `lmkit train --resume {run_dir.path}`",
         learning_rate=cfg.learning_rate, devices=layout.describe() if layout else "",
         data={"data": corpus.fingerprint(),
@@ -338,9 +345,14 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
         from lmkit.generation import generate
 
         stepper.sync()  # on every process: gathering a split weight needs them all
+        lora = getattr(stepper, "lora", None)
+        adapters = lora and stepper.step.groups.params(stepper.step.optimizer_arrays())
         if not lead:
             return {}
-        run_dir.save_model(model)
+        run_dir.save_model(model)  # with an adapter: merged into the kernels
+        if lora is not None:
+            save_trained(run_dir.path / ADAPTER_DIR, lora, adapters, model, base=cfg.init,
+                         overwrite=True)
         sample = ""
         if cfg.sample_tokens:
             sample = generate(model, tokenizer, cfg.sample_prompt, cfg.sample_tokens, seed=cfg.seed)

@@ -36,6 +36,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from lmkit.adapters.lora import lora_group
 from lmkit.distribute import Layout
 from lmkit.engine.checkpoint import check_fit, restore_arrays
 from lmkit.losses import nll
@@ -102,14 +103,23 @@ class JaxStepper:
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                  loss_fn: Callable, metric_names: list[str], top_k: int, parts: int = 1,
                  layout: Layout | None = None, accumulate: int = 1,
-                 evaluation_weights: bool = False, freeze: Sequence[str] = ()) -> None:
+                 evaluation_weights: bool = False, freeze: Sequence[str] = (),
+                 lora: Any = None) -> None:
         import jax
 
         self.model, self.optimizer, self.layout = model, optimizer, layout
         variables = model.trainable_variables
-        labels = labels_from_patterns(variables, {p: "frozen" for p in freeze}, "train")
-        groups = ParamGroups(variables, labels, {"train": Optimize(optimizer, evaluation_weights),
-                                                 "frozen": Frozen()})
+        #: the LoRA group (`lmkit.adapters.lora.Lora`) when `lora` (a config with adapter =
+        #: "lora") asks for one: then only the adapters train
+        self.lora = None
+        if lora is not None:
+            held, self.lora = lora_group(model, variables, lora, optimizer)
+            labels = ["lora" if h else "frozen" for h in held]
+            transforms: dict[str, Any] = {"lora": self.lora, "frozen": Frozen()}
+        else:
+            labels = labels_from_patterns(variables, {p: "frozen" for p in freeze}, "train")
+            transforms = {"train": Optimize(optimizer, evaluation_weights), "frozen": Frozen()}
+        groups = ParamGroups(variables, labels, transforms)
 
         def token_loss(y: Any, logits: Any) -> Any:
             return ops.mean(loss_fn(*_flat(y, logits)))
@@ -162,7 +172,7 @@ class JaxStepper:
 
     def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
         sums: dict[str, float] = {}
-        weights, non_trainable = self.step.weights(), self.state.non_trainable
+        weights, non_trainable = self.step.effective_weights(), self.state.non_trainable
         shape, compiled = (None, None) if self._prepared is None else (
             self._prepared[0], self._prepared[1].result())
         for x, y in batches:
@@ -276,7 +286,7 @@ def make_stepper(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss
                  metric_names: list[str], top_k: int, parts: int = 1,
                  layout: Layout | None = None, accumulate: int = 1,
                  evaluation_weights: bool = False,
-                 freeze: Sequence[str] = ()) -> JaxStepper | FitStepper:
+                 freeze: Sequence[str] = (), lora: Any = None) -> JaxStepper | FitStepper:
     """The compiled JAX stepper on JAX, `model.fit` elsewhere.
 
     On JAX, `parts` (see `batch_parts`) splits each batch's gradient into independent parts,
@@ -285,9 +295,10 @@ def make_stepper(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss
     JAX only: `lmkit.training.language_model` refuses them on other backends before building
     anything). `evaluation_weights`: the optimizer implements `lmkit.optim.EvaluationWeights`
     (its entry's capability), also JAX only. `freeze`: glob patterns of the variable paths
-    that do not train (JAX only).
+    that do not train (JAX only). `lora`: a config with ``adapter = "lora"``: train LoRA
+    adapters only (`lmkit.adapters.lora`; JAX only).
     """
     if keras.backend.backend() == "jax":
         return JaxStepper(model, optimizer, loss_fn, metric_names, top_k, parts, layout, accumulate,
-                          evaluation_weights, freeze)
+                          evaluation_weights, freeze, lora)
     return FitStepper(model, optimizer, loss_fn, metric_names, top_k)
