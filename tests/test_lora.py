@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 import pytest
-from hf_checkpoints import bert_folder, gpt2_folder
+from hf_checkpoints import bert_folder, decoder_folder, gpt2_folder
 
 import lmkit
 from lmkit.adapters.lora import lora_group, lora_units, select_units
@@ -28,6 +28,12 @@ TOKENS = np.array([[5, 17, 42, 8, 99, 3, 61, 7], [12, 4, 4, 90, 31, 2, 77, 15]],
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return gpt2_folder(tmp_path_factory.mktemp("gpt2"))
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama with grouped-query attention (2 key/value heads for 4 query heads)."""
+    return decoder_folder(tmp_path_factory.mktemp("llama"), "llama", num_key_value_heads=2)
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +155,27 @@ def test_peft_loads_an_lmkit_gpt2_adapter_with_the_same_logits(gpt2_dir: Path,
 
 
 @pytest.mark.slow
+def test_peft_loads_an_lmkit_llama_adapter_with_the_same_logits(llama_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """Grouped-query attention: the key/value projections are narrower than the query's."""
+    import peft
+    import torch
+    import transformers
+
+    model = lmkit.from_pretrained(llama_dir).model
+    step = _lora_step(model, lora_targets=["q_proj", "k_proj", "v_proj", "mlp.*"])
+    _train(step)
+    step.sync()
+    save_trained(tmp_path / "adapter", step.lora, step.groups.params(step.optimizer_arrays()),
+                 model, base=str(llama_dir))
+    reference = transformers.LlamaForCausalLM.from_pretrained(llama_dir).eval()
+    adapted = peft.PeftModel.from_pretrained(reference, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        want = adapted(torch.tensor(TOKENS, dtype=torch.long)).logits.numpy()
+    assert np.abs(_logits(model) - want).max() < 1e-4
+
+
+@pytest.mark.slow
 def test_peft_loads_an_lmkit_bert_adapter_with_the_same_hidden_states(bert_dir: Path,
                                                                       tmp_path: Path) -> None:
     import peft
@@ -176,17 +203,19 @@ def test_peft_loads_an_lmkit_bert_adapter_with_the_same_hidden_states(bert_dir: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["gpt2", "bert"])
+@pytest.mark.parametrize("arch", ["gpt2", "bert", "llama"])
 def test_lmkit_loads_a_peft_made_adapter_with_the_same_outputs(arch: str, gpt2_dir: Path,
-                                                               bert_dir: Path,
+                                                               bert_dir: Path, llama_dir: Path,
                                                                tmp_path: Path) -> None:
     import peft
     import torch
     import transformers
 
-    folder = gpt2_dir if arch == "gpt2" else bert_dir
-    cls = transformers.GPT2LMHeadModel if arch == "gpt2" else transformers.BertModel
-    targets = ["c_attn", "c_fc"] if arch == "gpt2" else ["query", "value", "output.dense"]
+    folder = {"gpt2": gpt2_dir, "bert": bert_dir, "llama": llama_dir}[arch]
+    cls = {"gpt2": transformers.GPT2LMHeadModel, "bert": transformers.BertModel,
+           "llama": transformers.LlamaForCausalLM}[arch]
+    targets = {"gpt2": ["c_attn", "c_fc"], "bert": ["query", "value", "output.dense"],
+               "llama": ["q_proj", "v_proj", "down_proj"]}[arch]
     torch.manual_seed(0)
     made = peft.get_peft_model(cls.from_pretrained(folder).eval(),
                                peft.LoraConfig(r=4, lora_alpha=16, target_modules=targets,
@@ -199,12 +228,12 @@ def test_lmkit_loads_a_peft_made_adapter_with_the_same_outputs(arch: str, gpt2_d
     tokens = np.array([[2, 17, 42, 8, 39, 3]], np.int32)
     with torch.no_grad():
         out = made(torch.tensor(tokens, dtype=torch.long))
-    want = (out.logits if arch == "gpt2" else out.last_hidden_state).numpy()
+    want = (out.last_hidden_state if arch == "bert" else out.logits).numpy()
     model = lmkit.from_pretrained(folder).model
     adapter = load_adapter(tmp_path / "adapter", model)
-    assert len(adapter.units) == (4 if arch == "gpt2" else 8)
+    assert len(adapter.units) == {"gpt2": 4, "bert": 8, "llama": 6}[arch]
     merge_adapter(adapter)
-    got = np.asarray(model(tokens) if arch == "gpt2" else model.features(tokens))
+    got = np.asarray(model.features(tokens) if arch == "bert" else model(tokens))
     assert np.abs(got - want).max() < 1e-4
 
 
