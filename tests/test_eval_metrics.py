@@ -24,7 +24,8 @@ EDGE_LABELS = [
 
 def test_all_modules_ship_and_load_from_local_paths() -> None:
     # the modules a task names (glue, super_glue, accuracy) and those of generation (bleu, rouge)
-    assert set(METRICS) == {"accuracy", "glue", "super_glue", "bleu", "rouge", "perplexity"}
+    assert set(METRICS) == {"accuracy", "glue", "super_glue", "bleu", "rouge", "perplexity",
+                            "last_word"}
     for name in METRICS:
         assert (metric_path(name) / f"{name}.py").is_file()
     with pytest.raises(RegistryError, match="unknown evaluation metric 'acuracy' \\(did you mean 'accuracy'"):
