@@ -165,6 +165,7 @@ def test_every_task_module_reports_the_scores_the_task_names(name: str) -> None:
     from lmkit.evaluation.tasks import get_task
 
     from lmkit.evaluation.loaders import Examples
+    from lmkit.evaluation.shapes import LastWord
 
     task = get_task(name)
     kind = task.shape.label_array(["1"]).dtype  # what the shape's labels are: ids, scores or texts
@@ -173,8 +174,10 @@ def test_every_task_module_reports_the_scores_the_task_names(name: str) -> None:
     # grouped answers (MultiRC), candidate strings (ReCoRD): `Task.metric_inputs` reads the examples
     examples = Examples(task, task.eval_split, "test", ["a"] * 4, None, values[::-1],
                         [{"entities": ["x", "y"], "answers": ["x"]}] * 4, np.array([0, 0, 1, 1]))
+    # a passage's prediction is not a word but the word's log-likelihood and whether it is greedy's
+    predictions = np.array([[-1.0, 1.0], [-3.0, 0.0]] * 2) if isinstance(task.shape, LastWord) else values
     for split in {task.metric_for(split): split for split in task.splits}.values():
-        scores = task.shape.score(task, split, values, values[::-1], examples)
+        scores = task.shape.score(task, split, predictions, values[::-1], examples)
         assert list(scores)[: len(task.metrics)] == list(task.metrics), (name, split)
 
 

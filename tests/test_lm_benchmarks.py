@@ -201,6 +201,7 @@ def _harness_lambada(folder: Path, data: Path) -> tuple[list[float], list[bool]]
 @pytest.mark.slow  # a tiny GPT-2 made by transformers, scored by lmkit and by torch: about 20 s on 2 loaded cores
 def test_lambada_scores_equal_the_harness_definition_on_a_transformers_gpt2(tmp_path: Path) -> None:
     from hf_checkpoints import gpt2_folder
+    from statsmodels.stats.proportion import proportion_confint
 
     folder = gpt2_folder(tmp_path / "gpt2")
     _greedy_passages(folder, tmp_path / "lambada")
@@ -211,4 +212,6 @@ def test_lambada_scores_equal_the_harness_definition_on_a_transformers_gpt2(tmp_
     assert result.predictions[:, 0] == pytest.approx(ll, rel=1e-4)
     assert result.metrics["accuracy"] == pytest.approx(np.mean(greedy))
     assert result.metrics["perplexity"] == pytest.approx(np.exp(-np.mean(ll)), rel=1e-4)
+    low, high = proportion_confint(sum(greedy), len(greedy), alpha=0.05, method="wilson")
+    assert result.intervals["accuracy"][:2] == pytest.approx((low, high))  # a proportion: Wilson's interval
     assert "perplexity" in result.intervals and result.baselines == {}

@@ -56,6 +56,9 @@ class LastWord(Shape):
     def predictions(self, outputs: np.ndarray) -> np.ndarray:
         return outputs  # (N, 2): the last word's log-likelihood and whether greedy decoding writes it
 
+    def hits(self, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+        return np.asarray(predictions, np.float64).reshape(-1, 2)[:, 1] > 0  # greedy decoding writes the word
+
     def score(self, task: Any, split: str, predictions: np.ndarray, labels: np.ndarray,
               examples: Examples | None = None) -> dict[str, float]:
         from lmkit.evaluation.metrics import load_metric
