@@ -198,7 +198,7 @@ def _harness_lambada(folder: Path, data: Path) -> tuple[list[float], list[bool]]
     return ll, greedy
 
 
-@pytest.mark.slow  # a tiny GPT-2 made by transformers, scored by lmkit and by torch: about 20 s on 2 loaded cores
+@pytest.mark.slow  # a tiny GPT-2 made by transformers, scored by lmkit and by torch: about 40 s on 2 loaded cores
 def test_lambada_scores_equal_the_harness_definition_on_a_transformers_gpt2(tmp_path: Path) -> None:
     from hf_checkpoints import gpt2_folder
     from statsmodels.stats.proportion import proportion_confint
