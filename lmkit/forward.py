@@ -35,7 +35,7 @@ import numpy as np
 from lmkit.errors import ConfigError
 
 __all__ = ["compiled", "Batch", "plan", "padded_width", "pad_rows", "apply", "logits", "features",
-           "pooled", "classify", "log_likelihoods", "text_nll", "perplexity", "BUCKET",
+           "pooled", "classify", "log_likelihoods", "greedy_log_likelihoods", "text_nll", "perplexity", "BUCKET",
            "LOGITS_PER_BATCH", "POOLINGS", "UNITS"]
 
 #: padded widths are multiples of this: a handful of compiled shapes serve any lengths
@@ -264,6 +264,19 @@ def log_likelihoods(model: Any, rows: Sequence[Sequence[int]], first: Sequence[i
     return sums.astype(np.float64)
 
 
+def greedy_log_likelihoods(model: Any, rows: Sequence[Sequence[int]], first: Sequence[int] | np.ndarray,
+                           batch_size: int = 64, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`log_likelihoods` and, per row, whether each scored token is the model's most likely next
+    token (greedy decoding would write them: lm-evaluation-harness's ``is_greedy``), in one pass.
+
+    >>> ll, greedy = greedy_log_likelihoods(model, [[5, 6, 7]], [1])   # doctest: +SKIP
+    """
+    pairs = [np.stack([r[:-1], r[1:]], axis=-1) for r in map(np.asarray, rows)]
+    both = apply(model, _greedy_log_likelihood_body, pairs, batch_size=batch_size, limit=limit,
+                 extras=(np.asarray(first, np.int32),), max_tokens=LOGITS_PER_BATCH // int(model.vocab_size))
+    return both[:, 0].astype(np.float64), both[:, 1] > 0
+
+
 def text_nll(model: Any, tokenizer: Any, texts: Sequence[str], unit: str = "token",
              window: int | None = None, batch_size: int = 16) -> tuple[list[float], list[int]]:
     """Summed negative log-likelihood (nats) of each text, and its number of `unit`s.
@@ -343,11 +356,29 @@ def _log_likelihood_body(model: Any, pairs: Any, lengths: Any, first: Any) -> An
     the model's input tokens and, at each position, the token that follows."""
     from keras import ops
 
+    _, picked, scored = _scored_targets(model, pairs, lengths, first)
+    return ops.sum(ops.where(scored, picked, 0.0), axis=1)
+
+
+def _greedy_log_likelihood_body(model: Any, pairs: Any, lengths: Any, first: Any) -> Any:
+    """``(B, 2)``: `_log_likelihood_body`'s sum, and 1 where every scored target is the argmax."""
+    from keras import ops
+
+    log_probs, picked, scored = _scored_targets(model, pairs, lengths, first)
+    best = ops.argmax(log_probs, axis=-1) == ops.cast(pairs[..., 1], "int32")
+    greedy = ops.all(best | ~scored, axis=1)
+    return ops.stack([ops.sum(ops.where(scored, picked, 0.0), axis=1), ops.cast(greedy, "float32")], axis=1)
+
+
+def _scored_targets(model: Any, pairs: Any, lengths: Any, first: Any) -> tuple[Any, Any, Any]:
+    """Log-probabilities ``(B, T, V)``, those of the targets ``(B, T)`` and where they count ``(B, T)``."""
+    from keras import ops
+
     tokens, targets = pairs[..., 0], pairs[..., 1]
     log_probs = ops.log_softmax(ops.cast(model(tokens, training=False), "float32"), axis=-1)
     picked = ops.take_along_axis(log_probs, ops.cast(targets, "int32")[..., None], axis=-1)[..., 0]
     scored = _real(tokens, lengths) & (ops.arange(ops.shape(tokens)[1])[None, :] >= first[:, None])
-    return ops.sum(ops.where(scored, picked, 0.0), axis=1)
+    return log_probs, picked, scored
 
 
 def _real(tokens: Any, lengths: Any) -> Any:

@@ -2,8 +2,9 @@
 advance (the status bar saying "Busy", its chart colours readable in the light and the dark
 theme), clicks Stop mid-training in the dark theme (the final picture in light ink that reads on
 the dark page), finds the run (model and history) in the next cell, draws a confusion matrix
-(readable in both themes), saves the notebook and reopens it trusted and untrusted: the final
-dashboard is a picture both times, with no broken widget.
+(readable in both themes), shows a leaderboard (its 95 % interval and baseline rows as the page
+renders them), saves the notebook and reopens it trusted and untrusted: the final dashboard is a
+picture both times, with no broken widget.
 
 Needs Debian's chromium at /usr/bin/chromium (`.ci/run` installs it); the test fails without it.
 ``LMKIT_UPDATE_SCREENSHOT=1`` writes the dashboard's screenshots to docs/dashboard.png (light)
@@ -188,6 +189,7 @@ def _set_theme(page, name: str, light: bool) -> None:
 def test_dashboard_advances_and_stop_keeps_the_run(lab, tmp_path):
     assert Path(CHROMIUM).is_file(), f"Chromium is required at {CHROMIUM} (apt install chromium)"
     from playwright.sync_api import sync_playwright
+    from statsmodels.stats.proportion import proportion_confint
 
     url, root = lab
     shots = tmp_path / "screenshots"
@@ -263,6 +265,17 @@ def test_dashboard_advances_and_stop_keeps_the_run(lab, tmp_path):
             _set_theme(page, "JupyterLab Dark", light=False)
             _check_confusion_colours(page, "dark")
             _set_theme(page, "JupyterLab Light", light=True)
+
+            page.keyboard.press("Escape")
+            page.locator(".jp-Cell").nth(4).click()
+            page.keyboard.press("Shift+Enter")   # a leaderboard: 8 of 10 right, 7 of the 10 labels positive
+            board = page.locator(".jp-Cell").nth(4).locator("table.lmkit-eval-table")
+            board.wait_for(timeout=60_000)
+            shown = {row.locator("th").inner_text(): row.locator("td").first.inner_text()
+                     for row in board.locator("tr:has(td)").all()}
+            low, high = proportion_confint(8, 10, alpha=0.05, method="wilson")
+            assert shown["95% lm"] == f"[{low:.3f}, {high:.3f}]", shown
+            assert shown["baseline: majority"] == "0.7000", shown
 
             saved = root / FIXTURE.name
             page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")

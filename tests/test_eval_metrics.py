@@ -24,7 +24,8 @@ EDGE_LABELS = [
 
 def test_all_modules_ship_and_load_from_local_paths() -> None:
     # the modules a task names (glue, super_glue, accuracy) and those of generation (bleu, rouge)
-    assert set(METRICS) == {"accuracy", "glue", "super_glue", "bleu", "rouge", "perplexity"}
+    assert set(METRICS) == {"accuracy", "glue", "super_glue", "bleu", "rouge", "perplexity",
+                            "last_word"}
     for name in METRICS:
         assert (metric_path(name) / f"{name}.py").is_file()
     with pytest.raises(RegistryError, match="unknown evaluation metric 'acuracy' \\(did you mean 'accuracy'"):
@@ -164,6 +165,7 @@ def test_every_task_module_reports_the_scores_the_task_names(name: str) -> None:
     from lmkit.evaluation.tasks import get_task
 
     from lmkit.evaluation.loaders import Examples
+    from lmkit.evaluation.shapes import LastWord
 
     task = get_task(name)
     kind = task.shape.label_array(["1"]).dtype  # what the shape's labels are: ids, scores or texts
@@ -172,8 +174,10 @@ def test_every_task_module_reports_the_scores_the_task_names(name: str) -> None:
     # grouped answers (MultiRC), candidate strings (ReCoRD): `Task.metric_inputs` reads the examples
     examples = Examples(task, task.eval_split, "test", ["a"] * 4, None, values[::-1],
                         [{"entities": ["x", "y"], "answers": ["x"]}] * 4, np.array([0, 0, 1, 1]))
+    # a passage's prediction is not a word but the word's log-likelihood and whether it is greedy's
+    predictions = np.array([[-1.0, 1.0], [-3.0, 0.0]] * 2) if isinstance(task.shape, LastWord) else values
     for split in {task.metric_for(split): split for split in task.splits}.values():
-        scores = task.shape.score(task, split, values, values[::-1], examples)
+        scores = task.shape.score(task, split, predictions, values[::-1], examples)
         assert list(scores)[: len(task.metrics)] == list(task.metrics), (name, split)
 
 

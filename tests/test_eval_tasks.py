@@ -104,7 +104,7 @@ def test_a_shape_refuses_a_task_it_cannot_be() -> None:
 
 def test_every_task_s_shape_is_a_registered_shape_with_its_capabilities() -> None:
     assert {e.name for e in shapes.list()} == {"classification", "regression", "multiple_choice", "candidates",
-                                               "spans", "generation", "perplexity"}
+                                               "spans", "generation", "perplexity", "last_word"}
     for entry in tasks.list():
         shape = entry.obj.shape
         assert shapes.entry(shape.name).obj is type(shape), entry.name

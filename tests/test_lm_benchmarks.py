@@ -136,3 +136,82 @@ def test_the_leaderboard_takes_the_lowest_perplexity_as_best() -> None:
     bad = EvalResult.build(task, "test", "bad", np.array([[90.0, 60], [95, 60], [99, 70], [96, 75]]), docs.labels, docs)
     board = Leaderboard([bad, good])
     assert board.versus_best("good", "ptb") is None and board.versus_best("bad", "ptb").significant
+
+
+def test_lambada_passages_are_cut_at_their_final_space(tmp_path: Path) -> None:
+    passages = load_split("lambada", DATA, "test")
+    assert passages.labels.tolist() == ["net", "pianist", "train", "key", "cake"]
+    assert passages.text_a[3] == ("\u201cdon't forget the key,\u201d said anna as she closed the door. but when they "
+                                  "came home that night and searched every pocket, nobody could find the")
+    (tmp_path / "lambada_test.jsonl").write_text('{"text": "one"}\n')
+    with pytest.raises(DataError, match=r"lambada_test.jsonl, line 1: a lambada record is .*got \"\{'text': 'one'\}"):
+        load_split("lambada", tmp_path, "test")
+
+
+def _greedy_passages(folder: Path, into: Path) -> None:
+    """The fixture's passages, and for each a twin whose last word is the tiny GPT-2's own greedy
+    next token (by `transformers`), so that the accuracy counts some passages right, and one whose
+    last word only starts with it (greedy decoding writes its first token, not all)."""
+    import json
+
+    import torch
+    import transformers
+    from tokenizers import Tokenizer
+
+    model = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    texts = [json.loads(line)["text"] for line in (DATA / "lambada" / "lambada_test.jsonl").read_text().splitlines()]
+    for text in list(texts):
+        context = text.rsplit(" ", 1)[0]
+        with torch.no_grad():
+            ids = tok.encode(context).ids[-64:]
+            word = tok.decode([int(model(torch.tensor([ids])).logits[0, -1].argmax())])
+        if word.startswith(" ") and word[1:].isalpha():  # and a longer word that starts alike
+            texts += [context + word, context + word + "zq"]
+    into.mkdir()
+    (into / "lambada_test.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+
+
+def _harness_lambada(folder: Path, data: Path) -> tuple[list[float], list[bool]]:
+    """Each passage's last-word log-likelihood and is_greedy as lm-evaluation-harness's
+    ``lambada_openai`` computes them on a `transformers` model (its HFLM: the pair encoded whole,
+    the continuation the tokens after the context's, the last ``max_length + 1`` tokens read)."""
+    import json
+
+    import torch
+    import transformers
+    from tokenizers import Tokenizer
+
+    model = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    ll, greedy = [], []
+    for line in (data / "lambada_test.jsonl").read_text().splitlines():
+        text = json.loads(line)["text"]
+        context, target = " ".join(text.split(" ")[:-1]), " " + text.split(" ")[-1]   # its doc_to_text / _target
+        whole, ctx = tok.encode(context + target).ids, tok.encode(context).ids
+        cont = whole[len(ctx):]
+        inputs = (ctx + cont)[-(model.config.n_positions + 1):][:-1]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([inputs])).logits[0, -len(cont):].double(), -1)
+        ll.append(float(logp[torch.arange(len(cont)), torch.tensor(cont)].sum()))
+        greedy.append(logp.argmax(-1).tolist() == cont)
+    return ll, greedy
+
+
+@pytest.mark.slow  # a tiny GPT-2 made by transformers, scored by lmkit and by torch: about 40 s on 2 loaded cores
+def test_lambada_scores_equal_the_harness_definition_on_a_transformers_gpt2(tmp_path: Path) -> None:
+    from hf_checkpoints import gpt2_folder
+    from statsmodels.stats.proportion import proportion_confint
+
+    folder = gpt2_folder(tmp_path / "gpt2")
+    _greedy_passages(folder, tmp_path / "lambada")
+    ll, greedy = _harness_lambada(folder, tmp_path / "lambada")
+    assert 0 < sum(greedy) < len(greedy)  # both kinds of passage are scored
+    result = evaluate(str(folder), "lambada", tmp_path, method="zeroshot")
+    assert result.predictions[:, 1].tolist() == [float(g) for g in greedy]
+    assert result.predictions[:, 0] == pytest.approx(ll, rel=1e-4)
+    assert result.metrics["accuracy"] == pytest.approx(np.mean(greedy))
+    assert result.metrics["perplexity"] == pytest.approx(np.exp(-np.mean(ll)), rel=1e-4)
+    low, high = proportion_confint(sum(greedy), len(greedy), alpha=0.05, method="wilson")
+    assert result.intervals["accuracy"][:2] == pytest.approx((low, high))  # a proportion: Wilson's interval
+    assert "perplexity" in result.intervals and result.baselines == {}

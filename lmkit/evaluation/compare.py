@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lmkit.errors import DataError
-from lmkit.evaluation.intervals import bootstrap_method, draws, is_discrete, percentiles, resampled
+from lmkit.evaluation.intervals import bootstrap_method, draws, hits, percentiles, resampled
 
 __all__ = ["compare", "Comparison", "MetricComparison", "mcnemar", "LEVEL"]
 
@@ -122,8 +122,9 @@ def compare(a: Any, b: Any, seed: int | None = None) -> Comparison:
             interval = percentiles(drawn[name], test)
             low, high = interval.low, interval.high
             p_value = _bootstrap_p(drawn[name])
-        if name == "accuracy" and is_discrete(a) and is_discrete(b):
-            p_value, test = mcnemar(a.predictions == a.labels, b.predictions == b.labels), "mcnemar (exact)"
+        right = (hits(a), hits(b)) if name == "accuracy" else (None, None)
+        if right[0] is not None and right[1] is not None:
+            p_value, test = mcnemar(*right), "mcnemar (exact)"
         out.append(MetricComparison(name, float(a.metrics[name]), float(b.metrics[name]), low, high, p_value, test))
     return Comparison(a.task.name, a.split, len(a.labels), a.model_name, b.model_name, out)
 

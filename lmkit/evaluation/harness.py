@@ -6,7 +6,7 @@ forward (`lmkit.forward`), the same code as lmkit's own zero-shot scoring:
 * ``loglikelihood(context, continuation)``: the continuation's summed log-probability
   (`lmkit.evaluation.zeroshot.loglikelihoods`: context and continuation encoded apart and
   joined, the context cut from the left to the model's window) and whether greedy decoding
-  would produce it;
+  would produce it (`greedy_loglikelihoods`, in the same pass);
 * ``loglikelihood_rolling(text)``: the text's summed log-probability over windows of the
   model's context (`lmkit.forward.text_nll`); lmkit tokenizers have no start-of-text token, so
   each window's first token is context, not scored;
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
@@ -66,25 +65,11 @@ class LmkitLM(LM):
         self.window = int(max_length or getattr(model, "max_context", None) or 256)
 
     def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
-        from lmkit.evaluation.zeroshot import loglikelihoods
+        from lmkit.evaluation.zeroshot import greedy_loglikelihoods
 
         pairs = [tuple(r.args[:2]) for r in requests]
-        if not pairs:
-            return []
-        ll, _ = loglikelihoods(self.model, self.tokenizer, pairs, self.window, self.batch_size)
-        greedy = [self._is_greedy(context, continuation) for context, continuation in pairs]
-        return [(float(v), g) for v, g in zip(ll, greedy)]
-
-    def _is_greedy(self, context: str, continuation: str) -> bool:
-        """Whether each continuation token is the model's most likely next token (LAMBADA's accuracy)."""
-        from lmkit.forward import logits
-
-        ctx, cont = list(self.tokenizer.encode(context)), list(self.tokenizer.encode(continuation))
-        joined = (ctx + cont)[-(self.window + 1):]
-        scored = min(len(cont), len(joined) - 1)
-        out = np.asarray(logits(self.model, [np.asarray(joined[:-1], np.int32)], 1, self.window))[0]
-        predicted = out[len(joined) - 1 - scored:len(joined) - 1].argmax(-1)
-        return bool(np.array_equal(predicted, np.asarray(joined[len(joined) - scored:])))
+        ll, _, greedy = greedy_loglikelihoods(self.model, self.tokenizer, pairs, self.window, self.batch_size)
+        return [(float(v), bool(g)) for v, g in zip(ll, greedy)]
 
     def loglikelihood_rolling(self, requests: list[Any]) -> list[float]:
         from lmkit.forward import text_nll

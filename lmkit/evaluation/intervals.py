@@ -28,7 +28,7 @@ import numpy as np
 from lmkit.errors import DataError
 
 __all__ = ["Interval", "wilson", "bootstrap", "draws", "percentiles", "bootstrap_method", "resampled",
-           "is_discrete", "intervals_of", "VECTORIZED", "CONFIDENCE", "RESAMPLES", "SCORER_RESAMPLES"]
+           "hits", "intervals_of", "VECTORIZED", "CONFIDENCE", "RESAMPLES", "SCORER_RESAMPLES"]
 
 CONFIDENCE = 0.95
 #: resamples of the vectorized metrics
@@ -223,23 +223,25 @@ def resampled(result: Any, metrics: list[str]) -> tuple[Statistic, int] | None:
     return _scorer(score, metrics), max(_SCORER_MIN, min(SCORER_RESAMPLES, _SCORER_BUDGET // len(labels)))
 
 
-def is_discrete(result: Any) -> bool:
-    """Whether `result`'s accuracy counts right predictions of class ids (a proportion: Wilson,
-    McNemar)."""
-    predictions, labels = np.asarray(result.predictions), np.asarray(result.labels)
-    return result.task.metric_inputs is None and labels.dtype.kind in "biu" and predictions.dtype.kind in "biu"
+def hits(result: Any) -> np.ndarray | None:
+    """Whether each example of `result` was right, when its accuracy is the share of examples
+    right (a proportion: Wilson, McNemar; `Shape.hits`); `None` otherwise."""
+    if result.task.metric_inputs is not None:
+        return None
+    return result.task.shape.hits(np.asarray(result.predictions), np.asarray(result.labels))
 
 
 def intervals_of(result: Any, seed: int | None = None) -> dict[str, Interval]:
     """An interval for each metric of `result` (an `EvalResult` with its scored examples):
-    Wilson for accuracy over class predictions, the bootstrap for the rest, seeded by the
+    Wilson for accuracy that counts right examples (`hits`), the bootstrap for the rest, seeded by the
     evaluation's ``seed`` unless `seed` is given. A result of fewer than 2 examples has no
     bootstrap intervals, nor one whose scorer needs examples it does not hold."""
     seed = int(result.config.get("seed", 0)) if seed is None else seed
     metrics = [m for m, v in result.metrics.items() if isinstance(v, (int, float))]
     out: dict[str, Interval] = {}
-    if "accuracy" in metrics and is_discrete(result):
-        out["accuracy"] = wilson(int((result.predictions == result.labels).sum()), len(result.labels))
+    right = hits(result) if "accuracy" in metrics else None
+    if right is not None:
+        out["accuracy"] = wilson(int(right.sum()), len(right))
     rest = [m for m in metrics if m not in out]
     found = resampled(result, rest) if rest and len(result.labels) >= 2 else None
     if found is None:

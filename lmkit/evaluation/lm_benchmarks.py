@@ -1,6 +1,7 @@
 """Language-model benchmarks in their official file formats, from a folder the user gives (no
 downloads): perplexity over WikiText-2, WikiText-103 and the Penn Treebank (`Documents`), and the
-multiple-choice HellaSwag, PIQA, ARC-Easy and ARC-Challenge (`ChoiceFiles`).
+multiple-choice HellaSwag, PIQA, ARC-Easy and ARC-Challenge (`ChoiceFiles`), and LAMBADA's
+last word (`Passages`).
 
 Perplexity tasks (shape `Perplexity`: per word, byte and token, ``method="zeroshot"``) read
 WikiText's ``wiki.{train,valid,test}.tokens`` (or ``.raw``) as articles (a new article at each
@@ -8,6 +9,12 @@ top-level heading `` = Title = ``, as the harness's document-level WikiText) and
 ``ptb.{train,valid,test}.txt`` as one document per sentence line. The text is scored as it is in
 the file (the harness detokenizes WikiText's `` @-@ `` and spaced punctuation first, so its word
 perplexities are not the same numbers).
+
+``lambada`` (shape `LastWord`, ``method="zeroshot"``) reads OpenAI's ``lambada_test.jsonl`` (the
+harness's ``lambada_openai``: one ``{"text": ...}`` per line), each passage cut at its final
+space into a context and the last word; ``accuracy`` is the share of passages whose ``" word"``
+greedy decoding writes (the harness's ``is_greedy``), ``perplexity`` the word's
+``exp(-mean log-likelihood)``.
 
 Each example's context and its own choices become one `Candidates` example (the label an index
 into them), prompted as lm-evaluation-harness prompts them, so zero-shot scoring
@@ -28,7 +35,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,12 +44,12 @@ import numpy as np
 
 from lmkit.errors import DataError
 from lmkit.evaluation.examples import Examples
-from lmkit.evaluation.shapes import Candidates, Perplexity
+from lmkit.evaluation.shapes import Candidates, LastWord, Perplexity
 from lmkit.evaluation.sources import Source
 from lmkit.evaluation.tasks import Task
 from lmkit.registry import tasks
 
-__all__ = ["ChoiceFiles", "Documents", "TASKS"]
+__all__ = ["ChoiceFiles", "Documents", "Passages", "TASKS"]
 
 #: ``parse(record, place) -> (context, choices, label or None)``
 Parser = Callable[[dict[str, Any], str], tuple[str, list[str], "int | None"]]
@@ -81,14 +88,7 @@ class ChoiceFiles(Source):
             raise DataError(f"no {task.name} '{split}' data in '{path}'. {self.expected(task)}")
         answers = self._answers(file, split)
         rows, context, choices, labels = [], [], [], []
-        for lineno, line in enumerate(file.read_text(encoding="utf-8-sig").splitlines(), start=1):
-            if not line.strip():
-                continue
-            place = f"{file}, line {lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{place}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        for place, record in _json_lines(file):
             try:
                 text, options, label = self.parse(record, place)
             except (KeyError, TypeError, IndexError) as exc:
@@ -120,6 +120,52 @@ class ChoiceFiles(Source):
             return [int(v) for v in values]
         except ValueError:
             raise DataError(f"{labels}: labels must be integers, got {values[:3]}") from None
+
+
+def _json_lines(file: Path) -> Iterator[tuple[str, Any]]:
+    """Each non-blank line of a JSONL `file`, parsed, with its place (file and line) for errors."""
+    for lineno, line in enumerate(file.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        place = f"{file}, line {lineno}"
+        try:
+            yield place, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{place}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+@dataclass(frozen=True)
+class Passages(Source):
+    """LAMBADA's JSONL file as OpenAI distributed it (the harness's ``lambada_openai``): one
+    ``{"text": ...}`` per line; the context is the text before its final space, the label the
+    last word after it."""
+
+    folder: str
+    files: dict[str, tuple[str, ...]]
+
+    layouts: ClassVar[tuple[str, ...]] = ("jsonl",)
+    wants: ClassVar[str] = "reads the benchmark's JSONL file"
+
+    file = ChoiceFiles.file
+    expected = ChoiceFiles.expected
+    hub_hint = ChoiceFiles.hub_hint
+
+    def read(self, task: Any, split: str, path: Path) -> Examples:
+        file = self.file(path, split)
+        if file is None:
+            raise DataError(f"no {task.name} '{split}' data in '{path}'. {self.expected(task)}")
+        contexts, words = [], []
+        for place, record in _json_lines(file):
+            text = record.get("text") if isinstance(record, dict) else None
+            if not isinstance(text, str) or " " not in text.strip():
+                raise DataError(f"{place}: a {task.name} record is {{\"text\": \"<passage> <last word>\"}}, "
+                                f"got {str(record)[:80]!r}")
+            context, word = text.rsplit(" ", 1)  # as the harness splits it: at the final space
+            contexts.append(context)
+            words.append(word)
+        if not contexts:
+            raise DataError(f"{file}: split '{split}' of {task.name} has no passages")
+        return task.shape.examples(task, split, str(file), contexts, None, words)
 
 
 #: a WikiText article starts at a top-level heading line (`` = Homarus gammarus = ``)
@@ -218,6 +264,14 @@ def _corpus(name: str, folders: tuple[str, ...], files: dict[str, tuple[str, ...
     return task
 
 
+def _lambada() -> Task:
+    description = "LAMBADA (OpenAI's file): is each passage's last word greedy decoding's? (accuracy, perplexity)"
+    task = Task(name="lambada", source=Passages("lambada", {"test": ("lambada_test.jsonl",)}), shape=LastWord(),
+                description=description, splits=("test",), eval_split="test", data_folders=("lambada",))
+    tasks.register("lambada", task, description=description)
+    return task
+
+
 def _wiki_files(size: str) -> dict[str, tuple[str, ...]]:
     return {split: tuple(f"{folder}/wiki.{name}.{kind}" if folder else f"wiki.{name}.{kind}"
                          for folder in ("", f"wikitext-{size}", f"wikitext-{size}-raw") for kind in ("tokens", "raw"))
@@ -232,6 +286,7 @@ TASKS = (
     _corpus("ptb", ("ptb", "simple-examples/data"), {s: (f"ptb.{n}.txt",) for s, n in
                                                       (("train", "train"), ("dev", "valid"), ("test", "test"))},
             False, "Penn Treebank (Mikolov's files): perplexity per word, byte and token, a document per sentence"),
+    _lambada(),
     _benchmark("hellaswag", ChoiceFiles("hellaswag", {"train": ("hellaswag_train.jsonl",),
                                                       "val": ("hellaswag_val.jsonl",)}, _hellaswag),
                "HellaSwag: which ending continues the activity? (accuracy; acc_norm with length_normalize)",

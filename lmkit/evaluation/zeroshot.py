@@ -36,9 +36,9 @@ from lmkit.errors import ConfigError, DataError
 from lmkit.config import EvalConfig
 from lmkit.evaluation.examples import Examples
 from lmkit.evaluation.result import EvalResult
-from lmkit.forward import LOGITS_PER_BATCH, log_likelihoods
+from lmkit.forward import LOGITS_PER_BATCH, greedy_log_likelihoods, log_likelihoods
 
-__all__ = ["loglikelihoods", "choice_pairs", "few_shot_prefix", "evaluate_zeroshot", "LOGITS_PER_BATCH"]
+__all__ = ["loglikelihoods", "greedy_loglikelihoods", "choice_pairs", "few_shot_prefix", "evaluate_zeroshot", "LOGITS_PER_BATCH"]
 
 
 def loglikelihoods(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], window: int | None = None,
@@ -48,11 +48,35 @@ def loglikelihoods(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
 
     >>> ll, n = loglikelihoods(run.model, run.tokenizer, [("The sky is", " blue")])  # doctest: +SKIP
     """
-    window = int(window or getattr(model, "max_context", None) or 256)
+    inputs, first, window = _joined(tokenizer, pairs, window or getattr(model, "max_context", None))
+    if not inputs:
+        return np.zeros(0, np.float64), np.zeros(0, np.int64)
+    return log_likelihoods(model, inputs, first, batch_size, window), _scored(inputs, first)
+
+
+def greedy_loglikelihoods(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], window: int | None = None,
+                          batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`loglikelihoods` and whether greedy decoding gives each continuation (every one of its
+    tokens the model's most likely next token: the harness's ``is_greedy``, LAMBADA's accuracy).
+
+    >>> ll, n, greedy = greedy_loglikelihoods(run.model, run.tokenizer, [("The sky is", " blue")])  # doctest: +SKIP
+    """
+    inputs, first, window = _joined(tokenizer, pairs, window or getattr(model, "max_context", None))
+    if not inputs:
+        return np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, bool)
+    ll, greedy = greedy_log_likelihoods(model, inputs, first, batch_size, window)
+    return ll, _scored(inputs, first), greedy
+
+
+def _joined(tokenizer: Any, pairs: Sequence[tuple[str, str]], window: int | None,
+            ) -> tuple[list[np.ndarray], np.ndarray, int]:
+    """Each pair's context and continuation encoded apart and joined, cut from the left to
+    ``window + 1`` tokens; the position before each continuation's first scored token; the window."""
+    window = int(window or 256)
     if window < 1:
         raise ConfigError(f"the scoring window must be at least 1 token, got {window}")
     inputs: list[np.ndarray] = []
-    scored: list[int] = []
+    first: list[int] = []
     for context, continuation in pairs:
         ctx, cont = list(tokenizer.encode(context)), list(tokenizer.encode(continuation))
         if not ctx or not cont:
@@ -61,11 +85,13 @@ def loglikelihoods(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
                             f"({context[:60]!r}, {continuation[:60]!r}), whose {empty} encodes to no tokens")
         joined = (ctx + cont)[-(window + 1):]  # the context is cut from the left
         inputs.append(np.asarray(joined, np.int32))
-        scored.append(min(len(cont), len(joined) - 1))
-    if not inputs:
-        return np.zeros(0, np.float64), np.zeros(0, np.int64)
-    first = np.asarray([len(ids) - 1 - n for ids, n in zip(inputs, scored)], np.int32)
-    return log_likelihoods(model, inputs, first, batch_size, window), np.asarray(scored, np.int64)
+        first.append(len(joined) - 1 - min(len(cont), len(joined) - 1))
+    return inputs, np.asarray(first, np.int32), window
+
+
+def _scored(inputs: list[np.ndarray], first: np.ndarray) -> np.ndarray:
+    """How many continuation tokens each joined row scores."""
+    return np.asarray([len(ids) - 1 - f for ids, f in zip(inputs, first)], np.int64)
 
 
 def few_shot_prefix(train: Examples, shots: int, seed: int = 0) -> str:

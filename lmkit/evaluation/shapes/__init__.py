@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from lmkit.evaluation.shapes.classification import Classification, Regression
+from lmkit.evaluation.shapes.last_word import LastWord
 from lmkit.evaluation.shapes.multiple_choice import Candidates, MultipleChoice
 from lmkit.evaluation.shapes.perplexity import Perplexity
 from lmkit.evaluation.shapes.protocol import Shape
@@ -16,7 +17,7 @@ from lmkit.evaluation.shapes.spans import Spans
 from lmkit.evaluation.shapes.text_to_text import Generation
 
 __all__ = ["Shape", "Classification", "Regression", "MultipleChoice", "Candidates", "Spans", "Generation", "Perplexity",
-           "get_shape"]
+           "LastWord", "get_shape"]
 
 
 def get_shape(name: str, **options: object) -> Shape:

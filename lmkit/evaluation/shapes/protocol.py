@@ -3,8 +3,9 @@
 A `Shape` supplies, for the tasks of its kind: how a raw label is read (`label`, `label_array`,
 `examples`), the fine-tuning head and the encoder of its examples (`head`), the default loss,
 the fine-tuned scorer (`outputs`: raw outputs of the scored examples; `predictions` turns them
-into what the metric reads), the metrics (`score`), the zero-shot scorer (`zeroshot`) and the
-text of a prediction (`label_text`). Clients ask the shape, never which shape it is: what they
+into what the metric reads), which predictions are right when accuracy is a proportion (`hits`:
+Wilson's interval, McNemar's test), the metrics (`score`), the zero-shot scorer (`zeroshot`) and
+the text of a prediction (`label_text`). Clients ask the shape, never which shape it is: what they
 branch on is a capability of its registry entry (`Shape.has`):
 
 * ``class_labels``: predictions and labels are ids into `Task.labels` (confusion matrices,
@@ -94,6 +95,13 @@ class Shape:
 
     def metric_inputs(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         return {"predictions": [int(p) for p in predictions], "references": [int(y) for y in labels]}
+
+    def hits(self, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+        """Whether each prediction is right, where accuracy counts right predictions (class ids,
+        a choice's index): a proportion, with Wilson's interval and McNemar's test; else `None`."""
+        if predictions.dtype.kind in "biu" and labels.dtype.kind in "biu":
+            return predictions == labels
+        return None
 
     def score(self, task: Any, split: str, predictions: np.ndarray, labels: np.ndarray,
               examples: Examples | None = None) -> dict[str, float]:
