@@ -125,7 +125,7 @@ class _Job(NamedTuple):
     scored: Examples
     train: Examples | None  #: None for zero-shot scoring and a budget of 0 steps
     shots: Examples | None  #: zero-shot's solved examples
-    data: Any  #: where the splits were read (scoring while training reads the dev split there)
+    data: Any = None  #: where the splits were read (scoring while training reads the dev split there)
 
 
 def _prepare(run_or_path: Any, task: "str | Task", data: Any, config: Any,
