@@ -84,7 +84,7 @@ def _fit_and_score(job: "_Job", reporters: Sequence[Callable[[Event], None]],
         encode = encode_task
     training: dict[str, Any] = {}
     if train is not None:
-        scorer = _scorer(task, data, scored, cfg, model, tokenizer, encode) if cfg.score_every else None
+        scorer = _scorer(task, job.data, scored, cfg, model, tokenizer, encode) if cfg.score_every else None
         training = finetune(model, encode(train, tokenizer, max_length), cfg, parts,
                             reporters, stop, name=f"{name} on {task.name}",
                             summary={CLASSIFIER: _classifier_record(source, task, cfg)},
@@ -125,6 +125,7 @@ class _Job(NamedTuple):
     scored: Examples
     train: Examples | None  #: None for zero-shot scoring and a budget of 0 steps
     shots: Examples | None  #: zero-shot's solved examples
+    data: Any = None  #: where the splits were read (scoring while training reads the dev split there)
 
 
 def _prepare(run_or_path: Any, task: "str | Task", data: Any, config: Any,
@@ -145,7 +146,7 @@ def _prepare(run_or_path: Any, task: "str | Task", data: Any, config: Any,
     if cfg.method == "zeroshot":
         shots = load_split(task, data, cfg.train_split) if cfg.shots else None
         parts = resolve(cfg, task_loss=task.shape.loss)
-        return _Job(parts.config, parts, task, source, scored, None, shots)
+        return _Job(parts.config, parts, task, source, scored, None, shots, data)
     train = load_split(task, data, cfg.train_split) if cfg.max_steps or cfg.epochs else None
     if train is not None and task.shape.has("own_choices"):  # a query none of whose choices is right teaches nothing
         train = train.take(np.flatnonzero(train.labels >= 0))
@@ -158,7 +159,7 @@ def _prepare(run_or_path: Any, task: "str | Task", data: Any, config: Any,
     if task.shape.has("own_choices") and parts.loss.has("label_smoothing"):
         raise ConfigError(f"{task.name} pads each example's candidates to one width, and label smoothing "
                           f"would spread probability onto the padding; use loss='cross_entropy' (the default)")
-    return _Job(parts.config, parts, task, source, scored, train, None)
+    return _Job(parts.config, parts, task, source, scored, train, None, data)
 
 
 def resolved_options(run_or_path: Any, task: "str | Task" = "glue/sst2", data: "str | Path | None" = None,
