@@ -78,7 +78,8 @@ def squared_error(cfg: "TrainConfig") -> LossFn:
 
 
 @losses.register("target_nll", description="Mean negative log-likelihood of a span of target tokens "
-                 "(generation tasks: the loss is on the target only).")
+                 "(generation tasks: the loss is on the target only).",
+                 capabilities=("per_token",))
 def target_nll(cfg: "TrainConfig") -> LossFn:
     """`labels` ``(B, 2)`` are the ``[start, end)`` positions of each row's target tokens and
     `outputs` ``(B, T)`` the log-probability of each next token; per row, the mean over the span."""

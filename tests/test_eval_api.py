@@ -40,6 +40,7 @@ def test_scratch_sst2_scores_predictions_and_confusion_matrix() -> None:
     assert result.confusion_matrix.tolist() == confusion_matrix(labels, result.predictions, labels=[0, 1]).tolist()
     assert result.metrics["accuracy"] > 0.5  # 40 steps on 400 sentences learn something
     assert [type(e) for e in events[:1]] == [StartEvent] and isinstance(events[-1], EndEvent)
+    assert not events[0].token_loss  # a classifier's loss: front ends show no perplexity
     assert [e.step for e in events if isinstance(e, StepEvent)] == [10, 20, 30, 40]
     assert events[-1].reason == "completed" and result.training["steps"] == 40
     frame = result.to_dataframe()

@@ -187,7 +187,7 @@ def test_a_generation_task_is_scored_while_it_fine_tunes_and_early_stopping_can_
     scores = [e for e in events if isinstance(e, EvalEvent)]
     assert [e.step for e in scores] == [2, 4]
     assert all({"val_bleu", "val_chrf", "val_rouge1", "val_rougeLsum"} <= set(e.metrics) for e in scores)
-    assert [e.monitor for e in events if isinstance(e, StartEvent)] == ["val_bleu"]
+    assert [(e.monitor, e.token_loss) for e in events if isinstance(e, StartEvent)] == [("val_bleu", True)]
     assert len(result.predictions) == 8  # the scored split is still scored whole at the end
     # a user's own sentences decode as the scored ones did (same model, same settings)
     sources = lines("test_2016_flickr.de")

@@ -68,6 +68,27 @@ def test_a_fine_tuning_scored_while_training_charts_its_task_metric_not_perplexi
     assert "val_bleu" in dash.eval_table.value
 
 
+def test_a_classifier_fine_tuning_shows_no_perplexity_anywhere():
+    """A classifier's loss is per example: its exponential is no perplexity (issue 31, item 9)."""
+    import dataclasses
+
+    dash = Dashboard(StopSignal(), refresh=0.0)
+    dash(dataclasses.replace(_start(), token_loss=False))
+    for step in range(1, 21):
+        dash(_step(step, 0.7 - step / 100))
+    dash(EndEvent(reason="completed", step=20, elapsed=2.0, summary={}))
+    assert "perplexity" not in dash.stats.value and "loss <b>0.5000</b>" in dash.stats.value
+    assert dash.ppl_chart.value == "" and _points(dash.loss_chart.value, "train") == 20
+    assert "perplexity" not in dash.picture() and "perplexity" not in dash.html()
+
+
+def test_a_language_model_shows_its_perplexity():
+    dash = Dashboard(StopSignal(), refresh=0.0)
+    dash(_start())
+    dash(_step(1, 2.0))
+    assert "perplexity 7.39" in dash.stats.value and "perplexity" in dash.ppl_chart.value
+
+
 def test_before_the_pace_is_measured_the_dashboard_says_so():
     dash = Dashboard(StopSignal(), refresh=0.0)
     dash(_start())

@@ -118,6 +118,9 @@ class Job:
     #: what is trained on, as name -> fingerprint (``{"data": corpus.fingerprint()}``): kept in
     #: each checkpoint, and a resume on other data is warned
     data: dict[str, str] = field(default_factory=dict)
+    #: the loss is a mean negative log-likelihood per token, so its exponential is a perplexity
+    #: (a classifier's loss per example is not)
+    token_loss: bool = True
 
 
 @dataclass
@@ -272,7 +275,8 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
     backend, devices = _devices()
     devices = job.devices or devices
     emit(StartEvent(str(run_dir.path) if run_dir else job.name, total, start, job.name,
-                    job.parameters, backend, devices, int(plan.tokens_per_step), job.config, plan.monitor))
+                    job.parameters, backend, devices, int(plan.tokens_per_step), job.config, plan.monitor,
+                    job.token_loss))
 
     step, last_ckpt = start, start
     diverged: str | None = None

@@ -48,6 +48,9 @@ class StartEvent(Event):
     #: the validation metric that judges the training (`val_loss`, or a task's score such as
     #: `val_bleu` when a fine-tuning scores its task while training: higher is better then)
     monitor: str = "val_loss"
+    #: the loss is a negative log-likelihood per token (a language model, a generation task), so
+    #: a front end may show its exponential as a perplexity; a classifier's loss is not
+    token_loss: bool = True
 
 
 @dataclass(frozen=True)

@@ -353,7 +353,8 @@ def finetune(
                       "optimizer_state": counts["optimizer_state"], **(summary or {})},
                      retry=("then fine-tune again (resume=true continues from the checkpoint)"
                             if run_dir else ""),
-                     learning_rate=cfg.learning_rate, devices=layout.describe() if layout else "")
+                     learning_rate=cfg.learning_rate, devices=layout.describe() if layout else "",
+                     token_loss=parts.loss is not None and parts.loss.has("per_token"))
 
     def finish(outcome: engine.Outcome) -> dict[str, Any]:
         trainee.sync()  # with an adapter: merged into the kernels

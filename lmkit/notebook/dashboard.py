@@ -70,6 +70,8 @@ class Dashboard:
         #: the metric judging the training (`StartEvent.monitor`); a task's score (``val_bleu``,
         #: higher is better) replaces the perplexity chart
         self.monitor = "val_loss"
+        #: the loss is per token (a perplexity means something); a classifier's is not
+        self.token_loss = True
         self.metric_points: list[tuple[float, float]] = []
         self.evaluations: list[dict[str, float]] = []
         self.total_steps = 0
@@ -197,7 +199,8 @@ class Dashboard:
         top = 2.6 / (2.6 + 0.2 * len(rows))
         fig.suptitle(self._title_text(), x=0.01, ha="left", fontsize=11, fontweight="bold", color=ink.text)
         log = self.log_scale.value
-        for i, (title, raw, val) in enumerate((("loss", self.train_points, self.val_points), self._second_chart())):
+        charts = [("loss", self.train_points, self.val_points), self._second_chart()]
+        for i, (title, raw, val) in enumerate(c for c in charts if c[0]):
             ax = fig.add_axes((0.06 + 0.5 * i, 1 - top * 0.88, 0.42, top * 0.64))
             if raw:
                 ax.plot(*zip(*raw), color=ink.train, alpha=0.3, linewidth=1)
@@ -278,6 +281,7 @@ class Dashboard:
         self.total_steps = event.total_steps
         self._start_event = event
         self.monitor = event.monitor
+        self.token_loss = event.token_loss
         self.progress.max = max(event.total_steps, 1)
         self.progress.value = event.start_step
         self.header.value = self._header_text()
@@ -314,10 +318,11 @@ class Dashboard:
                 f"step <b>{step.step}</b> / {step.total_steps} · epoch {step.epoch:.2f} · "
                 f"{format_duration(step.elapsed)} elapsed{eta}")
             val = f" · val loss <b>{self.val_points[-1][1]:.4f}</b>" if self.val_points else ""
+            ppl = f" (perplexity {_perplexity(step.loss):.2f})" if self.token_loss else ""
             rate = ("measuring" if step.tokens_per_second is None  # the first dispatch compiles
                     else f"{step.tokens_per_second:,.0f}")
             self.stats.value = (
-                f"loss <b>{step.loss:.4f}</b> (perplexity {_perplexity(step.loss):.2f}){val} · "
+                f"loss <b>{step.loss:.4f}</b>{ppl}{val} · "
                 f"{rate} tokens/s · learning rate {step.learning_rate:.3g}")
         self._draw_charts()
         self.eval_table.value = self._eval_table_html()
@@ -333,9 +338,12 @@ class Dashboard:
 
     def _second_chart(self) -> tuple[str, list[tuple[float, float]], list[tuple[float, float]]]:
         """Title, train and validation points of the right-hand chart: the perplexity of a
-        language model, or the task's own score of a fine-tuning that scores while it trains."""
+        language model, or the task's own score of a fine-tuning that scores while it trains;
+        no chart (an empty title) for a classifier's loss, whose exponential means nothing."""
         if self.monitor != "val_loss":
             return self.monitor.removeprefix("val_"), [], self.metric_points
+        if not self.token_loss:
+            return "", [], []
         return "perplexity", [(x, _perplexity(y)) for x, y in self.train_points], self.val_ppl_points
 
     def _curves(self, raw: list[tuple[float, float]], val: list[tuple[float, float]], title: str,
@@ -351,6 +359,8 @@ class Dashboard:
 
     def _ppl_svg(self, palette: Palette = LIVE, fluid: bool = True) -> str:
         title, train, val = self._second_chart()
+        if not title:
+            return ""
         return self._curves(train, val, title, palette, fluid, higher_is_better=self.monitor != "val_loss")
 
     def _shown_evaluations(self) -> list[dict[str, float]]:
