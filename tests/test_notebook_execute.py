@@ -84,5 +84,5 @@ def test_registry_and_plugins_notebook(tmp_path):
     assert "unknown architecture 'bigramm' (did you mean 'bigram'" in text
     (cell,) = _train_cells(nb)
     picture = [o for o in cell.outputs if o.output_type == "display_data"][0]
-    assert "lmkit · bigram (" in picture.data["image/svg+xml"]
+    assert "lmkit · bigram · completed at step 20" in picture.data["image/svg+xml"]
     assert (tmp_path / "runs" / "plugin-bigram" / "summary.json").is_file()

@@ -154,8 +154,8 @@ class Leaderboard:
         """`model`'s main score on `task` against the best model's there (`lmkit.compare`, paired
         on the same examples): a `MetricComparison` (``.significant``), or `None` for the best
         model itself, a missing result, or results on different examples."""
-        name = get_task(task).name
-        scored = {m: r for m in self.models if (r := self.result(m, name)) is not None}
+        task = get_task(task)  # a user's own task (a TOML file, a `Task`) is in no registry: pass it on
+        scored = {m: r for m in self.models if (r := self.result(m, task)) is not None}
         if model not in scored or len(scored) < 2:
             return None
         pick = max if getattr(_shape_of(scored), "higher_is_better", True) else min
