@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from contrast import contrast as _contrast
 
 CHROMIUM = "/usr/bin/chromium"
 FIXTURE = Path(__file__).parent / "fixtures" / "notebook" / "stop_button.ipynb"
@@ -125,17 +126,6 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
             return
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def _luminance(css: str) -> float:
-    r, g, b = (int(v) / 255 for v in re.findall(r"[\d.]+", css)[:3])
-    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
-    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
-
-
-def _contrast(a: str, b: str) -> float:
-    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
 
 
 def _check_chart_colours(page, theme: str) -> None:

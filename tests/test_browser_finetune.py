@@ -15,8 +15,9 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from contrast import contrast as _contrast
 from test_browser import (  # noqa: F401 - `lab` is a fixture
-    _COLOURS, CHROMIUM, _check_picture_ink, _contrast, _set_theme, _wait_for, lab)
+    _COLOURS, CHROMIUM, _check_picture_ink, _set_theme, _wait_for, lab)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from contrast import contrast as _contrast
 
 import lmkit.evaluation.evaluator as eval_api
 from lmkit.evaluation.leaderboard import Leaderboard
@@ -166,15 +167,6 @@ def test_suite_button_runs_every_task_of_the_suite_and_shows_its_average(monkeyp
     panel.suite_picker.value = "superglue"  # an IMDb folder suggests no suite: GLUE by default
     panel.suite_button.click()
     assert "DataError: no task of the superglue suite has data under" in html.unescape(panel.status.value)
-
-
-def _contrast(a: str, b: str) -> float:
-    def luminance(colour: str) -> float:
-        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
-        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
-        return 0.2126 * r + 0.7152 * g + 0.0722 * b
-    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
 
 
 def test_confusion_matrix_reads_in_both_themes_and_its_labels_do_not_overlap() -> None:

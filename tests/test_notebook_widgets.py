@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+from contrast import contrast as _contrast
 
 from lmkit.config import TrainConfig
 from lmkit.notebook import Dashboard, GenerateWidget
@@ -265,16 +266,6 @@ def test_the_final_output_is_a_picture_that_needs_no_widget_state():
     assert "step" in bundle["image/svg+xml"] and "← best" in bundle["image/svg+xml"]
     assert bundle["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
     assert bundle["text/plain"] == "lmkit: training stopped at step 400 after 42s"
-
-
-def _contrast(a: str, b: str) -> float:
-    """WCAG 2 contrast ratio of two #rrggbb colours."""
-    def luminance(colour: str) -> float:
-        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
-        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
-        return 0.2126 * r + 0.7152 * g + 0.0722 * b
-    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
-    return (hi + 0.05) / (lo + 0.05)
 
 
 def _theme_setting(tmp_path, monkeypatch, theme: str) -> None:
