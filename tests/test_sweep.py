@@ -191,3 +191,25 @@ def test_a_sweep_of_fine_tunings_maximizes_a_task_score(tmp_path: Path) -> None:
                     {"learning_rate": [1e-3]}, trials=1, out=tmp_path / "t", metric="acuracy",
                     sampler="grid",
                     finetune={"model": "scratch", "task": "glue/sst2", "data": str(glue)})
+
+
+@pytest.mark.slow
+def test_a_sweep_of_fine_tunings_prunes_a_bad_trial_at_its_next_scoring(tmp_path: Path) -> None:
+    import optuna
+
+    glue = Path(__file__).parent / "fixtures" / "eval" / "glue"
+    # seed 0 draws 1e-6, 3e-2, 1e-6: the third (a rate too small to learn) meets two finished curves
+    result = lmkit.sweep({"embed_dim": 16, "units": 16, "vocab_size": 400, "max_length": 16,
+                          "batch_size": 16, "max_steps": 12, "log_every": 4, "score_every": 4,
+                          "score_examples": 60},
+                         {"learning_rate": [3e-2, 1e-6]}, trials=3, out=tmp_path / "s",
+                         sampler="random", seed=0, metric="accuracy",
+                         finetune={"model": "scratch", "task": "glue/sst2", "data": str(glue)})
+    trials = study(tmp_path / "s").trials
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert [t.number for t in pruned] == [2] and pruned[0].params["learning_rate"] == 1e-6
+    marked = summary(pruned[0].user_attrs["run_dir"])  # stopped at its first scoring, folder kept
+    assert marked["reason"] == "pruned" and marked["steps"] == 4
+    assert (Path(pruned[0].user_attrs["run_dir"]) / "checkpoint.npz").is_file()
+    assert [t.state for t in result.trials[:2]] == ["complete", "complete"]
+    assert all(summary(t.run_dir)["steps"] == 12 for t in result.trials[:2])

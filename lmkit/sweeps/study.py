@@ -330,17 +330,24 @@ def _objective(spec: _Spec, reporters: Sequence[Callable[[Event], None]],
 
 def _finetune_trial(spec: _Spec, cfg: Any, trial: Any, run_dir: Path) -> float:
     """Fine-tune and score one trial (`lmkit.evaluate`); its folder holds the checkpoint, the
-    events and ``metrics.json``. The objective is one of the task's metrics."""
+    events and ``metrics.json``. The objective is one of the task's metrics; with the option
+    ``score_every`` each scoring while fine-tuning (``val_<metric>``) goes to the pruner."""
+    import optuna
+
     from lmkit.evaluation import evaluate
 
     target = spec.finetune or {}
+    stop = StopSignal()
     try:
-        result = evaluate(target["model"], task=target["task"], data=target.get("data"), config=cfg)
+        result = evaluate(target["model"], task=target["task"], data=target.get("data"), config=cfg,
+                          reporters=[_Pruning(trial, f"val_{spec.metric}", stop)], stop=stop)
     except TrainingDiverged:
         trial.set_user_attr("diverged", True)
         raise
     result.save(run_dir)
     trial.set_user_attr("steps", result.training.get("steps"))
+    if result.training.get("reason") == PRUNED:  # its folder is kept, summary.json says pruned
+        raise optuna.TrialPruned(f"pruned at step {result.training.get('steps')}")
     if spec.metric not in result.metrics:
         raise ConfigError(f"the task {target['task']} scores no metric {spec.metric!r}"
                           f"{did_you_mean(spec.metric, result.metrics)}; it gives "
