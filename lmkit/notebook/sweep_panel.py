@@ -91,8 +91,9 @@ class TrialBoard:
         rows = [f"<tr style='font-style:italic'><td>{n}</td><td>running…</td><td></td>"
                 f"<td>{html.escape(_values(p))}</td></tr>" for n, p in self.running.items()]
         for i, t in enumerate(self._ranked()):
+            # pruned/failed rows greyed, no further: at 0.6 the light theme's text falls to 4.2:1
             look = (" style='font-weight:bold'" if i == 0 and t.state == "complete"
-                    else " style='opacity:0.6'" if t.state != "complete" else "")
+                    else " style='opacity:0.75'" if t.state != "complete" else "")
             value = "" if t.value is None else f"{t.value:.4f}"
             step = "" if t.step is None else f" @ step {t.step}"
             rows.append(f"<tr class='lmkit-trial-{t.state}'{look}><td>{t.number}</td>"
