@@ -291,8 +291,6 @@ def _counted(trial: Any) -> bool:
 def _objective(spec: _Spec, reporters: Sequence[Callable[[Event], None]],
                train: Callable[..., Any], ran: list[int]) -> Callable[[Any], float]:
     """The trial function; each trial's number is appended to `ran` (this worker's trials)."""
-    import optuna
-
     base, params, out = spec.base, spec.params, Path(spec.out)
 
     def objective(trial: Any) -> float:
@@ -313,11 +311,7 @@ def _objective(spec: _Spec, reporters: Sequence[Callable[[Event], None]],
             trial.set_user_attr("diverged", True)
             raise
         trial.set_user_attr("steps", run.summary.get("steps"))
-        reason = run.summary.get("reason")
-        if reason == PRUNED:
-            raise optuna.TrialPruned(f"pruned at step {run.summary.get('steps')}")
-        if reason in ("interrupted", "terminated"):
-            raise KeyboardInterrupt  # the sweep stops; the trial is failed and tried again
+        _check_ended(run.summary.get("reason"), run.summary.get("steps"))
         if spec.metric not in run.summary:
             has = ", ".join(k for k in run.summary if k.startswith("val_")) or "no val_* figure"
             raise ConfigError(f"trial {trial.number} ({run_dir}) ended without {spec.metric!r} "
@@ -328,12 +322,22 @@ def _objective(spec: _Spec, reporters: Sequence[Callable[[Event], None]],
     return objective
 
 
+def _check_ended(reason: str | None, steps: int | None) -> None:
+    """A trial's training that did not run to its end: pruned (Optuna marks the trial so; its
+    folder is kept, its summary.json says pruned) or interrupted (the sweep stops; the trial is
+    failed and tried again when the sweep resumes)."""
+    import optuna
+
+    if reason == PRUNED:
+        raise optuna.TrialPruned(f"pruned at step {steps}")
+    if reason in ("interrupted", "terminated"):
+        raise KeyboardInterrupt
+
+
 def _finetune_trial(spec: _Spec, cfg: Any, trial: Any, run_dir: Path) -> float:
     """Fine-tune and score one trial (`lmkit.evaluate`); its folder holds the checkpoint, the
     events and ``metrics.json``. The objective is one of the task's metrics; with the option
     ``score_every`` each scoring while fine-tuning (``val_<metric>``) goes to the pruner."""
-    import optuna
-
     from lmkit.evaluation import evaluate
 
     target = spec.finetune or {}
@@ -344,10 +348,9 @@ def _finetune_trial(spec: _Spec, cfg: Any, trial: Any, run_dir: Path) -> float:
     except TrainingDiverged:
         trial.set_user_attr("diverged", True)
         raise
-    result.save(run_dir)
+    result.save(run_dir)  # also a pruned trial's: the scores of the weights it had
     trial.set_user_attr("steps", result.training.get("steps"))
-    if result.training.get("reason") == PRUNED:  # its folder is kept, summary.json says pruned
-        raise optuna.TrialPruned(f"pruned at step {result.training.get('steps')}")
+    _check_ended(result.training.get("reason"), result.training.get("steps"))
     if spec.metric not in result.metrics:
         raise ConfigError(f"the task {target['task']} scores no metric {spec.metric!r}"
                           f"{did_you_mean(spec.metric, result.metrics)}; it gives "
