@@ -204,8 +204,9 @@ def _pruner(name: str, config: Any) -> Any:
 
     if name == "median":  # two trials' curves before any is judged, each after its first evaluation
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, getattr(config, "eval_every", 0) or 1),
+    if name == "hyperband":  # a fine-tuning's evaluations are its scorings (score_every)
+        every = getattr(config, "eval_every", None) or getattr(config, "score_every", None) or 1
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, every),
                                               max_resource=config.max_steps or "auto")
     if name == "none":
         return optuna.pruners.NopPruner()
