@@ -32,6 +32,6 @@ def test_every_decoder_architecture_fits_a_translation_batch_and_decodes(arch: s
                             max_new_tokens=4, reporters=[events.append])
     losses = [e.loss for e in events if isinstance(e, StepEvent)]
     assert len(losses) == 12 and all(math.isfinite(x) for x in losses), (arch, losses)
-    assert losses[-1] < 0.8 * losses[0], (arch, losses)
+    assert losses[-1] < 0.9 * losses[0], (arch, losses)
     assert len(result.predictions) == 2 and all(isinstance(p, str) for p in result.predictions)
     assert 0.0 <= result.metrics["bleu"] <= 100.0
