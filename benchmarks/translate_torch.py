@@ -1,11 +1,13 @@
 """PyTorch reference for `translate`: the standard `nn.Transformer` encoder-decoder recipe
 (PyTorch's "Language Translation with nn.Transformer" tutorial: token embeddings scaled by
 sqrt(d), sinusoidal positions, `nn.Transformer`, a linear generator, Adam with betas (0.9, 0.98),
-label smoothing 0.1, greedy decoding), on characters, trained for a wall-clock budget.
+label smoothing 0.1, greedy decoding), trained for a wall-clock budget, on the ids of the tokenizer
+lmkit fitted for its contender (a file of `lmkit.tokenizers.save_tokenizer`; three ids are added
+before them: padding, start and end).
 
 Run as its own process by `benchmarks.translate`:
 
-    python -m benchmarks.translate_torch DATA SRC TGT SECONDS OUT.json [MAX_EXAMPLES [MAX_NEW]]
+    python -m benchmarks.translate_torch DATA SRC TGT SECONDS OUT.json TOKENIZER.json [MAX_NEW]
 
 It writes the hypotheses of the test split and its training figures to OUT.json.
 """
@@ -63,16 +65,16 @@ def _pad(rows: list[list[int]]) -> torch.Tensor:
     return out
 
 
-def main(data: str, src: str, tgt: str, seconds: float, out: str, max_examples: int | None = None,
-         max_new: int = 160) -> None:
+def main(data: str, src: str, tgt: str, seconds: float, out: str, tokenizer: str, max_new: int = 60) -> None:
+    from lmkit.tokenizers import load_tokenizer
+
     torch.manual_seed(0)
     folder = Path(data)
     train = list(zip(_lines(folder / f"train.{src}"), _lines(folder / f"train.{tgt}")))
-    test = _lines(folder / f"test_2016_flickr.{src}")[:max_examples]
-    chars = sorted({c for s, t in train for c in s + t})
-    index = {c: i + 3 for i, c in enumerate(chars)}
-    encode = lambda text: [index[c] for c in text if c in index]  # noqa: E731
-    vocab = len(chars) + 3
+    test = _lines(folder / f"test_2016_flickr.{src}")
+    shared = load_tokenizer(tokenizer)
+    encode = lambda text: [i + 3 for i in shared.encode(text)]  # noqa: E731
+    vocab = shared.vocab_size + 3
     model = Seq2Seq(vocab)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, betas=(0.9, 0.98), eps=1e-9)
     loss_fn = nn.CrossEntropyLoss(ignore_index=PAD, label_smoothing=0.1)
@@ -89,7 +91,7 @@ def main(data: str, src: str, tgt: str, seconds: float, out: str, max_examples: 
         steps += 1
     trained = time.perf_counter() - started
     model.eval()
-    hypotheses, back = [], {i: c for c, i in index.items()}
+    hypotheses = []
     with torch.no_grad():
         for start in range(0, len(test), 64):
             source = _pad([encode(s)[:250] or [PAD] for s in test[start:start + 64]])
@@ -100,11 +102,11 @@ def main(data: str, src: str, tgt: str, seconds: float, out: str, max_examples: 
                     break
             for row in ys[:, 1:].tolist():
                 row = row[: row.index(EOS)] if EOS in row else row
-                hypotheses.append("".join(back.get(i, "") for i in row))
+                hypotheses.append(shared.decode([i - 3 for i in row if i >= 3]).strip())
     Path(out).write_text(json.dumps({"hypotheses": hypotheses, "steps": steps, "train_seconds": trained,
                                      "parameters": sum(p.numel() for p in model.parameters())}), encoding="utf-8")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5],
-         int(sys.argv[6]) if len(sys.argv) > 6 else None, int(sys.argv[7]) if len(sys.argv) > 7 else 160)
+    main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5], sys.argv[6],
+         int(sys.argv[7]) if len(sys.argv) > 7 else 60)

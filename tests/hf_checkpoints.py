@@ -45,8 +45,8 @@ def bert_folder(folder: Path, *, max_shard_size: str | None = None) -> Path:
     return folder
 
 
-def gpt2_folder(folder: Path) -> Path:
-    """A 2-layer GPT2LMHeadModel (hidden 32, 64 positions) with a byte-level BPE tokenizer.json."""
+def gpt2_folder(folder: Path, positions: int = 64) -> Path:
+    """A 2-layer GPT2LMHeadModel (hidden 32, `positions` positions) with a byte-level BPE tokenizer.json."""
     import torch
     import transformers
     from tokenizers import ByteLevelBPETokenizer
@@ -54,7 +54,7 @@ def gpt2_folder(folder: Path) -> Path:
     tok = ByteLevelBPETokenizer()
     tok.train_from_iterator(TEXT, vocab_size=300, show_progress=False)
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=64, n_embd=32,
+    config = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=positions, n_embd=32,
                                      n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
     model = transformers.GPT2LMHeadModel(config).eval()
     model.save_pretrained(folder, safe_serialization=True)

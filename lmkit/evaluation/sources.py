@@ -10,7 +10,8 @@ any task through `Source.from_columns`. The families here:
   with ``<br />`` removed;
 * `TableSource`: a user's own CSV, JSONL or parquet files, one per split (``train.csv``,
   ``dev.csv``) or one file for every split, with the columns the task names;
-* `ParallelText`: line-aligned text files, one per language (``train.de`` / ``train.en``: Multi30K).
+* `ParallelText`: line-aligned text files, one per language (``train.de`` / ``train.en``: Multi30K);
+* `SciTldrJsonl`: SciTLDR's JSONL files as distributed (an abstract's sentences -> its TLDRs).
 
 SuperGLUE's JSONL reader (`lmkit.evaluation.superglue.JsonlLayout`) is a source too. Every
 problem raises `DataError` naming the file (and line or row) and the layout that was expected.
@@ -31,7 +32,8 @@ from typing import Any, ClassVar
 from lmkit.errors import DataError
 from lmkit.evaluation.examples import Examples
 
-__all__ = ["Source", "Hub", "TsvSource", "ImdbSource", "TableSource", "ParallelText", "TextPairs", "detect_layout",
+__all__ = ["Source", "Hub", "TsvSource", "ImdbSource", "TableSource", "ParallelText", "TextPairs", "SciTldrJsonl",
+           "detect_layout",
            "read_parquet", "LAYOUTS"]
 
 #: what each `detect_layout` name means, for error messages
@@ -423,3 +425,39 @@ class TextPairs(Source):
         rows = _csv_rows(file)
         names = list(dict.fromkeys(k for row in rows for k in row))
         return self.from_columns(task, split, str(file), {k: [row.get(k) for row in rows] for k in names})
+
+
+@dataclass(frozen=True)
+class SciTldrJsonl(TableSource):
+    """SciTLDR's ``{train,dev,test}.jsonl`` as distributed (allenai/scitldr,
+    ``SciTLDR-Data/SciTLDR-A``): per line a paper's abstract as a list of sentences (``source``)
+    and its one-sentence summaries (``target``: the author's first, then, in dev and test, those
+    written from peer reviews). An example is the abstract, its sentences joined by spaces, and
+    the author's TLDR (ROUGE against one reference, as the other tasks).
+
+    >>> SciTldrJsonl().file(Path("lmkit/data/sample/scitldr"), "dev")   # doctest: +SKIP
+    PosixPath('lmkit/data/sample/scitldr/dev.jsonl')
+    """
+
+    layouts: ClassVar[tuple[str, ...]] = ("jsonl",)
+    wants: ClassVar[str] = "reads SciTLDR's JSONL files ({train,dev,test}.jsonl with 'source' and 'target' lists)"
+
+    def expected(self, task: Any) -> str:
+        return (f"{task.name} reads <data>/{{{','.join(task.splits)}}}.jsonl as distributed in SciTLDR-Data/SciTLDR-A "
+                f"of github.com/allenai/scitldr: one JSON object a line with the lists 'source' (the abstract's "
+                f"sentences) and 'target' (its TLDRs).")
+
+    def read(self, task: Any, split: str, path: Path) -> Examples:
+        file = self.file(path, split)
+        if file is None or file.suffix != ".jsonl":
+            raise DataError(f"no {task.name} '{split}' data in '{path}'. {self.expected(task)}")
+        sources, targets = [], []
+        for row_number, row in enumerate(_jsonl_rows(file), start=1):
+            source, target = row.get("source"), row.get("target")
+            if not isinstance(source, list) or not isinstance(target, list) or not target:
+                raise DataError(f"{file}, row {row_number}: expected the lists 'source' (sentences) and 'target' "
+                                f"(at least one TLDR), got {type(source).__name__} and {type(target).__name__}. "
+                                f"{self.expected(task)}")
+            sources.append(" ".join(str(sentence).strip() for sentence in source))
+            targets.append(target[0])
+        return self.from_columns(task, split, str(file), {"source": sources, "target": targets})

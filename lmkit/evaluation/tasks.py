@@ -25,7 +25,8 @@ from typing import Any
 from lmkit.errors import ConfigError, DataError, RegistryError, did_you_mean
 from lmkit.evaluation.metrics import METRICS
 from lmkit.evaluation.shapes import Classification, Generation, Regression, Shape, get_shape
-from lmkit.evaluation.sources import Hub, ImdbSource, ParallelText, Source, TableSource, TextPairs, TsvSource
+from lmkit.evaluation.sources import (Hub, ImdbSource, ParallelText, SciTldrJsonl, Source, TableSource, TextPairs,
+                                      TsvSource)
 from lmkit.registry import tasks
 
 __all__ = ["SCRATCH", "Task", "get_task", "load_task_file"]
@@ -309,3 +310,14 @@ for _name, _what in (("translation", "translate"), ("summarization", "summarize"
                  description=f"Your own pairs: {_what} each source text into its target (BLEU, chrF, ROUGE); "
                              f"data=<folder of <split>.source/.target files or source,target tables>")
     tasks.register(_name, _task, description=_task.description)
+
+#: SciTLDR-A (Cachola et al. 2020, Apache-2.0): abstracts of computer-science papers -> their
+#: authors' one-sentence TLDRs; 1,992 / 619 / 618 pairs (a slice ships in lmkit/data/sample/scitldr)
+SCITLDR = Task(
+    name="summarization/scitldr", source=SciTldrJsonl(), shape=Generation(max_new_tokens=64),
+    inputs=("source",), target="target", splits=("train", "dev", "test"), eval_split="test",
+    metrics=("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf"), metric="rouge",
+    description="SciTLDR: summarize a paper's abstract in one sentence, its authors' TLDR (ROUGE, BLEU)",
+    data_folders=("scitldr", "SciTLDR-A"),
+)
+tasks.register(SCITLDR.name, SCITLDR, aliases=("scitldr",), description=SCITLDR.description)
