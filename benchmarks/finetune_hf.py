@@ -122,6 +122,7 @@ def run(quick: bool = False) -> Result:
                 for name in names:
                     script, threads = contenders[name]
                     runs[task][name].append(_process(script, folder, task, recipe, threads))
+                    print(f"{task} {name}: {runs[task][name][-1]}", flush=True)  # minutes apart
     return _report(runs, recipe)
 
 
