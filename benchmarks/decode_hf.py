@@ -26,10 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from ._common import Result, best_reference, interleave, ratio, torch_threads
+from ._common import (
+    Result,
+    best_reference,
+    interleave,
+    ratio,
+    timed_once,
+    torch_threads,
+)
 
-LAYOUT = dict(n_layer=6, n_embd=384, n_head=6, vocab_size=50257, n_positions=1024)
-QUICK_LAYOUT = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=2048, n_positions=128)
+LAYOUT = {"n_layer": 6, "n_embd": 384, "n_head": 6, "vocab_size": 50257, "n_positions": 1024}
+QUICK_LAYOUT = {"n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 2048, "n_positions": 128}
 PROMPTS, PROMPT_TOKENS, NEW_TOKENS = 8, 16, 32
 BEAMS = (1, 4)
 
@@ -75,14 +82,6 @@ def _lmkit_decoder(model: Any, prompts: np.ndarray, beams: int, new: int) -> Cal
     return lambda: search(model, rows, settings, batch_size=len(rows))
 
 
-def _whole(decode: Callable[[], Any]) -> Callable[[], list[float]]:
-    def chunk() -> list[float]:
-        t0 = time.perf_counter()
-        decode()
-        return [time.perf_counter() - t0]
-    return chunk
-
-
 def run(quick: bool = False) -> Result:
     import torch
     import transformers
@@ -113,9 +112,9 @@ def run(quick: bool = False) -> Result:
             outputs[name] = decode()
             first[name] = round(time.perf_counter() - t0, 2)
         equal = [a == b for a, b in zip(outputs["lmkit"], outputs["torch"])]
-        times = interleave({"lmkit": _whole(decoders["lmkit"]),
-                            f"torch_{cores}_threads": torch_threads(_whole(decoders["torch"]), cores),
-                            "torch_1_thread": torch_threads(_whole(decoders["torch"]), 1)},
+        times = interleave({"lmkit": timed_once(decoders["lmkit"]),
+                            f"torch_{cores}_threads": torch_threads(timed_once(decoders["torch"]), cores),
+                            "torch_1_thread": torch_threads(timed_once(decoders["torch"]), 1)},
                            1 if quick else 3)
         ref = best_reference(times)
         tps = {name: round(count * new / t["median_s"], 1) for name, t in times.items()}

@@ -31,7 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from ._common import Result, best_reference, interleave, ratio, torch_threads
+from ._common import (
+    Result,
+    best_reference,
+    interleave,
+    ratio,
+    timed_once,
+    torch_threads,
+)
 
 BATCH = 32
 TOLERANCE = 1e-4
@@ -68,14 +75,6 @@ def _whole_process(script: str, folder: Path, texts_file: Path) -> Callable[[], 
     return chunk
 
 
-def _timed(fn: Callable[[], Any]) -> Callable[[], list[float]]:
-    def chunk() -> list[float]:
-        t0 = time.perf_counter()
-        fn()
-        return [time.perf_counter() - t0]
-    return chunk
-
-
 def run(quick: bool = False) -> Result:
     import all_minilm_l6_v2
     import torch
@@ -101,9 +100,9 @@ def run(quick: bool = False) -> Result:
             vectors[name] = np.asarray(fn())
             first[name] = round(time.perf_counter() - t0, 2)
         cores = torch.get_num_threads()
-        times = interleave({"lmkit": _timed(lmkit_embed),
-                            f"torch_{cores}_threads": torch_threads(_timed(st_embed), cores),
-                            "torch_1_thread": torch_threads(_timed(st_embed), 1)}, 1 if quick else 3)
+        times = interleave({"lmkit": timed_once(lmkit_embed),
+                            f"torch_{cores}_threads": torch_threads(timed_once(st_embed), cores),
+                            "torch_1_thread": torch_threads(timed_once(st_embed), 1)}, 1 if quick else 3)
         texts_file = Path(tmp) / "texts.json"
         texts_file.write_text(json.dumps(texts), encoding="utf-8")
         processes = {} if quick else interleave(
