@@ -25,7 +25,8 @@ from ._common import machine_info
 __all__ = ["BENCHMARKS", "main", "run_benchmark"]
 
 BENCHMARKS = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "defaults", "finetune",
-              "scaling", "speedrun_char", "ablation", "speedrun_word", "translate", "lora")
+              "scaling", "speedrun_char", "ablation", "speedrun_word", "translate", "lora",
+              "decode_hf", "embed_st", "finetune_hf")
 RESULTS = _common.RESULTS
 
 

@@ -115,6 +115,16 @@ def interleave(candidates: dict[str, Callable[[], list[float]]], rounds: int) ->
                    "mean_s": statistics.fmean(s), "steps": len(s)} for name, s in samples.items()}
 
 
+def timed_once(fn: Callable[[], Any]) -> Callable[[], list[float]]:
+    """A candidate for `interleave` that runs `fn` once per round (a whole batch, a whole job)
+    and returns its duration in seconds."""
+    def chunk() -> list[float]:
+        t0 = time.perf_counter()
+        fn()
+        return [time.perf_counter() - t0]
+    return chunk
+
+
 def timed_steps(step: Callable[[], Any], n: int) -> list[float]:
     """Durations of `n` calls of `step`, each one finished (its result synchronized) when timed."""
     out = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 import lmkit.cli.bench
@@ -13,12 +14,13 @@ from lmkit.cli import main as cli_main
 
 # The benchmarks the README and the docs name.
 DOCUMENTED = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "defaults", "finetune",
-              "scaling", "speedrun_char", "ablation", "speedrun_word", "translate", "lora")
+              "scaling", "speedrun_char", "ablation", "speedrun_word", "translate", "lora",
+              "decode_hf", "embed_st", "finetune_hf")
 # The quick runs checked here share their machinery (`benchmarks/_common.py`, the runner, the
 # JSON record) with the others; each of those takes half a minute to minutes even when quick
 # (defaults trains every architecture, finetune loads MiniLM and PyTorch), which the CI budget
 # cannot hold. Benchmarks are run, not tested: docs/performance.md has their figures.
-QUICK = ("gpt_char", "generate", "memory")
+QUICK = ("gpt_char", "generate", "memory", "decode_hf")
 
 
 @pytest.mark.slow
@@ -183,3 +185,40 @@ def test_speedrun_word_in_two_invocations_races_lmkit_against_the_kept_reference
     monkeypatch.setenv("LMKIT_WORD_PART", "both")
     with pytest.raises(RuntimeError, match="use one of reference, lmkit"):
         sw.run(quick=True)
+
+
+def test_embed_st_reports_when_the_vectors_differ_from_sentence_transformers():
+    """`embed_st`'s verdict from measured times (no model): texts/s against the faster PyTorch
+    setting, and embeddings off by more than the tolerance fail their target."""
+    from benchmarks.embed_st import TOLERANCE, _report
+
+    times = {"lmkit": {"median_s": 1.0}, "torch_2_threads": {"median_s": 4.0}, "torch_1_thread": {"median_s": 2.0}}
+    reference = np.zeros((3, 4), np.float32)
+    close = _report(["a", "b", "c"], times, {}, {"lmkit": 5.0, "sentence_transformers": 1.0},
+                    {"lmkit": reference + TOLERANCE / 2, "sentence_transformers": reference})
+    assert close.ratios["embed_speedup_vs_sentence_transformers"] == 2.0  # against one thread
+    assert close.verdicts() == {"embed_speedup_vs_sentence_transformers": True, "embeddings_within_tolerance": True}
+    far = _report(["a", "b", "c"], times, {}, {"lmkit": 5.0, "sentence_transformers": 1.0},
+                  {"lmkit": reference + 2 * TOLERANCE, "sentence_transformers": reference})
+    assert far.verdicts()["embeddings_within_tolerance"] is False
+
+
+def test_finetune_hf_compares_with_the_faster_trainer_and_the_worst_accuracy():
+    """`finetune_hf`'s table from measured processes (no training): examples/s from each
+    process's own training time, the faster Hugging Face setting as the reference, and lmkit's
+    worst dev accuracy against the reference's best."""
+    from benchmarks.finetune_hf import RECIPE, _examples, _report
+
+    def runs(seconds, walls, accuracies):
+        return [{"train_seconds": s, "wall_s": w, "accuracy": a, "steps": 1}
+                for s, w, a in zip(seconds, walls, accuracies)]
+
+    result = _report({"glue/sst2": {"lmkit": runs([10, 12], [30, 20], [0.80, 0.82]),
+                                    "hf_trainer_2_threads": runs([40, 30], [50, 45], [0.81, 0.79]),
+                                    "hf_trainer_1_thread": runs([25, 26], [40, 41], [0.83, 0.80])}}, RECIPE)
+    trained = _examples("glue/sst2") * RECIPE["epochs"]
+    assert trained == 400 * RECIPE["epochs"]  # the fixture's training sentences, each epoch
+    assert result.ratios["sst2_train_speedup_vs_trainer"] == pytest.approx(2.5, abs=1e-3)  # 25 s vs 10 s
+    assert result.ratios["sst2_whole_process_speedup_vs_trainer"] == 2.0  # 40 s vs 20 s
+    assert result.ratios["sst2_dev_accuracy_lmkit_minus_trainer"] == pytest.approx(-0.03)
+    assert [row[1] for row in result.rows[1:]] == ["lmkit", "hf_trainer_2_threads", "hf_trainer_1_thread"]

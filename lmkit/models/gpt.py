@@ -274,10 +274,10 @@ class GPT(LanguageModel):
         if self.head_kernel is not None and self.zero_init:  # an untied head starts at zero too
             self.head_kernel.assign(_ZEROS(self.head_kernel.shape, self.head_kernel.dtype))
 
-    def init_state(self, batch_size: int) -> dict[str, Any]:
-        """KV cache: ``k``, ``v`` of shape (layers, B, seq_len, heads, head_dim), and ``pos``."""
+    def init_state(self, batch_size: int, length: int | None = None) -> dict[str, Any]:
+        """KV cache: ``k``, ``v`` of shape (layers, B, `length` (default seq_len), heads, head_dim), and ``pos``."""
         head_dim = self.embed_dim // self.heads
-        shape = (self.num_layers, batch_size, self.seq_len, self.heads, head_dim)
+        shape = (self.num_layers, batch_size, length or self.seq_len, self.heads, head_dim)
         return {"k": ops.zeros(shape, dtype=self.compute_dtype),
                 "v": ops.zeros(shape, dtype=self.compute_dtype),
                 "pos": ops.zeros((), dtype="int32")}
@@ -308,7 +308,7 @@ class GPT(LanguageModel):
                              self.compute_dtype)
         x = self.drop(ops.reshape(x, (-1, self.embed_dim)), training=training)  # (B*T, D)
         # Query i (at position pos + i) may see key j iff j <= pos + i.
-        keys = ops.arange(time if cache is None else self.seq_len, dtype="int32")
+        keys = ops.arange(time if cache is None else ops.shape(cache[0])[2], dtype="int32")
         allowed = keys[None, :] <= positions[:, None]                      # (T, T_k)
         ks, vs = [], []
         for i, block in enumerate(self.blocks):

@@ -311,9 +311,9 @@ class Llama(LanguageModel):
         self.norm.build((None, d))
         self._build_head(d, self.tie_embeddings, bias=False)
 
-    def init_state(self, batch_size: int) -> dict[str, Any]:
-        """KV cache: ``k``, ``v`` of shape (layers, B, seq_len, kv_heads, head_dim), and ``pos``."""
-        shape = (self.num_layers, batch_size, self.seq_len, self.kv_heads, self.head_dim)
+    def init_state(self, batch_size: int, length: int | None = None) -> dict[str, Any]:
+        """KV cache: ``k``, ``v`` of shape (layers, B, `length` (default seq_len), kv_heads, head_dim), and ``pos``."""
+        shape = (self.num_layers, batch_size, length or self.seq_len, self.kv_heads, self.head_dim)
         return {"k": ops.zeros(shape, dtype=self.compute_dtype),
                 "v": ops.zeros(shape, dtype=self.compute_dtype),
                 "pos": ops.zeros((), dtype="int32")}
@@ -348,7 +348,7 @@ class Llama(LanguageModel):
         x = ops.reshape(self._embed(tokens), (-1, self.embed_dim))          # (B*T, D)
         # Query i (at position pos + i) may see key j iff j <= pos + i (and, in a window,
         # pos + i - j < sliding_window).
-        keys = ops.arange(time if cache is None else self.seq_len, dtype="int32")
+        keys = ops.arange(time if cache is None else ops.shape(cache[0])[2], dtype="int32")
         causal = keys[None, :] <= positions[:, None]                        # (T, T_k)
         windowed = ops.logical_and(causal, keys[None, :] > positions[:, None] - self.sliding_window)
         freq = self._frequencies(pos + time)

@@ -1,0 +1,137 @@
+"""`embed_st`: texts/s embedding sentences with MiniLM, lmkit against `sentence-transformers`.
+
+The reference is what a user would run: ``SentenceTransformer(folder).encode(texts,
+batch_size=BATCH)`` (PyTorch; it sorts the texts by length and pads each batch to its longest),
+on all-MiniLM-L6-v2 as its package ships it (`all_minilm_l6_v2.extract_model`: the model with
+sentence-transformers' mean pooling and ``Normalize`` modules). lmkit reads the same folder
+(`lmkit.from_pretrained`) and runs ``Pretrained.embed(texts, normalize=True, batch_size=BATCH)``,
+what gives sentence-transformers' vectors. The texts are the SST-2 sentences of the fixture
+(tests/fixtures/eval/glue/SST-2, train and dev).
+
+- **in one process**: each contender embeds every text once untimed (lmkit compiles one program
+  per padded width; the pass is reported), then all the texts once per round, interleaved;
+  PyTorch with all threads and with one, the faster counts;
+- **whole processes**: a fresh Python that imports the library, loads the folder and embeds the
+  texts, timed from outside, `PROCESS_ROUNDS` interleaved runs each (fastest counts): what a
+  script that embeds a file pays, compilation (and lmkit's persistent compilation cache) included.
+
+The vectors of both are compared: equal within `TOLERANCE` is part of the result.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._common import (
+    Result,
+    best_reference,
+    interleave,
+    ratio,
+    timed_once,
+    torch_threads,
+)
+
+BATCH = 32
+TOLERANCE = 1e-4
+PROCESS_ROUNDS = 3
+GLUE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "eval" / "glue"
+
+_LMKIT_SCRIPT = """
+import json, sys, lmkit
+texts = json.load(open(sys.argv[2]))
+lmkit.from_pretrained(sys.argv[1]).embed(texts, batch_size={batch}, normalize=True)
+"""
+_ST_SCRIPT = """
+import json, sys
+from sentence_transformers import SentenceTransformer
+texts = json.load(open(sys.argv[2]))
+SentenceTransformer(sys.argv[1], device="cpu").encode(texts, batch_size={batch})
+"""
+
+
+def sst2_sentences() -> list[str]:
+    """The SST-2 sentences of the fixture, train then dev."""
+    from lmkit.evaluation.loaders import load_split
+
+    return [t for split in ("train", "dev")
+            for t in load_split("glue/sst2", str(GLUE / "SST-2"), split).text_a]
+
+
+def _whole_process(script: str, folder: Path, texts_file: Path) -> Callable[[], list[float]]:
+    def chunk() -> list[float]:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", script.format(batch=BATCH), str(folder), str(texts_file)],
+                       check=True, capture_output=True)
+        return [time.perf_counter() - t0]
+    return chunk
+
+
+def run(quick: bool = False) -> Result:
+    import all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    import lmkit
+
+    texts = sst2_sentences()[: 2 * BATCH if quick else None]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = all_minilm_l6_v2.extract_model(tmp)
+        reference = SentenceTransformer(str(folder), device="cpu")
+        mini = lmkit.from_pretrained(folder)
+
+        def lmkit_embed() -> np.ndarray:
+            return mini.embed(texts, batch_size=BATCH, normalize=True)
+
+        def st_embed() -> np.ndarray:
+            return reference.encode(texts, batch_size=BATCH)
+
+        first, vectors = {}, {}
+        for name, fn in (("lmkit", lmkit_embed), ("sentence_transformers", st_embed)):
+            t0 = time.perf_counter()
+            vectors[name] = np.asarray(fn())
+            first[name] = round(time.perf_counter() - t0, 2)
+        cores = torch.get_num_threads()
+        times = interleave({"lmkit": timed_once(lmkit_embed),
+                            f"torch_{cores}_threads": torch_threads(timed_once(st_embed), cores),
+                            "torch_1_thread": torch_threads(timed_once(st_embed), 1)}, 1 if quick else 3)
+        texts_file = Path(tmp) / "texts.json"
+        texts_file.write_text(json.dumps(texts), encoding="utf-8")
+        processes = {} if quick else interleave(
+            {"lmkit": _whole_process(_LMKIT_SCRIPT, folder, texts_file),
+             "sentence_transformers": _whole_process(_ST_SCRIPT, folder, texts_file)}, PROCESS_ROUNDS)
+    return _report(texts, times, processes, first, vectors)
+
+
+def _report(texts: list[str], times: dict[str, dict[str, float]], processes: dict[str, dict[str, float]],
+            first: dict[str, float], vectors: dict[str, np.ndarray]) -> Result:
+    ref = best_reference(times)
+    tps = {name: round(len(texts) / t["median_s"], 1) for name, t in times.items()}
+    gap = float(np.abs(vectors["lmkit"] - vectors["sentence_transformers"]).max())
+    figures: dict[str, Any] = {"texts": len(texts), "batch": BATCH, "texts_per_s": tps, "seconds": times,
+                               "first_pass_s": first, "max_abs_difference": gap, "reference": ref}
+    rows = [["contender", "texts/s", "s for all texts", "first pass s"]]
+    rows += [[name, f"{tps[name]:.1f}", f"{t['median_s']:.2f}",
+              f"{first['lmkit' if name == 'lmkit' else 'sentence_transformers']:.2f}"]
+             for name, t in times.items()]
+    ratios = {"embed_speedup_vs_sentence_transformers": ratio(tps["lmkit"], tps[ref]),
+              "embeddings_within_tolerance": 1.0 if gap <= TOLERANCE else 0.0}
+    notes = [f"largest difference between the vectors: {gap:.2e} (tolerance {TOLERANCE}); reference {ref}"]
+    if processes:
+        figures["whole_process_s"] = processes
+        fastest = {name: t["min_s"] for name, t in processes.items()}
+        ratios["whole_process_speedup_vs_sentence_transformers"] = ratio(
+            fastest["sentence_transformers"], fastest["lmkit"])
+        notes.append("whole processes (import, load, embed every text), fastest of "
+                     f"{PROCESS_ROUNDS}: lmkit {fastest['lmkit']:.1f} s, sentence-transformers "
+                     f"{fastest['sentence_transformers']:.1f} s")
+    return Result(figures, ratios, {"embed_speedup_vs_sentence_transformers": (">=", 2.0),
+                                    "embeddings_within_tolerance": (">=", 1.0)}, rows, notes)

@@ -1,0 +1,155 @@
+"""`finetune_hf`: fine-tuning MiniLM on SST-2 and MRPC, lmkit against Hugging Face's `Trainer`.
+
+The reference is what a user would run: `transformers.Trainer` (PyTorch) fine-tuning
+`BertForSequenceClassification` with dynamic padding (`DataCollatorWithPadding`) and
+``train_sampling_strategy="group_by_length"`` (``group_by_length=True`` before transformers 5),
+on all-MiniLM-L6-v2 as its package ships it (`all_minilm_l6_v2.extract_model`). lmkit fine-tunes
+the same folder with ``lmkit.evaluate(folder, task, data, **options)``. Both follow `RECIPE`: the
+same batch size, epochs, peak learning rate (AdamW, linear decay to 0, no warm-up, no weight
+decay, gradients clipped at 1.0), ``max_length`` and seed, on the GLUE fixtures of
+tests/fixtures/eval/glue (SST-2: 400 training sentences, 120 dev; MRPC: 200 pairs, 60 dev).
+What differs is each library's own: the head (Hugging Face's pooler + linear layer on [CLS]; lmkit's
+linear head on the [CLS] state, dropout 0.1 before it in both), the initialisation of the head, the
+batch order.
+
+Every run is a **whole process** (import, load, tokenize, train, score the dev split), timed from
+outside; the contenders alternate in `ROUNDS` interleaved rounds per task, and the fastest run of
+each counts (PyTorch with all threads and with one, the faster counts). Each process also reports
+its own training time (lmkit: the fine-tuning's clock, compilation included; Hugging Face: the
+Trainer's ``train_runtime``), from which examples/s of training = training examples x epochs ÷
+that time, and its dev accuracy: nothing in quality may get worse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ._common import Result, ratio
+
+GLUE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "eval" / "glue"
+RECIPE = {"batch_size": 32, "epochs": 3, "learning_rate": 5e-5, "max_length": 128, "seed": 0}
+QUICK_RECIPE = {**RECIPE, "epochs": 1}
+TASKS = {"glue/sst2": "SST-2", "glue/mrpc": "MRPC"}
+ROUNDS = 2
+
+_LMKIT = r"""
+import json, sys
+import lmkit
+folder, task, data, recipe = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+result = lmkit.evaluate(folder, task=task, data=data, learning_rate=recipe["learning_rate"],
+                        backbone_lr_multiplier=1.0, batch_size=recipe["batch_size"], epochs=recipe["epochs"],
+                        max_steps=None, max_length=recipe["max_length"], seed=recipe["seed"],
+                        optimizer="adamw", schedule="linear", min_lr_ratio=0.0, weight_decay=0.0,
+                        clipnorm=1.0, pooling="cls", head_dropout=0.1)
+print("RESULT " + json.dumps({"accuracy": result.metrics["accuracy"],
+                              "train_seconds": result.training["seconds"], "steps": result.training["steps"]}))
+"""
+
+_HF = r"""
+import csv, json, sys, tempfile
+import numpy as np
+import datasets, transformers
+folder, task, data, recipe = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+columns = {"glue/sst2": (["sentence"], "label"), "glue/mrpc": (["#1 String", "#2 String"], "Quality")}[task]
+tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+def split(name):
+    with open(f"{data}/{name}.tsv", encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    encoded = tokenizer(*[[r[c] for r in rows] for c in columns[0]], truncation=True,
+                        max_length=recipe["max_length"])
+    return datasets.Dataset.from_dict({**encoded, "labels": [int(r[columns[1]]) for r in rows]})
+train, dev = split("train"), split("dev")
+model = transformers.BertForSequenceClassification.from_pretrained(folder, num_labels=2)
+args = transformers.TrainingArguments(
+    output_dir=tempfile.mkdtemp(), per_device_train_batch_size=recipe["batch_size"],
+    per_device_eval_batch_size=256, num_train_epochs=recipe["epochs"], learning_rate=recipe["learning_rate"],
+    lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=recipe["seed"],
+    train_sampling_strategy="group_by_length", save_strategy="no", report_to="none", use_cpu=True,
+    disable_tqdm=True, logging_strategy="no")
+trainer = transformers.Trainer(model=model, args=args, train_dataset=train,
+                               data_collator=transformers.DataCollatorWithPadding(tokenizer))
+metrics = trainer.train().metrics
+predictions = trainer.predict(dev)
+accuracy = float((predictions.predictions.argmax(-1) == np.asarray(dev["labels"])).mean())
+print("RESULT " + json.dumps({"accuracy": accuracy, "train_seconds": metrics["train_runtime"],
+                              "steps": trainer.state.global_step}))
+"""
+
+
+def _process(script: str, folder: Path, task: str, recipe: dict[str, Any],
+             threads: int | None = None) -> dict[str, Any]:
+    """Run one whole fine-tuning process; its wall time and the figures it printed."""
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)  # PyTorch's intra-op pool
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script, str(folder), task, str(GLUE / TASKS[task]),
+                           json.dumps(recipe)], capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"the {task} fine-tuning process failed:\n{done.stderr[-3000:]}")
+    line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return {"wall_s": round(wall, 2), **json.loads(line[len("RESULT "):])}
+
+
+def _examples(task: str) -> int:
+    with open(GLUE / TASKS[task] / "train.tsv", encoding="utf-8-sig") as f:
+        return sum(1 for _ in f) - 1
+
+
+def run(quick: bool = False) -> Result:
+    import all_minilm_l6_v2
+    import torch
+
+    recipe = QUICK_RECIPE if quick else RECIPE
+    tasks = list(TASKS)[:1] if quick else list(TASKS)
+    cores = torch.get_num_threads()
+    contenders = {"lmkit": (_LMKIT, None), f"hf_trainer_{cores}_threads": (_HF, None),
+                  "hf_trainer_1_thread": (_HF, 1)}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {t: {n: [] for n in contenders} for t in tasks}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = all_minilm_l6_v2.extract_model(tmp)
+        for r in range(1 if quick else ROUNDS):
+            for task in tasks:
+                names = list(contenders) if r % 2 == 0 else list(contenders)[::-1]
+                for name in names:
+                    script, threads = contenders[name]
+                    runs[task][name].append(_process(script, folder, task, recipe, threads))
+                    print(f"{task} {name}: {runs[task][name][-1]}", flush=True)  # minutes apart
+    return _report(runs, recipe)
+
+
+def _report(runs: dict[str, dict[str, list[dict[str, Any]]]], recipe: dict[str, Any]) -> Result:
+    figures: dict[str, Any] = {"recipe": recipe, "runs": runs}
+    ratios: dict[str, float] = {}
+    targets: dict[str, tuple[str, float]] = {}
+    rows = [["task", "contender", "train examples/s", "train s", "whole process s", "dev accuracy"]]
+    notes = []
+    for task, by_name in runs.items():
+        trained = _examples(task) * recipe["epochs"]
+        best = {name: min(found, key=lambda f: f["wall_s"]) for name, found in by_name.items()}
+        speed = {name: round(trained / min(f["train_seconds"] for f in found), 1)
+                 for name, found in by_name.items()}
+        hf = max((n for n in by_name if n.startswith("hf_")), key=lambda n: speed[n])
+        short = task.split("/")[1]
+        ratios[f"{short}_train_speedup_vs_trainer"] = ratio(speed["lmkit"], speed[hf])
+        ratios[f"{short}_whole_process_speedup_vs_trainer"] = ratio(
+            min(f["wall_s"] for f in by_name[hf]), best["lmkit"]["wall_s"])
+        accuracy = {name: [f["accuracy"] for f in found] for name, found in by_name.items()}
+        ratios[f"{short}_dev_accuracy_lmkit_minus_trainer"] = round(
+            min(accuracy["lmkit"]) - max(accuracy[hf]), 4)
+        targets[f"{short}_train_speedup_vs_trainer"] = (">=", 2.0)
+        for name, found in by_name.items():
+            rows.append([short, name, f"{speed[name]:.1f}",
+                         f"{min(f['train_seconds'] for f in found):.1f}", f"{best[name]['wall_s']:.1f}",
+                         "/".join(f"{a:.3f}" for a in accuracy[name])])
+        notes.append(f"{short}: reference {hf}; {trained} examples trained per run; dev accuracy of every "
+                     f"run shown (lmkit's worst minus the reference's best in the ratios)")
+    return Result(figures, ratios, targets, rows, notes)
