@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -47,16 +48,16 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lmkit.config import TrainConfig
-from lmkit.config.tomltext import toml_value
 from lmkit.errors import ExportError
 from lmkit.training.run import Run
 
-__all__ = ["check", "write"]
+__all__ = ["check", "gpt_options", "needs_remote_code", "write"]
 
 
 def check(config: TrainConfig) -> None:
     """Refuse a run from its configuration, before its weights are loaded: an architecture with
-    no Hugging Face equivalent, or a `gpt` with a head bias, raises `ExportError`."""
+    no Hugging Face equivalent, or a `llama` whose options its layout cannot hold, raises
+    `ExportError`."""
     from lmkit.registry import architectures
 
     converters = _converters()
@@ -67,7 +68,8 @@ def check(config: TrainConfig) -> None:
             f"a '{config.arch}' model has no Hugging Face equivalent, so the run cannot be "
             f"exported; exportable architectures: {', '.join(exportable)}"
         )
-    converters[factory].check(config)
+    if converters[factory].check is not None:
+        converters[factory].check(config)
 
 
 def write(source: Any, folder: Path) -> None:
@@ -90,6 +92,8 @@ def write(source: Any, folder: Path) -> None:
         # `generate` without a length stops at the context instead of running past the positions
         _write_json(folder / "generation_config.json", {"max_length": context})
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    for module in {name.split(".")[0] for name in config.get("auto_map", {}).values()}:
+        shutil.copyfile(_REMOTE_CODE / f"{module}.py", folder / f"{module}.py")
     tokenizer.save(str(folder / "tokenizer.json"))
     _write_json(folder / "tokenizer_config.json", {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -122,55 +126,55 @@ def _hf_tensors(weights: list[Any], prefix: str) -> dict[str, np.ndarray]:
     return tensors
 
 
-#: `gpt` options GPT-2 has no equivalent for, with the value that is GPT-2's computation
-#: (`head_bias`: GPT-2's lm_head adds no bias to the logits)
-_GPT2_PLAIN = {"head_bias": False, "rotary": False, "qk_norm": False, "mlp": "gelu",
-               "norm": "layernorm", "logit_softcap": 0.0}
-#: the value of each when a run's [model] table leaves it out
-_GPT_DEFAULT = {"head_bias": True}
+#: `gpt` options with the value that is GPT-2's computation (`head_bias`: GPT-2's lm_head adds
+#: no bias to the logits); a model with another value is written with lmkit's modeling code
+_GPT2_PLAIN = {"rotary": False, "qk_norm": False, "mlp": "gelu", "norm": "layernorm",
+               "logit_softcap": 0.0}
+#: the modeling code written beside a model no standard transformers class computes
+_REMOTE_CODE = Path(__file__).parent / "remote_code"
+_LMKIT_GPT_AUTO_MAP = {"AutoConfig": "configuration_lmkit_gpt.LmkitGPTConfig",
+                       "AutoModelForCausalLM": "modeling_lmkit_gpt.LmkitGPTForCausalLM"}
 
 
-def _check_gpt2(config: TrainConfig) -> None:
-    changed = {k: config.model.get(k, _GPT_DEFAULT.get(k, plain)) for k, plain in _GPT2_PLAIN.items()}
-    changed = {k: v for k, v in changed.items() if v != _GPT2_PLAIN[k]}
-    if changed:
-        said = ", ".join(f"{k}={v!r}" for k, v in changed.items())
-        fix = " ".join(f"--set model.{k}={toml_value(_GPT2_PLAIN[k])}" for k in changed)
-        raise ExportError(
-            f"this gpt run uses [model] {said}, which GPT-2 (transformers' GPT2LMHeadModel, whose "
-            f"lm_head has no bias) does not compute; `gpt`'s defaults include the speedrun "
-            f"options. Train an exportable run with: {fix}")
+def gpt_options(model: Any) -> dict[str, Any]:
+    """The options of a `gpt` (or `gpt2`) model that GPT-2 does not compute, with their values
+    (``head_bias`` when the model has a bias that is not all zero); empty for GPT-2's computation.
+
+    >>> gpt_options(lmkit.load("runs/gpt-default").model)        # doctest: +SKIP
+    {'rotary': True, 'qk_norm': True, 'mlp': 'relu2', 'head_bias': True}
+    """
+    changed = {k: getattr(model, k) for k, plain in _GPT2_PLAIN.items() if getattr(model, k) != plain}
+    if model.head_bias is not None and np.any(_numpy(model.head_bias)):  # zero: GPT-2's logits
+        changed["head_bias"] = True
+    return changed
 
 
-def _gpt2(run: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
-    """`gpt` or `gpt2` -> (GPT2Config fields, GPT2LMHeadModel weights, no tokenizer options)."""
+def needs_remote_code(folder: Path) -> bool:
+    """Whether the exported `folder` loads only with ``trust_remote_code=True`` (it carries
+    lmkit's modeling code: a `gpt` with options GPT-2 does not compute)."""
+    config = folder / "config.json"
+    return config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8"))
+
+
+def _gpt(run: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
+    """`gpt` or `gpt2` -> (config.json, weights under GPT-2's names, no tokenizer options): a
+    ``GPT2LMHeadModel`` when the model computes GPT-2's function, else lmkit's own modeling code
+    (``remote_code/``: ``LmkitGPTForCausalLM``, the same names plus ``lm_head.bias``)."""
     from lmkit.models.gpt2 import GPT2, gpt2_hf_weights
 
     model = run.model
-    if model.head_bias is not None and np.any(_numpy(model.head_bias)):  # zero: GPT-2's logits
-        raise ExportError(_GPT2_HEAD_BIAS)
     tensors = _hf_tensors(gpt2_hf_weights(model), GPT2.hf_prefix)
     if model.head_kernel is not None:
         tensors["lm_head.weight"] = np.ascontiguousarray(_numpy(model.head_kernel).T)
-    config = {
-        "architectures": ["GPT2LMHeadModel"],
-        "model_type": "gpt2",
+    options = gpt_options(model)
+    common = {
         "vocab_size": model.vocab_size,
         "n_positions": model.seq_len,
         "n_embd": model.embed_dim,
         "n_layer": model.num_layers,
         "n_head": model.heads,
-        "n_inner": None,  # 4 * n_embd, as lmkit's MLP
-        "activation_function": "gelu_new",  # keras.ops.gelu's default: the tanh approximation
         "layer_norm_epsilon": model.ln_f.epsilon,
-        # lmkit uses one dropout rate for embeddings, attention weights and residual branches
-        "embd_pdrop": model.dropout_rate,
-        "attn_pdrop": model.dropout_rate,
-        "resid_pdrop": model.dropout_rate,
         "initializer_range": 0.02,
-        "scale_attn_weights": True,
-        "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False,
         "tie_word_embeddings": model.head_kernel is None,
         # lmkit's tokenizers have no special tokens (GPT2Config's default 50256 would be wrong)
         "bos_token_id": None,
@@ -178,6 +182,33 @@ def _gpt2(run: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, st
         "pad_token_id": None,
         "use_cache": True,
         "dtype": "float32",
+    }
+    if options:
+        if model.head_bias is not None:
+            tensors["lm_head.bias"] = _numpy(model.head_bias)
+        config = {
+            "architectures": ["LmkitGPTForCausalLM"],
+            "model_type": "lmkit_gpt",
+            "auto_map": _LMKIT_GPT_AUTO_MAP,
+            **common,
+            "dropout": model.dropout_rate,
+            **{k: getattr(model, k) for k in _GPT2_PLAIN},
+            "head_bias": model.head_bias is not None,
+        }
+        return config, tensors, {}
+    config = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        **common,
+        "n_inner": None,  # 4 * n_embd, as lmkit's MLP
+        "activation_function": "gelu_new",  # keras.ops.gelu's default: the tanh approximation
+        # lmkit uses one dropout rate for embeddings, attention weights and residual branches
+        "embd_pdrop": model.dropout_rate,
+        "attn_pdrop": model.dropout_rate,
+        "resid_pdrop": model.dropout_rate,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
     }
     return config, tensors, {}
 
@@ -336,8 +367,8 @@ def _converters() -> dict[type, _Converter]:
     from lmkit.models.gpt2 import GPT2
     from lmkit.models.llama import Llama
 
-    gpt2 = _Converter(_check_gpt2, _gpt2)  # `gpt2` is `gpt` with its own number of positions
-    return {GPT: gpt2, GPT2: gpt2, Llama: _Converter(_check_llama, _llama),
+    gpt = _Converter(None, _gpt)  # `gpt2` is `gpt` with its own number of positions
+    return {GPT: gpt, GPT2: gpt, Llama: _Converter(_check_llama, _llama),
             SequenceClassifier: _Converter(None, _bert_classifier)}
 
 
