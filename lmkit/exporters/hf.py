@@ -1,29 +1,36 @@
 """Hugging Face folders: an lmkit `gpt` run (or a `gpt2` checkpoint) as a `transformers`
-``GPT2LMHeadModel``; a `llama` run or checkpoint as the ``LlamaForCausalLM``,
-``MistralForCausalLM`` or ``Qwen2ForCausalLM`` it came from (its `hf_model_type`), weights under
-the names of `lmkit.models.llama.llama_hf_weights`, the table loading reads.
+``GPT2LMHeadModel`` when it has GPT-2's options, else with lmkit's own modeling code
+(``LmkitGPTForCausalLM``, ``trust_remote_code=True``); a `llama` run or checkpoint as the
+``LlamaForCausalLM``, ``MistralForCausalLM`` or ``Qwen2ForCausalLM`` it came from (its
+`hf_model_type`), weights under the names of `lmkit.models.llama.llama_hf_weights`, the table
+loading reads.
 
-The folder holds::
+The folder of a `gpt` holds::
 
     config.json            GPT2Config: model_type gpt2, n_embd, n_layer, n_head, n_positions
-                           (= seq_len), vocab_size, activation_function "gelu_new", ...
-    model.safetensors      float32 weights under GPT-2's names
+                           (= seq_len), vocab_size, activation_function "gelu_new", ...; or
+                           model_type lmkit_gpt with the options and an auto_map
+    model.safetensors      float32 weights under GPT-2's names (and lm_head.bias)
     tokenizer.json         the run's tokenizer as HF `tokenizers` (`Tokenizer.to_hf`): same ids
     tokenizer_config.json  so that ``AutoTokenizer`` gives a plain ``PreTrainedTokenizerFast``
     generation_config.json max_length = n_positions, so that ``generate()`` stays in the context
+    *_lmkit_gpt.py         lmkit's modeling code (``remote_code/``), for model_type lmkit_gpt
 
-and loads with ``GPT2LMHeadModel.from_pretrained(DIR)`` / ``AutoTokenizer.from_pretrained(DIR)``.
+and loads with ``AutoModelForCausalLM.from_pretrained(DIR)`` (plus ``trust_remote_code=True``
+for lmkit's code) / ``AutoTokenizer.from_pretrained(DIR)``.
 
-lmkit's `gpt` computes what GPT-2 computes (pre-LayerNorm blocks, GELU with the tanh
-approximation, which `transformers` calls ``gelu_new``, LayerNorm epsilon 1e-5, attention scaled
-by 1/sqrt(head_dim), learned positions), with one difference: its head adds a learned bias to
-the logits by default and GPT-2's ``lm_head`` has none. No GPT-2 weight can carry that bias
-(softmax ignores only a bias equal for every token), so a run with one is refused;
-``[model] head_bias = false`` trains one without it (a `gpt2` checkpoint's bias is zero until
-trained, so `lmkit.from_pretrained` of one exports back). Weights are written under the names
-loading reads them from, one table per architecture: `lmkit.models.gpt2.gpt2_hf_weights` under
-``transformer.`` (GPT-2's ``Conv1D`` stores ``(in, out)``, as lmkit does), and an untied head as
-``lm_head.weight``, transposed, with ``tie_word_embeddings`` false.
+lmkit's `gpt` with GPT-2's options computes what GPT-2 computes (pre-LayerNorm blocks, GELU with
+the tanh approximation, which `transformers` calls ``gelu_new``, LayerNorm epsilon 1e-5,
+attention scaled by 1/sqrt(head_dim), learned positions), but for a learned bias its head adds
+to the logits by default, which no GPT-2 weight can carry (softmax ignores only a bias equal for
+every token). The default `gpt` also turns on rotary positions, qk-norm and relu², which no
+`transformers` class computes together with a LayerNorm and that bias (Llama has RMSNorm and no
+qk-norm; Phi's qk-norm has a learned scale). So any `gpt` that is not GPT-2's function is
+written with two small PyTorch files of lmkit's (``remote_code/``) that compute each option as
+lmkit does. Weights are written under the names loading reads them from, one table per
+architecture: `lmkit.models.gpt2.gpt2_hf_weights` under ``transformer.`` (GPT-2's ``Conv1D``
+stores ``(in, out)``, as lmkit does), and an untied head as ``lm_head.weight``, transposed, with
+``tie_word_embeddings`` false.
 
 A classifier fine-tuned on a `bert` backbone (`lmkit eval CHECKPOINT --task T --out DIR`, or an
 `EvalResult`) becomes a ``BertForSequenceClassification`` folder: the encoder's weights under
