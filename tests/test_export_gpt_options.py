@@ -85,20 +85,24 @@ def test_the_default_run_exports_and_transformers_computes_it(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [
+@pytest.mark.parametrize("options,exported_as", [
     # each option off where the default turns it on, and on where it is off
-    {"norm": "rmsnorm", "logit_softcap": 15.0, "tie_embeddings": False, "head_bias": False},
-    {"rotary": True, "norm": "rmsnorm", "mlp": "relu2", "head_bias": False},
-    {"qk_norm": True, "tie_embeddings": False},  # learned positions, gelu, a head bias
-    {"head_bias": True},  # GPT-2's computation but for the bias: no GPT-2 weight carries it
-], ids=["rmsnorm-softcap-untied", "rotary-rmsnorm-relu2", "qknorm-untied-bias", "bias-only"])
+    ({"norm": "rmsnorm", "logit_softcap": 15.0, "tie_embeddings": False, "head_bias": False},
+     "LmkitGPTForCausalLM"),
+    ({"qk_norm": True, "tie_embeddings": False}, "LmkitGPTForCausalLM"),  # learned positions, gelu, a bias
+    ({"head_bias": True}, "LmkitGPTForCausalLM"),  # GPT-2's computation but for the bias
+    # RMSNorm, rotary and relu² = relu(h) * h without qk-norm or a bias: exactly a Llama
+    ({"rotary": True, "norm": "rmsnorm", "mlp": "relu2", "head_bias": False}, "LlamaForCausalLM"),
+], ids=["rmsnorm-softcap-untied", "qknorm-untied-bias", "bias-only", "llama-exact"])
 def test_every_gpt_option_exports_with_the_same_logits_and_greedy_text(
-        tmp_path: Path, hf_modules: Path, options: dict[str, object]) -> None:
+        tmp_path: Path, hf_modules: Path, options: dict[str, object], exported_as: str) -> None:
     run = scaled_run(tmp_path / "run", tokenizer="byte", **options)
     out = lmkit.export(run, tmp_path / "hf")
-    assert needs_remote_code(out)
-    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is \
-        options.get("tie_embeddings", True)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == [exported_as]
+    assert needs_remote_code(out) is (exported_as == "LmkitGPTForCausalLM")
+    assert config["tie_word_embeddings"] is options.get("tie_embeddings", True)
+    assert type(load(out)).__name__ == exported_as
     assert_same_function(run, out, prompt="The lobster")
 
 

@@ -165,15 +165,18 @@ def needs_remote_code(folder: Path) -> bool:
 
 def _gpt(run: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
     """`gpt` or `gpt2` -> (config.json, weights under GPT-2's names, no tokenizer options): a
-    ``GPT2LMHeadModel`` when the model computes GPT-2's function, else lmkit's own modeling code
-    (``remote_code/``: ``LmkitGPTForCausalLM``, the same names plus ``lm_head.bias``)."""
+    ``GPT2LMHeadModel`` when the model computes GPT-2's function, a ``LlamaForCausalLM`` when it
+    computes Llama's (`_LLAMA_EXACT`), else lmkit's own modeling code (``remote_code/``:
+    ``LmkitGPTForCausalLM``, GPT-2's names plus ``lm_head.bias``)."""
     from lmkit.models.gpt2 import GPT2, gpt2_hf_weights
 
     model = run.model
+    options = gpt_options(model)
+    if options == _LLAMA_EXACT:
+        return _gpt_as_llama(model)
     tensors = _hf_tensors(gpt2_hf_weights(model), GPT2.hf_prefix)
     if model.head_kernel is not None:
         tensors["lm_head.weight"] = np.ascontiguousarray(_numpy(model.head_kernel).T)
-    options = gpt_options(model)
     common = {
         "vocab_size": model.vocab_size,
         "n_positions": model.seq_len,
@@ -216,6 +219,51 @@ def _gpt(run: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str
         "scale_attn_weights": True,
         "scale_attn_by_inverse_layer_idx": False,
         "reorder_and_upcast_attn": False,
+    }
+    return config, tensors, {}
+
+
+#: the `gpt` options (beyond GPT-2's) that are exactly a Llama: RMSNorm, rotary positions (half
+#: split, base 10000) and relu² = relu(h) * h, a gated MLP whose gate and up projections are w_fc
+_LLAMA_EXACT = {"rotary": True, "norm": "rmsnorm", "mlp": "relu2"}
+
+
+def _gpt_as_llama(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
+    """A `gpt` of `_LLAMA_EXACT` options -> (LlamaConfig fields, LlamaForCausalLM weights): the
+    fused q|k|v split per projection, every bias kept (``attention_bias``, ``mlp_bias``)."""
+    d = model.embed_dim
+    tensors = {"model.embed_tokens.weight": _numpy(model.embedding),
+               "model.norm.weight": _numpy(model.ln_f.scale)}
+    if model.head_kernel is not None:
+        tensors["lm_head.weight"] = np.ascontiguousarray(_numpy(model.head_kernel).T)
+    for i, block in enumerate(model.blocks):
+        p = f"model.layers.{i}."
+        w_qkv, b_qkv = _numpy(block.w_qkv), _numpy(block.b_qkv)
+        linear = {  # Linear weights are stored (out, in)
+            "self_attn.q_proj": (w_qkv[:, :d], b_qkv[:d]),
+            "self_attn.k_proj": (w_qkv[:, d:2 * d], b_qkv[d:2 * d]),
+            "self_attn.v_proj": (w_qkv[:, 2 * d:], b_qkv[2 * d:]),
+            "self_attn.o_proj": (_numpy(block.w_proj), _numpy(block.b_proj)),
+            "mlp.gate_proj": (_numpy(block.w_fc), _numpy(block.b_fc)),
+            "mlp.up_proj": (_numpy(block.w_fc), _numpy(block.b_fc)),
+            "mlp.down_proj": (_numpy(block.w_out), _numpy(block.b_out)),
+        }
+        for name, (kernel, bias) in linear.items():
+            tensors[f"{p}{name}.weight"] = np.ascontiguousarray(kernel.T)
+            tensors[f"{p}{name}.bias"] = np.ascontiguousarray(bias)
+        tensors[f"{p}input_layernorm.weight"] = _numpy(block.ln_1.scale)
+        tensors[f"{p}post_attention_layernorm.weight"] = _numpy(block.ln_2.scale)
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": model.vocab_size, "hidden_size": d, "intermediate_size": 4 * d,
+        "num_hidden_layers": model.num_layers, "num_attention_heads": model.heads,
+        "num_key_value_heads": model.heads, "head_dim": d // model.heads,
+        "hidden_act": "relu",  # relu(gate) * up with gate = up = h: relu²
+        "max_position_embeddings": model.seq_len, "rms_norm_eps": model.ln_f.epsilon,
+        "rope_theta": 10000.0, "rope_scaling": None, "attention_bias": True, "mlp_bias": True,
+        "attention_dropout": model.dropout_rate, "tie_word_embeddings": model.head_kernel is None,
+        "bos_token_id": None, "eos_token_id": None, "pad_token_id": None,
+        "initializer_range": 0.02, "use_cache": True, "dtype": "float32",
     }
     return config, tensors, {}
 
