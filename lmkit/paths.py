@@ -158,41 +158,25 @@ def check_compilation_cache(folder: Path, settle: float = _SETTLING_SECONDS) -> 
     >>> check_compilation_cache(cache_dir() / "jax")      # doctest: +SKIP
     []
     """
-    import hashlib
     import json
-    import time
     import warnings
 
     from lmkit.errors import LmkitWarning, RunError
 
     if not folder.is_dir():  # removed meanwhile (a test's temporary cache): nothing to check
         return []
-    try:
-        known = json.loads((folder / CACHE_MANIFEST).read_text(encoding="utf-8"))["entries"]
-    except (OSError, ValueError, KeyError, TypeError):
-        known = {}
-    if not isinstance(known, dict):  # none yet, or damaged: every entry is recorded afresh
-        known = {}
+    known = _read_manifest(folder)
     manifest: dict[str, dict[str, object]] = {}
     removed: list[str] = []
     for entry in sorted(folder.glob(f"*{_ENTRY_SUFFIX}")):
         try:
-            st = entry.stat()
-            stamp = [st.st_ino, st.st_size, st.st_mtime_ns]
-            record = known.get(entry.name)
-            if isinstance(record, dict) and record.get("stat") == stamp:
-                manifest[entry.name] = record
-                continue
-            if record is None and time.time() - st.st_mtime < settle:
-                continue  # being written by a compiling process: recorded at a later check
-            digest = hashlib.sha256(entry.read_bytes()).hexdigest()
-            if isinstance(record, dict) and (record.get("sha256"), record.get("size")) != (digest, st.st_size):
-                entry.unlink()
-                removed.append(entry.name)
-                continue
-            manifest[entry.name] = {"sha256": digest, "size": st.st_size, "stat": stamp}
+            record = _checked_entry(entry, known.get(entry.name), settle)
         except OSError:  # gone meanwhile (JAX's eviction, another process's check)
             continue
+        if record == "removed":
+            removed.append(entry.name)
+        elif record is not None:
+            manifest[entry.name] = record
     if removed:
         shown = ", ".join(removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else "")
         warnings.warn(f"the compilation cache {folder} held {len(removed)} entr"
@@ -205,6 +189,35 @@ def check_compilation_cache(folder: Path, settle: float = _SETTLING_SECONDS) -> 
         except (OSError, RunError):
             pass  # a read-only or full disk: the entries are checked again next time
     return removed
+
+
+def _read_manifest(folder: Path) -> dict[str, object]:
+    import json
+
+    try:
+        known = json.loads((folder / CACHE_MANIFEST).read_text(encoding="utf-8"))["entries"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return known if isinstance(known, dict) else {}  # damaged: every entry is recorded afresh
+
+
+def _checked_entry(entry: Path, record: object, settle: float) -> dict[str, object] | str | None:
+    """`entry`'s record for the manifest; ``"removed"`` when its content is not the recorded one
+    (the file is deleted); None for an unrecorded entry younger than `settle` seconds."""
+    import hashlib
+    import time
+
+    st = entry.stat()
+    stamp = [st.st_ino, st.st_size, st.st_mtime_ns]
+    if isinstance(record, dict) and record.get("stat") == stamp:
+        return record  # untouched since it was recorded: not read
+    if record is None and time.time() - st.st_mtime < settle:
+        return None  # perhaps still being written by a compiling process: recorded later
+    digest = hashlib.sha256(entry.read_bytes()).hexdigest()
+    if isinstance(record, dict) and (record.get("sha256"), record.get("size")) != (digest, st.st_size):
+        entry.unlink()
+        return "removed"
+    return {"sha256": digest, "size": st.st_size, "stat": stamp}
 
 
 @contextlib.contextmanager
