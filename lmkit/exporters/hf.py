@@ -156,10 +156,14 @@ def gpt_options(model: Any) -> dict[str, Any]:
     return changed
 
 
-def needs_remote_code(folder: Path) -> bool:
+def needs_remote_code(folder: str | Path) -> bool:
     """Whether the exported `folder` loads only with ``trust_remote_code=True`` (it carries
-    lmkit's modeling code: a `gpt` with options GPT-2 does not compute)."""
-    config = folder / "config.json"
+    lmkit's modeling code: a `gpt` with options no `transformers` class computes).
+
+    >>> needs_remote_code(lmkit.export("runs/gpt-default", "exported/default"))  # doctest: +SKIP
+    True
+    """
+    config = Path(folder) / "config.json"
     return config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8"))
 
 
