@@ -49,7 +49,7 @@ __all__ = [
     "Run", "Pretrained", "FineTuned", "EvalResult", "Leaderboard", "EvaluationStartEvent",
     "EvaluationEndEvent", "Comparison", "SUITES", "SCRATCH", "ENV_COORDINATOR", "ENV_NUM_PROCESSES",
     "ENV_PROCESS_ID", "lazy_exports", "LrFinding", "SweepResult", "TrialStartEvent",
-    "TrialEndEvent",
+    "TrialEndEvent", "needs_remote_code",
 ]
 
 # name -> its home, imported on first use (these import NumPy, or Keras and JAX when used)
@@ -62,6 +62,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "load_sweep": "lmkit.sweeps.study",
     "Pretrained": "lmkit.pretrained",
     "is_checkpoint": "lmkit.pretrained",
+    "needs_remote_code": "lmkit.exporters.hf",
     "FineTuned": "lmkit.evaluation.evaluator",
     "EvalResult": "lmkit.evaluation.result",
     "Leaderboard": "lmkit.evaluation.leaderboard",
@@ -262,15 +263,18 @@ def export(run_or_path: "Run | EvalResult | Pretrained | str | Path", out: str |
            overwrite: bool = False, merge: bool = False) -> Path:
     """Write a run, or a fine-tuned classifier, in another library's format; returns the folder.
     ``format="hf"``: a Hugging Face folder (``config.json``, ``model.safetensors``,
-    ``tokenizer.json``) that `transformers` loads as ``GPT2LMHeadModel`` (a `gpt` run trained
-    with ``[model] head_bias = false``, or a `gpt2` checkpoint's `Pretrained`) or ``BertForSequenceClassification`` (an `EvalResult` of a
+    ``tokenizer.json``) that `transformers` loads as ``GPT2LMHeadModel`` (a `gpt` with GPT-2's
+    options, or a `gpt2` checkpoint's `Pretrained`), as lmkit's own ``LmkitGPTForCausalLM``
+    (any other `gpt`, the default run included: its modeling code is written into the folder,
+    so loading needs ``trust_remote_code=True``, `needs_remote_code`), as a Llama-family class,
+    or ``BertForSequenceClassification`` (an `EvalResult` of a
     `bert` checkpoint, or the folder ``lmkit eval ... --out DIR`` fine-tuned it in); see
     `lmkit.exporters.hf`. An existing non-empty `out` needs ``overwrite=True``. A LoRA run
     exports its adapter alone (the layout `peft` reads) unless `merge` folds it into the
     model; an adapter folder (lmkit's or peft's) needs `merge` (`lmkit.exporters.export_run`).
 
     >>> lmkit.export("runs/gpt-20261130-101500", "exported/shakespeare")   # doctest: +SKIP
-    >>> GPT2LMHeadModel.from_pretrained("exported/shakespeare")             # doctest: +SKIP
+    >>> AutoModelForCausalLM.from_pretrained("exported/shakespeare", trust_remote_code=True)  # doctest: +SKIP
     >>> lmkit.export(lmkit.evaluate("minilm-l6", task="glue/sst2"), "exported/sst2")  # doctest: +SKIP
     """
     from lmkit.exporters import export_run

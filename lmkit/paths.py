@@ -16,7 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["cache_dir", "private_folder", "enable_compilation_cache", "atomic_output",
+__all__ = ["cache_dir", "private_folder", "enable_compilation_cache", "check_compilation_cache",
+           "atomic_output",
            "atomic_write_text", "atomic_directory", "hf_home", "check_hf_home"]
 
 _UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
@@ -113,17 +114,110 @@ def enable_compilation_cache() -> None:
 
     JAX's own cache: its entries are XLA's serialized executables, not pickles, and lmkit keeps
     no cache of compiled code of its own. The folder must be a `private_folder`; otherwise lmkit
-    warns and every step is compiled afresh.
+    warns and every step is compiled afresh. Each call (and the process's exit) checks the
+    entries against lmkit's manifest (`check_compilation_cache`), so an entry that no longer
+    holds what JAX stored under its name is compiled again instead of crashing the run.
     """
+    import atexit
+
     import jax
 
-    if jax.config.jax_compilation_cache_dir is None:
+    folder = jax.config.jax_compilation_cache_dir
+    if folder is None:
         folder = private_folder(cache_dir() / "jax", "The compilation cache")
         if folder is None:
             return
         jax.config.update("jax_compilation_cache_dir", str(folder))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        # record what this process compiled (its writes are done: nothing is half written)
+        atexit.register(check_compilation_cache, folder, settle=0.0)
+    if Path(folder) == cache_dir() / "jax":  # lmkit's folder, not one the user set up
+        check_compilation_cache(Path(folder))
+
+
+#: lmkit's record of the compilation cache: entry name -> sha256, size, and the stat that lets a
+#: later check skip hashing an entry nobody touched
+CACHE_MANIFEST = "lmkit-manifest.json"
+_ENTRY_SUFFIX = "-cache"  # JAX's entry files; its other files (atime, locks) are not code
+_SETTLING_SECONDS = 2.0  # JAX writes an entry in place: a newer file may be half written
+
+
+def check_compilation_cache(folder: Path, settle: float = _SETTLING_SECONDS) -> list[str]:
+    """Check JAX's compilation cache `folder` against lmkit's manifest; returns the entries removed.
+
+    JAX keys an entry by its computation and trusts the file under that key: an entry swapped
+    with another configuration's, truncated or replaced crashes the run that loads it
+    (``RuntimeProgramInputMismatch``), and lmkit's donated training state makes a retry unsafe.
+    So an entry whose content is not the one recorded (sha256 and size) is removed, with one
+    warning, and JAX compiles it again. Entries not yet recorded (this process's, or those of a
+    process that ended before recording) are hashed and recorded, unless younger than `settle`
+    seconds (another process may still be writing them). Cheap on a warm start: an
+    entry whose inode, size and modification time are the recorded ones is not read.
+
+    >>> check_compilation_cache(cache_dir() / "jax")      # doctest: +SKIP
+    []
+    """
+    import json
+    import warnings
+
+    from lmkit.errors import LmkitWarning, RunError
+
+    if not folder.is_dir():  # removed meanwhile (a test's temporary cache): nothing to check
+        return []
+    known = _read_manifest(folder)
+    manifest: dict[str, dict[str, object]] = {}
+    removed: list[str] = []
+    for entry in sorted(folder.glob(f"*{_ENTRY_SUFFIX}")):
+        try:
+            record = _checked_entry(entry, known.get(entry.name), settle)
+        except OSError:  # gone meanwhile (JAX's eviction, another process's check)
+            continue
+        if record == "removed":
+            removed.append(entry.name)
+        elif record is not None:
+            manifest[entry.name] = record
+    if removed:
+        shown = ", ".join(removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else "")
+        warnings.warn(f"the compilation cache {folder} held {len(removed)} entr"
+                      f"{'y' if len(removed) == 1 else 'ies'} that no longer match what was stored "
+                      f"under their names (swapped, truncated or replaced): {shown}; removed, they "
+                      f"will be compiled again", LmkitWarning, stacklevel=3)
+    if manifest != known:
+        try:
+            atomic_write_text(folder / CACHE_MANIFEST, json.dumps({"entries": manifest}))
+        except (OSError, RunError):
+            pass  # a read-only or full disk: the entries are checked again next time
+    return removed
+
+
+def _read_manifest(folder: Path) -> dict[str, object]:
+    import json
+
+    try:
+        known = json.loads((folder / CACHE_MANIFEST).read_text(encoding="utf-8"))["entries"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return known if isinstance(known, dict) else {}  # damaged: every entry is recorded afresh
+
+
+def _checked_entry(entry: Path, record: object, settle: float) -> dict[str, object] | str | None:
+    """`entry`'s record for the manifest; ``"removed"`` when its content is not the recorded one
+    (the file is deleted); None for an unrecorded entry younger than `settle` seconds."""
+    import hashlib
+    import time
+
+    st = entry.stat()
+    stamp = [st.st_ino, st.st_size, st.st_mtime_ns]
+    if isinstance(record, dict) and record.get("stat") == stamp:
+        return record  # untouched since it was recorded: not read
+    if record is None and time.time() - st.st_mtime < settle:
+        return None  # perhaps still being written by a compiling process: recorded later
+    digest = hashlib.sha256(entry.read_bytes()).hexdigest()
+    if isinstance(record, dict) and (record.get("sha256"), record.get("size")) != (digest, st.st_size):
+        entry.unlink()
+        return "removed"
+    return {"sha256": digest, "size": st.st_size, "stat": stamp}
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lmkit.errors import DataError
 from lmkit.registry import metrics
 
 __all__ = ["Metric", "compute_stats"]
@@ -62,10 +63,25 @@ _LN2 = math.log(2.0)
 _register(Metric("loss", lambda s: s["loss"] / s["count"]), "Mean training loss per token.")
 _register(Metric("perplexity", lambda s: math.exp(min(s["nll"] / s["count"], 700.0))),
           "exp(mean negative log-likelihood per token).", aliases=("ppl",))
-_register(Metric("bits_per_char", lambda s: s["nll"] / _LN2 / s["chars"]),
+def _bits_per(unit: str) -> Callable[[dict[str, float]], float]:
+    """Total NLL in bits over the `unit`s (``chars``, ``bytes``) of the decoded target text."""
+
+    def finalize(s: dict[str, float]) -> float:
+        if not s.get(unit):
+            raise DataError(
+                f"bits per {unit[:-1]} is undefined here: the evaluated validation targets decode "
+                f"to {s.get(unit, 0):.0f} {unit} ({s.get('count', 0):.0f} tokens). Use validation "
+                f"text the tokenizer decodes to characters, or drop bits_per_{unit[:-1]} from "
+                f"`metrics`")
+        return s["nll"] / _LN2 / s[unit]
+
+    return finalize
+
+
+_register(Metric("bits_per_char", _bits_per("chars")),
           "Bits per character of the decoded text (total NLL / ln 2 / characters).",
           aliases=("bpc",))
-_register(Metric("bits_per_byte", lambda s: s["nll"] / _LN2 / s["bytes"]),
+_register(Metric("bits_per_byte", _bits_per("bytes")),
           "Bits per UTF-8 byte of the decoded text.", aliases=("bpb",))
 _register(Metric("accuracy", lambda s: s["correct"] / s["count"], _correct_top1),
           "Top-1 next-token accuracy.", aliases=("top1_accuracy", "acc"))

@@ -498,3 +498,35 @@ def test_a_run_with_another_tokenizer_is_refused_not_decoded(finished_run: Path,
     assert main(["generate", str(run), "--prompt", "A", "--max-new-tokens", "20"]) == 2
     err = capsys.readouterr().err
     assert "is not the tokenizer this run was trained with" in err and err.count("\n") == 1, err
+
+
+# -- bits per character of validation text that decodes to nothing (issue 30) -------------------
+@pytest.mark.parametrize("metric", ["bits_per_char", "bits_per_byte"])
+def test_bits_per_char_of_no_text_is_a_clear_error_not_a_zero_division(metric: str) -> None:
+    from lmkit.registry import metrics
+
+    finalize = metrics.get(metric).finalize
+    assert finalize({"nll": 2.0 * np.log(2.0), "count": 2, "chars": 1, "bytes": 1}) == pytest.approx(2.0)
+    with pytest.raises(DataError, match=rf"decode to 0 {metric[9:]}s \(5 tokens\).*drop {metric}"):
+        finalize({"nll": 3.0, "count": 5, "chars": 0, "bytes": 0})
+
+
+@pytest.mark.slow
+def test_a_run_whose_validation_text_decodes_to_nothing_stops_before_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tokenizer whose ids decode to no characters (a plugin's, special tokens dropped on
+    decoding) made the first evaluation divide by zero after training had begun."""
+    from lmkit.tokenizers import CharTokenizer
+
+    monkeypatch.setattr(CharTokenizer, "decode", lambda self, ids: "")
+    data = tmp_path / "tiny.txt"
+    data.write_text("to be or not to be\n" * 20, encoding="utf-8")
+    out = tmp_path / "run"
+    argv = ["train", "--set", f"data={str(data)!r}", "--set", "seq_len=8", "--set", "layers=1",
+            "--set", "embed_dim=8", "--set", "heads=1", "--set", "max_steps=2",
+            "--set", "eval_every=1", "--set", "sample_tokens=0", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "bits per char is undefined here: the evaluated validation targets decode to 0 chars" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (out / "checkpoint.npz").exists()  # refused before the first step

@@ -89,3 +89,73 @@ def test_training_with_a_shared_cache_folder_warns_and_compiles_without_it(tmp_p
     assert done.returncode == 0, done.stderr[-2000:]
     assert "cache dir: None" in done.stdout
     assert "is not used: it is writable by other users" in done.stderr
+
+
+def entries(folder: Path, **contents: bytes) -> None:
+    for name, data in contents.items():
+        (folder / f"jit_{name}-cache").write_bytes(data)
+
+
+def test_entries_that_no_longer_hold_what_was_recorded_are_removed_with_one_warning(tmp_path) -> None:
+    from lmkit.errors import LmkitWarning
+    from lmkit.paths import check_compilation_cache
+
+    entries(tmp_path, a=b"A" * 100, b=b"B" * 200, c=b"C" * 50, d=b"D" * 10)
+    assert check_compilation_cache(tmp_path, settle=0.0) == []  # recorded
+    a, b = tmp_path / "jit_a-cache", tmp_path / "jit_b-cache"
+    a.rename(tmp_path / "x")
+    b.rename(a)
+    (tmp_path / "x").rename(b)                                     # a and b swapped
+    (tmp_path / "jit_c-cache").write_bytes(b"C" * 20)              # truncated
+    (tmp_path / "jit_d-cache").write_bytes(b"E" * 10)              # replaced, same size
+    entries(tmp_path, e=b"new")                                    # compiled since: recorded
+    with pytest.warns(LmkitWarning, match=r"held 4 entries that no longer match .*swapped, "
+                                          r"truncated or replaced.* and 1 more; removed, they "
+                                          r"will be compiled again") as said:
+        removed = check_compilation_cache(tmp_path, settle=0.0)
+    assert len(said) == 1 and "\n" not in str(said[0].message)
+    assert sorted(removed) == ["jit_a-cache", "jit_b-cache", "jit_c-cache", "jit_d-cache"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jit_e-cache", "lmkit-manifest.json"]
+    assert check_compilation_cache(tmp_path, settle=0.0) == []      # e was recorded as it is
+
+
+def test_an_untouched_cache_is_checked_without_reading_its_entries(tmp_path, monkeypatch) -> None:
+    import hashlib
+
+    from lmkit.paths import CACHE_MANIFEST, check_compilation_cache
+
+    entries(tmp_path, a=b"A" * 100, b=b"B" * 200)
+    (tmp_path / CACHE_MANIFEST).write_text("{not json")  # damaged: every entry recorded again
+    check_compilation_cache(tmp_path, settle=0.0)
+    hashed: list[bytes] = []
+    real = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda data=b"": hashed.append(data) or real(data))
+    assert check_compilation_cache(tmp_path) == [] and hashed == []
+    entries(tmp_path, c=b"being written")  # a fresh file of another process: left for later
+    assert check_compilation_cache(tmp_path) == [] and hashed == []
+
+
+@pytest.mark.slow
+def test_two_configurations_entries_swapped_are_compiled_again(tmp_path) -> None:
+    """Issue 30, item 12: JAX trusts the file under its key, so a swapped entry crashed the run
+    with RuntimeProgramInputMismatch; now the run warns, recompiles and trains."""
+    env = {**__import__("os").environ, "LMKIT_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run(width: int) -> subprocess.CompletedProcess:
+        config = dict(TINY, max_steps=2, eval_every=0, embed_dim=width, overwrite=True,
+                      out=str(tmp_path / f"run{width}"))
+        code = f"import lmkit; lmkit.train(**{config!r}, reporters=[]); print('trained')"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=300, env=env)
+
+    assert run(8).returncode == 0 and run(16).returncode == 0
+    steps = sorted((tmp_path / "cache" / "jax").glob("jit_train_chunk-*-cache"))
+    assert len(steps) == 2  # one training step per width
+    steps[0].rename(tmp_path / "aside")
+    steps[1].rename(steps[0])
+    (tmp_path / "aside").rename(steps[1])
+    done = run(8)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "trained" in done.stdout
+    assert "held 2 entries that no longer match" in done.stderr
+    assert run(16).returncode == 0

@@ -1,5 +1,6 @@
-"""`lmkit export --format hf`: a `gpt` run that `transformers` loads with the same logits, greedy
-text and token ids; tokenizers converted to HF `tokenizers`; the refusals."""
+"""`lmkit export --format hf`: a `gpt` run with GPT-2's options that `transformers` loads as
+GPT2LMHeadModel with the same logits, greedy text and token ids; tokenizers converted to HF
+`tokenizers`; the refusals (other options: tests/test_export_gpt_options.py)."""
 
 from __future__ import annotations
 
@@ -103,30 +104,6 @@ def test_other_architectures_are_refused_listing_the_exportable_ones(
     err = capsys.readouterr().err
     assert err.startswith("lmkit export: error: a 'lstm' model") and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written
-
-
-def test_a_gpt_with_a_head_bias_is_refused_saying_how_to_train_an_exportable_one(
-        tmp_path: Path) -> None:
-    run = config_only_run(tmp_path / "run", arch="gpt")  # head_bias: on by default
-    with pytest.raises(ExportError, match=r"lm_head has no bias.*--set model\.head_bias=false$"):
-        lmkit.export(run, tmp_path / "hf")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
-
-
-def test_the_default_gpt_is_refused_with_every_setting_an_exportable_one_needs(tmp_path: Path) -> None:
-    from lmkit.api import parse_set_options, resolved_train_config
-    from lmkit.exporters.hf import check
-
-    defaults = resolved_train_config()  # gpt with its speedrun recipe
-    run = config_only_run(tmp_path / "run", arch="gpt", model=defaults.model)
-    with pytest.raises(ExportError) as refused:
-        lmkit.export(run, tmp_path / "hf")
-    fix = str(refused.value).split("Train an exportable run with: ")[1].split()
-    assert fix == ["--set", "model.head_bias=false", "--set", "model.rotary=false",
-                   "--set", "model.qk_norm=false", "--set", 'model.mlp="gelu"']
-    advised = resolved_train_config(**parse_set_options(s for s in fix if s != "--set"))
-    check(advised)  # following the advice passes the exporter's check (zero_init is only an init)
-    assert advised.model["zero_init"] is True and advised.layers == defaults.layers
 
 
 def test_output_folders_that_would_lose_files_are_refused(tmp_path: Path) -> None:

@@ -157,12 +157,16 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from lmkit.api import export
+    from lmkit.api import export, needs_remote_code
 
     out = export(args.run_dir, args.out, format=args.format, overwrite=args.overwrite,
                  merge=args.merge)
     files = ", ".join(sorted(p.name for p in out.iterdir()))
     print(f"exported {args.run_dir} to {out} (format {args.format}: {files})")
+    if needs_remote_code(out):
+        print(f"no transformers class computes this model's options, so the folder carries "
+              f"lmkit's modeling code: load it with AutoModelForCausalLM.from_pretrained("
+              f"{str(out)!r}, trust_remote_code=True)")
     return 0
 
 

@@ -1,29 +1,36 @@
 """Hugging Face folders: an lmkit `gpt` run (or a `gpt2` checkpoint) as a `transformers`
-``GPT2LMHeadModel``; a `llama` run or checkpoint as the ``LlamaForCausalLM``,
-``MistralForCausalLM`` or ``Qwen2ForCausalLM`` it came from (its `hf_model_type`), weights under
-the names of `lmkit.models.llama.llama_hf_weights`, the table loading reads.
+``GPT2LMHeadModel`` when it has GPT-2's options, else with lmkit's own modeling code
+(``LmkitGPTForCausalLM``, ``trust_remote_code=True``); a `llama` run or checkpoint as the
+``LlamaForCausalLM``, ``MistralForCausalLM`` or ``Qwen2ForCausalLM`` it came from (its
+`hf_model_type`), weights under the names of `lmkit.models.llama.llama_hf_weights`, the table
+loading reads.
 
-The folder holds::
+The folder of a `gpt` holds::
 
     config.json            GPT2Config: model_type gpt2, n_embd, n_layer, n_head, n_positions
-                           (= seq_len), vocab_size, activation_function "gelu_new", ...
-    model.safetensors      float32 weights under GPT-2's names
+                           (= seq_len), vocab_size, activation_function "gelu_new", ...; or
+                           model_type lmkit_gpt with the options and an auto_map
+    model.safetensors      float32 weights under GPT-2's names (and lm_head.bias)
     tokenizer.json         the run's tokenizer as HF `tokenizers` (`Tokenizer.to_hf`): same ids
     tokenizer_config.json  so that ``AutoTokenizer`` gives a plain ``PreTrainedTokenizerFast``
     generation_config.json max_length = n_positions, so that ``generate()`` stays in the context
+    *_lmkit_gpt.py         lmkit's modeling code (``remote_code/``), for model_type lmkit_gpt
 
-and loads with ``GPT2LMHeadModel.from_pretrained(DIR)`` / ``AutoTokenizer.from_pretrained(DIR)``.
+and loads with ``AutoModelForCausalLM.from_pretrained(DIR)`` (plus ``trust_remote_code=True``
+for lmkit's code) / ``AutoTokenizer.from_pretrained(DIR)``.
 
-lmkit's `gpt` computes what GPT-2 computes (pre-LayerNorm blocks, GELU with the tanh
-approximation, which `transformers` calls ``gelu_new``, LayerNorm epsilon 1e-5, attention scaled
-by 1/sqrt(head_dim), learned positions), with one difference: its head adds a learned bias to
-the logits by default and GPT-2's ``lm_head`` has none. No GPT-2 weight can carry that bias
-(softmax ignores only a bias equal for every token), so a run with one is refused;
-``[model] head_bias = false`` trains one without it (a `gpt2` checkpoint's bias is zero until
-trained, so `lmkit.from_pretrained` of one exports back). Weights are written under the names
-loading reads them from, one table per architecture: `lmkit.models.gpt2.gpt2_hf_weights` under
-``transformer.`` (GPT-2's ``Conv1D`` stores ``(in, out)``, as lmkit does), and an untied head as
-``lm_head.weight``, transposed, with ``tie_word_embeddings`` false.
+lmkit's `gpt` with GPT-2's options computes what GPT-2 computes (pre-LayerNorm blocks, GELU with
+the tanh approximation, which `transformers` calls ``gelu_new``, LayerNorm epsilon 1e-5,
+attention scaled by 1/sqrt(head_dim), learned positions), but for a learned bias its head adds
+to the logits by default, which no GPT-2 weight can carry (softmax ignores only a bias equal for
+every token). The default `gpt` also turns on rotary positions, qk-norm and relu², which no
+`transformers` class computes together with a LayerNorm and that bias (Llama has RMSNorm and no
+qk-norm; Phi's qk-norm has a learned scale). So any `gpt` that is not GPT-2's function is
+written with two small PyTorch files of lmkit's (``remote_code/``) that compute each option as
+lmkit does. Weights are written under the names loading reads them from, one table per
+architecture: `lmkit.models.gpt2.gpt2_hf_weights` under ``transformer.`` (GPT-2's ``Conv1D``
+stores ``(in, out)``, as lmkit does), and an untied head as ``lm_head.weight``, transposed, with
+``tie_word_embeddings`` false.
 
 A classifier fine-tuned on a `bert` backbone (`lmkit eval CHECKPOINT --task T --out DIR`, or an
 `EvalResult`) becomes a ``BertForSequenceClassification`` folder: the encoder's weights under
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -47,16 +55,16 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lmkit.config import TrainConfig
-from lmkit.config.tomltext import toml_value
 from lmkit.errors import ExportError
 from lmkit.training.run import Run
 
-__all__ = ["check", "write"]
+__all__ = ["check", "gpt_options", "needs_remote_code", "write"]
 
 
 def check(config: TrainConfig) -> None:
     """Refuse a run from its configuration, before its weights are loaded: an architecture with
-    no Hugging Face equivalent, or a `gpt` with a head bias, raises `ExportError`."""
+    no Hugging Face equivalent, or a `llama` whose options its layout cannot hold, raises
+    `ExportError`."""
     from lmkit.registry import architectures
 
     converters = _converters()
@@ -67,7 +75,8 @@ def check(config: TrainConfig) -> None:
             f"a '{config.arch}' model has no Hugging Face equivalent, so the run cannot be "
             f"exported; exportable architectures: {', '.join(exportable)}"
         )
-    converters[factory].check(config)
+    if converters[factory].check is not None:
+        converters[factory].check(config)
 
 
 def write(source: Any, folder: Path) -> None:
@@ -90,6 +99,8 @@ def write(source: Any, folder: Path) -> None:
         # `generate` without a length stops at the context instead of running past the positions
         _write_json(folder / "generation_config.json", {"max_length": context})
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    for module in {name.split(".")[0] for name in config.get("auto_map", {}).values()}:
+        shutil.copyfile(_REMOTE_CODE / f"{module}.py", folder / f"{module}.py")
     tokenizer.save(str(folder / "tokenizer.json"))
     _write_json(folder / "tokenizer_config.json", {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -122,55 +133,62 @@ def _hf_tensors(weights: list[Any], prefix: str) -> dict[str, np.ndarray]:
     return tensors
 
 
-#: `gpt` options GPT-2 has no equivalent for, with the value that is GPT-2's computation
-#: (`head_bias`: GPT-2's lm_head adds no bias to the logits)
-_GPT2_PLAIN = {"head_bias": False, "rotary": False, "qk_norm": False, "mlp": "gelu",
-               "norm": "layernorm", "logit_softcap": 0.0}
-#: the value of each when a run's [model] table leaves it out
-_GPT_DEFAULT = {"head_bias": True}
+#: `gpt` options with the value that is GPT-2's computation (`head_bias`: GPT-2's lm_head adds
+#: no bias to the logits); a model with another value is written with lmkit's modeling code
+_GPT2_PLAIN = {"rotary": False, "qk_norm": False, "mlp": "gelu", "norm": "layernorm",
+               "logit_softcap": 0.0}
+#: the modeling code written beside a model no standard transformers class computes
+_REMOTE_CODE = Path(__file__).parent / "remote_code"
+_LMKIT_GPT_AUTO_MAP = {"AutoConfig": "configuration_lmkit_gpt.LmkitGPTConfig",
+                       "AutoModelForCausalLM": "modeling_lmkit_gpt.LmkitGPTForCausalLM"}
 
 
-def _check_gpt2(config: TrainConfig) -> None:
-    changed = {k: config.model.get(k, _GPT_DEFAULT.get(k, plain)) for k, plain in _GPT2_PLAIN.items()}
-    changed = {k: v for k, v in changed.items() if v != _GPT2_PLAIN[k]}
-    if changed:
-        said = ", ".join(f"{k}={v!r}" for k, v in changed.items())
-        fix = " ".join(f"--set model.{k}={toml_value(_GPT2_PLAIN[k])}" for k in changed)
-        raise ExportError(
-            f"this gpt run uses [model] {said}, which GPT-2 (transformers' GPT2LMHeadModel, whose "
-            f"lm_head has no bias) does not compute; `gpt`'s defaults include the speedrun "
-            f"options. Train an exportable run with: {fix}")
+def gpt_options(model: Any) -> dict[str, Any]:
+    """The options of a `gpt` (or `gpt2`) model that GPT-2 does not compute, with their values
+    (``head_bias`` when the model has a bias that is not all zero); empty for GPT-2's computation.
+
+    >>> gpt_options(lmkit.load("runs/gpt-default").model)        # doctest: +SKIP
+    {'rotary': True, 'qk_norm': True, 'mlp': 'relu2', 'head_bias': True}
+    """
+    changed = {k: getattr(model, k) for k, plain in _GPT2_PLAIN.items() if getattr(model, k) != plain}
+    if model.head_bias is not None and np.any(_numpy(model.head_bias)):  # zero: GPT-2's logits
+        changed["head_bias"] = True
+    return changed
 
 
-def _gpt2(run: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
-    """`gpt` or `gpt2` -> (GPT2Config fields, GPT2LMHeadModel weights, no tokenizer options)."""
+def needs_remote_code(folder: str | Path) -> bool:
+    """Whether the exported `folder` loads only with ``trust_remote_code=True`` (it carries
+    lmkit's modeling code: a `gpt` with options no `transformers` class computes).
+
+    >>> needs_remote_code(lmkit.export("runs/gpt-default", "exported/default"))  # doctest: +SKIP
+    True
+    """
+    config = Path(folder) / "config.json"
+    return config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8"))
+
+
+def _gpt(run: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
+    """`gpt` or `gpt2` -> (config.json, weights under GPT-2's names, no tokenizer options): a
+    ``GPT2LMHeadModel`` when the model computes GPT-2's function, a ``LlamaForCausalLM`` when it
+    computes Llama's (`_LLAMA_EXACT`), else lmkit's own modeling code (``remote_code/``:
+    ``LmkitGPTForCausalLM``, GPT-2's names plus ``lm_head.bias``)."""
     from lmkit.models.gpt2 import GPT2, gpt2_hf_weights
 
     model = run.model
-    if model.head_bias is not None and np.any(_numpy(model.head_bias)):  # zero: GPT-2's logits
-        raise ExportError(_GPT2_HEAD_BIAS)
+    options = gpt_options(model)
+    if options == _LLAMA_EXACT:
+        return _gpt_as_llama(model)
     tensors = _hf_tensors(gpt2_hf_weights(model), GPT2.hf_prefix)
     if model.head_kernel is not None:
         tensors["lm_head.weight"] = np.ascontiguousarray(_numpy(model.head_kernel).T)
-    config = {
-        "architectures": ["GPT2LMHeadModel"],
-        "model_type": "gpt2",
+    common = {
         "vocab_size": model.vocab_size,
         "n_positions": model.seq_len,
         "n_embd": model.embed_dim,
         "n_layer": model.num_layers,
         "n_head": model.heads,
-        "n_inner": None,  # 4 * n_embd, as lmkit's MLP
-        "activation_function": "gelu_new",  # keras.ops.gelu's default: the tanh approximation
         "layer_norm_epsilon": model.ln_f.epsilon,
-        # lmkit uses one dropout rate for embeddings, attention weights and residual branches
-        "embd_pdrop": model.dropout_rate,
-        "attn_pdrop": model.dropout_rate,
-        "resid_pdrop": model.dropout_rate,
         "initializer_range": 0.02,
-        "scale_attn_weights": True,
-        "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False,
         "tie_word_embeddings": model.head_kernel is None,
         # lmkit's tokenizers have no special tokens (GPT2Config's default 50256 would be wrong)
         "bos_token_id": None,
@@ -178,6 +196,78 @@ def _gpt2(run: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, st
         "pad_token_id": None,
         "use_cache": True,
         "dtype": "float32",
+    }
+    if options:
+        if model.head_bias is not None:
+            tensors["lm_head.bias"] = _numpy(model.head_bias)
+        config = {
+            "architectures": ["LmkitGPTForCausalLM"],
+            "model_type": "lmkit_gpt",
+            "auto_map": _LMKIT_GPT_AUTO_MAP,
+            **common,
+            "dropout": model.dropout_rate,
+            **{k: getattr(model, k) for k in _GPT2_PLAIN},
+            "head_bias": model.head_bias is not None,
+        }
+        return config, tensors, {}
+    config = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        **common,
+        "n_inner": None,  # 4 * n_embd, as lmkit's MLP
+        "activation_function": "gelu_new",  # keras.ops.gelu's default: the tanh approximation
+        # lmkit uses one dropout rate for embeddings, attention weights and residual branches
+        "embd_pdrop": model.dropout_rate,
+        "attn_pdrop": model.dropout_rate,
+        "resid_pdrop": model.dropout_rate,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+    }
+    return config, tensors, {}
+
+
+#: the `gpt` options (beyond GPT-2's) that are exactly a Llama: RMSNorm, rotary positions (half
+#: split, base 10000) and relu² = relu(h) * h, a gated MLP whose gate and up projections are w_fc
+_LLAMA_EXACT = {"rotary": True, "norm": "rmsnorm", "mlp": "relu2"}
+
+
+def _gpt_as_llama(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
+    """A `gpt` of `_LLAMA_EXACT` options -> (LlamaConfig fields, LlamaForCausalLM weights): the
+    fused q|k|v split per projection, every bias kept (``attention_bias``, ``mlp_bias``)."""
+    d = model.embed_dim
+    tensors = {"model.embed_tokens.weight": _numpy(model.embedding),
+               "model.norm.weight": _numpy(model.ln_f.scale)}
+    if model.head_kernel is not None:
+        tensors["lm_head.weight"] = np.ascontiguousarray(_numpy(model.head_kernel).T)
+    for i, block in enumerate(model.blocks):
+        p = f"model.layers.{i}."
+        w_qkv, b_qkv = _numpy(block.w_qkv), _numpy(block.b_qkv)
+        linear = {  # Linear weights are stored (out, in)
+            "self_attn.q_proj": (w_qkv[:, :d], b_qkv[:d]),
+            "self_attn.k_proj": (w_qkv[:, d:2 * d], b_qkv[d:2 * d]),
+            "self_attn.v_proj": (w_qkv[:, 2 * d:], b_qkv[2 * d:]),
+            "self_attn.o_proj": (_numpy(block.w_proj), _numpy(block.b_proj)),
+            "mlp.gate_proj": (_numpy(block.w_fc), _numpy(block.b_fc)),
+            "mlp.up_proj": (_numpy(block.w_fc), _numpy(block.b_fc)),
+            "mlp.down_proj": (_numpy(block.w_out), _numpy(block.b_out)),
+        }
+        for name, (kernel, bias) in linear.items():
+            tensors[f"{p}{name}.weight"] = np.ascontiguousarray(kernel.T)
+            tensors[f"{p}{name}.bias"] = np.ascontiguousarray(bias)
+        tensors[f"{p}input_layernorm.weight"] = _numpy(block.ln_1.scale)
+        tensors[f"{p}post_attention_layernorm.weight"] = _numpy(block.ln_2.scale)
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": model.vocab_size, "hidden_size": d, "intermediate_size": 4 * d,
+        "num_hidden_layers": model.num_layers, "num_attention_heads": model.heads,
+        "num_key_value_heads": model.heads, "head_dim": d // model.heads,
+        "hidden_act": "relu",  # relu(gate) * up with gate = up = h: relu²
+        "max_position_embeddings": model.seq_len, "rms_norm_eps": model.ln_f.epsilon,
+        "rope_theta": 10000.0, "rope_scaling": None, "attention_bias": True, "mlp_bias": True,
+        "attention_dropout": model.dropout_rate, "tie_word_embeddings": model.head_kernel is None,
+        "bos_token_id": None, "eos_token_id": None, "pad_token_id": None,
+        "initializer_range": 0.02, "use_cache": True, "dtype": "float32",
     }
     return config, tensors, {}
 
@@ -336,8 +426,8 @@ def _converters() -> dict[type, _Converter]:
     from lmkit.models.gpt2 import GPT2
     from lmkit.models.llama import Llama
 
-    gpt2 = _Converter(_check_gpt2, _gpt2)  # `gpt2` is `gpt` with its own number of positions
-    return {GPT: gpt2, GPT2: gpt2, Llama: _Converter(_check_llama, _llama),
+    gpt = _Converter(None, _gpt)  # `gpt2` is `gpt` with its own number of positions
+    return {GPT: gpt, GPT2: gpt, Llama: _Converter(_check_llama, _llama),
             SequenceClassifier: _Converter(None, _bert_classifier)}
 
 

@@ -7,7 +7,8 @@
 This is GPT-2's computation (GELU with the tanh approximation, LayerNorm epsilon 1e-5) except
 for the head's bias, which GPT-2 does not have: with ``head_bias=False``
 (config: ``[model] head_bias = false``, or ``--set model.head_bias=false``) the model is GPT-2
-exactly, and `lmkit export --format hf` writes it as a `transformers` ``GPT2LMHeadModel``.
+exactly, and `lmkit export --format hf` writes it as a `transformers` ``GPT2LMHeadModel``
+(any other options: with lmkit's own modeling code, `lmkit.exporters.hf`).
 
 Activations are kept 2-D, ``(B*T, D)``, around every dense matmul, with explicit weights and
 `ops.matmul`: on XLA:CPU this is about 1.4x faster than 3-D dense layers (see the speed notes).
@@ -170,8 +171,8 @@ class GPT(LanguageModel):
 
     `seq_len` is the context length (number of learned positions), also `max_context`.
     `head_bias` adds a learned bias to the logits (the default, kept so that existing runs load
-    unchanged); ``head_bias=False`` makes the head GPT-2's, ``x @ embedding^T``, which a run needs
-    to be exported to Hugging Face's format with a trained head (`lmkit.export`).
+    unchanged); ``head_bias=False`` makes the head GPT-2's, ``x @ embedding^T`` (with GPT-2's other
+    options, `lmkit.export` writes a plain ``GPT2LMHeadModel``; else lmkit's modeling code).
 
     Speedrun options (module docstring; all off by default): `rotary`, `qk_norm`, `mlp`
     (``"gelu"`` or ``"relu2"``), `norm` (``"layernorm"`` or ``"rmsnorm"``), `zero_init`,

@@ -86,28 +86,34 @@ class GPT2(GPT):
 def gpt2_hf_weights(model: GPT) -> list[HFWeight]:
     """Every variable of a `gpt` (or `gpt2`) model's body with its ``GPT2Model`` tensor name
     (without the ``transformer.`` prefix of ``GPT2LMHeadModel``); the head is tied to ``wte``.
+    A `gpt` with `rotary` has no ``wpe``; with ``norm = "rmsnorm"`` each norm is a ``weight``
+    alone (the names ``lmkit export`` writes for its own modeling code).
 
     >>> [w.names for w in gpt2_hf_weights(model)][:2]        # doctest: +SKIP
     [('wte.weight',), ('wpe.weight',)]
     """
-    out = [HFWeight(model.embedding, ("wte.weight",)),
-           HFWeight(model.position_embedding, ("wpe.weight",)),
-           HFWeight(model.ln_f.gamma, ("ln_f.weight",)),
-           HFWeight(model.ln_f.beta, ("ln_f.bias",))]
+    out = [HFWeight(model.embedding, ("wte.weight",))]
+    if model.position_embedding is not None:
+        out.append(HFWeight(model.position_embedding, ("wpe.weight",)))
+    out += _norm_weights(model.ln_f, "ln_f")
     for i, block in enumerate(model.blocks):
         p = f"h.{i}."
         out += [
-            HFWeight(block.ln_1.gamma, (f"{p}ln_1.weight",)),
-            HFWeight(block.ln_1.beta, (f"{p}ln_1.bias",)),
+            *_norm_weights(block.ln_1, f"{p}ln_1"),
             HFWeight(block.w_qkv, (f"{p}attn.c_attn.weight",)),
             HFWeight(block.b_qkv, (f"{p}attn.c_attn.bias",)),
             HFWeight(block.w_proj, (f"{p}attn.c_proj.weight",)),
             HFWeight(block.b_proj, (f"{p}attn.c_proj.bias",)),
-            HFWeight(block.ln_2.gamma, (f"{p}ln_2.weight",)),
-            HFWeight(block.ln_2.beta, (f"{p}ln_2.bias",)),
+            *_norm_weights(block.ln_2, f"{p}ln_2"),
             HFWeight(block.w_fc, (f"{p}mlp.c_fc.weight",)),
             HFWeight(block.b_fc, (f"{p}mlp.c_fc.bias",)),
             HFWeight(block.w_out, (f"{p}mlp.c_proj.weight",)),
             HFWeight(block.b_out, (f"{p}mlp.c_proj.bias",)),
         ]
     return out
+
+
+def _norm_weights(layer: keras.layers.Layer, name: str) -> list[HFWeight]:
+    if isinstance(layer, keras.layers.RMSNormalization):  # a scale, no shift
+        return [HFWeight(layer.scale, (f"{name}.weight",))]
+    return [HFWeight(layer.gamma, (f"{name}.weight",)), HFWeight(layer.beta, (f"{name}.bias",))]

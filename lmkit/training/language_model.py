@@ -107,6 +107,9 @@ class LanguageModelTrainee:
             targets = [y for _, y in self._eval_batches()]
             text = tokenizer.decode(np.concatenate([t.ravel() for t in targets]).tolist())
             self._text_sizes = {"chars": float(len(text)), "bytes": float(len(text.encode("utf-8")))}
+            for name in {"bits_per_char", "bits_per_byte"} & set(self.metrics):  # before training
+                self._registry[name].finalize({"nll": 0.0, "count": sum(t.size for t in targets),
+                                               **self._text_sizes})
         first = next(self._eval_batches(), None) if val_ids is not None else None
         if first is not None:  # compiled beside the training step, ready for the first evaluation
             stepper.prepare_evaluation(first[0].shape)
