@@ -235,3 +235,14 @@ def test_packing_is_off_for_a_recurrent_backbone_and_when_asked(monkeypatch):
     assert _finetune_trainee("gpt", data, "mean", False, "cross_entropy").packed_width is None
     monkeypatch.setitem(MODELS, "lstm", ("lstm", dict(embed_dim=8, units=8, layers=1)))
     assert _finetune_trainee("lstm", data, "mean", True, "cross_entropy").packed_width is None
+
+
+@pytest.mark.slow
+def test_minilm_embeddings_are_the_same_packed_and_padded():
+    mini = lmkit.from_pretrained("minilm-l6")
+    texts = ["A cat.", "Someone is playing a guitar on a quiet street at night.", "Stocks fell.",
+             "The quick brown fox jumps over the lazy dog, twice, and then sleeps.", "Hi", "Yes."]
+    for pooling in ("mean", "cls"):
+        packed = mini.embed(texts, pooling=pooling, batch_size=4)
+        np.testing.assert_allclose(packed, mini.embed(texts, pooling=pooling, batch_size=4, packing=False),
+                                   atol=1e-5)
