@@ -196,12 +196,12 @@ def test_packed_batches_compute_about_the_real_tokens_in_few_shapes():
     from lmkit.evaluation.finetune import PAD_WIDTHS
 
     rng = np.random.default_rng(6)  # short sentences and a few long ones, as SST-2's
-    lengths = np.minimum(rng.geometric(0.08, 640) + 2, 64)
-    data = Encoded([np.full(n, 5, np.int32) for n in lengths], rng.integers(0, 2, 640))
+    lengths = np.minimum(rng.geometric(0.08, 650) + 2, 64)  # a short last batch
+    data = Encoded([np.full(n, 5, np.int32) for n in lengths], rng.integers(0, 2, 650))
     packed = _finetune_trainee("gpt", data, "mean", True, "cross_entropy", batch_size=32)
     padded = _finetune_trainee("gpt", data, "mean", False, "cross_entropy", batch_size=32)
     steps = packed.steps_per_epoch
-    shapes = {packed._batch(s)[0].tokens.shape for s in range(steps)}
+    shapes = {packed._batch(s)[0].tokens.shape for s in range(2 * steps)}
     assert len(shapes) <= PAD_WIDTHS
     real = int(lengths.sum())
     assert _positions(packed, steps) < 1.15 * real < 0.9 * _positions(padded, steps)

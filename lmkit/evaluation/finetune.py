@@ -210,7 +210,11 @@ class FinetuneTrainee:
         """The longest of these examples, or the packed rows they fill."""
         if self.packed_width is None:
             return int(self._lengths[rows].max())
-        return int(first_fit(self._lengths[rows], self.packed_width).max()) + 1
+        return int(first_fit(self._lengths[self._filled(rows)], self.packed_width).max()) + 1
+
+    def _filled(self, rows: np.ndarray) -> np.ndarray:
+        """A short last batch filled with copies of its first example, as padded batches are."""
+        return np.concatenate([rows, np.repeat(rows[:1], self.step_size - len(rows))])
 
     def _width(self, rows: np.ndarray) -> int:
         needed = self._needed(rows)
@@ -258,9 +262,8 @@ class FinetuneTrainee:
         return tuple(mine(a) for a in inputs), mine(labels)
 
     def _packed_batch(self, rows: np.ndarray) -> tuple[Packed, np.ndarray]:
-        """`rows`' examples packed into rows of `packed_width` (`_width` of them); a short last
-        batch is filled with copies of its first example, as padded batches are."""
-        examples = np.concatenate([rows, np.repeat(rows[:1], self.step_size - len(rows))])
+        """`rows`' examples (`_filled`) packed into `_width` rows of `packed_width` tokens."""
+        examples = self._filled(rows)
         packed = pack([self.train_data.ids[i] for i in examples], self.packed_width,
                       n_rows=self._width(rows))
         return packed, self.train_data.labels[examples]
