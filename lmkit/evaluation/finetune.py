@@ -213,8 +213,11 @@ class FinetuneTrainee:
         return int(first_fit(self._lengths[self._filled(rows)], self.packed_width).max()) + 1
 
     def _filled(self, rows: np.ndarray) -> np.ndarray:
-        """A short last batch filled with copies of its first example, as padded batches are."""
-        return np.concatenate([rows, np.repeat(rows[:1], self.step_size - len(rows))])
+        """A short last batch filled up to `step_size` examples with copies of its shortest
+        (padded batches copy their first: in a padded row a copy costs nothing more, in
+        packed rows the shortest takes the least room)."""
+        shortest = rows[np.argmin(self._lengths[rows])]
+        return np.concatenate([rows, np.full(self.step_size - len(rows), shortest)])
 
     def _width(self, rows: np.ndarray) -> int:
         needed = self._needed(rows)
