@@ -27,10 +27,10 @@ compiles one program. A step of `accumulate_steps` micro-batches reads the examp
 batch of `batch_size * accumulate_steps`.
 
 Packing (`packing = true`, the default, where `_packed_width` allows it): batches are not
-sorted by length, and a batch's examples are packed into rows of the longest example's width (`lmkit.data.packing`, first-fit decreasing)
-instead of padded, the head reads each example from its own segment (same losses and gradients
-as padded, fewer positions computed), and the few compiled shapes are numbers of rows, chosen
-for the data as the pad widths are.
+sorted by length, and a batch's examples are packed into rows of the longest example's width
+(`lmkit.data.packing`, first-fit decreasing) instead of padded; the head reads each example from
+its own segment (same losses and gradients as padded, fewer positions computed), and the few
+compiled shapes are numbers of rows, chosen for the data as the pad widths are.
 
 Gradual unfreezing (ULMFiT): the backbone's layers are groups (its own weights such as the
 embedding first, then each sub-layer in order); they are unfrozen from the top group down at
