@@ -6,13 +6,18 @@ sentences (tests/fixtures/eval/glue/SST-2), the same batches of `BATCH` examples
 a linear head on the [CLS] state):
 
 - **fine-tuning step**: lmkit's `FinetuneTrainee` (what `lmkit.evaluate` runs: one compiled JAX
-  step, batches bucketed by length and padded to 4 widths chosen for the data, the word
-  embedding updated only at the batch's rows -- lazily, so rows of absent ids are not decayed)
-  against `BertForSequenceClassification` trained eagerly (each batch padded to its longest
-  example, as Hugging Face's dynamic padding does; dense AdamW, the usual recipe) -- lmkit pays
-  for its slightly longer padding;
-- **embedding** (inference): `Pretrained.embed` (mean pooling) against `BertModel` under
-  ``torch.no_grad`` with the same masked mean.
+  step, the word embedding updated only at the batch's rows -- lazily, so rows of absent ids
+  are not decayed), packed (the default: each batch's examples packed into rows of one width,
+  `lmkit.data.packing`, a few row counts chosen for the data) and padded (``packing=false``:
+  batches bucketed by length and padded to 4 widths chosen for the data), against
+  `BertForSequenceClassification` trained eagerly (each batch padded to its longest example,
+  as Hugging Face's dynamic padding does; dense AdamW, the usual recipe);
+- **embedding** (inference): `Pretrained.embed` (mean pooling), packed and padded, against
+  `BertModel` under ``torch.no_grad`` with the same masked mean.
+
+All contenders take the same batches (the padded path's: sorted by length in pools, which
+favours padding); the figures count the token positions each computes on them beside the real
+tokens.
 
 PyTorch is timed with all cores and with one thread, and its faster setting is the reference.
 Every contender first runs every batch once untimed (lmkit compiles one program per padded
@@ -69,6 +74,14 @@ def _torch_batch(encoded: Any, rows: np.ndarray) -> tuple[Any, Any, Any]:
             torch.tensor(encoded.labels[rows].astype(np.int64)))
 
 
+def _positions(packed: Any, padded: Any, torch_batches: list[Any], steps: int) -> dict[str, int]:
+    """Token positions each contender computes over the timed batches, and the real tokens."""
+    return {"positions_lmkit_packed": sum(packed._batch(s)[0][0].size for s in range(steps)),
+            "positions_lmkit_padded": sum(padded._batch(s)[0][0].size for s in range(steps)),
+            "positions_torch": sum(int(tokens.numel()) for tokens, _, _ in torch_batches),
+            "real_tokens": sum(int(mask.sum()) for _, mask, _ in torch_batches)}
+
+
 def run(quick: bool = False) -> Result:
     import torch
     import transformers
@@ -78,8 +91,13 @@ def run(quick: bool = False) -> Result:
 
     mini = lmkit.from_pretrained("minilm-l6")
     task_data = load_split("glue/sst2", str(SST2), "train")
-    trainee, epoch, encoded = _lmkit_trainer(mini, task_data)
+    trainee, _, encoded = _lmkit_trainer(mini, task_data)
+    padded, epoch, _ = _lmkit_trainer(mini, task_data, packing=False)
     batches = epoch[: 4 if quick else len(epoch)]
+    # every contender takes the same batches, in the same order: the padded path's, sorted by
+    # length in pools (as `group_by_length` does), which favours padding
+    for t in (trainee, padded):
+        t._rows = lambda step: batches[step % len(batches)]
     torch.manual_seed(0)
     reference = transformers.BertForSequenceClassification.from_pretrained(
         mini.dir, num_labels=2).train()
@@ -89,12 +107,15 @@ def run(quick: bool = False) -> Result:
     texts = [task_data.text_a[r] for rows in batches for r in rows]
     text_batches = [texts[i:i + BATCH] for i in range(0, len(texts), BATCH)]
 
-    position = {"lmkit": 0, "torch": 0}
+    position = {"lmkit": 0, "lmkit_padded": 0, "torch": 0}
 
     def lmkit_step() -> None:
-        step = position["lmkit"] % len(batches)
         position["lmkit"] += 1
-        trainee.train(step, 1)  # returns the loss as a host float: the step has finished
+        trainee.train(position["lmkit"] - 1, 1)  # returns the loss as a host float: the step has finished
+
+    def lmkit_padded_step() -> None:
+        position["lmkit_padded"] += 1
+        padded.train(position["lmkit_padded"] - 1, 1)
 
     def torch_step() -> None:
         tokens, mask, labels = torch_batches[position["torch"] % len(torch_batches)]
@@ -108,6 +129,9 @@ def run(quick: bool = False) -> Result:
     def lmkit_embed(texts: list[str]) -> None:
         mini.embed(texts, batch_size=BATCH, max_length=MAX_LENGTH)
 
+    def lmkit_padded_embed(texts: list[str]) -> None:
+        mini.embed(texts, batch_size=BATCH, max_length=MAX_LENGTH, packing=False)
+
     def torch_embed(texts: list[str]) -> None:
         tok_ids = mini.tokenizer.encode_inputs(texts, max_length=MAX_LENGTH)
         tokens, mask, _ = _torch_batch(type(encoded)(tok_ids, np.zeros(len(texts), np.int64)),
@@ -118,12 +142,15 @@ def run(quick: bool = False) -> Result:
             (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
     first_pass: dict[str, float] = {}
-    for name, fn, count in (("lmkit", lmkit_step, len(batches)), ("torch", torch_step, len(batches))):
+    for name, fn, count in (("lmkit", lmkit_step, len(batches)),
+                            ("lmkit_padded", lmkit_padded_step, len(batches)),
+                            ("torch", torch_step, len(batches))):
         t0 = time.perf_counter()
         for _ in range(count):
             fn()
         first_pass[f"train_{name}_first_pass_s"] = round(time.perf_counter() - t0, 2)
-    for name, fn in (("lmkit", lmkit_embed), ("torch", torch_embed)):
+    for name, fn in (("lmkit", lmkit_embed), ("lmkit_padded", lmkit_padded_embed),
+                     ("torch", torch_embed)):
         t0 = time.perf_counter()
         for chunk in text_batches:
             fn(chunk)
@@ -159,11 +186,13 @@ def run(quick: bool = False) -> Result:
     cores = torch.get_num_threads()
     train_times = interleave({
         "lmkit": stepper(lmkit_step),
+        "lmkit_padded": stepper(lmkit_padded_step),
         f"torch_{cores}_threads": torch_threads(stepper(torch_step), cores),
         "torch_1_thread": torch_threads(stepper(torch_step), 1),
     }, rounds)
     embed_times = interleave({
         "lmkit": embedder(lmkit_embed),
+        "lmkit_padded": embedder(lmkit_padded_embed),
         f"torch_{cores}_threads": torch_threads(embedder(torch_embed), cores),
         "torch_1_thread": torch_threads(embedder(torch_embed), 1),
     }, rounds)
@@ -171,7 +200,8 @@ def run(quick: bool = False) -> Result:
     train_ref, embed_ref = best_reference(train_times), best_reference(embed_times)
     mean_tokens = float(np.mean([len(encoded.ids[r]) for rows in batches for r in rows]))
     figures: dict[str, Any] = {"batch": BATCH, "max_length": MAX_LENGTH, "batches": len(batches),
-                               "mean_tokens_per_example": round(mean_tokens, 1), **first_pass}
+                               "mean_tokens_per_example": round(mean_tokens, 1), **first_pass,
+                               **_positions(trainee, padded, torch_batches, len(batches))}
     rows = [["contender", "train ms/step", "train examples/s", "embed ms/batch", "embed examples/s"]]
     for name in train_times:
         t, e = train_times[name]["median_s"], embed_times[name]["median_s"]
@@ -182,6 +212,10 @@ def run(quick: bool = False) -> Result:
         "finetune_speedup_vs_torch": ratio(train_times[train_ref]["median_s"],
                                            train_times["lmkit"]["median_s"]),
         "embed_speedup_vs_torch": ratio(embed_times[embed_ref]["median_s"],
+                                        embed_times["lmkit"]["median_s"]),
+        "finetune_packed_vs_padded": ratio(train_times["lmkit_padded"]["median_s"],
+                                           train_times["lmkit"]["median_s"]),
+        "embed_packed_vs_padded": ratio(embed_times["lmkit_padded"]["median_s"],
                                         embed_times["lmkit"]["median_s"]),
     }
     _, note_train = fastest_steps_ratio(train_times, train_ref)

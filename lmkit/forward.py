@@ -34,8 +34,8 @@ import numpy as np
 
 from lmkit.errors import ConfigError
 
-__all__ = ["compiled", "Batch", "plan", "padded_width", "pad_rows", "apply", "logits", "features",
-           "pooled", "classify", "log_likelihoods", "greedy_log_likelihoods", "text_nll", "perplexity", "BUCKET",
+__all__ = ["compiled", "Batch", "plan", "padded_width", "pad_rows", "apply", "apply_packed", "logits",
+           "features", "pooled", "pool", "classify", "log_likelihoods", "greedy_log_likelihoods", "text_nll", "perplexity", "BUCKET",
            "LOGITS_PER_BATCH", "POOLINGS", "UNITS"]
 
 #: padded widths are multiples of this: a handful of compiled shapes serve any lengths
@@ -182,6 +182,47 @@ def apply(model: Any, body: Callable[..., Any], rows: Sequence[Any], *, batch_si
     return out.array
 
 
+def apply_packed(model: Any, body: Callable[..., Any], rows: Sequence[Any], *,
+                 batch_size: int = 32, limit: int | None = None, pad_id: int = 0,
+                 static: Any = None) -> np.ndarray:
+    """``body(model, tokens (R, W), lengths (N,), segments (R, W), offsets (N,))`` over `rows`
+    packed (`lmkit.data.packing`) into rows of one width `W` (the longest row's
+    `padded_width`), `R` rows per batch (as many as `batch_size` examples fill on average);
+    the body returns one output per example, stacked in the rows' order.
+
+    Every batch has the same shape (its examples filled up with copies of its first), so a call
+    compiles one program, and computes about the real tokens instead of each batch's padding.
+    """
+    from lmkit.data.packing import first_fit, pack
+
+    lengths = np.asarray([len(r) for r in rows], dtype=np.int32)
+    if not len(lengths):
+        raise ConfigError("`rows` must hold at least one row")
+    width = padded_width(lengths.max(), limit)
+    row_of = first_fit(lengths, width)
+    total = int(row_of.max()) + 1
+    per_batch = max(1, min(total, math.ceil(total * batch_size / len(lengths))))
+    groups = [g for g in (np.flatnonzero(row_of // per_batch == b)
+                          for b in range(-(-total // per_batch))) if len(g)]
+    examples = -(-max(map(len, groups)) // 8) * 8  # fixed per call: one compiled shape
+    out = _Gathered(len(lengths), None)
+    fn: Callable[..., Any] | None = None
+    pending = None
+    for group in groups:
+        packed = pack([rows[i] for i in group], width, row_of[group] % per_batch, per_batch, pad_id)
+        fill = np.zeros(examples - len(group), np.int64)  # copies of the first example
+        args = (packed.tokens, np.concatenate([packed.lengths, packed.lengths[fill]]),
+                packed.segments, np.concatenate([packed.offsets, packed.offsets[fill]]))
+        if fn is None:
+            fn, values = _prepared(model, body, static, args)
+        result = fn(values, *args)
+        if pending is not None:  # the host copy of one batch overlaps the next one's computation
+            out.put(*pending)
+        pending = (group, result)
+    out.put(*pending)
+    return out.array
+
+
 def _prepared(model: Any, body: Callable[..., Any], static: Any, args: tuple[Any, ...],
               ) -> tuple[Callable[..., Any], list[Any]]:
     """The compiled body and the model's variable values, its weights built first."""
@@ -232,11 +273,16 @@ def features(model: Any, rows: Sequence[Any], batch_size: int = 32, limit: int |
 
 
 def pooled(model: Any, rows: Sequence[Any], pooling: str = "mean", batch_size: int = 32,
-           limit: int | None = None, pad_id: int = 0) -> np.ndarray:
+           limit: int | None = None, pad_id: int = 0, packing: bool = False) -> np.ndarray:
     """One vector per row ``(N, H)``: the mean of the hidden states over its tokens (`mean`) or
-    its first token's state (`cls`), pooled inside the compiled program."""
+    its first token's state (`cls`), pooled inside the compiled program. With `packing` (a
+    model whose architecture has the capability ``"packing"``) short rows share packed rows
+    (`apply_packed`): the same vectors within float rounding, fewer positions computed."""
     if pooling not in POOLINGS:
         raise ConfigError(f"`pooling` must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if packing:
+        return apply_packed(model, _packed_pooled_body, rows, batch_size=batch_size, limit=limit,
+                            pad_id=pad_id, static=pooling)
     return apply(model, _pooled_body, rows, batch_size=batch_size, limit=limit, pad_id=pad_id,
                  static=pooling)
 
@@ -340,11 +386,16 @@ def _pooled_body(model: Any, tokens: Any, lengths: Any, static: str) -> Any:
     """Hidden states pooled by `static` (`mean` over the first `lengths` tokens, or `cls`)."""
     from keras import ops
 
-    hidden = ops.cast(model.features(tokens, training=False), "float32")    # (B, T, H)
-    if static == "cls":
-        return hidden[:, 0]
-    weights = ops.cast(_real(tokens, lengths), "float32")[:, :, None]
-    return ops.sum(hidden * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1e-9)
+    return pool(ops.cast(model.features(tokens, training=False), "float32"), lengths, static)
+
+
+def _packed_pooled_body(model: Any, tokens: Any, lengths: Any, segments: Any, offsets: Any,
+                        static: str) -> Any:
+    """`_pooled_body` of packed rows: one vector per example (`lmkit.data.packing`)."""
+    from keras import ops
+
+    hidden = model.features(tokens, training=False, segments=segments)
+    return pool(ops.cast(hidden, "float32"), lengths, static, offsets)
 
 
 def _classify_body(model: Any, tokens: Any, lengths: Any, *extras: Any) -> Any:
@@ -379,6 +430,33 @@ def _scored_targets(model: Any, pairs: Any, lengths: Any, first: Any) -> tuple[A
     picked = ops.take_along_axis(log_probs, ops.cast(targets, "int32")[..., None], axis=-1)[..., 0]
     scored = _real(tokens, lengths) & (ops.arange(ops.shape(tokens)[1])[None, :] >= first[:, None])
     return log_probs, picked, scored
+
+
+def pool(hidden: Any, lengths: Any, pooling: str, offsets: Any = None) -> Any:
+    """One vector per example from hidden states ``(B, T, H)``: its `mean` over its `lengths`
+    tokens, its first (`cls`) or `last` token's state, or `concat` (last, then mean). Example
+    i starts at position ``offsets[i]`` of the flattened ``(B * T, H)`` states (packed rows,
+    `lmkit.data.packing`); by default row i holds example i from its start. The one pooling of
+    lmkit: `pooled` embeddings and fine-tuning's heads (`lmkit.evaluation.heads`) read it.
+    """
+    from keras import ops
+
+    batch, time, width = ops.shape(hidden)[0], ops.shape(hidden)[1], ops.shape(hidden)[2]
+    flat = ops.reshape(hidden, (-1, width))                                      # (B*T, H)
+    lengths = ops.maximum(ops.cast(lengths, "int32"), 1)
+    if offsets is None:
+        offsets = ops.arange(batch, dtype="int32") * time
+    offsets = ops.cast(offsets, "int32")
+    if pooling == "cls":
+        return ops.take(flat, offsets, axis=0)
+    last = ops.take(flat, offsets + lengths - 1, axis=0)                          # (N, H)
+    if pooling == "last":
+        return last
+    # the mean as a matmul with each example's (N, B*T) averaging weights: no (N, T, H) gather
+    where = ops.arange(batch * time, dtype="int32")[None, :] - offsets[:, None]
+    weights = ops.cast((where >= 0) & (where < lengths[:, None]), flat.dtype)
+    mean = ops.matmul(weights, flat) / ops.cast(lengths, flat.dtype)[:, None]   # (N, H)
+    return mean if pooling == "mean" else ops.concatenate([last, mean], axis=-1)
 
 
 def _real(tokens: Any, lengths: Any) -> Any:

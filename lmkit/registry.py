@@ -190,6 +190,19 @@ class Registry(Generic[T]):
             )
         return self._entries[key]
 
+    def entry_of(self, obj: Any) -> Entry[T] | None:
+        """The entry of the most derived registered class of `obj` (an instance), or `None`:
+        how a client asks what a built model's architecture can do.
+
+        >>> architectures.entry_of(model).has("packing")          # doctest: +SKIP
+        """
+        entries = self.list()
+        for cls in type(obj).__mro__:
+            entry = next((e for e in entries if e.obj is cls), None)
+            if entry is not None:
+                return entry
+        return None
+
     def get(self, name: str) -> T:
         """Return the object registered as `name` (case-insensitive, aliases allowed)."""
         return self.entry(name).obj

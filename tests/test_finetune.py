@@ -264,7 +264,7 @@ def _assert_same_weights(a: Any, b: Any, atol: float) -> None:
 
 @pytest.mark.slow
 def test_accumulating_four_micro_batches_is_one_batch_four_times_larger() -> None:
-    whole = _trainee(batch_size=16)
+    whole = _trainee(batch_size=16, packing=False)  # micro-batches pad: the same batches
     micro = _trainee(batch_size=4, accumulate_steps=4)
     assert micro.steps_per_epoch == whole.steps_per_epoch == 4
     losses_whole, losses_micro = whole.train(0, 3), micro.train(0, 3)
@@ -276,7 +276,7 @@ def test_accumulating_four_micro_batches_is_one_batch_four_times_larger() -> Non
 
 @pytest.mark.slow
 def test_a_batch_in_two_parts_fine_tunes_the_same_model() -> None:
-    whole, halves = _trainee(), _trainee(batch_parts=2)
+    whole, halves = _trainee(packing=False), _trainee(batch_parts=2)  # parts pad: the same batches
     losses = whole.train(0, 3)
     assert np.isfinite(losses).all()
     np.testing.assert_allclose(halves.train(0, 3), losses, atol=1e-5)

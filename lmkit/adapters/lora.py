@@ -69,12 +69,9 @@ def require_lora(model: Any) -> None:
     the capability `LORA`: adapters need the dense kernels of a Transformer."""
     from lmkit.registry import architectures
 
-    for cls in type(model).__mro__:
-        entry = next((e for e in architectures.list() if e.obj is cls), None)
-        if entry is not None:
-            if entry.has(LORA):
-                return
-            break
+    entry = architectures.entry_of(model)
+    if entry is not None and entry.has(LORA):
+        return
     name = entry.name if entry is not None else type(model).__name__
     raise ConfigError(f"adapter = \"lora\" does not support architecture {name!r}: LoRA adapts "
                       f"the dense kernels of these architectures: "

@@ -26,6 +26,12 @@ of `log_every` steps, each call padded to that length with skipped steps, so eac
 compiles one program. A step of `accumulate_steps` micro-batches reads the examples of one
 batch of `batch_size * accumulate_steps`.
 
+Packing (`packing = true`, the default, where `_packed_width` allows it): batches are not
+sorted by length, and a batch's examples are packed into rows of the longest example's width
+(`lmkit.data.packing`, first-fit decreasing) instead of padded; the head reads each example from
+its own segment (same losses and gradients as padded, fewer positions computed), and the few
+compiled shapes are numbers of rows, chosen for the data as the pad widths are.
+
 Gradual unfreezing (ULMFiT): the backbone's layers are groups (its own weights such as the
 embedding first, then each sub-layer in order); they are unfrozen from the top group down at
 even intervals over the first half of training. Frozen groups get neither gradient nor update
@@ -50,12 +56,15 @@ from lmkit.engine.events import Event, StopSignal
 from lmkit.engine.rundir import ADAPTER_DIR, CHECKPOINT, FINETUNING, RunDir
 from lmkit.errors import ConfigError
 from lmkit.config import EvalConfig
+from lmkit.data.packing import Packed, first_fit, pack
 from lmkit.evaluation.encoding import Encoded, batches, pad_widths
 from lmkit.evaluation.heads import SequenceClassifier
+from lmkit.models.base import PACKING
 from lmkit.optim import EVALUATION_WEIGHTS, ROW_UPDATES
 from lmkit.param_groups import (Frozen, Masked, Optimize, ParamGroups, RowSparse, Transform,
                                 labels_from_patterns)
 from lmkit.paths import enable_compilation_cache
+from lmkit.registry import architectures
 from lmkit.resolve import Resolved
 from lmkit.train_step import TrainStep
 
@@ -125,8 +134,11 @@ class FinetuneTrainee:
                               layout=layout, rules=model.backbone)
         self._lengths = train.lengths()
         self._epochs: dict[int, list[np.ndarray]] = {}
-        self.widths = pad_widths([self._lengths[rows].max() for rows in self._epoch_rows(0)],
-                                 PAD_WIDTHS)
+        #: the width of packed rows (`lmkit.data.packing`), or None: each example padded
+        self.packed_width = _packed_width(model, train, cfg, layout)
+        # a batch's shape: its padded width, or its number of packed rows; few chosen for the
+        # data (each compiles once), the same way for both
+        self.widths = pad_widths([self._needed(rows) for rows in self._epoch_rows(0)], PAD_WIDTHS)
 
     def _param_groups(self, cfg: EvalConfig, parts: Resolved) -> ParamGroups:
         """The head (the peak `learning_rate`) and the backbone (times
@@ -179,7 +191,9 @@ class FinetuneTrainee:
                                                "frozen": Frozen()})
 
     def _epoch_rows(self, epoch: int) -> list[np.ndarray]:
-        """The rows of each batch of `epoch`: similar lengths together, batches in random order."""
+        """The rows of each batch of `epoch`: similar lengths together when padded (random when
+        packed: mixed lengths fill rows evenly, so batches need close numbers of rows),
+        batches in random order."""
         rng = np.random.default_rng([self.cfg.seed, epoch])
         order = rng.permutation(len(self.train_data))
         size = self.step_size
@@ -187,13 +201,27 @@ class FinetuneTrainee:
         rows: list[np.ndarray] = []
         for start in range(0, len(order), pool):
             chunk = order[start:start + pool]
-            chunk = chunk[np.argsort(self._lengths[chunk], kind="stable")]
+            if self.packed_width is None:
+                chunk = chunk[np.argsort(self._lengths[chunk], kind="stable")]
             rows += [chunk[i:i + size] for i in range(0, len(chunk), size)]
         return [rows[i] for i in rng.permutation(len(rows))]
 
+    def _needed(self, rows: np.ndarray) -> int:
+        """The longest of these examples, or the packed rows they fill."""
+        if self.packed_width is None:
+            return int(self._lengths[rows].max())
+        return int(first_fit(self._lengths[self._filled(rows)], self.packed_width).max()) + 1
+
+    def _filled(self, rows: np.ndarray) -> np.ndarray:
+        """A short last batch filled up to `step_size` examples with copies of its shortest
+        (padded batches copy their first: in a padded row a copy costs nothing more, in
+        packed rows the shortest takes the least room)."""
+        shortest = rows[np.argmin(self._lengths[rows])]
+        return np.concatenate([rows, np.full(self.step_size - len(rows), shortest)])
+
     def _width(self, rows: np.ndarray) -> int:
-        longest = int(self._lengths[rows].max())
-        return next((w for w in self.widths if w >= longest), longest)
+        needed = self._needed(rows)
+        return next((w for w in self.widths if w >= needed), needed)
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """`_epoch_rows`, reordered into runs of `RUN_BATCHES` batches of one width (the runs in
@@ -219,6 +247,8 @@ class FinetuneTrainee:
         """Step `step`'s host arrays ``(inputs, labels)``: ``(B, ...)``, or
         ``(accumulate_steps, B, ...)``; on a mesh of many processes only this process's rows
         of B."""
+        if self.packed_width is not None:
+            return self._packed_batch(self._rows(step))
         inputs, labels, _ = next(batches(self.train_data, self._rows(step), self.step_size,
                                          self.cfg.max_length, self.widths))
         micro, size = self.cfg.accumulate_steps, self.cfg.batch_size
@@ -233,6 +263,13 @@ class FinetuneTrainee:
             return a if micro > 1 else a[0]
 
         return tuple(mine(a) for a in inputs), mine(labels)
+
+    def _packed_batch(self, rows: np.ndarray) -> tuple[Packed, np.ndarray]:
+        """`rows`' examples (`_filled`) packed into `_width` rows of `packed_width` tokens."""
+        examples = self._filled(rows)
+        packed = pack([self.train_data.ids[i] for i in examples], self.packed_width,
+                      n_rows=self._width(rows))
+        return packed, self.train_data.labels[examples]
 
     def _masks(self, step: int) -> dict[str, np.ndarray]:
         if not self.masked:
@@ -251,7 +288,8 @@ class FinetuneTrainee:
         masks += [masks[-1]] * (self.dispatch - len(steps))
         stack = lambda *arrays: np.stack(arrays)
         inputs, labels = zip(*padded)
-        return (tuple(map(stack, *inputs)), stack(*labels),
+        stacked = tuple(map(stack, *inputs))
+        return (Packed(*stacked) if isinstance(inputs[0], Packed) else stacked, stack(*labels),
                 {k: stack(*(m[k] for m in masks)) for k in masks[0]},
                 np.arange(self.dispatch) < len(steps))
 
@@ -300,6 +338,22 @@ class FinetuneTrainee:
         """Write the trained weights back into the Keras model (whole copies from a mesh: the
         model is then scored on one device)."""
         self.step.sync()
+
+
+def _packed_width(model: Any, train: Encoded, cfg: EvalConfig, layout: Layout | None) -> int | None:
+    """The width of packed rows when this fine-tuning packs its examples (`packing`), else None.
+
+    It packs where the head and the backbone's architecture take packed rows (capabilities:
+    `takes_packed`, `PACKING`) and one example is one row (no choices, no spans); a step split
+    into parts or micro-batches or over a mesh cuts rows, not examples, so those pad."""
+    if not (cfg.packing and getattr(model, "takes_packed", False) and layout is None
+            and cfg.accumulate_steps == 1 and cfg.batch_parts == 1 and train.per_example == 1
+            and train.spans is None and len(train)):
+        return None
+    entry = architectures.entry_of(model.backbone)
+    if entry is None or not entry.has(PACKING):
+        return None
+    return int(train.lengths().max())
 
 
 def finetune(
@@ -375,7 +429,9 @@ def finetune(
     examples = outcome.step * trainee.step_size  # compilations included: the time a user waits
     return {"steps": outcome.step, "reason": outcome.reason, "seconds": outcome.elapsed,
             "examples_per_s": examples / outcome.elapsed if outcome.elapsed > 0 else 0.0,
-            "pad_widths": list(trainee.widths), "mesh": mesh}
+            **({"pad_widths": list(trainee.widths)} if trainee.packed_width is None else
+               {"packed": {"width": trainee.packed_width, "rows": list(trainee.widths)}}),
+            "mesh": mesh}
 
 
 def predict(model: SequenceClassifier, data: Encoded, batch_size: int, max_length: int) -> np.ndarray:

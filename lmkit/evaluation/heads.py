@@ -8,7 +8,9 @@ dropout and one dense layer. `SpanClassifier` also pools the states over marked 
 target word in each sentence, WSC's noun phrase and pronoun), given as token positions.
 `MultipleChoiceClassifier` reads one logit per choice sequence (COPA, ReCoRD), and
 `NextTokenLogProbs` reads the language model itself: the log-probability of each next token
-(the generation shape's training output).
+(the generation shape's training output). `SequenceClassifier` and `NextTokenLogProbs` also
+take `lmkit.data.packing.Packed` inputs (several examples per row) and give the same per-example
+outputs.
 
 >>> clf = SequenceClassifier(run.model, num_outputs=2, pooling="concat")   # doctest: +SKIP
 >>> clf((tokens, lengths)).shape                                           # doctest: +SKIP
@@ -17,12 +19,14 @@ target word in each sentence, WSC's noun phrase and pronoun), given as token pos
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 from keras import ops
 
+from lmkit.data.packing import Packed
 from lmkit.errors import ConfigError
+from lmkit.forward import pool
 from lmkit.models.base import Dropout
 
 __all__ = ["SequenceClassifier", "SpanClassifier", "MultipleChoiceClassifier", "NextTokenLogProbs",
@@ -33,7 +37,7 @@ POOLINGS = ("last", "mean", "concat", "cls")
 PADDED_CHOICE = -1e9
 
 
-def hidden_states(model: Any, tokens: Any, training: bool = False) -> Any:
+def hidden_states(model: Any, tokens: Any, training: bool = False, segments: Any = None) -> Any:
     """Hidden states ``(B, T, H)`` of a language model: the features its output head reads.
 
     Every `lmkit.models.base.LanguageModel` provides them through ``features``; an architecture
@@ -41,11 +45,12 @@ def hidden_states(model: Any, tokens: Any, training: bool = False) -> Any:
     (``features`` reads them directly), so it is called once first, as Keras's first call would.
     """
     features = getattr(model, "features", None)
+    packed = {} if segments is None else {"segments": segments}  # `lmkit.data.packing`
     if callable(features):
         try:
             if not getattr(model, "built", True):
                 model(tokens)  # creates the weights
-            return features(tokens, training=training)
+            return features(tokens, training=training, **packed)
         except NotImplementedError:  # `LanguageModel.features` not overridden
             pass
     raise ConfigError(
@@ -55,6 +60,9 @@ def hidden_states(model: Any, tokens: Any, training: bool = False) -> Any:
 
 class SequenceClassifier(keras.Model):
     """Backbone hidden states -> pooled vector -> dropout -> dense logits ``(B, num_outputs)``."""
+
+    #: whether `call` also takes `Packed` inputs (fine-tuning then packs its batches)
+    takes_packed: ClassVar[bool] = True
 
     def __init__(self, backbone: keras.Model, num_outputs: int, pooling: str = "concat",
                  dropout: float = 0.1, **kwargs: Any) -> None:
@@ -67,26 +75,22 @@ class SequenceClassifier(keras.Model):
         self.drop = Dropout(dropout)
         self.head = keras.layers.Dense(num_outputs, name="classifier")
 
-    def call(self, inputs: tuple[Any, Any], training: bool = False) -> Any:
+    def call(self, inputs: tuple[Any, Any] | Packed, training: bool = False) -> Any:
+        if isinstance(inputs, Packed):  # several examples per row: pooled per example
+            h = self.states(inputs.tokens, training, inputs.segments)
+            return self.head(self.drop(self.pool(h, inputs.lengths, inputs.offsets), training=training))
         tokens, lengths = inputs
         h = self.states(tokens, training)
         return self.head(self.drop(self.pool(h, lengths), training=training))
 
-    def states(self, tokens: Any, training: bool) -> Any:
+    def states(self, tokens: Any, training: bool, segments: Any = None) -> Any:
         """The backbone's hidden states ``(B, T, H)`` in float32."""
-        return ops.cast(hidden_states(self.backbone, tokens, training=training), "float32")
+        return ops.cast(hidden_states(self.backbone, tokens, training, segments), "float32")
 
-    def pool(self, h: Any, lengths: Any) -> Any:
-        """One vector per sequence ``(B, H)`` (``(B, 2H)`` for `concat`) by `pooling`."""
-        lengths = ops.maximum(ops.cast(lengths, "int32"), 1)
-        positions = ops.arange(ops.shape(h)[1], dtype="int32")
-        mask = ops.cast(positions[None, :] < lengths[:, None], h.dtype)[:, :, None]   # (B, T, 1)
-        mean = ops.sum(h * mask, axis=1) / ops.cast(lengths, h.dtype)[:, None]        # (B, H)
-        last = ops.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]      # (B, H)
-        pooled = {"last": last, "mean": mean, "cls": h[:, 0]}.get(self.pooling)
-        if pooled is None:
-            pooled = ops.concatenate([last, mean], axis=-1)                            # (B, 2H)
-        return pooled
+    def pool(self, h: Any, lengths: Any, offsets: Any = None) -> Any:
+        """One vector per sequence ``(B, H)`` (``(B, 2H)`` for `concat`) by `pooling`
+        (`lmkit.forward.pool`; `offsets`: where each example starts in packed rows)."""
+        return pool(h, lengths, self.pooling, offsets)
 
 
 class SpanClassifier(SequenceClassifier):
@@ -100,11 +104,12 @@ class SpanClassifier(SequenceClassifier):
     (32, 2)
     """
 
+    takes_packed: ClassVar[bool] = False  # span positions are per padded row
+
     def __init__(self, backbone: keras.Model, num_outputs: int, spans: int, pooling: str = "concat",
                  dropout: float = 0.1, **kwargs: Any) -> None:
         super().__init__(backbone, num_outputs, pooling, dropout, **kwargs)
         self.spans = spans
-
     def call(self, inputs: tuple[Any, Any, Any], training: bool = False) -> Any:
         tokens, lengths, spans = inputs
         h = self.states(tokens, training)                                               # (B, T, H)
@@ -121,11 +126,12 @@ class MultipleChoiceClassifier(SequenceClassifier):
     """A `SequenceClassifier` with one logit per sequence, read as ``(B, choices)`` logits;
     rows of length 0 are padding (fewer candidates than `choices`) and get `PADDED_CHOICE`."""
 
+    takes_packed: ClassVar[bool] = False  # an example's choices are consecutive rows
+
     def __init__(self, backbone: keras.Model, choices: int, pooling: str = "concat", dropout: float = 0.1,
                  **kwargs: Any) -> None:
         super().__init__(backbone, 1, pooling, dropout, **kwargs)
         self.choices = choices
-
     def call(self, inputs: Any, training: bool = False) -> Any:
         # inputs hold B * choices sequences, an example's choices next to each other
         logits = ops.reshape(super().call(inputs, training=training), (-1, self.choices))
@@ -138,13 +144,23 @@ class NextTokenLogProbs(keras.Model):
     position t holds log p(tokens[t + 1] | tokens[:t + 1]) (the last position reads padding).
     It adds no weights: fine-tuning trains the language model itself, which then decodes."""
 
+    takes_packed: ClassVar[bool] = True
+
     def __init__(self, backbone: keras.Model, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.backbone = backbone
 
-    def call(self, inputs: tuple[Any, Any], training: bool = False) -> Any:
+    def call(self, inputs: tuple[Any, Any] | Packed, training: bool = False) -> Any:
         tokens = ops.cast(inputs[0], "int32")
-        logits = ops.cast(self.backbone(tokens, training=training), "float32")           # (B, T, V)
+        packed = {"segments": inputs.segments} if isinstance(inputs, Packed) else {}
+        logits = ops.cast(self.backbone(tokens, training=training, **packed), "float32")  # (B, T, V)
         log_probs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
         following = ops.concatenate([tokens[:, 1:], ops.zeros_like(tokens[:, :1])], axis=1)
-        return ops.take_along_axis(log_probs, following[:, :, None], axis=-1)[:, :, 0]  # (B, T)
+        picked = ops.take_along_axis(log_probs, following[:, :, None], axis=-1)[:, :, 0]  # (B, T)
+        if not packed:
+            return picked
+        # each example's positions from its start (its labels' frame): (N, W). Its last position
+        # reads the next example's first token, a position no target span includes
+        width = ops.shape(tokens)[1]
+        at = ops.cast(inputs.offsets, "int32")[:, None] + ops.arange(width, dtype="int32")[None, :]
+        return ops.take(ops.reshape(picked, (-1,)), ops.minimum(at, ops.size(picked) - 1), axis=0)

@@ -36,7 +36,33 @@ __all__ = [
     "HFWeight",
     "HostNormal",
     "Dropout",
+    "PACKING",
+    "segment_masks",
 ]
+
+#: capability of an architecture entry whose `features` take `segments`: several examples in
+#: one row, attending only within their own segment, positions restarting at each
+#: (`lmkit.data.packing`); the others are fed one example per row, padded
+PACKING = "packing"
+
+
+def segment_masks(segments: Any) -> tuple[Any, Any]:
+    """``(same (B, T, T), positions (B, T))`` of packed rows: whether query t and key s are in
+    the same segment (padding, segment 0, only sees padding), and each token's position within
+    its segment (0 at its first token).
+
+    Segments are contiguous runs in a row, so "same segment and not after the query" is also
+    the causal mask a decoder needs; a (B, T, T) count costs less than the attention it masks.
+
+    >>> same, positions = segment_masks(np.array([[1, 1, 2, 0]]))   # doctest: +SKIP
+    >>> positions.tolist()                                           # doctest: +SKIP
+    [[0, 1, 0, 0]]
+    """
+    segments = ops.cast(segments, "int32")
+    same = ops.equal(segments[:, :, None], segments[:, None, :])              # (B, T, T)
+    index = ops.arange(ops.shape(segments)[1], dtype="int32")
+    earlier = ops.logical_and(same, index[None, None, :] < index[None, :, None])
+    return same, ops.sum(ops.cast(earlier, "int32"), axis=-1)
 
 State = Any  # a tuple / dict of tensors, or None
 
@@ -223,9 +249,11 @@ class LanguageModel(keras.Model):
         """Longest input the model accepts; `None` when unbounded."""
         return None
 
-    def call(self, tokens: Any, training: bool = False) -> Any:
-        """int tokens ``(B, T)`` -> float32 logits ``(B, T, V)``: the head applied to `features`."""
-        return self._logits(self.features(tokens, training=training))
+    def call(self, tokens: Any, training: bool = False, segments: Any = None) -> Any:
+        """int tokens ``(B, T)`` -> float32 logits ``(B, T, V)``: the head applied to `features`
+        (`segments` ``(B, T)``: packed rows, for an architecture with the capability `PACKING`)."""
+        packed = {} if segments is None else {"segments": segments}
+        return self._logits(self.features(tokens, training=training, **packed))
 
     def features(self, tokens: Any, training: bool = False) -> Any:
         """The hidden states ``(B, T, H)`` the output head reads (what classifiers build on)."""

@@ -29,7 +29,8 @@ import keras
 from keras import ops
 
 from lmkit.errors import ConfigError, RunError
-from lmkit.models.base import Dropout, HFWeight, LanguageModel, check_positive_int, check_rate
+from lmkit.models.base import (PACKING, Dropout, HFWeight, LanguageModel, check_positive_int,
+                               check_rate, segment_masks)
 from lmkit.registry import architectures
 
 __all__ = ["BERT", "EncoderLayer"]
@@ -47,7 +48,7 @@ class EncoderLayer(keras.layers.Layer):
     """Post-LayerNorm Transformer layer: ``LN(x + attn(x))`` then ``LN(x + W2 gelu(W1 x))``.
 
     `call` takes 2-D activations ``(B*T, D)`` and ``allowed`` ``(B, 1, 1, T)``, true for the keys
-    (real tokens) that may be attended to.
+    (real tokens) that may be attended to (``(B, 1, T, T)`` per query for packed rows).
     """
 
     def __init__(self, embed_dim: int, heads: int, ffn_dim: int, dropout: float,
@@ -98,7 +99,7 @@ class EncoderLayer(keras.layers.Layer):
 
 
 @architectures.register(
-    "bert", aliases=("minilm",), capabilities=(ENCODER, "lora"),
+    "bert", aliases=("minilm",), capabilities=(ENCODER, "lora", PACKING),
     description="Bidirectional Transformer encoder (BERT / MiniLM layout): post-LayerNorm, "
                 "token types, padding mask; loads Hugging Face checkpoints.",
 )
@@ -172,24 +173,38 @@ class BERT(LanguageModel):
         """An encoder has no next-token logits: the hidden states ``(B, T, H)``."""
         return self.features(tokens, training=training)
 
-    def features(self, tokens: Any, training: bool = False, token_types: Any = None) -> Any:
-        """Hidden states ``(B, T, embed_dim)``; padding (`pad_token_id`) is not attended to."""
+    def features(self, tokens: Any, training: bool = False, token_types: Any = None,
+                 segments: Any = None) -> Any:
+        """Hidden states ``(B, T, embed_dim)``; padding (`pad_token_id`) is not attended to.
+
+        With `segments` ``(B, T)`` (packed rows, `lmkit.data.packing`: 1, 2, ... per example,
+        0 for padding) a token attends only within its segment, and positions and token types
+        restart at each segment's first token: each example is encoded as if alone.
+        """
         tokens = ops.cast(tokens, "int32")
         batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
-        real = ops.not_equal(tokens, self.pad_token_id)                     # (B, T)
+        positions = ops.arange(time, dtype="int32")
+        if segments is None:
+            real = ops.not_equal(tokens, self.pad_token_id)                 # (B, T)
+            allowed = real[:, None, None, :]                                # (B, 1, 1, T) keys
+        else:
+            real = ops.not_equal(ops.cast(segments, "int32"), 0)
+            same, positions = segment_masks(segments)                       # (B, T, T), (B, T)
+            allowed = ops.logical_and(same, real[:, None, :])[:, None]      # (B, 1, T, T)
         if token_types is None:
             # Type 1 from the token after the first separator on: ``[CLS] a [SEP]`` is 0, ``b [SEP]`` 1.
-            seps = ops.cumsum(ops.cast(ops.equal(tokens, self.sep_token_id), "int32"), axis=1)
-            after_first = (seps - ops.cast(ops.equal(tokens, self.sep_token_id), "int32")) >= 1
-            token_types = ops.cast(ops.logical_and(after_first, real), "int32")
-        positions = ops.arange(time, dtype="int32")
+            is_sep = ops.cast(ops.equal(tokens, self.sep_token_id), "int32")
+            before = ops.cumsum(is_sep, axis=1) - is_sep                    # separators before t
+            if segments is not None:  # ... counted from the segment's first token
+                starts = ops.arange(time, dtype="int32")[None, :] - positions
+                before = before - ops.take_along_axis(before, starts, axis=1)
+            token_types = ops.cast(ops.logical_and(before >= 1, real), "int32")
         x = (self._embed(tokens)
              + ops.cast(ops.take(self.position_embedding, positions, axis=0), self.compute_dtype)
              + ops.cast(ops.take(self.type_embedding, ops.cast(token_types, "int32"), axis=0),
                         self.compute_dtype))                               # (B, T, D)
         x = self.ln_embedding(ops.reshape(x, (-1, self.embed_dim)))         # (B*T, D)
         x = self.drop(x, training=training)
-        allowed = real[:, None, None, :]                                    # (B, 1, 1, T) keys
         for layer in self.encoder_layers:
             x = layer(x, batch=batch, allowed=allowed, training=training)
         return ops.reshape(x, (batch, time, self.embed_dim))

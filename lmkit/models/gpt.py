@@ -41,8 +41,8 @@ import keras
 from keras import ops
 
 from lmkit.errors import ConfigError
-from lmkit.models.base import (HostNormal, LanguageModel, check_bool, check_choice,
-                               check_positive_int, check_rate)
+from lmkit.models.base import (PACKING, HostNormal, LanguageModel, check_bool, check_choice,
+                               check_positive_int, check_rate, segment_masks)
 from lmkit.registry import architectures
 
 __all__ = ["GPT", "Block", "rotate"]
@@ -71,15 +71,18 @@ def _rms(x: Any) -> Any:
 
 
 def rotate(x: Any, positions: Any, freq: Any = None) -> Any:
-    """Rotary position embedding of `x` ``(B, T, H, d)`` at `positions` ``(T,)`` (RoFormer,
-    half-split pairs: feature i turns with feature i + d/2 by ``position * freq[i]``); `freq`
-    ``(d/2,)`` float32 defaults to RoFormer's ``1 / 10000^(2i/d)`` (`llama` passes its scaled ones)."""
+    """Rotary position embedding of `x` ``(B, T, H, d)`` at `positions` ``(T,)``, or ``(B, T)``
+    for packed rows (RoFormer, half-split pairs: feature i turns with feature i + d/2 by
+    ``position * freq[i]``); `freq` ``(d/2,)`` float32 defaults to RoFormer's
+    ``1 / 10000^(2i/d)`` (`llama` passes its scaled ones)."""
     half = x.shape[-1] // 2
     if freq is None:
         freq = 1.0 / (10000.0 ** (ops.arange(half, dtype="float32") / half))  # (d/2,)
-    angle = ops.cast(positions, "float32")[:, None] * freq[None, :]           # (T, d/2)
-    cos = ops.cast(ops.cos(angle), x.dtype)[None, :, None, :]
-    sin = ops.cast(ops.sin(angle), x.dtype)[None, :, None, :]
+    angle = ops.cast(positions, "float32")[..., None] * freq                  # ([B,] T, d/2)
+    if len(angle.shape) == 2:
+        angle = angle[None]
+    cos = ops.cast(ops.cos(angle), x.dtype)[:, :, None, :]                    # (1 or B, T, 1, d/2)
+    sin = ops.cast(ops.sin(angle), x.dtype)[:, :, None, :]
     a, b = x[..., :half], x[..., half:]
     return ops.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
 
@@ -89,8 +92,9 @@ class Block(keras.layers.Layer):
     """Pre-LayerNorm Transformer block: causal multi-head self-attention, then a GELU MLP
     (the options `rotary`, `qk_norm`, `mlp`, `norm`, `zero_init` are the model's, see `GPT`).
 
-    `call` takes 2-D activations ``(B*T, D)`` and ``allowed`` ``(T, T_k)``, true where a query
-    may attend to a key, and returns the activations with this block's keys and values
+    `call` takes 2-D activations ``(B*T, D)`` and ``allowed`` ``(T, T_k)`` (``(B, 1, T, T)``
+    for packed rows, with their `positions` ``(B, T)``), true where a query may attend to a
+    key, and returns the activations with this block's keys and values
     ``(B, T_k, H, d)`` (the cache passed in, updated, or the current ones).
     """
 
@@ -126,7 +130,7 @@ class Block(keras.layers.Layer):
         self.b_out = self.add_weight(shape=(d,), initializer=_ZEROS, name="b_out")
 
     def call(self, x: Any, *, batch: int, allowed: Any, cache: tuple[Any, Any] | None = None,
-             pos: Any = 0, training: bool = False) -> tuple[Any, Any, Any]:
+             pos: Any = 0, positions: Any = None, training: bool = False) -> tuple[Any, Any, Any]:
         d, h, hd = self.embed_dim, self.heads, self.head_dim
         time = ops.shape(x)[0] // batch
         # -- attention ------------------------------------------------------------------------
@@ -135,7 +139,8 @@ class Block(keras.layers.Layer):
         if self.qk_norm:
             q, k = _rms(q), _rms(k)
         if self.rotary:  # keys are cached already rotated, at their absolute positions
-            positions = pos + ops.arange(time, dtype="int32")
+            if positions is None:  # packed rows pass each token's position in its segment
+                positions = pos + ops.arange(time, dtype="int32")
             q, k = rotate(q, positions), rotate(k, positions)
         if cache is not None:                                              # write at pos
             k = ops.slice_update(cache[0], (0, pos, 0, 0), ops.cast(k, cache[0].dtype))
@@ -161,7 +166,7 @@ class Block(keras.layers.Layer):
 
 
 @architectures.register(
-    "gpt", aliases=("transformer", "nanogpt"), capabilities=("lora",),
+    "gpt", aliases=("transformer", "nanogpt"), capabilities=("lora", PACKING),
     description="Decoder-only Transformer: pre-LayerNorm, causal attention, learned positions, "
                 "KV cache.",
 )
@@ -283,8 +288,10 @@ class GPT(LanguageModel):
                 "v": ops.zeros(shape, dtype=self.compute_dtype),
                 "pos": ops.zeros((), dtype="int32")}
 
-    def features(self, tokens: Any, training: bool = False) -> Any:
-        return self._forward(tokens, 0, None, training)[0]
+    def features(self, tokens: Any, training: bool = False, segments: Any = None) -> Any:
+        """Hidden states ``(B, T, embed_dim)``; with `segments` ``(B, T)`` (packed rows,
+        `lmkit.data.packing`) each segment is read as a sequence of its own."""
+        return self._forward(tokens, 0, None, training, segments)[0]
 
     def _logits(self, h: Any) -> Any:
         logits = super()._logits(h)
@@ -300,22 +307,27 @@ class GPT(LanguageModel):
         return logits, {"k": ops.stack(ks), "v": ops.stack(vs), "pos": ops.cast(new_pos, "int32")}
 
     def _forward(self, tokens: Any, pos: Any, cache: tuple[Any, Any] | None,
-                 training: bool) -> tuple[Any, list[Any], list[Any]]:
+                 training: bool, segments: Any = None) -> tuple[Any, list[Any], list[Any]]:
         batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
         positions = pos + ops.arange(time, dtype="int32")                  # (T,)
+        # Query i (at position pos + i) may see key j iff j <= pos + i.
+        keys = ops.arange(time if cache is None else ops.shape(cache[0])[2], dtype="int32")
+        allowed = keys[None, :] <= positions[:, None]                      # (T, T_k)
+        packed = None
+        if segments is not None:  # ... and is in the same segment; positions restart at each
+            same, packed = segment_masks(segments)                         # (B, T, T), (B, T)
+            allowed = ops.logical_and(same, allowed)[:, None]              # (B, 1, T, T)
+            positions = packed
         x = self._embed(tokens)                                            # (B, T, D)
         if self.position_embedding is not None:
             x = x + ops.cast(ops.take(self.position_embedding, positions, axis=0),
                              self.compute_dtype)
         x = self.drop(ops.reshape(x, (-1, self.embed_dim)), training=training)  # (B*T, D)
-        # Query i (at position pos + i) may see key j iff j <= pos + i.
-        keys = ops.arange(time if cache is None else ops.shape(cache[0])[2], dtype="int32")
-        allowed = keys[None, :] <= positions[:, None]                      # (T, T_k)
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
             layer_cache = None if cache is None else (cache[0][i], cache[1][i])
             x, k, v = block(x, batch=batch, allowed=allowed, cache=layer_cache, pos=pos,
-                            training=training)
+                            positions=packed, training=training)
             ks.append(k)
             vs.append(v)
         x = ops.reshape(self.ln_f(x), (batch, time, self.embed_dim))

@@ -35,8 +35,8 @@ import numpy as np
 from keras import ops
 
 from lmkit.errors import ConfigError, RunError
-from lmkit.models.base import (HFWeight, HostNormal, LanguageModel, check_bool, check_choice,
-                               check_positive_int, check_rate)
+from lmkit.models.base import (PACKING, HFWeight, HostNormal, LanguageModel, check_bool,
+                               check_choice, check_positive_int, check_rate, segment_masks)
 from lmkit.models.gpt import rotate
 from lmkit.registry import architectures
 
@@ -87,7 +87,8 @@ class LlamaBlock(keras.layers.Layer):
     """Pre-RMSNorm block: grouped-query causal self-attention, then a SwiGLU MLP.
 
     `call` takes 2-D activations ``(B*T, D)``, ``allowed`` ``(T, T_k)`` (true where a query
-    may attend to a key) and the rotary frequencies, and returns the activations with this
+    may attend to a key; ``(B, 1, 1, T, T)`` for packed rows, with their `positions` ``(B, T)``)
+    and the rotary frequencies, and returns the activations with this
     block's keys and values ``(B, T_k, kv_heads, head_dim)``.
     """
 
@@ -128,11 +129,12 @@ class LlamaBlock(keras.layers.Layer):
         return y if bias is None else y + bias
 
     def call(self, x: Any, *, batch: int, allowed: Any, freq: Any,
-             cache: tuple[Any, Any] | None = None, pos: Any = 0,
+             cache: tuple[Any, Any] | None = None, pos: Any = 0, positions: Any = None,
              training: bool = False) -> tuple[Any, Any, Any]:
         h, kvh, hd = self.heads, self.kv_heads, self.head_dim
         time = ops.shape(x)[0] // batch
-        positions = pos + ops.arange(time, dtype="int32")
+        if positions is None:  # packed rows pass each token's position in its segment
+            positions = pos + ops.arange(time, dtype="int32")
         # -- attention ------------------------------------------------------------------------
         y = self.input_layernorm(x)
         q = ops.reshape(self._project(y, "q"), (batch, time, h, hd))
@@ -208,7 +210,7 @@ def _check_scaling(scaling: Any) -> dict[str, Any]:
 
 
 @architectures.register(
-    "llama", capabilities=("lora",),
+    "llama", capabilities=("lora", PACKING),
     description="Llama-family decoder (Llama, Mistral, Qwen2): RMSNorm, SwiGLU, rotary with "
                 "scaling, grouped-query attention, sliding window; loads Hugging Face "
                 "checkpoints (KV cache).",
@@ -318,8 +320,10 @@ class Llama(LanguageModel):
                 "v": ops.zeros(shape, dtype=self.compute_dtype),
                 "pos": ops.zeros((), dtype="int32")}
 
-    def features(self, tokens: Any, training: bool = False) -> Any:
-        return self._forward(tokens, 0, None, training)[0]
+    def features(self, tokens: Any, training: bool = False, segments: Any = None) -> Any:
+        """Hidden states ``(B, T, embed_dim)``; with `segments` ``(B, T)`` (packed rows,
+        `lmkit.data.packing`) each segment is read as a sequence of its own."""
+        return self._forward(tokens, 0, None, training, segments)[0]
 
     def _decode(self, tokens: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         pos = state["pos"]
@@ -342,7 +346,7 @@ class Llama(LanguageModel):
         return 1.0 / ops.power(base, exponent)
 
     def _forward(self, tokens: Any, pos: Any, cache: tuple[Any, Any] | None,
-                 training: bool) -> tuple[Any, list[Any], list[Any]]:
+                 training: bool, segments: Any = None) -> tuple[Any, list[Any], list[Any]]:
         batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
         positions = pos + ops.arange(time, dtype="int32")                   # (T,)
         x = ops.reshape(self._embed(tokens), (-1, self.embed_dim))          # (B*T, D)
@@ -351,12 +355,18 @@ class Llama(LanguageModel):
         keys = ops.arange(time if cache is None else ops.shape(cache[0])[2], dtype="int32")
         causal = keys[None, :] <= positions[:, None]                        # (T, T_k)
         windowed = ops.logical_and(causal, keys[None, :] > positions[:, None] - self.sliding_window)
+        packed = None
+        if segments is not None:  # ... and is in the same segment; positions restart at each
+            same, packed = segment_masks(segments)                          # (B, T, T), (B, T)
+            causal = ops.logical_and(same, causal)[:, None, None]           # (B, 1, 1, T, T)
+            windowed = ops.logical_and(same, windowed)[:, None, None]
         freq = self._frequencies(pos + time)
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
             layer_cache = None if cache is None else (cache[0][i], cache[1][i])
             x, k, v = block(x, batch=batch, allowed=windowed if block.windowed else causal,
-                            freq=freq, cache=layer_cache, pos=pos, training=training)
+                            freq=freq, cache=layer_cache, pos=pos, positions=packed,
+                            training=training)
             ks.append(k)
             vs.append(v)
         x = ops.reshape(self.norm(x), (batch, time, self.embed_dim))

@@ -93,9 +93,12 @@ class Pretrained:
         return hidden, np.arange(hidden.shape[1])[None, :] < lengths[:, None]
 
     def embed(self, texts: str | list[str], pooling: str = "mean", batch_size: int = 32,
-              max_length: int | None = None, normalize: bool = False) -> np.ndarray:
+              max_length: int | None = None, normalize: bool = False,
+              packing: bool = True) -> np.ndarray:
         """One vector per text, ``(B, H)``: the mean of the hidden states over real tokens
         (`mean`) or the first token's state (`cls`); with `normalize`, each of length 1.
+        With `packing` (where the architecture has the capability ``"packing"``) short texts
+        share rows (`lmkit.data.packing`): the same vectors, fewer positions computed.
 
         ``embed(texts, normalize=True)`` is what sentence-transformers' pipeline for
         all-MiniLM-L6-v2 gives (mean pooling, then its ``Normalize`` module); a dot product of
@@ -104,7 +107,10 @@ class Pretrained:
         >>> mini.embed(["A cat sits.", "A dog runs."], normalize=True)   # doctest: +SKIP
         """
         rows, _, limit = self._rows(texts, max_length)
-        vectors = forward.pooled(self.model, rows, pooling, batch_size, limit, self._pad_id)
+        from lmkit.models.base import PACKING
+
+        packing = packing and architectures.entry(self.arch).has(PACKING)
+        vectors = forward.pooled(self.model, rows, pooling, batch_size, limit, self._pad_id, packing)
         if normalize:  # torch.nn.functional.normalize's floor, so a zero vector stays zero
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
         return vectors

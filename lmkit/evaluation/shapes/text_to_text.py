@@ -15,7 +15,9 @@ with the config's `num_beams`, `length_penalty`, `no_repeat_ngram_size`), from `
 scores the decoded texts against the targets with the shipped sacreBLEU module (BLEU with 13a
 tokenization and chrF, 0-100, and their signatures: `Generation.signatures`) and ROUGE
 (F-measures of ROUGE-1/2/L/Lsum, 0-1). Zero-shot (``method="zeroshot"``) decodes the same way
-with the run's model as it is. Packing several examples into one sequence is not implemented.
+with the run's model as it is. Fine-tuning packs several pairs into one row where the
+architecture can (`packing`, `lmkit.data.packing`): each pair attends only to itself, from
+position 0, and its outputs are read from its own start, so the loss is the padded one.
 """
 
 from __future__ import annotations
