@@ -89,3 +89,26 @@ def test_training_with_a_shared_cache_folder_warns_and_compiles_without_it(tmp_p
     assert done.returncode == 0, done.stderr[-2000:]
     assert "cache dir: None" in done.stdout
     assert "is not used: it is writable by other users" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_second_run_of_the_same_config_compiles_nothing(tmp_path) -> None:
+    """Every program of a training (eager set-up, the step, evaluation, the final sample) goes
+    through the persistent cache: run again in a new process, XLA compiles none of them."""
+    import json
+    import os
+
+    config = dict(TINY, max_steps=2, eval_every=2, checkpoint_every=2, embed_dim=8,
+                  sample_tokens=5, overwrite=True)
+    code = f"import lmkit; lmkit.train(**{config!r}, out={str(tmp_path / 'run')!r}, reporters=[])"
+    env = {**os.environ, "LMKIT_CACHE_DIR": str(tmp_path / "cache")}
+    counts = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        counts.append(summary["compilations"])
+        assert {"data", "build", "first dispatch", "sample"} <= set(summary["phases_s"])
+    assert counts[0]["compiled"] > 0 and counts[0]["from_cache"] == 0
+    assert counts[1] == {"compiled": 0, "from_cache": counts[0]["compiled"]}
