@@ -222,6 +222,23 @@ def _from_checkpoint(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     return cfg, init
 
 
+def _prepare_sample(cfg: TrainConfig, model: Any, tokenizer: Any, alone: bool) -> list[Any]:
+    """Start compiling the programs of the final sample (`cfg.sample_tokens` tokens after
+    `cfg.sample_prompt`) in the background (`compile_in_background`): futures to wait for before
+    sampling. On one JAX device (`alone`) with the persistent compilation cache on, which is
+    how the sample's own `jax.jit` calls find them; else nothing is prepared."""
+    import jax
+    import keras
+
+    if not (cfg.sample_tokens and alone and keras.backend.backend() == "jax"
+            and jax.config.jax_compilation_cache_dir is not None):
+        return []
+    from lmkit.generation import lower_generate
+    from lmkit.training.step import compile_in_background
+
+    return [compile_in_background(p) for p in lower_generate(model, tokenizer, cfg.sample_prompt)]
+
+
 def _layout(cfg: TrainConfig) -> Any:
     """The device mesh of the compiled step (`lmkit.distribute.Layout`), None for one device."""
     import keras
@@ -325,6 +342,8 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
 
     trainee = LanguageModelTrainee(cfg, parts, stepper, optimizer, train_ids, val_ids, tokenizer,
                                    full_batch, layout.local_rows(cfg.batch_size) if layout else None)
+    # the final sample's programs compile beside the first dispatch too (after the evaluation)
+    sample_ready = _prepare_sample(cfg, model, tokenizer, lead and layout is None)
     phases.lap("build")  # the trainee traces its evaluation (compiled beside the first dispatch)
     eval_every = cfg.eval_every or engine.auto_eval_every(total)
     plan = engine.Plan(
@@ -369,6 +388,8 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
         sample = ""
         if cfg.sample_tokens:
             with phases("sample"):
+                for ready in sample_ready:
+                    ready.result()  # compiled ahead: now in the persistent cache
                 sample = generate(model, tokenizer, cfg.sample_prompt, cfg.sample_tokens,
                                   seed=cfg.seed)
         hint = plateau_hint(cfg, outcome.metrics.get("val_loss"), unigram_loss(train_ids))
