@@ -191,6 +191,9 @@ def run(quick: bool = False) -> Result:
                 threads = 1 if quick or r % 2 else None
                 results[name].append(run_nanogpt(checkout, quick, threads)
                                      if name == "nanogpt" else run_lmkit(work, quick))
+                last = results[name][-1]  # as it comes: a long race cut short keeps its rounds
+                print(f"{name} round {r + 1}: {last['wall_s']:.1f} s, val loss "
+                      f"{last['val_loss']:.4f}, {last.get('phases_s', '')}", flush=True)
     walls = {name: min(r["wall_s"] for r in rs) for name, rs in results.items()}
     reach = {n: [first_below(r["curve"], TARGET) for r in rs] for n, rs in results.items()}
     rows = [["contender", "round", "wall s", "val loss (random 12x64 batches)", f"s to {TARGET}"]]
@@ -200,9 +203,6 @@ def run(quick: bool = False) -> Result:
             label = f"{name} ({r['threads'] or 'all'} threads)" if name == "nanogpt" else name
             rows.append([label, str(i + 1), f"{r['wall_s']:.1f}", f"{r['val_loss']:.4f}",
                          "-" if t is None else f"{t:.1f}"])
-    for i, r in enumerate(results["lmkit"]):
-        rows.append([f"lmkit round {i + 1} phases", "", "", ", ".join(
-            f"{name} {s:.1f}" for name, s in r["phases_s"].items()), ""])
     figures = {"rounds": rounds, "target": TARGET, "nanogpt_checkout": str(nanogpt_checkout()),
                "runs": results, "wall_s": walls}
     ratios = {"nanogpt_wall_over_lmkit_wall": ratio(walls["nanogpt"], walls["lmkit"])}
@@ -211,6 +211,9 @@ def run(quick: bool = False) -> Result:
              "figure is its fastest process (nanoGPT: all threads or one)",
              f"goal: lmkit's default reaches {TARGET} in <= 1/5 of nanoGPT's wall time "
              f"(ratio >= 5)"]
+    notes += [f"lmkit round {i + 1}, seconds by phase: " + ", ".join(
+        f"{name} {s:.1f}" for name, s in r["phases_s"].items())
+        for i, r in enumerate(results["lmkit"])]
     if not quick:
         SVG.parent.mkdir(exist_ok=True)
         write_svg({f"nanoGPT (round {i + 1})": r["curve"] for i, r in enumerate(results["nanogpt"])}

@@ -199,9 +199,9 @@ class Decoder:
 
     def lower(self, prompt: list[int], sampling: Sampling = Sampling()) -> list[Any]:
         """The programs ``feed(prompt)`` then ``sample(n, sampling)`` run, lowered but neither
-        compiled nor run (JAX only): compiling them ahead, e.g. beside a training, puts them in
-        the persistent compilation cache, so the sample at its end compiles nothing. The model's
-        weights may still change: only their shapes count."""
+        compiled nor run (JAX only): once they are compiled ahead, e.g. beside a training, the
+        same calls on this model compile nothing (JAX keeps them in memory). The model's weights
+        may still change: only their shapes count."""
         import jax.numpy as jnp
 
         if self.limit is not None and len(prompt) > self.limit:  # as `feed` restarts the cache

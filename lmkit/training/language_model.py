@@ -225,13 +225,11 @@ def _from_checkpoint(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
 def _prepare_sample(cfg: TrainConfig, model: Any, tokenizer: Any, alone: bool) -> list[Any]:
     """Start compiling the programs of the final sample (`cfg.sample_tokens` tokens after
     `cfg.sample_prompt`) in the background (`compile_in_background`): futures to wait for before
-    sampling. On one JAX device (`alone`) with the persistent compilation cache on, which is
-    how the sample's own `jax.jit` calls find them; else nothing is prepared."""
-    import jax
+    sampling (the sample's own `jax.jit` calls then find them compiled). On one JAX device
+    (`alone`) only; else nothing is prepared."""
     import keras
 
-    if not (cfg.sample_tokens and alone and keras.backend.backend() == "jax"
-            and jax.config.jax_compilation_cache_dir is not None):
+    if not (cfg.sample_tokens and alone and keras.backend.backend() == "jax"):
         return []
     from lmkit.generation import lower_generate
     from lmkit.training.step import compile_in_background

@@ -87,9 +87,10 @@ def compile_in_background(lowered: Any) -> Any:
 
     XLA:CPU compiles one program on one core, so programs a training needs later (its
     evaluation, its final sample) compile there beside the training step's own compilation.
-    One thread, first come first served: the evaluation, needed first, is queued first. Through
-    the persistent compilation cache a program compiled here is also ready, from the cache, to
-    a later ``jax.jit`` call of the same function and shapes.
+    One thread, first come first served: the evaluation, needed first, is queued first. A later
+    call of the same ``jax.jit`` function on the same shapes runs the program compiled here
+    (JAX keeps the lowering and its executable in memory; it also lands in the persistent
+    compilation cache when that is on).
     """
     import concurrent.futures
 
