@@ -90,7 +90,7 @@ gpus=$(python -c "import jax; print(jax.local_device_count())")
 counts=1
 [ "$gpus" -gt 1 ] && [ "$dry" = 0 ] && counts="1 $gpus"   # one GPU: the single-device run only
 size=(--set embed_dim=256 --set layers=8 --set heads=8 --set seq_len=256 --set max_steps=300)
-[ "$dry" = 1 ] && size=(--set embed_dim=32 --set layers=1 --set heads=2 --set seq_len=32 --set max_steps=10)
+[ "$dry" = 1 ] && size=(--set embed_dim=32 --set layers=1 --set heads=2 --set seq_len=32 --set max_steps=40)
 for devices in $counts; do
     limit=$(left "data parallel on $devices") || break
     run_dir=$(mktemp -d)/data_parallel_$devices
@@ -104,8 +104,10 @@ import json, sys
 rows = [json.loads(line) for line in open(f"{sys.argv[1]}/metrics.jsonl")]
 steps = [r for r in rows if r["event"] == "step"]
 start = next(r for r in rows if r["event"] == "start")
-print(f"data parallel, {sys.argv[2]} GPU(s) [{start['devices']}]: "
-      f"{steps[-1]['tokens_per_second']:,.0f} tokens/s, final loss {steps[-1]['loss']:.3f}")
+paced = [r["tokens_per_second"] for r in steps if r.get("tokens_per_second")]  # none before 2 dispatches
+speed = f"{paced[-1]:,.0f} tokens/s" if paced else "tokens/s unknown (one dispatch)"
+print(f"data parallel, {sys.argv[2]} GPU(s) [{start['devices']}]: {speed}, "
+      f"final loss {steps[-1]['loss']:.3f}")
 PY
 done | tee "$out/data_parallel.txt"
 
