@@ -5,9 +5,12 @@ The reference is karpathy/nanoGPT, unmodified, run with its README's CPU command
 folder; the contender is ``lmkit train`` with no arguments (its default config). Both are timed
 as whole processes, from the command to its exit (start-up, imports, data, compilation,
 evaluations, checkpoints and lmkit's final sample included), alternated in one invocation so that
-load from elsewhere hits both alike (nanoGPT once with PyTorch's default threads, once with
-one; its faster run is the reference). Each process starts with an empty compilation cache
-(lmkit's ``LMKIT_CACHE_DIR`` points at a new folder): the figure is a first run's.
+load from elsewhere hits both alike (nanoGPT alternately with PyTorch's default threads and with
+one). The figure is the fastest process of each contender. Each lmkit process starts with an
+empty compilation cache (``LMKIT_CACHE_DIR`` points at a new folder): the figure is a first
+run's. lmkit's own phase breakdown (``phases_s`` in its ``summary.json``: start-up, data, build,
+first dispatch, training, evaluation, checkpoints, save, sample; exit is the wall time left) is
+kept for every round.
 
 Validation loss is the same kind of estimate for both: nanoGPT's own (20 random batches of 12
 windows of 64 characters from the last 10 % of the file) and, for lmkit, the saved model
@@ -17,7 +20,7 @@ report reads the first windows of the split in order, which is another estimate)
 The nanoGPT checkout comes from ``$LMKIT_NANOGPT`` or ``../shared/ref/nanogpt`` next to the
 checkout; it needs PyTorch. Curves of validation loss against wall time (every evaluation of
 each process) are written to ``docs/speedrun_char.svg``. ``$LMKIT_CHAR_ROUNDS`` sets the rounds
-(default 2; 1: nanoGPT with its default threads and lmkit once each, for a short hold of a
+(default 3; 1: nanoGPT with its default threads and lmkit once each, for a short hold of a
 shared machine).
 """
 
@@ -65,13 +68,19 @@ def _timed_lines(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float,
     return wall, lines
 
 
-def _prepare_nanogpt(work: Path) -> Path:
+def copy_nanogpt(work: Path) -> Path:
+    """A copy of the nanoGPT checkout in `work` (its runs write into their folder)."""
     src = nanogpt_checkout()
     if not (src / "train.py").is_file():
         raise RuntimeError(f"no nanoGPT checkout at {src} (train.py missing): set LMKIT_NANOGPT "
                            f"to a clone of https://github.com/karpathy/nanoGPT")
     dst = work / "nanogpt"
     shutil.copytree(src, dst)
+    return dst
+
+
+def _prepare_nanogpt(work: Path) -> Path:
+    dst = copy_nanogpt(work)
     data = dst / "data" / "shakespeare_char"
     shutil.copyfile(ROOT / "lmkit" / "data" / "tinyshakespeare.txt", data / "input.txt")
     subprocess.run([sys.executable, "prepare.py"], cwd=data, check=True, capture_output=True)
@@ -134,7 +143,24 @@ def run_lmkit(work: Path, quick: bool) -> dict[str, Any]:
     curve = [(t, int(m[1]), float(m[2])) for t, text in lines
              if (m := re.match(r"eval @ step (\d+): val_loss ([\d.]+)", text))]
     return {"wall_s": wall, "curve": curve, "own_val_loss": curve[-1][2] if curve else None,
-            "val_loss": random_val_loss(out)}
+            "val_loss": random_val_loss(out), "phases_s": phases(out, wall)}
+
+
+def phases(run_dir: Path, wall: float) -> dict[str, float]:
+    """Where an lmkit process's `wall` seconds went: its summary's ``phases_s`` after
+    ``start-up`` (the process's age when training was called) and before ``exit`` (the rest).
+
+    >>> import json; d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "summary.json").write_text(json.dumps(
+    ...     {"process_age_at_start_s": 2.0, "phases_s": {"data": 1.0, "training": 5.0}}))
+    >>> phases(d, 10.0)
+    {'start-up': 2.0, 'data': 1.0, 'training': 5.0, 'exit': 2.0}
+    """
+    import json
+
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    parts = {"start-up": summary.get("process_age_at_start_s", 0.0), **summary["phases_s"]}
+    return {**parts, "exit": round(wall - sum(parts.values()), 3)}
 
 
 def first_below(curve: list[tuple[float, int, float]], target: float) -> float | None:
@@ -149,7 +175,7 @@ def write_svg(curves: dict[str, list[tuple[float, int, float]]], path: Path,
 
 
 def run(quick: bool = False) -> Result:
-    rounds = 1 if quick else int(os.environ.get("LMKIT_CHAR_ROUNDS", "2"))
+    rounds = 1 if quick else int(os.environ.get("LMKIT_CHAR_ROUNDS", "3"))
     with tempfile.TemporaryDirectory(prefix="speedrun_char") as tmp:
         work = Path(tmp)
         checkout = _prepare_nanogpt(work)
@@ -165,8 +191,10 @@ def run(quick: bool = False) -> Result:
                 threads = 1 if quick or r % 2 else None
                 results[name].append(run_nanogpt(checkout, quick, threads)
                                      if name == "nanogpt" else run_lmkit(work, quick))
-    walls = {"nanogpt": min(r["wall_s"] for r in results["nanogpt"]),
-             "lmkit": statistics.median(r["wall_s"] for r in results["lmkit"])}
+                last = results[name][-1]  # as it comes: a long race cut short keeps its rounds
+                print(f"{name} round {r + 1}: {last['wall_s']:.1f} s, val loss "
+                      f"{last['val_loss']:.4f}, {last.get('phases_s', '')}", flush=True)
+    walls = {name: min(r["wall_s"] for r in rs) for name, rs in results.items()}
     reach = {n: [first_below(r["curve"], TARGET) for r in rs] for n, rs in results.items()}
     rows = [["contender", "round", "wall s", "val loss (random 12x64 batches)", f"s to {TARGET}"]]
     for name, rs in results.items():
@@ -179,10 +207,13 @@ def run(quick: bool = False) -> Result:
                "runs": results, "wall_s": walls}
     ratios = {"nanogpt_wall_over_lmkit_wall": ratio(walls["nanogpt"], walls["lmkit"])}
     notes = ["whole processes, alternated in this invocation; on a shared machine the absolute "
-             "times are noisy, the ratio of the same run is the figure; the reference is "
-             "nanoGPT's faster run (all threads or one), lmkit's is its median",
+             "times are noisy, the ratio of the same run is the figure; each contender's "
+             "figure is its fastest process (nanoGPT: all threads or one)",
              f"goal: lmkit's default reaches {TARGET} in <= 1/5 of nanoGPT's wall time "
              f"(ratio >= 5)"]
+    notes += [f"lmkit round {i + 1}, seconds by phase: " + ", ".join(
+        f"{name} {s:.1f}" for name, s in r["phases_s"].items())
+        for i, r in enumerate(results["lmkit"])]
     if not quick:
         SVG.parent.mkdir(exist_ok=True)
         write_svg({f"nanoGPT (round {i + 1})": r["curve"] for i, r in enumerate(results["nanogpt"])}

@@ -25,7 +25,7 @@ import numpy as np
 from lmkit.errors import ConfigError
 from lmkit.forward import compiled
 
-__all__ = ["generate", "sample_next", "Decoder", "Sampling", "CHUNK"]
+__all__ = ["generate", "lower_generate", "sample_next", "Decoder", "Sampling", "CHUNK"]
 
 CHUNK = 64  # most tokens one compiled dispatch produces; a stop string is checked between them
 
@@ -197,12 +197,33 @@ class Decoder:
             done += len(chunk)
             yield chunk
 
-    def _sample_on_device(self, n: int, sampling: Sampling, seed: int | None) -> Iterator[list[int]]:
+    def lower(self, prompt: list[int], sampling: Sampling = Sampling()) -> list[Any]:
+        """The programs ``feed(prompt)`` then ``sample(n, sampling)`` run, lowered but neither
+        compiled nor run (JAX only): once they are compiled ahead, e.g. beside a training, the
+        same calls on this model compile nothing (JAX keeps them in memory). The model's weights
+        may still change: only their shapes count."""
+        import jax.numpy as jnp
+
+        if self.limit is not None and len(prompt) > self.limit:  # as `feed` restarts the cache
+            prompt = prompt[-self.keep:]
+        x = np.asarray([prompt], dtype=np.int32)
+        if self.cached:
+            feed = self._decode.lower(self._values, x, self.state)
+        else:
+            feed = self._window_logits.lower(self._values, np.zeros((1, self.window), np.int32),
+                                             np.int32(len(prompt) - 1))
+        logits = feed.out_info[0] if self.cached else feed.out_info
+        self.history = list(prompt)  # the context `feed` leaves, for the loop's inputs
+        loop, args = self._loop_inputs(sampling, 0, jnp.zeros(logits.shape[-1], logits.dtype))
+        self.history = []
+        return [feed, loop.lower(self._values, *args)]
+
+    def _loop_inputs(self, sampling: Sampling, seed: int, logits: Any) -> tuple[Any, tuple]:
+        """The compiled sampling loop and its inputs but the weights: ``(carry, steps,
+        temperature, top_p)``, `steps` being one `CHUNK`."""
         import jax
         import jax.numpy as jnp
 
-        if seed is None:
-            seed = int(np.random.default_rng().integers(2**31))
         body = _cached_loop if self.cached else _window_loop
         # Only what changes the program is static: temperature and top_p are traced arguments,
         # so moving a slider in the generation widget does not recompile.
@@ -219,9 +240,14 @@ class Decoder:
             buffer = np.zeros(self.window, dtype=np.int32)
             buffer[: len(tail)] = tail
             context = (buffer, jnp.int32(len(tail)))
-        carry = (jnp.reshape(self.logits, (-1,)), jax.random.key(seed), context)
-        temperature = np.float32(sampling.temperature or 1.0)
-        top_p = np.float32(sampling.top_p or 1.0)
+        carry = (jnp.reshape(logits, (-1,)), jax.random.key(seed), context)
+        return loop, (carry, np.int32(CHUNK), np.float32(sampling.temperature or 1.0),
+                      np.float32(sampling.top_p or 1.0))
+
+    def _sample_on_device(self, n: int, sampling: Sampling, seed: int | None) -> Iterator[list[int]]:
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**31))
+        loop, (carry, _, temperature, top_p) = self._loop_inputs(sampling, seed, self.logits)
         done = 0
         while done < n:
             steps = min(CHUNK, n - done)
@@ -321,8 +347,7 @@ def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 200,
     """
     _check("max_new_tokens", max_new_tokens, isinstance(max_new_tokens, int) and max_new_tokens >= 0,
            "a non-negative integer")
-    unknown = getattr(tokenizer, "unknown_id", None)
-    sampling = Sampling(temperature, top_k, top_p, () if unknown is None else (unknown,))
+    sampling = _sampling(tokenizer, temperature, top_k, top_p)
     _check("prompt", prompt, isinstance(prompt, str) and prompt != "",
            "a non-empty string (the model needs at least one token of context)")
     vocab = getattr(tokenizer, "vocab_size", None)
@@ -334,6 +359,21 @@ def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 200,
         raise ConfigError(f"prompt {prompt!r} encodes to no tokens")
     text = _continue(model, tokenizer, ids, max_new_tokens, sampling, seed, stop, use_cache)
     return prompt + text if include_prompt else text
+
+
+def lower_generate(model: Any, tokenizer: Any, prompt: str, temperature: float = 1.0,
+                   top_k: int | None = None, top_p: float | None = None) -> list[Any]:
+    """The compiled programs of ``generate(model, tokenizer, prompt, temperature=..., top_k=...,
+    top_p=...)``, lowered, not run (JAX only; see `Decoder.lower`): `lmkit train` compiles its
+    final sample's programs beside the training step this way."""
+    decoder = Decoder(model)
+    return decoder.lower(list(tokenizer.encode(prompt)), _sampling(tokenizer, temperature, top_k, top_p))
+
+
+def _sampling(tokenizer: Any, temperature: float, top_k: int | None, top_p: float | None) -> Sampling:
+    """`generate`'s sampling rules: the tokenizer's unknown id is never sampled."""
+    unknown = getattr(tokenizer, "unknown_id", None)
+    return Sampling(temperature, top_k, top_p, () if unknown is None else (unknown,))
 
 
 def _continue(model: Any, tokenizer: Any, ids: list[int], max_new_tokens: int, sampling: Sampling,

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["cache_dir", "private_folder", "enable_compilation_cache", "check_compilation_cache",
-           "atomic_output",
+           "compilations", "atomic_output",
            "atomic_write_text", "atomic_directory", "hf_home", "check_hf_home"]
 
 _UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
@@ -122,6 +122,7 @@ def enable_compilation_cache() -> None:
 
     import jax
 
+    _count_compilations()
     folder = jax.config.jax_compilation_cache_dir
     if folder is None:
         folder = private_folder(cache_dir() / "jax", "The compilation cache")
@@ -218,6 +219,45 @@ def _checked_entry(entry: Path, record: object, settle: float) -> dict[str, obje
         entry.unlink()
         return "removed"
     return {"sha256": digest, "size": st.st_size, "stat": stamp}
+
+
+#: XLA programs this process has asked for, and how many came from the persistent cache
+#: (`compilations`); counted from the first `enable_compilation_cache`
+_COMPILATIONS = {"requested": 0, "from_cache": 0}
+# JAX's monitoring events: the backend-compile duration is recorded for every program that
+# reaches XLA (a persistent-cache hit included), the hit event for each hit.
+_PROGRAM_EVENT = "/jax/core/compile/backend_compile_duration"
+_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+
+
+def _count_compilations() -> None:
+    if _COMPILATIONS.get("listening"):
+        return
+    from jax import monitoring
+
+    def on_duration(event: str, seconds: float, **kwargs: object) -> None:
+        if event == _PROGRAM_EVENT:
+            _COMPILATIONS["requested"] += 1
+
+    def on_event(event: str, **kwargs: object) -> None:
+        if event == _HIT_EVENT:
+            _COMPILATIONS["from_cache"] += 1
+
+    monitoring.register_event_duration_secs_listener(on_duration)
+    monitoring.register_event_listener(on_event)
+    _COMPILATIONS["listening"] = 1
+
+
+def compilations() -> dict[str, int]:
+    """XLA programs this process compiled (``compiled``) and loaded from the persistent
+    compilation cache instead (``from_cache``), counted since lmkit first enabled the cache: a
+    second run of the same training compiles none.
+
+    >>> sorted(compilations())
+    ['compiled', 'from_cache']
+    """
+    hits = _COMPILATIONS["from_cache"]
+    return {"compiled": _COMPILATIONS["requested"] - hits, "from_cache": hits}
 
 
 @contextlib.contextmanager

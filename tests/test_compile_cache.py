@@ -159,3 +159,56 @@ def test_two_configurations_entries_swapped_are_compiled_again(tmp_path) -> None
     assert "trained" in done.stdout
     assert "held 2 entries that no longer match" in done.stderr
     assert run(16).returncode == 0
+
+
+@pytest.mark.slow
+def test_a_second_run_of_the_same_config_compiles_nothing(tmp_path) -> None:
+    """Every program of a training (eager set-up, the step, evaluation, the final sample) goes
+    through the persistent cache: run again in a new process, XLA compiles none of them."""
+    import json
+    import os
+
+    config = dict(TINY, max_steps=2, eval_every=2, checkpoint_every=2, embed_dim=8,
+                  sample_tokens=5, overwrite=True)
+    code = f"import lmkit; lmkit.train(**{config!r}, out={str(tmp_path / 'run')!r}, reporters=[])"
+    env = {**os.environ, "LMKIT_CACHE_DIR": str(tmp_path / "cache")}
+    counts = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=300, env=env, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        counts.append(summary["compilations"])
+        assert {"data", "build", "first dispatch", "sample"} <= set(summary["phases_s"])
+    assert counts[0]["compiled"] > 0 and counts[0]["from_cache"] == 0
+    assert counts[1] == {"compiled": 0, "from_cache": counts[0]["compiled"]}
+
+
+@pytest.mark.slow
+def test_a_sample_compiled_ahead_runs_without_compiling_and_says_the_same() -> None:
+    """`lower_generate` is how `lmkit train` compiles its final sample beside the training step:
+    the later `generate` then asks XLA for no program at all, and samples the same text."""
+    from lmkit.build import build_model
+    from lmkit.config import TrainConfig
+    from lmkit.generation import generate, lower_generate
+    from lmkit.paths import compilations, enable_compilation_cache
+    from lmkit.registry import tokenizers
+
+    enable_compilation_cache()
+    tokenizer = tokenizers.entry("char").obj.fit([CORPUS.read_text(encoding="utf-8")[:2000]])
+    config = TrainConfig(arch="gpt", layers=1, heads=2, embed_dim=16, seq_len=16)
+    models = [build_model(config, tokenizer.vocab_size) for _ in range(2)]
+    models[1].set_weights(models[0].get_weights())
+
+    def programs_asked(model, ahead: bool) -> tuple[int, str]:
+        if ahead:
+            for program in lower_generate(model, tokenizer, "ROMEO:"):
+                program.compile()
+        before = sum(compilations().values())
+        text = generate(model, tokenizer, "ROMEO:", 40, seed=3)
+        return sum(compilations().values()) - before, text
+
+    asked, text = programs_asked(models[0], ahead=False)
+    asked_ahead, text_ahead = programs_asked(models[1], ahead=True)
+    assert asked >= 2 and asked_ahead == 0  # the prompt's program and the sampling loop
+    assert text_ahead == text

@@ -41,6 +41,7 @@ import numpy as np
 from lmkit.engine.checkpoint import Checkpoint, all_finite
 from lmkit.engine.events import (CheckpointEvent, EndEvent, EvalEvent, Event, Reporter,
                                  StartEvent, StepEvent, StopSignal, history_record)
+from lmkit.engine.phases import Phases
 from lmkit.engine.reporters import JsonlReporter
 from lmkit.engine.rundir import CHECKPOINT, METRICS, SUMMARY, RunDir
 from lmkit.engine.tracking import open_trackers
@@ -121,6 +122,10 @@ class Job:
     #: the loss is a mean negative log-likelihood per token, so its exponential is a perplexity
     #: (a classifier's loss per example is not)
     token_loss: bool = True
+    #: where the wall time goes (`lmkit.engine.phases`): the client times its own phases (data,
+    #: build, saving) in it, the loop its dispatches, evaluations and checkpoints; the summary
+    #: keeps them as ``phases_s``
+    phases: Phases = field(default_factory=Phases)
 
 
 @dataclass
@@ -283,6 +288,10 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
 
     def checkpoint() -> bool:
         """Write a checkpoint of `step`; False (and nothing written) when a weight is not finite."""
+        with job.phases("checkpoints"):
+            return _checkpoint()
+
+    def _checkpoint() -> bool:
         nonlocal last_ckpt
         model = trainee.model_arrays()
         if not all_finite(model):
@@ -320,7 +329,9 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
                         out_of_time = True
                         break
                     k = min(k, fits)
-                losses = np.asarray(trainee.train(step, k), dtype=np.float32)
+                # the first dispatch compiles the step: its own phase
+                with job.phases("training" if step > start else "first dispatch"):
+                    losses = np.asarray(trainee.train(step, k), dtype=np.float32)
                 diverged = _blown_up(losses, step, engine_state)
                 if diverged is not None:
                     break
@@ -334,7 +345,8 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
                                None if step_time is None else plan.tokens_per_step / step_time,
                                now - t0, None if step_time is None else (total - step) * step_time))
                 if plan.eval_every and (step % plan.eval_every == 0 or step == total):
-                    metrics = trainee.evaluate()
+                    with job.phases("evaluation"):
+                        metrics = trainee.evaluate()
                     if metrics:
                         # the summary says which step its val_* figures belong to
                         last_eval = {**metrics, "eval_step": step}
@@ -449,6 +461,7 @@ def _summary(run_dir: RunDir | None, job: Job, outcome: Outcome,
              extra: dict[str, Any]) -> dict[str, Any]:
     summary = {**job.summary, "steps": outcome.step, "reason": outcome.reason,
                "elapsed_s": round(outcome.elapsed, 3), **outcome.metrics, **extra,
+               "phases_s": job.phases.seconds(),
                "finished": datetime.now().isoformat(timespec="seconds")}
     if run_dir is not None:
         run_dir.write_json(SUMMARY, summary)

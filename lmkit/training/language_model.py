@@ -25,9 +25,11 @@ from lmkit.config import Source, TrainConfig
 from lmkit.data.tokens import WindowSampler, sequential_batches
 from lmkit.engine import engine
 from lmkit.engine.events import Reporter, StopSignal
+from lmkit.engine.phases import Phases, process_age
 from lmkit.engine.rundir import ADAPTER_DIR, CONFIG, TOKENIZER, RunDir, default_run_dir
 from lmkit.errors import ConfigError
 from lmkit.optim import EVALUATION_WEIGHTS, FULL_BATCH
+from lmkit.paths import compilations
 from lmkit.paths import enable_compilation_cache as _enable_compilation_cache
 from lmkit.resolve import Resolved, resolve
 
@@ -160,6 +162,8 @@ def train_language_model(
     """Train according to `cfg`. See `lmkit.train` for the public entry."""
     from lmkit.data.corpus import open_corpus
 
+    started_at = process_age()  # a command's start-up and imports, for the phase breakdown
+    phases = Phases()
     parts, init = resolve_training(cfg, resume)
     cfg = parts.config
     corpus = open_corpus(cfg.data, cfg.encoding)  # before creating anything on disk
@@ -180,7 +184,7 @@ def train_language_model(
         run_dir = RunDir(cfg.out)
     with run_dir:  # owned by this process until training ends
         return _train(cfg, parts, corpus, val_corpus, run_dir, reporters, stop, resume, init,
-                      layout)
+                      layout, phases, started_at)
 
 
 def resolve_training(cfg: TrainConfig, resume: bool = False) -> tuple[Resolved, Any]:
@@ -221,6 +225,21 @@ def _from_checkpoint(cfg: TrainConfig) -> tuple[TrainConfig, Any]:
     return cfg, init
 
 
+def _prepare_sample(cfg: TrainConfig, model: Any, tokenizer: Any, alone: bool) -> list[Any]:
+    """Start compiling the programs of the final sample (`cfg.sample_tokens` tokens after
+    `cfg.sample_prompt`) in the background (`compile_in_background`): futures to wait for before
+    sampling (the sample's own `jax.jit` calls then find them compiled). On one JAX device
+    (`alone`) only; else nothing is prepared."""
+    import keras
+
+    if not (cfg.sample_tokens and alone and keras.backend.backend() == "jax"):
+        return []
+    from lmkit.generation import lower_generate
+    from lmkit.training.step import compile_in_background
+
+    return [compile_in_background(p) for p in lower_generate(model, tokenizer, cfg.sample_prompt)]
+
+
 def _layout(cfg: TrainConfig) -> Any:
     """The device mesh of the compiled step (`lmkit.distribute.Layout`), None for one device."""
     import keras
@@ -241,7 +260,8 @@ def _layout(cfg: TrainConfig) -> Any:
 
 def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_dir: RunDir,
            reporters: list[Reporter] | None, stop: StopSignal | None, resume: bool,
-           init: Any = None, layout: Any = None) -> Trained:
+           init: Any = None, layout: Any = None, phases: Phases | None = None,
+           started_at: float | None = None) -> Trained:
     import keras
 
     from lmkit.build import build_model, check_fits
@@ -281,6 +301,8 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
         train_ids, val_ids = split(ids, cfg.validation_split, cfg.seq_len)
     else:
         train_ids, val_ids = ids, None
+    phases = phases or Phases()
+    phases.lap("data")  # since the training call: resolving the config, reading and tokenizing
     if val_ids is not None:
         warn_unknown(val_ids, tokenizer.unknown_id,
                      f"validation_data={cfg.validation_data!r}" if val_corpus else "the validation split")
@@ -311,6 +333,7 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
                            1 if full_batch else cfg.accumulate_steps, averaged, cfg.freeze,
                            cfg if cfg.adapter == "lora" else None)
     lead = layout is None or layout.lead
+    phases.lap("build")  # the model, its optimizer and the step (traced, not yet compiled)
 
     def begin() -> None:  # once a resumed checkpoint is restored: a refused one changes nothing
         if lead:
@@ -320,6 +343,9 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
 
     trainee = LanguageModelTrainee(cfg, parts, stepper, optimizer, train_ids, val_ids, tokenizer,
                                    full_batch, layout.local_rows(cfg.batch_size) if layout else None)
+    # the final sample's programs compile beside the first dispatch too (after the evaluation)
+    sample_ready = _prepare_sample(cfg, model, tokenizer, lead and layout is None)
+    phases.lap("build")  # the trainee traces its evaluation (compiled beside the first dispatch)
     eval_every = cfg.eval_every or engine.auto_eval_every(total)
     plan = engine.Plan(
         total_steps=total, checkpoint_every=cfg.checkpoint_every, eval_every=eval_every,
@@ -338,11 +364,14 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
         {"arch": cfg.arch, "parameters": n_params, "backend": backend,
          "mesh": layout.describe() if layout else "1 device, 1 process",
          **{f"{k}_parameters" if k == "trainable" else k: v for k, v in counts.items()},
-         **({"memory": memory_note} if memory_note else {})},
+         **({"memory": memory_note} if memory_note else {}),
+         # seconds the process had run when training was called: a command's start-up
+         **({"process_age_at_start_s": round(started_at, 3)} if started_at is not None else {})},
         retry=f"then resume with `lmkit train --resume {run_dir.path}`",
         learning_rate=cfg.learning_rate, devices=layout.describe() if layout else "",
         data={"data": corpus.fingerprint(),
-              **({"validation_data": val_corpus.fingerprint()} if val_corpus else {})})
+              **({"validation_data": val_corpus.fingerprint()} if val_corpus else {})},
+        phases=phases)
 
     def finish(outcome: engine.Outcome) -> dict[str, Any]:
         from lmkit.generation import generate
@@ -352,15 +381,22 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
         adapters = lora and stepper.step.groups.params(stepper.step.optimizer_arrays())
         if not lead:
             return {}
-        run_dir.save_model(model)  # with an adapter: merged into the kernels
-        if lora is not None:
-            save_trained(run_dir.path / ADAPTER_DIR, lora, adapters, model, base=cfg.init,
-                         overwrite=True)
+        with phases("save"):
+            run_dir.save_model(model)  # with an adapter: merged into the kernels
+            if lora is not None:
+                save_trained(run_dir.path / ADAPTER_DIR, lora, adapters, model, base=cfg.init,
+                             overwrite=True)
         sample = ""
         if cfg.sample_tokens:
-            sample = generate(model, tokenizer, cfg.sample_prompt, cfg.sample_tokens, seed=cfg.seed)
+            with phases("sample"):
+                for ready in sample_ready:
+                    ready.result()  # compiled ahead: now in the persistent cache
+                sample = generate(model, tokenizer, cfg.sample_prompt, cfg.sample_tokens,
+                                  seed=cfg.seed)
         hint = plateau_hint(cfg, outcome.metrics.get("val_loss"), unigram_loss(train_ids))
-        return {"sample": sample, **({"hint": hint} if hint else {})}
+        # XLA programs of this process (on JAX): a second run of the same config compiles none
+        programs = {"compilations": compilations()} if backend == "jax" else {}
+        return {"sample": sample, **({"hint": hint} if hint else {}), **programs}
 
     if not lead:  # process 0 reports for the run
         reporters = []

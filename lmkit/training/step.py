@@ -45,7 +45,7 @@ from lmkit.param_groups import Frozen, Optimize, ParamGroups, labels_from_patter
 from lmkit.token_metrics import compute_stats
 from lmkit.train_step import TrainState, TrainStep
 
-__all__ = ["make_stepper", "batch_parts", "JaxStepper", "FitStepper"]
+__all__ = ["make_stepper", "batch_parts", "compile_in_background", "JaxStepper", "FitStepper"]
 
 Batch = tuple[np.ndarray, np.ndarray]
 
@@ -76,6 +76,27 @@ def batch_parts(cfg: Any, model: keras.Model, total_steps: int) -> int:
     if jax.default_backend() != "cpu" or cfg.batch_size % parts:
         return 1
     return parts
+
+
+_COMPILER: list[Any] = []  # the one thread that compiles ahead (`compile_in_background`)
+
+
+def compile_in_background(lowered: Any) -> Any:
+    """Compile `lowered` (a ``jax.stages.Lowered``) in lmkit's background compile thread; a
+    future of the compiled program.
+
+    XLA:CPU compiles one program on one core, so programs a training needs later (its
+    evaluation, its final sample) compile there beside the training step's own compilation.
+    One thread, first come first served: the evaluation, needed first, is queued first. A later
+    call of the same ``jax.jit`` function on the same shapes runs the program compiled here
+    (JAX keeps the lowering and its executable in memory; it also lands in the persistent
+    compilation cache when that is on).
+    """
+    import concurrent.futures
+
+    if not _COMPILER:
+        _COMPILER.append(concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lmkit-compile"))
+    return _COMPILER[0].submit(lowered.compile)
 
 
 def _flat(y: Any, logits: Any) -> tuple[Any, Any]:
@@ -147,8 +168,6 @@ class JaxStepper:
         the training waiting); started before the first training dispatch, the two compilations
         run side by side. Only on one device (a mesh's evaluation takes placed batches).
         """
-        import concurrent.futures
-
         import jax
 
         if self.layout is not None:
@@ -156,10 +175,9 @@ class JaxStepper:
         avals = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                              (self.state.trainable, self.state.non_trainable))
         batch = jax.ShapeDtypeStruct(tuple(shape), np.int32)
-        lowered = self._eval_batch.lower(*avals, batch, batch)  # tracing needs this thread's GIL
-        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lmkit-compile")
-        self._prepared = (tuple(shape), pool.submit(lowered.compile))
-        pool.shutdown(wait=False)  # the thread ends with its one compilation
+        # traced here: Keras keeps its scopes per thread
+        lowered = self._eval_batch.lower(*avals, batch, batch)
+        self._prepared = (tuple(shape), compile_in_background(lowered))
 
     def train(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """`k` optimizer steps on ``xs, ys`` of shape ``(k, B, T)``, or ``(k, accumulate, B, T)``
