@@ -25,7 +25,7 @@ from ._common import machine_info
 __all__ = ["BENCHMARKS", "main", "run_benchmark"]
 
 BENCHMARKS = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "defaults", "finetune",
-              "scaling", "speedrun_char", "ablation", "speedrun_word", "translate", "lora")
+              "scaling", "speedrun_char", "ablation", "speedrun_word", "translate", "lora", "lora_llama")
 RESULTS = _common.RESULTS
 
 
