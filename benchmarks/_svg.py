@@ -13,12 +13,14 @@ COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
 
 
 def write_curves(curves: dict[str, list[tuple[float, int, float]]], path: Path, target: float,
-                 label: str, cap: float | None = None) -> None:
+                 label: str, cap: float | None = None,
+                 x_label: str = "wall time of the whole process (s)") -> None:
     """One polyline per contender of ``(seconds, step, value)`` points (a dot on each), a dashed
     line at `target`.
 
     `cap`: the highest value drawn (early points above it sit on the top edge), so that the
-    first evaluations of an untrained model do not flatten the part that matters.
+    first evaluations of an untrained model do not flatten the part that matters. `x_label`:
+    what the first number of each point is.
     """
     w, h, pad = 640, 400, 50
     points = [p for c in curves.values() for p in c]
@@ -34,8 +36,8 @@ def write_curves(curves: dict[str, list[tuple[float, int, float]]], path: Path, 
              f'<rect width="{w}" height="{h}" fill="white"/>',
              f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
              f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>',
-             f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">wall time of the whole '
-             f'process (s), max {t_max:.0f}</text>',
+             f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">{x_label}, max '
+             f'{t_max:.0f}</text>',
              f'<text x="14" y="{h / 2}" transform="rotate(-90 14 {h / 2})" '
              f'text-anchor="middle">{label}</text>',
              f'<line x1="{pad}" y1="{sy(target):.1f}" x2="{w - pad}" y2="{sy(target):.1f}" '

@@ -20,7 +20,8 @@ differentiated groups only and hands each group its values, gradients and slots:
 A new kind of group is a `Transform` subclass, or only new labels over the existing ones. A group
 may hold `parameters` of its own, differentiated by the step, from which `effective` makes the
 weights the model computes with: LoRA (`lmkit.adapters.lora.Lora`) keeps its kernels frozen and
-trains two low-rank matrices per kernel, held as its first slots.
+trains two low-rank matrices per kernel, held as its first slots; where the model takes them
+(`factored`), the step passes them as `factors` beside the unmerged kernels.
 """
 
 from __future__ import annotations
@@ -84,6 +85,14 @@ class Transform:
         """The weights the model computes with, from the group's values and its `parameters`
         (a low-rank adapter added to a frozen kernel); the values themselves by default."""
         return values
+
+    #: whether the step's forward takes `factors` instead of the `effective` weights
+    factored = False
+
+    def factors(self, params: list[Any]) -> dict[int, tuple[Any, Any]]:
+        """With `factored`: ``{index in the group: (a, b)}``, the model computing ``x W +
+        (x a) b`` for that kernel ``W`` (`lmkit.models.base.low_rank_terms`)."""
+        return {}
 
     def trained(self, weights: list[Any], slots: list[Any]) -> list[Any]:
         """The values to take the next gradient at, from `judged`'s weights (on resume)."""
@@ -311,19 +320,35 @@ class ParamGroups:
         return [s for t, group in zip(self.transforms.values(), self._split(slots))
                 for s in group[:t.parameters]]
 
-    def effective(self, values: list[Any], params: list[Any]) -> list[Any]:
+    def effective(self, values: list[Any], params: list[Any],
+                  factored: bool = False) -> list[Any]:
         """The weights the model computes with (`Transform.effective`, per group); `values`
-        themselves when no group has parameters."""
+        themselves when no group has parameters. `factored`: the `factored` groups' kernels
+        stay unmerged (the step's forward adds their `factors` instead)."""
         if not self.adapted:
             return values
         new, at = list(values), 0
         for name, t in self.transforms.items():
-            idx = self.members[name]
-            out = t.effective([values[i] for i in idx], list(params[at:at + t.parameters]))
-            at += t.parameters
-            for i, value in zip(idx, out):
-                new[i] = value
+            idx, n = self.members[name], t.parameters
+            if not (factored and t.factored):
+                out = t.effective([values[i] for i in idx], list(params[at:at + n]))
+                for i, value in zip(idx, out):
+                    new[i] = value
+            at += n
         return new
+
+    def factors(self, params: list[Any]) -> dict[int, tuple[Any, Any]]:
+        """The low-rank factors of the `factored` groups by variable index (`Transform.factors`):
+        the step's forward computes ``x W + (x a) b`` with them, their kernels left unmerged."""
+        terms: dict[int, tuple[Any, Any]] = {}
+        at = 0
+        for name, t in self.transforms.items():
+            if t.factored:
+                idx = self.members[name]
+                group = t.factors(list(params[at:at + t.parameters]))
+                terms.update({idx[j]: ab for j, ab in group.items()})
+            at += t.parameters
+        return terms
 
     def update(self, values: list[Any], grads: list[Any], slots: list[Any], inputs: Any,
                masks: Mapping[str, Any], param_grads: Sequence[Any] = ()

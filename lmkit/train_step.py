@@ -8,7 +8,8 @@ does the rest, on JAX, from Keras's stateless API:
   seeds, the groups' optimizer slots), held outside the Keras objects and donated to every call;
 - the package's one gradient computation, over the variables of differentiated groups only
   (a frozen group costs no gradient) and the groups' own parameters (LoRA adapters), the model
-  running on the groups' `effective` weights;
+  running on the groups' `effective` weights, or with their low-rank `factors` beside the
+  unmerged kernels where the model takes them (`lmkit.models.base.dense`);
 - each batch's gradient in `parts` independent equal parts (the same mathematics; XLA:CPU runs
   the parts' kernels side by side), and `accumulate` micro-batches averaged into one optimizer
   step (`lax.scan`: one micro-batch's activations alive at a time);
@@ -36,6 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lmkit.distribute import Layout, jit_step, state_shardings
+from lmkit.models.base import low_rank_terms
 from lmkit.param_groups import ParamGroups
 
 __all__ = ["TrainStep", "TrainState"]
@@ -73,11 +75,15 @@ def _gradients(model: Any, loss: Callable[[Any, Any], Any], groups: ParamGroups,
     fixed = [i for i in range(len(model.trainable_variables)) if i not in set(differentiated)]
     order = np.argsort([*differentiated, *fixed]).tolist()
 
+    variables = model.trainable_variables
+
     def loss_of(diff, params, held, non_trainable, inputs, labels):
         both = [*diff, *held]
-        trainable = groups.effective([both[i] for i in order], params)
-        outputs, non_trainable = model.stateless_call(trainable, non_trainable, inputs,
-                                                      training=True)
+        trainable = groups.effective([both[i] for i in order], params, factored=True)
+        terms = [(variables[i], ab) for i, ab in groups.factors(params).items()]
+        with low_rank_terms(terms):
+            outputs, non_trainable = model.stateless_call(trainable, non_trainable, inputs,
+                                                          training=True)
         return loss(labels, outputs), non_trainable
 
     grad_fn = jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)

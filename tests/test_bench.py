@@ -15,7 +15,7 @@ from lmkit.cli import main as cli_main
 # The benchmarks the README and the docs name.
 DOCUMENTED = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "defaults", "finetune",
               "scaling", "speedrun_char", "ablation", "speedrun_word", "translate", "lora",
-              "decode_hf", "embed_st", "finetune_hf")
+              "lora_llama", "decode_hf", "embed_st", "finetune_hf")
 # The quick runs checked here share their machinery (`benchmarks/_common.py`, the runner, the
 # JSON record) with the others; each of those takes half a minute to minutes even when quick
 # (defaults trains every architecture, finetune loads MiniLM and PyTorch), which the CI budget

@@ -147,15 +147,17 @@ def apply_delta(kernel: Any, unit: LoraUnit, a: Any, b: Any, scale: float) -> An
 class Lora(Transform):
     """The LoRA group: its variables (the adapted kernels) frozen; its first slots the adapters
     ``A, B`` of each unit (`parameters`, differentiated by the step), then `optimizer`'s slots
-    over them. `seed` draws the ``A``s."""
+    over them. `seed` draws the ``A``s. `factored`: the model's kernels go through
+    `lmkit.models.base.dense` (`LanguageModel.low_rank_kernels`), so the step computes
+    ``x W + (x A) B`` (`factors`) instead of ``x (W + A B)``."""
 
     differentiated = False
 
     def __init__(self, optimizer: Any, units: Sequence[LoraUnit], rank: int, alpha: float,
-                 seed: int = 0) -> None:
+                 seed: int = 0, factored: bool = False) -> None:
         check_rank(units, rank)
         self.optimizer, self.units, self.rank = optimizer, list(units), rank
-        self.scale, self.seed = alpha / rank, seed
+        self.scale, self.seed, self.factored = alpha / rank, seed, factored
         self.parameters = 2 * len(self.units)
 
     def build(self, variables: Sequence[Any]) -> None:
@@ -192,6 +194,21 @@ class Lora(Transform):
             new[j] = apply_delta(new[j], u, params[2 * k], params[2 * k + 1], self.scale)
         return new
 
+    def factors(self, params: list[Any]) -> dict[int, tuple[Any, Any]]:
+        """``{index in the group: (a, b)}`` with ``x a b`` the adapters' term of that kernel:
+        the units of one kernel side by side (``a (in, r k)``; ``b (r k, out)``, each unit's
+        ``scale B`` at its columns, zeros elsewhere)."""
+        import jax.numpy as jnp
+
+        per_kernel: dict[int, list[tuple[Any, Any]]] = {}
+        for k, (u, j) in enumerate(zip(self.units, self.at)):
+            b = self.scale * params[2 * k + 1]
+            b = jnp.pad(b, ((0, 0), (u.start, int(u.variable.shape[1]) - u.stop)))
+            per_kernel.setdefault(j, []).append((params[2 * k], b))
+        return {j: (jnp.concatenate([a for a, _ in ab], axis=1),
+                    jnp.concatenate([b for _, b in ab], axis=0))
+                for j, ab in per_kernel.items()}
+
     def update(self, values, grads, slots, ctx):
         n = self.parameters
         params, opt = self.optimizer.stateless_apply(slots[n:], grads, slots[:n])
@@ -207,6 +224,7 @@ def lora_group(model: Any, variables: Sequence[Any], cfg: Any,
     `ConfigError`."""
     require_lora(model)
     units = select_units(lora_units(model), cfg.lora_targets)
-    group = Lora(optimizer, units, cfg.lora_rank, cfg.lora_alpha, cfg.seed)
+    group = Lora(optimizer, units, cfg.lora_rank, cfg.lora_alpha, cfg.seed,
+                 factored=getattr(model, "low_rank_kernels", False))
     adapted = {id(u.variable) for u in units}
     return [id(v) in adapted for v in variables], group

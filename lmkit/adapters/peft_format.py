@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,34 +38,43 @@ _ROOT = "base_model.model."
 
 class Adapter(NamedTuple):
     """An adapter over a model's kernels: `units`, their ``A, B`` pairs (`params`, host arrays
-    ``(in, r)`` and ``(r, out)``) and the `scale` of ``A B``."""
+    ``(in, r)`` and ``(r, out)``) and the `scale` of ``A B``; `head`: the whole modules it
+    saves (peft's ``modules_to_save``, e.g. a classifier's head), Hugging Face tensor name ->
+    array."""
 
     units: list[LoraUnit]
     params: list[np.ndarray]
     scale: float
+    head: dict[str, np.ndarray] = {}
 
 
 def save_adapter(folder: str | Path, units: Sequence[LoraUnit], params: Sequence[Any], *,
                  rank: int, alpha: float, prefix: str = "", base_model: str | None = None,
+                 head: Mapping[str, np.ndarray] | None = None, modules: Sequence[str] = (),
                  overwrite: bool = False) -> Path:
     """Write the adapter of `units` (their ``A, B`` `params`, in order) in peft's layout;
-    `prefix` goes before each module name (the Hugging Face model's, e.g. ``transformer.``)."""
+    `prefix` goes before each module name (the Hugging Face model's, e.g. ``transformer.``).
+    `head`: whole tensors saved beside the adapter (Hugging Face names), in peft's
+    ``modules_to_save`` layout under the module names `modules`, for a sequence classifier
+    (peft's ``task_type`` ``SEQ_CLS``)."""
     from safetensors.numpy import save_file
 
-    tensors = {}
+    tensors = {f"{_ROOT}{name}": np.ascontiguousarray(value, np.float32)
+               for name, value in (head or {}).items()}
     for k, u in enumerate(units):
         key = f"{_ROOT}{prefix}{u.name}"
         tensors[f"{key}.lora_A.weight"] = np.ascontiguousarray(np.asarray(params[2 * k]).T, np.float32)
         tensors[f"{key}.lora_B.weight"] = np.ascontiguousarray(np.asarray(params[2 * k + 1]).T,
                                                                np.float32)
     config = {
-        "peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model,
+        "peft_type": "LORA", "task_type": "SEQ_CLS" if head else None,
+        "base_model_name_or_path": base_model,
         "r": rank, "lora_alpha": int(alpha) if float(alpha).is_integer() else alpha,
         "lora_dropout": 0.0, "bias": "none", "target_modules": [prefix + u.name for u in units],
         # GPT-2's Conv1D stores (in, out), as lmkit does; a Linear stores (out, in)
         "fan_in_fan_out": any(not u.transposed for u in units),
         "inference_mode": True, "init_lora_weights": True, "use_rslora": False,
-        "use_dora": False, "modules_to_save": None,
+        "use_dora": False, "modules_to_save": list(modules) if head else None,
     }
     with atomic_directory(folder, replace=overwrite) as tmp:
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
@@ -74,13 +83,15 @@ def save_adapter(folder: str | Path, units: Sequence[LoraUnit], params: Sequence
 
 
 def save_trained(folder: str | Path, group: Any, params: Sequence[Any], model: Any, *,
-                 base: str | None = None, overwrite: bool = False) -> Path:
+                 base: str | None = None, head: Mapping[str, np.ndarray] | None = None,
+                 modules: Sequence[str] = (), overwrite: bool = False) -> Path:
     """Write the adapters of a LoRA group (`lmkit.adapters.lora.Lora`; `params`: its
     ``A, B`` host arrays, `lmkit.param_groups.ParamGroups.params` of the step's slots) named
-    for `model`'s Hugging Face class; `base`: the base model's folder or name."""
+    for `model`'s Hugging Face class; `base`: the base model's folder or name; `head`,
+    `modules`: as `save_adapter`'s."""
     return save_adapter(folder, group.units, params, rank=group.rank,
                         alpha=group.scale * group.rank, prefix=getattr(model, "hf_prefix", ""),
-                        base_model=base, overwrite=overwrite)
+                        base_model=base, head=head, modules=modules, overwrite=overwrite)
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
@@ -145,7 +156,9 @@ def load_adapter(folder: str | Path, model: Any) -> Adapter:
         raise RunError(f"{weights}: no lora_A/lora_B tensors found")
     order = {id(u): i for i, u in enumerate(units)}  # model order, as training holds them
     pairs = sorted(zip(chosen, params[0::2], params[1::2]), key=lambda t: order[id(t[0])])
-    return Adapter([p[0] for p in pairs], [m for p in pairs for m in p[1:]], scale)
+    # modules_to_save: whole tensors (peft's own names drop its ``modules_to_save.default``)
+    head = {k.removeprefix(_ROOT): v for k, v in tensors.items() if ".lora_" not in k}
+    return Adapter([p[0] for p in pairs], [m for p in pairs for m in p[1:]], scale, head)
 
 
 def merge_adapter(adapter: Adapter) -> None:

@@ -60,6 +60,7 @@ from lmkit.data.packing import Packed, first_fit, pack
 from lmkit.evaluation.encoding import Encoded, batches, pad_widths
 from lmkit.evaluation.heads import SequenceClassifier
 from lmkit.models.base import PACKING
+from lmkit.evaluation.hf_head import HEAD_MODULES, head_problem, head_tensors
 from lmkit.optim import EVALUATION_WEIGHTS, ROW_UPDATES
 from lmkit.param_groups import (Frozen, Masked, Optimize, ParamGroups, RowSparse, Transform,
                                 labels_from_patterns)
@@ -415,8 +416,10 @@ def finetune(
         if trainee.lora is not None:
             adapters = trainee.step.groups.params(trainee.step.optimizer_arrays())
             if run_dir is not None and lead:
+                # the head beside the adapter where BertForSequenceClassification can hold it
+                head = None if head_problem(model) else head_tensors(model)
                 save_trained(run_dir.path / ADAPTER_DIR, trainee.lora, adapters, model.backbone,
-                             overwrite=True)
+                             head=head, modules=HEAD_MODULES, overwrite=True)
         return {}
 
     try:

@@ -24,7 +24,7 @@ from lmkit.engine.rundir import ADAPTER_DIR
 from lmkit.errors import ConfigError, RunError, did_you_mean
 from lmkit.evaluation.evaluator import is_finetuned, load_finetuned
 from lmkit.paths import atomic_directory
-from lmkit.training.run import load_run, read_config
+from lmkit.training.run import Run, load_run, read_config
 
 __all__ = ["FORMATS", "export_run"]
 
@@ -53,11 +53,12 @@ def export_run(run_or_path: Any, out: str | Path, format: str = "hf",
     """
     if isinstance(run_or_path, (str, Path)) and (Path(run_or_path) / ADAPTER_CONFIG).is_file():
         run_or_path = _merged(Path(run_or_path), merge)
-    elif isinstance(run_or_path, (str, Path)) and (Path(run_or_path) / ADAPTER_DIR).is_dir() \
+    # a LoRA run (its directory, or the `Run`) exports its adapter alone
+    elif (where := _run_dir(run_or_path)) is not None and (where / ADAPTER_DIR).is_dir() \
             and not merge:
-        _check_output(Path(out), Path(run_or_path), overwrite)
+        _check_output(Path(out), where, overwrite)
         with atomic_directory(out, replace=overwrite) as folder:
-            for file in (Path(run_or_path) / ADAPTER_DIR).iterdir():
+            for file in (where / ADAPTER_DIR).iterdir():
                 shutil.copyfile(file, folder / file.name)
         return Path(out)
     if format not in FORMATS:
@@ -90,6 +91,13 @@ def export_run(run_or_path: Any, out: str | Path, format: str = "hf",
         _check_output(out, run_dir, overwrite)
         raise
     return out
+
+
+def _run_dir(run_or_path: Any) -> Path | None:
+    """The directory of a run given as a path or a `Run` (None for other sources)."""
+    if isinstance(run_or_path, (str, Path)):
+        return Path(run_or_path)
+    return Path(run_or_path.dir) if isinstance(run_or_path, Run) else None
 
 
 def _merged(adapter: Path, merge: bool) -> Any:

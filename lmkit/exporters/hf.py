@@ -37,10 +37,9 @@ A classifier fine-tuned on a `bert` backbone (`lmkit eval CHECKPOINT --task T --
 ``bert.`` (the table `BERT.hf_weights` that loading reads), ``num_labels`` and ``id2label`` from the
 task, and the checkpoint's own ``tokenizer.json`` (``[CLS] a [SEP] b [SEP]`` with token types).
 BERT's head reads the ``[CLS]`` state through its pooler, ``tanh(W h + b)``, where lmkit's `cls`
-pooling reads it directly; the pooler is written as ``W = eps * I``, ``b = 0`` and the classifier
-weight divided by eps, with eps small enough that ``tanh(eps * h) = eps * h`` to float32 precision
-(``|tanh x - x| <= |x|^3 / 3``, and ``|h|`` is bounded by the last LayerNorm), so
-`transformers` computes the same logits. Only `cls` pooling has this form.
+pooling reads it directly; the pooler is written as a scaled identity
+(`lmkit.evaluation.hf_head`), so `transformers` computes the same logits. Only `cls` pooling has
+this form.
 """
 
 from __future__ import annotations
@@ -272,11 +271,6 @@ def _gpt_as_llama(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray], di
     return config, tensors, {}
 
 
-#: |tanh x - x| <= |x|^3 / 3: with |eps * h| <= this, the pooler is the identity times eps to
-#: within 1e-10 relatively, far below float32's 6e-8
-_POOLER_INPUT_BOUND = 1e-5
-
-
 #: tokenizer_config.json keys of BERT's special tokens (a tokenizer pads with its pad_token)
 _BERT_SPECIAL_TOKENS = {"cls_token": "[CLS]", "sep_token": "[SEP]", "unk_token": "[UNK]",
                         "mask_token": "[MASK]"}
@@ -286,30 +280,12 @@ def _bert_classifier(source: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]
     """A `SequenceClassifier` on `bert` -> (BertConfig fields, BertForSequenceClassification
     weights, tokenizer options: special tokens and token types); the pooler passes the ``[CLS]`` state through scaled by eps
     (module docstring)."""
-    from lmkit.models.bert import BERT
+    from lmkit.evaluation.hf_head import head_tensors
 
     model, task = source.model, source.task
     bert = model.backbone
-    if type(bert) is not BERT:
-        raise ExportError(
-            f"this classifier's backbone is a {type(bert).__name__}; a Hugging Face "
-            f"BertForSequenceClassification needs a 'bert' backbone (a BERT or MiniLM checkpoint)")
-    if model.pooling != "cls":
-        raise ExportError(
-            f"this classifier pools the hidden states with {model.pooling!r}; "
-            f"BertForSequenceClassification reads the [CLS] state only. Fine-tune with "
-            f"pooling='cls' (--set pooling=cls, the default for a pretrained encoder)")
-    tensors = _hf_tensors(bert.hf_weights(), bert.hf_prefix)
-    # the last LayerNorm bounds the [CLS] state: |x_hat_i| <= sqrt(D - 1) for a normalised x
-    ln = bert.encoder_layers[-1].ln_output
-    bound = float(np.max(np.abs(_numpy(ln.gamma))) * np.sqrt(bert.embed_dim - 1)
-                  + np.max(np.abs(_numpy(ln.beta))))
-    eps = _POOLER_INPUT_BOUND / max(bound, 1e-6)
-    tensors["bert.pooler.dense.weight"] = np.eye(bert.embed_dim, dtype=np.float32) * np.float32(eps)
-    tensors["bert.pooler.dense.bias"] = np.zeros(bert.embed_dim, np.float32)
-    kernel, bias = _numpy(model.head.kernel), _numpy(model.head.bias)       # (D, labels), (labels,)
-    tensors["classifier.weight"] = np.ascontiguousarray((kernel / np.float32(eps)).T)
-    tensors["classifier.bias"] = bias
+    head = head_tensors(model)  # refuses a head BertForSequenceClassification cannot compute
+    tensors = {**_hf_tensors(bert.hf_weights(), bert.hf_prefix), **head}
     labels = list(task.display_labels) if task.shape.has("class_labels") else ["score"]
     config = {
         "architectures": ["BertForSequenceClassification"],

@@ -19,6 +19,9 @@ in float32, because softmax over a large vocabulary loses too much in bfloat16.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar, NamedTuple
 
 import keras
@@ -38,6 +41,8 @@ __all__ = [
     "Dropout",
     "PACKING",
     "segment_masks",
+    "dense",
+    "low_rank_terms",
 ]
 
 #: capability of an architecture entry whose `features` take `segments`: several examples in
@@ -149,6 +154,45 @@ class Dropout(keras.layers.Dropout):
 
 
 # -- constructor argument checks (errors of the form "`units` must be ..., got -3") ---------------
+# Low-rank terms a training step attaches to kernels (LoRA, `lmkit.adapters.lora`), keyed by
+# the kernel variable's id; `dense` reads them while the step traces the model
+_LOW_RANK: ContextVar[Mapping[int, tuple[Any, Any]]] = ContextVar("lmkit_low_rank", default={})
+
+
+@contextmanager
+def low_rank_terms(terms: Iterable[tuple[Any, tuple[Any, Any]]]) -> Iterator[None]:
+    """While the block runs, `dense` with a kernel ``W`` of `terms` (pairs ``(variable, (a,
+    b))``, ``a (in, r)``, ``b (r, out)``) computes ``x W + (x a) b``.
+
+    Why not ``x (W + a b)``: the gradient of a merged kernel is ``xᵀ dy``, a matmul as large as
+    full fine-tuning's, where the factored form differentiates ``a`` and ``b`` at rank r.
+
+    >>> with low_rank_terms([(layer.w_qkv, (a, b))]):       # doctest: +SKIP
+    ...     outputs = model(x)
+    """
+    token = _LOW_RANK.set({id(v): ab for v, ab in terms})
+    try:
+        yield
+    finally:
+        _LOW_RANK.reset(token)
+
+
+def dense(x: Any, kernel: Any) -> Any:
+    """``x @ kernel``, plus the low-rank term `low_rank_terms` attached to `kernel` (none
+    outside a LoRA training step). Architectures whose every 2-D kernel goes through it set
+    `LanguageModel.low_rank_kernels`.
+
+    >>> dense(ops.ones((2, 3)), ops.ones((3, 4))).shape
+    (2, 4)
+    """
+    y = ops.matmul(x, kernel)
+    term = _LOW_RANK.get().get(id(kernel))
+    if term is None:
+        return y
+    a, b = (ops.cast(t, y.dtype) for t in term)
+    return y + ops.matmul(ops.matmul(x, a), b)
+
+
 def check_positive_int(name: str, value: Any) -> int:
     """Return `value` if it is an int >= 1, else raise `ConfigError` naming `name`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -220,6 +264,9 @@ class LanguageModel(keras.Model):
     #: Attributes of the model that the ``model`` axis must divide (e.g. ``("heads",)``, so that
     #: each device holds whole attention heads).
     model_parallel_divides: ClassVar[tuple[str, ...]] = ()
+    #: Whether every 2-D kernel LoRA adapts goes through `dense`: a LoRA step then computes
+    #: ``x W + (x A) B`` (no gradient of the size of ``W``) instead of ``x (W + A B)``
+    low_rank_kernels: ClassVar[bool] = False
 
     def __init__(self, vocab_size: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)

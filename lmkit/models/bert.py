@@ -30,7 +30,7 @@ from keras import ops
 
 from lmkit.errors import ConfigError, RunError
 from lmkit.models.base import (PACKING, Dropout, HFWeight, LanguageModel, check_positive_int,
-                               check_rate, segment_masks)
+                               check_rate, dense, segment_masks)
 from lmkit.registry import architectures
 
 __all__ = ["BERT", "EncoderLayer"]
@@ -79,17 +79,17 @@ class EncoderLayer(keras.layers.Layer):
     def call(self, x: Any, *, batch: int, allowed: Any, training: bool = False) -> Any:
         d, h, hd = self.embed_dim, self.heads, self.head_dim
         time = ops.shape(x)[0] // batch
-        qkv = ops.matmul(x, self.w_qkv) + self.b_qkv                        # (B*T, 3D)
+        qkv = dense(x, self.w_qkv) + self.b_qkv                             # (B*T, 3D)
         q, k, v = (ops.reshape(t, (batch, time, h, hd)) for t in ops.split(qkv, 3, axis=-1))
         scores = ops.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)        # (B, H, T, T)
         scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)  # softmax in float32
         att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         att = self.attention_drop(att, training=training)
         y = ops.einsum("bhqk,bkhd->bqhd", att, v)                           # (B, T, H, d)
-        y = ops.matmul(ops.reshape(y, (-1, d)), self.w_proj) + self.b_proj  # (B*T, D)
+        y = dense(ops.reshape(y, (-1, d)), self.w_proj) + self.b_proj       # (B*T, D)
         x = self.ln_attention(x + self.drop(y, training=training))
-        y = ops.gelu(ops.matmul(x, self.w_fc) + self.b_fc, approximate=False)  # (B*T, F), erf
-        y = ops.matmul(y, self.w_out) + self.b_out                          # (B*T, D)
+        y = ops.gelu(dense(x, self.w_fc) + self.b_fc, approximate=False)    # (B*T, F), erf
+        y = dense(y, self.w_out) + self.b_out                               # (B*T, D)
         return self.ln_output(x + self.drop(y, training=training))
 
     def get_config(self) -> dict[str, Any]:
@@ -119,6 +119,7 @@ class BERT(LanguageModel):
     # MLP's first matrix by columns, the two output matrices by rows), with their optimizer slots
     model_parallel_axes = {"w_qkv": 1, "w_fc": 1, "w_proj": 0, "w_out": 0}
     model_parallel_divides = ("heads", "ffn_dim")
+    low_rank_kernels = True  # the layers' four kernels go through `dense`
 
     def __init__(self, vocab_size: int, *, embed_dim: int = 384, layers: int = 6, heads: int = 12,
                  ffn_dim: int | None = None, seq_len: int = 512, type_vocab_size: int = 2,
