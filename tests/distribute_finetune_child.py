@@ -27,8 +27,10 @@ import lmkit.evaluation.finetune as finetune  # noqa: E402
 from lmkit.evaluation import evaluate  # noqa: E402
 
 GLUE = Path(__file__).resolve().parent / "fixtures" / "eval" / "glue"
-# texts cut to 4 tokens: every batch pads to one width, so each mesh compiles its step once
-TINY: dict[str, Any] = {"embed_dim": 16, "units": 16, "vocab_size": 400, "max_length": 4,
+# texts cut to 4 tokens: every batch pads to one width, so each mesh compiles its step once;
+# packing off: a mesh of several devices pads (lmkit.data.packing packs on one device only), and
+# the one-device run must batch as the mesh does for their losses to be compared
+TINY: dict[str, Any] = {"packing": False, "embed_dim": 16, "units": 16, "vocab_size": 400, "max_length": 4,
                         "batch_size": 16, "eval_batch_size": 64, "log_every": 5, "max_steps": 20,
                         "max_train_examples": 160, "max_eval_examples": 32}
 
