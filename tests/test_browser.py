@@ -176,6 +176,27 @@ def _set_theme(page, name: str, light: bool) -> None:
     time.sleep(0.5)  # the theme's stylesheet applies
 
 
+def open_notebook(p, url: str):
+    """Headless Chromium on JupyterLab's notebook `url`, once its kernel is ready, with the first
+    cell selected in command mode: ``(browser, page)``; the caller closes the browser."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run"])
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(90_000)
+    try:
+        page.goto(url)
+        page.wait_for_selector(".jp-Notebook .jp-Cell")
+        page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')")  # kernel ready
+        page.locator(".jp-Cell").first.click()
+        page.keyboard.press("Escape")
+    except BaseException:
+        browser.close()
+        raise
+    return browser, page
+
+
 def test_dashboard_advances_and_stop_keeps_the_run(lab, tmp_path):
     assert Path(CHROMIUM).is_file(), f"Chromium is required at {CHROMIUM} (apt install chromium)"
     from playwright.sync_api import sync_playwright
@@ -185,18 +206,8 @@ def test_dashboard_advances_and_stop_keeps_the_run(lab, tmp_path):
     shots = tmp_path / "screenshots"
     shots.mkdir()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(90_000)
+        browser, page = open_notebook(p, url.format(FIXTURE.name))
         try:
-            page.goto(url.format(FIXTURE.name))
-            page.wait_for_selector(".jp-Notebook .jp-Cell")
-            page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')")  # kernel ready
-            page.locator(".jp-Cell").first.click()
-            page.keyboard.press("Escape")
             page.keyboard.press("Shift+Enter")   # %load_ext lmkit
             page.keyboard.press("Shift+Enter")   # %%lmtrain (its dashboard appears below it)
 

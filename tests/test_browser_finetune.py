@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from contrast import contrast as _contrast
 from test_browser import (  # noqa: F401 - `lab` is a fixture
-    _COLOURS, CHROMIUM, _check_picture_ink, _set_theme, _wait_for, lab)
+    _COLOURS, CHROMIUM, _check_picture_ink, _set_theme, _wait_for, lab, open_notebook)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -69,18 +69,8 @@ def test_a_scored_fine_tuning_charts_its_metric_readably_in_both_themes(lab, tmp
     url, root = lab
     _notebook(root / NOTEBOOK)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(90_000)
+        browser, page = open_notebook(p, url.format(NOTEBOOK))
         try:
-            page.goto(url.format(NOTEBOOK))
-            page.wait_for_selector(".jp-Notebook .jp-Cell")
-            page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')")  # kernel ready
-            page.locator(".jp-Cell").first.click()
-            page.keyboard.press("Escape")
             page.keyboard.press("Shift+Enter")   # %load_ext lmkit, the data folder
             page.keyboard.press("Shift+Enter")   # %lmeval (its dashboard appears below it)
 

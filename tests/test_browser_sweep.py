@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from contrast import contrast
-from test_browser import CHROMIUM, _set_theme, _wait_for, lab  # noqa: F401 - `lab` is a fixture
+from test_browser import CHROMIUM, _set_theme, _wait_for, lab, open_notebook  # noqa: F401 - `lab` is a fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -114,18 +114,8 @@ def test_lmsweep_shows_its_leaderboard_live_then_the_importance_chart_in_both_th
     url, root = lab
     _notebook(root / NOTEBOOK)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(90_000)
+        browser, page = open_notebook(p, url.format(NOTEBOOK))
         try:
-            page.goto(url.format(NOTEBOOK))
-            page.wait_for_selector(".jp-Notebook .jp-Cell")
-            page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')")  # kernel ready
-            page.locator(".jp-Cell").first.click()
-            page.keyboard.press("Escape")
             page.keyboard.press("Shift+Enter")   # %load_ext lmkit
             page.keyboard.press("Shift+Enter")   # %%lmsweep
 
