@@ -11,7 +11,9 @@ their fraction of the model, the optimizer state (float32 numbers the optimizers
 step time over the second half of training (the programs compiled by then), the whole call's
 seconds, and the process's peak resident memory. The step-time ratio is measured apart, with
 both trainees in one process and their steps interleaved, so a shared machine's changing load
-hits both alike. ``--quick``: 20 steps.
+hits both alike, beside XLA's count of each compiled step's operations. ``--quick``: 20 steps.
+
+    python -m benchmarks.lora --steps 3     # only the interleaved step times, three samples
 """
 
 from __future__ import annotations
@@ -86,13 +88,22 @@ for m, (_, batches, _) in trainees.items():  # compile every padded width first
     for _ in batches:
         step(m)
 paced = interleave({m: (lambda m=m: timed_steps(lambda: step(m), 4)) for m in modes}, rounds=3)
-print(json.dumps({m: 1000 * v["median_s"] for m, v in paced.items()}))
+# XLA's own count of each compiled step's work on the first batch: what the times are
+# compared with (a count, the same on any machine)
+cost = {}
+for m, (trainee, _, _) in trainees.items():
+    c = trainee.step.lower(*trainee._stacked([0])).compile().cost_analysis()
+    cost[m] = c[0] if isinstance(c, list) else c
+print(json.dumps({m: {"ms": 1000 * v["median_s"], "gflops": cost[m]["flops"] / 1e9,
+                      "gbytes": cost[m]["bytes accessed"] / 1e9} for m, v in paced.items()}))
 """
 
 
 def _pace() -> dict:
     """Median ms per step of LoRA and of full fine-tuning, interleaved in one process (on the
-    small SST-2 copy: the same lengths, padded to the same widths)."""
+    small SST-2 copy: the same lengths, padded to the same widths), with each step's
+    floating-point operations and bytes accessed in XLA's cost analysis (``gflops``,
+    ``gbytes``)."""
     return json.loads(_python(f"import sys; sys.argv = ['x', {str(FIXTURE)!r}]\n{_PACE}"))
 
 
@@ -110,8 +121,9 @@ def run(quick: bool = False) -> Result:
     got = {mode: _mode(mode, data, n) for mode, n in steps.items()}
     paced = _pace()
     print(f"interleaved ms per step: {paced}", flush=True)
-    for mode, ms in paced.items():
-        got[mode]["ms_per_step_interleaved"] = ms
+    for mode, pace in paced.items():
+        got[mode].update(ms_per_step_interleaved=pace["ms"], step_gflops=pace["gflops"],
+                         step_gbytes=pace["gbytes"])
     lora, full = got["lora"], got["full"]
     # the head trains in both; its numbers are part of `trainable`
     fraction = lora["trainable"] / lora["model_parameters"]
@@ -121,6 +133,7 @@ def run(quick: bool = False) -> Result:
         "step_speedup_full_over_lora": round(full["ms_per_step_interleaved"]
                                              / lora["ms_per_step_interleaved"], 2),
         "optimizer_state_full_over_lora": round(full["optimizer_state"] / lora["optimizer_state"], 1),
+        "step_flops_full_over_lora": round(full["step_gflops"] / lora["step_gflops"], 2),
     }
     # where the data came from, without this machine's paths
     figures = {"data": "tests/fixtures/eval/glue/SST-2" if data == str(FIXTURE)
@@ -135,6 +148,8 @@ def run(quick: bool = False) -> Result:
              f"{4 * full['optimizer_state'] / 2**20:.1f} MiB"],
             ["ms / step, interleaved", f"{lora['ms_per_step_interleaved']:.0f}",
              f"{full['ms_per_step_interleaved']:.0f}"],
+            ["GFLOP / step (XLA's count)", f"{lora['step_gflops']:.1f}",
+             f"{full['step_gflops']:.1f}"],
             ["ms / step, 2nd half of its run", f"{lora['ms_per_step']:.0f}",
              f"{full['ms_per_step']:.0f}"],
             ["lmkit.evaluate call", f"{lora['call_s']:.0f} s", f"{full['call_s']:.0f} s"],
@@ -144,3 +159,31 @@ def run(quick: bool = False) -> Result:
                "step_speedup_full_over_lora": (">=", 1.5),
                "optimizer_state_full_over_lora": (">=", 50.0)}
     return Result(figures, ratios, targets, rows)
+
+
+def steps(samples: int) -> list[dict]:
+    """Only the step times, without the accuracy runs: `samples` interleaved measurements
+    (`_pace`), each printed with the machine's load average beside it."""
+    got = []
+    for _ in range(samples):
+        paced = _pace()
+        load = os.getloadavg()[0]
+        got.append({**paced, "load_average": load})
+        lora, full = paced["lora"], paced["full"]
+        print(f"LoRA {lora['ms']:.0f} ms ({lora['gflops']:.1f} GFLOP), full fine-tuning "
+              f"{full['ms']:.0f} ms ({full['gflops']:.1f} GFLOP): full / LoRA "
+              f"{full['ms'] / lora['ms']:.2f}x in time, {full['gflops'] / lora['gflops']:.2f}x "
+              f"in operations (load average {load:.1f})", flush=True)
+    return got
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.lora",
+        description="The LoRA and full fine-tuning steps' times only (no accuracy runs; "
+                    "`python -m benchmarks lora` runs the whole benchmark).")
+    parser.add_argument("--steps", type=int, default=3, metavar="SAMPLES",
+                        help="interleaved measurements to take (default 3)")
+    steps(parser.parse_args().steps)
