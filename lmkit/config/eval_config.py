@@ -52,7 +52,7 @@ class EvalConfig(Tracking, Devices, Budget, Adapter, Optimization, ModelShape):
     max_eval_examples: int | None = config_key(None, "Score at most this many examples (a seeded sample, stratified by label).", min=1)
     folds: int | None = config_key(None, "Cross-validate: split `train_split` into this many folds (seeded, stratified by label), fine-tune on all but one and score that one, each in turn; the result's metrics are the folds' means, `folds` each fold's scores. `max_seconds` is the budget of all folds; with `checkpoint_dir` and `resume`, finished folds are not redone.", min=2)
     # head
-    pooling: str = config_key("concat", "Sequence summary fed to the head: `last` state, `mean` of states, `concat` of both, or `cls` (first token; the default for a pretrained encoder).",
+    pooling: str = config_key("concat", "Sequence summary fed to the head: `last` state, `mean` of states, `concat` of both, or `cls` (first token; the default for a pretrained encoder). Classification heads only: a generation task refuses it, as it refuses `head_dropout`, `label_smoothing`, `length_normalize` and a `loss` other than `target_nll`.",
                         choices=("last", "mean", "concat", "cls"))
     head_dropout: float = config_key(0.1, "Dropout before the classification head.", min=0.0, max=0.95)
     # fine-tuning: the budget and cadence

@@ -23,7 +23,7 @@ A new shape is one module of `lmkit.evaluation.shapes` holding a `Shape` subclas
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -54,8 +54,26 @@ class Shape:
 
         return shapes.entry(self.name).has(capability)
 
+    #: options (`EvalConfig` keys) that tasks of this shape do not use, with the reason; a user
+    #: who sets one gets a `ConfigError` rather than a run that silently ignores it
+    unused_options: ClassVar[Mapping[str, str]] = {}
+
     def check(self, task: Any) -> None:
         """Raise `RegistryError` when `task` cannot be of this shape (at declaration)."""
+
+    def check_options(self, task: Any, cfg: Any) -> None:
+        """Raise `ConfigError` when the user set an option (`cfg.given`, an `EvalConfig`) that
+        `task` would ignore (`unused_options`).
+
+        >>> Generation().check_options(get_task("multi30k"), EvalConfig(pooling="mean"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        ConfigError: pooling='mean' is not used by translation/multi30k, a generation task: ...
+        """
+        unused = sorted(cfg.given & self.unused_options.keys())
+        if unused:
+            key = unused[0]
+            raise ConfigError(f"{key}={getattr(cfg, key)!r} is not used by {task.name}, a {self.name} task: "
+                              f"{self.unused_options[key]}; remove {key}")
 
     # -- reading --------------------------------------------------------------------------------
     def label(self, task: Any, value: Any, where: str) -> Any:

@@ -23,7 +23,7 @@ position 0, and its outputs are read from its own start, so the loss is the padd
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -126,6 +126,23 @@ class Generation(Shape):
     loss: ClassVar[str] = "target_nll"
     default_metrics: ClassVar[tuple[str, ...]] = ("bleu", "rouge1", "rouge2", "rougeL", "chrf", "rougeLsum")
     default_metric: ClassVar[str | None] = "bleu"
+    # the classification-only options: the language model itself predicts the target's tokens
+    unused_options: ClassVar[Mapping[str, str]] = {
+        "pooling": "it pools hidden states for a classification head, and the language model itself "
+                   "predicts the target's tokens",
+        "head_dropout": "it is the dropout before a classification head, and the language model itself "
+                        "predicts the target's tokens",
+        "label_smoothing": "it smooths class labels; the loss is the target tokens' negative "
+                           "log-likelihood (target_nll)",
+        "length_normalize": "it ranks the choices of a zero-shot task, and a generation task decodes "
+                            "its target instead",
+    }
+
+    def check_options(self, task: Any, cfg: Any) -> None:
+        super().check_options(task, cfg)
+        if "loss" in cfg.given and cfg.loss not in (None, self.loss):
+            raise ConfigError(f"loss={cfg.loss!r} is not used by {task.name}, a {self.name} task: it trains "
+                              f"on the target's tokens with loss={self.loss!r} (the default); remove loss")
 
     def check(self, task: Any) -> None:
         if task.labels or len(task.inputs) != 1:
