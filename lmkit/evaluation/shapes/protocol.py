@@ -137,6 +137,14 @@ class Shape:
             inputs = self.metric_inputs(predictions, labels)
         return load_metric(*task.metric_for(split)).compute(**inputs)
 
+    def resampler(self, predictions: np.ndarray, labels: np.ndarray,
+                  metrics: Sequence[str]) -> Callable[[np.ndarray], Mapping[str, np.ndarray]] | None:
+        """``scores(rows)``: `metrics` of every resample of the examples (rows of indices ``(B,
+        n)``), from statistics of each example computed once, equal to `score` on each resample
+        (the bootstrap intervals, `lmkit.evaluation.intervals`); None: `score` is called per
+        resample."""
+        return None
+
     def signatures(self) -> dict[str, str]:
         """Strings that make the scores comparable elsewhere (sacreBLEU's signatures), per score."""
         return {}

@@ -23,7 +23,7 @@ position 0, and its outputs are read from its own start, so the loss is the padd
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,6 +44,8 @@ END = SEPARATOR
 _MODULES = ("bleu", "rouge")
 #: the scores the modules report, which a generation task may name in `Task.metrics`
 SCORES = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum")
+#: the BLEU module's other numbers, which results report beside the scores
+_LENGTHS = ("brevity_penalty", "sys_len", "ref_len")
 
 
 def encode_targets(examples: Examples, tokenizer: Any, max_length: int) -> Encoded:
@@ -201,6 +203,23 @@ class Generation(Shape):
             found.update({k: float(v) for k, v in load_metric(module).compute(predictions=texts, references=refs)
                           .items() if isinstance(v, (int, float))})  # the signatures: `signatures`
         return {**{k: found[k] for k in task.metrics if k in found}, **found}
+
+    def resampler(self, predictions: np.ndarray, labels: np.ndarray,
+                  metrics: Sequence[str]) -> Callable[[np.ndarray], Mapping[str, np.ndarray]] | None:
+        """Every score of `score` per resample, from each sentence's statistics (BLEU's and chrF's
+        n-gram counts, ROUGE's F-measures) computed once by the shipped modules."""
+        from lmkit.evaluation.metrics import metric_module
+
+        if not set(metrics) <= set(SCORES) | set(_LENGTHS):
+            return None
+        texts, references = [str(p) for p in predictions], [str(y) for y in labels]
+        parts = [metric_module(module).resampler(texts, references) for module in _MODULES]
+
+        def scores(rows: np.ndarray) -> dict[str, np.ndarray]:
+            found = {k: v for part in parts for k, v in part(rows).items()}
+            return {m: found[m] for m in metrics}
+
+        return scores
 
     def signatures(self) -> dict[str, str]:
         """The sacreBLEU signatures of the BLEU and chrF scores (one reference per source)."""
