@@ -68,7 +68,7 @@ def _hidden(model, rows, segments=None):
     return _compiled(model, lambda m: [m.features(row[None])[0] for row in rows])
 
 
-@pytest.mark.slow  # about 3 s each on a quiet machine (40-50 s with eager ops)
+@pytest.mark.slow  # two compiled programs: 20-41 s each at load 9 (eager ops: 3x as long)
 @pytest.mark.parametrize("key", list(MODELS))
 def test_packed_rows_give_each_example_its_hidden_states_alone(key):
     model = _model(key)
@@ -80,7 +80,7 @@ def test_packed_rows_give_each_example_its_hidden_states_alone(key):
         np.testing.assert_allclose(hidden[start:start + len(row)], alone, atol=ATOL, rtol=1e-4)
 
 
-@pytest.mark.slow  # about 3 s each on a quiet machine (10 s with eager ops)
+@pytest.mark.slow  # 8-11 s each at load 9
 @pytest.mark.parametrize("key", ["gpt", "gpt_rotary", "gpt2", "llama"])
 def test_a_token_of_the_second_example_does_not_see_the_first(key):
     model = _model(key)
@@ -110,7 +110,7 @@ def _gradients(model, loss):
     return jax.jit(jax.grad(value))([v.value for v in variables])
 
 
-@pytest.mark.slow  # about 5 s each on a quiet machine (30 s with eager ops)
+@pytest.mark.slow  # four compiled programs: 22-33 s each at load 9
 @pytest.mark.parametrize("key", ["bert", "gpt_rotary", "gpt2", "llama"])
 def test_per_example_losses_and_gradients_equal_the_padded_batch(key):
     from keras import ops
