@@ -133,7 +133,8 @@ def _check_chart_colours(page, theme: str) -> None:
     for selector, minimum in ((".lmkit-loss-chart svg text.lmkit-title", 4.5),
                               (".lmkit-loss-chart svg text.lmkit-legend", 4.5),
                               (".lmkit-loss-chart svg text.lmkit-tick", 4.5),
-                              (".lmkit-loss-chart svg polyline.lmkit-train", 3.0)):
+                              (".lmkit-loss-chart svg polyline.lmkit-train", 3.0),
+                              (".lmkit-loss-chart svg polyline.lmkit-val", 3.0)):
         found = page.evaluate(_COLOURS, selector)
         assert found is not None, selector
         colour, background = found

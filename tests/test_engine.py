@@ -331,6 +331,58 @@ def test_the_eta_leaves_out_the_first_dispatch_which_compiles(tmp_path: Path, mo
         assert e.eta == pytest.approx((40 - e.step) * 0.01), e
 
 
+class Scheduled(Compiling):
+    """`Compiling` with a learning-rate schedule (`lmkit.schedules.WarmupDecay`)."""
+
+    def __init__(self, clock: list[float], schedule: Any) -> None:
+        super().__init__(clock)
+        self.schedule = schedule
+
+    def learning_rate(self, step: int) -> float:
+        return float(self.schedule(step - 1))
+
+
+@pytest.mark.parametrize("warmup, shape, where", [(6000, "linear", "still warming up"),
+                                                  (0, "cosine", "before its decay ends")])
+def test_a_time_budget_that_stops_before_the_schedule_ends_is_warned_with_the_step(
+        tmp_path: Path, monkeypatch, warmup: int, shape: str, where: str) -> None:
+    import re
+
+    from lmkit.errors import LmkitWarning
+    from lmkit.schedules import WarmupDecay
+
+    clock = [0.0]
+    monkeypatch.setattr(engine.time, "monotonic", lambda: clock[0])
+    trainee = Scheduled(clock, WarmupDecay(1e-3, 100_000, warmup, shape, 0.1))
+    # 9 s of compilation, then 10 ms a step: 10 s leave about 150 of the 100,000 steps
+    with pytest.warns(LmkitWarning, match=rf"^max_seconds=10 will stop training at about step \d+, {where}: "
+                                          r"the learning-rate schedule spans all 100,000 steps .* set "
+                                          r"max_steps to about \d+$") as caught:
+        outcome = run(trainee, tmp_path, total=100_000, steps_per_dispatch=50, checkpoint_every=100_000,
+                      max_seconds=10.0)
+    assert outcome.reason == engine.TIME_BUDGET
+    said = [int(n.replace(",", "")) for n in re.findall(r"about step ([\d,]+)", str(caught[0].message))]
+    assert abs(said[0] - outcome.step) <= 2, (said, outcome.step)  # where it did stop
+
+
+def test_no_schedule_warning_when_the_rate_is_constant_or_the_budget_suffices(tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    import warnings
+
+    from lmkit.schedules import WarmupDecay
+
+    clock = [0.0]
+    monkeypatch.setattr(engine.time, "monotonic", lambda: clock[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        constant = run(Scheduled(clock, WarmupDecay(1e-3, 100_000)), tmp_path / "constant",
+                       total=100_000, steps_per_dispatch=50, checkpoint_every=100_000, max_seconds=10.0)
+        clock[0] = 0.0
+        enough = run(Scheduled(clock, WarmupDecay(1e-3, 400, 100, "cosine")), tmp_path / "enough",
+                     total=400, steps_per_dispatch=50, checkpoint_every=400, max_seconds=60.0)
+    assert constant.reason == engine.TIME_BUDGET and enough.reason == "completed"
+
+
 def _training_run(folder: Path) -> dict[str, bytes]:
     """A folder laid out as a finished training run; returns its files' bytes."""
     folder.mkdir(parents=True)

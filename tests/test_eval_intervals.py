@@ -95,19 +95,49 @@ def test_a_bootstrap_needs_two_examples() -> None:
         bootstrap(lambda rows: {"x": rows.mean(1)}, 1)
 
 
-@pytest.mark.slow  # 400 calls of the BLEU and ROUGE modules: about 9 s
-def test_metrics_without_a_vectorized_form_use_the_tasks_scorer() -> None:
-    """Multi30K's BLEU and ROUGE: resampled through the shipped modules."""
+def test_bleu_and_rouge_intervals_resample_each_sentence_s_statistics() -> None:
+    """Multi30K's BLEU and ROUGE: each sentence scored once by the shipped modules, 1000 resamples."""
     task = get_task("multi30k/de-en")
     targets = [f"a dog runs in the park number {i}" for i in range(12)]
     outputs = np.array([t if i % 3 else "a cat sleeps" for i, t in enumerate(targets)], dtype=object)
     sources = [f"ein hund {i}" for i in range(12)]
     examples = Examples(task, "test", "memory", sources, targets, np.array(targets, dtype=object))
     result = EvalResult.build(task, "test", "m", outputs, examples.labels, examples)
-    bleu = result.intervals["bleu"]
-    assert bleu.method.startswith("bootstrap (200 resamples") and bleu.low < result.metrics["bleu"] <= bleu.high
+    for name in ("bleu", "chrf", "rouge1", "rougeL"):
+        interval = result.intervals[name]
+        assert interval.method.startswith("bootstrap (1000 resamples"), interval
+        assert interval.low < result.metrics[name] <= interval.high, (name, interval)
     # copying the German source shares no word with the English target
     assert result.baselines["copy"]["bleu"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_each_resample_scores_as_sacrebleu_and_rouge_score_do() -> None:
+    """A resample's scores from the sentences' statistics equal the libraries' own on it."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    references = ["A man in a blue shirt is standing on a ladder.", "Two dogs play in the snow.",
+                  "A girl reads a book under a tree.", "People walk down a busy street at night.",
+                  "A child jumps into the pool.", "The cat sleeps on the red sofa."]
+    hypotheses = ["A man in a blue shirt stands on a ladder.", "Two dogs are playing in snow.",
+                  "A girl is reading under a big tree.", "People walk on a street.",
+                  "A boy jumps in the water.", "A cat sleeps on the sofa, red."]
+    types = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+    metrics = ["bleu", "chrf", "brevity_penalty", *types]
+    rows = np.random.default_rng(3).integers(0, len(references), (6, len(references)))
+    shape = get_task("multi30k/de-en").shape
+    scores = shape.resampler(np.array(hypotheses, object), np.array(references, object), metrics)(rows)
+    scorer = rouge_scorer.RougeScorer(types)
+    for b, row in enumerate(rows):
+        hyps, refs = [hypotheses[i] for i in row], [references[i] for i in row]
+        bleu = sacrebleu.corpus_bleu(hyps, [refs])
+        assert scores["bleu"][b] == pytest.approx(bleu.score, rel=1e-12, abs=1e-12)
+        assert scores["brevity_penalty"][b] == pytest.approx(bleu.bp, rel=1e-12)
+        assert scores["chrf"][b] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score, rel=1e-12)
+        for t in types:
+            alone = np.mean([scorer.score(r, h)[t].fmeasure for h, r in zip(hyps, refs)])
+            assert scores[t][b] == pytest.approx(alone, rel=1e-12, abs=1e-15), (t, b)
+    assert len(set(np.round(scores["bleu"], 6))) > 1  # the resamples differ
 
 
 def test_baselines_are_the_constant_and_the_uniform_guess() -> None:

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from contrast import contrast as _contrast
@@ -285,6 +286,37 @@ def test_the_final_picture_is_in_the_ink_of_the_theme_it_was_made_in(tmp_path, m
     assert inks and min(_contrast(ink, page) for ink in inks) >= 4.5, (inks, page)
     curves = set(re.findall(r'class="lmkit-series lmkit-(?:train|val)"[^>]*stroke:(#[0-9a-f]{6})', svg))
     assert curves and min(_contrast(c, page) for c in curves) >= 3.0, (curves, page)
+
+
+def _theme_variables(theme: str) -> dict[str, str]:
+    """The CSS variables of an installed JupyterLab theme (``light``, ``dark``), as it ships them."""
+    import jupyterlab
+
+    css = (Path(jupyterlab.__file__).parent / "themes" / "@jupyterlab" / f"theme-{theme}-extension"
+           / "index.css").read_text(encoding="utf-8")
+    return dict(re.findall(r"(--[\w-]+):\s*([^;}]+)", css))
+
+
+def _resolve(value: str, variables: dict[str, str]) -> str:
+    """A CSS colour with its ``var(--name, fallback)`` replaced by the theme's value."""
+    found = re.fullmatch(r"\s*var\((--[\w-]+)\s*,\s*(.+)\)\s*", value)
+    if found is None:
+        return value.strip()
+    name, fallback = found.groups()
+    return _resolve(variables.get(name, fallback), variables)
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_live_curves_contrast_with_the_page_in_jupyterlab_s_own_themes(theme):
+    from lmkit.notebook.charts import LIVE
+
+    variables = _theme_variables(theme)
+    page = _resolve(variables["--jp-layout-color0"], variables)  # the notebook's background
+    page = {"white": "#ffffff"}.get(page, page)
+    page = "#" + "".join(c * 2 for c in page[1:]) if len(page) == 4 else page  # #111 -> #111111
+    for curve in ("train", "val"):  # WCAG's 3:1 for graphics
+        colour = _resolve(LIVE.color(curve), variables)
+        assert _contrast(colour, page) >= 3.0, f"{theme}: {curve} {colour} on {page}"
 
 
 def test_the_final_png_is_transparent(tmp_path, monkeypatch):

@@ -47,12 +47,28 @@ def _examples(seed: int = 0, lengths=(7, 3, 9, 2, 5, 1, 4)) -> list[np.ndarray]:
     return rows
 
 
-def _hidden(model, tokens, segments=None):
-    out = model.features(tokens, segments=segments) if segments is not None else model.features(tokens)
-    return np.asarray(keras.ops.convert_to_numpy(out))
+def _compiled(model, fn):
+    """`fn(model)` as one compiled program, the model's weights its inputs: eagerly, every op of
+    every shape compiles a program of its own (about ten times slower on a CPU)."""
+    import jax
+
+    variables = model.variables
+
+    def pure(values):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn(model)
+
+    return jax.tree.map(np.asarray, jax.jit(pure)([v.value for v in variables]))
 
 
-@pytest.mark.slow  # eager ops: about 10 s each on a quiet machine
+def _hidden(model, rows, segments=None):
+    """The hidden states of `rows` (each alone) or of packed rows (with `segments`)."""
+    if segments is not None:
+        return _compiled(model, lambda m: m.features(rows, segments=segments))
+    return _compiled(model, lambda m: [m.features(row[None])[0] for row in rows])
+
+
+@pytest.mark.slow  # two compiled programs: 20-41 s each at load 9 (eager ops: 3x as long)
 @pytest.mark.parametrize("key", list(MODELS))
 def test_packed_rows_give_each_example_its_hidden_states_alone(key):
     model = _model(key)
@@ -60,12 +76,11 @@ def test_packed_rows_give_each_example_its_hidden_states_alone(key):
     packed = pack(rows, width=12)
     assert packed.tokens.shape[0] < len(rows)  # several examples share a row
     hidden = _hidden(model, packed.tokens, packed.segments).reshape(-1, model.embed_dim)
-    for row, start in zip(rows, packed.offsets):
-        alone = _hidden(model, row[None])[0]
+    for row, start, alone in zip(rows, packed.offsets, _hidden(model, rows)):
         np.testing.assert_allclose(hidden[start:start + len(row)], alone, atol=ATOL, rtol=1e-4)
 
 
-@pytest.mark.slow  # eager ops: about 10 s each on a quiet machine
+@pytest.mark.slow  # 8-11 s each at load 9
 @pytest.mark.parametrize("key", ["gpt", "gpt_rotary", "gpt2", "llama"])
 def test_a_token_of_the_second_example_does_not_see_the_first(key):
     model = _model(key)
@@ -75,15 +90,15 @@ def test_a_token_of_the_second_example_does_not_see_the_first(key):
     for a in (first, changed):
         packed = pack([a, second], width=len(first) + len(second))
         assert packed.tokens.shape[0] == 1
-        out = np.asarray(model(packed.tokens, segments=packed.segments))[0]
+        out = _compiled(model, lambda m: m(packed.tokens, segments=packed.segments))[0]
         logits.append(out[len(first):])  # the second example follows the first in the row
     np.testing.assert_array_equal(logits[0], logits[1])
-    alone = np.asarray(model(second[None]))[0]
+    alone = _compiled(model, lambda m: m(second[None]))[0]
     np.testing.assert_allclose(logits[0], alone, atol=ATOL, rtol=1e-4)
 
 
 def _gradients(model, loss):
-    """d loss(model) / d trainable weights, at the model's weights."""
+    """d loss(model) / d trainable weights, at the model's weights (one compiled program)."""
     import jax
 
     variables = model.trainable_variables
@@ -92,10 +107,10 @@ def _gradients(model, loss):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
             return loss(model)
 
-    return jax.grad(value)([v.value for v in variables])
+    return jax.jit(jax.grad(value))([v.value for v in variables])
 
 
-@pytest.mark.slow  # eager ops: about 10 s each on a quiet machine
+@pytest.mark.slow  # four compiled programs: 22-33 s each at load 9
 @pytest.mark.parametrize("key", ["bert", "gpt_rotary", "gpt2", "llama"])
 def test_per_example_losses_and_gradients_equal_the_padded_batch(key):
     from keras import ops
@@ -111,17 +126,16 @@ def test_per_example_losses_and_gradients_equal_the_padded_batch(key):
         pooled = forward.pool(ops.cast(hidden, "float32"), lengths, "mean", offsets)
         return ops.square(ops.matmul(pooled, direction))
 
-    def packed_loss(m):
-        return ops.sum(losses(m.features(packed.tokens, segments=packed.segments), packed.offsets))
+    def packed_losses(m):
+        return losses(m.features(packed.tokens, segments=packed.segments), packed.offsets)
 
-    def padded_loss(m):  # bert masks its pad id; a decoder's right padding comes after
-        return ops.sum(losses(m.features(padded), None))
+    def padded_losses(m):  # bert masks its pad id; a decoder's right padding comes after
+        return losses(m.features(padded), None)
 
-    per_packed = np.asarray(losses(model.features(packed.tokens, segments=packed.segments),
-                                   packed.offsets))
-    per_padded = np.asarray(losses(model.features(padded), None))
+    per_packed, per_padded = _compiled(model, packed_losses), _compiled(model, padded_losses)
     np.testing.assert_allclose(per_packed, per_padded, rtol=1e-4, atol=1e-5)
-    for g_packed, g_padded in zip(_gradients(model, packed_loss), _gradients(model, padded_loss)):
+    gradients = [_gradients(model, lambda m, f=f: ops.sum(f(m))) for f in (packed_losses, padded_losses)]
+    for g_packed, g_padded in zip(*gradients):
         np.testing.assert_allclose(np.asarray(g_packed), np.asarray(g_padded), rtol=1e-3, atol=1e-5)
 
 
@@ -221,9 +235,9 @@ def test_packed_generation_pairs_train_as_padded_ones_with_the_loss_on_targets_o
     assert packed.packed_width is not None
     padded._rows = packed._rows
     inputs, labels = packed._batch(0)
-    outputs = np.asarray(packed.model(inputs))  # per example, from its own start
-    alone = [np.asarray(packed.model((r[None], np.asarray([len(r)]))))[0] for r in
-             (data.ids[i] for i in packed._rows(0))]
+    outputs = _compiled(packed.model, lambda m: m(inputs))  # per example, from its own start
+    rows = [data.ids[i] for i in packed._rows(0)]
+    alone = _compiled(packed.model, lambda m: [m((r[None], np.asarray([len(r)])))[0] for r in rows])
     for got, want, (start, end) in zip(outputs, alone, labels):
         np.testing.assert_allclose(got[start:end], want[start:end], atol=2e-5)  # the target's log-probs
     np.testing.assert_allclose(packed.train(0, 3), padded.train(0, 3), rtol=1e-4, atol=1e-5)

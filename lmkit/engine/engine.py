@@ -45,7 +45,7 @@ from lmkit.engine.phases import Phases
 from lmkit.engine.reporters import JsonlReporter
 from lmkit.engine.rundir import CHECKPOINT, METRICS, SUMMARY, RunDir
 from lmkit.engine.tracking import open_trackers
-from lmkit.errors import RunWarning, TrainingDiverged
+from lmkit.errors import LmkitWarning, RunWarning, TrainingDiverged
 
 __all__ = ["Trainee", "Plan", "Job", "Outcome", "run", "auto_steps_per_dispatch",
            "auto_eval_every", "TIME_BUDGET"]
@@ -93,7 +93,8 @@ class Plan:
     steps_per_epoch: float = 1.0
     #: seconds of training (compilation included) to stop within, with reason `TIME_BUDGET`:
     #: each dispatch takes only the steps that fit at the last dispatch's pace (a compilation
-    #: inside the last one can still pass it); None: no time limit
+    #: inside the last one can still pass it); None: no time limit. The schedule still spans
+    #: `total_steps`: a warning says so when the budget will stop training before it ends
     max_seconds: float | None = None
     #: the evaluation metric early stopping watches, and whether higher is better (a fine-tuning
     #: that scores its task while training watches e.g. ``val_bleu``)
@@ -273,6 +274,26 @@ def _warn_changed_data(before: dict[str, str], now: dict[str, str], step: int) -
                       f"the training continues on the new data", RunWarning, stacklevel=3)
 
 
+def _warn_schedule_outlasts_budget(plan: Plan, trainee: Trainee, step: int, elapsed: float,
+                                   per_step: float) -> None:
+    """Warn when `Plan.max_seconds`, at the pace measured after compilation, will stop training
+    before the learning-rate schedule, which spans `Plan.total_steps`, ends: a warm-up or decay
+    longer than the budget would otherwise pass unseen. The schedule is not stretched to fit:
+    the same config then trains the same steps on any machine."""
+    total = plan.total_steps
+    last = step + int(max(0.0, (plan.max_seconds or 0.0) - elapsed) // per_step)
+    if last >= total:
+        return
+    rate, final = trainee.learning_rate(max(last, 1)), trainee.learning_rate(total)
+    if math.isclose(rate, final, rel_tol=0.01):  # a constant rate, or a decay as good as ended
+        return
+    where = "still warming up" if trainee.learning_rate(last + 1) > rate else "before its decay ends"
+    warnings.warn(f"max_seconds={plan.max_seconds:g} will stop training at about step {last:,}, {where}: "
+                  f"the learning-rate schedule spans all {total:,} steps (max_steps or epochs), so the "
+                  f"rate will be {rate:.3g} there, not its final {final:.3g}. For the schedule to end "
+                  f"with the time budget, set max_steps to about {last:,}", LmkitWarning, stacklevel=4)
+
+
 def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: _Emitter,
           stop: StopSignal, start: int, engine_state: dict[str, Any],
           finish: Callable[[Outcome], dict[str, Any]] | None, gathers: bool) -> Outcome:
@@ -311,6 +332,7 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
     pace = Pace()
     last_step_time: float | None = None
     out_of_time = False
+    budget_unchecked = plan.max_seconds is not None
     last_eval: dict[str, float] = {}
     with _signals_request_stop(stop):
         try:
@@ -340,6 +362,9 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
                 last_step_time = (now - t_chunk) / len(losses)
                 pace.add(last_step_time)
                 step_time = pace.per_step
+                if budget_unchecked and step_time is not None:  # once, at the pace after compilation
+                    budget_unchecked = False
+                    _warn_schedule_outlasts_budget(plan, trainee, step, now - t0, step_time)
                 emit(StepEvent(step, total, step / plan.steps_per_epoch, float(losses[-1]),
                                trainee.learning_rate(step),
                                None if step_time is None else plan.tokens_per_step / step_time,

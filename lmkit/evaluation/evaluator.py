@@ -133,6 +133,7 @@ def _prepare(run_or_path: Any, task: "str | Task", data: Any, config: Any,
     """Open the backbone, read the splits and resolve the options once (`lmkit.resolve`)."""
     cfg = EvalConfig.from_sources(config, options)
     task = get_task(task)
+    task.shape.check_options(task, cfg)  # before any data is read: an option the task ignores
     if cfg.method != "zeroshot":  # before any JAX work: join the run the environment names
         initialize()
     source = _open(run_or_path)

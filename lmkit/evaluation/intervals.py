@@ -11,9 +11,11 @@ Interval(low=0.73..., high=0.88..., method='wilson')
 Interval(low=0.71, high=0.83, method='bootstrap (1000 resamples, seed 0)')
 
 The metrics lmkit knows (`VECTORIZED`: F1, macro F1, Matthews correlation, Pearson, Spearman) are
-recomputed for all resamples at once in NumPy; any other metric is recomputed by the task's own
-scorer (`Shape.score`) once per resample, with fewer resamples (`SCORER_RESAMPLES`, fewer still
-on large splits; the method names the number).
+recomputed for all resamples at once in NumPy; a shape that keeps statistics of each example
+(`Shape.resampler`: BLEU and chrF from each sentence's n-gram counts, ROUGE from its F-measures)
+scores each resample from their sums or means, as many resamples; any other metric is recomputed
+by the task's own scorer (`Shape.score`) once per resample, with fewer resamples
+(`SCORER_RESAMPLES`, fewer still on large splits; the method names the number).
 """
 
 from __future__ import annotations
@@ -213,6 +215,9 @@ def resampled(result: Any, metrics: list[str]) -> tuple[Statistic, int] | None:
         parts = [m for m in result.metrics if m != _COMBINED and (m in functions or m == "accuracy")]
         computed = [*dict.fromkeys([*metrics, *(parts if _COMBINED in metrics else [])])]
         return _vectorized(functions, computed, predictions, labels), RESAMPLES
+    shaped = task.shape.resampler(predictions, labels, metrics) if plain else None
+    if shaped is not None:  # statistics of each example, computed once (BLEU, chrF, ROUGE)
+        return shaped, RESAMPLES
     examples = result.examples
     if not plain and examples is None:
         return None

@@ -16,7 +16,7 @@ from typing import Any
 
 from lmkit.errors import RegistryError, did_you_mean
 
-__all__ = ["METRICS", "metric_path", "load_metric"]
+__all__ = ["METRICS", "metric_path", "metric_module", "load_metric"]
 
 _HERE = Path(__file__).resolve().parent
 
@@ -35,19 +35,28 @@ def metric_path(name: str) -> Path:
     return _HERE / key
 
 
-def load_metric(name: str, config_name: str | None = None, **kwargs: Any) -> Any:
-    """The shipped metric `name` (an `evaluate.EvaluationModule`), imported from lmkit's own
-    package: ``evaluate.load(path)`` would copy it into ``HF_HOME/modules`` and import that
-    copy, which anyone able to write there could have replaced. Scores are kept in memory."""
+def metric_module(name: str) -> Any:
+    """The Python module of the shipped metric `name`, imported from lmkit's own package:
+    ``evaluate.load(path)`` would copy it into ``HF_HOME/modules`` and import that copy, which
+    anyone able to write there could have replaced. Its functions beside the `evaluate` module
+    (`resampler`) are reached through it."""
     import importlib
 
-    from lmkit.paths import cache_dir, check_hf_home
+    from lmkit.paths import check_hf_home
 
     check_hf_home()  # importing evaluate puts HF_HOME/modules on sys.path
+    key = metric_path(name).name
+    return importlib.import_module(f"{__name__}.{key}.{key}")
+
+
+def load_metric(name: str, config_name: str | None = None, **kwargs: Any) -> Any:
+    """The shipped metric `name` (an `evaluate.EvaluationModule`, from `metric_module`). Scores
+    are kept in memory."""
+    from lmkit.paths import cache_dir
+
+    module = metric_module(name)  # first: it checks HF_HOME before evaluate is imported
     import evaluate
 
-    key = metric_path(name).name
-    module = importlib.import_module(f"{__name__}.{key}.{key}")
     cls = next(v for v in vars(module).values() if isinstance(v, type)
                and issubclass(v, evaluate.EvaluationModule) and v.__module__ == module.__name__)
     kwargs.setdefault("keep_in_memory", True)

@@ -23,7 +23,7 @@ A new shape is one module of `lmkit.evaluation.shapes` holding a `Shape` subclas
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -54,8 +54,26 @@ class Shape:
 
         return shapes.entry(self.name).has(capability)
 
+    #: options (`EvalConfig` keys) that tasks of this shape do not use, with the reason; a user
+    #: who sets one gets a `ConfigError` rather than a run that silently ignores it
+    unused_options: ClassVar[Mapping[str, str]] = {}
+
     def check(self, task: Any) -> None:
         """Raise `RegistryError` when `task` cannot be of this shape (at declaration)."""
+
+    def check_options(self, task: Any, cfg: Any) -> None:
+        """Raise `ConfigError` when the user set an option (`cfg.given`, an `EvalConfig`) that
+        `task` would ignore (`unused_options`).
+
+        >>> Generation().check_options(get_task("multi30k"), EvalConfig(pooling="mean"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        ConfigError: pooling='mean' is not used by translation/multi30k, a generation task: ...
+        """
+        unused = sorted(cfg.given & self.unused_options.keys())
+        if unused:
+            key = unused[0]
+            raise ConfigError(f"{key}={getattr(cfg, key)!r} is not used by {task.name}, a {self.name} task: "
+                              f"{self.unused_options[key]}; remove {key}")
 
     # -- reading --------------------------------------------------------------------------------
     def label(self, task: Any, value: Any, where: str) -> Any:
@@ -118,6 +136,14 @@ class Shape:
         else:
             inputs = self.metric_inputs(predictions, labels)
         return load_metric(*task.metric_for(split)).compute(**inputs)
+
+    def resampler(self, predictions: np.ndarray, labels: np.ndarray,
+                  metrics: Sequence[str]) -> Callable[[np.ndarray], Mapping[str, np.ndarray]] | None:
+        """``scores(rows)``: `metrics` of every resample of the examples (rows of indices ``(B,
+        n)``), from statistics of each example computed once, equal to `score` on each resample
+        (the bootstrap intervals, `lmkit.evaluation.intervals`); None: `score` is called per
+        resample."""
+        return None
 
     def signatures(self) -> dict[str, str]:
         """Strings that make the scores comparable elsewhere (sacreBLEU's signatures), per score."""

@@ -23,7 +23,7 @@ position 0, and its outputs are read from its own start, so the loss is the padd
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,6 +44,8 @@ END = SEPARATOR
 _MODULES = ("bleu", "rouge")
 #: the scores the modules report, which a generation task may name in `Task.metrics`
 SCORES = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum")
+#: the BLEU module's other numbers, which results report beside the scores
+_LENGTHS = ("brevity_penalty", "sys_len", "ref_len")
 
 
 def encode_targets(examples: Examples, tokenizer: Any, max_length: int) -> Encoded:
@@ -126,6 +128,23 @@ class Generation(Shape):
     loss: ClassVar[str] = "target_nll"
     default_metrics: ClassVar[tuple[str, ...]] = ("bleu", "rouge1", "rouge2", "rougeL", "chrf", "rougeLsum")
     default_metric: ClassVar[str | None] = "bleu"
+    # the classification-only options: the language model itself predicts the target's tokens
+    unused_options: ClassVar[Mapping[str, str]] = {
+        "pooling": "it pools hidden states for a classification head, and the language model itself "
+                   "predicts the target's tokens",
+        "head_dropout": "it is the dropout before a classification head, and the language model itself "
+                        "predicts the target's tokens",
+        "label_smoothing": "it smooths class labels; the loss is the target tokens' negative "
+                           "log-likelihood (target_nll)",
+        "length_normalize": "it ranks the choices of a zero-shot task, and a generation task decodes "
+                            "its target instead",
+    }
+
+    def check_options(self, task: Any, cfg: Any) -> None:
+        super().check_options(task, cfg)
+        if "loss" in cfg.given and cfg.loss not in (None, self.loss):
+            raise ConfigError(f"loss={cfg.loss!r} is not used by {task.name}, a {self.name} task: it trains "
+                              f"on the target's tokens with loss={self.loss!r} (the default); remove loss")
 
     def check(self, task: Any) -> None:
         if task.labels or len(task.inputs) != 1:
@@ -184,6 +203,23 @@ class Generation(Shape):
             found.update({k: float(v) for k, v in load_metric(module).compute(predictions=texts, references=refs)
                           .items() if isinstance(v, (int, float))})  # the signatures: `signatures`
         return {**{k: found[k] for k in task.metrics if k in found}, **found}
+
+    def resampler(self, predictions: np.ndarray, labels: np.ndarray,
+                  metrics: Sequence[str]) -> Callable[[np.ndarray], Mapping[str, np.ndarray]] | None:
+        """Every score of `score` per resample, from each sentence's statistics (BLEU's and chrF's
+        n-gram counts, ROUGE's F-measures) computed once by the shipped modules."""
+        from lmkit.evaluation.metrics import metric_module
+
+        if not set(metrics) <= set(SCORES) | set(_LENGTHS):
+            return None
+        texts, references = [str(p) for p in predictions], [str(y) for y in labels]
+        parts = [metric_module(module).resampler(texts, references) for module in _MODULES]
+
+        def scores(rows: np.ndarray) -> dict[str, np.ndarray]:
+            found = {k: v for part in parts for k, v in part(rows).items()}
+            return {m: found[m] for m in metrics}
+
+        return scores
 
     def signatures(self) -> dict[str, str]:
         """The sacreBLEU signatures of the BLEU and chrF scores (one reference per source)."""

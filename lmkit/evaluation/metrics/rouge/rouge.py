@@ -2,6 +2,7 @@
 
 import datasets
 import evaluate
+import numpy as np
 from rouge_score import rouge_scorer
 
 _DESCRIPTION = ("ROUGE-N / ROUGE-L F-measures from the rouge-score package, averaged over examples "
@@ -34,13 +35,38 @@ class Rouge(evaluate.Metric):
 
     def _compute(self, predictions, references, rouge_types=None, use_stemmer=False,
                  use_aggregator=True):
-        types = list(rouge_types or ["rouge1", "rouge2", "rougeL", "rougeLsum"])
-        scorer = rouge_scorer.RougeScorer(types, use_stemmer=use_stemmer)
-        per_type = {t: [] for t in types}
-        for prediction, reference in zip(predictions, references):
-            scores = scorer.score(reference, prediction)
-            for t in types:
-                per_type[t].append(scores[t].fmeasure)
+        per_type = _per_example(predictions, references, rouge_types, use_stemmer)
         if not use_aggregator:
             return per_type
         return {t: sum(v) / len(v) if v else 0.0 for t, v in per_type.items()}
+
+
+def resampler(predictions, references, rouge_types=None, use_stemmer=False):
+    """``scores(rows)``: each ROUGE type's score of each resample of the examples (rows of
+    example indices, ``(B, n)``), as ``(B,)``. The module's score is the mean of the examples'
+    F-measures, so each example is scored once and a resample's score is the mean of its rows'
+    (equal to `compute` on the resampled examples, to rounding).
+
+    >>> scores = resampler(["the cat sat", "a dog"], ["the cat sat down", "a dog"])
+    >>> scores(np.array([[0, 0], [1, 1]]))["rouge1"].round(4)
+    array([0.8571, 1.    ])
+    """
+    values = {t: np.asarray(v, np.float64)
+              for t, v in _per_example(predictions, references, rouge_types, use_stemmer).items()}
+
+    def scores(rows):
+        return {t: v[np.asarray(rows)].mean(axis=1) for t, v in values.items()}
+
+    return scores
+
+
+def _per_example(predictions, references, rouge_types=None, use_stemmer=False):
+    """Each ROUGE type's F-measure of each example."""
+    types = list(rouge_types or ["rouge1", "rouge2", "rougeL", "rougeLsum"])
+    scorer = rouge_scorer.RougeScorer(types, use_stemmer=use_stemmer)
+    per_type = {t: [] for t in types}
+    for prediction, reference in zip(predictions, references):
+        scores = scorer.score(reference, prediction)
+        for t in types:
+            per_type[t].append(scores[t].fmeasure)
+    return per_type
