@@ -8,19 +8,24 @@ continuation ending in `Search.eos_id` among the first ``num_beams`` joins the r
 hypotheses, scored ``sum_logprobs / new_tokens ** length_penalty`` (the best ``num_beams`` kept);
 the best ``num_beams`` others run on. At `max_new_tokens` every running beam is finished. A row
 stops when its best running beam, at its current length, cannot beat its worst finished one.
-With ``num_beams=1`` this is greedy decoding exactly: the first end-of-sequence the argmax path
-meets ends it. `no_repeat_ngram_size` bans a token that would repeat an n-gram of the sequence
+With ``num_beams=1`` it is greedy decoding, the argmax of the logits (what this beam search would
+pick, without its bookkeeping): the first end-of-sequence the argmax path meets ends it. `no_repeat_ngram_size` bans a token that would repeat an n-gram of the sequence
 (prompt included, as ``transformers`` does); `banned` ids are never picked.
 
 How a batch of prompts of different lengths decodes on one shared position: every row's prompt
-sits at the start of a token buffer; the common prefix (the shortest prompt, rounded down to a
-multiple of 16) is fed at once, then one token per step for every row: a row still inside its
-prompt is fed its next prompt token ("forced"), the others their beams' choices. So no row ever
-sees padding, every architecture with a decoding state (`gpt`'s KV cache, the recurrent models'
-``h``/``c``) works unchanged, and models without one recompute the buffer each step. Beams
-reorder the state along its batch axis (found by comparing ``init_state(1)`` with
-``init_state(2)``). Rows are batched by prompt length (`lmkit.forward.plan`), so a call compiles
-one program per (rows, prompt width) it meets.
+sits at the start of a token buffer, right-padded to the batch's width. A decoding state that can
+rewind (the capability `lmkit.models.base.REWIND`: the KV cache of `gpt`, `gpt2`, `llama`) takes
+the whole buffer in one call, padding included, and is rewound to the shortest prompt's last
+token; from there the loop feeds one token per step for every row: a row still inside its prompt
+is fed its next prompt token ("forced", rewriting the same cache entry), the others their beams'
+choices. Every padding entry is so overwritten before a position reads it (a query reads only
+the entries before it), and prompts of one length take exactly `max_new_tokens` steps, as
+`generate` does after its prefill. A recurrent state (``h``/``c``) cannot rewind: it takes the
+common prefix (the shortest prompt rounded down to a multiple of 16) and is then fed the same way,
+so no row ever sees padding. Models without a state recompute the buffer each step. Beams reorder
+the state along its batch axis (found by comparing ``init_state(1)`` with ``init_state(2)``).
+Rows are batched by prompt length (`lmkit.forward.plan`), so a call compiles one program per
+(rows, prompt width) it meets.
 
 >>> ids = search(model, [tokenizer.encode("ein Hund\\n")], Search(num_beams=4, eos_id=eol))  # doctest: +SKIP
 """
@@ -35,6 +40,8 @@ import numpy as np
 
 from lmkit.errors import ConfigError
 from lmkit.forward import BUCKET, compiled, plan
+from lmkit.models.base import REWIND
+from lmkit.registry import architectures
 
 __all__ = ["Search", "search"]
 
@@ -87,6 +94,8 @@ def search(model: Any, prompts: Sequence[Sequence[int]], settings: Search = Sear
     context = getattr(model, "max_context", None)
     values = [v.value for v in model.variables]
     axes = _batch_axes(model)
+    entry = architectures.entry_of(model)
+    rewinds = entry is not None and entry.has(REWIND)
     found: list[list[int]] = [[] for _ in rows]
     for batch in plan([len(r) for r in rows], batch_size):
         members = [rows[i] for i in batch.index]
@@ -103,8 +112,8 @@ def search(model: Any, prompts: Sequence[Sequence[int]], settings: Search = Sear
         for j in range(batch.rows):
             row = members[j] if j < len(members) else members[0]  # filler rows repeat the first
             buffer[j, :len(row)], lengths[j] = row, len(row)
-        prefix = BUCKET * ((int(lengths.min()) - 1) // BUCKET)
-        program = compiled(model, _search_body, (settings, prefix, axes))
+        program = compiled(model, _search_body, (settings, _fed(axes, rewinds, batch.width, width,
+                                                                 int(lengths.min())), axes))
         best = np.asarray(program(values, buffer, lengths))
         for j, i in enumerate(batch.index):
             found[i] = _continuation(best[j], int(lengths[j]), settings)
@@ -116,6 +125,19 @@ def _continuation(row: np.ndarray, length: int, settings: Search) -> list[int]:
     if settings.eos_id is not None and settings.eos_id in new:
         new = new[:new.index(settings.eos_id)]
     return new
+
+
+def _fed(axes: tuple[int | None, ...] | None, rewinds: bool, prompt_width: int, width: int,
+         shortest: int) -> tuple[int, bool]:
+    """``(tokens fed before the loop, whether the loop starts at the shortest prompt's last
+    token)``: a rewindable state takes the whole prompt buffer and rewinds; a model without state
+    needs nothing fed; a recurrent one takes the common prefix, rounded down to a multiple of
+    `BUCKET` (one compiled program per 16 lengths)."""
+    if axes is None:
+        return 0, True
+    if rewinds:
+        return min(prompt_width, width), True
+    return BUCKET * ((shortest - 1) // BUCKET), False
 
 
 def _batch_axes(model: Any) -> tuple[int | None, ...] | None:
@@ -141,33 +163,41 @@ def _search_body(model: Any, buffer: Any, lengths: Any, *,
     import jax
     import jax.numpy as jnp
 
-    settings, prefix, axes = static
+    settings, (fed, from_shortest), axes = static
     k, new = settings.num_beams, settings.max_new_tokens
     rows, width = buffer.shape
     stateful = axes is not None
 
+    # the loop feeds position t and picks the token at t + 1: it starts at the shortest prompt's
+    # last token (or, for a recurrent state, after the tokens fed)
+    start = jnp.min(lengths) - 1 if from_shortest else jnp.int32(fed)
     state = None
     if stateful:
         state = _init_state(model, rows, width)
-        if prefix:
-            _, state = model.decode(buffer[:, :prefix], state)
+        if fed:  # the logits are unused: XLA drops the head's matmul
+            _, state = model.decode(buffer[:, :fed], state)
+        if from_shortest:  # rows still in their prompts rewrite their cache entries from here on
+            state = model.rewind_state(state, start)
         state = jax.tree_util.tree_map(
             lambda leaf, ax: leaf if ax is None else jnp.repeat(leaf, k, axis=ax),
             state, _tree_like(state, axes))  # a row's K beams side by side: row b * K + beam
     seqs = jnp.broadcast_to(buffer[:, None], (rows, k, width))
-    carry = dict(t=jnp.int32(prefix), state=state, seqs=seqs,
+    carry = dict(t=start, state=state, seqs=seqs,
                  scores=jnp.tile(jnp.asarray([0.0] + [_NEVER] * (k - 1), jnp.float32), (rows, 1)),
                  done_seqs=seqs, done_scores=jnp.full((rows, k), _NEVER, jnp.float32),
                  done=jnp.zeros((rows, k), bool), open=jnp.ones(rows, bool))
 
-    def log_probs(c: Any) -> Any:
+    def scores_of(c: Any) -> Any:
+        """Per beam, the log-probabilities of the next tokens (greedy: the logits, whose argmax
+        is the same without normalising over the vocabulary)."""
         flat = c["seqs"].reshape(rows * k, width)
         if stateful:
             logits, state = model.decode(flat[:, c["t"], None], c["state"])
             logits = logits[:, -1]
         else:
             logits, state = jnp.take(model(flat, training=False), c["t"], axis=1), None
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        logits = logits.astype(jnp.float32)
+        logp = jax.nn.log_softmax(logits, axis=-1) if k > 1 else logits
         if settings.banned:
             logp = logp.at[:, jnp.asarray(settings.banned)].set(-jnp.inf)
         if settings.no_repeat_ngram_size:
@@ -175,10 +205,10 @@ def _search_body(model: Any, buffer: Any, lengths: Any, *,
         return logp.reshape(rows, k, -1), state
 
     def step(c: Any) -> Any:
-        logp, state = log_probs(c)
+        logp, state = scores_of(c)
         t = c["t"]
         made = t + 1 - lengths                     # tokens generated before this one, per row
-        chosen = _beam_step(c, logp, made, settings)
+        chosen = _beam_step(c, logp, made, settings) if k > 1 else _greedy_step(c, logp, settings)
         active = (made >= 0) & (made < new) & c["open"]
         pick = lambda a, b: jnp.where(active.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
         source = pick(chosen["source"], jnp.broadcast_to(jnp.arange(k), (rows, k)))
@@ -249,6 +279,18 @@ def _beam_step(c: Any, logp: Any, made: Any, settings: Search) -> dict[str, Any]
     still = c["open"] & jnp.any(hope > worst, axis=1)
     return dict(seqs=seqs, scores=scores, source=jnp.take_along_axis(source, keep, axis=1),
                 done_seqs=done_seqs, done_scores=done_scores, done=done, open=still)
+
+
+def _greedy_step(c: Any, logits: Any, settings: Search) -> dict[str, Any]:
+    """`_beam_step` for one beam, without its bookkeeping: the argmax token; a row ends at the
+    end-of-sequence id (`_continuation` cuts there) or at `max_new_tokens` (the loop stops)."""
+    import jax
+    import jax.numpy as jnp
+
+    token = jnp.argmax(logits, axis=-1).astype(jnp.int32)               # (rows, 1)
+    seqs = jax.lax.dynamic_update_slice_in_dim(c["seqs"], token[:, :, None], c["t"] + 1, axis=2)
+    still = c["open"] if settings.eos_id is None else c["open"] & (token[:, 0] != settings.eos_id)
+    return dict(c, seqs=seqs, done_seqs=seqs, source=jnp.zeros_like(token), open=still)
 
 
 def _ban_repeats(logp: Any, seq: Any, t: Any, n: int) -> Any:

@@ -6,31 +6,63 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hf_checkpoints import TEXT
+from hf_checkpoints import TEXT, decoder_folder
 
 PROMPTS = [[5, 17, 42, 8], [3, 9, 11, 60, 2, 7, 19], [44], [12, 12, 12, 30, 31]]
 
 
-@pytest.fixture(scope="module")
-def gpt2(tmp_path_factory):
+def _prompt(n: int) -> list[int]:
+    return [(7 * i + 3 * n) % 200 + 1 for i in range(n)]
+
+
+#: in batches of 4, two of one shape (one compiled program): prompts of 3 to 17 tokens (the
+#: shortest fed by the loop for 14 steps, lengths on both sides of a bucket), then four of 32
+#: (a multiple of 16: the whole buffer, no padding, the loop's first step re-feeds the last token)
+MIXED = [_prompt(n) for n in (3, 9, 16, 17)] + [_prompt(32)[i:] + _prompt(32)[:i] for i in range(4)]
+
+
+def tiny_gpt2(folder, positions: int = 64):
     """A GPT2LMHeadModel with peaked next-token distributions (large initial weights over a small
-    vocabulary) saved as a folder lmkit reads; both models in eval mode."""
+    vocabulary) saved as a folder, and lmkit's model read from it; both in eval mode."""
     import torch
     import transformers
     from tokenizers import ByteLevelBPETokenizer
 
     import lmkit
 
-    folder = tmp_path_factory.mktemp("gpt2")
     tok = ByteLevelBPETokenizer()
     tok.train_from_iterator(TEXT, vocab_size=300, show_progress=False)
     tok.save(str(folder / "tokenizer.json"))
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                                     initializer_range=0.35, bos_token_id=0, eos_token_id=0)
+    config = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=positions, n_embd=32, n_layer=2,
+                                     n_head=4, initializer_range=0.35, bos_token_id=0, eos_token_id=0)
     model = transformers.GPT2LMHeadModel(config).eval()
     model.save_pretrained(folder, safe_serialization=True)
     return model, lmkit.from_pretrained(folder).model
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    return tiny_gpt2(tmp_path_factory.mktemp("gpt2"))
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    """A tiny random LlamaForCausalLM made by `transformers` (peaked distributions, as `gpt2`'s)
+    and lmkit's model read from its folder."""
+    import transformers
+
+    import lmkit
+
+    folder = decoder_folder(tmp_path_factory.mktemp("llama"), "llama", initializer_range=0.35)
+    return transformers.AutoModelForCausalLM.from_pretrained(folder).eval(), lmkit.from_pretrained(folder).model
+
+
+def frequent_end(hf_model, prompts, num_beams: int = 1, max_new_tokens: int = 6) -> int:
+    """An end-of-sequence id the random model does pick early for some prompts."""
+    return int(np.bincount(np.concatenate([hf_generate(hf_model, p, -1, num_beams=num_beams,
+                                                       max_new_tokens=max_new_tokens)
+                                           for p in prompts])).argmax())
 
 
 def hf_generate(model, prompt, eos, **options):
@@ -53,13 +85,39 @@ def test_beam_search_equals_transformers_generate(gpt2, options):
     from lmkit.decoding import Search, search
 
     hf_model, model = gpt2
-    # an end-of-sequence id the random model does pick early for some prompts
-    eos = int(np.bincount(np.concatenate([hf_generate(hf_model, p, -1, num_beams=1, max_new_tokens=6)
-                                          for p in PROMPTS])).argmax())
+    eos = frequent_end(hf_model, PROMPTS)
     expected = [hf_generate(hf_model, p, eos, **options) for p in PROMPTS]
     assert any(len(e) < options["max_new_tokens"] for e in expected)  # some stop at the end id
     found = search(model, PROMPTS, Search(eos_id=eos, **options), batch_size=4)
     assert found == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("beams", [1, 4])
+def test_prompts_of_different_lengths_in_one_batch_decode_as_generate_does_each_alone(request, arch, beams):
+    """The KV cache takes the whole padded prompt buffer at once, then decoding rewinds to the
+    shortest prompt: each output still equals `generate` on its prompt alone."""
+    from lmkit.decoding import Search, search
+
+    hf_model, model = request.getfixturevalue(arch)
+    settings = dict(num_beams=beams, max_new_tokens=10)
+    eos = frequent_end(hf_model, MIXED, **settings)
+    expected = [hf_generate(hf_model, p, eos, **settings) for p in MIXED]
+    assert any(len(e) < 10 for e in expected)  # some stop at the end id
+    assert search(model, MIXED, Search(eos_id=eos, **settings), batch_size=4) == expected
+
+
+@pytest.mark.slow
+def test_a_prompt_padded_past_the_context_decodes_as_generate_does(tmp_path):
+    """A 35-token prompt pads to 48 tokens, past a context of 40: decoding feeds only what the
+    cache holds."""
+    from lmkit.decoding import Search, search
+
+    hf_model, model = tiny_gpt2(tmp_path, positions=40)
+    prompt = _prompt(35)
+    expected = hf_generate(hf_model, prompt, -1, num_beams=2, max_new_tokens=5)
+    assert search(model, [prompt], Search(num_beams=2, max_new_tokens=5)) == [expected]
 
 
 @pytest.mark.slow

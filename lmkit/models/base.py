@@ -40,6 +40,7 @@ __all__ = [
     "HostNormal",
     "Dropout",
     "PACKING",
+    "REWIND",
     "segment_masks",
     "dense",
     "low_rank_terms",
@@ -49,6 +50,10 @@ __all__ = [
 #: one row, attending only within their own segment, positions restarting at each
 #: (`lmkit.data.packing`); the others are fed one example per row, padded
 PACKING = "packing"
+#: capability of an architecture entry whose decoding state has one write position shared by all
+#: rows (a KV cache): its models have ``rewind_state(state, position)``, so a batch of prompts can
+#: be fed whole, padding included, and decoding resume at `position` (`lmkit.decoding`)
+REWIND = "rewind"
 
 
 def segment_masks(segments: Any) -> tuple[Any, Any]:

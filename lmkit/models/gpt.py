@@ -41,8 +41,8 @@ import keras
 from keras import ops
 
 from lmkit.errors import ConfigError
-from lmkit.models.base import (PACKING, HostNormal, LanguageModel, check_bool, check_choice,
-                               check_positive_int, check_rate, segment_masks)
+from lmkit.models.base import (PACKING, REWIND, HostNormal, LanguageModel, check_bool,
+                               check_choice, check_positive_int, check_rate, segment_masks)
 from lmkit.registry import architectures
 
 __all__ = ["GPT", "Block", "rotate"]
@@ -166,7 +166,7 @@ class Block(keras.layers.Layer):
 
 
 @architectures.register(
-    "gpt", aliases=("transformer", "nanogpt"), capabilities=("lora", PACKING),
+    "gpt", aliases=("transformer", "nanogpt"), capabilities=("lora", PACKING, REWIND),
     description="Decoder-only Transformer: pre-LayerNorm, causal attention, learned positions, "
                 "KV cache.",
 )
@@ -287,6 +287,11 @@ class GPT(LanguageModel):
         return {"k": ops.zeros(shape, dtype=self.compute_dtype),
                 "v": ops.zeros(shape, dtype=self.compute_dtype),
                 "pos": ops.zeros((), dtype="int32")}
+
+    def rewind_state(self, state: dict[str, Any], position: Any) -> dict[str, Any]:
+        """`state` set to write its next token at `position` (capability `REWIND`): the cache's
+        entries from there on are overwritten before any later position reads them."""
+        return {**state, "pos": ops.cast(position, "int32")}
 
     def features(self, tokens: Any, training: bool = False, segments: Any = None) -> Any:
         """Hidden states ``(B, T, embed_dim)``; with `segments` ``(B, T)`` (packed rows,

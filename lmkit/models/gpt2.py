@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import keras
 
 from lmkit.errors import RunError
-from lmkit.models.base import PACKING, HFWeight
+from lmkit.models.base import PACKING, REWIND, HFWeight
 from lmkit.models.gpt import GPT
 from lmkit.registry import architectures
 
@@ -33,7 +33,7 @@ _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
 @architectures.register(
-    "gpt2", capabilities=("lora", PACKING),
+    "gpt2", capabilities=("lora", PACKING, REWIND),
     description="GPT-2 layout of `gpt` with its own number of positions; loads Hugging Face "
                 "GPT-2 checkpoints (KV cache).",
 )

@@ -35,7 +35,7 @@ import numpy as np
 from keras import ops
 
 from lmkit.errors import ConfigError, RunError
-from lmkit.models.base import (PACKING, HFWeight, HostNormal, LanguageModel, check_bool,
+from lmkit.models.base import (PACKING, REWIND, HFWeight, HostNormal, LanguageModel, check_bool,
                                check_choice, check_positive_int, check_rate, segment_masks)
 from lmkit.models.gpt import rotate
 from lmkit.registry import architectures
@@ -210,7 +210,7 @@ def _check_scaling(scaling: Any) -> dict[str, Any]:
 
 
 @architectures.register(
-    "llama", capabilities=("lora", PACKING),
+    "llama", capabilities=("lora", PACKING, REWIND),
     description="Llama-family decoder (Llama, Mistral, Qwen2): RMSNorm, SwiGLU, rotary with "
                 "scaling, grouped-query attention, sliding window; loads Hugging Face "
                 "checkpoints (KV cache).",
@@ -319,6 +319,11 @@ class Llama(LanguageModel):
         return {"k": ops.zeros(shape, dtype=self.compute_dtype),
                 "v": ops.zeros(shape, dtype=self.compute_dtype),
                 "pos": ops.zeros((), dtype="int32")}
+
+    def rewind_state(self, state: dict[str, Any], position: Any) -> dict[str, Any]:
+        """`state` set to write its next token at `position` (capability `REWIND`): the cache's
+        entries from there on are overwritten before any later position reads them."""
+        return {**state, "pos": ops.cast(position, "int32")}
 
     def features(self, tokens: Any, training: bool = False, segments: Any = None) -> Any:
         """Hidden states ``(B, T, embed_dim)``; with `segments` ``(B, T)`` (packed rows,
