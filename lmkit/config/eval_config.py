@@ -57,7 +57,7 @@ class EvalConfig(Tracking, Devices, Budget, Adapter, Optimization, ModelShape):
     head_dropout: float = config_key(0.1, "Dropout before the classification head.", min=0.0, max=0.95)
     # fine-tuning: the budget and cadence
     max_seconds: float | None = config_key(None, "Time budget of fine-tuning in seconds (compilation included): training takes only the steps that fit, at the pace of the last steps, then the head is scored; the result records reason `time_budget`. The learning-rate schedule still spans `max_steps`/`epochs`.", min=0.0, exclusive_min=True)
-    packing: bool = config_key(True, "Fine-tune with several short examples packed into each row (attention and positions per example, the same results as padding each to the batch's longest, fewer positions computed), where the architecture can (capability `packing`: bert, gpt, gpt2, llama) and the task is one text or pair per example; `false`: pad each example.")
+    packing: bool = config_key(True, "Fine-tune and score with several short examples packed into each row (attention and positions per example, the same results as padding each to the batch's longest, fewer positions computed), where the architecture can (capability `packing`: bert, gpt, gpt2, llama) and the task is one text or pair per example; `false`: pad each example.")
     eval_batch_size: int = config_key(256, "Examples per scoring batch (memory is bounded by it).", min=1)
     log_every: int = config_key(20, "Report progress (and check the loss) every N steps.", min=1)
     checkpoint_dir: str | None = config_key(None, "Write fine-tuning checkpoints (`checkpoint.npz`, replaced atomically) and events to this folder; `lmkit eval --out` sets it.")
