@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from lmkit.config import TrainConfig
 
-__all__ = ["build_model", "check_fits", "memory_limit"]
+__all__ = ["build_model", "create_weights", "check_fits", "memory_limit"]
 
 
 #: what a Keras model class's ``**kwargs`` forward to `keras.Model`; any other [model] option
@@ -54,12 +54,23 @@ def build_model(cfg: "TrainConfig", vocab_size: int, factory: Any = None) -> "ke
     keras.config.set_dtype_policy(cfg.precision)
     try:
         model = factory(vocab_size, **kwargs)
-        # Create the weights with a symbolic call: a call on real tokens would run every op of
-        # the forward pass eagerly, each compiled on its own (≈ 90 programs, seconds on a CPU).
-        model(keras.Input(shape=(min(cfg.seq_len, 8),), batch_size=1, dtype="int32"))
+        create_weights(model, min(cfg.seq_len, 8))
     finally:
         keras.config.set_dtype_policy(previous)
     return model
+
+
+def create_weights(model: "keras.Model", length: int = 2) -> None:
+    """Create `model`'s weights with a symbolic call on ``(1, length)`` tokens: a call on real
+    tokens would run every op of the forward pass eagerly, each compiled on its own (≈ 90
+    programs for a small transformer, seconds on a CPU).
+
+    >>> create_weights(model); model.built                               # doctest: +SKIP
+    True
+    """
+    import keras
+
+    model(keras.Input(shape=(length,), batch_size=1, dtype="int32"))
 
 
 def memory_limit() -> tuple[int, str]:

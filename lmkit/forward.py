@@ -75,12 +75,13 @@ def compiled(model: Any, body: Callable[..., Any], static: Any = None) -> Callab
         variables = model.variables
         model_ref = weakref.ref(model)  # the cache must not keep the model alive
 
-        @jax.jit
         def pure(values: list[Any], *args: Any) -> Any:
             with keras.StatelessScope(state_mapping=list(zip(variables, values))):
                 return body(model_ref(), *args, **extra)
 
-        per_model[(body, static)] = pure
+        # the program is named for its body (`lmkit.paths.programs` counts programs by name)
+        pure.__name__ = pure.__qualname__ = body.__name__.lstrip("_")
+        per_model[(body, static)] = jax.jit(pure)
     return per_model[(body, static)]
 
 
@@ -288,9 +289,17 @@ def pooled(model: Any, rows: Sequence[Any], pooling: str = "mean", batch_size: i
 
 
 def classify(model: Any, rows: Sequence[Any], batch_size: int = 32, limit: int | None = None,
-             group: int = 1, extras: Sequence[np.ndarray] = ()) -> np.ndarray:
+             group: int = 1, extras: Sequence[np.ndarray] = (), packing: bool = False) -> np.ndarray:
     """A classifier's outputs ``(items, outputs)``: `model` takes ``(tokens, lengths, *extras)``
-    (`lmkit.evaluation.heads`), an item being `group` rows (one per choice)."""
+    (`lmkit.evaluation.heads`), an item being `group` rows (one per choice). With `packing` (a
+    head that takes `lmkit.data.packing.Packed` inputs over a backbone with the capability
+    ``"packing"``; one row per item, no extras) short rows share packed rows (`apply_packed`):
+    one compiled program per call, the same outputs within float rounding."""
+    if packing:
+        if group != 1 or len(extras):
+            raise ConfigError(f"packed classification takes one row per item and no extras, got "
+                              f"group={group} and {len(extras)} extras: pass packing=False")
+        return apply_packed(model, _packed_classify_body, rows, batch_size=batch_size, limit=limit)
     return apply(model, _classify_body, rows, batch_size=batch_size, limit=limit, group=group,
                  extras=extras)
 
@@ -400,6 +409,13 @@ def _packed_pooled_body(model: Any, tokens: Any, lengths: Any, segments: Any, of
 
 def _classify_body(model: Any, tokens: Any, lengths: Any, *extras: Any) -> Any:
     return model((tokens, lengths, *extras), training=False)
+
+
+def _packed_classify_body(model: Any, tokens: Any, lengths: Any, segments: Any, offsets: Any) -> Any:
+    """`_classify_body` of packed rows: one output per example (`lmkit.data.packing`)."""
+    from lmkit.data.packing import Packed
+
+    return model(Packed(tokens, lengths, segments, offsets), training=False)
 
 
 def _log_likelihood_body(model: Any, pairs: Any, lengths: Any, first: Any) -> Any:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["cache_dir", "private_folder", "enable_compilation_cache", "check_compilation_cache",
-           "compilations", "atomic_output",
+           "compilations", "programs", "atomic_output",
            "atomic_write_text", "atomic_directory", "hf_home", "check_hf_home"]
 
 _UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
@@ -224,6 +224,8 @@ def _checked_entry(entry: Path, record: object, settle: float) -> dict[str, obje
 #: XLA programs this process has asked for, and how many came from the persistent cache
 #: (`compilations`); counted from the first `enable_compilation_cache`
 _COMPILATIONS = {"requested": 0, "from_cache": 0}
+#: the same programs by the name of the function compiled (`programs`)
+_PROGRAMS: dict[str, int] = {}
 # JAX's monitoring events: the backend-compile duration is recorded for every program that
 # reaches XLA (a persistent-cache hit included), the hit event for each hit.
 _PROGRAM_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -238,6 +240,10 @@ def _count_compilations() -> None:
     def on_duration(event: str, seconds: float, **kwargs: object) -> None:
         if event == _PROGRAM_EVENT:
             _COMPILATIONS["requested"] += 1
+            name = str(kwargs.get("fun_name", "?"))
+            if name.startswith("jit(") and name.endswith(")"):  # JAX's name of a jitted function
+                name = name[4:-1]
+            _PROGRAMS[name] = _PROGRAMS.get(name, 0) + 1
 
     def on_event(event: str, **kwargs: object) -> None:
         if event == _HIT_EVENT:
@@ -258,6 +264,17 @@ def compilations() -> dict[str, int]:
     """
     hits = _COMPILATIONS["from_cache"]
     return {"compiled": _COMPILATIONS["requested"] - hits, "from_cache": hits}
+
+
+def programs() -> dict[str, int]:
+    """The XLA programs `compilations` counts (compiled or read from the cache), by the name of
+    the function each compiles: lmkit's training step is ``train_chunk``, its batched forward
+    passes ``pure`` (`lmkit.forward.compiled`); Keras's eager operations are named for theirs.
+
+    >>> enable_compilation_cache(); programs().get("train_chunk", 0)     # doctest: +SKIP
+    0
+    """
+    return dict(_PROGRAMS)
 
 
 @contextlib.contextmanager

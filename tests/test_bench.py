@@ -222,3 +222,19 @@ def test_finetune_hf_compares_with_the_faster_trainer_and_the_worst_accuracy():
     assert result.ratios["sst2_whole_process_speedup_vs_trainer"] == 2.0  # 40 s vs 20 s
     assert result.ratios["sst2_dev_accuracy_lmkit_minus_trainer"] == pytest.approx(-0.03)
     assert [row[1] for row in result.rows[1:]] == ["lmkit", "hf_trainer_2_threads", "hf_trainer_1_thread"]
+
+
+def test_finetune_hf_at_size_reads_the_first_training_rows_and_whole_dev_splits(tmp_path, monkeypatch):
+    """``LMKIT_GLUE``: the first ``LMKIT_GLUE_TRAIN`` training examples of each task (header and
+    MRPC's byte-order mark kept), the whole dev split, one epoch; ``--quick`` keeps the fixture."""
+    from benchmarks.finetune_hf import GLUE, QUICK_RECIPE, SIZE_RECIPE, _data, _examples
+
+    monkeypatch.setenv("LMKIT_GLUE", str(GLUE))
+    monkeypatch.setenv("LMKIT_GLUE_TRAIN", "150")
+    glue, recipe = _data(quick=False, tmp=str(tmp_path))
+    assert recipe == SIZE_RECIPE and recipe["epochs"] == 1
+    assert _examples("glue/sst2", glue) == _examples("glue/mrpc", glue) == 150
+    mrpc = (glue / "MRPC" / "train.tsv").read_bytes()
+    assert mrpc.startswith((GLUE / "MRPC" / "train.tsv").read_bytes()[:200])  # BOM and header
+    assert (glue / "SST-2" / "dev.tsv").read_bytes() == (GLUE / "SST-2" / "dev.tsv").read_bytes()
+    assert _data(quick=True, tmp=str(tmp_path)) == (GLUE, QUICK_RECIPE)

@@ -165,7 +165,8 @@ def test_first_fit_decreasing_fills_rows_and_refuses_a_row_too_long():
 
 
 # -- fine-tuning: packed batches train as padded ones ----------------------------------------------
-def _finetune_trainee(key: str, data, head: str, packing: bool, loss: str, batch_size: int = 8):
+def _finetune_trainee(key: str, data, head: str, packing: bool, loss: str, batch_size: int = 8,
+                     total: int = 3):
     from lmkit.config import EvalConfig
     from lmkit.evaluation.finetune import FinetuneTrainee
     from lmkit.evaluation.heads import NextTokenLogProbs, SequenceClassifier
@@ -177,10 +178,10 @@ def _finetune_trainee(key: str, data, head: str, packing: bool, loss: str, batch
     model = (SequenceClassifier(backbone, 2, pooling=head, dropout=0.0) if head != "generation"
              else NextTokenLogProbs(backbone))
     build_head(model, 1)
-    cfg = EvalConfig(batch_size=batch_size, max_length=64, max_steps=3, loss=loss, learning_rate=1e-2,
+    cfg = EvalConfig(batch_size=batch_size, max_length=64, max_steps=total, loss=loss, learning_rate=1e-2,
                      backbone_lr_multiplier=1.0, packing=packing)
-    parts = resolve(cfg, backbone="scratch", steps=3)
-    return FinetuneTrainee(model, data, parts.config, 3, parts)
+    parts = resolve(cfg, backbone="scratch", steps=total)
+    return FinetuneTrainee(model, data, parts.config, total, parts)
 
 
 def _positions(trainee, steps: int) -> int:
@@ -212,8 +213,9 @@ def test_packed_batches_compute_about_the_real_tokens_in_few_shapes():
     rng = np.random.default_rng(6)  # short sentences and a few long ones, as SST-2's
     lengths = np.minimum(rng.geometric(0.08, 650) + 2, 64)  # a short last batch
     data = Encoded([np.full(n, 5, np.int32) for n in lengths], rng.integers(0, 2, 650))
-    packed = _finetune_trainee("gpt", data, "mean", True, "cross_entropy", batch_size=32)
-    padded = _finetune_trainee("gpt", data, "mean", False, "cross_entropy", batch_size=32)
+    # a long run: several shapes pay for their compilation (a short one packs into one)
+    packed = _finetune_trainee("gpt", data, "mean", True, "cross_entropy", batch_size=32, total=2000)
+    padded = _finetune_trainee("gpt", data, "mean", False, "cross_entropy", batch_size=32, total=2000)
     steps = packed.steps_per_epoch
     shapes = {packed._batch(s)[0].tokens.shape for s in range(steps)}
     assert len(shapes) <= PAD_WIDTHS  # chosen on the first epoch; a later one may add one or two

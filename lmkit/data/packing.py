@@ -51,14 +51,14 @@ def first_fit(lengths: Sequence[int] | np.ndarray, width: int) -> np.ndarray:
         raise ConfigError(f"packing needs examples of 1 to width={width} tokens, got lengths from "
                           f"{int(lengths.min())} to {int(lengths.max())}")
     row = np.empty(len(lengths), dtype=np.int64)
-    free = np.empty(0, dtype=np.int64)  # room left in each open row
-    for i in np.argsort(-lengths, kind="stable"):
-        fits = np.flatnonzero(free >= lengths[i])
-        if len(fits):
-            row[i] = fits[0]
-        else:
-            row[i], free = len(free), np.append(free, width)
-        free[row[i]] -= lengths[i]
+    free: list[int] = []  # room left in each open row (plain ints: a batch has few rows)
+    order = np.argsort(-lengths, kind="stable")
+    for i, n in zip(order.tolist(), lengths[order].tolist()):
+        r = next((r for r, room in enumerate(free) if room >= n), len(free))
+        if r == len(free):
+            free.append(width)
+        free[r] -= n
+        row[i] = r
     return row
 
 

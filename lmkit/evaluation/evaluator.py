@@ -252,12 +252,14 @@ def open_scored(run_or_path: Any) -> Any:
 def _backbone(run_or_path: Any, cfg: EvalConfig, parts: Resolved,
               texts: Examples) -> tuple[Any, Any, str]:
     """(a fresh copy of the language model, its tokenizer, a display name)."""
+    from lmkit.build import create_weights
+
     if _is_scratch(run_or_path):
         return _scratch(cfg, parts, texts)
     run = open_scored(run_or_path)
     source = run.model
     copy = type(source).from_config(source.get_config())
-    copy(np.zeros((1, 2), np.int32))
+    create_weights(copy)
     copy.set_weights(source.get_weights())
     name = getattr(run, "name", None) or Path(str(getattr(run, "dir", "run"))).name
     return copy, run.tokenizer, name

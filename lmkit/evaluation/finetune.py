@@ -18,7 +18,7 @@ permutation), so a resumed fine-tuning sees exactly the batches it would have se
 bucketed by length (dynamic padding): the permutation is cut into pools of `POOL_BATCHES`
 batches, each pool sorted by length and cut into batches, and the batches shuffled, so short
 sentences are not padded to the long ones. Each batch pads to the smallest of `PAD_WIDTHS`
-widths chosen from the first epoch's batches to waste the least padding
+widths chosen from the run's batches to waste the least padding
 (`lmkit.evaluation.encoding.pad_widths`), so the compiled step sees at most that many shapes.
 The shuffled batches are then ordered in runs of `RUN_BATCHES` batches of one width (the runs
 in random order): the engine's dispatch of `log_every` steps is then mostly one compiled call
@@ -30,7 +30,10 @@ Packing (`packing = true`, the default, where `_packed_width` allows it): batche
 sorted by length, and a batch's examples are packed into rows of the longest example's width
 (`lmkit.data.packing`, first-fit decreasing) instead of padded; the head reads each example from
 its own segment (same losses and gradients as padded, fewer positions computed), and the few
-compiled shapes are numbers of rows, chosen for the data as the pad widths are.
+compiled shapes are numbers of rows, chosen for the run as the pad widths are, but only as many
+(up to `PAD_WIDTHS`) as save more computation than their compilation costs
+(`COMPILE_POSITIONS`): a short fine-tuning packs every step into the same rows x width, one
+compiled program. Scoring (`predict`) packs too, in one shape per call.
 
 Gradual unfreezing (ULMFiT): the backbone's layers are groups (its own weights such as the
 embedding first, then each sub-layer in order); they are unfrozen from the top group down at
@@ -64,7 +67,7 @@ from lmkit.evaluation.hf_head import HEAD_MODULES, head_problem, head_tensors
 from lmkit.optim import EVALUATION_WEIGHTS, ROW_UPDATES
 from lmkit.param_groups import (Frozen, Masked, Optimize, ParamGroups, RowSparse, Transform,
                                 labels_from_patterns)
-from lmkit.paths import enable_compilation_cache
+from lmkit.paths import compilations, enable_compilation_cache, programs
 from lmkit.registry import architectures
 from lmkit.resolve import Resolved
 from lmkit.train_step import TrainStep
@@ -73,9 +76,16 @@ __all__ = ["finetune", "predict", "backbone_groups", "FinetuneTrainee"]
 
 #: batches per length-sorted pool (more: tighter padding, less random batches)
 POOL_BATCHES = 16
-#: padded lengths of the training batches: compiled shapes of the step (each compiles once, for
-#: ~20-40 s on 2 shared CPU cores, a cost inside a 10-minute fine-tuning; more widths pad less)
+#: the most padded lengths (or numbers of packed rows) of the training batches: compiled shapes
+#: of the step (each compiles once, for ~10-40 s on 2 shared CPU cores; more widths pad less)
 PAD_WIDTHS = 4
+#: one more compiled shape of the step costs about the time of training this many token
+#: positions (MiniLM on 2 CPU cores: ~10 s to compile, ~0.2 ms a position): a run gets another
+#: shape only where it saves more positions over the run than this
+COMPILE_POSITIONS = 50_000
+#: the steps whose batches choose the shapes: the whole run up to this many, and at least the
+#: first epoch (a later batch that needs a larger shape, rare, compiles its own)
+SHAPE_STEPS = 2_000
 #: batches of one pad width in a row (the runs in random order): a dispatch of up to this many
 #: steps (`log_every`, 20 by default) is then mostly one compiled call. A constant, so the
 #: batches do not depend on `log_every`
@@ -138,8 +148,8 @@ class FinetuneTrainee:
         #: the width of packed rows (`lmkit.data.packing`), or None: each example padded
         self.packed_width = _packed_width(model, train, cfg, layout)
         # a batch's shape: its padded width, or its number of packed rows; few chosen for the
-        # data (each compiles once), the same way for both
-        self.widths = pad_widths([self._needed(rows) for rows in self._epoch_rows(0)], PAD_WIDTHS)
+        # run (each compiles once), the same way for both
+        self.widths = self._shapes()
 
     def _param_groups(self, cfg: EvalConfig, parts: Resolved) -> ParamGroups:
         """The head (the peak `learning_rate`) and the backbone (times
@@ -212,6 +222,30 @@ class FinetuneTrainee:
         if self.packed_width is None:
             return int(self._lengths[rows].max())
         return int(first_fit(self._lengths[self._filled(rows)], self.packed_width).max()) + 1
+
+    def _shapes(self) -> list[int]:
+        """The shapes of the run's batches: the `pad_widths` of the first `SHAPE_STEPS` steps'
+        needs (at least the first epoch's). Packed, as many (up to `PAD_WIDTHS`) as minimise
+        the positions computed over the run plus `COMPILE_POSITIONS` per shape; padded,
+        `PAD_WIDTHS` (one width, the longest example's, would compute several times the real
+        tokens)."""
+        seen = max(self.steps_per_epoch, min(self.total, SHAPE_STEPS))
+        needed: list[int] = []
+        for epoch in range(-(-seen // self.steps_per_epoch)):
+            needed += [self._needed(rows) for rows in self._epoch_rows(epoch)]
+        needed = needed[:seen]
+        if not needed:
+            return []
+        # token positions per unit of a shape: a packed row, or a padded column of the batch
+        unit = self.packed_width or self.step_size * self.train_data.per_example
+        per_step = unit * max(self.total, 1) / len(needed)
+
+        def cost(widths: list[int]) -> float:
+            computed = sum(next(w for w in widths if w >= n) for n in needed)
+            return computed * per_step + COMPILE_POSITIONS * len(widths)
+
+        counts = range(1, PAD_WIDTHS + 1) if self.packed_width else (PAD_WIDTHS,)
+        return min((pad_widths(needed, k) for k in counts), key=cost)
 
     def _filled(self, rows: np.ndarray) -> np.ndarray:
         """A short last batch filled up to `step_size` examples with copies of its shortest
@@ -344,17 +378,23 @@ class FinetuneTrainee:
 def _packed_width(model: Any, train: Encoded, cfg: EvalConfig, layout: Layout | None) -> int | None:
     """The width of packed rows when this fine-tuning packs its examples (`packing`), else None.
 
-    It packs where the head and the backbone's architecture take packed rows (capabilities:
-    `takes_packed`, `PACKING`) and one example is one row (no choices, no spans); a step split
-    into parts or micro-batches or over a mesh cuts rows, not examples, so those pad."""
-    if not (cfg.packing and getattr(model, "takes_packed", False) and layout is None
-            and cfg.accumulate_steps == 1 and cfg.batch_parts == 1 and train.per_example == 1
-            and train.spans is None and len(train)):
-        return None
-    entry = architectures.entry_of(model.backbone)
-    if entry is None or not entry.has(PACKING):
+    It packs where `_packable` says so; a step split into parts or micro-batches or over a mesh
+    cuts rows, not examples, so those pad."""
+    if not (cfg.packing and layout is None and cfg.accumulate_steps == 1
+            and cfg.batch_parts == 1 and _packable(model, train)):
         return None
     return int(train.lengths().max())
+
+
+def _packable(model: Any, data: Encoded) -> bool:
+    """Whether `data` can be packed for `model`: the head and the backbone's architecture take
+    packed rows (capabilities: `takes_packed`, `PACKING`) and one example is one row (no
+    choices, no spans)."""
+    if not (getattr(model, "takes_packed", False) and data.per_example == 1
+            and data.spans is None and len(data)):
+        return False
+    entry = architectures.entry_of(model.backbone)
+    return entry is not None and entry.has(PACKING)
 
 
 def finetune(
@@ -411,6 +451,8 @@ def finetune(
                      learning_rate=cfg.learning_rate, devices=layout.describe() if layout else "",
                      token_loss=parts.loss is not None and parts.loss.has("per_token"))
 
+    compiled, named = compilations(), programs()
+
     def finish(outcome: engine.Outcome) -> dict[str, Any]:
         trainee.sync()  # with an adapter: merged into the kernels
         if trainee.lora is not None:
@@ -420,7 +462,10 @@ def finetune(
                 head = None if head_problem(model) else head_tensors(model)
                 save_trained(run_dir.path / ADAPTER_DIR, trainee.lora, adapters, model.backbone,
                              head=head, modules=HEAD_MODULES, overwrite=True)
-        return {}
+        # XLA programs of the fine-tuning, by function (the step's is `train_chunk`)
+        return {"compilations": {k: n - compiled[k] for k, n in compilations().items()},
+                "programs": {k: n - named.get(k, 0) for k, n in programs().items()
+                             if n > named.get(k, 0)}}
 
     try:
         outcome = engine.run(trainee, plan, job, run_dir=run_dir,
@@ -434,12 +479,17 @@ def finetune(
             "examples_per_s": examples / outcome.elapsed if outcome.elapsed > 0 else 0.0,
             **({"pad_widths": list(trainee.widths)} if trainee.packed_width is None else
                {"packed": {"width": trainee.packed_width, "rows": list(trainee.widths)}}),
-            "mesh": mesh}
+            "mesh": mesh, **{k: outcome.summary[k] for k in ("phases_s", "compilations", "programs")
+                             if k in outcome.summary}}
 
 
-def predict(model: SequenceClassifier, data: Encoded, batch_size: int, max_length: int) -> np.ndarray:
-    """Model outputs ``(N, num_outputs)`` for every example, in compiled batches (`lmkit.forward`)."""
+def predict(model: SequenceClassifier, data: Encoded, batch_size: int, max_length: int,
+            packing: bool = True) -> np.ndarray:
+    """Model outputs ``(N, num_outputs)`` for every example, in compiled batches (`lmkit.forward`);
+    with `packing`, packed where fine-tuning would pack (`_packable`): one compiled program,
+    the same outputs within float rounding."""
     from lmkit.forward import classify
 
     extras = () if data.spans is None else (data.spans,)
-    return classify(model, data.ids, batch_size, max_length, group=data.per_example, extras=extras)
+    return classify(model, data.ids, batch_size, max_length, group=data.per_example, extras=extras,
+                    packing=packing and _packable(model, data))

@@ -174,8 +174,12 @@ def from_pretrained(path_or_name: str | os.PathLike[str]) -> Pretrained:
     """
     import keras
 
-    from lmkit.build import memory_limit
+    from lmkit.build import create_weights, memory_limit
 
+    if keras.backend.backend() == "jax":
+        from lmkit.paths import enable_compilation_cache
+
+        enable_compilation_cache()  # building the model runs programs too: cached, counted
     folder = checkpoint_folder(path_or_name)
     config = read_config(folder)
     entry = architecture_for(config, folder)
@@ -191,7 +195,7 @@ def from_pretrained(path_or_name: str | os.PathLike[str]) -> Pretrained:
         except KeyError as exc:
             _needed(config, exc.args[0], path, entry.name)
             raise
-        model(np.zeros((1, 2), np.int32))  # create the weights
+        create_weights(model)
     finally:
         keras.config.set_dtype_policy(previous)
     load_weights(model, folder)

@@ -104,7 +104,8 @@ class Shape:
         """The fine-tuned `model`'s outputs for `examples`, one row each (`cfg`: an `EvalConfig`)."""
         from lmkit.evaluation.finetune import predict
 
-        return predict(model, encode(examples, tokenizer, cfg.max_length), cfg.eval_batch_size, cfg.max_length)
+        return predict(model, encode(examples, tokenizer, cfg.max_length), cfg.eval_batch_size, cfg.max_length,
+                       cfg.packing)
 
     # -- scoring --------------------------------------------------------------------------------
     def predictions(self, outputs: np.ndarray) -> np.ndarray:
