@@ -62,7 +62,8 @@ def run(quick: bool = False) -> Result:
     torch_bleu = sacrebleu.corpus_bleu(theirs["hypotheses"], [references]).score
     figures = {"seconds": seconds, "examples": len(references), "lmkit_bleu": mine.metrics["bleu"],
                "lmkit_bleu_beam4": beam_bleu, "lmkit_signature": mine.to_dict()["signatures"]["bleu"],
-               "lmkit_steps": mine.training["steps"], "torch_bleu": torch_bleu, "torch_steps": theirs["steps"],
+               "lmkit_steps": mine.training["steps"], "lmkit_train_s": mine.training["seconds"],
+               "torch_bleu": torch_bleu, "torch_steps": theirs["steps"],
                "torch_parameters": theirs["parameters"], "tokenizer": f"bpe {mine.tokenizer.vocab_size}",
                "data": str(data.relative_to(ROOT)) if data == SAMPLE else "LMKIT_MULTI30K"}
     rows = [["contender", "BLEU", "steps"],
