@@ -27,8 +27,9 @@ from ._common import Result
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "fixtures" / "multi30k"
 #: lmkit's contender: BPE shared by both languages, a 4-block `gpt` (docs/evaluation.md, Multi30K):
-#: the recipe that scored BLEU 29.5 greedy and 31.8 with 4 beams on test_2016_flickr; its 2,400 steps took 29.5 minutes on a
-#: quiet 2-core machine (on a slower one `max_seconds` stops it first, and lmkit warns)
+#: the recipe that scored BLEU 29.5 greedy and 31.8 with 4 beams on test_2016_flickr; its 2,400
+#: steps took 29.5 minutes on a quiet 2-core machine (on a slower one `max_seconds` stops it
+#: first, and lmkit warns)
 RECIPE = dict(arch="gpt", tokenizer="bpe", vocab_size=6000, embed_dim=256, layers=4, heads=4, max_length=96,
               batch_size=64, learning_rate=2e-3, weight_decay=0.1, max_steps=2400)
 
