@@ -339,9 +339,11 @@ def compare(a: Any, b: Any, task: str | None = None, data: str | Path | None = N
 def open_model(path_or_name: str | Path) -> "Run | Pretrained | FineTuned":
     """Open whatever `path_or_name` holds: a pretrained checkpoint (a Hugging Face folder or a
     registered name such as ``minilm-l6``: `Pretrained`), the folder a fine-tuning wrote
-    (``lmkit eval ... --out DIR``: `FineTuned`) or a run directory (`Run`).
+    (``lmkit eval ... --out DIR``: `FineTuned`, also from ``scratch``: `lmkit.evaluate` scores it
+    again, a generation task's `decode`s new sources) or a run directory (`Run`).
 
     >>> open_model("minilm-l6"), open_model("runs/gpt-20261128-101500")    # doctest: +SKIP
+    >>> open_model("runs/mt").decode(["Ein Hund läuft."], num_beams=4)    # doctest: +SKIP
     """
     from lmkit.pretrained import is_checkpoint
 
