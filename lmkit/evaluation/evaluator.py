@@ -403,7 +403,6 @@ def load_finetuned(path: str | Path) -> FineTuned:
     >>> clf.model, clf.task.name                       # doctest: +SKIP
     """
     from lmkit.engine.checkpoint import restore_arrays
-    from lmkit.adapters.peft_format import load_adapter, merge_adapter
     from lmkit.engine.rundir import ADAPTER_DIR, CHECKPOINT, SUMMARY, RunDir
 
     folder = RunDir.open(path, required=(SUMMARY, CHECKPOINT))
@@ -420,6 +419,8 @@ def load_finetuned(path: str | Path) -> FineTuned:
     restore_arrays([*model.trainable_variables, *model.non_trainable_variables], checkpoint.model,
                    "model weights", str(folder.file(CHECKPOINT)))
     if (folder.path / ADAPTER_DIR).is_dir():  # LoRA: the checkpoint holds the frozen base
+        from lmkit.adapters.peft_format import load_adapter, merge_adapter
+
         merge_adapter(load_adapter(folder.path / ADAPTER_DIR, backbone))
     return FineTuned(folder.path, model, tokenizer, task, encode, dict(record.get("options") or {}))
 
