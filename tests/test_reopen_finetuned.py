@@ -125,3 +125,23 @@ def test_a_fine_tuned_model_is_scored_on_its_own_task_only_and_not_trained_again
         lmkit.evaluate(tuned, task="glue/sst2", data=GLUE)
     with pytest.raises(ConfigError, match=r"scored as it is, without training; max_steps would train it"):
         lmkit.evaluate(tuned, task="multi30k", data=MULTI30K, max_steps=5)
+
+
+def test_lmeval_hands_a_fine_tuned_model_of_the_notebook_to_evaluate(ip, monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    import numpy as np
+
+    import lmkit.evaluation.evaluator as evaluator
+    from lmkit.evaluation.result import EvalResult
+
+    seen: list[Any] = []
+
+    def fake_evaluate(run: Any, task: Any, data: Any, **options: Any) -> EvalResult:
+        seen.append((run, options.get("num_beams")))
+        texts = np.array(["a dog"], object)
+        return EvalResult(task, task.eval_split, "mt", {"bleu": 0.0}, texts, texts)
+
+    monkeypatch.setattr(evaluator, "evaluate", fake_evaluate)
+    ip.user_ns["mt"] = tuned = FineTuned(tmp_path / "mt", model=None, tokenizer=None, task=get_task("multi30k"))
+    ip.run_line_magic("lmeval", f"mt --task multi30k --data {MULTI30K} --set num_beams=4 -o beams")
+    assert seen == [(tuned, 4)] and isinstance(ip.user_ns["beams"], EvalResult)
