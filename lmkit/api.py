@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     # what users call
     "train", "load", "evaluate", "evaluate_runs", "evaluate_suite", "compare", "export", "from_pretrained",
-    "open_model", "is_checkpoint", "info", "RunInfo", "lead_process", "lr_find", "sweep",
+    "open_model", "is_checkpoint", "finetuned_task", "info", "RunInfo", "lead_process", "lr_find", "sweep",
     "load_sweep", "sweep_report", "sweep_charts",
     "resolved_train_config", "resolved_eval_config",
     "list_architectures", "list_optimizers", "list_schedules", "list_losses", "list_metrics",
@@ -64,6 +64,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "is_checkpoint": "lmkit.pretrained",
     "needs_remote_code": "lmkit.exporters.hf",
     "FineTuned": "lmkit.evaluation.evaluator",
+    "finetuned_task": "lmkit.evaluation.evaluator",
     "EvalResult": "lmkit.evaluation.result",
     "Leaderboard": "lmkit.evaluation.leaderboard",
     "EvaluationStartEvent": "lmkit.evaluation.leaderboard",

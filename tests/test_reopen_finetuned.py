@@ -75,11 +75,12 @@ def test_lmkit_eval_of_the_folder_rescores_with_beams_without_training(translato
 
     weights, summary = _digest(translator / "checkpoint.npz"), _digest(translator / "summary.json")
     beams = tmp_path / "beams"
-    assert main(["eval", str(translator), "--task", "multi30k", "--data", str(MULTI30K), "--set", "num_beams=2",
-                 "--quiet", "--out", str(beams)]) == 0
+    # no --task: the folder's own
+    assert main(["eval", str(translator), "--data", str(MULTI30K), "--set", "num_beams=2", "--quiet",
+                 "--out", str(beams)]) == 0
     assert "scored as it is (no training)" in capsys.readouterr().out
     saved = json.loads((beams / "metrics.json").read_text(encoding="utf-8"))
-    assert saved["training"] == {"reopened": str(translator)}  # no steps: nothing trained
+    assert saved["task"] == "multi30k/de-en" and saved["training"] == {"reopened": str(translator)}  # nothing trained
     assert saved["config"]["num_beams"] == 2 and saved["config"]["max_new_tokens"] == 16  # its own, kept
     assert _digest(translator / "checkpoint.npz") == weights and _digest(translator / "summary.json") == summary
     rows = _table(beams)
@@ -145,3 +146,10 @@ def test_lmeval_hands_a_fine_tuned_model_of_the_notebook_to_evaluate(ip, monkeyp
     ip.user_ns["mt"] = tuned = FineTuned(tmp_path / "mt", model=None, tokenizer=None, task=get_task("multi30k"))
     ip.run_line_magic("lmeval", f"mt --task multi30k --data {MULTI30K} --set num_beams=4 -o beams")
     assert seen == [(tuned, 4)] and isinstance(ip.user_ns["beams"], EvalResult)
+
+
+def test_the_task_of_a_fine_tuned_folder_is_read_without_loading_it(tmp_path: Path) -> None:
+    from lmkit import api
+
+    assert api.finetuned_task(_old_scratch_folder(tmp_path / "old")) == "glue/sst2"
+    assert api.finetuned_task(tmp_path) is None  # no fine-tuning there

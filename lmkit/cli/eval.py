@@ -50,8 +50,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         f"such as minilm-l6), '{SCRATCH}', or a folder `lmkit eval --out` wrote (scored "
                         f"again on its task as it is, no training: e.g. --set num_beams=4)")
     p.add_argument("--task", "--tasks", dest="tasks", action="append", metavar="TASK",
-                   help=f"task name, repeatable or comma-separated (default {DEFAULT_TASK}; "
-                        f"with --suite: a subset of the suite)")
+                   help=f"task name, repeatable or comma-separated (default {DEFAULT_TASK}, or the one "
+                        f"fine-tuned folder's own task; with --suite: a subset of the suite)")
     p.add_argument("--suite", choices=("glue", "superglue"),
                    help="evaluate every task of the benchmark found under --data, with its average")
     p.add_argument("--method", choices=("finetune", "zeroshot"),
@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
         by = {**dict.fromkeys(options, "--set"), "checkpoint_dir": "--out",
               "method": "--zeroshot" if args.zeroshot else "--method"}
         for run in args.run_dirs:
-            for task in picked or [DEFAULT_TASK]:
+            for task in picked or _default_tasks(args.run_dirs):
                 cfg = resolved_eval_config(run, task, args.data, by=by, **dry)
                 print(f"# {run} on {task}\n{cfg.explain()}")
         return 0
@@ -131,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
         if args.out:
             print(f"wrote {args.out}/leaderboard.json, leaderboard.tsv, leaderboard.html and each result")
         return 0
-    tasks = picked or [DEFAULT_TASK]
+    tasks = picked or _default_tasks(args.run_dirs)
     single = len(args.run_dirs) == len(tasks) == 1
     if args.out:
         if not single:
@@ -149,6 +149,15 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         _say_written(board.results[0].save(args.out), drop_weights=args.no_weights)
     return 0
+
+
+def _default_tasks(run_dirs: list[str]) -> list[str]:
+    """The tasks when none is named: a fine-tuned folder's own, when it is the one run given
+    (it is scored on no other); else `DEFAULT_TASK`."""
+    from lmkit.api import finetuned_task
+
+    own = finetuned_task(run_dirs[0]) if len(run_dirs) == 1 else None
+    return [own or DEFAULT_TASK]
 
 
 _WEIGHTS = "checkpoint.npz"

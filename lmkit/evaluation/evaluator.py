@@ -18,7 +18,7 @@ from lmkit.engine.events import Event, StopSignal
 from lmkit.evaluation.tasks import SCRATCH, Task, get_task
 from lmkit.resolve import Resolved, resolve
 
-__all__ = ["evaluate", "resolved_options", "load_finetuned", "is_finetuned", "open_scored", "FineTuned", "CLASSIFIER"]
+__all__ = ["evaluate", "resolved_options", "load_finetuned", "is_finetuned", "finetuned_task", "open_scored", "FineTuned", "CLASSIFIER"]
 
 #: key of a fine-tuning folder's summary.json (`lmkit eval --out DIR`) saying how to rebuild its
 #: classifier: the backbone it started from, the task and the pooling (`load_finetuned`)
@@ -391,6 +391,21 @@ def is_finetuned(path: str | Path) -> bool:
 
     folder = Path(path)
     return (folder / SUMMARY).is_file() and not (folder / CONFIG).is_file()
+
+
+def finetuned_task(path: str | Path) -> str | None:
+    """The task the folder `path` was fine-tuned on (its ``summary.json``), without loading
+    the model; None when `path` is no fine-tuned folder.
+
+    >>> finetuned_task("runs/mt")        # doctest: +SKIP
+    'multi30k/de-en'
+    """
+    from lmkit.engine.rundir import SUMMARY, RunDir
+
+    if not is_finetuned(path):
+        return None
+    record = RunDir(path).read_json(SUMMARY).get(CLASSIFIER)
+    return record.get("task") if isinstance(record, dict) else None
 
 
 def load_finetuned(path: str | Path) -> FineTuned:
