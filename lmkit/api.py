@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     # what users call
     "train", "load", "evaluate", "evaluate_runs", "evaluate_suite", "compare", "export", "from_pretrained",
-    "open_model", "is_checkpoint", "info", "RunInfo", "lead_process", "lr_find", "sweep",
+    "open_model", "is_checkpoint", "finetuned_task", "info", "RunInfo", "lead_process", "lr_find", "sweep",
     "load_sweep", "sweep_report", "sweep_charts",
     "resolved_train_config", "resolved_eval_config",
     "list_architectures", "list_optimizers", "list_schedules", "list_losses", "list_metrics",
@@ -64,6 +64,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "is_checkpoint": "lmkit.pretrained",
     "needs_remote_code": "lmkit.exporters.hf",
     "FineTuned": "lmkit.evaluation.evaluator",
+    "finetuned_task": "lmkit.evaluation.evaluator",
     "EvalResult": "lmkit.evaluation.result",
     "Leaderboard": "lmkit.evaluation.leaderboard",
     "EvaluationStartEvent": "lmkit.evaluation.leaderboard",
@@ -339,9 +340,11 @@ def compare(a: Any, b: Any, task: str | None = None, data: str | Path | None = N
 def open_model(path_or_name: str | Path) -> "Run | Pretrained | FineTuned":
     """Open whatever `path_or_name` holds: a pretrained checkpoint (a Hugging Face folder or a
     registered name such as ``minilm-l6``: `Pretrained`), the folder a fine-tuning wrote
-    (``lmkit eval ... --out DIR``: `FineTuned`) or a run directory (`Run`).
+    (``lmkit eval ... --out DIR``: `FineTuned`, also from ``scratch``: `lmkit.evaluate` scores it
+    again, a generation task's `decode`s new sources) or a run directory (`Run`).
 
     >>> open_model("minilm-l6"), open_model("runs/gpt-20261128-101500")    # doctest: +SKIP
+    >>> open_model("runs/mt").decode(["Ein Hund läuft."], num_beams=4)    # doctest: +SKIP
     """
     from lmkit.pretrained import is_checkpoint
 

@@ -7,7 +7,9 @@ The defaults, lowest first (a key set by a later layer wins; tables merge entry 
 2. the architecture's ``config_defaults`` (a training that starts: ``training_starts=True``;
    not on resume, not for fine-tuning);
 3. a preset (``lmkit train nanogpt_char``: its keys are recorded as such when read);
-4. a pretrained checkpoint's recipe, `CHECKPOINT_RECIPE` (fine-tuning a pretrained checkpoint);
+4. a pretrained checkpoint's recipe, `CHECKPOINT_RECIPE` (fine-tuning a pretrained checkpoint),
+   or the options a fine-tuned model being scored again was scored with (``fine_tuned``: it
+   reads its examples and decodes as it did);
 5. the keys the user set: a file (with its line), a cell, ``--set``, keyword arguments (and, on
    resume, the run's saved config below them).
 
@@ -76,7 +78,7 @@ class Resolved:
 
 def resolve(cfg: TrainConfig | EvalConfig, *, training_starts: bool = False, backbone: str | None = None,
             task_loss: str | None = None, steps: int | None = None,
-            context: int | None = None) -> Resolved:
+            context: int | None = None, fine_tuned: dict[str, Any] | None = None) -> Resolved:
     """Apply every default to `cfg` in the order of this module's docstring, then look up every
     registry name in it; call it once per job.
 
@@ -84,8 +86,9 @@ def resolve(cfg: TrainConfig | EvalConfig, *, training_starts: bool = False, bac
     free optimizer's constant schedule (a resumed one keeps its saved config). Fine-tuning
     says what it starts from (`backbone`, one of `BACKBONES`), the task's loss, its
     total `steps` when known (training: `max_steps`, unless `epochs` decides) and the backbone's
-    longest input (`context`). Unknown names raise `RegistryError` naming the value, the closest
-    name and the choices.
+    longest input (`context`); scoring a fine-tuned model again, the options it was scored
+    with (`fine_tuned`, kept in its folder). Unknown names raise `RegistryError` naming the
+    value, the closest name and the choices.
 
     >>> cfg = TrainConfig.from_sources(overrides={"arch": "lstm", "layers": 3})
     >>> tuned = resolve(cfg, training_starts=True).config
@@ -101,6 +104,8 @@ def resolve(cfg: TrainConfig | EvalConfig, *, training_starts: bool = False, bac
         pooling = "cls" if backbone == "encoder" else "last"
         cfg = cfg.layered({**CHECKPOINT_RECIPE, "pooling": pooling},
                           Source("recipe", f"pretrained {backbone}"))
+    if fine_tuned:
+        cfg = cfg.layered(fine_tuned, Source("recipe", "the fine-tuned model's own scoring"))
     cfg = _derived(cfg, training_starts, backbone, task_loss, steps, context)
     return _entries(cfg)
 

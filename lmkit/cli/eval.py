@@ -7,7 +7,9 @@ evaluation ends, and with several runs or tasks a table with a row per run
 ``predictions.tsv`` (columns: index, prediction, label) beside the fine-tuning's own files (its
 weights in ``checkpoint.npz``, for ``lmkit export`` and `lmkit.open_model`; ``--no-weights``
 deletes them once scored), and lists what it wrote with the sizes. ``RUN_DIR`` may be ``scratch`` to train
-the task model from random weights. Options are `EvalConfig` keys.
+the task model from random weights, or such an ``--out`` folder: its fine-tuned model is then scored
+again as it is, on its own task, without training (``lmkit eval runs/mt --task multi30k --data DIR
+--set num_beams=4``). Options are `EvalConfig` keys.
 
 ``--suite`` runs every task of the benchmark found under ``--data`` (``--task`` then picks a
 subset) and prints the table with the benchmark's average; ``--out`` then receives the
@@ -45,10 +47,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help=f"run directories, pretrained checkpoints (a Hugging Face folder or a name "
-                        f"such as minilm-l6), or '{SCRATCH}'")
+                        f"such as minilm-l6), '{SCRATCH}', or a folder `lmkit eval --out` wrote (scored "
+                        f"again on its task as it is, no training: e.g. --set num_beams=4)")
     p.add_argument("--task", "--tasks", dest="tasks", action="append", metavar="TASK",
-                   help=f"task name, repeatable or comma-separated (default {DEFAULT_TASK}; "
-                        f"with --suite: a subset of the suite)")
+                   help=f"task name, repeatable or comma-separated (default {DEFAULT_TASK}, or the one "
+                        f"fine-tuned folder's own task; with --suite: a subset of the suite)")
     p.add_argument("--suite", choices=("glue", "superglue"),
                    help="evaluate every task of the benchmark found under --data, with its average")
     p.add_argument("--method", choices=("finetune", "zeroshot"),
@@ -102,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
         by = {**dict.fromkeys(options, "--set"), "checkpoint_dir": "--out",
               "method": "--zeroshot" if args.zeroshot else "--method"}
         for run in args.run_dirs:
-            for task in picked or [DEFAULT_TASK]:
+            for task in picked or _default_tasks(args.run_dirs):
                 cfg = resolved_eval_config(run, task, args.data, by=by, **dry)
                 print(f"# {run} on {task}\n{cfg.explain()}")
         return 0
@@ -128,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
         if args.out:
             print(f"wrote {args.out}/leaderboard.json, leaderboard.tsv, leaderboard.html and each result")
         return 0
-    tasks = picked or [DEFAULT_TASK]
+    tasks = picked or _default_tasks(args.run_dirs)
     single = len(args.run_dirs) == len(tasks) == 1
     if args.out:
         if not single:
@@ -148,10 +151,20 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_tasks(run_dirs: list[str]) -> list[str]:
+    """The tasks when none is named: a fine-tuned folder's own, when it is the one run given
+    (it is scored on no other); else `DEFAULT_TASK`."""
+    from lmkit.api import finetuned_task
+
+    own = finetuned_task(run_dirs[0]) if len(run_dirs) == 1 else None
+    return [own or DEFAULT_TASK]
+
+
 _WEIGHTS = "checkpoint.npz"
 _WRITTEN = {"metrics.json": "the scores and the options", "predictions.tsv": "index, prediction, label",
             "summary.json": "how the fine-tuning went", _WEIGHTS: "the fine-tuned weights, which "
-            "lmkit export and lmkit.open_model read", ".lock": "the folder's lock (no data)"}
+            "lmkit export and lmkit.open_model read", ".lock": "the folder's lock (no data)",
+            "tokenizer.json": "the tokenizer fitted on the task (scratch), which lmkit.open_model reads"}
 
 
 def _say_written(out: Any, drop_weights: bool) -> None:
@@ -211,6 +224,8 @@ def _print_result(event: Any) -> None:
               f"{training.get('train_examples')} examples in {training['seconds']:.1f} s "
               f"({training['examples_per_s']:.1f} examples/s, compilation included)"
               + (", stopped by max_seconds" if training.get("reason") == "time_budget" else ""))
+    if training.get("reopened"):
+        print(f"  the model fine-tuned in {training['reopened']}, scored as it is (no training)")
     for i, fold in enumerate(result.folds or (), start=1):
         print(f"  fold {i}: " + "  ".join(f"{k} {v:.4f}" for k, v in fold.items()))
     if result.folds:

@@ -12,7 +12,7 @@ import numpy as np
 
 from lmkit.errors import ConfigError
 
-__all__ = ["EvalResult", "score", "main_of", "MAIN"]
+__all__ = ["EvalResult", "score", "main_of", "generate_texts", "MAIN"]
 
 #: the metric that is a task's one number where it has several (the GLUE board's mean of two)
 MAIN = "combined_score"
@@ -37,6 +37,22 @@ def score(task: Any, split: str, predictions: np.ndarray, labels: np.ndarray,
     {'f1': 0.8, 'accuracy': 0.75, 'combined_score': 0.775}
     """
     return task.shape.score(task, split, predictions, labels, examples)
+
+
+def generate_texts(task: Any, model: Any, tokenizer: Any, sources: "str | list[str]",
+                   options: dict[str, Any]) -> list[str]:
+    """A generation task's outputs for `sources` from a fine-tuned `model` (the task's head, or
+    the language model itself), decoded by `Shape.generate` with the decoding keys of `options`
+    (`EvalConfig` keys); what `EvalResult.decode` and `FineTuned.decode` do.
+
+    >>> generate_texts(result.task, result.model, result.tokenizer, "Ein Hund.", {"num_beams": 2})  # doctest: +SKIP
+    ['A dog.']
+    """
+    from lmkit.config import EvalConfig
+
+    texts = [sources] if isinstance(sources, str) else list(sources)
+    model = getattr(model, "backbone", model)  # the fine-tuned head wraps the language model
+    return task.shape.generate(model, tokenizer, texts, EvalConfig.from_dict(options)).tolist()
 
 
 def _confusion(num_classes: int, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -202,15 +218,10 @@ class EvalResult:
         >>> result.decode("Ein Mann fährt Fahrrad.", num_beams=4)      # doctest: +SKIP
         ['A man rides a bike.']
         """
-        from lmkit.config import EvalConfig
-
         if not self.sources or self.model is None:
             raise ConfigError(f"decode() continues sources with a generation task's model; this result of "
                               f"{self.task.name} ({self.task.shape.name}) has none")
-        cfg = EvalConfig.from_dict({**self.config, **options})
-        texts = [sources] if isinstance(sources, str) else list(sources)
-        model = getattr(self.model, "backbone", self.model)  # the fine-tuned head wraps the language model
-        return self.task.shape.generate(model, self.tokenizer, texts, cfg).tolist()
+        return generate_texts(self.task, self.model, self.tokenizer, sources, {**self.config, **options})
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``metrics.json`` and ``predictions.tsv`` (index, prediction, label; for a

@@ -62,16 +62,18 @@ class LmkitMagics(Magics):
         self.shell.user_ns[name] = value
         return None
 
-    def _run(self, name: str) -> Any:
+    def _run(self, name: str, fine_tuned: bool = False) -> Any:
         """The `Run` (or `Pretrained`) called `name` in the notebook, the run directory `name`
         opened, or a checkpoint's folder or registered name as given: `lmkit.evaluate` opens it
-        once, in the evaluation (``%lmgenerate`` opens it itself, with `open_model`)."""
-        from lmkit.api import Pretrained, Run, is_checkpoint, open_model
+        once, in the evaluation (``%lmgenerate`` opens it itself, with `open_model`). With
+        `fine_tuned` (``%lmeval``, which scores one again) a `FineTuned` model or folder too."""
+        from lmkit.api import FineTuned, Pretrained, Run, is_checkpoint, open_model
 
+        kinds = (Run, Pretrained, FineTuned) if fine_tuned else (Run, Pretrained)
         namespace = self.shell.user_ns
         if name in namespace:
             value = namespace[name]
-            if isinstance(value, (Run, Pretrained)):
+            if isinstance(value, kinds):
                 return value
             raise UsageError(
                 f"'{name}' is a {type(value).__name__}, not an lmkit Run. Train one with "
@@ -80,7 +82,7 @@ class LmkitMagics(Magics):
             return name
         if Path(name).is_dir():
             opened = open_model(name)
-            if isinstance(opened, (Run, Pretrained)):
+            if isinstance(opened, kinds):
                 return opened
             raise UsageError(f"'{name}' holds a fine-tuned classifier, not a language model; "
                              f"give the run or checkpoint it was fine-tuned from")
@@ -245,6 +247,7 @@ class LmkitMagics(Magics):
             %lmeval shakespeare --task imdb --data aclImdb --ui
             %lmeval shakespeare --suite superglue --data data/superglue --zeroshot -o board
             %lmeval shakespeare --suite superglue --data data/superglue --set max_steps=300 --ui
+            %lmeval runs/mt --task multi30k --data data/multi30k --set num_beams=4 -o beams
         """
         from lmkit.api import SCRATCH, evaluate_runs, parse_set_options
 
@@ -252,7 +255,7 @@ class LmkitMagics(Magics):
         _check_name(args.output)
         if not args.tasks and not args.suite:
             raise UsageError("give the tasks to evaluate on: --task TASK (repeatable) or --suite glue|superglue")
-        runs = {name: name if name == SCRATCH else self._run(name) for name in args.runs}
+        runs = {name: name if name == SCRATCH else self._run(name, fine_tuned=True) for name in args.runs}
         options = parse_set_options(args.settings)
         if args.zeroshot:
             options["method"] = "zeroshot"
