@@ -45,7 +45,7 @@ from lmkit.models.base import (PACKING, REWIND, HostNormal, LanguageModel, check
                                check_choice, check_positive_int, check_rate, segment_masks)
 from lmkit.registry import architectures
 
-__all__ = ["GPT", "Block", "rotate"]
+__all__ = ["GPT", "Block", "rotate", "write_cache"]
 
 _NEG_INF = -1e9  # masked attention score; finite so that fully masked rows stay NaN-free
 MLPS = ("gelu", "relu2")
@@ -87,6 +87,15 @@ def rotate(x: Any, positions: Any, freq: Any = None) -> Any:
     return ops.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
 
 
+def write_cache(cache: tuple[Any, Any], layer: int, pos: Any, k: Any, v: Any) -> tuple[Any, Any]:
+    """The stacked KV cache ``(keys, values)``, each ``(layers, B, T_k, H, d)``, with `k` and `v`
+    ``(B, T, H, d)`` written at (`layer`, `pos`). One update of the whole cache, done in place
+    in a compiled decoding loop: writing into each layer's slice and stacking the layers again
+    copied the cache twice per token."""
+    return tuple(ops.slice_update(c, (layer, 0, pos, 0, 0), ops.cast(t, c.dtype)[None])
+                 for c, t in zip(cache, (k, v)))
+
+
 @keras.saving.register_keras_serializable(package="lmkit")
 class Block(keras.layers.Layer):
     """Pre-LayerNorm Transformer block: causal multi-head self-attention, then a GELU MLP
@@ -94,8 +103,9 @@ class Block(keras.layers.Layer):
 
     `call` takes 2-D activations ``(B*T, D)`` and ``allowed`` ``(T, T_k)`` (``(B, 1, T, T)``
     for packed rows, with their `positions` ``(B, T)``), true where a query may attend to a
-    key, and returns the activations with this block's keys and values
-    ``(B, T_k, H, d)`` (the cache passed in, updated, or the current ones).
+    key, and returns the activations with keys and values: the whole model's cache
+    ``(layers, B, T_k, H, d)`` passed in, this block's entries (`layer`) written at `pos`, or
+    without a cache this block's own ``(B, T, H, d)``.
     """
 
     def __init__(self, embed_dim: int, heads: int, dropout: float, num_layers: int,
@@ -130,7 +140,8 @@ class Block(keras.layers.Layer):
         self.b_out = self.add_weight(shape=(d,), initializer=_ZEROS, name="b_out")
 
     def call(self, x: Any, *, batch: int, allowed: Any, cache: tuple[Any, Any] | None = None,
-             pos: Any = 0, positions: Any = None, training: bool = False) -> tuple[Any, Any, Any]:
+             layer: int = 0, pos: Any = 0, positions: Any = None,
+             training: bool = False) -> tuple[Any, Any, Any]:
         d, h, hd = self.embed_dim, self.heads, self.head_dim
         time = ops.shape(x)[0] // batch
         # -- attention ------------------------------------------------------------------------
@@ -142,9 +153,9 @@ class Block(keras.layers.Layer):
             if positions is None:  # packed rows pass each token's position in its segment
                 positions = pos + ops.arange(time, dtype="int32")
             q, k = rotate(q, positions), rotate(k, positions)
-        if cache is not None:                                              # write at pos
-            k = ops.slice_update(cache[0], (0, pos, 0, 0), ops.cast(k, cache[0].dtype))
-            v = ops.slice_update(cache[1], (0, pos, 0, 0), ops.cast(v, cache[1].dtype))
+        if cache is not None:
+            cache = write_cache(cache, layer, pos, k, v)
+            k, v = cache[0][layer], cache[1][layer]                        # (B, T_k, H, d)
         scores = ops.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)       # (B, H, T, T_k)
         scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)    # softmax in float32
         att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
@@ -156,6 +167,7 @@ class Block(keras.layers.Layer):
         y = ops.matmul(self.ln_2(x), self.w_fc) + self.b_fc                # (B*T, 4D)
         y = ops.square(ops.relu(y)) if self.mlp == "relu2" else ops.gelu(y)
         y = ops.matmul(y, self.w_out) + self.b_out                         # (B*T, D)
+        k, v = (k, v) if cache is None else cache
         return x + self.drop(y, training=training), k, v
 
     def get_config(self) -> dict[str, Any]:
@@ -306,13 +318,13 @@ class GPT(LanguageModel):
 
     def _decode(self, tokens: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         pos = state["pos"]
-        x, ks, vs = self._forward(tokens, pos, (state["k"], state["v"]), False)
+        x, (k, v) = self._forward(tokens, pos, (state["k"], state["v"]), False)
         logits = self._logits(x)
         new_pos = pos + ops.shape(tokens)[1]
-        return logits, {"k": ops.stack(ks), "v": ops.stack(vs), "pos": ops.cast(new_pos, "int32")}
+        return logits, {"k": k, "v": v, "pos": ops.cast(new_pos, "int32")}
 
     def _forward(self, tokens: Any, pos: Any, cache: tuple[Any, Any] | None,
-                 training: bool, segments: Any = None) -> tuple[Any, list[Any], list[Any]]:
+                 training: bool, segments: Any = None) -> tuple[Any, tuple[Any, Any] | None]:
         batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
         positions = pos + ops.arange(time, dtype="int32")                  # (T,)
         # Query i (at position pos + i) may see key j iff j <= pos + i.
@@ -328,12 +340,9 @@ class GPT(LanguageModel):
             x = x + ops.cast(ops.take(self.position_embedding, positions, axis=0),
                              self.compute_dtype)
         x = self.drop(ops.reshape(x, (-1, self.embed_dim)), training=training)  # (B*T, D)
-        ks, vs = [], []
         for i, block in enumerate(self.blocks):
-            layer_cache = None if cache is None else (cache[0][i], cache[1][i])
-            x, k, v = block(x, batch=batch, allowed=allowed, cache=layer_cache, pos=pos,
+            x, k, v = block(x, batch=batch, allowed=allowed, cache=cache, layer=i, pos=pos,
                             positions=packed, training=training)
-            ks.append(k)
-            vs.append(v)
+            cache = None if cache is None else (k, v)
         x = ops.reshape(self.ln_f(x), (batch, time, self.embed_dim))
-        return x, ks, vs                                                   # x: (B, T, D)
+        return x, cache                                                    # x: (B, T, D)

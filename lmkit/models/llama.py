@@ -37,7 +37,7 @@ from keras import ops
 from lmkit.errors import ConfigError, RunError
 from lmkit.models.base import (PACKING, REWIND, HFWeight, HostNormal, LanguageModel, check_bool,
                                check_choice, check_positive_int, check_rate, segment_masks)
-from lmkit.models.gpt import rotate
+from lmkit.models.gpt import rotate, write_cache
 from lmkit.registry import architectures
 
 __all__ = ["Llama", "LlamaBlock", "llama_hf_weights", "rope_frequencies", "HF_MODEL_TYPES",
@@ -88,8 +88,10 @@ class LlamaBlock(keras.layers.Layer):
 
     `call` takes 2-D activations ``(B*T, D)``, ``allowed`` ``(T, T_k)`` (true where a query
     may attend to a key; ``(B, 1, 1, T, T)`` for packed rows, with their `positions` ``(B, T)``)
-    and the rotary frequencies, and returns the activations with this
-    block's keys and values ``(B, T_k, kv_heads, head_dim)``.
+    and the rotary frequencies, and returns the activations with keys and values: the whole
+    model's cache ``(layers, B, T_k, kv_heads, head_dim)`` passed in, this block's entries
+    (`layer`) written at `pos` (`lmkit.models.gpt.write_cache`), or without a cache this block's
+    own ``(B, T, kv_heads, head_dim)``.
     """
 
     def __init__(self, embed_dim: int, heads: int, kv_heads: int, head_dim: int, ffn_dim: int,
@@ -129,8 +131,8 @@ class LlamaBlock(keras.layers.Layer):
         return y if bias is None else y + bias
 
     def call(self, x: Any, *, batch: int, allowed: Any, freq: Any,
-             cache: tuple[Any, Any] | None = None, pos: Any = 0, positions: Any = None,
-             training: bool = False) -> tuple[Any, Any, Any]:
+             cache: tuple[Any, Any] | None = None, layer: int = 0, pos: Any = 0,
+             positions: Any = None, training: bool = False) -> tuple[Any, Any, Any]:
         h, kvh, hd = self.heads, self.kv_heads, self.head_dim
         time = ops.shape(x)[0] // batch
         if positions is None:  # packed rows pass each token's position in its segment
@@ -141,9 +143,9 @@ class LlamaBlock(keras.layers.Layer):
         k = ops.reshape(self._project(y, "k"), (batch, time, kvh, hd))
         v = ops.reshape(self._project(y, "v"), (batch, time, kvh, hd))
         q, k = rotate(q, positions, freq), rotate(k, positions, freq)  # keys cached rotated
-        if cache is not None:                                          # write at pos
-            k = ops.slice_update(cache[0], (0, pos, 0, 0), ops.cast(k, cache[0].dtype))
-            v = ops.slice_update(cache[1], (0, pos, 0, 0), ops.cast(v, cache[1].dtype))
+        if cache is not None:
+            cache = write_cache(cache, layer, pos, k, v)
+            k, v = cache[0][layer], cache[1][layer]                    # (B, T_k, KV, d)
         # query head kv * group + g reads key/value head kv (transformers' repeat_kv)
         q = ops.reshape(q, (batch, time, kvh, h // kvh, hd))            # (B, T, KV, G, d)
         scores = ops.einsum("bqkgd,bskd->bkgqs", q, k) / math.sqrt(hd)  # (B, KV, G, T, T_k)
@@ -155,6 +157,7 @@ class LlamaBlock(keras.layers.Layer):
         # -- SwiGLU MLP -----------------------------------------------------------------------
         y = self.post_attention_layernorm(x)
         y = ops.silu(self._project(y, "gate")) * self._project(y, "up")  # (B*T, F)
+        k, v = (k, v) if cache is None else cache
         return x + self._project(y, "down"), k, v
 
     def get_config(self) -> dict[str, Any]:
@@ -332,10 +335,9 @@ class Llama(LanguageModel):
 
     def _decode(self, tokens: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         pos = state["pos"]
-        x, ks, vs = self._forward(tokens, pos, (state["k"], state["v"]), False)
+        x, (k, v) = self._forward(tokens, pos, (state["k"], state["v"]), False)
         new_pos = pos + ops.shape(tokens)[1]
-        return self._logits(x), {"k": ops.stack(ks), "v": ops.stack(vs),
-                                 "pos": ops.cast(new_pos, "int32")}
+        return self._logits(x), {"k": k, "v": v, "pos": ops.cast(new_pos, "int32")}
 
     def _frequencies(self, length: Any) -> Any:
         """Rotary frequencies for a sequence of `length` positions so far: fixed, except under
@@ -351,7 +353,7 @@ class Llama(LanguageModel):
         return 1.0 / ops.power(base, exponent)
 
     def _forward(self, tokens: Any, pos: Any, cache: tuple[Any, Any] | None,
-                 training: bool, segments: Any = None) -> tuple[Any, list[Any], list[Any]]:
+                 training: bool, segments: Any = None) -> tuple[Any, tuple[Any, Any] | None]:
         batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
         positions = pos + ops.arange(time, dtype="int32")                   # (T,)
         x = ops.reshape(self._embed(tokens), (-1, self.embed_dim))          # (B*T, D)
@@ -366,16 +368,13 @@ class Llama(LanguageModel):
             causal = ops.logical_and(same, causal)[:, None, None]           # (B, 1, 1, T, T)
             windowed = ops.logical_and(same, windowed)[:, None, None]
         freq = self._frequencies(pos + time)
-        ks, vs = [], []
         for i, block in enumerate(self.blocks):
-            layer_cache = None if cache is None else (cache[0][i], cache[1][i])
             x, k, v = block(x, batch=batch, allowed=windowed if block.windowed else causal,
-                            freq=freq, cache=layer_cache, pos=pos, positions=packed,
+                            freq=freq, cache=cache, layer=i, pos=pos, positions=packed,
                             training=training)
-            ks.append(k)
-            vs.append(v)
+            cache = None if cache is None else (k, v)
         x = ops.reshape(self.norm(x), (batch, time, self.embed_dim))
-        return x, ks, vs                                                    # x: (B, T, D)
+        return x, cache                                                     # x: (B, T, D)
 
     # -- Hugging Face checkpoints ---------------------------------------------------------------
     @classmethod
