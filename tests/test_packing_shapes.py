@@ -90,7 +90,7 @@ def test_pairs_of_similar_lengths_pack_into_rows_wider_than_the_longest(monkeypa
     assert narrow.packed_width == longest < wide.packed_width
     # two pairs rarely fit a row of the longest's width: such rows are half empty
     computed = [sum(t._batch(s)[0].tokens.size for s in range(10)) for t in (narrow, wide)]
-    assert computed[1] < 0.8 * computed[0] and computed[1] < 1.2 * real
+    assert computed[1] < 0.85 * computed[0] and computed[1] < 1.25 * real
 
 
 @pytest.mark.slow  # two compiled steps of a small bert
