@@ -25,7 +25,9 @@ its own training time (lmkit: the fine-tuning's clock, compilation included; Hug
 Trainer's ``train_runtime``), from which examples/s of training = training examples x epochs ÷
 that time, and its dev accuracy: nothing in quality may get worse. lmkit's process also reports
 where its fine-tuning's time went (``phases_s``: the first dispatch holds the step's
-compilation) and the XLA programs it compiled or read from the persistent cache.
+compilation and the first `log_every` steps, one compiled call), the XLA programs it compiled or
+read from the persistent cache, and the shape of its packed rows (``packed``: width and row
+counts).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ result = lmkit.evaluate(folder, task=task, data=data, learning_rate=recipe["lear
                         clipnorm=1.0, pooling="cls", head_dropout=0.1)
 print("RESULT " + json.dumps({"accuracy": result.metrics["accuracy"],
                               "train_seconds": result.training["seconds"], "steps": result.training["steps"],
-                              "phases_s": result.training.get("phases_s"),
+                              "phases_s": result.training.get("phases_s"), "packed": result.training.get("packed"),
                               "compilations": result.training.get("compilations")}))
 """
 

@@ -1,7 +1,8 @@
 """The compiled shapes of fine-tuning and scoring: a short fine-tuning packs every batch into one
 shape (one training program) with the padded path's losses, a long one gets more shapes where
-they save computation, scoring packs in one program, and a second identical process compiles
-nothing (the persistent compilation cache)."""
+they save computation, sentence pairs of similar lengths pack into rows wider than the longest
+(with the padded path's losses), scoring packs in one program, and a second identical process
+compiles nothing (the persistent compilation cache)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,41 @@ def test_a_short_fine_tuning_packs_every_batch_into_one_shape_and_a_long_one_int
     epoch = range(long.steps_per_epoch)
     computed = [sum(t._batch(s)[0].tokens.size for s in epoch) for t in (short, long)]
     assert computed[1] < 1.15 * real < computed[0]
+
+
+def _pairs(n: int, seed: int = 7) -> Encoded:
+    """Sentence pairs of similar lengths, as MRPC's: most longer than half the longest."""
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(rng.normal(26, 5, n).round().astype(int), 8, 50)
+    return Encoded([rng.integers(4, VOCAB, k).astype(np.int32) for k in lengths], rng.integers(0, 2, n))
+
+
+def test_pairs_of_similar_lengths_pack_into_rows_wider_than_the_longest(monkeypatch):
+    from lmkit.evaluation import finetune
+
+    data = _pairs(320)  # 10 batches of 32
+    real, longest = int(data.lengths().sum()), int(data.lengths().max())
+    wide = _trainee("gpt", data, True, total=100)
+    monkeypatch.setattr(finetune, "WIDEST_PACKING", 1)  # only rows of the longest example's width
+    narrow = _trainee("gpt", data, True, total=100)
+    assert narrow.packed_width == longest < wide.packed_width
+    # two pairs rarely fit a row of the longest's width: such rows are half empty
+    computed = [sum(t._batch(s)[0].tokens.size for s in range(10)) for t in (narrow, wide)]
+    assert computed[1] < 0.85 * computed[0] and computed[1] < 1.25 * real
+
+
+@pytest.mark.slow  # two compiled steps of a small bert
+def test_rows_wider_than_the_longest_example_give_the_padded_losses_and_weights():
+    data = _pairs(24, seed=3)  # three full batches of 8
+    # a long run (of which three steps are taken): wider rows save enough to be chosen
+    packed = _trainee("bert", data, True, total=1000, batch_size=8)
+    padded = _trainee("bert", data, False, total=1000, batch_size=8)
+    assert packed.packed_width > int(data.lengths().max()) and padded.packed_width is None
+    assert packed._batch(0)[0].segments.max() > 2  # more than two examples share a row
+    padded._rows = packed._rows  # the same examples at each step
+    np.testing.assert_allclose(packed.train(0, 3), padded.train(0, 3), rtol=1e-4, atol=1e-5)
+    for a, b in zip(packed.model_arrays(), padded.model_arrays()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 @pytest.mark.slow  # two compiled steps of a small bert

@@ -26,9 +26,11 @@ of `log_every` steps, each call padded to that length with skipped steps, so eac
 compiles one program. A step of `accumulate_steps` micro-batches reads the examples of one
 batch of `batch_size * accumulate_steps`.
 
-Packing (`packing = true`, the default, where `_packed_width` allows it): batches are not
-sorted by length, and a batch's examples are packed into rows of the longest example's width
-(`lmkit.data.packing`, first-fit decreasing) instead of padded; the head reads each example from
+Packing (`packing = true`, the default, where `_packs` allows it): batches are not sorted by
+length, and a batch's examples are packed into rows (`lmkit.data.packing`, first-fit decreasing)
+instead of padded, rows as wide as the longest example or, where that fills them poorly, a few
+times wider (`_packing_width`: the width whose shapes compute least, attention's quadratic
+cost in the width included, `ATTENTION_KEYS`); the head reads each example from
 its own segment (same losses and gradients as padded, fewer positions computed), and the few
 compiled shapes are numbers of rows, chosen for the run as the pad widths are, but only as many
 (up to `PAD_WIDTHS`) as save more computation than their compilation costs
@@ -86,6 +88,20 @@ COMPILE_POSITIONS = 50_000
 #: the steps whose batches choose the shapes: the whole run up to this many, and at least the
 #: first epoch (a later batch that needs a larger shape, rare, compiles its own)
 SHAPE_STEPS = 2_000
+#: a packed row of W tokens costs about ``W * (1 + W / ATTENTION_KEYS)`` positions of work: each
+#: query attends to every key of its row (masked outside its own example), so wide rows pay a
+#: quadratic term beside the per-position matmuls. XLA's count for MiniLM's forward and backward
+#: pass on packed rows (rows x width from 22 x 104 to 6 x 400): 64 MFLOP a position, 42 kFLOP an
+#: attended (query, key) pair, so one position weighs as much as ~1,500 pairs
+ATTENTION_KEYS = 1_500
+#: packed widths tried: from the longest example up to this many times it, every `WIDTH_STEP`
+WIDEST_PACKING = 4
+WIDTH_STEP = 8
+#: rows wider than the longest example only where they save more positions over the run than
+#: this (about a second of MiniLM's training on 2 CPU cores): not for a negligible gain
+WIDER_SAVING = COMPILE_POSITIONS // 10
+#: batches (the run's first) that choose the packed width: a sample, for a run of many epochs
+WIDTH_STEPS = 100
 #: batches of one pad width in a row (the runs in random order): a dispatch of up to this many
 #: steps (`log_every`, 20 by default) is then mostly one compiled call. A constant, so the
 #: batches do not depend on `log_every`
@@ -145,11 +161,13 @@ class FinetuneTrainee:
                               layout=layout, rules=model.backbone)
         self._lengths = train.lengths()
         self._epochs: dict[int, list[np.ndarray]] = {}
-        #: the width of packed rows (`lmkit.data.packing`), or None: each example padded
-        self.packed_width = _packed_width(model, train, cfg, layout)
+        #: whether batches are packed (`lmkit.data.packing`) rather than padded
+        self.packs = _packs(model, train, cfg, layout)
+        #: the width of packed rows, or None: each example padded
+        self.packed_width = self._packing_width() if self.packs else None
         # a batch's shape: its padded width, or its number of packed rows; few chosen for the
         # run (each compiles once), the same way for both
-        self.widths = self._shapes()
+        self.widths = self._shapes(self.packed_width, self._shape_steps())[0]
 
     def _param_groups(self, cfg: EvalConfig, parts: Resolved) -> ParamGroups:
         """The head (the peak `learning_rate`) and the backbone (times
@@ -212,40 +230,60 @@ class FinetuneTrainee:
         rows: list[np.ndarray] = []
         for start in range(0, len(order), pool):
             chunk = order[start:start + pool]
-            if self.packed_width is None:
+            if not self.packs:
                 chunk = chunk[np.argsort(self._lengths[chunk], kind="stable")]
             rows += [chunk[i:i + size] for i in range(0, len(chunk), size)]
         return [rows[i] for i in rng.permutation(len(rows))]
 
-    def _needed(self, rows: np.ndarray) -> int:
-        """The longest of these examples, or the packed rows they fill."""
-        if self.packed_width is None:
+    def _needed(self, rows: np.ndarray, width: int | None) -> int:
+        """The longest of these examples (padded: `width` None), or the packed rows of `width`
+        tokens they fill."""
+        if width is None:
             return int(self._lengths[rows].max())
-        return int(first_fit(self._lengths[self._filled(rows)], self.packed_width).max()) + 1
+        return int(first_fit(self._lengths[self._filled(rows)], width).max()) + 1
 
-    def _shapes(self) -> list[int]:
-        """The shapes of the run's batches: the `pad_widths` of the first `SHAPE_STEPS` steps'
-        needs (at least the first epoch's). Packed, as many (up to `PAD_WIDTHS`) as minimise
-        the positions computed over the run plus `COMPILE_POSITIONS` per shape; padded,
-        `PAD_WIDTHS` (one width, the longest example's, would compute several times the real
-        tokens)."""
-        seen = max(self.steps_per_epoch, min(self.total, SHAPE_STEPS))
+    def _shape_steps(self) -> int:
+        """The steps whose batches choose the shapes: the run's, up to `SHAPE_STEPS`, and at
+        least the first epoch's (a later batch that needs a larger shape compiles its own)."""
+        return max(self.steps_per_epoch, min(self.total, SHAPE_STEPS))
+
+    def _packing_width(self) -> int:
+        """The width of packed rows whose shapes (`_shapes`) cost least over the run, from the
+        longest example's up to `WIDEST_PACKING` times it. Wider rows fill better (examples
+        longer than half the longest cannot share a row of its width: sentence pairs such as
+        MRPC's, of similar lengths, fill such rows to about 60 %) but pay more attention per
+        position (`ATTENTION_KEYS`); chosen on the run's first `WIDTH_STEPS` batches, wider only
+        where that saves more than `WIDER_SAVING` positions."""
+        longest = int(self._lengths.max())
+        steps = min(self._shape_steps(), WIDTH_STEPS)
+        tried = [longest, *range(longest + WIDTH_STEP, WIDEST_PACKING * longest + 1, WIDTH_STEP)]
+        cost = {width: self._shapes(width, steps)[1] for width in tried}
+        best = min(tried, key=cost.__getitem__)
+        return best if cost[longest] - cost[best] > WIDER_SAVING else longest
+
+    def _shapes(self, width: int | None, steps: int) -> tuple[list[int], float]:
+        """The shapes of the run's batches at packed `width` (None: padded) and their cost in
+        token positions over the run: the `pad_widths` of the first `steps` steps' needs.
+        Packed, as many (up to `PAD_WIDTHS`) as minimise the cost, `COMPILE_POSITIONS` per
+        shape included; padded, `PAD_WIDTHS` (one width, the longest example's, would compute
+        several times the real tokens)."""
         needed: list[int] = []
-        for epoch in range(-(-seen // self.steps_per_epoch)):
-            needed += [self._needed(rows) for rows in self._epoch_rows(epoch)]
-        needed = needed[:seen]
+        for epoch in range(-(-steps // self.steps_per_epoch)):
+            needed += [self._needed(rows, width)
+                       for rows in self._epoch_rows(epoch)[:steps - len(needed)]]
         if not needed:
-            return []
+            return [], 0.0
         # token positions per unit of a shape: a packed row, or a padded column of the batch
-        unit = self.packed_width or self.step_size * self.train_data.per_example
+        unit = _row_cost(width) if width else self.step_size * self.train_data.per_example
         per_step = unit * max(self.total, 1) / len(needed)
 
         def cost(widths: list[int]) -> float:
             computed = sum(next(w for w in widths if w >= n) for n in needed)
             return computed * per_step + COMPILE_POSITIONS * len(widths)
 
-        counts = range(1, PAD_WIDTHS + 1) if self.packed_width else (PAD_WIDTHS,)
-        return min((pad_widths(needed, k) for k in counts), key=cost)
+        counts = range(1, PAD_WIDTHS + 1) if width else (PAD_WIDTHS,)
+        return min(((shapes, cost(shapes)) for shapes in (pad_widths(needed, k) for k in counts)),
+                   key=lambda option: option[1])
 
     def _filled(self, rows: np.ndarray) -> np.ndarray:
         """A short last batch filled up to `step_size` examples with copies of its shortest
@@ -255,7 +293,7 @@ class FinetuneTrainee:
         return np.concatenate([rows, np.full(self.step_size - len(rows), shortest)])
 
     def _width(self, rows: np.ndarray) -> int:
-        needed = self._needed(rows)
+        needed = self._needed(rows, self.packed_width)
         return next((w for w in self.widths if w >= needed), needed)
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
@@ -375,15 +413,16 @@ class FinetuneTrainee:
         self.step.sync()
 
 
-def _packed_width(model: Any, train: Encoded, cfg: EvalConfig, layout: Layout | None) -> int | None:
-    """The width of packed rows when this fine-tuning packs its examples (`packing`), else None.
+def _packs(model: Any, train: Encoded, cfg: EvalConfig, layout: Layout | None) -> bool:
+    """Whether this fine-tuning packs its examples (`packing`): where `_packable` says so; a
+    step split into parts or micro-batches or over a mesh cuts rows, not examples, so those pad."""
+    return bool(cfg.packing and layout is None and cfg.accumulate_steps == 1
+                and cfg.batch_parts == 1 and _packable(model, train))
 
-    It packs where `_packable` says so; a step split into parts or micro-batches or over a mesh
-    cuts rows, not examples, so those pad."""
-    if not (cfg.packing and layout is None and cfg.accumulate_steps == 1
-            and cfg.batch_parts == 1 and _packable(model, train)):
-        return None
-    return int(train.lengths().max())
+
+def _row_cost(width: int) -> float:
+    """The work of one packed row of `width` tokens, in token positions (`ATTENTION_KEYS`)."""
+    return width * (1 + width / ATTENTION_KEYS)
 
 
 def _packable(model: Any, data: Encoded) -> bool:
