@@ -5,7 +5,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -173,7 +174,7 @@ def _prepare(run_or_path: Any, task: "str | Task", data: Any, config: Any,
     parts = resolve(cfg, backbone=_backbone_kind(source), task_loss=task.shape.loss,
                     steps=cfg.total_steps(len(train)) if train is not None else 0,
                     context=getattr(model, "max_context", None),
-                    fine_tuned=source.options if isinstance(source, FineTuned) else None)
+                    fine_tuned=dict(source.options) if isinstance(source, FineTuned) else None)
     if task.shape.has("own_choices") and parts.loss.has("label_smoothing"):
         raise ConfigError(f"{task.name} pads each example's candidates to one width, and label smoothing "
                           f"would spread probability onto the padding; use loss='cross_entropy' (the default)")
@@ -360,7 +361,7 @@ class FineTuned(NamedTuple):
     task: Task
     encode: Any = None  #: the task's encoder (`Shape.head`), with which scoring it again reads examples
     #: the options it was scored with (`SCORING_OPTIONS`), the defaults of scoring it again and of `decode`
-    options: dict[str, Any] = {}
+    options: Mapping[str, Any] = MappingProxyType({})  # read-only: a default shared by every instance
 
     def decode(self, sources: "str | list[str]", **options: Any) -> list[str]:
         """A generation task's outputs for `sources`, decoded as the scored ones were (`options`:
