@@ -312,6 +312,47 @@ def test_an_evaluation_compiled_beside_the_training_step_scores_the_same() -> No
 
 
 @pytest.mark.slow
+def test_a_training_step_compiled_ahead_trains_the_same_without_compiling_again() -> None:
+    """`prepare_training` compiles the step in the background thread (how `lmkit train`
+    traces its evaluation and sample meanwhile); the first `train` then asks XLA for no
+    program and takes the same steps as a step compiled on first use."""
+    import keras
+
+    from lmkit.build import build_model
+    from lmkit.config import TrainConfig
+    from lmkit.losses import build_loss
+    from lmkit.optim import build_optimizer
+    from lmkit.paths import compilations, enable_compilation_cache
+    from lmkit.schedules import build_schedule
+    from lmkit.training.step import make_stepper
+
+    enable_compilation_cache()
+    cfg = TrainConfig(**{**TINY, "data": "tinyshakespeare"})
+    full = np.random.default_rng(1).integers(0, 40, (3, cfg.batch_size, cfg.seq_len + 1))
+    xs, ys = full[..., :-1].astype(np.int32), full[..., 1:].astype(np.int32)
+
+    def trained(ahead: bool) -> tuple[int, np.ndarray, list[np.ndarray]]:
+        keras.utils.set_random_seed(0)
+        model = build_model(cfg, 40)
+        stepper = make_stepper(model, build_optimizer(cfg, build_schedule(cfg, 10)),
+                               build_loss(cfg), ["loss"], 5)
+        if ahead:
+            stepper.prepare_training(xs, ys)
+            stepper._train_ready.result()
+        before = sum(compilations().values())
+        losses = stepper.train(xs, ys)
+        return sum(compilations().values()) - before, losses, stepper.model_arrays()
+
+    asked, losses, weights = trained(ahead=False)
+    asked_ahead, losses_ahead, weights_ahead = trained(ahead=True)
+    assert asked >= 1 and asked_ahead == 0
+    np.testing.assert_array_equal(losses_ahead, losses)
+    for a, b in zip(weights_ahead, weights):
+        np.testing.assert_array_equal(a, b)
+    keras.backend.clear_session()
+
+
+@pytest.mark.slow
 def test_automatic_batch_parts_follow_the_architecture_and_batch() -> None:
     from lmkit.build import build_model
     from lmkit.config import TrainConfig

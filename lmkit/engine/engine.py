@@ -47,7 +47,7 @@ from lmkit.engine.rundir import CHECKPOINT, METRICS, SUMMARY, RunDir
 from lmkit.engine.tracking import open_trackers
 from lmkit.errors import LmkitWarning, RunWarning, TrainingDiverged
 
-__all__ = ["Trainee", "Plan", "Job", "Outcome", "run", "auto_steps_per_dispatch",
+__all__ = ["Trainee", "Plan", "Job", "Outcome", "run", "auto_steps_per_dispatch", "dispatch_steps",
            "auto_eval_every", "TIME_BUDGET"]
 
 #: end reason of a training stopped by `Plan.max_seconds`
@@ -158,6 +158,23 @@ def auto_steps_per_dispatch(*intervals: int) -> int:
     shape and compiles once."""
     period = math.gcd(*intervals)
     return next(k for k in (10, 8, 5, 4, 2, 1) if period % k == 0)
+
+
+def dispatch_steps(plan: Plan, step: int) -> int:
+    """How many steps the dispatch after `step` fuses: up to `Plan.steps_per_dispatch`, ending
+    at the next evaluation, checkpoint or the last step (before any time budget cuts it). A
+    client may compile the first dispatch ahead with it (``dispatch_steps(plan, 0)``).
+
+    >>> dispatch_steps(Plan(total_steps=300, checkpoint_every=500, eval_every=50,
+    ...                     steps_per_dispatch=10), 0)
+    10
+    >>> dispatch_steps(Plan(total_steps=8, checkpoint_every=4, steps_per_dispatch=10), 2)
+    2
+    """
+    boundaries = [plan.total_steps, (step // plan.checkpoint_every + 1) * plan.checkpoint_every]
+    if plan.eval_every:
+        boundaries.append((step // plan.eval_every + 1) * plan.eval_every)
+    return min(plan.steps_per_dispatch, *(b - step for b in boundaries))
 
 
 class _Emitter:
@@ -338,10 +355,7 @@ def _loop(trainee: Trainee, plan: Plan, job: Job, run_dir: RunDir | None, emit: 
         try:
             while step < total and not stop.is_set():
                 t_chunk = time.monotonic()
-                boundaries = [total, (step // plan.checkpoint_every + 1) * plan.checkpoint_every]
-                if plan.eval_every:
-                    boundaries.append((step // plan.eval_every + 1) * plan.eval_every)
-                k = min(plan.steps_per_dispatch, *(b - step for b in boundaries))
+                k = dispatch_steps(plan, step)
                 if plan.max_seconds is not None:
                     # as many steps as fit in what is left, at the last dispatch's pace
                     left = plan.max_seconds - (t_chunk - t0)

@@ -89,7 +89,8 @@ class LanguageModelTrainee:
 
     def __init__(self, cfg: TrainConfig, parts: Resolved, stepper: Any, optimizer: Any,
                  train_ids: np.ndarray, val_ids: np.ndarray | None, tokenizer: Any,
-                 full_batch: bool, local_rows: slice | None = None) -> None:
+                 full_batch: bool, local_rows: slice | None = None,
+                 first_dispatch: int | None = None) -> None:
         self.cfg, self.stepper, self.optimizer = cfg, stepper, optimizer
         self.train_ids, self.val_ids, self.full_batch = train_ids, val_ids, full_batch
         # One optimizer step reads accumulate_steps micro-batches of batch_size windows, drawn
@@ -112,6 +113,9 @@ class LanguageModelTrainee:
             for name in {"bits_per_char", "bits_per_byte"} & set(self.metrics):  # before training
                 self._registry[name].finalize({"nll": 0.0, "count": sum(t.size for t in targets),
                                                **self._text_sizes})
+        # The step compiles first, the longest; the evaluation is traced while it compiles.
+        if first_dispatch and not full_batch:
+            stepper.prepare_training(*self._batches(0, first_dispatch))
         first = next(self._eval_batches(), None) if val_ids is not None else None
         if first is not None:  # compiled beside the training step, ready for the first evaluation
             stepper.prepare_evaluation(first[0].shape)
@@ -120,16 +124,20 @@ class LanguageModelTrainee:
         return sequential_batches(self.val_ids, self.cfg.seq_len, self.cfg.batch_size,
                                 self.cfg.eval_batches or None)
 
+    def _batches(self, step: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The windows of steps ``step + 1 .. step + k``, stacked as the stepper takes them."""
+        xs, ys = self.sampler.batches(step, k, self._rows)
+        if self.cfg.accumulate_steps > 1:  # (k, accumulate, B, T): micro-batch m is rows m*B..
+            xs, ys = (a.reshape(k, self.cfg.accumulate_steps, -1, a.shape[-1]) for a in (xs, ys))
+        return xs, ys
+
     def train(self, step: int, k: int) -> np.ndarray:
         if self.full_batch:  # one step is one pass: the mean gradient of every window
             n_train = len(self.train_ids) - 1
             batches = ((x, y, x.size / n_train) for x, y in
                        sequential_batches(self.train_ids, self.cfg.seq_len, self.cfg.batch_size))
             return np.array([self.stepper.accumulate(batches)], dtype=np.float32)
-        xs, ys = self.sampler.batches(step, k, self._rows)
-        if self.cfg.accumulate_steps > 1:  # (k, accumulate, B, T): micro-batch m is rows m*B..
-            xs, ys = (a.reshape(k, self.cfg.accumulate_steps, -1, a.shape[-1]) for a in (xs, ys))
-        return self.stepper.train(xs, ys)
+        return self.stepper.train(*self._batches(step, k))
 
     def evaluate(self) -> dict[str, float]:
         if self.val_ids is None:
@@ -341,11 +349,6 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
             if not resume:
                 save_tokenizer(tokenizer, run_dir.file(TOKENIZER))
 
-    trainee = LanguageModelTrainee(cfg, parts, stepper, optimizer, train_ids, val_ids, tokenizer,
-                                   full_batch, layout.local_rows(cfg.batch_size) if layout else None)
-    # the final sample's programs compile beside the first dispatch too (after the evaluation)
-    sample_ready = _prepare_sample(cfg, model, tokenizer, lead and layout is None)
-    phases.lap("build")  # the trainee traces its evaluation (compiled beside the first dispatch)
     eval_every = cfg.eval_every or engine.auto_eval_every(total)
     plan = engine.Plan(
         total_steps=total, checkpoint_every=cfg.checkpoint_every, eval_every=eval_every,
@@ -356,6 +359,12 @@ def _train(cfg: TrainConfig, parts: Resolved, corpus: Any, val_corpus: Any, run_
         tokens_per_step=len(train_ids) if full_batch else tokens_per_step,
         steps_per_epoch=1.0 if full_batch else len(train_ids) / tokens_per_step,
     )
+    trainee = LanguageModelTrainee(cfg, parts, stepper, optimizer, train_ids, val_ids, tokenizer,
+                                   full_batch, layout.local_rows(cfg.batch_size) if layout else None,
+                                   None if resume else engine.dispatch_steps(plan, 0))
+    # the final sample's programs compile beside the first dispatch too (after the evaluation)
+    sample_ready = _prepare_sample(cfg, model, tokenizer, lead and layout is None)
+    phases.lap("build")  # the trainee traces its evaluation (compiled beside the first dispatch)
     n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     # what trains and what the optimizer keeps (a LoRA run: the adapters and their moments)
     counts = stepper.step.groups.counts() if hasattr(stepper, "step") else {}

@@ -14,6 +14,9 @@ Both steppers share one contract, used by the language-model client of the engin
 - ``accumulate(batches) -> loss``: one optimizer step on the mean gradient of many batches
   (full-batch gradient descent).
 - ``evaluate(batches) -> sums``: metric sums over batches, memory bounded by one batch.
+- ``prepare_training(xs, ys)``: start compiling the training step for batches like these now
+  (on JAX, in a thread), so that what is traced next (the evaluation, the final sample) is
+  traced while it compiles; the first `train` of that shape waits for it.
 - ``prepare_evaluation(shape)``: start compiling the evaluation of batches of `shape` now, beside
   the training step's compilation (on JAX, in a thread: XLA:CPU compiles on one core), so the
   first evaluation does not wait for its own compilation.
@@ -85,9 +88,10 @@ def compile_in_background(lowered: Any) -> Any:
     """Compile `lowered` (a ``jax.stages.Lowered``) in lmkit's background compile thread; a
     future of the compiled program.
 
-    XLA:CPU compiles one program on one core, so programs a training needs later (its
-    evaluation, its final sample) compile there beside the training step's own compilation.
-    One thread, first come first served: the evaluation, needed first, is queued first. A later
+    XLA:CPU compiles one program on one core, and the GIL is released meanwhile, so the main
+    thread traces the next program while this one compiles. One thread, first come first
+    served, in the order a training needs them: its step, its evaluation, its final sample
+    (programs compiling side by side would slow the step, needed first). A later
     call of the same ``jax.jit`` function on the same shapes runs the program compiled here
     (JAX keeps the lowering and its executable in memory; it also lands in the persistent
     compilation cache when that is on).
@@ -154,6 +158,8 @@ class JaxStepper:
             return _eval_sums(loss_fn, metric_names, top_k, y, logits)
 
         self._eval_batch = eval_batch
+        #: future of the training step compiled ahead (`prepare_training`), until `train` waits for it
+        self._train_ready: Any = None
         #: (batch shape, future of the compiled evaluation) from `prepare_evaluation`
         self._prepared: tuple[tuple[int, ...], Any] | None = None
 
@@ -179,10 +185,24 @@ class JaxStepper:
         lowered = self._eval_batch.lower(*avals, batch, batch)
         self._prepared = (tuple(shape), compile_in_background(lowered))
 
+    def prepare_training(self, xs: np.ndarray, ys: np.ndarray) -> None:
+        """Compile the training step for batches shaped like ``xs, ys`` in the background.
+
+        Traced here, compiled (or read from the persistent cache) in the compile thread, so
+        what the caller traces next (the evaluation, the final sample) is traced while the step
+        compiles instead of before. The first `train` waits for it, and its call then finds
+        the program compiled. Only on one device, as `prepare_evaluation`.
+        """
+        if self.layout is None:
+            self._train_ready = compile_in_background(self.step.lower(xs, ys))
+
     def train(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """`k` optimizer steps on ``xs, ys`` of shape ``(k, B, T)``, or ``(k, accumulate, B, T)``
         with gradient accumulation; on a mesh of many processes, B is this process's rows
         (`Layout.local_rows`)."""
+        if self._train_ready is not None:  # compiled ahead: never a second compilation beside it
+            self._train_ready.result()
+            self._train_ready = None
         return np.asarray(self.step.train(xs, ys))
 
     def accumulate(self, batches: Iterable[tuple[np.ndarray, np.ndarray, float]]) -> float:
@@ -260,6 +280,9 @@ class FitStepper:
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(keras.ops.convert_to_numpy(v))
         return sums
+
+    def prepare_training(self, xs: np.ndarray, ys: np.ndarray) -> None:
+        """Nothing to prepare: Keras compiles its own training step on first use."""
 
     def prepare_evaluation(self, shape: tuple[int, ...]) -> None:
         """Nothing to prepare: Keras compiles its own evaluation on first use."""
