@@ -93,6 +93,20 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_keeps_the_run(tmp_path: Path, sig: 
     assert (out / "checkpoint.npz").is_file() and (out / "model.keras").is_file()
 
 
+@pytest.mark.slow
+def test_lmkit_train_imports_keras_without_what_training_never_uses() -> None:
+    """`lmkit train` imports Keras without scikit-learn, matplotlib, pandas, IPython and
+    requests (a third of Keras's import); afterwards each imports as usual."""
+    extras = ("sklearn", "matplotlib", "pandas", "IPython", "requests")
+    code = (f"import sys, lmkit.cli as cli; cli._import_keras_lean(); import keras; "
+            f"print([n for n in {extras!r} if n in sys.modules]); "
+            f"import {', '.join(extras)}; print(keras.ops.sum(keras.ops.ones(3)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["[]", "3.0"]
+
+
 def test_a_config_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "latin1.toml"

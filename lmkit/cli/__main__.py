@@ -1,7 +1,5 @@
 """``python -m lmkit.cli``: the `lmkit` command."""
 
-import sys
+from lmkit.cli import run
 
-from lmkit.cli import main
-
-sys.exit(main())
+run()
