@@ -23,7 +23,8 @@ the entries before it), and prompts of one length take exactly `max_new_tokens` 
 `generate` does after its prefill. A recurrent state (``h``/``c``) cannot rewind: it takes the
 common prefix (the shortest prompt rounded down to a multiple of 16) and is then fed the same way,
 so no row ever sees padding. Models without a state recompute the buffer each step. Beams reorder
-the state along its batch axis (found by comparing ``init_state(1)`` with ``init_state(2)``).
+the state along its batch axis (found by comparing ``init_state(1)`` with ``init_state(2)``), a
+KV cache only at the positions the search wrote (`_reorder`).
 Rows are batched by prompt length (`lmkit.forward.plan`), so a call compiles one program per
 (rows, prompt width) it meets.
 
