@@ -50,6 +50,8 @@ __all__ = ["Search", "search"]
 _NEVER = -1.0e9
 #: beams reorder a KV cache in chunks of this many positions, only those the search has written
 _CHUNK = 8
+#: per leaf of a decoding state, its rows' axis and its positions' axis (None: it has none)
+_Axes = tuple[tuple[int | None, int | None], ...]
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ def _continuation(row: np.ndarray, length: int, settings: Search) -> list[int]:
     return new
 
 
-def _fed(axes: tuple[tuple[int | None, int | None], ...] | None, rewinds: bool, prompt_width: int, width: int,
+def _fed(axes: _Axes | None, rewinds: bool, prompt_width: int, width: int,
          shortest: int) -> tuple[int, bool]:
     """``(tokens fed before the loop, whether the loop starts at the shortest prompt's last
     token)``: a rewindable state takes the whole prompt buffer and rewinds; a model without state
@@ -143,7 +145,7 @@ def _fed(axes: tuple[tuple[int | None, int | None], ...] | None, rewinds: bool, 
     return BUCKET * ((shortest - 1) // BUCKET), False
 
 
-def _state_axes(model: Any) -> tuple[tuple[int | None, int | None], ...] | None:
+def _state_axes(model: Any) -> _Axes | None:
     """Per leaf of the model's decoding state, ``(the axis that holds the rows, the axis that
     holds positions)``, None where there is none (`gpt`'s position is shared, a recurrent state
     has no positions), found by comparing states of 1 and 2 rows, and of 1 and 2 `_CHUNK`
@@ -176,7 +178,7 @@ def _takes_length(model: Any) -> bool:
 
 
 def _search_body(model: Any, buffer: Any, lengths: Any, *,
-                 static: tuple[Search, tuple[int, bool], tuple[tuple[int | None, int | None], ...] | None]) -> Any:
+                 static: tuple[Search, tuple[int, bool], _Axes | None]) -> Any:
     """The whole search of one batch, traced: ``buffer`` (B, L) prompts at the start of each row,
     ``lengths`` (B,) their lengths. Returns each row's best sequence (B, L)."""
     import jax
@@ -254,8 +256,7 @@ def _init_state(model: Any, rows: int, width: int) -> Any:
     return model.init_state(rows)
 
 
-def _reorder(state: Any, order: Any, axes: tuple[tuple[int | None, int | None], ...], first: Any,
-             last: Any) -> Any:
+def _reorder(state: Any, order: Any, axes: _Axes, first: Any, last: Any) -> Any:
     """`state` with its rows taken in `order` (each beam gets its parent's state). A leaf with
     positions (a KV cache) is reordered only at the chunks of positions the search wrote, `first`
     to `last`: before `first` every beam of a row holds the same entries (the prompt, fed before
@@ -265,10 +266,12 @@ def _reorder(state: Any, order: Any, axes: tuple[tuple[int | None, int | None], 
     import jax
     import jax.numpy as jnp
 
+    def whole(leaf: Any, ax: tuple[int | None, int | None]) -> Any:  # a leaf without positions
+        rows, positions = ax
+        return leaf if rows is None or positions is not None else jnp.take(leaf, order, rows, mode="clip")
+
     like = _tree_like(state, axes)
-    state = jax.tree_util.tree_map(
-        lambda leaf, ax: leaf if ax[0] is None or ax[1] is not None else jnp.take(leaf, order, ax[0], mode="clip"),
-        state, like)
+    state = jax.tree_util.tree_map(whole, state, like)
 
     def chunk(c: Any, state: Any) -> Any:
         def one(leaf: Any, ax: tuple[int | None, int | None]) -> Any:

@@ -270,7 +270,8 @@ def test_gpt_context_and_cache():
     model = tiny("gpt", seq_len=12)
     assert model.max_context == 12
     state = model.init_state(2)
-    assert len(state["k"]) == 2 and tuple(state["k"][0].shape) == (2, 2, 12, 8)  # per layer: (B, heads, seq_len, head_dim)
+    # one array per layer: (B, heads, seq_len, head_dim)
+    assert len(state["k"]) == 2 and tuple(state["k"][0].shape) == (2, 2, 12, 8)
     _, state = model.decode(tokens()[:, :4], state)
     assert int(numpy(state["pos"])) == 4
 

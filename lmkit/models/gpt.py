@@ -45,7 +45,7 @@ from lmkit.models.base import (PACKING, REWIND, HostNormal, LanguageModel, check
                                check_choice, check_positive_int, check_rate, segment_masks)
 from lmkit.registry import architectures
 
-__all__ = ["GPT", "Block", "rotate", "kv_cache", "advanced", "write_cache"]
+__all__ = ["GPT", "Block", "rotate", "kv_cache", "kv_after", "write_cache"]
 
 _NEG_INF = -1e9  # masked attention score; finite so that fully masked rows stay NaN-free
 MLPS = ("gelu", "relu2")
@@ -95,7 +95,7 @@ def kv_cache(layers: int, shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
     return {"k": zeros(), "v": zeros(), "pos": ops.zeros((), dtype="int32")}
 
 
-def advanced(state: dict[str, Any], cache: list[tuple[Any, Any]], fed: Any) -> dict[str, Any]:
+def kv_after(state: dict[str, Any], cache: list[tuple[Any, Any]], fed: Any) -> dict[str, Any]:
     """The decoding state after `fed` tokens: each layer's cache (keys, values) as written."""
     return {"k": tuple(k for k, _ in cache), "v": tuple(v for _, v in cache),
             "pos": ops.cast(state["pos"] + fed, "int32")}
@@ -330,7 +330,7 @@ class GPT(LanguageModel):
 
     def _decode(self, tokens: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         x, cache = self._forward(tokens, state["pos"], list(zip(state["k"], state["v"])), False)
-        return self._logits(x), advanced(state, cache, ops.shape(tokens)[1])
+        return self._logits(x), kv_after(state, cache, ops.shape(tokens)[1])
 
     def _forward(self, tokens: Any, pos: Any, cache: list[tuple[Any, Any]] | None,
                  training: bool, segments: Any = None) -> tuple[Any, list[tuple[Any, Any]] | None]:

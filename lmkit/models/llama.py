@@ -37,7 +37,7 @@ from keras import ops
 from lmkit.errors import ConfigError, RunError
 from lmkit.models.base import (PACKING, REWIND, HFWeight, HostNormal, LanguageModel, check_bool,
                                check_choice, check_positive_int, check_rate, segment_masks)
-from lmkit.models.gpt import advanced, kv_cache, rotate, write_cache
+from lmkit.models.gpt import kv_after, kv_cache, rotate, write_cache
 from lmkit.registry import architectures
 
 __all__ = ["Llama", "LlamaBlock", "llama_hf_weights", "rope_frequencies", "HF_MODEL_TYPES",
@@ -332,7 +332,7 @@ class Llama(LanguageModel):
 
     def _decode(self, tokens: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         x, cache = self._forward(tokens, state["pos"], list(zip(state["k"], state["v"])), False)
-        return self._logits(x), advanced(state, cache, ops.shape(tokens)[1])
+        return self._logits(x), kv_after(state, cache, ops.shape(tokens)[1])
 
     def _frequencies(self, length: Any) -> Any:
         """Rotary frequencies for a sequence of `length` positions so far: fixed, except under
