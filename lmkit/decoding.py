@@ -23,7 +23,8 @@ the entries before it), and prompts of one length take exactly `max_new_tokens` 
 `generate` does after its prefill. A recurrent state (``h``/``c``) cannot rewind: it takes the
 common prefix (the shortest prompt rounded down to a multiple of 16) and is then fed the same way,
 so no row ever sees padding. Models without a state recompute the buffer each step. Beams reorder
-the state along its batch axis (found by comparing ``init_state(1)`` with ``init_state(2)``).
+the state along its batch axis (found by comparing ``init_state(1)`` with ``init_state(2)``), a
+KV cache only at the positions the search wrote (`_reorder`).
 Rows are batched by prompt length (`lmkit.forward.plan`), so a call compiles one program per
 (rows, prompt width) it meets.
 
@@ -47,6 +48,10 @@ __all__ = ["Search", "search"]
 
 #: a log-probability no real continuation reaches (the value `transformers` uses)
 _NEVER = -1.0e9
+#: beams reorder a KV cache in chunks of this many positions, only those the search has written
+_CHUNK = 8
+#: per leaf of a decoding state, its rows' axis and its positions' axis (None: it has none)
+_Axes = tuple[tuple[int | None, int | None], ...]
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ def search(model: Any, prompts: Sequence[Sequence[int]], settings: Search = Sear
             raise ConfigError(f"prompt {i} has no tokens: decoding needs at least one token of context")
     context = getattr(model, "max_context", None)
     values = [v.value for v in model.variables]
-    axes = _batch_axes(model)
+    axes = _state_axes(model)
     entry = architectures.entry_of(model)
     rewinds = entry is not None and entry.has(REWIND)
     found: list[list[int]] = [[] for _ in rows]
@@ -127,7 +132,7 @@ def _continuation(row: np.ndarray, length: int, settings: Search) -> list[int]:
     return new
 
 
-def _fed(axes: tuple[int | None, ...] | None, rewinds: bool, prompt_width: int, width: int,
+def _fed(axes: _Axes | None, rewinds: bool, prompt_width: int, width: int,
          shortest: int) -> tuple[int, bool]:
     """``(tokens fed before the loop, whether the loop starts at the shortest prompt's last
     token)``: a rewindable state takes the whole prompt buffer and rewinds; a model without state
@@ -140,24 +145,40 @@ def _fed(axes: tuple[int | None, ...] | None, rewinds: bool, prompt_width: int, 
     return BUCKET * ((shortest - 1) // BUCKET), False
 
 
-def _batch_axes(model: Any) -> tuple[int | None, ...] | None:
-    """Per leaf of the model's decoding state, the axis that holds the rows (None: shared, like
-    `gpt`'s position); None for a model without state."""
-    import jax
-
+def _state_axes(model: Any) -> _Axes | None:
+    """Per leaf of the model's decoding state, ``(the axis that holds the rows, the axis that
+    holds positions)``, None where there is none (`gpt`'s position is shared, a recurrent state
+    has no positions), found by comparing states of 1 and 2 rows, and of 1 and 2 `_CHUNK`
+    positions; None for a model without state."""
     one = model.init_state(1) if hasattr(model, "init_state") else None
     if one is None:
         return None
-    two = model.init_state(2)
+    rows = _differing_axes(one, model.init_state(2))
+    if not _takes_length(model):
+        return tuple((axis, None) for axis in rows)
+    positions = _differing_axes(model.init_state(1, length=_CHUNK), model.init_state(1, length=2 * _CHUNK))
+    return tuple(zip(rows, positions))
+
+
+def _differing_axes(a: Any, b: Any) -> tuple[int | None, ...]:
+    """Per leaf of two states, the first axis on which their shapes differ (None: none)."""
+    import jax
+
     axes = []
-    for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(two)):
-        differ = [k for k, (x, y) in enumerate(zip(np.shape(a), np.shape(b))) if x != y]
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        differ = [k for k, (m, n) in enumerate(zip(np.shape(x), np.shape(y))) if m != n]
         axes.append(differ[0] if differ else None)
     return tuple(axes)
 
 
+def _takes_length(model: Any) -> bool:
+    import inspect
+
+    return "length" in inspect.signature(model.init_state).parameters
+
+
 def _search_body(model: Any, buffer: Any, lengths: Any, *,
-                 static: tuple[Search, int, tuple[int | None, ...] | None]) -> Any:
+                 static: tuple[Search, tuple[int, bool], _Axes | None]) -> Any:
     """The whole search of one batch, traced: ``buffer`` (B, L) prompts at the start of each row,
     ``lengths`` (B,) their lengths. Returns each row's best sequence (B, L)."""
     import jax
@@ -179,7 +200,7 @@ def _search_body(model: Any, buffer: Any, lengths: Any, *,
         if from_shortest:  # rows still in their prompts rewrite their cache entries from here on
             state = model.rewind_state(state, start)
         state = jax.tree_util.tree_map(
-            lambda leaf, ax: leaf if ax is None else jnp.repeat(leaf, k, axis=ax),
+            lambda leaf, ax: leaf if ax[0] is None else jnp.repeat(leaf, k, axis=ax[0]),
             state, _tree_like(state, axes))  # a row's K beams side by side: row b * K + beam
     seqs = jnp.broadcast_to(buffer[:, None], (rows, k, width))
     carry = dict(t=start, state=state, seqs=seqs,
@@ -213,9 +234,8 @@ def _search_body(model: Any, buffer: Any, lengths: Any, *,
         pick = lambda a, b: jnp.where(active.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
         source = pick(chosen["source"], jnp.broadcast_to(jnp.arange(k), (rows, k)))
         order = (jnp.arange(rows)[:, None] * k + source).reshape(-1)
-        if stateful and k > 1:  # greedy never reorders: skip a copy of the whole cache per token
-            state = jax.tree_util.tree_map(lambda leaf, ax: leaf if ax is None else jnp.take(leaf, order, axis=ax),
-                                           state, _tree_like(state, axes))
+        if stateful and k > 1:  # greedy never reorders
+            state = _reorder(state, order, axes, start, t)
         return dict(t=t + 1, state=state, **{key: pick(chosen[key], c[key]) for key in
                                              ("seqs", "scores", "done_seqs", "done_scores", "done", "open")})
 
@@ -226,18 +246,48 @@ def _search_body(model: Any, buffer: Any, lengths: Any, *,
 
 
 def _init_state(model: Any, rows: int, width: int) -> Any:
-    """The model's decoding state for `rows` rows, its KV cache only `width` positions long where
-    the model takes a length (`gpt`, `llama`): attention reads and beams reorder only the positions
-    the search can reach, not the whole context (48 of GPT-2's 1,024 in `lmkit bench decode_hf`:
-    about 10x faster)."""
-    import inspect
-
-    if "length" in inspect.signature(model.init_state).parameters:
-        return model.init_state(rows, length=width)
+    """The model's decoding state for `rows` rows, its KV cache only `width` positions long
+    (rounded up to whole `_CHUNK`s) where the model takes a length (`gpt`, `llama`): attention
+    reads and beams reorder only the positions the search can reach, not the whole context (48 of
+    GPT-2's 1,024 in `lmkit bench decode_hf`: about 10x faster). Positions past `width` are never
+    written, so never attended to."""
+    if _takes_length(model):
+        return model.init_state(rows, length=-(-width // _CHUNK) * _CHUNK)
     return model.init_state(rows)
 
 
-def _tree_like(state: Any, axes: tuple[int | None, ...]) -> Any:
+def _reorder(state: Any, order: Any, axes: _Axes, first: Any, last: Any) -> Any:
+    """`state` with its rows taken in `order` (each beam gets its parent's state). A leaf with
+    positions (a KV cache) is reordered only at the chunks of positions the search wrote, `first`
+    to `last`: before `first` every beam of a row holds the same entries (the prompt, fed before
+    the beams parted), after `last` each entry is written before it is read. A chunk is gathered
+    and written back in place; gathering the whole cache made a new one that XLA then copied into
+    the loop's, twice the cache per token."""
+    import jax
+    import jax.numpy as jnp
+
+    def whole(leaf: Any, ax: tuple[int | None, int | None]) -> Any:  # a leaf without positions
+        rows, positions = ax
+        return leaf if rows is None or positions is not None else jnp.take(leaf, order, rows, mode="clip")
+
+    like = _tree_like(state, axes)
+    state = jax.tree_util.tree_map(whole, state, like)
+
+    def chunk(c: Any, state: Any) -> Any:
+        def one(leaf: Any, ax: tuple[int | None, int | None]) -> Any:
+            rows, positions = ax
+            if rows is None or positions is None:
+                return leaf
+            part = jax.lax.dynamic_slice_in_dim(leaf, c * _CHUNK, _CHUNK, axis=positions)
+            return jax.lax.dynamic_update_slice_in_dim(leaf, jnp.take(part, order, rows, mode="clip"),
+                                                       c * _CHUNK, axis=positions)
+
+        return jax.tree_util.tree_map(one, state, like)
+
+    return jax.lax.fori_loop(first // _CHUNK, last // _CHUNK + 1, chunk, state)
+
+
+def _tree_like(state: Any, axes: tuple[Any, ...]) -> Any:
     import jax
 
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state), list(axes))

@@ -109,15 +109,17 @@ def test_prompts_of_different_lengths_in_one_batch_decode_as_generate_does_each_
 
 
 @pytest.mark.slow
-def test_a_prompt_padded_past_the_context_decodes_as_generate_does(tmp_path):
+@pytest.mark.parametrize("positions, length, beams, new", [(40, 35, 2, 5), (37, 25, 4, 12)])
+def test_a_prompt_padded_past_the_context_decodes_as_generate_does(tmp_path, positions, length, beams, new):
     """A 35-token prompt pads to 48 tokens, past a context of 40: decoding feeds only what the
-    cache holds."""
+    cache holds. With a context of 37 the cache is rounded up to whole chunks of the beams'
+    reorder (40 positions, 3 never written), so no chunk overlaps another."""
     from lmkit.decoding import Search, search
 
-    hf_model, model = tiny_gpt2(tmp_path, positions=40)
-    prompt = _prompt(35)
-    expected = hf_generate(hf_model, prompt, -1, num_beams=2, max_new_tokens=5)
-    assert search(model, [prompt], Search(num_beams=2, max_new_tokens=5)) == [expected]
+    hf_model, model = tiny_gpt2(tmp_path, positions=positions)
+    prompt = _prompt(length)
+    expected = hf_generate(hf_model, prompt, -1, num_beams=beams, max_new_tokens=new)
+    assert search(model, [prompt], Search(num_beams=beams, max_new_tokens=new)) == [expected]
 
 
 @pytest.mark.slow

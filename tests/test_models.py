@@ -270,7 +270,8 @@ def test_gpt_context_and_cache():
     model = tiny("gpt", seq_len=12)
     assert model.max_context == 12
     state = model.init_state(2)
-    assert tuple(state["k"].shape) == (2, 2, 12, 2, 8)   # (layers, B, seq_len, heads, head_dim)
+    # one array per layer: (B, heads, seq_len, head_dim)
+    assert len(state["k"]) == 2 and tuple(state["k"][0].shape) == (2, 2, 12, 8)
     _, state = model.decode(tokens()[:, :4], state)
     assert int(numpy(state["pos"])) == 4
 

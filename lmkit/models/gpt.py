@@ -45,7 +45,7 @@ from lmkit.models.base import (PACKING, REWIND, HostNormal, LanguageModel, check
                                check_choice, check_positive_int, check_rate, segment_masks)
 from lmkit.registry import architectures
 
-__all__ = ["GPT", "Block", "rotate", "write_cache"]
+__all__ = ["GPT", "Block", "rotate", "kv_cache", "kv_after", "write_cache"]
 
 _NEG_INF = -1e9  # masked attention score; finite so that fully masked rows stay NaN-free
 MLPS = ("gelu", "relu2")
@@ -87,13 +87,29 @@ def rotate(x: Any, positions: Any, freq: Any = None) -> Any:
     return ops.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
 
 
-def write_cache(cache: tuple[Any, Any], layer: int, pos: Any, k: Any, v: Any) -> tuple[Any, Any]:
-    """The stacked KV cache ``(keys, values)``, each ``(layers, B, T_k, H, d)``, with `k` and `v`
-    ``(B, T, H, d)`` written at (`layer`, `pos`). One update of the whole cache, done in place
-    in a compiled decoding loop: writing into each layer's slice and stacking the layers again
-    copied the cache twice per token."""
-    return tuple(ops.slice_update(c, (layer, 0, pos, 0, 0), ops.cast(t, c.dtype)[None])
-                 for c, t in zip(cache, (k, v)))
+def kv_cache(layers: int, shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
+    """An empty decoding state: ``k`` and ``v``, one zero array of `shape` per layer, and ``pos``."""
+    def zeros() -> tuple[Any, ...]:
+        return tuple(ops.zeros(shape, dtype=dtype) for _ in range(layers))
+
+    return {"k": zeros(), "v": zeros(), "pos": ops.zeros((), dtype="int32")}
+
+
+def kv_after(state: dict[str, Any], cache: list[tuple[Any, Any]], fed: Any) -> dict[str, Any]:
+    """The decoding state after `fed` tokens: each layer's cache (keys, values) as written."""
+    return {"k": tuple(k for k, _ in cache), "v": tuple(v for _, v in cache),
+            "pos": ops.cast(state["pos"] + fed, "int32")}
+
+
+def write_cache(cache: tuple[Any, Any], pos: Any, k: Any, v: Any) -> tuple[Any, Any]:
+    """One layer's KV cache ``(keys, values)``, each ``(B, H, T_k, d)``, with `k` and `v`
+    ``(B, H, T, d)`` written at `pos`, in place in a compiled decoding loop.
+
+    Why this layout: heads before positions let attention multiply each (row, head)'s
+    ``(T_k, d)`` block as it lies (with positions first XLA transposed the cache for both
+    products at every token), and one array per layer lets it read the block where it is (from
+    a stacked ``(layers, ...)`` cache XLA copied each layer's part out at every token)."""
+    return tuple(ops.slice_update(c, (0, 0, pos, 0), ops.cast(t, c.dtype)) for c, t in zip(cache, (k, v)))
 
 
 @keras.saving.register_keras_serializable(package="lmkit")
@@ -103,9 +119,9 @@ class Block(keras.layers.Layer):
 
     `call` takes 2-D activations ``(B*T, D)`` and ``allowed`` ``(T, T_k)`` (``(B, 1, T, T)``
     for packed rows, with their `positions` ``(B, T)``), true where a query may attend to a
-    key, and returns the activations with keys and values: the whole model's cache
-    ``(layers, B, T_k, H, d)`` passed in, this block's entries (`layer`) written at `pos`, or
-    without a cache this block's own ``(B, T, H, d)``.
+    key, and returns the activations with keys and values ``(B, H, T_k, d)``: this block's
+    cache passed in with the new entries written at `pos` (`write_cache`), or without a cache
+    the block's own.
     """
 
     def __init__(self, embed_dim: int, heads: int, dropout: float, num_layers: int,
@@ -140,8 +156,7 @@ class Block(keras.layers.Layer):
         self.b_out = self.add_weight(shape=(d,), initializer=_ZEROS, name="b_out")
 
     def call(self, x: Any, *, batch: int, allowed: Any, cache: tuple[Any, Any] | None = None,
-             layer: int = 0, pos: Any = 0, positions: Any = None,
-             training: bool = False) -> tuple[Any, Any, Any]:
+             pos: Any = 0, positions: Any = None, training: bool = False) -> tuple[Any, Any, Any]:
         d, h, hd = self.embed_dim, self.heads, self.head_dim
         time = ops.shape(x)[0] // batch
         # -- attention ------------------------------------------------------------------------
@@ -153,21 +168,20 @@ class Block(keras.layers.Layer):
             if positions is None:  # packed rows pass each token's position in its segment
                 positions = pos + ops.arange(time, dtype="int32")
             q, k = rotate(q, positions), rotate(k, positions)
+        k, v = (ops.transpose(t, (0, 2, 1, 3)) for t in (k, v))           # (B, H, T, d)
         if cache is not None:
-            cache = write_cache(cache, layer, pos, k, v)
-            k, v = cache[0][layer], cache[1][layer]                        # (B, T_k, H, d)
-        scores = ops.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)       # (B, H, T, T_k)
+            k, v = write_cache(cache, pos, k, v)                           # (B, H, T_k, d)
+        scores = ops.einsum("bqhd,bhkd->bhqk", q, k) / math.sqrt(hd)       # (B, H, T, T_k)
         scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)    # softmax in float32
         att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         att = self.drop(att, training=training)
-        y = ops.einsum("bhqk,bkhd->bqhd", att, v)                          # (B, T, H, d)
+        y = ops.einsum("bhqk,bhkd->bqhd", att, v)                          # (B, T, H, d)
         y = ops.matmul(ops.reshape(y, (-1, d)), self.w_proj) + self.b_proj  # (B*T, D)
         x = x + self.drop(y, training=training)
         # -- MLP ------------------------------------------------------------------------------
         y = ops.matmul(self.ln_2(x), self.w_fc) + self.b_fc                # (B*T, 4D)
         y = ops.square(ops.relu(y)) if self.mlp == "relu2" else ops.gelu(y)
         y = ops.matmul(y, self.w_out) + self.b_out                         # (B*T, D)
-        k, v = (k, v) if cache is None else cache
         return x + self.drop(y, training=training), k, v
 
     def get_config(self) -> dict[str, Any]:
@@ -293,12 +307,10 @@ class GPT(LanguageModel):
             self.head_kernel.assign(_ZEROS(self.head_kernel.shape, self.head_kernel.dtype))
 
     def init_state(self, batch_size: int, length: int | None = None) -> dict[str, Any]:
-        """KV cache: ``k``, ``v`` of shape (layers, B, `length` (default seq_len), heads, head_dim), and ``pos``."""
-        head_dim = self.embed_dim // self.heads
-        shape = (self.num_layers, batch_size, length or self.seq_len, self.heads, head_dim)
-        return {"k": ops.zeros(shape, dtype=self.compute_dtype),
-                "v": ops.zeros(shape, dtype=self.compute_dtype),
-                "pos": ops.zeros((), dtype="int32")}
+        """KV cache: ``k``, ``v``, one array per layer of shape (B, heads, `length` (default
+        seq_len), head_dim) (`write_cache` says why), and ``pos``."""
+        shape = (batch_size, self.heads, length or self.seq_len, self.embed_dim // self.heads)
+        return kv_cache(self.num_layers, shape, self.compute_dtype)
 
     def rewind_state(self, state: dict[str, Any], position: Any) -> dict[str, Any]:
         """`state` set to write its next token at `position` (capability `REWIND`): the cache's
@@ -317,18 +329,17 @@ class GPT(LanguageModel):
         return logits
 
     def _decode(self, tokens: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        pos = state["pos"]
-        x, (k, v) = self._forward(tokens, pos, (state["k"], state["v"]), False)
-        logits = self._logits(x)
-        new_pos = pos + ops.shape(tokens)[1]
-        return logits, {"k": k, "v": v, "pos": ops.cast(new_pos, "int32")}
+        x, cache = self._forward(tokens, state["pos"], list(zip(state["k"], state["v"])), False)
+        return self._logits(x), kv_after(state, cache, ops.shape(tokens)[1])
 
-    def _forward(self, tokens: Any, pos: Any, cache: tuple[Any, Any] | None,
-                 training: bool, segments: Any = None) -> tuple[Any, tuple[Any, Any] | None]:
+    def _forward(self, tokens: Any, pos: Any, cache: list[tuple[Any, Any]] | None,
+                 training: bool, segments: Any = None) -> tuple[Any, list[tuple[Any, Any]] | None]:
+        """Hidden states ``(B, T, D)`` and, given each layer's cache (keys, values), the
+        caches with the new entries written."""
         batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
         positions = pos + ops.arange(time, dtype="int32")                  # (T,)
         # Query i (at position pos + i) may see key j iff j <= pos + i.
-        keys = ops.arange(time if cache is None else ops.shape(cache[0])[2], dtype="int32")
+        keys = ops.arange(time if cache is None else ops.shape(cache[0][0])[2], dtype="int32")
         allowed = keys[None, :] <= positions[:, None]                      # (T, T_k)
         packed = None
         if segments is not None:  # ... and is in the same segment; positions restart at each
@@ -340,9 +351,10 @@ class GPT(LanguageModel):
             x = x + ops.cast(ops.take(self.position_embedding, positions, axis=0),
                              self.compute_dtype)
         x = self.drop(ops.reshape(x, (-1, self.embed_dim)), training=training)  # (B*T, D)
+        written = []
         for i, block in enumerate(self.blocks):
-            x, k, v = block(x, batch=batch, allowed=allowed, cache=cache, layer=i, pos=pos,
-                            positions=packed, training=training)
-            cache = None if cache is None else (k, v)
+            x, k, v = block(x, batch=batch, allowed=allowed, cache=None if cache is None else cache[i],
+                            pos=pos, positions=packed, training=training)
+            written.append((k, v))
         x = ops.reshape(self.ln_f(x), (batch, time, self.embed_dim))
-        return x, cache                                                    # x: (B, T, D)
+        return x, None if cache is None else written

@@ -37,7 +37,7 @@ from keras import ops
 from lmkit.errors import ConfigError, RunError
 from lmkit.models.base import (PACKING, REWIND, HFWeight, HostNormal, LanguageModel, check_bool,
                                check_choice, check_positive_int, check_rate, segment_masks)
-from lmkit.models.gpt import rotate, write_cache
+from lmkit.models.gpt import kv_after, kv_cache, rotate, write_cache
 from lmkit.registry import architectures
 
 __all__ = ["Llama", "LlamaBlock", "llama_hf_weights", "rope_frequencies", "HF_MODEL_TYPES",
@@ -89,9 +89,8 @@ class LlamaBlock(keras.layers.Layer):
     `call` takes 2-D activations ``(B*T, D)``, ``allowed`` ``(T, T_k)`` (true where a query
     may attend to a key; ``(B, 1, 1, T, T)`` for packed rows, with their `positions` ``(B, T)``)
     and the rotary frequencies, and returns the activations with keys and values: the whole
-    model's cache ``(layers, B, T_k, kv_heads, head_dim)`` passed in, this block's entries
-    (`layer`) written at `pos` (`lmkit.models.gpt.write_cache`), or without a cache this block's
-    own ``(B, T, kv_heads, head_dim)``.
+    layer's cache ``(B, kv_heads, T_k, head_dim)`` passed in with the new entries written at
+    `pos` (`lmkit.models.gpt.write_cache`), or without a cache the block's own.
     """
 
     def __init__(self, embed_dim: int, heads: int, kv_heads: int, head_dim: int, ffn_dim: int,
@@ -131,7 +130,7 @@ class LlamaBlock(keras.layers.Layer):
         return y if bias is None else y + bias
 
     def call(self, x: Any, *, batch: int, allowed: Any, freq: Any,
-             cache: tuple[Any, Any] | None = None, layer: int = 0, pos: Any = 0,
+             cache: tuple[Any, Any] | None = None, pos: Any = 0,
              positions: Any = None, training: bool = False) -> tuple[Any, Any, Any]:
         h, kvh, hd = self.heads, self.kv_heads, self.head_dim
         time = ops.shape(x)[0] // batch
@@ -143,21 +142,20 @@ class LlamaBlock(keras.layers.Layer):
         k = ops.reshape(self._project(y, "k"), (batch, time, kvh, hd))
         v = ops.reshape(self._project(y, "v"), (batch, time, kvh, hd))
         q, k = rotate(q, positions, freq), rotate(k, positions, freq)  # keys cached rotated
+        k, v = (ops.transpose(t, (0, 2, 1, 3)) for t in (k, v))       # (B, KV, T, d)
         if cache is not None:
-            cache = write_cache(cache, layer, pos, k, v)
-            k, v = cache[0][layer], cache[1][layer]                    # (B, T_k, KV, d)
+            k, v = write_cache(cache, pos, k, v)                       # (B, KV, T_k, d)
         # query head kv * group + g reads key/value head kv (transformers' repeat_kv)
         q = ops.reshape(q, (batch, time, kvh, h // kvh, hd))            # (B, T, KV, G, d)
-        scores = ops.einsum("bqkgd,bskd->bkgqs", q, k) / math.sqrt(hd)  # (B, KV, G, T, T_k)
+        scores = ops.einsum("bqkgd,bksd->bkgqs", q, k) / math.sqrt(hd)  # (B, KV, G, T, T_k)
         scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)  # softmax in float32
         att = self.drop(ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype),
                         training=training)
-        y = ops.einsum("bkgqs,bskd->bqkgd", att, v)                     # (B, T, KV, G, d)
+        y = ops.einsum("bkgqs,bksd->bqkgd", att, v)                     # (B, T, KV, G, d)
         x = x + self._project(ops.reshape(y, (-1, h * hd)), "o")        # (B*T, D)
         # -- SwiGLU MLP -----------------------------------------------------------------------
         y = self.post_attention_layernorm(x)
         y = ops.silu(self._project(y, "gate")) * self._project(y, "up")  # (B*T, F)
-        k, v = (k, v) if cache is None else cache
         return x + self._project(y, "down"), k, v
 
     def get_config(self) -> dict[str, Any]:
@@ -317,11 +315,10 @@ class Llama(LanguageModel):
         self._build_head(d, self.tie_embeddings, bias=False)
 
     def init_state(self, batch_size: int, length: int | None = None) -> dict[str, Any]:
-        """KV cache: ``k``, ``v`` of shape (layers, B, `length` (default seq_len), kv_heads, head_dim), and ``pos``."""
-        shape = (self.num_layers, batch_size, length or self.seq_len, self.kv_heads, self.head_dim)
-        return {"k": ops.zeros(shape, dtype=self.compute_dtype),
-                "v": ops.zeros(shape, dtype=self.compute_dtype),
-                "pos": ops.zeros((), dtype="int32")}
+        """KV cache: ``k``, ``v``, one array per layer of shape (B, kv_heads, `length` (default
+        seq_len), head_dim) (`lmkit.models.gpt.write_cache` says why), and ``pos``."""
+        shape = (batch_size, self.kv_heads, length or self.seq_len, self.head_dim)
+        return kv_cache(self.num_layers, shape, self.compute_dtype)
 
     def rewind_state(self, state: dict[str, Any], position: Any) -> dict[str, Any]:
         """`state` set to write its next token at `position` (capability `REWIND`): the cache's
@@ -334,10 +331,8 @@ class Llama(LanguageModel):
         return self._forward(tokens, 0, None, training, segments)[0]
 
     def _decode(self, tokens: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        pos = state["pos"]
-        x, (k, v) = self._forward(tokens, pos, (state["k"], state["v"]), False)
-        new_pos = pos + ops.shape(tokens)[1]
-        return self._logits(x), {"k": k, "v": v, "pos": ops.cast(new_pos, "int32")}
+        x, cache = self._forward(tokens, state["pos"], list(zip(state["k"], state["v"])), False)
+        return self._logits(x), kv_after(state, cache, ops.shape(tokens)[1])
 
     def _frequencies(self, length: Any) -> Any:
         """Rotary frequencies for a sequence of `length` positions so far: fixed, except under
@@ -352,14 +347,14 @@ class Llama(LanguageModel):
         exponent = ops.arange(0, d, 2, dtype="float32") / d
         return 1.0 / ops.power(base, exponent)
 
-    def _forward(self, tokens: Any, pos: Any, cache: tuple[Any, Any] | None,
-                 training: bool, segments: Any = None) -> tuple[Any, tuple[Any, Any] | None]:
+    def _forward(self, tokens: Any, pos: Any, cache: list[tuple[Any, Any]] | None,
+                 training: bool, segments: Any = None) -> tuple[Any, list[tuple[Any, Any]] | None]:
         batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
         positions = pos + ops.arange(time, dtype="int32")                   # (T,)
         x = ops.reshape(self._embed(tokens), (-1, self.embed_dim))          # (B*T, D)
         # Query i (at position pos + i) may see key j iff j <= pos + i (and, in a window,
         # pos + i - j < sliding_window).
-        keys = ops.arange(time if cache is None else ops.shape(cache[0])[2], dtype="int32")
+        keys = ops.arange(time if cache is None else ops.shape(cache[0][0])[2], dtype="int32")
         causal = keys[None, :] <= positions[:, None]                        # (T, T_k)
         windowed = ops.logical_and(causal, keys[None, :] > positions[:, None] - self.sliding_window)
         packed = None
@@ -368,13 +363,14 @@ class Llama(LanguageModel):
             causal = ops.logical_and(same, causal)[:, None, None]           # (B, 1, 1, T, T)
             windowed = ops.logical_and(same, windowed)[:, None, None]
         freq = self._frequencies(pos + time)
+        written = []
         for i, block in enumerate(self.blocks):
             x, k, v = block(x, batch=batch, allowed=windowed if block.windowed else causal,
-                            freq=freq, cache=cache, layer=i, pos=pos, positions=packed,
-                            training=training)
-            cache = None if cache is None else (k, v)
+                            freq=freq, cache=None if cache is None else cache[i], pos=pos,
+                            positions=packed, training=training)
+            written.append((k, v))
         x = ops.reshape(self.norm(x), (batch, time, self.embed_dim))
-        return x, cache                                                     # x: (B, T, D)
+        return x, None if cache is None else written
 
     # -- Hugging Face checkpoints ---------------------------------------------------------------
     @classmethod
