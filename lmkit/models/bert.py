@@ -29,8 +29,9 @@ import keras
 from keras import ops
 
 from lmkit.errors import ConfigError, RunError
-from lmkit.models.base import (PACKING, Dropout, HFWeight, LanguageModel, check_positive_int,
-                               check_rate, dense, segment_masks)
+from lmkit.models.base import (PACKING, Dropout, HFWeight, LanguageModel, check_bool,
+                               check_positive_int, check_rate, dense, segment_masks)
+from lmkit.models.layer_scan import run_layers
 from lmkit.registry import architectures
 
 __all__ = ["BERT", "EncoderLayer"]
@@ -108,7 +109,9 @@ class BERT(LanguageModel):
     """BERT-layout encoder: `layers` layers of width `embed_dim`, `heads` heads, MLP `ffn_dim`.
 
     `seq_len` is the number of learned positions (`max_context`); `pad_token_id` is masked out
-    of attention; `sep_token_id` starts the second segment of a pair.
+    of attention; `sep_token_id` starts the second segment of a pair. `scan_layers` runs the
+    layers as one `lax.scan` in compiled programs (`lmkit.models.layer_scan`: traced and
+    compiled once, not once per layer; the same outputs and weights as a loop).
     """
 
     #: Hugging Face ``model_type`` values this class reads (`lmkit.pretrained` dispatches on it)
@@ -125,7 +128,7 @@ class BERT(LanguageModel):
                  ffn_dim: int | None = None, seq_len: int = 512, type_vocab_size: int = 2,
                  dropout: float = 0.1, attention_dropout: float | None = None,
                  layer_norm_eps: float = 1e-12, pad_token_id: int = 0, sep_token_id: int = 102,
-                 **kwargs: Any) -> None:
+                 scan_layers: bool = True, **kwargs: Any) -> None:
         super().__init__(vocab_size, **kwargs)
         self.embed_dim = check_positive_int("embed_dim", embed_dim)
         self.num_layers = check_positive_int("layers", layers)
@@ -140,12 +143,13 @@ class BERT(LanguageModel):
             raise ConfigError(f"`embed_dim` ({embed_dim}) must be divisible by `heads` ({heads})")
         self.pad_token_id, self.sep_token_id = int(pad_token_id), int(sep_token_id)
         self.layer_norm_eps = float(layer_norm_eps)
+        self.scan_layers = check_bool("scan_layers", scan_layers)
         self._options = {"embed_dim": embed_dim, "layers": layers, "heads": heads,
                          "ffn_dim": self.ffn_dim, "seq_len": seq_len,
                          "type_vocab_size": type_vocab_size, "dropout": dropout,
                          "attention_dropout": self.attention_dropout,
                          "layer_norm_eps": self.layer_norm_eps, "pad_token_id": self.pad_token_id,
-                         "sep_token_id": self.sep_token_id}
+                         "sep_token_id": self.sep_token_id, "scan_layers": self.scan_layers}
         self.encoder_layers = [
             EncoderLayer(embed_dim, heads, self.ffn_dim, self.dropout_rate, self.attention_dropout,
                          self.layer_norm_eps, name=f"layer_{i}")
@@ -206,8 +210,8 @@ class BERT(LanguageModel):
                         self.compute_dtype))                               # (B, T, D)
         x = self.ln_embedding(ops.reshape(x, (-1, self.embed_dim)))         # (B*T, D)
         x = self.drop(x, training=training)
-        for layer in self.encoder_layers:
-            x = layer(x, batch=batch, allowed=allowed, training=training)
+        x = run_layers(self.encoder_layers, x, self.scan_layers, batch=batch, allowed=allowed,
+                       training=training)
         return ops.reshape(x, (batch, time, self.embed_dim))
 
     # -- Hugging Face checkpoints -----------------------------------------------------------------
