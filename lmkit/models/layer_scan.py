@@ -1,5 +1,9 @@
-"""A stack of identical layers run as one `jax.lax.scan`: traced, lowered and compiled once
-instead of once per layer.
+"""A stack of identical layers run as one `jax.lax.scan`: the layer traced once instead of once
+per layer, one copy of it in the program.
+
+What it saves is Python tracing and JAX's differentiation of the layers; XLA:CPU compiled
+MiniLM's scanned fine-tuning step no faster than the loop's (it already compiles identical
+layers' kernels once), so `bert` keeps the loop by default (docs/performance.md).
 
 ``x = layer_i(x, **context)`` for each layer, in order, is what `run_layers` computes. Under
 a JAX trace it stacks each variable's current value over the layers (at trace time: the model
