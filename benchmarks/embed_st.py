@@ -15,7 +15,8 @@ what gives sentence-transformers' vectors. The texts are the SST-2 sentences of 
   texts, timed from outside, `PROCESS_ROUNDS` interleaved runs each (fastest counts): what a
   script that embeds a file pays, compilation (and lmkit's persistent compilation cache) included.
   Each process also reports its own import, load and embedding seconds (lmkit: and the XLA
-  programs it compiled or read from the cache), kept for the fastest run.
+  programs it compiled or read from the cache, and the seconds of JAX's stages per compiled
+  function, ``stages_s``: `benchmarks.finetune_hf.STAGE_TIMES`), kept for the fastest run.
 
 The vectors of both are compared: equal within `TOLERANCE` is part of the result.
 """
@@ -41,6 +42,7 @@ from ._common import (
     timed_once,
     torch_threads,
 )
+from .finetune_hf import STAGE_TIMES
 
 BATCH = 32
 TOLERANCE = 1e-4
@@ -52,6 +54,7 @@ import json, sys, time
 t0 = time.perf_counter()
 import lmkit
 t1 = time.perf_counter()
+{stages}
 texts = json.load(open(sys.argv[2]))
 mini = lmkit.from_pretrained(sys.argv[1])
 t2 = time.perf_counter()
@@ -59,7 +62,7 @@ mini.embed(texts, batch_size={batch}, normalize=True)
 t3 = time.perf_counter()
 from lmkit.paths import compilations
 print("PHASES " + json.dumps(dict(import_s=t1 - t0, load_s=t2 - t1, embed_s=t3 - t2,
-                                  compilations=compilations())))
+                                  compilations=compilations(), stages_s=stages())))
 """
 _ST_SCRIPT = """
 import json, sys, time
@@ -89,8 +92,9 @@ def _whole_process(script: str, folder: Path, texts_file: Path,
     import, load, embedding) is appended to `phases`, with its wall time."""
     def chunk() -> list[float]:
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", script.format(batch=BATCH), str(folder),
-                               str(texts_file)], check=True, capture_output=True, text=True)
+        code = script.format(batch=BATCH, stages=STAGE_TIMES)
+        done = subprocess.run([sys.executable, "-c", code, str(folder), str(texts_file)],
+                              check=True, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         line = [x for x in done.stdout.splitlines() if x.startswith("PHASES ")][-1]
         found = json.loads(line[len("PHASES "):])

@@ -26,8 +26,11 @@ Trainer's ``train_runtime``), from which examples/s of training = training examp
 that time, and its dev accuracy: nothing in quality may get worse. lmkit's process also reports
 where its fine-tuning's time went (``phases_s``: the first dispatch holds the step's
 compilation and the first `log_every` steps, one compiled call), the XLA programs it compiled or
-read from the persistent cache, and the shape of its packed rows (``packed``: width and row
-counts).
+read from the persistent cache, the shape of its packed rows (``packed``: width and row
+counts), and the seconds of JAX's stages per compiled function (``stages_s``, `STAGE_TIMES`:
+tracing, lowering, compilation or the persistent cache's lookup, and the cache's load within
+it), for the whole process: the training step (``train_chunk``) and the scoring program
+(``packed_classify_body``) among them.
 """
 
 from __future__ import annotations
@@ -51,8 +54,30 @@ SIZE_TRAIN = 4000
 SIZE_RECIPE = {**RECIPE, "epochs": 1}
 TASKS = {"glue/sst2": "SST-2", "glue/mrpc": "MRPC"}
 ROUNDS = 2
+#: steps of lmkit's first dispatch: the config's `log_every` (its default), one compiled call
+FIRST_DISPATCH_STEPS = 20
+#: run first in an lmkit process: ``stage_s``, JAX's stage durations (`jax.monitoring`) summed by
+#: stage and compiled function ("trace train_chunk", "compile packed_classify_body", ...).
+#: "compile" is XLA's compilation, or on a hit the persistent cache's lookup (the module's key
+#: hashed, the entry read and loaded: "cache_load")
+STAGE_TIMES = r"""
+from jax import monitoring as _monitoring
+_STAGES = {"/jax/core/compile/jaxpr_trace_duration": "trace",
+           "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+           "/jax/core/compile/backend_compile_duration": "compile",
+           "/jax/compilation_cache/cache_retrieval_time_sec": "cache_load"}
+stage_s = {}
+def _on_stage(event, seconds, fun_name="", **_):
+    if event in _STAGES:
+        name = fun_name[4:-1] if fun_name.startswith("jit(") else fun_name
+        key = f"{_STAGES[event]} {name}".strip()
+        stage_s[key] = stage_s.get(key, 0.0) + seconds
+_monitoring.register_event_duration_secs_listener(_on_stage)
+def stages():
+    return {k: round(v, 3) for k, v in sorted(stage_s.items()) if v >= 0.01}
+"""
 
-_LMKIT = r"""
+_LMKIT = STAGE_TIMES + r"""
 import json, sys
 import lmkit
 folder, task, data, recipe = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
@@ -64,7 +89,8 @@ result = lmkit.evaluate(folder, task=task, data=data, learning_rate=recipe["lear
 print("RESULT " + json.dumps({"accuracy": result.metrics["accuracy"],
                               "train_seconds": result.training["seconds"], "steps": result.training["steps"],
                               "phases_s": result.training.get("phases_s"), "packed": result.training.get("packed"),
-                              "compilations": result.training.get("compilations")}))
+                              "compilations": result.training.get("compilations"),
+                              "stages_s": stages()}))
 """
 
 _HF = r"""
@@ -194,4 +220,23 @@ def _report(runs: dict[str, dict[str, list[dict[str, Any]]]], recipe: dict[str, 
                          "/".join(f"{a:.3f}" for a in accuracy[name])])
         notes.append(f"{short} ({data}): reference {hf}; {trained} examples trained per run; dev accuracy of every "
                      f"run shown (lmkit's worst minus the reference's best in the ratios)")
+        notes += [f"{short} lmkit: {line}" for line in _first_dispatch(best["lmkit"])]
     return Result(figures, ratios, targets, rows, notes)
+
+
+def _first_dispatch(run: dict[str, Any]) -> list[str]:
+    """Where lmkit's first dispatch and its compiled programs' time went, in words: the
+    first dispatch less its `FIRST_DISPATCH_STEPS` steps at the pace of the later ones, and
+    the JAX stages of the programs over 0.1 s."""
+    phases, stages = run.get("phases_s") or {}, run.get("stages_s") or {}
+    lines = []
+    later = run.get("steps", 0) - FIRST_DISPATCH_STEPS
+    if "first dispatch" in phases and later > 0 and "training" in phases:
+        step_s = phases["training"] / later
+        rest = phases["first dispatch"] - FIRST_DISPATCH_STEPS * step_s
+        lines.append(f"first dispatch {phases['first dispatch']:.1f} s = {FIRST_DISPATCH_STEPS} "
+                     f"steps at {step_s:.3f} s + {rest:.1f} s")
+    big = {k: v for k, v in stages.items() if v >= 0.1}
+    if big:
+        lines.append("JAX stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in big.items()))
+    return lines
