@@ -44,7 +44,6 @@ __all__ = [
     "segment_masks",
     "dense",
     "low_rank_terms",
-    "low_rank_term",
 ]
 
 #: capability of an architecture entry whose `features` take `segments`: several examples in
@@ -192,16 +191,11 @@ def dense(x: Any, kernel: Any) -> Any:
     (2, 4)
     """
     y = ops.matmul(x, kernel)
-    term = low_rank_term(kernel)
+    term = _LOW_RANK.get().get(id(kernel))
     if term is None:
         return y
     a, b = (ops.cast(t, y.dtype) for t in term)
     return y + ops.matmul(ops.matmul(x, a), b)
-
-
-def low_rank_term(kernel: Any) -> tuple[Any, Any] | None:
-    """The ``(a, b)`` that `low_rank_terms` attached to `kernel` (a variable), or None."""
-    return _LOW_RANK.get().get(id(kernel))
 
 
 def check_positive_int(name: str, value: Any) -> int:

@@ -30,8 +30,7 @@ from keras import ops
 
 from lmkit.errors import ConfigError, RunError
 from lmkit.models.base import (PACKING, Dropout, HFWeight, HostNormal, LanguageModel,
-                               check_bool, check_positive_int, check_rate, dense, segment_masks)
-from lmkit.models.layer_scan import run_layers
+                               check_positive_int, check_rate, dense, segment_masks)
 from lmkit.registry import architectures
 
 __all__ = ["BERT", "EncoderLayer"]
@@ -111,11 +110,7 @@ class BERT(LanguageModel):
     """BERT-layout encoder: `layers` layers of width `embed_dim`, `heads` heads, MLP `ffn_dim`.
 
     `seq_len` is the number of learned positions (`max_context`); `pad_token_id` is masked out
-    of attention; `sep_token_id` starts the second segment of a pair. `scan_layers` runs the
-    layers as one `lax.scan` in compiled programs (`lmkit.models.layer_scan`: the layer traced
-    once, not once per layer; the same outputs and weights as the loop). Off by default: for
-    MiniLM's fine-tuning step it halved the tracing but XLA:CPU compiled the scanned program
-    more slowly than the loop's (docs/performance.md, "Layers under a scan").
+    of attention; `sep_token_id` starts the second segment of a pair.
     """
 
     #: Hugging Face ``model_type`` values this class reads (`lmkit.pretrained` dispatches on it)
@@ -132,7 +127,7 @@ class BERT(LanguageModel):
                  ffn_dim: int | None = None, seq_len: int = 512, type_vocab_size: int = 2,
                  dropout: float = 0.1, attention_dropout: float | None = None,
                  layer_norm_eps: float = 1e-12, pad_token_id: int = 0, sep_token_id: int = 102,
-                 scan_layers: bool = False, **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         super().__init__(vocab_size, **kwargs)
         self.embed_dim = check_positive_int("embed_dim", embed_dim)
         self.num_layers = check_positive_int("layers", layers)
@@ -147,13 +142,12 @@ class BERT(LanguageModel):
             raise ConfigError(f"`embed_dim` ({embed_dim}) must be divisible by `heads` ({heads})")
         self.pad_token_id, self.sep_token_id = int(pad_token_id), int(sep_token_id)
         self.layer_norm_eps = float(layer_norm_eps)
-        self.scan_layers = check_bool("scan_layers", scan_layers)
         self._options = {"embed_dim": embed_dim, "layers": layers, "heads": heads,
                          "ffn_dim": self.ffn_dim, "seq_len": seq_len,
                          "type_vocab_size": type_vocab_size, "dropout": dropout,
                          "attention_dropout": self.attention_dropout,
                          "layer_norm_eps": self.layer_norm_eps, "pad_token_id": self.pad_token_id,
-                         "sep_token_id": self.sep_token_id, "scan_layers": self.scan_layers}
+                         "sep_token_id": self.sep_token_id}
         self.encoder_layers = [
             EncoderLayer(embed_dim, heads, self.ffn_dim, self.dropout_rate, self.attention_dropout,
                          self.layer_norm_eps, name=f"layer_{i}")
@@ -214,8 +208,8 @@ class BERT(LanguageModel):
                         self.compute_dtype))                               # (B, T, D)
         x = self.ln_embedding(ops.reshape(x, (-1, self.embed_dim)))         # (B*T, D)
         x = self.drop(x, training=training)
-        x = run_layers(self.encoder_layers, x, self.scan_layers, batch=batch, allowed=allowed,
-                       training=training)
+        for layer in self.encoder_layers:
+            x = layer(x, batch=batch, allowed=allowed, training=training)
         return ops.reshape(x, (batch, time, self.embed_dim))
 
     # -- Hugging Face checkpoints -----------------------------------------------------------------
