@@ -203,7 +203,7 @@ def run(quick: bool = False) -> Result:
             label = f"{name} ({r['threads'] or 'all'} threads)" if name == "nanogpt" else name
             rows.append([label, str(i + 1), f"{r['wall_s']:.1f}", f"{r['val_loss']:.4f}",
                          "-" if t is None else f"{t:.1f}"])
-    figures = {"rounds": rounds, "target": TARGET, "nanogpt_checkout": str(nanogpt_checkout()),
+    figures = {"rounds": rounds, "target": TARGET, "nanogpt_checkout": os.path.relpath(nanogpt_checkout(), ROOT),
                "runs": results, "wall_s": walls}
     ratios = {"nanogpt_wall_over_lmkit_wall": ratio(walls["nanogpt"], walls["lmkit"])}
     notes = ["whole processes, alternated in this invocation; on a shared machine the absolute "
