@@ -45,6 +45,9 @@ def _normal(stddev: float) -> keras.initializers.Initializer:
     return HostNormal(stddev)
 
 
+_ZEROS = HostNormal(0.0)  # zeros without a compiled program, as `gpt`'s
+
+
 @keras.saving.register_keras_serializable(package="lmkit")
 class EncoderLayer(keras.layers.Layer):
     """Post-LayerNorm Transformer layer: ``LN(x + attn(x))`` then ``LN(x + W2 gelu(W1 x))``.
@@ -70,13 +73,13 @@ class EncoderLayer(keras.layers.Layer):
         self.ln_attention.build((None, d))
         self.ln_output.build((None, d))
         self.w_qkv = self.add_weight(shape=(d, 3 * d), initializer=_normal(0.02), name="w_qkv")
-        self.b_qkv = self.add_weight(shape=(3 * d,), initializer=_normal(0.0), name="b_qkv")
+        self.b_qkv = self.add_weight(shape=(3 * d,), initializer=_ZEROS, name="b_qkv")
         self.w_proj = self.add_weight(shape=(d, d), initializer=_normal(0.02), name="w_proj")
-        self.b_proj = self.add_weight(shape=(d,), initializer=_normal(0.0), name="b_proj")
+        self.b_proj = self.add_weight(shape=(d,), initializer=_ZEROS, name="b_proj")
         self.w_fc = self.add_weight(shape=(d, f), initializer=_normal(0.02), name="w_fc")
-        self.b_fc = self.add_weight(shape=(f,), initializer=_normal(0.0), name="b_fc")
+        self.b_fc = self.add_weight(shape=(f,), initializer=_ZEROS, name="b_fc")
         self.w_out = self.add_weight(shape=(f, d), initializer=_normal(0.02), name="w_out")
-        self.b_out = self.add_weight(shape=(d,), initializer=_normal(0.0), name="b_out")
+        self.b_out = self.add_weight(shape=(d,), initializer=_ZEROS, name="b_out")
 
     def call(self, x: Any, *, batch: int, allowed: Any, training: bool = False) -> Any:
         d, h, hd = self.embed_dim, self.heads, self.head_dim
