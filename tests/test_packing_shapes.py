@@ -23,25 +23,25 @@ from lmkit.registry import architectures
 VOCAB = 23
 GLUE = Path(__file__).resolve().parent / "fixtures" / "eval" / "glue"
 MODELS = {
-    "bert": ("bert", dict(embed_dim=24, layers=2, heads=3, ffn_dim=32, seq_len=64, dropout=0.0)),
+    "bert": ("bert", dict(embed_dim=24, layers=2, heads=3, ffn_dim=32, seq_len=160, dropout=0.0)),
     "gpt": ("gpt", dict(embed_dim=16, layers=2, heads=2, seq_len=64)),
 }
 
 
-def _classifier(key: str):
+def _classifier(key: str, **changes):
     from lmkit.evaluation.heads import SequenceClassifier
     from lmkit.evaluation.shapes.classification import build_head
 
     keras.utils.set_random_seed(0)
     name, options = MODELS[key]
-    backbone = architectures.get(name)(VOCAB, **options)
+    backbone = architectures.get(name)(VOCAB, **{**options, **changes})
     backbone(np.ones((1, 4), np.int32))
     model = SequenceClassifier(backbone, 2, pooling="cls", dropout=0.0)
     build_head(model, 1)
     return model
 
 
-def _trainee(key: str, data: Encoded, packing: bool, total: int, batch_size: int = 32):
+def _trainee(key: str, data: Encoded, packing: bool, total: int, batch_size: int = 32, **changes):
     from lmkit.config import EvalConfig
     from lmkit.evaluation.finetune import FinetuneTrainee
     from lmkit.resolve import resolve
@@ -49,7 +49,7 @@ def _trainee(key: str, data: Encoded, packing: bool, total: int, batch_size: int
     cfg = EvalConfig(batch_size=batch_size, max_length=64, max_steps=total, loss="cross_entropy",
                      learning_rate=1e-2, backbone_lr_multiplier=1.0, packing=packing)
     parts = resolve(cfg, backbone="scratch", steps=total)
-    return FinetuneTrainee(_classifier(key), data, parts.config, total, parts)
+    return FinetuneTrainee(_classifier(key, **changes), data, parts.config, total, parts)
 
 
 def _sentences(n: int, seed: int = 6) -> Encoded:
@@ -93,10 +93,40 @@ def test_pairs_of_similar_lengths_pack_into_rows_wider_than_the_longest(monkeypa
     assert computed[1] < 0.85 * computed[0] and computed[1] < 1.25 * real
 
 
+def test_examples_of_similar_lengths_are_padded_where_packing_would_compute_more():
+    # lengths 33-43: two never share a row of the longest's width, and in wider rows each query
+    # attends to more keys; batches sorted by length pad to within a few tokens
+    rng = np.random.default_rng(8)
+    lengths = rng.integers(33, 44, 640)
+    data = Encoded([rng.integers(4, VOCAB, k).astype(np.int32) for k in lengths],
+                   rng.integers(0, 2, len(lengths)))
+    trainee = _trainee("gpt", data, True, total=2000)
+    assert trainee.packed_width is None and not trainee.packs  # packing asked for, not chosen
+    computed = sum(trainee._batch(s)[0][0].size for s in range(trainee.steps_per_epoch))
+    assert computed < 1.06 * lengths.sum()
+
+
+def test_packed_rows_are_never_wider_than_the_models_positions(monkeypatch):
+    from lmkit.evaluation import finetune
+
+    # a row's padding numbers its own positions on: past the model's last position embedding
+    # they read NaN, which the attention then spreads
+    data = _pairs(24, seed=3)
+    monkeypatch.setattr(finetune, "ATTENTION_KEYS", 10**9)  # the widest rows would be chosen
+    monkeypatch.setattr(finetune, "COMPILE_POSITIONS", 50_000)
+    assert _trainee("bert", data, True, total=1000, batch_size=8, seq_len=200).packed_width > 64
+    assert _trainee("bert", data, True, total=1000, batch_size=8, seq_len=64).packed_width <= 64
+
+
 @pytest.mark.slow  # two compiled steps of a small bert
-def test_rows_wider_than_the_longest_example_give_the_padded_losses_and_weights():
+def test_rows_wider_than_the_longest_example_give_the_padded_losses_and_weights(monkeypatch):
+    from lmkit.evaluation import finetune
+
     data = _pairs(24, seed=3)  # three full batches of 8
-    # a long run (of which three steps are taken): wider rows save enough to be chosen
+    # a long run (of which three steps are taken) with attention free and compilation dear:
+    # few shapes of wide rows, several examples each
+    monkeypatch.setattr(finetune, "ATTENTION_KEYS", 10**9)
+    monkeypatch.setattr(finetune, "COMPILE_POSITIONS", 50_000)
     packed = _trainee("bert", data, True, total=1000, batch_size=8)
     padded = _trainee("bert", data, False, total=1000, batch_size=8)
     assert packed.packed_width > int(data.lengths().max()) and padded.packed_width is None

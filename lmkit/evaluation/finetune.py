@@ -82,18 +82,21 @@ POOL_BATCHES = 16
 #: of the step (each compiles once, for ~10-40 s on 2 shared CPU cores; more widths pad less)
 PAD_WIDTHS = 4
 #: one more compiled shape of the step costs about the time of training this many token
-#: positions (MiniLM on 2 CPU cores: ~10 s to compile, ~0.2 ms a position): a run gets another
-#: shape only where it saves more positions over the run than this
-COMPILE_POSITIONS = 50_000
+#: positions (MiniLM on 2 CPU cores: 6-7 s to trace and compile, 0.55 ms a position;
+#: `lmkit bench shape_cost`): a run gets another shape only where it saves more positions
+#: over the run than this
+COMPILE_POSITIONS = 13_000
 #: the steps whose batches choose the shapes: the whole run up to this many, and at least the
 #: first epoch (a later batch that needs a larger shape, rare, compiles its own)
 SHAPE_STEPS = 2_000
-#: a packed row of W tokens costs about ``W * (1 + W / ATTENTION_KEYS)`` positions of work: each
-#: query attends to every key of its row (masked outside its own example), so wide rows pay a
-#: quadratic term beside the per-position matmuls. XLA's count for MiniLM's forward and backward
-#: pass on packed rows (rows x width from 22 x 104 to 6 x 400): 64 MFLOP a position, 42 kFLOP an
-#: attended (query, key) pair, so one position weighs as much as ~1,500 pairs
-ATTENTION_KEYS = 1_500
+#: a row of W tokens (packed or padded) costs about ``W * (1 + W / ATTENTION_KEYS)`` positions
+#: of work: each query attends to every key of its row (masked outside its own example), so
+#: wide rows pay a quadratic term beside the per-position matmuls. Measured in time, not
+#: counted in FLOPs: XLA's count makes a position weigh as much as ~1,500 attended pairs, but the
+#: attention's small batched products run several times slower than the dense layers'. MiniLM's
+#: fine-tuning step on 2 CPU cores, 1,024 positions in rows from 64 x 16 to 2 x 512
+#: (`lmkit bench shape_cost`): 0.55 ms a position, 0.69 us an attended pair
+ATTENTION_KEYS = 800
 #: packed widths tried: from the longest example up to this many times it, every `WIDTH_STEP`
 WIDEST_PACKING = 4
 WIDTH_STEP = 8
@@ -161,10 +164,11 @@ class FinetuneTrainee:
                               layout=layout, rules=model.backbone)
         self._lengths = train.lengths()
         self._epochs: dict[int, list[np.ndarray]] = {}
-        #: whether batches are packed (`lmkit.data.packing`) rather than padded
-        self.packs = _packs(model, train, cfg, layout)
-        #: the width of packed rows, or None: each example padded
-        self.packed_width = self._packing_width() if self.packs else None
+        #: the width of packed rows (`lmkit.data.packing`), or None: each example padded (packing
+        #: off or not possible, or padded batches cost less: `_packing_width`)
+        self.packed_width = (self._packing_width() if _packs(model, train, cfg, layout)
+                             else None)
+        self.packs = self.packed_width is not None
         # a batch's shape: its padded width, or its number of packed rows; few chosen for the
         # run (each compiles once), the same way for both
         self.widths = self._shapes(self.packed_width, self._shape_steps())[0]
@@ -219,10 +223,11 @@ class FinetuneTrainee:
         return ParamGroups(variables, labels, {"head": head, "lora": self.lora,
                                                "frozen": Frozen()})
 
-    def _epoch_rows(self, epoch: int) -> list[np.ndarray]:
+    def _epoch_rows(self, epoch: int, packed: bool | None = None) -> list[np.ndarray]:
         """The rows of each batch of `epoch`: similar lengths together when padded (random when
-        packed: mixed lengths fill rows evenly, so batches need close numbers of rows),
-        batches in random order."""
+        `packed`, by default `packs`: mixed lengths fill rows evenly, so batches need close
+        numbers of rows), batches in random order."""
+        packed = self.packs if packed is None else packed
         rng = np.random.default_rng([self.cfg.seed, epoch])
         order = rng.permutation(len(self.train_data))
         size = self.step_size
@@ -230,7 +235,7 @@ class FinetuneTrainee:
         rows: list[np.ndarray] = []
         for start in range(0, len(order), pool):
             chunk = order[start:start + pool]
-            if not self.packs:
+            if not packed:
                 chunk = chunk[np.argsort(self._lengths[chunk], kind="stable")]
             rows += [chunk[i:i + size] for i in range(0, len(chunk), size)]
         return [rows[i] for i in rng.permutation(len(rows))]
@@ -247,39 +252,46 @@ class FinetuneTrainee:
         least the first epoch's (a later batch that needs a larger shape compiles its own)."""
         return max(self.steps_per_epoch, min(self.total, SHAPE_STEPS))
 
-    def _packing_width(self) -> int:
+    def _packing_width(self) -> int | None:
         """The width of packed rows whose shapes (`_shapes`) cost least over the run, from the
-        longest example's up to `WIDEST_PACKING` times it. Wider rows fill better (examples
-        longer than half the longest cannot share a row of its width: sentence pairs such as
-        MRPC's, of similar lengths, fill such rows to about 60 %) but pay more attention per
-        position (`ATTENTION_KEYS`); chosen on the run's first `WIDTH_STEPS` batches, wider only
-        where that saves more than `WIDER_SAVING` positions."""
+        longest example's up to `WIDEST_PACKING` times it and the model's `max_context`, or None
+        where padded batches (sorted by length) cost less. Wider rows fill better (examples longer than half the longest
+        cannot share a row of its width: sentence pairs such as MRPC's, of similar lengths, fill
+        such rows to about 60 %) but pay more attention per position (`ATTENTION_KEYS`), and
+        batches of similar lengths pad little; chosen on the run's first `WIDTH_STEPS` batches,
+        wider only where that saves more than `WIDER_SAVING` positions."""
         longest = int(self._lengths.max())
         steps = min(self._shape_steps(), WIDTH_STEPS)
-        tried = [longest, *range(longest + WIDTH_STEP, WIDEST_PACKING * longest + 1, WIDTH_STEP)]
+        # no row wider than the model's positions: a row's padding counts its own positions on
+        widest = min(WIDEST_PACKING * longest,
+                     getattr(self.model.backbone, "max_context", None) or WIDEST_PACKING * longest)
+        tried = [longest, *range(longest + WIDTH_STEP, widest + 1, WIDTH_STEP)]
         cost = {width: self._shapes(width, steps)[1] for width in tried}
         best = min(tried, key=cost.__getitem__)
-        return best if cost[longest] - cost[best] > WIDER_SAVING else longest
+        width = best if cost[longest] - cost[best] > WIDER_SAVING else longest
+        return width if cost[width] <= self._shapes(None, steps)[1] else None
 
     def _shapes(self, width: int | None, steps: int) -> tuple[list[int], float]:
         """The shapes of the run's batches at packed `width` (None: padded) and their cost in
-        token positions over the run: the `pad_widths` of the first `steps` steps' needs.
-        Packed, as many (up to `PAD_WIDTHS`) as minimise the cost, `COMPILE_POSITIONS` per
-        shape included; padded, `PAD_WIDTHS` (one width, the longest example's, would compute
-        several times the real tokens)."""
+        token positions over the run (`_row_cost`): the `pad_widths` of the first `steps`
+        steps' needs. Packed, as many (up to `PAD_WIDTHS`) as minimise the cost,
+        `COMPILE_POSITIONS` per shape included; padded, `PAD_WIDTHS` (one width, the longest
+        example's, would compute several times the real tokens)."""
         needed: list[int] = []
         for epoch in range(-(-steps // self.steps_per_epoch)):
             needed += [self._needed(rows, width)
-                       for rows in self._epoch_rows(epoch)[:steps - len(needed)]]
+                       for rows in self._epoch_rows(epoch, width is not None)[:steps - len(needed)]]
         if not needed:
             return [], 0.0
-        # token positions per unit of a shape: a packed row, or a padded column of the batch
-        unit = _row_cost(width) if width else self.step_size * self.train_data.per_example
-        per_step = unit * max(self.total, 1) / len(needed)
+        runs = max(self.total, 1) / len(needed)  # the sample's steps scaled to the run's
+        rows = self.step_size * self.train_data.per_example
 
-        def cost(widths: list[int]) -> float:
-            computed = sum(next(w for w in widths if w >= n) for n in needed)
-            return computed * per_step + COMPILE_POSITIONS * len(widths)
+        def work(shape: int) -> float:  # a batch of `shape` packed rows, or padded to `shape`
+            return shape * _row_cost(width) if width else rows * _row_cost(shape)
+
+        def cost(shapes: list[int]) -> float:
+            computed = sum(work(next(s for s in shapes if s >= n)) for n in needed)
+            return computed * runs + COMPILE_POSITIONS * len(shapes)
 
         counts = range(1, PAD_WIDTHS + 1) if width else (PAD_WIDTHS,)
         return min(((shapes, cost(shapes)) for shapes in (pad_widths(needed, k) for k in counts)),
@@ -421,7 +433,8 @@ def _packs(model: Any, train: Encoded, cfg: EvalConfig, layout: Layout | None) -
 
 
 def _row_cost(width: int) -> float:
-    """The work of one packed row of `width` tokens, in token positions (`ATTENTION_KEYS`)."""
+    """The work of one row of `width` tokens, packed or padded, in token positions
+    (`ATTENTION_KEYS`)."""
     return width * (1 + width / ATTENTION_KEYS)
 
 
