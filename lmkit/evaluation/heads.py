@@ -27,7 +27,8 @@ from keras import ops
 from lmkit.data.packing import Packed
 from lmkit.errors import ConfigError
 from lmkit.forward import pool
-from lmkit.models.base import Dropout
+from lmkit.models.base import STATES_AT, Dropout
+from lmkit.registry import architectures
 
 __all__ = ["SequenceClassifier", "SpanClassifier", "MultipleChoiceClassifier", "NextTokenLogProbs",
            "hidden_states", "PADDED_CHOICE"]
@@ -37,8 +38,10 @@ POOLINGS = ("last", "mean", "concat", "cls")
 PADDED_CHOICE = -1e9
 
 
-def hidden_states(model: Any, tokens: Any, training: bool = False, segments: Any = None) -> Any:
-    """Hidden states ``(B, T, H)`` of a language model: the features its output head reads.
+def hidden_states(model: Any, tokens: Any, training: bool = False, segments: Any = None,
+                  at: Any = None) -> Any:
+    """Hidden states ``(B, T, H)`` of a language model: the features its output head reads
+    (with `at`, flat positions ``(N,)``, those positions' ``(N, H)``: `STATES_AT`).
 
     Every `lmkit.models.base.LanguageModel` provides them through ``features``; an architecture
     that does not cannot serve as a backbone. A model that was never called has no weights yet
@@ -46,6 +49,8 @@ def hidden_states(model: Any, tokens: Any, training: bool = False, segments: Any
     """
     features = getattr(model, "features", None)
     packed = {} if segments is None else {"segments": segments}  # `lmkit.data.packing`
+    if at is not None:
+        packed["at"] = at
     if callable(features):
         try:
             if not getattr(model, "built", True):
@@ -74,18 +79,28 @@ class SequenceClassifier(keras.Model):
         self.num_outputs = num_outputs
         self.drop = Dropout(dropout)
         self.head = keras.layers.Dense(num_outputs, name="classifier")
+        #: the first token's state read from a backbone that computes its last layer for those
+        #: positions alone (`STATES_AT`): the same logits, a sixth less work for a 6-layer MiniLM
+        entry = architectures.entry_of(backbone)
+        self.first_only = pooling == "cls" and entry is not None and entry.has(STATES_AT)
 
     def call(self, inputs: tuple[Any, Any] | Packed, training: bool = False) -> Any:
         if isinstance(inputs, Packed):  # several examples per row: pooled per example
-            h = self.states(inputs.tokens, training, inputs.segments)
-            return self.head(self.drop(self.pool(h, inputs.lengths, inputs.offsets), training=training))
-        tokens, lengths = inputs
-        h = self.states(tokens, training)
-        return self.head(self.drop(self.pool(h, lengths), training=training))
+            tokens, lengths, segments, offsets = inputs
+        else:
+            (tokens, lengths), segments, offsets = inputs, None, None
+        if self.first_only:
+            if offsets is None:  # row i holds example i from its start
+                offsets = ops.arange(ops.shape(tokens)[0], dtype="int32") * ops.shape(tokens)[1]
+            pooled = self.states(tokens, training, segments, at=offsets)
+        else:
+            pooled = self.pool(self.states(tokens, training, segments), lengths, offsets)
+        return self.head(self.drop(pooled, training=training))
 
-    def states(self, tokens: Any, training: bool, segments: Any = None) -> Any:
-        """The backbone's hidden states ``(B, T, H)`` in float32."""
-        return ops.cast(hidden_states(self.backbone, tokens, training, segments), "float32")
+    def states(self, tokens: Any, training: bool, segments: Any = None, at: Any = None) -> Any:
+        """The backbone's hidden states ``(B, T, H)`` in float32 (``(N, H)`` at flat positions
+        `at`)."""
+        return ops.cast(hidden_states(self.backbone, tokens, training, segments, at), "float32")
 
     def pool(self, h: Any, lengths: Any, offsets: Any = None) -> Any:
         """One vector per sequence ``(B, H)`` (``(B, 2H)`` for `concat`) by `pooling`

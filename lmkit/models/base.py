@@ -40,6 +40,7 @@ __all__ = [
     "HostNormal",
     "Dropout",
     "PACKING",
+    "STATES_AT",
     "REWIND",
     "segment_masks",
     "dense",
@@ -50,6 +51,11 @@ __all__ = [
 #: one row, attending only within their own segment, positions restarting at each
 #: (`lmkit.data.packing`); the others are fed one example per row, padded
 PACKING = "packing"
+#: capability of an architecture entry whose `features` take `at`, flat positions ``(N,)`` of the
+#: ``(B * T)`` tokens, and return the hidden states ``(N, H)`` there alone, the last layer
+#: computed only for those queries (a classifier reading each example's first token: the last
+#: layer's other positions would be computed and dropped)
+STATES_AT = "states_at"
 #: capability of an architecture entry whose decoding state has one write position shared by all
 #: rows (a KV cache): its models have ``rewind_state(state, position)``, so a batch of prompts can
 #: be fed whole, padding included, and decoding resume at `position` (`lmkit.decoding`)

@@ -29,7 +29,7 @@ import keras
 from keras import ops
 
 from lmkit.errors import ConfigError, RunError
-from lmkit.models.base import (PACKING, Dropout, HFWeight, HostNormal, LanguageModel,
+from lmkit.models.base import (PACKING, STATES_AT, Dropout, HFWeight, HostNormal, LanguageModel,
                                check_positive_int, check_rate, dense, segment_masks)
 from lmkit.registry import architectures
 
@@ -53,7 +53,8 @@ class EncoderLayer(keras.layers.Layer):
     """Post-LayerNorm Transformer layer: ``LN(x + attn(x))`` then ``LN(x + W2 gelu(W1 x))``.
 
     `call` takes 2-D activations ``(B*T, D)`` and ``allowed`` ``(B, 1, 1, T)``, true for the keys
-    (real tokens) that may be attended to (``(B, 1, T, T)`` per query for packed rows).
+    (real tokens) that may be attended to (``(B, 1, T, T)`` per query for packed rows). With
+    `at`, flat positions ``(N,)``, it returns only those positions' outputs ``(N, D)``.
     """
 
     def __init__(self, embed_dim: int, heads: int, ffn_dim: int, dropout: float,
@@ -81,11 +82,20 @@ class EncoderLayer(keras.layers.Layer):
         self.w_out = self.add_weight(shape=(f, d), initializer=_normal(0.02), name="w_out")
         self.b_out = self.add_weight(shape=(d,), initializer=_ZEROS, name="b_out")
 
-    def call(self, x: Any, *, batch: int, allowed: Any, training: bool = False) -> Any:
+    def call(self, x: Any, *, batch: int, allowed: Any, training: bool = False,
+             at: Any = None) -> Any:
         d, h, hd = self.embed_dim, self.heads, self.head_dim
         time = ops.shape(x)[0] // batch
         qkv = dense(x, self.w_qkv) + self.b_qkv                             # (B*T, 3D)
         q, k, v = (ops.reshape(t, (batch, time, h, hd)) for t in ops.split(qkv, 3, axis=-1))
+        if at is not None:  # only the queries at flat positions `at`, each over its row's keys
+            rows = at // time
+            q = ops.take(ops.reshape(q, (-1, h, hd)), at, axis=0)[:, None]  # (N, 1, H, d)
+            k, v = ops.take(k, rows, axis=0), ops.take(v, rows, axis=0)     # (N, T, H, d)
+            allowed = ops.take(allowed, rows, axis=0)                       # (N, 1, 1|T, T)
+            if allowed.shape[2] != 1:  # packed rows: the query's own line of the mask
+                allowed = ops.take_along_axis(allowed, (at % time)[:, None, None, None], axis=2)
+            x = ops.take(x, at, axis=0)                                     # (N, D)
         scores = ops.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)        # (B, H, T, T)
         scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)  # softmax in float32
         att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
@@ -104,7 +114,7 @@ class EncoderLayer(keras.layers.Layer):
 
 
 @architectures.register(
-    "bert", aliases=("minilm",), capabilities=(ENCODER, "lora", PACKING),
+    "bert", aliases=("minilm",), capabilities=(ENCODER, "lora", PACKING, STATES_AT),
     description="Bidirectional Transformer encoder (BERT / MiniLM layout): post-LayerNorm, "
                 "token types, padding mask; loads Hugging Face checkpoints.",
 )
@@ -180,8 +190,10 @@ class BERT(LanguageModel):
         return self.features(tokens, training=training)
 
     def features(self, tokens: Any, training: bool = False, token_types: Any = None,
-                 segments: Any = None) -> Any:
+                 segments: Any = None, at: Any = None) -> Any:
         """Hidden states ``(B, T, embed_dim)``; padding (`pad_token_id`) is not attended to.
+        With `at`, flat positions ``(N,)`` of the ``B * T`` tokens, the states ``(N, embed_dim)``
+        at those positions alone (`STATES_AT`: the last layer computes only their queries).
 
         With `segments` ``(B, T)`` (packed rows, `lmkit.data.packing`: 1, 2, ... per example,
         0 for padding) a token attends only within its segment, and positions and token types
@@ -211,8 +223,13 @@ class BERT(LanguageModel):
                         self.compute_dtype))                               # (B, T, D)
         x = self.ln_embedding(ops.reshape(x, (-1, self.embed_dim)))         # (B*T, D)
         x = self.drop(x, training=training)
-        for layer in self.encoder_layers:
+        *layers, last = self.encoder_layers
+        for layer in layers:
             x = layer(x, batch=batch, allowed=allowed, training=training)
+        if at is not None:  # `STATES_AT`: the last layer for those positions' queries alone
+            return last(x, batch=batch, allowed=allowed, training=training,
+                        at=ops.cast(at, "int32"))                           # (N, D)
+        x = last(x, batch=batch, allowed=allowed, training=training)
         return ops.reshape(x, (batch, time, self.embed_dim))
 
     # -- Hugging Face checkpoints -----------------------------------------------------------------
