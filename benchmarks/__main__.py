@@ -26,7 +26,7 @@ __all__ = ["BENCHMARKS", "main", "run_benchmark"]
 
 BENCHMARKS = ("gpt_char", "lstm_classic", "generate", "startup", "memory", "defaults", "finetune",
               "scaling", "speedrun_char", "ablation", "speedrun_word", "translate", "lora",
-              "lora_llama", "decode_hf", "embed_st", "finetune_hf", "shape_cost")
+              "lora_llama", "decode_hf", "embed_st", "finetune_hf", "shape_cost", "states_at")
 RESULTS = _common.RESULTS
 
 

@@ -26,11 +26,13 @@ of `log_every` steps, each call padded to that length with skipped steps, so eac
 compiles one program. A step of `accumulate_steps` micro-batches reads the examples of one
 batch of `batch_size * accumulate_steps`.
 
-Packing (`packing = true`, the default, where `_packs` allows it): batches are not sorted by
-length, and a batch's examples are packed into rows (`lmkit.data.packing`, first-fit decreasing)
-instead of padded, rows as wide as the longest example or, where that fills them poorly, a few
-times wider (`_packing_width`: the width whose shapes compute least, attention's quadratic
-cost in the width included, `ATTENTION_KEYS`); the head reads each example from
+Packing (`packing = true`, the default, where `_packs` allows it and it costs less than
+padding): batches are not sorted by length, and a batch's examples are packed into rows
+(`lmkit.data.packing`, first-fit decreasing) instead of padded, rows as wide as the longest
+example or, where that fills them poorly, a few times wider but never wider than the model's
+positions (`_packing_width`: the width whose shapes cost least in time, attention's quadratic
+cost in the width included, `ATTENTION_KEYS`; padded batches where those cost less, as
+examples of similar lengths do); the head reads each example from
 its own segment (same losses and gradients as padded, fewer positions computed), and the few
 compiled shapes are numbers of rows, chosen for the run as the pad widths are, but only as many
 (up to `PAD_WIDTHS`) as save more computation than their compilation costs
