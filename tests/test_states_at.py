@@ -71,9 +71,11 @@ def test_first_token_logits_and_gradients_equal_the_whole_last_layers(packed):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
 
 
-def test_the_first_token_step_computes_less_than_the_whole_last_layer():
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_first_token_step_computes_less_than_the_whole_last_layer(packed):
     model = _classifier()
-    inputs = _padded(_examples() * 4)  # 24 rows of 12
+    examples = _examples() * 4  # 24 examples: 24 padded rows of 12, or 5 packed rows of 48
+    inputs = pack(examples, 48) if packed else _padded(examples)
 
     def flops(first_only: bool) -> float:
         model.first_only = first_only

@@ -257,16 +257,18 @@ class FinetuneTrainee:
     def _packing_width(self) -> int | None:
         """The width of packed rows whose shapes (`_shapes`) cost least over the run, from the
         longest example's up to `WIDEST_PACKING` times it and the model's `max_context`, or None
-        where padded batches (sorted by length) cost less. Wider rows fill better (examples longer than half the longest
-        cannot share a row of its width: sentence pairs such as MRPC's, of similar lengths, fill
-        such rows to about 60 %) but pay more attention per position (`ATTENTION_KEYS`), and
-        batches of similar lengths pad little; chosen on the run's first `WIDTH_STEPS` batches,
-        wider only where that saves more than `WIDER_SAVING` positions."""
+        where padded batches (sorted by length) cost less. Wider rows fill better (examples
+        longer than half the longest cannot share a row of its width: sentence pairs such as
+        MRPC's, of similar lengths, fill such rows to about 60 %) but pay more attention per
+        position (`ATTENTION_KEYS`), and batches of similar lengths pad little; chosen on the
+        run's first `WIDTH_STEPS` batches, wider only where that saves more than `WIDER_SAVING`
+        positions."""
         longest = int(self._lengths.max())
         steps = min(self._shape_steps(), WIDTH_STEPS)
-        # no row wider than the model's positions: a row's padding counts its own positions on
-        widest = min(WIDEST_PACKING * longest,
-                     getattr(self.model.backbone, "max_context", None) or WIDEST_PACKING * longest)
+        widest = WIDEST_PACKING * longest
+        context = getattr(self.model.backbone, "max_context", None)
+        if context:  # a row's padding numbers its positions on: none past the model's last
+            widest = min(widest, context)
         tried = [longest, *range(longest + WIDTH_STEP, widest + 1, WIDTH_STEP)]
         cost = {width: self._shapes(width, steps)[1] for width in tried}
         best = min(tried, key=cost.__getitem__)

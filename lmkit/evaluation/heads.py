@@ -48,14 +48,14 @@ def hidden_states(model: Any, tokens: Any, training: bool = False, segments: Any
     (``features`` reads them directly), so it is called once first, as Keras's first call would.
     """
     features = getattr(model, "features", None)
-    packed = {} if segments is None else {"segments": segments}  # `lmkit.data.packing`
+    options = {} if segments is None else {"segments": segments}  # `lmkit.data.packing`
     if at is not None:
-        packed["at"] = at
+        options["at"] = at
     if callable(features):
         try:
             if not getattr(model, "built", True):
                 model(tokens)  # creates the weights
-            return features(tokens, training=training, **packed)
+            return features(tokens, training=training, **options)
         except NotImplementedError:  # `LanguageModel.features` not overridden
             pass
     raise ConfigError(
@@ -80,7 +80,8 @@ class SequenceClassifier(keras.Model):
         self.drop = Dropout(dropout)
         self.head = keras.layers.Dense(num_outputs, name="classifier")
         #: the first token's state read from a backbone that computes its last layer for those
-        #: positions alone (`STATES_AT`): the same logits, a sixth less work for a 6-layer MiniLM
+        #: positions alone (`STATES_AT`): the same logits, a step 1.12x faster on MiniLM
+        #: (`lmkit bench states_at`)
         entry = architectures.entry_of(backbone)
         self.first_only = pooling == "cls" and entry is not None and entry.has(STATES_AT)
 
