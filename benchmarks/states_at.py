@@ -44,8 +44,9 @@ def step(mode):
 for mode, (trainee, n, _) in trainees.items():  # each shape compiled before the timing
     seen = set()
     for s in range(n):
-        if trainee._width(trainee._rows(s)) not in seen:
-            seen.add(trainee._width(trainee._rows(s)))
+        shape = trainee._width(trainee._rows(s))
+        if shape not in seen:
+            seen.add(shape)
             trainee.train(s, 1)
 paced = interleave({m: (lambda m=m: timed_steps(lambda: step(m), 6)) for m in trainees}, rounds)
 first = trainees["whole"][0]._batch(0)[0][0]

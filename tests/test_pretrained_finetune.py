@@ -75,16 +75,16 @@ def _easy_task(folder: Path, seed: int = 0) -> Path:
 def test_a_pretrained_encoder_fine_tunes_with_the_standard_recipe_and_learns(tmp_path: Path) -> None:
     checkpoint = bert_folder(tmp_path / "bert")
     data = _easy_task(tmp_path / "sst2")
-    result = lmkit.evaluate(str(checkpoint), task="glue/sst2", data=str(data), max_steps=60,
+    # 120 steps: at 60, dev accuracy ranged 0.61-0.95 over seeds (dropout masks, packed shapes)
+    result = lmkit.evaluate(str(checkpoint), task="glue/sst2", data=str(data), max_steps=120,
                             batch_size=16, learning_rate=1e-3)
     cfg = result.config
     # the recipe fills what was not set; what was set wins
     assert cfg["pooling"] == "cls" and cfg["backbone_lr_multiplier"] == 1.0
     assert cfg["schedule"] == "warmup_linear" and cfg["learning_rate"] == 1e-3
-    # chance is 0.5: 0.7 of 80 examples by chance has p < 0.001 (it reaches 0.8 to 0.84 alone,
-    # and exactly 0.7 once in a pytest worker after other tests)
+    # chance is 0.5: 0.7 of 80 examples by chance has p < 0.001 (1.0 on seeds 0-7 at 120 steps)
     assert result.metrics["accuracy"] >= 0.7
-    assert result.training["steps"] == 60
+    assert result.training["steps"] == 120
 
 
 @pytest.mark.slow

@@ -39,13 +39,10 @@ _NEG_INF = -1e9  # masked attention score; finite so a row of padding stays NaN-
 ENCODER = "encoder"  #: capability of an architecture entry without next-token logits
 
 
-def _normal(stddev: float) -> keras.initializers.Initializer:
-    """N(0, `stddev`) drawn on the host: Keras's `RandomNormal` compiles three programs per
-    weight shape (seconds on a cold compilation cache), for weights a checkpoint then replaces."""
-    return HostNormal(stddev)
-
-
-_ZEROS = HostNormal(0.0)  # zeros without a compiled program, as `gpt`'s
+# drawn on the host: Keras's `RandomNormal` compiles three programs per weight shape (seconds on
+# a cold compilation cache), for weights a checkpoint then replaces; zeros likewise, as `gpt`'s
+_NORMAL = HostNormal(0.02)
+_ZEROS = HostNormal(0.0)
 
 
 @keras.saving.register_keras_serializable(package="lmkit")
@@ -73,13 +70,13 @@ class EncoderLayer(keras.layers.Layer):
         d, f = self.embed_dim, self.ffn_dim
         self.ln_attention.build((None, d))
         self.ln_output.build((None, d))
-        self.w_qkv = self.add_weight(shape=(d, 3 * d), initializer=_normal(0.02), name="w_qkv")
+        self.w_qkv = self.add_weight(shape=(d, 3 * d), initializer=_NORMAL, name="w_qkv")
         self.b_qkv = self.add_weight(shape=(3 * d,), initializer=_ZEROS, name="b_qkv")
-        self.w_proj = self.add_weight(shape=(d, d), initializer=_normal(0.02), name="w_proj")
+        self.w_proj = self.add_weight(shape=(d, d), initializer=_NORMAL, name="w_proj")
         self.b_proj = self.add_weight(shape=(d,), initializer=_ZEROS, name="b_proj")
-        self.w_fc = self.add_weight(shape=(d, f), initializer=_normal(0.02), name="w_fc")
+        self.w_fc = self.add_weight(shape=(d, f), initializer=_NORMAL, name="w_fc")
         self.b_fc = self.add_weight(shape=(f,), initializer=_ZEROS, name="b_fc")
-        self.w_out = self.add_weight(shape=(f, d), initializer=_normal(0.02), name="w_out")
+        self.w_out = self.add_weight(shape=(f, d), initializer=_NORMAL, name="w_out")
         self.b_out = self.add_weight(shape=(d,), initializer=_ZEROS, name="b_out")
 
     def call(self, x: Any, *, batch: int, allowed: Any, training: bool = False,
@@ -176,11 +173,11 @@ class BERT(LanguageModel):
 
     def build(self, input_shape: Any) -> None:
         d = self.embed_dim
-        self._build_embedding(d, initializer=_normal(0.02))                # (V, D)
+        self._build_embedding(d, initializer=_NORMAL)                     # (V, D)
         self.position_embedding = self.add_weight(
-            shape=(self.seq_len, d), initializer=_normal(0.02), name="position_embedding")
+            shape=(self.seq_len, d), initializer=_NORMAL, name="position_embedding")
         self.type_embedding = self.add_weight(
-            shape=(self.type_vocab_size, d), initializer=_normal(0.02), name="type_embedding")
+            shape=(self.type_vocab_size, d), initializer=_NORMAL, name="type_embedding")
         self.ln_embedding.build((None, d))
         for layer in self.encoder_layers:
             layer.build((None, d))
@@ -226,11 +223,10 @@ class BERT(LanguageModel):
         *layers, last = self.encoder_layers
         for layer in layers:
             x = layer(x, batch=batch, allowed=allowed, training=training)
-        if at is not None:  # `STATES_AT`: the last layer for those positions' queries alone
-            return last(x, batch=batch, allowed=allowed, training=training,
-                        at=ops.cast(at, "int32"))                           # (N, D)
-        x = last(x, batch=batch, allowed=allowed, training=training)
-        return ops.reshape(x, (batch, time, self.embed_dim))
+        # `STATES_AT`: the last layer for the queries at `at` alone, their states (N, D)
+        at = None if at is None else ops.cast(at, "int32")
+        x = last(x, batch=batch, allowed=allowed, training=training, at=at)
+        return x if at is not None else ops.reshape(x, (batch, time, self.embed_dim))
 
     # -- Hugging Face checkpoints -----------------------------------------------------------------
     @classmethod
