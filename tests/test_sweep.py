@@ -72,21 +72,39 @@ def test_a_sweep_of_six_trials_prunes_bad_ones_early_and_keeps_every_run(
     assert [e.trial.number for e in ends] == list(range(6)) and ends[-1].done == 6
 
 
+def kill_during_a_trial(proc: subprocess.Popen, out: Path, first: int) -> Path:
+    """SIGKILL the sweep while trial `first` or a later one trains; return that trial's run directory.
+
+    The sweep is stopped (SIGSTOP) before the directories are read, so a trial that ends in the
+    instant between the look and the kill cannot make the test kill between trials instead.
+    """
+    deadline = time.monotonic() + 600
+    while True:
+        assert proc.poll() is None, f"the sweep ended before trial {first}: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, f"trial {first} did not start in 10 minutes"
+        if (out / f"trial-{first:03d}" / "metrics.jsonl").is_file():
+            proc.send_signal(signal.SIGSTOP)
+            busy = [d for d in sorted(out.glob("trial-*"))
+                    if (d / "metrics.jsonl").is_file() and not (d / "summary.json").is_file()]
+            if busy:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return busy[0]
+            proc.send_signal(signal.SIGCONT)  # between two trials: let the next one start
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_a_killed_sweep_started_again_finishes_without_redoing_finished_trials(tmp_path: Path) -> None:
     out = tmp_path / "s"
     proc = subprocess.Popen(cli(out, "--trials", "4"), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 600
-    while not (out / "trial-002" / "metrics.jsonl").is_file():  # kill it while trial 2 trains
-        assert proc.poll() is None, f"the sweep ended before trial 2: {proc.stderr.read()}"
-        assert time.monotonic() < deadline, "trial 2 did not start in 10 minutes"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    first = {t.number: (t.state.name, Path(t.user_attrs["run_dir"], "summary.json").stat().st_mtime_ns)
-             for t in study(out).trials if t.state.name in ("COMPLETE", "PRUNED")}
-    assert sorted(first) == [0, 1]
+    killed_dir = kill_during_a_trial(proc, out, first=2)
+    before = {t.number: t for t in study(out).trials}
+    first = {n: (t.state.name, Path(t.user_attrs["run_dir"], "summary.json").stat().st_mtime_ns)
+             for n, t in before.items() if t.state.name in ("COMPLETE", "PRUNED")}
+    [killed_number] = [n for n, t in before.items() if Path(t.user_attrs["run_dir"]).resolve() == killed_dir.resolve()]
+    assert sorted(first) == list(range(killed_number)) and killed_number >= 2
     again = subprocess.run(cli(out, "--trials", "4"), cwd=ROOT, capture_output=True, text=True,
                            timeout=400)
     assert again.returncode == 0, again.stderr
@@ -97,9 +115,9 @@ def test_a_killed_sweep_started_again_finishes_without_redoing_finished_trials(t
         assert trials[number].state.name == state
         assert Path(trials[number].user_attrs["run_dir"], "summary.json").stat().st_mtime_ns == mtime
         assert starts(trials[number].user_attrs["run_dir"]) == 1
-    killed = trials[2]
+    killed = trials[killed_number]
     assert killed.state.name == "FAIL"  # its heartbeat stopped: failed, then tried again
-    retried = [t for n, t in trials.items() if n > 2 and t.params == killed.params]
+    retried = [t for n, t in trials.items() if n > killed_number and t.params == killed.params]
     assert retried and retried[0].state.name in ("COMPLETE", "PRUNED")
 
 
