@@ -43,6 +43,7 @@ SST2 = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "eval" / 
 def _lmkit_trainer(mini: Any, task_data: Any, **keys: Any) -> tuple[Any, list[np.ndarray], Any]:
     """lmkit's fine-tuning trainee on `task_data` (`keys` override the recipe's config keys),
     the rows of its first epoch's batches, and the encoded examples."""
+    from lmkit.build import copy_model
     from lmkit.config import EvalConfig
     from lmkit.evaluation.encoding import encode_examples
     from lmkit.evaluation.finetune import FinetuneTrainee
@@ -54,7 +55,8 @@ def _lmkit_trainer(mini: Any, task_data: Any, **keys: Any) -> tuple[Any, list[np
                         "loss": "cross_entropy", "log_every": 1,  # one step per call: the timed unit
                         **keys})
     encoded = encode_examples(task_data, mini.tokenizer, MAX_LENGTH)
-    model = SequenceClassifier(mini.model, 2, "cls", 0.1)
+    backbone = copy_model(mini.model, cfg.precision) if cfg.precision != "float32" else mini.model
+    model = SequenceClassifier(backbone, 2, "cls", 0.1)
     model((np.zeros((1, 2), np.int32), np.ones((1,), np.int32)))
     parts = resolve(cfg)
     trainee = FinetuneTrainee(model, encoded, parts.config, cfg.max_steps, parts)

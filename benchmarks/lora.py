@@ -14,6 +14,7 @@ both trainees in one process and their steps interleaved, so a shared machine's 
 hits both alike, beside XLA's count of each compiled step's operations. ``--quick``: 20 steps.
 
     python -m benchmarks.lora --steps 3     # only the interleaved step times, three samples
+    python -m benchmarks.lora --steps 3 --precision mixed_bfloat16    # both steps in bfloat16
 """
 
 from __future__ import annotations
@@ -76,8 +77,10 @@ from benchmarks.finetune import _lmkit_trainer
 from lmkit.evaluation.loaders import load_split
 mini = lmkit.from_pretrained("minilm-l6")
 data = load_split("glue/sst2", sys.argv[1], "train")
-modes = {"lora": dict(adapter="lora", lora_rank=8, lora_targets=["q", "v"], learning_rate=1e-3),
-         "full": {}}
+precision = sys.argv[2]
+modes = {"lora": dict(adapter="lora", lora_rank=8, lora_targets=["q", "v"], learning_rate=1e-3,
+                      precision=precision),
+         "full": dict(precision=precision)}
 trainees = {m: _lmkit_trainer(mini, data, **keys) for m, keys in modes.items()}
 at = {m: 0 for m in modes}
 def step(m):
@@ -99,12 +102,12 @@ print(json.dumps({m: {"ms": 1000 * v["median_s"], "gflops": cost[m]["flops"] / 1
 """
 
 
-def _pace() -> dict:
+def _pace(precision: str = "float32") -> dict:
     """Median ms per step of LoRA and of full fine-tuning, interleaved in one process (on the
-    small SST-2 copy: the same lengths, padded to the same widths), with each step's
-    floating-point operations and bytes accessed in XLA's cost analysis (``gflops``,
-    ``gbytes``)."""
-    return json.loads(_python(f"import sys; sys.argv = ['x', {str(FIXTURE)!r}]\n{_PACE}"))
+    small SST-2 copy: the same lengths, padded to the same widths), both at `precision`, with
+    each step's floating-point operations and bytes accessed in XLA's cost analysis
+    (``gflops``, ``gbytes``)."""
+    return json.loads(_python(f"import sys; sys.argv = ['x', {str(FIXTURE)!r}, {precision!r}]\n{_PACE}"))
 
 
 def _mode(mode: str, data: str, steps: int) -> dict:
@@ -161,14 +164,14 @@ def run(quick: bool = False) -> Result:
     return Result(figures, ratios, targets, rows)
 
 
-def steps(samples: int) -> list[dict]:
+def steps(samples: int, precision: str = "float32") -> list[dict]:
     """Only the step times, without the accuracy runs: `samples` interleaved measurements
-    (`_pace`), each printed with the machine's load average beside it."""
+    (`_pace`) at `precision`, each printed with the machine's load average beside it."""
     got = []
     for _ in range(samples):
-        paced = _pace()
+        paced = _pace(precision)
         load = os.getloadavg()[0]
-        got.append({**paced, "load_average": load})
+        got.append({**paced, "load_average": load, "precision": precision})
         lora, full = paced["lora"], paced["full"]
         print(f"LoRA {lora['ms']:.0f} ms ({lora['gflops']:.1f} GFLOP), full fine-tuning "
               f"{full['ms']:.0f} ms ({full['gflops']:.1f} GFLOP): full / LoRA "
@@ -186,4 +189,10 @@ if __name__ == "__main__":
                     "`python -m benchmarks lora` runs the whole benchmark).")
     parser.add_argument("--steps", type=int, default=3, metavar="SAMPLES",
                         help="interleaved measurements to take (default 3)")
-    steps(parser.parse_args().steps)
+    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"),
+                        help="both steps' precision (default float32)")
+    parser.add_argument("--json", metavar="FILE", help="also write the measurements to FILE")
+    args = parser.parse_args()
+    measured = steps(args.steps, args.precision)
+    if args.json:
+        Path(args.json).write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from lmkit.errors import ConfigError
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
 
     from lmkit.config import TrainConfig
 
-__all__ = ["build_model", "create_weights", "check_fits", "memory_limit"]
+__all__ = ["build_model", "copy_model", "create_weights", "dtype_policy", "check_fits", "memory_limit"]
 
 
 #: what a Keras model class's ``**kwargs`` forward to `keras.Model`; any other [model] option
@@ -49,15 +51,44 @@ def build_model(cfg: "TrainConfig", vocab_size: int, factory: Any = None) -> "ke
     factory = factory or architectures.get(cfg.arch)
     kwargs = cfg.model_kwargs(_accepted(factory))
     kwargs.pop("kwargs", None)
-    previous = keras.config.dtype_policy()
-    # Layers read the global policy when they are created; restore it so nothing else changes.
-    keras.config.set_dtype_policy(cfg.precision)
-    try:
+    with dtype_policy(cfg.precision):
         model = factory(vocab_size, **kwargs)
         create_weights(model, min(cfg.seq_len, 8))
+    return model
+
+
+def copy_model(model: "keras.Model", precision: str = "float32") -> "keras.Model":
+    """A fresh `model` of the same class, options and weights, its layers created under the
+    dtype policy `precision` (``mixed_bfloat16``: the weights stay float32, layers compute in
+    bfloat16).
+
+    >>> tuned = copy_model(pretrained.model, "mixed_bfloat16")   # doctest: +SKIP
+    """
+    config = {k: v for k, v in model.get_config().items() if k != "dtype"}  # `precision`'s
+    with dtype_policy(precision):
+        copy = type(model).from_config(config)
+        create_weights(copy)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+@contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Layers created inside take Keras's dtype policy `name` (``float32``, ``mixed_bfloat16``):
+    they read the global policy when they are created. The previous policy is restored after,
+    so nothing else changes.
+
+    >>> with dtype_policy("mixed_bfloat16"):                # doctest: +SKIP
+    ...     model = factory(vocab_size)
+    """
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
     finally:
         keras.config.set_dtype_policy(previous)
-    return model
 
 
 def create_weights(model: "keras.Model", length: int = 2) -> None:

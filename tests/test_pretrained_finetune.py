@@ -88,6 +88,25 @@ def test_a_pretrained_encoder_fine_tunes_with_the_standard_recipe_and_learns(tmp
 
 
 @pytest.mark.slow
+def test_a_mixed_bfloat16_fine_tuning_computes_in_bfloat16_and_learns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmkit.build import copy_model
+
+    checkpoint = bert_folder(tmp_path / "bert")
+    data = _easy_task(tmp_path / "sst2")
+    copies: list = []  # the backbones the fine-tuning built
+    monkeypatch.setattr("lmkit.build.copy_model",
+                        lambda *a, **k: copies.append(copy_model(*a, **k)) or copies[-1])
+    result = lmkit.evaluate(str(checkpoint), task="glue/sst2", data=str(data), max_steps=120,
+                            batch_size=16, learning_rate=1e-3, precision="mixed_bfloat16")
+    [backbone] = copies
+    assert backbone.compute_dtype == "bfloat16"
+    assert {v.dtype for v in backbone.trainable_variables} == {"float32"}  # what AdamW updates
+    assert result.config["precision"] == "mixed_bfloat16"
+    assert result.metrics["accuracy"] >= 0.7  # the float32 test's bar (chance: 0.5)
+
+
+@pytest.mark.slow
 def test_eval_dry_run_prints_the_recipe_the_task_and_the_derived_options(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from lmkit.cli import main

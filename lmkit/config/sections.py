@@ -79,6 +79,7 @@ class Devices(ConfigBase):
 
     devices: int | list[int] | str = config_key("all", "Devices of each process the compiled step uses on JAX: `\"all\"`, a count, or a list of device ids. The batch is split over them (data parallel); `batch_size` stays the global batch and must divide evenly.", min=1)
     model_parallel: int = config_key(1, "Devices each weight of the model's large matrices is split over (`gpt`, `gpt2`, `bert`, `llama`: attention and MLP matrices); must divide `devices` and the model's widths.", min=1)
+    precision: str = config_key("float32", "`float32`, or `mixed_bfloat16` (Keras's policy): weights, optimizer state, norms, softmax and loss in float32, activations and matmuls in bfloat16, each matmul summing in float32. On CPUs with bfloat16 units (Intel AMX) and on GPUs the matmuls run several times faster.", choices=("float32", "mixed_bfloat16"))
 
 
 @dataclass

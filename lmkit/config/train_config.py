@@ -52,7 +52,6 @@ class TrainConfig(Tracking, Devices, Budget, Adapter, Optimization, ModelShape):
     kernel_size: int = config_key(4, "Convolution width (`gated_cnn`).", min=1)
     model: dict[str, Any] = config_key({}, "Extra architecture options (TOML table `[model]`), passed to the model as keywords; merged entry by entry with the architecture's defaults.")
     head_bias_init: str = config_key("zeros", "Initial logit bias of the output head: `zeros`, or `unigram` (the log of each token's add-one-smoothed frequency in the training tokens, so the first step already predicts the unigram distribution instead of spending hundreds of steps learning it).", choices=("zeros", "unigram"))
-    precision: str = config_key("float32", "`float32` or `mixed_bfloat16`.", choices=("float32", "mixed_bfloat16"))
     # validation
     metrics: list[str] = config_key(["loss", "perplexity", "bits_per_char", "accuracy"], "Validation metrics (`lmkit list metrics`).")
     top_k: int = config_key(5, "k of the `top_k_accuracy` metric.", min=1)

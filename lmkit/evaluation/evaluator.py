@@ -296,15 +296,12 @@ def open_scored(run_or_path: Any) -> Any:
 def _backbone(run_or_path: Any, cfg: EvalConfig, parts: Resolved,
               texts: Examples) -> tuple[Any, Any, str]:
     """(a fresh copy of the language model, its tokenizer, a display name)."""
-    from lmkit.build import create_weights
+    from lmkit.build import copy_model
 
     if _is_scratch(run_or_path):
         return _scratch(cfg, parts, texts)
     run = open_scored(run_or_path)
-    source = run.model
-    copy = type(source).from_config(source.get_config())
-    create_weights(copy)
-    copy.set_weights(source.get_weights())
+    copy = copy_model(run.model, cfg.precision)
     name = getattr(run, "name", None) or Path(str(getattr(run, "dir", "run"))).name
     return copy, run.tokenizer, name
 
@@ -325,7 +322,8 @@ def _scratch_options(cfg: EvalConfig) -> dict[str, Any]:
     (`_classifier_record`), so that `load_finetuned` builds the same model."""
     from lmkit.config.sections import ModelShape
 
-    return {**cfg.values_of(ModelShape), "seq_len": cfg.max_length, "tie_embeddings": False}
+    return {**cfg.values_of(ModelShape), "seq_len": cfg.max_length, "tie_embeddings": False,
+            "precision": cfg.precision}
 
 
 def _scratch_model(options: dict[str, Any], vocab_size: int, factory: Any = None) -> Any:

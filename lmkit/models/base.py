@@ -44,6 +44,7 @@ __all__ = [
     "REWIND",
     "segment_masks",
     "dense",
+    "matmul",
     "low_rank_terms",
 ]
 
@@ -196,12 +197,27 @@ def dense(x: Any, kernel: Any) -> Any:
     >>> dense(ops.ones((2, 3)), ops.ones((3, 4))).shape
     (2, 4)
     """
-    y = ops.matmul(x, kernel)
+    y = matmul(x, kernel)
     term = _LOW_RANK.get().get(id(kernel))
     if term is None:
         return y
     a, b = (ops.cast(t, y.dtype) for t in term)
     return y + ops.matmul(ops.matmul(x, a), b)
+
+
+def matmul(x: Any, kernel: Any) -> Any:
+    """``x @ kernel``. On JAX, bfloat16 activations (the ``mixed_bfloat16`` policy) multiply a
+    bfloat16 copy of `kernel` with float32 sums (`lmkit.models.bf16_matmul`): several times
+    faster than ``ops.matmul`` on CPUs with bfloat16 units (AMX), with the same result.
+
+    >>> matmul(ops.ones((2, 3)), ops.ones((3, 4))).shape
+    (2, 4)
+    """
+    if keras.backend.standardize_dtype(x.dtype) != "bfloat16" or keras.backend.backend() != "jax":
+        return ops.matmul(x, kernel)
+    from lmkit.models.bf16_matmul import bf16_matmul
+
+    return bf16_matmul(ops.convert_to_tensor(x), ops.cast(kernel, "bfloat16"))
 
 
 def check_positive_int(name: str, value: Any) -> int:

@@ -11,7 +11,8 @@ exactly, and `lmkit export --format hf` writes it as a `transformers` ``GPT2LMHe
 (any other options: with lmkit's own modeling code, `lmkit.exporters.hf`).
 
 Activations are kept 2-D, ``(B*T, D)``, around every dense matmul, with explicit weights and
-`ops.matmul`: on XLA:CPU this is about 1.4x faster than 3-D dense layers (see the speed notes).
+`lmkit.models.base.matmul`: on XLA:CPU this is about 1.4x faster than 3-D dense layers (see the
+speed notes), and bfloat16 activations take the fast bfloat16 dot.
 Only attention reshapes to ``(B, T, H, d)``.
 
 Incremental decoding keeps a KV cache of `seq_len` positions per layer in the state returned by
@@ -42,7 +43,8 @@ from keras import ops
 
 from lmkit.errors import ConfigError
 from lmkit.models.base import (PACKING, REWIND, HostNormal, LanguageModel, check_bool,
-                               check_choice, check_positive_int, check_rate, segment_masks)
+                               check_choice, check_positive_int, check_rate, matmul,
+                               segment_masks)
 from lmkit.registry import architectures
 
 __all__ = ["GPT", "Block", "rotate", "kv_cache", "kv_after", "write_cache"]
@@ -160,7 +162,7 @@ class Block(keras.layers.Layer):
         d, h, hd = self.embed_dim, self.heads, self.head_dim
         time = ops.shape(x)[0] // batch
         # -- attention ------------------------------------------------------------------------
-        qkv = ops.matmul(self.ln_1(x), self.w_qkv) + self.b_qkv            # (B*T, 3D)
+        qkv = matmul(self.ln_1(x), self.w_qkv) + self.b_qkv                # (B*T, 3D)
         q, k, v = (ops.reshape(t, (batch, time, h, hd)) for t in ops.split(qkv, 3, axis=-1))
         if self.qk_norm:
             q, k = _rms(q), _rms(k)
@@ -176,12 +178,12 @@ class Block(keras.layers.Layer):
         att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         att = self.drop(att, training=training)
         y = ops.einsum("bhqk,bhkd->bqhd", att, v)                          # (B, T, H, d)
-        y = ops.matmul(ops.reshape(y, (-1, d)), self.w_proj) + self.b_proj  # (B*T, D)
+        y = matmul(ops.reshape(y, (-1, d)), self.w_proj) + self.b_proj      # (B*T, D)
         x = x + self.drop(y, training=training)
         # -- MLP ------------------------------------------------------------------------------
-        y = ops.matmul(self.ln_2(x), self.w_fc) + self.b_fc                # (B*T, 4D)
+        y = matmul(self.ln_2(x), self.w_fc) + self.b_fc                    # (B*T, 4D)
         y = ops.square(ops.relu(y)) if self.mlp == "relu2" else ops.gelu(y)
-        y = ops.matmul(y, self.w_out) + self.b_out                         # (B*T, D)
+        y = matmul(y, self.w_out) + self.b_out                             # (B*T, D)
         return x + self.drop(y, training=training), k, v
 
     def get_config(self) -> dict[str, Any]:

@@ -36,7 +36,8 @@ from keras import ops
 
 from lmkit.errors import ConfigError, RunError
 from lmkit.models.base import (PACKING, REWIND, HFWeight, HostNormal, LanguageModel, check_bool,
-                               check_choice, check_positive_int, check_rate, segment_masks)
+                               check_choice, check_positive_int, check_rate, matmul,
+                               segment_masks)
 from lmkit.models.gpt import kv_after, kv_cache, rotate, write_cache
 from lmkit.registry import architectures
 
@@ -125,7 +126,7 @@ class LlamaBlock(keras.layers.Layer):
             self._dense(name, shape, bias)
 
     def _project(self, x: Any, name: str) -> Any:
-        y = ops.matmul(x, getattr(self, f"w_{name}"))
+        y = matmul(x, getattr(self, f"w_{name}"))
         bias = getattr(self, f"b_{name}")
         return y if bias is None else y + bias
 

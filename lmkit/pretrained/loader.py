@@ -174,7 +174,7 @@ def from_pretrained(path_or_name: str | os.PathLike[str]) -> Pretrained:
     """
     import keras
 
-    from lmkit.build import create_weights, memory_limit
+    from lmkit.build import create_weights, dtype_policy, memory_limit
 
     if keras.backend.backend() == "jax":
         from lmkit.paths import enable_compilation_cache
@@ -187,17 +187,13 @@ def from_pretrained(path_or_name: str | os.PathLike[str]) -> Pretrained:
     check_values(config, path)
     check_size(config, path, stored_parameters(folder), memory_limit())
     tokenizer = read_tokenizer(folder, _needed(config, "vocab_size", path, entry.name))
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")  # checkpoints are float32 here; parity depends on it
-    try:
+    with dtype_policy("float32"):  # checkpoints are float32 here; parity depends on it
         try:
             model = entry.obj.from_hf_config(config, tokenizer)
         except KeyError as exc:
             _needed(config, exc.args[0], path, entry.name)
             raise
         create_weights(model)
-    finally:
-        keras.config.set_dtype_policy(previous)
     load_weights(model, folder)
     name = os.fspath(path_or_name) if folder != Path(os.fspath(path_or_name)) else folder.name
     return Pretrained(folder, name, entry.name, config, model, tokenizer)

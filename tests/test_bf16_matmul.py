@@ -1,0 +1,46 @@
+"""`lmkit.models.base.matmul` on bfloat16 activations: the bfloat16 dot with float32 sums
+(`lmkit.models.bf16_matmul`) gives the product and both gradients of the rounded operands, and a
+model built under ``mixed_bfloat16`` from float32 weights computes what the float32 model does."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hf_checkpoints import bert_folder
+
+import lmkit
+from lmkit.build import copy_model
+from lmkit.models.base import matmul
+
+
+def test_the_bfloat16_matmul_and_its_gradients_equal_float32_on_the_rounded_operands() -> None:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((48, 96)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((96, 40)), jnp.bfloat16)
+    up = jnp.asarray(rng.standard_normal((48, 40)), jnp.float32)  # a cotangent that is not uniform
+
+    def loss(f, x, w):
+        return jnp.sum(f(x, w).astype(jnp.float32) * up)
+
+    f32 = lambda a: jnp.asarray(a, jnp.float32)
+    y, grads = matmul(x, w), jax.grad(lambda x, w: loss(matmul, x, w), argnums=(0, 1))(x, w)
+    want = jax.grad(lambda x, w: loss(jnp.matmul, x, w), argnums=(0, 1))(f32(x), f32(w))
+    assert y.dtype == jnp.bfloat16 and y.shape == (48, 40)
+    for g, r in zip((y, *grads), (f32(x) @ f32(w), *want)):
+        # the results are rounded to bfloat16 (8 bits of mantissa): 2^-8 of the largest
+        np.testing.assert_allclose(f32(g), r, atol=float(jnp.abs(r).max()) * 2 ** -8)
+    assert grads[0].dtype == x.dtype and grads[1].dtype == w.dtype
+
+
+@pytest.mark.slow
+def test_a_mixed_bfloat16_copy_of_a_checkpoint_computes_the_float32_models_states(tmp_path) -> None:
+    mini = lmkit.from_pretrained(str(bert_folder(tmp_path / "bert")))
+    mixed = copy_model(mini.model, "mixed_bfloat16")
+    assert mixed.compute_dtype == "bfloat16" and mini.model.compute_dtype == "float32"
+    tokens = np.random.default_rng(0).integers(5, 90, size=(3, 12)).astype("int32")
+    want, got = (np.asarray(m.features(tokens), np.float32) for m in (mini.model, mixed))
+    assert got.dtype == np.float32 and np.abs(got - want).max() > 0  # it did compute in bfloat16
+    # bfloat16 keeps 8 bits of mantissa: a few hundredths of the states' scale after 2 layers
+    assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
