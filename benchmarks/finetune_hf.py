@@ -13,7 +13,8 @@ folder holding ``SST-2/`` and ``MRPC/`` as GLUE distributes them, such as ../sha
 measures at a size users run instead: the first `SIZE_TRAIN` training examples of each task
 (``LMKIT_GLUE_TRAIN`` to change it: SST-2's first 4,000 sentences, MRPC's whole 3,668 pairs),
 their whole dev splits, 1 epoch (`SIZE_RECIPE`), one round. ``--quick`` always runs the
-fixture.
+fixture. ``LMKIT_PRECISION=mixed_bfloat16`` runs both in bfloat16: lmkit with
+``precision="mixed_bfloat16"``, the `Trainer` with ``bf16=True`` (PyTorch's CPU autocast).
 What differs is each library's own: the head (Hugging Face's pooler + linear layer on [CLS]; lmkit's
 linear head on the [CLS] state, dropout 0.1 before it in both), the initialisation of the head, the
 batch order.
@@ -85,7 +86,8 @@ result = lmkit.evaluate(folder, task=task, data=data, learning_rate=recipe["lear
                         backbone_lr_multiplier=1.0, batch_size=recipe["batch_size"], epochs=recipe["epochs"],
                         max_steps=None, max_length=recipe["max_length"], seed=recipe["seed"],
                         optimizer="adamw", schedule="linear", min_lr_ratio=0.0, weight_decay=0.0,
-                        clipnorm=1.0, pooling="cls", head_dropout=0.1)
+                        clipnorm=1.0, pooling="cls", head_dropout=0.1,
+                        precision=recipe.get("precision", "float32"))
 print("RESULT " + json.dumps({"accuracy": result.metrics["accuracy"],
                               "train_seconds": result.training["seconds"], "steps": result.training["steps"],
                               "phases_s": result.training.get("phases_s"), "packed": result.training.get("packed"),
@@ -113,7 +115,7 @@ args = transformers.TrainingArguments(
     per_device_eval_batch_size=256, num_train_epochs=recipe["epochs"], learning_rate=recipe["learning_rate"],
     lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=recipe["seed"],
     train_sampling_strategy="group_by_length", save_strategy="no", report_to="none", use_cpu=True,
-    disable_tqdm=True, logging_strategy="no")
+    disable_tqdm=True, logging_strategy="no", bf16=recipe.get("precision") == "mixed_bfloat16")
 trainer = transformers.Trainer(model=model, args=args, train_dataset=train,
                                data_collator=transformers.DataCollatorWithPadding(tokenizer))
 metrics = trainer.train().metrics
@@ -161,10 +163,11 @@ def _data(quick: bool, tmp: str) -> tuple[Path, dict[str, Any]]:
     """The GLUE folder to fine-tune on and the recipe: the fixtures (3 epochs; 1 with
     `quick`), or ``$LMKIT_GLUE`` cut to ``$LMKIT_GLUE_TRAIN`` examples (1 epoch)."""
     source = os.environ.get("LMKIT_GLUE")
+    precision = {"precision": os.environ.get("LMKIT_PRECISION", "float32")}
     if quick or not source:
-        return GLUE, QUICK_RECIPE if quick else RECIPE
+        return GLUE, {**(QUICK_RECIPE if quick else RECIPE), **precision}
     examples = int(os.environ.get("LMKIT_GLUE_TRAIN", SIZE_TRAIN))
-    return _sized_glue(Path(source), Path(tmp) / "glue", examples), SIZE_RECIPE
+    return _sized_glue(Path(source), Path(tmp) / "glue", examples), {**SIZE_RECIPE, **precision}
 
 
 def run(quick: bool = False) -> Result:

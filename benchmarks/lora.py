@@ -12,6 +12,7 @@ step time over the second half of training (the programs compiled by then), the 
 seconds, and the process's peak resident memory. The step-time ratio is measured apart, with
 both trainees in one process and their steps interleaved, so a shared machine's changing load
 hits both alike, beside XLA's count of each compiled step's operations. ``--quick``: 20 steps.
+``LMKIT_PRECISION=mixed_bfloat16``: every run and step in bfloat16 (`precision`).
 
     python -m benchmarks.lora --steps 3     # only the interleaved step times, three samples
     python -m benchmarks.lora --steps 3 --precision mixed_bfloat16    # both steps in bfloat16
@@ -30,7 +31,7 @@ BATCH = 32
 MAX_LENGTH = 64
 #: LoRA's steps (what its accuracy is measured after); full fine-tuning takes `FULL_STEPS`,
 #: enough for its step time, memory and a reference accuracy on a machine shared with others
-STEPS = 1500  # 0.853 on SST-2's dev (docs/lora.md); 600 steps gave 0.835
+STEPS = 2500  # 1.1 epochs; 1,500 gave 0.850-0.856 (docs/lora.md), 600 gave 0.835
 FULL_STEPS = 200
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "eval" / "glue" / "SST-2"
 
@@ -42,7 +43,7 @@ from lmkit.engine.events import StepEvent
 mode, data, steps, batch, length = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 # a progress event every `log_every` steps: the step time is read from them
 options = dict(max_steps=steps, batch_size=batch, max_length=length, seed=0,
-               log_every=min(20, max(1, steps // 10)))
+               log_every=min(20, max(1, steps // 10)), precision=sys.argv[6])
 if mode == "lora":
     options.update(adapter="lora", lora_rank=8, lora_targets=["q", "v"], learning_rate=1e-3)
 else:
@@ -110,9 +111,9 @@ def _pace(precision: str = "float32") -> dict:
     return json.loads(_python(f"import sys; sys.argv = ['x', {str(FIXTURE)!r}, {precision!r}]\n{_PACE}"))
 
 
-def _mode(mode: str, data: str, steps: int) -> dict:
+def _mode(mode: str, data: str, steps: int, precision: str) -> dict:
     code = (f"import sys; sys.argv = ['x', {mode!r}, {data!r}, '{steps}', '{BATCH}', "
-            f"'{MAX_LENGTH}']\n{_CHILD}")
+            f"'{MAX_LENGTH}', {precision!r}]\n{_CHILD}")
     got = json.loads(_python(code))
     print(f"{mode}: {got}", flush=True)  # each mode's figures as soon as they exist
     return got
@@ -120,9 +121,10 @@ def _mode(mode: str, data: str, steps: int) -> dict:
 
 def run(quick: bool = False) -> Result:
     data = os.environ.get("LMKIT_SST2", str(FIXTURE))
+    precision = os.environ.get("LMKIT_PRECISION", "float32")
     steps = {"lora": 20 if quick else STEPS, "full": 20 if quick else FULL_STEPS}
-    got = {mode: _mode(mode, data, n) for mode, n in steps.items()}
-    paced = _pace()
+    got = {mode: _mode(mode, data, n, precision) for mode, n in steps.items()}
+    paced = _pace(precision)
     print(f"interleaved ms per step: {paced}", flush=True)
     for mode, pace in paced.items():
         got[mode].update(ms_per_step_interleaved=pace["ms"], step_gflops=pace["gflops"],
@@ -141,6 +143,7 @@ def run(quick: bool = False) -> Result:
     # where the data came from, without this machine's paths
     figures = {"data": "tests/fixtures/eval/glue/SST-2" if data == str(FIXTURE)
                else f"$LMKIT_SST2 ({Path(data).name})",
+               "precision": precision,
                "lora_steps": steps["lora"], "full_steps": steps["full"], "batch_size": BATCH, "max_length": MAX_LENGTH,
                **{f"{m}_{k}": v for m, r in got.items() for k, v in r.items()}}
     rows = [["figure", "LoRA r=8 q,v", "full fine-tuning"],

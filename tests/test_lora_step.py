@@ -1,5 +1,5 @@
 """The LoRA step's cost: on an architecture whose kernels go through `lmkit.models.base.dense`
-(`low_rank_kernels`), the step computes ``x W + (x A) B``, so no gradient of a frozen kernel
+(`low_rank_kernels`: bert, gpt2, llama), the step computes ``x W + (x A) B``, so no gradient of a frozen kernel
 (``xᵀ dy``, as large as full fine-tuning's) and none of the embedding table is formed; it trains
 exactly as the merged form ``x (W + A B)`` does (the reference here), and its compiled program
 costs about two thirds of full training's: the forward and the activations' gradient, without
@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from hf_checkpoints import bert_folder
+from hf_checkpoints import bert_folder, decoder_folder, gpt2_folder
 from test_lora import TOKENS, _lora_step, _token_loss
 
 import lmkit
@@ -29,6 +29,25 @@ def bert(tmp_path_factory: pytest.TempPathFactory):
     return lmkit.from_pretrained(bert_folder(tmp_path_factory.mktemp("bert"))).model
 
 
+#: a tiny checkpoint of each architecture that declares `low_rank_kernels`
+FOLDERS = {"bert": bert_folder, "gpt2": gpt2_folder,
+           "llama": lambda f: decoder_folder(f, "llama", num_key_value_heads=2)}
+
+
+#: the attention's query and value, or GPT-2's fused query-key-value kernel (one module)
+TARGETS = {"bert": ["q", "v"], "gpt2": ["c_attn"], "llama": ["q", "v"]}
+
+
+@pytest.fixture(scope="module", params=sorted(FOLDERS))
+def model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    folder = FOLDERS[request.param](tmp_path_factory.mktemp(request.param))
+    return lmkit.from_pretrained(folder).model
+
+
+def _targets(model) -> list[str]:
+    return TARGETS[lmkit.registry.architectures.entry_of(model).name]
+
+
 def _matmul_shapes(step) -> set[tuple[int, ...]]:
     """The shapes of every matmul result in the compiled step's program."""
     text = step.lower(XS, YS).as_text()
@@ -37,9 +56,9 @@ def _matmul_shapes(step) -> set[tuple[int, ...]]:
 
 
 @pytest.mark.slow
-def test_the_factored_step_trains_as_the_merged_kernels_do(bert) -> None:
-    factored = _lora_step(bert, lora_targets=["q", "v"])
-    merged = _lora_step(bert, lora_targets=["q", "v"])
+def test_the_factored_step_trains_as_the_merged_kernels_do(model) -> None:
+    factored = _lora_step(model, lora_targets=_targets(model))
+    merged = _lora_step(model, lora_targets=_targets(model))
     merged.lora.factored = False  # the reference: the model computes with W + s A B
     assert factored.lora.factored
     np.testing.assert_allclose(np.asarray(factored.train(XS, YS)),
@@ -50,13 +69,13 @@ def test_the_factored_step_trains_as_the_merged_kernels_do(bert) -> None:
 
 
 @pytest.mark.slow
-def test_the_lora_step_computes_no_gradient_of_a_frozen_kernel(bert) -> None:
-    kernels = {tuple(v.shape) for v in bert.trainable_variables if len(v.shape) == 2}
+def test_the_lora_step_computes_no_gradient_of_a_frozen_kernel(model) -> None:
+    kernels = {tuple(v.shape) for v in model.trainable_variables if len(v.shape) == 2}
     kernels |= {k[::-1] for k in kernels}  # a transposed gradient counts too
-    step = _lora_step(bert, lora_targets=["q", "v"])
+    step = _lora_step(model, lora_targets=_targets(model))
     assert not _matmul_shapes(step) & kernels
     # the merged form does compute them: the check above can fail
-    merged = _lora_step(bert, lora_targets=["q", "v"])
+    merged = _lora_step(model, lora_targets=_targets(model))
     merged.lora.factored = False
     assert _matmul_shapes(merged) & kernels
 

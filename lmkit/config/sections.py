@@ -56,7 +56,7 @@ class Adapter(ConfigBase):
     adapter: str = config_key("none", "`lora`: train low-rank adapters on the `lora_targets` kernels and freeze every other weight of the model (a classifier's head still trains); `none`: train the weights themselves. JAX only.", choices=("none", "lora"))
     lora_rank: int = config_key(8, "Rank r of each adapter (A: in x r, B: r x out); at most the kernel's smaller side.", min=1)
     lora_alpha: float = config_key(16.0, "Adapter scale numerator: the kernel computes W + (lora_alpha / lora_rank) A B.", min=0.0, exclusive_min=True)
-    lora_dropout: float = config_key(0.0, "Dropout on the adapters' input; only 0 (gpt, gpt2 and llama add the adapter to the kernel, W + s A B, which has no separate input).", min=0.0, max=0.0)
+    lora_dropout: float = config_key(0.0, "Dropout on the adapters' input; only 0 for now (the adapters compute x W + s (x A) B with the same x as the kernel).", min=0.0, max=0.0)
     lora_targets: list[str] = config_key(["q", "v"], "Kernels that get adapters: Hugging Face module names or their last parts (`query`, `c_attn`, `attn.*`), lmkit variable paths (`block_0/w_qkv`), or `q`, `k`, `v`, `o` for the attention's projections.")
 
 

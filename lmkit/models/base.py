@@ -202,7 +202,7 @@ def dense(x: Any, kernel: Any) -> Any:
     if term is None:
         return y
     a, b = (ops.cast(t, y.dtype) for t in term)
-    return y + ops.matmul(ops.matmul(x, a), b)
+    return y + matmul(matmul(x, a), b)
 
 
 def matmul(x: Any, kernel: Any) -> Any:
@@ -417,12 +417,12 @@ class LanguageModel(keras.Model):
         batch, time = ops.shape(h)[0], ops.shape(h)[1]
         h = ops.reshape(h, (-1, h.shape[-1]))                      # (B*T, width)
         if self.head_projection is not None:
-            h = ops.matmul(h, self.head_projection)                # (B*T, embed_dim)
+            h = dense(h, self.head_projection)                     # (B*T, embed_dim)
         h = ops.cast(h, "float32")
         if self.head_kernel is None:
             logits = ops.matmul(h, ops.transpose(self.embedding))  # (B*T, V), tied
         else:
-            logits = ops.matmul(h, self.head_kernel)               # (B*T, V)
+            logits = dense(h, self.head_kernel)                    # (B*T, V)
         if self.head_bias is not None:
             logits = logits + self.head_bias
         return ops.reshape(logits, (batch, time, self.vocab_size))

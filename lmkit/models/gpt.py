@@ -11,8 +11,9 @@ exactly, and `lmkit export --format hf` writes it as a `transformers` ``GPT2LMHe
 (any other options: with lmkit's own modeling code, `lmkit.exporters.hf`).
 
 Activations are kept 2-D, ``(B*T, D)``, around every dense matmul, with explicit weights and
-`lmkit.models.base.matmul`: on XLA:CPU this is about 1.4x faster than 3-D dense layers (see the
-speed notes), and bfloat16 activations take the fast bfloat16 dot.
+`lmkit.models.base.dense`: on XLA:CPU this is about 1.4x faster than 3-D dense layers (see the
+speed notes), bfloat16 activations take the fast bfloat16 dot, and a LoRA step adds its low-rank
+terms there (`low_rank_kernels`).
 Only attention reshapes to ``(B, T, H, d)``.
 
 Incremental decoding keeps a KV cache of `seq_len` positions per layer in the state returned by
@@ -43,7 +44,7 @@ from keras import ops
 
 from lmkit.errors import ConfigError
 from lmkit.models.base import (PACKING, REWIND, HostNormal, LanguageModel, check_bool,
-                               check_choice, check_positive_int, check_rate, matmul,
+                               check_choice, check_positive_int, check_rate, dense,
                                segment_masks)
 from lmkit.registry import architectures
 
@@ -162,7 +163,7 @@ class Block(keras.layers.Layer):
         d, h, hd = self.embed_dim, self.heads, self.head_dim
         time = ops.shape(x)[0] // batch
         # -- attention ------------------------------------------------------------------------
-        qkv = matmul(self.ln_1(x), self.w_qkv) + self.b_qkv                # (B*T, 3D)
+        qkv = dense(self.ln_1(x), self.w_qkv) + self.b_qkv                # (B*T, 3D)
         q, k, v = (ops.reshape(t, (batch, time, h, hd)) for t in ops.split(qkv, 3, axis=-1))
         if self.qk_norm:
             q, k = _rms(q), _rms(k)
@@ -178,12 +179,12 @@ class Block(keras.layers.Layer):
         att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         att = self.drop(att, training=training)
         y = ops.einsum("bhqk,bhkd->bqhd", att, v)                          # (B, T, H, d)
-        y = matmul(ops.reshape(y, (-1, d)), self.w_proj) + self.b_proj      # (B*T, D)
+        y = dense(ops.reshape(y, (-1, d)), self.w_proj) + self.b_proj      # (B*T, D)
         x = x + self.drop(y, training=training)
         # -- MLP ------------------------------------------------------------------------------
-        y = matmul(self.ln_2(x), self.w_fc) + self.b_fc                    # (B*T, 4D)
+        y = dense(self.ln_2(x), self.w_fc) + self.b_fc                    # (B*T, 4D)
         y = ops.square(ops.relu(y)) if self.mlp == "relu2" else ops.gelu(y)
-        y = matmul(y, self.w_out) + self.b_out                             # (B*T, D)
+        y = dense(y, self.w_out) + self.b_out                             # (B*T, D)
         return x + self.drop(y, training=training), k, v
 
     def get_config(self) -> dict[str, Any]:
@@ -217,6 +218,7 @@ class GPT(LanguageModel):
     """
 
     cpu_batch_parts = 2  # see LanguageModel.cpu_batch_parts
+    low_rank_kernels = True  # the blocks' four kernels and the head go through `dense`
     # Megatron's split: attention and MLP input matrices by columns, their output matrices by
     # rows. The fused q|k|v columns split into equal blocks, so a device's block is not whole
     # heads (XLA moves what attention needs; results equal one device's, tests/test_distribute.py).

@@ -36,7 +36,7 @@ from keras import ops
 
 from lmkit.errors import ConfigError, RunError
 from lmkit.models.base import (PACKING, REWIND, HFWeight, HostNormal, LanguageModel, check_bool,
-                               check_choice, check_positive_int, check_rate, matmul,
+                               check_choice, check_positive_int, check_rate, dense,
                                segment_masks)
 from lmkit.models.gpt import kv_after, kv_cache, rotate, write_cache
 from lmkit.registry import architectures
@@ -126,7 +126,7 @@ class LlamaBlock(keras.layers.Layer):
             self._dense(name, shape, bias)
 
     def _project(self, x: Any, name: str) -> Any:
-        y = matmul(x, getattr(self, f"w_{name}"))
+        y = dense(x, getattr(self, f"w_{name}"))
         bias = getattr(self, f"b_{name}")
         return y if bias is None else y + bias
 
@@ -234,6 +234,7 @@ class Llama(LanguageModel):
     hf_model_types: ClassVar[tuple[str, ...]] = tuple(HF_MODEL_TYPES)
     hf_prefix: ClassVar[str] = ""  # the table holds ``*ForCausalLM``'s full names
     cpu_batch_parts = 2  # no recurrence: halves of a batch run side by side (base docstring)
+    low_rank_kernels = True  # the seven projections and the head go through `dense`
     # Megatron's split, as `gpt`: input matrices by columns (whole heads: `heads` and `kv_heads`
     # divisible), output matrices by rows
     model_parallel_axes = {"w_q": 1, "w_k": 1, "w_v": 1, "w_gate": 1, "w_up": 1,
