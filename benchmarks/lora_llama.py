@@ -10,6 +10,13 @@ else the small copy in tests/fixtures, split in two); LoRA trains rank-8 adapter
 projection of the attention and the MLP at a 10× higher learning rate, full training every
 weight. Each run is one process; the curves (validation loss against the steps) go to
 ``docs/lora_llama.svg``. ``--quick``: 20 steps, no chart.
+
+    python -m benchmarks.lora_llama --steps 3    # only step times: LoRA factored, merged, full
+
+times the three steps on a Llama of 4 layers as wide as SmolLM-135M's (`SMOLLM_LAYER`; batches
+of 16 x 128 tokens) in one process, interleaved:
+the factored LoRA step (``x W + s (x A) B``, what lmkit runs), the merged one (``x (W + s A B)``,
+whose gradient forms ``xᵀ dy`` of every adapted kernel) and full training.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SVG = ROOT / "docs" / "lora_llama.svg"
 FIXTURE = ROOT / "tests" / "fixtures" / "data" / "wikitext2_valid_6k.txt"
 STEPS = 300
+#: the step timings' layers: SmolLM-135M's width, MLP, query and key/value heads (4 layers)
+SMOLLM_LAYER = (576, 1536, 9, 3)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODES = {"LoRA r=8, every projection, lr 3e-3": dict(adapter="lora", lora_rank=8,
                                                      lora_targets=TARGETS, learning_rate=3e-3),
@@ -36,10 +45,11 @@ _MAKE = """
 import sys, torch, transformers
 from tokenizers import ByteLevelBPETokenizer
 folder, text = sys.argv[1], sys.argv[2]
+width, ffn, heads, kv_heads = (int(n) for n in sys.argv[3:7]) if len(sys.argv) > 3 else (128, 344, 4, 2)
 tok = ByteLevelBPETokenizer()
 tok.train([text], vocab_size=2000, show_progress=False)
-config = transformers.LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=128,
-    intermediate_size=344, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+config = transformers.LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=width,
+    intermediate_size=ffn, num_hidden_layers=4, num_attention_heads=heads, num_key_value_heads=kv_heads,
     max_position_embeddings=256, bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
 torch.manual_seed(0)
 transformers.LlamaForCausalLM(config).float().save_pretrained(folder, safe_serialization=True)
@@ -63,6 +73,61 @@ print(json.dumps({"curve": curve, "seconds": time.perf_counter() - t0,
                   "trainable": summary["trainable_parameters"],
                   "optimizer_state": summary["optimizer_state"]}))
 """
+
+
+# The three steps of one model in one process, their calls interleaved (`_common.interleave`)
+_PACE = """
+import json, sys
+import lmkit  # before keras: it sets the backend
+import keras, numpy as np
+from benchmarks._common import interleave, timed_steps
+from lmkit.adapters.lora import lora_group
+from lmkit.config import TrainConfig
+from lmkit.losses import nll
+loss = lambda labels, logits: keras.ops.mean(nll(labels, logits))
+from lmkit.param_groups import Frozen, Optimize, ParamGroups
+from lmkit.train_step import TrainStep
+model = lmkit.from_pretrained(sys.argv[1]).model
+targets = json.loads(sys.argv[2])
+variables = model.trainable_variables
+def lora(factored):
+    held, group = lora_group(model, variables, TrainConfig(adapter="lora", lora_targets=targets),
+                             keras.optimizers.Adam(3e-3))
+    group.factored = factored
+    labels = ["lora" if h else "frozen" for h in held]
+    return TrainStep(model, ParamGroups(variables, labels, {"lora": group, "frozen": Frozen()}), loss)
+steps = {"lora_factored": lora(True), "lora_merged": lora(False),
+         "full": TrainStep(model, ParamGroups(variables, ["all"] * len(variables),
+                                              {"all": Optimize(keras.optimizers.Adam(3e-4))}), loss)}
+tokens = np.random.default_rng(0).integers(0, model.vocab_size, (1, 16, 129)).astype("int32")
+xs, ys = tokens[:, :, :-1], tokens[:, :, 1:]
+for step in steps.values():  # compiled before timing
+    np.asarray(step.train(xs, ys))
+paced = interleave({n: (lambda s=s: timed_steps(lambda: np.asarray(s.train(xs, ys)), 4))
+                    for n, s in steps.items()}, rounds=3)
+print(json.dumps({n: 1000 * v["median_s"] for n, v in paced.items()}))
+"""
+
+
+def step_times(samples: int) -> list[dict]:
+    """`samples` interleaved measurements of the three steps (`_PACE`), ms per step, each
+    printed with the machine's load average."""
+    got = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        train, _, _ = _corpora(work)
+        sizes = [str(n) for n in SMOLLM_LAYER]
+        _python(f"import sys; sys.argv = ['x', {str(work / 'llama')!r}, {str(train)!r}, "
+                f"*{sizes!r}]\n{_MAKE}")
+        for _ in range(samples):
+            args = [str(work / "llama"), json.dumps(TARGETS)]
+            ms = json.loads(_python(f"import sys; sys.argv = ['x', *{args!r}]\n{_PACE}"))
+            got.append({**ms, "load_average": os.getloadavg()[0]})
+            print(f"LoRA factored {ms['lora_factored']:.1f} ms, merged {ms['lora_merged']:.1f} ms, "
+                  f"full {ms['full']:.1f} ms: full / factored {ms['full'] / ms['lora_factored']:.2f}x, "
+                  f"merged / factored {ms['lora_merged'] / ms['lora_factored']:.2f}x "
+                  f"(load average {got[-1]['load_average']:.1f})", flush=True)
+    return got
 
 
 def _corpora(work: Path) -> tuple[Path, Path, str]:
@@ -116,3 +181,19 @@ def run(quick: bool = False) -> Result:
              ["last validation loss", *(f"{r['curve'][-1][2]:.3f}" for r in got.values())],
              ["process wall time", *(f"{r['seconds']:.0f} s" for r in got.values())]]
     return Result(figures, ratios, {}, rows, notes)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.lora_llama",
+        description="Step times of LoRA (factored and merged) and full training on the tiny "
+                    "Llama (`python -m benchmarks lora_llama` runs the curves).")
+    parser.add_argument("--steps", type=int, default=3, metavar="SAMPLES",
+                        help="interleaved measurements to take (default 3)")
+    parser.add_argument("--json", metavar="FILE", help="also write the measurements to FILE")
+    args = parser.parse_args()
+    measured = step_times(args.steps)
+    if args.json:
+        Path(args.json).write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
