@@ -178,3 +178,25 @@ def fastest_steps_ratio(times: dict[str, dict[str, float]], reference: str) -> t
 def best_reference(times: dict[str, dict[str, float]], prefix: str = "torch") -> str:
     """The name of the fastest (lowest median) reference whose name starts with `prefix`."""
     return min((n for n in times if n.startswith(prefix)), key=lambda n: times[n]["median_s"])
+
+
+def samples_main(prog: str, description: str, measure: Callable[..., list[dict]],
+                 precision: bool = False) -> None:
+    """The command line of a benchmark module's quick mode: ``--steps SAMPLES`` interleaved
+    measurements by `measure(samples[, precision])`, printed by it, and ``--json FILE`` to keep
+    them; with `precision`, ``--precision`` passes the config key on."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--steps", type=int, default=3, metavar="SAMPLES",
+                        help="interleaved measurements to take (default 3)")
+    if precision:
+        parser.add_argument("--precision", default="float32",
+                            choices=("float32", "mixed_bfloat16"),
+                            help="the steps' precision (default float32)")
+    parser.add_argument("--json", metavar="FILE", help="also write the measurements to FILE")
+    args = parser.parse_args()
+    measured = measure(args.steps, *([args.precision] if precision else []))
+    if args.json:
+        Path(args.json).write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")

@@ -48,7 +48,8 @@ from typing import Any
 from ._common import Result, ratio
 
 GLUE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "eval" / "glue"
-RECIPE = {"batch_size": 32, "epochs": 3, "learning_rate": 5e-5, "max_length": 128, "seed": 0}
+RECIPE = {"batch_size": 32, "epochs": 3, "learning_rate": 5e-5, "max_length": 128, "seed": 0,
+          "precision": os.environ.get("LMKIT_PRECISION", "float32")}
 QUICK_RECIPE = {**RECIPE, "epochs": 1}
 #: at a size users run (``LMKIT_GLUE``): one epoch over this many training examples per task
 SIZE_TRAIN = 4000
@@ -87,7 +88,7 @@ result = lmkit.evaluate(folder, task=task, data=data, learning_rate=recipe["lear
                         max_steps=None, max_length=recipe["max_length"], seed=recipe["seed"],
                         optimizer="adamw", schedule="linear", min_lr_ratio=0.0, weight_decay=0.0,
                         clipnorm=1.0, pooling="cls", head_dropout=0.1,
-                        precision=recipe.get("precision", "float32"))
+                        precision=recipe["precision"])
 print("RESULT " + json.dumps({"accuracy": result.metrics["accuracy"],
                               "train_seconds": result.training["seconds"], "steps": result.training["steps"],
                               "phases_s": result.training.get("phases_s"), "packed": result.training.get("packed"),
@@ -115,7 +116,7 @@ args = transformers.TrainingArguments(
     per_device_eval_batch_size=256, num_train_epochs=recipe["epochs"], learning_rate=recipe["learning_rate"],
     lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=recipe["seed"],
     train_sampling_strategy="group_by_length", save_strategy="no", report_to="none", use_cpu=True,
-    disable_tqdm=True, logging_strategy="no", bf16=recipe.get("precision") == "mixed_bfloat16")
+    disable_tqdm=True, logging_strategy="no", bf16=recipe["precision"] == "mixed_bfloat16")
 trainer = transformers.Trainer(model=model, args=args, train_dataset=train,
                                data_collator=transformers.DataCollatorWithPadding(tokenizer))
 metrics = trainer.train().metrics
@@ -163,11 +164,10 @@ def _data(quick: bool, tmp: str) -> tuple[Path, dict[str, Any]]:
     """The GLUE folder to fine-tune on and the recipe: the fixtures (3 epochs; 1 with
     `quick`), or ``$LMKIT_GLUE`` cut to ``$LMKIT_GLUE_TRAIN`` examples (1 epoch)."""
     source = os.environ.get("LMKIT_GLUE")
-    precision = {"precision": os.environ.get("LMKIT_PRECISION", "float32")}
     if quick or not source:
-        return GLUE, {**(QUICK_RECIPE if quick else RECIPE), **precision}
+        return GLUE, QUICK_RECIPE if quick else RECIPE
     examples = int(os.environ.get("LMKIT_GLUE_TRAIN", SIZE_TRAIN))
-    return _sized_glue(Path(source), Path(tmp) / "glue", examples), {**SIZE_RECIPE, **precision}
+    return _sized_glue(Path(source), Path(tmp) / "glue", examples), SIZE_RECIPE
 
 
 def run(quick: bool = False) -> Result:

@@ -24,7 +24,7 @@ import json
 import os
 from pathlib import Path
 
-from ._common import Result
+from ._common import Result, samples_main
 from .startup import _python
 
 BATCH = 32
@@ -184,18 +184,6 @@ def steps(samples: int, precision: str = "float32") -> list[dict]:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.lora",
-        description="The LoRA and full fine-tuning steps' times only (no accuracy runs; "
-                    "`python -m benchmarks lora` runs the whole benchmark).")
-    parser.add_argument("--steps", type=int, default=3, metavar="SAMPLES",
-                        help="interleaved measurements to take (default 3)")
-    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"),
-                        help="both steps' precision (default float32)")
-    parser.add_argument("--json", metavar="FILE", help="also write the measurements to FILE")
-    args = parser.parse_args()
-    measured = steps(args.steps, args.precision)
-    if args.json:
-        Path(args.json).write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
+    samples_main("python -m benchmarks.lora",
+                 "The LoRA and full fine-tuning steps' times only (no accuracy runs; "
+                 "`python -m benchmarks lora` runs the whole benchmark).", steps, precision=True)

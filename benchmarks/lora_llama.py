@@ -26,7 +26,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ._common import Result
+from ._common import Result, samples_main
 from ._svg import write_curves
 from .startup import _python
 
@@ -184,16 +184,6 @@ def run(quick: bool = False) -> Result:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.lora_llama",
-        description="Step times of LoRA (factored and merged) and full training on the tiny "
-                    "Llama (`python -m benchmarks lora_llama` runs the curves).")
-    parser.add_argument("--steps", type=int, default=3, metavar="SAMPLES",
-                        help="interleaved measurements to take (default 3)")
-    parser.add_argument("--json", metavar="FILE", help="also write the measurements to FILE")
-    args = parser.parse_args()
-    measured = step_times(args.steps)
-    if args.json:
-        Path(args.json).write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
+    samples_main("python -m benchmarks.lora_llama",
+                 "Step times of LoRA (factored and merged) and full training on a SmolLM-wide "
+                 "Llama (`python -m benchmarks lora_llama` runs the curves).", step_times)
