@@ -1,14 +1,15 @@
 """`bf16_matmul`: ``x @ w`` on bfloat16 operands that accumulates in float32, forward and backward.
 
 Why not ``jnp.matmul`` on bfloat16 arrays: XLA:CPU then emits a dot with a bfloat16 result, which
-it runs far below the hardware's bfloat16 rate (on a Xeon with AMX, 200 GFLOP/s, slower than
-float32), . A dot of bfloat16 operands with a
-float32 result (``preferred_element_type``) runs on the AMX tiles (about 1,300 GFLOP/s for
-MiniLM's ``448 x 1536 @ 1536 x 384``, against 270 in float32). JAX's
-own derivative of that dot multiplies a float32 cotangent by a bfloat16 operand, which XLA runs in
-float32; the rule below casts the cotangent so the backward dots take the fast path too.
+it runs far below the hardware's bfloat16 rate (on a Xeon with AMX, about 200 GFLOP/s, slower
+than float32). A dot of bfloat16 operands with a float32 result (``preferred_element_type``)
+runs on the AMX tiles (about 1,300 GFLOP/s for MiniLM's ``448 x 1536 @ 1536 x 384``, against 270
+in float32). JAX's own derivative of that dot multiplies a float32 cotangent by a bfloat16
+operand, which XLA runs in float32; the rule below casts the cotangent to bfloat16 so the
+backward dots take the fast path too. (XLA:CPU still runs the weights' gradient ``xᵀ dy``,
+which contracts over the rows, with its float32 kernel.)
 
-JAX only: `lmkit.models.base.dense` calls it when the backend is JAX and ``x`` is bfloat16.
+JAX only: `lmkit.models.base.matmul` calls it when the backend is JAX and ``x`` is bfloat16.
 
 >>> import jax.numpy as jnp
 >>> bf16_matmul(jnp.ones((2, 3), jnp.bfloat16), jnp.ones((3, 4), jnp.bfloat16)).dtype
