@@ -84,9 +84,9 @@ from benchmarks._common import interleave, timed_steps
 from lmkit.adapters.lora import lora_group
 from lmkit.config import TrainConfig
 from lmkit.losses import nll
-loss = lambda labels, logits: keras.ops.mean(nll(labels, logits))
 from lmkit.param_groups import Frozen, Optimize, ParamGroups
 from lmkit.train_step import TrainStep
+loss = lambda labels, logits: keras.ops.mean(nll(labels, logits))
 model = lmkit.from_pretrained(sys.argv[1]).model
 targets = json.loads(sys.argv[2])
 variables = model.trainable_variables

@@ -1,8 +1,11 @@
 """`lmkit.models.base.matmul` on bfloat16 activations: the bfloat16 dot with float32 sums
-(`lmkit.models.bf16_matmul`) gives the product and both gradients of the rounded operands, and a
-model built under ``mixed_bfloat16`` from float32 weights computes what the float32 model does."""
+(`lmkit.models.bf16_matmul`) gives the product and both gradients of the rounded operands, every
+dot of it (forward and backward) takes bfloat16 and sums in float32, and a model built under
+``mixed_bfloat16`` from float32 weights computes what the float32 model does."""
 
 from __future__ import annotations
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +35,19 @@ def test_the_bfloat16_matmul_and_its_gradients_equal_float32_on_the_rounded_oper
         # the results are rounded to bfloat16 (8 bits of mantissa): 2^-8 of the largest
         np.testing.assert_allclose(f32(g), r, atol=float(jnp.abs(r).max()) * 2 ** -8)
     assert grads[0].dtype == x.dtype and grads[1].dtype == w.dtype
+
+
+def test_every_dot_of_the_product_and_its_gradient_takes_bfloat16_and_sums_in_float32() -> None:
+    # What makes it fast on a CPU with bfloat16 units: XLA runs a dot of float32 operands (what
+    # JAX's own derivative asks for) or with a bfloat16 result (``ops.matmul``) far slower
+    x, w = jnp.ones((48, 96), jnp.bfloat16), jnp.ones((96, 40), jnp.bfloat16)
+    grad = jax.value_and_grad(lambda x, w: jnp.sum(matmul(x, w).astype(jnp.float32) ** 2),
+                              argnums=(0, 1))
+    program = jax.jit(grad).lower(x, w).as_text()
+    dots = re.findall(r"stablehlo\.dot_general[^\n]*: \(tensor<[0-9x]+x(\w+)>, "
+                      r"tensor<[0-9x]+x(\w+)>\) -> tensor<[0-9x]+x(\w+)>", program)
+    assert len(dots) == 3  # the product, the input's gradient and the kernel's
+    assert set(dots) == {("bf16", "bf16", "f32")}
 
 
 @pytest.mark.slow
