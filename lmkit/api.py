@@ -236,8 +236,9 @@ def load(path: str | Path) -> "Run":
     return load_run(path)
 
 
-def from_pretrained(path_or_name: str | Path) -> "Pretrained":
-    """Load a Hugging Face checkpoint folder (or a registered name such as ``minilm-l6``).
+def from_pretrained(path_or_name: str | Path, precision: str = "float32") -> "Pretrained":
+    """Load a Hugging Face checkpoint folder (or a registered name such as ``minilm-l6``);
+    `precision` ``"mixed_bfloat16"`` computes in bfloat16 (float32 weights).
 
     >>> mini = lmkit.from_pretrained("minilm-l6")             # doctest: +SKIP
     >>> mini.embed(["A cat sits.", "A dog runs."]).shape      # doctest: +SKIP
@@ -245,7 +246,7 @@ def from_pretrained(path_or_name: str | Path) -> "Pretrained":
     """
     from lmkit.pretrained import from_pretrained as _from_pretrained
 
-    return _from_pretrained(path_or_name)
+    return _from_pretrained(path_or_name, precision)
 
 
 def evaluate(run_or_path: Any, task: str = "glue/sst2", data: str | Path | None = None,

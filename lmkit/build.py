@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
     from lmkit.config import TrainConfig
 
-__all__ = ["build_model", "copy_model", "create_weights", "dtype_policy", "check_fits", "memory_limit"]
+__all__ = ["build_model", "copy_model", "create_weights", "dtype_policy", "check_precision",
+           "check_fits", "memory_limit"]
 
 
 #: what a Keras model class's ``**kwargs`` forward to `keras.Model`; any other [model] option
@@ -83,12 +84,24 @@ def dtype_policy(name: str) -> Iterator[None]:
     """
     import keras
 
+    check_precision(name)
+
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)
     try:
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def check_precision(name: str) -> None:
+    """A `ConfigError` unless `name` is one of `PRECISIONS` (the dtype policies lmkit's models
+    are written for)."""
+    from lmkit.config.sections import PRECISIONS
+
+    if name not in PRECISIONS:
+        raise ConfigError(f"`precision` must be one of {', '.join(map(repr, PRECISIONS))}, got "
+                          f"{name!r}; 'mixed_bfloat16' computes in bfloat16 with float32 weights")
 
 
 def create_weights(model: "keras.Model", length: int = 2) -> None:

@@ -203,6 +203,29 @@ def test_embed_st_reports_when_the_vectors_differ_from_sentence_transformers():
     assert far.verdicts()["embeddings_within_tolerance"] is False
 
 
+def test_embed_st_in_bfloat16_checks_the_vectors_cosine(monkeypatch):
+    """Under ``LMKIT_PRECISION=mixed_bfloat16`` both sides round to bfloat16: vectors pass at a
+    cosine of at least `BF16_COSINE` (an absolute tolerance of 1e-4 would fail them all)."""
+    from benchmarks.embed_st import BF16_COSINE, TOLERANCE, _report
+
+    monkeypatch.setenv("LMKIT_PRECISION", "mixed_bfloat16")
+    times = {"lmkit": {"median_s": 1.0}, "torch_2_threads": {"median_s": 1.5}}
+    first = {"lmkit": 5.0, "sentence_transformers": 1.0}
+    reference = np.eye(3, 4, dtype=np.float32)
+
+    def turned(cosine):  # each vector turned away from the reference to that cosine
+        return reference * cosine + np.roll(reference, 1, axis=1) * np.sqrt(1 - cosine ** 2)
+
+    near = _report(["a", "b", "c"], times, {}, first,
+                   {"lmkit": turned(1 - (1 - BF16_COSINE) / 2), "sentence_transformers": reference})
+    assert near.figures["max_abs_difference"] > TOLERANCE
+    assert near.verdicts()["embeddings_within_tolerance"] is True
+    assert near.figures["precision"] == "mixed_bfloat16"
+    off = _report(["a", "b", "c"], times, {}, first,
+                  {"lmkit": turned(0.99), "sentence_transformers": reference})
+    assert off.verdicts()["embeddings_within_tolerance"] is False
+
+
 def test_finetune_hf_compares_with_the_faster_trainer_and_the_worst_accuracy():
     """`finetune_hf`'s table from measured processes (no training): examples/s from each
     process's own training time, the faster Hugging Face setting as the reference, and lmkit's

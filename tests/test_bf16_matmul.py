@@ -60,3 +60,37 @@ def test_a_mixed_bfloat16_copy_of_a_checkpoint_computes_the_float32_models_state
     assert got.dtype == np.float32 and np.abs(got - want).max() > 0  # it did compute in bfloat16
     # bfloat16 keeps 8 bits of mantissa: a few hundredths of the states' scale after 2 layers
     assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
+
+
+@pytest.mark.slow
+def test_inference_converts_a_mixed_models_kernels_once_per_call_with_the_same_results(
+        tmp_path, monkeypatch) -> None:
+    """`lmkit.forward` hands a ``mixed_bfloat16`` model the bfloat16 copies of the weights its
+    program only reads in bfloat16, instead of converting them in every batch: no kernel is
+    converted inside the compiled program, and the embeddings are the same bits."""
+    from lmkit import forward
+
+    mixed = lmkit.from_pretrained(str(bert_folder(tmp_path / "bert")), precision="mixed_bfloat16")
+    texts = ["the cat sat on the mat", "a dog", "first citizen: speak, speak"] * 4
+    kernels = {v.path for v in mixed.model.weights if len(v.shape) == 2 and "embedding" not in v.path}
+    seen = {}
+
+    def program(model, body, static, args):  # what `apply_packed` runs, and on which values
+        fn, values = prepared(model, body, static, args)
+        seen["cast"] = {v.path for v, x in zip(model.variables, values) if x.dtype == jnp.bfloat16}
+        seen["hlo"] = fn.lower(values, *args).compile().as_text()
+        return fn, values
+
+    prepared = forward._prepared
+    monkeypatch.setattr(forward, "_prepared", program)
+    once = mixed.embed(texts)
+    assert kernels and kernels <= seen["cast"]
+    kernel_shapes = {"x".join(map(str, v.shape)) for v in mixed.model.weights if v.path in kernels}
+    converted = re.findall(r"bf16\[([0-9,]+)\][^\n]*convert\(", seen["hlo"])
+    assert not kernel_shapes & {c.replace(",", "x") for c in converted}
+    monkeypatch.setattr(forward, "_read_as_bfloat16", lambda *a: [])  # converted in every batch
+    every_batch = mixed.embed(texts)
+    assert seen["cast"] == set()
+    assert {c.replace(",", "x") for c in re.findall(r"bf16\[([0-9,]+)\][^\n]*convert\(",
+                                                    seen["hlo"])} & kernel_shapes
+    np.testing.assert_array_equal(once, every_batch)

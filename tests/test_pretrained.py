@@ -235,6 +235,32 @@ def test_normalized_minilm_embeddings_equal_sentence_transformers(tmp_path: Path
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
 
 
+def test_an_unknown_precision_is_refused_before_the_checkpoint_is_read(tmp_path: Path) -> None:
+    with pytest.raises(lmkit.ConfigError, match=r"`precision` must be one of.*got 'bfloat16'"):
+        lmkit.from_pretrained(tmp_path / "never-read", precision="bfloat16")
+
+
+@pytest.mark.slow
+def test_minilm_embeddings_in_mixed_bfloat16_agree_with_float32() -> None:
+    exact = lmkit.from_pretrained("minilm-l6")
+    mixed = lmkit.from_pretrained("minilm-l6", precision="mixed_bfloat16")
+    assert mixed.model.compute_dtype == "bfloat16"
+    assert {w.dtype for w in mixed.model.weights} == {"float32"}  # the checkpoint's values
+    want, got = (m.embed(SENTENCES, normalize=True) for m in (exact, mixed))
+    assert got.dtype == np.float32 and np.abs(got - want).max() > 0  # it computed in bfloat16
+    assert np.sum(got * want, axis=1).min() > 0.999                  # cosine to float32's vector
+
+
+@pytest.mark.slow
+def test_a_decoder_generates_in_mixed_bfloat16(gpt2_dir: Path) -> None:
+    exact = lmkit.from_pretrained(gpt2_dir)
+    mixed = lmkit.from_pretrained(gpt2_dir, precision="mixed_bfloat16")
+    assert mixed.model.compute_dtype == "bfloat16"
+    want, got = (m.logits(["the cat sat on the mat"]) for m in (exact, mixed))
+    assert got.dtype == np.float32 and 0 < np.abs(got - want).max() < 0.05 * np.ptp(want)
+    assert isinstance(mixed.generate("the cat sat", max_new_tokens=8, temperature=0), str)
+
+
 # -- continued pretraining (`init`) ----------------------------------------------------------------
 @pytest.mark.slow
 def test_training_continues_from_a_gpt2_checkpoint(tmp_path: Path, gpt2_dir: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from lmkit.config.core import ConfigBase, config_key
 from lmkit.errors import ConfigError, did_you_mean
 
-__all__ = ["ModelShape", "Optimization", "Adapter", "Budget", "Devices", "Tracking", "SECTIONS",
+__all__ = ["PRECISIONS", "ModelShape", "Optimization", "Adapter", "Budget", "Devices", "Tracking", "SECTIONS",
            "TRACKERS", "check_budget", "check_tracking", "missing_library"]
 
 
@@ -73,13 +73,17 @@ class Budget(ConfigBase):
     seed: int = config_key(0, "Seed of initialization, batches and dropout; equal seeds give equal runs.", min=0, max=2**32 - 1)
 
 
+#: the `precision` values: Keras dtype policies lmkit's models are written for
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
 @dataclass
 class Devices(ConfigBase):
     """Where the compiled step runs."""
 
     devices: int | list[int] | str = config_key("all", "Devices of each process the compiled step uses on JAX: `\"all\"`, a count, or a list of device ids. The batch is split over them (data parallel); `batch_size` stays the global batch and must divide evenly.", min=1)
     model_parallel: int = config_key(1, "Devices each weight of the model's large matrices is split over (`gpt`, `gpt2`, `bert`, `llama`: attention and MLP matrices); must divide `devices` and the model's widths.", min=1)
-    precision: str = config_key("float32", "`float32`, or `mixed_bfloat16` (Keras's policy): weights, optimizer state, norms, softmax and loss in float32, activations and matmuls in bfloat16, each matmul summing in float32. On CPUs with bfloat16 units (Intel AMX) and on GPUs the matmuls run several times faster.", choices=("float32", "mixed_bfloat16"))
+    precision: str = config_key("float32", "`float32`, or `mixed_bfloat16` (Keras's policy): weights, optimizer state, norms, softmax and loss in float32, activations and matmuls in bfloat16, each matmul summing in float32. On GPUs and on CPUs with bfloat16 units (Intel AMX: several times; AMD Zen 4's AVX-512 BF16: about 1.6x) the matmuls run faster.", choices=PRECISIONS)
 
 
 @dataclass

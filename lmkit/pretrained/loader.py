@@ -165,17 +165,22 @@ def _needed(config: dict[str, Any], key: str, path: Path, arch: str) -> Any:
     return config[key]
 
 
-def from_pretrained(path_or_name: str | os.PathLike[str]) -> Pretrained:
+def from_pretrained(path_or_name: str | os.PathLike[str], precision: str = "float32") -> Pretrained:
     """Load a Hugging Face checkpoint folder (or a registered name) offline, without torch.
 
     The folder holds ``config.json`` (its ``model_type`` picks the architecture),
     ``model.safetensors`` (or shards with ``model.safetensors.index.json``) and
     ``tokenizer.json``. Every problem is a `RunError` naming the file or weight.
+
+    `precision` ``"mixed_bfloat16"`` keeps the weights float32 and computes in bfloat16, each
+    matmul summing in float32: faster on CPUs with bfloat16 units and on GPUs; embeddings
+    then agree with float32's to a cosine of about 0.9999 (docs/performance.md).
     """
     import keras
 
-    from lmkit.build import create_weights, dtype_policy, memory_limit
+    from lmkit.build import check_precision, create_weights, dtype_policy, memory_limit
 
+    check_precision(precision)
     if keras.backend.backend() == "jax":
         from lmkit.paths import enable_compilation_cache
 
@@ -187,7 +192,7 @@ def from_pretrained(path_or_name: str | os.PathLike[str]) -> Pretrained:
     check_values(config, path)
     check_size(config, path, stored_parameters(folder), memory_limit())
     tokenizer = read_tokenizer(folder, _needed(config, "vocab_size", path, entry.name))
-    with dtype_policy("float32"):  # checkpoints are float32 here; parity depends on it
+    with dtype_policy(precision):  # float32 weights either way: the checkpoints' own dtype
         try:
             model = entry.obj.from_hf_config(config, tokenizer)
         except KeyError as exc:
