@@ -20,6 +20,11 @@ what gives sentence-transformers' vectors. The texts are the SST-2 sentences of 
 
 The vectors of both are compared: equal within `TOLERANCE` is part of the result.
 
+`floor` is what the hardware allows: the FLOPs of the texts' real tokens (no padding) divided by
+this machine's matmul rate, measured in JAX on the model's own widest product (``(512, hidden) @
+(hidden, intermediate)``, in the run's precision); the report gives each contender's share of it
+and the largest speed-up over sentence-transformers it leaves.
+
 ``LMKIT_PRECISION=mixed_bfloat16`` runs both in bfloat16: lmkit with
 ``from_pretrained(folder, precision="mixed_bfloat16")``, sentence-transformers with
 ``model_kwargs={"dtype": torch.bfloat16}``; each side's vectors then differ from float32's in
@@ -122,6 +127,28 @@ def _st_kwargs(text: bool = False) -> Any:
     return '{"dtype": torch.bfloat16}' if text else {"dtype": torch.bfloat16}
 
 
+def floor(config: dict[str, Any], lengths: np.ndarray) -> dict[str, float]:
+    """The seconds the FLOPs of a BERT encoder over texts of `lengths` tokens take at this
+    machine's matmul rate: per token 2 x layers x (4 d^2 + 2 d f) for the weights, plus 4 x
+    length x d per layer for attention's scores and sums."""
+    import jax
+    import jax.numpy as jnp
+
+    from lmkit.models.base import matmul
+
+    from .decode_hf import _best_of
+
+    d, f, layers = (int(config[k]) for k in ("hidden_size", "intermediate_size", "num_hidden_layers"))
+    lengths = np.asarray(lengths, np.float64)
+    flops = float(np.sum(lengths * 2 * layers * (4 * d * d + 2 * d * f) + lengths ** 2 * 4 * layers * d))
+    dtype = jnp.bfloat16 if precision() == "mixed_bfloat16" else jnp.float32
+    x, w = jnp.ones((512, d), dtype), jnp.ones((d, f), dtype)
+    product = jax.jit(matmul)  # lmkit's own matmul: bfloat16 operands sum in float32
+    rate = 2 * 512 * d * f / _best_of(lambda: product(x, w))
+    return {"gflop": round(flops / 1e9, 1), "matmul_gflop_per_s": round(rate / 1e9, 1),
+            "floor_s": round(flops / rate, 3)}
+
+
 def run(quick: bool = False) -> Result:
     import all_minilm_l6_v2
     import torch
@@ -134,6 +161,7 @@ def run(quick: bool = False) -> Result:
         folder = all_minilm_l6_v2.extract_model(tmp)
         reference = SentenceTransformer(str(folder), device="cpu", model_kwargs=_st_kwargs())
         mini = lmkit.from_pretrained(folder, precision=precision())
+        limits = floor(mini.config, mini.encode(texts)[1])
 
         def lmkit_embed() -> np.ndarray:
             return mini.embed(texts, batch_size=BATCH, normalize=True)
@@ -157,12 +185,13 @@ def run(quick: bool = False) -> Result:
             {name: _whole_process(script, folder, texts_file, phases[name])
              for name, script in (("lmkit", _LMKIT_SCRIPT), ("sentence_transformers", _ST_SCRIPT))},
             PROCESS_ROUNDS)
-    return _report(texts, times, processes, first, vectors, phases)
+    return _report(texts, times, processes, first, vectors, phases, limits)
 
 
 def _report(texts: list[str], times: dict[str, dict[str, float]], processes: dict[str, dict[str, float]],
             first: dict[str, float], vectors: dict[str, np.ndarray],
-            phases: dict[str, list[dict[str, Any]]] | None = None) -> Result:
+            phases: dict[str, list[dict[str, Any]]] | None = None,
+            limits: dict[str, float] | None = None) -> Result:
     ref = best_reference(times)
     tps = {name: round(len(texts) / t["median_s"], 1) for name, t in times.items()}
     a, b = (np.asarray(vectors[k], np.float32) for k in ("lmkit", "sentence_transformers"))
@@ -180,8 +209,18 @@ def _report(texts: list[str], times: dict[str, dict[str, float]], processes: dic
              for name, t in times.items()]
     ratios = {"embed_speedup_vs_sentence_transformers": ratio(tps["lmkit"], tps[ref]),
               "embeddings_within_tolerance": 1.0 if agree else 0.0}
+    if limits:
+        figures["floor"] = limits
+        ratios["floor_speedup_vs_sentence_transformers"] = ratio(times[ref]["median_s"], limits["floor_s"])
+        ratios["lmkit_share_of_floor"] = ratio(limits["floor_s"], times["lmkit"]["median_s"])
     check = f"tolerance {TOLERANCE}" if exact else f"in {precision()}: lowest cosine {cosine:.5f}, at least {BF16_COSINE}"
     notes = [f"largest difference between the vectors: {gap:.2e} ({check}); reference {ref}"]
+    if limits:
+        notes.append(f"floor: {limits['gflop']} GFLOP of real tokens at {limits['matmul_gflop_per_s']} "
+                     f"GFLOP/s (this machine's matmul, {precision()}) = {limits['floor_s']} s, "
+                     f"{len(texts) / limits['floor_s']:.0f} texts/s; lmkit takes "
+                     f"{ratios['lmkit_share_of_floor']:.2f} of its time in it, and the floor is "
+                     f"{ratios['floor_speedup_vs_sentence_transformers']:.2f}x {ref}")
     if processes:
         figures["whole_process_s"] = processes
         fastest = {name: t["min_s"] for name, t in processes.items()}
