@@ -127,10 +127,11 @@ def _st_kwargs(text: bool = False) -> Any:
     return '{"dtype": torch.bfloat16}' if text else {"dtype": torch.bfloat16}
 
 
-def floor(config: dict[str, Any], lengths: np.ndarray) -> dict[str, float]:
+def floor(config: dict[str, Any], lengths: np.ndarray, passes: int = 1) -> dict[str, float]:
     """The seconds the FLOPs of a BERT encoder over texts of `lengths` tokens take at this
     machine's matmul rate: per token 2 x layers x (4 d^2 + 2 d f) for the weights, plus 4 x
-    length x d per layer for attention's scores and sums."""
+    length x d per layer for attention's scores and sums; `passes` 3 for training (the
+    backward pass multiplies twice as much as the forward)."""
     import jax
     import jax.numpy as jnp
 
@@ -140,11 +141,12 @@ def floor(config: dict[str, Any], lengths: np.ndarray) -> dict[str, float]:
 
     d, f, layers = (int(config[k]) for k in ("hidden_size", "intermediate_size", "num_hidden_layers"))
     lengths = np.asarray(lengths, np.float64)
-    flops = float(np.sum(lengths * 2 * layers * (4 * d * d + 2 * d * f) + lengths ** 2 * 4 * layers * d))
+    flops = passes * float(np.sum(lengths * 2 * layers * (4 * d * d + 2 * d * f)
+                                  + lengths ** 2 * 4 * layers * d))
     dtype = jnp.bfloat16 if precision() == "mixed_bfloat16" else jnp.float32
     x, w = jnp.ones((512, d), dtype), jnp.ones((d, f), dtype)
     product = jax.jit(matmul)  # lmkit's own matmul: bfloat16 operands sum in float32
-    rate = 2 * 512 * d * f / _best_of(lambda: product(x, w))
+    rate = 2 * 512 * d * f / _best_of(lambda: product(x, w), rounds=10)
     return {"gflop": round(flops / 1e9, 1), "matmul_gflop_per_s": round(rate / 1e9, 1),
             "floor_s": round(flops / rate, 3)}
 

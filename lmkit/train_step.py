@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lmkit.distribute import Layout, jit_step, state_shardings
-from lmkit.models.base import low_rank_terms
+from lmkit.models.base import low_rank_terms, row_views
 from lmkit.param_groups import ParamGroups
 
 __all__ = ["TrainStep", "TrainState"]
@@ -67,7 +67,10 @@ def _gradients(model: Any, loss: Callable[[Any, Any], Any], groups: ParamGroups,
     """``(batch_grads, step_grads)``: ``(trainable, slots, non_trainable, inputs, labels) ->
     ((loss, non_trainable), (grads of the differentiated variables, grads of the groups'
     parameters))`` for one batch (in `parts`), and for one optimizer step (`accumulate`
-    micro-batches stacked on axis 0). The model computes with the groups' `effective` weights."""
+    micro-batches stacked on axis 0). The model computes with the groups' `effective` weights.
+    A table a group reads only at some rows (`ParamGroups.row_ids`, given as `ids` to
+    `batch_grads`; `step_grads` finds them) is differentiated at those rows alone: its grad is
+    theirs, ``(R, D)``."""
     import jax
     import jax.numpy as jnp
 
@@ -77,24 +80,30 @@ def _gradients(model: Any, loss: Callable[[Any, Any], Any], groups: ParamGroups,
 
     variables = model.trainable_variables
 
-    def loss_of(diff, params, held, non_trainable, inputs, labels):
+    def loss_of(diff, params, held, non_trainable, inputs, labels, tables, ids):
         both = [*diff, *held]
-        trainable = groups.effective([both[i] for i in order], params, factored=True)
+        trainable = [both[i] for i in order]
+        views = [(variables[i], (trainable[i], ids[i])) for i in ids]  # the rows, read there
+        trainable = [tables.get(i, value) for i, value in enumerate(trainable)]
+        trainable = groups.effective(trainable, params, factored=True)
         terms = [(variables[i], ab) for i, ab in groups.factors(params).items()]
-        with low_rank_terms(terms):
+        with low_rank_terms(terms), row_views(views):
             outputs, non_trainable = model.stateless_call(trainable, non_trainable, inputs,
                                                           training=True)
         return loss(labels, outputs), non_trainable
 
     grad_fn = jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)
 
-    def batch_grads(trainable, slots, non_trainable, inputs, labels):
-        diff = [trainable[i] for i in differentiated]
+    def batch_grads(trainable, slots, non_trainable, inputs, labels, ids=None):
+        ids = ids or {}
+        diff = [jnp.take(trainable[i], ids[i], axis=0, mode="clip") if i in ids else trainable[i]
+                for i in differentiated]
         held = [trainable[i] for i in fixed]
+        tables = {i: trainable[i] for i in ids}
         params = groups.params(slots)
         rows = [a.shape[0] for a in jax.tree.leaves((inputs, labels))]
         if parts == 1 or any(n % parts for n in rows):
-            return grad_fn(diff, params, held, non_trainable, inputs, labels)
+            return grad_fn(diff, params, held, non_trainable, inputs, labels, tables, ids)
         # The mean of equal parts' mean losses is the batch's mean loss, so this is the same
         # gradient; the parts share no data, so XLA:CPU runs their kernels side by side. Only
         # the dropout seeds pass from one part to the next (cheap ops, not the activations).
@@ -102,38 +111,42 @@ def _gradients(model: Any, loss: Callable[[Any, Any], Any], groups: ParamGroups,
         for i in range(parts):
             (part_loss, non_trainable), g = grad_fn(
                 diff, params, held, non_trainable, _rows(inputs, i, parts),
-                _rows(labels, i, parts))
+                _rows(labels, i, parts), tables, ids)
             losses.append(part_loss)
             grads.append(g)
         mean = jax.tree.map(lambda *gs: sum(gs) / parts, *grads)
         return (sum(losses) / parts, non_trainable), mean
 
     def step_grads(trainable, slots, non_trainable, inputs, labels):
+        ids = groups.row_ids(inputs)  # over the whole step: every micro-batch and part
         if accumulate == 1:
-            return batch_grads(trainable, slots, non_trainable, inputs, labels)
+            return batch_grads(trainable, slots, non_trainable, inputs, labels, ids)
         # arrays (accumulate, B, ...). The mean of the micro-batches' mean losses is the mean
         # loss of one batch of accumulate * B rows, so this is its gradient; the scan keeps
         # one micro-batch's activations alive at a time.
         def micro(carry, batch):
             non_trainable, loss_sum, grad_sum = carry
             (part_loss, non_trainable), grads = batch_grads(trainable, slots, non_trainable,
-                                                            *batch)
+                                                            *batch, ids)
             return (non_trainable, loss_sum + part_loss,
                     jax.tree.map(lambda a, g: a + g, grad_sum, grads)), None
 
         (non_trainable, total, grads), _ = jax.lax.scan(
-            micro, (non_trainable, jnp.float32(0.0), _zero_grads(groups, trainable, slots)),
+            micro, (non_trainable, jnp.float32(0.0), _zero_grads(groups, trainable, slots, ids)),
             (inputs, labels))
         return (total / accumulate, non_trainable), jax.tree.map(lambda g: g / accumulate, grads)
 
     return batch_grads, step_grads
 
 
-def _zero_grads(groups: ParamGroups, trainable: list[Any], slots: list[Any]) -> Any:
-    """Zeros shaped like `_gradients`' grads: a sum's start."""
+def _zero_grads(groups: ParamGroups, trainable: list[Any], slots: list[Any],
+                ids: Mapping[int, Any] | None = None) -> Any:
+    """Zeros shaped like `_gradients`' grads (a table read at `ids`: its rows'): a sum's start."""
     import jax.numpy as jnp
 
-    return ([jnp.zeros_like(trainable[i]) for i in groups.differentiated],
+    ids = ids or {}
+    shape = lambda i: (len(ids[i]), *trainable[i].shape[1:]) if i in ids else trainable[i].shape
+    return ([jnp.zeros(shape(i), trainable[i].dtype) for i in groups.differentiated],
             [jnp.zeros_like(p) for p in groups.params(slots)])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -370,3 +371,45 @@ def test_an_optimizer_with_evaluation_weights_fine_tunes_and_keeps_its_average()
     again.restore(trainee.model_arrays(), trainee.optimizer_arrays(), "test")
     for a, b in zip(again.state.trainable, trained):
         np.testing.assert_allclose(np.asarray(a), b, atol=1e-6)
+
+
+def _scatter_adds(program: str) -> list[str]:
+    """The result shapes of the scatters that add (a gather's gradient) in a StableHLO text."""
+    found = []
+    for block in program.split('"stablehlo.scatter"')[1:]:
+        body, _, rest = block.partition("}) :")
+        if "stablehlo.add" in body:
+            found.append(re.search(r"-> tensor<([0-9x]+)x\w+>", rest).group(1))
+    return found
+
+
+def test_a_row_updated_table_gets_the_gradient_of_the_batchs_rows_alone() -> None:
+    """`RowSparse` differentiates the rows of the batch's ids (`row_views`): the step adds no
+    gradient into a table-sized array, which the dense `Optimize` does (so the check can fail);
+    the same update is checked against the dense one by the test above."""
+    import keras
+    from tiny_models import TINY, VOCAB, tiny
+
+    from lmkit.param_groups import Optimize, ParamGroups, RowSparse
+    from lmkit.train_step import TrainStep
+
+    tokens = np.array([[5, 1, 4, 8, 9, 3, 6, 7], [12, 4, 4, 5, 3, 2, 7, 1]], np.int32)  # 10 ids
+    xs, ys = np.stack([tokens[:, :-1]] * 2), np.stack([tokens[:, 1:]] * 2)
+
+    def program(row_sparse: bool) -> str:
+        keras.utils.set_random_seed(0)
+        model = tiny("gpt", tie_embeddings=False)  # the table read at the tokens only
+        model(np.ones((1, 4), np.int32))
+        opt = keras.optimizers.Adam(1e-2)
+        group = (RowSparse(opt, model.embedding, rows=10, ids=lambda inputs: inputs)
+                 if row_sparse else Optimize(opt))
+        variables = model.trainable_variables
+        groups = ParamGroups(variables, ["all"] * len(variables), {"all": group})
+        loss = lambda y, logits: keras.ops.mean(
+            keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        return TrainStep(model, groups, loss).lower(xs, ys).as_text()
+
+    width = TINY["embed_dim"]
+    rows = _scatter_adds(program(row_sparse=True))
+    assert f"{VOCAB}x{width}" not in rows and f"10x{width}" in rows  # the rows' gradient
+    assert f"{VOCAB}x{width}" in _scatter_adds(program(row_sparse=False))

@@ -46,6 +46,7 @@ __all__ = [
     "dense",
     "matmul",
     "low_rank_terms",
+    "row_views",
 ]
 
 #: capability of an architecture entry whose `features` take `segments`: several examples in
@@ -187,6 +188,30 @@ def low_rank_terms(terms: Iterable[tuple[Any, tuple[Any, Any]]]) -> Iterator[Non
         yield
     finally:
         _LOW_RANK.reset(token)
+
+
+# Gathered rows a training step gives in place of token tables (`lmkit.param_groups.RowSparse`),
+# keyed by the table variable's id; `LanguageModel._embed` reads them while the step traces
+_ROW_VIEWS: ContextVar[Mapping[int, tuple[Any, Any]]] = ContextVar("lmkit_row_views", default={})
+
+
+@contextmanager
+def row_views(views: Iterable[tuple[Any, tuple[Any, Any]]]) -> Iterator[None]:
+    """While the block runs, a token table ``T`` of `views` (pairs ``(variable, (rows, ids))``:
+    ``rows`` ``(R, D)`` are ``T[ids]``, `ids` ``(R,)`` sorted, each token of the batch among
+    them) is read from `rows` instead of `T`.
+
+    Why: the gradient of ``T[tokens]`` is a ``(V, D)`` array, zero but at the batch's rows and
+    written whole every step (47 MB for BERT's vocabulary); that of ``rows`` is ``(R, D)``.
+
+    >>> with row_views([(model.embedding, (table[ids], ids))]):    # doctest: +SKIP
+    ...     outputs = model(tokens)
+    """
+    token = _ROW_VIEWS.set({id(v): view for v, view in views})
+    try:
+        yield
+    finally:
+        _ROW_VIEWS.reset(token)
 
 
 def dense(x: Any, kernel: Any) -> Any:
@@ -404,9 +429,15 @@ class LanguageModel(keras.Model):
         bias.assign(np.asarray(values, dtype=bias.dtype))
 
     def _embed(self, tokens: Any) -> Any:
-        """int ``(B, T)`` -> ``(B, T, embed_dim)`` in the compute dtype."""
-        rows = ops.take(self.embedding, ops.cast(tokens, "int32"), axis=0)
-        return ops.cast(rows, self.compute_dtype)
+        """int ``(B, T)`` -> ``(B, T, embed_dim)`` in the compute dtype (from the rows a
+        training step gathered, inside `row_views`)."""
+        tokens = ops.cast(tokens, "int32")
+        view = _ROW_VIEWS.get().get(id(self.embedding))
+        if view is None:
+            return ops.cast(ops.take(self.embedding, tokens, axis=0), self.compute_dtype)
+        rows, ids = view
+        at = ops.reshape(ops.searchsorted(ids, ops.reshape(tokens, (-1,))), ops.shape(tokens))
+        return ops.cast(ops.take(rows, at, axis=0), self.compute_dtype)
 
     def _logits(self, h: Any) -> Any:
         """Features ``(B, T, width)`` -> float32 logits ``(B, T, V)``.
