@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,15 @@ def _without_nvidia_smi(tmp_path: Path) -> dict[str, str]:
     """The environment with a PATH on which no ``nvidia-smi`` is found (python still is)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("python", "mktemp", "timeout", "tee", "mkdir", "dirname"):
+    for tool in ("mktemp", "timeout", "tee", "mkdir", "dirname"):
         found = shutil.which(tool)
         if found:
             (bin_dir / tool).symlink_to(found)
+    # this interpreter by its own path: a symlink to a virtual environment's python starts the
+    # base interpreter (it looks for pyvenv.cfg beside the link), without the packages
+    python = bin_dir / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
     return {**os.environ, "PATH": str(bin_dir), "PYTHONPATH": str(ROOT)}
 
 
