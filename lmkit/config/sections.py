@@ -13,8 +13,8 @@ from typing import Any
 from lmkit.config.core import ConfigBase, config_key
 from lmkit.errors import ConfigError, did_you_mean
 
-__all__ = ["PRECISIONS", "ModelShape", "Optimization", "Adapter", "Budget", "Devices", "Tracking", "SECTIONS",
-           "TRACKERS", "check_budget", "check_tracking", "missing_library"]
+__all__ = ["PRECISIONS", "ModelShape", "Optimization", "Adapter", "Budget", "Devices", "Tracking",
+           "SECTIONS", "TRACKERS", "check_budget", "check_tracking", "missing_library"]
 
 
 @dataclass
