@@ -183,11 +183,8 @@ def low_rank_terms(terms: Iterable[tuple[Any, tuple[Any, Any]]]) -> Iterator[Non
     >>> with low_rank_terms([(layer.w_qkv, (a, b))]):       # doctest: +SKIP
     ...     outputs = model(x)
     """
-    token = _LOW_RANK.set({id(v): ab for v, ab in terms})
-    try:
+    with _by_variable(_LOW_RANK, terms):
         yield
-    finally:
-        _LOW_RANK.reset(token)
 
 
 # Gathered rows a training step gives in place of token tables (`lmkit.param_groups.RowSparse`),
@@ -207,11 +204,20 @@ def row_views(views: Iterable[tuple[Any, tuple[Any, Any]]]) -> Iterator[None]:
     >>> with row_views([(model.embedding, (table[ids], ids))]):    # doctest: +SKIP
     ...     outputs = model(tokens)
     """
-    token = _ROW_VIEWS.set({id(v): view for v, view in views})
+    with _by_variable(_ROW_VIEWS, views):
+        yield
+
+
+@contextmanager
+def _by_variable(var: ContextVar[Mapping[int, Any]], pairs: Iterable[tuple[Any, Any]]
+                 ) -> Iterator[None]:
+    """`var` holds ``{id(variable): value}`` of `pairs` while the block runs (a model being
+    traced reads it by its variables)."""
+    token = var.set({id(v): value for v, value in pairs})
     try:
         yield
     finally:
-        _ROW_VIEWS.reset(token)
+        var.reset(token)
 
 
 def dense(x: Any, kernel: Any) -> Any:
