@@ -125,6 +125,18 @@ def timed_once(fn: Callable[[], Any]) -> Callable[[], list[float]]:
     return chunk
 
 
+def best_of(fn: Callable[[], Any], rounds: int = 5) -> float:
+    """The fastest of `rounds` timed calls of `fn` (a JAX computation: waited for), after one
+    untimed call that compiles it."""
+    fn().block_until_ready()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn().block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def timed_steps(step: Callable[[], Any], n: int) -> list[float]:
     """Durations of `n` calls of `step`, each one finished (its result synchronized) when timed."""
     out = []

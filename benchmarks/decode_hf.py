@@ -33,6 +33,7 @@ import numpy as np
 
 from ._common import (
     Result,
+    best_of,
     best_reference,
     interleave,
     ratio,
@@ -88,16 +89,6 @@ def _lmkit_decoder(model: Any, prompts: np.ndarray, beams: int, new: int) -> Cal
     return lambda: search(model, rows, settings, batch_size=len(rows))
 
 
-def _best_of(fn: Callable[[], Any], rounds: int = 5) -> float:
-    fn().block_until_ready()
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn().block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def machine_limits() -> dict[str, float]:
     """This machine's read bandwidth (GB/s: a sum over 256 MB, which no cache holds) and float32
     matmul throughput (GFLOP/s: a 1,024-square product), each the best of 5, in JAX."""
@@ -107,8 +98,8 @@ def machine_limits() -> dict[str, float]:
     big = jnp.ones((64 * 2 ** 20,), jnp.float32)
     a = jnp.ones((1024, 1024), jnp.float32)
     total, dot = jax.jit(jnp.sum), jax.jit(jnp.dot)
-    read_s = _best_of(lambda: total(big))
-    dot_s = _best_of(lambda: dot(a, a))
+    read_s = best_of(lambda: total(big))
+    dot_s = best_of(lambda: dot(a, a))
     return {"read_gb_per_s": round(big.size * FLOAT / read_s / 1e9, 2),
             "matmul_gflop_per_s": round(2 * 1024 ** 3 / dot_s / 1e9, 1)}
 
@@ -135,7 +126,7 @@ def head_matmul_ms(layout: dict[str, int], rows: int) -> float:
     h = jnp.ones((rows, layout["n_embd"]), jnp.float32)
     table = jnp.ones((layout["vocab_size"], layout["n_embd"]), jnp.float32)
     head = jax.jit(lambda h, table: h @ table.T)
-    return round(1e3 * _best_of(lambda: head(h, table)), 2)
+    return round(1e3 * best_of(lambda: head(h, table)), 2)
 
 
 def roofline(layout: dict[str, int] = LAYOUT, prompts: int = PROMPTS,

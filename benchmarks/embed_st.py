@@ -46,6 +46,7 @@ import numpy as np
 
 from ._common import (
     Result,
+    best_of,
     best_reference,
     interleave,
     precision,
@@ -137,7 +138,6 @@ def floor(config: dict[str, Any], lengths: np.ndarray, passes: int = 1) -> dict[
 
     from lmkit.models.base import matmul
 
-    from .decode_hf import _best_of
 
     d, f, layers = (int(config[k]) for k in ("hidden_size", "intermediate_size", "num_hidden_layers"))
     lengths = np.asarray(lengths, np.float64)
@@ -146,7 +146,7 @@ def floor(config: dict[str, Any], lengths: np.ndarray, passes: int = 1) -> dict[
     dtype = jnp.bfloat16 if precision() == "mixed_bfloat16" else jnp.float32
     x, w = jnp.ones((512, d), dtype), jnp.ones((d, f), dtype)
     product = jax.jit(matmul)  # lmkit's own matmul: bfloat16 operands sum in float32
-    rate = 2 * 512 * d * f / _best_of(lambda: product(x, w), rounds=10)
+    rate = 2 * 512 * d * f / best_of(lambda: product(x, w), rounds=10)
     return {"gflop": round(flops / 1e9, 1), "matmul_gflop_per_s": round(rate / 1e9, 1),
             "floor_s": round(flops / rate, 3)}
 

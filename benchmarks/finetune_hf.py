@@ -50,11 +50,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import Result, ratio
+from ._common import Result, precision, ratio
 
 GLUE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "eval" / "glue"
 RECIPE = {"batch_size": 32, "epochs": 3, "learning_rate": 5e-5, "max_length": 128, "seed": 0,
-          "precision": os.environ.get("LMKIT_PRECISION", "float32")}
+          "precision": precision()}
 QUICK_RECIPE = {**RECIPE, "epochs": 1}
 #: at a size users run (``LMKIT_GLUE``): one epoch over this many training examples per task
 SIZE_TRAIN = 4000
@@ -175,25 +175,24 @@ def _data(quick: bool, tmp: str) -> tuple[Path, dict[str, Any]]:
     return _sized_glue(Path(source), Path(tmp) / "glue", examples), SIZE_RECIPE
 
 
-def training_floor(folder: Path, glue: Path, task: str, recipe: dict[str, Any]) -> dict[str, float]:
-    """`benchmarks.embed_st.floor` of one fine-tuning: every training example's tokens, each
-    epoch, three passes."""
-    import lmkit
+def training_floor(mini: Any, glue: Path, task: str, recipe: dict[str, Any]) -> dict[str, float]:
+    """`benchmarks.embed_st.floor` of one fine-tuning of `mini` (a `Pretrained`): every
+    training example's tokens, each epoch, three passes."""
     from lmkit.evaluation.loaders import load_split
 
     from .embed_st import floor
 
-    mini = lmkit.from_pretrained(folder)
     train = load_split(task, str(glue / TASKS[task]), "train")
     pairs = None if train.text_b is None else list(train.text_b)
     rows = mini.tokenizer.encode_inputs(list(train.text_a), pairs, max_length=recipe["max_length"])
-    lengths = [len(r) for r in rows] * recipe["epochs"]
-    return floor(mini.config, lengths, passes=3)
+    return floor(mini.config, [len(r) for r in rows] * recipe["epochs"], passes=3)
 
 
 def run(quick: bool = False) -> Result:
     import all_minilm_l6_v2
     import torch
+
+    import lmkit
 
     tasks = list(TASKS)[:1] if quick else list(TASKS)
     cores = torch.get_num_threads()
@@ -204,7 +203,8 @@ def run(quick: bool = False) -> Result:
         folder = all_minilm_l6_v2.extract_model(tmp)
         glue, recipe = _data(quick, tmp)
         trained = {task: _examples(task, glue) * recipe["epochs"] for task in tasks}
-        floors = {task: training_floor(folder, glue, task, recipe) for task in tasks}
+        mini = lmkit.from_pretrained(folder)  # its tokenizer and sizes, for the floors
+        floors = {task: training_floor(mini, glue, task, recipe) for task in tasks}
         for r in range(1 if quick or glue != GLUE else ROUNDS):
             for task in tasks:
                 names = list(contenders) if r % 2 == 0 else list(contenders)[::-1]
