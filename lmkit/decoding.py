@@ -33,6 +33,7 @@ Rows are batched by prompt length (`lmkit.forward.plan`), so a call compiles one
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,17 +147,33 @@ def _fed(axes: _Axes | None, rewinds: bool, prompt_width: int, width: int,
 
 
 def _state_axes(model: Any) -> _Axes | None:
+    """`_find_state_axes`, once per model (tracing its states takes ~12 ms, 4 % of a search)."""
+    if model not in _AXES:
+        _AXES[model] = _find_state_axes(model)
+    return _AXES[model]
+
+
+#: per model, the axes of its decoding state (`_state_axes`)
+_AXES: weakref.WeakKeyDictionary[Any, _Axes | None] = weakref.WeakKeyDictionary()
+
+
+def _find_state_axes(model: Any) -> _Axes | None:
     """Per leaf of the model's decoding state, ``(the axis that holds the rows, the axis that
     holds positions)``, None where there is none (`gpt`'s position is shared, a recurrent state
     has no positions), found by comparing states of 1 and 2 rows, and of 1 and 2 `_CHUNK`
     positions; None for a model without state."""
-    one = model.init_state(1) if hasattr(model, "init_state") else None
+    import jax
+
+    def shapes(rows: int, **length: int) -> Any:  # shapes only: no state is made
+        return jax.eval_shape(lambda: model.init_state(rows, **length))
+
+    one = shapes(1) if hasattr(model, "init_state") else None
     if one is None:
         return None
-    rows = _differing_axes(one, model.init_state(2))
+    rows = _differing_axes(one, shapes(2))
     if not _takes_length(model):
         return tuple((axis, None) for axis in rows)
-    positions = _differing_axes(model.init_state(1, length=_CHUNK), model.init_state(1, length=2 * _CHUNK))
+    positions = _differing_axes(shapes(1, length=_CHUNK), shapes(1, length=2 * _CHUNK))
     return tuple(zip(rows, positions))
 
 
@@ -337,10 +354,23 @@ def _greedy_step(c: Any, logits: Any, settings: Search) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    token = jnp.argmax(logits, axis=-1).astype(jnp.int32)               # (rows, 1)
+    token = _first_max(logits)                                           # (rows, 1)
     seqs = jax.lax.dynamic_update_slice_in_dim(c["seqs"], token[:, :, None], c["t"] + 1, axis=2)
     still = c["open"] if settings.eos_id is None else c["open"] & (token[:, 0] != settings.eos_id)
     return dict(c, seqs=seqs, done_seqs=seqs, source=jnp.zeros_like(token), open=still)
+
+
+def _first_max(x: Any) -> Any:
+    """``argmax(x, axis=-1)`` as int32, as the largest value then the first index holding it:
+    two plain reductions that XLA:CPU vectorises, where argmax's paired (value, index) reduction
+    took 0.9 ms of a 10 ms greedy step over GPT-2's 50,257 logits (now 0.2). NaN logits give
+    the last index."""
+    import jax.numpy as jnp
+
+    last = x.shape[-1] - 1
+    index = jnp.arange(x.shape[-1], dtype=jnp.int32)
+    first = jnp.min(jnp.where(x == jnp.max(x, axis=-1, keepdims=True), index, last), axis=-1)
+    return first
 
 
 def _ban_repeats(logp: Any, seq: Any, t: Any, n: int) -> Any:
