@@ -319,7 +319,7 @@ def _beam_step(c: Any, logp: Any, made: Any, settings: Search) -> dict[str, Any]
     rows, _, vocab = logp.shape
     t = c["t"]
     total = (logp + c["scores"][:, :, None]).reshape(rows, k * vocab)
-    top, index = jax.lax.top_k(total, 2 * k)
+    top, index = _top_k(total, 2 * k)
     source, token = index // vocab, (index % vocab).astype(jnp.int32)
     grown = jnp.take_along_axis(c["seqs"], source[:, :, None], axis=1)
     grown = jax.lax.dynamic_update_slice_in_dim(grown, token[:, :, None], t + 1, axis=2)
@@ -346,6 +346,31 @@ def _beam_step(c: Any, logp: Any, made: Any, settings: Search) -> dict[str, Any]
     still = c["open"] & jnp.any(hope > worst, axis=1)
     return dict(seqs=seqs, scores=scores, source=jnp.take_along_axis(source, keep, axis=1),
                 done_seqs=done_seqs, done_scores=done_scores, done=done, open=still)
+
+
+def _top_k(x: Any, k: int, block: int = 128) -> Any:
+    """``jax.lax.top_k(x, k)``, the same values and indices (ties: the lower index first), in
+    two short passes: the k best of a row are in the k blocks of `block` entries with the
+    largest maxima, so the row's block maxima pick k blocks, and only those are ranked. XLA:CPU's
+    top-k sorts the whole row; over 4 beams x GPT-2's 50,257 tokens that took 2.2 ms of a 24 ms
+    beam step."""
+    import jax
+    import jax.numpy as jnp
+
+    rows, width = x.shape
+    if width <= k * block:  # too few blocks to choose among
+        return jax.lax.top_k(x, k)
+    whole = width // block * block  # the last block, shorter, is reduced on its own
+    maxima = jnp.max(x[:, :whole].reshape(rows, -1, block), axis=-1)
+    if whole < width:
+        maxima = jnp.concatenate([maxima, jnp.max(x[:, whole:], axis=-1, keepdims=True)], axis=1)
+    # in index order, so that equal values among the candidates rank as they do in the row
+    chosen = jnp.sort(jax.lax.top_k(maxima, k)[1], axis=-1)
+    index = (chosen[:, :, None] * block + jnp.arange(block)).reshape(rows, k * block)
+    candidates = jnp.where(index < width, jnp.take_along_axis(x, jnp.minimum(index, width - 1), axis=1),
+                           -jnp.inf)
+    values, best = jax.lax.top_k(candidates, k)
+    return values, jnp.take_along_axis(index, best, axis=1)
 
 
 def _greedy_step(c: Any, logits: Any, settings: Search) -> dict[str, Any]:

@@ -176,3 +176,40 @@ def test_every_architecture_decodes_in_batches_as_it_does_alone():
         together = search(model, PROMPTS, settings, batch_size=4)
         assert together == [search(model, [p], settings, batch_size=1)[0] for p in PROMPTS], name
         assert all(len(t) <= 5 and 3 not in t for t in together), name
+
+
+@pytest.mark.parametrize("width", [50, 1200, 4 * 50257 + 3])
+def test_the_two_pass_top_k_ranks_as_lax_top_k_does_ties_and_banned_tokens_included(width):
+    """`_top_k` (block maxima, then the chosen blocks) returns `jax.lax.top_k`'s values and
+    indices: on floats, on small integers (many equal values: the lower index first, also when
+    the blocks holding them have different maxima) and with
+    -inf entries (banned tokens), also where whole blocks are banned."""
+    import jax
+    import jax.numpy as jnp
+
+    from lmkit.decoding import _top_k
+
+    rng = np.random.default_rng(width)
+    floats = rng.normal(size=(6, width)).astype(np.float32)
+    ties = rng.integers(0, 5, size=(6, width)).astype(np.float32)
+    spikes = ties.copy()  # blocks of larger maxima hold equal values too: they must not rank first
+    spikes[:, rng.integers(width // 2, width, size=3)] = 9.0
+    banned = floats.copy()
+    banned[:, ::3] = -np.inf
+    banned[:, : width // 2] = -np.inf
+    for x in (floats, ties, spikes, banned):
+        values, index = _top_k(jnp.asarray(x), 8)
+        want_values, want_index = jax.lax.top_k(jnp.asarray(x), 8)
+        np.testing.assert_array_equal(np.asarray(values), np.asarray(want_values))
+        np.testing.assert_array_equal(np.asarray(index), np.asarray(want_index))
+
+
+def test_greedy_picks_the_first_of_equal_largest_logits_as_argmax_does():
+    import jax.numpy as jnp
+
+    from lmkit.decoding import _first_max
+
+    rng = np.random.default_rng(0)
+    ties = rng.integers(0, 4, size=(16, 1, 300)).astype(np.float32)
+    ties[3, 0, -1] = 9.0  # the largest at the last index
+    np.testing.assert_array_equal(np.asarray(_first_max(jnp.asarray(ties))), ties.argmax(-1))

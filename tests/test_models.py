@@ -444,3 +444,16 @@ def test_lmkit_dropout_keeps_each_unit_with_probability_one_minus_rate_and_a_new
     assert abs(((first > 0) == (second > 0)).mean() - (0.75**2 + 0.25**2)) < 0.01  # independent
     if keras.backend.backend() == "jax":  # the hash mask, not Keras's draw
         assert not np.array_equal(first, np.asarray(keras.layers.Dropout(0.25, seed=3)(x, training=True)))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 8, 32, 64])
+def test_the_tied_head_gives_the_product_for_every_batch_size(rows):
+    """`tied_logits` multiplies and sums for 2 to 32 rows on XLA:CPU and takes the product
+    otherwise: either way ``h @ table.T`` within float32 rounding."""
+    from lmkit.models.base import tied_logits
+
+    rng = np.random.default_rng(rows)
+    h = rng.normal(size=(rows, 48)).astype(np.float32)
+    table = rng.normal(size=(1000, 48)).astype(np.float32)
+    got = np.asarray(tied_logits(h, table))
+    np.testing.assert_allclose(got, h.astype(np.float64) @ table.T.astype(np.float64), rtol=1e-5, atol=1e-4)
