@@ -45,6 +45,9 @@ LAYOUT = {"n_layer": 6, "n_embd": 384, "n_head": 6, "vocab_size": 50257, "n_posi
 QUICK_LAYOUT = {"n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 2048, "n_positions": 128}
 PROMPTS, PROMPT_TOKENS, NEW_TOKENS = 8, 16, 32
 BEAMS = (1, 4)
+#: interleaved rounds of each contender (the median counts): this 2-core machine's pace drifts
+#: by a third from minute to minute, for every contender
+ROUNDS = 5
 FLOAT = 4  # bytes per float32
 
 
@@ -186,7 +189,7 @@ def run(quick: bool = False) -> Result:
         times = interleave({"lmkit": timed_once(decoders["lmkit"]),
                             f"torch_{cores}_threads": torch_threads(timed_once(decoders["torch"]), cores),
                             "torch_1_thread": torch_threads(timed_once(decoders["torch"]), 1)},
-                           1 if quick else 3)
+                           1 if quick else ROUNDS)
         ref = best_reference(times)
         tps = {name: round(count * new / t["median_s"], 1) for name, t in times.items()}
         figures[label] = {"tokens_per_s": tps, "seconds": times, "first_pass_s": first,
