@@ -394,8 +394,7 @@ def _first_max(x: Any) -> Any:
 
     last = x.shape[-1] - 1
     index = jnp.arange(x.shape[-1], dtype=jnp.int32)
-    first = jnp.min(jnp.where(x == jnp.max(x, axis=-1, keepdims=True), index, last), axis=-1)
-    return first
+    return jnp.min(jnp.where(x == jnp.max(x, axis=-1, keepdims=True), index, last), axis=-1)
 
 
 def _ban_repeats(logp: Any, seq: Any, t: Any, n: int) -> Any:
