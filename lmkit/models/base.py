@@ -263,9 +263,9 @@ def tied_logits(h: Any, table: Any) -> Any:
     Why not always the product: on XLA:CPU a product with 2 to 32 rows (decoding's batch of
     prompts and beams) runs YNNPACK's small-matrix kernel on one thread, while the same sum
     written as multiply-and-reduce over ``D`` is split over every core (GPT-2's 50,257 x 384
-    table, 8 rows, 2 cores: 5.4 -> 3.7 ms of a greedy decoding step, `lmkit bench decode_hf`).
-    One row is a fast matrix-vector product already (the sum would be 200x slower) and from 64
-    rows the product wins again. Only the order of the additions differs; the gradient is the
+    table, 8 rows, 2 AMD Zen 4 cores: 5.4 -> 3.7 ms of a greedy decoding step, `lmkit bench
+    decode_hf`). One row is a fast matrix-vector product already (the sum would be 200x slower)
+    and from 64 rows the product wins again. Only the order of the additions differs; the gradient is the
     product's.
 
     >>> tied_logits(ops.ones((8, 3)), ops.ones((5, 3))).shape
