@@ -197,13 +197,35 @@ class Decoder:
             done += len(chunk)
             yield chunk
 
+    def generate(self, prompt: list[int], n: int, sampling: Sampling = Sampling(),
+                 seed: int | None = None) -> Iterator[list[int]]:
+        """``feed(prompt)`` then ``sample(n, sampling, seed)``: the same tokens.
+
+        On JAX a prompt of up to `CHUNK` tokens (and no longer than the cache) is fed inside
+        the sampling loop, one token a step, so the loop is the only program: no prompt program
+        to compile for each new prompt length (a first call's wait) for a few decode steps.
+        """
+        if not self._forced_prompt(prompt):
+            self.feed(prompt)
+            yield from self.sample(n, sampling, seed)
+            return
+        yield from self._sample_on_device(n, sampling, seed, list(prompt))
+
+    def _forced_prompt(self, prompt: list[int]) -> bool:
+        """Whether `generate` feeds `prompt` inside the compiled sampling loop."""
+        return (self._on_device and 0 < len(prompt) <= CHUNK
+                and (self.limit is None or self._pos + len(prompt) <= self.limit))
+
     def lower(self, prompt: list[int], sampling: Sampling = Sampling()) -> list[Any]:
-        """The programs ``feed(prompt)`` then ``sample(n, sampling)`` run, lowered but neither
-        compiled nor run (JAX only): once they are compiled ahead, e.g. beside a training, the
-        same calls on this model compile nothing (JAX keeps them in memory). The model's weights
-        may still change: only their shapes count."""
+        """The programs ``generate(prompt, n, sampling)`` runs, lowered but neither compiled
+        nor run (JAX only): once they are compiled ahead, e.g. beside a training, the same
+        calls on this model compile nothing (JAX keeps them in memory). The model's weights may
+        still change: only their shapes count."""
         import jax.numpy as jnp
 
+        if self._forced_prompt(prompt):
+            loop, args = self._loop_inputs(sampling, 0, self._no_logits(), prompt)
+            return [loop.lower(self._values, *args)]
         if self.limit is not None and len(prompt) > self.limit:  # as `feed` restarts the cache
             prompt = prompt[-self.keep:]
         x = np.asarray([prompt], dtype=np.int32)
@@ -218,9 +240,17 @@ class Decoder:
         self.history = []
         return [feed, loop.lower(self._values, *args)]
 
-    def _loop_inputs(self, sampling: Sampling, seed: int, logits: Any) -> tuple[Any, tuple]:
+    def _no_logits(self) -> Any:
+        """Logits before any context: never sampled (the loop's first steps are the prompt's)."""
+        import jax.numpy as jnp
+
+        return jnp.zeros(self.model.vocab_size, jnp.float32)
+
+    def _loop_inputs(self, sampling: Sampling, seed: int, logits: Any,
+                     forced: list[int] = ()) -> tuple[Any, tuple]:
         """The compiled sampling loop and its inputs but the weights: ``(carry, steps,
-        temperature, top_p)``, `steps` being one `CHUNK`."""
+        temperature, top_p, forced, n_forced)``, `steps` being one `CHUNK` and `forced` the
+        tokens its first steps feed instead of sampling."""
         import jax
         import jax.numpy as jnp
 
@@ -241,25 +271,35 @@ class Decoder:
             buffer[: len(tail)] = tail
             context = (buffer, jnp.int32(len(tail)))
         carry = (jnp.reshape(logits, (-1,)), jax.random.key(seed), context)
+        buffer = np.zeros(CHUNK, dtype=np.int32)
+        buffer[: len(forced)] = forced
         return loop, (carry, np.int32(CHUNK), np.float32(sampling.temperature or 1.0),
-                      np.float32(sampling.top_p or 1.0))
+                      np.float32(sampling.top_p or 1.0), buffer, np.int32(len(forced)))
 
-    def _sample_on_device(self, n: int, sampling: Sampling, seed: int | None) -> Iterator[list[int]]:
+    def _sample_on_device(self, n: int, sampling: Sampling, seed: int | None,
+                          forced: list[int] = ()) -> Iterator[list[int]]:
+        """`n` sampled tokens after `forced` ones (a prompt, at most `CHUNK`) fed first."""
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31))
-        loop, (carry, _, temperature, top_p) = self._loop_inputs(sampling, seed, self.logits)
+        logits = self._no_logits() if self.logits is None else self.logits
+        loop, (carry, _, temperature, top_p, buffer, n_forced) = self._loop_inputs(
+            sampling, seed, logits, forced)
         done = 0
         while done < n:
-            steps = min(CHUNK, n - done)
-            carry, tokens = loop(self._values, carry, np.int32(steps), temperature, top_p)
-            chunk = np.asarray(tokens)[:steps].tolist()
+            steps = min(CHUNK - int(n_forced), n - done)
+            carry, tokens = loop(self._values, carry, np.int32(n_forced + steps), temperature,
+                                 top_p, buffer, n_forced)
+            chunk = np.asarray(tokens)[int(n_forced):][:steps].tolist()
+            self.history.extend(forced)
+            forced, n_forced = [], np.int32(0)
             done += steps
             self.history.extend(chunk)
             self.logits = carry[0]
             if self.cached:
                 self.state, pos, _ = carry[2]
                 self._pos = int(pos)
-            yield chunk
+            if chunk:  # a prompt of `CHUNK` tokens fills the first call
+                yield chunk
 
 
 # The bodies below use keras.ops for the model; on JAX they are jit-compiled with the weights
@@ -277,23 +317,30 @@ def _window_body(model: Any, tokens: Any, last: Any) -> Any:
 
 
 def _run_loop(step: Callable[[Any, Any], tuple[Any, Any]], carry: Any, steps: Any,
-              temperature: Any, top_p: Any, sampling: Sampling) -> tuple[Any, Any]:
-    """`steps` (traced, <= CHUNK) iterations of pick-then-feed; the tokens in a CHUNK buffer."""
+              temperature: Any, top_p: Any, forced: Any, n_forced: Any,
+              sampling: Sampling) -> tuple[Any, Any]:
+    """`steps` (traced, <= CHUNK) iterations of pick-then-feed; the tokens in a CHUNK buffer.
+    The first `n_forced` steps feed ``forced[i]`` instead of a pick and leave the random key
+    as it is, so a prompt fed here draws the same sample as one fed before the loop."""
     import jax
     import jax.numpy as jnp
 
     def one(i: Any, loop_carry: Any) -> Any:
         (logits, key, context), out = loop_carry
-        key, draw = jax.random.split(key)
-        token = _pick_on_device(logits, draw, temperature, top_p, sampling)
+        next_key, draw = jax.random.split(key)
+        prompt = i < n_forced
+        token = jnp.where(prompt, forced[i], _pick_on_device(logits, draw, temperature, top_p,
+                                                              sampling))
+        key = jax.random.wrap_key_data(jnp.where(prompt, jax.random.key_data(key),
+                                                 jax.random.key_data(next_key)))
         logits, context = step(token, context)
         return (logits, key, context), out.at[i].set(token)
 
     return jax.lax.fori_loop(0, steps, one, (carry, jnp.zeros(CHUNK, jnp.int32)))
 
 
-def _cached_loop(model: Any, carry: Any, steps: Any, temperature: Any, top_p: Any, *,
-                 static: tuple[Sampling, int | None, int, int]) -> tuple[Any, Any]:
+def _cached_loop(model: Any, carry: Any, steps: Any, temperature: Any, top_p: Any, forced: Any,
+                 n_forced: Any, *, static: tuple[Sampling, int | None, int, int]) -> tuple[Any, Any]:
     import jax
     import jax.numpy as jnp
 
@@ -311,11 +358,11 @@ def _cached_loop(model: Any, carry: Any, steps: Any, temperature: Any, top_p: An
         logits, state = jax.lax.cond(pos >= limit, restart, feed_one)
         return logits[0], (state, jnp.where(pos >= limit, keep, pos + 1), recent)
 
-    return _run_loop(step, carry, steps, temperature, top_p, sampling)
+    return _run_loop(step, carry, steps, temperature, top_p, forced, n_forced, sampling)
 
 
-def _window_loop(model: Any, carry: Any, steps: Any, temperature: Any, top_p: Any, *,
-                 static: tuple[Sampling, int | None, int, int]) -> tuple[Any, Any]:
+def _window_loop(model: Any, carry: Any, steps: Any, temperature: Any, top_p: Any, forced: Any,
+                 n_forced: Any, *, static: tuple[Sampling, int | None, int, int]) -> tuple[Any, Any]:
     import jax.numpy as jnp
 
     sampling, _, _, window = static
@@ -328,7 +375,7 @@ def _window_loop(model: Any, carry: Any, steps: Any, temperature: Any, top_p: An
         length = jnp.minimum(length + 1, window)
         return _window_body(model, buffer[None], length - 1), (buffer, length)
 
-    return _run_loop(step, carry, steps, temperature, top_p, sampling)
+    return _run_loop(step, carry, steps, temperature, top_p, forced, n_forced, sampling)
 
 
 def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 200,
@@ -382,9 +429,8 @@ def _continue(model: Any, tokenizer: Any, ids: list[int], max_new_tokens: int, s
     if max_new_tokens == 0:
         return ""
     decoder = Decoder(model, use_cache=use_cache)
-    decoder.feed(ids)
     new: list[int] = []
-    for chunk in decoder.sample(max_new_tokens, sampling, seed):
+    for chunk in decoder.generate(ids, max_new_tokens, sampling, seed):
         new.extend(chunk)
         if stop:
             text = tokenizer.decode(new)

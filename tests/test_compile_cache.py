@@ -210,5 +210,5 @@ def test_a_sample_compiled_ahead_runs_without_compiling_and_says_the_same() -> N
 
     asked, text = programs_asked(models[0], ahead=False)
     asked_ahead, text_ahead = programs_asked(models[1], ahead=True)
-    assert asked >= 2 and asked_ahead == 0  # the prompt's program and the sampling loop
+    assert asked >= 1 and asked_ahead == 0  # the sampling loop (it feeds the prompt too)
     assert text_ahead == text

@@ -115,6 +115,42 @@ def test_compiled_loop_equals_one_token_per_call(run: lmkit.Run) -> None:
 
 
 @pytest.mark.slow
+def test_a_prompt_fed_inside_the_sampling_loop_gives_the_tokens_of_feeding_it_first(
+        run: lmkit.Run) -> None:
+    # `Decoder.generate` feeds prompts of up to CHUNK tokens inside the loop (no prompt
+    # program); 150 tokens cross the 32-token context (cache restarts) and two chunks.
+    for prompt in ("\n", "ROMEO:\nWhat is"):
+        ids = run.tokenizer.encode(prompt)
+        for sampling in (Sampling(0), Sampling(1.0, top_k=5), Sampling(0.8, top_p=0.9)):
+            first = Decoder(run.model)
+            first.feed(ids)
+            expected = [t for chunk in first.sample(150, sampling, seed=3) for t in chunk]
+            looped = Decoder(run.model)
+            tokens = [t for chunk in looped.generate(ids, 150, sampling, seed=3) for t in chunk]
+            assert tokens == expected, (prompt, sampling)
+            assert looped.history == first.history
+
+
+def test_a_new_prompt_length_compiles_no_program() -> None:
+    """The first `generate` of a new prompt length used to compile a prompt program (half a
+    second or more on a CPU); prompts of up to `CHUNK` tokens now share the sampling loop."""
+    from lmkit.build import build_model
+    from lmkit.config import TrainConfig
+    from lmkit.paths import compilations, enable_compilation_cache
+    from lmkit.registry import tokenizers
+
+    enable_compilation_cache()
+    tokenizer = tokenizers.entry("char").obj.fit([CORPUS.read_text(encoding="utf-8")[:2000]])
+    model = build_model(TrainConfig(arch="gpt", layers=1, heads=2, embed_dim=16, seq_len=16),
+                        tokenizer.vocab_size)
+    generate(model, tokenizer, "A", 20, seed=0)
+    before = sum(compilations().values())
+    texts = [generate(model, tokenizer, prompt, 20, seed=0) for prompt in ("BE", "ROMEO:")]
+    assert sum(compilations().values()) == before
+    assert all(len(text) == 20 for text in texts)
+
+
+@pytest.mark.slow
 def test_seed_reproduces_and_stop_string_cuts(run: lmkit.Run) -> None:
     a = run.generate("KING:", max_new_tokens=60, seed=7)
     assert a == run.generate("KING:", max_new_tokens=60, seed=7)
