@@ -119,8 +119,8 @@ def test_architecture_defaults_fill_only_unset_keys() -> None:
     mine = effective(arch="lstm", layers=4, learning_rate=1e-3)
     assert (mine.layers, mine.learning_rate) == (4, 1e-3)  # what the user set always wins
     gpt = effective(arch="gpt")  # gpt's speedrun recipe, docs/performance.md
-    assert (gpt.layers, gpt.optimizer, gpt.max_steps, gpt.batch_size, gpt.eval_every) == (
-        2, "muon", 300, 24, 50)
+    assert (gpt.layers, gpt.optimizer, gpt.max_steps, gpt.batch_size, gpt.eval_every,
+            gpt.schedule) == (2, "muon", 200, 32, 50, "warmup_linear")
     assert effective(arch="gpt", layers=4).layers == 4
     assert gpt.model == {"rotary": True, "mlp": "relu2", "qk_norm": True, "zero_init": True}
     nanogpt = TrainConfig.from_sources("nanogpt_char")  # a preset keeps its exact recipe
@@ -163,8 +163,8 @@ def test_every_value_says_where_it_came_from(tmp_path: Path) -> None:
     assert sources["arch"] == f"{toml}, line 2" and sources["model.head_bias"] == f"{toml}, line 5"
     assert sources["seed"] == "--set" and sources["model.rotary"] == "architecture: gpt"
     assert sources["layers"] == "architecture: gpt" and sources["heads"] == "default"
-    # none asks for the derived default: 6 % of gpt's 300 steps
-    assert resolved.warmup_steps == 18 and sources["warmup_steps"] == "derived: 6% of 300 steps"
+    # none asks for the derived default: 6 % of gpt's 200 steps
+    assert resolved.warmup_steps == 12 and sources["warmup_steps"] == "derived: 6% of 200 steps"
     preset = resolve(TrainConfig.from_sources("nanogpt_char"), training_starts=True).config
     assert str(preset.source("layers")) == "preset: nanogpt_char, line 7"
     assert resolved.given == {"arch", "model", "seed"}  # the derived warm-up is not the user's
