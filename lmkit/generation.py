@@ -222,8 +222,10 @@ class Decoder:
         yield from self._sample_on_device(n, sampling, seed, list(prompt))
 
     def _forced_prompt(self, prompt: list[int]) -> bool:
-        """Whether `generate` feeds `prompt` inside the compiled sampling loop."""
+        """Whether `generate` feeds `prompt` inside the compiled sampling loop (which starts
+        from blank logits of the model's `vocab_size`)."""
         return (self._on_device and 0 < len(prompt) <= LOOP_PROMPT
+                and hasattr(self.model, "vocab_size")
                 and (self.limit is None or self._pos + len(prompt) <= self.limit))
 
     def lower(self, prompt: list[int], sampling: Sampling = Sampling()) -> list[Any]:
@@ -257,7 +259,7 @@ class Decoder:
         return jnp.zeros(self.model.vocab_size, jnp.float32)
 
     def _loop_inputs(self, sampling: Sampling, seed: int, logits: Any,
-                     forced: list[int] = ()) -> tuple[Any, tuple]:
+                     forced: list[int] | None = None) -> tuple[Any, tuple]:
         """The compiled sampling loop and its inputs but the weights: ``(carry, steps,
         temperature, top_p, forced, n_forced)``, `steps` being one `CHUNK` and `forced` the
         tokens its first steps feed instead of sampling."""
@@ -281,24 +283,26 @@ class Decoder:
             buffer[: len(tail)] = tail
             context = (buffer, jnp.int32(len(tail)))
         carry = (jnp.reshape(logits, (-1,)), jax.random.key(seed), context)
-        buffer = np.zeros(CHUNK, dtype=np.int32)
-        buffer[: len(forced)] = forced
+        forced = forced or []
+        prompt = np.zeros(CHUNK, dtype=np.int32)
+        prompt[: len(forced)] = forced
         return loop, (carry, np.int32(CHUNK), np.float32(sampling.temperature or 1.0),
-                      np.float32(sampling.top_p or 1.0), buffer, np.int32(len(forced)))
+                      np.float32(sampling.top_p or 1.0), prompt, np.int32(len(forced)))
 
     def _sample_on_device(self, n: int, sampling: Sampling, seed: int | None,
-                          forced: list[int] = ()) -> Iterator[list[int]]:
+                          forced: list[int] | None = None) -> Iterator[list[int]]:
         """`n` sampled tokens after `forced` ones (a prompt, at most `LOOP_PROMPT`) fed first."""
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31))
+        forced = forced or []
         logits = self._no_logits() if self.logits is None else self.logits
-        loop, (carry, _, temperature, top_p, buffer, n_forced) = self._loop_inputs(
+        loop, (carry, _, temperature, top_p, prompt, n_forced) = self._loop_inputs(
             sampling, seed, logits, forced)
         done = 0
         while done < n:
             steps = min(CHUNK - int(n_forced), n - done)
             carry, tokens = loop(self._values, carry, np.int32(n_forced + steps), temperature,
-                                 top_p, buffer, n_forced)
+                                 top_p, prompt, n_forced)
             chunk = np.asarray(tokens)[int(n_forced):][:steps].tolist()
             self.history.extend(forced)
             forced, n_forced = [], np.int32(0)
