@@ -189,7 +189,8 @@ def apply_packed(model: Any, body: Callable[..., Any], rows: Sequence[Any], *,
                  static: Any = None) -> np.ndarray:
     """``body(model, tokens (R, W), lengths (N,), segments (R, W), offsets (N,))`` over `rows`
     packed (`lmkit.data.packing`) into rows of one width `W` (the longest row's
-    `padded_width`), `R` rows per batch (as many as `batch_size` examples fill on average);
+    `padded_width`), `R` rows per batch (as many as `batch_size` examples fill on average,
+    evened out over the batches);
     the body returns one output per example, stacked in the rows' order.
 
     Every batch has the same shape (its examples filled up with copies of its first), so a call
@@ -204,6 +205,7 @@ def apply_packed(model: Any, body: Callable[..., Any], rows: Sequence[Any], *,
     row_of = first_fit(lengths, width)
     total = int(row_of.max()) + 1
     per_batch = max(1, min(total, math.ceil(total * batch_size / len(lengths))))
+    per_batch = -(-total // -(-total // per_batch))  # evened out: no last batch of mostly padding
     groups = [g for g in (np.flatnonzero(row_of // per_batch == b)
                           for b in range(-(-total // per_batch))) if len(g)]
     examples = -(-max(map(len, groups)) // 8) * 8  # fixed per call: one compiled shape

@@ -87,6 +87,22 @@ def test_few_rows_compute_a_small_batch_and_long_rows_are_refused() -> None:
 
 # -- results equal one-at-a-time unpadded calls ----------------------------------------------------
 @pytest.mark.slow  # one eager (unpadded) call per length is the oracle
+def test_packed_batches_are_evened_out_so_the_last_is_not_mostly_padding(monkeypatch) -> None:
+    computed: list[int] = []
+
+    def prepared(model, body, static, args):  # the compiled body's place: count its rows
+        def fn(values, tokens, lengths, segments, offsets):
+            computed.append(tokens.shape[0])
+            return np.zeros(len(lengths), np.float32)
+        return fn, []
+
+    monkeypatch.setattr(forward, "_prepared", prepared)
+    rows = _rows([30] * 70, 0)  # one example a packed row: 70 rows, 32 to a batch of 32 examples
+    out = forward.apply_packed(None, None, rows, batch_size=32)
+    assert len(out) == 70
+    assert len(computed) == 3 and sum(computed) == 72  # three batches of 24 rows, not 32 + 32 + 32
+
+
 def test_batched_logits_equal_each_row_alone_in_input_order(gpt) -> None:
     rows = _rows(LENGTHS, seed=1)
     batched = forward.logits(gpt, rows, batch_size=4, limit=CONTEXT)
