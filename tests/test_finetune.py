@@ -189,8 +189,9 @@ def test_fine_tuning_pads_batches_to_few_widths_chosen_for_the_data() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("vocab", [13, 200])
 def test_the_embedding_update_touches_only_the_batch_rows_and_otherwise_equals_the_dense_one(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        vocab: int, monkeypatch: pytest.MonkeyPatch) -> None:
     import keras
     from tiny_models import tiny
 
@@ -200,12 +201,18 @@ def test_the_embedding_update_touches_only_the_batch_rows_and_otherwise_equals_t
     from lmkit.resolve import resolve
 
     rng = np.random.default_rng(0)
-    data = Encoded([rng.integers(1, 7, size=int(n)).astype(np.int32) for n in rng.integers(3, 9, 16)],
-                   rng.integers(0, 2, 16))  # ids 1..6 of a 13-token vocabulary
+    lengths = rng.integers(3, 9, 16)
+    if vocab == 13:  # ids 1..6 of a 13-token vocabulary
+        ids = rng.integers(1, 7, size=int(lengths.sum()))
+    else:  # every token another id: the step holds as many ids as it has tokens, the most it can
+        ids = rng.permutation(np.arange(1, vocab))[:lengths.sum()]
+    data = Encoded([a.astype(np.int32) for a in np.split(ids, np.cumsum(lengths)[:-1])], rng.integers(0, 2, 16))
+    used = np.unique([0, *ids])  # with the padding's id
+    absent = np.setdiff1d(np.arange(vocab), used)
 
     def one_step(dense: bool, **options: Any) -> tuple[Any, list[np.ndarray], list[np.ndarray]]:
         keras.utils.set_random_seed(0)
-        backbone = tiny("gpt", dropout=0.0)
+        backbone = tiny("gpt", vocab, dropout=0.0)
         backbone(np.ones((1, 4), np.int32))
         model = SequenceClassifier(backbone, 2, dropout=0.0)
         model((np.ones((1, 4), np.int32), np.ones((1,), np.int32)))
@@ -223,12 +230,12 @@ def test_the_embedding_update_touches_only_the_batch_rows_and_otherwise_equals_t
     rows, before, after = one_step(False, weight_decay=0.5, clipnorm=1e-3)
     dense, _, dense_after = one_step(True, weight_decay=0.5, clipnorm=1e-3)
     assert rows.row_update and not dense.row_update
-    table = next(i for i, w in enumerate(before) if w.shape == (13, 16))
-    np.testing.assert_array_equal(after[table][7:], before[table][7:])  # ids the batch lacks
-    assert not np.allclose(dense_after[table][7:], before[table][7:])     # dense decays them
-    assert not np.allclose(after[table][1:7], before[table][1:7])
+    table = next(i for i, w in enumerate(before) if w.shape == (vocab, 16))
+    np.testing.assert_array_equal(after[table][absent], before[table][absent])  # ids the batch lacks
+    assert not np.allclose(dense_after[table][absent], before[table][absent])     # dense decays them
+    assert not (after[table][used] == before[table][used]).all(axis=1).any()      # each id it holds moved
     # the batch's rows and every other weight: the same update, clipped by the same global norm
-    after[table], dense_after[table] = after[table][:7], dense_after[table][:7]
+    after[table], dense_after[table] = after[table][used], dense_after[table][used]
     for a, b in zip(after, dense_after):
         np.testing.assert_allclose(a, b, atol=1e-7)
 
