@@ -228,15 +228,3 @@ def test_a_never_called_backbone_gives_hidden_states_and_a_model_without_them_is
     np.testing.assert_array_equal(states, np.asarray(backbone.embedding)[tokens])
     with pytest.raises(ConfigError, match="LanguageModel does not expose its hidden states"):
         hidden_states(LanguageModel(13), tokens)
-
-
-def test_the_task_metric_is_being_imported_when_the_head_starts_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmkit.evaluation import metrics
-
-    asked: list[str] = []
-    real = metrics.preload
-    monkeypatch.setattr(metrics, "preload", lambda name: (asked.append(name), real(name)))
-    at_start: list[list[str]] = []
-    evaluate("scratch", task="glue/mrpc", data=GLUE, max_steps=2,
-             reporters=[lambda e: at_start.append(list(asked)) if isinstance(e, StartEvent) else None], **TINY)
-    assert at_start == [["glue"]]  # scoring MRPC takes the glue module, already on its way

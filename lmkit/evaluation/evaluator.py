@@ -78,7 +78,6 @@ def _fit_and_score(job: "_Job", reporters: Sequence[Callable[[Event], None]],
 
     from lmkit.evaluation.encoding import head_and_tail
     from lmkit.evaluation.finetune import finetune
-    from lmkit.evaluation.metrics import preload
 
     cfg, parts, task, source, scored, train = job.cfg, job.parts, job.task, job.source, job.scored, job.train
     keras.utils.set_random_seed(cfg.seed)
@@ -96,8 +95,6 @@ def _fit_and_score(job: "_Job", reporters: Sequence[Callable[[Event], None]],
         encode = encode_task
     training: dict[str, Any] = {"reopened": str(source.dir)} if isinstance(source, FineTuned) else {}
     if train is not None:
-        # the metric's imports (seconds with PyTorch installed) beside the step's compilation
-        preload(task.metric_for(scored.split)[0])
         scorer = _scorer(task, job.data, scored, cfg, model, tokenizer, encode) if cfg.score_every else None
         training = finetune(model, encode(train, tokenizer, max_length), cfg, parts,
                             reporters, stop, name=f"{name} on {task.name}",
