@@ -222,20 +222,27 @@ def _by_variable(var: ContextVar[Mapping[int, Any]], pairs: Iterable[tuple[Any, 
         var.reset(token)
 
 
-def dense(x: Any, kernel: Any) -> Any:
-    """``x @ kernel``, plus the low-rank term `low_rank_terms` attached to `kernel` (none
-    outside a LoRA training step). Architectures whose every 2-D kernel goes through it set
-    `LanguageModel.low_rank_kernels`.
+def dense(x: Any, kernel: Any, bias: Any = None) -> Any:
+    """``x @ kernel + bias`` (no bias: None), plus the low-rank term `low_rank_terms` attached to
+    `kernel` (none outside a LoRA training step). Architectures whose every 2-D kernel goes
+    through it set `LanguageModel.low_rank_kernels`. On JAX with bfloat16 ``x`` the bias's
+    gradient is summed in float32 (`lmkit.models.bf16_matmul.bf16_add_bias` says why).
 
-    >>> dense(ops.ones((2, 3)), ops.ones((3, 4))).shape
+    >>> dense(ops.ones((2, 3)), ops.ones((3, 4)), ops.zeros((4,))).shape
     (2, 4)
     """
     y = matmul(x, kernel)
     term = _LOW_RANK.get().get(id(kernel))
-    if term is None:
+    if term is not None:
+        a, b = (ops.cast(t, y.dtype) for t in term)
+        y = y + matmul(matmul(x, a), b)
+    if bias is None:
         return y
-    a, b = (ops.cast(t, y.dtype) for t in term)
-    return y + matmul(matmul(x, a), b)
+    if keras.backend.standardize_dtype(y.dtype) != "bfloat16" or keras.backend.backend() != "jax":
+        return y + bias
+    from lmkit.models.bf16_matmul import bf16_add_bias
+
+    return bf16_add_bias(ops.convert_to_tensor(y), ops.cast(bias, "bfloat16"))
 
 
 def matmul(x: Any, kernel: Any) -> Any:

@@ -83,7 +83,7 @@ class EncoderLayer(keras.layers.Layer):
              at: Any = None) -> Any:
         d, h, hd = self.embed_dim, self.heads, self.head_dim
         time = ops.shape(x)[0] // batch
-        qkv = dense(x, self.w_qkv) + self.b_qkv                             # (B*T, 3D)
+        qkv = dense(x, self.w_qkv, self.b_qkv)                              # (B*T, 3D)
         q, k, v = (ops.reshape(t, (batch, time, h, hd)) for t in ops.split(qkv, 3, axis=-1))
         if at is not None:  # only the queries at flat positions `at`, each over its row's keys
             rows = at // time
@@ -98,10 +98,10 @@ class EncoderLayer(keras.layers.Layer):
         att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         att = self.attention_drop(att, training=training)
         y = ops.einsum("bhqk,bkhd->bqhd", att, v)                           # (B, T, H, d)
-        y = dense(ops.reshape(y, (-1, d)), self.w_proj) + self.b_proj       # (B*T, D)
+        y = dense(ops.reshape(y, (-1, d)), self.w_proj, self.b_proj)        # (B*T, D)
         x = self.ln_attention(x + self.drop(y, training=training))
-        y = ops.gelu(dense(x, self.w_fc) + self.b_fc, approximate=False)    # (B*T, F), erf
-        y = dense(y, self.w_out) + self.b_out                               # (B*T, D)
+        y = ops.gelu(dense(x, self.w_fc, self.b_fc), approximate=False)     # (B*T, F), erf
+        y = dense(y, self.w_out, self.b_out)                                # (B*T, D)
         return self.ln_output(x + self.drop(y, training=training))
 
     def get_config(self) -> dict[str, Any]:

@@ -9,7 +9,8 @@ operand, which XLA runs in float32; the rule below casts the cotangent to bfloat
 backward dots take the fast path too. (XLA:CPU still runs the weights' gradient ``xᵀ dy``,
 which contracts over the rows, with its float32 kernel.)
 
-JAX only: `lmkit.models.base.matmul` calls it when the backend is JAX and ``x`` is bfloat16.
+JAX only: `lmkit.models.base.matmul` calls it when the backend is JAX and ``x`` is bfloat16, and
+`lmkit.models.base.dense` adds a bias with `bf16_add_bias` then.
 
 >>> import jax.numpy as jnp
 >>> bf16_matmul(jnp.ones((2, 3), jnp.bfloat16), jnp.ones((3, 4), jnp.bfloat16)).dtype
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["bf16_matmul"]
+__all__ = ["bf16_matmul", "bf16_add_bias"]
 
 
 def _dot(a: Any, b: Any, a_axis: int, b_axis: int) -> Any:
@@ -50,3 +51,27 @@ def _backward(saved: tuple[Any, Any], dy: Any) -> tuple[Any, Any]:
 
 
 bf16_matmul.defvjp(_forward, _backward)
+
+
+@jax.custom_vjp
+def bf16_add_bias(y: Any, bias: Any) -> Any:
+    """``y (..., M) + bias (M,)`` for bfloat16 ``y`` and ``bias``; the bias's gradient, the sum of
+    ``dy`` over every axis but the last, is summed as float32.
+
+    Why: JAX's own derivative sums the bfloat16 ``dy``, which XLA:CPU rewrites into a tree of
+    float32 reduce-windows that runs far slower than a plain float32 sum (MiniLM's fine-tuning
+    step on 2 AMD Zen 4 cores: 16 ms of 193). The result is the same sum, rounded once.
+    """
+    return y + bias
+
+
+def _add_forward(y: Any, bias: Any) -> tuple[Any, None]:
+    return y + bias, None
+
+
+def _add_backward(_: None, dy: Any) -> tuple[Any, Any]:
+    summed = jnp.sum(dy, axis=tuple(range(dy.ndim - 1)), dtype=jnp.float32)
+    return dy, summed.astype(dy.dtype)
+
+
+bf16_add_bias.defvjp(_add_forward, _add_backward)

@@ -163,7 +163,7 @@ class Block(keras.layers.Layer):
         d, h, hd = self.embed_dim, self.heads, self.head_dim
         time = ops.shape(x)[0] // batch
         # -- attention ------------------------------------------------------------------------
-        qkv = dense(self.ln_1(x), self.w_qkv) + self.b_qkv                # (B*T, 3D)
+        qkv = dense(self.ln_1(x), self.w_qkv, self.b_qkv)                 # (B*T, 3D)
         q, k, v = (ops.reshape(t, (batch, time, h, hd)) for t in ops.split(qkv, 3, axis=-1))
         if self.qk_norm:
             q, k = _rms(q), _rms(k)
@@ -179,12 +179,12 @@ class Block(keras.layers.Layer):
         att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         att = self.drop(att, training=training)
         y = ops.einsum("bhqk,bhkd->bqhd", att, v)                          # (B, T, H, d)
-        y = dense(ops.reshape(y, (-1, d)), self.w_proj) + self.b_proj      # (B*T, D)
+        y = dense(ops.reshape(y, (-1, d)), self.w_proj, self.b_proj)       # (B*T, D)
         x = x + self.drop(y, training=training)
         # -- MLP ------------------------------------------------------------------------------
-        y = dense(self.ln_2(x), self.w_fc) + self.b_fc                    # (B*T, 4D)
+        y = dense(self.ln_2(x), self.w_fc, self.b_fc)                     # (B*T, 4D)
         y = ops.square(ops.relu(y)) if self.mlp == "relu2" else ops.gelu(y)
-        y = dense(y, self.w_out) + self.b_out                             # (B*T, D)
+        y = dense(y, self.w_out, self.b_out)                              # (B*T, D)
         return x + self.drop(y, training=training), k, v
 
     def get_config(self) -> dict[str, Any]:

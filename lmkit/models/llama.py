@@ -126,9 +126,7 @@ class LlamaBlock(keras.layers.Layer):
             self._dense(name, shape, bias)
 
     def _project(self, x: Any, name: str) -> Any:
-        y = dense(x, getattr(self, f"w_{name}"))
-        bias = getattr(self, f"b_{name}")
-        return y if bias is None else y + bias
+        return dense(x, getattr(self, f"w_{name}"), getattr(self, f"b_{name}"))
 
     def call(self, x: Any, *, batch: int, allowed: Any, freq: Any,
              cache: tuple[Any, Any] | None = None, pos: Any = 0,
