@@ -364,6 +364,21 @@ class ParamGroups:
             at += t.parameters
         return terms
 
+    def schedules(self) -> list[Any]:
+        """The groups' learning-rate schedules (`lmkit.schedules.WarmupDecay`), each once: the
+        compiled step takes their peaks as inputs (`lmkit.schedules.runtime_peaks`)."""
+        from lmkit.schedules import WarmupDecay
+
+        found: dict[int, Any] = {}
+        for t in self.transforms.values():
+            while hasattr(t, "inner"):  # Masked(inner)
+                t = t.inner
+            # a Keras optimizer keeps the schedule it was given as `_learning_rate`
+            schedule = getattr(getattr(t, "optimizer", None), "_learning_rate", None)
+            if isinstance(schedule, WarmupDecay):
+                found.setdefault(id(schedule), schedule)
+        return list(found.values())
+
     def row_ids(self, inputs: Any) -> dict[int, Any]:
         """``{variable index: ids}`` of the tables a step reads only at rows `ids`
         (`Transform.row_ids`): their gradients are those rows' (`update` takes them so)."""

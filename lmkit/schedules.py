@@ -13,6 +13,9 @@ shape, so every schedule is tested from one table (tests/test_components.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -24,7 +27,26 @@ from lmkit.registry import schedules
 if TYPE_CHECKING:
     from lmkit.config import TrainConfig
 
-__all__ = ["WarmupDecay", "build_schedule"]
+__all__ = ["WarmupDecay", "build_schedule", "runtime_peaks"]
+
+#: peaks of the schedules a step being traced takes as inputs, by the schedule's id
+_PEAKS: ContextVar[dict[int, Any]] = ContextVar("lmkit_schedule_peaks", default={})
+
+
+@contextmanager
+def runtime_peaks(pairs: Iterable[tuple["WarmupDecay", Any]]) -> Iterator[None]:
+    """While the block traces a step, each schedule of `pairs` scales by its traced peak
+    instead of its own constant: the compiled program holds no learning rate, so a run at
+    another rate (a sweep, a second try) finds the same program in the compilation cache.
+
+    >>> with runtime_peaks([(schedule, peak_input)]):                    # doctest: +SKIP
+    ...     rate = schedule(step)
+    """
+    token = _PEAKS.set({id(s): peak for s, peak in pairs})
+    try:
+        yield
+    finally:
+        _PEAKS.reset(token)
 
 
 @keras.saving.register_keras_serializable(package="lmkit")
@@ -53,6 +75,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         host = isinstance(step, (int, float, np.number))
         xp: Any = np if host else ops
         step = np.float32(step) if host else ops.cast(step, "float32")
+        peak = self.peak if host else _PEAKS.get().get(id(self), self.peak)
         warm = xp.minimum(1.0, (step + 1.0) / max(self.warmup, 1)) if self.warmup else 1.0
         span = max(self.total - self.warmup, 1)
         progress = xp.clip((step - self.warmup) / span, 0.0, 1.0)
@@ -61,11 +84,11 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         elif self.shape == "linear":
             decay = 1.0 - progress
         elif self.shape == "exponential":
-            return self.peak * warm * self.floor ** (1.0 - progress)
+            return peak * warm * self.floor ** (1.0 - progress)
         else:
             decay = xp.ones_like(progress)
         factor = self.floor + (1.0 - self.floor) * decay
-        return self.peak * warm * factor
+        return peak * warm * factor
 
     def get_config(self) -> dict[str, Any]:
         return {"peak": self.peak, "total": self.total, "warmup": self.warmup,

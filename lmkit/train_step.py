@@ -151,12 +151,19 @@ def _zero_grads(groups: ParamGroups, trainable: list[Any], slots: list[Any],
 
 
 def _fused_steps(step_grads: Callable, groups: ParamGroups) -> Callable:
-    """``(state, inputs, labels, masks, active) -> (state, losses)``: `k` steps in a `lax.scan`
-    over the arguments' axis 0; with `active`, a step marked False is skipped (loss 0)."""
+    """``(state, inputs, labels, masks, active, peaks) -> (state, losses)``: `k` steps in a
+    `lax.scan` over the arguments' axis 0; with `active`, a step marked False is skipped (loss
+    0); `peaks`, the peak learning rates of `groups.schedules()`, are inputs, not constants."""
     import jax
     import jax.numpy as jnp
 
-    def one_step(state, batch):
+    from lmkit.schedules import runtime_peaks
+
+    schedules = groups.schedules()
+
+    def one_step(carry, batch):
+        # the peaks are carried, not closed over: scan reuses this body's trace across calls
+        state, peaks = carry
         inputs, labels, masks, active = batch
 
         def take(state):
@@ -166,12 +173,16 @@ def _fused_steps(step_grads: Callable, groups: ParamGroups) -> Callable:
             trainable, slots = groups.update(trainable, grads, slots, inputs, masks, param_grads)
             return TrainState(trainable, non_trainable, slots), jnp.float32(value)
 
-        if active is None:
-            return take(state)
-        return jax.lax.cond(active, take, lambda s: (s, jnp.float32(0.0)), state)
+        with runtime_peaks((s, peaks[i]) for i, s in enumerate(schedules)):
+            if active is None:
+                state, loss = take(state)
+            else:
+                state, loss = jax.lax.cond(active, take, lambda s: (s, jnp.float32(0.0)), state)
+        return (state, peaks), loss
 
-    def train_chunk(state, inputs, labels, masks, active):
-        return jax.lax.scan(one_step, state, (inputs, labels, masks, active))
+    def train_chunk(state, inputs, labels, masks, active, peaks):
+        (state, _), losses = jax.lax.scan(one_step, (state, peaks), (inputs, labels, masks, active))
+        return state, losses
 
     return train_chunk
 
@@ -229,7 +240,8 @@ class TrainStep:
         batch_grads, step_grads = _gradients(model, loss, groups, parts, accumulate)
         # inputs, labels: (k, [accumulate,] B, ...), the rows B split over the data axis
         self._train = jit_step(_fused_steps(step_grads, groups), layout, self._shardings,
-                               (self.batch_axis, self.batch_axis, None, None))
+                               (self.batch_axis, self.batch_axis, None, None, None))
+        self._peaks = np.asarray([s.peak for s in groups.schedules()], np.float32)
         grad_sum, apply_grads = _full_batch(batch_grads, groups)
         self._grad_sum, self._apply_grads = grad_sum, apply_grads
         self._judged = jax.jit(groups.judged)
@@ -254,15 +266,15 @@ class TrainStep:
         return self._train.lower(self.state, *self._placed(inputs, labels, masks, active))
 
     def _placed(self, inputs: Any, labels: Any, masks: Mapping[str, np.ndarray] | None,
-                active: np.ndarray | None) -> tuple[Any, Any, dict[str, Any], Any]:
+                active: np.ndarray | None) -> tuple[Any, Any, dict[str, Any], Any, Any]:
         masks = dict(masks or {})
         if self.layout is None:
-            return inputs, labels, masks, active
+            return inputs, labels, masks, active, self._peaks
         import jax
 
         inputs, labels = jax.tree.map(lambda a: self.layout.put_batch(a, self.batch_axis),
                                       (inputs, labels))
-        return (inputs, labels, *self.feed((masks, active)))
+        return (inputs, labels, *self.feed((masks, active, self._peaks)))
 
     def accumulate(self, batches: Iterable[tuple[Any, Any, float]]) -> float:
         """One optimizer step on the weighted sum of the gradients of ``(inputs, labels,

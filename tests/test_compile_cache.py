@@ -185,6 +185,31 @@ def test_a_second_run_of_the_same_config_compiles_nothing(tmp_path) -> None:
 
 
 @pytest.mark.slow
+def test_a_run_at_another_learning_rate_compiles_nothing(tmp_path) -> None:
+    """The step takes its schedules' peak rates as inputs (`lmkit.schedules.runtime_peaks`): a
+    learning-rate sweep or a second try at another rate finds every program in the cache, and
+    still trains at its own rate."""
+    import json
+    import os
+
+    env = {**os.environ, "LMKIT_CACHE_DIR": str(tmp_path / "cache")}
+    counts, losses = [], []
+    for rate in (3e-3, 1e-3):
+        config = dict(TINY, max_steps=2, eval_every=2, checkpoint_every=2, embed_dim=8,
+                      learning_rate=rate, overwrite=True)
+        code = f"import lmkit; lmkit.train(**{config!r}, out={str(tmp_path / 'run')!r}, reporters=[])"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=300, env=env, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        counts.append(summary["compilations"])
+        losses.append(summary["val_loss"])
+    assert counts[0]["compiled"] > 0
+    assert counts[1] == {"compiled": 0, "from_cache": counts[0]["compiled"]}
+    assert losses[0] != losses[1]  # each trained at its own rate
+
+
+@pytest.mark.slow
 def test_a_sample_compiled_ahead_runs_without_compiling_and_says_the_same() -> None:
     """`lower_generate` is how `lmkit train` compiles its final sample beside the training step:
     the later `generate` then asks XLA for no program at all, and samples the same text."""
