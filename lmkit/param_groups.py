@@ -99,6 +99,11 @@ class Transform:
         """The values to take the next gradient at, from `judged`'s weights (on resume)."""
         return weights
 
+    def schedules(self) -> list[Any]:
+        """The learning-rate schedules of the group's optimizers: the step takes their peaks
+        as inputs (`lmkit.schedules.runtime_peaks`). None by default."""
+        return []
+
     def row_ids(self, inputs: Any) -> dict[int, Any]:
         """``{index in the group: ids}``: tables of which a step reads only the rows `ids`
         (sorted, ``(R,)``; ids past the table's end fill it). The step then differentiates
@@ -118,6 +123,15 @@ class Frozen(Transform):
     """No gradient and no change: the variables keep their values bit for bit."""
 
     differentiated = False
+
+
+def optimizer_schedules(optimizer: Any) -> list[Any]:
+    """`optimizer`'s learning-rate schedule, where it was given a `WarmupDecay` (a Keras
+    optimizer keeps it as ``_learning_rate``), else none."""
+    from lmkit.schedules import WarmupDecay
+
+    schedule = getattr(optimizer, "_learning_rate", None)
+    return [schedule] if isinstance(schedule, WarmupDecay) else []
 
 
 class Optimize(Transform):
@@ -141,6 +155,9 @@ class Optimize(Transform):
     def update(self, values, grads, slots, ctx):
         values, slots = self.optimizer.stateless_apply(slots, grads, values)
         return list(values), list(slots)
+
+    def schedules(self):
+        return optimizer_schedules(self.optimizer)
 
     def judged(self, values, slots):
         return self.optimizer.evaluation_weights(values, slots) if self.averaged else values
@@ -230,6 +247,9 @@ class Masked(Transform):
 
     def init(self):
         return self.inner.init()
+
+    def schedules(self):
+        return self.inner.schedules()
 
     def update(self, values, grads, slots, ctx):
         import jax.numpy as jnp
@@ -365,18 +385,9 @@ class ParamGroups:
         return terms
 
     def schedules(self) -> list[Any]:
-        """The groups' learning-rate schedules (`lmkit.schedules.WarmupDecay`), each once: the
-        compiled step takes their peaks as inputs (`lmkit.schedules.runtime_peaks`)."""
-        from lmkit.schedules import WarmupDecay
-
-        found: dict[int, Any] = {}
-        for t in self.transforms.values():
-            while hasattr(t, "inner"):  # Masked(inner)
-                t = t.inner
-            # a Keras optimizer keeps the schedule it was given as `_learning_rate`
-            schedule = getattr(getattr(t, "optimizer", None), "_learning_rate", None)
-            if isinstance(schedule, WarmupDecay):
-                found.setdefault(id(schedule), schedule)
+        """The groups' learning-rate schedules (`Transform.schedules`), each once: the compiled
+        step takes their peaks as inputs (`lmkit.schedules.runtime_peaks`)."""
+        found = {id(s): s for t in self.transforms.values() for s in t.schedules()}
         return list(found.values())
 
     def row_ids(self, inputs: Any) -> dict[int, Any]:

@@ -265,6 +265,24 @@ def _trainee(data: Any = None, arch: str = "gpt", **options: Any) -> Any:
     return FinetuneTrainee(model, data, parts.config, cfg.max_steps, parts)
 
 
+@pytest.mark.parametrize("options", [{}, {"gradual_unfreezing": True},
+                                     {"adapter": "lora", "lora_targets": ["*w_qkv"]}])
+def test_a_fine_tuning_at_another_learning_rate_runs_the_same_program(options: dict[str, Any]) -> None:
+    """Every group's peak rate is an input of the step (`ParamGroups.schedules`): plain,
+    masked and LoRA groups alike, so a rate sweep compiles one step, which trains at each rate."""
+    trainees = [_trainee(learning_rate=rate, **options) for rate in (1e-2, 3e-3)]
+    schedules = [t.step.groups.schedules() for t in trainees]
+    assert [len(s) for s in schedules] == [2, 2]  # the head's and the backbone's (or adapters')
+    texts = []
+    for t in trainees:
+        inputs, labels, masks, active = t._stacked([0])
+        texts.append(t.step.lower(inputs, labels, masks, active).as_text())
+    assert texts[0] == texts[1]
+    for t in trainees:
+        t.train(0, 1)
+    assert not np.allclose(trainees[0].model_arrays()[-1], trainees[1].model_arrays()[-1])
+
+
 def _assert_same_weights(a: Any, b: Any, atol: float) -> None:
     for x, y in zip(a.model_arrays(), b.model_arrays()):
         np.testing.assert_allclose(x, y, atol=atol)

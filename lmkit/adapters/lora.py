@@ -26,7 +26,7 @@ import numpy as np
 
 from lmkit.errors import ConfigError
 from lmkit.optim import exclude_from_decay
-from lmkit.param_groups import Slot, Transform, relative_path
+from lmkit.param_groups import Slot, Transform, optimizer_schedules, relative_path
 
 __all__ = ["LoraUnit", "Lora", "LORA", "lora_units", "select_units", "lora_group", "check_rank",
            "apply_delta", "supported_architectures", "require_lora"]
@@ -175,6 +175,9 @@ class Lora(Transform):
                                              name=f"{u.name.replace('/', '.')}.lora_B")]
         exclude_from_decay(self.optimizer, self.adapters)
         self.optimizer.build(self.adapters)
+
+    def schedules(self) -> list[Any]:
+        return optimizer_schedules(self.optimizer)
 
     def slots(self) -> list[Any]:
         return [*(Slot(a.path, tuple(a.shape)) for a in self.adapters), *self.optimizer.variables]

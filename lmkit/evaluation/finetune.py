@@ -209,7 +209,8 @@ class FinetuneTrainee:
             # padding: the gathered rows' fixed shape (`max_length` each would be 4,096 rows
             # of MiniLM's table on batches of 32 that hold a few hundred tokens)
             lengths = np.sort([len(ids) for ids in self.train_data.ids])
-            rows = min(table.shape[0], int(lengths[-self.step_size * self.train_data.per_example:].sum()) + 1)
+            longest = lengths[-self.step_size * self.train_data.per_example:]
+            rows = min(table.shape[0], int(longest.sum()) + 1)
             body = RowSparse(body_opt, table, rows, ids=lambda inputs: inputs[0])
         return ParamGroups(variables, labels, {"head": head, "backbone": body, "frozen": Frozen()})
 
