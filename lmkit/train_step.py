@@ -150,16 +150,14 @@ def _zero_grads(groups: ParamGroups, trainable: list[Any], slots: list[Any],
             [jnp.zeros_like(p) for p in groups.params(slots)])
 
 
-def _fused_steps(step_grads: Callable, groups: ParamGroups) -> Callable:
+def _fused_steps(step_grads: Callable, groups: ParamGroups, schedules: list[Any]) -> Callable:
     """``(state, inputs, labels, masks, active, peaks) -> (state, losses)``: `k` steps in a
     `lax.scan` over the arguments' axis 0; with `active`, a step marked False is skipped (loss
-    0); `peaks`, the peak learning rates of `groups.schedules()`, are inputs, not constants."""
+    0); `peaks`, the peak learning rates of `schedules`, are inputs, not constants."""
     import jax
     import jax.numpy as jnp
 
     from lmkit.schedules import runtime_peaks
-
-    schedules = groups.schedules()
 
     def one_step(carry, batch):
         # the peaks are carried, not closed over: scan reuses this body's trace across calls
@@ -239,9 +237,10 @@ class TrainStep:
             self.state = layout.place(self.state, self._shardings)
         batch_grads, step_grads = _gradients(model, loss, groups, parts, accumulate)
         # inputs, labels: (k, [accumulate,] B, ...), the rows B split over the data axis
-        self._train = jit_step(_fused_steps(step_grads, groups), layout, self._shardings,
-                               (self.batch_axis, self.batch_axis, None, None, None))
-        self._peaks = np.asarray([s.peak for s in groups.schedules()], np.float32)
+        schedules = groups.schedules()
+        self._peaks = np.asarray([s.peak for s in schedules], np.float32)
+        self._train = jit_step(_fused_steps(step_grads, groups, schedules), layout,
+                               self._shardings, (self.batch_axis, self.batch_axis, None, None, None))
         grad_sum, apply_grads = _full_batch(batch_grads, groups)
         self._grad_sum, self._apply_grads = grad_sum, apply_grads
         self._judged = jax.jit(groups.judged)

@@ -85,8 +85,6 @@ def test_few_rows_compute_a_small_batch_and_long_rows_are_refused() -> None:
         forward.plan([3, 70], batch_size=8, limit=64)
 
 
-# -- results equal one-at-a-time unpadded calls ----------------------------------------------------
-@pytest.mark.slow  # one eager (unpadded) call per length is the oracle
 def test_packed_batches_are_evened_out_so_the_last_is_not_mostly_padding(monkeypatch) -> None:
     computed: list[int] = []
 
@@ -103,6 +101,8 @@ def test_packed_batches_are_evened_out_so_the_last_is_not_mostly_padding(monkeyp
     assert len(computed) == 3 and sum(computed) == 72  # three batches of 24 rows, not 32 + 32 + 32
 
 
+# -- results equal one-at-a-time unpadded calls ----------------------------------------------------
+@pytest.mark.slow  # one eager (unpadded) call per length is the oracle
 def test_batched_logits_equal_each_row_alone_in_input_order(gpt) -> None:
     rows = _rows(LENGTHS, seed=1)
     batched = forward.logits(gpt, rows, batch_size=4, limit=CONTEXT)
