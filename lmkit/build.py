@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from lmkit.errors import ConfigError
@@ -68,7 +68,7 @@ def copy_model(model: "keras.Model", precision: str = "float32") -> "keras.Model
     config = {k: v for k, v in model.get_config().items() if k != "dtype"}  # `precision`'s
     with dtype_policy(precision):
         copy = type(model).from_config(config)
-        create_weights(copy)
+        create_weights(copy, drawn=False)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -104,17 +104,22 @@ def check_precision(name: str) -> None:
                           f"{name!r}; 'mixed_bfloat16' computes in bfloat16 with float32 weights")
 
 
-def create_weights(model: "keras.Model", length: int = 2) -> None:
+def create_weights(model: "keras.Model", length: int = 2, drawn: bool = True) -> None:
     """Create `model`'s weights with a symbolic call on ``(1, length)`` tokens: a call on real
     tokens would run every op of the forward pass eagerly, each compiled on its own (≈ 90
-    programs for a small transformer, seconds on a CPU).
+    programs for a small transformer, seconds on a CPU). ``drawn=False``: every weight is
+    assigned next (a checkpoint's, a copy's), so the host-drawn ones are left zero
+    (`lmkit.models.base.undrawn_weights`).
 
     >>> create_weights(model); model.built                               # doctest: +SKIP
     True
     """
     import keras
 
-    model(keras.Input(shape=(length,), batch_size=1, dtype="int32"))
+    from lmkit.models.base import undrawn_weights
+
+    with nullcontext() if drawn else undrawn_weights():
+        model(keras.Input(shape=(length,), batch_size=1, dtype="int32"))
 
 
 def memory_limit() -> tuple[int, str]:

@@ -161,3 +161,15 @@ def test_a_gpt2_config_without_a_size_names_it(tmp_path: Path, missing: str) -> 
     _edit_config(folder, **{missing: None})
     with pytest.raises(RunError, match=rf"has no '{missing}', which a gpt2 checkpoint needs"):
         lmkit.from_pretrained(folder)
+
+
+def test_an_architecture_whose_mapping_misses_a_weight_is_refused(
+        bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A weight no checkpoint tensor is read into would stay zero (the build draws nothing for
+    a checkpoint): an architecture whose `hf_weights` forgets one is an error naming it."""
+    from lmkit.models.bert import BERT
+
+    every = BERT.hf_weights
+    monkeypatch.setattr(BERT, "hf_weights", lambda self: every(self)[1:])  # the embedding's gone
+    with pytest.raises(RunError, match=r"names no checkpoint tensor for bert(_\d+)?/embedding:"):
+        lmkit.from_pretrained(bert)

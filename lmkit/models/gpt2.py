@@ -80,6 +80,8 @@ class GPT2(GPT):
     def hf_weights(self) -> list[HFWeight]:
         """Every variable with the Hugging Face ``GPT2LMHeadModel`` tensors it is read from."""
         head = [] if self.head_kernel is None else [HFWeight(self.head_kernel, ("lm_head.weight",), True)]
+        if self.head_bias is not None:  # GPT-2 has none: lmkit's stays zero
+            head.append(HFWeight(self.head_bias, ()))
         return gpt2_hf_weights(self) + head
 
 

@@ -207,6 +207,11 @@ def load_weights(model: Any, folder: Path) -> None:
     files = _weight_files(folder)
     prefix = getattr(model, "hf_prefix", "")
     plan = model.hf_weights()
+    planned = {id(w.variable) for w in plan}
+    unplanned = [v.path for v in model.weights if id(v) not in planned]
+    if unplanned:  # `from_pretrained` leaves them zero: the architecture's mapping is incomplete
+        raise RunError(f"{type(model).__name__}.hf_weights() names no checkpoint tensor for "
+                       f"{', '.join(unplanned)}: every weight must be read from the checkpoint")
     wanted = [n for w in plan for n in w.names]
     resolved = {n: n if n in files else prefix + n for n in wanted}
     missing = [n for n, found in resolved.items() if found not in files]
@@ -218,7 +223,7 @@ def load_weights(model: Any, folder: Path) -> None:
     arrays = read_weights(folder, list(resolved.values()))
     for name, array in arrays.items():
         _check_values(name, array, folder)
-    for weight in plan:
+    for weight in filter(lambda w: w.names, plan):  # no names: kept as built
         stored = [arrays[resolved[n]] for n in weight.names]
         parts = [p.T for p in stored] if weight.transpose else stored
         expected = tuple(weight.variable.shape)

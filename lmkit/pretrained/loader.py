@@ -198,7 +198,7 @@ def from_pretrained(path_or_name: str | os.PathLike[str], precision: str = "floa
         except KeyError as exc:
             _needed(config, exc.args[0], path, entry.name)
             raise
-        create_weights(model)
-    load_weights(model, folder)
+        create_weights(model, drawn=False)
+    load_weights(model, folder)  # every weight: checked there
     name = os.fspath(path_or_name) if folder != Path(os.fspath(path_or_name)) else folder.name
     return Pretrained(folder, name, entry.name, config, model, tokenizer)
