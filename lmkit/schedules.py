@@ -22,6 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from lmkit._scoped import scoped
 from lmkit.registry import schedules
 
 if TYPE_CHECKING:
@@ -42,11 +43,8 @@ def runtime_peaks(pairs: Iterable[tuple["WarmupDecay", Any]]) -> Iterator[None]:
     >>> with runtime_peaks([(schedule, peak_input)]):                    # doctest: +SKIP
     ...     rate = schedule(step)
     """
-    token = _PEAKS.set({id(s): peak for s, peak in pairs})
-    try:
+    with scoped(_PEAKS, {id(s): peak for s, peak in pairs}):
         yield
-    finally:
-        _PEAKS.reset(token)
 
 
 @keras.saving.register_keras_serializable(package="lmkit")

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from lmkit._scoped import scoped
 from lmkit.engine.events import EndEvent, EvalEvent, Event, StartEvent, StepEvent
 from lmkit.engine.rundir import CONFIG, MODEL, SUMMARY, TENSORBOARD, RunDir
 from lmkit.config.sections import TRACKERS, missing_library
@@ -232,8 +233,5 @@ def open_trackers(config: Mapping[str, Any], run_dir: RunDir | None, name: str) 
 @contextlib.contextmanager
 def mlflow_parent(run_id: str | None) -> Iterator[None]:
     """MLflow runs tracked inside this block are children of `run_id` (a sweep's trials)."""
-    token = _PARENT.set(run_id)
-    try:
+    with scoped(_PARENT, run_id):
         yield
-    finally:
-        _PARENT.reset(token)

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from lmkit._scoped import scoped
 from lmkit.errors import ConfigError
 
 __all__ = [
@@ -136,11 +137,8 @@ def undrawn_weights() -> Iterator[None]:
     ...     create_weights(model)
     >>> model.set_weights(stored)
     """
-    token = _UNDRAWN.set(True)
-    try:
+    with scoped(_UNDRAWN, True):
         yield
-    finally:
-        _UNDRAWN.reset(token)
 
 
 class HFWeight(NamedTuple):
@@ -199,7 +197,6 @@ class Dropout(keras.layers.Dropout):
                          jnp.zeros((), inputs.dtype))
 
 
-# -- constructor argument checks (errors of the form "`units` must be ..., got -3") ---------------
 # Low-rank terms a training step attaches to kernels (LoRA, `lmkit.adapters.lora`), keyed by
 # the kernel variable's id; `dense` reads them while the step traces the model
 _LOW_RANK: ContextVar[Mapping[int, tuple[Any, Any]]] = ContextVar("lmkit_low_rank", default={})
@@ -216,7 +213,7 @@ def low_rank_terms(terms: Iterable[tuple[Any, tuple[Any, Any]]]) -> Iterator[Non
     >>> with low_rank_terms([(layer.w_qkv, (a, b))]):       # doctest: +SKIP
     ...     outputs = model(x)
     """
-    with _by_variable(_LOW_RANK, terms):
+    with scoped(_LOW_RANK, {id(kernel): term for kernel, term in terms}):
         yield
 
 
@@ -237,20 +234,8 @@ def row_views(views: Iterable[tuple[Any, tuple[Any, Any]]]) -> Iterator[None]:
     >>> with row_views([(model.embedding, (table[ids], ids))]):    # doctest: +SKIP
     ...     outputs = model(tokens)
     """
-    with _by_variable(_ROW_VIEWS, views):
+    with scoped(_ROW_VIEWS, {id(table): view for table, view in views}):
         yield
-
-
-@contextmanager
-def _by_variable(var: ContextVar[Mapping[int, Any]], pairs: Iterable[tuple[Any, Any]]
-                 ) -> Iterator[None]:
-    """`var` holds ``{id(variable): value}`` of `pairs` while the block runs (a model being
-    traced reads it by its variables)."""
-    token = var.set({id(v): value for v, value in pairs})
-    try:
-        yield
-    finally:
-        var.reset(token)
 
 
 def dense(x: Any, kernel: Any, bias: Any = None) -> Any:
@@ -344,6 +329,7 @@ def _on_xla_cpu() -> bool:
     return jax.default_backend() == "cpu"
 
 
+# -- constructor argument checks (errors of the form "`units` must be ..., got -3") ---------------
 def check_positive_int(name: str, value: Any) -> int:
     """Return `value` if it is an int >= 1, else raise `ConfigError` naming `name`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
