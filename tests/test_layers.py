@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                     "lmkit.distribute", "lmkit.param_groups", "lmkit.train_step",
                     "lmkit.adapters")),
     ("data", ("lmkit.data",)),
-    ("base", ("lmkit.config", "lmkit.errors", "lmkit.paths", "lmkit._lazy")),
+    ("base", ("lmkit.config", "lmkit.errors", "lmkit.paths", "lmkit._lazy", "lmkit._scoped")),
 ]
 FRONT_ENDS = "front ends"
 #: all that a front end may import besides other front-end modules
