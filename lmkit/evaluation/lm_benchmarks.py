@@ -49,31 +49,32 @@ from lmkit.evaluation.sources import Source
 from lmkit.evaluation.tasks import Task
 from lmkit.registry import tasks
 
-__all__ = ["ChoiceFiles", "Documents", "Passages", "TASKS"]
+__all__ = ["ChoiceFiles", "Documents", "Passages", "SplitFiles", "TASKS"]
 
 #: ``parse(record, place) -> (context, choices, label or None)``
 Parser = Callable[[dict[str, Any], str], tuple[str, list[str], "int | None"]]
 
 
 @dataclass(frozen=True)
-class ChoiceFiles(Source):
-    """A benchmark's JSONL files: `files` maps a split to the names tried under the folder the
-    user gives (or its `folder`); `labels` maps a split to a separate label file (PIQA's
-    ``*-labels.lst``, one integer per line)."""
+class SplitFiles(Source):
+    """A benchmark's files: `files` maps a split to the names tried under the folder the user
+    gives (or its `folder`); a file given itself is read for any split."""
 
     folder: str
     files: dict[str, tuple[str, ...]]
-    parse: Parser
-    labels: dict[str, str] = field(default_factory=dict)
-
-    layouts: ClassVar[tuple[str, ...]] = ("jsonl",)
-    wants: ClassVar[str] = "reads the benchmark's JSONL files"
 
     def file(self, path: Path, split: str) -> Path | None:
         if path.is_file():
             return path
         names = self.files.get(split, ())
         return next((p / n for n in names for p in (path, path / self.folder) if (p / n).is_file()), None)
+
+    def split_file(self, task: Any, path: Path, split: str) -> Path:
+        """`file`, or a `DataError` naming the files tried."""
+        file = self.file(path, split)
+        if file is None:
+            raise DataError(f"no {task.name} '{split}' data in '{path}'. {self.expected(task)}")
+        return file
 
     def expected(self, task: Any) -> str:
         listed = "; ".join(f"{s}: {' or '.join(self.files[s])}" for s in task.splits if s in self.files)
@@ -82,10 +83,21 @@ class ChoiceFiles(Source):
     def hub_hint(self, task: Any) -> str:
         return f"the folder holding the official {task.name} files"
 
+
+@dataclass(frozen=True)
+class ChoiceFiles(SplitFiles):
+    """A multiple-choice benchmark's JSONL files (`SplitFiles`), each record read by `parse`;
+    `labels` maps a split to a separate label file (PIQA's ``*-labels.lst``, one integer per
+    line)."""
+
+    parse: Parser
+    labels: dict[str, str] = field(default_factory=dict)
+
+    layouts: ClassVar[tuple[str, ...]] = ("jsonl",)
+    wants: ClassVar[str] = "reads the benchmark's JSONL files"
+
     def read(self, task: Any, split: str, path: Path) -> Examples:
-        file = self.file(path, split)
-        if file is None:
-            raise DataError(f"no {task.name} '{split}' data in '{path}'. {self.expected(task)}")
+        file = self.split_file(task, path, split)
         answers = self._answers(file, split)
         rows, context, choices, labels = [], [], [], []
         for place, record in _json_lines(file):
@@ -135,25 +147,16 @@ def _json_lines(file: Path) -> Iterator[tuple[str, Any]]:
 
 
 @dataclass(frozen=True)
-class Passages(Source):
+class Passages(SplitFiles):
     """LAMBADA's JSONL file as OpenAI distributed it (the harness's ``lambada_openai``): one
     ``{"text": ...}`` per line; the context is the text before its final space, the label the
     last word after it."""
 
-    folder: str
-    files: dict[str, tuple[str, ...]]
-
     layouts: ClassVar[tuple[str, ...]] = ("jsonl",)
     wants: ClassVar[str] = "reads the benchmark's JSONL file"
 
-    file = ChoiceFiles.file
-    expected = ChoiceFiles.expected
-    hub_hint = ChoiceFiles.hub_hint
-
     def read(self, task: Any, split: str, path: Path) -> Examples:
-        file = self.file(path, split)
-        if file is None:
-            raise DataError(f"no {task.name} '{split}' data in '{path}'. {self.expected(task)}")
+        file = self.split_file(task, path, split)
         contexts, words = [], []
         for place, record in _json_lines(file):
             text = record.get("text") if isinstance(record, dict) else None
@@ -173,12 +176,10 @@ _ARTICLE = re.compile(r"^ = [^=].* = $")
 
 
 @dataclass(frozen=True)
-class Documents(Source):
+class Documents(SplitFiles):
     """Plain-text corpus files (``files[split]``: names tried under the folder given or its
     `folder`), cut into documents: WikiText's articles (`by_heading`) or one per line (PTB)."""
 
-    folder: str
-    files: dict[str, tuple[str, ...]]
     by_heading: bool
 
     layouts: ClassVar[tuple[str, ...]] = ()
@@ -187,14 +188,8 @@ class Documents(Source):
     def holds(self, path: Path) -> bool:
         return any(self.file(path, split) is not None for split in self.files)
 
-    file = ChoiceFiles.file
-    expected = ChoiceFiles.expected
-    hub_hint = ChoiceFiles.hub_hint
-
     def read(self, task: Any, split: str, path: Path) -> Examples:
-        file = self.file(path, split)
-        if file is None:
-            raise DataError(f"no {task.name} '{split}' data in '{path}'. {self.expected(task)}")
+        file = self.split_file(task, path, split)
         lines = file.read_text(encoding="utf-8").splitlines()
         if self.by_heading:
             docs: list[list[str]] = []

@@ -46,9 +46,10 @@ from lmkit.errors import ConfigError
 from lmkit.models.base import (PACKING, REWIND, HostNormal, LanguageModel, check_bool,
                                check_choice, check_positive_int, check_rate, dense,
                                segment_masks)
+from lmkit.models.kv_cache import CachedDecoder, write_cache
 from lmkit.registry import architectures
 
-__all__ = ["GPT", "Block", "rotate", "kv_cache", "kv_after", "write_cache"]
+__all__ = ["GPT", "Block", "rotate"]
 
 _NEG_INF = -1e9  # masked attention score; finite so that fully masked rows stay NaN-free
 MLPS = ("gelu", "relu2")
@@ -88,31 +89,6 @@ def rotate(x: Any, positions: Any, freq: Any = None) -> Any:
     sin = ops.cast(ops.sin(angle), x.dtype)[:, :, None, :]
     a, b = x[..., :half], x[..., half:]
     return ops.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
-
-
-def kv_cache(layers: int, shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
-    """An empty decoding state: ``k`` and ``v``, one zero array of `shape` per layer, and ``pos``."""
-    def zeros() -> tuple[Any, ...]:
-        return tuple(ops.zeros(shape, dtype=dtype) for _ in range(layers))
-
-    return {"k": zeros(), "v": zeros(), "pos": ops.zeros((), dtype="int32")}
-
-
-def kv_after(state: dict[str, Any], cache: list[tuple[Any, Any]], fed: Any) -> dict[str, Any]:
-    """The decoding state after `fed` tokens: each layer's cache (keys, values) as written."""
-    return {"k": tuple(k for k, _ in cache), "v": tuple(v for _, v in cache),
-            "pos": ops.cast(state["pos"] + fed, "int32")}
-
-
-def write_cache(cache: tuple[Any, Any], pos: Any, k: Any, v: Any) -> tuple[Any, Any]:
-    """One layer's KV cache ``(keys, values)``, each ``(B, H, T_k, d)``, with `k` and `v`
-    ``(B, H, T, d)`` written at `pos`, in place in a compiled decoding loop.
-
-    Why this layout: heads before positions let attention multiply each (row, head)'s
-    ``(T_k, d)`` block as it lies (with positions first XLA transposed the cache for both
-    products at every token), and one array per layer lets it read the block where it is (from
-    a stacked ``(layers, ...)`` cache XLA copied each layer's part out at every token)."""
-    return tuple(ops.slice_update(c, (0, 0, pos, 0), ops.cast(t, c.dtype)) for c, t in zip(cache, (k, v)))
 
 
 @keras.saving.register_keras_serializable(package="lmkit")
@@ -200,7 +176,7 @@ class Block(keras.layers.Layer):
                 "KV cache.",
 )
 @keras.saving.register_keras_serializable(package="lmkit")
-class GPT(LanguageModel):
+class GPT(CachedDecoder, LanguageModel):
     """Decoder-only Transformer with `layers` blocks of width `embed_dim` and `heads` heads.
 
     `seq_len` is the context length (number of learned positions), also `max_context`.
@@ -311,31 +287,15 @@ class GPT(LanguageModel):
         if self.head_kernel is not None and self.zero_init:  # an untied head starts at zero too
             self.head_kernel.assign(_ZEROS(self.head_kernel.shape, self.head_kernel.dtype))
 
-    def init_state(self, batch_size: int, length: int | None = None) -> dict[str, Any]:
-        """KV cache: ``k``, ``v``, one array per layer of shape (B, heads, `length` (default
-        seq_len), head_dim) (`write_cache` says why), and ``pos``."""
-        shape = (batch_size, self.heads, length or self.seq_len, self.embed_dim // self.heads)
-        return kv_cache(self.num_layers, shape, self.compute_dtype)
-
-    def rewind_state(self, state: dict[str, Any], position: Any) -> dict[str, Any]:
-        """`state` set to write its next token at `position` (capability `REWIND`): the cache's
-        entries from there on are overwritten before any later position reads them."""
-        return {**state, "pos": ops.cast(position, "int32")}
-
-    def features(self, tokens: Any, training: bool = False, segments: Any = None) -> Any:
-        """Hidden states ``(B, T, embed_dim)``; with `segments` ``(B, T)`` (packed rows,
-        `lmkit.data.packing`) each segment is read as a sequence of its own."""
-        return self._forward(tokens, 0, None, training, segments)[0]
+    @property
+    def kv_heads_dim(self) -> tuple[int, int]:
+        return self.heads, self.embed_dim // self.heads
 
     def _logits(self, h: Any) -> Any:
         logits = super()._logits(h)
         if self.logit_softcap:
             logits = self.logit_softcap * ops.tanh(logits / self.logit_softcap)
         return logits
-
-    def _decode(self, tokens: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        x, cache = self._forward(tokens, state["pos"], list(zip(state["k"], state["v"])), False)
-        return self._logits(x), kv_after(state, cache, ops.shape(tokens)[1])
 
     def _forward(self, tokens: Any, pos: Any, cache: list[tuple[Any, Any]] | None,
                  training: bool, segments: Any = None) -> tuple[Any, list[tuple[Any, Any]] | None]:

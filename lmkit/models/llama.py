@@ -38,7 +38,8 @@ from lmkit.errors import ConfigError, RunError
 from lmkit.models.base import (PACKING, REWIND, HFWeight, HostNormal, LanguageModel, check_bool,
                                check_choice, check_positive_int, check_rate, dense,
                                segment_masks)
-from lmkit.models.gpt import kv_after, kv_cache, rotate, write_cache
+from lmkit.models.gpt import rotate
+from lmkit.models.kv_cache import CachedDecoder, write_cache
 from lmkit.registry import architectures
 
 __all__ = ["Llama", "LlamaBlock", "llama_hf_weights", "rope_frequencies", "HF_MODEL_TYPES",
@@ -91,7 +92,7 @@ class LlamaBlock(keras.layers.Layer):
     may attend to a key; ``(B, 1, 1, T, T)`` for packed rows, with their `positions` ``(B, T)``)
     and the rotary frequencies, and returns the activations with keys and values: the whole
     layer's cache ``(B, kv_heads, T_k, head_dim)`` passed in with the new entries written at
-    `pos` (`lmkit.models.gpt.write_cache`), or without a cache the block's own.
+    `pos` (`lmkit.models.kv_cache.write_cache`), or without a cache the block's own.
     """
 
     def __init__(self, embed_dim: int, heads: int, kv_heads: int, head_dim: int, ffn_dim: int,
@@ -216,7 +217,7 @@ def _check_scaling(scaling: Any) -> dict[str, Any]:
                 "checkpoints (KV cache).",
 )
 @keras.saving.register_keras_serializable(package="lmkit")
-class Llama(LanguageModel):
+class Llama(CachedDecoder, LanguageModel):
     """Llama-family decoder with `layers` blocks of width `embed_dim`, `heads` query heads and
     `kv_heads` key/value heads (default `heads`) of width `head_dim` (default
     ``embed_dim // heads``), and a SwiGLU MLP of `ffn_dim` (default ``8/3 * embed_dim``
@@ -314,25 +315,9 @@ class Llama(LanguageModel):
         self.norm.build((None, d))
         self._build_head(d, self.tie_embeddings, bias=False)
 
-    def init_state(self, batch_size: int, length: int | None = None) -> dict[str, Any]:
-        """KV cache: ``k``, ``v``, one array per layer of shape (B, kv_heads, `length` (default
-        seq_len), head_dim) (`lmkit.models.gpt.write_cache` says why), and ``pos``."""
-        shape = (batch_size, self.kv_heads, length or self.seq_len, self.head_dim)
-        return kv_cache(self.num_layers, shape, self.compute_dtype)
-
-    def rewind_state(self, state: dict[str, Any], position: Any) -> dict[str, Any]:
-        """`state` set to write its next token at `position` (capability `REWIND`): the cache's
-        entries from there on are overwritten before any later position reads them."""
-        return {**state, "pos": ops.cast(position, "int32")}
-
-    def features(self, tokens: Any, training: bool = False, segments: Any = None) -> Any:
-        """Hidden states ``(B, T, embed_dim)``; with `segments` ``(B, T)`` (packed rows,
-        `lmkit.data.packing`) each segment is read as a sequence of its own."""
-        return self._forward(tokens, 0, None, training, segments)[0]
-
-    def _decode(self, tokens: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        x, cache = self._forward(tokens, state["pos"], list(zip(state["k"], state["v"])), False)
-        return self._logits(x), kv_after(state, cache, ops.shape(tokens)[1])
+    @property
+    def kv_heads_dim(self) -> tuple[int, int]:
+        return self.kv_heads, self.head_dim
 
     def _frequencies(self, length: Any) -> Any:
         """Rotary frequencies for a sequence of `length` positions so far: fixed, except under
