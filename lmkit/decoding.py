@@ -22,9 +22,12 @@ choices. Every padding entry is so overwritten before a position reads it (a que
 the entries before it), and prompts of one length take exactly `max_new_tokens` steps, as
 `generate` does after its prefill. A recurrent state (``h``/``c``) cannot rewind: it takes the
 common prefix (the shortest prompt rounded down to a multiple of 16) and is then fed the same way,
-so no row ever sees padding. Models without a state recompute the buffer each step. Beams reorder
-the state along its batch axis (found by comparing ``init_state(1)`` with ``init_state(2)``), a
-KV cache only at the positions the search wrote (`_reorder`).
+so no row ever sees padding. Models without a state recompute the buffer each step. When beams
+choose their parents, a KV cache (`lmkit.models.kv_cache.CachedDecoder`: `gpt`, `gpt2`, `llama`)
+stays where it was written: each beam reads its history through a table of which beam of its row
+wrote each position (`CachedDecoder.choose_beams`); another state (a recurrent ``h``/``c``) is
+taken along its batch axis, found by comparing ``init_state(1)`` with ``init_state(2)``
+(`_reorder`).
 Rows are batched by prompt length (`lmkit.forward.plan`), so a call compiles one program per
 (rows, prompt width) it meets.
 
@@ -43,16 +46,15 @@ import numpy as np
 from lmkit.errors import ConfigError
 from lmkit.forward import BUCKET, compiled, plan
 from lmkit.models.base import REWIND
+from lmkit.models.kv_cache import CachedDecoder
 from lmkit.registry import architectures
 
 __all__ = ["Search", "search"]
 
 #: a log-probability no real continuation reaches (the value `transformers` uses)
 _NEVER = -1.0e9
-#: beams reorder a KV cache in chunks of this many positions, only those the search has written
-_CHUNK = 8
-#: per leaf of a decoding state, its rows' axis and its positions' axis (None: it has none)
-_Axes = tuple[tuple[int | None, int | None], ...]
+#: per leaf of a decoding state, the axis of its rows (None: it has none)
+_Axes = tuple[int | None, ...]
 
 
 @dataclass(frozen=True)
@@ -158,10 +160,9 @@ _AXES: weakref.WeakKeyDictionary[Any, _Axes | None] = weakref.WeakKeyDictionary(
 
 
 def _find_state_axes(model: Any) -> _Axes | None:
-    """Per leaf of the model's decoding state, ``(the axis that holds the rows, the axis that
-    holds positions)``, None where there is none (`gpt`'s position is shared, a recurrent state
-    has no positions), found by comparing states of 1 and 2 rows, and of 1 and 2 `_CHUNK`
-    positions; None for a model without state."""
+    """Per leaf of the model's decoding state, the axis that holds the rows, None where there is
+    none (`gpt`'s position is shared), found by comparing states of 1 and 2 rows; None for a model
+    without state."""
     import jax
 
     def shapes(rows: int, **length: int) -> Any:  # shapes only: no state is made
@@ -170,11 +171,7 @@ def _find_state_axes(model: Any) -> _Axes | None:
     one = shapes(1) if hasattr(model, "init_state") else None
     if one is None:
         return None
-    rows = _differing_axes(one, shapes(2))
-    if not _takes_length(model):
-        return tuple((axis, None) for axis in rows)
-    positions = _differing_axes(shapes(1, length=_CHUNK), shapes(1, length=2 * _CHUNK))
-    return tuple(zip(rows, positions))
+    return _differing_axes(one, shapes(2))
 
 
 def _differing_axes(a: Any, b: Any) -> tuple[int | None, ...]:
@@ -205,6 +202,8 @@ def _search_body(model: Any, buffer: Any, lengths: Any, *,
     k, new = settings.num_beams, settings.max_new_tokens
     rows, width = buffer.shape
     stateful = axes is not None
+    # a KV cache read through a table of each beam's history: choosing parents moves the table
+    tabled = stateful and k > 1 and isinstance(model, CachedDecoder)
 
     # the loop feeds position t and picks the token at t + 1: it starts at the shortest prompt's
     # last token (or, for a recurrent state, after the tokens fed)
@@ -217,8 +216,10 @@ def _search_body(model: Any, buffer: Any, lengths: Any, *,
         if from_shortest:  # rows still in their prompts rewrite their cache entries from here on
             state = model.rewind_state(state, start)
         state = jax.tree_util.tree_map(
-            lambda leaf, ax: leaf if ax[0] is None else jnp.repeat(leaf, k, axis=ax[0]),
+            lambda leaf, ax: leaf if ax is None else jnp.repeat(leaf, k, axis=ax),
             state, _tree_like(state, axes))  # a row's K beams side by side: row b * K + beam
+        if tabled:
+            state = model.split_beams(state, k)
     seqs = jnp.broadcast_to(buffer[:, None], (rows, k, width))
     carry = dict(t=start, state=state, seqs=seqs,
                  scores=jnp.tile(jnp.asarray([0.0] + [_NEVER] * (k - 1), jnp.float32), (rows, 1)),
@@ -250,9 +251,10 @@ def _search_body(model: Any, buffer: Any, lengths: Any, *,
         active = (made >= 0) & (made < new) & c["open"]
         pick = lambda a, b: jnp.where(active.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
         source = pick(chosen["source"], jnp.broadcast_to(jnp.arange(k), (rows, k)))
-        order = (jnp.arange(rows)[:, None] * k + source).reshape(-1)
-        if stateful and k > 1:  # greedy never reorders
-            state = _reorder(state, order, axes, start, t)
+        if tabled:
+            state = model.choose_beams(state, source)
+        elif stateful and k > 1:  # greedy never reorders
+            state = _reorder(state, (jnp.arange(rows)[:, None] * k + source).reshape(-1), axes)
         return dict(t=t + 1, state=state, **{key: pick(chosen[key], c[key]) for key in
                                              ("seqs", "scores", "done_seqs", "done_scores", "done", "open")})
 
@@ -263,45 +265,23 @@ def _search_body(model: Any, buffer: Any, lengths: Any, *,
 
 
 def _init_state(model: Any, rows: int, width: int) -> Any:
-    """The model's decoding state for `rows` rows, its KV cache only `width` positions long
-    (rounded up to whole `_CHUNK`s) where the model takes a length (`gpt`, `llama`): attention
-    reads and beams reorder only the positions the search can reach, not the whole context (48 of
-    GPT-2's 1,024 in `lmkit bench decode_hf`: about 10x faster). Positions past `width` are never
-    written, so never attended to."""
+    """The model's decoding state for `rows` rows, its KV cache only `width` positions long where
+    the model takes a length (`gpt`, `llama`): attention reads only the positions the search can
+    reach, not the whole context (48 of GPT-2's 1,024 in `lmkit bench decode_hf`: about 10x
+    faster). Positions past `width` are never written, so never attended to."""
     if _takes_length(model):
-        return model.init_state(rows, length=-(-width // _CHUNK) * _CHUNK)
+        return model.init_state(rows, length=width)
     return model.init_state(rows)
 
 
-def _reorder(state: Any, order: Any, axes: _Axes, first: Any, last: Any) -> Any:
-    """`state` with its rows taken in `order` (each beam gets its parent's state). A leaf with
-    positions (a KV cache) is reordered only at the chunks of positions the search wrote, `first`
-    to `last`: before `first` every beam of a row holds the same entries (the prompt, fed before
-    the beams parted), after `last` each entry is written before it is read. A chunk is gathered
-    and written back in place; gathering the whole cache made a new one that XLA then copied into
-    the loop's, twice the cache per token."""
+def _reorder(state: Any, order: Any, axes: _Axes) -> Any:
+    """`state` with its rows taken in `order` (each beam gets its parent's state): every leaf
+    with rows, whole. For states other than a `CachedDecoder`'s KV cache (`_search_body`)."""
     import jax
     import jax.numpy as jnp
 
-    def whole(leaf: Any, ax: tuple[int | None, int | None]) -> Any:  # a leaf without positions
-        rows, positions = ax
-        return leaf if rows is None or positions is not None else jnp.take(leaf, order, rows, mode="clip")
-
-    like = _tree_like(state, axes)
-    state = jax.tree_util.tree_map(whole, state, like)
-
-    def chunk(c: Any, state: Any) -> Any:
-        def one(leaf: Any, ax: tuple[int | None, int | None]) -> Any:
-            rows, positions = ax
-            if rows is None or positions is None:
-                return leaf
-            part = jax.lax.dynamic_slice_in_dim(leaf, c * _CHUNK, _CHUNK, axis=positions)
-            return jax.lax.dynamic_update_slice_in_dim(leaf, jnp.take(part, order, rows, mode="clip"),
-                                                       c * _CHUNK, axis=positions)
-
-        return jax.tree_util.tree_map(one, state, like)
-
-    return jax.lax.fori_loop(first // _CHUNK, last // _CHUNK + 1, chunk, state)
+    return jax.tree_util.tree_map(lambda leaf, ax: leaf if ax is None else jnp.take(leaf, order, ax, mode="clip"),
+                                  state, _tree_like(state, axes))
 
 
 def _tree_like(state: Any, axes: tuple[Any, ...]) -> Any:

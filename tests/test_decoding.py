@@ -58,6 +58,18 @@ def llama(tmp_path_factory):
     return transformers.AutoModelForCausalLM.from_pretrained(folder).eval(), lmkit.from_pretrained(folder).model
 
 
+@pytest.fixture(scope="module")
+def llama_gqa(tmp_path_factory):
+    """As `llama`, with two key/value heads for its four query heads (grouped-query attention)."""
+    import transformers
+
+    import lmkit
+
+    folder = decoder_folder(tmp_path_factory.mktemp("llama_gqa"), "llama", initializer_range=0.35,
+                            num_key_value_heads=2)
+    return transformers.AutoModelForCausalLM.from_pretrained(folder).eval(), lmkit.from_pretrained(folder).model
+
+
 def frequent_end(hf_model, prompts, num_beams: int = 1, max_new_tokens: int = 6) -> int:
     """An end-of-sequence id the random model does pick early for some prompts."""
     return int(np.bincount(np.concatenate([hf_generate(hf_model, p, -1, num_beams=num_beams,
@@ -106,6 +118,20 @@ def test_prompts_of_different_lengths_in_one_batch_decode_as_generate_does_each_
     expected = [hf_generate(hf_model, p, eos, **settings) for p in MIXED]
     assert any(len(e) < 10 for e in expected)  # some stop at the end id
     assert search(model, MIXED, Search(eos_id=eos, **settings), batch_size=4) == expected
+
+
+def test_beams_read_their_own_history_from_a_shared_cache_as_generate_does(llama_gqa):
+    """Beams keep their cache entries where they were written and read them through a table of
+    each beam's history (`lmkit.models.kv_cache.beam_attention`), with grouped key/value heads
+    and prompts of different lengths (rows still in their prompts while others choose): every
+    output equals `generate` on its prompt alone."""
+    from lmkit.decoding import Search, search
+
+    hf_model, model = llama_gqa
+    settings = dict(num_beams=4, max_new_tokens=8)
+    prompts = MIXED[:4]
+    expected = [hf_generate(hf_model, p, -1, **settings) for p in prompts]
+    assert search(model, prompts, Search(**settings), batch_size=4) == expected
 
 
 @pytest.mark.slow

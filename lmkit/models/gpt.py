@@ -46,7 +46,7 @@ from lmkit.errors import ConfigError
 from lmkit.models.base import (PACKING, REWIND, HostNormal, LanguageModel, check_bool,
                                check_choice, check_positive_int, check_rate, dense,
                                segment_masks)
-from lmkit.models.kv_cache import CachedDecoder, write_cache
+from lmkit.models.kv_cache import CachedDecoder, beam_attention, write_cache
 from lmkit.registry import architectures
 
 __all__ = ["GPT", "Block", "rotate"]
@@ -135,7 +135,8 @@ class Block(keras.layers.Layer):
         self.b_out = self.add_weight(shape=(d,), initializer=_ZEROS, name="b_out")
 
     def call(self, x: Any, *, batch: int, allowed: Any, cache: tuple[Any, Any] | None = None,
-             pos: Any = 0, positions: Any = None, training: bool = False) -> tuple[Any, Any, Any]:
+             pos: Any = 0, positions: Any = None, beams: Any = None,
+             training: bool = False) -> tuple[Any, Any, Any]:
         d, h, hd = self.embed_dim, self.heads, self.head_dim
         time = ops.shape(x)[0] // batch
         # -- attention ------------------------------------------------------------------------
@@ -150,11 +151,14 @@ class Block(keras.layers.Layer):
         k, v = (ops.transpose(t, (0, 2, 1, 3)) for t in (k, v))           # (B, H, T, d)
         if cache is not None:
             k, v = write_cache(cache, pos, k, v)                           # (B, H, T_k, d)
-        scores = ops.einsum("bqhd,bhkd->bhqk", q, k) / math.sqrt(hd)       # (B, H, T, T_k)
-        scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)    # softmax in float32
-        att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
-        att = self.drop(att, training=training)
-        y = ops.einsum("bhqk,bhkd->bqhd", att, v)                          # (B, T, H, d)
+        if beams is not None:  # a beam search's step: each beam reads its own history
+            y = beam_attention(q[:, :, :, None], k, v, allowed, beams)     # (B, T, H, 1, d)
+        else:
+            scores = ops.einsum("bqhd,bhkd->bhqk", q, k) / math.sqrt(hd)   # (B, H, T, T_k)
+            scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)  # softmax in float32
+            att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
+            att = self.drop(att, training=training)
+            y = ops.einsum("bhqk,bhkd->bqhd", att, v)                      # (B, T, H, d)
         y = dense(ops.reshape(y, (-1, d)), self.w_proj, self.b_proj)       # (B*T, D)
         x = x + self.drop(y, training=training)
         # -- MLP ------------------------------------------------------------------------------
@@ -298,7 +302,8 @@ class GPT(CachedDecoder, LanguageModel):
         return logits
 
     def _forward(self, tokens: Any, pos: Any, cache: list[tuple[Any, Any]] | None,
-                 training: bool, segments: Any = None) -> tuple[Any, list[tuple[Any, Any]] | None]:
+                 training: bool, segments: Any = None,
+                 beams: Any = None) -> tuple[Any, list[tuple[Any, Any]] | None]:
         """Hidden states ``(B, T, D)`` and, given each layer's cache (keys, values), the
         caches with the new entries written."""
         batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
@@ -319,7 +324,7 @@ class GPT(CachedDecoder, LanguageModel):
         written = []
         for i, block in enumerate(self.blocks):
             x, k, v = block(x, batch=batch, allowed=allowed, cache=None if cache is None else cache[i],
-                            pos=pos, positions=packed, training=training)
+                            pos=pos, positions=packed, beams=beams, training=training)
             written.append((k, v))
         x = ops.reshape(self.ln_f(x), (batch, time, self.embed_dim))
         return x, None if cache is None else written

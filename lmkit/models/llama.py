@@ -39,7 +39,7 @@ from lmkit.models.base import (PACKING, REWIND, HFWeight, HostNormal, LanguageMo
                                check_choice, check_positive_int, check_rate, dense,
                                segment_masks)
 from lmkit.models.gpt import rotate
-from lmkit.models.kv_cache import CachedDecoder, write_cache
+from lmkit.models.kv_cache import CachedDecoder, beam_attention, write_cache
 from lmkit.registry import architectures
 
 __all__ = ["Llama", "LlamaBlock", "llama_hf_weights", "rope_frequencies", "HF_MODEL_TYPES",
@@ -131,7 +131,8 @@ class LlamaBlock(keras.layers.Layer):
 
     def call(self, x: Any, *, batch: int, allowed: Any, freq: Any,
              cache: tuple[Any, Any] | None = None, pos: Any = 0,
-             positions: Any = None, training: bool = False) -> tuple[Any, Any, Any]:
+             positions: Any = None, beams: Any = None,
+             training: bool = False) -> tuple[Any, Any, Any]:
         h, kvh, hd = self.heads, self.kv_heads, self.head_dim
         time = ops.shape(x)[0] // batch
         if positions is None:  # packed rows pass each token's position in its segment
@@ -147,11 +148,14 @@ class LlamaBlock(keras.layers.Layer):
             k, v = write_cache(cache, pos, k, v)                       # (B, KV, T_k, d)
         # query head kv * group + g reads key/value head kv (transformers' repeat_kv)
         q = ops.reshape(q, (batch, time, kvh, h // kvh, hd))            # (B, T, KV, G, d)
-        scores = ops.einsum("bqkgd,bksd->bkgqs", q, k) / math.sqrt(hd)  # (B, KV, G, T, T_k)
-        scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)  # softmax in float32
-        att = self.drop(ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype),
-                        training=training)
-        y = ops.einsum("bkgqs,bksd->bqkgd", att, v)                     # (B, T, KV, G, d)
+        if beams is not None:  # a beam search's step: each beam reads its own history
+            y = beam_attention(q, k, v, allowed, beams)                 # (B, T, KV, G, d)
+        else:
+            scores = ops.einsum("bqkgd,bksd->bkgqs", q, k) / math.sqrt(hd)  # (B, KV, G, T, T_k)
+            scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)  # softmax in float32
+            att = self.drop(ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype),
+                            training=training)
+            y = ops.einsum("bkgqs,bksd->bqkgd", att, v)                 # (B, T, KV, G, d)
         x = x + self._project(ops.reshape(y, (-1, h * hd)), "o")        # (B*T, D)
         # -- SwiGLU MLP -----------------------------------------------------------------------
         y = self.post_attention_layernorm(x)
@@ -333,7 +337,8 @@ class Llama(CachedDecoder, LanguageModel):
         return 1.0 / ops.power(base, exponent)
 
     def _forward(self, tokens: Any, pos: Any, cache: list[tuple[Any, Any]] | None,
-                 training: bool, segments: Any = None) -> tuple[Any, list[tuple[Any, Any]] | None]:
+                 training: bool, segments: Any = None,
+                 beams: Any = None) -> tuple[Any, list[tuple[Any, Any]] | None]:
         batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
         positions = pos + ops.arange(time, dtype="int32")                   # (T,)
         x = ops.reshape(self._embed(tokens), (-1, self.embed_dim))          # (B*T, D)
@@ -352,7 +357,7 @@ class Llama(CachedDecoder, LanguageModel):
         for i, block in enumerate(self.blocks):
             x, k, v = block(x, batch=batch, allowed=windowed if block.windowed else causal,
                             freq=freq, cache=None if cache is None else cache[i], pos=pos,
-                            positions=packed, training=training)
+                            positions=packed, beams=beams, training=training)
             written.append((k, v))
         x = ops.reshape(self.norm(x), (batch, time, self.embed_dim))
         return x, None if cache is None else written
