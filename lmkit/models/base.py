@@ -46,12 +46,17 @@ __all__ = [
     "STATES_AT",
     "REWIND",
     "segment_masks",
+    "MASKED",
     "dense",
     "matmul",
     "low_rank_terms",
     "tied_logits",
     "row_views",
 ]
+
+#: an attention score that is masked out: finite, so a row with every key masked (padding)
+#: softmaxes to equal weights instead of NaN
+MASKED = -1e9
 
 #: capability of an architecture entry whose `features` take `segments`: several examples in
 #: one row, attending only within their own segment, positions restarting at each

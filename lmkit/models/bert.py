@@ -29,13 +29,13 @@ import keras
 from keras import ops
 
 from lmkit.errors import ConfigError, RunError
-from lmkit.models.base import (PACKING, STATES_AT, Dropout, HFWeight, HostNormal, LanguageModel,
-                               check_positive_int, check_rate, dense, segment_masks)
+from lmkit.models.base import (MASKED, PACKING, STATES_AT, Dropout, HFWeight, HostNormal,
+                               LanguageModel, check_positive_int, check_rate, dense,
+                               segment_masks)
 from lmkit.registry import architectures
 
 __all__ = ["BERT", "EncoderLayer"]
 
-_NEG_INF = -1e9  # masked attention score; finite so a row of padding stays NaN-free
 ENCODER = "encoder"  #: capability of an architecture entry without next-token logits
 
 
@@ -94,7 +94,7 @@ class EncoderLayer(keras.layers.Layer):
                 allowed = ops.take_along_axis(allowed, (at % time)[:, None, None, None], axis=2)
             x = ops.take(x, at, axis=0)                                     # (N, D)
         scores = ops.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)        # (B, H, T, T)
-        scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)  # softmax in float32
+        scores = ops.where(allowed, ops.cast(scores, "float32"), MASKED)  # softmax in float32
         att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         att = self.attention_drop(att, training=training)
         y = ops.einsum("bhqk,bkhd->bqhd", att, v)                           # (B, T, H, d)

@@ -43,15 +43,14 @@ import keras
 from keras import ops
 
 from lmkit.errors import ConfigError
-from lmkit.models.base import (PACKING, REWIND, HostNormal, LanguageModel, check_bool,
-                               check_choice, check_positive_int, check_rate, dense,
+from lmkit.models.base import (MASKED, PACKING, REWIND, HostNormal, LanguageModel,
+                               check_bool, check_choice, check_positive_int, check_rate, dense,
                                segment_masks)
 from lmkit.models.kv_cache import CachedDecoder, beam_attention, write_cache
 from lmkit.registry import architectures
 
 __all__ = ["GPT", "Block", "rotate"]
 
-_NEG_INF = -1e9  # masked attention score; finite so that fully masked rows stay NaN-free
 MLPS = ("gelu", "relu2")
 _ZEROS = HostNormal(0.0)
 NORMS = ("layernorm", "rmsnorm")
@@ -155,7 +154,7 @@ class Block(keras.layers.Layer):
             y = beam_attention(q[:, :, :, None], k, v, allowed, beams)     # (B, T, H, 1, d)
         else:
             scores = ops.einsum("bqhd,bhkd->bhqk", q, k) / math.sqrt(hd)   # (B, H, T, T_k)
-            scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)  # softmax in float32
+            scores = ops.where(allowed, ops.cast(scores, "float32"), MASKED)  # softmax in float32
             att = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
             att = self.drop(att, training=training)
             y = ops.einsum("bhqk,bhkd->bqhd", att, v)                      # (B, T, H, d)

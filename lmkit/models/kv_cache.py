@@ -16,9 +16,10 @@ from typing import Any
 
 from keras import ops
 
+from lmkit.models.base import MASKED
+
 __all__ = ["CachedDecoder", "beam_attention", "kv_cache", "kv_after", "write_cache"]
 
-_NEG_INF = -1e9  # masked attention score, as the blocks' own
 
 
 def kv_cache(layers: int, shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
@@ -57,19 +58,20 @@ def beam_attention(q: Any, k: Any, v: Any, allowed: Any, beams: Any) -> Any:
     new place whenever beams change parents (a tenth to a sixth of a 4-beam step in `lmkit bench
     decode_hf`, docs/performance.md).
     """
-    n, k_, width = ops.shape(beams)
+    n, m, width = ops.shape(beams)                                     # N prompts, M = K beams
     rows, time, kvh, group, d = ops.shape(q)
-    q = ops.reshape(q, (n, k_, time, kvh, group, d))
-    k, v = (ops.reshape(t, (n, k_, kvh, width, d)) for t in (k, v))
+    q = ops.reshape(q, (n, m, time, kvh, group, d))
+    k, v = (ops.reshape(t, (n, m, kvh, width, d)) for t in (k, v))
     scores = ops.einsum("nbqkgd,njksd->njkbgqs", q, k) / math.sqrt(d)  # (N, K', KV, K, G, T, T_k)
-    source = ops.reshape(ops.arange(k_, dtype=beams.dtype), (1, k_, 1, 1))
-    mine = ops.expand_dims(beams, 1) == source                          # (N, K', K, T_k)
-    mask = ops.logical_and(ops.reshape(mine, (n, k_, 1, k_, 1, 1, width)), allowed)
-    scores = ops.where(mask, ops.cast(scores, "float32"), _NEG_INF)
+    writer = ops.reshape(ops.arange(m, dtype=beams.dtype), (1, m, 1, 1))
+    mine = ops.expand_dims(beams, 1) == writer                         # (N, K', K, T_k)
+    mask = ops.logical_and(ops.reshape(mine, (n, m, 1, m, 1, 1, width)), allowed)
+    scores = ops.where(mask, ops.cast(scores, "float32"), MASKED)
     # the softmax over (K', T_k), a beam's whole history
     top = ops.max(scores, axis=(1, 6), keepdims=True)
     weights = ops.exp(scores - top)
     att = ops.cast(weights / ops.sum(weights, axis=(1, 6), keepdims=True), q.dtype)
+    # beam j's values weighted where they lie (j a batch axis: no transpose of the cache), summed
     y = ops.sum(ops.einsum("njkbgqs,njksd->njkbgqd", att, v), axis=1)  # (N, KV, K, G, T, d)
     return ops.reshape(ops.transpose(y, (0, 2, 4, 1, 3, 5)), (rows, time, kvh, group, d))
 

@@ -35,8 +35,8 @@ import numpy as np
 from keras import ops
 
 from lmkit.errors import ConfigError, RunError
-from lmkit.models.base import (PACKING, REWIND, HFWeight, HostNormal, LanguageModel, check_bool,
-                               check_choice, check_positive_int, check_rate, dense,
+from lmkit.models.base import (MASKED, PACKING, REWIND, HFWeight, HostNormal, LanguageModel,
+                               check_bool, check_choice, check_positive_int, check_rate, dense,
                                segment_masks)
 from lmkit.models.gpt import rotate
 from lmkit.models.kv_cache import CachedDecoder, beam_attention, write_cache
@@ -45,7 +45,6 @@ from lmkit.registry import architectures
 __all__ = ["Llama", "LlamaBlock", "llama_hf_weights", "rope_frequencies", "HF_MODEL_TYPES",
            "ROPE_TYPES"]
 
-_NEG_INF = -1e9  # masked attention score; finite so that fully masked rows stay NaN-free
 _ZEROS = HostNormal(0.0)
 #: the `config.json` model types read, each the class `transformers` builds from it
 HF_MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
@@ -152,7 +151,7 @@ class LlamaBlock(keras.layers.Layer):
             y = beam_attention(q, k, v, allowed, beams)                 # (B, T, KV, G, d)
         else:
             scores = ops.einsum("bqkgd,bksd->bkgqs", q, k) / math.sqrt(hd)  # (B, KV, G, T, T_k)
-            scores = ops.where(allowed, ops.cast(scores, "float32"), _NEG_INF)  # softmax in float32
+            scores = ops.where(allowed, ops.cast(scores, "float32"), MASKED)  # softmax in float32
             att = self.drop(ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype),
                             training=training)
             y = ops.einsum("bkgqs,bksd->bqkgd", att, v)                 # (B, T, KV, G, d)
