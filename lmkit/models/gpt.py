@@ -99,7 +99,8 @@ class Block(keras.layers.Layer):
     for packed rows, with their `positions` ``(B, T)``), true where a query may attend to a
     key, and returns the activations with keys and values ``(B, H, T_k, d)``: this block's
     cache passed in with the new entries written at `pos` (`write_cache`), or without a cache
-    the block's own.
+    the block's own. With a beam search's `beams` table, each row reads the entries of its
+    beam's history (`lmkit.models.kv_cache.beam_attention`).
     """
 
     def __init__(self, embed_dim: int, heads: int, dropout: float, num_layers: int,
@@ -304,7 +305,7 @@ class GPT(CachedDecoder, LanguageModel):
                  training: bool, segments: Any = None,
                  beams: Any = None) -> tuple[Any, list[tuple[Any, Any]] | None]:
         """Hidden states ``(B, T, D)`` and, given each layer's cache (keys, values), the
-        caches with the new entries written."""
+        caches with the new entries written (`beams`: `lmkit.models.kv_cache.CachedDecoder`)."""
         batch, time = ops.shape(tokens)[0], ops.shape(tokens)[1]
         positions = pos + ops.arange(time, dtype="int32")                  # (T,)
         # Query i (at position pos + i) may see key j iff j <= pos + i.

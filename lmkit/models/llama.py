@@ -91,7 +91,8 @@ class LlamaBlock(keras.layers.Layer):
     may attend to a key; ``(B, 1, 1, T, T)`` for packed rows, with their `positions` ``(B, T)``)
     and the rotary frequencies, and returns the activations with keys and values: the whole
     layer's cache ``(B, kv_heads, T_k, head_dim)`` passed in with the new entries written at
-    `pos` (`lmkit.models.kv_cache.write_cache`), or without a cache the block's own.
+    `pos` (`lmkit.models.kv_cache.write_cache`), or without a cache the block's own. With a beam
+    search's `beams` table, each row reads the entries of its beam's history (`beam_attention`).
     """
 
     def __init__(self, embed_dim: int, heads: int, kv_heads: int, head_dim: int, ffn_dim: int,
