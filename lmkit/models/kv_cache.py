@@ -55,7 +55,7 @@ def beam_attention(q: Any, k: Any, v: Any, allowed: Any, beams: Any) -> Any:
 
     A beam reads the keys of all K beams of its row and masks every one its history does not
     name: K times the attention's small arithmetic, instead of moving every beam's cache to its
-    new place whenever beams change parents (a tenth to a sixth of a 4-beam step in `lmkit bench
+    new place whenever beams change parents (3–6 ms of a 23–28 ms 4-beam step in `lmkit bench
     decode_hf`, docs/performance.md).
     """
     n, m, width = ops.shape(beams)                                     # N prompts, M = K beams
@@ -76,10 +76,16 @@ def beam_attention(q: Any, k: Any, v: Any, allowed: Any, beams: Any) -> Any:
     return ops.reshape(ops.transpose(y, (0, 2, 4, 1, 3, 5)), (rows, time, kvh, group, d))
 
 
+def _own_beams(prompts: int, beams: int, width: int) -> Any:
+    """A `beams` table ``(prompts, beams, width)`` in which every beam names itself."""
+    own = ops.reshape(ops.arange(beams, dtype="int32"), (1, beams, 1))
+    return ops.broadcast_to(own, (prompts, beams, width))
+
+
 class CachedDecoder:
     """Decoding through a KV cache, for a `LanguageModel` whose `_forward` reads and writes one
     (mixed in before `LanguageModel`): `init_state`, `rewind_state` (capability `REWIND`),
-    `features` and `_decode`."""
+    `split_beams` and `choose_beams` (a beam search), `features` and `_decode`."""
 
     seq_len: int
     num_layers: int
@@ -104,10 +110,8 @@ class CachedDecoder:
     def split_beams(self, state: dict[str, Any], beams: int) -> dict[str, Any]:
         """`state`, whose rows are each prompt's `beams` beams side by side (row ``p * beams +
         b``), with the table ``"beams"`` ``(prompts, beams, T_k)``: each beam reads its own cache."""
-        n = ops.shape(state["k"][0])[0] // beams
-        width = ops.shape(state["k"][0])[2]
-        own = ops.reshape(ops.arange(beams, dtype="int32"), (1, beams, 1))
-        return {**state, "beams": ops.broadcast_to(own, (n, beams, width))}
+        rows, _, width, _ = ops.shape(state["k"][0])
+        return {**state, "beams": _own_beams(rows // beams, beams, width)}
 
     def choose_beams(self, state: dict[str, Any], parents: Any) -> dict[str, Any]:
         """`state` after each beam took the history of its parent, `parents` ``(prompts, beams)``
@@ -123,9 +127,8 @@ class CachedDecoder:
         beams = state.get("beams")
         if beams is not None:  # the positions fed now are each beam's own
             n, k = ops.shape(beams)[:2]
-            own = ops.broadcast_to(ops.reshape(ops.arange(k, dtype="int32"), (1, k, 1)),
-                                   (n, k, ops.shape(tokens)[1]))
-            beams = ops.slice_update(beams, (0, 0, state["pos"]), own)
+            beams = ops.slice_update(beams, (0, 0, state["pos"]),
+                                     _own_beams(n, k, ops.shape(tokens)[1]))
         x, cache = self._forward(  # type: ignore[attr-defined]
             tokens, state["pos"], list(zip(state["k"], state["v"])), False, beams=beams)
         after = kv_after(state, cache, ops.shape(tokens)[1])
