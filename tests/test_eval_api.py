@@ -228,3 +228,18 @@ def test_a_never_called_backbone_gives_hidden_states_and_a_model_without_them_is
     np.testing.assert_array_equal(states, np.asarray(backbone.embedding)[tokens])
     with pytest.raises(ConfigError, match="LanguageModel does not expose its hidden states"):
         hidden_states(LanguageModel(13), tokens)
+
+
+def test_the_task_metric_is_imported_while_the_scored_split_is_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmkit.evaluation import metrics
+    from lmkit.evaluation.shapes.classification import Classification
+
+    seen: list[str] = []
+    real_preload, real_outputs = metrics.preload, Classification.outputs
+    monkeypatch.setattr(metrics, "preload", lambda name: (seen.append(f"preload {name}"), real_preload(name)))
+    monkeypatch.setattr(Classification, "outputs",
+                        lambda self, *a, **k: (seen.append("outputs"), real_outputs(self, *a, **k))[1])
+    evaluate("scratch", task="glue/mrpc", data=GLUE, max_steps=2,
+             reporters=[lambda e: seen.append("end") if isinstance(e, EndEvent) else None], **TINY)
+    # after the training (its steps keep every core busy), before the scored split's outputs
+    assert seen == ["end", "preload glue", "outputs"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -213,3 +215,44 @@ def test_a_task_naming_a_missing_module_fails_when_it_is_made() -> None:
     with pytest.raises(RegistryError, match=r"task sick: 'acuracy' is not a metric module \(did you mean 'accuracy'"):
         Task(name="sick", description="SICK relatedness", metrics=("acuracy",), splits=("dev",),
              eval_split="dev", source=TableSource(), shape=Regression(), inputs=("a", "b"))
+
+
+# -- preloading: the import on a background thread, its errors where the metric is used -------
+def test_a_preloaded_metric_is_imported_on_its_own_thread_and_then_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import threading
+
+    from lmkit.evaluation import metrics
+
+    threads: list[str] = []
+    real = metrics._import
+
+    def spy(key: str) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(key)
+
+    monkeypatch.setattr(metrics, "_import", spy)
+    monkeypatch.delitem(sys.modules, "lmkit.evaluation.metrics.glue.glue", raising=False)
+    metrics.preload("glue")
+    found = load_metric("glue", "mrpc").compute(predictions=[1, 0], references=[1, 1])
+    assert threads[0] == "lmkit-preload-glue" and threads[-1] == threading.current_thread().name
+    assert not metrics._PRELOADS  # waited for, then forgotten
+    assert found["accuracy"] == 0.5
+    with pytest.raises(RegistryError, match="unknown evaluation metric 'acuracy'"):
+        metrics.preload("acuracy")  # refused at once, not on the thread
+
+
+def test_a_preload_that_fails_raises_where_the_metric_is_used(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from lmkit.errors import ConfigError
+    from lmkit.evaluation import metrics
+
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf").chmod(0o777)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delitem(sys.modules, "lmkit.evaluation.metrics.accuracy.accuracy", raising=False)
+    metrics.preload("accuracy")  # its thread fails; nothing is raised here
+    with pytest.raises(ConfigError, match="writable by other users"):
+        load_metric("accuracy")

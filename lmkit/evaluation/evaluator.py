@@ -78,6 +78,7 @@ def _fit_and_score(job: "_Job", reporters: Sequence[Callable[[Event], None]],
 
     from lmkit.evaluation.encoding import head_and_tail
     from lmkit.evaluation.finetune import finetune
+    from lmkit.evaluation.metrics import preload
 
     cfg, parts, task, source, scored, train = job.cfg, job.parts, job.task, job.source, job.scored, job.train
     keras.utils.set_random_seed(cfg.seed)
@@ -104,6 +105,7 @@ def _fit_and_score(job: "_Job", reporters: Sequence[Callable[[Event], None]],
         training["scored_in_train"] = scored.overlap(train)
         if _is_scratch(source) and cfg.checkpoint_dir is not None and lead_process():
             _save_scratch_tokenizer(tokenizer, cfg.checkpoint_dir)
+    preload(task.metric_for(scored.split)[0])  # imported while the scored split is computed
     outputs = task.shape.outputs(model, tokenizer, scored, encode, cfg)
     return EvalResult.build(task, scored.split, name, outputs, scored.labels, scored, config=cfg.to_dict(),
                             training=training, model=model, tokenizer=tokenizer)
