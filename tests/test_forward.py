@@ -101,6 +101,23 @@ def test_packed_batches_are_evened_out_so_the_last_is_not_mostly_padding(monkeyp
     assert len(computed) == 3 and sum(computed) == 72  # three batches of 24 rows, not 32 + 32 + 32
 
 
+def test_a_packed_batch_on_a_cpu_holds_no_more_positions_than_fit_its_caches(monkeypatch) -> None:
+    shapes: list[tuple[int, int]] = []
+
+    def prepared(model, body, static, args):  # the compiled body's place: record its shapes
+        def fn(values, tokens, lengths, segments, offsets):
+            shapes.append(tokens.shape)
+            return np.zeros(len(lengths), np.float32)
+        return fn, []
+
+    monkeypatch.setattr(forward, "_prepared", prepared)
+    rows = _rows([60] * 300, 0)  # one example a packed row of 64; 256 of them asked per batch
+    out = forward.apply_packed(None, None, rows, batch_size=256)
+    assert len(out) == 300 and sum(r for r, _ in shapes) >= 300
+    assert {w for _, w in shapes} == {64}
+    assert max(r * w for r, w in shapes) <= forward.CPU_PACKED_TOKENS  # not 2 x 150 rows of 64
+
+
 # -- results equal one-at-a-time unpadded calls ----------------------------------------------------
 @pytest.mark.slow  # one eager (unpadded) call per length is the oracle
 def test_batched_logits_equal_each_row_alone_in_input_order(gpt) -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "dense",
     "matmul",
     "low_rank_terms",
+    "on_xla_cpu",
     "tied_logits",
     "row_views",
 ]
@@ -299,7 +300,7 @@ def tied_logits(h: Any, table: Any) -> Any:
     >>> tied_logits(ops.ones((8, 3)), ops.ones((5, 3))).shape
     (8, 5)
     """
-    if ops.shape(h)[0] in _FEW_ROWS and _on_xla_cpu():
+    if ops.shape(h)[0] in _FEW_ROWS and on_xla_cpu():
         return _summed_logits()(ops.convert_to_tensor(h), ops.convert_to_tensor(table))
     return ops.matmul(h, ops.transpose(table))
 
@@ -326,7 +327,9 @@ def _summed_logits() -> Any:
     return logits
 
 
-def _on_xla_cpu() -> bool:
+def on_xla_cpu() -> bool:
+    """Whether Keras runs on JAX with a CPU as its device (XLA:CPU), where some forms of a
+    computation are chosen for its kernels and caches (`tied_logits`, `lmkit.forward`)."""
     if keras.backend.backend() != "jax":
         return False
     import jax

@@ -43,6 +43,7 @@ from lmkit.adapters.lora import lora_group
 from lmkit.distribute import Layout
 from lmkit.engine.checkpoint import check_fit, restore_arrays
 from lmkit.losses import nll
+from lmkit.models.base import on_xla_cpu
 from lmkit.optim import exclude_from_decay
 from lmkit.param_groups import Frozen, Optimize, ParamGroups, labels_from_patterns
 from lmkit.token_metrics import compute_stats
@@ -70,15 +71,11 @@ def batch_parts(cfg: Any, model: keras.Model, total_steps: int) -> int:
     """
     if cfg.batch_parts:
         return cfg.batch_parts
-    if (keras.backend.backend() != "jax" or total_steps < BATCH_PARTS_MIN_STEPS
+    if (not on_xla_cpu() or total_steps < BATCH_PARTS_MIN_STEPS
             or cfg.batch_size * cfg.seq_len > BATCH_PARTS_MAX_TOKENS):
         return 1
-    import jax
-
     parts = getattr(model, "cpu_batch_parts", 1)
-    if jax.default_backend() != "cpu" or cfg.batch_size % parts:
-        return 1
-    return parts
+    return 1 if cfg.batch_size % parts else parts
 
 
 _COMPILER: list[Any] = []  # the one thread that compiles ahead (`compile_in_background`)
