@@ -14,7 +14,8 @@ longest row rounded up to a multiple of `BUCKET` (16; never past `limit`, the mo
 and filled up to ``rows`` rows with copies of its first. The model gets the padded tokens and each
 row's length (`apply`): causal models ignore right padding, encoders mask it (their pad id), heads
 pool over the lengths. With a budget of tokens per batch (`max_tokens`, e.g. `LOGITS_PER_BATCH`
-logits over the vocabulary) a wide batch holds fewer rows, a number fixed by its width. So one call
+logits over the vocabulary; on XLA:CPU at most `CPU_BATCH_TOKENS` positions, sized for its caches)
+a wide batch holds fewer rows, a number fixed by its width. So one call
 compiles at most one shape per width (``ceil(longest / 16)`` at most), whatever the number of rows;
 results come back in the rows' own order, stacked.
 
@@ -37,16 +38,17 @@ from lmkit.errors import ConfigError
 
 __all__ = ["compiled", "Batch", "plan", "padded_width", "pad_rows", "apply", "apply_packed", "logits",
            "features", "pooled", "pool", "classify", "log_likelihoods", "greedy_log_likelihoods", "text_nll", "perplexity", "BUCKET",
-           "LOGITS_PER_BATCH", "CPU_PACKED_TOKENS", "POOLINGS", "UNITS"]
+           "LOGITS_PER_BATCH", "CPU_BATCH_TOKENS", "POOLINGS", "UNITS"]
 
 #: padded widths are multiples of this: a handful of compiled shapes serve any lengths
 BUCKET = 16
 #: the most logits (rows × tokens × vocabulary) one log-likelihood batch computes: bounded memory
 LOGITS_PER_BATCH = 2 ** 25
-#: on XLA:CPU, the most token positions one packed batch holds (`apply_packed`): a larger batch's
-#: activations outgrow the caches (MiniLM embedding the 872 SST-2 dev sentences on 2 Zen 4 cores:
-#: 2.9-3.1 s at 832 to 3,200 positions a batch, 3.7-3.9 s at 4,000 to 5,600)
-CPU_PACKED_TOKENS = 2048
+#: on XLA:CPU, the most token positions one batch of `apply` or `apply_packed` holds: a larger
+#: batch's activations outgrow the caches (2 Zen 4 cores: MiniLM embedding the 872 SST-2 dev
+#: sentences 2.9-3.1 s at 832 to 3,200 positions a batch, 3.7-3.9 s at 4,000 to 5,600; a 2 x 128
+#: char GPT's perplexity of 100,000 characters 0.75 s at 2,048, 1.33 s at 16,384)
+CPU_BATCH_TOKENS = 2048
 #: how `pooled` turns hidden states into one vector: the mean over real tokens, or the first token's
 POOLINGS = ("mean", "cls")
 #: what `text_nll` counts: the predicted tokens, whitespace words, or UTF-8 bytes
@@ -107,6 +109,18 @@ def padded_width(longest: int, limit: int | None = None) -> int:
     """
     width = max(BUCKET, -(-int(longest) // BUCKET) * BUCKET)
     return min(width, limit) if limit else width
+
+
+def _positions(max_tokens: int | None, group: int = 1) -> int | None:
+    """The token positions a batch item may hold: `max_tokens`, and on XLA:CPU at most its share
+    of `CPU_BATCH_TOKENS` (not in `plan`: decoding's batches of prompts read the weights once
+    for every row, so they gain from more rows)."""
+    from lmkit.models.base import on_xla_cpu
+
+    if not on_xla_cpu():
+        return max_tokens
+    cap = max(1, CPU_BATCH_TOKENS // group)
+    return cap if max_tokens is None else min(max_tokens, cap)
 
 
 def plan(lengths: Sequence[int] | np.ndarray, batch_size: int, limit: int | None = None,
@@ -173,7 +187,8 @@ def apply(model: Any, body: Callable[..., Any], rows: Sequence[Any], *, batch_si
     out = _Gathered(len(lengths) // group, lengths if per_token else None)
     fn: Callable[..., Any] | None = None
     pending = None
-    for batch in plan(lengths.reshape(-1, group).max(axis=1), batch_size, limit, max_tokens):
+    budget = _positions(max_tokens, group)
+    for batch in plan(lengths.reshape(-1, group).max(axis=1), batch_size, limit, budget):
         items = np.concatenate([batch.index, np.repeat(batch.index[:1], batch.rows - len(batch.index))])
         picked = (items[:, None] * group + np.arange(group)).reshape(-1)
         args = (pad_rows([rows[r] for r in picked], batch.width, pad_id), lengths[picked],
@@ -194,14 +209,13 @@ def apply_packed(model: Any, body: Callable[..., Any], rows: Sequence[Any], *,
     """``body(model, tokens (R, W), lengths (N,), segments (R, W), offsets (N,))`` over `rows`
     packed (`lmkit.data.packing`) into rows of one width `W` (the longest row's
     `padded_width`), `R` rows per batch (as many as `batch_size` examples fill on average, at
-    most `CPU_PACKED_TOKENS` positions on XLA:CPU, evened out over the batches);
+    most `CPU_BATCH_TOKENS` positions on XLA:CPU, evened out over the batches);
     the body returns one output per example, stacked in the rows' order.
 
     Every batch has the same shape (its examples filled up with copies of its first), so a call
     compiles one program, and computes about the real tokens instead of each batch's padding.
     """
     from lmkit.data.packing import first_fit, pack
-    from lmkit.models.base import on_xla_cpu
 
     lengths = np.asarray([len(r) for r in rows], dtype=np.int32)
     if not len(lengths):
@@ -210,8 +224,9 @@ def apply_packed(model: Any, body: Callable[..., Any], rows: Sequence[Any], *,
     row_of = first_fit(lengths, width)
     total = int(row_of.max()) + 1
     per_batch = max(1, min(total, math.ceil(total * batch_size / len(lengths))))
-    if on_xla_cpu():
-        per_batch = min(per_batch, max(1, CPU_PACKED_TOKENS // width))
+    budget = _positions(None)
+    if budget is not None:
+        per_batch = min(per_batch, max(1, budget // width))
     per_batch = -(-total // -(-total // per_batch))  # evened out: no last batch of mostly padding
     groups = [g for g in (np.flatnonzero(row_of // per_batch == b)
                           for b in range(-(-total // per_batch))) if len(g)]

@@ -115,7 +115,24 @@ def test_a_packed_batch_on_a_cpu_holds_no_more_positions_than_fit_its_caches(mon
     out = forward.apply_packed(None, None, rows, batch_size=256)
     assert len(out) == 300 and sum(r for r, _ in shapes) >= 300
     assert {w for _, w in shapes} == {64}
-    assert max(r * w for r, w in shapes) <= forward.CPU_PACKED_TOKENS  # not 2 x 150 rows of 64
+    assert max(r * w for r, w in shapes) <= forward.CPU_BATCH_TOKENS  # not 2 x 150 rows of 64
+
+
+def test_a_padded_batch_on_a_cpu_holds_no_more_positions_than_fit_its_caches(monkeypatch) -> None:
+    shapes: list[tuple[int, ...]] = []
+
+    def prepared(model, body, static, args):
+        def fn(values, tokens, lengths, *extras):
+            shapes.append(tokens.shape)
+            return np.zeros(len(lengths), np.float32)
+        return fn, []
+
+    monkeypatch.setattr(forward, "_prepared", prepared)
+    out = forward.apply(None, None, _rows([60] * 300, 0), batch_size=256)  # rows of 64
+    assert len(out) == 300 and max(r * w for r, w in shapes) <= forward.CPU_BATCH_TOKENS
+    shapes.clear()
+    out = forward.apply(None, None, _rows([60] * 300, 0), batch_size=256, group=4)  # 75 items of 4
+    assert len(out) == 75 and max(r * w for r, w in shapes) <= forward.CPU_BATCH_TOKENS
 
 
 # -- results equal one-at-a-time unpadded calls ----------------------------------------------------
