@@ -113,8 +113,8 @@ def padded_width(longest: int, limit: int | None = None) -> int:
 
 def _positions(max_tokens: int | None, group: int = 1) -> int | None:
     """The token positions a batch item may hold: `max_tokens`, and on XLA:CPU at most its share
-    of `CPU_BATCH_TOKENS` (not in `plan`: decoding's batches of prompts read the weights once
-    for every row, so they gain from more rows)."""
+    of `CPU_BATCH_TOKENS` (not in `plan`: the rows of a decoding batch share each read of the
+    weights, so decoding gains from more rows)."""
     from lmkit.models.base import on_xla_cpu
 
     if not on_xla_cpu():
