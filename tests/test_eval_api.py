@@ -239,7 +239,8 @@ def test_the_task_metric_is_imported_while_the_scored_split_is_computed(monkeypa
     monkeypatch.setattr(metrics, "preload", lambda name: (seen.append(f"preload {name}"), real_preload(name)))
     monkeypatch.setattr(Classification, "outputs",
                         lambda self, *a, **k: (seen.append("outputs"), real_outputs(self, *a, **k))[1])
-    evaluate("scratch", task="glue/mrpc", data=GLUE, max_steps=2,
-             reporters=[lambda e: seen.append("end") if isinstance(e, EndEvent) else None], **TINY)
+    result = evaluate("scratch", task="glue/mrpc", data=GLUE, max_steps=2,
+                      reporters=[lambda e: seen.append("end") if isinstance(e, EndEvent) else None], **TINY)
+    assert 0.0 <= result.metrics["accuracy"] <= 1.0  # scored with the module the thread imported
     # after the training (its steps keep every core busy), before the scored split's outputs
     assert seen == ["end", "preload glue", "outputs"]

@@ -21,7 +21,6 @@ from lmkit.models.base import MASKED
 __all__ = ["CachedDecoder", "beam_attention", "kv_cache", "kv_after", "write_cache"]
 
 
-
 def kv_cache(layers: int, shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
     """An empty decoding state: ``k`` and ``v``, one zero array of `shape` per layer, and ``pos``."""
     def zeros() -> tuple[Any, ...]:
